@@ -1,0 +1,280 @@
+//! hallcast-config: the node's TOML schema, its defaults and its validation.
+//!
+//! One file per node; unknown keys are errors (a typo must not silently fall back to
+//! a default). Every key can be overridden from the command line with
+//! `--set section.key=value` (the value is parsed as TOML, or taken as a string),
+//! and the most common ones also have their own flags in the binary. This crate does
+//! no I/O beyond reading the file it is given.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one hallcast node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: Http,
+    pub media: Media,
+    pub data: Data,
+    pub admin: Admin,
+    /// STUN/TURN servers announced to clients in `Link` headers.
+    pub ice_servers: Vec<IceServer>,
+    /// Conferences this node serves.
+    pub conferences: Vec<ConferenceConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Address the HTTP server listens on (WHIP, WHEP, pages, API, /metrics).
+    pub listen: SocketAddr,
+    /// Base URL used in links handed out (viewer links, Location headers are relative).
+    /// Empty: `http://<listen>`.
+    pub public_url: String,
+    /// Largest accepted request body (SDP offers, trickle fragments), in bytes.
+    pub max_body_bytes: usize,
+    /// Value of `Access-Control-Allow-Origin` on WHIP/WHEP responses.
+    pub cors_origin: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Media {
+    /// The one UDP address every WebRTC peer talks to (open this port in firewalls).
+    pub udp: SocketAddr,
+    /// Addresses announced as ICE host candidates; needed when `udp` binds 0.0.0.0
+    /// or behind 1:1 NAT. Empty: the bound address.
+    pub public_ips: Vec<IpAddr>,
+    /// A session from which nothing arrives for this many seconds is ended.
+    pub session_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Data {
+    /// Where the node keeps its state (the attendance ledger).
+    pub dir: PathBuf,
+    /// PostgreSQL URL for the ledger; empty: SQLite in `dir`.
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Bearer token for the admin API. Empty: generated at start and logged.
+    pub token: String,
+    /// Secret that signs join links (HMAC). Empty: generated once and kept in the data dir.
+    pub token_secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConferenceConfig {
+    /// URL-safe identifier: letters, digits, `-` and `_`.
+    pub id: String,
+    /// Title shown to viewers.
+    pub title: String,
+    /// The hall encoder's WHIP bearer token.
+    pub stream_key: String,
+    /// A shared viewer token accepted by WHEP in addition to per-point join links.
+    /// Empty: only join links are accepted.
+    pub viewer_token: String,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: String::new(),
+            max_body_bytes: 64 * 1024,
+            cors_origin: "*".into(),
+        }
+    }
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Media {
+            udp: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            public_ips: vec![],
+            session_timeout_secs: 6,
+        }
+    }
+}
+
+impl Default for Data {
+    fn default() -> Self {
+        Data { dir: PathBuf::from("./data"), database_url: String::new() }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http: Http::default(),
+            media: Media::default(),
+            data: Data::default(),
+            admin: Admin::default(),
+            ice_servers: vec![],
+            conferences: vec![],
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid override {0:?}: expected section.key=value")]
+    Override(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads a file (or the embedded defaults when `path` is None), applies
+    /// `section.key=value` overrides, and validates.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?,
+            None => String::new(),
+        };
+        Self::from_toml(&text, overrides)
+    }
+
+    pub fn from_toml(text: &str, overrides: &[String]) -> Result<Config, ConfigError> {
+        let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        let config: Config = toml::Value::Table(value)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.http.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid("http.max_body_bytes must be at least 1024".into()));
+        }
+        if self.media.udp.ip().is_unspecified() && self.media.public_ips.is_empty() {
+            return Err(ConfigError::Invalid(
+                "media.udp binds an unspecified address: list the addresses peers reach in media.public_ips".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.conferences {
+            if c.id.is_empty() || !c.id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+                return Err(ConfigError::Invalid(format!(
+                    "conference id {:?} must be non-empty and use only letters, digits, '-' and '_'",
+                    c.id
+                )));
+            }
+            if c.stream_key.len() < 8 {
+                return Err(ConfigError::Invalid(format!("conference {:?}: stream_key must be at least 8 characters", c.id)));
+            }
+            if !seen.insert(&c.id) {
+                return Err(ConfigError::Invalid(format!("conference {:?} is listed twice", c.id)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The base URL for links handed out to clients.
+    pub fn public_url(&self) -> String {
+        if self.http.public_url.is_empty() {
+            format!("http://{}", self.http.listen)
+        } else {
+            self.http.public_url.trim_end_matches('/').to_string()
+        }
+    }
+}
+
+fn apply_override(root: &mut toml::Table, o: &str) -> Result<(), ConfigError> {
+    let (path, raw) = o.split_once('=').ok_or_else(|| ConfigError::Override(o.into()))?;
+    let keys: Vec<&str> = path.trim().split('.').collect();
+    if keys.iter().any(|k| k.is_empty()) {
+        return Err(ConfigError::Override(o.into()));
+    }
+    // A TOML value if it parses as one (numbers, arrays, booleans, quoted strings),
+    // otherwise the raw text as a string (addresses, paths).
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let mut table = root;
+    for k in &keys[..keys.len() - 1] {
+        let entry = table.entry(k.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(|| ConfigError::Override(o.into()))?;
+    }
+    table.insert(keys[keys.len() - 1].to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_toml("", &[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.public_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = Config::from_toml("[http]\nlisten_addr = \"1.2.3.4:5\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("listen_addr"), "{e}");
+    }
+
+    #[test]
+    fn overrides_reach_every_key() {
+        let c = Config::from_toml(
+            "",
+            &[
+                "http.listen=0.0.0.0:9000".into(),
+                "media.udp=10.0.0.1:3478".into(),
+                "media.public_ips=[\"10.0.0.1\"]".into(),
+                "data.dir=/var/lib/hallcast".into(),
+                "media.session_timeout_secs=9".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.http.listen.port(), 9000);
+        assert_eq!(c.media.udp.port(), 3478);
+        assert_eq!(c.data.dir, PathBuf::from("/var/lib/hallcast"));
+        assert_eq!(c.media.session_timeout_secs, 9);
+        assert!(Config::from_toml("", &["nonsense".into()]).is_err());
+        assert!(Config::from_toml("", &["http.bogus=1".into()]).is_err());
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let e = Config::from_toml("[[conferences]]\nid = \"bad id\"\nstream_key = \"12345678\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("bad id"));
+        let e = Config::from_toml("[media]\nudp = \"0.0.0.0:8443\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("public_ips"));
+    }
+
+    #[test]
+    fn shipped_example_config_parses() {
+        let text = include_str!("../../../config/hallcast.toml");
+        let c = Config::from_toml(text, &[]).expect("config/hallcast.toml must parse");
+        assert!(!c.conferences.is_empty());
+    }
+}

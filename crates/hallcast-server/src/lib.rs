@@ -1,0 +1,166 @@
+//! hallcast-server: the HTTP face of a relay — WHIP ingest, WHEP playback, the
+//! viewer page, the JSON API and /metrics.
+//!
+//! This is the only crate that knows HTTP and JSON. It changes the media plane only
+//! through [`hallcast_rtc::Engine`] commands and never touches a packet. Errors are
+//! answered with a status and a plain-text message that says what was wrong; they
+//! are logged once, here.
+
+mod error;
+mod metrics;
+mod pages;
+mod whip;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use hallcast_config::{Config, ConferenceConfig};
+use hallcast_rtc::{Engine, EngineEvent, Role, SessionId};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+pub use error::AppError;
+
+/// Who a viewer token identifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewerIdentity {
+    /// The connection point (điểm cầu), when the token is a per-point join link.
+    pub point: Option<String>,
+}
+
+/// Checks WHEP bearer tokens that are not the conference's shared viewer token
+/// (per-point join links). The attendance ledger provides the real one.
+pub trait ViewerAuth: Send + Sync + 'static {
+    fn verify(&self, conference: &str, token: &str) -> Option<ViewerIdentity>;
+}
+
+/// Accepts no join links: only the shared viewer token from the configuration.
+pub struct SharedTokenOnly;
+
+impl ViewerAuth for SharedTokenOnly {
+    fn verify(&self, _conference: &str, _token: &str) -> Option<ViewerIdentity> {
+        None
+    }
+}
+
+/// Receives every engine event after the server has done its own bookkeeping
+/// (the attendance ledger hooks in here).
+pub trait EventHook: Send + Sync + 'static {
+    fn on_event(&self, event: &EngineEvent, meta: Option<&SessionMeta>);
+}
+
+/// What the HTTP layer remembers of a session it created.
+#[derive(Debug, Clone)]
+pub struct SessionMeta {
+    pub conference: String,
+    pub role: Role,
+    pub point: Option<String>,
+    pub etag: String,
+    pub created_at: std::time::SystemTime,
+}
+
+/// Shared state of the HTTP layer.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub engine: Engine,
+    pub conferences: HashMap<String, ConferenceConfig>,
+    pub viewer_auth: Box<dyn ViewerAuth>,
+    pub sessions: Mutex<HashMap<SessionId, SessionMeta>>,
+    pub started_at: Instant,
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, engine: Engine, viewer_auth: Box<dyn ViewerAuth>) -> Arc<AppState> {
+        let conferences = config.conferences.iter().map(|c| (c.id.clone(), c.clone())).collect();
+        Arc::new(AppState {
+            config,
+            engine,
+            conferences,
+            viewer_auth,
+            sessions: Mutex::new(HashMap::new()),
+            started_at: Instant::now(),
+        })
+    }
+
+    pub(crate) fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, SessionMeta>> {
+        // A poisoned lock only means another handler panicked mid-update of a plain
+        // map; the map itself is still consistent enough to keep serving.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The relay's HTTP application. `extra` is merged in (the attendance API).
+pub fn app(state: Arc<AppState>, extra: Router) -> Router {
+    let limit = state.config.http.max_body_bytes;
+    let cors = HeaderValue::from_str(&state.config.http.cors_origin).unwrap_or(HeaderValue::from_static("*"));
+    Router::new()
+        .route("/whip/{conference}", post(whip::whip_post).options(whip::options))
+        .route(
+            "/whip/{conference}/{session}",
+            axum::routing::delete(whip::resource_delete).patch(whip::resource_patch).options(whip::options),
+        )
+        .route("/whep/{conference}", post(whip::whep_post).options(whip::options))
+        .route(
+            "/whep/{conference}/{session}",
+            axum::routing::delete(whip::resource_delete).patch(whip::resource_patch).options(whip::options),
+        )
+        .route("/watch/{conference}", get(pages::watch))
+        .route("/static/{file}", get(pages::static_file))
+        .route("/", get(pages::index))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(metrics::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/api/v1/conferences/{conference}/status", get(pages::status))
+        .with_state(state)
+        .merge(extra)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(move |mut r: Response| {
+            let cors = cors.clone();
+            async move {
+                let h = r.headers_mut();
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, cors);
+                h.insert(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    HeaderValue::from_static("Location, ETag, Link, Retry-After, Accept-Post, Accept-Patch"),
+                );
+                r
+            }
+        }))
+}
+
+/// Consumes engine events: keeps the session table in step and hands each event
+/// to `hook`.
+pub fn spawn_event_pump(
+    state: Arc<AppState>,
+    mut events: mpsc::Receiver<EngineEvent>,
+    hook: Option<Arc<dyn EventHook>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            let meta = match &e {
+                EngineEvent::SessionConnected { session, .. }
+                | EngineEvent::FirstVideoSent { session, .. }
+                | EngineEvent::BroadcastStarted { session, .. }
+                | EngineEvent::BroadcastEnded { session, .. } => state.sessions().get(session).cloned(),
+                EngineEvent::SessionEnded { session, .. } => state.sessions().remove(session),
+            };
+            match &e {
+                EngineEvent::BroadcastStarted { conference, session } => info!(%conference, %session, "broadcast live"),
+                EngineEvent::BroadcastEnded { conference, .. } => info!(%conference, "broadcast ended"),
+                EngineEvent::SessionEnded { reason, session, .. } if meta.is_none() => {
+                    warn!(%session, ?reason, "ended session unknown to the HTTP layer")
+                }
+                _ => {}
+            }
+            if let Some(h) = &hook {
+                h.on_event(&e, meta.as_ref());
+            }
+        }
+    })
+}

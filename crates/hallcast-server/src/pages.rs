@@ -1,0 +1,86 @@
+//! The pages the relay serves: the viewer page and its static files, a small
+//! landing page, and the conference status used by pages and dashboards.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Serialize;
+
+use crate::{AppError, AppState};
+
+/// Files of `web/`, embedded so the binary is self-contained.
+const STATIC: &[(&str, &str, &str)] = &[
+    ("watch.js", "text/javascript; charset=utf-8", include_str!("../../../web/watch.js")),
+    ("watch.css", "text/css; charset=utf-8", include_str!("../../../web/watch.css")),
+];
+const WATCH_HTML: &str = include_str!("../../../web/watch.html");
+
+pub async fn watch(State(state): State<Arc<AppState>>, Path(conference): Path<String>) -> Result<Response, AppError> {
+    if !state.conferences.contains_key(&conference) {
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            format!("Không có hội nghị {conference:?} / no conference {conference:?} on this relay"),
+        ));
+    }
+    Ok(([(header::CACHE_CONTROL, "no-cache")], Html(WATCH_HTML)).into_response())
+}
+
+pub async fn static_file(Path(file): Path<String>) -> Response {
+    match STATIC.iter().find(|(name, _, _)| *name == file) {
+        Some((_, mime, body)) => ([(header::CONTENT_TYPE, *mime), (header::CACHE_CONTROL, "no-cache")], *body).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such file\n").into_response(),
+    }
+}
+
+pub async fn index(State(state): State<Arc<AppState>>) -> Html<String> {
+    let mut items = String::new();
+    for c in state.config.conferences.iter() {
+        items.push_str(&format!(
+            "<li><b>{}</b> <code>{}</code> — WHIP <code>/whip/{}</code>, WHEP <code>/whep/{}</code></li>",
+            html_escape(&c.title),
+            html_escape(&c.id),
+            html_escape(&c.id),
+            html_escape(&c.id)
+        ));
+    }
+    Html(format!(
+        "<!doctype html><html lang=\"vi\"><meta charset=\"utf-8\"><title>hallcast</title>\
+<body style=\"font-family:sans-serif;max-width:50em;margin:2em auto\"><h1>hallcast</h1>\
+<p>Trạm phát hội nghị trực tuyến / conference relay.</p><ul>{items}</ul>\
+<p><a href=\"/metrics\">/metrics</a> · <a href=\"/healthz\">/healthz</a></p></body></html>"
+    ))
+}
+
+#[derive(Serialize)]
+struct Status {
+    conference: String,
+    title: String,
+    live: bool,
+    audio_codec: Option<&'static str>,
+    video_codec: Option<&'static str>,
+    n_viewers: usize,
+}
+
+pub async fn status(State(state): State<Arc<AppState>>, Path(conference): Path<String>) -> Result<Response, AppError> {
+    let conf = state
+        .conferences
+        .get(&conference)
+        .ok_or_else(|| AppError::new(StatusCode::NOT_FOUND, format!("no conference {conference:?}")))?;
+    let snap = state.engine.snapshot().await?;
+    let c = snap.conferences.iter().find(|c| &*c.id == conference);
+    let body = Status {
+        conference: conference.clone(),
+        title: conf.title.clone(),
+        live: c.is_some_and(|c| c.live),
+        audio_codec: c.and_then(|c| c.audio_codec),
+        video_codec: c.and_then(|c| c.video_codec),
+        n_viewers: c.map_or(0, |c| c.n_subscribers),
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
