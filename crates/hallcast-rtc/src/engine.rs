@@ -20,11 +20,14 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
 
 use crate::sdp_scan::{self, SUPPORTED_CODECS};
+use crate::udp::SendQueue;
 
 /// How often the engine does housekeeping (liveness, keyframe retries, stats).
 const TICK: Duration = Duration::from_millis(200);
 /// Datagrams read per wake-up before commands and timers get a turn.
 const RECV_BATCH: usize = 256;
+/// Queued datagrams that trigger a flush in the middle of a receive burst.
+const FLUSH_AT: usize = 1024;
 
 /// Settings of the media engine.
 #[derive(Debug, Clone)]
@@ -370,6 +373,7 @@ struct State {
     /// Reused buffers: the per-packet path does not allocate.
     outs: Outputs,
     queue: VecDeque<(SessionId, Event)>,
+    sendq: SendQueue,
     next_tick: Instant,
 }
 
@@ -397,6 +401,7 @@ impl State {
             next_id: rand_seed(),
             outs: Outputs::default(),
             queue: VecDeque::new(),
+            sendq: SendQueue::default(),
             next_tick: Instant::now() + TICK,
         }
     }
@@ -413,6 +418,9 @@ impl State {
                                 Ok((n, source)) => {
                                     let now = Instant::now();
                                     self.on_datagram(now, source, &buf[..n]);
+                                    if self.sendq.len() >= FLUSH_AT {
+                                        self.flush();
+                                    }
                                 }
                                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                                 Err(e) => {
@@ -428,6 +436,7 @@ impl State {
                     match cmd {
                         Some(Command::Shutdown { reply }) => {
                             self.shutdown();
+                            self.flush();
                             let _ = reply.send(());
                             return;
                         }
@@ -441,7 +450,18 @@ impl State {
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
             self.on_timers(Instant::now());
+            self.flush();
         }
+    }
+
+    fn flush(&mut self) {
+        if self.sendq.is_empty() {
+            return;
+        }
+        let f = self.sendq.flush(&self.socket);
+        self.stats.tx_datagrams.fetch_add(f.sent as u64, Relaxed);
+        self.stats.tx_bytes.fetch_add(f.bytes as u64, Relaxed);
+        self.stats.tx_dropped.fetch_add(f.dropped as u64, Relaxed);
     }
 
     fn next_deadline(&mut self) -> Instant {
@@ -563,7 +583,7 @@ impl State {
             timeout: now,
         };
         // Learn the media sections (mids, simulcast RIDs) from the negotiation.
-        drain(&mut session, &self.socket, &self.stats, |_| {});
+        drain(&mut session, &mut self.sendq, |_| {});
         if let SessionRole::Publisher { audio_mid, video_mid, rids, .. } = &mut session.role {
             for (kind, mid) in &scan.mids {
                 let mid = Mid::from(mid.as_str());
@@ -638,7 +658,7 @@ impl State {
             connected: false,
             timeout: now,
         };
-        drain(&mut session, &self.socket, &self.stats, |_| {});
+        drain(&mut session, &mut self.sendq, |_| {});
         let mut tx_audio = None;
         let mut tx_video = None;
         for (kind, mid) in &scan.mids {
@@ -693,7 +713,7 @@ impl State {
     fn end_session(&mut self, now: Instant, id: SessionId, reason: EndReason) {
         let Some(mut s) = self.sessions.remove(&id) else { return };
         s.rtc.disconnect();
-        drain(&mut s, &self.socket, &self.stats, |_| {});
+        drain(&mut s, &mut self.sendq, |_| {});
         for a in &s.addrs {
             self.by_addr.remove(a);
         }
@@ -873,7 +893,7 @@ impl State {
     fn queue_drain(&mut self, id: SessionId) {
         let Some(s) = self.sessions.get_mut(&id) else { return };
         let queue = &mut self.queue;
-        drain(s, &self.socket, &self.stats, |e| match e {
+        drain(s, &mut self.sendq, |e| match e {
             Event::RtpPacket(_)
             | Event::KeyframeRequest(_)
             | Event::Connected
@@ -1039,22 +1059,14 @@ impl State {
 
 /// Drains an `Rtc` until it yields its next timeout (str0m's single-mutation rule):
 /// transmits go to the socket, events to `on_event`.
-fn drain(s: &mut Session, socket: &UdpSocket, stats: &EngineStats, mut on_event: impl FnMut(Event)) {
+fn drain(s: &mut Session, sendq: &mut SendQueue, mut on_event: impl FnMut(Event)) {
     loop {
         match s.rtc.poll_output() {
             Ok(Output::Timeout(t)) => {
                 s.timeout = t;
                 return;
             }
-            Ok(Output::Transmit(t)) => match socket.try_send_to(&t.contents, t.destination) {
-                Ok(n) => {
-                    stats.tx_datagrams.fetch_add(1, Relaxed);
-                    stats.tx_bytes.fetch_add(n as u64, Relaxed);
-                }
-                Err(_) => {
-                    stats.tx_dropped.fetch_add(1, Relaxed);
-                }
-            },
+            Ok(Output::Transmit(t)) => sendq.push(t.destination, t.contents.into()),
             Ok(Output::Event(e)) => on_event(e),
             Err(e) => {
                 debug!(session = %s.id, "rtc error: {e}");

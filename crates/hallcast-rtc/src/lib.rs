@@ -9,6 +9,7 @@
 //! policy (which layer, when to ask for a keyframe): that is the core's job.
 
 mod engine;
+pub mod udp;
 pub mod sdp_scan;
 pub mod stun;
 
