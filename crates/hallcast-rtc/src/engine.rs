@@ -102,7 +102,26 @@ pub enum EngineEvent {
     /// The first video packet was sent to a subscriber (ms since its creation).
     FirstVideoSent { conference: Arc<str>, session: SessionId, after: Duration },
     SessionEnded { conference: Arc<str>, session: SessionId, role: Role, reason: EndReason },
+    /// What a subscriber is receiving changed (evaluated every 200 ms over the last
+    /// [`DELIVERY_WINDOW`]).
+    Delivery { conference: Arc<str>, session: SessionId, state: Delivery },
 }
+
+/// What the relay delivers to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Nothing sent yet.
+    Pending,
+    /// Video (and audio, if the broadcast has audio) is flowing.
+    Flowing,
+    /// Only audio reaches the subscriber (no video packet in the window).
+    AudioOnly,
+    /// Nothing reaches the subscriber (the publisher stalled or left).
+    Stalled,
+}
+
+/// Window over which [`Delivery`] is judged.
+pub const DELIVERY_WINDOW: Duration = Duration::from_secs(2);
 
 /// Errors returned to the HTTP layer. Each says what was wrong with the request.
 #[derive(Debug, thiserror::Error)]
@@ -320,6 +339,9 @@ enum SessionRole {
         audio: Option<TxStream>,
         video: Option<TxStream>,
         first_video_sent: bool,
+        last_audio_at: Option<Instant>,
+        last_video_at: Option<Instant>,
+        delivery: Delivery,
     },
 }
 
@@ -650,7 +672,14 @@ impl State {
             id,
             conference: conference.clone(),
             rtc,
-            role: SessionRole::Subscriber { audio: None, video: None, first_video_sent: false },
+            role: SessionRole::Subscriber {
+                audio: None,
+                video: None,
+                first_video_sent: false,
+                last_audio_at: None,
+                last_video_at: None,
+                delivery: Delivery::Pending,
+            },
             ufrag: ufrag.clone(),
             addrs: vec![],
             created: now,
@@ -687,7 +716,10 @@ impl State {
                 [audio.map(Codec::name), video.map(Codec::name)].into_iter().flatten().collect::<Vec<_>>().join(" + "),
             ));
         }
-        session.role = SessionRole::Subscriber { audio: tx_audio, video: tx_video, first_video_sent: false };
+        if let SessionRole::Subscriber { audio, video, .. } = &mut session.role {
+            *audio = tx_audio;
+            *video = tx_video;
+        }
         self.schedule(&session);
         self.by_ufrag.insert(ufrag, id);
         self.sessions.insert(id, session);
@@ -866,6 +898,33 @@ impl State {
         for (id, reason) in dead {
             self.end_session(now, id, reason);
         }
+        // What each subscriber receives.
+        let mut changes = Vec::new();
+        for s in self.sessions.values_mut() {
+            let SessionRole::Subscriber { video, last_audio_at, last_video_at, delivery, .. } = &mut s.role else {
+                continue;
+            };
+            if !s.connected {
+                continue;
+            }
+            let recent = |t: &Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) < DELIVERY_WINDOW);
+            let state = if recent(last_video_at) || (video.is_none() && recent(last_audio_at)) {
+                Delivery::Flowing
+            } else if recent(last_audio_at) {
+                Delivery::AudioOnly
+            } else if *delivery == Delivery::Pending {
+                Delivery::Pending
+            } else {
+                Delivery::Stalled
+            };
+            if state != *delivery {
+                *delivery = state;
+                changes.push(EngineEvent::Delivery { conference: s.conference.clone(), session: s.id, state });
+            }
+        }
+        for e in changes {
+            self.emit(e);
+        }
         // Subscribers whose publisher is gone for good.
         let mut orphaned = Vec::new();
         for c in self.confs.values() {
@@ -997,10 +1056,20 @@ impl State {
         for f in outs.forwards.drain(..) {
             let id = SessionId(f.sub.0);
             let Some(s) = self.sessions.get_mut(&id) else { continue };
-            let SessionRole::Subscriber { audio, video, first_video_sent } = &mut s.role else { continue };
+            let SessionRole::Subscriber { audio, video, first_video_sent, last_audio_at, last_video_at, .. } =
+                &mut s.role
+            else {
+                continue;
+            };
             let tx = match f.kind {
-                MediaKind::Audio => *audio,
-                MediaKind::Video => *video,
+                MediaKind::Audio => {
+                    *last_audio_at = Some(now);
+                    *audio
+                }
+                MediaKind::Video => {
+                    *last_video_at = Some(now);
+                    *video
+                }
             };
             let Some(tx) = tx else { continue };
             if f.kind == MediaKind::Video && !*first_video_sent {

@@ -14,6 +14,6 @@ pub mod sdp_scan;
 pub mod stun;
 
 pub use engine::{
-    EndReason, Engine, EngineConfig, EngineError, EngineEvent, EngineStats, Role, SessionId,
+    DELIVERY_WINDOW, Delivery, EndReason, Engine, EngineConfig, EngineError, EngineEvent, EngineStats, Role, SessionId,
     SessionStarted, Snapshot, SnapshotConference, SnapshotSession,
 };

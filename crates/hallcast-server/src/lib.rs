@@ -147,7 +147,8 @@ pub fn spawn_event_pump(
                 EngineEvent::SessionConnected { session, .. }
                 | EngineEvent::FirstVideoSent { session, .. }
                 | EngineEvent::BroadcastStarted { session, .. }
-                | EngineEvent::BroadcastEnded { session, .. } => state.sessions().get(session).cloned(),
+                | EngineEvent::BroadcastEnded { session, .. }
+                | EngineEvent::Delivery { session, .. } => state.sessions().get(session).cloned(),
                 EngineEvent::SessionEnded { session, .. } => state.sessions().remove(session),
             };
             match &e {
