@@ -220,6 +220,7 @@ impl Engine {
     pub fn start(config: EngineConfig, events: mpsc::Sender<EngineEvent>) -> std::io::Result<Engine> {
         let std_socket = std::net::UdpSocket::bind(config.bind)?;
         std_socket.set_nonblocking(true)?;
+        crate::udp::grow_buffers(&std_socket);
         let local_addr = std_socket.local_addr()?;
         let mut candidates = Vec::new();
         let ips = if config.public_ips.is_empty() {

@@ -12,6 +12,28 @@ use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 /// Datagrams per `sendmmsg` call.
 pub const MAX_BATCH: usize = 64;
 
+/// Socket buffer size asked for: a GOP replay to a joiner or a fan-out burst must
+/// not overflow the kernel's default (~200 kB). The kernel caps it at
+/// `net.core.{w,r}mem_max` unless the process may raise it.
+pub const SOCKET_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Enlarges the socket's send and receive buffers (best effort).
+pub fn grow_buffers(socket: &std::net::UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    for (name, r) in [
+        ("SO_SNDBUFFORCE", setsockopt(socket, sockopt::SndBufForce, &SOCKET_BUFFER_BYTES)),
+        ("SO_RCVBUFFORCE", setsockopt(socket, sockopt::RcvBufForce, &SOCKET_BUFFER_BYTES)),
+    ] {
+        if r.is_err() {
+            // Not privileged: fall back to what the kernel allows.
+            let _ = match name {
+                "SO_SNDBUFFORCE" => setsockopt(socket, sockopt::SndBuf, &SOCKET_BUFFER_BYTES),
+                _ => setsockopt(socket, sockopt::RcvBuf, &SOCKET_BUFFER_BYTES),
+            };
+        }
+    }
+}
+
 /// Outcome of one flush.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Flushed {
