@@ -6,7 +6,9 @@
 //! answered with a status and a plain-text message that says what was wrong; they
 //! are logged once, here.
 
+pub mod attendance;
 mod error;
+mod ledger_hook;
 mod metrics;
 mod pages;
 mod whip;
@@ -26,6 +28,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 pub use error::AppError;
+pub use ledger_hook::LedgerHook;
 
 /// Who a viewer token identifies.
 #[derive(Debug, Clone, PartialEq, Eq)]

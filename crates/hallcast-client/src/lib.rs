@@ -1,0 +1,160 @@
+//! hallcast-client: the built-in test source. It publishes a live test card and a tone to a
+//! relay over WHIP, exactly as a hall encoder would.
+//!
+//! # What it owns
+//! - The test card ([`card`]): colour bars, moving noise, a sweeping box, the wall-clock time
+//!   (`HH:MM:SS.mmm`, UTC) and a frame counter, drawn in Rust straight into I420 with a built-in
+//!   bitmap font.
+//! - Live H.264 encoding of that card ([`h264`], OpenH264, constrained baseline, configurable
+//!   bitrate, frame rate and IDR interval), answering PLI/FIR with an IDR (at most one per second).
+//! - The Opus tone: a 1 s Ogg/Opus asset embedded in the binary ([`ogg`]), looped packet by
+//!   packet at 20 ms.
+//! - The WHIP client side ([`whip`]): POST the offer (after full ICE gathering, no trickle), apply
+//!   the answer, DELETE the resource on [`Publisher::stop`].
+//! - The WebRTC sender (webrtc-rs): send-only audio and video, NACKs answered by retransmission.
+//!
+//! # What it must never do
+//! - Be on a relay's data path: relays never link this crate except to test themselves. It knows
+//!   nothing of hallcast's core, its config or its ledger.
+//! - Encode anywhere a benchmark measures the relay: a live encode costs a CPU core's worth of
+//!   budget; benchmarks feed pre-encoded media.
+//! - Install a tracing subscriber, read files at run time, or talk to anything but the WHIP URL
+//!   it was given (and the ICE path the answer leads to).
+//!
+//! # Example
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! use hallcast_client::{publish, SourceOptions};
+//! let publisher = publish(
+//!     "http://127.0.0.1:8080/whip/conf-1",
+//!     "stream-key",
+//!     SourceOptions { label: "HOI NGHI 2025".into(), ..SourceOptions::default() },
+//! )
+//! .await?;
+//! publisher.closed().await; // the relay went away: republish with backoff
+//! publisher.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::Duration;
+
+pub mod card;
+mod font;
+pub mod h264;
+pub mod ogg;
+mod pacing;
+mod session;
+pub mod whip;
+
+pub use whip::WhipError;
+
+/// What the test source sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceOptions {
+    /// Picture width in pixels (even). Default 1280.
+    pub width: u32,
+    /// Picture height in pixels (even). Default 720.
+    pub height: u32,
+    /// Frames per second. Default 30.
+    pub fps: u32,
+    /// Video encoder target bitrate in bit/s. Default 2 000 000.
+    pub bitrate_bps: u32,
+    /// Time from one IDR to the next. Default 2 s.
+    pub keyframe_interval: Duration,
+    /// Text drawn on the card, e.g. the conference name (ASCII; Vietnamese loses its accents).
+    pub label: String,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        Self {
+            width: 1280,
+            height: 720,
+            fps: 30,
+            bitrate_bps: 2_000_000,
+            keyframe_interval: Duration::from_secs(2),
+            label: "HALLCAST TEST SOURCE".to_owned(),
+        }
+    }
+}
+
+/// Counters of what a [`Publisher`] has sent so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    /// Encoded video frames handed to the track.
+    pub n_video_frames: u64,
+    /// Of which IDR frames (periodic and requested).
+    pub n_keyframes: u64,
+    /// H.264 bytes (Annex-B) handed to the track.
+    pub video_bytes: u64,
+    /// Frame slots skipped because the encoder fell behind real time.
+    pub n_skipped_frames: u64,
+    /// Opus packets handed to the track.
+    pub n_audio_packets: u64,
+    /// PLI and FIR packets received for the video track.
+    pub n_keyframe_requests: u64,
+}
+
+/// A live WHIP session. Media flows in background tasks until [`Publisher::stop`] or drop
+/// (dropping stops the media and the peer connection but does not DELETE the resource).
+pub struct Publisher {
+    session: session::Session,
+}
+
+/// Publishes the test card and the tone to `whip_url`: `POST` with `Content-Type:
+/// application/sdp` and `Authorization: Bearer <stream_key>`, expecting `201 Created` with a
+/// `Location` (resolved against the URL that answered, after redirects).
+///
+/// Returns once the answer is applied; ICE, DTLS and media continue in the background. Media
+/// starts when the connection is up, with an IDR. Must be called within a Tokio runtime.
+///
+/// # Errors
+/// Invalid options, an encoder or network failure, or a refusal by the endpoint. A refusal is a
+/// [`WhipError`] carrying the HTTP status:
+/// `err.downcast_ref::<WhipError>().and_then(WhipError::status) == Some(409)` means the
+/// conference is already live.
+pub async fn publish(
+    whip_url: &str,
+    stream_key: &str,
+    opts: SourceOptions,
+) -> anyhow::Result<Publisher> {
+    let session = session::publish(whip_url, stream_key, opts).await?;
+    Ok(Publisher { session })
+}
+
+impl Publisher {
+    /// Resolves when the session is over: the peer connection failed or closed, stayed
+    /// disconnected for 5 s, never connected within 15 s of the answer, or a media task failed.
+    /// The caller can then republish with backoff.
+    pub async fn closed(&self) {
+        let mut done = self.session.done.clone();
+        // An error means the sender is gone, which also means over.
+        let _ = done.wait_for(|d| *d).await;
+    }
+
+    /// Sends `DELETE` to the session resource and closes the peer connection (both are
+    /// attempted; the first failure is returned).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.session.stop().await
+    }
+
+    /// The session resource (the absolute `Location` of the WHIP answer).
+    pub fn resource(&self) -> &str {
+        self.session.resource.as_str()
+    }
+
+    /// What has been sent so far.
+    pub fn stats(&self) -> PublisherStats {
+        self.session.counters.snapshot()
+    }
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("resource", &self.session.resource.as_str())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}

@@ -1,0 +1,873 @@
+//! The WebRTC side of a publish: the peer connection, its two send-only tracks, and the tasks
+//! that render, encode and pace media into them.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, anyhow, bail};
+use bytes::Bytes;
+use reqwest::Url;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::media::Sample;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+use tracing::{debug, info, trace, warn};
+use webrtc::media_stream::MediaStreamTrack;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+    Registry, SettingEngineBuilder, configure_nack, configure_rtcp_reports,
+};
+use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+
+use crate::card::TestCard;
+use crate::h264::{EncoderSettings, H264Encoder};
+use crate::ogg::{OPUS_CLOCK_RATE, TONE_OGG, opus_packet_samples, opus_packets};
+use crate::pacing::{Cadence, duration_for_units};
+use crate::{PublisherStats, SourceOptions};
+
+/// The H.264 format offered: constrained baseline 3.1, non-interleaved packetization.
+pub(crate) const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+const H264_PT: u8 = 102;
+const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
+const OPUS_PT: u8 = 111;
+const VIDEO_CLOCK_RATE: u32 = 90_000;
+/// Packets of the built-in tone per second (20 ms each).
+const AUDIO_PACKET_RATE: u32 = 50;
+/// Audio packets sent late (back to back) after a stall before older ones are given up: 500 ms.
+const MAX_AUDIO_CATCH_UP: u64 = 25;
+
+/// How long ICE gathering may take before the offer goes out with what there is.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long ICE + DTLS may take after the answer before the session counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long `Disconnected` may last before the session counts as failed.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
+/// The least time between two IDRs sent in answer to keyframe requests.
+const MIN_KEYFRAME_SPACING: Duration = Duration::from_secs(1);
+/// Interceptor slot of the keyframe-request forwarder: after every built-in interceptor.
+const KEYFRAME_REQUEST_SLOT: usize = 14_000;
+/// Media stream id shared by both tracks, so receivers keep them in sync.
+const STREAM_ID: &str = "hallcast-test-source";
+
+/// Counters shared by the media tasks and [`crate::Publisher::stats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    n_video_frames: AtomicU64,
+    n_keyframes: AtomicU64,
+    video_bytes: AtomicU64,
+    n_skipped_frames: AtomicU64,
+    n_audio_packets: AtomicU64,
+    n_keyframe_requests: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> PublisherStats {
+        PublisherStats {
+            n_video_frames: self.n_video_frames.load(Ordering::Relaxed),
+            n_keyframes: self.n_keyframes.load(Ordering::Relaxed),
+            video_bytes: self.video_bytes.load(Ordering::Relaxed),
+            n_skipped_frames: self.n_skipped_frames.load(Ordering::Relaxed),
+            n_audio_packets: self.n_audio_packets.load(Ordering::Relaxed),
+            n_keyframe_requests: self.n_keyframe_requests.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A published session: everything [`crate::Publisher`] owns.
+pub(crate) struct Session {
+    pub(crate) pc: Arc<dyn PeerConnection>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) resource: Url,
+    pub(crate) stream_key: String,
+    /// Flips to `true` once, when the session is over (failed, closed or a media task died).
+    pub(crate) done: watch::Receiver<bool>,
+    pub(crate) done_tx: Arc<watch::Sender<bool>>,
+    pub(crate) tasks: Vec<JoinHandle<()>>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// Peer connection events the session cares about, as watchable values.
+struct Events {
+    state: watch::Sender<RTCPeerConnectionState>,
+    gathered: watch::Sender<bool>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Events {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.gathered.send_replace(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        debug!(%state, "publisher peer connection state");
+        self.state.send_replace(state);
+    }
+}
+
+pub(crate) async fn publish(
+    whip_url: &str,
+    stream_key: &str,
+    opts: SourceOptions,
+) -> anyhow::Result<Session> {
+    let opts = Checked::new(opts)?;
+    let url = crate::whip::parse_url(whip_url)?;
+    let http = crate::whip::client()?;
+
+    // Media first: a broken asset or encoder fails here, before anything touches the network.
+    let audio = opus_packets(TONE_OGG).context("built-in tone")?;
+    for p in &audio {
+        if opus_packet_samples(p) != Ok(OPUS_CLOCK_RATE / AUDIO_PACKET_RATE) {
+            bail!("built-in tone: every packet must last 20 ms");
+        }
+    }
+    let card = TestCard::new(opts.width, opts.height, opts.fps, &opts.label);
+    let encoder = H264Encoder::new(EncoderSettings {
+        fps: opts.fps,
+        bitrate_bps: opts.bitrate_bps,
+        idr_interval_frames: opts.idr_interval_frames,
+    })?;
+
+    let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
+    let (gathered_tx, mut gathered_rx) = watch::channel(false);
+    let events = Arc::new(Events {
+        state: state_tx,
+        gathered: gathered_tx,
+    });
+
+    let (media_engine, registry) = media_engine()?;
+    let setting_engine = SettingEngineBuilder::new()
+        // No .local candidates and no socket on port 5353: the relay needs plain addresses.
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .build();
+    let bind = bind_addrs(&url).await;
+    debug!(?bind, "publisher ICE sockets");
+    let pc: Arc<dyn PeerConnection> = Arc::new(
+        PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media_engine)
+            .with_setting_engine(setting_engine)
+            .with_interceptor_registry(registry)
+            .with_handler(events as Arc<dyn PeerConnectionEventHandler>)
+            .with_udp_addrs(bind)
+            .build()
+            .await
+            .context("building the peer connection")?,
+    );
+
+    let result = negotiate(&pc, &http, &url, stream_key, &mut gathered_rx).await;
+    let (resource, video, audio_track) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = pc.close().await;
+            return Err(e);
+        }
+    };
+
+    let (done_tx, done) = watch::channel(false);
+    let done_tx = Arc::new(done_tx);
+    let counters = Arc::new(Counters::default());
+    let keyframe_wanted = Arc::new(AtomicBool::new(false));
+
+    let tasks = vec![
+        tokio::spawn(supervise(state_rx.clone(), Arc::clone(&done_tx))),
+        tokio::spawn(forward_keyframe_requests(
+            Arc::clone(&video.track),
+            Arc::clone(&audio_track.track),
+            Arc::clone(&keyframe_wanted),
+            Arc::clone(&counters),
+        )),
+        tokio::spawn(guard(
+            "video",
+            Arc::clone(&done_tx),
+            video_pump(
+                video,
+                VideoWorker { card, encoder },
+                opts.fps,
+                state_rx.clone(),
+                keyframe_wanted,
+                Arc::clone(&counters),
+            ),
+        )),
+        tokio::spawn(guard(
+            "audio",
+            Arc::clone(&done_tx),
+            audio_pump(audio_track, audio, state_rx, Arc::clone(&counters)),
+        )),
+    ];
+
+    info!(%resource, width = opts.width, height = opts.height, fps = opts.fps, "published");
+    Ok(Session {
+        pc,
+        http,
+        resource,
+        stream_key: stream_key.to_owned(),
+        done,
+        done_tx,
+        tasks,
+        counters,
+    })
+}
+
+/// `SourceOptions` after validation, with the derived IDR interval.
+struct Checked {
+    width: usize,
+    height: usize,
+    fps: u32,
+    bitrate_bps: u32,
+    idr_interval_frames: u32,
+    label: String,
+}
+
+impl Checked {
+    fn new(o: SourceOptions) -> anyhow::Result<Self> {
+        if o.width < 16
+            || o.height < 16
+            || !o.width.is_multiple_of(2)
+            || !o.height.is_multiple_of(2)
+        {
+            bail!(
+                "picture size {}x{} must be even and at least 16x16",
+                o.width,
+                o.height
+            );
+        }
+        if o.width > 3840 || o.height > 2160 {
+            bail!("picture size {}x{} is above 3840x2160", o.width, o.height);
+        }
+        if !(1..=120).contains(&o.fps) {
+            bail!("fps {} must be between 1 and 120", o.fps);
+        }
+        if o.bitrate_bps < 50_000 {
+            bail!("bitrate {} bit/s is below 50 kbit/s", o.bitrate_bps);
+        }
+        let frames = o.keyframe_interval.as_secs_f64() * f64::from(o.fps);
+        if frames < 1.0 {
+            bail!(
+                "keyframe interval {:?} is shorter than a frame",
+                o.keyframe_interval
+            );
+        }
+        Ok(Self {
+            width: usize::try_from(o.width)?,
+            height: usize::try_from(o.height)?,
+            fps: o.fps,
+            bitrate_bps: o.bitrate_bps,
+            idr_interval_frames: frames.round().min(f64::from(u32::MAX)) as u32,
+            label: o.label,
+        })
+    }
+}
+
+/// H.264 and Opus only, NACK (answered by the NACK responder), sender/receiver reports, the
+/// `mid` header extension, and the keyframe-request forwarder.
+fn media_engine() -> anyhow::Result<(MediaEngine, Registry)> {
+    let mut me = MediaEngine::default();
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: h264_codec(),
+            payload_type: H264_PT,
+        },
+        RtpCodecKind::Video,
+    )?;
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: opus_codec(),
+            payload_type: OPUS_PT,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        me.register_header_extension(
+            rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability {
+                uri: rtc::sdp::extmap::SDES_MID_URI.to_owned(),
+            },
+            kind,
+            None,
+        )?;
+    }
+    // Registers `nack` and `nack pli` feedback for video and the NACK responder/generator.
+    let registry = configure_nack(Registry::new(), &mut me);
+    me.register_feedback(
+        rtc::rtp_transceiver::rtp_sender::RTCPFeedback {
+            typ: "ccm".to_owned(),
+            parameter: "fir".to_owned(),
+        },
+        RtpCodecKind::Video,
+    );
+    let registry = configure_rtcp_reports(registry).with(
+        Slot::from(KEYFRAME_REQUEST_SLOT),
+        KeyframeRequestForwarder::default(),
+    );
+    Ok((me, registry))
+}
+
+fn h264_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "video/H264".to_owned(),
+        clock_rate: VIDEO_CLOCK_RATE,
+        channels: 0,
+        sdp_fmtp_line: H264_FMTP.to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "audio/opus".to_owned(),
+        clock_rate: OPUS_CLOCK_RATE,
+        channels: 2,
+        sdp_fmtp_line: OPUS_FMTP.to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// The local UDP addresses to gather host candidates on.
+///
+/// The address the kernel would route towards the WHIP host comes first and is bound exactly —
+/// which keeps loopback working (webrtc-rs skips loopback when it expands a wildcard). When that
+/// is not loopback, every other interface is added too (`0.0.0.0:0` expands to them).
+async fn bind_addrs(url: &Url) -> Vec<SocketAddr> {
+    let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+    let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+    match route_towards(url).await {
+        Some(ip) if ip.is_loopback() => vec![SocketAddr::new(ip, 0)],
+        Some(ip) => vec![SocketAddr::new(ip, 0), any],
+        None => vec![loopback, any],
+    }
+}
+
+/// The local IP the kernel picks to reach the URL's host (no packet is sent).
+async fn route_towards(url: &Url) -> Option<IpAddr> {
+    let port = url.port_or_known_default()?;
+    let host = url.host_str()?;
+    // IPv6 literals come bracketed in URLs.
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    let remote = match literal.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) => tokio::net::lookup_host((host, port)).await.ok()?.next()?,
+    };
+    let local: SocketAddr = if remote.is_ipv4() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+    } else {
+        SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
+    };
+    let socket = std::net::UdpSocket::bind(local).ok()?;
+    socket.connect(remote).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
+}
+
+/// A local track and what the answer negotiated for it.
+struct SendTrack {
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    payload_type: u8,
+}
+
+/// Offer → gather → POST → answer. Returns the session resource and the two tracks.
+async fn negotiate(
+    pc: &Arc<dyn PeerConnection>,
+    http: &reqwest::Client,
+    url: &Url,
+    stream_key: &str,
+    gathered: &mut watch::Receiver<bool>,
+) -> anyhow::Result<(Url, SendTrack, SendTrack)> {
+    let now = Instant::now();
+    let video_ssrc = rand::random::<u32>();
+    let audio_ssrc = rand::random::<u32>();
+    let video = Arc::new(TrackLocalStaticSample::new(
+        now,
+        track(RtpCodecKind::Video, video_ssrc, h264_codec()),
+    )?);
+    let audio = Arc::new(TrackLocalStaticSample::new(
+        now,
+        track(RtpCodecKind::Audio, audio_ssrc, opus_codec()),
+    )?);
+    let sendonly = || {
+        Some(RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            ..Default::default()
+        })
+    };
+    // Audio first: the conventional m-line order (and the one browsers use).
+    let audio_tr = pc
+        .add_transceiver_from_track(Arc::clone(&audio) as Arc<dyn TrackLocal>, sendonly())
+        .await?;
+    let video_tr = pc
+        .add_transceiver_from_track(Arc::clone(&video) as Arc<dyn TrackLocal>, sendonly())
+        .await?;
+
+    let offer = pc.create_offer(None).await?;
+    pc.set_local_description(offer).await?;
+    // Non-trickle: wait for every host candidate to be in the SDP before sending it.
+    if tokio::time::timeout(GATHER_TIMEOUT, gathered.wait_for(|g| *g))
+        .await
+        .is_err()
+    {
+        warn!("ICE gathering did not complete in {GATHER_TIMEOUT:?}; offering what was gathered");
+    }
+    let offer = pc
+        .local_description()
+        .await
+        .ok_or_else(|| anyhow!("no local description after set_local_description"))?;
+    trace!(sdp = %offer.sdp, "WHIP offer");
+
+    let session = crate::whip::post_offer(http, url, stream_key, &offer.sdp).await?;
+    trace!(sdp = %session.answer, "WHIP answer");
+    let applied = async {
+        let answer = RTCSessionDescription::answer(session.answer.clone())?;
+        pc.set_remote_description(answer).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = applied {
+        // The relay holds a session for us: release it before giving up.
+        if let Err(d) = crate::whip::delete(http, &session.resource, stream_key).await {
+            debug!(error = %d, "DELETE after a rejected answer failed");
+        }
+        return Err(e.context("applying the WHIP answer"));
+    }
+
+    let video_pt = negotiated_pt(&video_tr).await?;
+    let audio_pt = negotiated_pt(&audio_tr).await?;
+    Ok((
+        session.resource,
+        SendTrack {
+            track: video,
+            ssrc: video_ssrc,
+            payload_type: video_pt,
+        },
+        SendTrack {
+            track: audio,
+            ssrc: audio_ssrc,
+            payload_type: audio_pt,
+        },
+    ))
+}
+
+fn track(kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec) -> MediaStreamTrack {
+    let id = match kind {
+        RtpCodecKind::Audio => "tone",
+        _ => "card",
+    };
+    MediaStreamTrack::new(
+        STREAM_ID.to_owned(),
+        id.to_owned(),
+        id.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    )
+}
+
+/// The payload type the answer accepted for a transceiver's sender.
+async fn negotiated_pt(
+    transceiver: &Arc<dyn webrtc::rtp_transceiver::RtpTransceiver>,
+) -> anyhow::Result<u8> {
+    let sender = transceiver
+        .sender()
+        .await?
+        .ok_or_else(|| anyhow!("transceiver has no sender"))?;
+    let params = sender.get_parameters().await?;
+    params
+        .rtp_parameters
+        .codecs
+        .first()
+        .map(|c| c.payload_type)
+        .ok_or_else(|| anyhow!("the WHIP answer accepted none of the offered codecs"))
+}
+
+/// Marks the session done when the connection fails, closes, stays disconnected, or never
+/// connects.
+async fn supervise(
+    mut state: watch::Receiver<RTCPeerConnectionState>,
+    done: Arc<watch::Sender<bool>>,
+) {
+    let connected = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        state.wait_for(|s| {
+            matches!(
+                s,
+                RTCPeerConnectionState::Connected
+                    | RTCPeerConnectionState::Failed
+                    | RTCPeerConnectionState::Closed
+            )
+        }),
+    )
+    .await
+    .map(|r| r.is_ok());
+    match connected {
+        Err(_) => warn!("publisher did not connect within {CONNECT_TIMEOUT:?}"),
+        Ok(false) => {}
+        Ok(true) => loop {
+            let s = *state.borrow_and_update();
+            match s {
+                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                    info!(state = %s, "publisher connection ended");
+                    break;
+                }
+                RTCPeerConnectionState::Disconnected => {
+                    match tokio::time::timeout(DISCONNECT_GRACE, state.changed()).await {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(_)) => break,
+                        Err(_) => {
+                            warn!("publisher disconnected for {DISCONNECT_GRACE:?}");
+                            break;
+                        }
+                    }
+                }
+                _ => {
+                    if state.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        },
+    }
+    done.send_replace(true);
+}
+
+/// Runs a media task; any error ends the session.
+async fn guard(
+    what: &'static str,
+    done: Arc<watch::Sender<bool>>,
+    task: impl std::future::Future<Output = anyhow::Result<()>>,
+) {
+    let mut done_rx = done.subscribe();
+    tokio::select! {
+        result = task => {
+            if let Err(e) = result {
+                warn!(error = %format!("{e:#}"), "{what} task failed; ending the session");
+            }
+            done.send_replace(true);
+        }
+        _ = done_rx.wait_for(|d| *d) => {}
+    }
+}
+
+async fn wait_connected(state: &mut watch::Receiver<RTCPeerConnectionState>) -> anyhow::Result<()> {
+    state
+        .wait_for(|s| *s == RTCPeerConnectionState::Connected)
+        .await
+        .map(|_| ())
+        .map_err(|_| anyhow!("peer connection dropped before connecting"))
+}
+
+/// Writes an empty sample lasting `units`: the packetizer moves its RTP clock on without
+/// sending anything (and without using sequence numbers).
+async fn advance(t: &SendTrack, units: u32, clock_rate: u32) {
+    let sample = Sample {
+        duration: duration_for_units(units, clock_rate),
+        ..Sample::new(Instant::now())
+    };
+    if let Err(e) = t
+        .track
+        .write_sample(t.ssrc, t.payload_type, &sample, &[])
+        .await
+    {
+        trace!(error = %e, "advancing the RTP clock failed");
+    }
+}
+
+/// The blocking half of the video task: owned state moved to a blocking thread per frame.
+struct VideoWorker {
+    card: TestCard,
+    encoder: H264Encoder,
+}
+
+async fn video_pump(
+    t: SendTrack,
+    worker: VideoWorker,
+    fps: u32,
+    mut state: watch::Receiver<RTCPeerConnectionState>,
+    keyframe_wanted: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+) -> anyhow::Result<()> {
+    // Nothing is sent before DTLS is up, so the very first frame (an IDR) reaches the relay.
+    wait_connected(&mut state).await?;
+    let mut cadence = Cadence::new(fps, VIDEO_CLOCK_RATE);
+    let mut ticker = tokio::time::interval(cadence.period());
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let start = tokio::time::Instant::now();
+    let mut worker = Some(worker);
+    let mut last_idr: Option<tokio::time::Instant> = None;
+    loop {
+        ticker.tick().await;
+        let plan = cadence.on_tick(start.elapsed());
+        let force = keyframe_wanted.load(Ordering::Relaxed)
+            && last_idr.is_none_or(|at| at.elapsed() >= MIN_KEYFRAME_SPACING);
+        if force {
+            keyframe_wanted.store(false, Ordering::Relaxed);
+        }
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut w = worker.take().ok_or_else(|| anyhow!("video worker lost"))?;
+        let (w, encoded) = tokio::task::spawn_blocking(move || {
+            if force {
+                w.encoder.request_keyframe();
+            }
+            let picture = w.card.render(plan.index, wall);
+            let encoded = w.encoder.encode(picture);
+            (w, encoded)
+        })
+        .await
+        .context("video worker panicked")?;
+        worker = Some(w);
+        let frame = encoded?;
+
+        if plan.gap_units > 0 {
+            counters
+                .n_skipped_frames
+                .fetch_add(plan.n_skipped, Ordering::Relaxed);
+            advance(&t, plan.gap_units, VIDEO_CLOCK_RATE).await;
+        }
+        if frame.is_idr {
+            last_idr = Some(tokio::time::Instant::now());
+            counters.n_keyframes.fetch_add(1, Ordering::Relaxed);
+        }
+        counters
+            .video_bytes
+            .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
+        counters.n_video_frames.fetch_add(1, Ordering::Relaxed);
+        let sample = Sample {
+            data: frame.data,
+            duration: duration_for_units(plan.units, VIDEO_CLOCK_RATE),
+            ..Sample::new(Instant::now())
+        };
+        if let Err(e) = t
+            .track
+            .write_sample(t.ssrc, t.payload_type, &sample, &[])
+            .await
+        {
+            trace!(error = %e, "writing a video frame failed");
+        }
+    }
+}
+
+async fn audio_pump(
+    t: SendTrack,
+    packets: Vec<Bytes>,
+    mut state: watch::Receiver<RTCPeerConnectionState>,
+    counters: Arc<Counters>,
+) -> anyhow::Result<()> {
+    if packets.is_empty() {
+        bail!("no audio packets");
+    }
+    wait_connected(&mut state).await?;
+    let mut cadence = Cadence::new(AUDIO_PACKET_RATE, OPUS_CLOCK_RATE);
+    let mut ticker = tokio::time::interval(cadence.period());
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let start = tokio::time::Instant::now();
+    let n = packets.len() as u64;
+    loop {
+        ticker.tick().await;
+        // Late packets are sent late rather than dropped (a receiver's jitter buffer absorbs
+        // that); only a long stall gives packets up.
+        for plan in cadence.due(start.elapsed(), MAX_AUDIO_CATCH_UP) {
+            if plan.gap_units > 0 {
+                advance(&t, plan.gap_units, OPUS_CLOCK_RATE).await;
+            }
+            // The slot index picks the packet, so the tone stays in phase across a gap.
+            let packet = &packets[usize::try_from(plan.index % n).unwrap_or(0)];
+            let sample = Sample {
+                data: packet.clone(),
+                duration: duration_for_units(plan.units, OPUS_CLOCK_RATE),
+                ..Sample::new(Instant::now())
+            };
+            if let Err(e) = t
+                .track
+                .write_sample(t.ssrc, t.payload_type, &sample, &[])
+                .await
+            {
+                trace!(error = %e, "writing an audio packet failed");
+            }
+            counters.n_audio_packets.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Turns PLI/FIR arriving for the video track into a keyframe request for the video task.
+async fn forward_keyframe_requests(
+    video: Arc<TrackLocalStaticSample>,
+    audio: Arc<TrackLocalStaticSample>,
+    wanted: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+) {
+    let video_events = async {
+        while let Some(event) = video.poll().await {
+            if let TrackLocalEvent::OnRtcpPacket(packets) = event {
+                let n = packets
+                    .iter()
+                    .filter(|p| is_keyframe_request(p.as_ref()))
+                    .count();
+                if n > 0 {
+                    debug!(n, "keyframe requested");
+                    counters
+                        .n_keyframe_requests
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    wanted.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    };
+    // Drained so nothing queues up; audio has no keyframes.
+    let audio_events = async { while audio.poll().await.is_some() {} };
+    tokio::join!(video_events, audio_events);
+}
+
+fn is_keyframe_request(p: &dyn rtc::rtcp::Packet) -> bool {
+    let any = p.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+/// Last in the interceptor chain: hands inbound PLI/FIR to the application (inbound RTCP stops
+/// at the end of the chain otherwise) and lets every other packet end here as it would anyway.
+#[derive(Default)]
+struct KeyframeRequestForwarder {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                .iter()
+                .filter(|p| is_keyframe_request(p.as_ref()))
+                .cloned()
+                .collect();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            msg.message.packet = Packet::Rtcp(requests);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestForwarder {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+impl Session {
+    /// Stops the media tasks, DELETEs the resource, closes the peer connection.
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
+        self.done_tx.send_replace(true);
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        let deleted = crate::whip::delete(&self.http, &self.resource, &self.stream_key).await;
+        let closed = self.pc.close().await;
+        deleted.context("WHIP DELETE")?;
+        closed.context("closing the peer connection")?;
+        Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_validated_and_the_gop_is_counted_in_frames() {
+        let ten = SourceOptions {
+            keyframe_interval: Duration::from_secs(10),
+            ..SourceOptions::default()
+        };
+        let checked = Checked::new(ten).expect("defaults with a 10 s GOP are valid");
+        assert_eq!(checked.idr_interval_frames, 300);
+        assert_eq!((checked.width, checked.height), (1280, 720));
+        assert_eq!(
+            Checked::new(SourceOptions::default())
+                .map(|c| c.idr_interval_frames)
+                .ok(),
+            Some(60)
+        );
+        for bad in [
+            SourceOptions {
+                width: 1279,
+                ..SourceOptions::default()
+            },
+            SourceOptions {
+                fps: 0,
+                ..SourceOptions::default()
+            },
+            SourceOptions {
+                bitrate_bps: 1000,
+                ..SourceOptions::default()
+            },
+            SourceOptions {
+                keyframe_interval: Duration::from_millis(1),
+                ..SourceOptions::default()
+            },
+        ] {
+            assert!(Checked::new(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn only_pli_and_fir_are_keyframe_requests() {
+        let pli = PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: 2,
+        };
+        assert!(is_keyframe_request(&pli));
+        let rr = rtc::rtcp::receiver_report::ReceiverReport::default();
+        assert!(!is_keyframe_request(&rr));
+    }
+}

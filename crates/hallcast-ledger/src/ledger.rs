@@ -1,0 +1,835 @@
+//! The ledger handle: durable appends with group commit, the non-blocking sink for the
+//! media path, crash recovery, registry, tokens and reports.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hallcast_core::accounting::{
+    ConferenceId, EndReason, Event, EventId, EventKind, Folder, OrgId, Organisation, PointId,
+    PointInfo, Report, ReportConfig, SessionChange, SessionId, build_report,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+use crate::codec::{self, Row};
+use crate::error::{LedgerError, Result};
+use crate::registry::{self, Conference, ImportSummary};
+use crate::store::{RunInfo, Store, StoreConfig};
+use crate::token::{JoinClaims, Secret, TokenError, TokenSigner, join_link};
+
+/// How to open the ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    pub store: StoreConfig,
+    /// This relay node's name, unique among the processes sharing one store ("central").
+    pub node: String,
+    /// Capacity of the queue in front of the writer (see [`EventSink::emit`]).
+    pub queue_capacity: usize,
+    /// Most events committed in one transaction.
+    pub max_batch: usize,
+    /// How often the node records that it is alive when idle (bounds how much presence a
+    /// crash can add: sessions lost in a crash are closed at the last heartbeat).
+    pub heartbeat: Duration,
+    /// The join-token signing secret.
+    pub secret: Secret,
+}
+
+impl LedgerConfig {
+    /// Defaults: node "central", queue 65,536 events, batches of at most 8,192, heartbeat 2 s.
+    pub fn new(store: StoreConfig, secret: Secret) -> Self {
+        Self {
+            store,
+            node: "central".into(),
+            queue_capacity: 65_536,
+            max_batch: 8_192,
+            heartbeat: Duration::from_secs(2),
+            secret,
+        }
+    }
+}
+
+/// Outcome of a durable append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// The event is now stored.
+    Stored,
+    /// An event with this id was already stored; nothing changed.
+    Duplicate,
+}
+
+/// Why [`EventSink::emit`] did not queue an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EmitError {
+    #[error("ledger queue full: event dropped")]
+    Full,
+    #[error("ledger closed: event dropped")]
+    Closed,
+}
+
+/// Counters of the ledger (cumulative since open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LedgerStats {
+    /// Events queued by `emit` or `append`.
+    pub n_queued: u64,
+    /// Events `emit` dropped because the queue was full or the ledger closed.
+    pub n_dropped: u64,
+    /// Events newly stored.
+    pub n_stored: u64,
+    /// Events whose id was already stored.
+    pub n_duplicates: u64,
+    /// Events that could not be stored after retries (logged at `error`).
+    pub n_failed: u64,
+    /// Committed transactions.
+    pub n_batches: u64,
+    /// Largest committed batch.
+    pub max_batch: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    n_queued: AtomicU64,
+    n_dropped: AtomicU64,
+    n_stored: AtomicU64,
+    n_duplicates: AtomicU64,
+    n_failed: AtomicU64,
+    n_batches: AtomicU64,
+    max_batch: AtomicU64,
+}
+
+impl Stats {
+    fn snapshot(&self) -> LedgerStats {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        LedgerStats {
+            n_queued: g(&self.n_queued),
+            n_dropped: g(&self.n_dropped),
+            n_stored: g(&self.n_stored),
+            n_duplicates: g(&self.n_duplicates),
+            n_failed: g(&self.n_failed),
+            n_batches: g(&self.n_batches),
+            max_batch: g(&self.max_batch),
+        }
+    }
+}
+
+type Ack = oneshot::Sender<Result<Appended>>;
+
+enum Msg {
+    Append(Event, Option<Ack>),
+    Flush(oneshot::Sender<()>),
+    Shutdown,
+}
+
+/// What crash recovery did when the ledger opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recovery {
+    /// The previous run of this node, if any.
+    pub previous_run: Option<RunInfo>,
+    /// Sessions left open by the previous run and now ended with `RelayLost`.
+    pub n_sessions_closed: u32,
+    /// Broadcasts left live by the previous run and now ended.
+    pub n_broadcasts_closed: u32,
+}
+
+/// A join link for one point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinLink {
+    pub point: PointInfo,
+    pub org_name: String,
+    pub token: String,
+    pub url: String,
+    /// Unix seconds.
+    pub expires: i64,
+}
+
+/// The relay-facing, non-blocking handle: cheap to clone, never waits.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: SyncSender<Msg>,
+    stats: Arc<Stats>,
+}
+
+impl EventSink {
+    /// Queues an event for durable storage without ever blocking. When the bounded queue
+    /// is full (the store has fallen behind by `queue_capacity` events) or the ledger is
+    /// closed, the event is dropped, counted in [`LedgerStats::n_dropped`] and an error is
+    /// returned; the media path must carry on regardless.
+    pub fn emit(&self, ev: Event) -> Result<(), EmitError> {
+        match self.tx.try_send(Msg::Append(ev, None)) {
+            Ok(()) => {
+                self.stats.n_queued.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => {
+                self.stats.n_dropped.fetch_add(1, Ordering::Relaxed);
+                Err(EmitError::Full)
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.stats.n_dropped.fetch_add(1, Ordering::Relaxed);
+                Err(EmitError::Closed)
+            }
+        }
+    }
+
+    /// Events dropped so far (queue full or closed).
+    pub fn n_dropped(&self) -> u64 {
+        self.stats.n_dropped.load(Ordering::Relaxed)
+    }
+}
+
+struct Inner {
+    node: String,
+    run: i64,
+    store_description: String,
+    sink: EventSink,
+    db: Arc<Mutex<Box<dyn Store>>>,
+    signer: TokenSigner,
+    generations: RwLock<HashMap<(ConferenceId, PointId), u32>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    recovery: Recovery,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle may go away on an async runtime thread, and closing a blocking
+        // PostgreSQL connection must not run there: drop the reader connection on its own
+        // short-lived thread.
+        let db = std::mem::replace(
+            &mut self.db,
+            Arc::new(Mutex::new(Box::new(crate::store::Closed))),
+        );
+        let _ = std::thread::Builder::new()
+            .name("hallcast-ledger-close".into())
+            .spawn(move || drop(db));
+    }
+}
+
+/// The attendance ledger. Cheap to clone; all clones share one writer.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("store", &self.inner.store_description)
+            .field("node", &self.inner.node)
+            .field("run", &self.inner.run)
+            .finish()
+    }
+}
+
+/// Wall-clock time in Unix milliseconds (the I/O layer's clock).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A fresh event id: the current Unix millisecond in the top 48 bits, 80 random bits below
+/// (the layout of UUIDv7). Uniqueness comes from the random bits; the time prefix keeps
+/// the store's unique index append-mostly, which makes a batch touch a few index pages
+/// instead of one page per event.
+pub fn new_event_id() -> EventId {
+    let ms = u128::from(u64::try_from(now_ms()).unwrap_or(0) & 0xffff_ffff_ffff);
+    let random = rand::random::<u128>() & ((1u128 << 80) - 1);
+    EventId((ms << 80) | random)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LedgerError::Io(std::io::Error::other(format!("ledger task failed: {e}"))))?
+}
+
+impl Ledger {
+    /// Opens the store (creating the schema), recovers what a crashed previous run of this
+    /// node left open, and starts the writer thread.
+    pub async fn open(cfg: LedgerConfig) -> Result<Self> {
+        blocking(move || Self::open_blocking(cfg)).await
+    }
+
+    fn open_blocking(cfg: LedgerConfig) -> Result<Self> {
+        if cfg.node.is_empty() || cfg.queue_capacity == 0 || cfg.max_batch == 0 {
+            return Err(LedgerError::Invalid(
+                "ledger node name, queue capacity and batch size must be non-empty".into(),
+            ));
+        }
+        let mut writer_store = cfg.store.connect()?;
+        let mut reader_store = cfg.store.connect()?;
+        let now = now_ms();
+        let previous = writer_store.last_run(&cfg.node)?;
+        let run = previous.map_or(1, |p| p.run + 1);
+        writer_store.heartbeat(
+            &cfg.node,
+            RunInfo {
+                run,
+                run_started_ms: now,
+                last_alive_ms: now,
+            },
+        )?;
+        let mut recovery = Recovery {
+            previous_run: previous,
+            ..Recovery::default()
+        };
+        if let Some(prev) = previous {
+            let events = writer_store.events_of_run(&cfg.node, prev.run)?;
+            let (closing, n_sessions, n_broadcasts) = recovery_events(&cfg.node, prev, &events);
+            if !closing.is_empty() {
+                let rows: Vec<Row> = closing.iter().map(codec::to_row).collect();
+                writer_store.append(&cfg.node, run, now, &rows)?;
+                tracing::warn!(
+                    node = %cfg.node,
+                    previous_run = prev.run,
+                    last_alive_ms = prev.last_alive_ms,
+                    n_sessions,
+                    n_broadcasts,
+                    "previous run ended without closing its sessions; closed them at its last heartbeat"
+                );
+            }
+            recovery.n_sessions_closed = n_sessions;
+            recovery.n_broadcasts_closed = n_broadcasts;
+        }
+        let generations = reader_store
+            .token_generations()?
+            .into_iter()
+            .map(|(c, p, g)| ((c, p), g))
+            .collect();
+
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity);
+        let w = Writer {
+            store: writer_store,
+            config: cfg.store.clone(),
+            node: cfg.node.clone(),
+            run,
+            run_started_ms: now,
+            heartbeat: cfg.heartbeat,
+            max_batch: cfg.max_batch,
+            stats: stats.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("hallcast-ledger-writer".into())
+            .spawn(move || w.run(rx))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                node: cfg.node,
+                run,
+                store_description: cfg.store.describe(),
+                sink: EventSink { tx, stats },
+                db: Arc::new(Mutex::new(reader_store)),
+                signer: TokenSigner::new(cfg.secret),
+                generations: RwLock::new(generations),
+                writer: Mutex::new(Some(handle)),
+                recovery,
+            }),
+        })
+    }
+
+    /// The non-blocking handle for the media path.
+    pub fn sink(&self) -> EventSink {
+        self.inner.sink.clone()
+    }
+
+    /// What crash recovery did at open.
+    pub fn recovery(&self) -> Recovery {
+        self.inner.recovery
+    }
+
+    /// This node's run number (1 on first open, +1 per open).
+    pub fn run(&self) -> i64 {
+        self.inner.run
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> LedgerStats {
+        self.inner.sink.stats.snapshot()
+    }
+
+    /// Stores an event and resolves once its batch is committed (durable). Waits for room
+    /// in the queue instead of dropping.
+    pub async fn append(&self, ev: Event) -> Result<Appended> {
+        let (ack, done) = oneshot::channel();
+        let msg = Msg::Append(ev, Some(ack));
+        let stats = &self.inner.sink.stats;
+        match self.inner.sink.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Disconnected(_)) => return Err(LedgerError::Closed),
+            Err(TrySendError::Full(msg)) => {
+                let tx = self.inner.sink.tx.clone();
+                blocking(move || tx.send(msg).map_err(|_| LedgerError::Closed)).await?;
+            }
+        }
+        stats.n_queued.fetch_add(1, Ordering::Relaxed);
+        done.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Resolves once every event queued before this call is committed (or failed).
+    pub async fn flush(&self) -> Result<()> {
+        let (ack, done) = oneshot::channel();
+        let tx = self.inner.sink.tx.clone();
+        blocking(move || tx.send(Msg::Flush(ack)).map_err(|_| LedgerError::Closed)).await?;
+        done.await.map_err(|_| LedgerError::Closed)
+    }
+
+    /// Commits what is queued, records a last heartbeat and stops the writer. Later appends
+    /// fail with [`LedgerError::Closed`]; reads keep working.
+    pub async fn close(&self) -> Result<()> {
+        let tx = self.inner.sink.tx.clone();
+        let handle = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        blocking(move || {
+            // An error means the writer is already gone: nothing left to commit.
+            let _ = tx.send(Msg::Shutdown);
+            if let Some(h) = handle {
+                h.join().map_err(|_| {
+                    LedgerError::Io(std::io::Error::other("ledger writer panicked"))
+                })?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.inner.db.clone();
+        blocking(move || {
+            let mut guard = db.lock().unwrap_or_else(|p| p.into_inner());
+            f(guard.as_mut())
+        })
+        .await
+    }
+
+    // ----- events -----
+
+    /// All stored events of a conference (storage order).
+    pub async fn events(&self, conference: &ConferenceId) -> Result<Vec<Event>> {
+        let c = conference.clone();
+        self.with_store(move |s| s.events(&c)).await
+    }
+
+    /// How many stored rows carry this event id (0 or 1).
+    pub async fn count_event_id(&self, id: EventId) -> Result<u64> {
+        self.with_store(move |s| s.count_event_id(id)).await
+    }
+
+    /// Total stored events.
+    pub async fn n_events(&self) -> Result<u64> {
+        self.with_store(|s| s.n_events()).await
+    }
+
+    // ----- reports -----
+
+    /// Builds the attendance report of a conference from the stored events, at the horizon
+    /// `as_of_ms`.
+    pub async fn report(
+        &self,
+        conference: &ConferenceId,
+        as_of_ms: i64,
+        cfg: ReportConfig,
+    ) -> Result<Report> {
+        let c = conference.clone();
+        self.with_store(move |s| {
+            let events = s.events(&c)?;
+            let orgs = s.organisations()?;
+            let points = s.points()?;
+            let mut folder = Folder::with_capacity(c, events.len());
+            folder.extend(&events);
+            let presence = folder.finish(as_of_ms);
+            Ok(build_report(&presence, &orgs, &points, &cfg))
+        })
+        .await
+    }
+
+    // ----- registry -----
+
+    pub async fn organisations(&self) -> Result<Vec<Organisation>> {
+        self.with_store(|s| s.organisations()).await
+    }
+
+    pub async fn points(&self) -> Result<Vec<PointInfo>> {
+        self.with_store(|s| s.points()).await
+    }
+
+    pub async fn upsert_organisation(&self, org: Organisation) -> Result<()> {
+        self.with_store(move |s| s.upsert_organisation(&org)).await
+    }
+
+    /// Fails with `Conflict` when the point's organisation is not registered.
+    pub async fn upsert_point(&self, point: PointInfo) -> Result<()> {
+        self.with_store(move |s| s.upsert_point(&point)).await
+    }
+
+    /// `Ok(false)` when not found; `Conflict` while it still has points.
+    pub async fn remove_organisation(&self, id: &OrgId) -> Result<bool> {
+        let id = id.clone();
+        self.with_store(move |s| s.remove_organisation(&id)).await
+    }
+
+    /// `Ok(false)` when not found. The point's events stay in the log.
+    pub async fn remove_point(&self, id: &PointId) -> Result<bool> {
+        let id = id.clone();
+        self.with_store(move |s| s.remove_point(&id)).await
+    }
+
+    /// Imports a registry CSV (see [`crate::registry`]); all or nothing.
+    pub async fn import_csv(&self, bytes: Vec<u8>) -> Result<ImportSummary> {
+        self.with_store(move |s| {
+            let file = registry::parse_csv(&bytes)?;
+            s.import_registry(&file.organisations, &file.points)?;
+            Ok(ImportSummary {
+                n_organisations: file.organisations.len(),
+                n_points: file.points.len(),
+            })
+        })
+        .await
+    }
+
+    /// Exports the registry as CSV.
+    pub async fn export_csv(&self) -> Result<Vec<u8>> {
+        self.with_store(|s| registry::to_csv(&s.organisations()?, &s.points()?))
+            .await
+    }
+
+    pub async fn conferences(&self) -> Result<Vec<Conference>> {
+        self.with_store(|s| s.conferences()).await
+    }
+
+    pub async fn upsert_conference(&self, conference: Conference) -> Result<()> {
+        self.with_store(move |s| s.upsert_conference(&conference))
+            .await
+    }
+
+    // ----- join tokens -----
+
+    fn generation(&self, conference: &ConferenceId, point: &PointId) -> u32 {
+        let map = self
+            .inner
+            .generations
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        map.get(&(conference.clone(), point.clone()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Issues a join token valid until `expires` (Unix seconds).
+    pub fn issue_token(&self, conference: &ConferenceId, point: &PointId, expires: i64) -> String {
+        let g = self.generation(conference, point);
+        self.inner.signer.issue(conference, point, g, expires)
+    }
+
+    /// Checks a join token now: signature, expiry and revocation. Never touches the store
+    /// (revocations are cached in memory), so the WHEP path can call it directly.
+    pub fn verify_token(&self, token: &str) -> Result<JoinClaims, TokenError> {
+        self.verify_token_at(token, now_ms().div_euclid(1000))
+    }
+
+    /// [`Ledger::verify_token`] at `now` (Unix seconds).
+    pub fn verify_token_at(&self, token: &str, now: i64) -> Result<JoinClaims, TokenError> {
+        let claims = self.inner.signer.verify(token, now)?;
+        if claims.generation != self.generation(&claims.conference, &claims.point) {
+            return Err(TokenError::Revoked);
+        }
+        Ok(claims)
+    }
+
+    /// Revokes every join token issued so far for the pair; returns the new generation.
+    pub async fn revoke_tokens(&self, conference: &ConferenceId, point: &PointId) -> Result<u32> {
+        let (c, p) = (conference.clone(), point.clone());
+        let g = self
+            .with_store(move |s| s.bump_token_generation(&c, &p))
+            .await?;
+        self.inner
+            .generations
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((conference.clone(), point.clone()), g);
+        Ok(g)
+    }
+
+    /// Join links of a conference for every registered point (or just `only`), by
+    /// organisation then point.
+    pub async fn join_links(
+        &self,
+        conference: &ConferenceId,
+        base_url: &str,
+        expires: i64,
+        only: Option<&PointId>,
+    ) -> Result<Vec<JoinLink>> {
+        let orgs = self.organisations().await?;
+        let names: BTreeMap<OrgId, String> = orgs.into_iter().map(|o| (o.id, o.name)).collect();
+        let mut points = self.points().await?;
+        if let Some(p) = only {
+            points.retain(|x| &x.id == p);
+            if points.is_empty() {
+                return Err(LedgerError::NotFound(format!("point {p}")));
+            }
+        }
+        points.sort_by(|a, b| (&a.org, &a.id).cmp(&(&b.org, &b.id)));
+        Ok(points
+            .into_iter()
+            .map(|p| {
+                let token = self.issue_token(conference, &p.id, expires);
+                JoinLink {
+                    url: join_link(base_url, conference, &token),
+                    org_name: names.get(&p.org).cloned().unwrap_or_default(),
+                    point: p,
+                    token,
+                    expires,
+                }
+            })
+            .collect())
+    }
+}
+
+/// Events that close what a crashed run left open: every session not ended, at the later
+/// of the run's last heartbeat and the session's own last event; every live broadcast,
+/// likewise. Ids are derived from (node, run, conference, point, session), so running the
+/// recovery twice stores nothing twice.
+fn recovery_events(node: &str, prev: RunInfo, events: &[Event]) -> (Vec<Event>, u32, u32) {
+    #[derive(Default)]
+    struct Open {
+        last_at: i64,
+        ended: bool,
+    }
+    let mut sessions: BTreeMap<(ConferenceId, PointId, SessionId), Open> = BTreeMap::new();
+    /// The latest broadcast event of a conference (by fold order) and its latest time.
+    struct Live {
+        key: (i64, u8, u128),
+        live: bool,
+        last_at: i64,
+    }
+    let mut broadcasts: BTreeMap<ConferenceId, Live> = BTreeMap::new();
+    for ev in events {
+        match &ev.kind {
+            EventKind::Session {
+                point,
+                session,
+                change,
+            } => {
+                let o = sessions
+                    .entry((ev.conference.clone(), point.clone(), session.clone()))
+                    .or_default();
+                o.last_at = o.last_at.max(ev.at_ms);
+                if matches!(change, SessionChange::Ended { .. }) {
+                    o.ended = true;
+                }
+            }
+            EventKind::BroadcastStarted | EventKind::BroadcastEnded => {
+                let key = (ev.at_ms, ev.kind.same_instant_rank(), ev.event_id.0);
+                let start = matches!(ev.kind, EventKind::BroadcastStarted);
+                let e = broadcasts.entry(ev.conference.clone()).or_insert(Live {
+                    key,
+                    live: start,
+                    last_at: ev.at_ms,
+                });
+                if key >= e.key {
+                    e.key = key;
+                    e.live = start;
+                }
+                e.last_at = e.last_at.max(ev.at_ms);
+            }
+            EventKind::Headcount { .. } => {}
+        }
+    }
+    let id = |parts: &[&str]| {
+        let mut h = Sha256::new();
+        h.update(b"hallcast-relay-lost\n");
+        h.update(node.as_bytes());
+        h.update(b"\n");
+        h.update(prev.run.to_be_bytes());
+        for p in parts {
+            h.update(b"\n");
+            h.update(p.as_bytes());
+        }
+        let d = h.finalize();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&d[..16]);
+        EventId::from_bytes(b)
+    };
+    let mut out = Vec::new();
+    let mut n_sessions = 0u32;
+    for ((conference, point, session), o) in sessions {
+        if o.ended {
+            continue;
+        }
+        n_sessions += 1;
+        out.push(Event {
+            event_id: id(&[conference.as_str(), point.as_str(), session.as_str()]),
+            at_ms: prev.last_alive_ms.max(o.last_at),
+            kind: EventKind::Session {
+                point,
+                session,
+                change: SessionChange::Ended {
+                    reason: EndReason::RelayLost,
+                },
+            },
+            conference,
+        });
+    }
+    let mut n_broadcasts = 0u32;
+    for (conference, Live { live, last_at, .. }) in broadcasts {
+        if !live {
+            continue;
+        }
+        n_broadcasts += 1;
+        out.push(Event {
+            event_id: id(&[conference.as_str(), "broadcast"]),
+            at_ms: prev.last_alive_ms.max(last_at),
+            kind: EventKind::BroadcastEnded,
+            conference,
+        });
+    }
+    (out, n_sessions, n_broadcasts)
+}
+
+struct Writer {
+    store: Box<dyn Store>,
+    config: StoreConfig,
+    node: String,
+    run: i64,
+    run_started_ms: i64,
+    heartbeat: Duration,
+    max_batch: usize,
+    stats: Arc<Stats>,
+}
+
+const RETRY_DELAYS_MS: [u64; 5] = [50, 200, 500, 1_000, 2_000];
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Msg>) {
+        let mut batch: Vec<Msg> = Vec::with_capacity(self.max_batch);
+        let mut last_beat = Instant::now();
+        loop {
+            let wait = self.heartbeat.saturating_sub(last_beat.elapsed());
+            match rx.recv_timeout(wait) {
+                Ok(m) => batch.push(m),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.beat();
+                    last_beat = Instant::now();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while batch.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let shutdown = self.commit(&mut batch);
+            last_beat = Instant::now();
+            if shutdown {
+                break;
+            }
+        }
+        self.beat();
+    }
+
+    fn beat(&mut self) {
+        let info = RunInfo {
+            run: self.run,
+            run_started_ms: self.run_started_ms,
+            last_alive_ms: now_ms(),
+        };
+        if let Err(e) = self.store.heartbeat(&self.node, info) {
+            tracing::warn!(error = %e, "ledger heartbeat failed");
+        }
+    }
+
+    /// Commits the batch's events in one transaction, then answers every waiter. Returns
+    /// whether a shutdown was requested.
+    fn commit(&mut self, batch: &mut Vec<Msg>) -> bool {
+        let rows: Vec<Row> = batch
+            .iter()
+            .filter_map(|m| match m {
+                Msg::Append(ev, _) => Some(codec::to_row(ev)),
+                _ => None,
+            })
+            .collect();
+        let result = if rows.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.append_with_retry(&rows)
+        };
+        let mut shutdown = false;
+        match &result {
+            Ok(fresh) => {
+                let n_new = fresh.iter().filter(|f| **f).count() as u64;
+                self.stats.n_stored.fetch_add(n_new, Ordering::Relaxed);
+                self.stats
+                    .n_duplicates
+                    .fetch_add(fresh.len() as u64 - n_new, Ordering::Relaxed);
+                if !rows.is_empty() {
+                    self.stats.n_batches.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .max_batch
+                        .fetch_max(rows.len() as u64, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                self.stats
+                    .n_failed
+                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                tracing::error!(error = %e, n_events = rows.len(), "ledger batch could not be stored");
+            }
+        }
+        let mut i = 0usize;
+        for m in batch.drain(..) {
+            match m {
+                Msg::Append(_, ack) => {
+                    let answer = match &result {
+                        Ok(fresh) => Ok(if fresh.get(i).copied().unwrap_or(false) {
+                            Appended::Stored
+                        } else {
+                            Appended::Duplicate
+                        }),
+                        Err(e) => Err(LedgerError::NotStored(e.to_string())),
+                    };
+                    i += 1;
+                    if let Some(ack) = ack {
+                        // The caller may have stopped waiting; nothing to do then.
+                        let _ = ack.send(answer);
+                    }
+                }
+                Msg::Flush(done) => {
+                    let _ = done.send(());
+                }
+                Msg::Shutdown => shutdown = true,
+            }
+        }
+        shutdown
+    }
+
+    fn append_with_retry(&mut self, rows: &[Row]) -> Result<Vec<bool>> {
+        let mut attempt = 0usize;
+        loop {
+            match self.store.append(&self.node, self.run, now_ms(), rows) {
+                Ok(fresh) => return Ok(fresh),
+                Err(e) if attempt < RETRY_DELAYS_MS.len() => {
+                    tracing::warn!(error = %e, attempt, "ledger append failed; retrying");
+                    std::thread::sleep(Duration::from_millis(RETRY_DELAYS_MS[attempt]));
+                    attempt += 1;
+                    // A broken connection (PostgreSQL restarted) is replaced; on failure the
+                    // old one is kept and the next attempt reports the error.
+                    if let Ok(s) = self.config.connect() {
+                        self.store = s;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! The embedded backend: one SQLite file, WAL journal, `synchronous=FULL` (a committed
+//! batch survives power loss, not only a process crash).
+
+use std::path::Path;
+
+use hallcast_core::accounting::{
+    ConferenceId, Event, EventId, OrgId, Organisation, PointId, PointInfo,
+};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{RunInfo, Store};
+use crate::codec::{self, Row};
+use crate::error::{LedgerError, Result};
+use crate::registry::Conference;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq        INTEGER PRIMARY KEY,
+    event_id   BLOB    NOT NULL UNIQUE,
+    conference TEXT    NOT NULL,
+    point      TEXT,
+    session    TEXT,
+    at_ms      INTEGER NOT NULL,
+    kind       TEXT    NOT NULL,
+    value      INTEGER,
+    node       TEXT    NOT NULL,
+    run        INTEGER NOT NULL,
+    stored_ms  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_conference ON events (conference, seq);
+CREATE INDEX IF NOT EXISTS events_by_run ON events (node, run, seq);
+CREATE TABLE IF NOT EXISTS organisations (
+    id   TEXT PRIMARY KEY,
+    name TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS points (
+    id                 TEXT PRIMARY KEY,
+    org_id             TEXT NOT NULL REFERENCES organisations (id),
+    name               TEXT NOT NULL,
+    location           TEXT NOT NULL,
+    expected_headcount INTEGER
+);
+CREATE TABLE IF NOT EXISTS conferences (
+    id         TEXT PRIMARY KEY,
+    title      TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS token_generations (
+    conference TEXT NOT NULL,
+    point      TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    PRIMARY KEY (conference, point)
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    node           TEXT PRIMARY KEY,
+    run            INTEGER NOT NULL,
+    run_started_ms INTEGER NOT NULL,
+    last_alive_ms  INTEGER NOT NULL
+);
+";
+
+/// One SQLite connection.
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the file and its schema.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // 64 MiB of page cache: the unique index on event ids stays in memory.
+        conn.pragma_update(None, "cache_size", -65_536)?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn })
+    }
+}
+
+fn read_events(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Event>> {
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let id: Vec<u8> = r.get(0)?;
+        let conference: String = r.get(1)?;
+        let point: Option<String> = r.get(2)?;
+        let session: Option<String> = r.get(3)?;
+        let kind: String = r.get(5)?;
+        out.push(codec::from_row(
+            &id,
+            &conference,
+            point.as_deref(),
+            session.as_deref(),
+            r.get(4)?,
+            &kind,
+            r.get(6)?,
+        )?);
+    }
+    Ok(out)
+}
+
+const EVENT_COLUMNS: &str = "event_id, conference, point, session, at_ms, kind, value";
+
+fn upsert_org(conn: &Connection, org: &Organisation) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO organisations (id, name) VALUES (?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+    )?
+    .execute(params![org.id.as_str(), org.name])?;
+    Ok(())
+}
+
+fn upsert_point(conn: &Connection, p: &PointInfo) -> Result<()> {
+    let org_known: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM organisations WHERE id = ?1")?
+        .query_row(params![p.org.as_str()], |r| r.get(0))
+        .optional()?;
+    if org_known.is_none() {
+        return Err(LedgerError::Conflict(format!(
+            "point {}: organisation {} is not registered",
+            p.id, p.org
+        )));
+    }
+    conn.prepare_cached(
+        "INSERT INTO points (id, org_id, name, location, expected_headcount)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET org_id = excluded.org_id, name = excluded.name,
+             location = excluded.location, expected_headcount = excluded.expected_headcount",
+    )?
+    .execute(params![
+        p.id.as_str(),
+        p.org.as_str(),
+        p.name,
+        p.location,
+        p.expected_headcount
+    ])?;
+    Ok(())
+}
+
+fn parse_corrupt<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T> {
+    r.map_err(|e| LedgerError::Corrupt(e.to_string()))
+}
+
+impl Store for SqliteStore {
+    fn append(&mut self, node: &str, run: i64, now_ms: i64, rows: &[Row]) -> Result<Vec<bool>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut fresh = Vec::with_capacity(rows.len());
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events
+                 (event_id, conference, point, session, at_ms, kind, value, node, run, stored_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for r in rows {
+                let n = ins.execute(params![
+                    &r.event_id[..],
+                    r.conference,
+                    r.point,
+                    r.session,
+                    r.at_ms,
+                    r.kind,
+                    r.value,
+                    node,
+                    run,
+                    now_ms
+                ])?;
+                fresh.push(n == 1);
+            }
+            tx.prepare_cached("UPDATE nodes SET last_alive_ms = ?2 WHERE node = ?1 AND run = ?3")?
+                .execute(params![node, now_ms, run])?;
+        }
+        tx.commit()?;
+        Ok(fresh)
+    }
+
+    fn heartbeat(&mut self, node: &str, run: RunInfo) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO nodes (node, run, run_started_ms, last_alive_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (node) DO UPDATE SET run = excluded.run,
+                     run_started_ms = excluded.run_started_ms, last_alive_ms = excluded.last_alive_ms",
+            )?
+            .execute(params![node, run.run, run.run_started_ms, run.last_alive_ms])?;
+        Ok(())
+    }
+
+    fn last_run(&mut self, node: &str) -> Result<Option<RunInfo>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT run, run_started_ms, last_alive_ms FROM nodes WHERE node = ?1")?
+            .query_row(params![node], |r| {
+                Ok(RunInfo {
+                    run: r.get(0)?,
+                    run_started_ms: r.get(1)?,
+                    last_alive_ms: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn events(&mut self, conference: &ConferenceId) -> Result<Vec<Event>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE conference = ?1 ORDER BY seq"
+        ))?;
+        read_events(&mut stmt, params![conference.as_str()])
+    }
+
+    fn events_of_run(&mut self, node: &str, run: i64) -> Result<Vec<Event>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE node = ?1 AND run = ?2 ORDER BY seq"
+        ))?;
+        read_events(&mut stmt, params![node, run])
+    }
+
+    fn count_event_id(&mut self, id: EventId) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM events WHERE event_id = ?1")?
+            .query_row(params![&id.to_bytes()[..]], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    fn n_events(&mut self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    fn organisations(&mut self) -> Result<Vec<Organisation>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, name FROM organisations ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name) = row?;
+            out.push(Organisation {
+                id: parse_corrupt(OrgId::parse(&id))?,
+                name,
+            });
+        }
+        Ok(out)
+    }
+
+    fn points(&mut self) -> Result<Vec<PointInfo>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, org_id, name, location, expected_headcount FROM points ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<u32>>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, org, name, location, expected_headcount) = row?;
+            out.push(PointInfo {
+                id: parse_corrupt(PointId::parse(&id))?,
+                org: parse_corrupt(OrgId::parse(&org))?,
+                name,
+                location,
+                expected_headcount,
+            });
+        }
+        Ok(out)
+    }
+
+    fn upsert_organisation(&mut self, org: &Organisation) -> Result<()> {
+        upsert_org(&self.conn, org)
+    }
+
+    fn upsert_point(&mut self, point: &PointInfo) -> Result<()> {
+        upsert_point(&self.conn, point)
+    }
+
+    fn remove_organisation(&mut self, id: &OrgId) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n_points: i64 = tx.query_row(
+            "SELECT count(*) FROM points WHERE org_id = ?1",
+            params![id.as_str()],
+            |r| r.get(0),
+        )?;
+        if n_points > 0 {
+            return Err(LedgerError::Conflict(format!(
+                "organisation {id} still has {n_points} point(s); remove or move them first"
+            )));
+        }
+        let n = tx.execute(
+            "DELETE FROM organisations WHERE id = ?1",
+            params![id.as_str()],
+        )?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    fn remove_point(&mut self, id: &PointId) -> Result<bool> {
+        let n = self
+            .conn
+            .execute("DELETE FROM points WHERE id = ?1", params![id.as_str()])?;
+        Ok(n > 0)
+    }
+
+    fn import_registry(&mut self, orgs: &[Organisation], points: &[PointInfo]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for o in orgs {
+            upsert_org(&tx, o)?;
+        }
+        for p in points {
+            upsert_point(&tx, p)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn conferences(&mut self) -> Result<Vec<Conference>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, title, created_ms FROM conferences ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, title, created_ms) = row?;
+            out.push(Conference {
+                id: parse_corrupt(ConferenceId::parse(&id))?,
+                title,
+                created_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    fn upsert_conference(&mut self, c: &Conference) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO conferences (id, title, created_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET title = excluded.title",
+            )?
+            .execute(params![c.id.as_str(), c.title, c.created_ms])?;
+        Ok(())
+    }
+
+    fn token_generations(&mut self) -> Result<Vec<(ConferenceId, PointId, u32)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT conference, point, generation FROM token_generations")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u32>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (c, p, g) = row?;
+            out.push((
+                parse_corrupt(ConferenceId::parse(&c))?,
+                parse_corrupt(PointId::parse(&p))?,
+                g,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn bump_token_generation(&mut self, conference: &ConferenceId, point: &PointId) -> Result<u32> {
+        let g: u32 = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO token_generations (conference, point, generation) VALUES (?1, ?2, 1)
+                 ON CONFLICT (conference, point) DO UPDATE SET generation = generation + 1
+                 RETURNING generation",
+            )?
+            .query_row(params![conference.as_str(), point.as_str()], |r| r.get(0))?;
+        Ok(g)
+    }
+}

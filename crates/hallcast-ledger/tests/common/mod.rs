@@ -1,0 +1,693 @@
+//! The ledger suite, run once per backend (tests/sqlite.rs, tests/pg.rs).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hallcast_core::accounting::{
+    ConferenceId, EndReason, Event, EventId, EventKind, OrgId, Organisation, PointId, PointInfo,
+    ReportConfig, SessionChange, SessionId, build_report, fold,
+};
+use hallcast_ledger::{
+    Appended, Conference, Ledger, LedgerConfig, LedgerError, Secret, StoreConfig, TokenError,
+    new_event_id, now_ms,
+};
+
+/// A store for one test; keeps its temporary directory alive.
+pub struct TestStore {
+    pub config: StoreConfig,
+    pub dir: Option<tempfile::TempDir>,
+}
+
+pub fn sqlite(_name: &str) -> TestStore {
+    let dir = tempfile::tempdir().expect("temp dir");
+    TestStore {
+        config: StoreConfig::sqlite_in(dir.path()),
+        dir: Some(dir),
+    }
+}
+
+/// The PostgreSQL URL of the test server. Panics (fails the test) when missing: PG tests
+/// never pass silently.
+pub fn pg_url() -> String {
+    match std::env::var("HALLCAST_TEST_PG_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => panic!(
+            "HALLCAST_TEST_PG_URL is not set. The pg-tests feature runs the ledger suite against \
+             a real PostgreSQL server: run `eval \"$(scripts/pg-test-setup.sh)\"` first (it \
+             installs and starts PostgreSQL 15 and prints the URL)."
+        ),
+    }
+}
+
+/// Runs blocking database code on a plain thread (the blocking `postgres` client must not
+/// run on an async runtime's thread).
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().expect("blocking helper panicked"))
+}
+
+/// A fresh schema per test in the test server.
+pub fn pg(name: &str) -> TestStore {
+    let url = pg_url();
+    let schema = format!("t_{name}");
+    off_runtime(|| {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("cannot connect to HALLCAST_TEST_PG_URL: {e}"));
+        c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .expect("drop old test schema");
+    });
+    TestStore {
+        config: StoreConfig::Postgres {
+            url,
+            schema: Some(schema),
+        },
+        dir: None,
+    }
+}
+
+pub fn secret() -> Secret {
+    Secret::from_bytes(b"test-secret-0123456789".to_vec()).unwrap()
+}
+
+pub async fn open(store: &TestStore) -> Ledger {
+    Ledger::open(LedgerConfig::new(store.config.clone(), secret()))
+        .await
+        .expect("open ledger")
+}
+
+fn conf() -> ConferenceId {
+    ConferenceId::parse("hn-2025").unwrap()
+}
+
+fn pid(s: &str) -> PointId {
+    PointId::parse(s).unwrap()
+}
+
+fn sess(point: &str, session: &str, at_ms: i64, change: SessionChange) -> Event {
+    Event::session_event(
+        new_event_id(),
+        conf(),
+        pid(point),
+        SessionId::parse(session).unwrap(),
+        at_ms,
+        change,
+    )
+}
+
+fn conf_event(at_ms: i64, kind: EventKind) -> Event {
+    Event {
+        event_id: new_event_id(),
+        conference: conf(),
+        at_ms,
+        kind,
+    }
+}
+
+const REGISTRY_CSV: &str = "point_id,point_name,org_id,org_name,location,expected_headcount\n\
+    hn-1,Điểm cầu Ba Đình,ha-noi,Đảng ủy Thành phố Hà Nội,\"Phòng họp tầng 2, trụ sở\",40\n\
+    hn-2,Điểm cầu Hoàn Kiếm,ha-noi,Đảng ủy Thành phố Hà Nội,Hoàn Kiếm,30\n\
+    hue-1,Điểm cầu Thừa Thiên Huế,hue,Đảng ủy Huế,Huế,25\n\
+    ct-1,Điểm cầu Ninh Kiều,can-tho,Đảng ủy Cần Thơ,Cần Thơ,\n";
+
+pub async fn append_is_durable_and_idempotent(store: TestStore) {
+    let ledger = open(&store).await;
+    let t = 1_700_000_000_000;
+    // Headcounts: no session is left open, so reopening adds no recovery events.
+    let evs: Vec<Event> = (0..500)
+        .map(|i| {
+            conf_event(
+                t + i,
+                EventKind::Headcount {
+                    point: pid("hn-1"),
+                    n_people: i as u32,
+                },
+            )
+        })
+        .collect();
+    for ev in &evs {
+        assert_eq!(ledger.append(ev.clone()).await.unwrap(), Appended::Stored);
+    }
+    for ev in evs.iter().step_by(10) {
+        assert_eq!(
+            ledger.append(ev.clone()).await.unwrap(),
+            Appended::Duplicate
+        );
+    }
+    let stats = ledger.stats();
+    assert_eq!(stats.n_stored, 500);
+    assert_eq!(stats.n_duplicates, 50);
+    assert_eq!(stats.n_failed, 0);
+    ledger.close().await.unwrap();
+    assert!(matches!(
+        ledger.append(evs[0].clone()).await,
+        Err(LedgerError::Closed)
+    ));
+    drop(ledger);
+
+    let again = open(&store).await;
+    assert_eq!(again.n_events().await.unwrap(), 500);
+    let stored = again.events(&conf()).await.unwrap();
+    assert_eq!(stored, evs, "events come back identical, in storage order");
+    assert_eq!(again.count_event_id(evs[3].event_id).await.unwrap(), 1);
+    assert_eq!(again.count_event_id(EventId(42)).await.unwrap(), 0);
+    again.close().await.unwrap();
+}
+
+pub async fn emit_never_blocks_and_counts_drops(store: TestStore) {
+    // Big queue: everything emitted is stored after a flush.
+    let ledger = open(&store).await;
+    let sink = ledger.sink();
+    for i in 0..20_000 {
+        sink.emit(sess("hn-1", "a", i, SessionChange::Frozen))
+            .unwrap();
+    }
+    ledger.flush().await.unwrap();
+    assert_eq!(ledger.n_events().await.unwrap(), 20_000);
+    let s = ledger.stats();
+    assert_eq!((s.n_stored, s.n_dropped), (20_000, 0));
+    assert!(s.n_batches < 20_000, "group commit batches events: {s:?}");
+    ledger.close().await.unwrap();
+    assert!(
+        sink.emit(sess("hn-1", "a", 0, SessionChange::Frozen))
+            .is_err()
+    );
+    drop(ledger);
+
+    // Tiny queue: the sink drops instead of waiting, and says so.
+    let mut cfg = LedgerConfig::new(store.config.clone(), secret());
+    cfg.queue_capacity = 2;
+    cfg.max_batch = 2;
+    let ledger = Ledger::open(cfg).await.unwrap();
+    let sink = ledger.sink();
+    let before = ledger.n_events().await.unwrap();
+    let started = Instant::now();
+    let mut n_ok = 0u64;
+    for i in 0..5_000 {
+        if sink
+            .emit(sess("hn-2", "b", i, SessionChange::Frozen))
+            .is_ok()
+        {
+            n_ok += 1;
+        }
+    }
+    let took = started.elapsed();
+    ledger.flush().await.unwrap();
+    let s = ledger.stats();
+    assert!(s.n_dropped > 0, "{s:?}");
+    assert_eq!(s.n_dropped, sink.n_dropped());
+    assert_eq!(n_ok + s.n_dropped, 5_000);
+    assert_eq!(ledger.n_events().await.unwrap() - before, n_ok);
+    assert!(
+        took < Duration::from_secs(2),
+        "emit must not wait: {took:?}"
+    );
+    ledger.close().await.unwrap();
+}
+
+pub async fn registry_crud_and_csv(store: TestStore) {
+    let ledger = open(&store).await;
+    let summary = ledger
+        .import_csv(REGISTRY_CSV.as_bytes().to_vec())
+        .await
+        .unwrap();
+    assert_eq!((summary.n_organisations, summary.n_points), (3, 4));
+    let orgs = ledger.organisations().await.unwrap();
+    assert_eq!(orgs.len(), 3);
+    assert_eq!(orgs[1].name, "Đảng ủy Thành phố Hà Nội");
+    let points = ledger.points().await.unwrap();
+    assert_eq!(points.len(), 4);
+    let hn1 = points.iter().find(|p| p.id.as_str() == "hn-1").unwrap();
+    assert_eq!(hn1.location, "Phòng họp tầng 2, trụ sở");
+    assert_eq!(hn1.expected_headcount, Some(40));
+
+    // Export, then import into a fresh store: identical registry.
+    let csv = ledger.export_csv().await.unwrap();
+    let text = String::from_utf8(csv.clone()).unwrap();
+    assert!(text.contains("Điểm cầu Thừa Thiên Huế"));
+
+    // Edit and remove.
+    let mut p = hn1.clone();
+    p.name = "Điểm cầu Ba Đình (mới)".into();
+    ledger.upsert_point(p).await.unwrap();
+    let orphan = PointInfo {
+        id: pid("x-1"),
+        org: OrgId::parse("nowhere").unwrap(),
+        name: "x".into(),
+        location: String::new(),
+        expected_headcount: None,
+    };
+    assert!(matches!(
+        ledger.upsert_point(orphan).await,
+        Err(LedgerError::Conflict(_))
+    ));
+    let hue = OrgId::parse("hue").unwrap();
+    assert!(matches!(
+        ledger.remove_organisation(&hue).await,
+        Err(LedgerError::Conflict(_))
+    ));
+    assert!(ledger.remove_point(&pid("hue-1")).await.unwrap());
+    assert!(!ledger.remove_point(&pid("hue-1")).await.unwrap());
+    assert!(ledger.remove_organisation(&hue).await.unwrap());
+    ledger
+        .upsert_organisation(Organisation {
+            id: OrgId::parse("da-nang").unwrap(),
+            name: "Đảng ủy Đà Nẵng".into(),
+        })
+        .await
+        .unwrap();
+    let points = ledger.points().await.unwrap();
+    assert_eq!(points.len(), 3);
+    assert_eq!(
+        points
+            .iter()
+            .find(|p| p.id.as_str() == "hn-1")
+            .unwrap()
+            .name,
+        "Điểm cầu Ba Đình (mới)"
+    );
+
+    // A bad file changes nothing.
+    let bad = "point_id,org_id\nok-9,ha-noi\nbad id,ha-noi\n";
+    assert!(matches!(
+        ledger.import_csv(bad.as_bytes().to_vec()).await,
+        Err(LedgerError::Invalid(_))
+    ));
+    assert_eq!(ledger.points().await.unwrap().len(), 3);
+
+    // Re-import the export: back to the original names, the removed point returns.
+    ledger.import_csv(csv).await.unwrap();
+    let points = ledger.points().await.unwrap();
+    assert_eq!(points.len(), 4);
+    assert_eq!(
+        points
+            .iter()
+            .find(|p| p.id.as_str() == "hn-1")
+            .unwrap()
+            .name,
+        "Điểm cầu Ba Đình"
+    );
+
+    ledger
+        .upsert_conference(Conference {
+            id: conf(),
+            title: "Hội nghị học tập nghị quyết".into(),
+            created_ms: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger.conferences().await.unwrap()[0].title,
+        "Hội nghị học tập nghị quyết"
+    );
+    ledger.close().await.unwrap();
+}
+
+pub async fn tokens_verify_and_revoke(store: TestStore) {
+    let ledger = open(&store).await;
+    ledger
+        .import_csv(REGISTRY_CSV.as_bytes().to_vec())
+        .await
+        .unwrap();
+    let now_s = now_ms() / 1000;
+    let t1 = ledger.issue_token(&conf(), &pid("hn-1"), now_s + 3600);
+    let claims = ledger.verify_token(&t1).unwrap();
+    assert_eq!((claims.conference, claims.point), (conf(), pid("hn-1")));
+    assert!(matches!(
+        ledger.verify_token(&ledger.issue_token(&conf(), &pid("hn-1"), now_s - 1)),
+        Err(TokenError::Expired { .. })
+    ));
+
+    let links = ledger
+        .join_links(&conf(), "http://127.0.0.1:8080/", now_s + 3600, None)
+        .await
+        .unwrap();
+    assert_eq!(links.len(), 4);
+    assert!(
+        links[0]
+            .url
+            .starts_with("http://127.0.0.1:8080/watch/hn-2025?token=v1.")
+    );
+    assert_eq!(links[0].org_name, "Đảng ủy Cần Thơ");
+    assert!(ledger.verify_token(&links[3].token).is_ok());
+
+    assert_eq!(
+        ledger.revoke_tokens(&conf(), &pid("hn-1")).await.unwrap(),
+        1
+    );
+    assert_eq!(ledger.verify_token(&t1), Err(TokenError::Revoked));
+    let t2 = ledger.issue_token(&conf(), &pid("hn-1"), now_s + 3600);
+    assert!(ledger.verify_token(&t2).is_ok());
+    // Other points are untouched.
+    assert!(
+        ledger
+            .verify_token(&ledger.issue_token(&conf(), &pid("hn-2"), now_s + 60))
+            .is_ok()
+    );
+    ledger.close().await.unwrap();
+    drop(ledger);
+
+    // Revocation survives a restart.
+    let again = open(&store).await;
+    assert_eq!(again.verify_token(&t1), Err(TokenError::Revoked));
+    assert!(again.verify_token(&t2).is_ok());
+    let only = again
+        .join_links(&conf(), "http://h", now_s + 60, Some(&pid("hue-1")))
+        .await
+        .unwrap();
+    assert_eq!(only.len(), 1);
+    assert!(matches!(
+        again
+            .join_links(&conf(), "http://h", now_s + 60, Some(&pid("nope")))
+            .await,
+        Err(LedgerError::NotFound(_))
+    ));
+    again.close().await.unwrap();
+}
+
+/// A scripted history stored through the ledger, out of order and with duplicates, gives the
+/// same report as the core fold over the clean history, and the expected numbers.
+pub async fn report_from_stored_events(store: TestStore) {
+    let ledger = open(&store).await;
+    ledger
+        .import_csv(REGISTRY_CSV.as_bytes().to_vec())
+        .await
+        .unwrap();
+    let t = 1_700_000_000_000i64;
+    let s = 1000i64;
+    let h = vec![
+        conf_event(t, EventKind::BroadcastStarted),
+        sess("hn-1", "a1", t, SessionChange::Started),
+        sess(
+            "hn-1",
+            "a1",
+            t + 2 * s,
+            SessionChange::FirstFrame { ttff_ms: 850 },
+        ),
+        sess(
+            "hn-1",
+            "a1",
+            t + 100 * s,
+            SessionChange::Ended {
+                reason: EndReason::Timeout,
+            },
+        ),
+        sess("hn-1", "a2", t + 120 * s, SessionChange::MediaFlowing),
+        sess("hue-1", "b1", t + 300 * s, SessionChange::MediaFlowing),
+        sess("hue-1", "b1", t + 400 * s, SessionChange::AudioOnly),
+        sess("hue-1", "b1", t + 460 * s, SessionChange::VideoResumed),
+        sess(
+            "hue-1",
+            "b1",
+            t + 500 * s,
+            SessionChange::Ended {
+                reason: EndReason::Deleted,
+            },
+        ),
+        conf_event(
+            t + 10 * s,
+            EventKind::Headcount {
+                point: pid("hn-1"),
+                n_people: 35,
+            },
+        ),
+        conf_event(
+            t + 310 * s,
+            EventKind::Headcount {
+                point: pid("hue-1"),
+                n_people: 20,
+            },
+        ),
+        conf_event(t + 3600 * s, EventKind::BroadcastEnded),
+    ];
+    let mut shuffled: Vec<Event> = h.iter().rev().cloned().collect();
+    shuffled.extend(h.iter().step_by(3).cloned());
+    for ev in shuffled {
+        ledger.append(ev).await.unwrap();
+    }
+    let report = ledger
+        .report(&conf(), t + 4000 * s, ReportConfig::default())
+        .await
+        .unwrap();
+    let orgs = ledger.organisations().await.unwrap();
+    let points = ledger.points().await.unwrap();
+    let direct = build_report(
+        &fold(conf(), &h, t + 4000 * s),
+        &orgs,
+        &points,
+        &ReportConfig::default(),
+    );
+    assert_eq!(report, direct);
+
+    assert_eq!((report.n_points_connected, report.n_points), (2, 4));
+    assert_eq!((report.n_orgs_connected, report.n_orgs), (2, 3));
+    assert_eq!(report.total_headcount, 55);
+    let hn1 = report
+        .points
+        .iter()
+        .find(|r| r.point.as_str() == "hn-1")
+        .unwrap();
+    assert_eq!(hn1.present_ms, (98 + 3480) * s);
+    assert_eq!(hn1.interruptions, 1);
+    assert_eq!(hn1.longest_gap_ms, Some(20 * s));
+    assert_eq!(hn1.ttff_ms, Some(850));
+    assert_eq!(hn1.n_timeouts, 1);
+    assert_eq!(hn1.late_join_ms, Some(2 * s));
+    let hue = report
+        .points
+        .iter()
+        .find(|r| r.point.as_str() == "hue-1")
+        .unwrap();
+    assert_eq!(hue.audio_only_ms, 60 * s);
+    assert_eq!(hue.late_join_ms, Some(300 * s));
+    let missing: Vec<&str> = report
+        .missing()
+        .flat_map(|o| o.missing.iter().map(|(p, _)| p.as_str()))
+        .collect();
+    assert_eq!(missing, vec!["ct-1", "hn-2"]);
+    ledger.close().await.unwrap();
+}
+
+/// A relay that dies without closing its sessions, then restarts: the sessions are closed
+/// at the last heartbeat, and each point shows one interrupted presence.
+pub async fn relay_restart_recovery(store: TestStore) {
+    let ledger = open(&store).await;
+    ledger
+        .import_csv(REGISTRY_CSV.as_bytes().to_vec())
+        .await
+        .unwrap();
+    assert_eq!(ledger.recovery().previous_run, None);
+    let t = now_ms() - 100_000;
+    ledger
+        .append(conf_event(t, EventKind::BroadcastStarted))
+        .await
+        .unwrap();
+    for (p, s) in [("hn-1", "a1"), ("hue-1", "b1")] {
+        ledger
+            .append(sess(p, s, t + 1000, SessionChange::Started))
+            .await
+            .unwrap();
+        ledger
+            .append(sess(p, s, t + 1000, SessionChange::MediaFlowing))
+            .await
+            .unwrap();
+    }
+    // A session that ended properly is not touched by recovery.
+    ledger
+        .append(sess("hn-2", "c1", t + 1000, SessionChange::MediaFlowing))
+        .await
+        .unwrap();
+    ledger
+        .append(sess(
+            "hn-2",
+            "c1",
+            t + 2000,
+            SessionChange::Ended {
+                reason: EndReason::Deleted,
+            },
+        ))
+        .await
+        .unwrap();
+    // "Crash": the process goes away without emitting any end.
+    drop(ledger);
+
+    let ledger = open(&store).await;
+    let rec = ledger.recovery();
+    assert_eq!((rec.n_sessions_closed, rec.n_broadcasts_closed), (2, 1));
+    let crash_at = rec.previous_run.unwrap().last_alive_ms;
+    assert!(crash_at >= t + 2000);
+    // The publisher and the points come back.
+    let back = now_ms() + 5_000;
+    ledger
+        .append(conf_event(back, EventKind::BroadcastStarted))
+        .await
+        .unwrap();
+    ledger
+        .append(sess("hn-1", "a2", back + 1000, SessionChange::MediaFlowing))
+        .await
+        .unwrap();
+    ledger
+        .append(sess(
+            "hue-1",
+            "b2",
+            back + 2000,
+            SessionChange::MediaFlowing,
+        ))
+        .await
+        .unwrap();
+    let as_of = back + 60_000;
+    let report = ledger
+        .report(&conf(), as_of, ReportConfig::default())
+        .await
+        .unwrap();
+    for (p, rejoin) in [("hn-1", back + 1000), ("hue-1", back + 2000)] {
+        let r = report
+            .points
+            .iter()
+            .find(|r| r.point.as_str() == p)
+            .unwrap();
+        assert_eq!(r.attendances.len(), 1, "{p}: one attendance");
+        assert_eq!(r.interruptions, 1, "{p}");
+        assert_eq!(r.intervals[0].start_ms, t + 1000, "{p}");
+        assert_eq!(r.intervals[0].end_ms, crash_at, "{p}");
+        assert_eq!(r.intervals[1].start_ms, rejoin, "{p}");
+        assert!(r.present_at_horizon, "{p}");
+    }
+    ledger.close().await.unwrap();
+    drop(ledger);
+
+    // Recovery is not repeated: the next clean open finds nothing open from run 2.
+    let ledger = open(&store).await;
+    assert_eq!(ledger.run(), 3);
+    assert_eq!(ledger.recovery().n_sessions_closed, 2); // a2 and b2 were left open by run 2
+    let events = ledger.events(&conf()).await.unwrap();
+    let n_lost = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::Session {
+                    change: SessionChange::Ended {
+                        reason: EndReason::RelayLost
+                    },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(n_lost, 4);
+    ledger.close().await.unwrap();
+}
+
+/// `kill -9` of a process in the middle of an append storm: every event it saw
+/// acknowledged is stored exactly once after reopening.
+pub async fn crash_safety_kill_9(store: TestStore) {
+    let bin = env!("CARGO_BIN_EXE_hallcast-ledger-storm");
+    let mut cmd = Command::new(bin);
+    match &store.config {
+        StoreConfig::Sqlite { path } => {
+            cmd.arg("--sqlite").arg(path);
+        }
+        StoreConfig::Postgres { url, schema } => {
+            cmd.arg("--pg").arg(url);
+            if let Some(s) = schema {
+                cmd.arg("--schema").arg(s);
+            }
+        }
+    }
+    let mut child = cmd
+        .args(["--tasks", "64"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the storm helper");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut acked: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.len() < 5_000 && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            acked.push(line);
+        }
+    }
+    assert!(
+        acked.len() >= 5_000,
+        "the storm produced only {} acks",
+        acked.len()
+    );
+    child.kill().expect("kill -9");
+    let status = child.wait().expect("wait for the killed child");
+    assert!(
+        !status.success(),
+        "the child must have been killed mid-storm"
+    );
+    // Lines already in the pipe were acknowledged before the kill: they count too.
+    reader.join().expect("reader thread");
+    acked.extend(rx.try_iter());
+
+    let stored = off_runtime(|| {
+        let mut db = store.config.connect().expect("reopen the store");
+        db.events(&ConferenceId::parse("storm").unwrap())
+            .expect("read back")
+    });
+    let mut counts: HashMap<EventId, u32> = HashMap::new();
+    for ev in &stored {
+        *counts.entry(ev.event_id).or_default() += 1;
+    }
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "an event id is stored twice"
+    );
+    for line in &acked {
+        let id: EventId = line
+            .parse()
+            .unwrap_or_else(|e| panic!("bad ack line {line:?}: {e}"));
+        assert_eq!(
+            counts.get(&id),
+            Some(&1),
+            "acknowledged event {id} is missing"
+        );
+    }
+    assert!(stored.len() >= acked.len());
+
+    // The relay node comes back: the 64 sessions it left flowing are closed.
+    let ledger = Ledger::open(LedgerConfig::new(store.config.clone(), Secret::random()))
+        .await
+        .unwrap();
+    assert_eq!(ledger.recovery().n_sessions_closed, 64);
+    ledger.close().await.unwrap();
+}
+
+/// Generates one test per suite function for a backend.
+#[macro_export]
+macro_rules! ledger_suite {
+    ($make:path) => {
+        $crate::ledger_suite!(@each $make;
+            append_is_durable_and_idempotent,
+            emit_never_blocks_and_counts_drops,
+            registry_crud_and_csv,
+            tokens_verify_and_revoke,
+            report_from_stored_events,
+            relay_restart_recovery,
+            crash_safety_kill_9
+        );
+    };
+    (@each $make:path; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                common::$name($make(stringify!($name))).await
+            }
+        )*
+    };
+}

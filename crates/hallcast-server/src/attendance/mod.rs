@@ -1,0 +1,806 @@
+//! The attendance HTTP API: registry administration, join links, headcount declarations
+//! from viewer pages and attendance reports.
+//!
+//! Owns only HTTP: parsing requests, checking bearer tokens, JSON request/response types
+//! and status codes. Storage, tokens, folding and the report documents belong to
+//! `hallcast-ledger` (and `hallcast-core`); this module never touches the media path.
+//!
+//! | method and path | who | what |
+//! |---|---|---|
+//! | `GET /api/v1/organisations` | admin | list (JSON) |
+//! | `POST /api/v1/organisations` | admin | create `{"id","name"}` → 201 |
+//! | `PUT /api/v1/organisations/{id}` | admin | rename `{"name"}` |
+//! | `DELETE /api/v1/organisations/{id}` | admin | 204; 409 while it has points |
+//! | `GET /api/v1/points[?format=csv]` | admin | list (JSON) or the registry CSV |
+//! | `POST /api/v1/points` | admin | create `{"id","org_id","name","location","expected_headcount"}` → 201 |
+//! | `GET/PUT/DELETE /api/v1/points/{id}` | admin | one point |
+//! | `POST /api/v1/points/import` | admin | registry CSV body (≤ 8 MiB), all or nothing |
+//! | `GET/POST /api/v1/conferences` | admin | list / create-or-rename `{"id","title"}` |
+//! | `GET /api/v1/conferences/{id}/links?format=csv\|html\|json&point=&valid_hours=&lang=` | admin | join links (HTML: printable, QR per point) |
+//! | `POST /api/v1/conferences/{id}/points/{point}/revoke` | admin | revoke that point's links |
+//! | `POST /api/v1/conferences/{id}/headcount` | viewer (join token) | `{"n_people": 25}` |
+//! | `GET /api/v1/conferences/{id}/report?format=csv\|json\|html&lang=vi\|en&as_of_ms=` | admin | attendance report |
+//!
+//! Admin calls carry `Authorization: Bearer <admin token>`; an empty admin token disables
+//! them (403). Errors are JSON: `{"error": "<code>", "message": "<Vietnamese> / <English>"}`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hallcast_core::accounting::{
+    ConferenceId, Event, EventKind, OrgId, Organisation, PointId, PointInfo, ReportConfig,
+};
+use hallcast_ledger::render::{self, Format, Lang, RenderOptions};
+use hallcast_ledger::{Conference, Ledger, LedgerError, TokenError, new_event_id, now_ms};
+use serde::{Deserialize, Serialize};
+
+/// Everything the attendance API needs.
+#[derive(Clone, Debug)]
+pub struct AttendanceCtx {
+    pub ledger: Ledger,
+    /// Bearer token of the admin API; empty disables it.
+    pub admin_token: String,
+    /// Public base URL of the relay, for join links (e.g. `https://hoinghi.example.vn`).
+    pub public_base_url: String,
+    /// How long a newly listed join link stays valid (default 30 days).
+    pub link_validity: Duration,
+    /// Grace window and the like for reports.
+    pub report: ReportConfig,
+    /// UTC offset of displayed times, minutes (default 420, Vietnam).
+    pub utc_offset_minutes: i32,
+}
+
+impl AttendanceCtx {
+    /// Defaults: links valid 30 days, 60 s grace, times in UTC+07:00.
+    pub fn new(
+        ledger: Ledger,
+        admin_token: impl Into<String>,
+        public_base_url: impl Into<String>,
+    ) -> Self {
+        Self {
+            ledger,
+            admin_token: admin_token.into(),
+            public_base_url: public_base_url.into(),
+            link_validity: Duration::from_secs(30 * 24 * 3600),
+            report: ReportConfig::default(),
+            utc_offset_minutes: 420,
+        }
+    }
+}
+
+type Ctx = State<Arc<AttendanceCtx>>;
+
+/// The attendance routes, state applied; merge into the relay's router.
+pub fn router(ctx: AttendanceCtx) -> Router {
+    let ctx = Arc::new(ctx);
+    Router::new()
+        .route("/api/v1/organisations", get(list_orgs).post(create_org))
+        .route(
+            "/api/v1/organisations/{id}",
+            axum::routing::put(update_org).delete(delete_org),
+        )
+        .route("/api/v1/points", get(list_points).post(create_point))
+        .route(
+            "/api/v1/points/import",
+            post(import_points).layer(DefaultBodyLimit::max(8 << 20)),
+        )
+        .route(
+            "/api/v1/points/{id}",
+            get(get_point).put(update_point).delete(delete_point),
+        )
+        .route(
+            "/api/v1/conferences",
+            get(list_conferences).post(put_conference),
+        )
+        .route("/api/v1/conferences/{id}/links", get(links))
+        .route(
+            "/api/v1/conferences/{id}/points/{point}/revoke",
+            post(revoke),
+        )
+        .route("/api/v1/conferences/{id}/headcount", post(headcount))
+        .route("/api/v1/conferences/{id}/report", get(report))
+        .with_state(ctx)
+}
+
+/// Lets the WHEP endpoint accept per-point join links: a link is valid for its own
+/// conference only, and identifies its point.
+pub struct LedgerViewerAuth {
+    pub ledger: Ledger,
+}
+
+impl crate::ViewerAuth for LedgerViewerAuth {
+    fn verify(&self, conference: &str, token: &str) -> Option<crate::ViewerIdentity> {
+        let claims = self.ledger.verify_token(token).ok()?;
+        (claims.conference.as_str() == conference).then(|| crate::ViewerIdentity {
+            point: Some(claims.point.into_string()),
+        })
+    }
+}
+
+// ----- errors -----
+
+/// An API error: status, a stable code and a bilingual message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, vi: &str, en: &str) -> Self {
+        Self {
+            status,
+            code,
+            message: format!("{vi} / {en}"),
+        }
+    }
+
+    fn bad_request(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Yêu cầu không hợp lệ",
+            &format!("Bad request: {detail}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, code = self.code, "{}", self.message);
+        } else {
+            tracing::debug!(status = %self.status, code = self.code, "{}", self.message);
+        }
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.code,
+                message: &self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::NotFound(what) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("Không tìm thấy {what}"),
+                &format!("Not found: {what}"),
+            ),
+            LedgerError::Conflict(why) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "Xung đột với dữ liệu đã có",
+                &why,
+            ),
+            LedgerError::Invalid(why) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "Dữ liệu không hợp lệ",
+                &why,
+            ),
+            other => {
+                tracing::error!(error = %other, "attendance ledger failure");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ledger_unavailable",
+                    "Sổ điểm danh tạm thời không sẵn sàng",
+                    "The attendance ledger is unavailable",
+                )
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError {
+            status: r.status(),
+            code: "bad_json",
+            message: format!(
+                "Nội dung JSON không hợp lệ / Invalid JSON body: {}",
+                r.body_text()
+            ),
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+// ----- auth -----
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn admin(ctx: &AttendanceCtx, headers: &HeaderMap) -> ApiResult<()> {
+    if ctx.admin_token.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "API quản trị đang tắt (chưa cấu hình mã quản trị)",
+            "The admin API is disabled (no admin token configured)",
+        ));
+    }
+    match bearer(headers) {
+        Some(t) if constant_time_eq(t.as_bytes(), ctx.admin_token.as_bytes()) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Thiếu hoặc sai mã quản trị",
+            "Missing or wrong admin token (Authorization: Bearer <token>)",
+        )),
+    }
+}
+
+// ----- DTOs -----
+
+#[derive(Serialize, Deserialize)]
+struct OrgDto {
+    id: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct OrgUpdate {
+    name: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PointDto {
+    id: String,
+    org_id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    location: String,
+    #[serde(default)]
+    expected_headcount: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct PointUpdate {
+    org_id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    location: String,
+    #[serde(default)]
+    expected_headcount: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ConferenceDto {
+    id: String,
+    title: String,
+    #[serde(default)]
+    created_ms: i64,
+}
+
+#[derive(Serialize)]
+struct ImportDto {
+    n_organisations: usize,
+    n_points: usize,
+}
+
+#[derive(Deserialize)]
+struct HeadcountBody {
+    n_people: u32,
+}
+
+#[derive(Serialize)]
+struct HeadcountDto {
+    conference: String,
+    point: String,
+    n_people: u32,
+    at_ms: i64,
+}
+
+#[derive(Serialize)]
+struct LinkDto {
+    point_id: String,
+    point_name: String,
+    org_id: String,
+    org_name: String,
+    url: String,
+    expires: i64,
+}
+
+#[derive(Serialize)]
+struct RevokedDto {
+    conference: String,
+    point: String,
+    generation: u32,
+}
+
+#[derive(Deserialize, Default)]
+struct DocQuery {
+    format: Option<String>,
+    lang: Option<String>,
+    point: Option<String>,
+    valid_hours: Option<u64>,
+    as_of_ms: Option<i64>,
+}
+
+const MAX_NAME: usize = 200;
+const MAX_PEOPLE: u32 = 100_000;
+
+fn parse<T>(s: &str, f: fn(&str) -> Result<T, hallcast_core::accounting::IdError>) -> ApiResult<T> {
+    f(s).map_err(ApiError::bad_request)
+}
+
+fn check_text(what: &str, s: &str) -> ApiResult<()> {
+    if s.chars().count() > MAX_NAME {
+        return Err(ApiError::bad_request(format!(
+            "{what} is longer than {MAX_NAME} characters"
+        )));
+    }
+    Ok(())
+}
+
+fn org_from(id: &str, name: String) -> ApiResult<Organisation> {
+    check_text("name", &name)?;
+    let id = parse(id, OrgId::parse)?;
+    Ok(Organisation {
+        name: if name.trim().is_empty() {
+            id.to_string()
+        } else {
+            name
+        },
+        id,
+    })
+}
+
+fn point_from(id: &str, u: PointUpdate) -> ApiResult<PointInfo> {
+    check_text("name", &u.name)?;
+    check_text("location", &u.location)?;
+    let id = parse(id, PointId::parse)?;
+    Ok(PointInfo {
+        org: parse(&u.org_id, OrgId::parse)?,
+        name: if u.name.trim().is_empty() {
+            id.to_string()
+        } else {
+            u.name
+        },
+        location: u.location,
+        expected_headcount: u.expected_headcount,
+        id,
+    })
+}
+
+fn point_dto(p: PointInfo) -> PointDto {
+    PointDto {
+        id: p.id.into_string(),
+        org_id: p.org.into_string(),
+        name: p.name,
+        location: p.location,
+        expected_headcount: p.expected_headcount,
+    }
+}
+
+fn doc_options(ctx: &AttendanceCtx, q: &DocQuery) -> ApiResult<RenderOptions> {
+    Ok(RenderOptions {
+        lang: q.lang.as_deref().unwrap_or("vi").parse::<Lang>()?,
+        utc_offset_minutes: ctx.utc_offset_minutes,
+    })
+}
+
+fn document(format: Format, body: Vec<u8>, filename: &str) -> Response {
+    let mut r = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
+    if format == Format::Csv
+        && let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
+    {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    r
+}
+
+// ----- organisations -----
+
+async fn list_orgs(State(ctx): Ctx, headers: HeaderMap) -> ApiResult<Json<Vec<OrgDto>>> {
+    admin(&ctx, &headers)?;
+    let orgs = ctx.ledger.organisations().await?;
+    Ok(Json(
+        orgs.into_iter()
+            .map(|o| OrgDto {
+                id: o.id.into_string(),
+                name: o.name,
+            })
+            .collect(),
+    ))
+}
+
+async fn create_org(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    body: Result<Json<OrgDto>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<OrgDto>)> {
+    admin(&ctx, &headers)?;
+    let Json(dto) = body?;
+    let org = org_from(&dto.id, dto.name)?;
+    ctx.ledger.upsert_organisation(org.clone()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(OrgDto {
+            id: org.id.into_string(),
+            name: org.name,
+        }),
+    ))
+}
+
+async fn update_org(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<OrgUpdate>, JsonRejection>,
+) -> ApiResult<Json<OrgDto>> {
+    admin(&ctx, &headers)?;
+    let Json(u) = body?;
+    let org = org_from(&id, u.name)?;
+    ctx.ledger.upsert_organisation(org.clone()).await?;
+    Ok(Json(OrgDto {
+        id: org.id.into_string(),
+        name: org.name,
+    }))
+}
+
+async fn delete_org(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    admin(&ctx, &headers)?;
+    let id = parse(&id, OrgId::parse)?;
+    if ctx.ledger.remove_organisation(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(LedgerError::NotFound(format!("organisation {id}")).into())
+    }
+}
+
+// ----- points -----
+
+async fn list_points(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    Query(q): Query<DocQuery>,
+) -> ApiResult<Response> {
+    admin(&ctx, &headers)?;
+    match q.format.as_deref() {
+        Some("csv") => {
+            let csv = ctx.ledger.export_csv().await?;
+            Ok(document(Format::Csv, csv, "diem-cau.csv"))
+        }
+        None | Some("json") => {
+            let points = ctx.ledger.points().await?;
+            Ok(Json(points.into_iter().map(point_dto).collect::<Vec<_>>()).into_response())
+        }
+        Some(other) => Err(ApiError::bad_request(format!(
+            "format {other:?}: use json or csv"
+        ))),
+    }
+}
+
+async fn create_point(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    body: Result<Json<PointDto>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<PointDto>)> {
+    admin(&ctx, &headers)?;
+    let Json(dto) = body?;
+    let p = point_from(
+        &dto.id,
+        PointUpdate {
+            org_id: dto.org_id,
+            name: dto.name,
+            location: dto.location,
+            expected_headcount: dto.expected_headcount,
+        },
+    )?;
+    ctx.ledger.upsert_point(p.clone()).await?;
+    Ok((StatusCode::CREATED, Json(point_dto(p))))
+}
+
+async fn get_point(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PointDto>> {
+    admin(&ctx, &headers)?;
+    let id = parse(&id, PointId::parse)?;
+    let p = ctx
+        .ledger
+        .points()
+        .await?
+        .into_iter()
+        .find(|p| p.id == id)
+        .ok_or_else(|| LedgerError::NotFound(format!("point {id}")))?;
+    Ok(Json(point_dto(p)))
+}
+
+async fn update_point(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<PointUpdate>, JsonRejection>,
+) -> ApiResult<Json<PointDto>> {
+    admin(&ctx, &headers)?;
+    let Json(u) = body?;
+    let p = point_from(&id, u)?;
+    ctx.ledger.upsert_point(p.clone()).await?;
+    Ok(Json(point_dto(p)))
+}
+
+async fn delete_point(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    admin(&ctx, &headers)?;
+    let id = parse(&id, PointId::parse)?;
+    if ctx.ledger.remove_point(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(LedgerError::NotFound(format!("point {id}")).into())
+    }
+}
+
+async fn import_points(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<ImportDto>> {
+    admin(&ctx, &headers)?;
+    if body.is_empty() {
+        return Err(ApiError::bad_request("empty body: send the registry CSV"));
+    }
+    let s = ctx.ledger.import_csv(body.to_vec()).await?;
+    Ok(Json(ImportDto {
+        n_organisations: s.n_organisations,
+        n_points: s.n_points,
+    }))
+}
+
+// ----- conferences, links, revocation -----
+
+async fn list_conferences(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<ConferenceDto>>> {
+    admin(&ctx, &headers)?;
+    let cs = ctx.ledger.conferences().await?;
+    Ok(Json(
+        cs.into_iter()
+            .map(|c| ConferenceDto {
+                id: c.id.into_string(),
+                title: c.title,
+                created_ms: c.created_ms,
+            })
+            .collect(),
+    ))
+}
+
+async fn put_conference(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    body: Result<Json<ConferenceDto>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<ConferenceDto>)> {
+    admin(&ctx, &headers)?;
+    let Json(dto) = body?;
+    check_text("title", &dto.title)?;
+    let c = Conference {
+        id: parse(&dto.id, ConferenceId::parse)?,
+        title: dto.title,
+        created_ms: now_ms(),
+    };
+    ctx.ledger.upsert_conference(c.clone()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ConferenceDto {
+            id: c.id.into_string(),
+            title: c.title,
+            created_ms: c.created_ms,
+        }),
+    ))
+}
+
+async fn title_of(ctx: &AttendanceCtx, id: &ConferenceId) -> ApiResult<Option<String>> {
+    Ok(ctx
+        .ledger
+        .conferences()
+        .await?
+        .into_iter()
+        .find(|c| &c.id == id)
+        .map(|c| c.title))
+}
+
+async fn links(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<DocQuery>,
+) -> ApiResult<Response> {
+    admin(&ctx, &headers)?;
+    let conference = parse(&id, ConferenceId::parse)?;
+    let opts = doc_options(&ctx, &q)?;
+    let only = q
+        .point
+        .as_deref()
+        .map(|p| parse(p, PointId::parse))
+        .transpose()?;
+    let valid_s = match q.valid_hours {
+        Some(h) if h == 0 || h > 24 * 366 => {
+            return Err(ApiError::bad_request("valid_hours must be 1..=8784"));
+        }
+        Some(h) => h * 3600,
+        None => ctx.link_validity.as_secs(),
+    };
+    let expires = now_ms() / 1000 + i64::try_from(valid_s).unwrap_or(i64::MAX / 2);
+    let links = ctx
+        .ledger
+        .join_links(&conference, &ctx.public_base_url, expires, only.as_ref())
+        .await?;
+    match q.format.as_deref().unwrap_or("html") {
+        "csv" => Ok(document(
+            Format::Csv,
+            render::links_csv(&links, &opts)?,
+            &format!("duong-dan-{conference}.csv"),
+        )),
+        "html" => {
+            let title = title_of(&ctx, &conference).await?;
+            let html = render::links_html(conference.as_str(), title.as_deref(), &links, &opts);
+            Ok(document(Format::Html, html.into_bytes(), ""))
+        }
+        "json" => Ok(Json(
+            links
+                .into_iter()
+                .map(|l| LinkDto {
+                    point_id: l.point.id.into_string(),
+                    point_name: l.point.name,
+                    org_id: l.point.org.into_string(),
+                    org_name: l.org_name,
+                    url: l.url,
+                    expires: l.expires,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response()),
+        other => Err(ApiError::bad_request(format!(
+            "format {other:?}: use html, csv or json"
+        ))),
+    }
+}
+
+async fn revoke(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    Path((id, point)): Path<(String, String)>,
+) -> ApiResult<Json<RevokedDto>> {
+    admin(&ctx, &headers)?;
+    let conference = parse(&id, ConferenceId::parse)?;
+    let point = parse(&point, PointId::parse)?;
+    let generation = ctx.ledger.revoke_tokens(&conference, &point).await?;
+    Ok(Json(RevokedDto {
+        conference: conference.into_string(),
+        point: point.into_string(),
+        generation,
+    }))
+}
+
+// ----- viewer: headcount -----
+
+async fn headcount(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<HeadcountBody>, JsonRejection>,
+) -> ApiResult<Json<HeadcountDto>> {
+    let conference = parse(&id, ConferenceId::parse)?;
+    let Some(token) = bearer(&headers) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Thiếu mã tham dự của điểm cầu",
+            "Missing the point's join token (Authorization: Bearer <token>)",
+        ));
+    };
+    let claims = ctx.ledger.verify_token(token).map_err(|e| {
+        let vi = match e {
+            TokenError::Expired { .. } => "Đường dẫn tham dự đã hết hạn",
+            TokenError::Revoked => "Đường dẫn tham dự đã bị thu hồi",
+            _ => "Mã tham dự không hợp lệ",
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", vi, &e.to_string())
+    })?;
+    if claims.conference != conference {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong_conference",
+            "Đường dẫn này dành cho hội nghị khác",
+            &format!("This join link is for conference {}", claims.conference),
+        ));
+    }
+    let Json(b) = body?;
+    if b.n_people > MAX_PEOPLE {
+        return Err(ApiError::bad_request(format!(
+            "n_people must be at most {MAX_PEOPLE}"
+        )));
+    }
+    let at_ms = now_ms();
+    ctx.ledger
+        .append(Event {
+            event_id: new_event_id(),
+            conference: conference.clone(),
+            at_ms,
+            kind: EventKind::Headcount {
+                point: claims.point.clone(),
+                n_people: b.n_people,
+            },
+        })
+        .await?;
+    Ok(Json(HeadcountDto {
+        conference: conference.into_string(),
+        point: claims.point.into_string(),
+        n_people: b.n_people,
+        at_ms,
+    }))
+}
+
+// ----- report -----
+
+async fn report(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<DocQuery>,
+) -> ApiResult<Response> {
+    admin(&ctx, &headers)?;
+    let conference = parse(&id, ConferenceId::parse)?;
+    let opts = doc_options(&ctx, &q)?;
+    let format: Format = q.format.as_deref().unwrap_or("json").parse()?;
+    let as_of = q.as_of_ms.unwrap_or_else(now_ms);
+    let report = ctx.ledger.report(&conference, as_of, ctx.report).await?;
+    let title = title_of(&ctx, &conference).await?;
+    let body = match format {
+        Format::Csv => render::report_csv(&report, &opts)?,
+        Format::Json => render::report_json(&report, title.as_deref(), &opts)?.into_bytes(),
+        Format::Html => render::report_html(&report, title.as_deref(), &opts).into_bytes(),
+    };
+    Ok(document(
+        format,
+        body,
+        &format!("diem-danh-{conference}.csv"),
+    ))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,503 @@
+//! The attendance API through `oneshot` (no socket), on a SQLite ledger in a temp dir.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use hallcast_core::accounting::{
+    ConferenceId, Event, EventKind, PointId, SessionChange, SessionId,
+};
+use hallcast_ledger::{Ledger, LedgerConfig, Secret, StoreConfig, new_event_id, now_ms};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use super::*;
+
+const ADMIN: &str = "admin-secret";
+const CSV: &str = "point_id,point_name,org_id,org_name,location,expected_headcount\n\
+    hn-1,Điểm cầu Ba Đình,ha-noi,Đảng ủy Thành phố Hà Nội,Ba Đình,40\n\
+    hn-2,Điểm cầu Hoàn Kiếm,ha-noi,Đảng ủy Thành phố Hà Nội,Hoàn Kiếm,30\n\
+    hue-1,Điểm cầu Huế,hue,Đảng ủy Huế,Huế,25\n";
+
+struct Fixture {
+    app: Router,
+    ledger: Ledger,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn fixture(admin_token: &str) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("hallcast-attendance-{:032x}", rand_id()));
+    let ledger = Ledger::open(LedgerConfig::new(
+        StoreConfig::sqlite_in(&dir),
+        Secret::from_bytes(b"0123456789abcdef0123".to_vec()).unwrap(),
+    ))
+    .await
+    .unwrap();
+    let ctx = AttendanceCtx::new(ledger.clone(), admin_token, "http://127.0.0.1:8080");
+    Fixture {
+        app: router(ctx),
+        ledger,
+        dir,
+    }
+}
+
+fn rand_id() -> u128 {
+    new_event_id().0
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<(&str, String)>,
+) -> (StatusCode, String, String) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some((ct, b)) => req.header("content-type", ct).body(Body::from(b)),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, ct, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+#[tokio::test]
+async fn admin_token_is_required() {
+    let f = fixture(ADMIN).await;
+    let (s, ct, body) = call(&f.app, "GET", "/api/v1/points", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(ct.starts_with("application/json"));
+    assert_eq!(json(&body)["error"], "unauthorized");
+    let (s, _, _) = call(&f.app, "GET", "/api/v1/points", Some("nope"), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, _) = call(
+        &f.app,
+        "GET",
+        "/api/v1/conferences/c/report",
+        Some("x"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    let off = fixture("").await;
+    let (s, _, body) = call(&off.app, "GET", "/api/v1/points", Some(""), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(json(&body)["error"], "admin_disabled");
+}
+
+#[tokio::test]
+async fn registry_admin_api() {
+    let f = fixture(ADMIN).await;
+    let (s, _, body) = call(
+        &f.app,
+        "POST",
+        "/api/v1/points/import",
+        Some(ADMIN),
+        Some(("text/csv", CSV.into())),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(json(&body)["n_points"], 3);
+
+    let (s, _, body) = call(&f.app, "GET", "/api/v1/points", Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(json(&body).as_array().unwrap().len(), 3);
+
+    let (s, ct, body) = call(
+        &f.app,
+        "GET",
+        "/api/v1/points?format=csv",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.starts_with("text/csv"));
+    assert!(body.starts_with('\u{feff}'));
+    assert!(body.contains("Đảng ủy Thành phố Hà Nội"));
+
+    // Create, edit, read, delete.
+    let (s, _, _) = call(
+        &f.app,
+        "POST",
+        "/api/v1/organisations",
+        Some(ADMIN),
+        Some((
+            "application/json",
+            r#"{"id":"ct","name":"Đảng ủy Cần Thơ"}"#.into(),
+        )),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _, _) = call(
+        &f.app,
+        "POST",
+        "/api/v1/points",
+        Some(ADMIN),
+        Some((
+            "application/json",
+            r#"{"id":"ct-1","org_id":"ct","name":"Điểm cầu Ninh Kiều","expected_headcount":12}"#
+                .into(),
+        )),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _, body) = call(
+        &f.app,
+        "PUT",
+        "/api/v1/points/ct-1",
+        Some(ADMIN),
+        Some((
+            "application/json",
+            r#"{"org_id":"ct","name":"Ninh Kiều","location":"Tầng 3"}"#.into(),
+        )),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (_, _, body) = call(&f.app, "GET", "/api/v1/points/ct-1", Some(ADMIN), None).await;
+    assert_eq!(json(&body)["location"], "Tầng 3");
+    let (s, _, body) = call(
+        &f.app,
+        "DELETE",
+        "/api/v1/organisations/ct",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    let (s, _, _) = call(&f.app, "DELETE", "/api/v1/points/ct-1", Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = call(&f.app, "DELETE", "/api/v1/points/ct-1", Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = call(
+        &f.app,
+        "DELETE",
+        "/api/v1/organisations/ct",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+
+    // Bad input: clear 4xx JSON errors.
+    let (s, _, body) = call(
+        &f.app,
+        "POST",
+        "/api/v1/points",
+        Some(ADMIN),
+        Some((
+            "application/json",
+            r#"{"id":"x-1","org_id":"missing"}"#.into(),
+        )),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert!(json(&body)["message"].as_str().unwrap().contains("missing"));
+    let (s, _, body) = call(
+        &f.app,
+        "POST",
+        "/api/v1/points",
+        Some(ADMIN),
+        Some((
+            "application/json",
+            r#"{"id":"bad id","org_id":"hue"}"#.into(),
+        )),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(json(&body)["error"], "bad_request");
+    let (s, _, body) = call(
+        &f.app,
+        "POST",
+        "/api/v1/points",
+        Some(ADMIN),
+        Some(("application/json", "{not json".into())),
+    )
+    .await;
+    assert!(s.is_client_error());
+    assert_eq!(json(&body)["error"], "bad_json");
+    let (s, _, body) = call(
+        &f.app,
+        "POST",
+        "/api/v1/points/import",
+        Some(ADMIN),
+        Some(("text/csv", "point_id,org_id\nbad id,x\n".into())),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(json(&body)["message"].as_str().unwrap().contains("line 2"));
+}
+
+#[tokio::test]
+async fn join_links_headcount_and_revocation() {
+    let f = fixture(ADMIN).await;
+    f.ledger.import_csv(CSV.as_bytes().to_vec()).await.unwrap();
+    let (s, _, body) = call(
+        &f.app,
+        "POST",
+        "/api/v1/conferences",
+        Some(ADMIN),
+        Some((
+            "application/json",
+            r#"{"id":"hn-2025","title":"Hội nghị quán triệt"}"#.into(),
+        )),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+
+    let (s, ct, csv) = call(
+        &f.app,
+        "GET",
+        "/api/v1/conferences/hn-2025/links?format=csv",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.starts_with("text/csv"));
+    assert_eq!(csv.lines().count(), 4);
+    let (s, ct, html) = call(
+        &f.app,
+        "GET",
+        "/api/v1/conferences/hn-2025/links",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.starts_with("text/html"));
+    assert_eq!(html.matches("<svg").count(), 3);
+    assert!(html.contains("Hội nghị quán triệt"));
+    let (_, _, body) = call(
+        &f.app,
+        "GET",
+        "/api/v1/conferences/hn-2025/links?format=json&point=hue-1",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    let links = json(&body);
+    let url = links[0]["url"].as_str().unwrap();
+    assert!(url.starts_with("http://127.0.0.1:8080/watch/hn-2025?token="));
+    let token = url.split("token=").nth(1).unwrap().to_owned();
+
+    // The viewer page declares its headcount with its join token.
+    let (s, _, body) = call(
+        &f.app,
+        "POST",
+        "/api/v1/conferences/hn-2025/headcount",
+        Some(&token),
+        Some(("application/json", r#"{"n_people": 25}"#.into())),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(json(&body)["point"], "hue-1");
+    let events = f
+        .ledger
+        .events(&ConferenceId::parse("hn-2025").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "the declaration is durable when answered");
+
+    let (s, _, _) = call(
+        &f.app,
+        "POST",
+        "/api/v1/conferences/other/headcount",
+        Some(&token),
+        Some(("application/json", r#"{"n_people": 25}"#.into())),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = call(
+        &f.app,
+        "POST",
+        "/api/v1/conferences/hn-2025/headcount",
+        None,
+        Some(("application/json", r#"{"n_people": 25}"#.into())),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, _) = call(
+        &f.app,
+        "POST",
+        "/api/v1/conferences/hn-2025/headcount",
+        Some(&token),
+        Some(("application/json", r#"{"n_people": 1000000}"#.into())),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = call(
+        &f.app,
+        "POST",
+        "/api/v1/conferences/hn-2025/headcount",
+        Some(&token),
+        Some(("application/json", r#"{"n_people": -3}"#.into())),
+    )
+    .await;
+    assert!(s.is_client_error());
+
+    // Revoke: the old link stops working, also for WHEP.
+    let auth = LedgerViewerAuth {
+        ledger: f.ledger.clone(),
+    };
+    assert!(crate::ViewerAuth::verify(&auth, "hn-2025", &token).is_some());
+    assert!(crate::ViewerAuth::verify(&auth, "other", &token).is_none());
+    let (s, _, body) = call(
+        &f.app,
+        "POST",
+        "/api/v1/conferences/hn-2025/points/hue-1/revoke",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(json(&body)["generation"], 1);
+    let (s, _, body) = call(
+        &f.app,
+        "POST",
+        "/api/v1/conferences/hn-2025/headcount",
+        Some(&token),
+        Some(("application/json", r#"{"n_people": 30}"#.into())),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(json(&body)["message"].as_str().unwrap().contains("thu hồi"));
+    assert!(crate::ViewerAuth::verify(&auth, "hn-2025", &token).is_none());
+}
+
+#[tokio::test]
+async fn report_in_three_formats() {
+    let f = fixture(ADMIN).await;
+    f.ledger.import_csv(CSV.as_bytes().to_vec()).await.unwrap();
+    let c = ConferenceId::parse("hn-2025").unwrap();
+    let t = now_ms() - 600_000;
+    let ev = |at, kind| Event {
+        event_id: new_event_id(),
+        conference: c.clone(),
+        at_ms: at,
+        kind,
+    };
+    let s = |p: &str, at, change| {
+        ev(
+            at,
+            EventKind::Session {
+                point: PointId::parse(p).unwrap(),
+                session: SessionId::parse("s1").unwrap(),
+                change,
+            },
+        )
+    };
+    for e in [
+        ev(t, EventKind::BroadcastStarted),
+        s("hn-1", t + 1_000, SessionChange::MediaFlowing),
+        ev(
+            t + 2_000,
+            EventKind::Headcount {
+                point: PointId::parse("hn-1").unwrap(),
+                n_people: 33,
+            },
+        ),
+        ev(t + 300_000, EventKind::BroadcastEnded),
+    ] {
+        f.ledger.append(e).await.unwrap();
+    }
+    let (st, ct, body) = call(
+        &f.app,
+        "GET",
+        "/api/v1/conferences/hn-2025/report?format=json",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert!(ct.starts_with("application/json"));
+    let r = json(&body);
+    assert_eq!(r["summary"]["n_points_connected"], 1);
+    assert_eq!(r["summary"]["n_points"], 3);
+    assert_eq!(r["summary"]["n_orgs_connected"], 1);
+    assert_eq!(r["summary"]["total_headcount"], 33);
+    assert_eq!(r["points"][0]["point_id"], "hn-1");
+    assert_eq!(r["points"][0]["present_ms"], 299_000);
+
+    let (st, ct, csv) = call(
+        &f.app,
+        "GET",
+        "/api/v1/conferences/hn-2025/report?format=csv",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(ct.starts_with("text/csv"));
+    assert!(csv.contains("Số phút dự"));
+    assert_eq!(csv.lines().count(), 4);
+    let (_, _, csv_en) = call(
+        &f.app,
+        "GET",
+        "/api/v1/conferences/hn-2025/report?format=csv&lang=en",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert!(csv_en.contains("minutes_present"));
+
+    let (st, ct, html) = call(
+        &f.app,
+        "GET",
+        "/api/v1/conferences/hn-2025/report?format=html",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(ct.starts_with("text/html"));
+    assert!(html.contains("Báo cáo điểm danh") && html.contains("Attendance report"));
+    assert!(html.contains("1/3"));
+    assert!(!html.contains("<script"));
+
+    let (st, _, body) = call(
+        &f.app,
+        "GET",
+        "/api/v1/conferences/hn-2025/report?format=pdf",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        json(&body)["message"]
+            .as_str()
+            .unwrap()
+            .contains("csv, json or html")
+    );
+    let (st, _, _) = call(
+        &f.app,
+        "GET",
+        "/api/v1/conferences/bad%20id/report",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}

@@ -1,0 +1,348 @@
+//! The `hallcast` binary: command-line definition and glue. Everything it runs lives
+//! in the library crates; this file parses flags, installs logging and wires parts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+mod attendance_cli;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hallcast_config::{Config, ConferenceConfig};
+use hallcast_rtc::{Engine, EngineConfig};
+use hallcast_core::accounting::{ConferenceId, OrgId, Organisation, PointId, PointInfo};
+use hallcast_ledger::{Conference as LedgerConference, Ledger, LedgerConfig, Secret, StoreConfig};
+use hallcast_server::attendance::{AttendanceCtx, LedgerViewerAuth};
+use hallcast_server::{AppState, LedgerHook};
+use tracing::{info, warn};
+
+#[derive(Parser)]
+#[command(name = "hallcast", version, about = "Livestream relay for conferences: WHIP in, WHEP out, attendance accounted")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags that override configuration keys (each maps to one key; `--set` reaches all).
+#[derive(clap::Args, Clone, Default)]
+struct Overrides {
+    /// HTTP listen address (http.listen).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// The one UDP media address (media.udp).
+    #[arg(long, value_name = "ADDR")]
+    media: Option<SocketAddr>,
+    /// Address announced to peers as ICE candidate (media.public_ips); repeatable.
+    #[arg(long = "public-ip", value_name = "IP")]
+    public_ips: Vec<IpAddr>,
+    /// Base URL for links handed out (http.public_url).
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Data directory (data.dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// PostgreSQL URL for the ledger (data.database_url).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Any configuration key: --set section.key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl Overrides {
+    fn to_list(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(a) = self.http {
+            v.push(format!("http.listen={a}"));
+        }
+        if let Some(a) = self.media {
+            v.push(format!("media.udp={a}"));
+        }
+        if !self.public_ips.is_empty() {
+            let ips: Vec<String> = self.public_ips.iter().map(|i| format!("\"{i}\"")).collect();
+            v.push(format!("media.public_ips=[{}]", ips.join(",")));
+        }
+        if let Some(u) = &self.public_url {
+            v.push(format!("http.public_url=\"{u}\""));
+        }
+        if let Some(d) = &self.data_dir {
+            v.push(format!("data.dir=\"{}\"", d.display()));
+        }
+        if let Some(u) = &self.database_url {
+            v.push(format!("data.database_url=\"{u}\""));
+        }
+        v.extend(self.set.iter().cloned());
+        v
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a relay (the central relay by default).
+    Serve {
+        /// Configuration file (TOML); without it the embedded defaults are used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Start a relay with one conference and a built-in test source, and print the viewer link.
+    Demo {
+        #[command(flatten)]
+        overrides: Overrides,
+        /// Write the demo's URLs and tokens as JSON to this file once the relay accepts requests.
+        #[arg(long, value_name = "PATH")]
+        info_file: Option<PathBuf>,
+        /// Do not start the built-in source (publish with OBS, a browser or a test instead).
+        #[arg(long)]
+        no_source: bool,
+        /// Keyframe interval of the built-in source, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+        keyframe_interval: f64,
+    },
+    #[command(flatten)]
+    Attendance(attendance_cli::AttendanceCmd),
+    /// Check a configuration file and print the effective configuration.
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HALLCAST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,str0m=warn,webrtc=warn,rtc=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config, overrides } => {
+            let config = Config::load(config.as_deref(), &overrides.to_list())?;
+            let relay = Relay::start(config).await?;
+            info!("relay ready on {}", relay.base_url);
+            relay.run_until_signal().await
+        }
+        Command::Validate { config, overrides } => {
+            let config = Config::load(Some(&config), &overrides.to_list())?;
+            println!("{}", serde_json::to_string_pretty(&config)?);
+            Ok(())
+        }
+        Command::Attendance(cmd) => attendance_cli::run(cmd).await,
+        Command::Demo { overrides, info_file, no_source, keyframe_interval } => {
+            demo(overrides, info_file, no_source, keyframe_interval).await
+        }
+    }
+}
+
+/// A running relay: HTTP server + media engine + attendance ledger.
+struct Relay {
+    base_url: String,
+    engine: Engine,
+    ledger: Ledger,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    state: Arc<AppState>,
+}
+
+/// Opens the attendance ledger the configuration names (SQLite in the data dir by default).
+async fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
+    std::fs::create_dir_all(&config.data.dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data.dir.display()))?;
+    let secret = if config.admin.token_secret.is_empty() {
+        Secret::load_or_create(&config.data.dir.join("join-secret"))?
+    } else {
+        Secret::from_bytes(config.admin.token_secret.as_bytes().to_vec())?
+    };
+    let store = if config.data.database_url.is_empty() {
+        StoreConfig::sqlite_in(&config.data.dir)
+    } else {
+        StoreConfig::Postgres { url: config.data.database_url.clone(), schema: None }
+    };
+    let ledger = Ledger::open(LedgerConfig::new(store, secret)).await.context("cannot open the attendance ledger")?;
+    for c in &config.conferences {
+        let id = ConferenceId::parse(&c.id).map_err(|e| anyhow::anyhow!("conference id {:?}: {e}", c.id))?;
+        ledger
+            .upsert_conference(LedgerConference { id, title: c.title.clone(), created_ms: hallcast_ledger::now_ms() })
+            .await?;
+    }
+    Ok(ledger)
+}
+
+impl Relay {
+    async fn start(mut config: Config) -> anyhow::Result<Relay> {
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+        config.http.listen = listener.local_addr()?;
+        if config.admin.token.is_empty() {
+            config.admin.token = random_token(16);
+            info!(admin_token = %config.admin.token, "no admin token configured; generated one for this run");
+        }
+        let ledger = open_ledger(&config).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(65_536);
+        let engine = Engine::start(
+            EngineConfig {
+                bind: config.media.udp,
+                public_ips: config.media.public_ips.clone(),
+                session_timeout: Duration::from_secs(config.media.session_timeout_secs.max(1)),
+                ..EngineConfig::default()
+            },
+            tx,
+        )
+        .with_context(|| format!("cannot open the media port {}", config.media.udp))?;
+        let base_url = config.public_url();
+        let config = Arc::new(config);
+        let state = AppState::new(config.clone(), engine.clone(), Box::new(LedgerViewerAuth { ledger: ledger.clone() }));
+        hallcast_server::spawn_event_pump(state.clone(), rx, Some(Arc::new(LedgerHook::new(ledger.sink()))));
+        let attendance =
+            hallcast_server::attendance::router(AttendanceCtx::new(ledger.clone(), config.admin.token.clone(), base_url.clone()));
+        let app = hallcast_server::app(state.clone(), attendance);
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Relay { base_url, engine, ledger, server, state })
+    }
+
+    async fn run_until_signal(self) -> anyhow::Result<()> {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("interrupted; ending sessions"),
+            _ = term.recv() => info!("terminated; ending sessions"),
+            r = self.server => {
+                r??;
+                anyhow::bail!("the HTTP server stopped");
+            }
+        }
+        self.engine.shutdown().await;
+        // Let the event pump hand the last session ends to the ledger, then make them durable.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Err(e) = self.ledger.close().await {
+            warn!("closing the ledger: {e}");
+        }
+        drop(self.state);
+        Ok(())
+    }
+}
+
+fn random_token(n_bytes: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..n_bytes).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+}
+
+async fn demo(overrides: Overrides, info_file: Option<PathBuf>, no_source: bool, keyframe_interval: f64) -> anyhow::Result<()> {
+    let mut overrides = overrides;
+    if overrides.data_dir.is_none() && !overrides.set.iter().any(|s| s.starts_with("data.dir=")) {
+        // Each demo run keeps its own ledger, so several demos (and tests) can run at once.
+        overrides.data_dir = Some(std::env::temp_dir().join(format!("hallcast-demo-{}", std::process::id())));
+    }
+    let mut config = Config::load(None, &overrides.to_list())?;
+    let data_dir = config.data.dir.clone();
+    let conference = "hoi-nghi-demo".to_string();
+    let stream_key = random_token(16);
+    config.conferences = vec![ConferenceConfig {
+        id: conference.clone(),
+        title: "Hội nghị demo — hallcast".into(),
+        stream_key: stream_key.clone(),
+        viewer_token: String::new(),
+    }];
+    config.validate()?;
+    let public_url_given = !config.http.public_url.is_empty();
+    let mut relay = Relay::start(config).await?;
+    if !public_url_given {
+        relay.base_url = relay.state.config.public_url();
+    }
+    // A demo organisation and connection point, so the demo viewer is accounted like a real
+    // point: its link carries the point's signed join token.
+    let org = OrgId::parse("don-vi-demo")?;
+    let point = PointId::parse("diem-cau-demo")?;
+    relay.ledger.upsert_organisation(Organisation { id: org.clone(), name: "Đơn vị demo".into() }).await?;
+    relay
+        .ledger
+        .upsert_point(PointInfo {
+            id: point.clone(),
+            org,
+            name: "Điểm cầu demo".into(),
+            location: "Phòng họp demo".into(),
+            expected_headcount: Some(20),
+        })
+        .await?;
+    let expires = hallcast_ledger::now_ms() / 1000 + 7 * 24 * 3600;
+    let viewer_token = relay.ledger.issue_token(&ConferenceId::parse(&conference)?, &point, expires);
+    let base = relay.base_url.clone();
+    let whip_url = format!("{base}/whip/{conference}");
+    let whep_url = format!("{base}/whep/{conference}");
+    let viewer_url = format!("{base}/watch/{conference}?token={viewer_token}");
+    let info = serde_json::json!({
+        "conference": conference,
+        "http_base": base,
+        "whip_url": whip_url,
+        "stream_key": stream_key,
+        "whep_url": whep_url,
+        "viewer_token": viewer_token,
+        "viewer_url": viewer_url,
+        "media_udp": relay.engine.local_addr().to_string(),
+        "admin_token": relay.state.config.admin.token,
+        "point": point.as_str(),
+        "data_dir": data_dir,
+    });
+    if let Some(path) = &info_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("\nhallcast demo is running.\n");
+    println!("  Mở liên kết này trong trình duyệt / open this link in a browser:\n\n    {viewer_url}\n");
+    println!("  WHIP (encoder): {whip_url}\n  stream key:     {stream_key}\n");
+    println!(
+        "  Báo cáo điểm danh / attendance report:\n    hallcast report --data-dir {} --conference {conference} --format html > report.html\n",
+        data_dir.display()
+    );
+    if !no_source {
+        let opts = hallcast_client::SourceOptions {
+            keyframe_interval: Duration::from_secs_f64(keyframe_interval.max(0.1)),
+            label: "hallcast demo".into(),
+            ..Default::default()
+        };
+        tokio::spawn(run_source(whip_url, stream_key, opts));
+    } else {
+        println!("  (no built-in source: publish with your encoder)\n");
+    }
+    relay.run_until_signal().await
+}
+
+/// Keeps the built-in source publishing, republishing with backoff if it drops.
+async fn run_source(whip_url: String, key: String, opts: hallcast_client::SourceOptions) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match hallcast_client::publish(&whip_url, &key, opts.clone()).await {
+            Ok(publisher) => {
+                info!("built-in source is live");
+                backoff = Duration::from_millis(500);
+                publisher.closed().await;
+                warn!("built-in source disconnected; republishing");
+            }
+            Err(e) => warn!("built-in source could not publish: {e:#}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
