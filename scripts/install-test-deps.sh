@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Installs what hallcast's end-to-end tests need, on a fresh Debian machine (as root, or with sudo)
+# that has the Rust toolchain, python3 and node/npm. Idempotent: what is there is left alone.
+#
+#   Chromium (+ chromedriver)   Debian packages, only if /usr/bin/chromium is missing
+#   iproute2, python3-venv      Debian packages, only if missing
+#   playwright-core             npm ci in tests/js (drives the system Chromium; downloads no browser)
+#   aiortc, aiohttp, numpy      a venv at tests/py/.venv, from PyPI
+#   PostgreSQL                  scripts/pg-test-setup.sh, when that script exists
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+say() { printf '==> %s\n' "$*"; }
+
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    sudo_cmd=(sudo)
+  fi
+fi
+
+apt_updated=0
+apt_install() {
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: apt-get not found; install these by hand: $*" >&2
+    exit 1
+  fi
+  if [ "$apt_updated" -eq 0 ]; then
+    say "apt-get update"
+    "${sudo_cmd[@]}" apt-get update -qq
+    apt_updated=1
+  fi
+  say "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# --- system packages -----------------------------------------------------------------------------
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium chromium-driver fonts-dejavu-core)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# `ip` (network namespaces: the reconnect test puts a viewer on a second host).
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt_install "${missing[@]}"
+else
+  say "chromium, node, npm, python3-venv and iproute2 are present"
+fi
+
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+if [ "$node_major" -lt 20 ]; then
+  echo "error: Node.js $(node --version) is too old for playwright-core; version 20 or newer is needed" >&2
+  exit 1
+fi
+
+# --- playwright-core (tests/js) ------------------------------------------------------------------
+if [ -f tests/js/node_modules/playwright-core/package.json ] &&
+  [ tests/js/node_modules/.package-lock.json -nt tests/js/package-lock.json ]; then
+  say "tests/js: node modules are up to date"
+else
+  say "tests/js: npm ci"
+  (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# --- aiortc venv (tests/py/.venv) ----------------------------------------------------------------
+venv=tests/py/.venv
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiortc, aiohttp, numpy, av' >/dev/null 2>&1; then
+  say "tests/py/.venv: aiortc is installed"
+else
+  say "tests/py/.venv: creating the venv and installing aiortc aiohttp numpy"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
+fi
+
+# --- PostgreSQL (the ledger's tests; owned by scripts/pg-test-setup.sh) ---------------------------
+if [ -f scripts/pg-test-setup.sh ]; then
+  say "scripts/pg-test-setup.sh"
+  bash scripts/pg-test-setup.sh >/dev/null
+fi
+
+say "test dependencies are ready"

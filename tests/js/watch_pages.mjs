@@ -1,0 +1,274 @@
+#!/usr/bin/env node
+// Opens N tabs of hallcast's viewer page (/watch/{conference}?token=...) in one headless Chromium
+// and reports, per page, what WebRTC's getStats says it received.
+//
+// An init script wraps RTCPeerConnection (so every connection the page makes is seen, also across
+// reconnects), notes when the page POSTs an SDP offer, and samples `window.hallcast.state`.
+//
+// stdout (JSON lines):
+//   {"event":"progress","t":..,"pages":[{page, state, frames_decoded, audio_packets_received}, ...]}
+//   {"event":"result","pages":[{page, frames_decoded, frame_width, frame_height, audio_packets_received,
+//      first_frame_ms, first_frame_ms_from_post, states, state, video_codec, n_peer_connections,
+//      n_offers_posted, muted, page_errors}, ...]}
+// --until-frames N ends the run early once every page decoded N frames and received
+// --until-audio packets of audio.
+
+import { emit, launchBrowser, log, parseArgs, run, sleep } from './common.mjs';
+
+const USAGE = `usage: watch_pages.mjs --url VIEWER_URL [--pages N] [--duration SECS] [--until-frames N]
+                       [--until-audio PACKETS] [--progress] [--screenshot FILE.png] [--lang vi|en]
+                       [--headcount N]   (page 0 answers the headcount prompt with N)
+                       [--serve-web DIR] (development: the page and /static/* from DIR instead of the relay)`;
+
+const args = parseArgs(
+  { url: '', pages: 1, duration: 30, until_frames: 0, until_audio: 1, progress: false, screenshot: '', lang: '', headcount: 0, serve_web: '' },
+  USAGE,
+);
+
+// Injected before any script of the page runs.
+function initScript() {
+  const hc = (window.__hcTest = {
+    pcs: [],
+    maxima: [],
+    posts: [],
+    states: [],
+    firstFrameAt: null,
+    firstFramePost: null,
+    videoCodec: null,
+    frameWidth: 0,
+    frameHeight: 0,
+    freezeCount: 0,
+  });
+  const Native = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends Native {
+    constructor(...a) {
+      super(...a);
+      hc.pcs.push(this);
+      hc.maxima.push({ frames: 0, audio: 0 });
+    }
+  };
+  const nativeFetch = window.fetch;
+  window.fetch = function (input, init) {
+    const headers = new Headers((init && init.headers) || {});
+    if (init && String(init.method).toUpperCase() === 'POST' && /application\/sdp/i.test(headers.get('content-type') || '')) {
+      hc.posts.push(performance.now());
+    }
+    return nativeFetch.apply(this, arguments);
+  };
+  const noteState = () => {
+    const s = window.hallcast && window.hallcast.state;
+    if (s && hc.states[hc.states.length - 1] !== s) hc.states.push(s);
+  };
+  setInterval(noteState, 50);
+  window.addEventListener('hallcast:state', noteState);
+
+  let sampling = false;
+  hc.sample = async () => {
+    if (sampling) return;
+    sampling = true;
+    try {
+      for (let i = 0; i < hc.pcs.length; i++) {
+        const pc = hc.pcs[i];
+        if (pc.signalingState === 'closed') continue;
+        let report;
+        try {
+          report = await pc.getStats();
+        } catch {
+          continue;
+        }
+        let frames = 0;
+        let audio = 0;
+        report.forEach((s) => {
+          if (s.type !== 'inbound-rtp') return;
+          if (s.kind === 'video') {
+            frames += s.framesDecoded || 0;
+            if (s.frameWidth) {
+              hc.frameWidth = s.frameWidth;
+              hc.frameHeight = s.frameHeight;
+            }
+            hc.freezeCount = s.freezeCount || hc.freezeCount;
+            const codec = s.codecId && report.get(s.codecId);
+            if (codec) hc.videoCodec = codec.mimeType;
+          } else if (s.kind === 'audio') {
+            audio += s.packetsReceived || 0;
+          }
+        });
+        const m = hc.maxima[i];
+        m.frames = Math.max(m.frames, frames);
+        m.audio = Math.max(m.audio, audio);
+      }
+      const total = hc.maxima.reduce((a, m) => a + m.frames, 0);
+      if (total > 0 && hc.firstFrameAt === null) {
+        hc.firstFrameAt = performance.now();
+        const before = hc.posts.filter((t) => t <= hc.firstFrameAt);
+        hc.firstFramePost = before.length ? before[before.length - 1] : null;
+      }
+    } finally {
+      sampling = false;
+    }
+  };
+  // Fine sampling until the first frame (it dates the first frame), then once a second.
+  const tick = async () => {
+    await hc.sample();
+    setTimeout(tick, hc.firstFrameAt === null ? 50 : 1000);
+  };
+  setTimeout(tick, 50);
+
+  hc.summary = async () => {
+    await hc.sample();
+    noteState();
+    const video = document.querySelector('video');
+    return {
+      frames_decoded: hc.maxima.reduce((a, m) => a + m.frames, 0),
+      audio_packets_received: hc.maxima.reduce((a, m) => a + m.audio, 0),
+      frame_width: hc.frameWidth,
+      frame_height: hc.frameHeight,
+      freeze_count: hc.freezeCount,
+      first_frame_ms: hc.firstFrameAt === null ? null : Math.round(hc.firstFrameAt),
+      first_frame_ms_from_post:
+        hc.firstFrameAt === null || hc.firstFramePost === null ? null : Math.round(hc.firstFrameAt - hc.firstFramePost),
+      states: hc.states.slice(),
+      state: (window.hallcast && window.hallcast.state) || null,
+      has_hallcast_pc: !!(window.hallcast && window.hallcast.pc),
+      video_codec: hc.videoCodec,
+      n_peer_connections: hc.pcs.length,
+      n_offers_posted: hc.posts.length,
+      muted: video ? video.muted : null,
+      video_width: video ? video.videoWidth : null,
+      lang: document.documentElement.lang,
+      status_text: (document.getElementById('status-title') || {}).textContent || null,
+      badge_text: (document.getElementById('badge') || {}).textContent || null,
+    };
+  };
+}
+
+async function answerHeadcount(page, n) {
+  try {
+    const form = page.locator('#headcount');
+    await form.waitFor({ state: 'visible', timeout: 15_000 });
+    await page.fill('#headcount-input', String(n));
+    const responded = page
+      .waitForResponse((r) => r.request().method() === 'POST' && /\/headcount$/.test(new URL(r.url()).pathname), { timeout: 15_000 })
+      .catch(() => null);
+    await page.click('#headcount button[type=submit]');
+    const response = await responded;
+    await sleep(2000);
+    return await page.evaluate((status) => {
+      const visible = (id) => {
+        const el = document.getElementById(id);
+        return !!el && !el.hidden && el.getClientRects().length > 0;
+      };
+      return {
+        api_status: status,
+        form_visible: visible('headcount'),
+        button_visible: visible('headcount-button'),
+        button_text: document.getElementById('headcount-button').textContent.trim(),
+        message: document.getElementById('headcount-message').textContent.trim(),
+      };
+    }, response ? response.status() : null);
+  } catch (e) {
+    return { error: String(e.message || e) };
+  }
+}
+
+run(async () => {
+  if (!args.url || args.pages < 1) {
+    process.stderr.write(USAGE + '\n');
+    return 2;
+  }
+  const { context, close } = await launchBrowser({
+    onSignal: async () => {
+      await report();
+    },
+  });
+  if (args.lang) {
+    await context.addInitScript((lang) => localStorage.setItem('hallcast.lang', lang), args.lang);
+  }
+  await context.addInitScript(initScript);
+  if (args.serve_web) {
+    // Development aid: try page changes against a relay whose binary still embeds older files.
+    const { readFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const origin = new URL(args.url).origin;
+    const types = { html: 'text/html', js: 'text/javascript', css: 'text/css' };
+    const serve = (file) => (route) =>
+      route.fulfill({ status: 200, contentType: types[file.split('.').pop()], body: readFileSync(join(args.serve_web, file)) });
+    await context.route(`${origin}/watch/**`, serve('watch.html'));
+    await context.route(`${origin}/static/watch.js`, serve('watch.js'));
+    await context.route(`${origin}/static/watch.css`, serve('watch.css'));
+  }
+  const pages = [];
+  const pageErrors = [];
+  for (let i = 0; i < args.pages; i++) {
+    const page = i === 0 && context.pages().length ? context.pages()[0] : await context.newPage();
+    pageErrors.push([]);
+    page.on('pageerror', (e) => {
+      pageErrors[i].push(String(e.message || e));
+      log(`page ${i} error:`, e.message || e);
+    });
+    page.on('console', (m) => {
+      if (m.type() === 'error' || m.type() === 'warning') log(`page ${i} console.${m.type()}:`, m.text());
+    });
+    pages.push(page);
+  }
+  const started = Date.now();
+  await Promise.all(pages.map((p) => p.goto(args.url, { waitUntil: 'domcontentloaded', timeout: 30_000 })));
+
+  // Answer the headcount prompt on page 0 the way a person would, and note what the page shows.
+  let headcount = null;
+  const headcountDone = args.headcount > 0 ? answerHeadcount(pages[0], args.headcount).then((h) => (headcount = h)) : null;
+
+  const summaries = async () =>
+    Promise.all(
+      pages.map(async (p, i) => {
+        try {
+          return { page: i, ...(await p.evaluate(() => window.__hcTest.summary())), page_errors: pageErrors[i] };
+        } catch (e) {
+          return { page: i, error: String(e.message || e), page_errors: pageErrors[i] };
+        }
+      }),
+    );
+
+  let reported = false;
+  async function report() {
+    if (reported) return;
+    reported = true;
+    if (headcountDone) await Promise.race([headcountDone, sleep(10_000)]);
+    const result = await summaries();
+    if (result[0]) result[0].headcount = headcount;
+    if (args.screenshot) {
+      await pages[0].screenshot({ path: args.screenshot }).catch((e) => log('screenshot failed:', e.message));
+    }
+    emit({ event: 'result', elapsed_s: (Date.now() - started) / 1000, pages: result });
+  }
+
+  const deadline = started + args.duration * 1000;
+  while (Date.now() < deadline) {
+    await sleep(Math.min(1000, Math.max(0, deadline - Date.now())));
+    if (reported) break;
+    const s = await summaries();
+    if (args.progress) {
+      emit({
+        event: 'progress',
+        t: (Date.now() - started) / 1000,
+        pages: s.map((p) => ({
+          page: p.page,
+          state: p.state,
+          frames_decoded: p.frames_decoded,
+          audio_packets_received: p.audio_packets_received,
+          n_peer_connections: p.n_peer_connections,
+          status_text: p.status_text,
+        })),
+      });
+    }
+    if (
+      args.until_frames > 0 &&
+      s.every((p) => p.frames_decoded >= args.until_frames && p.audio_packets_received >= args.until_audio)
+    ) {
+      break;
+    }
+  }
+  await report();
+  await close();
+  return 0;
+});

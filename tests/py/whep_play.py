@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Plays a hallcast conference over WHEP with aiortc and decodes what it receives.
+
+stdout (JSON lines):
+  {"event": "posted", "status": 201, ...}          one per POST (several while waiting on 409)
+  {"event": "progress", "t": .., "frames_decoded": .., "audio_packets_received": .., ...}
+  {"event": "result", "status": .., "frames_decoded": .., "first_frame_ms": ..,
+   "frame_width": .., "frame_height": .., "audio_packets_received": .., "audio_frames_decoded": ..,
+   "video_codec": .., "audio_codec": .., "connection_states": [...], "delete_status": ..}
+first_frame_ms is measured from the start of the WHEP POST that got the 201.
+"""
+
+import argparse
+import asyncio
+import sys
+import time
+from urllib.parse import urljoin
+
+import aiohttp
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from common import codec_of, emit, log, retry_after_seconds, stop_on_signals, use_host_address, wait_until
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", required=True, help="WHEP endpoint, e.g. http://127.0.0.1:8080/whep/demo")
+    p.add_argument("--token", default="", help="viewer token (sent as a Bearer token)")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds to play (upper bound)")
+    p.add_argument("--until-frames", type=int, default=0, help="stop early after this many decoded frames")
+    p.add_argument("--until-audio", type=int, default=1, help="...and this many audio packets")
+    p.add_argument("--wait-live", action="store_true", help="on 409 wait Retry-After and retry until --duration")
+    p.add_argument("--progress", action="store_true", help="print a progress line every second")
+    p.add_argument("--host-address", default="127.0.0.1", help="address of our ICE host candidate")
+    return p.parse_args()
+
+
+class Counters:
+    def __init__(self):
+        self.frames = 0
+        self.first_frame_at = None
+        self.width = 0
+        self.height = 0
+        self.audio_frames = 0
+
+
+async def consume(track, counters: Counters):
+    try:
+        while True:
+            frame = await track.recv()
+            if track.kind == "video":
+                counters.frames += 1
+                if counters.first_frame_at is None:
+                    counters.first_frame_at = time.monotonic()
+                counters.width, counters.height = frame.width, frame.height
+            else:
+                counters.audio_frames += 1
+    except MediaStreamError:
+        pass
+
+
+async def audio_packets(pc) -> int:
+    total = 0
+    try:
+        report = await pc.getStats()
+    except Exception:  # noqa: BLE001 - stats are best effort while closing
+        return 0
+    for s in report.values():
+        if getattr(s, "type", None) == "inbound-rtp" and getattr(s, "kind", None) == "audio":
+            total += getattr(s, "packetsReceived", 0) or 0
+    return total
+
+
+async def main() -> int:
+    args = parse_args()
+    use_host_address(args.host_address)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    started = time.monotonic()
+    deadline = started + args.duration
+
+    pc = RTCPeerConnection()
+    states = []
+    counters = Counters()
+    tasks = []
+
+    @pc.on("connectionstatechange")
+    def on_state():
+        states.append(pc.connectionState)
+        log("connection", pc.connectionState)
+
+    @pc.on("track")
+    def on_track(track):
+        log("track", track.kind)
+        tasks.append(asyncio.ensure_future(consume(track, counters)))
+
+    pc.addTransceiver("audio", direction="recvonly")
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = pc.localDescription.sdp
+
+    headers = {"Content-Type": "application/sdp"}
+    if args.token:
+        headers["Authorization"] = f"Bearer {args.token}"
+    result = {"event": "result", "status": None, "body": None}
+    location = None
+    posted_at = None
+    answer = None
+    async with aiohttp.ClientSession() as http:
+        while True:
+            posted_at = time.monotonic()
+            async with http.post(args.url, data=offer, headers=headers) as r:
+                body = await r.text()
+                status = r.status
+                retry_after = r.headers.get("Retry-After")
+                if status == 201 and r.headers.get("Location"):
+                    location = urljoin(str(r.url), r.headers["Location"])
+            emit({"event": "posted", "status": status, "retry_after": retry_after,
+                  "body": None if status == 201 else body})
+            result["status"] = status
+            if status == 201:
+                answer = body
+                break
+            result["body"] = body
+            if status == 409 and args.wait_live and time.monotonic() < deadline:
+                if await wait_until(stop, min(retry_after_seconds(retry_after), deadline - time.monotonic())):
+                    break
+                continue
+            break
+
+        if answer is not None:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            result["video_codec"] = codec_of(answer, "video")
+            result["audio_codec"] = codec_of(answer, "audio")
+            while time.monotonic() < deadline and not stop.is_set():
+                if await wait_until(stop, min(1.0, deadline - time.monotonic())):
+                    break
+                n_audio = await audio_packets(pc)
+                if args.progress:
+                    emit({"event": "progress", "t": round(time.monotonic() - started, 2),
+                          "frames_decoded": counters.frames, "audio_packets_received": n_audio,
+                          "connection": pc.connectionState})
+                if args.until_frames and counters.frames >= args.until_frames and n_audio >= args.until_audio:
+                    break
+            result["audio_packets_received"] = await audio_packets(pc)
+            if location:
+                try:
+                    async with http.delete(location, headers={k: v for k, v in headers.items()
+                                                               if k == "Authorization"}) as r:
+                        result["delete_status"] = r.status
+                except aiohttp.ClientError as e:
+                    result["delete_status"] = f"error: {e}"
+
+    result.update({
+        "location": location,
+        "frames_decoded": counters.frames,
+        "first_frame_ms": None if counters.first_frame_at is None
+        else round((counters.first_frame_at - posted_at) * 1000),
+        "frame_width": counters.width,
+        "frame_height": counters.height,
+        "audio_frames_decoded": counters.audio_frames,
+        "connection_states": states,
+    })
+    result.setdefault("audio_packets_received", 0)
+    await pc.close()
+    for t in tasks:
+        t.cancel()
+    emit(result)
+    return 0 if result["status"] == 201 else 3
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,30 @@
+//! Harness for hallcast's end-to-end tests: real WebRTC clients against a real `hallcast demo`.
+//!
+//! What it owns:
+//! - starting `hallcast demo` on ephemeral ports with an info file ([`Demo`]), killed on drop by its
+//!   own pid;
+//! - running the test clients in `tests/js` (Chromium through playwright-core) and `tests/py`
+//!   (aiortc) as child processes that print JSON lines ([`Client`]);
+//! - a per-test scratch directory whose logs are printed when the test fails ([`run`]);
+//! - a process-wide lock so tests that start browsers or encoders run one at a time on a
+//!   2-core machine ([`Weight::Heavy`]);
+//! - hand-written SDP offers and raw HTTP/UDP abuse for the bad-input tests ([`sdp`], [`net`]);
+//! - a second network host in a namespace whose link a test can cut ([`netns`]).
+//!
+//! What it must never do: skip a test because a prerequisite is missing (it fails with a message
+//! that says what to install), talk to any address but loopback, or leave a process behind.
+
+mod client;
+mod ctx;
+mod demo;
+pub mod net;
+pub mod netns;
+mod prereq;
+mod proc;
+pub mod results;
+pub mod sdp;
+
+pub use client::{Client, ClientKind};
+pub use ctx::{Ctx, Weight, run};
+pub use demo::{Demo, DemoOptions, Info};
+pub use prereq::{chromium_path, hallcast_bin, node_bin, python_bin, repo_root};

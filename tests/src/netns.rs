@@ -1,0 +1,126 @@
+//! A second network host for a test: a network namespace joined to this one by a veth pair,
+//! with addresses the test picks. Its link can be cut and restored to simulate a lost network.
+//! Needs root and iproute2 (`ip`). Only traffic between this host and the namespace flows on it.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{Context, Result, bail};
+
+use crate::ctx::Ctx;
+use crate::prereq::chromium_path;
+
+static N_NETNS: AtomicU32 = AtomicU32::new(0);
+
+/// A namespace `name` whose interface has `ns_ip`, reached from here at `host_ip`; deleted on drop.
+pub struct NetNs {
+    pub name: String,
+    /// This side's address (bind the relay here).
+    pub host_ip: String,
+    /// The namespace's address.
+    pub ns_ip: String,
+    host_if: String,
+    ns_if: String,
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("cannot run `ip` (iproute2): scripts/install-test-deps.sh installs it")?;
+    if !out.status.success() {
+        bail!(
+            "`ip {}` failed: {} (network namespaces need root and iproute2)",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl NetNs {
+    pub fn create() -> Result<NetNs> {
+        let n = N_NETNS.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let tag = format!("{}{n}", pid % 100_000);
+        // 10.213.<subnet>.0/30: a private subnet that exists only between us and our namespace.
+        let subnet = (pid % 200 + n * 7) % 250;
+        let ns = NetNs {
+            name: format!("hc-e2e-{tag}"),
+            host_ip: format!("10.213.{subnet}.1"),
+            ns_ip: format!("10.213.{subnet}.2"),
+            host_if: format!("hc{tag}h"),
+            ns_if: format!("hc{tag}n"),
+        };
+        ip(&["netns", "add", &ns.name])?;
+        // From here on Drop removes what was made.
+        ip(&[
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns.ns_if,
+        ])?;
+        ip(&["link", "set", &ns.ns_if, "netns", &ns.name])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", ns.host_ip),
+            "dev",
+            &ns.host_if,
+        ])?;
+        ip(&["link", "set", &ns.host_if, "up"])?;
+        ip(&[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            &format!("{}/30", ns.ns_ip),
+            "dev",
+            &ns.ns_if,
+        ])?;
+        ip(&["-n", &ns.name, "link", "set", &ns.ns_if, "up"])?;
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Cuts the namespace off (its side of the link goes down: "Network is unreachable").
+    pub fn link_down(&self) -> Result<()> {
+        ip(&["-n", &self.name, "link", "set", &self.ns_if, "down"])
+    }
+
+    /// Restores the link.
+    pub fn link_up(&self) -> Result<()> {
+        ip(&["-n", &self.name, "link", "set", &self.ns_if, "up"])
+    }
+
+    /// A script that runs Chromium inside the namespace, for `HALLCAST_CHROMIUM`: Playwright
+    /// keeps driving it over its pipe from outside.
+    pub fn chromium_wrapper(&self, ctx: &Ctx) -> Result<PathBuf> {
+        let chromium = chromium_path()?;
+        let path = ctx.path("chromium-in-netns.sh");
+        fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\nexec ip netns exec {} {} \"$@\"\n",
+                self.name,
+                chromium.display()
+            ),
+        )?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+        Ok(path)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.host_if]);
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}

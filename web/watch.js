@@ -1,0 +1,711 @@
+// hallcast viewer page: plays a conference's hall feed over WHEP in a full-window video.
+//
+// No framework and no build step: this file is served as it is at /static/watch.js.
+// The page lives at /watch/{conference}?token=...; it POSTs its offer to /whep/{conference}.
+//
+// States (window.hallcast.state, also body[data-state]):
+//   connecting   -> first attempt in flight
+//   waiting      -> the hall feed is not live yet (409); retries after Retry-After, starts by itself
+//   live         -> media connection up
+//   reconnecting -> connection lost (ICE failed/disconnected, no media, HTTP or network error);
+//                   retries with exponential backoff and jitter, capped
+//   ended        -> the broadcast ended (the relay says the feed is no longer live after we had it,
+//                   or 410 Gone); keeps checking quietly and resumes if the hall publishes again
+//   error        -> the link is not valid (401/403/404) or the browser cannot play; no retry
+//
+// Tests read window.hallcast = { state, pc, ... } and listen to the `hallcast:state` event.
+'use strict';
+
+(() => {
+  const STRINGS = {
+    vi: {
+      connecting: 'Đang kết nối…',
+      connecting_detail: 'Đang kết nối tới máy chủ phát.',
+      waiting: 'Đang chờ tín hiệu hội trường…',
+      badge_waiting: 'Chờ tín hiệu',
+      waiting_detail: 'Hội trường chưa phát. Hình ảnh và âm thanh sẽ tự xuất hiện khi buổi phát bắt đầu.',
+      live: 'Trực tiếp',
+      reconnecting: 'Đang kết nối lại…',
+      reconnecting_detail: (n) => (n > 1 ? `Đường truyền bị gián đoạn. Đang thử lại (lần ${n})…` : 'Đường truyền bị gián đoạn. Đang thử lại…'),
+      offline_detail: 'Máy tính đang mất kết nối mạng. Trang sẽ tự kết nối lại khi có mạng.',
+      ended: 'Đã kết thúc',
+      ended_detail: 'Buổi phát từ hội trường đã kết thúc. Nếu hội trường phát lại, hình ảnh sẽ tự xuất hiện.',
+      ended_final_detail: 'Buổi phát từ hội trường đã kết thúc. Cảm ơn quý vị đã theo dõi.',
+      error: 'Không thể xem',
+      error_token: 'Liên kết xem không hợp lệ hoặc đã hết hạn. Vui lòng lấy lại liên kết từ ban tổ chức.',
+      error_conference: 'Không tìm thấy hội nghị này. Vui lòng kiểm tra lại liên kết.',
+      error_codec: 'Trình duyệt này không giải mã được tín hiệu hội trường. Hãy dùng Chrome, Edge hoặc Firefox bản mới.',
+      error_status: (code, text) => `Máy chủ từ chối kết nối (mã ${code}).${text ? ' ' + text : ''}`,
+      error_webrtc: 'Trình duyệt này không hỗ trợ WebRTC. Hãy dùng Chrome, Edge hoặc Firefox bản mới.',
+      unmute: 'Bật tiếng',
+      mute: 'Tắt tiếng',
+      fullscreen: 'Toàn màn hình',
+      headcount_question: 'Số người dự tại điểm cầu',
+      headcount_edit: 'Sửa số người dự',
+      headcount_short: 'Số người dự',
+      send: 'Gửi',
+      later: 'Để sau',
+      sending: 'Đang gửi…',
+      people: (n) => `${n} người`,
+      headcount_saved: (n) => `Đã ghi nhận ${n} người dự.`,
+      headcount_invalid: 'Vui lòng nhập số người (một số nguyên dương).',
+      headcount_failed: 'Chưa gửi được, vui lòng thử lại.',
+      headcount_denied: 'Liên kết không có quyền khai báo số người dự.',
+      lang_other: 'EN',
+      lang_other_title: 'English',
+    },
+    en: {
+      connecting: 'Connecting…',
+      connecting_detail: 'Connecting to the relay.',
+      waiting: 'Waiting for the hall feed…',
+      badge_waiting: 'Waiting',
+      waiting_detail: 'The hall is not broadcasting yet. Picture and sound will start by themselves when it does.',
+      live: 'Live',
+      reconnecting: 'Reconnecting…',
+      reconnecting_detail: (n) => (n > 1 ? `The connection was interrupted. Retrying (attempt ${n})…` : 'The connection was interrupted. Retrying…'),
+      offline_detail: 'This computer is offline. The page will reconnect by itself when the network is back.',
+      ended: 'Ended',
+      ended_detail: 'The broadcast from the hall has ended. If the hall goes live again, it will start here by itself.',
+      ended_final_detail: 'The broadcast from the hall has ended. Thank you for watching.',
+      error: 'Cannot play',
+      error_token: 'This viewing link is not valid or has expired. Please ask the organisers for the link again.',
+      error_conference: 'This conference was not found. Please check the link.',
+      error_codec: 'This browser cannot decode the hall feed. Please use a recent Chrome, Edge or Firefox.',
+      error_status: (code, text) => `The relay refused the connection (status ${code}).${text ? ' ' + text : ''}`,
+      error_webrtc: 'This browser does not support WebRTC. Please use a recent Chrome, Edge or Firefox.',
+      unmute: 'Turn sound on',
+      mute: 'Mute',
+      fullscreen: 'Full screen',
+      headcount_question: 'People attending at this connection point',
+      headcount_edit: 'Change the number of attendees',
+      headcount_short: 'Attendees',
+      send: 'Send',
+      later: 'Later',
+      sending: 'Sending…',
+      people: (n) => `${n} ${n === 1 ? 'person' : 'people'}`,
+      headcount_saved: (n) => `Recorded: ${n} ${n === 1 ? 'person' : 'people'} attending.`,
+      headcount_invalid: 'Please enter the number of people (a positive whole number).',
+      headcount_failed: 'Could not send it, please try again.',
+      headcount_denied: 'This link may not declare a headcount.',
+      lang_other: 'VI',
+      lang_other_title: 'Tiếng Việt',
+    },
+  };
+
+  // Reconnect policy: exponential backoff with jitter, capped.
+  const BACKOFF_BASE_MS = 1000;
+  const BACKOFF_CAP_MS = 30000;
+  // 409 Retry-After bounds (seconds) and the default when the header is missing or unreadable.
+  const RETRY_AFTER_MIN_S = 1;
+  const RETRY_AFTER_MAX_S = 60;
+  const RETRY_AFTER_DEFAULT_S = 3;
+  // How long ICE may stay "disconnected" before we give up on the session.
+  const DISCONNECTED_GRACE_MS = 4000;
+  // A session that does not connect in this time is dropped and retried.
+  const CONNECT_TIMEOUT_MS = 15000;
+  // No RTP at all (audio or video) for this long while live: the feed stopped; re-negotiate.
+  const STALL_MS = 8000;
+  const WATCHDOG_PERIOD_MS = 2000;
+  // Longest wait for local ICE candidates before sending the offer (the relay is ICE-lite).
+  const GATHER_WAIT_MS = 1000;
+  const IDLE_HIDE_MS = 4000;
+  // An unanswered headcount prompt folds into its toolbar button after this long, so it does
+  // not cover the picture on a wall all day.
+  const HEADCOUNT_FOLD_MS = 90000;
+
+  const $ = (id) => document.getElementById(id);
+  const video = $('video');
+  const ui = {
+    title: $('status-title'),
+    statusConference: $('status-conference'),
+    detail: $('status-detail'),
+    badge: $('badge'),
+    conference: $('conference'),
+    unmute: $('unmute'),
+    muteToggle: $('mute-toggle'),
+    fullscreen: $('fullscreen'),
+    lang: $('lang'),
+    headcountButton: $('headcount-button'),
+    headcountValue: $('headcount-value'),
+    form: $('headcount'),
+    input: $('headcount-input'),
+    later: $('headcount-later'),
+    message: $('headcount-message'),
+  };
+
+  const params = new URLSearchParams(location.search);
+  const token = params.get('token') || '';
+  const pathParts = location.pathname.split('/').filter(Boolean);
+  const conference = decodeURIComponent(pathParts[pathParts.length - 1] || '');
+  const whepUrl = new URL(`/whep/${encodeURIComponent(conference)}`, location.href).href;
+  const headcountUrl = new URL(`/api/v1/conferences/${encodeURIComponent(conference)}/headcount`, location.href).href;
+
+  const storage = {
+    get(key) {
+      try {
+        return localStorage.getItem(key);
+      } catch {
+        return null;
+      }
+    },
+    set(key, value) {
+      try {
+        localStorage.setItem(key, value);
+      } catch {
+        // Private mode or storage disabled: the choice just is not remembered.
+      }
+    },
+  };
+
+  const initialLang = (() => {
+    const fromUrl = params.get('lang');
+    if (fromUrl === 'vi' || fromUrl === 'en') return fromUrl;
+    const stored = storage.get('hallcast.lang');
+    return stored === 'en' ? 'en' : 'vi';
+  })();
+
+  const hallcast = (window.hallcast = {
+    state: 'connecting',
+    pc: null,
+    conference,
+    lang: initialLang,
+    stateLog: [],
+    sessionUrl: null,
+    attempts: 0,
+    reconnect: () => connectNow(),
+  });
+
+  let statusDetail = { key: 'connecting_detail', args: [] };
+  let everLive = false;
+  let finalEnd = false;
+  let failures = 0;
+  let generation = 0;
+  let retryTimer = null;
+  let session = null; // { gen, pc, url, connectTimer, disconnectTimer, lastPackets, lastProgress }
+  let iceServers = [];
+  let autoplayBlocked = false;
+  let userMuted = false;
+  let headcountSupported = true;
+  let conferenceTitle = null;
+  let headcountValue = null;
+
+  // ---------------------------------------------------------------- text and language
+
+  function t(key, ...args) {
+    const table = STRINGS[hallcast.lang] || STRINGS.vi;
+    const v = table[key] ?? STRINGS.vi[key] ?? key;
+    return typeof v === 'function' ? v(...args) : v;
+  }
+
+  function renderText() {
+    document.documentElement.lang = hallcast.lang;
+    document.querySelectorAll('[data-i18n]').forEach((el) => {
+      if (el === ui.badge || el === ui.title) return;
+      el.textContent = t(el.dataset.i18n);
+    });
+    document.querySelectorAll('[data-i18n-title]').forEach((el) => {
+      el.title = t(el.dataset.i18nTitle);
+      el.setAttribute('aria-label', el.title);
+    });
+    ui.lang.textContent = t('lang_other');
+    ui.lang.title = t('lang_other_title');
+    ui.lang.setAttribute('aria-label', t('lang_other_title'));
+    ui.muteToggle.title = video.muted ? t('unmute') : t('mute');
+    ui.muteToggle.setAttribute('aria-label', ui.muteToggle.title);
+    ui.muteToggle.dataset.muted = String(video.muted);
+    ui.headcountButton.title = t('headcount_edit');
+    ui.headcountButton.setAttribute('aria-label', t('headcount_edit'));
+    ui.headcountValue.textContent = headcountValue === null ? t('headcount_short') : t('people', headcountValue);
+    renderState();
+  }
+
+  function renderState() {
+    const s = hallcast.state;
+    ui.title.textContent = t(s);
+    ui.badge.textContent = t(`badge_${s}` in STRINGS.vi ? `badge_${s}` : s);
+    ui.detail.textContent = statusDetail ? t(statusDetail.key, ...statusDetail.args) : '';
+    document.title = `${s === 'live' ? '● ' : ''}${t(s)} · ${conferenceTitle || conference || 'hallcast'}`;
+  }
+
+  function setLang(lang) {
+    hallcast.lang = lang;
+    storage.set('hallcast.lang', lang);
+    renderText();
+  }
+
+  // ---------------------------------------------------------------- state
+
+  function setState(state, detailKey = null, ...detailArgs) {
+    statusDetail = detailKey ? { key: detailKey, args: detailArgs } : null;
+    const changed = hallcast.state !== state;
+    hallcast.state = state;
+    document.body.dataset.state = state;
+    renderState();
+    if (changed) {
+      hallcast.stateLog.push({ state, at: Date.now() });
+      if (hallcast.stateLog.length > 200) hallcast.stateLog.shift();
+      window.dispatchEvent(new CustomEvent('hallcast:state', { detail: { state } }));
+    }
+  }
+
+  // ---------------------------------------------------------------- WHEP session
+
+  function backoffMs(n) {
+    const exp = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.max(0, n - 1));
+    // Jitter: between half and the full delay, so hundreds of points do not retry in step.
+    return Math.round(exp / 2 + Math.random() * (exp / 2));
+  }
+
+  function retryAfterMs(response) {
+    const raw = response.headers.get('Retry-After');
+    let seconds = RETRY_AFTER_DEFAULT_S;
+    if (raw !== null) {
+      const n = Number(raw.trim());
+      if (Number.isFinite(n)) {
+        seconds = n;
+      } else {
+        const date = Date.parse(raw);
+        if (!Number.isNaN(date)) seconds = (date - Date.now()) / 1000;
+      }
+    }
+    seconds = Math.min(RETRY_AFTER_MAX_S, Math.max(RETRY_AFTER_MIN_S, seconds));
+    return Math.round(seconds * 1000 * (1 + Math.random() * 0.2));
+  }
+
+  // `Link: <turn:host:3478>; rel="ice-server"; username="u"; credential="c"` (WHIP/WHEP).
+  function parseIceServers(header) {
+    if (!header) return [];
+    const servers = [];
+    for (const part of header.split(/,(?=\s*<)/)) {
+      const m = part.match(/<([^>]+)>(.*)/);
+      if (!m) continue;
+      const attrs = {};
+      for (const a of m[2].split(';')) {
+        const kv = a.match(/^\s*([\w-]+)\s*=\s*"?([^"]*)"?\s*$/);
+        if (kv) attrs[kv[1].toLowerCase()] = kv[2];
+      }
+      if (attrs.rel !== 'ice-server') continue;
+      const server = { urls: m[1] };
+      if (attrs.username) server.username = attrs.username;
+      if (attrs.credential) server.credential = attrs.credential;
+      servers.push(server);
+    }
+    return servers;
+  }
+
+  function scheduleConnect(ms) {
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(connect, ms);
+  }
+
+  function connectNow() {
+    scheduleConnect(0);
+  }
+
+  function endSession(s, { notifyServer = true } = {}) {
+    if (!s) return;
+    clearTimeout(s.connectTimer);
+    clearTimeout(s.disconnectTimer);
+    if (notifyServer && s.url) {
+      const url = s.url;
+      s.url = null;
+      fetch(url, { method: 'DELETE', headers: authHeaders(), keepalive: true }).catch(() => {});
+    }
+    try {
+      s.pc.close();
+    } catch {
+      // already closed
+    }
+    if (session === s) {
+      session = null;
+      hallcast.sessionUrl = null;
+    }
+  }
+
+  function authHeaders(extra = {}) {
+    return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
+  }
+
+  /** The media connection is gone (or never came up): tear down and retry with backoff. */
+  function lost(s, why) {
+    if (!s || s !== session) return;
+    console.info(`hallcast: connection lost (${why})`);
+    endSession(s);
+    failures += 1;
+    setState('reconnecting', navigator.onLine === false ? 'offline_detail' : 'reconnecting_detail', failures);
+    scheduleConnect(backoffMs(failures));
+  }
+
+  function gathered(pc) {
+    return new Promise((resolve) => {
+      if (pc.iceGatheringState === 'complete') return resolve();
+      const timer = setTimeout(resolve, GATHER_WAIT_MS);
+      pc.addEventListener('icegatheringstatechange', () => {
+        if (pc.iceGatheringState === 'complete') {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+  }
+
+  async function connect() {
+    clearTimeout(retryTimer);
+    if (finalEnd) return;
+    const gen = ++generation;
+    endSession(session);
+    hallcast.attempts += 1;
+    if (typeof RTCPeerConnection !== 'function') {
+      setState('error', 'error_webrtc');
+      return;
+    }
+    const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
+    const s = { gen, pc, url: null, connectTimer: null, disconnectTimer: null, lastPackets: -1, lastProgress: Date.now() };
+    session = s;
+    hallcast.pc = pc;
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    pc.addEventListener('connectionstatechange', () => onConnectionState(s));
+
+    let response;
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      await gathered(pc);
+      if (s !== session) return;
+      response = await fetch(whepUrl, {
+        method: 'POST',
+        headers: authHeaders({ 'Content-Type': 'application/sdp' }),
+        body: pc.localDescription.sdp,
+      });
+    } catch (e) {
+      if (s !== session) return;
+      console.warn('hallcast: offer failed', e);
+      return lost(s, `network: ${e}`);
+    }
+    if (s !== session) {
+      // Superseded while the POST was in flight: release what the relay may have created.
+      if (response.status === 201 && response.headers.get('Location')) {
+        const url = new URL(response.headers.get('Location'), response.url).href;
+        fetch(url, { method: 'DELETE', headers: authHeaders(), keepalive: true }).catch(() => {});
+      }
+      return;
+    }
+
+    if (response.status === 201) {
+      const loc = response.headers.get('Location');
+      s.url = loc ? new URL(loc, response.url).href : null;
+      hallcast.sessionUrl = s.url;
+      const servers = parseIceServers(response.headers.get('Link'));
+      if (servers.length) iceServers = servers;
+      let answer;
+      try {
+        answer = await response.text();
+        await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+      } catch (e) {
+        console.warn('hallcast: bad answer', e);
+        return lost(s, `answer: ${e}`);
+      }
+      if (s !== session) return;
+      const stream = new MediaStream(pc.getReceivers().map((r) => r.track));
+      video.srcObject = stream;
+      startPlayback();
+      s.connectTimer = setTimeout(() => {
+        if (pc.connectionState !== 'connected') lost(s, 'connect timeout');
+      }, CONNECT_TIMEOUT_MS);
+      return;
+    }
+
+    // Refused: no session on the relay.
+    endSession(s, { notifyServer: false });
+    const text = (await response.text().catch(() => '')).trim().slice(0, 300);
+    if (response.status === 409) {
+      // The hall feed is not live (yet, or any more).
+      failures = 0;
+      if (everLive) setState('ended', 'ended_detail');
+      else setState('waiting', 'waiting_detail');
+      scheduleConnect(retryAfterMs(response));
+    } else if (response.status === 410) {
+      finalEnd = true;
+      setState('ended', 'ended_final_detail');
+    } else if (response.status === 401 || response.status === 403) {
+      setState('error', 'error_token');
+    } else if (response.status === 404) {
+      setState('error', 'error_conference');
+    } else if (response.status === 422 || response.status === 415) {
+      setState('error', 'error_codec');
+      console.warn(`hallcast: ${response.status} ${text}`);
+    } else if (response.status >= 400 && response.status < 500 && response.status !== 408 && response.status !== 429) {
+      setState('error', 'error_status', response.status, text);
+    } else {
+      // 5xx, 408, 429, redirects we could not follow: transient, retry.
+      failures += 1;
+      if (hallcast.state !== 'waiting') setState('reconnecting', 'reconnecting_detail', failures);
+      const wait = response.headers.get('Retry-After') ? retryAfterMs(response) : backoffMs(failures);
+      scheduleConnect(wait);
+    }
+  }
+
+  function onConnectionState(s) {
+    if (s !== session) return;
+    const st = s.pc.connectionState;
+    if (st === 'connected') {
+      clearTimeout(s.connectTimer);
+      clearTimeout(s.disconnectTimer);
+      s.disconnectTimer = null;
+      s.lastProgress = Date.now();
+      failures = 0;
+      everLive = true;
+      setState('live');
+      startPlayback();
+    } else if (st === 'disconnected') {
+      // Often recovers by itself within a few seconds (ICE consent); give it that chance.
+      clearTimeout(s.disconnectTimer);
+      s.disconnectTimer = setTimeout(() => lost(s, 'ice disconnected'), DISCONNECTED_GRACE_MS);
+    } else if (st === 'failed' || st === 'closed') {
+      lost(s, `connection ${st}`);
+    }
+  }
+
+  // Media watchdog: a live connection that stops carrying RTP (the relay dropped us, or the
+  // broadcast ended without the connection closing) is re-negotiated; the relay then says
+  // whether the feed is still live (201) or not (409).
+  async function watchdog() {
+    const s = session;
+    if (!s || hallcast.state !== 'live' || s.pc.connectionState !== 'connected') return;
+    let packets = 0;
+    try {
+      const report = await s.pc.getStats();
+      report.forEach((r) => {
+        if (r.type === 'inbound-rtp') packets += r.packetsReceived || 0;
+      });
+    } catch {
+      return;
+    }
+    if (s !== session) return;
+    const now = Date.now();
+    if (packets !== s.lastPackets) {
+      s.lastPackets = packets;
+      s.lastProgress = now;
+    } else if (now - s.lastProgress > STALL_MS) {
+      lost(s, 'no media');
+    }
+  }
+
+  // ---------------------------------------------------------------- playback and sound
+
+  async function startPlayback() {
+    video.muted = userMuted || autoplayBlocked;
+    try {
+      await video.play();
+      renderText();
+    } catch (e) {
+      if (e && e.name === 'NotAllowedError') {
+        // Autoplay with sound is blocked: play muted and offer a clear way to turn sound on.
+        autoplayBlocked = true;
+        video.muted = true;
+        ui.unmute.hidden = false;
+        renderText();
+        video.play().catch(() => {});
+      }
+      // AbortError: a newer srcObject replaced this one; the next call plays it.
+    }
+  }
+
+  function unmute() {
+    autoplayBlocked = false;
+    userMuted = false;
+    video.muted = false;
+    ui.unmute.hidden = true;
+    video.play().catch(() => {});
+    renderText();
+  }
+
+  function toggleMute() {
+    if (video.muted) {
+      unmute();
+    } else {
+      userMuted = true;
+      video.muted = true;
+      renderText();
+    }
+  }
+
+  function toggleFullscreen() {
+    if (document.fullscreenElement) {
+      document.exitFullscreen().catch(() => {});
+    } else {
+      document.documentElement.requestFullscreen?.().catch(() => {});
+    }
+  }
+
+  // ---------------------------------------------------------------- headcount
+
+  const headcountKey = `hallcast.headcount.${conference}`;
+
+  let foldTimer = null;
+  let headcountTouched = false;
+
+  function showHeadcountForm() {
+    if (!headcountSupported) return;
+    clearTimeout(foldTimer);
+    headcountTouched = false;
+    foldTimer = setTimeout(() => {
+      // Fold only if nobody started to answer.
+      if (!ui.form.hidden && !headcountTouched) hideHeadcountForm();
+    }, HEADCOUNT_FOLD_MS);
+    ui.form.hidden = false;
+    ui.message.textContent = '';
+    ui.message.className = 'message';
+    const remembered = headcountValue ?? storage.get(headcountKey);
+    if (remembered && !ui.input.value) ui.input.value = remembered;
+    ui.input.focus({ preventScroll: true });
+    ui.input.select?.();
+  }
+
+  function hideHeadcountForm() {
+    ui.form.hidden = true;
+    if (headcountSupported) ui.headcountButton.hidden = false;
+  }
+
+  function dropHeadcount() {
+    headcountSupported = false;
+    ui.form.hidden = true;
+    ui.headcountButton.hidden = true;
+  }
+
+  async function submitHeadcount(event) {
+    event.preventDefault();
+    const raw = ui.input.value.trim();
+    const n = Number(raw);
+    if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n < 1 || n > 100000) {
+      ui.message.textContent = t('headcount_invalid');
+      ui.message.className = 'message bad';
+      return;
+    }
+    const submit = ui.form.querySelector('button[type=submit]');
+    submit.disabled = true;
+    ui.message.textContent = t('sending');
+    ui.message.className = 'message';
+    try {
+      const response = await fetch(headcountUrl, {
+        method: 'POST',
+        headers: authHeaders({ 'Content-Type': 'application/json' }),
+        body: JSON.stringify({ n_people: n }),
+      });
+      if (response.ok) {
+        headcountValue = n;
+        storage.set(headcountKey, String(n));
+        ui.message.textContent = t('headcount_saved', n);
+        ui.message.className = 'message good';
+        renderText();
+        setTimeout(hideHeadcountForm, 1200);
+      } else if (response.status === 404 || response.status === 501) {
+        // This relay does not keep attendance: no prompt at all.
+        dropHeadcount();
+      } else if (response.status === 401 || response.status === 403) {
+        ui.message.textContent = t('headcount_denied');
+        ui.message.className = 'message bad';
+      } else {
+        ui.message.textContent = t('headcount_failed');
+        ui.message.className = 'message bad';
+      }
+    } catch {
+      ui.message.textContent = t('headcount_failed');
+      ui.message.className = 'message bad';
+    } finally {
+      submit.disabled = false;
+    }
+  }
+
+  // ---------------------------------------------------------------- conference title
+
+  // The relay may describe the conference (GET /api/v1/conferences/{id}/status → {"title": ...});
+  // without it the page shows the conference id.
+  async function loadTitle() {
+    try {
+      const url = new URL(`/api/v1/conferences/${encodeURIComponent(conference)}/status`, location.href);
+      const response = await fetch(url, { headers: authHeaders({ Accept: 'application/json' }) });
+      if (!response.ok) return;
+      const status = await response.json();
+      if (status && typeof status.title === 'string' && status.title.trim()) {
+        conferenceTitle = status.title.trim();
+        ui.conference.textContent = conferenceTitle;
+        ui.statusConference.textContent = conferenceTitle;
+        ui.conference.title = conference;
+        renderState();
+      }
+    } catch {
+      // No title: the id stays.
+    }
+  }
+
+  // ---------------------------------------------------------------- idle UI (projector friendly)
+
+  let idleTimer = null;
+  function poke() {
+    document.body.classList.remove('idle');
+    clearTimeout(idleTimer);
+    idleTimer = setTimeout(() => document.body.classList.add('idle'), IDLE_HIDE_MS);
+  }
+
+  // ---------------------------------------------------------------- wiring
+
+  ui.conference.textContent = conference;
+  ui.statusConference.textContent = conference;
+  ui.unmute.addEventListener('click', (e) => {
+    e.stopPropagation();
+    unmute();
+  });
+  $('stage').addEventListener('click', () => {
+    if (autoplayBlocked) unmute();
+  });
+  video.addEventListener('dblclick', toggleFullscreen);
+  ui.muteToggle.addEventListener('click', toggleMute);
+  ui.fullscreen.addEventListener('click', toggleFullscreen);
+  ui.lang.addEventListener('click', () => setLang(hallcast.lang === 'vi' ? 'en' : 'vi'));
+  ui.headcountButton.addEventListener('click', () => (ui.form.hidden ? showHeadcountForm() : hideHeadcountForm()));
+  ui.form.addEventListener('submit', submitHeadcount);
+  ui.input.addEventListener('input', () => {
+    headcountTouched = true;
+  });
+  ui.later.addEventListener('click', hideHeadcountForm);
+  ui.form.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape') hideHeadcountForm();
+  });
+  // Shortcuts for a room PC: M toggles the sound, F full screen (not while typing a number).
+  document.addEventListener('keydown', (e) => {
+    if (e.target instanceof HTMLInputElement || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === 'm' || e.key === 'M') toggleMute();
+    else if (e.key === 'f' || e.key === 'F') toggleFullscreen();
+  });
+  for (const ev of ['mousemove', 'mousedown', 'keydown', 'touchstart']) {
+    document.addEventListener(ev, poke, { passive: true });
+  }
+  window.addEventListener('online', () => {
+    if (hallcast.state === 'reconnecting') connectNow();
+  });
+  window.addEventListener('offline', () => {
+    if (hallcast.state === 'reconnecting') setState('reconnecting', 'offline_detail');
+  });
+  window.addEventListener('pagehide', () => {
+    finalEnd = true;
+    clearTimeout(retryTimer);
+    endSession(session);
+  });
+  window.addEventListener('pageshow', (e) => {
+    // Back from the back/forward cache: the session was ended on pagehide, start a new one.
+    if (e.persisted) {
+      finalEnd = false;
+      connectNow();
+    }
+  });
+
+  renderText();
+  poke();
+  setInterval(watchdog, WATCHDOG_PERIOD_MS);
+  setState('connecting', 'connecting_detail');
+  connect();
+  loadTitle();
+  // Ask for the headcount once the page has settled; it never blocks the picture.
+  setTimeout(showHeadcountForm, 1500);
+})();
