@@ -43,7 +43,7 @@ fn fanout(c: &mut Criterion) {
                 seq += 1;
                 // A keyframe every 3000 packets keeps the GOP cache bounded, like a
                 // real encoder.
-                let p = packet(seq, t0, &payload, seq % 3000 == 0);
+                let p = packet(seq, t0, &payload, seq.is_multiple_of(3000));
                 conf.on_packet(black_box(&p), &mut out);
                 black_box(out.forwards.len());
                 out.clear();

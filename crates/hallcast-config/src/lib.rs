@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration of one hallcast node.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub http: Http,
@@ -114,19 +114,9 @@ impl Default for Media {
 
 impl Default for Data {
     fn default() -> Self {
-        Data { dir: PathBuf::from("./data"), database_url: String::new() }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            http: Http::default(),
-            media: Media::default(),
-            data: Data::default(),
-            admin: Admin::default(),
-            ice_servers: vec![],
-            conferences: vec![],
+        Data {
+            dir: PathBuf::from("./data"),
+            database_url: String::new(),
         }
     }
 }
@@ -134,7 +124,10 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid configuration: {0}")]
     Parse(String),
     #[error("invalid override {0:?}: expected section.key=value")]
@@ -148,14 +141,19 @@ impl Config {
     /// `section.key=value` overrides, and validates.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigError> {
         let text = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?,
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?,
             None => String::new(),
         };
         Self::from_toml(&text, overrides)
     }
 
     pub fn from_toml(text: &str, overrides: &[String]) -> Result<Config, ConfigError> {
-        let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        let mut value: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         for o in overrides {
             apply_override(&mut value, o)?;
         }
@@ -168,7 +166,9 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.http.max_body_bytes < 1024 {
-            return Err(ConfigError::Invalid("http.max_body_bytes must be at least 1024".into()));
+            return Err(ConfigError::Invalid(
+                "http.max_body_bytes must be at least 1024".into(),
+            ));
         }
         if self.media.udp.ip().is_unspecified() && self.media.public_ips.is_empty() {
             return Err(ConfigError::Invalid(
@@ -177,17 +177,28 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         for c in &self.conferences {
-            if c.id.is_empty() || !c.id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+            if c.id.is_empty()
+                || !c
+                    .id
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            {
                 return Err(ConfigError::Invalid(format!(
                     "conference id {:?} must be non-empty and use only letters, digits, '-' and '_'",
                     c.id
                 )));
             }
             if c.stream_key.len() < 8 {
-                return Err(ConfigError::Invalid(format!("conference {:?}: stream_key must be at least 8 characters", c.id)));
+                return Err(ConfigError::Invalid(format!(
+                    "conference {:?}: stream_key must be at least 8 characters",
+                    c.id
+                )));
             }
             if !seen.insert(&c.id) {
-                return Err(ConfigError::Invalid(format!("conference {:?} is listed twice", c.id)));
+                return Err(ConfigError::Invalid(format!(
+                    "conference {:?} is listed twice",
+                    c.id
+                )));
             }
         }
         Ok(())
@@ -204,7 +215,9 @@ impl Config {
 }
 
 fn apply_override(root: &mut toml::Table, o: &str) -> Result<(), ConfigError> {
-    let (path, raw) = o.split_once('=').ok_or_else(|| ConfigError::Override(o.into()))?;
+    let (path, raw) = o
+        .split_once('=')
+        .ok_or_else(|| ConfigError::Override(o.into()))?;
     let keys: Vec<&str> = path.trim().split('.').collect();
     if keys.iter().any(|k| k.is_empty()) {
         return Err(ConfigError::Override(o.into()));
@@ -218,8 +231,12 @@ fn apply_override(root: &mut toml::Table, o: &str) -> Result<(), ConfigError> {
         .unwrap_or_else(|| toml::Value::String(raw.to_string()));
     let mut table = root;
     for k in &keys[..keys.len() - 1] {
-        let entry = table.entry(k.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = entry.as_table_mut().ok_or_else(|| ConfigError::Override(o.into()))?;
+        let entry = table
+            .entry(k.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Override(o.into()))?;
     }
     table.insert(keys[keys.len() - 1].to_string(), value);
     Ok(())
@@ -265,7 +282,11 @@ mod tests {
 
     #[test]
     fn validation_names_the_problem() {
-        let e = Config::from_toml("[[conferences]]\nid = \"bad id\"\nstream_key = \"12345678\"\n", &[]).unwrap_err();
+        let e = Config::from_toml(
+            "[[conferences]]\nid = \"bad id\"\nstream_key = \"12345678\"\n",
+            &[],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("bad id"));
         let e = Config::from_toml("[media]\nudp = \"0.0.0.0:8443\"\n", &[]).unwrap_err();
         assert!(e.to_string().contains("public_ips"));

@@ -87,8 +87,7 @@ impl GopCache {
         if !self.usable {
             return;
         }
-        if self.packets.len() >= GOP_MAX_PACKETS || self.bytes + pkt.payload.len() > GOP_MAX_BYTES
-        {
+        if self.packets.len() >= GOP_MAX_PACKETS || self.bytes + pkt.payload.len() > GOP_MAX_BYTES {
             self.reset();
             return;
         }
@@ -167,7 +166,12 @@ impl Egress {
     }
 
     /// Rewrites `pkt` for this subscriber, or `None` for a stale packet.
-    fn rewrite(&mut self, sub: SubscriberId, kind: MediaKind, pkt: &SourcePacket) -> Option<Forward> {
+    fn rewrite(
+        &mut self,
+        sub: SubscriberId,
+        kind: MediaKind,
+        pkt: &SourcePacket,
+    ) -> Option<Forward> {
         if pkt.seq <= self.last_in_seq && self.last_in_seq.wrapping_sub(pkt.seq) < (1 << 15) {
             // Older than what we already forwarded on this layer: a retransmission the
             // stack already repaired, or a packet from before our starting point.
@@ -230,7 +234,13 @@ impl Conference {
 
     /// A publisher went live with these codecs. Subscribers stay; their streams
     /// restart on the new source's next keyframe, with continuous sequence numbers.
-    pub fn source_started(&mut self, audio: Option<Codec>, video: Option<Codec>, now: Instant, out: &mut Outputs) {
+    pub fn source_started(
+        &mut self,
+        audio: Option<Codec>,
+        video: Option<Codec>,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
         self.audio_codec = audio;
         self.video_codec = video;
         for layer in &mut self.layers {
@@ -463,11 +473,7 @@ impl Conference {
     }
 
     fn target_layer(&self, max: Layer, current: Option<Layer>) -> Layer {
-        let now = self
-            .layers
-            .iter()
-            .filter_map(|l| l.last_arrival)
-            .max();
+        let now = self.layers.iter().filter_map(|l| l.last_arrival).max();
         match now {
             Some(now) => target_of(self.active_layers(now), max, current),
             None => Layer(0),
@@ -500,7 +506,13 @@ mod tests {
 
     impl Src {
         fn new() -> Self {
-            Src { t0: Instant::now(), seq: [100, 5000, 9000], ts: [1000, 777_000, 3_000_000], aseq: 40, ats: 0 }
+            Src {
+                t0: Instant::now(),
+                seq: [100, 5000, 9000],
+                ts: [1000, 777_000, 3_000_000],
+                aseq: 40,
+                ats: 0,
+            }
         }
         /// One video frame of `n` packets on `layer` at `ms`.
         fn frame(&mut self, layer: u8, ms: u64, key: bool, n: usize) -> Vec<SourcePacket> {
@@ -542,7 +554,10 @@ mod tests {
     }
 
     fn video_for(out: &Outputs, sub: SubscriberId) -> Vec<&Forward> {
-        out.forwards.iter().filter(|f| f.sub == sub && f.kind == MediaKind::Video).collect()
+        out.forwards
+            .iter()
+            .filter(|f| f.sub == sub && f.kind == MediaKind::Video)
+            .collect()
     }
 
     fn assert_contiguous(fs: &[&Forward]) {
@@ -562,7 +577,11 @@ mod tests {
     fn joiner_gets_cached_gop_at_once() {
         let mut src = Src::new();
         let (mut c, mut out) = live(&src);
-        for p in src.frame(0, 0, true, 5).iter().chain(src.frame(0, 33, false, 2).iter()) {
+        for p in src
+            .frame(0, 0, true, 5)
+            .iter()
+            .chain(src.frame(0, 33, false, 2).iter())
+        {
             c.on_packet(p, &mut out);
         }
         out.clear();
@@ -570,7 +589,10 @@ mod tests {
         let v = video_for(&out, SubscriberId(1));
         assert_eq!(v.len(), 7, "the whole GOP is replayed");
         assert_contiguous(&v);
-        assert!(out.keyframe_requests.is_empty(), "no upstream request needed");
+        assert!(
+            out.keyframe_requests.is_empty(),
+            "no upstream request needed"
+        );
         assert_eq!(c.n_gop_replays(), 1);
         let last_replayed = v.last().unwrap().seq;
         // The live stream continues right after the replay.
@@ -580,7 +602,10 @@ mod tests {
         }
         let w = video_for(&out, SubscriberId(1));
         assert_eq!(w[0].seq, last_replayed + 1);
-        assert_eq!(c.video_status(SubscriberId(1)), Some(VideoStatus::Forwarding { layer: Layer(0) }));
+        assert_eq!(
+            c.video_status(SubscriberId(1)),
+            Some(VideoStatus::Forwarding { layer: Layer(0) })
+        );
     }
 
     #[test]
@@ -590,19 +615,33 @@ mod tests {
         for p in &src.frame(0, 0, false, 3) {
             c.on_packet(p, &mut out); // mid-GOP: no cache
         }
-        assert_eq!(out.keyframe_requests, vec![Layer(0)], "a layer seen mid-GOP asks for a keyframe");
+        assert_eq!(
+            out.keyframe_requests,
+            vec![Layer(0)],
+            "a layer seen mid-GOP asks for a keyframe"
+        );
         out.clear();
         c.add_subscriber(SubscriberId(1), src.at(10), &mut out);
         c.add_subscriber(SubscriberId(2), src.at(20), &mut out);
         c.on_keyframe_request(SubscriberId(1), src.at(500), &mut out);
-        assert!(out.keyframe_requests.is_empty(), "coalesced into the request at t=0");
+        assert!(
+            out.keyframe_requests.is_empty(),
+            "coalesced into the request at t=0"
+        );
         c.on_keyframe_request(SubscriberId(2), src.at(1100), &mut out);
-        assert_eq!(out.keyframe_requests, vec![Layer(0)], "a new one after a second");
+        assert_eq!(
+            out.keyframe_requests,
+            vec![Layer(0)],
+            "a new one after a second"
+        );
         out.clear();
         for p in &src.frame(0, 1200, false, 2) {
             c.on_packet(p, &mut out);
         }
-        assert!(out.forwards.iter().all(|f| f.kind != MediaKind::Video), "no delta frames before the keyframe");
+        assert!(
+            out.forwards.iter().all(|f| f.kind != MediaKind::Video),
+            "no delta frames before the keyframe"
+        );
         for p in &src.frame(0, 1233, true, 3) {
             c.on_packet(p, &mut out);
         }
@@ -625,7 +664,10 @@ mod tests {
         assert_eq!(a.len(), 4);
         assert_ne!(a[0].seq, b[0].seq);
         assert!(a[0].seq < 65_536 && b[0].seq < 65_536);
-        assert!(Arc::ptr_eq(&a[0].payload, &b[0].payload), "payload is shared, not copied");
+        assert!(
+            Arc::ptr_eq(&a[0].payload, &b[0].payload),
+            "payload is shared, not copied"
+        );
     }
 
     #[test]
@@ -638,7 +680,11 @@ mod tests {
             let p = src.audio(i * 20);
             c.on_packet(&p, &mut out);
         }
-        let a: Vec<_> = out.forwards.iter().filter(|f| f.kind == MediaKind::Audio).collect();
+        let a: Vec<_> = out
+            .forwards
+            .iter()
+            .filter(|f| f.kind == MediaKind::Audio)
+            .collect();
         assert_eq!(a.len(), 5);
         assert_contiguous(&a);
         assert_eq!(a[1].ts.wrapping_sub(a[0].ts), 960);
@@ -652,10 +698,17 @@ mod tests {
         for p in &src.frame(0, 0, true, 2) {
             c.on_packet(p, &mut out);
         }
-        assert_eq!(c.video_status(SubscriberId(1)), Some(VideoStatus::Forwarding { layer: Layer(0) }));
+        assert_eq!(
+            c.video_status(SubscriberId(1)),
+            Some(VideoStatus::Forwarding { layer: Layer(0) })
+        );
         out.clear();
         // Layer 2 appears mid-GOP: no switch yet, a keyframe is requested for it.
-        for p in src.frame(2, 30, false, 3).iter().chain(src.frame(0, 33, false, 2).iter()) {
+        for p in src
+            .frame(2, 30, false, 3)
+            .iter()
+            .chain(src.frame(0, 33, false, 2).iter())
+        {
             c.on_packet(p, &mut out);
         }
         assert!(out.keyframe_requests.contains(&Layer(2)));
@@ -671,20 +724,37 @@ mod tests {
         assert_eq!(v.len(), 3);
         assert_eq!(v[0].seq, last + 1, "continuous across the switch");
         let dts = v[0].ts.wrapping_sub(last_ts);
-        assert!((2000..4000).contains(&dts), "timestamp advances by elapsed time, got {dts}");
-        assert_eq!(c.video_status(SubscriberId(1)), Some(VideoStatus::Forwarding { layer: Layer(2) }));
+        assert!(
+            (2000..4000).contains(&dts),
+            "timestamp advances by elapsed time, got {dts}"
+        );
+        assert_eq!(
+            c.video_status(SubscriberId(1)),
+            Some(VideoStatus::Forwarding { layer: Layer(2) })
+        );
         // Capping the subscriber moves it down on the next layer-0 keyframe only.
         c.set_max_layer(SubscriberId(1), Layer(0));
         out.clear();
-        for p in src.frame(0, 100, false, 1).iter().chain(src.frame(2, 100, false, 1).iter()) {
+        for p in src
+            .frame(0, 100, false, 1)
+            .iter()
+            .chain(src.frame(2, 100, false, 1).iter())
+        {
             c.on_packet(p, &mut out);
         }
-        assert_eq!(video_for(&out, SubscriberId(1)).len(), 1, "keeps layer 2 until layer 0 has a keyframe");
+        assert_eq!(
+            video_for(&out, SubscriberId(1)).len(),
+            1,
+            "keeps layer 2 until layer 0 has a keyframe"
+        );
         out.clear();
         for p in &src.frame(0, 133, true, 1) {
             c.on_packet(p, &mut out);
         }
-        assert_eq!(c.video_status(SubscriberId(1)), Some(VideoStatus::Forwarding { layer: Layer(0) }));
+        assert_eq!(
+            c.video_status(SubscriberId(1)),
+            Some(VideoStatus::Forwarding { layer: Layer(0) })
+        );
     }
 
     #[test]
@@ -741,6 +811,9 @@ mod tests {
         out.clear();
         c.add_subscriber(SubscriberId(1), src.at(200), &mut out);
         assert!(out.forwards.is_empty());
-        assert_eq!(c.video_status(SubscriberId(1)), Some(VideoStatus::WaitingKeyframe { target: Layer(0) }));
+        assert_eq!(
+            c.video_status(SubscriberId(1)),
+            Some(VideoStatus::WaitingKeyframe { target: Layer(0) })
+        );
     }
 }

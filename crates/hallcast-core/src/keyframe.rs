@@ -55,8 +55,12 @@ pub fn vp8_starts_keyframe(payload: &[u8]) -> bool {
             return false;
         };
         i += 1;
-        let (has_i, has_l, has_t, has_k) =
-            (ext & 0x80 != 0, ext & 0x40 != 0, ext & 0x20 != 0, ext & 0x10 != 0);
+        let (has_i, has_l, has_t, has_k) = (
+            ext & 0x80 != 0,
+            ext & 0x40 != 0,
+            ext & 0x20 != 0,
+            ext & 0x10 != 0,
+        );
         if has_i {
             let Some(&pic) = payload.get(i) else {
                 return false;

@@ -1,7 +1,7 @@
 //! The media engine: one task, one UDP socket, every session.
 
-use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -96,15 +96,38 @@ pub enum EndReason {
 /// What the engine reports to the rest of the relay (accounting, logs, dashboard).
 #[derive(Debug, Clone)]
 pub enum EngineEvent {
-    BroadcastStarted { conference: Arc<str>, session: SessionId },
-    BroadcastEnded { conference: Arc<str>, session: SessionId },
-    SessionConnected { conference: Arc<str>, session: SessionId, role: Role },
+    BroadcastStarted {
+        conference: Arc<str>,
+        session: SessionId,
+    },
+    BroadcastEnded {
+        conference: Arc<str>,
+        session: SessionId,
+    },
+    SessionConnected {
+        conference: Arc<str>,
+        session: SessionId,
+        role: Role,
+    },
     /// The first video packet was sent to a subscriber (ms since its creation).
-    FirstVideoSent { conference: Arc<str>, session: SessionId, after: Duration },
-    SessionEnded { conference: Arc<str>, session: SessionId, role: Role, reason: EndReason },
+    FirstVideoSent {
+        conference: Arc<str>,
+        session: SessionId,
+        after: Duration,
+    },
+    SessionEnded {
+        conference: Arc<str>,
+        session: SessionId,
+        role: Role,
+        reason: EndReason,
+    },
     /// What a subscriber is receiving changed (evaluated every 200 ms over the last
     /// [`DELIVERY_WINDOW`]).
-    Delivery { conference: Arc<str>, session: SessionId, state: Delivery },
+    Delivery {
+        conference: Arc<str>,
+        session: SessionId,
+        state: Delivery,
+    },
 }
 
 /// What the relay delivers to a subscriber.
@@ -130,7 +153,9 @@ pub enum EngineError {
     BadSdp(String),
     #[error("no supported codec in the offer; hallcast forwards {SUPPORTED_CODECS}")]
     NoSupportedCodec,
-    #[error("the offer has no codec matching the broadcast ({0}); hallcast forwards {SUPPORTED_CODECS}")]
+    #[error(
+        "the offer has no codec matching the broadcast ({0}); hallcast forwards {SUPPORTED_CODECS}"
+    )]
     CodecMismatch(String),
     #[error("the hall feed is not live yet")]
     NotLive,
@@ -198,12 +223,32 @@ pub struct SnapshotSession {
 }
 
 enum Command {
-    Publish { conference: Arc<str>, offer: String, reply: oneshot::Sender<Result<SessionStarted, EngineError>> },
-    Subscribe { conference: Arc<str>, offer: String, reply: oneshot::Sender<Result<SessionStarted, EngineError>> },
-    End { session: SessionId, reason: EndReason, reply: oneshot::Sender<bool> },
-    Trickle { session: SessionId, candidates: Vec<String>, reply: oneshot::Sender<Result<(), EngineError>> },
-    Snapshot { reply: oneshot::Sender<Snapshot> },
-    Shutdown { reply: oneshot::Sender<()> },
+    Publish {
+        conference: Arc<str>,
+        offer: String,
+        reply: oneshot::Sender<Result<SessionStarted, EngineError>>,
+    },
+    Subscribe {
+        conference: Arc<str>,
+        offer: String,
+        reply: oneshot::Sender<Result<SessionStarted, EngineError>>,
+    },
+    End {
+        session: SessionId,
+        reason: EndReason,
+        reply: oneshot::Sender<bool>,
+    },
+    Trickle {
+        session: SessionId,
+        candidates: Vec<String>,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Snapshot>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Handle to the media engine; cheap to clone.
@@ -217,7 +262,10 @@ pub struct Engine {
 impl Engine {
     /// Binds the UDP socket and starts the engine on its own thread. Events go to
     /// `events` (never blocking: if the receiver lags, events are counted as dropped).
-    pub fn start(config: EngineConfig, events: mpsc::Sender<EngineEvent>) -> std::io::Result<Engine> {
+    pub fn start(
+        config: EngineConfig,
+        events: mpsc::Sender<EngineEvent>,
+    ) -> std::io::Result<Engine> {
         let std_socket = std::net::UdpSocket::bind(config.bind)?;
         std_socket.set_nonblocking(true)?;
         crate::udp::grow_buffers(&std_socket);
@@ -243,28 +291,38 @@ impl Engine {
         let (tx, rx) = mpsc::channel(1024);
         let stats = Arc::new(EngineStats::default());
         let stats2 = stats.clone();
-        std::thread::Builder::new().name("hallcast-media".into()).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    warn!("media engine runtime failed to start: {e}");
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let socket = match UdpSocket::from_std(std_socket) {
-                    Ok(s) => s,
+        std::thread::Builder::new()
+            .name("hallcast-media".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
                     Err(e) => {
-                        warn!("media socket: {e}");
+                        warn!("media engine runtime failed to start: {e}");
                         return;
                     }
                 };
-                let mut state = State::new(config, socket, local_addr, candidates, stats2, events);
-                state.run(rx).await;
-            });
-        })?;
+                rt.block_on(async move {
+                    let socket = match UdpSocket::from_std(std_socket) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            warn!("media socket: {e}");
+                            return;
+                        }
+                    };
+                    let mut state =
+                        State::new(config, socket, local_addr, candidates, stats2, events);
+                    state.run(rx).await;
+                });
+            })?;
         info!(%local_addr, "media engine listening (one UDP port for every peer)");
-        Ok(Engine { tx, stats, local_addr })
+        Ok(Engine {
+            tx,
+            stats,
+            local_addr,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -275,29 +333,61 @@ impl Engine {
         &self.stats
     }
 
-    pub async fn publish(&self, conference: &str, offer: String) -> Result<SessionStarted, EngineError> {
+    pub async fn publish(
+        &self,
+        conference: &str,
+        offer: String,
+    ) -> Result<SessionStarted, EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Publish { conference: conference.into(), offer, reply }).await?;
+        self.send(Command::Publish {
+            conference: conference.into(),
+            offer,
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
-    pub async fn subscribe(&self, conference: &str, offer: String) -> Result<SessionStarted, EngineError> {
+    pub async fn subscribe(
+        &self,
+        conference: &str,
+        offer: String,
+    ) -> Result<SessionStarted, EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Subscribe { conference: conference.into(), offer, reply }).await?;
+        self.send(Command::Subscribe {
+            conference: conference.into(),
+            offer,
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
     /// Ends a session; false if it did not exist.
     pub async fn end(&self, session: SessionId, reason: EndReason) -> Result<bool, EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::End { session, reason, reply }).await?;
+        self.send(Command::End {
+            session,
+            reason,
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| EngineError::Stopped)
     }
 
     /// Adds trickled remote candidates (`a=candidate:` lines or bare values).
-    pub async fn trickle(&self, session: SessionId, candidates: Vec<String>) -> Result<(), EngineError> {
+    pub async fn trickle(
+        &self,
+        session: SessionId,
+        candidates: Vec<String>,
+    ) -> Result<(), EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Trickle { session, candidates, reply }).await?;
+        self.send(Command::Trickle {
+            session,
+            candidates,
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
@@ -500,25 +590,44 @@ impl State {
     fn on_command(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
-            Command::Publish { conference, offer, reply } => {
+            Command::Publish {
+                conference,
+                offer,
+                reply,
+            } => {
                 let r = self.publish(now, conference, &offer);
                 let _ = reply.send(r);
             }
-            Command::Subscribe { conference, offer, reply } => {
+            Command::Subscribe {
+                conference,
+                offer,
+                reply,
+            } => {
                 let r = self.subscribe(now, conference, &offer);
                 let _ = reply.send(r);
             }
-            Command::End { session, reason, reply } => {
+            Command::End {
+                session,
+                reason,
+                reply,
+            } => {
                 let existed = self.sessions.contains_key(&session);
                 self.end_session(now, session, reason);
                 let _ = reply.send(existed);
             }
-            Command::Trickle { session, candidates, reply } => {
+            Command::Trickle {
+                session,
+                candidates,
+                reply,
+            } => {
                 let r = match self.sessions.get_mut(&session) {
                     None => Err(EngineError::UnknownSession),
                     Some(s) => {
                         for c in candidates {
-                            let c = c.trim().trim_start_matches("a=").trim_start_matches("candidate:");
+                            let c = c
+                                .trim()
+                                .trim_start_matches("a=")
+                                .trim_start_matches("candidate:");
                             match Candidate::from_sdp_string(&format!("candidate:{c}")) {
                                 Ok(cand) => s.rtc.add_remote_candidate(cand),
                                 Err(e) => debug!("ignoring trickled candidate {c:?}: {e}"),
@@ -539,7 +648,10 @@ impl State {
     }
 
     fn new_rtc(&self, now: Instant, audio: Option<Codec>, video: Option<Codec>) -> Rtc {
-        let mut b = Rtc::builder().set_ice_lite(true).set_rtp_mode(true).clear_codecs();
+        let mut b = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs();
         if audio == Some(Codec::Opus) {
             b = b.enable_opus(true, false);
         }
@@ -567,12 +679,18 @@ impl State {
         rtc
     }
 
-    fn publish(&mut self, now: Instant, conference: Arc<str>, offer: &str) -> Result<SessionStarted, EngineError> {
+    fn publish(
+        &mut self,
+        now: Instant,
+        conference: Arc<str>,
+        offer: &str,
+    ) -> Result<SessionStarted, EngineError> {
         let conf = self.confs.entry(conference.clone()).or_default();
         if conf.publisher.is_some() {
             return Err(EngineError::AlreadyLive);
         }
-        let sdp = SdpOffer::from_sdp_string(offer).map_err(|e| EngineError::BadSdp(e.to_string()))?;
+        let sdp =
+            SdpOffer::from_sdp_string(offer).map_err(|e| EngineError::BadSdp(e.to_string()))?;
         let scan = sdp_scan::scan(offer);
         let audio = scan.audio;
         let video = scan.video.first().copied();
@@ -607,10 +725,18 @@ impl State {
         };
         // Learn the media sections (mids, simulcast RIDs) from the negotiation.
         drain(&mut session, &mut self.sendq, |_| {});
-        if let SessionRole::Publisher { audio_mid, video_mid, rids, .. } = &mut session.role {
+        if let SessionRole::Publisher {
+            audio_mid,
+            video_mid,
+            rids,
+            ..
+        } = &mut session.role
+        {
             for (kind, mid) in &scan.mids {
                 let mid = Mid::from(mid.as_str());
-                let Some(media) = session.rtc.media(mid) else { continue };
+                let Some(media) = session.rtc.media(mid) else {
+                    continue;
+                };
                 match kind.as_str() {
                     "audio" if audio_mid.is_none() => *audio_mid = Some(mid),
                     "video" if video_mid.is_none() => {
@@ -633,14 +759,26 @@ impl State {
         conf.core.source_started(audio, video, now, &mut self.outs);
         self.stats.sessions_started.fetch_add(1, Relaxed);
         info!(session = %id, %conference, ?audio, ?video, "publisher session created");
-        self.emit(EngineEvent::BroadcastStarted { conference: conference.clone(), session: id });
+        self.emit(EngineEvent::BroadcastStarted {
+            conference: conference.clone(),
+            session: id,
+        });
         self.apply_outputs(now, &conference);
         self.process_queue(now);
-        Ok(SessionStarted { session: id, answer: answer.to_sdp_string() })
+        Ok(SessionStarted {
+            session: id,
+            answer: answer.to_sdp_string(),
+        })
     }
 
-    fn subscribe(&mut self, now: Instant, conference: Arc<str>, offer: &str) -> Result<SessionStarted, EngineError> {
-        let sdp = SdpOffer::from_sdp_string(offer).map_err(|e| EngineError::BadSdp(e.to_string()))?;
+    fn subscribe(
+        &mut self,
+        now: Instant,
+        conference: Arc<str>,
+        offer: &str,
+    ) -> Result<SessionStarted, EngineError> {
+        let sdp =
+            SdpOffer::from_sdp_string(offer).map_err(|e| EngineError::BadSdp(e.to_string()))?;
         let Some(conf) = self.confs.get(&conference) else {
             return Err(EngineError::NotLive);
         };
@@ -650,7 +788,9 @@ impl State {
         let (audio, video) = conf.core.codecs();
         let scan = sdp_scan::scan(offer);
         if !scan.has_audio && !scan.has_video {
-            return Err(EngineError::BadSdp("the offer has no audio or video section".into()));
+            return Err(EngineError::BadSdp(
+                "the offer has no audio or video section".into(),
+            ));
         }
         let audio_ok = audio.is_some_and(|a| scan.audio == Some(a));
         let video_ok = video.is_some_and(|v| scan.video.contains(&v));
@@ -693,7 +833,9 @@ impl State {
         let mut tx_video = None;
         for (kind, mid) in &scan.mids {
             let mid = Mid::from(mid.as_str());
-            let Some(media) = session.rtc.media(mid) else { continue };
+            let Some(media) = session.rtc.media(mid) else {
+                continue;
+            };
             if !matches!(media.direction(), Direction::SendOnly | Direction::SendRecv) {
                 continue;
             }
@@ -706,15 +848,26 @@ impl State {
                 continue;
             }
             let Some(codec) = codec else { continue };
-            let Some(pt) = negotiated_pt(&session.rtc, mid, codec) else { continue };
-            let Some(ssrc) = session.rtc.direct_api().stream_tx_by_mid(mid, None).map(|s| s.ssrc()) else {
+            let Some(pt) = negotiated_pt(&session.rtc, mid, codec) else {
+                continue;
+            };
+            let Some(ssrc) = session
+                .rtc
+                .direct_api()
+                .stream_tx_by_mid(mid, None)
+                .map(|s| s.ssrc())
+            else {
                 continue;
             };
             *slot = Some(TxStream { ssrc, pt });
         }
         if tx_audio.is_none() && tx_video.is_none() {
             return Err(EngineError::CodecMismatch(
-                [audio.map(Codec::name), video.map(Codec::name)].into_iter().flatten().collect::<Vec<_>>().join(" + "),
+                [audio.map(Codec::name), video.map(Codec::name)]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" + "),
             ));
         }
         if let SessionRole::Subscriber { audio, video, .. } = &mut session.role {
@@ -729,22 +882,32 @@ impl State {
         }
         self.stats.sessions_started.fetch_add(1, Relaxed);
         debug!(session = %id, %conference, "subscriber session created");
-        Ok(SessionStarted { session: id, answer: answer.to_sdp_string() })
+        Ok(SessionStarted {
+            session: id,
+            answer: answer.to_sdp_string(),
+        })
     }
 
     /// The subscriber joins the fan-out once ICE+DTLS are up, so its GOP replay goes
     /// out immediately instead of into a queue.
     fn attach_subscriber(&mut self, now: Instant, id: SessionId) {
-        let Some(s) = self.sessions.get(&id) else { return };
+        let Some(s) = self.sessions.get(&id) else {
+            return;
+        };
         let conference = s.conference.clone();
-        let Some(conf) = self.confs.get_mut(&conference) else { return };
+        let Some(conf) = self.confs.get_mut(&conference) else {
+            return;
+        };
         self.outs.clear();
-        conf.core.add_subscriber(SubscriberId(id.0), now, &mut self.outs);
+        conf.core
+            .add_subscriber(SubscriberId(id.0), now, &mut self.outs);
         self.apply_outputs(now, &conference);
     }
 
     fn end_session(&mut self, now: Instant, id: SessionId, reason: EndReason) {
-        let Some(mut s) = self.sessions.remove(&id) else { return };
+        let Some(mut s) = self.sessions.remove(&id) else {
+            return;
+        };
         s.rtc.disconnect();
         drain(&mut s, &mut self.sendq, |_| {});
         for a in &s.addrs {
@@ -755,8 +918,15 @@ impl State {
         let role = s.role();
         let conference = s.conference.clone();
         info!(session = %id, %conference, ?role, ?reason, "session ended");
-        self.emit(EngineEvent::SessionEnded { conference: conference.clone(), session: id, role, reason });
-        let Some(conf) = self.confs.get_mut(&conference) else { return };
+        self.emit(EngineEvent::SessionEnded {
+            conference: conference.clone(),
+            session: id,
+            role,
+            reason,
+        });
+        let Some(conf) = self.confs.get_mut(&conference) else {
+            return;
+        };
         let mut broadcast_ended = false;
         match role {
             Role::Subscriber => {
@@ -776,7 +946,10 @@ impl State {
             self.confs.remove(&conference);
         }
         if broadcast_ended {
-            self.emit(EngineEvent::BroadcastEnded { conference, session: id });
+            self.emit(EngineEvent::BroadcastEnded {
+                conference,
+                session: id,
+            });
         }
     }
 
@@ -820,7 +993,10 @@ impl State {
                     .unwrap_or_default(),
             })
             .collect();
-        Snapshot { conferences, sessions }
+        Snapshot {
+            conferences,
+            sessions,
+        }
     }
 
     // ---------------------------------------------------------------- network
@@ -837,11 +1013,16 @@ impl State {
             None => {
                 // A new address: only a STUN binding request naming a session's ufrag
                 // may introduce it (an O(1) lookup, not a scan of every session).
-                let Some(id) = crate::stun::local_ufrag(buf).and_then(|u| self.by_ufrag.get(u)).copied() else {
+                let Some(id) = crate::stun::local_ufrag(buf)
+                    .and_then(|u| self.by_ufrag.get(u))
+                    .copied()
+                else {
                     self.stats.rx_unroutable.fetch_add(1, Relaxed);
                     return;
                 };
-                let Some(s) = self.sessions.get_mut(&id) else { return };
+                let Some(s) = self.sessions.get_mut(&id) else {
+                    return;
+                };
                 if !s.rtc.accepts(&Input::Receive(now, receive)) {
                     self.stats.rx_unroutable.fetch_add(1, Relaxed);
                     return;
@@ -851,8 +1032,12 @@ impl State {
                 id
             }
         };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.local_addr, buf) else { return };
-        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.local_addr, buf) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
         s.last_rx = now;
         if let Err(e) = s.rtc.handle_input(Input::Receive(now, receive)) {
             debug!(session = %id, "input rejected: {e}");
@@ -867,7 +1052,9 @@ impl State {
                 break;
             }
             self.timers.pop();
-            let Some(s) = self.sessions.get_mut(&id) else { continue };
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
             if s.timeout != t {
                 continue; // stale entry: the session rescheduled since
             }
@@ -892,7 +1079,11 @@ impl State {
                 || (!s.connected && silent >= self.config.connect_timeout)
                 || !s.rtc.is_alive()
             {
-                let reason = if s.rtc.is_alive() { EndReason::Timeout } else { EndReason::Closed };
+                let reason = if s.rtc.is_alive() {
+                    EndReason::Timeout
+                } else {
+                    EndReason::Closed
+                };
                 dead.push((s.id, reason));
             }
         }
@@ -902,13 +1093,22 @@ impl State {
         // What each subscriber receives.
         let mut changes = Vec::new();
         for s in self.sessions.values_mut() {
-            let SessionRole::Subscriber { video, last_audio_at, last_video_at, delivery, .. } = &mut s.role else {
+            let SessionRole::Subscriber {
+                video,
+                last_audio_at,
+                last_video_at,
+                delivery,
+                ..
+            } = &mut s.role
+            else {
                 continue;
             };
             if !s.connected {
                 continue;
             }
-            let recent = |t: &Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) < DELIVERY_WINDOW);
+            let recent = |t: &Option<Instant>| {
+                t.is_some_and(|t| now.saturating_duration_since(t) < DELIVERY_WINDOW)
+            };
             let state = if recent(last_video_at) || (video.is_none() && recent(last_audio_at)) {
                 Delivery::Flowing
             } else if recent(last_audio_at) {
@@ -920,7 +1120,11 @@ impl State {
             };
             if state != *delivery {
                 *delivery = state;
-                changes.push(EngineEvent::Delivery { conference: s.conference.clone(), session: s.id, state });
+                changes.push(EngineEvent::Delivery {
+                    conference: s.conference.clone(),
+                    session: s.id,
+                    state,
+                });
             }
         }
         for e in changes {
@@ -929,7 +1133,9 @@ impl State {
         // Subscribers whose publisher is gone for good.
         let mut orphaned = Vec::new();
         for c in self.confs.values() {
-            if c.source_gone_at.is_some_and(|t| now.saturating_duration_since(t) >= SOURCE_GRACE) {
+            if c.source_gone_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= SOURCE_GRACE)
+            {
                 orphaned.extend(c.subscribers.iter().copied());
             }
         }
@@ -951,7 +1157,9 @@ impl State {
     // ---------------------------------------------------------------- media path
 
     fn queue_drain(&mut self, id: SessionId) {
-        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
         let queue = &mut self.queue;
         drain(s, &mut self.sendq, |e| match e {
             Event::RtpPacket(_)
@@ -974,25 +1182,38 @@ impl State {
             match event {
                 Event::RtpPacket(pkt) => self.on_rtp(now, id, pkt),
                 Event::KeyframeRequest(_) => {
-                    self.stats.keyframe_requests_downstream.fetch_add(1, Relaxed);
-                    let Some(conference) = self.sessions.get(&id).map(|s| s.conference.clone()) else { continue };
+                    self.stats
+                        .keyframe_requests_downstream
+                        .fetch_add(1, Relaxed);
+                    let Some(conference) = self.sessions.get(&id).map(|s| s.conference.clone())
+                    else {
+                        continue;
+                    };
                     self.outs.clear();
                     if let Some(c) = self.confs.get_mut(&conference) {
-                        c.core.on_keyframe_request(SubscriberId(id.0), now, &mut self.outs);
+                        c.core
+                            .on_keyframe_request(SubscriberId(id.0), now, &mut self.outs);
                     }
                     self.apply_outputs(now, &conference);
                 }
                 Event::Connected => {
-                    let Some(s) = self.sessions.get_mut(&id) else { continue };
+                    let Some(s) = self.sessions.get_mut(&id) else {
+                        continue;
+                    };
                     s.connected = true;
                     let (conference, role) = (s.conference.clone(), s.role());
                     debug!(session = %id, ?role, "connected");
-                    self.emit(EngineEvent::SessionConnected { conference, session: id, role });
+                    self.emit(EngineEvent::SessionConnected {
+                        conference,
+                        session: id,
+                        role,
+                    });
                     if role == Role::Subscriber {
                         self.attach_subscriber(now, id);
                     }
                 }
-                Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
+                Event::IceConnectionStateChange(IceConnectionState::Disconnected)
+                | Event::Closed => {
                     self.end_session(now, id, EndReason::Closed);
                 }
                 _ => {}
@@ -1001,8 +1222,18 @@ impl State {
     }
 
     fn on_rtp(&mut self, now: Instant, id: SessionId, pkt: str0m::rtp::RtpPacket) {
-        let Some(s) = self.sessions.get_mut(&id) else { return };
-        let SessionRole::Publisher { audio, video, audio_mid, video_mid, rids, ssrcs } = &mut s.role else {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let SessionRole::Publisher {
+            audio,
+            video,
+            audio_mid,
+            video_mid,
+            rids,
+            ssrcs,
+        } = &mut s.role
+        else {
             return;
         };
         self.stats.rx_media_packets.fetch_add(1, Relaxed);
@@ -1010,7 +1241,14 @@ impl State {
         let (kind, layer) = match ssrcs.get(&ssrc) {
             Some(x) => *x,
             None => {
-                let Some(rx) = s.rtc.direct_api().stream_rx(&ssrc).map(|r| (r.mid(), r.rid())) else { return };
+                let Some(rx) = s
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&ssrc)
+                    .map(|r| (r.mid(), r.rid()))
+                else {
+                    return;
+                };
                 let kind = if Some(rx.0) == *video_mid {
                     MediaKind::Video
                 } else if Some(rx.0) == *audio_mid {
@@ -1018,11 +1256,10 @@ impl State {
                 } else {
                     return;
                 };
-                let layer = rx
-                    .1
-                    .and_then(|rid| rids.iter().position(|r| *r == rid))
-                    .map(|i| Layer(i as u8))
-                    .unwrap_or_default();
+                let layer =
+                    rx.1.and_then(|rid| rids.iter().position(|r| *r == rid))
+                        .map(|i| Layer(i as u8))
+                        .unwrap_or_default();
                 ssrcs.insert(ssrc, (kind, layer));
                 (kind, layer)
             }
@@ -1056,9 +1293,17 @@ impl State {
         let mut outs = std::mem::take(&mut self.outs);
         for f in outs.forwards.drain(..) {
             let id = SessionId(f.sub.0);
-            let Some(s) = self.sessions.get_mut(&id) else { continue };
-            let SessionRole::Subscriber { audio, video, first_video_sent, last_audio_at, last_video_at, .. } =
-                &mut s.role
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            let SessionRole::Subscriber {
+                audio,
+                video,
+                first_video_sent,
+                last_audio_at,
+                last_video_at,
+                ..
+            } = &mut s.role
             else {
                 continue;
             };
@@ -1083,7 +1328,9 @@ impl State {
                 });
             }
             let mut api = s.rtc.direct_api();
-            let Some(stream) = api.stream_tx(&tx.ssrc) else { continue };
+            let Some(stream) = api.stream_tx(&tx.ssrc) else {
+                continue;
+            };
             stream.write_rtp(
                 RtpWrite::new(tx.pt, f.seq.into(), f.ts, f.arrival, f.payload)
                     .marker(f.marker)
@@ -1095,7 +1342,11 @@ impl State {
         if !outs.keyframe_requests.is_empty()
             && let Some(pub_id) = self.confs.get(conference).and_then(|c| c.publisher)
             && let Some(s) = self.sessions.get_mut(&pub_id)
-            && let SessionRole::Publisher { video_mid: Some(mid), rids, .. } = &s.role
+            && let SessionRole::Publisher {
+                video_mid: Some(mid),
+                rids,
+                ..
+            } = &s.role
         {
             let mid = *mid;
             for layer in outs.keyframe_requests.drain(..) {
@@ -1109,7 +1360,9 @@ impl State {
             self.queue_drain(pub_id);
         }
         if let Some(c) = self.confs.get(conference) {
-            self.stats.gop_replays.store(c.core.n_gop_replays(), Relaxed);
+            self.stats
+                .gop_replays
+                .store(c.core.n_gop_replays(), Relaxed);
         }
         outs.clear();
         self.outs = outs;
@@ -1175,10 +1428,18 @@ fn order_rids(rids: Vec<Rid>) -> Vec<Rid> {
     let names: Vec<String> = rids.iter().map(|r| r.to_string()).collect();
     let rank = |schemes: &[&[&str]]| -> Option<Vec<usize>> {
         schemes.iter().find_map(|scheme| {
-            names.iter().map(|n| scheme.iter().position(|s| s == n)).collect::<Option<Vec<_>>>()
+            names
+                .iter()
+                .map(|n| scheme.iter().position(|s| s == n))
+                .collect::<Option<Vec<_>>>()
         })
     };
-    match rank(&[&["q", "h", "f"], &["l", "m", "h"], &["0", "1", "2"], &["low", "mid", "high"]]) {
+    match rank(&[
+        &["q", "h", "f"],
+        &["l", "m", "h"],
+        &["0", "1", "2"],
+        &["low", "mid", "high"],
+    ]) {
         Some(ranks) => {
             let mut pairs: Vec<(usize, Rid)> = ranks.into_iter().zip(rids).collect();
             pairs.sort_by_key(|(r, _)| *r);

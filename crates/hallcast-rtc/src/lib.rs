@@ -9,11 +9,11 @@
 //! policy (which layer, when to ask for a keyframe): that is the core's job.
 
 mod engine;
-pub mod udp;
 pub mod sdp_scan;
 pub mod stun;
+pub mod udp;
 
 pub use engine::{
-    DELIVERY_WINDOW, Delivery, EndReason, Engine, EngineConfig, EngineError, EngineEvent, EngineStats, Role, SessionId,
-    SessionStarted, Snapshot, SnapshotConference, SnapshotSession,
+    DELIVERY_WINDOW, Delivery, EndReason, Engine, EngineConfig, EngineError, EngineEvent,
+    EngineStats, Role, SessionId, SessionStarted, Snapshot, SnapshotConference, SnapshotSession,
 };

@@ -36,7 +36,13 @@ pub fn scan(sdp: &str) -> OfferScan {
             let mut it = rest.split_whitespace();
             let kind = it.next().unwrap_or_default().to_string();
             let pts = it.skip(2).map(str::to_string).collect();
-            sections.push(Section { kind, mid: None, pts, rtpmap: vec![], fmtp: vec![] });
+            sections.push(Section {
+                kind,
+                mid: None,
+                pts,
+                rtpmap: vec![],
+                fmtp: vec![],
+            });
         } else if let Some(sec) = sections.last_mut() {
             if let Some(mid) = line.strip_prefix("a=mid:") {
                 sec.mid = Some(mid.trim().to_string());
@@ -114,12 +120,23 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 packetization-mode=0;profile-level-id=42e0
         assert!(s.mids.is_empty(), "this offer has no a=mid lines");
         let with_mids = OFFER.replace("m=video", "a=mid:0\r\nm=video") + "a=mid:1\r\n";
         let s = scan(&with_mids);
-        assert_eq!(s.mids, vec![("audio".to_string(), "0".to_string()), ("video".to_string(), "1".to_string())]);
+        assert_eq!(
+            s.mids,
+            vec![
+                ("audio".to_string(), "0".to_string()),
+                ("video".to_string(), "1".to_string())
+            ]
+        );
     }
 
     #[test]
     fn unsupported_codecs_are_not_chosen() {
-        let s = scan(&OFFER.replace("opus/48000/2", "ISAC/16000").replace("VP8", "AV1").replace("packetization-mode=1", "packetization-mode=0"));
+        let s = scan(
+            &OFFER
+                .replace("opus/48000/2", "ISAC/16000")
+                .replace("VP8", "AV1")
+                .replace("packetization-mode=1", "packetization-mode=0"),
+        );
         assert_eq!(s.audio, None);
         assert!(s.video.is_empty());
         assert!(s.has_video);

@@ -21,8 +21,14 @@ pub const SOCKET_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 pub fn grow_buffers(socket: &std::net::UdpSocket) {
     use nix::sys::socket::{setsockopt, sockopt};
     for (name, r) in [
-        ("SO_SNDBUFFORCE", setsockopt(socket, sockopt::SndBufForce, &SOCKET_BUFFER_BYTES)),
-        ("SO_RCVBUFFORCE", setsockopt(socket, sockopt::RcvBufForce, &SOCKET_BUFFER_BYTES)),
+        (
+            "SO_SNDBUFFORCE",
+            setsockopt(socket, sockopt::SndBufForce, &SOCKET_BUFFER_BYTES),
+        ),
+        (
+            "SO_RCVBUFFORCE",
+            setsockopt(socket, sockopt::RcvBufForce, &SOCKET_BUFFER_BYTES),
+        ),
     ] {
         if r.is_err() {
             // Not privileged: fall back to what the kernel allows.
@@ -69,11 +75,21 @@ impl SendQueue {
         let mut start = 0;
         while start < self.items.len() {
             let chunk = &self.items[start..(start + MAX_BATCH).min(self.items.len())];
-            let slices: Vec<[IoSlice<'_>; 1]> = chunk.iter().map(|(_, d)| [IoSlice::new(d)]).collect();
-            let addrs: Vec<Option<SockaddrStorage>> =
-                chunk.iter().map(|(a, _)| Some(SockaddrStorage::from(*a))).collect();
+            let slices: Vec<[IoSlice<'_>; 1]> =
+                chunk.iter().map(|(_, d)| [IoSlice::new(d)]).collect();
+            let addrs: Vec<Option<SockaddrStorage>> = chunk
+                .iter()
+                .map(|(a, _)| Some(SockaddrStorage::from(*a)))
+                .collect();
             let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
-            let sent = match sendmmsg(fd, &mut headers, &slices, &addrs, [], MsgFlags::MSG_DONTWAIT) {
+            let sent = match sendmmsg(
+                fd,
+                &mut headers,
+                &slices,
+                &addrs,
+                [],
+                MsgFlags::MSG_DONTWAIT,
+            ) {
                 Ok(results) => results.count(),
                 Err(nix::errno::Errno::EAGAIN) => {
                     // The socket buffer is full: everything still queued is dropped.
@@ -105,11 +121,16 @@ mod tests {
     #[test]
     fn sends_a_batch_to_several_destinations() {
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let rx: Vec<std::net::UdpSocket> = (0..3).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        let rx: Vec<std::net::UdpSocket> = (0..3)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
         let mut q = SendQueue::default();
         for round in 0..50u8 {
             for r in &rx {
-                q.push(r.local_addr().unwrap(), vec![round; 100 + usize::from(round)]);
+                q.push(
+                    r.local_addr().unwrap(),
+                    vec![round; 100 + usize::from(round)],
+                );
             }
         }
         assert_eq!(q.len(), 150);
@@ -119,7 +140,8 @@ mod tests {
         assert!(q.is_empty());
         let mut buf = [0u8; 512];
         for r in &rx {
-            r.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+            r.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
             for round in 0..50u8 {
                 let n = r.recv(&mut buf).unwrap();
                 assert_eq!(n, 100 + usize::from(round));

@@ -14,7 +14,11 @@ pub struct AppError {
 
 impl AppError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        AppError { status, message: message.into(), headers: vec![] }
+        AppError {
+            status,
+            message: message.into(),
+            headers: vec![],
+        }
     }
 
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
@@ -27,7 +31,9 @@ impl From<EngineError> for AppError {
     fn from(e: EngineError) -> Self {
         let status = match &e {
             EngineError::BadSdp(_) => StatusCode::BAD_REQUEST,
-            EngineError::NoSupportedCodec | EngineError::CodecMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            EngineError::NoSupportedCodec | EngineError::CodecMismatch(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             EngineError::NotLive => {
                 return AppError::new(StatusCode::CONFLICT, e.to_string())
                     .with_header(header::RETRY_AFTER, HeaderValue::from_static("2"));
@@ -47,7 +53,11 @@ impl IntoResponse for AppError {
         } else {
             tracing::debug!(status = %self.status, "{}", self.message);
         }
-        let mut r = (self.status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{}\n", self.message))
+        let mut r = (
+            self.status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{}\n", self.message),
+        )
             .into_response();
         for (k, v) in self.headers {
             r.headers_mut().insert(k, v);

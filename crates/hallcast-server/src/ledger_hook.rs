@@ -24,7 +24,10 @@ pub struct LedgerHook {
 
 impl LedgerHook {
     pub fn new(sink: EventSink) -> Self {
-        LedgerHook { sink, delivery: Mutex::new(HashMap::new()) }
+        LedgerHook {
+            sink,
+            delivery: Mutex::new(HashMap::new()),
+        }
     }
 
     fn emit(&self, ev: Event) {
@@ -33,9 +36,16 @@ impl LedgerHook {
         }
     }
 
-    fn session(&self, meta: Option<&SessionMeta>, session: hallcast_rtc::SessionId, changes: &[SessionChange]) {
+    fn session(
+        &self,
+        meta: Option<&SessionMeta>,
+        session: hallcast_rtc::SessionId,
+        changes: &[SessionChange],
+    ) {
         let Some(meta) = meta else { return };
-        let Some(point) = meta.point.as_deref() else { return };
+        let Some(point) = meta.point.as_deref() else {
+            return;
+        };
         let (Ok(conference), Ok(point), Ok(session)) = (
             ConferenceId::parse(&meta.conference),
             PointId::parse(point),
@@ -51,7 +61,7 @@ impl LedgerHook {
                 point.clone(),
                 session.clone(),
                 at,
-                change.clone(),
+                *change,
             ));
         }
     }
@@ -60,16 +70,28 @@ impl LedgerHook {
 impl EventHook for LedgerHook {
     fn on_event(&self, event: &EngineEvent, meta: Option<&SessionMeta>) {
         match event {
-            EngineEvent::BroadcastStarted { conference, .. } | EngineEvent::BroadcastEnded { conference, .. } => {
-                let Ok(conference) = ConferenceId::parse(conference) else { return };
+            EngineEvent::BroadcastStarted { conference, .. }
+            | EngineEvent::BroadcastEnded { conference, .. } => {
+                let Ok(conference) = ConferenceId::parse(conference) else {
+                    return;
+                };
                 let kind = if matches!(event, EngineEvent::BroadcastStarted { .. }) {
                     EventKind::BroadcastStarted
                 } else {
                     EventKind::BroadcastEnded
                 };
-                self.emit(Event { event_id: new_event_id(), conference, at_ms: now_ms(), kind });
+                self.emit(Event {
+                    event_id: new_event_id(),
+                    conference,
+                    at_ms: now_ms(),
+                    kind,
+                });
             }
-            EngineEvent::SessionConnected { session, role: Role::Subscriber, .. } => {
+            EngineEvent::SessionConnected {
+                session,
+                role: Role::Subscriber,
+                ..
+            } => {
                 self.session(meta, *session, &[SessionChange::Started]);
             }
             EngineEvent::SessionConnected { .. } => {}
@@ -84,7 +106,9 @@ impl EventHook for LedgerHook {
                 };
                 let changes: &[SessionChange] = match (prev, state) {
                     (Delivery::AudioOnly, Delivery::Flowing) => &[SessionChange::VideoResumed],
-                    (Delivery::Stalled, Delivery::Flowing) => &[SessionChange::Unfrozen, SessionChange::MediaFlowing],
+                    (Delivery::Stalled, Delivery::Flowing) => {
+                        &[SessionChange::Unfrozen, SessionChange::MediaFlowing]
+                    }
                     (_, Delivery::Flowing) => &[SessionChange::MediaFlowing],
                     (_, Delivery::AudioOnly) => &[SessionChange::AudioOnly],
                     (_, Delivery::Stalled) => &[SessionChange::Frozen],
@@ -92,8 +116,16 @@ impl EventHook for LedgerHook {
                 };
                 self.session(meta, *session, changes);
             }
-            EngineEvent::SessionEnded { session, role: Role::Subscriber, reason, .. } => {
-                self.delivery.lock().unwrap_or_else(|p| p.into_inner()).remove(session);
+            EngineEvent::SessionEnded {
+                session,
+                role: Role::Subscriber,
+                reason,
+                ..
+            } => {
+                self.delivery
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(session);
                 let reason = match reason {
                     EndReason::Deleted | EndReason::Closed => LedgerEnd::Deleted,
                     EndReason::Timeout => LedgerEnd::Timeout,

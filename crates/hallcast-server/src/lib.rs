@@ -22,7 +22,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use axum::routing::{get, post};
-use hallcast_config::{Config, ConferenceConfig};
+use hallcast_config::{ConferenceConfig, Config};
 use hallcast_rtc::{Engine, EngineEvent, Role, SessionId};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -79,8 +79,16 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, engine: Engine, viewer_auth: Box<dyn ViewerAuth>) -> Arc<AppState> {
-        let conferences = config.conferences.iter().map(|c| (c.id.clone(), c.clone())).collect();
+    pub fn new(
+        config: Arc<Config>,
+        engine: Engine,
+        viewer_auth: Box<dyn ViewerAuth>,
+    ) -> Arc<AppState> {
+        let conferences = config
+            .conferences
+            .iter()
+            .map(|c| (c.id.clone(), c.clone()))
+            .collect();
         Arc::new(AppState {
             config,
             engine,
@@ -101,17 +109,28 @@ impl AppState {
 /// The relay's HTTP application. `extra` is merged in (the attendance API).
 pub fn app(state: Arc<AppState>, extra: Router) -> Router {
     let limit = state.config.http.max_body_bytes;
-    let cors = HeaderValue::from_str(&state.config.http.cors_origin).unwrap_or(HeaderValue::from_static("*"));
+    let cors = HeaderValue::from_str(&state.config.http.cors_origin)
+        .unwrap_or(HeaderValue::from_static("*"));
     Router::new()
-        .route("/whip/{conference}", post(whip::whip_post).options(whip::options))
+        .route(
+            "/whip/{conference}",
+            post(whip::whip_post).options(whip::options),
+        )
         .route(
             "/whip/{conference}/{session}",
-            axum::routing::delete(whip::resource_delete).patch(whip::resource_patch).options(whip::options),
+            axum::routing::delete(whip::resource_delete)
+                .patch(whip::resource_patch)
+                .options(whip::options),
         )
-        .route("/whep/{conference}", post(whip::whep_post).options(whip::options))
+        .route(
+            "/whep/{conference}",
+            post(whip::whep_post).options(whip::options),
+        )
         .route(
             "/whep/{conference}/{session}",
-            axum::routing::delete(whip::resource_delete).patch(whip::resource_patch).options(whip::options),
+            axum::routing::delete(whip::resource_delete)
+                .patch(whip::resource_patch)
+                .options(whip::options),
         )
         .route("/watch/{conference}", get(pages::watch))
         .route("/static/{file}", get(pages::static_file))
@@ -119,7 +138,10 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(metrics::readyz))
         .route("/metrics", get(metrics::metrics))
-        .route("/api/v1/conferences/{conference}/status", get(pages::status))
+        .route(
+            "/api/v1/conferences/{conference}/status",
+            get(pages::status),
+        )
         .with_state(state)
         .merge(extra)
         .layer(DefaultBodyLimit::max(limit))
@@ -130,7 +152,9 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
                 h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, cors);
                 h.insert(
                     header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                    HeaderValue::from_static("Location, ETag, Link, Retry-After, Accept-Post, Accept-Patch"),
+                    HeaderValue::from_static(
+                        "Location, ETag, Link, Retry-After, Accept-Post, Accept-Patch",
+                    ),
                 );
                 r
             }
@@ -155,9 +179,16 @@ pub fn spawn_event_pump(
                 EngineEvent::SessionEnded { session, .. } => state.sessions().remove(session),
             };
             match &e {
-                EngineEvent::BroadcastStarted { conference, session } => info!(%conference, %session, "broadcast live"),
-                EngineEvent::BroadcastEnded { conference, .. } => info!(%conference, "broadcast ended"),
-                EngineEvent::SessionEnded { reason, session, .. } if meta.is_none() => {
+                EngineEvent::BroadcastStarted {
+                    conference,
+                    session,
+                } => info!(%conference, %session, "broadcast live"),
+                EngineEvent::BroadcastEnded { conference, .. } => {
+                    info!(%conference, "broadcast ended")
+                }
+                EngineEvent::SessionEnded {
+                    reason, session, ..
+                } if meta.is_none() => {
                     warn!(%session, ?reason, "ended session unknown to the HTTP layer")
                 }
                 _ => {}

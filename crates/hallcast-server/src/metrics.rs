@@ -21,32 +21,106 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let s = state.engine.stats();
     let mut out = String::with_capacity(4096);
     let counters = [
-        ("hallcast_rx_datagrams_total", "UDP datagrams received on the media port", s.rx_datagrams.load(Relaxed)),
-        ("hallcast_rx_bytes_total", "Bytes received on the media port", s.rx_bytes.load(Relaxed)),
-        ("hallcast_tx_datagrams_total", "UDP datagrams sent from the media port", s.tx_datagrams.load(Relaxed)),
-        ("hallcast_tx_bytes_total", "Bytes sent from the media port", s.tx_bytes.load(Relaxed)),
-        ("hallcast_tx_dropped_total", "Datagrams dropped because the socket buffer was full", s.tx_dropped.load(Relaxed)),
-        ("hallcast_rx_unroutable_total", "Datagrams matching no session (garbage, strangers)", s.rx_unroutable.load(Relaxed)),
-        ("hallcast_rx_media_packets_total", "RTP packets received from publishers", s.rx_media_packets.load(Relaxed)),
-        ("hallcast_forwarded_packets_total", "RTP packets written to subscribers", s.forwarded_packets.load(Relaxed)),
-        ("hallcast_gop_replays_total", "Joiners started from the cached GOP", s.gop_replays.load(Relaxed)),
-        ("hallcast_keyframe_requests_upstream_total", "Keyframe requests sent to publishers", s.keyframe_requests_upstream.load(Relaxed)),
-        ("hallcast_keyframe_requests_downstream_total", "Keyframe requests received from subscribers", s.keyframe_requests_downstream.load(Relaxed)),
-        ("hallcast_events_dropped_total", "Engine events dropped because the consumer lagged", s.events_dropped.load(Relaxed)),
-        ("hallcast_sessions_started_total", "WebRTC sessions created", s.sessions_started.load(Relaxed)),
-        ("hallcast_sessions_ended_total", "WebRTC sessions ended", s.sessions_ended.load(Relaxed)),
+        (
+            "hallcast_rx_datagrams_total",
+            "UDP datagrams received on the media port",
+            s.rx_datagrams.load(Relaxed),
+        ),
+        (
+            "hallcast_rx_bytes_total",
+            "Bytes received on the media port",
+            s.rx_bytes.load(Relaxed),
+        ),
+        (
+            "hallcast_tx_datagrams_total",
+            "UDP datagrams sent from the media port",
+            s.tx_datagrams.load(Relaxed),
+        ),
+        (
+            "hallcast_tx_bytes_total",
+            "Bytes sent from the media port",
+            s.tx_bytes.load(Relaxed),
+        ),
+        (
+            "hallcast_tx_dropped_total",
+            "Datagrams dropped because the socket buffer was full",
+            s.tx_dropped.load(Relaxed),
+        ),
+        (
+            "hallcast_rx_unroutable_total",
+            "Datagrams matching no session (garbage, strangers)",
+            s.rx_unroutable.load(Relaxed),
+        ),
+        (
+            "hallcast_rx_media_packets_total",
+            "RTP packets received from publishers",
+            s.rx_media_packets.load(Relaxed),
+        ),
+        (
+            "hallcast_forwarded_packets_total",
+            "RTP packets written to subscribers",
+            s.forwarded_packets.load(Relaxed),
+        ),
+        (
+            "hallcast_gop_replays_total",
+            "Joiners started from the cached GOP",
+            s.gop_replays.load(Relaxed),
+        ),
+        (
+            "hallcast_keyframe_requests_upstream_total",
+            "Keyframe requests sent to publishers",
+            s.keyframe_requests_upstream.load(Relaxed),
+        ),
+        (
+            "hallcast_keyframe_requests_downstream_total",
+            "Keyframe requests received from subscribers",
+            s.keyframe_requests_downstream.load(Relaxed),
+        ),
+        (
+            "hallcast_events_dropped_total",
+            "Engine events dropped because the consumer lagged",
+            s.events_dropped.load(Relaxed),
+        ),
+        (
+            "hallcast_sessions_started_total",
+            "WebRTC sessions created",
+            s.sessions_started.load(Relaxed),
+        ),
+        (
+            "hallcast_sessions_ended_total",
+            "WebRTC sessions ended",
+            s.sessions_ended.load(Relaxed),
+        ),
     ];
     for (name, help, v) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
     }
     if let Ok(snap) = state.engine.snapshot().await {
-        let _ = writeln!(out, "# HELP hallcast_conference_live Whether the hall feed is live\n# TYPE hallcast_conference_live gauge");
+        let _ = writeln!(
+            out,
+            "# HELP hallcast_conference_live Whether the hall feed is live\n# TYPE hallcast_conference_live gauge"
+        );
         for c in &snap.conferences {
-            let _ = writeln!(out, "hallcast_conference_live{{conference=\"{}\"}} {}", c.id, u8::from(c.live));
+            let _ = writeln!(
+                out,
+                "hallcast_conference_live{{conference=\"{}\"}} {}",
+                c.id,
+                u8::from(c.live)
+            );
         }
-        let _ = writeln!(out, "# HELP hallcast_subscribers Subscriber sessions per conference\n# TYPE hallcast_subscribers gauge");
+        let _ = writeln!(
+            out,
+            "# HELP hallcast_subscribers Subscriber sessions per conference\n# TYPE hallcast_subscribers gauge"
+        );
         for c in &snap.conferences {
-            let _ = writeln!(out, "hallcast_subscribers{{conference=\"{}\"}} {}", c.id, c.n_subscribers);
+            let _ = writeln!(
+                out,
+                "hallcast_subscribers{{conference=\"{}\"}} {}",
+                c.id, c.n_subscribers
+            );
         }
     }
     if let Some((cpu, rss)) = process_usage() {

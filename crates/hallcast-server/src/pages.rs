@@ -12,16 +12,29 @@ use crate::{AppError, AppState};
 
 /// Files of `web/`, embedded so the binary is self-contained.
 const STATIC: &[(&str, &str, &str)] = &[
-    ("watch.js", "text/javascript; charset=utf-8", include_str!("../../../web/watch.js")),
-    ("watch.css", "text/css; charset=utf-8", include_str!("../../../web/watch.css")),
+    (
+        "watch.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/watch.js"),
+    ),
+    (
+        "watch.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../web/watch.css"),
+    ),
 ];
 const WATCH_HTML: &str = include_str!("../../../web/watch.html");
 
-pub async fn watch(State(state): State<Arc<AppState>>, Path(conference): Path<String>) -> Result<Response, AppError> {
+pub async fn watch(
+    State(state): State<Arc<AppState>>,
+    Path(conference): Path<String>,
+) -> Result<Response, AppError> {
     if !state.conferences.contains_key(&conference) {
         return Err(AppError::new(
             StatusCode::NOT_FOUND,
-            format!("Không có hội nghị {conference:?} / no conference {conference:?} on this relay"),
+            format!(
+                "Không có hội nghị {conference:?} / no conference {conference:?} on this relay"
+            ),
         ));
     }
     Ok(([(header::CACHE_CONTROL, "no-cache")], Html(WATCH_HTML)).into_response())
@@ -29,7 +42,14 @@ pub async fn watch(State(state): State<Arc<AppState>>, Path(conference): Path<St
 
 pub async fn static_file(Path(file): Path<String>) -> Response {
     match STATIC.iter().find(|(name, _, _)| *name == file) {
-        Some((_, mime, body)) => ([(header::CONTENT_TYPE, *mime), (header::CACHE_CONTROL, "no-cache")], *body).into_response(),
+        Some((_, mime, body)) => (
+            [
+                (header::CONTENT_TYPE, *mime),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *body,
+        )
+            .into_response(),
         None => (StatusCode::NOT_FOUND, "no such file\n").into_response(),
     }
 }
@@ -63,13 +83,18 @@ struct Status {
     n_viewers: usize,
 }
 
-pub async fn status(State(state): State<Arc<AppState>>, Path(conference): Path<String>) -> Result<Response, AppError> {
-    let conf = state
-        .conferences
-        .get(&conference)
-        .ok_or_else(|| AppError::new(StatusCode::NOT_FOUND, format!("no conference {conference:?}")))?;
+pub async fn status(
+    State(state): State<Arc<AppState>>,
+    Path(conference): Path<String>,
+) -> Result<Response, AppError> {
+    let conf = state.conferences.get(&conference).ok_or_else(|| {
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            format!("no conference {conference:?}"),
+        )
+    })?;
     let snap = state.engine.snapshot().await?;
-    let c = snap.conferences.iter().find(|c| &*c.id == conference);
+    let c = snap.conferences.iter().find(|c| *c.id == *conference);
     let body = Status {
         conference: conference.clone(),
         title: conf.title.clone(),
@@ -82,5 +107,8 @@ pub async fn status(State(state): State<Arc<AppState>>, Path(conference): Path<S
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -18,15 +18,24 @@ const TRICKLE: &str = "application/trickle-ice-sdpfrag";
 pub async fn options(State(state): State<Arc<AppState>>) -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
     let h = r.headers_mut();
-    h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST, DELETE, PATCH"));
+    h.insert(
+        header::ALLOW,
+        HeaderValue::from_static("OPTIONS, POST, DELETE, PATCH"),
+    );
     h.insert("accept-post", HeaderValue::from_static(SDP));
     h.insert("accept-patch", HeaderValue::from_static(TRICKLE));
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("OPTIONS, POST, DELETE, PATCH"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("OPTIONS, POST, DELETE, PATCH"),
+    );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("Authorization, Content-Type, If-Match"),
     );
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
     for link in ice_links(&state) {
         h.append(header::LINK, link);
     }
@@ -43,10 +52,21 @@ pub async fn whip_post(
     let offer = sdp_body(&headers, &body)?;
     let token = bearer(&headers)?;
     if !constant_time_eq(token.as_bytes(), conf.stream_key.as_bytes()) {
-        return Err(AppError::new(StatusCode::UNAUTHORIZED, "wrong stream key for this conference"));
+        return Err(AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong stream key for this conference",
+        ));
     }
     let started = state.engine.publish(&conference, offer).await?;
-    Ok(created(&state, "whip", &conference, started.session, started.answer, Role::Publisher, None))
+    Ok(created(
+        &state,
+        "whip",
+        &conference,
+        started.session,
+        started.answer,
+        Role::Publisher,
+        None,
+    ))
 }
 
 pub async fn whep_post(
@@ -58,16 +78,31 @@ pub async fn whep_post(
     let conf = conference_of(&state, &conference)?;
     let offer = sdp_body(&headers, &body)?;
     let token = bearer(&headers)?;
-    let identity = if !conf.viewer_token.is_empty() && constant_time_eq(token.as_bytes(), conf.viewer_token.as_bytes()) {
+    let identity = if !conf.viewer_token.is_empty()
+        && constant_time_eq(token.as_bytes(), conf.viewer_token.as_bytes())
+    {
         ViewerIdentity { point: None }
     } else {
         state
             .viewer_auth
             .verify(&conference, token)
-            .ok_or_else(|| AppError::new(StatusCode::UNAUTHORIZED, "invalid, expired or revoked viewer token"))?
+            .ok_or_else(|| {
+                AppError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid, expired or revoked viewer token",
+                )
+            })?
     };
     let started = state.engine.subscribe(&conference, offer).await?;
-    Ok(created(&state, "whep", &conference, started.session, started.answer, Role::Subscriber, identity.point))
+    Ok(created(
+        &state,
+        "whep",
+        &conference,
+        started.session,
+        started.answer,
+        Role::Subscriber,
+        identity.point,
+    ))
 }
 
 pub async fn resource_delete(
@@ -88,7 +123,11 @@ pub async fn resource_patch(
     body: Bytes,
 ) -> Result<Response, AppError> {
     let id = session_of(&state, &conference, &session)?;
-    let etag = state.sessions().get(&id).map(|m| m.etag.clone()).unwrap_or_default();
+    let etag = state
+        .sessions()
+        .get(&id)
+        .map(|m| m.etag.clone())
+        .unwrap_or_default();
     if content_type(&headers) != TRICKLE {
         return Err(AppError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -99,11 +138,16 @@ pub async fn resource_patch(
         && m != "*"
         && m != etag
     {
-        return Err(AppError::new(StatusCode::PRECONDITION_FAILED, "If-Match does not match the session's ETag"));
+        return Err(AppError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "If-Match does not match the session's ETag",
+        ));
     }
     let text = std::str::from_utf8(&body)
         .map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "the fragment is not UTF-8"))?;
-    if text.lines().any(|l| l.starts_with("a=ice-ufrag:")) && headers.get(header::IF_MATCH).is_some_and(|v| v == "*") {
+    if text.lines().any(|l| l.starts_with("a=ice-ufrag:"))
+        && headers.get(header::IF_MATCH).is_some_and(|v| v == "*")
+    {
         return Err(AppError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "ICE restart is not supported: DELETE this session and POST a new offer",
@@ -131,7 +175,13 @@ fn created(
     let etag = format!("\"{session}\"");
     state.sessions().insert(
         session,
-        SessionMeta { conference: conference.to_string(), role, point, etag: etag.clone(), created_at: SystemTime::now() },
+        SessionMeta {
+            conference: conference.to_string(),
+            role,
+            point,
+            etag: etag.clone(),
+            created_at: SystemTime::now(),
+        },
     );
     let location = format!("/{kind}/{conference}/{session}");
     let mut r = (StatusCode::CREATED, [(header::CONTENT_TYPE, SDP)], answer).into_response();
@@ -169,10 +219,12 @@ fn ice_links(state: &AppState) -> Vec<HeaderValue> {
 }
 
 fn conference_of<'a>(state: &'a AppState, id: &str) -> Result<&'a ConferenceConfig, AppError> {
-    state
-        .conferences
-        .get(id)
-        .ok_or_else(|| AppError::new(StatusCode::NOT_FOUND, format!("no conference {id:?} on this relay")))
+    state.conferences.get(id).ok_or_else(|| {
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            format!("no conference {id:?} on this relay"),
+        )
+    })
 }
 
 fn session_of(state: &AppState, conference: &str, session: &str) -> Result<SessionId, AppError> {
@@ -196,29 +248,48 @@ fn content_type(headers: &HeaderMap) -> String {
 fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, AppError> {
     let ct = content_type(headers);
     if ct != SDP {
-        let got = if ct.is_empty() { "none".to_string() } else { ct };
+        let got = if ct.is_empty() {
+            "none".to_string()
+        } else {
+            ct
+        };
         return Err(AppError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("expected Content-Type: {SDP}, got {got}"),
         ));
     }
-    let text = std::str::from_utf8(body).map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8"))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8"))?;
     if !text.trim_start().starts_with("v=0") {
-        return Err(AppError::new(StatusCode::BAD_REQUEST, "malformed SDP offer: it must start with \"v=0\""));
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed SDP offer: it must start with \"v=0\"",
+        ));
     }
     Ok(text.to_string())
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
-    let v = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| AppError::new(StatusCode::UNAUTHORIZED, "missing Authorization: Bearer <token>"))?;
+    let v = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Bearer <token>",
+        )
+    })?;
     v.to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| AppError::new(StatusCode::UNAUTHORIZED, "Authorization must be \"Bearer <token>\""))
+        .ok_or_else(|| {
+            AppError::new(
+                StatusCode::UNAUTHORIZED,
+                "Authorization must be \"Bearer <token>\"",
+            )
+        })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -11,16 +11,20 @@ mod attendance_cli;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hallcast_config::{Config, ConferenceConfig};
-use hallcast_rtc::{Engine, EngineConfig};
+use hallcast_config::{ConferenceConfig, Config};
 use hallcast_core::accounting::{ConferenceId, OrgId, Organisation, PointId, PointInfo};
 use hallcast_ledger::{Conference as LedgerConference, Ledger, LedgerConfig, Secret, StoreConfig};
+use hallcast_rtc::{Engine, EngineConfig};
 use hallcast_server::attendance::{AttendanceCtx, LedgerViewerAuth};
 use hallcast_server::{AppState, LedgerHook};
 use tracing::{info, warn};
 
 #[derive(Parser)]
-#[command(name = "hallcast", version, about = "Livestream relay for conferences: WHIP in, WHEP out, attendance accounted")]
+#[command(
+    name = "hallcast",
+    version,
+    about = "Livestream relay for conferences: WHIP in, WHEP out, attendance accounted"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -115,11 +119,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HALLCAST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,str0m=warn,webrtc=warn,rtc=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HALLCAST_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,str0m=warn,webrtc=warn,rtc=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -149,9 +161,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Attendance(cmd) => attendance_cli::run(cmd).await,
-        Command::Demo { overrides, info_file, no_source, keyframe_interval } => {
-            demo(overrides, info_file, no_source, keyframe_interval).await
-        }
+        Command::Demo {
+            overrides,
+            info_file,
+            no_source,
+            keyframe_interval,
+        } => demo(overrides, info_file, no_source, keyframe_interval).await,
     }
 }
 
@@ -166,8 +181,12 @@ struct Relay {
 
 /// Opens the attendance ledger the configuration names (SQLite in the data dir by default).
 async fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
-    std::fs::create_dir_all(&config.data.dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data.dir.display()))?;
+    std::fs::create_dir_all(&config.data.dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data.dir.display()
+        )
+    })?;
     let secret = if config.admin.token_secret.is_empty() {
         Secret::load_or_create(&config.data.dir.join("join-secret"))?
     } else {
@@ -176,13 +195,23 @@ async fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
     let store = if config.data.database_url.is_empty() {
         StoreConfig::sqlite_in(&config.data.dir)
     } else {
-        StoreConfig::Postgres { url: config.data.database_url.clone(), schema: None }
+        StoreConfig::Postgres {
+            url: config.data.database_url.clone(),
+            schema: None,
+        }
     };
-    let ledger = Ledger::open(LedgerConfig::new(store, secret)).await.context("cannot open the attendance ledger")?;
+    let ledger = Ledger::open(LedgerConfig::new(store, secret))
+        .await
+        .context("cannot open the attendance ledger")?;
     for c in &config.conferences {
-        let id = ConferenceId::parse(&c.id).map_err(|e| anyhow::anyhow!("conference id {:?}: {e}", c.id))?;
+        let id = ConferenceId::parse(&c.id)
+            .map_err(|e| anyhow::anyhow!("conference id {:?}: {e}", c.id))?;
         ledger
-            .upsert_conference(LedgerConference { id, title: c.title.clone(), created_ms: hallcast_ledger::now_ms() })
+            .upsert_conference(LedgerConference {
+                id,
+                title: c.title.clone(),
+                created_ms: hallcast_ledger::now_ms(),
+            })
             .await?;
     }
     Ok(ledger)
@@ -212,13 +241,32 @@ impl Relay {
         .with_context(|| format!("cannot open the media port {}", config.media.udp))?;
         let base_url = config.public_url();
         let config = Arc::new(config);
-        let state = AppState::new(config.clone(), engine.clone(), Box::new(LedgerViewerAuth { ledger: ledger.clone() }));
-        hallcast_server::spawn_event_pump(state.clone(), rx, Some(Arc::new(LedgerHook::new(ledger.sink()))));
-        let attendance =
-            hallcast_server::attendance::router(AttendanceCtx::new(ledger.clone(), config.admin.token.clone(), base_url.clone()));
+        let state = AppState::new(
+            config.clone(),
+            engine.clone(),
+            Box::new(LedgerViewerAuth {
+                ledger: ledger.clone(),
+            }),
+        );
+        hallcast_server::spawn_event_pump(
+            state.clone(),
+            rx,
+            Some(Arc::new(LedgerHook::new(ledger.sink()))),
+        );
+        let attendance = hallcast_server::attendance::router(AttendanceCtx::new(
+            ledger.clone(),
+            config.admin.token.clone(),
+            base_url.clone(),
+        ));
         let app = hallcast_server::app(state.clone(), attendance);
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok(Relay { base_url, engine, ledger, server, state })
+        Ok(Relay {
+            base_url,
+            engine,
+            ledger,
+            server,
+            state,
+        })
     }
 
     async fn run_until_signal(self) -> anyhow::Result<()> {
@@ -245,14 +293,22 @@ impl Relay {
 fn random_token(n_bytes: usize) -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    (0..n_bytes).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+    (0..n_bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
 }
 
-async fn demo(overrides: Overrides, info_file: Option<PathBuf>, no_source: bool, keyframe_interval: f64) -> anyhow::Result<()> {
+async fn demo(
+    overrides: Overrides,
+    info_file: Option<PathBuf>,
+    no_source: bool,
+    keyframe_interval: f64,
+) -> anyhow::Result<()> {
     let mut overrides = overrides;
     if overrides.data_dir.is_none() && !overrides.set.iter().any(|s| s.starts_with("data.dir=")) {
         // Each demo run keeps its own ledger, so several demos (and tests) can run at once.
-        overrides.data_dir = Some(std::env::temp_dir().join(format!("hallcast-demo-{}", std::process::id())));
+        overrides.data_dir =
+            Some(std::env::temp_dir().join(format!("hallcast-demo-{}", std::process::id())));
     }
     let mut config = Config::load(None, &overrides.to_list())?;
     let data_dir = config.data.dir.clone();
@@ -274,7 +330,13 @@ async fn demo(overrides: Overrides, info_file: Option<PathBuf>, no_source: bool,
     // point: its link carries the point's signed join token.
     let org = OrgId::parse("don-vi-demo")?;
     let point = PointId::parse("diem-cau-demo")?;
-    relay.ledger.upsert_organisation(Organisation { id: org.clone(), name: "Đơn vị demo".into() }).await?;
+    relay
+        .ledger
+        .upsert_organisation(Organisation {
+            id: org.clone(),
+            name: "Đơn vị demo".into(),
+        })
+        .await?;
     relay
         .ledger
         .upsert_point(PointInfo {
@@ -286,7 +348,10 @@ async fn demo(overrides: Overrides, info_file: Option<PathBuf>, no_source: bool,
         })
         .await?;
     let expires = hallcast_ledger::now_ms() / 1000 + 7 * 24 * 3600;
-    let viewer_token = relay.ledger.issue_token(&ConferenceId::parse(&conference)?, &point, expires);
+    let viewer_token =
+        relay
+            .ledger
+            .issue_token(&ConferenceId::parse(&conference)?, &point, expires);
     let base = relay.base_url.clone();
     let whip_url = format!("{base}/whip/{conference}");
     let whep_url = format!("{base}/whep/{conference}");
@@ -310,7 +375,9 @@ async fn demo(overrides: Overrides, info_file: Option<PathBuf>, no_source: bool,
         std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     }
     println!("\nhallcast demo is running.\n");
-    println!("  Mở liên kết này trong trình duyệt / open this link in a browser:\n\n    {viewer_url}\n");
+    println!(
+        "  Mở liên kết này trong trình duyệt / open this link in a browser:\n\n    {viewer_url}\n"
+    );
     println!("  WHIP (encoder): {whip_url}\n  stream key:     {stream_key}\n");
     println!(
         "  Báo cáo điểm danh / attendance report:\n    hallcast report --data-dir {} --conference {conference} --format html > report.html\n",
