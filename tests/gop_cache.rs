@@ -46,7 +46,39 @@ fn late_joiner_starts_from_the_gop_cache() {
              i.e. the relay should send the cached GOP from the last keyframe instead of waiting for the next one",
                 JOIN_AFTER.as_secs_f64()
             );
+
+            // The demo's source also answers keyframe requests (PLI/FIR), so a quick first frame
+            // alone could come from a fresh keyframe: the relay's own count says the joiner was
+            // started from the cache.
+            let metrics = reqwest::blocking::get(demo.info.url("/metrics"))?.text()?;
+            let replays = metric(&metrics, "hallcast_gop_replays_total");
+            let upstream = metric(&metrics, "hallcast_keyframe_requests_upstream_total");
+            ensure!(
+                replays.is_some_and(|n| n >= 1.0),
+                "/metrics has hallcast_gop_replays_total = {replays:?} after a late join (keyframe requests \
+                 sent upstream: {upstream:?}); expected at least 1 joiner started from the cached GOP"
+            );
             Ok(())
         },
     );
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric;
+
+    #[test]
+    fn reads_unlabelled_metrics() {
+        let text = "# HELP hallcast_gop_replays_total x\nhallcast_gop_replays_total 3\nhallcast_gop_replays_total_other 9\n";
+        assert_eq!(metric(text, "hallcast_gop_replays_total"), Some(3.0));
+        assert_eq!(metric(text, "hallcast_missing"), None);
+    }
 }

@@ -53,7 +53,8 @@ impl Ctx {
         })
     }
 
-    /// The test's scratch directory (removed when the test passes).
+    /// The test's scratch directory (removed when the test ends; kept on failure with
+    /// `HALLCAST_KEEP_TMP=1`).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -74,6 +75,15 @@ impl Ctx {
     /// Seconds since the test started, for messages.
     pub fn elapsed_s(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
+    }
+
+    /// The logs were printed; the directory stays only with `HALLCAST_KEEP_TMP=1`.
+    fn clean_up_after_failure(&self) {
+        if std::env::var_os("HALLCAST_KEEP_TMP").is_some_and(|v| v == "1") {
+            eprintln!("(kept {} because HALLCAST_KEEP_TMP=1)", self.dir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
     }
 
     fn dump_logs(&self) {
@@ -134,10 +144,12 @@ pub fn run(name: &str, weight: Weight, body: impl FnOnce(&Ctx) -> Result<()>) {
         }
         Ok(Err(e)) => {
             ctx.dump_logs();
+            ctx.clean_up_after_failure();
             panic!("{name}: {e:#}");
         }
         Err(panic) => {
             ctx.dump_logs();
+            ctx.clean_up_after_failure();
             resume_unwind(panic);
         }
     }

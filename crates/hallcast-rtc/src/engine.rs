@@ -692,6 +692,9 @@ impl State {
         let sdp =
             SdpOffer::from_sdp_string(offer).map_err(|e| EngineError::BadSdp(e.to_string()))?;
         let scan = sdp_scan::scan(offer);
+        if !scan.has_audio && !scan.has_video {
+            return Err(EngineError::BadSdp("the offer has no audio or video section".into()));
+        }
         let audio = scan.audio;
         let video = scan.video.first().copied();
         if audio.is_none() && video.is_none() {
