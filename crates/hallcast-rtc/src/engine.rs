@@ -447,6 +447,8 @@ struct Session {
     last_rx: Instant,
     connected: bool,
     timeout: Instant,
+    /// The deadline this session has in the timer heap (`None`: not scheduled).
+    scheduled: Option<Instant>,
 }
 
 impl Session {
@@ -693,7 +695,9 @@ impl State {
             SdpOffer::from_sdp_string(offer).map_err(|e| EngineError::BadSdp(e.to_string()))?;
         let scan = sdp_scan::scan(offer);
         if !scan.has_audio && !scan.has_video {
-            return Err(EngineError::BadSdp("the offer has no audio or video section".into()));
+            return Err(EngineError::BadSdp(
+                "the offer has no audio or video section".into(),
+            ));
         }
         let audio = scan.audio;
         let video = scan.video.first().copied();
@@ -725,6 +729,7 @@ impl State {
             last_rx: now,
             connected: false,
             timeout: now,
+            scheduled: None,
         };
         // Learn the media sections (mids, simulcast RIDs) from the negotiation.
         drain(&mut session, &mut self.sendq, |_| {});
@@ -752,7 +757,7 @@ impl State {
                 }
             }
         }
-        self.schedule(&session);
+        self.schedule(&mut session);
         self.by_ufrag.insert(ufrag, id);
         self.sessions.insert(id, session);
         let conf = self.confs.entry(conference.clone()).or_default();
@@ -830,6 +835,7 @@ impl State {
             last_rx: now,
             connected: false,
             timeout: now,
+            scheduled: None,
         };
         drain(&mut session, &mut self.sendq, |_| {});
         let mut tx_audio = None;
@@ -877,7 +883,7 @@ impl State {
             *audio = tx_audio;
             *video = tx_video;
         }
-        self.schedule(&session);
+        self.schedule(&mut session);
         self.by_ufrag.insert(ufrag, id);
         self.sessions.insert(id, session);
         if let Some(conf) = self.confs.get_mut(&conference) {
@@ -1050,17 +1056,22 @@ impl State {
     }
 
     fn on_timers(&mut self, now: Instant) {
+        // Bounded, so a session whose deadline stays in the past cannot starve the loop;
+        // what is left runs on the next turn (its deadline makes the loop wake at once).
+        let mut budget = self.sessions.len() * 2 + 64;
         while let Some(Reverse((t, id))) = self.timers.peek().copied() {
-            if t > now {
+            if t > now || budget == 0 {
                 break;
             }
+            budget -= 1;
             self.timers.pop();
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
-            if s.timeout != t {
+            if s.scheduled != Some(t) {
                 continue; // stale entry: the session rescheduled since
             }
+            s.scheduled = None;
             if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
                 debug!(session = %id, "timeout input failed: {e}");
             }
@@ -1172,11 +1183,16 @@ impl State {
             | Event::Closed => queue.push_back((id, e)),
             _ => {}
         });
-        let (t, id) = (s.timeout, s.id);
-        self.timers.push(Reverse((t, id)));
+        // One heap entry per deadline change, not per drain: a subscriber drained for
+        // every forwarded packet keeps the same deadline most of the time.
+        if s.scheduled != Some(s.timeout) {
+            s.scheduled = Some(s.timeout);
+            self.timers.push(Reverse((s.timeout, s.id)));
+        }
     }
 
-    fn schedule(&mut self, s: &Session) {
+    fn schedule(&mut self, s: &mut Session) {
+        s.scheduled = Some(s.timeout);
         self.timers.push(Reverse((s.timeout, s.id)));
     }
 
