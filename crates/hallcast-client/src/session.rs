@@ -99,6 +99,8 @@ pub(crate) struct Session {
     pub(crate) done_tx: Arc<watch::Sender<bool>>,
     pub(crate) tasks: Vec<JoinHandle<()>>,
     pub(crate) counters: Arc<Counters>,
+    /// Set by [`Session::stop`], so drop does not close a second time.
+    pub(crate) pc_closed: bool,
 }
 
 /// Peer connection events the session cares about, as watchable values.
@@ -222,6 +224,7 @@ pub(crate) async fn publish(
         done_tx,
         tasks,
         counters,
+        pc_closed: false,
     })
 }
 
@@ -805,6 +808,7 @@ impl Session {
         }
         let deleted = crate::whip::delete(&self.http, &self.resource, &self.stream_key).await;
         let closed = self.pc.close().await;
+        self.pc_closed = true;
         deleted.context("WHIP DELETE")?;
         closed.context("closing the peer connection")?;
         Ok(())
@@ -815,6 +819,17 @@ impl Drop for Session {
     fn drop(&mut self) {
         for t in self.tasks.drain(..) {
             t.abort();
+        }
+        if !self.pc_closed {
+            // A webrtc-rs driver on the application's runtime outlives its handle unless
+            // closed; closing needs a runtime, which a drop outside one does not have.
+            self.done_tx.send_replace(true);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let pc = Arc::clone(&self.pc);
+                runtime.spawn(async move {
+                    let _ = pc.close().await;
+                });
+            }
         }
     }
 }

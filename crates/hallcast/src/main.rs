@@ -406,6 +406,9 @@ async fn run_source(whip_url: String, key: String, opts: hallcast_client::Source
                 backoff = Duration::from_millis(500);
                 publisher.closed().await;
                 warn!("built-in source disconnected; republishing");
+                // End the WHIP session so the relay frees the conference at
+                // once; otherwise the republish would meet a 409.
+                let _ = publisher.stop().await;
             }
             Err(e) => warn!("built-in source could not publish: {e:#}"),
         }
