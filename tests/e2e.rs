@@ -7,6 +7,7 @@
 //! `scripts/install-test-deps.sh`; a missing one fails the test with a message saying so.
 
 mod aiortc;
+mod attendance;
 mod bad_input;
 mod chromium;
 mod gop_cache;

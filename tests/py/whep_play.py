@@ -8,6 +8,13 @@ stdout (JSON lines):
    "frame_width": .., "frame_height": .., "audio_packets_received": .., "audio_frames_decoded": ..,
    "video_codec": .., "audio_codec": .., "connection_states": [...], "delete_status": ..}
 first_frame_ms is measured from the start of the WHEP POST that got the 201.
+
+With --wall-clock (for comparing with the relay's attendance ledger, which records Unix times):
+every line also carries "wall_ms" (Unix milliseconds when it was printed), "posted" lines carry
+the session's "location", a line
+  {"event": "first_frame", "wall_ms": ..}                     when the first video frame is decoded
+is printed, and the result adds "first_frame_wall_ms", "delete_sent_wall_ms" (just before the
+DELETE was sent) and "delete_done_wall_ms" (its answer arrived).
 """
 
 import argparse
@@ -33,13 +40,22 @@ def parse_args():
     p.add_argument("--wait-live", action="store_true", help="on 409 wait Retry-After and retry until --duration")
     p.add_argument("--progress", action="store_true", help="print a progress line every second")
     p.add_argument("--host-address", default="127.0.0.1", help="address of our ICE host candidate")
+    p.add_argument("--wall-clock", action="store_true",
+                   help="add Unix-time stamps (wall_ms) and print a first_frame line")
     return p.parse_args()
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class Counters:
     def __init__(self):
         self.frames = 0
         self.first_frame_at = None
+        self.first_frame_wall_ms = None
+        # Called once with the Unix time of the first decoded video frame (None: nothing to do).
+        self.on_first_frame = None
         self.width = 0
         self.height = 0
         self.audio_frames = 0
@@ -53,6 +69,9 @@ async def consume(track, counters: Counters):
                 counters.frames += 1
                 if counters.first_frame_at is None:
                     counters.first_frame_at = time.monotonic()
+                    counters.first_frame_wall_ms = wall_ms()
+                    if counters.on_first_frame is not None:
+                        counters.on_first_frame(counters.first_frame_wall_ms)
                 counters.width, counters.height = frame.width, frame.height
             else:
                 counters.audio_frames += 1
@@ -75,6 +94,12 @@ async def audio_packets(pc) -> int:
 async def main() -> int:
     args = parse_args()
     use_host_address(args.host_address)
+
+    def out(obj: dict) -> None:
+        if args.wall_clock:
+            obj["wall_ms"] = wall_ms()
+        emit(obj)
+
     stop = asyncio.Event()
     stop_on_signals(stop)
     started = time.monotonic()
@@ -83,6 +108,8 @@ async def main() -> int:
     pc = RTCPeerConnection()
     states = []
     counters = Counters()
+    if args.wall_clock:
+        counters.on_first_frame = lambda at: emit({"event": "first_frame", "wall_ms": at})
     tasks = []
 
     @pc.on("connectionstatechange")
@@ -116,8 +143,11 @@ async def main() -> int:
                 retry_after = r.headers.get("Retry-After")
                 if status == 201 and r.headers.get("Location"):
                     location = urljoin(str(r.url), r.headers["Location"])
-            emit({"event": "posted", "status": status, "retry_after": retry_after,
-                  "body": None if status == 201 else body})
+            posted = {"event": "posted", "status": status, "retry_after": retry_after,
+                      "body": None if status == 201 else body}
+            if args.wall_clock:
+                posted["location"] = location
+            out(posted)
             result["status"] = status
             if status == 201:
                 answer = body
@@ -138,19 +168,23 @@ async def main() -> int:
                     break
                 n_audio = await audio_packets(pc)
                 if args.progress:
-                    emit({"event": "progress", "t": round(time.monotonic() - started, 2),
-                          "frames_decoded": counters.frames, "audio_packets_received": n_audio,
-                          "connection": pc.connectionState})
+                    out({"event": "progress", "t": round(time.monotonic() - started, 2),
+                         "frames_decoded": counters.frames, "audio_packets_received": n_audio,
+                         "connection": pc.connectionState})
                 if args.until_frames and counters.frames >= args.until_frames and n_audio >= args.until_audio:
                     break
             result["audio_packets_received"] = await audio_packets(pc)
             if location:
+                if args.wall_clock:
+                    result["delete_sent_wall_ms"] = wall_ms()
                 try:
                     async with http.delete(location, headers={k: v for k, v in headers.items()
                                                                if k == "Authorization"}) as r:
                         result["delete_status"] = r.status
                 except aiohttp.ClientError as e:
                     result["delete_status"] = f"error: {e}"
+                if args.wall_clock:
+                    result["delete_done_wall_ms"] = wall_ms()
 
     result.update({
         "location": location,
@@ -163,10 +197,12 @@ async def main() -> int:
         "connection_states": states,
     })
     result.setdefault("audio_packets_received", 0)
+    if args.wall_clock:
+        result["first_frame_wall_ms"] = counters.first_frame_wall_ms
     await pc.close()
     for t in tasks:
         t.cancel()
-    emit(result)
+    out(result)
     return 0 if result["status"] == 201 else 3
 
 

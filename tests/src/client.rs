@@ -197,6 +197,18 @@ impl Client {
         self.take_result()
     }
 
+    /// Kills the client with SIGKILL (its whole process group): it neither reports nor
+    /// DELETEs its session, as when a viewer's machine loses power.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+        self.join_reader();
+    }
+
+    /// The client's process id (the leader of its process group).
+    pub fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+
     fn take_result(&mut self) -> Result<Value> {
         self.join_reader();
         let events = self.events();

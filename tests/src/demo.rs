@@ -1,8 +1,8 @@
 //! `hallcast demo` as a child process on ephemeral ports.
 
 use std::fs::{self, File};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,12 @@ pub struct DemoOptions {
     pub media_port: Option<u16>,
     /// The address for `--http` and `--media`; `None` is 127.0.0.1.
     pub ip: Option<String>,
+    /// `--http IP:PORT`; `None` lets the relay pick (`IP:0`). A restarted relay reuses its
+    /// predecessor's ports this way.
+    pub http_port: Option<u16>,
+    /// `--data-dir`; `None` is a fresh directory in the test's scratch space. A restarted relay
+    /// reuses its predecessor's ledger (and join-token secret) this way.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// The info file the relay writes as soon as it accepts requests.
@@ -99,6 +105,7 @@ pub struct Demo {
     pub ready_at: Instant,
     /// The media port, when the test chose it.
     pub media_port: Option<u16>,
+    data_dir: PathBuf,
     log: PathBuf,
 }
 
@@ -106,13 +113,17 @@ impl Demo {
     pub fn start(ctx: &Ctx, opts: DemoOptions) -> Result<Demo> {
         let bin = hallcast_bin()?;
         let info_path = ctx.path("demo-info.json");
-        let data_dir = ctx.path("demo-data");
+        let data_dir = opts
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| ctx.path("demo-data"));
         let log = ctx.path("demo.log");
         let ip = opts.ip.clone().unwrap_or_else(|| "127.0.0.1".to_string());
         let media = format!("{ip}:{}", opts.media_port.unwrap_or(0));
         let mut cmd = Command::new(&bin);
         cmd.arg("demo")
-            .args(["--http", &format!("{ip}:0"), "--media", &media])
+            .args(["--http", &format!("{ip}:{}", opts.http_port.unwrap_or(0))])
+            .args(["--media", &media])
             .arg("--info-file")
             .arg(&info_path)
             .arg("--data-dir")
@@ -150,6 +161,7 @@ impl Demo {
                                 info,
                                 ready_at: Instant::now(),
                                 media_port: opts.media_port,
+                                data_dir,
                                 log,
                             });
                         }
@@ -189,6 +201,26 @@ impl Demo {
 
     pub fn pid(&self) -> u32 {
         self.proc.id()
+    }
+
+    /// The relay's `--data-dir` (its ledger and join-token secret).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Stops the relay the orderly way (SIGTERM; SIGKILL only after `grace`) and returns how it
+    /// exited.
+    pub fn stop(&mut self, grace: Duration) -> Result<ExitStatus> {
+        self.proc
+            .terminate(grace)
+            .context("hallcast demo could not be waited for after SIGTERM")
+    }
+
+    /// Kills the relay with SIGKILL: a crash, nothing is closed in an orderly way.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        self.proc
+            .kill()
+            .context("hallcast demo could not be waited for after SIGKILL")
     }
 }
 

@@ -76,6 +76,20 @@ impl Proc {
         status
     }
 
+    /// SIGKILL now, no grace (to the whole group for clients): a crash as the others see it.
+    pub(crate) fn kill(&mut self) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.try_wait() {
+            return Some(status);
+        }
+        if self.kill_group {
+            signal(&format!("-{}", self.child.id()), "KILL");
+        }
+        let _ = self.child.kill();
+        let status = self.child.wait().ok();
+        self.reap_group();
+        status
+    }
+
     /// After the leader exited: whatever is left of its group (a browser whose driver died) goes too.
     fn reap_group(&mut self) {
         if self.kill_group && !self.done {
