@@ -1185,3 +1185,252 @@ fn the_latest_headcount_declaration_counts() {
         },
     );
 }
+
+// ----- 5. crash safety of the relay itself -----
+
+/// Points in the join storm (issue 3: "500 points in 1 s").
+const STORM_POINTS: usize = 500;
+/// Concurrent declaring clients.
+const STORM_CLIENTS: usize = 32;
+/// The relay is killed once this many declarations were acknowledged.
+const KILL_AFTER_ACKS: usize = 1_500;
+
+/// One acknowledged headcount declaration.
+#[derive(Clone, Debug)]
+struct Ack {
+    point: String,
+    event_id: String,
+    n_people: u32,
+}
+
+/// What one storm client saw.
+#[derive(Default)]
+struct StormLog {
+    acks: Vec<Ack>,
+    /// Per point, the last value sent whose answer never came (in flight at the kill).
+    in_flight: BTreeMap<String, u32>,
+    /// Retries that the relay answered as duplicates, as it must.
+    n_duplicates_confirmed: usize,
+}
+
+/// Every point declares its headcount as the viewer page does when it joins, all at once,
+/// then again and again, until the relay vanishes. A fifth of the declarations are sent a
+/// second time with the same event id (a retry after a lost answer).
+fn storm_client(
+    http: &Http,
+    info: &Info,
+    points: &[(String, String)],
+    seed: u64,
+    acked: &std::sync::atomic::AtomicUsize,
+) -> Result<StormLog> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut prng = hallcast_tests::net::Prng::new(seed);
+    let mut log = StormLog::default();
+    let url = info.url(&format!("/api/v1/conferences/{CONFERENCE}/headcount"));
+    for round in 1u32.. {
+        for (i, (point, token)) in points.iter().enumerate() {
+            let n_people = round * 10 + (i as u32 % 10) + 1;
+            let event_id = format!("{:016x}{:016x}", prng.next_u64(), prng.next_u64());
+            let body = json!({ "n_people": n_people, "event_id": event_id });
+            let send = || http.post(&url).bearer_auth(token).json(&body).send();
+            let Ok(r) = send() else {
+                // The relay is gone: this one may or may not have been stored.
+                log.in_flight.insert(point.clone(), n_people);
+                return Ok(log);
+            };
+            let status = r.status().as_u16();
+            let answer: Value = r.json().unwrap_or(Value::Null);
+            ensure!(
+                status == 200 && answer["event_id"] == event_id.as_str(),
+                "declaring {n_people} people at {point} → {status} {answer}, expected 200 echoing event id {event_id}"
+            );
+            log.acks.push(Ack {
+                point: point.clone(),
+                event_id: event_id.clone(),
+                n_people,
+            });
+            acked.fetch_add(1, Relaxed);
+            if prng.next_u64().is_multiple_of(5) {
+                match send() {
+                    Err(_) => return Ok(log),
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let answer: Value = r.json().unwrap_or(Value::Null);
+                        ensure!(
+                            status == 200 && answer["duplicate"] == true,
+                            "a retry of event {event_id} → {status} {answer}, expected 200 with duplicate: true"
+                        );
+                        log.n_duplicates_confirmed += 1;
+                    }
+                }
+            }
+        }
+    }
+    unreachable!("the rounds never end before the relay is killed")
+}
+
+#[test]
+fn relay_killed_during_a_join_storm_keeps_every_acknowledged_event_once() {
+    run(
+        "relay_killed_during_a_join_storm_keeps_every_acknowledged_event_once",
+        Weight::Heavy,
+        |ctx| {
+            use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+            let data_dir = ctx.path("ledger");
+            let mut demo = Demo::start(
+                ctx,
+                DemoOptions {
+                    data_dir: Some(data_dir.clone()),
+                    ..Default::default()
+                },
+            )?;
+            let info = demo.info.clone();
+            let admin = Admin::new(&info)?;
+            let mut csv =
+                String::from("point_id,point_name,org_id,org_name,location,expected_headcount\n");
+            for i in 0..STORM_POINTS {
+                let org = i / 10;
+                csv.push_str(&format!(
+                    "bao-{i:03},Điểm cầu số {i},don-vi-{org:02},Đơn vị số {org},Phòng họp {i},20\n"
+                ));
+            }
+            let imported = admin.import_csv(&csv)?;
+            ensure!(
+                imported["n_points"] == STORM_POINTS,
+                "importing {STORM_POINTS} points answered {imported}"
+            );
+            let tokens = admin.join_tokens(CONFERENCE)?;
+            let points: Vec<(String, String)> = tokens
+                .into_iter()
+                .filter(|(p, _)| p.starts_with("bao-"))
+                .collect();
+            ensure!(
+                points.len() == STORM_POINTS,
+                "{} join links for the storm's points",
+                points.len()
+            );
+
+            let acked = AtomicUsize::new(0);
+            let started = std::time::Instant::now();
+            let mut first_wave = None;
+            let logs = thread::scope(|s| -> Result<Vec<StormLog>> {
+                let mut handles = Vec::new();
+                for (c, chunk) in points
+                    .chunks(STORM_POINTS.div_ceil(STORM_CLIENTS))
+                    .enumerate()
+                {
+                    let (info, acked) = (&info, &acked);
+                    handles.push(s.spawn(move || {
+                        let http = Http::builder().timeout(Duration::from_secs(15)).build()?;
+                        let seed = (now_ms() as u64) ^ ((c as u64 + 1) << 40);
+                        storm_client(&http, info, chunk, seed, acked)
+                    }));
+                }
+                let deadline = std::time::Instant::now() + Duration::from_secs(90);
+                while acked.load(Relaxed) < KILL_AFTER_ACKS {
+                    if first_wave.is_none() && acked.load(Relaxed) >= STORM_POINTS {
+                        first_wave = Some(started.elapsed());
+                    }
+                    ensure!(
+                        std::time::Instant::now() < deadline
+                            && handles.iter().all(|h| !h.is_finished()),
+                        "the storm stalled at {} acknowledged declarations",
+                        acked.load(Relaxed)
+                    );
+                    thread::sleep(Duration::from_millis(2));
+                }
+                demo.kill()?;
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .map_err(|_| anyhow::anyhow!("a storm client panicked"))?
+                    })
+                    .collect()
+            })?;
+            let acks: Vec<Ack> = logs.iter().flat_map(|l| l.acks.iter().cloned()).collect();
+            let n_dup: usize = logs.iter().map(|l| l.n_duplicates_confirmed).sum();
+            eprintln!(
+                "storm: first {STORM_POINTS} declarations acknowledged after {:?}; {} acknowledged and {n_dup} retries answered as duplicates before the kill",
+                first_wave,
+                acks.len()
+            );
+            ensure!(
+                acks.len() >= KILL_AFTER_ACKS,
+                "only {} acknowledged declarations",
+                acks.len()
+            );
+
+            // The relay comes back on its ledger.
+            let demo = Demo::start(
+                ctx,
+                DemoOptions {
+                    data_dir: Some(data_dir.clone()),
+                    ..Default::default()
+                },
+            )
+            .context("restarting the relay on its data directory")?;
+            let admin = Admin::new(&demo.info)?;
+            let stored = admin.get(&format!("/api/v1/conferences/{CONFERENCE}/events"))?;
+            let stored = stored.as_array().context("the event log is not a list")?;
+            let mut count: BTreeMap<&str, u32> = BTreeMap::new();
+            let mut latest: BTreeMap<&str, (i64, u32)> = BTreeMap::new();
+            for ev in stored {
+                let id = ev["event_id"]
+                    .as_str()
+                    .with_context(|| format!("an event without id: {ev}"))?;
+                *count.entry(id).or_default() += 1;
+                if ev["kind"] == "headcount" {
+                    let point = ev["point"].as_str().context("a headcount without point")?;
+                    let n = ev["n_people"]
+                        .as_u64()
+                        .context("a headcount without n_people")?
+                        as u32;
+                    let at = ev["at_ms"].as_i64().context("an event without at_ms")?;
+                    let e = latest.entry(point).or_insert((at, n));
+                    if at >= e.0 {
+                        *e = (at, n);
+                    }
+                }
+            }
+            if let Some((id, n)) = count.iter().find(|(_, n)| **n > 1) {
+                bail!("event {id} is stored {n} times");
+            }
+            let lost: Vec<&Ack> = acks
+                .iter()
+                .filter(|a| !count.contains_key(a.event_id.as_str()))
+                .collect();
+            ensure!(
+                lost.is_empty(),
+                "{} of {} acknowledged declarations are missing after the kill, e.g. {:?}",
+                lost.len(),
+                acks.len(),
+                lost.first()
+            );
+            // Each point's report headcount is its last acknowledged declaration, or the one
+            // that was in flight at the kill if that one made it to disk.
+            let report = admin.report()?;
+            let mut last_acked: BTreeMap<&str, u32> = BTreeMap::new();
+            for a in &acks {
+                last_acked.insert(a.point.as_str(), a.n_people);
+            }
+            let in_flight: BTreeMap<&str, u32> = logs
+                .iter()
+                .flat_map(|l| l.in_flight.iter().map(|(p, n)| (p.as_str(), *n)))
+                .collect();
+            for (point, n) in &last_acked {
+                let row = report.point(point)?;
+                let ok =
+                    row.headcount == Some(*n) || row.headcount == in_flight.get(point).copied();
+                ensure!(
+                    ok,
+                    "point {point}: the report says {:?} people, its last acknowledged declaration was {n} (in flight at the kill: {:?}); the ledger's latest is {:?}",
+                    row.headcount,
+                    in_flight.get(point),
+                    latest.get(point)
+                );
+            }
+            Ok(())
+        },
+    );
+}

@@ -147,33 +147,36 @@ fn demo_source_plays_in_the_viewer_page() {
                 page.badge_text
             );
 
-            // The headcount prompt: recorded (2xx, the button shows the number) or, where the relay
-            // keeps no attendance (404/501), gone from the page. Anything else is a bug.
+            // The headcount prompt: the demo keeps attendance, so the declaration is recorded
+            // (200), carries the page's own idempotency key, and the page shows the number.
             let h = page.headcount.clone().unwrap_or_default();
             ensure!(
                 h.get("error").is_none(),
                 "answering the headcount prompt failed: {h}"
             );
-            let status = h["api_status"].as_u64();
-            match status {
-                Some(s) if (200..300).contains(&s) => {
-                    ensure!(
-                        !h["form_visible"].as_bool().unwrap_or(true)
-                            && h["button_visible"] == true
-                            && h["button_text"].as_str().is_some_and(|t| t.contains("25")),
-                        "the relay recorded the headcount ({s}) but the page does not show it: {h}"
-                    );
-                }
-                Some(404) | Some(501) => {
-                    ensure!(
-                        h["form_visible"] == false && h["button_visible"] == false,
-                        "the relay has no headcount API ({status:?}) but the page still offers the prompt: {h}"
-                    );
-                }
-                other => anyhow::bail!(
-                    "POST /api/v1/conferences/{{id}}/headcount answered {other:?}: {h}"
-                ),
-            }
+            ensure!(
+                h["api_status"] == 200,
+                "POST /api/v1/conferences/{{id}}/headcount answered {}: {h}",
+                h["api_status"]
+            );
+            let sent_id = h["sent"]["event_id"].as_str().unwrap_or_default();
+            ensure!(
+                sent_id.len() == 32 && sent_id.chars().all(|c| c.is_ascii_hexdigit()),
+                "the page sent no 32-hex-digit event_id with its declaration: {h}"
+            );
+            ensure!(
+                h["sent"]["n_people"] == 25
+                    && h["answer"]["event_id"] == sent_id
+                    && h["answer"]["duplicate"] == false
+                    && h["answer"]["n_people"] == 25,
+                "the relay's answer does not confirm the page's declaration: {h}"
+            );
+            ensure!(
+                !h["form_visible"].as_bool().unwrap_or(true)
+                    && h["button_visible"] == true
+                    && h["button_text"].as_str().is_some_and(|t| t.contains("25")),
+                "the relay recorded the headcount but the page does not show it: {h}"
+            );
             Ok(())
         },
     );

@@ -55,6 +55,15 @@ fn http_surface_of_a_conference_without_publisher() {
                     body.chars().take(200).collect::<String>()
                 ),
             );
+            // The attendance ledger's health is in the same place: nothing dropped so far.
+            check(
+                body.lines().any(|l| l == "hallcast_ledger_events_dropped_total 0")
+                    && body
+                        .lines()
+                        .any(|l| l.starts_with("hallcast_ledger_events_stored_total ")),
+                "GET /metrics has no hallcast_ledger_events_{dropped,stored}_total series (dropped must be 0)"
+                    .to_string(),
+            );
 
             for (name, url) in [("WHIP", &info.whip_url), ("WHEP", &info.whep_url)] {
                 let r = http

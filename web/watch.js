@@ -573,6 +573,13 @@
     ui.headcountButton.hidden = true;
   }
 
+  /** 32 random hex digits (an attendance event id). */
+  function newEventId() {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  }
+
   async function submitHeadcount(event) {
     event.preventDefault();
     const raw = ui.input.value.trim();
@@ -587,11 +594,22 @@
     ui.message.textContent = t('sending');
     ui.message.className = 'message';
     try {
-      const response = await fetch(headcountUrl, {
-        method: 'POST',
-        headers: authHeaders({ 'Content-Type': 'application/json' }),
-        body: JSON.stringify({ n_people: n }),
-      });
+      // One id per declaration: a retry after a lost answer is recorded once.
+      const body = JSON.stringify({ n_people: n, event_id: newEventId() });
+      let response = null;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          response = await fetch(headcountUrl, {
+            method: 'POST',
+            headers: authHeaders({ 'Content-Type': 'application/json' }),
+            body,
+          });
+          if (response.status < 500 || attempt >= 2) break;
+        } catch (e) {
+          if (attempt >= 2) throw e;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 1000 * (attempt + 1)));
+      }
       if (response.ok) {
         headcountValue = n;
         storage.set(headcountKey, String(n));

@@ -152,8 +152,14 @@ async function answerHeadcount(page, n) {
       .catch(() => null);
     await page.click('#headcount button[type=submit]');
     const response = await responded;
+    let sent = null;
+    let answer = null;
+    if (response) {
+      try { sent = response.request().postDataJSON(); } catch { sent = null; }
+      try { answer = await response.json(); } catch { answer = null; }
+    }
     await sleep(2000);
-    return await page.evaluate((status) => {
+    const shown = await page.evaluate((status) => {
       const visible = (id) => {
         const el = document.getElementById(id);
         return !!el && !el.hidden && el.getClientRects().length > 0;
@@ -166,6 +172,7 @@ async function answerHeadcount(page, n) {
         message: document.getElementById('headcount-message').textContent.trim(),
       };
     }, response ? response.status() : null);
+    return { ...shown, sent, answer };
   } catch (e) {
     return { error: String(e.message || e) };
   }

@@ -68,6 +68,9 @@ pub struct SessionMeta {
     pub created_at: std::time::SystemTime,
 }
 
+/// Appends series in the Prometheus text format to `/metrics`.
+pub type MetricsWriter = Box<dyn Fn(&mut String) + Send + Sync>;
+
 /// Shared state of the HTTP layer.
 pub struct AppState {
     pub config: Arc<Config>,
@@ -76,6 +79,8 @@ pub struct AppState {
     pub viewer_auth: Box<dyn ViewerAuth>,
     pub sessions: Mutex<HashMap<SessionId, SessionMeta>>,
     pub started_at: Instant,
+    /// More series for `/metrics` (the attendance ledger's counters), set once at start.
+    pub extra_metrics: std::sync::OnceLock<MetricsWriter>,
 }
 
 impl AppState {
@@ -96,6 +101,7 @@ impl AppState {
             viewer_auth,
             sessions: Mutex::new(HashMap::new()),
             started_at: Instant::now(),
+            extra_metrics: std::sync::OnceLock::new(),
         })
     }
 

@@ -123,6 +123,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             );
         }
     }
+    if let Some(extra) = state.extra_metrics.get() {
+        extra(&mut out);
+    }
     if let Some((cpu, rss)) = process_usage() {
         let _ = writeln!(
             out,

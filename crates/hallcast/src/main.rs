@@ -253,6 +253,12 @@ impl Relay {
             rx,
             Some(Arc::new(LedgerHook::new(ledger.sink()))),
         );
+        {
+            let ledger = ledger.clone();
+            let _ = state.extra_metrics.set(Box::new(move |out: &mut String| {
+                hallcast_server::attendance::write_ledger_metrics(&ledger, out)
+            }));
+        }
         let attendance = hallcast_server::attendance::router(AttendanceCtx::new(
             ledger.clone(),
             config.admin.token.clone(),

@@ -18,7 +18,8 @@
 //! | `GET/POST /api/v1/conferences` | admin | list / create-or-rename `{"id","title"}` |
 //! | `GET /api/v1/conferences/{id}/links?format=csv\|html\|json&point=&valid_hours=&lang=` | admin | join links (HTML: printable, QR per point) |
 //! | `POST /api/v1/conferences/{id}/points/{point}/revoke` | admin | revoke that point's links |
-//! | `POST /api/v1/conferences/{id}/headcount` | viewer (join token) | `{"n_people": 25}` |
+//! | `POST /api/v1/conferences/{id}/headcount` | viewer (join token) | `{"n_people": 25, "event_id": "<32 hex>"?}`; answered once durable; a retry with the same `event_id` is stored once |
+//! | `GET /api/v1/conferences/{id}/events` | admin | the conference's raw event log (JSON), for audits |
 //! | `GET /api/v1/conferences/{id}/report?format=csv\|json\|html&lang=vi\|en&as_of_ms=` | admin | attendance report |
 //!
 //! Admin calls carry `Authorization: Bearer <admin token>`; an empty admin token disables
@@ -36,10 +37,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hallcast_core::accounting::{
-    ConferenceId, Event, EventKind, OrgId, Organisation, PointId, PointInfo, ReportConfig,
+    ConferenceId, EndReason, Event, EventId, EventKind, OrgId, Organisation, PointId, PointInfo,
+    ReportConfig, SessionChange,
 };
 use hallcast_ledger::render::{self, Format, Lang, RenderOptions};
-use hallcast_ledger::{Conference, Ledger, LedgerError, TokenError, new_event_id, now_ms};
+use hallcast_ledger::{
+    Appended, Conference, Ledger, LedgerError, TokenError, new_event_id, now_ms,
+};
 use serde::{Deserialize, Serialize};
 
 /// Everything the attendance API needs.
@@ -78,6 +82,50 @@ impl AttendanceCtx {
 
 type Ctx = State<Arc<AttendanceCtx>>;
 
+/// The ledger's counters in the Prometheus text format, for the relay's `/metrics`.
+pub fn write_ledger_metrics(ledger: &Ledger, out: &mut String) {
+    use std::fmt::Write;
+    let s = ledger.stats();
+    let series = [
+        (
+            "hallcast_ledger_events_queued_total",
+            "Attendance events handed to the ledger",
+            s.n_queued,
+        ),
+        (
+            "hallcast_ledger_events_stored_total",
+            "Attendance events stored durably",
+            s.n_stored,
+        ),
+        (
+            "hallcast_ledger_events_duplicate_total",
+            "Attendance events whose id was already stored",
+            s.n_duplicates,
+        ),
+        (
+            "hallcast_ledger_events_dropped_total",
+            "Attendance events dropped because the ledger queue was full",
+            s.n_dropped,
+        ),
+        (
+            "hallcast_ledger_events_failed_total",
+            "Attendance events that could not be stored after retries",
+            s.n_failed,
+        ),
+        (
+            "hallcast_ledger_batches_total",
+            "Ledger transactions committed",
+            s.n_batches,
+        ),
+    ];
+    for (name, help, v) in series {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+}
+
 /// The attendance routes, state applied; merge into the relay's router.
 pub fn router(ctx: AttendanceCtx) -> Router {
     let ctx = Arc::new(ctx);
@@ -107,6 +155,7 @@ pub fn router(ctx: AttendanceCtx) -> Router {
         )
         .route("/api/v1/conferences/{id}/headcount", post(headcount))
         .route("/api/v1/conferences/{id}/report", get(report))
+        .route("/api/v1/conferences/{id}/events", get(events))
         .with_state(ctx)
 }
 
@@ -315,6 +364,10 @@ struct ImportDto {
 #[derive(Deserialize)]
 struct HeadcountBody {
     n_people: u32,
+    /// Idempotency key chosen by the client (32 hex digits), so that a retry after a lost
+    /// answer is stored once. The relay picks one when it is absent.
+    #[serde(default)]
+    event_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -323,6 +376,79 @@ struct HeadcountDto {
     point: String,
     n_people: u32,
     at_ms: i64,
+    event_id: String,
+    /// The event id was already stored: this was a retry, nothing new was recorded.
+    duplicate: bool,
+}
+
+/// One stored event, as the audit export shows it.
+#[derive(Serialize)]
+struct EventDto {
+    event_id: String,
+    at_ms: i64,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    point: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    change: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n_people: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttff_ms: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+impl From<&Event> for EventDto {
+    fn from(ev: &Event) -> Self {
+        let mut dto = EventDto {
+            event_id: ev.event_id.to_string(),
+            at_ms: ev.at_ms,
+            kind: "",
+            point: ev.point().map(|p| p.as_str().to_string()),
+            session: ev.session().map(|s| s.as_str().to_string()),
+            change: None,
+            n_people: None,
+            ttff_ms: None,
+            reason: None,
+        };
+        match &ev.kind {
+            EventKind::BroadcastStarted => dto.kind = "broadcast_started",
+            EventKind::BroadcastEnded => dto.kind = "broadcast_ended",
+            EventKind::Headcount { n_people, .. } => {
+                dto.kind = "headcount";
+                dto.n_people = Some(*n_people);
+            }
+            EventKind::Session { change, .. } => {
+                dto.kind = "session";
+                dto.change = Some(match change {
+                    SessionChange::Started => "started",
+                    SessionChange::MediaFlowing => "media_flowing",
+                    SessionChange::FirstFrame { ttff_ms } => {
+                        dto.ttff_ms = Some(*ttff_ms);
+                        "first_frame"
+                    }
+                    SessionChange::AudioOnly => "audio_only",
+                    SessionChange::VideoResumed => "video_resumed",
+                    SessionChange::Frozen => "frozen",
+                    SessionChange::Unfrozen => "unfrozen",
+                    SessionChange::Ended { reason } => {
+                        dto.reason = Some(match reason {
+                            EndReason::Deleted => "deleted",
+                            EndReason::Timeout => "timeout",
+                            EndReason::RelayShutdown => "relay_shutdown",
+                            EndReason::RelayLost => "relay_lost",
+                            EndReason::Error => "error",
+                        });
+                        "ended"
+                    }
+                });
+            }
+        }
+        dto
+    }
 }
 
 #[derive(Serialize)]
@@ -755,10 +881,18 @@ async fn headcount(
             "n_people must be at most {MAX_PEOPLE}"
         )));
     }
+    let event_id = match b.event_id.as_deref() {
+        None => new_event_id(),
+        Some(s) => s
+            .parse::<EventId>()
+            .map_err(|e| ApiError::bad_request(format!("event_id must be 32 hex digits: {e}")))?,
+    };
     let at_ms = now_ms();
-    ctx.ledger
+    // Answered only once the declaration is durable.
+    let appended = ctx
+        .ledger
         .append(Event {
-            event_id: new_event_id(),
+            event_id,
             conference: conference.clone(),
             at_ms,
             kind: EventKind::Headcount {
@@ -772,7 +906,22 @@ async fn headcount(
         point: claims.point.into_string(),
         n_people: b.n_people,
         at_ms,
+        event_id: event_id.to_string(),
+        duplicate: appended == Appended::Duplicate,
     }))
+}
+
+// ----- audit: the raw event log -----
+
+async fn events(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<EventDto>>> {
+    admin(&ctx, &headers)?;
+    let conference = parse(&id, ConferenceId::parse)?;
+    let events = ctx.ledger.events(&conference).await?;
+    Ok(Json(events.iter().map(EventDto::from).collect()))
 }
 
 // ----- report -----

@@ -319,6 +319,69 @@ async fn join_links_headcount_and_revocation() {
         .await
         .unwrap();
     assert_eq!(events.len(), 1, "the declaration is durable when answered");
+    assert_eq!(json(&body)["event_id"], events[0].event_id.to_string());
+    assert_eq!(json(&body)["duplicate"], false);
+
+    // A retry with the page's own event id is stored once and says so.
+    let retry = r#"{"n_people": 26, "event_id": "000000000000000000000000000abc12"}"#;
+    for duplicate in [false, true] {
+        let (s, _, body) = call(
+            &f.app,
+            "POST",
+            "/api/v1/conferences/hn-2025/headcount",
+            Some(&token),
+            Some(("application/json", retry.into())),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_eq!(json(&body)["event_id"], "000000000000000000000000000abc12");
+        assert_eq!(json(&body)["duplicate"], duplicate);
+    }
+    let (s, _, body) = call(
+        &f.app,
+        "POST",
+        "/api/v1/conferences/hn-2025/headcount",
+        Some(&token),
+        Some((
+            "application/json",
+            r#"{"n_people": 26, "event_id": "not-hex"}"#.into(),
+        )),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("event_id"), "{body}");
+
+    // The audit export lists both stored declarations, admin only.
+    let (s, _, _) = call(
+        &f.app,
+        "GET",
+        "/api/v1/conferences/hn-2025/events",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, body) = call(
+        &f.app,
+        "GET",
+        "/api/v1/conferences/hn-2025/events",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let log = json(&body);
+    let log = log.as_array().unwrap();
+    assert_eq!(log.len(), 2, "{body}");
+    assert!(
+        log.iter()
+            .all(|e| e["kind"] == "headcount" && e["point"] == "hue-1")
+    );
+    assert_eq!(
+        log.iter().filter(|e| e["n_people"] == 26).count(),
+        1,
+        "{body}"
+    );
 
     let (s, _, _) = call(
         &f.app,
