@@ -58,6 +58,14 @@ fn late_joiner_starts_from_the_gop_cache() {
                 "/metrics has hallcast_gop_replays_total = {replays:?} after a late join (keyframe requests \
                  sent upstream: {upstream:?}); expected at least 1 joiner started from the cached GOP"
             );
+            // The replay is a burst of equal-size packets to one peer: the relay sends it with
+            // UDP GSO (several datagrams per message) on this Linux kernel.
+            let gso = metric(&metrics, "hallcast_tx_gso_messages_total");
+            ensure!(
+                gso.is_some_and(|n| n >= 1.0),
+                "/metrics has hallcast_tx_gso_messages_total = {gso:?} after a GOP replay; expected the \
+                 replay burst to go out as UDP GSO messages"
+            );
             Ok(())
         },
     );

@@ -185,6 +185,10 @@ pub struct EngineStats {
     pub tx_datagrams: AtomicU64,
     pub tx_bytes: AtomicU64,
     pub tx_dropped: AtomicU64,
+    /// Messages that carried several datagrams with UDP GSO.
+    pub tx_gso_messages: AtomicU64,
+    /// `sendmmsg` calls made.
+    pub tx_syscalls: AtomicU64,
     pub rx_unroutable: AtomicU64,
     pub rx_media_packets: AtomicU64,
     pub forwarded_packets: AtomicU64,
@@ -577,6 +581,10 @@ impl State {
         self.stats.tx_datagrams.fetch_add(f.sent as u64, Relaxed);
         self.stats.tx_bytes.fetch_add(f.bytes as u64, Relaxed);
         self.stats.tx_dropped.fetch_add(f.dropped as u64, Relaxed);
+        self.stats
+            .tx_gso_messages
+            .fetch_add(f.gso_messages as u64, Relaxed);
+        self.stats.tx_syscalls.fetch_add(f.syscalls as u64, Relaxed);
     }
 
     fn next_deadline(&mut self) -> Instant {

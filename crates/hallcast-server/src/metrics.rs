@@ -47,6 +47,16 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             s.tx_dropped.load(Relaxed),
         ),
         (
+            "hallcast_tx_gso_messages_total",
+            "Messages that carried several datagrams to one peer with UDP GSO",
+            s.tx_gso_messages.load(Relaxed),
+        ),
+        (
+            "hallcast_tx_syscalls_total",
+            "sendmmsg system calls on the media port",
+            s.tx_syscalls.load(Relaxed),
+        ),
+        (
             "hallcast_rx_unroutable_total",
             "Datagrams matching no session (garbage, strangers)",
             s.rx_unroutable.load(Relaxed),
