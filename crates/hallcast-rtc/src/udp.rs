@@ -7,10 +7,13 @@
 //! the same size, the last one possibly shorter) go as one message with a `UDP_SEGMENT`
 //! control message: the kernel walks its UDP/IP stack once and cuts the payload into the
 //! original datagrams. That is what a GOP replay to a joiner, an RTX burst, or the packets
-//! of one video frame to one subscriber look like. The queue is not reordered to make
-//! runs: a fan-out interleaves destinations, and sorting every flush would cost more
-//! than it saves. If the kernel refuses GSO (no `UDP_SEGMENT`, or a device without
-//! checksum offload), the queue turns GSO off for good and sends plainly.
+//! of one video frame to one subscriber look like. A fan-out of several source packets in
+//! one wake-up interleaves peers (p1→s1…sN, p2→s1…sN); when the queue sees a peer come
+//! back after others (checked against the first few peers, a few compares per push), the
+//! flush first sorts the queue by peer, stably, so each peer's datagrams keep their order
+//! and form a run. A queue of one packet per peer is never sorted. If the kernel refuses
+//! GSO (no `UDP_SEGMENT`, or a device without checksum offload), the queue turns GSO off
+//! for good and sends plainly.
 //!
 //! `nix::sendmmsg` gives every message the same control messages, so the batch is built
 //! with `libc::sendmmsg` directly (the only `unsafe` in the relay).
@@ -69,13 +72,22 @@ pub struct Flushed {
     pub gso_messages: usize,
     /// System calls made.
     pub syscalls: usize,
+    /// The queue was sorted by peer first (interleaved runs).
+    pub sorted: bool,
 }
 
 /// Queued datagrams, flushed with `sendmmsg` (and GSO where sizes allow).
 pub struct SendQueue {
     items: Vec<(SocketAddr, Vec<u8>)>,
     gso: bool,
+    /// The first few distinct peers of this flush, to notice interleaving.
+    heads: [Option<SocketAddr>; HEADS],
+    /// A peer came back after others: sorting by peer will make GSO runs.
+    interleaved: bool,
 }
+
+/// How many first peers [`SendQueue::push`] remembers.
+const HEADS: usize = 4;
 
 impl Default for SendQueue {
     fn default() -> Self {
@@ -89,6 +101,8 @@ impl SendQueue {
         SendQueue {
             items: Vec::new(),
             gso: gso && cfg!(target_os = "linux"),
+            heads: [None; HEADS],
+            interleaved: false,
         }
     }
 
@@ -98,6 +112,21 @@ impl SendQueue {
     }
 
     pub fn push(&mut self, dest: SocketAddr, datagram: Vec<u8>) {
+        if self.gso && !self.interleaved && self.items.last().is_none_or(|(d, _)| *d != dest) {
+            for h in &mut self.heads {
+                match h {
+                    Some(a) if *a == dest => {
+                        self.interleaved = true;
+                        break;
+                    }
+                    Some(_) => {}
+                    None => {
+                        *h = Some(dest);
+                        break;
+                    }
+                }
+            }
+        }
         self.items.push((dest, datagram));
     }
 
@@ -142,6 +171,13 @@ impl SendQueue {
     pub fn flush(&mut self, socket: &impl AsRawFd) -> Flushed {
         let mut out = Flushed::default();
         let fd = socket.as_raw_fd();
+        if self.interleaved && self.gso {
+            // Stable: each peer's datagrams stay in the order they were produced.
+            self.items.sort_by_key(|(d, _)| *d);
+            out.sorted = true;
+        }
+        self.interleaved = false;
+        self.heads = [None; HEADS];
         let mut start = 0;
         let mut plan: Vec<(usize, usize)> = Vec::with_capacity(MAX_BATCH);
         while start < self.items.len() {
@@ -294,10 +330,9 @@ mod tests {
         let f = q.flush(&tx);
         assert_eq!(f.sent, 150);
         assert_eq!(f.dropped, 0);
-        assert_eq!(
-            f.gso_messages, 0,
-            "interleaved destinations make no GSO runs"
-        );
+        assert!(f.sorted, "three peers interleaved");
+        // Sizes grow every round, so each peer's run is cut at every datagram: no GSO.
+        assert_eq!(f.gso_messages, 0);
         assert_eq!(f.syscalls, 3, "150 datagrams in batches of 64");
         assert!(q.is_empty());
         let mut buf = [0u8; 512];
@@ -380,5 +415,56 @@ mod tests {
         expect_exact(&sizes, &got);
         assert_eq!(f.gso_messages, 0);
         assert_eq!(f.sent, 20);
+    }
+
+    #[test]
+    fn an_interleaved_fan_out_is_regrouped_per_peer_in_order() {
+        // Three source packets of one frame (1200, 1200, 500 bytes) fanned out to 5 peers,
+        // after one unrelated datagram to a sixth: the queue holds p1→s1..s5, p2→…, p3→….
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peers: Vec<std::net::UdpSocket> = (0..6)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut q = SendQueue::new(true);
+        q.push(peers[5].local_addr().unwrap(), vec![9; 80]);
+        let sizes = [1200usize, 1200, 500];
+        for (k, n) in sizes.iter().enumerate() {
+            for p in &peers[..5] {
+                q.push(p.local_addr().unwrap(), vec![k as u8; *n]);
+            }
+        }
+        let f = q.flush(&tx);
+        assert!(f.sorted);
+        assert_eq!(f.sent, 16);
+        assert_eq!(
+            f.gso_messages, 5,
+            "one GSO message per fanned-out peer: {f:?}"
+        );
+        assert_eq!(f.syscalls, 1);
+        let mut buf = [0u8; 2048];
+        for p in &peers[..5] {
+            p.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            for (k, n) in sizes.iter().enumerate() {
+                let got = p.recv(&mut buf).unwrap();
+                assert_eq!(got, *n);
+                assert!(
+                    buf[..got].iter().all(|b| *b == k as u8),
+                    "peer got packet {k} out of order"
+                );
+            }
+        }
+        peers[5]
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        assert_eq!(peers[5].recv(&mut buf).unwrap(), 80);
+
+        // One packet per peer: nothing to regroup, no sort.
+        for p in &peers {
+            q.push(p.local_addr().unwrap(), vec![1; 100]);
+        }
+        let f = q.flush(&tx);
+        assert!(!f.sorted);
+        assert_eq!(f.sent, 6);
     }
 }
