@@ -6,6 +6,7 @@
 #   benches/e2e/run.sh                      # N = 50,100,200, 20 s windows
 #   SIZES=10,50 DURATION=10 benches/e2e/run.sh
 #   HALLCAST_BIN=/path/to/hallcast benches/e2e/run.sh   # measure a relay built elsewhere
+#   benches/e2e/run.sh --relay-arg=--set=media.gso=false  # extra arguments go to hallcast-load bench
 #
 # Environment: SIZES, RAMP (subscribers/s), WARMUP, DURATION, BASELINE (seconds), OUT (report
 # path), WORK_DIR (logs and per-step JSON), CARGO_TARGET_DIR. Run it on an otherwise idle
@@ -34,4 +35,5 @@ exec "$target/release/hallcast-load" bench \
   --duration "${DURATION:-20}" \
   --baseline "${BASELINE:-5}" \
   --work-dir "$work" \
-  --out "$out"
+  --out "$out" \
+  "$@"

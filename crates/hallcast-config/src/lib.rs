@@ -49,6 +49,9 @@ pub struct Media {
     pub public_ips: Vec<IpAddr>,
     /// A session from which nothing arrives for this many seconds is ended.
     pub session_timeout_secs: u64,
+    /// Send runs of datagrams to one peer with UDP GSO (falls back by itself when the
+    /// kernel refuses it).
+    pub gso: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -108,6 +111,7 @@ impl Default for Media {
             udp: SocketAddr::from(([127, 0, 0, 1], 8443)),
             public_ips: vec![],
             session_timeout_secs: 6,
+            gso: true,
         }
     }
 }

@@ -23,6 +23,8 @@ use crate::subscribe::SubscribeReport;
 pub struct BenchOptions {
     /// The relay binary (`hallcast`, a release build for numbers that mean anything).
     pub relay_bin: PathBuf,
+    /// Extra arguments for `hallcast demo`.
+    pub relay_args: Vec<String>,
     /// The `hallcast-load` binary (this one) for the publisher and subscriber processes.
     pub load_bin: PathBuf,
     pub sizes: Vec<usize>,
@@ -166,6 +168,7 @@ async fn step(opts: &BenchOptions, n: usize) -> anyhow::Result<Step> {
         .arg(&info_path)
         .arg("--data-dir")
         .arg(dir.join("data"))
+        .args(&opts.relay_args)
         .stdin(Stdio::null())
         .stdout(log("relay.out")?)
         .stderr(log("relay.log")?)
@@ -396,11 +399,11 @@ pub fn markdown(opts: &BenchOptions, steps: &[Step]) -> String {
         md,
         "| N | relay baseline (publisher only, cores) | publisher cores | machine busy (cores) | other processes (cores) | runs | relay tx dropped | \
          kernel drops: relay socket / subscriber sockets | failures | min pkts / subscriber | WHEP answer p50 (ms) | \
-         connected p50 (ms) | first packet p50 (ms) | loadgen RSS / subscriber (KiB) |"
+         connected p50 (ms) | first packet p50 (ms) | loadgen RSS / subscriber (KiB) | relay datagrams / syscall | relay GSO messages / s |"
     );
     let _ = writeln!(
         md,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for s in steps {
         let r = &s.subscribe;
@@ -409,6 +412,21 @@ pub fn markdown(opts: &BenchOptions, steps: &[Step]) -> String {
             .relay
             .as_ref()
             .map_or(0, |rw| rw.t1.tx_dropped.saturating_sub(rw.t0.tx_dropped));
+        let (per_syscall, gso_per_sec) =
+            w.relay
+                .as_ref()
+                .map_or(("n/a".to_string(), "n/a".to_string()), |rw| {
+                    let calls = rw.t1.tx_syscalls.saturating_sub(rw.t0.tx_syscalls);
+                    let gso = rw.t1.tx_gso_messages.saturating_sub(rw.t0.tx_gso_messages);
+                    if calls == 0 {
+                        ("n/a".to_string(), "n/a".to_string())
+                    } else {
+                        (
+                            format!("{:.1}", rw.tx_datagrams as f64 / calls as f64),
+                            format!("{:.0}", gso as f64 / w.secs.max(1e-9)),
+                        )
+                    }
+                });
         let failures = if r.failures.is_empty() {
             "0".to_string()
         } else {
@@ -420,7 +438,7 @@ pub fn markdown(opts: &BenchOptions, steps: &[Step]) -> String {
         };
         let _ = writeln!(
             md,
-            "| {} | {:.3} | {:.3} | {} | {} | {} | {} | {} / {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0} |",
+            "| {} | {:.3} | {:.3} | {} | {} | {} | {} | {} / {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {} |",
             s.n,
             s.baseline.cores,
             s.publisher_cpu_seconds / s.publisher_secs.max(1e-9),
@@ -438,6 +456,8 @@ pub fn markdown(opts: &BenchOptions, steps: &[Step]) -> String {
             r.connect_ms.p50,
             r.first_packet_ms.p50,
             w.loadgen_rss_bytes as f64 / w.n_subscribers_measured.max(1) as f64 / 1024.0,
+            per_syscall,
+            gso_per_sec,
         );
     }
     let _ = writeln!(

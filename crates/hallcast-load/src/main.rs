@@ -99,6 +99,10 @@ struct BenchArgs {
     /// The relay binary to measure (default: $HALLCAST_BIN).
     #[arg(long, value_name = "PATH", env = "HALLCAST_BIN")]
     relay_bin: PathBuf,
+    /// An extra argument for the relay (`hallcast demo`), e.g. `--set=media.gso=false`;
+    /// repeatable.
+    #[arg(long = "relay-arg", value_name = "ARG", allow_hyphen_values = true)]
+    relay_args: Vec<String>,
     /// Subscriber counts, one step each.
     #[arg(long, value_delimiter = ',', default_value = "50,100,200")]
     sizes: Vec<usize>,
@@ -179,6 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Cmd::Bench(a)) => {
             let opts = BenchOptions {
                 relay_bin: a.relay_bin,
+                relay_args: a.relay_args,
                 load_bin: std::env::current_exe().context("locating this binary")?,
                 sizes: a.sizes,
                 ramp_per_sec: a.ramp_per_sec,

@@ -19,6 +19,11 @@ pub struct RelaySample {
     pub rx_datagrams: u64,
     pub keyframe_requests_upstream: u64,
     pub gop_replays: u64,
+    /// `sendmmsg` calls and UDP GSO messages (relays before GSO report none).
+    #[serde(default)]
+    pub tx_syscalls: u64,
+    #[serde(default)]
+    pub tx_gso_messages: u64,
     /// Sum of `hallcast_subscribers` over conferences.
     pub n_subscribers: u64,
     /// Some conference reports `hallcast_conference_live 1`.
@@ -59,6 +64,8 @@ impl RelaySample {
         s.rx_datagrams = get("hallcast_rx_datagrams_total") as u64;
         s.keyframe_requests_upstream = get("hallcast_keyframe_requests_upstream_total") as u64;
         s.gop_replays = get("hallcast_gop_replays_total") as u64;
+        s.tx_syscalls = get("hallcast_tx_syscalls_total") as u64;
+        s.tx_gso_messages = get("hallcast_tx_gso_messages_total") as u64;
         s
     }
 }

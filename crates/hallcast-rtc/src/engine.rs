@@ -42,6 +42,8 @@ pub struct EngineConfig {
     pub session_timeout: Duration,
     /// A session that never connects is ended after this long.
     pub connect_timeout: Duration,
+    /// Use UDP GSO for runs of datagrams to one peer.
+    pub gso: bool,
 }
 
 impl Default for EngineConfig {
@@ -51,6 +53,7 @@ impl Default for EngineConfig {
             public_ips: vec![],
             session_timeout: Duration::from_secs(6),
             connect_timeout: Duration::from_secs(20),
+            gso: true,
         }
     }
 }
@@ -505,6 +508,7 @@ impl State {
         stats: Arc<EngineStats>,
         events: mpsc::Sender<EngineEvent>,
     ) -> Self {
+        let gso = config.gso;
         State {
             config,
             socket,
@@ -520,7 +524,7 @@ impl State {
             next_id: rand_seed(),
             outs: Outputs::default(),
             queue: VecDeque::new(),
-            sendq: SendQueue::default(),
+            sendq: SendQueue::new(gso),
             next_tick: Instant::now() + TICK,
         }
     }

@@ -234,6 +234,7 @@ impl Relay {
                 bind: config.media.udp,
                 public_ips: config.media.public_ips.clone(),
                 session_timeout: Duration::from_secs(config.media.session_timeout_secs.max(1)),
+                gso: config.media.gso,
                 ..EngineConfig::default()
             },
             tx,
