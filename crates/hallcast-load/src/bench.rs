@@ -136,67 +136,111 @@ pub fn load(dir: &Path, sizes: &[usize]) -> anyhow::Result<Vec<Step>> {
 
 /// The relay's demo info file.
 #[derive(Debug, Deserialize)]
-struct DemoInfo {
-    whip_url: String,
-    stream_key: String,
-    whep_url: String,
-    viewer_token: String,
-    http_base: String,
-    media_udp: std::net::SocketAddr,
+pub(crate) struct DemoInfo {
+    pub whip_url: String,
+    pub stream_key: String,
+    pub whep_url: String,
+    pub viewer_token: String,
+    pub http_base: String,
+    pub media_udp: std::net::SocketAddr,
+    #[serde(default)]
+    pub conference: String,
+    #[serde(default)]
+    pub admin_token: String,
+}
+
+impl DemoInfo {
+    pub(crate) fn metrics_url(&self) -> String {
+        format!("{}/metrics", self.http_base.trim_end_matches('/'))
+    }
+}
+
+/// A log file in `dir`, for a child's stdout or stderr.
+pub(crate) fn log_file(dir: &Path, name: &str) -> anyhow::Result<Stdio> {
+    Ok(std::fs::File::create(dir.join(name))
+        .with_context(|| format!("creating {name}"))?
+        .into())
+}
+
+/// A fresh relay (`hallcast demo --no-source`, its data under `dir`) with the looping
+/// publisher live on it and its first GOP cached.
+pub(crate) struct Rig {
+    pub relay: Child,
+    pub publisher: Child,
+    pub info: DemoInfo,
+    pub publisher_started: Instant,
+}
+
+impl Rig {
+    pub(crate) async fn start(
+        relay_bin: &Path,
+        relay_args: &[String],
+        load_bin: &Path,
+        dir: &Path,
+    ) -> anyhow::Result<Rig> {
+        std::fs::create_dir_all(dir)?;
+        let info_path = dir.join("info.json");
+        let _ = std::fs::remove_file(&info_path);
+        let mut relay = Command::new(relay_bin)
+            .args([
+                "demo",
+                "--no-source",
+                "--http",
+                "127.0.0.1:0",
+                "--media",
+                "127.0.0.1:0",
+                "--info-file",
+            ])
+            .arg(&info_path)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(relay_args)
+            .stdin(Stdio::null())
+            .stdout(log_file(dir, "relay.out")?)
+            .stderr(log_file(dir, "relay.log")?)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", relay_bin.display()))?;
+        let info = wait_for_info(&info_path, &mut relay).await?;
+        let client = signal::http_client()?;
+        let mut publisher = Command::new(load_bin)
+            .args([
+                "publish",
+                "--whip",
+                &info.whip_url,
+                "--key",
+                &info.stream_key,
+            ])
+            .stdin(Stdio::null())
+            .stdout(log_file(dir, "publish.json")?)
+            .stderr(log_file(dir, "publish.log")?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the publisher")?;
+        let publisher_started = Instant::now();
+        wait_until_live(&client, &info.metrics_url(), &mut publisher).await?;
+        // Let the publisher's first GOP reach the relay's cache and the rates settle.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok(Rig {
+            relay,
+            publisher,
+            info,
+            publisher_started,
+        })
+    }
 }
 
 async fn step(opts: &BenchOptions, n: usize) -> anyhow::Result<Step> {
     let dir = opts.work_dir.join(format!("n{n}"));
-    std::fs::create_dir_all(&dir)?;
-    let info_path = dir.join("info.json");
-    let _ = std::fs::remove_file(&info_path);
-    let log = |name: &str| -> anyhow::Result<Stdio> {
-        Ok(std::fs::File::create(dir.join(name))
-            .with_context(|| format!("creating {name}"))?
-            .into())
-    };
-    let mut relay = Command::new(&opts.relay_bin)
-        .args([
-            "demo",
-            "--no-source",
-            "--http",
-            "127.0.0.1:0",
-            "--media",
-            "127.0.0.1:0",
-            "--info-file",
-        ])
-        .arg(&info_path)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(&opts.relay_args)
-        .stdin(Stdio::null())
-        .stdout(log("relay.out")?)
-        .stderr(log("relay.log")?)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", opts.relay_bin.display()))?;
-    let info = wait_for_info(&info_path, &mut relay).await?;
-    let metrics_url = format!("{}/metrics", info.http_base.trim_end_matches('/'));
+    let Rig {
+        mut relay,
+        mut publisher,
+        info,
+        publisher_started,
+    } = Rig::start(&opts.relay_bin, &opts.relay_args, &opts.load_bin, &dir).await?;
+    let log = |name: &str| log_file(&dir, name);
+    let metrics_url = info.metrics_url();
     let client = signal::http_client()?;
-
-    let mut publisher = Command::new(&opts.load_bin)
-        .args([
-            "publish",
-            "--whip",
-            &info.whip_url,
-            "--key",
-            &info.stream_key,
-        ])
-        .stdin(Stdio::null())
-        .stdout(log("publish.json")?)
-        .stderr(log("publish.log")?)
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the publisher")?;
-    let publisher_started = Instant::now();
-    wait_until_live(&client, &metrics_url, &mut publisher).await?;
-    // Let the publisher's first GOP reach the relay's cache and the rates settle.
-    tokio::time::sleep(Duration::from_secs(2)).await;
 
     let b0 = probe::scrape(&client, &metrics_url).await?;
     let t0 = Instant::now();
@@ -272,7 +316,7 @@ async fn step(opts: &BenchOptions, n: usize) -> anyhow::Result<Step> {
     })
 }
 
-async fn stop(child: &mut Child) {
+pub(crate) async fn stop(child: &mut Child) {
     // Both children are disposable: the relay's state dies with it.
     let _ = child.start_kill();
     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
@@ -486,14 +530,14 @@ pub fn markdown(opts: &BenchOptions, steps: &[Step]) -> String {
     md
 }
 
-fn cpu_model() -> Option<String> {
+pub(crate) fn cpu_model() -> Option<String> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("model name"))?;
     Some(line.split_once(':')?.1.trim().to_string())
 }
 
 /// `YYYY-MM-DD` (UTC) of a time, without a date library.
-fn utc_date(t: std::time::SystemTime) -> String {
+pub(crate) fn utc_date(t: std::time::SystemTime) -> String {
     let days = t
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() / 86_400)

@@ -11,6 +11,8 @@
 //! - [`bench`]: the runner behind `benches/e2e/run.sh`: starts `hallcast demo --no-source`,
 //!   the publisher and N subscribers in separate processes, reads the relay's own CPU and memory
 //!   accounting and counters over a window, and writes the table of `docs/BENCHMARKS-e2e.md`.
+//! - [`storm`]: the join-storm benchmark behind `benches/e2e/storm.sh`: steady subscribers
+//!   measured while hundreds of registered points join, declare headcounts, leave and rejoin.
 //! - The media assets in `assets/` and the script that makes them.
 //!
 //! # Why str0m here, while client roles elsewhere use webrtc-rs
@@ -44,6 +46,7 @@ pub mod probe;
 pub mod publish;
 pub mod report;
 pub mod signal;
+pub mod storm;
 pub mod subscribe;
 
 /// A non-blocking UDP socket on `ip` (any free port) with the given receive and send buffer

@@ -5,6 +5,7 @@
 //!               [--publish-whip URL --key K]          # N subscribers (and optionally the publisher); JSON on stdout
 //! hallcast-load publish --whip URL --key K [--duration S]   # the looping publisher alone
 //! hallcast-load bench --relay-bin PATH [--sizes 50,100,200] [--out FILE]   # the end-to-end benchmark
+//! hallcast-load storm --relay-bin PATH [--steady 50] [--points 500] [--out FILE]   # the join-storm benchmark
 //! ```
 
 use std::net::IpAddr;
@@ -16,6 +17,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use hallcast_load::bench::{self, BenchOptions};
 use hallcast_load::publish::{self, PublishOptions};
+use hallcast_load::storm::{self, StormOptions};
 use hallcast_load::subscribe::{self, SubscribeOptions};
 use tokio::sync::watch;
 
@@ -39,6 +41,48 @@ enum Cmd {
     Publish(PublishArgs),
     /// Run the end-to-end benchmark (relay, publisher and subscribers as processes).
     Bench(BenchArgs),
+    /// Run the join-storm benchmark: steady subscribers measured while points join in a storm.
+    Storm(StormArgs),
+}
+
+#[derive(Args)]
+struct StormArgs {
+    /// The relay binary to measure (default: $HALLCAST_BIN).
+    #[arg(long, value_name = "PATH", env = "HALLCAST_BIN")]
+    relay_bin: PathBuf,
+    /// An extra argument for the relay (`hallcast demo`); repeatable.
+    #[arg(long = "relay-arg", value_name = "ARG", allow_hyphen_values = true)]
+    relay_args: Vec<String>,
+    /// Subscribers watching throughout.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    steady: usize,
+    /// Connection points in the storm.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    points: usize,
+    /// Seconds over which a wave's joins are spread.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    join_secs: f64,
+    /// Seconds each point watches before it leaves.
+    #[arg(long, value_name = "SECS", default_value_t = 4.0)]
+    stay_secs: f64,
+    /// Waves of joins (2 or more: flapping points).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    waves: usize,
+    /// Length of the quiet phases before and after the storm.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    quiet: f64,
+    /// Storm clients offer audio only (isolates the joins' cost from the fan-out of more viewers).
+    #[arg(long)]
+    storm_audio_only: bool,
+    /// Nice value of the storm's client thread.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    storm_nice: i32,
+    /// Write the Markdown report here (it is always printed too).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Logs and the JSON result.
+    #[arg(long, value_name = "DIR", default_value = "target/e2e-bench")]
+    work_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -200,6 +244,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => bench::run(&opts).await?,
             };
             let md = bench::markdown(&opts, &steps);
+            if let Some(path) = &a.out {
+                std::fs::write(path, &md).with_context(|| format!("writing {}", path.display()))?;
+            }
+            println!("{md}");
+            Ok(())
+        }
+        Some(Cmd::Storm(a)) => {
+            let opts = StormOptions {
+                relay_bin: a.relay_bin,
+                relay_args: a.relay_args,
+                load_bin: std::env::current_exe().context("locating this binary")?,
+                steady: a.steady,
+                points: a.points,
+                join_secs: a.join_secs,
+                stay_secs: a.stay_secs,
+                waves: a.waves,
+                quiet: Duration::from_secs_f64(a.quiet),
+                storm_nice: a.storm_nice,
+                storm_audio_only: a.storm_audio_only,
+                work_dir: a.work_dir,
+                command_line: std::env::args().collect::<Vec<_>>().join(" "),
+            };
+            let result = storm::run(&opts).await?;
+            let md = storm::markdown(&opts, &result);
             if let Some(path) = &a.out {
                 std::fs::write(path, &md).with_context(|| format!("writing {}", path.display()))?;
             }

@@ -24,6 +24,11 @@ pub struct RelaySample {
     pub tx_syscalls: u64,
     #[serde(default)]
     pub tx_gso_messages: u64,
+    /// WebRTC sessions created, and attendance events the ledger stored durably.
+    #[serde(default)]
+    pub sessions_started: u64,
+    #[serde(default)]
+    pub ledger_events_stored: u64,
     /// Sum of `hallcast_subscribers` over conferences.
     pub n_subscribers: u64,
     /// Some conference reports `hallcast_conference_live 1`.
@@ -66,6 +71,8 @@ impl RelaySample {
         s.gop_replays = get("hallcast_gop_replays_total") as u64;
         s.tx_syscalls = get("hallcast_tx_syscalls_total") as u64;
         s.tx_gso_messages = get("hallcast_tx_gso_messages_total") as u64;
+        s.sessions_started = get("hallcast_sessions_started_total") as u64;
+        s.ledger_events_stored = get("hallcast_ledger_events_stored_total") as u64;
         s
     }
 }

@@ -56,6 +56,8 @@ pub struct SubscribeOptions {
     /// Other local UDP ports (the relay's media port, the publisher's) whose kernel drop
     /// counters are read at both ends of the window.
     pub watch_udp_ports: Vec<u16>,
+    /// Offer a video m-line too (false: an audio-only viewer).
+    pub video: bool,
 }
 
 impl Default for SubscribeOptions {
@@ -72,6 +74,7 @@ impl Default for SubscribeOptions {
             join_timeout: Duration::from_secs(20),
             recv_buffer: 1 << 20,
             watch_udp_ports: Vec::new(),
+            video: true,
         }
     }
 }
@@ -155,38 +158,89 @@ pub struct RelayWindow {
 
 /// One subscriber's counters, shared between its task and the coordinator (one thread).
 #[derive(Debug, Default)]
-struct Sub {
-    video_packets: Cell<u64>,
-    audio_packets: Cell<u64>,
-    bytes: Cell<u64>,
-    datagrams: Cell<u64>,
-    answer: Cell<Option<Duration>>,
-    connected: Cell<Option<Duration>>,
-    first_packet: Cell<Option<Duration>>,
-    first_keyframe: Cell<Option<Duration>>,
+pub(crate) struct Sub {
+    pub(crate) video_packets: Cell<u64>,
+    pub(crate) audio_packets: Cell<u64>,
+    pub(crate) bytes: Cell<u64>,
+    pub(crate) datagrams: Cell<u64>,
+    pub(crate) answer: Cell<Option<Duration>>,
+    pub(crate) connected: Cell<Option<Duration>>,
+    pub(crate) first_packet: Cell<Option<Duration>>,
+    pub(crate) first_keyframe: Cell<Option<Duration>>,
     /// Connected and not yet ended.
-    up: Cell<bool>,
+    pub(crate) up: Cell<bool>,
     /// Local UDP port (0 until bound).
-    port: Cell<u16>,
+    pub(crate) port: Cell<u16>,
     /// Packets the relay sent on this subscriber's streams, from their sequence numbers
     /// (highest − first + 1, summed over audio and video).
-    expected: Cell<u64>,
+    pub(crate) expected: Cell<u64>,
     /// Distinct packets received at or after each stream's first sequence number.
-    in_seq: Cell<u64>,
-    failure: RefCell<Option<String>>,
+    pub(crate) in_seq: Cell<u64>,
+    pub(crate) failure: RefCell<Option<String>>,
+    /// When set, audio delays are recorded per phase (see [`DelayLog`]).
+    pub(crate) delays: Option<DelayLog>,
+}
+
+/// Audio forwarding delay of one subscriber, recorded per phase of a run.
+///
+/// The publisher sends an Opus packet every 20 ms on an absolute schedule, so a packet's
+/// transit (arrival time minus its RTP time) is constant up to an offset, and anything that
+/// holds packets back on their way through the relay shows as transit above the smallest
+/// seen. No clock is shared between processes: the offset cancels out.
+#[derive(Debug, Default)]
+pub(crate) struct DelayLog {
+    /// The phase samples are recorded for (0: none), set by the coordinator.
+    pub phase: Rc<Cell<usize>>,
+    /// Delay above the smallest transit seen, in µs, per phase.
+    pub samples: RefCell<Vec<Vec<u32>>>,
+    /// (last RTP timestamp, extended timestamp) of the audio stream.
+    ts: Cell<Option<(u32, i64)>>,
+    min_transit_us: Cell<Option<i64>>,
+}
+
+impl DelayLog {
+    pub(crate) fn new(phase: Rc<Cell<usize>>) -> DelayLog {
+        DelayLog {
+            phase,
+            ..DelayLog::default()
+        }
+    }
+
+    /// An audio packet with RTP timestamp `ts` (48 kHz) arrived `arrival_us` after origin.
+    fn on_audio(&self, arrival_us: i64, ts: u32) {
+        let ext = match self.ts.get() {
+            None => 0,
+            Some((last, ext)) => ext + i64::from(ts.wrapping_sub(last) as i32),
+        };
+        self.ts.set(Some((ts, ext)));
+        let transit = arrival_us - ext * 1_000_000 / 48_000;
+        let min = self
+            .min_transit_us
+            .get()
+            .map_or(transit, |m| m.min(transit));
+        self.min_transit_us.set(Some(min));
+        let phase = self.phase.get();
+        if phase > 0 {
+            let mut s = self.samples.borrow_mut();
+            if s.len() <= phase {
+                s.resize_with(phase + 1, Vec::new);
+            }
+            s[phase].push(u32::try_from(transit - min).unwrap_or(u32::MAX));
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-struct Totals {
-    video: u64,
-    audio: u64,
-    bytes: u64,
-    datagrams: u64,
-    expected: u64,
-    in_seq: u64,
+pub(crate) struct Totals {
+    pub(crate) video: u64,
+    pub(crate) audio: u64,
+    pub(crate) bytes: u64,
+    pub(crate) datagrams: u64,
+    pub(crate) expected: u64,
+    pub(crate) in_seq: u64,
 }
 
-fn totals(subs: &[Rc<Sub>]) -> (Totals, Vec<u64>) {
+pub(crate) fn totals(subs: &[Rc<Sub>]) -> (Totals, Vec<u64>) {
     let mut t = Totals::default();
     let mut per = Vec::with_capacity(subs.len());
     for s in subs {
@@ -456,6 +510,10 @@ impl Receiver<'_> {
                 self.on_seq(usize::from(kind != PtKind::Audio), *p.seq_no);
                 if kind == PtKind::Audio {
                     self.sub.audio_packets.set(self.sub.audio_packets.get() + 1);
+                    if let Some(d) = &self.sub.delays {
+                        let arrival = now.saturating_duration_since(self.origin);
+                        d.on_audio(arrival.as_micros() as i64, p.header.timestamp);
+                    }
                     return;
                 }
                 self.sub.video_packets.set(self.sub.video_packets.get() + 1);
@@ -529,7 +587,7 @@ fn drain(
     }
 }
 
-async fn subscriber(
+pub(crate) async fn subscriber(
     opts: &SubscribeOptions,
     client: &reqwest::Client,
     sub: &Sub,
@@ -550,7 +608,9 @@ async fn subscriber(
     rtc.add_local_candidate(Candidate::host(local, "udp").context("host candidate")?);
     let mut api = rtc.sdp_api();
     api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    if opts.video {
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    }
     let (offer, pending) = api.apply().context("str0m made no offer")?;
 
     let give_up_at = Instant::now() + opts.join_timeout;

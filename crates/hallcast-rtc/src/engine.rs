@@ -663,6 +663,7 @@ impl State {
 
     fn new_rtc(&self, now: Instant, audio: Option<Codec>, video: Option<Codec>) -> Rtc {
         let mut b = Rtc::builder()
+            .set_crypto_provider(crate::dtls::RelayDtls::crypto_provider())
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs();
@@ -685,6 +686,9 @@ impl State {
                 }
             }
             _ => {}
+        }
+        if let Some(cert) = crate::dtls::RelayDtls::certificate() {
+            b = b.set_dtls_cert(cert);
         }
         let mut rtc = b.build(now);
         for c in &self.candidates {

@@ -8,6 +8,7 @@
 //! [`Engine`] commands; nothing here parses HTTP or JSON, and nothing here decides
 //! policy (which layer, when to ask for a keyframe): that is the core's job.
 
+mod dtls;
 mod engine;
 pub mod sdp_scan;
 pub mod stun;
