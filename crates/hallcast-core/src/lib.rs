@@ -5,9 +5,11 @@
 //! tasks and never reads the clock: time is always an argument.
 
 pub mod accounting;
+pub mod backlog;
 pub mod forward;
 pub mod keyframe;
 pub mod media;
 
+pub use backlog::Backlog;
 pub use forward::{Conference, Forward, Outputs, SubscriberId, VideoStatus};
 pub use media::{Codec, Layer, MediaKind, SourcePacket};

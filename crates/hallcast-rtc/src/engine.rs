@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use hallcast_core::{Codec, Conference, Layer, MediaKind, Outputs, SourcePacket, SubscriberId};
+use hallcast_core::{
+    Backlog, Codec, Conference, Forward, Layer, MediaKind, Outputs, SourcePacket, SubscriberId,
+};
 use str0m::change::SdpOffer;
 use str0m::format::Codec as StCodec;
 use str0m::media::{Direction, KeyframeRequestKind, Mid, Pt, Rid, Rids};
@@ -26,6 +28,11 @@ use crate::udp::SendQueue;
 const TICK: Duration = Duration::from_millis(200);
 /// Datagrams read per wake-up before commands and timers get a turn.
 const RECV_BATCH: usize = 256;
+/// Parked replay packets written per turn of the loop, after the turn's live packets, and
+/// per subscriber per visit (about a frame of 720p). A turn's replay slice then costs about
+/// a millisecond of the media thread, which bounds what a join storm adds to live latency.
+const BACKLOG_BUDGET: usize = 256;
+const BACKLOG_PER_VISIT: usize = 32;
 /// Queued datagrams that trigger a flush in the middle of a receive burst.
 const FLUSH_AT: usize = 1024;
 
@@ -196,6 +203,9 @@ pub struct EngineStats {
     pub rx_media_packets: AtomicU64,
     pub forwarded_packets: AtomicU64,
     pub gop_replays: AtomicU64,
+    /// Replayed video parked for joiners (gauge), and what a full backlog dropped.
+    pub backlog_packets: AtomicU64,
+    pub backlog_dropped: AtomicU64,
     pub keyframe_requests_upstream: AtomicU64,
     pub keyframe_requests_downstream: AtomicU64,
     pub events_dropped: AtomicU64,
@@ -497,6 +507,9 @@ struct State {
     queue: VecDeque<(SessionId, Event)>,
     sendq: SendQueue,
     next_tick: Instant,
+    /// Joiners' GOP replays, released a slice per turn after the turn's live packets.
+    backlog: Backlog,
+    released: Vec<Forward>,
 }
 
 impl State {
@@ -526,6 +539,8 @@ impl State {
             queue: VecDeque::new(),
             sendq: SendQueue::new(gso),
             next_tick: Instant::now() + TICK,
+            backlog: Backlog::new(),
+            released: Vec::new(),
         }
     }
 
@@ -572,9 +587,29 @@ impl State {
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
-            self.on_timers(Instant::now());
+            let now = Instant::now();
+            self.on_timers(now);
+            self.release_backlog(now);
             self.flush();
         }
+    }
+
+    /// Writes the next slice of parked replays (see [`Backlog`]).
+    fn release_backlog(&mut self, now: Instant) {
+        if self.backlog.is_empty() {
+            return;
+        }
+        let mut released = std::mem::take(&mut self.released);
+        self.backlog
+            .release(BACKLOG_BUDGET, BACKLOG_PER_VISIT, &mut released);
+        for f in released.drain(..) {
+            self.write_forward(now, f);
+        }
+        self.released = released;
+        self.stats
+            .backlog_packets
+            .store(self.backlog.len() as u64, Relaxed);
+        self.process_queue(now);
     }
 
     fn flush(&mut self) {
@@ -592,6 +627,9 @@ impl State {
     }
 
     fn next_deadline(&mut self) -> Instant {
+        if !self.backlog.is_empty() {
+            return Instant::now();
+        }
         let mut d = self.next_tick;
         if let Some(Reverse((t, _))) = self.timers.peek() {
             d = d.min(*t);
@@ -926,6 +964,16 @@ impl State {
         self.outs.clear();
         conf.core
             .add_subscriber(SubscriberId(id.0), now, &mut self.outs);
+        // The replay is parked and released in slices with the turn's other replays.
+        let forwards = std::mem::take(&mut self.outs.forwards);
+        for f in forwards {
+            if let Some(f) = self.backlog.park(f) {
+                self.outs.forwards.push(f);
+            }
+        }
+        self.stats
+            .backlog_dropped
+            .store(self.backlog.n_dropped(), Relaxed);
         self.apply_outputs(now, &conference);
     }
 
@@ -957,6 +1005,7 @@ impl State {
             Role::Subscriber => {
                 conf.subscribers.retain(|x| *x != id);
                 conf.core.remove_subscriber(SubscriberId(id.0));
+                self.backlog.remove(SubscriberId(id.0));
             }
             Role::Publisher => {
                 if conf.publisher == Some(id) {
@@ -1322,57 +1371,64 @@ impl State {
         self.apply_outputs(now, &conference);
     }
 
-    /// Writes the core's outputs: forwards into subscriber streams, keyframe
-    /// requests to the publisher.
+    /// Writes one forward into its subscriber's stream.
+    fn write_forward(&mut self, now: Instant, f: Forward) {
+        let id = SessionId(f.sub.0);
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let SessionRole::Subscriber {
+            audio,
+            video,
+            first_video_sent,
+            last_audio_at,
+            last_video_at,
+            ..
+        } = &mut s.role
+        else {
+            return;
+        };
+        let tx = match f.kind {
+            MediaKind::Audio => {
+                *last_audio_at = Some(now);
+                *audio
+            }
+            MediaKind::Video => {
+                *last_video_at = Some(now);
+                *video
+            }
+        };
+        let Some(tx) = tx else { return };
+        if f.kind == MediaKind::Video && !*first_video_sent {
+            *first_video_sent = true;
+            let after = now.saturating_duration_since(s.created);
+            let _ = self.events.try_send(EngineEvent::FirstVideoSent {
+                conference: s.conference.clone(),
+                session: id,
+                after,
+            });
+        }
+        let mut api = s.rtc.direct_api();
+        let Some(stream) = api.stream_tx(&tx.ssrc) else {
+            return;
+        };
+        stream.write_rtp(
+            RtpWrite::new(tx.pt, f.seq.into(), f.ts, f.arrival, f.payload)
+                .marker(f.marker)
+                .nackable(f.kind == MediaKind::Video),
+        );
+        self.stats.forwarded_packets.fetch_add(1, Relaxed);
+        self.queue_drain(id);
+    }
+
+    /// Writes the core's outputs: forwards into subscriber streams (or behind their
+    /// subscriber's parked replay), keyframe requests to the publisher.
     fn apply_outputs(&mut self, now: Instant, conference: &Arc<str>) {
         let mut outs = std::mem::take(&mut self.outs);
         for f in outs.forwards.drain(..) {
-            let id = SessionId(f.sub.0);
-            let Some(s) = self.sessions.get_mut(&id) else {
-                continue;
-            };
-            let SessionRole::Subscriber {
-                audio,
-                video,
-                first_video_sent,
-                last_audio_at,
-                last_video_at,
-                ..
-            } = &mut s.role
-            else {
-                continue;
-            };
-            let tx = match f.kind {
-                MediaKind::Audio => {
-                    *last_audio_at = Some(now);
-                    *audio
-                }
-                MediaKind::Video => {
-                    *last_video_at = Some(now);
-                    *video
-                }
-            };
-            let Some(tx) = tx else { continue };
-            if f.kind == MediaKind::Video && !*first_video_sent {
-                *first_video_sent = true;
-                let after = now.saturating_duration_since(s.created);
-                let _ = self.events.try_send(EngineEvent::FirstVideoSent {
-                    conference: s.conference.clone(),
-                    session: id,
-                    after,
-                });
+            if let Some(f) = self.backlog.admit(f) {
+                self.write_forward(now, f);
             }
-            let mut api = s.rtc.direct_api();
-            let Some(stream) = api.stream_tx(&tx.ssrc) else {
-                continue;
-            };
-            stream.write_rtp(
-                RtpWrite::new(tx.pt, f.seq.into(), f.ts, f.arrival, f.payload)
-                    .marker(f.marker)
-                    .nackable(f.kind == MediaKind::Video),
-            );
-            self.stats.forwarded_packets.fetch_add(1, Relaxed);
-            self.queue_drain(id);
         }
         if !outs.keyframe_requests.is_empty()
             && let Some(pub_id) = self.confs.get(conference).and_then(|c| c.publisher)

@@ -77,6 +77,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             s.gop_replays.load(Relaxed),
         ),
         (
+            "hallcast_backlog_dropped_total",
+            "Replayed video packets dropped because a joiner's backlog was full",
+            s.backlog_dropped.load(Relaxed),
+        ),
+        (
             "hallcast_keyframe_requests_upstream_total",
             "Keyframe requests sent to publishers",
             s.keyframe_requests_upstream.load(Relaxed),
@@ -108,6 +113,12 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP hallcast_backlog_packets Joiners' replayed video parked, waiting for its slice\n\
+         # TYPE hallcast_backlog_packets gauge\nhallcast_backlog_packets {}",
+        s.backlog_packets.load(Relaxed)
+    );
     if let Ok(snap) = state.engine.snapshot().await {
         let _ = writeln!(
             out,
