@@ -32,6 +32,15 @@ const RECV_BATCH: usize = 256;
 /// per subscriber per visit (about a frame of 720p). A turn's replay slice then costs about
 /// a millisecond of the media thread, which bounds what a join storm adds to live latency.
 const BACKLOG_BUDGET: usize = 256;
+/// How long a subscriber's sent video stays in str0m's retransmission cache. A repair later
+/// than ~1 s arrives after a browser's jitter buffer gave up on its frame (libwebrtc keeps
+/// its own send history about as long); str0m's default of 3 s made the cache — 408 bytes of
+/// packet metadata per entry, the payload itself shared — the largest part of a
+/// subscriber's memory.
+const RTX_HISTORY: Duration = Duration::from_secs(1);
+const RTX_MAX_PACKETS: usize = 1024;
+/// str0m's default: stop answering NACKs when retransmissions exceed 15 % of what was sent.
+const RTX_RATIO_CAP: Option<f32> = Some(0.15);
 const BACKLOG_PER_VISIT: usize = 32;
 /// Queued datagrams that trigger a flush in the middle of a receive burst.
 const FLUSH_AT: usize = 1024;
@@ -914,11 +923,17 @@ impl State {
             let Some(pt) = negotiated_pt(&session.rtc, mid, codec) else {
                 continue;
             };
+            let is_video = kind == "video";
             let Some(ssrc) = session
                 .rtc
                 .direct_api()
                 .stream_tx_by_mid(mid, None)
-                .map(|s| s.ssrc())
+                .map(|s| {
+                    if is_video {
+                        s.set_rtx_cache(RTX_MAX_PACKETS, RTX_HISTORY, RTX_RATIO_CAP);
+                    }
+                    s.ssrc()
+                })
             else {
                 continue;
             };
