@@ -32,6 +32,7 @@ const RECV_BATCH: usize = 256;
 /// per subscriber per visit (about a frame of 720p). A turn's replay slice then costs about
 /// a millisecond of the media thread, which bounds what a join storm adds to live latency.
 const BACKLOG_BUDGET: usize = 256;
+const BACKLOG_PER_VISIT: usize = 32;
 /// How long a subscriber's sent video stays in str0m's retransmission cache. A repair later
 /// than ~1 s arrives after a browser's jitter buffer gave up on its frame (libwebrtc keeps
 /// its own send history about as long); str0m's default of 3 s made the cache — 408 bytes of
@@ -41,7 +42,6 @@ const RTX_HISTORY: Duration = Duration::from_secs(1);
 const RTX_MAX_PACKETS: usize = 1024;
 /// str0m's default: stop answering NACKs when retransmissions exceed 15 % of what was sent.
 const RTX_RATIO_CAP: Option<f32> = Some(0.15);
-const BACKLOG_PER_VISIT: usize = 32;
 /// Queued datagrams that trigger a flush in the middle of a receive burst.
 const FLUSH_AT: usize = 1024;
 
@@ -605,20 +605,24 @@ impl State {
 
     /// Writes the next slice of parked replays (see [`Backlog`]).
     fn release_backlog(&mut self, now: Instant) {
-        if self.backlog.is_empty() {
-            return;
+        if !self.backlog.is_empty() {
+            let mut released = std::mem::take(&mut self.released);
+            self.backlog
+                .release(BACKLOG_BUDGET, BACKLOG_PER_VISIT, &mut released);
+            for f in released.drain(..) {
+                self.write_forward(now, f);
+            }
+            self.released = released;
+            self.process_queue(now);
         }
-        let mut released = std::mem::take(&mut self.released);
-        self.backlog
-            .release(BACKLOG_BUDGET, BACKLOG_PER_VISIT, &mut released);
-        for f in released.drain(..) {
-            self.write_forward(now, f);
-        }
-        self.released = released;
+        // Gauges: parked packets may also leave with their subscriber or be dropped when
+        // live video queues behind a full backlog, so they are read here every turn.
         self.stats
             .backlog_packets
             .store(self.backlog.len() as u64, Relaxed);
-        self.process_queue(now);
+        self.stats
+            .backlog_dropped
+            .store(self.backlog.n_dropped(), Relaxed);
     }
 
     fn flush(&mut self) {
@@ -986,9 +990,6 @@ impl State {
                 self.outs.forwards.push(f);
             }
         }
-        self.stats
-            .backlog_dropped
-            .store(self.backlog.n_dropped(), Relaxed);
         self.apply_outputs(now, &conference);
     }
 
