@@ -66,6 +66,16 @@ fn late_joiner_starts_from_the_gop_cache() {
                 "/metrics has hallcast_tx_gso_messages_total = {gso:?} after a GOP replay; expected the \
                  replay burst to go out as UDP GSO messages"
             );
+            // The replay went through the relay's backlog (parked, then released in slices
+            // after live packets): by now all of it has left and none was dropped.
+            let parked = metric(&metrics, "hallcast_backlog_packets");
+            let dropped = metric(&metrics, "hallcast_backlog_dropped_total");
+            ensure!(
+                parked == Some(0.0) && dropped == Some(0.0),
+                "/metrics has hallcast_backlog_packets = {parked:?} and hallcast_backlog_dropped_total = \
+                 {dropped:?} with one viewer playing; expected the joiner's replay fully released (0) \
+                 and nothing dropped (0)"
+            );
             Ok(())
         },
     );
