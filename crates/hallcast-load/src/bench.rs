@@ -364,21 +364,10 @@ async fn wait_until_live(
 
 /// The Markdown report: context, the exact command, the table, the definitions.
 pub fn markdown(opts: &BenchOptions, steps: &[Step]) -> String {
-    let mut md = String::new();
-    let cpu = cpu_model().unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let _ = writeln!(
-        md,
-        "# End-to-end benchmark: one publisher, N real WebRTC subscribers\n"
+    let mut md = report_header(
+        "End-to-end benchmark: one publisher, N real WebRTC subscribers",
+        &opts.command_line,
     );
-    let _ = writeln!(
-        md,
-        "Measured {} on {cpu}, {cores} cores (a shared machine), everything on loopback.\n",
-        utc_date(std::time::SystemTime::now())
-    );
-    let _ = writeln!(md, "```\n{}\n```\n", opts.command_line);
     let _ = writeln!(
         md,
         "- Relay: `hallcast demo --no-source`, the binary given above (release profile), a fresh process per N.\n\
@@ -530,14 +519,27 @@ pub fn markdown(opts: &BenchOptions, steps: &[Step]) -> String {
     md
 }
 
-pub(crate) fn cpu_model() -> Option<String> {
+/// A report's title, where and when it was measured, and the command that measured it.
+pub(crate) fn report_header(title: &str, command_line: &str) -> String {
+    let cpu = cpu_model().unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!(
+        "# {title}\n\nMeasured {} on {cpu}, {cores} cores (a shared machine), everything on loopback.\n\n\
+         ```\n{command_line}\n```\n\n",
+        utc_date(std::time::SystemTime::now())
+    )
+}
+
+fn cpu_model() -> Option<String> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("model name"))?;
     Some(line.split_once(':')?.1.trim().to_string())
 }
 
 /// `YYYY-MM-DD` (UTC) of a time, without a date library.
-pub(crate) fn utc_date(t: std::time::SystemTime) -> String {
+fn utc_date(t: std::time::SystemTime) -> String {
     let days = t
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() / 86_400)

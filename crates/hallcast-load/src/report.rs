@@ -24,18 +24,20 @@ impl Percentiles {
             return Percentiles::default();
         }
         ms.sort_by(f64::total_cmp);
-        let rank = |p: f64| {
-            // Nearest rank: the smallest value with at least p% of the sample at or below it.
-            let r = (p / 100.0 * ms.len() as f64).ceil() as usize;
-            ms[r.clamp(1, ms.len()) - 1]
-        };
         Percentiles {
             n: ms.len(),
-            p50: rank(50.0),
-            p95: rank(95.0),
+            p50: nearest_rank(&ms, 50.0),
+            p95: nearest_rank(&ms, 95.0),
             max: ms[ms.len() - 1],
         }
     }
+}
+
+/// Nearest rank in a sorted, non-empty sample: the smallest value with at least `p` % of the
+/// sample at or below it.
+pub fn nearest_rank<T: Copy>(sorted: &[T], p: f64) -> T {
+    let r = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[r.clamp(1, sorted.len()) - 1]
 }
 
 /// Groups failure messages by their first line with digits masked, so "port 40123" and

@@ -32,9 +32,9 @@ use tracing::{info, warn};
 
 use crate::bench::{self, Rig};
 use crate::probe::{self, ProcSample, RelaySample};
-use crate::report::{Percentiles, count_failures};
+use crate::report::{count_failures, nearest_rank};
 use crate::signal;
-use crate::subscribe::{self, DelayLog, Sub, SubscribeOptions, Totals};
+use crate::subscribe::{self, DelayLog, Sub, SubscribeOptions, SubscribeReport, Totals};
 
 #[derive(Debug, Clone)]
 pub struct StormOptions {
@@ -78,10 +78,7 @@ impl Tail {
             return Tail::default();
         }
         us.sort_unstable();
-        let rank = |p: f64| {
-            let r = (p / 100.0 * us.len() as f64).ceil() as usize;
-            f64::from(us[r.clamp(1, us.len()) - 1]) / 1e3
-        };
+        let rank = |p: f64| f64::from(nearest_rank(&us, p)) / 1e3;
         Tail {
             n: us.len(),
             p50: rank(50.0),
@@ -116,15 +113,10 @@ pub struct Phase {
 }
 
 /// The storm's clients.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StormClients {
-    pub joins: usize,
-    pub connected: usize,
-    pub with_keyframe: usize,
-    pub failures: BTreeMap<String, usize>,
-    pub answer_ms: Percentiles,
-    pub connect_ms: Percentiles,
-    pub ttfk_ms: Percentiles,
+    /// Every join of every wave, as one subscriber run reports it.
+    pub joins: SubscribeReport,
     pub headcounts_acked: usize,
     pub headcount_failures: BTreeMap<String, usize>,
     /// From the first join of the first wave to the last client's end.
@@ -181,7 +173,7 @@ async fn run_local(opts: &StormOptions) -> anyhow::Result<StormResult> {
             ..Sub::default()
         });
         steady.push(sub.clone());
-        tasks.push(spawn_subscriber(
+        tasks.push(subscribe::spawn_subscriber(
             sub_opts.clone(),
             client.clone(),
             sub,
@@ -277,20 +269,6 @@ async fn run_local(opts: &StormOptions) -> anyhow::Result<StormResult> {
         serde_json::to_string_pretty(&result)?,
     )?;
     Ok(result)
-}
-
-fn spawn_subscriber(
-    opts: SubscribeOptions,
-    client: reqwest::Client,
-    sub: Rc<Sub>,
-    stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::task::spawn_local(async move {
-        if let Err(e) = subscribe::subscriber(&opts, &client, &sub, stop).await {
-            sub.failure.replace(Some(format!("{e:#}")));
-        }
-        sub.up.set(false);
-    })
 }
 
 /// Imports `n` points (in 25 organisations of up to 20) and returns their join tokens.
@@ -507,7 +485,12 @@ async fn storm_waves(
                 video: !opts.storm_audio_only,
                 ..SubscribeOptions::default()
             };
-            tasks.push(spawn_subscriber(o, client.clone(), sub, stop_rx.clone()));
+            tasks.push(subscribe::spawn_subscriber(
+                o,
+                client.clone(),
+                sub,
+                stop_rx.clone(),
+            ));
             // The headcount declaration the viewer page sends when a point joins.
             let (client, url, token) = (client.clone(), headcount_url.clone(), token.clone());
             let (acked, hc_failures) = (acked.clone(), hc_failures.clone());
@@ -537,25 +520,9 @@ async fn storm_waves(
         }
         info!(wave, "storm wave done");
     }
-    let failures: Vec<String> = subs
-        .iter()
-        .filter_map(|s| s.failure.borrow().clone())
-        .collect();
-    let ms = |f: fn(&Sub) -> Option<Duration>| {
-        Percentiles::of_durations(subs.iter().filter_map(|s| f(s)))
-    };
     let hc_failures = hc_failures.borrow().clone();
     Ok(StormClients {
-        joins: subs.len(),
-        connected: subs.iter().filter(|s| s.connected.get().is_some()).count(),
-        with_keyframe: subs
-            .iter()
-            .filter(|s| s.first_keyframe.get().is_some())
-            .count(),
-        failures: count_failures(&failures),
-        answer_ms: ms(|s| s.answer.get()),
-        connect_ms: ms(|s| s.connected.get()),
-        ttfk_ms: ms(|s| s.first_keyframe.get()),
+        joins: subscribe::report(subs.len(), &subs, None),
         headcounts_acked: acked.get(),
         headcount_failures: count_failures(&hc_failures),
         secs: started.elapsed().as_secs_f64(),
@@ -564,21 +531,10 @@ async fn storm_waves(
 
 /// The Markdown report.
 pub fn markdown(opts: &StormOptions, r: &StormResult) -> String {
-    let mut md = String::new();
-    let cpu = bench::cpu_model().unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let _ = writeln!(
-        md,
-        "# Join storm: does a storm of points joining slow forwarding to the points watching?\n"
+    let mut md = bench::report_header(
+        "Join storm: does a storm of points joining slow forwarding to the points watching?",
+        &opts.command_line,
     );
-    let _ = writeln!(
-        md,
-        "Measured {} on {cpu}, {cores} cores (a shared machine), everything on loopback.\n",
-        bench::utc_date(std::time::SystemTime::now())
-    );
-    let _ = writeln!(md, "```\n{}\n```\n", opts.command_line);
     let _ = writeln!(
         md,
         "- Storm clients receive {}.\n\
@@ -634,15 +590,15 @@ pub fn markdown(opts: &StormOptions, r: &StormResult) -> String {
                 .map_or_else(|| "–".into(), |c| format!("{c:.2}")),
         );
     }
-    let s = &r.storm;
+    let s = &r.storm.joins;
     let _ = writeln!(
         md,
         "\nStorm clients: {} joins, {} connected, {} with a keyframe, failures {:?}; WHEP answer p50/p95/max \
          {:.0}/{:.0}/{:.0} ms; connected (ICE+DTLS) p50/p95/max {:.0}/{:.0}/{:.0} ms; first keyframe p50/p95/max \
          {:.0}/{:.0}/{:.0} ms; headcount declarations acknowledged {} (failures {:?}); the storm lasted {:.1} s.",
-        s.joins,
-        s.connected,
-        s.with_keyframe,
+        s.n_subscribers,
+        s.n_connected,
+        s.n_with_keyframe,
         s.failures,
         s.answer_ms.p50,
         s.answer_ms.p95,
@@ -653,9 +609,9 @@ pub fn markdown(opts: &StormOptions, r: &StormResult) -> String {
         s.ttfk_ms.p50,
         s.ttfk_ms.p95,
         s.ttfk_ms.max,
-        s.headcounts_acked,
-        s.headcount_failures,
-        s.secs
+        r.storm.headcounts_acked,
+        r.storm.headcount_failures,
+        r.storm.secs
     );
     md
 }

@@ -273,14 +273,12 @@ async fn run_local(opts: &SubscribeOptions) -> anyhow::Result<SubscribeReport> {
             .await;
         let sub = Rc::new(Sub::default());
         subs.push(sub.clone());
-        let (client, stop, opts2) = (client.clone(), stop_rx.clone(), opts.clone());
-        tasks.push(tokio::task::spawn_local(async move {
-            if let Err(e) = subscriber(&opts2, &client, &sub, stop).await {
-                debug!(subscriber = i, "failed: {e:#}");
-                sub.failure.replace(Some(format!("{e:#}")));
-            }
-            sub.up.set(false);
-        }));
+        tasks.push(spawn_subscriber(
+            opts.clone(),
+            client.clone(),
+            sub,
+            stop_rx.clone(),
+        ));
     }
     info!(n = opts.n_subscribers, "all subscribers started");
     tokio::time::sleep(opts.warmup).await;
@@ -438,7 +436,11 @@ fn per_unit_us(cpu_seconds: f64, n: u64) -> f64 {
     }
 }
 
-fn report(n_subscribers: usize, subs: &[Rc<Sub>], window: Option<Window>) -> SubscribeReport {
+pub(crate) fn report(
+    n_subscribers: usize,
+    subs: &[Rc<Sub>],
+    window: Option<Window>,
+) -> SubscribeReport {
     let ms = |f: fn(&Sub) -> Option<Duration>| {
         Percentiles::of_durations(subs.iter().filter_map(|s| f(s)))
     };
@@ -587,7 +589,23 @@ fn drain(
     }
 }
 
-pub(crate) async fn subscriber(
+/// Runs one subscriber as a local task; its failure, if any, is kept in `sub`.
+pub(crate) fn spawn_subscriber(
+    opts: SubscribeOptions,
+    client: reqwest::Client,
+    sub: Rc<Sub>,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_local(async move {
+        if let Err(e) = subscriber(&opts, &client, &sub, stop).await {
+            debug!("subscriber failed: {e:#}");
+            sub.failure.replace(Some(format!("{e:#}")));
+        }
+        sub.up.set(false);
+    })
+}
+
+async fn subscriber(
     opts: &SubscribeOptions,
     client: &reqwest::Client,
     sub: &Sub,

@@ -50,7 +50,7 @@ impl RelayDtls {
     }
 
     /// The relay's certificate, made on first use.
-    pub(crate) fn certificate() -> Option<DtlsCert> {
+    fn certificate() -> Option<DtlsCert> {
         static CERT: OnceLock<Option<DtlsCert>> = OnceLock::new();
         CERT.get_or_init(|| dimpl_certificate().ok()).clone()
     }

@@ -714,6 +714,8 @@ impl State {
 
     fn new_rtc(&self, now: Instant, audio: Option<Codec>, video: Option<Codec>) -> Rtc {
         let mut b = Rtc::builder()
+            // Shared DTLS configuration and certificate (see dtls.rs): str0m asks this
+            // provider for the certificate, which is the process's one.
             .set_crypto_provider(crate::dtls::RelayDtls::crypto_provider())
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -737,9 +739,6 @@ impl State {
                 }
             }
             _ => {}
-        }
-        if let Some(cert) = crate::dtls::RelayDtls::certificate() {
-            b = b.set_dtls_cert(cert);
         }
         let mut rtc = b.build(now);
         for c in &self.candidates {
