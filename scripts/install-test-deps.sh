@@ -3,7 +3,8 @@
 # that has the Rust toolchain, python3 and node/npm. Idempotent: what is there is left alone.
 #
 #   Chromium (+ chromedriver)   Debian packages, only if /usr/bin/chromium is missing
-#   iproute2, python3-venv      Debian packages, only if missing
+#   iproute2, nftables,         Debian packages, only if missing
+#   python3-venv
 #   playwright-core             npm ci in tests/js (drives the system Chromium; downloads no browser)
 #   aiortc, aiohttp, numpy      a venv at tests/py/.venv, from PyPI
 #   PostgreSQL                  scripts/pg-test-setup.sh, when that script exists
@@ -44,10 +45,12 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # `ip` (network namespaces: the reconnect test puts a viewer on a second host).
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# `nft` (the 1:1 NAT test puts the relay behind DNAT in its namespace).
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 else
-  say "chromium, node, npm, python3-venv and iproute2 are present"
+  say "chromium, node, npm, python3-venv, iproute2 and nftables are present"
 fi
 
 node_major="$(node -p 'process.versions.node.split(".")[0]')"

@@ -50,6 +50,29 @@ impl Client {
         args: &[String],
         env: &[(&str, &str)],
     ) -> Result<Client> {
+        Client::start_full(ctx, kind, script, args, env, None)
+    }
+
+    /// `start` inside network namespace `netns` (`ip netns exec NETNS ...`): a client on
+    /// another host (see [`crate::netns`]).
+    pub fn start_in_netns(
+        ctx: &Ctx,
+        kind: ClientKind,
+        script: &str,
+        args: &[String],
+        netns: &str,
+    ) -> Result<Client> {
+        Client::start_full(ctx, kind, script, args, &[], Some(netns))
+    }
+
+    fn start_full(
+        ctx: &Ctx,
+        kind: ClientKind,
+        script: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        netns: Option<&str>,
+    ) -> Result<Client> {
         let (program, dir) = match kind {
             ClientKind::Browser => {
                 chromium_path()?;
@@ -74,7 +97,15 @@ impl Client {
         let stderr_log = ctx.path(&format!("{stem}.stderr.log"));
         let stderr = File::create(&stderr_log)
             .with_context(|| format!("cannot create {}", stderr_log.display()))?;
-        let mut cmd = Command::new(&program);
+        let mut cmd = match netns {
+            // `ip netns exec` execs the program: same pid and process group.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&program);
+                c
+            }
+            None => Command::new(&program),
+        };
         if kind == ClientKind::Aiortc {
             // Unbuffered, so progress lines arrive when printed.
             cmd.arg("-u");

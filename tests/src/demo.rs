@@ -33,6 +33,14 @@ pub struct DemoOptions {
     /// `--data-dir`; `None` is a fresh directory in the test's scratch space. A restarted relay
     /// reuses its predecessor's ledger (and join-token secret) this way.
     pub data_dir: Option<PathBuf>,
+    /// Run the relay inside this network namespace (`ip netns exec NETNS hallcast demo ...`).
+    pub netns: Option<String>,
+    /// `--media` exactly as given (e.g. `0.0.0.0:0`); overrides `ip`/`media_port` for media.
+    pub media_addr: Option<String>,
+    /// `--public-ip` flags (the addresses announced as ICE candidates).
+    pub public_ips: Vec<String>,
+    /// `--public-url` (the base of the URLs in the info file).
+    pub public_url: Option<String>,
 }
 
 /// The info file the relay writes as soon as it accepts requests.
@@ -119,8 +127,19 @@ impl Demo {
             .unwrap_or_else(|| ctx.path("demo-data"));
         let log = ctx.path("demo.log");
         let ip = opts.ip.clone().unwrap_or_else(|| "127.0.0.1".to_string());
-        let media = format!("{ip}:{}", opts.media_port.unwrap_or(0));
-        let mut cmd = Command::new(&bin);
+        let media = opts
+            .media_addr
+            .clone()
+            .unwrap_or_else(|| format!("{ip}:{}", opts.media_port.unwrap_or(0)));
+        let mut cmd = match &opts.netns {
+            // `ip netns exec` execs the relay: the pid stopped on drop is the relay's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
         cmd.arg("demo")
             .args(["--http", &format!("{ip}:{}", opts.http_port.unwrap_or(0))])
             .args(["--media", &media])
@@ -133,6 +152,12 @@ impl Demo {
         }
         if let Some(secs) = opts.keyframe_interval_s {
             cmd.args(["--keyframe-interval", &secs.to_string()]);
+        }
+        for public_ip in &opts.public_ips {
+            cmd.args(["--public-ip", public_ip]);
+        }
+        if let Some(url) = &opts.public_url {
+            cmd.args(["--public-url", url]);
         }
         let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let err = out.try_clone()?;

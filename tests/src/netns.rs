@@ -1,6 +1,8 @@
 //! A second network host for a test: a network namespace joined to this one by a veth pair,
 //! with addresses the test picks. Its link can be cut and restored to simulate a lost network.
 //! Needs root and iproute2 (`ip`). Only traffic between this host and the namespace flows on it.
+//! [`NsPair`]: two hosts joined only to each other; [`one_to_one_nat`]: a cloud VM's 1:1 NAT
+//! inside a namespace (nftables).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -123,4 +125,114 @@ impl Drop for NetNs {
         let _ = ip(&["link", "del", &self.host_if]);
         let _ = ip(&["netns", "del", &self.name]);
     }
+}
+
+/// Two namespaces joined to each other by a veth pair, not to this host: two hosts on a
+/// private /30 (`10.213.<subnet>.1` in `a`, `.2` in `b`). Both are deleted on drop.
+pub struct NsPair {
+    pub a: String,
+    pub b: String,
+    pub a_ip: String,
+    pub b_ip: String,
+    /// `a`'s interface (towards `b`).
+    pub a_if: String,
+    /// `b`'s interface (towards `a`).
+    pub b_if: String,
+}
+
+impl NsPair {
+    pub fn create() -> Result<NsPair> {
+        let n = N_NETNS.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let tag = format!("{}{n}", pid % 100_000);
+        let subnet = (pid % 200 + n * 7) % 250;
+        let pair = NsPair {
+            a: format!("hc-e2e-{tag}a"),
+            b: format!("hc-e2e-{tag}b"),
+            a_ip: format!("10.213.{subnet}.1"),
+            b_ip: format!("10.213.{subnet}.2"),
+            a_if: format!("hc{tag}a"),
+            b_if: format!("hc{tag}b"),
+        };
+        ip(&["netns", "add", &pair.a])?;
+        // From here on Drop removes what was made.
+        ip(&["netns", "add", &pair.b])?;
+        ip(&[
+            "link", "add", &pair.a_if, "type", "veth", "peer", "name", &pair.b_if,
+        ])?;
+        for (ns, dev, addr) in [
+            (&pair.a, &pair.a_if, &pair.a_ip),
+            (&pair.b, &pair.b_if, &pair.b_ip),
+        ] {
+            ip(&["link", "set", dev, "netns", ns])?;
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/30"), "dev", dev])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(pair)
+    }
+}
+
+impl Drop for NsPair {
+    fn drop(&mut self) {
+        // A veth still here (creation failed half-way); in a namespace it goes with it.
+        let _ = ip(&["link", "del", &self.a_if]);
+        let _ = ip(&["netns", "del", &self.a]);
+        let _ = ip(&["netns", "del", &self.b]);
+    }
+}
+
+/// `ip -n NETNS ARGS`.
+pub fn ip_in(netns: &str, args: &[&str]) -> Result<()> {
+    let mut all = vec!["-n", netns];
+    all.extend_from_slice(args);
+    ip(&all)
+}
+
+/// `nft ARGS` inside namespace `netns` (its tables go with the namespace).
+pub fn nft(netns: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "nft"])
+        .args(args)
+        .output()
+        .context("cannot run `ip netns exec`")?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("No such file") || err.contains("exec of \"nft\" failed") {
+            bail!("`nft` is missing: scripts/install-test-deps.sh installs nftables ({err})");
+        }
+        bail!("`nft {}` in {netns} failed: {}", args.join(" "), err.trim());
+    }
+    Ok(())
+}
+
+/// Makes namespace `netns` a host behind 1:1 NAT, as a cloud VM: datagrams to `public` are
+/// delivered to `private` (an address of the host), and the replies leave as from `public`
+/// (connection tracking). Also for the host's own traffic to `public` (the provider's
+/// "hairpin"), which goes out `dev` before the NAT turns it back.
+pub fn one_to_one_nat(netns: &str, dev: &str, public: &str, private: &str) -> Result<()> {
+    nft(netns, &["add", "table", "ip", "nat"])?;
+    for (chain, hook) in [("pre", "prerouting"), ("out", "output")] {
+        nft(
+            netns,
+            &[
+                "add",
+                "chain",
+                "ip",
+                "nat",
+                chain,
+                &format!("{{ type nat hook {hook} priority -100; }}"),
+            ],
+        )?;
+        nft(
+            netns,
+            &[
+                "add", "rule", "ip", "nat", chain, "ip", "daddr", public, "dnat", "to", private,
+            ],
+        )?;
+    }
+    ip_in(
+        netns,
+        &["route", "add", &format!("{public}/32"), "dev", dev],
+    )
 }

@@ -43,9 +43,13 @@ pub struct Http {
 #[serde(deny_unknown_fields, default)]
 pub struct Media {
     /// The one UDP address every WebRTC peer talks to (open this port in firewalls).
+    /// A specific IP, or 0.0.0.0 / `[::]` (every interface; `public_ips` is then required).
     pub udp: SocketAddr,
-    /// Addresses announced as ICE host candidates; needed when `udp` binds 0.0.0.0
-    /// or behind 1:1 NAT. Empty: the bound address.
+    /// Addresses announced as ICE host candidates, each on `udp`'s port; needed when `udp`
+    /// binds 0.0.0.0 or behind 1:1 NAT (cloud VMs: the public address here, `udp` on the
+    /// private one or 0.0.0.0). Empty: the bound address. A datagram sent to one of these
+    /// counts as arriving there; one that arrives at another local address (the private
+    /// address a 1:1 NAT translated to) counts as arriving at the first one of its family.
     pub public_ips: Vec<IpAddr>,
     /// A session from which nothing arrives for this many seconds is ended.
     pub session_timeout_secs: u64,

@@ -17,8 +17,13 @@
 //!
 //! `nix::sendmmsg` gives every message the same control messages, so the batch is built
 //! with `libc::sendmmsg` directly (the only `unsafe` in the relay).
+//!
+//! **Receiving** ([`recv_with_destination`]): `recvmsg` with `IP_PKTINFO` /
+//! `IPV6_PKTINFO`, so every datagram comes with the address it was sent to (a socket bound
+//! to 0.0.0.0 has many; behind 1:1 NAT it is the private one). [`candidate_destination`]
+//! turns that into the announced ICE candidate str0m must be told about.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use nix::errno::Errno;
@@ -307,9 +312,220 @@ fn send_batch(
     }
 }
 
+// ---------------------------------------------------------------- receiving
+
+/// One datagram received by [`recv_with_destination`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes written into the buffer.
+    pub len: usize,
+    pub source: SocketAddr,
+    /// The IP the datagram was addressed to (its IP header's destination as it reached
+    /// this host, i.e. after any NAT), from `IP_PKTINFO` / `IPV6_PKTINFO`; `None` when
+    /// the kernel attached none ([`enable_destination_info`] not called).
+    pub destination: Option<IpAddr>,
+}
+
+/// Asks the kernel to attach each received datagram's destination address
+/// (`IP_PKTINFO`; on an IPv6 socket `IPV6_RECVPKTINFO`, plus `IP_PKTINFO` for a
+/// dual-stack socket's IPv4 datagrams when the kernel allows it).
+pub fn enable_destination_info(socket: &std::net::UdpSocket) -> std::io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    match socket.local_addr()? {
+        SocketAddr::V4(_) => setsockopt(socket, sockopt::Ipv4PacketInfo, &true)?,
+        SocketAddr::V6(_) => {
+            setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)?;
+            let _ = setsockopt(socket, sockopt::Ipv4PacketInfo, &true);
+        }
+    }
+    Ok(())
+}
+
+/// A control-message buffer for [`recv_with_destination`] (made once, reused).
+pub fn control_buffer() -> Vec<u8> {
+    nix::cmsg_space!(libc::in_pktinfo, libc::in6_pktinfo)
+}
+
+/// Receives one datagram (non-blocking: `WouldBlock` when there is none) with its source
+/// and, when enabled, its destination address. `control` comes from [`control_buffer`].
+pub fn recv_with_destination(
+    socket: &impl AsRawFd,
+    buf: &mut [u8],
+    control: &mut [u8],
+) -> std::io::Result<Received> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(control),
+        MsgFlags::MSG_DONTWAIT,
+    )?;
+    let source = msg
+        .address
+        .as_ref()
+        .and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::from(*v4))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
+        })
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "datagram without an IP source address",
+            )
+        })?;
+    let mut destination = None;
+    // Err: the control buffer was too small (truncated): no destination then.
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            match c {
+                ControlMessageOwned::Ipv4PacketInfo(info) => {
+                    let ip = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                    destination = Some(IpAddr::V4(ip));
+                }
+                ControlMessageOwned::Ipv6PacketInfo(info) => {
+                    destination = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(Received {
+        len: msg.bytes,
+        source,
+        destination,
+    })
+}
+
+/// The destination str0m is told a datagram arrived at, which must be one of the announced
+/// ICE host candidates (`announced` IPs, each on the bound port): str0m's ICE agent drops a
+/// STUN request whose destination matches no local candidate, and in ICE-lite it has only
+/// host candidates (no server-reflexive one with a private base).
+///
+/// `real` (the datagram's destination IP; `None`: unknown, taken as `bound`'s IP) is kept
+/// when it is announced. Otherwise the first announced IP of the same family is used: the
+/// datagram reached a socket bound to 0.0.0.0 without destination info, or came through
+/// 1:1 NAT, which rewrote the public address to this host's private one. With no announced
+/// IP of its family, `real` stays (str0m will not match it).
+pub fn candidate_destination(
+    real: Option<IpAddr>,
+    bound: SocketAddr,
+    announced: &[IpAddr],
+) -> SocketAddr {
+    let real = real.unwrap_or(bound.ip()).to_canonical();
+    let ip = if announced.contains(&real) {
+        real
+    } else {
+        announced
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == real.is_ipv4())
+            .unwrap_or(real)
+    };
+    SocketAddr::new(ip, bound.port())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sends one datagram to `to` from a fresh socket and receives it on `rx` (made
+    /// non-blocking by the caller's loop: retried until it arrives).
+    fn recv_one(rx: &std::net::UdpSocket, to: SocketAddr) -> Received {
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(b"hello", to).unwrap();
+        let mut buf = [0u8; 64];
+        let mut control = control_buffer();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match recv_with_destination(rx, &mut buf, &mut control) {
+                Ok(r) => {
+                    assert_eq!(&buf[..r.len], b"hello");
+                    assert_eq!(r.source, tx.local_addr().unwrap());
+                    return r;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "nothing arrived");
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_socket_bound_to_the_unspecified_address_learns_each_datagrams_destination() {
+        let rx = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        enable_destination_info(&rx).unwrap();
+        let port = rx.local_addr().unwrap().port();
+        // 127.0.0.0/8 is all local: two destinations reach the same 0.0.0.0 socket.
+        for ip in [Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)] {
+            let r = recv_one(&rx, SocketAddr::from((ip, port)));
+            assert_eq!(r.destination, Some(IpAddr::V4(ip)));
+            assert_eq!(r.len, 5);
+        }
+    }
+
+    #[test]
+    fn a_socket_bound_to_one_address_reports_it() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_destination_info(&rx).unwrap();
+        let r = recv_one(&rx, rx.local_addr().unwrap());
+        assert_eq!(r.destination, Some(IpAddr::from([127, 0, 0, 1])));
+    }
+
+    #[test]
+    fn without_destination_info_none_is_reported() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let r = recv_one(&rx, rx.local_addr().unwrap());
+        assert_eq!(r.destination, None);
+    }
+
+    #[test]
+    fn destinations_map_to_announced_candidates() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let public = [ip("203.0.113.7"), ip("198.51.100.9"), ip("2001:db8::7")];
+        let any: SocketAddr = "0.0.0.0:8443".parse().unwrap();
+        let at = |s: &str| SocketAddr::new(ip(s), 8443);
+        // An announced destination is kept, whichever of several it is.
+        assert_eq!(
+            candidate_destination(Some(ip("198.51.100.9")), any, &public),
+            at("198.51.100.9")
+        );
+        assert_eq!(
+            candidate_destination(Some(ip("2001:db8::7")), any, &public),
+            at("2001:db8::7")
+        );
+        // 1:1 NAT: the private address the NAT translated to → the first public one of
+        // the same family.
+        assert_eq!(
+            candidate_destination(Some(ip("10.0.0.5")), any, &public),
+            at("203.0.113.7")
+        );
+        assert_eq!(
+            candidate_destination(Some(ip("fd00::5")), any, &public),
+            at("2001:db8::7")
+        );
+        // Unknown destination: the bound address stands in (0.0.0.0 → first IPv4).
+        assert_eq!(candidate_destination(None, any, &public), at("203.0.113.7"));
+        // No public_ips: the bound address is the one candidate, and stays.
+        let bound: SocketAddr = "10.0.0.5:8443".parse().unwrap();
+        assert_eq!(
+            candidate_destination(Some(ip("10.0.0.5")), bound, &[bound.ip()]),
+            bound
+        );
+        // No announced IP of the family: left as it is.
+        assert_eq!(
+            candidate_destination(Some(ip("fd00::5")), bound, &[bound.ip()]),
+            at("fd00::5")
+        );
+        // An IPv4 datagram on a dual-stack socket (IPv4-mapped) counts as IPv4.
+        assert_eq!(
+            candidate_destination(Some(ip("::ffff:203.0.113.7")), any, &public),
+            at("203.0.113.7")
+        );
+    }
 
     #[test]
     fn sends_a_batch_to_several_destinations() {
