@@ -4,8 +4,9 @@
 //!
 //! The viewers run `py/whep_play.py --wall-clock`, which stamps its first decoded frame and the
 //! moment it sends its DELETE in Unix milliseconds, the clock the ledger records in. A point's
-//! presence in the ledger starts when the relay first delivers video to it and ends with the
-//! session, so each boundary must agree with the viewer's own within [`TOLERANCE_MS`].
+//! presence in the ledger starts when the relay first delivers media to it (video, or audio when
+//! the hall sends only audio) and ends with the session, so each boundary must agree with the
+//! viewer's own within [`TOLERANCE_MS`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -84,6 +85,7 @@ struct PointRow {
     headcount_declared_ms: Option<i64>,
     n_sessions: u32,
     n_timeouts: u32,
+    audio_only_ms: i64,
     attendances: Vec<Interval>,
     intervals: Vec<Interval>,
 }
@@ -1431,6 +1433,206 @@ fn relay_killed_during_a_join_storm_keeps_every_acknowledged_event_once() {
                 );
             }
             Ok(())
+        },
+    );
+}
+
+// ----- 6. a hall that sends only audio -----
+
+/// How long the audio-only viewer plays.
+const AUDIO_ONLY_STAY: Duration = Duration::from_secs(8);
+/// How far the audio-only point's time present may be from what its viewer measured.
+const AUDIO_ONLY_TOLERANCE_MS: i64 = 2_000;
+
+/// The hall's camera failed: its publisher offers audio and video but sends only audio. A point
+/// that hears the hall attends it: present for the time its viewer played, that time recorded
+/// as audio-only. The relay's log for such a session has no `media_flowing` (only
+/// `audio_only`), so the presence must come from the meaning of `audio_only` itself.
+#[test]
+fn an_audio_only_broadcast_counts_its_points_present_with_their_time_recorded_as_audio_only() {
+    run(
+        "an_audio_only_broadcast_counts_its_points_present_with_their_time_recorded_as_audio_only",
+        Weight::Heavy,
+        |ctx| {
+            let mut demo = Demo::start(
+                ctx,
+                DemoOptions {
+                    no_source: true,
+                    ..Default::default()
+                },
+            )?;
+            let info = demo.info.clone();
+            ensure!(
+                info.conference == CONFERENCE,
+                "the demo's conference is {}, expected {CONFERENCE}",
+                info.conference
+            );
+            let admin = Admin::new(&info)?;
+            let point = info.raw["point"]
+                .as_str()
+                .unwrap_or("diem-cau-demo")
+                .to_string();
+            let tokens = admin.join_tokens(CONFERENCE)?;
+            let token = tokens
+                .get(&point)
+                .with_context(|| format!("the links API lists no link for {point}: {tokens:?}"))?;
+
+            let mut publisher = Client::start(
+                ctx,
+                ClientKind::Aiortc,
+                "whip_publish.py",
+                &strings(&[
+                    "--url",
+                    &info.whip_url,
+                    "--key",
+                    &info.stream_key,
+                    "--codec",
+                    "vp8",
+                    "--duration",
+                    "120",
+                    "--no-video-frames",
+                    "--progress",
+                ]),
+            )?;
+            crate::util::expect_published(&mut publisher, "the audio-only WHIP offer")?;
+
+            let mut viewer = Client::start(
+                ctx,
+                ClientKind::Aiortc,
+                "whep_play.py",
+                &strings(&[
+                    "--url",
+                    &info.whep_url,
+                    "--token",
+                    token,
+                    "--duration",
+                    "120",
+                    "--wait-live",
+                    "--wall-clock",
+                    "--progress",
+                ]),
+            )?;
+            let what = format!("the first audio frame of point {point}'s viewer");
+            let posted = viewer.wait_for(&what, Duration::from_secs(60), |ev| {
+                ev["event"] == "posted" && ev["status"] != 409
+            })?;
+            ensure!(
+                posted["status"] == 201,
+                "the relay refused point {point}'s WHEP offer: {posted}"
+            );
+            let first_audio = viewer.wait_for(&what, Duration::from_secs(30), |ev| {
+                ev["event"] == "first_audio"
+            })?;
+            let joined = first_audio["wall_ms"]
+                .as_i64()
+                .with_context(|| format!("a first_audio line without wall_ms: {first_audio}"))?;
+            sleep_until(joined + AUDIO_ONLY_STAY.as_millis() as i64);
+            let played = viewer.stop()?;
+            ensure!(
+                is_2xx(&Some(played["delete_status"].clone())),
+                "point {point}'s viewer: DELETE of its WHEP session answered {}, expected 2xx",
+                played["delete_status"]
+            );
+            let left = played["delete_sent_wall_ms"]
+                .as_i64()
+                .with_context(|| format!("a result without delete_sent_wall_ms: {played}"))?;
+            demo.ensure_running()?;
+
+            let mut p = Problems::default();
+            // The viewer heard the hall (~50 Opus frames a second) and saw nothing.
+            let audio_frames = played["audio_frames_decoded"].as_u64().unwrap_or(0);
+            let min_audio = 25 * AUDIO_ONLY_STAY.as_secs();
+            p.check(audio_frames >= min_audio, || {
+                format!(
+                    "point {point}'s viewer decoded {audio_frames} audio frames in {AUDIO_ONLY_STAY:?}, expected at least {min_audio}: {played}"
+                )
+            });
+            p.check(played["frames_decoded"] == 0, || {
+                format!(
+                    "point {point}'s viewer decoded {} video frames, but the hall sends no video",
+                    played["frames_decoded"]
+                )
+            });
+
+            let report = admin.report()?;
+            let row = report.point(&point)?;
+            let measured = left - joined;
+            p.check(row.connected && !row.present_at_horizon, || {
+                format!(
+                    "{point}: connected = {}, present at the end = {}; expected true, false (it heard the hall for {measured} ms)",
+                    row.connected, row.present_at_horizon
+                )
+            });
+            p.near(
+                &format!("{point} time present (ms)"),
+                Some(row.present_ms),
+                measured,
+                AUDIO_ONLY_TOLERANCE_MS,
+            );
+            p.near(
+                &format!("{point} first join"),
+                row.first_join_ms,
+                joined,
+                AUDIO_ONLY_TOLERANCE_MS,
+            );
+            p.near(
+                &format!("{point} time audio-only (ms), against its time present"),
+                Some(row.audio_only_ms),
+                row.present_ms,
+                TOLERANCE_MS,
+            );
+            p.check(row.n_sessions == 1 && row.intervals.len() == 1, || {
+                format!(
+                    "{point}: {} sessions, {} intervals; expected 1 and 1",
+                    row.n_sessions,
+                    row.intervals.len()
+                )
+            });
+            p.check(report.summary.n_points_connected == 1, || {
+                format!(
+                    "points connected {}, expected 1",
+                    report.summary.n_points_connected
+                )
+            });
+
+            // The relay's own log of the session: started, audio-only, ended; never a
+            // media_flowing (so the presence above comes from audio_only) nor any video.
+            let log = admin.get(&format!("/api/v1/conferences/{CONFERENCE}/events"))?;
+            let log = log.as_array().context("the event log is not a list")?;
+            let mut changes: Vec<(i64, String)> = log
+                .iter()
+                .filter(|ev| ev["kind"] == "session" && ev["point"] == point.as_str())
+                .map(|ev| {
+                    (
+                        ev["at_ms"].as_i64().unwrap_or(0),
+                        ev["change"].as_str().unwrap_or("?").to_string(),
+                    )
+                })
+                .collect();
+            // Stable: events of one millisecond keep the log's order.
+            changes.sort_by_key(|(at, _)| *at);
+            let changes: Vec<&str> = changes.iter().map(|(_, c)| c.as_str()).collect();
+            p.check(
+                changes.first() == Some(&"started")
+                    && changes.contains(&"audio_only")
+                    && changes.last() == Some(&"ended")
+                    && !changes
+                        .iter()
+                        .any(|c| matches!(*c, "media_flowing" | "first_video_sent" | "video_resumed")),
+                || {
+                    format!(
+                        "{point}: the session's log is {changes:?}, expected started, audio_only, ended (no media_flowing, no video)"
+                    )
+                },
+            );
+            let published = publisher.stop()?;
+            p.check(published["video_packets_sent"] == 0, || {
+                format!(
+                    "the audio-only publisher sent {} video packets",
+                    published["video_packets_sent"]
+                )
+            });
+            p.finish(&report)
         },
     );
 }

@@ -13,8 +13,10 @@ With --wall-clock (for comparing with the relay's attendance ledger, which recor
 every line also carries "wall_ms" (Unix milliseconds when it was printed), "posted" lines carry
 the session's "location", a line
   {"event": "first_frame", "wall_ms": ..}                     when the first video frame is decoded
-is printed, and the result adds "first_frame_wall_ms", "delete_sent_wall_ms" (just before the
-DELETE was sent) and "delete_done_wall_ms" (its answer arrived).
+  {"event": "first_audio", "wall_ms": ..}                     when the first audio frame is decoded
+are printed, and the result adds "first_frame_wall_ms", "first_audio_wall_ms",
+"delete_sent_wall_ms" (just before the DELETE was sent) and "delete_done_wall_ms" (its answer
+arrived).
 """
 
 import argparse
@@ -41,7 +43,7 @@ def parse_args():
     p.add_argument("--progress", action="store_true", help="print a progress line every second")
     p.add_argument("--host-address", default="127.0.0.1", help="address of our ICE host candidate")
     p.add_argument("--wall-clock", action="store_true",
-                   help="add Unix-time stamps (wall_ms) and print a first_frame line")
+                   help="add Unix-time stamps (wall_ms) and print first_frame and first_audio lines")
     return p.parse_args()
 
 
@@ -59,6 +61,9 @@ class Counters:
         self.width = 0
         self.height = 0
         self.audio_frames = 0
+        self.first_audio_wall_ms = None
+        # Called once with the Unix time of the first decoded audio frame (None: nothing to do).
+        self.on_first_audio = None
 
 
 async def consume(track, counters: Counters):
@@ -75,6 +80,10 @@ async def consume(track, counters: Counters):
                 counters.width, counters.height = frame.width, frame.height
             else:
                 counters.audio_frames += 1
+                if counters.first_audio_wall_ms is None:
+                    counters.first_audio_wall_ms = wall_ms()
+                    if counters.on_first_audio is not None:
+                        counters.on_first_audio(counters.first_audio_wall_ms)
     except MediaStreamError:
         pass
 
@@ -110,6 +119,7 @@ async def main() -> int:
     counters = Counters()
     if args.wall_clock:
         counters.on_first_frame = lambda at: emit({"event": "first_frame", "wall_ms": at})
+        counters.on_first_audio = lambda at: emit({"event": "first_audio", "wall_ms": at})
     tasks = []
 
     @pc.on("connectionstatechange")
@@ -199,6 +209,7 @@ async def main() -> int:
     result.setdefault("audio_packets_received", 0)
     if args.wall_clock:
         result["first_frame_wall_ms"] = counters.first_frame_wall_ms
+        result["first_audio_wall_ms"] = counters.first_audio_wall_ms
     await pc.close()
     for t in tasks:
         t.cancel()

@@ -2,6 +2,9 @@
 """Publishes a synthetic hall feed to a WHIP endpoint with aiortc: a moving test pattern
 (aiortc encodes it, VP8 by default) and a 440 Hz Opus tone, for --duration seconds, then DELETEs.
 
+--no-video-frames: a hall whose camera failed. The offer still has its video (sendonly, the
+chosen codec) but the video sender has no track, so only audio is ever sent.
+
 stdout (JSON lines):
   {"event": "published", "status": 201, "location": ...}   or the refusal: status + body
   {"event": "progress", "t": .., "frames_sent": .., "connection": ..}
@@ -41,6 +44,8 @@ def parse_args():
     p.add_argument("--height", type=int, default=360)
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--progress", action="store_true", help="print a progress line every second")
+    p.add_argument("--no-video-frames", action="store_true",
+                   help="offer video (sendonly) but never send a video frame: only audio flows")
     p.add_argument("--host-address", default="127.0.0.1", help="address of our ICE host candidate")
     return p.parse_args()
 
@@ -130,6 +135,10 @@ async def sent_counts(pc):
     return video, audio
 
 
+def frames_sent(video) -> int:
+    return 0 if video is None else video.n
+
+
 async def main() -> int:
     args = parse_args()
     use_host_address(args.host_address)
@@ -145,9 +154,10 @@ async def main() -> int:
         states.append(pc.connectionState)
         log("connection", pc.connectionState)
 
-    video = PatternTrack(args.width, args.height, args.fps)
+    video = None if args.no_video_frames else PatternTrack(args.width, args.height, args.fps)
     pc.addTransceiver(ToneTrack(), direction="sendonly")
-    vt = pc.addTransceiver(video, direction="sendonly")
+    # Without a track the sender is offered (sendonly, with its SSRC) and never sends.
+    vt = pc.addTransceiver(video if video is not None else "video", direction="sendonly")
     mime = "video/VP8" if args.codec == "vp8" else "video/H264"
     codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == mime]
     if args.codec == "h264":
@@ -180,7 +190,7 @@ async def main() -> int:
                 if args.progress:
                     v, a = await sent_counts(pc)
                     emit({"event": "progress", "t": round(time.monotonic() - started, 2),
-                          "frames_sent": video.n, "video_packets_sent": v, "audio_packets_sent": a,
+                          "frames_sent": frames_sent(video), "video_packets_sent": v, "audio_packets_sent": a,
                           "connection": pc.connectionState})
             result["video_packets_sent"], result["audio_packets_sent"] = await sent_counts(pc)
             if result["location"]:
@@ -191,7 +201,7 @@ async def main() -> int:
                 except aiohttp.ClientError as e:
                     result["delete_status"] = f"error: {e}"
 
-    result["frames_sent"] = video.n
+    result["frames_sent"] = frames_sent(video)
     result["connection_states"] = states
     await pc.close()
     emit(result)

@@ -103,6 +103,13 @@ impl Backlog {
         }
     }
 
+    /// Whether `sub` has video parked: its video is on its way (a replay not yet released, live
+    /// video queued behind it), so a receiver that hears only its audio so far is not one that
+    /// gets no video.
+    pub fn has_parked(&self, sub: SubscriberId) -> bool {
+        self.parked.get(&sub).is_some_and(|q| !q.is_empty())
+    }
+
     /// Packets parked, all subscribers.
     pub fn len(&self) -> usize {
         self.len
@@ -127,7 +134,7 @@ mod tests {
 
     fn fwd(sub: u64, kind: MediaKind, seq: u64) -> Forward {
         Forward {
-            sub: SubscriberId(sub),
+            sub: SubscriberId(sub.into()),
             kind,
             seq,
             ts: 0,
@@ -139,7 +146,7 @@ mod tests {
 
     fn seqs(out: &[Forward], sub: u64) -> Vec<u64> {
         out.iter()
-            .filter(|f| f.sub == SubscriberId(sub))
+            .filter(|f| f.sub == SubscriberId(sub.into()))
             .map(|f| f.seq)
             .collect()
     }
@@ -204,6 +211,33 @@ mod tests {
         b.release(100, 100, &mut out);
         assert!(seqs(&out, 1).is_empty());
         assert_eq!(seqs(&out, 2), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn has_parked_follows_a_subscribers_video_until_it_leaves() {
+        let mut b = Backlog::new();
+        assert!(!b.has_parked(SubscriberId(1)));
+        // Audio is never parked.
+        b.park(fwd(1, MediaKind::Audio, 0));
+        assert!(!b.has_parked(SubscriberId(1)));
+        b.park(fwd(1, MediaKind::Video, 0));
+        b.park(fwd(1, MediaKind::Video, 1));
+        b.park(fwd(2, MediaKind::Video, 0));
+        assert!(b.has_parked(SubscriberId(1)));
+        assert!(!b.has_parked(SubscriberId(3)));
+        // Live video queued behind the replay keeps it parked after the replay left.
+        let mut out = Vec::new();
+        b.release(1, 1, &mut out);
+        assert!(b.admit(fwd(1, MediaKind::Video, 2)).is_none());
+        b.release(1, 1, &mut out);
+        assert!(b.has_parked(SubscriberId(1)));
+        b.release(100, 100, &mut out);
+        assert!(!b.has_parked(SubscriberId(1)));
+        assert!(!b.has_parked(SubscriberId(2)));
+        // A leaving subscriber takes its parked video along.
+        b.park(fwd(2, MediaKind::Video, 1));
+        b.remove(SubscriberId(2));
+        assert!(!b.has_parked(SubscriberId(2)));
     }
 
     #[test]

@@ -187,7 +187,9 @@ const CSV_COLUMNS: [(&str, &str); 21] = [
     ("Vào muộn (phút)", "late_join_min"),
     ("Số phút chỉ có tiếng", "audio_only_min"),
     ("Số phút hình bị đứng", "frozen_min"),
-    ("Thời gian đến hình đầu tiên (ms)", "ttff_ms"),
+    // When the relay sent the first video packet (ms after the WHEP session was created); not
+    // a frame the receiver decoded.
+    ("Gửi hình đầu tiên sau (ms)", "first_video_after_ms"),
     ("Số người dự (khai báo)", "headcount"),
     ("Số người dự kiến", "expected_headcount"),
     ("Số phiên kết nối", "n_sessions"),
@@ -240,7 +242,7 @@ pub fn report_csv(report: &Report, opts: &RenderOptions) -> Result<Vec<u8>> {
                 &opt(r.late_join_ms.map(minutes)),
                 &minutes(r.audio_only_ms),
                 &minutes(r.frozen_ms),
-                &opt(r.ttff_ms.map(|v| v.to_string())),
+                &opt(r.first_video_after_ms.map(|v| v.to_string())),
                 &opt(r.headcount.map(|d| d.n_people.to_string())),
                 &opt(r.expected_headcount.map(|v| v.to_string())),
                 &r.n_sessions.to_string(),
@@ -287,7 +289,8 @@ struct PointDto<'a> {
     late_join_ms: Option<i64>,
     audio_only_ms: i64,
     frozen_ms: i64,
-    ttff_ms: Option<u32>,
+    /// ms from the WHEP session's creation until the relay sent its first video packet.
+    first_video_after_ms: Option<u32>,
     headcount: Option<u32>,
     headcount_declared_ms: Option<i64>,
     n_sessions: u32,
@@ -381,7 +384,7 @@ fn point_dto(r: &PointRow, off: i32) -> PointDto<'_> {
         late_join_ms: r.late_join_ms,
         audio_only_ms: r.audio_only_ms,
         frozen_ms: r.frozen_ms,
-        ttff_ms: r.ttff_ms,
+        first_video_after_ms: r.first_video_after_ms,
         headcount: r.headcount.map(|d| d.n_people),
         headcount_declared_ms: r.headcount.map(|d| d.at_ms),
         n_sessions: r.n_sessions,
@@ -617,7 +620,7 @@ pub fn report_html(report: &Report, title: Option<&str>, opts: &RenderOptions) -
         ("Vào muộn (phút)", "Late join (min)"),
         ("Chỉ có tiếng (phút)", "Audio only (min)"),
         ("Hình đứng (phút)", "Frozen (min)"),
-        ("Hình đầu tiên (ms)", "First frame (ms)"),
+        ("Gửi hình đầu tiên sau (ms)", "First video sent after (ms)"),
         ("Số người dự", "Attendees"),
     ];
     let point_table = |b: &mut String, rows: &[PointRow]| {
@@ -662,7 +665,7 @@ pub fn report_html(report: &Report, title: Option<&str>, opts: &RenderOptions) -
                 opt(r.late_join_ms.map(minutes)),
                 minutes(r.audio_only_ms),
                 minutes(r.frozen_ms),
-                opt(r.ttff_ms.map(|v| v.to_string())),
+                opt(r.first_video_after_ms.map(|v| v.to_string())),
                 opt(r.headcount.map(|d| d.n_people.to_string())),
             );
         }

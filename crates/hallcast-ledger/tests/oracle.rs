@@ -15,9 +15,16 @@ const T0: i64 = 1_700_000_000_000;
 const SPAN: i64 = 1_500;
 
 // ----- the oracle -----
+//
+// The meaning, restated: the broadcast is live between BroadcastStarted and BroadcastEnded. A
+// session receives media from its first MediaFlowing, FirstVideoSent, AudioOnly or
+// VideoResumed (audio alone is media) until its Ended; nothing after Ended counts. At each
+// millisecond a point is present when the broadcast is live and one of its sessions receives
+// media; audio-only (frozen) when present and every such session is flagged audio-only
+// (frozen) by its latest AudioOnly/VideoResumed (Frozen/Unfrozen).
 
 /// The processing order among events of the same millisecond, restated from the spec:
-/// broadcast start, session start, flowing, first frame, video resumed, audio only,
+/// broadcast start, session start, flowing, first video sent, video resumed, audio only,
 /// unfrozen, frozen, headcount, session end, broadcast end; then event id.
 fn oracle_rank(k: &EventKind) -> u8 {
     use SessionChange as C;
@@ -31,7 +38,7 @@ fn oracle_rank(k: &EventKind) -> u8 {
             ..
         } => 2,
         EventKind::Session {
-            change: C::FirstFrame { .. },
+            change: C::FirstVideoSent { .. },
             ..
         } => 3,
         EventKind::Session {
@@ -61,6 +68,8 @@ fn oracle_rank(k: &EventKind) -> u8 {
 #[derive(Default, Clone)]
 struct OSession {
     ended: bool,
+    /// Media (audio counts) has reached the session: any of MediaFlowing, FirstVideoSent,
+    /// AudioOnly, VideoResumed was seen.
     flowing: bool,
     audio_only: bool,
     frozen: bool,
@@ -69,7 +78,7 @@ struct OSession {
 #[derive(Default)]
 struct OPoint {
     sessions: BTreeMap<String, OSession>,
-    ttff: Option<u32>,
+    first_video_after: Option<u32>,
     headcount: Option<Declaration>,
     n_timeouts: u32,
     present: Vec<bool>,
@@ -185,14 +194,21 @@ fn oracle(
                     match change {
                         SessionChange::Started => {}
                         SessionChange::MediaFlowing => s.flowing = true,
-                        SessionChange::FirstFrame { ttff_ms } => {
+                        SessionChange::FirstVideoSent { after_ms } => {
                             s.flowing = true;
-                            if p.ttff.is_none() {
-                                p.ttff = Some(*ttff_ms);
+                            if p.first_video_after.is_none() {
+                                p.first_video_after = Some(*after_ms);
                             }
                         }
-                        SessionChange::AudioOnly => s.audio_only = true,
-                        SessionChange::VideoResumed => s.audio_only = false,
+                        // Only audio delivered is still delivered: the session counts.
+                        SessionChange::AudioOnly => {
+                            s.flowing = true;
+                            s.audio_only = true;
+                        }
+                        SessionChange::VideoResumed => {
+                            s.flowing = true;
+                            s.audio_only = false;
+                        }
                         SessionChange::Frozen => s.frozen = true,
                         SessionChange::Unfrozen => s.frozen = false,
                         SessionChange::Ended { reason } => {
@@ -281,7 +297,7 @@ fn oracle(
                 },
                 audio_only_ms: p.audio.iter().filter(|b| **b).count() as i64,
                 frozen_ms: p.frozen.iter().filter(|b| **b).count() as i64,
-                ttff_ms: p.ttff,
+                first_video_after_ms: p.first_video_after,
                 headcount: p.headcount,
                 n_sessions: sessions_seen.iter().filter(|(q, _)| q == id).count() as u32,
                 n_timeouts: p.n_timeouts,
@@ -315,7 +331,7 @@ fn oracle(
             late_join_ms: None,
             audio_only_ms: 0,
             frozen_ms: 0,
-            ttff_ms: None,
+            first_video_after_ms: None,
             headcount: None,
             n_sessions: 0,
             n_timeouts: 0,
@@ -441,11 +457,11 @@ fn to_event(conference: &ConferenceId, id: u128, at: i64, s: &Step) -> Event {
         },
         Step::Sess(p, s, c, v) => EventKind::Session {
             point: point(*p),
-            session: SessionId::parse(&format!("s{s}")).unwrap(),
+            session: SessionId(*s as u128),
             change: match c {
                 0 => SessionChange::Started,
                 1 | 2 => SessionChange::MediaFlowing,
-                3 => SessionChange::FirstFrame { ttff_ms: *v },
+                3 => SessionChange::FirstVideoSent { after_ms: *v },
                 4 => SessionChange::AudioOnly,
                 5 => SessionChange::VideoResumed,
                 6 => SessionChange::Frozen,
@@ -524,6 +540,10 @@ fn oracle_agrees_on_a_restart_history() {
         (520, Step::Live(true)),
         (530, Step::Sess(0, 1, 1, 0)),
         (900, Step::Sess(1, 0, 3, 700)),
+        // p2 only ever receives audio (AudioOnly, no MediaFlowing): present, all audio-only.
+        (100, Step::Sess(2, 0, 0, 0)),
+        (150, Step::Sess(2, 0, 4, 0)),
+        (350, Step::Sess(2, 0, 8, 0)),
         (1000, Step::Live(false)),
     ];
     let events: Vec<Event> = steps
@@ -549,6 +569,14 @@ fn oracle_agrees_on_a_restart_history() {
         .iter()
         .find(|r| r.point.as_str() == "p1")
         .unwrap();
-    assert_eq!(p1.ttff_ms, Some(700));
-    assert_eq!(got.n_points_connected, 2);
+    assert_eq!(p1.first_video_after_ms, Some(700));
+    let p2 = got
+        .points
+        .iter()
+        .find(|r| r.point.as_str() == "p2")
+        .unwrap();
+    assert!(p2.connected);
+    assert_eq!(p2.present_ms, 200);
+    assert_eq!(p2.audio_only_ms, 200);
+    assert_eq!(got.n_points_connected, 3);
 }

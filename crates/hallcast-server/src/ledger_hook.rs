@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use hallcast_core::accounting::{
-    ConferenceId, EndReason as LedgerEnd, Event, EventKind, PointId, SessionChange, SessionId,
+    ConferenceId, EndReason as LedgerEnd, Event, EventKind, PointId, SessionChange,
 };
 use hallcast_ledger::{EventSink, new_event_id, now_ms};
 use hallcast_rtc::{Delivery, EndReason, EngineEvent, Role};
@@ -18,8 +18,67 @@ use crate::{EventHook, SessionMeta};
 
 pub struct LedgerHook {
     sink: EventSink,
-    /// Last delivery state per session, to tell "resumed" from "started".
-    delivery: Mutex<HashMap<hallcast_rtc::SessionId, Delivery>>,
+    /// What was last reported per session, to tell "resumed" from "started" and to clear
+    /// exactly the flags that were set.
+    delivery: Mutex<HashMap<hallcast_rtc::SessionId, Reported>>,
+}
+
+/// A session's delivery as the ledger last heard it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reported {
+    state: Delivery,
+    /// `AudioOnly` was emitted and no `VideoResumed` since (a stall in between keeps it).
+    audio_only: bool,
+}
+
+impl Default for Reported {
+    fn default() -> Self {
+        Reported {
+            state: Delivery::Pending,
+            audio_only: false,
+        }
+    }
+}
+
+/// The ledger events for a delivery change, and what is reported after them.
+///
+/// Audio is media delivered: a first delivery of audio only is `AudioOnly` alone, which the
+/// fold counts as present and audio-only (no `MediaFlowing` is needed, nor emitted, so logs of
+/// either age mean the same). Every flag the fold keeps is cleared by the event that names it:
+/// `Frozen` (nothing reaches the session) by `Unfrozen` as soon as audio or video reaches it
+/// again, `AudioOnly` by `VideoResumed` when video is back, even when a stall came between.
+fn delivery_changes(prev: Reported, next: Delivery) -> (&'static [SessionChange], Reported) {
+    use Delivery::{AudioOnly, Flowing, Pending, Stalled};
+    use SessionChange as C;
+    let stalled = prev.state == Stalled;
+    let changes: &'static [SessionChange] = match next {
+        _ if next == prev.state => &[],
+        Pending => &[],
+        Stalled => &[C::Frozen],
+        Flowing => match (stalled, prev.audio_only) {
+            (false, false) => &[C::MediaFlowing],
+            (false, true) => &[C::VideoResumed],
+            (true, false) => &[C::Unfrozen, C::MediaFlowing],
+            (true, true) => &[C::Unfrozen, C::VideoResumed],
+        },
+        AudioOnly => match (stalled, prev.audio_only) {
+            (false, _) => &[C::AudioOnly],
+            (true, false) => &[C::Unfrozen, C::AudioOnly],
+            (true, true) => &[C::Unfrozen],
+        },
+    };
+    let audio_only = match next {
+        Flowing => false,
+        AudioOnly => true,
+        Pending | Stalled => prev.audio_only,
+    };
+    (
+        changes,
+        Reported {
+            state: next,
+            audio_only,
+        },
+    )
 }
 
 impl LedgerHook {
@@ -46,11 +105,9 @@ impl LedgerHook {
         let Some(point) = meta.point.as_deref() else {
             return;
         };
-        let (Ok(conference), Ok(point), Ok(session)) = (
-            ConferenceId::parse(&meta.conference),
-            PointId::parse(point),
-            SessionId::parse(&session.to_string()),
-        ) else {
+        let (Ok(conference), Ok(point)) =
+            (ConferenceId::parse(&meta.conference), PointId::parse(point))
+        else {
             return;
         };
         let at = now_ms();
@@ -59,7 +116,7 @@ impl LedgerHook {
                 new_event_id(),
                 conference.clone(),
                 point.clone(),
-                session.clone(),
+                session,
                 at,
                 *change,
             ));
@@ -96,23 +153,20 @@ impl EventHook for LedgerHook {
             }
             EngineEvent::SessionConnected { .. } => {}
             EngineEvent::FirstVideoSent { session, after, .. } => {
-                let ttff_ms = u32::try_from(after.as_millis()).unwrap_or(u32::MAX);
-                self.session(meta, *session, &[SessionChange::FirstFrame { ttff_ms }]);
+                let after_ms = u32::try_from(after.as_millis()).unwrap_or(u32::MAX);
+                self.session(
+                    meta,
+                    *session,
+                    &[SessionChange::FirstVideoSent { after_ms }],
+                );
             }
             EngineEvent::Delivery { session, state, .. } => {
-                let prev = {
+                let changes = {
                     let mut map = self.delivery.lock().unwrap_or_else(|p| p.into_inner());
-                    map.insert(*session, *state).unwrap_or(Delivery::Pending)
-                };
-                let changes: &[SessionChange] = match (prev, state) {
-                    (Delivery::AudioOnly, Delivery::Flowing) => &[SessionChange::VideoResumed],
-                    (Delivery::Stalled, Delivery::Flowing) => {
-                        &[SessionChange::Unfrozen, SessionChange::MediaFlowing]
-                    }
-                    (_, Delivery::Flowing) => &[SessionChange::MediaFlowing],
-                    (_, Delivery::AudioOnly) => &[SessionChange::AudioOnly],
-                    (_, Delivery::Stalled) => &[SessionChange::Frozen],
-                    (_, Delivery::Pending) => &[],
+                    let reported = map.entry(*session).or_default();
+                    let (changes, next) = delivery_changes(*reported, *state);
+                    *reported = next;
+                    changes
                 };
                 self.session(meta, *session, changes);
             }
@@ -129,12 +183,88 @@ impl EventHook for LedgerHook {
                 let reason = match reason {
                     EndReason::Deleted | EndReason::Closed => LedgerEnd::Deleted,
                     EndReason::Timeout => LedgerEnd::Timeout,
-                    EndReason::Shutdown => LedgerEnd::RelayShutdown,
+                    // Both are the relay ending the session in an orderly way.
+                    EndReason::Shutdown | EndReason::ConferenceEnded => LedgerEnd::RelayShutdown,
                     EndReason::SourceGone => LedgerEnd::Error,
                 };
                 self.session(meta, *session, &[SessionChange::Ended { reason }]);
             }
             EngineEvent::SessionEnded { .. } => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Delivery::{AudioOnly, Flowing, Pending, Stalled};
+    use SessionChange as C;
+
+    /// The events a sequence of delivery states (from a new session) turns into.
+    fn events(states: &[Delivery]) -> Vec<Vec<SessionChange>> {
+        let mut reported = Reported::default();
+        states
+            .iter()
+            .map(|s| {
+                let (changes, next) = delivery_changes(reported, *s);
+                reported = next;
+                changes.to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_first_delivery_of_audio_only_is_audio_only_alone() {
+        assert_eq!(
+            events(&[AudioOnly, Flowing, AudioOnly]),
+            vec![
+                vec![C::AudioOnly],
+                vec![C::VideoResumed],
+                vec![C::AudioOnly]
+            ]
+        );
+        assert_eq!(events(&[Flowing]), vec![vec![C::MediaFlowing]]);
+    }
+
+    #[test]
+    fn a_stall_clears_its_frozen_flag_and_keeps_audio_only_until_video_is_back() {
+        // Audio-only, stalled, then video again: audio-only must be cleared too.
+        assert_eq!(
+            events(&[AudioOnly, Stalled, Flowing]),
+            vec![
+                vec![C::AudioOnly],
+                vec![C::Frozen],
+                vec![C::Unfrozen, C::VideoResumed]
+            ]
+        );
+        // Flowing, stalled, then audio only, then video: frozen cleared when audio is back.
+        assert_eq!(
+            events(&[Flowing, Stalled, AudioOnly, Flowing]),
+            vec![
+                vec![C::MediaFlowing],
+                vec![C::Frozen],
+                vec![C::Unfrozen, C::AudioOnly],
+                vec![C::VideoResumed]
+            ]
+        );
+        assert_eq!(
+            events(&[AudioOnly, Stalled, AudioOnly, Stalled, Flowing]),
+            vec![
+                vec![C::AudioOnly],
+                vec![C::Frozen],
+                vec![C::Unfrozen],
+                vec![C::Frozen],
+                vec![C::Unfrozen, C::VideoResumed]
+            ]
+        );
+        assert_eq!(
+            events(&[Flowing, Stalled, Flowing]),
+            vec![
+                vec![C::MediaFlowing],
+                vec![C::Frozen],
+                vec![C::Unfrozen, C::MediaFlowing]
+            ]
+        );
+        assert_eq!(events(&[Pending, Pending]), vec![vec![], vec![]]);
     }
 }

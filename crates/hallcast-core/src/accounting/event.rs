@@ -41,16 +41,21 @@ pub enum SessionChange {
     Started,
     /// Media is being delivered to the session (first delivery, or delivery resumed).
     MediaFlowing,
-    /// The receiver decoded its first frame `ttff_ms` after the session was created.
+    /// The relay sent the session its first video packet `after_ms` after the session was
+    /// created (its WHEP POST was answered). This is the relay's side of the link: it says
+    /// nothing about when, or whether, the receiver decoded a picture.
     /// Implies [`SessionChange::MediaFlowing`].
-    FirstFrame { ttff_ms: u32 },
-    /// The session's link only carries audio now.
+    FirstVideoSent { after_ms: u32 },
+    /// Only audio reaches the session (as its first delivery, or after video stopped).
+    /// Audio is media delivered: implies [`SessionChange::MediaFlowing`].
     AudioOnly,
     /// Video reaches the session again after [`SessionChange::AudioOnly`].
+    /// Implies [`SessionChange::MediaFlowing`].
     VideoResumed,
-    /// The receiver reports a frozen picture.
+    /// The picture stands still: the relay delivers nothing to the session any more (the
+    /// session still counts as receiving media, as the hall's feed is what stalled).
     Frozen,
-    /// The picture moves again after [`SessionChange::Frozen`].
+    /// Media reaches the session again after [`SessionChange::Frozen`].
     Unfrozen,
     /// The session is over; a session never comes back after this.
     Ended { reason: EndReason },
@@ -122,7 +127,7 @@ impl EventKind {
             EventKind::Session { change, .. } => match change {
                 SessionChange::Started => 1,
                 SessionChange::MediaFlowing => 2,
-                SessionChange::FirstFrame { .. } => 3,
+                SessionChange::FirstVideoSent { .. } => 3,
                 SessionChange::VideoResumed => 4,
                 SessionChange::AudioOnly => 5,
                 SessionChange::Unfrozen => 6,

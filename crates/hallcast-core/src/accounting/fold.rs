@@ -6,14 +6,18 @@
 //!
 //! Meaning (the oracle in the ledger's property tests restates this independently):
 //! * The broadcast is live from `BroadcastStarted` until `BroadcastEnded` (repeatable).
-//! * A session is *flowing* from its first `MediaFlowing`/`FirstFrame` until `Ended`;
-//!   `AudioOnly`/`VideoResumed` and `Frozen`/`Unfrozen` set flags on it. Nothing revives
-//!   an ended session; events of an ended session are ignored.
+//! * A session is *flowing* (media is delivered to it) from its first `MediaFlowing`,
+//!   `FirstVideoSent`, `AudioOnly` or `VideoResumed` until `Ended`: audio is media, so a
+//!   session that only ever receives audio (the hall's camera failed, or adaptation dropped
+//!   it to audio) is flowing. `AudioOnly`/`VideoResumed` also set/clear its audio-only flag,
+//!   `Frozen`/`Unfrozen` its frozen flag. Nothing revives an ended session; events of an
+//!   ended session are ignored.
 //! * A point is *present* while the broadcast is live and at least one of its sessions is
 //!   flowing; *audio-only* while present and every flowing session is audio-only; *frozen*
 //!   while present and every flowing session is frozen.
-//! * Headcount: the latest declaration (by time) wins. Time to first frame: the earliest
-//!   `FirstFrame` of the point.
+//! * Headcount: the latest declaration (by time) wins. First video sent: `after_ms` of the
+//!   point's earliest `FirstVideoSent` (when the relay sent video, not when a receiver
+//!   decoded it).
 //! * Events after the horizon `as_of_ms` are ignored; whatever is open is closed there.
 
 use super::event::{EndReason, Event, EventKind, SessionChange};
@@ -51,8 +55,9 @@ pub struct PointPresence {
     pub present_at_horizon: bool,
     pub audio_only_ms: i64,
     pub frozen_ms: i64,
-    /// Time to first frame of the point's earliest `FirstFrame`.
-    pub ttff_ms: Option<u32>,
+    /// `after_ms` of the point's earliest `FirstVideoSent`: how long after its WHEP session
+    /// was created the relay sent it the first video packet (not a decoded frame).
+    pub first_video_after_ms: Option<u32>,
     /// The latest headcount declaration.
     pub headcount: Option<Declaration>,
     /// Distinct sessions seen (up to the horizon).
@@ -101,7 +106,7 @@ enum Op {
     Headcount,
     Started,
     Flowing,
-    FirstFrame,
+    FirstVideoSent,
     AudioOnly,
     VideoResumed,
     Frozen,
@@ -198,7 +203,7 @@ impl Folder {
                 let (op, value) = match change {
                     SessionChange::Started => (Op::Started, 0),
                     SessionChange::MediaFlowing => (Op::Flowing, 0),
-                    SessionChange::FirstFrame { ttff_ms } => (Op::FirstFrame, *ttff_ms),
+                    SessionChange::FirstVideoSent { after_ms } => (Op::FirstVideoSent, *after_ms),
                     SessionChange::AudioOnly => (Op::AudioOnly, 0),
                     SessionChange::VideoResumed => (Op::VideoResumed, 0),
                     SessionChange::Frozen => (Op::Frozen, 0),
@@ -252,7 +257,7 @@ impl Folder {
             Some(&n) => n,
             None => {
                 let n = self.session_names.len() as u32;
-                self.session_names.insert(session.clone(), n);
+                self.session_names.insert(*session, n);
                 n
             }
         };
@@ -290,7 +295,7 @@ impl Folder {
                 present_at_horizon: acc.state.present,
                 audio_only_ms: acc.audio_only_ms,
                 frozen_ms: acc.frozen_ms,
-                ttff_ms: acc.ttff_ms,
+                first_video_after_ms: acc.first_video_after_ms,
                 headcount: acc.headcount,
                 n_sessions: acc.n_sessions,
                 n_timeouts: acc.n_timeouts,
@@ -355,7 +360,7 @@ struct PointAcc {
     intervals: Vec<Interval>,
     audio_only_ms: i64,
     frozen_ms: i64,
-    ttff_ms: Option<u32>,
+    first_video_after_ms: Option<u32>,
     headcount: Option<Declaration>,
     n_sessions: u32,
     n_timeouts: u32,
@@ -480,14 +485,21 @@ impl<'a> Sweep<'a> {
         match r.op {
             Op::Started => {}
             Op::Flowing => s.flowing = true,
-            Op::FirstFrame => {
+            Op::FirstVideoSent => {
                 s.flowing = true;
-                if p.ttff_ms.is_none() {
-                    p.ttff_ms = Some(r.value);
+                if p.first_video_after_ms.is_none() {
+                    p.first_video_after_ms = Some(r.value);
                 }
             }
-            Op::AudioOnly => s.audio_only = true,
-            Op::VideoResumed => s.audio_only = false,
+            // Audio is media delivered: either change also starts the session's flow.
+            Op::AudioOnly => {
+                s.flowing = true;
+                s.audio_only = true;
+            }
+            Op::VideoResumed => {
+                s.flowing = true;
+                s.audio_only = false;
+            }
             Op::Frozen => s.frozen = true,
             Op::Unfrozen => s.frozen = false,
             Op::Ended(reason) => {

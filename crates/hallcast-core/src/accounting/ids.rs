@@ -10,8 +10,10 @@ pub enum IdError {
     Empty { what: &'static str },
     /// The string is longer than the identifier allows.
     TooLong { what: &'static str, max: usize },
-    /// The string holds a character outside `[A-Za-z0-9._-]` (`:` too for sessions).
+    /// The string holds a character outside `[A-Za-z0-9._-]`.
     BadChar { what: &'static str, ch: char },
+    /// A 128-bit id (session, event) holds a character that is not a hex digit.
+    NotHex { what: &'static str, ch: char },
 }
 
 impl fmt::Display for IdError {
@@ -23,6 +25,9 @@ impl fmt::Display for IdError {
                 f,
                 "{what} may only contain letters A-Z a-z, digits, '.', '_' and '-' (found {ch:?})"
             ),
+            IdError::NotHex { what, ch } => {
+                write!(f, "{what} must be up to 32 hex digits (found {ch:?})")
+            }
         }
     }
 }
@@ -122,13 +127,49 @@ string_id!(
     64,
     &[]
 );
-string_id!(
-    /// One WHEP session of a point, as named by the relay. `[A-Za-z0-9._:-]{1,128}`.
-    SessionId,
-    "session id",
-    128,
-    &[':']
-);
+/// One session (a WHIP publisher's or a WHEP viewer's peer connection): 128 random bits chosen
+/// by the relay that created it from a CSPRNG. The same value names the session everywhere: the
+/// media engine, the resource URL (`/whep/{conference}/{id}`), the logs and the ledger. Written as
+/// 32 lowercase hex digits; parsing accepts 1 to 32 hex digits (ledgers written before the ids
+/// were 128-bit hold 16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub u128);
+
+impl SessionId {
+    /// Parses 1 to 32 hex digits.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        parse_hex128(s, "session id").map(SessionId)
+    }
+}
+
+impl fmt::Display for SessionId {
+    /// 32 lowercase hex digits.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        Self::parse(s)
+    }
+}
+
+/// 1 to 32 hex digits as a `u128`.
+fn parse_hex128(s: &str, what: &'static str) -> Result<u128, IdError> {
+    if s.is_empty() {
+        return Err(IdError::Empty { what });
+    }
+    if s.len() > 32 {
+        return Err(IdError::TooLong { what, max: 32 });
+    }
+    if let Some(ch) = s.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(IdError::NotHex { what, ch });
+    }
+    // Only hex digits, at most 32 of them: always fits.
+    u128::from_str_radix(s, 16).map_err(|_| IdError::NotHex { what, ch: '?' })
+}
 
 /// The idempotency key of one event: 128 random bits chosen by whoever creates the event.
 /// Storing or folding the same id twice has the effect of storing or folding it once.
@@ -162,27 +203,9 @@ impl fmt::Display for EventId {
 
 impl FromStr for EventId {
     type Err = IdError;
-    /// Parses 32 hex digits.
+    /// Parses 1 to 32 hex digits.
     fn from_str(s: &str) -> Result<Self, IdError> {
-        const WHAT: &str = "event id";
-        if s.is_empty() {
-            return Err(IdError::Empty { what: WHAT });
-        }
-        if s.len() > 32 {
-            return Err(IdError::TooLong {
-                what: WHAT,
-                max: 32,
-            });
-        }
-        if let Some(ch) = s.chars().find(|c| !c.is_ascii_hexdigit()) {
-            return Err(IdError::BadChar { what: WHAT, ch });
-        }
-        u128::from_str_radix(s, 16)
-            .map(EventId)
-            .map_err(|_| IdError::BadChar {
-                what: WHAT,
-                ch: '?',
-            })
+        parse_hex128(s, "event id").map(EventId)
     }
 }
 
@@ -205,7 +228,12 @@ mod tests {
             })
         );
         assert!(ConferenceId::parse(&"x".repeat(65)).is_err());
-        assert!(SessionId::parse("whep:abc-1").is_ok());
+        assert!(SessionId::parse("whep:abc-1").is_err());
+        let id = SessionId(0xfedc_ba98_7654_3210_0123_4567_89ab_cdef);
+        assert_eq!(id.to_string(), "fedcba98765432100123456789abcdef");
+        assert_eq!(id.to_string().parse::<SessionId>(), Ok(id));
+        assert_eq!(SessionId::parse("00ab"), Ok(SessionId(0xab)));
+        assert!(SessionId::parse(&"f".repeat(33)).is_err());
         assert!(PointId::parse("whep:abc").is_err());
     }
 

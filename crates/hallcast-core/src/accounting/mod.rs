@@ -16,15 +16,20 @@
 //!
 //! Meaning of the events (stated in full in `accounting/fold.rs`, and restated independently
 //! by the oracle of the ledger's property test): a point is present while the broadcast is
-//! live and one of its WHEP sessions has media flowing; audio-only and frozen while present
-//! and every flowing session is; reconnect gaps of at most the grace window (60 s by
-//! default) are interruptions within one attendance, longer gaps separate attendances.
+//! live and one of its WHEP sessions has media flowing — media delivered, audio included: a
+//! session that only ever receives audio is present, its time counted as audio-only;
+//! audio-only and frozen while present and every flowing session is; reconnect gaps of at
+//! most the grace window (60 s by default) are interruptions within one attendance, longer
+//! gaps separate attendances.
 //!
 //! What the relay emits, and when:
 //! * `BroadcastStarted` / `BroadcastEnded` when the publisher's media arrives / is gone;
-//! * per WHEP session: `Started` at POST, `MediaFlowing` when media first reaches it (and
-//!   again after delivery resumed), `FirstFrame { ttff_ms }` when known, `AudioOnly` /
-//!   `VideoResumed`, `Frozen` / `Unfrozen`, and exactly one `Ended { reason }` (DELETE →
+//! * per WHEP session: `Started` at POST; `MediaFlowing` when media first reaches it (video,
+//!   or audio to a session without video) and again after delivery resumed; `AudioOnly`
+//!   instead when only audio reaches a session that has video (first delivery, or video
+//!   lost) and `VideoResumed` when video is back; `FirstVideoSent { after_ms }` when the
+//!   relay sent it its first video packet; `Frozen` / `Unfrozen` when nothing reaches it /
+//!   media reaches it again; and exactly one `Ended { reason }` (DELETE →
 //!   `Deleted`; no consent/receiver reports for 10 s → `Timeout`; orderly shutdown →
 //!   `RelayShutdown`; the ledger itself writes `RelayLost` after a crash);
 //! * `Headcount` whenever the viewer page declares the number of people.

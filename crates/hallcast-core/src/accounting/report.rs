@@ -76,7 +76,9 @@ pub struct PointRow {
     pub late_join_ms: Option<i64>,
     pub audio_only_ms: i64,
     pub frozen_ms: i64,
-    pub ttff_ms: Option<u32>,
+    /// How long after its WHEP session was created the relay sent the point its first video
+    /// packet (earliest session). The relay's side: not a frame the receiver decoded.
+    pub first_video_after_ms: Option<u32>,
     pub headcount: Option<Declaration>,
     pub n_sessions: u32,
     pub n_timeouts: u32,
@@ -332,7 +334,7 @@ fn row(
         late_join_ms,
         audio_only_ms: presence.map_or(0, |p| p.audio_only_ms),
         frozen_ms: presence.map_or(0, |p| p.frozen_ms),
-        ttff_ms: presence.and_then(|p| p.ttff_ms),
+        first_video_after_ms: presence.and_then(|p| p.first_video_after_ms),
         headcount: presence.and_then(|p| p.headcount),
         n_sessions: presence.map_or(0, |p| p.n_sessions),
         n_timeouts: presence.map_or(0, |p| p.n_timeouts),

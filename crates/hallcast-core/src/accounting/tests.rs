@@ -43,7 +43,7 @@ impl H {
             at_s,
             EventKind::Session {
                 point: PointId::parse(point).unwrap(),
-                session: SessionId::parse(session).unwrap(),
+                session: test_session(session),
                 change,
             },
         )
@@ -129,7 +129,12 @@ fn joins_and_leaves() {
     h.live(0)
         .join(0, "hn-1", "a")
         .s(8, "hn-2", "b", SessionChange::Started)
-        .s(10, "hn-2", "b", SessionChange::FirstFrame { ttff_ms: 640 })
+        .s(
+            10,
+            "hn-2",
+            "b",
+            SessionChange::FirstVideoSent { after_ms: 640 },
+        )
         .heads(12, "hn-2", 18)
         .end(1800, "hn-2", "b", EndReason::Deleted)
         .heads(20, "hue-1", 99) // declared but never received media
@@ -160,7 +165,7 @@ fn joins_and_leaves() {
     assert_eq!(b.intervals, vec![iv(10, 1800)]);
     assert_eq!(b.attendances, vec![iv(10, 1800)]);
     assert_eq!(b.late_join_ms, Some(10 * S));
-    assert_eq!(b.ttff_ms, Some(640));
+    assert_eq!(b.first_video_after_ms, Some(640));
     assert_eq!(b.headcount.map(|d| d.n_people), Some(18));
     assert_eq!(
         (b.interruptions, b.absences, b.longest_gap_ms),
@@ -382,4 +387,87 @@ fn unregistered_points_and_foreign_events_are_kept_apart() {
     assert_eq!(r.unregistered.len(), 1);
     assert!(r.unregistered[0].connected);
     assert!(!r.unregistered[0].registered);
+}
+
+#[test]
+fn audio_only_from_the_start_is_present_and_counted_audio_only() {
+    // The hall's camera failed: the relay only ever delivers audio to the point. The relay's
+    // log holds no MediaFlowing for the session, only AudioOnly.
+    let mut h = H::new();
+    h.live(0)
+        .s(2, "hn-1", "a", SessionChange::Started)
+        .s(3, "hn-1", "a", SessionChange::AudioOnly)
+        .end(13, "hn-1", "a", EndReason::Deleted)
+        .gone(20);
+    let r = h.report(30);
+    let p = row(&r, "hn-1");
+    assert!(p.connected);
+    assert_eq!(p.intervals, vec![iv(3, 13)]);
+    assert_eq!(p.present_ms, 10 * S);
+    assert_eq!(p.audio_only_ms, p.present_ms);
+    assert_eq!(p.first_join_ms, Some(T0 + 3 * S));
+    assert_eq!(p.first_video_after_ms, None);
+    assert_eq!(r.n_points_connected, 1);
+}
+
+#[test]
+fn audio_only_then_video_resumed_is_present_throughout() {
+    // No MediaFlowing at all: audio first, then video arrives (VideoResumed).
+    let mut h = H::new();
+    h.live(0)
+        .s(1, "hue-1", "a", SessionChange::Started)
+        .s(2, "hue-1", "a", SessionChange::AudioOnly)
+        .s(7, "hue-1", "a", SessionChange::VideoResumed)
+        .s(
+            7,
+            "hue-1",
+            "a",
+            SessionChange::FirstVideoSent { after_ms: 6000 },
+        )
+        .end(20, "hue-1", "a", EndReason::Deleted)
+        .gone(30);
+    let r = h.report(30);
+    let p = row(&r, "hue-1");
+    assert_eq!(p.intervals, vec![iv(2, 20)]);
+    assert_eq!(p.present_ms, 18 * S);
+    assert_eq!(p.audio_only_ms, 5 * S);
+    assert_eq!(p.first_video_after_ms, Some(6000));
+    // A session whose first delivery is VideoResumed alone (its AudioOnly event was lost or
+    // is beyond a partial export) is present from there.
+    let mut h = H::new();
+    h.live(0)
+        .s(1, "hue-1", "a", SessionChange::Started)
+        .s(4, "hue-1", "a", SessionChange::VideoResumed)
+        .gone(10);
+    let p = h.report(10);
+    let p = row(&p, "hue-1");
+    assert_eq!(p.intervals, vec![iv(4, 10)]);
+    assert_eq!(p.audio_only_ms, 0);
+}
+
+#[test]
+fn flowing_then_dropped_to_audio_only_stays_present() {
+    // Adaptation drops the point to audio only, then gives video back, then drops it again
+    // until it leaves: one presence, the audio-only spells counted.
+    let mut h = H::new();
+    h.live(0)
+        .join(0, "ct-1", "a")
+        .s(10, "ct-1", "a", SessionChange::AudioOnly)
+        .s(25, "ct-1", "a", SessionChange::VideoResumed)
+        .s(40, "ct-1", "a", SessionChange::AudioOnly)
+        .end(50, "ct-1", "a", EndReason::Timeout)
+        .gone(60);
+    let r = h.report(60);
+    let p = row(&r, "ct-1");
+    assert_eq!(p.intervals, vec![iv(0, 50)]);
+    assert_eq!(p.present_ms, 50 * S);
+    assert_eq!(p.audio_only_ms, 25 * S); // 10..25 and 40..50
+    assert_eq!(p.frozen_ms, 0);
+    assert!(!p.present_at_horizon);
+}
+
+/// A distinct session id for each test name ("s1", "a", ...): the bytes of the name.
+fn test_session(name: &str) -> SessionId {
+    assert!(name.len() <= 16, "test session names are at most 16 bytes");
+    SessionId(name.bytes().fold(0u128, |acc, b| (acc << 8) | b as u128))
 }
