@@ -16,7 +16,7 @@ use hallcast_ledger::{Ledger, LedgerConfig, Secret, StoreConfig, new_event_id};
 const T0: i64 = 1_700_000_000_000;
 
 /// A realistic conference: `n_points` points, about `per_point` events each (sessions with
-/// first frames, freezes, audio-only spells, timeouts and rejoins, headcounts).
+/// first video sent, freezes, audio-only spells, timeouts and rejoins, headcounts).
 fn history(n_points: usize, per_point: usize) -> Vec<Event> {
     let c = ConferenceId::parse("bench").unwrap();
     let mut id = 1u128;
@@ -36,20 +36,20 @@ fn history(n_points: usize, per_point: usize) -> Vec<Event> {
         let mut s = 0;
         let mut n = 0;
         while n < per_point {
-            let session = SessionId::parse(&format!("p{p}-s{s}")).unwrap();
+            let session = SessionId(((p as u128) << 32) | s as u128);
             let mut push = |at: i64, change| {
                 out.push(Event::session_event(
                     next(),
                     c.clone(),
                     point.clone(),
-                    session.clone(),
+                    session,
                     at,
                     change,
                 ));
             };
             push(t, SessionChange::Started);
             push(t + 300, SessionChange::MediaFlowing);
-            push(t + 700, SessionChange::FirstFrame { ttff_ms: 700 });
+            push(t + 700, SessionChange::FirstVideoSent { after_ms: 700 });
             n += 3;
             for k in 0..6 {
                 let at = t + 1_000 + k * 20_000;
@@ -160,14 +160,14 @@ fn runtime() -> tokio::runtime::Runtime {
 async fn emit_and_flush(ledger: &Ledger, n: usize) -> Duration {
     let c = ConferenceId::parse("durable").unwrap();
     let p = PointId::parse("p").unwrap();
-    let s = SessionId::parse("s").unwrap();
+    let s = SessionId(1);
     let evs: Vec<Event> = (0..n)
         .map(|i| {
             Event::session_event(
                 new_event_id(),
                 c.clone(),
                 p.clone(),
-                s.clone(),
+                s,
                 T0 + i as i64,
                 SessionChange::Frozen,
             )
@@ -195,14 +195,14 @@ async fn concurrent_appends(ledger: &Ledger, n: usize, n_tasks: usize) -> Durati
         tasks.push(tokio::spawn(async move {
             let c = ConferenceId::parse("acked").unwrap();
             let p = PointId::parse(&format!("p{t}")).unwrap();
-            let s = SessionId::parse("s").unwrap();
+            let s = SessionId(1);
             for i in 0..n / n_tasks {
                 ledger
                     .append(Event::session_event(
                         new_event_id(),
                         c.clone(),
                         p.clone(),
-                        s.clone(),
+                        s,
                         T0 + i as i64,
                         SessionChange::Unfrozen,
                     ))

@@ -26,7 +26,7 @@ pub const KINDS: &[&str] = &[
     "headcount",
     "session_started",
     "media_flowing",
-    "first_frame",
+    "first_frame", // FirstVideoSent (its name before the rename, kept in stored rows)
     "audio_only",
     "video_resumed",
     "frozen",
@@ -54,8 +54,11 @@ pub fn to_row(ev: &Event) -> Row {
                 let (kind, value) = match change {
                     SessionChange::Started => ("session_started", None),
                     SessionChange::MediaFlowing => ("media_flowing", None),
-                    SessionChange::FirstFrame { ttff_ms } => {
-                        ("first_frame", Some(i64::from(*ttff_ms)))
+                    // Stored as "first_frame", the name this event had before it was named for
+                    // what it is (the relay sent the first video packet, no frame was decoded):
+                    // kept so that ledgers written before still load.
+                    SessionChange::FirstVideoSent { after_ms } => {
+                        ("first_frame", Some(i64::from(*after_ms)))
                     }
                     SessionChange::AudioOnly => ("audio_only", None),
                     SessionChange::VideoResumed => ("video_resumed", None),
@@ -128,8 +131,9 @@ pub fn from_row(
         },
         "session_started" => change(SessionChange::Started)?,
         "media_flowing" => change(SessionChange::MediaFlowing)?,
-        "first_frame" => change(SessionChange::FirstFrame {
-            ttff_ms: value_u32()?,
+        // `FirstVideoSent`'s stored tag (see `to_row`).
+        "first_frame" => change(SessionChange::FirstVideoSent {
+            after_ms: value_u32()?,
         })?,
         "audio_only" => change(SessionChange::AudioOnly)?,
         "video_resumed" => change(SessionChange::VideoResumed)?,
@@ -158,7 +162,7 @@ mod tests {
     fn every_kind_round_trips() {
         let c = ConferenceId::parse("c").unwrap();
         let p = PointId::parse("p").unwrap();
-        let s = SessionId::parse("s:1").unwrap();
+        let s = SessionId(0x51);
         let mut kinds = vec![
             EventKind::BroadcastStarted,
             EventKind::BroadcastEnded,
@@ -170,7 +174,7 @@ mod tests {
         let changes = [
             SessionChange::Started,
             SessionChange::MediaFlowing,
-            SessionChange::FirstFrame { ttff_ms: 1234 },
+            SessionChange::FirstVideoSent { after_ms: 1234 },
             SessionChange::AudioOnly,
             SessionChange::VideoResumed,
             SessionChange::Frozen,
@@ -193,7 +197,7 @@ mod tests {
         ];
         kinds.extend(changes.into_iter().map(|change| EventKind::Session {
             point: p.clone(),
-            session: s.clone(),
+            session: s,
             change,
         }));
         let mut names = Vec::new();

@@ -506,6 +506,14 @@ impl Ledger {
         self.with_store(|s| s.conferences()).await
     }
 
+    /// One conference of the registry.
+    pub async fn conference(&self, id: &ConferenceId) -> Result<Option<Conference>> {
+        let id = id.clone();
+        self.with_store(move |s| Ok(s.conferences()?.into_iter().find(|c| c.id == id)))
+            .await
+    }
+
+    /// Creates a conference or replaces every field of an existing one but its creation time.
     pub async fn upsert_conference(&self, conference: Conference) -> Result<()> {
         self.with_store(move |s| s.upsert_conference(&conference))
             .await
@@ -620,7 +628,7 @@ fn recovery_events(node: &str, prev: RunInfo, events: &[Event]) -> (Vec<Event>, 
                 change,
             } => {
                 let o = sessions
-                    .entry((ev.conference.clone(), point.clone(), session.clone()))
+                    .entry((ev.conference.clone(), point.clone(), *session))
                     .or_default();
                 o.last_at = o.last_at.max(ev.at_ms);
                 if matches!(change, SessionChange::Ended { .. }) {
@@ -667,7 +675,7 @@ fn recovery_events(node: &str, prev: RunInfo, events: &[Event]) -> (Vec<Event>, 
         }
         n_sessions += 1;
         out.push(Event {
-            event_id: id(&[conference.as_str(), point.as_str(), session.as_str()]),
+            event_id: id(&[conference.as_str(), point.as_str(), &session.to_string()]),
             at_ms: prev.last_alive_ms.max(o.last_at),
             kind: EventKind::Session {
                 point,

@@ -20,12 +20,39 @@ use hallcast_core::accounting::{ConferenceId, OrgId, Organisation, PointId, Poin
 
 use crate::error::{LedgerError, Result};
 
-/// A conference known to the admin.
+/// A conference (hội nghị) of the registry: what the relay needs to take its WHIP publish and
+/// serve its WHEP viewers, and what the admin sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conference {
     pub id: ConferenceId,
     pub title: String,
     pub created_ms: i64,
+    /// The hall encoder's WHIP bearer token. Empty: WHIP is refused.
+    pub stream_key: String,
+    /// A shared viewer token accepted by WHEP besides per-point join links. Empty: none.
+    pub viewer_token: String,
+    /// When the conference was ended by the admin (WHIP refused from then on); `None`: open.
+    pub ended_ms: Option<i64>,
+    /// The stream key the configuration file last gave this conference (`[[conferences]]`);
+    /// empty for conferences made through the API or the CLI. A relay started with a file
+    /// whose key differs from this one applies the file's key; an unchanged file keeps a key
+    /// rotated since.
+    pub seed_stream_key: String,
+}
+
+impl Conference {
+    /// A new, open conference.
+    pub fn new(id: ConferenceId, title: String, stream_key: String, created_ms: i64) -> Self {
+        Conference {
+            id,
+            title,
+            created_ms,
+            stream_key,
+            viewer_token: String::new(),
+            ended_ms: None,
+            seed_stream_key: String::new(),
+        }
+    }
 }
 
 /// The registry's CSV columns, in export order.

@@ -79,6 +79,69 @@ pub enum AttendanceCmd {
     Token(TokenArgs),
     /// Attendance report (báo cáo điểm danh) of a conference.
     Report(ReportArgs),
+    /// The conference registry (hội nghị): create, rename, rotate the stream key, end, reopen.
+    /// A running relay on the same ledger takes the change within 2 s.
+    Conference {
+        #[command(subcommand)]
+        cmd: ConferenceCmd,
+    },
+}
+
+/// `hallcast conference …`
+#[derive(Debug, Subcommand)]
+pub enum ConferenceCmd {
+    /// List the conferences (JSON lines).
+    List {
+        #[command(flatten)]
+        out: ConferenceOut,
+    },
+    /// Create a conference (a stream key is generated unless given) or rename one.
+    Create {
+        /// Conference id: letters, digits, '.', '_' and '-'.
+        #[arg(long)]
+        id: String,
+        /// Title shown to viewers.
+        #[arg(long)]
+        title: String,
+        /// The hall encoder's stream key (at least 8 characters).
+        #[arg(long)]
+        stream_key: Option<String>,
+        #[command(flatten)]
+        out: ConferenceOut,
+    },
+    /// Give a conference a new stream key (generated unless given); a live broadcast goes on.
+    RotateKey {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        stream_key: Option<String>,
+        #[command(flatten)]
+        out: ConferenceOut,
+    },
+    /// End a conference: its live sessions end and WHIP is refused until it is reopened.
+    End {
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        out: ConferenceOut,
+    },
+    /// Open an ended conference again.
+    Reopen {
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        out: ConferenceOut,
+    },
+}
+
+/// Where the registry is, and the relay's public URL for the printed WHIP/WHEP URLs.
+#[derive(Debug, Clone, Args)]
+pub struct ConferenceOut {
+    /// The relay's public base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub base_url: String,
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
 }
 
 /// `hallcast points …`
@@ -203,9 +266,73 @@ fn write_out(output: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
     }
 }
 
+/// One conference as a JSON line: what the hall encoder and the viewers need.
+fn print_conference(base_url: &str, c: &hallcast_ledger::Conference) {
+    let base = base_url.trim_end_matches('/');
+    let id = c.id.as_str();
+    println!(
+        "{}",
+        serde_json::json!({
+            "id": id,
+            "title": c.title,
+            "state": if c.ended_ms.is_some() { "ended" } else { "open" },
+            "ended_ms": c.ended_ms,
+            "whip_url": format!("{base}/whip/{id}"),
+            "stream_key": c.stream_key,
+            "whep_url": format!("{base}/whep/{id}"),
+            "watch_url": format!("{base}/watch/{id}"),
+        })
+    );
+}
+
+async fn conference(cmd: ConferenceCmd) -> anyhow::Result<()> {
+    use hallcast_server::Registry;
+    let out = match &cmd {
+        ConferenceCmd::List { out }
+        | ConferenceCmd::Create { out, .. }
+        | ConferenceCmd::RotateKey { out, .. }
+        | ConferenceCmd::End { out, .. }
+        | ConferenceCmd::Reopen { out, .. } => out.clone(),
+    };
+    let l = out.ledger.open().await?;
+    let registry = Registry::new(l.clone());
+    let id = |s: &str| ConferenceId::parse(s).context("--id");
+    let result: anyhow::Result<Vec<std::sync::Arc<hallcast_ledger::Conference>>> = async {
+        Ok(match cmd {
+            ConferenceCmd::List { .. } => {
+                registry.refresh().await?;
+                registry.all()
+            }
+            ConferenceCmd::Create {
+                id: i,
+                title,
+                stream_key,
+                ..
+            } => vec![
+                registry
+                    .create_or_rename(id(&i)?, title, stream_key)
+                    .await?
+                    .0,
+            ],
+            ConferenceCmd::RotateKey {
+                id: i, stream_key, ..
+            } => vec![registry.rotate_key(&id(&i)?, stream_key).await?],
+            ConferenceCmd::End { id: i, .. } => vec![registry.end(&id(&i)?).await?],
+            ConferenceCmd::Reopen { id: i, .. } => vec![registry.reopen(&id(&i)?).await?],
+        })
+    }
+    .await;
+    l.close().await?;
+    for c in result? {
+        print_conference(&out.base_url, &c);
+    }
+    Ok(())
+}
+
 /// Runs one attendance subcommand.
 pub async fn run(cmd: AttendanceCmd) -> anyhow::Result<()> {
     match cmd {
+        AttendanceCmd::Conference { cmd } => conference(cmd).await,
         AttendanceCmd::Points {
             cmd: PointsCmd::Import { file, ledger },
         } => {

@@ -44,14 +44,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let conference = conference.clone();
             tasks.push(tokio::spawn(async move {
                 let point = PointId::parse(&format!("p{t}"))?;
-                let session = SessionId::parse(&format!("s{t}"))?;
+                let session = SessionId(t as u128);
                 let mut i = 0usize;
                 while i * n_tasks + t < n_events {
                     let ev = Event::session_event(
                         new_event_id(),
                         conference.clone(),
                         point.clone(),
-                        session.clone(),
+                        session,
                         now_ms(),
                         SessionChange::MediaFlowing,
                     );

@@ -107,6 +107,13 @@ impl PgStore {
         let mut tx = client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock(7395011)", &[])?;
         tx.batch_execute(SCHEMA)?;
+        // Columns of the conference registry, added to ledgers made before it.
+        tx.batch_execute(
+            "ALTER TABLE conferences ADD COLUMN IF NOT EXISTS stream_key TEXT NOT NULL DEFAULT '';
+             ALTER TABLE conferences ADD COLUMN IF NOT EXISTS viewer_token TEXT NOT NULL DEFAULT '';
+             ALTER TABLE conferences ADD COLUMN IF NOT EXISTS ended_ms BIGINT;
+             ALTER TABLE conferences ADD COLUMN IF NOT EXISTS seed_stream_key TEXT NOT NULL DEFAULT '';",
+        )?;
         tx.commit()?;
         let insert = client.prepare(INSERT_BATCH)?;
         Ok(Self { client, insert })
@@ -354,7 +361,8 @@ impl Store for PgStore {
 
     fn conferences(&mut self) -> Result<Vec<Conference>> {
         let rows = self.client.query(
-            "SELECT id, title, created_ms FROM conferences ORDER BY id",
+            "SELECT id, title, created_ms, stream_key, viewer_token, ended_ms, seed_stream_key
+             FROM conferences ORDER BY id",
             &[],
         )?;
         rows.into_iter()
@@ -364,6 +372,10 @@ impl Store for PgStore {
                     id: corrupt(ConferenceId::parse(&id))?,
                     title: r.try_get(1)?,
                     created_ms: r.try_get(2)?,
+                    stream_key: r.try_get(3)?,
+                    viewer_token: r.try_get(4)?,
+                    ended_ms: r.try_get(5)?,
+                    seed_stream_key: r.try_get(6)?,
                 })
             })
             .collect()
@@ -371,9 +383,21 @@ impl Store for PgStore {
 
     fn upsert_conference(&mut self, c: &Conference) -> Result<()> {
         self.client.execute(
-            "INSERT INTO conferences (id, title, created_ms) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET title = excluded.title",
-            &[&c.id.as_str(), &c.title, &c.created_ms],
+            "INSERT INTO conferences
+                 (id, title, created_ms, stream_key, viewer_token, ended_ms, seed_stream_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET title = excluded.title,
+                 stream_key = excluded.stream_key, viewer_token = excluded.viewer_token,
+                 ended_ms = excluded.ended_ms, seed_stream_key = excluded.seed_stream_key",
+            &[
+                &c.id.as_str(),
+                &c.title,
+                &c.created_ms,
+                &c.stream_key,
+                &c.viewer_token,
+                &c.ended_ms,
+                &c.seed_stream_key,
+            ],
         )?;
         Ok(())
     }

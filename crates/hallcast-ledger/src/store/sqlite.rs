@@ -59,6 +59,31 @@ CREATE TABLE IF NOT EXISTS nodes (
 );
 ";
 
+/// Columns added to `conferences` after its first release (the conference registry), with their
+/// definitions: added to a ledger made before them, so an old data directory keeps working.
+const CONFERENCE_COLUMNS: [(&str, &str); 4] = [
+    ("stream_key", "TEXT NOT NULL DEFAULT ''"),
+    ("viewer_token", "TEXT NOT NULL DEFAULT ''"),
+    ("ended_ms", "INTEGER"),
+    ("seed_stream_key", "TEXT NOT NULL DEFAULT ''"),
+];
+
+fn migrate_conferences(conn: &Connection) -> Result<()> {
+    let mut have = Vec::new();
+    {
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('conferences')")?;
+        for name in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            have.push(name?);
+        }
+    }
+    for (name, def) in CONFERENCE_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE conferences ADD COLUMN {name} {def}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// One SQLite connection.
 pub struct SqliteStore {
     conn: Connection,
@@ -80,6 +105,7 @@ impl SqliteStore {
         // 64 MiB of page cache: the unique index on event ids stays in memory.
         conn.pragma_update(None, "cache_size", -65_536)?;
         conn.execute_batch(SCHEMA)?;
+        migrate_conferences(&conn)?;
         Ok(Self { conn })
     }
 }
@@ -334,23 +360,32 @@ impl Store for SqliteStore {
     }
 
     fn conferences(&mut self) -> Result<Vec<Conference>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, title, created_ms FROM conferences ORDER BY id")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, title, created_ms, stream_key, viewer_token, ended_ms, seed_stream_key
+             FROM conferences ORDER BY id",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, String>(6)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, title, created_ms) = row?;
+            let (id, title, created_ms, stream_key, viewer_token, ended_ms, seed_stream_key) = row?;
             out.push(Conference {
                 id: parse_corrupt(ConferenceId::parse(&id))?,
                 title,
                 created_ms,
+                stream_key,
+                viewer_token,
+                ended_ms,
+                seed_stream_key,
             });
         }
         Ok(out)
@@ -359,10 +394,22 @@ impl Store for SqliteStore {
     fn upsert_conference(&mut self, c: &Conference) -> Result<()> {
         self.conn
             .prepare_cached(
-                "INSERT INTO conferences (id, title, created_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (id) DO UPDATE SET title = excluded.title",
+                "INSERT INTO conferences
+                     (id, title, created_ms, stream_key, viewer_token, ended_ms, seed_stream_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (id) DO UPDATE SET title = excluded.title,
+                     stream_key = excluded.stream_key, viewer_token = excluded.viewer_token,
+                     ended_ms = excluded.ended_ms, seed_stream_key = excluded.seed_stream_key",
             )?
-            .execute(params![c.id.as_str(), c.title, c.created_ms])?;
+            .execute(params![
+                c.id.as_str(),
+                c.title,
+                c.created_ms,
+                c.stream_key,
+                c.viewer_token,
+                c.ended_ms,
+                c.seed_stream_key
+            ])?;
         Ok(())
     }
 
@@ -399,5 +446,43 @@ impl Store for SqliteStore {
             )?
             .query_row(params![conference.as_str(), point.as_str()], |r| r.get(0))?;
         Ok(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ledger_made_before_the_conference_registry_opens_with_its_conferences() {
+        let dir = std::env::temp_dir().join(format!("hallcast-sqlite-{}", crate::new_event_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ledger.sqlite3");
+        {
+            // The conferences table as the first release made it.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE conferences (id TEXT PRIMARY KEY, title TEXT NOT NULL,
+                                           created_ms INTEGER NOT NULL);
+                 INSERT INTO conferences VALUES ('hoi-nghi', 'Hội nghị', 7);",
+            )
+            .unwrap();
+        }
+        let mut store = SqliteStore::open(&path).unwrap();
+        let cs = store.conferences().unwrap();
+        assert_eq!(
+            cs,
+            vec![Conference::new(
+                ConferenceId::parse("hoi-nghi").unwrap(),
+                "Hội nghị".into(),
+                String::new(),
+                7
+            )]
+        );
+        // Opening again finds the columns there and adds nothing.
+        drop(store);
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.conferences().unwrap(), cs);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
