@@ -393,6 +393,28 @@ fn bad_input_is_refused_while_a_viewer_keeps_playing() {
                 &[401],
                 &[],
             );
+            // Authentication comes before the body is read: whatever the body, a wrong
+            // credential is a 401.
+            checks.expect(
+                whip(
+                    "WHIP with a wrong stream key and an empty body",
+                    Some(bearer("not-the-stream-key")),
+                    None,
+                    Vec::new(),
+                ),
+                &[401],
+                &[],
+            );
+            checks.expect(
+                whep(
+                    "WHEP with a wrong token and a malformed body",
+                    Some(bearer("not-the-viewer-token")),
+                    Some("text/plain"),
+                    b"garbage".to_vec(),
+                ),
+                &[401],
+                &[],
+            );
             checks.expect(
                 whip(
                     "WHIP with the viewer token (a viewer may not publish)",

@@ -12,5 +12,7 @@ mod bad_input;
 mod chromium;
 mod gop_cache;
 mod http_surface;
+mod server_addresses;
+mod sessions;
 mod util;
 mod viewer_page;

@@ -33,7 +33,7 @@ fn fanout(c: &mut Criterion) {
         conf.source_started(Some(Codec::Opus), Some(Codec::H264), t0, &mut out);
         conf.on_packet(&packet(1, t0, &payload, true), &mut out);
         for id in 0..n {
-            conf.add_subscriber(SubscriberId(id), t0, &mut out);
+            conf.add_subscriber(SubscriberId(id.into()), t0, &mut out);
         }
         out.clear();
         let mut seq = 2u64;

@@ -9,7 +9,8 @@
 //! - a process-wide lock so tests that start browsers or encoders run one at a time on a
 //!   2-core machine ([`Weight::Heavy`]);
 //! - hand-written SDP offers and raw HTTP/UDP abuse for the bad-input tests ([`sdp`], [`net`]);
-//! - a second network host in a namespace whose link a test can cut ([`netns`]).
+//! - a second network host in a namespace whose link a test can cut, two hosts joined only to
+//!   each other, 1:1 NAT inside a namespace ([`netns`]).
 //!
 //! What it must never do: skip a test because a prerequisite is missing (it fails with a message
 //! that says what to install), talk to any address but loopback, or leave a process behind.
@@ -17,6 +18,7 @@
 mod client;
 mod ctx;
 mod demo;
+pub mod http;
 pub mod net;
 pub mod netns;
 mod prereq;

@@ -21,9 +21,10 @@ pub const LAYER_INACTIVE_AFTER: Duration = Duration::from_millis(1500);
 pub const GOP_MAX_PACKETS: usize = 8192;
 pub const GOP_MAX_BYTES: usize = 16 * 1024 * 1024;
 
-/// Identifies a subscriber (a viewer session or a downstream relay) in a conference.
+/// Identifies a subscriber (a viewer session or a downstream relay) in a conference: the
+/// subscriber's session id ([`crate::SessionId`]) as a plain number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SubscriberId(pub u64);
+pub struct SubscriberId(pub u128);
 
 /// A packet to send to one subscriber, headers already rewritten into the
 /// subscriber's own sequence and timestamp space.
@@ -298,7 +299,7 @@ impl Conference {
         }
         // Deterministic, spread-out initial sequence numbers below 2^15 so that
         // the first outgoing packets have ROC 0 with room before a rollover.
-        let initial_seq = (id.0.wrapping_mul(7919) % 20_000) + 1_000;
+        let initial_seq = (id.0.wrapping_mul(7919) % 20_000) as u64 + 1_000;
         let sub = Subscriber {
             id,
             audio: Egress::new(initial_seq),

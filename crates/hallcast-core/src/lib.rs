@@ -10,6 +10,7 @@ pub mod forward;
 pub mod keyframe;
 pub mod media;
 
+pub use accounting::SessionId;
 pub use backlog::Backlog;
 pub use forward::{Conference, Forward, Outputs, SubscriberId, VideoStatus};
 pub use media::{Codec, Layer, MediaKind, SourcePacket};

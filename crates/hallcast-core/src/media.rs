@@ -62,17 +62,6 @@ pub struct Layer(pub u8);
 impl Layer {
     pub const MAX: usize = 3;
 
-    /// Maps a RID to a layer index. Publishers name layers in several customary ways
-    /// (`l/m/h`, `q/h/f`, `0/1/2`, `low/mid/high`); unknown names get layer 0.
-    pub fn from_rid(rid: &str) -> Layer {
-        match rid {
-            "l" | "q" | "0" | "low" | "lo" => Layer(0),
-            "m" | "h" | "1" | "mid" | "medium" => Layer(1),
-            "f" | "2" | "high" | "hi" | "full" => Layer(2),
-            _ => Layer(0),
-        }
-    }
-
     pub fn index(self) -> usize {
         usize::from(self.0).min(Self::MAX - 1)
     }

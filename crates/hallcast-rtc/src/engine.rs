@@ -17,6 +17,7 @@ use str0m::media::{Direction, KeyframeRequestKind, Mid, Pt, Rid, Rids};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
@@ -74,22 +75,9 @@ impl Default for EngineConfig {
     }
 }
 
-/// A session (one peer connection) in the engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub u64);
-
-impl std::fmt::Display for SessionId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl std::str::FromStr for SessionId {
-    type Err = std::num::ParseIntError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        u64::from_str_radix(s, 16).map(SessionId)
-    }
-}
+/// A session (one peer connection) in the engine: the one id type of the relay, from the
+/// engine through the resource URL to the ledger (see [`hallcast_core::SessionId`]).
+pub use hallcast_core::SessionId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -106,8 +94,12 @@ pub enum EndReason {
     Timeout,
     /// The peer closed DTLS or ICE failed.
     Closed,
-    /// The publisher left and its subscribers could not continue.
+    /// The publisher left and its subscribers could not continue (it stayed away past the
+    /// grace period, or came back with other codecs than the viewers negotiated: their pages
+    /// reconnect with a fresh offer).
     SourceGone,
+    /// The admin ended the conference.
+    ConferenceEnded,
     /// The relay is shutting down.
     Shutdown,
 }
@@ -182,8 +174,6 @@ pub enum EngineError {
     AlreadyLive,
     #[error("no such session")]
     UnknownSession,
-    #[error("WebRTC error: {0}")]
-    Rtc(String),
     #[error("the media engine has stopped")]
     Stopped,
 }
@@ -226,7 +216,6 @@ pub struct EngineStats {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub conferences: Vec<SnapshotConference>,
-    pub sessions: Vec<SnapshotSession>,
 }
 
 #[derive(Debug, Clone)]
@@ -236,16 +225,6 @@ pub struct SnapshotConference {
     pub audio_codec: Option<&'static str>,
     pub video_codec: Option<&'static str>,
     pub n_subscribers: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct SnapshotSession {
-    pub id: SessionId,
-    pub conference: Arc<str>,
-    pub role: Role,
-    pub connected: bool,
-    pub age: Duration,
-    pub video: String,
 }
 
 enum Command {
@@ -263,6 +242,10 @@ enum Command {
         session: SessionId,
         reason: EndReason,
         reply: oneshot::Sender<bool>,
+    },
+    EndConference {
+        conference: Arc<str>,
+        reply: oneshot::Sender<usize>,
     },
     Trickle {
         session: SessionId,
@@ -295,6 +278,11 @@ impl Engine {
         let std_socket = std::net::UdpSocket::bind(config.bind)?;
         std_socket.set_nonblocking(true)?;
         crate::udp::grow_buffers(&std_socket);
+        // Each datagram's real destination picks the candidate it came to (see
+        // `udp::candidate_destination`); without it only a single candidate works.
+        if let Err(e) = crate::udp::enable_destination_info(&std_socket) {
+            warn!("cannot learn datagrams' destination addresses (IP_PKTINFO): {e}");
+        }
         let local_addr = std_socket.local_addr()?;
         let mut candidates = Vec::new();
         let ips = if config.public_ips.is_empty() {
@@ -401,6 +389,17 @@ impl Engine {
         rx.await.map_err(|_| EngineError::Stopped)
     }
 
+    /// Ends every session of a conference (its publisher and its viewers); the number ended.
+    pub async fn end_conference(&self, conference: &str) -> Result<usize, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::EndConference {
+            conference: conference.into(),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
     /// Adds trickled remote candidates (`a=candidate:` lines or bare values).
     pub async fn trickle(
         &self,
@@ -493,6 +492,8 @@ struct ConfState {
     subscribers: Vec<SessionId>,
     /// When the publisher left (subscribers are kept for a grace period).
     source_gone_at: Option<Instant>,
+    /// The codecs (audio, video) of the last publisher: what the subscribers negotiated.
+    codecs: (Option<Codec>, Option<Codec>),
 }
 
 /// How long subscribers wait for a publisher to come back before they are ended.
@@ -503,6 +504,8 @@ struct State {
     socket: UdpSocket,
     local_addr: SocketAddr,
     candidates: Vec<Candidate>,
+    /// The candidates' IPs: where datagrams are said to arrive (`udp::candidate_destination`).
+    announced: Vec<IpAddr>,
     stats: Arc<EngineStats>,
     events: mpsc::Sender<EngineEvent>,
     sessions: HashMap<SessionId, Session>,
@@ -510,7 +513,6 @@ struct State {
     by_ufrag: HashMap<String, SessionId>,
     confs: HashMap<Arc<str>, ConfState>,
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
-    next_id: u64,
     /// Reused buffers: the per-packet path does not allocate.
     outs: Outputs,
     queue: VecDeque<(SessionId, Event)>,
@@ -535,6 +537,7 @@ impl State {
             config,
             socket,
             local_addr,
+            announced: candidates.iter().map(|c| c.addr().ip()).collect(),
             candidates,
             stats,
             events,
@@ -543,7 +546,6 @@ impl State {
             by_ufrag: HashMap::new(),
             confs: HashMap::new(),
             timers: BinaryHeap::new(),
-            next_id: rand_seed(),
             outs: Outputs::default(),
             queue: VecDeque::new(),
             sendq: SendQueue::new(gso),
@@ -555,16 +557,29 @@ impl State {
 
     async fn run(&mut self, mut rx: mpsc::Receiver<Command>) {
         let mut buf = vec![0u8; 2048];
+        let mut control = crate::udp::control_buffer();
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
                 r = self.socket.readable() => {
                     if r.is_ok() {
                         for _ in 0..RECV_BATCH {
-                            match self.socket.try_recv_from(&mut buf) {
-                                Ok((n, source)) => {
+                            let r = self.socket.try_io(Interest::READABLE, || {
+                                crate::udp::recv_with_destination(
+                                    &self.socket,
+                                    &mut buf,
+                                    &mut control,
+                                )
+                            });
+                            match r {
+                                Ok(r) => {
                                     let now = Instant::now();
-                                    self.on_datagram(now, source, &buf[..n]);
+                                    let destination = crate::udp::candidate_destination(
+                                        r.destination,
+                                        self.local_addr,
+                                        &self.announced,
+                                    );
+                                    self.on_datagram(now, r.source, destination, &buf[..r.len]);
                                     if self.sendq.len() >= FLUSH_AT {
                                         self.flush();
                                     }
@@ -680,6 +695,17 @@ impl State {
                 self.end_session(now, session, reason);
                 let _ = reply.send(existed);
             }
+            Command::EndConference { conference, reply } => {
+                let ids: Vec<SessionId> = self
+                    .confs
+                    .get(&conference)
+                    .map(|c| c.publisher.iter().chain(&c.subscribers).copied().collect())
+                    .unwrap_or_default();
+                for id in &ids {
+                    self.end_session(now, *id, EndReason::ConferenceEnded);
+                }
+                let _ = reply.send(ids.len());
+            }
             Command::Trickle {
                 session,
                 candidates,
@@ -706,7 +732,7 @@ impl State {
                 self.process_queue(now);
             }
             Command::Snapshot { reply } => {
-                let _ = reply.send(self.snapshot(now));
+                let _ = reply.send(self.snapshot());
             }
             Command::Shutdown { .. } => unreachable_shutdown(),
         }
@@ -823,11 +849,28 @@ impl State {
                 }
             }
         }
+        // Viewers waiting for a returning publisher negotiated the previous one's codecs; if
+        // this one uses others they cannot continue: end them (their pages reconnect with a
+        // fresh offer) rather than leave them on a payload type that no longer exists.
+        let stale: Vec<SessionId> = self
+            .confs
+            .get(&conference)
+            .filter(|c| c.codecs != (audio, video))
+            .map(|c| c.subscribers.clone())
+            .unwrap_or_default();
+        if !stale.is_empty() {
+            info!(%conference, n_viewers = stale.len(), ?audio, ?video,
+                "publisher came back with other codecs: its waiting viewers reconnect");
+        }
+        for sub in stale {
+            self.end_session(now, sub, EndReason::SourceGone);
+        }
         self.schedule(&mut session);
         self.by_ufrag.insert(ufrag, id);
         self.sessions.insert(id, session);
         let conf = self.confs.entry(conference.clone()).or_default();
         conf.publisher = Some(id);
+        conf.codecs = (audio, video);
         conf.source_gone_at = None;
         self.outs.clear();
         conf.core.source_started(audio, video, now, &mut self.outs);
@@ -980,8 +1023,13 @@ impl State {
             return;
         };
         self.outs.clear();
+        let n_replays = conf.core.n_gop_replays();
         conf.core
             .add_subscriber(SubscriberId(id.0), now, &mut self.outs);
+        // A counter over every conference: add this join's replays (0 or 1).
+        self.stats
+            .gop_replays
+            .fetch_add(conf.core.n_gop_replays() - n_replays, Relaxed);
         // The replay is parked and released in slices with the turn's other replays.
         let forwards = std::mem::take(&mut self.outs.forwards);
         for f in forwards {
@@ -1050,7 +1098,7 @@ impl State {
         }
     }
 
-    fn snapshot(&self, now: Instant) -> Snapshot {
+    fn snapshot(&self) -> Snapshot {
         let conferences = self
             .confs
             .iter()
@@ -1065,35 +1113,22 @@ impl State {
                 }
             })
             .collect();
-        let sessions = self
-            .sessions
-            .values()
-            .map(|s| SnapshotSession {
-                id: s.id,
-                conference: s.conference.clone(),
-                role: s.role(),
-                connected: s.connected,
-                age: now.saturating_duration_since(s.created),
-                video: self
-                    .confs
-                    .get(&s.conference)
-                    .and_then(|c| c.core.video_status(SubscriberId(s.id.0)))
-                    .map(|v| format!("{v:?}"))
-                    .unwrap_or_default(),
-            })
-            .collect();
-        Snapshot {
-            conferences,
-            sessions,
-        }
+        Snapshot { conferences }
     }
 
     // ---------------------------------------------------------------- network
 
-    fn on_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8]) {
+    /// `destination`: an announced candidate's address (`udp::candidate_destination`).
+    fn on_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) {
         self.stats.rx_datagrams.fetch_add(1, Relaxed);
         self.stats.rx_bytes.fetch_add(buf.len() as u64, Relaxed);
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.local_addr, buf) else {
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, buf) else {
             self.stats.rx_unroutable.fetch_add(1, Relaxed);
             return;
         };
@@ -1121,7 +1156,7 @@ impl State {
                 id
             }
         };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.local_addr, buf) else {
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, buf) else {
             return;
         };
         let Some(s) = self.sessions.get_mut(&id) else {
@@ -1205,6 +1240,11 @@ impl State {
             };
             let state = if recent(last_video_at) || (video.is_none() && recent(last_audio_at)) {
                 Delivery::Flowing
+            } else if self.backlog.has_parked(SubscriberId(s.id.0)) {
+                // Its video is parked (a joiner's replay not yet released; audio is never
+                // parked): it is on its way, so this is no audio-only subscriber. The state
+                // stays as it is (Pending at a join) until the video leaves the backlog.
+                *delivery
             } else if recent(last_audio_at) {
                 Delivery::AudioOnly
             } else if *delivery == Delivery::Pending {
@@ -1465,11 +1505,6 @@ impl State {
             }
             self.queue_drain(pub_id);
         }
-        if let Some(c) = self.confs.get(conference) {
-            self.stats
-                .gop_replays
-                .store(c.core.n_gop_replays(), Relaxed);
-        }
         outs.clear();
         self.outs = outs;
     }
@@ -1480,9 +1515,15 @@ impl State {
         }
     }
 
-    fn new_id(&mut self) -> SessionId {
-        self.next_id = self.next_id.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        SessionId(self.next_id)
+    /// 128 bits from the thread's CSPRNG (ChaCha12 seeded by the OS): a session's id is also
+    /// the unguessable part of its resource URL.
+    fn new_id(&self) -> SessionId {
+        loop {
+            let id = SessionId(rand::random::<u128>());
+            if !self.sessions.contains_key(&id) {
+                return id;
+            }
+        }
     }
 }
 
@@ -1557,11 +1598,4 @@ fn order_rids(rids: Vec<Rid>) -> Vec<Rid> {
 
 fn unreachable_shutdown() {
     // Shutdown is handled in the run loop before on_command is called.
-}
-
-fn rand_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::process::id() as u64);
-    h.finish()
 }

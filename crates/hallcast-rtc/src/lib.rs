@@ -16,5 +16,5 @@ pub mod udp;
 
 pub use engine::{
     DELIVERY_WINDOW, Delivery, EndReason, Engine, EngineConfig, EngineError, EngineEvent,
-    EngineStats, Role, SessionId, SessionStarted, Snapshot, SnapshotConference, SnapshotSession,
+    EngineStats, Role, SessionId, SessionStarted, Snapshot, SnapshotConference,
 };

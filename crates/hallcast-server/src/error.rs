@@ -40,7 +40,7 @@ impl From<EngineError> for AppError {
             }
             EngineError::AlreadyLive => StatusCode::CONFLICT,
             EngineError::UnknownSession => StatusCode::NOT_FOUND,
-            EngineError::Rtc(_) | EngineError::Stopped => StatusCode::INTERNAL_SERVER_ERROR,
+            EngineError::Stopped => StatusCode::INTERNAL_SERVER_ERROR,
         };
         AppError::new(status, e.to_string())
     }

@@ -7,10 +7,12 @@
 //! are logged once, here.
 
 pub mod attendance;
+pub mod auth;
 mod error;
 mod ledger_hook;
 mod metrics;
 mod pages;
+pub mod registry;
 mod whip;
 
 use std::collections::HashMap;
@@ -22,13 +24,14 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use axum::routing::{get, post};
-use hallcast_config::{ConferenceConfig, Config};
+use hallcast_config::Config;
 use hallcast_rtc::{Engine, EngineEvent, Role, SessionId};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 pub use error::AppError;
 pub use ledger_hook::LedgerHook;
+pub use registry::Registry;
 
 /// Who a viewer token identifies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +69,9 @@ pub struct SessionMeta {
     pub point: Option<String>,
     pub etag: String,
     pub created_at: std::time::SystemTime,
+    /// Digest of the bearer credential that created the session: `DELETE` and `PATCH` on the
+    /// resource must present the same one.
+    pub credential: auth::Credential,
 }
 
 /// Appends series in the Prometheus text format to `/metrics`.
@@ -75,7 +81,8 @@ pub type MetricsWriter = Box<dyn Fn(&mut String) + Send + Sync>;
 pub struct AppState {
     pub config: Arc<Config>,
     pub engine: Engine,
-    pub conferences: HashMap<String, ConferenceConfig>,
+    /// The conference registry (WHIP/WHEP read it per request).
+    pub registry: Arc<Registry>,
     pub viewer_auth: Box<dyn ViewerAuth>,
     pub sessions: Mutex<HashMap<SessionId, SessionMeta>>,
     pub started_at: Instant,
@@ -87,17 +94,13 @@ impl AppState {
     pub fn new(
         config: Arc<Config>,
         engine: Engine,
+        registry: Arc<Registry>,
         viewer_auth: Box<dyn ViewerAuth>,
     ) -> Arc<AppState> {
-        let conferences = config
-            .conferences
-            .iter()
-            .map(|c| (c.id.clone(), c.clone()))
-            .collect();
         Arc::new(AppState {
             config,
             engine,
-            conferences,
+            registry,
             viewer_auth,
             sessions: Mutex::new(HashMap::new()),
             started_at: Instant::now(),
@@ -124,8 +127,8 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
         )
         .route(
             "/whip/{conference}/{session}",
-            axum::routing::delete(whip::resource_delete)
-                .patch(whip::resource_patch)
+            axum::routing::delete(whip::whip_delete)
+                .patch(whip::whip_patch)
                 .options(whip::options),
         )
         .route(
@@ -134,8 +137,8 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
         )
         .route(
             "/whep/{conference}/{session}",
-            axum::routing::delete(whip::resource_delete)
-                .patch(whip::resource_patch)
+            axum::routing::delete(whip::whep_delete)
+                .patch(whip::whep_patch)
                 .options(whip::options),
         )
         .route("/watch/{conference}", get(pages::watch))

@@ -29,7 +29,7 @@ pub async fn watch(
     State(state): State<Arc<AppState>>,
     Path(conference): Path<String>,
 ) -> Result<Response, AppError> {
-    if !state.conferences.contains_key(&conference) {
+    if state.registry.lookup(&conference).await.is_none() {
         return Err(AppError::new(
             StatusCode::NOT_FOUND,
             format!(
@@ -56,13 +56,13 @@ pub async fn static_file(Path(file): Path<String>) -> Response {
 
 pub async fn index(State(state): State<Arc<AppState>>) -> Html<String> {
     let mut items = String::new();
-    for c in state.config.conferences.iter() {
+    for c in state.registry.all() {
         items.push_str(&format!(
             "<li><b>{}</b> <code>{}</code> — WHIP <code>/whip/{}</code>, WHEP <code>/whep/{}</code></li>",
             html_escape(&c.title),
-            html_escape(&c.id),
-            html_escape(&c.id),
-            html_escape(&c.id)
+            html_escape(c.id.as_str()),
+            html_escape(c.id.as_str()),
+            html_escape(c.id.as_str())
         ));
     }
     Html(format!(
@@ -87,7 +87,7 @@ pub async fn status(
     State(state): State<Arc<AppState>>,
     Path(conference): Path<String>,
 ) -> Result<Response, AppError> {
-    let conf = state.conferences.get(&conference).ok_or_else(|| {
+    let conf = state.registry.lookup(&conference).await.ok_or_else(|| {
         AppError::new(
             StatusCode::NOT_FOUND,
             format!("no conference {conference:?}"),

@@ -3,13 +3,15 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use hallcast_config::ConferenceConfig;
-use hallcast_rtc::{EndReason, Role, SessionId};
+use hallcast_ledger::Conference;
+use hallcast_rtc::{EndReason, Role, SessionId, SessionStarted};
 
+use crate::auth::{self, Credential, secret_matches};
 use crate::{AppError, AppState, SessionMeta, ViewerIdentity};
 
 const SDP: &str = "application/sdp";
@@ -46,26 +48,42 @@ pub async fn whip_post(
     State(state): State<Arc<AppState>>,
     Path(conference): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, AppError> {
-    let conf = conference_of(&state, &conference)?;
-    let offer = sdp_body(&headers, &body)?;
+    let conf = conference_of(&state, &conference).await?;
+    // Authenticate before the body is read: a wrong key is a 401 whatever it sent.
     let token = bearer(&headers)?;
-    if !constant_time_eq(token.as_bytes(), conf.stream_key.as_bytes()) {
+    let conf = if secret_matches(token, &conf.stream_key) {
+        conf
+    } else {
+        // The key may have been rotated by another process (the CLI) a moment ago.
+        state.registry.refresh_on_miss().await;
+        match state.registry.get(&conference) {
+            Some(c) if secret_matches(token, &c.stream_key) => c,
+            _ => {
+                return Err(AppError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "wrong stream key for this conference",
+                ));
+            }
+        }
+    };
+    if conf.ended_ms.is_some() {
         return Err(AppError::new(
-            StatusCode::UNAUTHORIZED,
-            "wrong stream key for this conference",
+            StatusCode::FORBIDDEN,
+            "Hội nghị đã kết thúc / the conference has ended: reopen it to broadcast again",
         ));
     }
+    let offer = sdp_body(&state, &headers, body).await?;
     let started = state.engine.publish(&conference, offer).await?;
     Ok(created(
         &state,
         "whip",
         &conference,
-        started.session,
-        started.answer,
+        started,
         Role::Publisher,
         None,
+        Credential::of(token),
     ))
 }
 
@@ -73,14 +91,12 @@ pub async fn whep_post(
     State(state): State<Arc<AppState>>,
     Path(conference): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, AppError> {
-    let conf = conference_of(&state, &conference)?;
-    let offer = sdp_body(&headers, &body)?;
+    let conf = conference_of(&state, &conference).await?;
+    // Authenticate before the body is read.
     let token = bearer(&headers)?;
-    let identity = if !conf.viewer_token.is_empty()
-        && constant_time_eq(token.as_bytes(), conf.viewer_token.as_bytes())
-    {
+    let identity = if secret_matches(token, &conf.viewer_token) {
         ViewerIdentity { point: None }
     } else {
         state
@@ -93,36 +109,80 @@ pub async fn whep_post(
                 )
             })?
     };
+    let offer = sdp_body(&state, &headers, body).await?;
     let started = state.engine.subscribe(&conference, offer).await?;
     Ok(created(
         &state,
         "whep",
         &conference,
-        started.session,
-        started.answer,
+        started,
         Role::Subscriber,
         identity.point,
+        Credential::of(token),
     ))
 }
 
-pub async fn resource_delete(
+/// `DELETE /whip/{conference}/{session}`.
+pub async fn whip_delete(
+    state: State<Arc<AppState>>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    resource_delete(state, path, headers, Role::Publisher).await
+}
+
+/// `DELETE /whep/{conference}/{session}`.
+pub async fn whep_delete(
+    state: State<Arc<AppState>>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    resource_delete(state, path, headers, Role::Subscriber).await
+}
+
+/// `PATCH /whip/{conference}/{session}`.
+pub async fn whip_patch(
+    state: State<Arc<AppState>>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AppError> {
+    resource_patch(state, path, headers, body, Role::Publisher).await
+}
+
+/// `PATCH /whep/{conference}/{session}`.
+pub async fn whep_patch(
+    state: State<Arc<AppState>>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AppError> {
+    resource_patch(state, path, headers, body, Role::Subscriber).await
+}
+
+/// Ends a session. Only the credential that created it may (the publisher's stream key, the
+/// viewer's own token); anything else is refused and changes nothing.
+async fn resource_delete(
     State(state): State<Arc<AppState>>,
     Path((conference, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    role: Role,
 ) -> Result<Response, AppError> {
-    let id = session_of(&state, &conference, &session)?;
+    let id = session_of(&state, &conference, &session, role, &headers)?;
     state.engine.end(id, EndReason::Deleted).await?;
     Ok(StatusCode::OK.into_response())
 }
 
 /// Trickle ICE (RFC 8840 fragments). ICE restarts are not supported: the client
 /// starts a new session instead (the relay keeps its place in the fan-out cheap).
-pub async fn resource_patch(
+async fn resource_patch(
     State(state): State<Arc<AppState>>,
     Path((conference, session)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
+    role: Role,
 ) -> Result<Response, AppError> {
-    let id = session_of(&state, &conference, &session)?;
+    let id = session_of(&state, &conference, &session, role, &headers)?;
     let etag = state
         .sessions()
         .get(&id)
@@ -143,6 +203,7 @@ pub async fn resource_patch(
             "If-Match does not match the session's ETag",
         ));
     }
+    let body = read_body(&state, body).await?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "the fragment is not UTF-8"))?;
     if text.lines().any(|l| l.starts_with("a=ice-ufrag:"))
@@ -167,11 +228,12 @@ fn created(
     state: &AppState,
     kind: &str,
     conference: &str,
-    session: SessionId,
-    answer: String,
+    started: SessionStarted,
     role: Role,
     point: Option<String>,
+    credential: Credential,
 ) -> Response {
+    let SessionStarted { session, answer } = started;
     let etag = format!("\"{session}\"");
     state.sessions().insert(
         session,
@@ -181,6 +243,7 @@ fn created(
             point,
             etag: etag.clone(),
             created_at: SystemTime::now(),
+            credential,
         },
     );
     let location = format!("/{kind}/{conference}/{session}");
@@ -218,8 +281,8 @@ fn ice_links(state: &AppState) -> Vec<HeaderValue> {
     out
 }
 
-fn conference_of<'a>(state: &'a AppState, id: &str) -> Result<&'a ConferenceConfig, AppError> {
-    state.conferences.get(id).ok_or_else(|| {
+async fn conference_of(state: &AppState, id: &str) -> Result<Arc<Conference>, AppError> {
+    state.registry.lookup(id).await.ok_or_else(|| {
         AppError::new(
             StatusCode::NOT_FOUND,
             format!("no conference {id:?} on this relay"),
@@ -227,13 +290,30 @@ fn conference_of<'a>(state: &'a AppState, id: &str) -> Result<&'a ConferenceConf
     })
 }
 
-fn session_of(state: &AppState, conference: &str, session: &str) -> Result<SessionId, AppError> {
+/// The session a resource URL names (a publisher's under `/whip`, a viewer's under `/whep`),
+/// if the request carries the credential that created it.
+fn session_of(
+    state: &AppState,
+    conference: &str,
+    session: &str,
+    role: Role,
+    headers: &HeaderMap,
+) -> Result<SessionId, AppError> {
     let not_found = || AppError::new(StatusCode::NOT_FOUND, "no such session (it may have ended)");
     let id: SessionId = session.parse().map_err(|_| not_found())?;
-    match state.sessions().get(&id) {
-        Some(m) if m.conference == conference => Ok(id),
-        _ => Err(not_found()),
+    let credential = match state.sessions().get(&id) {
+        Some(m) if m.conference == conference && m.role == role => m.credential,
+        _ => return Err(not_found()),
+    };
+    let token = bearer(headers)?;
+    if !credential.matches(&Credential::of(token)) {
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "this session was started with another credential: only its own stream key or \
+             viewer token may change or end it",
+        ));
     }
+    Ok(id)
 }
 
 fn content_type(headers: &HeaderMap) -> String {
@@ -245,7 +325,19 @@ fn content_type(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, AppError> {
+/// Reads a body of at most `http.max_body_bytes`.
+async fn read_body(state: &AppState, body: Body) -> Result<Bytes, AppError> {
+    let limit = state.config.http.max_body_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {limit} bytes (http.max_body_bytes)"),
+        )
+    })
+}
+
+/// Checks the content type, then reads the SDP offer.
+async fn sdp_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<String, AppError> {
     let ct = content_type(headers);
     if ct != SDP {
         let got = if ct.is_empty() {
@@ -258,7 +350,8 @@ fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, AppError> {
             format!("expected Content-Type: {SDP}, got {got}"),
         ));
     }
-    let text = std::str::from_utf8(body)
+    let body = read_body(state, body).await?;
+    let text = std::str::from_utf8(&body)
         .map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8"))?;
     if !text.trim_start().starts_with("v=0") {
         return Err(AppError::new(
@@ -270,31 +363,5 @@ fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, AppError> {
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
-    let v = headers.get(header::AUTHORIZATION).ok_or_else(|| {
-        AppError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing Authorization: Bearer <token>",
-        )
-    })?;
-    v.to_str()
-        .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            AppError::new(
-                StatusCode::UNAUTHORIZED,
-                "Authorization must be \"Bearer <token>\"",
-            )
-        })
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    auth::bearer(headers).map_err(|e| AppError::new(StatusCode::UNAUTHORIZED, e.message()))
 }

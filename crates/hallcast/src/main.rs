@@ -13,10 +13,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hallcast_config::{ConferenceConfig, Config};
 use hallcast_core::accounting::{ConferenceId, OrgId, Organisation, PointId, PointInfo};
-use hallcast_ledger::{Conference as LedgerConference, Ledger, LedgerConfig, Secret, StoreConfig};
+use hallcast_ledger::{Ledger, LedgerConfig, Secret, StoreConfig};
 use hallcast_rtc::{Engine, EngineConfig};
 use hallcast_server::attendance::{AttendanceCtx, LedgerViewerAuth};
-use hallcast_server::{AppState, LedgerHook};
+use hallcast_server::{AppState, LedgerHook, Registry};
 use tracing::{info, warn};
 
 #[derive(Parser)]
@@ -203,17 +203,6 @@ async fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
     let ledger = Ledger::open(LedgerConfig::new(store, secret))
         .await
         .context("cannot open the attendance ledger")?;
-    for c in &config.conferences {
-        let id = ConferenceId::parse(&c.id)
-            .map_err(|e| anyhow::anyhow!("conference id {:?}: {e}", c.id))?;
-        ledger
-            .upsert_conference(LedgerConference {
-                id,
-                title: c.title.clone(),
-                created_ms: hallcast_ledger::now_ms(),
-            })
-            .await?;
-    }
     Ok(ledger)
 }
 
@@ -242,9 +231,31 @@ impl Relay {
         .with_context(|| format!("cannot open the media port {}", config.media.udp))?;
         let base_url = config.public_url();
         let config = Arc::new(config);
+        // The conference registry: seeded by the file's [[conferences]], kept in the ledger,
+        // changed by the admin API and the CLI; ending a conference ends its sessions.
+        let registry = Arc::new(Registry::new(ledger.clone()));
+        registry
+            .seed(&config.conferences)
+            .await
+            .context("cannot load the conference registry")?;
+        {
+            let engine = engine.clone();
+            registry.set_on_end(Box::new(move |conference: &str| {
+                let engine = engine.clone();
+                let conference = conference.to_string();
+                tokio::spawn(async move {
+                    match engine.end_conference(&conference).await {
+                        Ok(n) => info!(%conference, n_sessions = n, "conference ended"),
+                        Err(e) => warn!(%conference, "ending the conference's sessions: {e}"),
+                    }
+                });
+            }));
+        }
+        hallcast_server::registry::spawn_refresh(registry.clone());
         let state = AppState::new(
             config.clone(),
             engine.clone(),
+            registry.clone(),
             Box::new(LedgerViewerAuth {
                 ledger: ledger.clone(),
             }),
@@ -260,11 +271,10 @@ impl Relay {
                 hallcast_server::attendance::write_ledger_metrics(&ledger, out)
             }));
         }
-        let attendance = hallcast_server::attendance::router(AttendanceCtx::new(
-            ledger.clone(),
-            config.admin.token.clone(),
-            base_url.clone(),
-        ));
+        let attendance = hallcast_server::attendance::router(
+            AttendanceCtx::new(ledger.clone(), config.admin.token.clone(), base_url.clone())
+                .with_registry(registry),
+        );
         let app = hallcast_server::app(state.clone(), attendance);
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(Relay {

@@ -15,7 +15,11 @@
 //! | `POST /api/v1/points` | admin | create `{"id","org_id","name","location","expected_headcount"}` → 201 |
 //! | `GET/PUT/DELETE /api/v1/points/{id}` | admin | one point |
 //! | `POST /api/v1/points/import` | admin | registry CSV body (≤ 8 MiB), all or nothing |
-//! | `GET/POST /api/v1/conferences` | admin | list / create-or-rename `{"id","title"}` |
+//! | `GET/POST /api/v1/conferences` | admin | list / create-or-rename `{"id","title","stream_key"?}` → 201 created (200 renamed) with `whip_url`, `stream_key`, `whep_url`, `watch_url`, `state` |
+//! | `GET /api/v1/conferences/{id}` | admin | one conference, as above |
+//! | `POST /api/v1/conferences/{id}/stream-key` | admin | rotate the stream key (`{"stream_key"}` or generated); a live broadcast goes on |
+//! | `POST /api/v1/conferences/{id}/end` | admin | end: its live sessions end, WHIP is refused (403) until reopened |
+//! | `POST /api/v1/conferences/{id}/reopen` | admin | open an ended conference again |
 //! | `GET /api/v1/conferences/{id}/links?format=csv\|html\|json&point=&valid_hours=&lang=` | admin | join links (HTML: printable, QR per point) |
 //! | `POST /api/v1/conferences/{id}/points/{point}/revoke` | admin | revoke that point's links |
 //! | `POST /api/v1/conferences/{id}/headcount` | viewer (join token) | `{"n_people": 25, "event_id": "<32 hex>"?}`; answered once durable; a retry with the same `event_id` is stored once |
@@ -46,6 +50,9 @@ use hallcast_ledger::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::auth;
+use crate::registry::{Registry, RegistryError};
+
 /// Everything the attendance API needs.
 #[derive(Clone, Debug)]
 pub struct AttendanceCtx {
@@ -60,6 +67,8 @@ pub struct AttendanceCtx {
     pub report: ReportConfig,
     /// UTC offset of displayed times, minutes (default 420, Vietnam).
     pub utc_offset_minutes: i32,
+    /// The conference registry (shared with WHIP/WHEP in the relay).
+    pub registry: Arc<Registry>,
 }
 
 impl AttendanceCtx {
@@ -70,6 +79,7 @@ impl AttendanceCtx {
         public_base_url: impl Into<String>,
     ) -> Self {
         Self {
+            registry: Arc::new(Registry::new(ledger.clone())),
             ledger,
             admin_token: admin_token.into(),
             public_base_url: public_base_url.into(),
@@ -77,6 +87,12 @@ impl AttendanceCtx {
             report: ReportConfig::default(),
             utc_offset_minutes: 420,
         }
+    }
+
+    /// Uses the relay's registry (the one WHIP and WHEP read) instead of a private one.
+    pub fn with_registry(mut self, registry: Arc<Registry>) -> Self {
+        self.registry = registry;
+        self
     }
 }
 
@@ -148,6 +164,10 @@ pub fn router(ctx: AttendanceCtx) -> Router {
             "/api/v1/conferences",
             get(list_conferences).post(put_conference),
         )
+        .route("/api/v1/conferences/{id}", get(get_conference))
+        .route("/api/v1/conferences/{id}/stream-key", post(rotate_key))
+        .route("/api/v1/conferences/{id}/end", post(end_conference))
+        .route("/api/v1/conferences/{id}/reopen", post(reopen_conference))
         .route("/api/v1/conferences/{id}/links", get(links))
         .route(
             "/api/v1/conferences/{id}/points/{point}/revoke",
@@ -227,6 +247,29 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NotFound(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("Không có hội nghị {id:?}"),
+                &format!("No conference {id:?}"),
+            ),
+            RegistryError::KeyTooShort => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                &format!(
+                    "Khóa luồng phải có ít nhất {} ký tự",
+                    crate::registry::MIN_STREAM_KEY_LEN
+                ),
+                &e.to_string(),
+            ),
+            RegistryError::Ledger(e) => e.into(),
+        }
+    }
+}
+
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
         match e {
@@ -278,19 +321,6 @@ type ApiResult<T> = Result<T, ApiError>;
 
 // ----- auth -----
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn admin(ctx: &AttendanceCtx, headers: &HeaderMap) -> ApiResult<()> {
     if ctx.admin_token.is_empty() {
         return Err(ApiError::new(
@@ -300,8 +330,8 @@ fn admin(ctx: &AttendanceCtx, headers: &HeaderMap) -> ApiResult<()> {
             "The admin API is disabled (no admin token configured)",
         ));
     }
-    match bearer(headers) {
-        Some(t) if constant_time_eq(t.as_bytes(), ctx.admin_token.as_bytes()) => Ok(()),
+    match auth::bearer(headers) {
+        Ok(t) if auth::secret_matches(t, &ctx.admin_token) => Ok(()),
         _ => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -347,12 +377,59 @@ struct PointUpdate {
     expected_headcount: Option<u32>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct ConferenceDto {
+/// `POST /api/v1/conferences`: create (a stream key is generated unless given) or rename.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConferencePut {
     id: String,
     title: String,
     #[serde(default)]
+    stream_key: Option<String>,
+}
+
+/// `POST /api/v1/conferences/{id}/stream-key`: a new key (generated unless given).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct KeyPut {
+    #[serde(default)]
+    stream_key: Option<String>,
+}
+
+/// A conference as the admin sees it: with what the hall encoder and the viewers need.
+#[derive(Serialize)]
+struct ConferenceDto {
+    id: String,
+    title: String,
     created_ms: i64,
+    /// `open` or `ended`.
+    state: &'static str,
+    ended_ms: Option<i64>,
+    whip_url: String,
+    stream_key: String,
+    whep_url: String,
+    watch_url: String,
+}
+
+impl ConferenceDto {
+    fn of(ctx: &AttendanceCtx, c: &Conference) -> Self {
+        let base = ctx.public_base_url.trim_end_matches('/');
+        let id = c.id.as_str();
+        ConferenceDto {
+            id: id.to_string(),
+            title: c.title.clone(),
+            created_ms: c.created_ms,
+            state: if c.ended_ms.is_some() {
+                "ended"
+            } else {
+                "open"
+            },
+            ended_ms: c.ended_ms,
+            whip_url: format!("{base}/whip/{id}"),
+            stream_key: c.stream_key.clone(),
+            whep_url: format!("{base}/whep/{id}"),
+            watch_url: format!("{base}/watch/{id}"),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -395,8 +472,9 @@ struct EventDto {
     change: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     n_people: Option<u32>,
+    /// `first_video_sent`: ms from the session's creation to the relay's first video packet.
     #[serde(skip_serializing_if = "Option::is_none")]
-    ttff_ms: Option<u32>,
+    after_ms: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
 }
@@ -408,10 +486,10 @@ impl From<&Event> for EventDto {
             at_ms: ev.at_ms,
             kind: "",
             point: ev.point().map(|p| p.as_str().to_string()),
-            session: ev.session().map(|s| s.as_str().to_string()),
+            session: ev.session().map(ToString::to_string),
             change: None,
             n_people: None,
-            ttff_ms: None,
+            after_ms: None,
             reason: None,
         };
         match &ev.kind {
@@ -426,9 +504,9 @@ impl From<&Event> for EventDto {
                 dto.change = Some(match change {
                     SessionChange::Started => "started",
                     SessionChange::MediaFlowing => "media_flowing",
-                    SessionChange::FirstFrame { ttff_ms } => {
-                        dto.ttff_ms = Some(*ttff_ms);
-                        "first_frame"
+                    SessionChange::FirstVideoSent { after_ms } => {
+                        dto.after_ms = Some(*after_ms);
+                        "first_video_sent"
                     }
                     SessionChange::AudioOnly => "audio_only",
                     SessionChange::VideoResumed => "video_resumed",
@@ -723,14 +801,12 @@ async fn list_conferences(
     headers: HeaderMap,
 ) -> ApiResult<Json<Vec<ConferenceDto>>> {
     admin(&ctx, &headers)?;
-    let cs = ctx.ledger.conferences().await?;
+    ctx.registry.refresh().await?;
     Ok(Json(
-        cs.into_iter()
-            .map(|c| ConferenceDto {
-                id: c.id.into_string(),
-                title: c.title,
-                created_ms: c.created_ms,
-            })
+        ctx.registry
+            .all()
+            .iter()
+            .map(|c| ConferenceDto::of(&ctx, c))
             .collect(),
     ))
 }
@@ -738,25 +814,75 @@ async fn list_conferences(
 async fn put_conference(
     State(ctx): Ctx,
     headers: HeaderMap,
-    body: Result<Json<ConferenceDto>, JsonRejection>,
+    body: Result<Json<ConferencePut>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<ConferenceDto>)> {
     admin(&ctx, &headers)?;
     let Json(dto) = body?;
     check_text("title", &dto.title)?;
-    let c = Conference {
-        id: parse(&dto.id, ConferenceId::parse)?,
-        title: dto.title,
-        created_ms: now_ms(),
+    let id = parse(&dto.id, ConferenceId::parse)?;
+    let (c, created) = ctx
+        .registry
+        .create_or_rename(id, dto.title, dto.stream_key)
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    ctx.ledger.upsert_conference(c.clone()).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(ConferenceDto {
-            id: c.id.into_string(),
-            title: c.title,
-            created_ms: c.created_ms,
-        }),
-    ))
+    Ok((status, Json(ConferenceDto::of(&ctx, &c))))
+}
+
+async fn get_conference(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ConferenceDto>> {
+    admin(&ctx, &headers)?;
+    let c = ctx
+        .registry
+        .lookup(&id)
+        .await
+        .ok_or_else(|| RegistryError::NotFound(id.clone()))?;
+    Ok(Json(ConferenceDto::of(&ctx, &c)))
+}
+
+async fn rotate_key(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<ConferenceDto>> {
+    admin(&ctx, &headers)?;
+    let id = parse(&id, ConferenceId::parse)?;
+    let put: KeyPut = if body.is_empty() {
+        KeyPut::default()
+    } else {
+        serde_json::from_slice(&body).map_err(ApiError::bad_request)?
+    };
+    let c = ctx.registry.rotate_key(&id, put.stream_key).await?;
+    Ok(Json(ConferenceDto::of(&ctx, &c)))
+}
+
+async fn end_conference(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ConferenceDto>> {
+    admin(&ctx, &headers)?;
+    let id = parse(&id, ConferenceId::parse)?;
+    let c = ctx.registry.end(&id).await?;
+    Ok(Json(ConferenceDto::of(&ctx, &c)))
+}
+
+async fn reopen_conference(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ConferenceDto>> {
+    admin(&ctx, &headers)?;
+    let id = parse(&id, ConferenceId::parse)?;
+    let c = ctx.registry.reopen(&id).await?;
+    Ok(Json(ConferenceDto::of(&ctx, &c)))
 }
 
 async fn title_of(ctx: &AttendanceCtx, id: &ConferenceId) -> ApiResult<Option<String>> {
@@ -851,7 +977,7 @@ async fn headcount(
     body: Result<Json<HeadcountBody>, JsonRejection>,
 ) -> ApiResult<Json<HeadcountDto>> {
     let conference = parse(&id, ConferenceId::parse)?;
-    let Some(token) = bearer(&headers) else {
+    let Ok(token) = auth::bearer(&headers) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -466,7 +466,7 @@ async fn report_in_three_formats() {
             at,
             EventKind::Session {
                 point: PointId::parse(p).unwrap(),
-                session: SessionId::parse("s1").unwrap(),
+                session: SessionId(1),
                 change,
             },
         )
