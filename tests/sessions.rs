@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use hallcast_tests::http::{Answer, Http};
 use hallcast_tests::results::{self, ensure_pages_playing};
-use hallcast_tests::{Demo, DemoOptions, Info, Weight, hallcast_bin, run, sdp};
+use hallcast_tests::{Ctx, Demo, DemoOptions, Info, Weight, hallcast_bin, run, sdp};
 use serde_json::{Value, json};
 
 use crate::util::{browser_publisher, expect_published, viewer_pages};
@@ -28,6 +28,17 @@ fn expect(what: &str, answer: Result<Answer>, status: u16) -> Result<Answer> {
         a.body
     );
     Ok(a)
+}
+
+/// The relay, waiting for a publisher.
+fn demo_without_source(ctx: &Ctx) -> Result<Demo> {
+    Demo::start(
+        ctx,
+        DemoOptions {
+            no_source: true,
+            ..Default::default()
+        },
+    )
 }
 
 fn admin_token(info: &Info) -> Result<String> {
@@ -107,13 +118,7 @@ fn sessions_cannot_be_guessed_or_taken_over() {
         "sessions_cannot_be_guessed_or_taken_over",
         Weight::Light,
         |ctx| {
-            let demo = Demo::start(
-                ctx,
-                DemoOptions {
-                    no_source: true,
-                    ..Default::default()
-                },
-            )?;
+            let demo = demo_without_source(ctx)?;
             let info = &demo.info;
             let conf = info.conference.as_str();
             let http = Http::new(&info.http_base)?;
@@ -303,13 +308,7 @@ fn conferences_made_through_the_api_or_the_cli_take_whip_at_once() {
         "conferences_made_through_the_api_or_the_cli_take_whip_at_once",
         Weight::Light,
         |ctx| {
-            let demo = Demo::start(
-                ctx,
-                DemoOptions {
-                    no_source: true,
-                    ..Default::default()
-                },
-            )?;
+            let demo = demo_without_source(ctx)?;
             let http = Http::new(&demo.info.http_base)?;
             let admin = admin_token(&demo.info)?;
             let offer = sdp::publisher_offer();
@@ -463,13 +462,7 @@ fn a_conference_made_through_the_api_plays_in_chromium() {
         "a_conference_made_through_the_api_plays_in_chromium",
         Weight::Heavy,
         |ctx| {
-            let mut demo = Demo::start(
-                ctx,
-                DemoOptions {
-                    no_source: true,
-                    ..Default::default()
-                },
-            )?;
+            let mut demo = demo_without_source(ctx)?;
             let http = Http::new(&demo.info.http_base)?;
             let admin = admin_token(&demo.info)?;
             let id = "hoi-nghi-moi";
@@ -514,13 +507,7 @@ fn viewers_waiting_for_a_publisher_that_returns_with_other_codecs_are_ended() {
         "viewers_waiting_for_a_publisher_that_returns_with_other_codecs_are_ended",
         Weight::Light,
         |ctx| {
-            let demo = Demo::start(
-                ctx,
-                DemoOptions {
-                    no_source: true,
-                    ..Default::default()
-                },
-            )?;
+            let demo = demo_without_source(ctx)?;
             let info = &demo.info;
             let http = Http::new(&info.http_base)?;
             let h264 = sdp::offer(
