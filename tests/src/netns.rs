@@ -189,6 +189,27 @@ pub fn ip_in(netns: &str, args: &[&str]) -> Result<()> {
     ip(&all)
 }
 
+/// The source address the kernel of `netns` picks for a datagram to `dest` from a socket
+/// bound to no address (`ip -n NETNS route get DEST`: its `src`).
+pub fn route_source(netns: &str, dest: &str) -> Result<String> {
+    let out = Command::new("ip")
+        .args(["-n", netns, "route", "get", dest])
+        .output()
+        .context("cannot run `ip` (iproute2): scripts/install-test-deps.sh installs it")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "`ip -n {netns} route get {dest}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if let Some(pair) = words.windows(2).find(|w| w[0] == "src") {
+        return Ok(pair[1].to_string());
+    }
+    bail!("`ip -n {netns} route get {dest}` names no source address: {text}")
+}
+
 /// `nft ARGS` inside namespace `netns` (its tables go with the namespace).
 pub fn nft(netns: &str, args: &[&str]) -> Result<()> {
     let out = Command::new("ip")

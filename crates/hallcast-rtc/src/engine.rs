@@ -468,12 +468,25 @@ struct Session {
     role: SessionRole,
     ufrag: String,
     addrs: Vec<SocketAddr>,
+    /// Where replies leave from, on a socket bound to an unspecified address (empty
+    /// otherwise): per peer address and announced candidate (str0m's `Transmit::source`),
+    /// the local IP the peer's datagrams to that candidate arrived at (see
+    /// [`reply_source`]).
+    reply_from: Vec<ReplyFrom>,
     created: Instant,
     last_rx: Instant,
     connected: bool,
     timeout: Instant,
     /// The deadline this session has in the timer heap (`None`: not scheduled).
     scheduled: Option<Instant>,
+}
+
+/// One entry of [`Session::reply_from`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReplyFrom {
+    peer: SocketAddr,
+    candidate: IpAddr,
+    local: IpAddr,
 }
 
 impl Session {
@@ -506,6 +519,10 @@ struct State {
     candidates: Vec<Candidate>,
     /// The candidates' IPs: where datagrams are said to arrive (`udp::candidate_destination`).
     announced: Vec<IpAddr>,
+    /// The socket is bound to 0.0.0.0 / `::`: the kernel would pick each reply's source by
+    /// routing, so replies name the address the peer's datagrams arrived at
+    /// ([`Session::reply_from`]). Bound to one address, the source is that one.
+    choose_source: bool,
     stats: Arc<EngineStats>,
     events: mpsc::Sender<EngineEvent>,
     sessions: HashMap<SessionId, Session>,
@@ -538,6 +555,7 @@ impl State {
             socket,
             local_addr,
             announced: candidates.iter().map(|c| c.addr().ip()).collect(),
+            choose_source: local_addr.ip().is_unspecified(),
             candidates,
             stats,
             events,
@@ -579,7 +597,19 @@ impl State {
                                         self.local_addr,
                                         &self.announced,
                                     );
-                                    self.on_datagram(now, r.source, destination, &buf[..r.len]);
+                                    // The real destination, never the announced one: behind
+                                    // 1:1 NAT only the private address is this host's.
+                                    let local = r
+                                        .destination
+                                        .filter(|_| self.choose_source)
+                                        .map(|ip| ip.to_canonical());
+                                    self.on_datagram(
+                                        now,
+                                        r.source,
+                                        destination,
+                                        local,
+                                        &buf[..r.len],
+                                    );
                                     if self.sendq.len() >= FLUSH_AT {
                                         self.flush();
                                     }
@@ -817,6 +847,7 @@ impl State {
             },
             ufrag: ufrag.clone(),
             addrs: vec![],
+            reply_from: vec![],
             created: now,
             last_rx: now,
             connected: false,
@@ -940,6 +971,7 @@ impl State {
             },
             ufrag: ufrag.clone(),
             addrs: vec![],
+            reply_from: vec![],
             created: now,
             last_rx: now,
             connected: false,
@@ -1118,12 +1150,15 @@ impl State {
 
     // ---------------------------------------------------------------- network
 
-    /// `destination`: an announced candidate's address (`udp::candidate_destination`).
+    /// `destination`: an announced candidate's address (`udp::candidate_destination`);
+    /// `local`: the local IP the datagram arrived at, when replies must name their source
+    /// (`State::choose_source`).
     fn on_datagram(
         &mut self,
         now: Instant,
         source: SocketAddr,
         destination: SocketAddr,
+        local: Option<IpAddr>,
         buf: &[u8],
     ) {
         self.stats.rx_datagrams.fetch_add(1, Relaxed);
@@ -1163,6 +1198,10 @@ impl State {
             return;
         };
         s.last_rx = now;
+        if let Some(local) = local {
+            // Before the input: its replies (a STUN response) are drained right after.
+            note_reply_from(&mut s.reply_from, source, destination.ip(), local);
+        }
         if let Err(e) = s.rtc.handle_input(Input::Receive(now, receive)) {
             debug!(session = %id, "input rejected: {e}");
         }
@@ -1536,7 +1575,10 @@ fn drain(s: &mut Session, sendq: &mut SendQueue, mut on_event: impl FnMut(Event)
                 s.timeout = t;
                 return;
             }
-            Ok(Output::Transmit(t)) => sendq.push(t.destination, t.contents.into()),
+            Ok(Output::Transmit(t)) => {
+                let from = reply_source(&s.reply_from, t.destination, t.source.ip());
+                sendq.push_from(t.destination, from, t.contents.into());
+            }
             Ok(Output::Event(e)) => on_event(e),
             Err(e) => {
                 debug!(session = %s.id, "rtc error: {e}");
@@ -1546,6 +1588,41 @@ fn drain(s: &mut Session, sendq: &mut SendQueue, mut on_event: impl FnMut(Event)
             }
         }
     }
+}
+
+/// Remembers that `peer`'s datagrams to the announced `candidate` arrived at the local IP
+/// `local` (a few entries per session: its peer addresses × the candidates they use).
+fn note_reply_from(
+    reply_from: &mut Vec<ReplyFrom>,
+    peer: SocketAddr,
+    candidate: IpAddr,
+    local: IpAddr,
+) {
+    match reply_from
+        .iter_mut()
+        .find(|r| r.peer == peer && r.candidate == candidate)
+    {
+        Some(r) => r.local = local,
+        None => reply_from.push(ReplyFrom {
+            peer,
+            candidate,
+            local,
+        }),
+    }
+}
+
+/// The local IP a datagram to `peer` from the announced `candidate` (str0m's
+/// `Transmit::source`) must leave from: the one `peer`'s datagrams to `candidate` arrived
+/// at. A peer's ICE agent accepts a STUN response only from the address its request went
+/// to; on a socket bound to 0.0.0.0 the kernel would pick the source by routing, which on a
+/// host with several addresses may be another one. `None` (bound to one address, or nothing
+/// heard from `peer` on `candidate`): the kernel picks. Never the announced IP itself: behind
+/// 1:1 NAT that one is not local, the private IP the NAT delivered to is.
+fn reply_source(reply_from: &[ReplyFrom], peer: SocketAddr, candidate: IpAddr) -> Option<IpAddr> {
+    reply_from
+        .iter()
+        .find(|r| r.peer == peer && r.candidate == candidate)
+        .map(|r| r.local)
 }
 
 /// The payload type a subscriber negotiated for `codec` on `mid`.
@@ -1598,4 +1675,46 @@ fn order_rids(rids: Vec<Rid>) -> Vec<Rid> {
 
 fn unreachable_shutdown() {
     // Shutdown is handled in the run loop before on_command is called.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_leave_from_where_each_peers_datagrams_to_each_candidate_arrived() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let peer: SocketAddr = "198.51.100.7:50000".parse().unwrap();
+        let other: SocketAddr = "198.51.100.8:50000".parse().unwrap();
+        let mut r = Vec::new();
+        // Two announced candidates, both local (a 0.0.0.0 bind on a host with two
+        // addresses): the peer checks both from one address.
+        note_reply_from(&mut r, peer, ip("203.0.113.1"), ip("203.0.113.1"));
+        note_reply_from(&mut r, peer, ip("203.0.113.2"), ip("203.0.113.2"));
+        // 1:1 NAT: the announced IP is not local; the private one the NAT delivered to is.
+        note_reply_from(&mut r, other, ip("203.0.113.1"), ip("10.0.0.5"));
+        assert_eq!(r.len(), 3);
+        assert_eq!(
+            reply_source(&r, peer, ip("203.0.113.1")),
+            Some(ip("203.0.113.1"))
+        );
+        assert_eq!(
+            reply_source(&r, peer, ip("203.0.113.2")),
+            Some(ip("203.0.113.2"))
+        );
+        assert_eq!(
+            reply_source(&r, other, ip("203.0.113.1")),
+            Some(ip("10.0.0.5"))
+        );
+        // Nothing heard from `other` on the second candidate: the kernel picks.
+        assert_eq!(reply_source(&r, other, ip("203.0.113.2")), None);
+        // The same path seen at another local IP (a moved address): the newest wins, no
+        // second entry.
+        note_reply_from(&mut r, other, ip("203.0.113.1"), ip("10.0.0.6"));
+        assert_eq!(r.len(), 3);
+        assert_eq!(
+            reply_source(&r, other, ip("203.0.113.1")),
+            Some(ip("10.0.0.6"))
+        );
+    }
 }

@@ -15,13 +15,25 @@
 //! GSO (no `UDP_SEGMENT`, or a device without checksum offload), the queue turns GSO off
 //! for good and sends plainly.
 //!
+//! **Source address** ([`SendQueue::push_from`]): a datagram may name the local IP it
+//! leaves from, sent as an `IP_PKTINFO` (`ipi_spec_dst`) or `IPV6_PKTINFO` (`ipi6_addr`)
+//! control message beside any `UDP_SEGMENT` one. On a socket bound to 0.0.0.0 / `::` the
+//! kernel would otherwise pick the source by routing; a peer's ICE agent takes a STUN
+//! response only from the address its request went to, so the engine names the address
+//! the peer's datagrams arrived at (the real one from [`recv_with_destination`], never an
+//! announced IP that is not local, as behind 1:1 NAT). A GSO run never spans two sources.
+//! A source the host does not have makes the kernel refuse the message; when that error is
+//! also one a refused GSO message gives (EINVAL), the run's first datagram is tried alone
+//! to tell which: GSO is turned off only if it then goes through, else the run is dropped.
+//!
 //! `nix::sendmmsg` gives every message the same control messages, so the batch is built
 //! with `libc::sendmmsg` directly (the only `unsafe` in the relay).
 //!
 //! **Receiving** ([`recv_with_destination`]): `recvmsg` with `IP_PKTINFO` /
 //! `IPV6_PKTINFO`, so every datagram comes with the address it was sent to (a socket bound
 //! to 0.0.0.0 has many; behind 1:1 NAT it is the private one). [`candidate_destination`]
-//! turns that into the announced ICE candidate str0m must be told about.
+//! turns that into the announced ICE candidate str0m must be told about; replies to the
+//! peer leave from the real address (above).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -81,9 +93,18 @@ pub struct Flushed {
     pub sorted: bool,
 }
 
+/// One queued datagram.
+struct Queued {
+    dest: SocketAddr,
+    /// The local IP it must leave from (an `IP_PKTINFO` / `IPV6_PKTINFO` control message);
+    /// `None`: the kernel picks (by routing, or the bound address).
+    source: Option<IpAddr>,
+    data: Vec<u8>,
+}
+
 /// Queued datagrams, flushed with `sendmmsg` (and GSO where sizes allow).
 pub struct SendQueue {
-    items: Vec<(SocketAddr, Vec<u8>)>,
+    items: Vec<Queued>,
     gso: bool,
     /// The first few distinct peers of this flush, to notice interleaving.
     heads: [Option<SocketAddr>; HEADS],
@@ -116,8 +137,17 @@ impl SendQueue {
         self.gso
     }
 
+    /// Queues a datagram to `dest`, from the address the kernel picks.
     pub fn push(&mut self, dest: SocketAddr, datagram: Vec<u8>) {
-        if self.gso && !self.interleaved && self.items.last().is_none_or(|(d, _)| *d != dest) {
+        self.push_from(dest, None, datagram);
+    }
+
+    /// Queues a datagram to `dest` that leaves from `source` when given: a local IP of this
+    /// host (on a socket bound to 0.0.0.0 / `::`, the address the peer's datagrams arrived
+    /// at). Sending from an address the host does not have fails, and the datagram is
+    /// dropped.
+    pub fn push_from(&mut self, dest: SocketAddr, source: Option<IpAddr>, datagram: Vec<u8>) {
+        if self.gso && !self.interleaved && self.items.last().is_none_or(|q| q.dest != dest) {
             for h in &mut self.heads {
                 match h {
                     Some(a) if *a == dest => {
@@ -132,7 +162,11 @@ impl SendQueue {
                 }
             }
         }
-        self.items.push((dest, datagram));
+        self.items.push(Queued {
+            dest,
+            source,
+            data: datagram,
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -144,18 +178,20 @@ impl SendQueue {
     }
 
     /// End (exclusive) of the message starting at item `i`: one datagram, or with GSO
-    /// the longest run to the same destination that one `UDP_SEGMENT` send can carry.
+    /// the longest run to the same destination, from the same source, that one
+    /// `UDP_SEGMENT` send can carry.
     fn message_end(&self, i: usize) -> usize {
-        let (dest, first) = &self.items[i];
-        let seg = first.len();
+        let first = &self.items[i];
+        let seg = first.data.len();
         let mut end = i + 1;
         if !self.gso || seg == 0 {
             return end;
         }
         let mut total = seg;
         while end < self.items.len() && end - i < MAX_SEGMENTS {
-            let (d, data) = &self.items[end];
-            if d != dest
+            let Queued { dest, source, data } = &self.items[end];
+            if *dest != first.dest
+                || *source != first.source
                 || data.is_empty()
                 || data.len() > seg
                 || total + data.len() > MAX_GSO_BYTES
@@ -178,27 +214,40 @@ impl SendQueue {
         let fd = socket.as_raw_fd();
         if self.interleaved && self.gso {
             // Stable: each peer's datagrams stay in the order they were produced.
-            self.items.sort_by_key(|(d, _)| *d);
+            self.items.sort_by_key(|q| q.dest);
             out.sorted = true;
         }
         self.interleaved = false;
         self.heads = [None; HEADS];
         let mut start = 0;
         let mut plan: Vec<(usize, usize)> = Vec::with_capacity(MAX_BATCH);
+        // A GSO message with a source address failed with an error that GSO and a source
+        // the host no longer has (EINVAL) both give: its first datagram goes alone, to tell
+        // which. `Some(end)`: the failed run's end.
+        let mut probe: Option<usize> = None;
         while start < self.items.len() {
             plan.clear();
             let mut i = start;
             while i < self.items.len() && plan.len() < MAX_BATCH {
-                let end = self.message_end(i);
+                let end = if probe.is_some() && i == start {
+                    i + 1
+                } else {
+                    self.message_end(i)
+                };
                 plan.push((i, end));
                 i = end;
             }
             out.syscalls += 1;
+            let probing = probe.take();
             match send_batch(fd, &self.items, &plan) {
                 Ok(n) => {
+                    if probing.is_some() {
+                        // Plainly it went: segmenting was what the kernel refused.
+                        self.gso = false;
+                    }
                     for &(a, b) in &plan[..n] {
                         out.sent += b - a;
-                        out.bytes += self.items[a..b].iter().map(|(_, d)| d.len()).sum::<usize>();
+                        out.bytes += self.items[a..b].iter().map(|q| q.data.len()).sum::<usize>();
                         out.gso_messages += usize::from(b - a > 1);
                     }
                     start = plan[n - 1].1;
@@ -211,14 +260,20 @@ impl SendQueue {
                 Err(Errno::EIO | Errno::EINVAL | Errno::EOPNOTSUPP | Errno::ENOPROTOOPT)
                     if plan[0].1 - plan[0].0 > 1 =>
                 {
-                    // The kernel or the device cannot segment: send plainly from now on.
-                    self.gso = false;
+                    if self.items[start].source.is_some() {
+                        probe = Some(plan[0].1);
+                    } else {
+                        // The kernel or the device cannot segment: send plainly from now on.
+                        self.gso = false;
+                    }
                 }
                 Err(_) => {
-                    // The first message failed (e.g. an unreachable destination): drop
-                    // its datagrams and go on with the rest.
-                    out.dropped += plan[0].1 - plan[0].0;
-                    start = plan[0].1;
+                    // The first message failed (e.g. an unreachable destination, a source
+                    // address gone; a failed probe: the whole run): drop its datagrams and
+                    // go on with the rest.
+                    let end = probing.unwrap_or(plan[0].1);
+                    out.dropped += end - start;
+                    start = end;
                 }
             }
         }
@@ -228,6 +283,9 @@ impl SendQueue {
 }
 
 /// One `sendmmsg` of the planned messages (`plan`: item ranges, several items = GSO).
+/// A message carries a `UDP_SEGMENT` control message when it has several datagrams, and an
+/// `IP_PKTINFO` (IPv4 source; also on an IPv6 socket sending to an IPv4-mapped peer) or
+/// `IPV6_PKTINFO` one when its datagrams have a source address.
 /// Returns how many messages the kernel took (at least one), or the first one's error.
 ///
 /// The workspace denies `unsafe`; this function is the exception, because no safe
@@ -237,9 +295,28 @@ impl SendQueue {
 #[allow(unsafe_code)]
 fn send_batch(
     fd: std::os::fd::RawFd,
-    items: &[(SocketAddr, Vec<u8>)],
+    items: &[Queued],
     plan: &[(usize, usize)],
 ) -> Result<usize, Errno> {
+    /// Writes one control message (`level`, `ty`, `value`) at `at` and returns the bytes
+    /// it takes (`CMSG_SPACE`).
+    ///
+    /// # Safety
+    /// `at` must be aligned for `cmsghdr` and have `CMSG_SPACE(size_of::<T>())` writable
+    /// bytes.
+    unsafe fn put_cmsg<T>(at: *mut u8, level: libc::c_int, ty: libc::c_int, value: T) -> usize {
+        let size = std::mem::size_of::<T>() as u32;
+        // SAFETY: as the caller promises; CMSG_DATA points inside the same CMSG_SPACE bytes.
+        unsafe {
+            let c = at as *mut libc::cmsghdr;
+            (*c).cmsg_level = level;
+            (*c).cmsg_type = ty;
+            (*c).cmsg_len = libc::CMSG_LEN(size) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut T, value);
+            libc::CMSG_SPACE(size) as usize
+        }
+    }
+
     debug_assert!(!plan.is_empty() && plan.len() <= MAX_BATCH);
     let n_iov = plan.last().map_or(0, |p| p.1) - plan[0].0;
     // Everything the headers point into is allocated up front and not touched again
@@ -247,22 +324,39 @@ fn send_batch(
     let mut iovs: Vec<libc::iovec> = Vec::with_capacity(n_iov);
     let names: Vec<SockaddrStorage> = plan
         .iter()
-        .map(|&(a, _)| SockaddrStorage::from(items[a].0))
+        .map(|&(a, _)| SockaddrStorage::from(items[a].dest))
         .collect();
     // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+    let (seg_space, info4_space, info6_space) = unsafe {
+        (
+            libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize,
+            libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize,
+            libc::CMSG_SPACE(std::mem::size_of::<libc::in6_pktinfo>() as u32) as usize,
+        )
+    };
+    // Room for one message's control messages: a segment size and a source.
+    let space = seg_space + info4_space.max(info6_space);
     // u64 words keep each control buffer aligned for `cmsghdr`.
     let words = space.div_ceil(8);
-    let mut control: Vec<u64> = vec![0; words * plan.len()];
+    let with_control = plan
+        .iter()
+        .filter(|&&(a, b)| b - a > 1 || items[a].source.is_some())
+        .count();
+    let mut control: Vec<u64> = vec![0; words * with_control];
+    let mut control_at = 0;
     let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(plan.len());
     for &(a, b) in plan {
-        for (_, d) in &items[a..b] {
+        for q in &items[a..b] {
             iovs.push(libc::iovec {
-                iov_base: d.as_ptr() as *mut libc::c_void,
-                iov_len: d.len(),
+                iov_base: q.data.as_ptr() as *mut libc::c_void,
+                iov_len: q.data.len(),
             });
         }
     }
+    // Raw pointers taken once (`Vec::as_mut_ptr` makes no intermediate reference), so
+    // the headers' pointers stay valid while later ones are made.
+    let iov_base = iovs.as_mut_ptr();
+    let control_base = control.as_mut_ptr();
     let mut iov_at = 0;
     for (k, &(a, b)) in plan.iter().enumerate() {
         let name = &names[k];
@@ -270,23 +364,52 @@ fn send_batch(
         let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
         h.msg_name = name.as_ptr() as *mut libc::c_void;
         h.msg_namelen = name.len();
-        h.msg_iov = iovs[iov_at..].as_mut_ptr();
+        // SAFETY: `iov_at` < `iovs.len()`: the plan's ranges cover exactly the iovecs.
+        h.msg_iov = unsafe { iov_base.add(iov_at) };
         h.msg_iovlen = (b - a) as _;
         iov_at += b - a;
-        if b - a > 1 {
-            let seg = items[a].1.len() as u16;
-            h.msg_control = control[k * words..].as_mut_ptr() as *mut libc::c_void;
-            h.msg_controllen = space as _;
-            // SAFETY: msg_control points to `space` zeroed, aligned bytes owned by
-            // `control`, which outlives the call; CMSG_FIRSTHDR is non-null for a
-            // buffer of CMSG_SPACE(2) bytes.
+        let source = items[a].source.map(|ip| ip.to_canonical());
+        if b - a > 1 || source.is_some() {
+            debug_assert!(control_at < with_control);
+            // SAFETY: `control_at` < `with_control`, the number of `words`-sized slots.
+            let buf = unsafe { control_base.add(control_at * words) } as *mut u8;
+            control_at += 1;
+            let mut used = 0;
+            // SAFETY: `buf` is `words` zeroed u64s owned by `control`, which outlives the
+            // call: 8-aligned, and `used` stays a multiple of CMSG_SPACE's alignment, so
+            // every header written is aligned; at most one segment size and one source
+            // are written, which is what `space` has room for.
             unsafe {
-                let c = libc::CMSG_FIRSTHDR(&h);
-                (*c).cmsg_level = libc::SOL_UDP;
-                (*c).cmsg_type = libc::UDP_SEGMENT;
-                (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
-                std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, seg);
+                if b - a > 1 {
+                    let seg = items[a].data.len() as u16;
+                    used += put_cmsg(buf.add(used), libc::SOL_UDP, libc::UDP_SEGMENT, seg);
+                }
+                match source {
+                    Some(IpAddr::V4(ip)) => {
+                        let info = libc::in_pktinfo {
+                            ipi_ifindex: 0,
+                            ipi_spec_dst: libc::in_addr {
+                                s_addr: u32::from(ip).to_be(),
+                            },
+                            ipi_addr: libc::in_addr { s_addr: 0 },
+                        };
+                        used += put_cmsg(buf.add(used), libc::IPPROTO_IP, libc::IP_PKTINFO, info);
+                    }
+                    Some(IpAddr::V6(ip)) => {
+                        let info = libc::in6_pktinfo {
+                            ipi6_addr: libc::in6_addr {
+                                s6_addr: ip.octets(),
+                            },
+                            ipi6_ifindex: 0,
+                        };
+                        used +=
+                            put_cmsg(buf.add(used), libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info);
+                    }
+                    None => {}
+                }
             }
+            h.msg_control = buf as *mut libc::c_void;
+            h.msg_controllen = used as _;
         }
         hdrs.push(libc::mmsghdr {
             msg_hdr: h,
@@ -682,5 +805,185 @@ mod tests {
         let f = q.flush(&tx);
         assert!(!f.sorted);
         assert_eq!(f.sent, 6);
+    }
+
+    /// Receives `n` datagrams on `rx` and returns each one's content and source address.
+    fn recv_from_n(rx: &std::net::UdpSocket, n: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = vec![0u8; 70_000];
+        (0..n)
+            .map(|_| {
+                let (len, from) = rx.recv_from(&mut buf).unwrap();
+                (buf[..len].to_vec(), from)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_socket_bound_to_the_unspecified_address_sends_from_the_source_asked_for() {
+        // 127.0.0.0/8 is all local; the kernel's own choice towards 127.0.0.1 is 127.0.0.1.
+        let tx = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let port = tx.local_addr().unwrap().port();
+        let rx: Vec<std::net::UdpSocket> = (0..3)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let to = |i: usize| rx[i].local_addr().unwrap();
+        let from = |last: u8| Some(IpAddr::from([127, 0, 0, last]));
+        let mut q = SendQueue::new(true);
+        // rx0: one datagram from 127.0.0.2. rx1: a GSO run from 127.0.0.3, then a run from
+        // 127.0.0.2 (the source changes: a new message). rx2: the kernel's choice.
+        q.push_from(to(0), from(2), vec![0; 100]);
+        for k in 0..5u8 {
+            q.push_from(to(1), from(3), vec![k; 1200]);
+        }
+        for k in 5..8u8 {
+            q.push_from(to(1), from(2), vec![k; 1200]);
+        }
+        q.push(to(2), vec![9; 50]);
+        let f = q.flush(&tx);
+        assert_eq!(f.sent, 10, "{f:?}");
+        assert_eq!(f.dropped, 0, "{f:?}");
+        assert_eq!(f.gso_messages, 2, "[1200×5] and [1200×3]: {f:?}");
+        assert_eq!(f.syscalls, 1, "{f:?}");
+        let at = |last: u8| SocketAddr::from(([127, 0, 0, last], port));
+
+        let got = recv_from_n(&rx[0], 1);
+        assert_eq!(got[0], (vec![0; 100], at(2)));
+        let got = recv_from_n(&rx[1], 8);
+        for (k, (data, src)) in got.iter().enumerate() {
+            assert_eq!(data, &vec![k as u8; 1200], "datagram {k} out of order");
+            let want = if k < 5 { at(3) } else { at(2) };
+            assert_eq!(*src, want, "datagram {k} left from the wrong address");
+        }
+        let got = recv_from_n(&rx[2], 1);
+        assert_eq!(got[0], (vec![9; 50], at(1)));
+    }
+
+    #[test]
+    fn sources_survive_the_regrouping_of_an_interleaved_fan_out() {
+        let tx = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let port = tx.local_addr().unwrap().port();
+        let rx: Vec<std::net::UdpSocket> = (0..3)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut q = SendQueue::new(true);
+        for k in 0..4u8 {
+            for (i, r) in rx.iter().enumerate() {
+                let src = IpAddr::from([127, 0, 0, 2 + i as u8]);
+                q.push_from(r.local_addr().unwrap(), Some(src), vec![k; 1000]);
+            }
+        }
+        let f = q.flush(&tx);
+        assert!(f.sorted);
+        assert_eq!(f.sent, 12);
+        assert_eq!(f.gso_messages, 3, "one run per peer: {f:?}");
+        for (i, r) in rx.iter().enumerate() {
+            let want = SocketAddr::from(([127, 0, 0, 2 + i as u8], port));
+            for (k, (data, src)) in recv_from_n(r, 4).into_iter().enumerate() {
+                assert_eq!(data, vec![k as u8; 1000]);
+                assert_eq!(src, want);
+            }
+        }
+    }
+
+    /// Queues a GSO run (and a shorter last datagram) from `bad`, an address this host does
+    /// not have, then a run from `good`, all to `rx`; checks that only the first run is
+    /// dropped, the second arrives from `good`, and GSO stays on.
+    fn bad_source_then_good(
+        tx: &std::net::UdpSocket,
+        rx: &std::net::UdpSocket,
+        bad: IpAddr,
+        good: IpAddr,
+    ) {
+        let to = rx.local_addr().unwrap();
+        let mut q = SendQueue::new(true);
+        for _ in 0..4 {
+            q.push_from(to, Some(bad), vec![7; 800]);
+        }
+        q.push_from(to, Some(bad), vec![8; 100]);
+        for k in 0..3u8 {
+            q.push_from(to, Some(good), vec![k; 800]);
+        }
+        let f = q.flush(tx);
+        assert_eq!(f.dropped, 5, "{f:?}");
+        assert_eq!(f.sent, 3, "{f:?}");
+        assert_eq!(f.gso_messages, 1, "{f:?}");
+        assert!(q.gso(), "a bad source is not GSO's fault");
+        for (k, (data, src)) in recv_from_n(rx, 3).into_iter().enumerate() {
+            assert_eq!(data, vec![k as u8; 800]);
+            assert_eq!(src.ip(), good);
+        }
+    }
+
+    #[test]
+    fn a_source_the_host_does_not_have_drops_its_datagrams_and_keeps_gso() {
+        // TEST-NET addresses are none of this host's: the kernel refuses them. For IPv4 with
+        // ENETUNREACH (EINVAL on older kernels); for IPv6 with EINVAL, which a refused GSO
+        // message also gives: the run's first datagram is then tried alone, fails as well,
+        // and the run is dropped without turning GSO off.
+        let tx = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        bad_source_then_good(
+            &tx,
+            &rx,
+            IpAddr::from([192, 0, 2, 1]),
+            IpAddr::from([127, 0, 0, 2]),
+        );
+        let (Ok(tx), Ok(rx)) = (
+            std::net::UdpSocket::bind("[::]:0"),
+            std::net::UdpSocket::bind("[::1]:0"),
+        ) else {
+            eprintln!("no IPv6 loopback here: IPv6 skipped");
+            return;
+        };
+        bad_source_then_good(
+            &tx,
+            &rx,
+            "2001:db8::1".parse().unwrap(),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        );
+    }
+
+    #[test]
+    fn an_ipv6_socket_sends_from_the_source_asked_for() {
+        // A dual-stack socket: to an IPv4-mapped peer from an IPv4 source (IP_PKTINFO), and
+        // to an IPv6 peer from ::1 (IPV6_PKTINFO; loopback has no second IPv6 address).
+        let Ok(tx) = std::net::UdpSocket::bind("[::]:0") else {
+            eprintln!("no IPv6 here: skipped");
+            return;
+        };
+        let port = tx.local_addr().unwrap().port();
+        let rx4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mapped = SocketAddr::new(
+            Ipv4Addr::LOCALHOST.to_ipv6_mapped().into(),
+            rx4.local_addr().unwrap().port(),
+        );
+        let mut q = SendQueue::new(true);
+        for k in 0..3u8 {
+            q.push_from(mapped, Some(IpAddr::from([127, 0, 0, 2])), vec![k; 600]);
+        }
+        let rx6 = std::net::UdpSocket::bind("[::1]:0").ok();
+        if let Some(rx6) = &rx6 {
+            for k in 0..3u8 {
+                q.push_from(
+                    rx6.local_addr().unwrap(),
+                    Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+                    vec![k; 600],
+                );
+            }
+        }
+        let f = q.flush(&tx);
+        assert_eq!(f.dropped, 0, "{f:?}");
+        for (k, (data, src)) in recv_from_n(&rx4, 3).into_iter().enumerate() {
+            assert_eq!(data, vec![k as u8; 600]);
+            assert_eq!(src, SocketAddr::from(([127, 0, 0, 2], port)));
+        }
+        if let Some(rx6) = &rx6 {
+            for (k, (data, src)) in recv_from_n(rx6, 3).into_iter().enumerate() {
+                assert_eq!(data, vec![k as u8; 600]);
+                assert_eq!(src, SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port));
+            }
+        }
     }
 }
