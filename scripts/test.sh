@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine or a developer's: installs what the tests need
-# (scripts/install-test-deps.sh), builds the hallcast binary the end-to-end tests run, then runs
-# every test of the workspace. Extra arguments go to `cargo test` (e.g. a test name filter).
+# (scripts/install-test-deps.sh), starts PostgreSQL for the ledger's PostgreSQL tests
+# (scripts/pg-test-setup.sh), builds the hallcast binary the end-to-end tests run and the criterion
+# benches (so they cannot rot), then runs every test of the workspace, the PostgreSQL ones
+# included. Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,16 +15,28 @@ say() { printf '==> [%4ss] %s\n' "$(($(date +%s) - started))" "$*"; }
 say "installing test dependencies"
 bash scripts/install-test-deps.sh
 
-features=()
-if [ -f scripts/pg-test-setup.sh ] && grep -q '^pg-tests' crates/hallcast-ledger/Cargo.toml 2>/dev/null; then
-  # Sets HALLCAST_TEST_PG_URL for the ledger's PostgreSQL tests.
-  eval "$(bash scripts/pg-test-setup.sh)"
-  features=(--features hallcast-ledger/pg-tests)
+# The ledger's PostgreSQL tests always run. The setup prints `export HALLCAST_TEST_PG_URL=...`;
+# `set -e` does not see a failure inside `eval "$(...)"`, so its exit status is checked here.
+say "PostgreSQL for the ledger's tests (scripts/pg-test-setup.sh)"
+if ! pg_env="$(bash scripts/pg-test-setup.sh)"; then
+  echo "error: scripts/pg-test-setup.sh failed (its messages are above): the ledger's PostgreSQL tests cannot run" >&2
+  exit 1
 fi
+eval "$pg_env"
+if [ -z "${HALLCAST_TEST_PG_URL:-}" ]; then
+  echo "error: scripts/pg-test-setup.sh printed no HALLCAST_TEST_PG_URL: the ledger's PostgreSQL tests cannot run" >&2
+  exit 1
+fi
+features=(--features hallcast-ledger/pg-tests)
 
 # The end-to-end tests start target/debug/hallcast; build it first so it is never stale.
 say "cargo build -p hallcast"
 cargo build -p hallcast
+
+# The criterion benches are not built by `cargo test`; building them here (dev profile, sharing the
+# test build's dependencies) keeps them compiling.
+say "cargo build --workspace --benches"
+cargo build --workspace --benches
 
 log="$(mktemp -t hallcast-test.XXXXXX.log)"
 say "cargo test --workspace --no-fail-fast ${features[*]} $*   (full output: $log)"

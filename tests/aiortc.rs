@@ -28,9 +28,7 @@ fn check_played(played: &PlayResult, what: &str) -> Result<()> {
     if played.frame_width == 0 {
         problems.push("decoded frames have no width".to_string());
     }
-    if played.audio_packets_received == 0 {
-        problems.push("received no audio packets".to_string());
-    }
+    problems.extend(played.audio_problems());
     if !is_2xx(&played.delete_status) {
         problems.push(format!(
             "DELETE of its WHEP session answered {:?}, expected 2xx",

@@ -6,10 +6,14 @@ use anyhow::{Result, ensure};
 use hallcast_tests::results::{self, PublishResult, ensure_pages_playing};
 use hallcast_tests::{Ctx, Demo, DemoOptions, Weight, run};
 
+use crate::gop_cache::metric;
 use crate::util::{browser_publisher, expect_published, is_2xx, viewer_pages};
 
 /// Frames every viewer page must decode.
 const MIN_FRAMES: u64 = 60;
+/// How long a simulcast publisher sends before the relay's ingest is compared with what it sent
+/// (see `check_layers_flowed`).
+const SIMULCAST_PUBLISH_S: f64 = 20.0;
 
 /// Publishes Chromium's fake camera + microphone (`codec`, simulcast or not) to a demo without
 /// its own source; `n_pages` viewer pages must each decode MIN_FRAMES frames and receive audio.
@@ -62,17 +66,24 @@ fn publish_and_watch(ctx: &Ctx, codec: &str, simulcast: bool, n_pages: u32) -> R
         );
     }
 
+    if simulcast {
+        publisher.wait_for(
+            &format!("{SIMULCAST_PUBLISH_S} s of publishing"),
+            Duration::from_secs(90),
+            |ev| ev["event"] == "progress" && ev["t"].as_f64() >= Some(SIMULCAST_PUBLISH_S),
+        )?;
+    }
     let published: PublishResult = results::parse("publisher", &publisher.stop()?)?;
     ensure!(
         published.frames_encoded > 0,
         "the publisher encoded no frames: {published:?}"
     );
     if simulcast {
-        ensure!(
-            published.layers.len() == 3,
-            "Chromium was asked for 3 simulcast layers but reports {:?}",
-            published.layers
-        );
+        // The publisher's last stats were taken just before its DELETE, which ended its
+        // session: the relay's ingest counter is final by now.
+        let metrics = reqwest::blocking::get(demo.info.url("/metrics"))?.text()?;
+        let relay_rx = metric(&metrics, "hallcast_rx_media_packets_total");
+        check_layers_flowed(&published, relay_rx, &pages)?;
     }
     ensure!(
         is_2xx(&published.delete_status),
@@ -81,6 +92,92 @@ fn publish_and_watch(ctx: &Ctx, codec: &str, simulcast: bool, n_pages: u32) -> R
         published.delete_status
     );
     demo.ensure_running()
+}
+
+/// Every simulcast layer Chromium was asked for flowed: it encoded and sent each of them all along
+/// (the layers share the camera's frame rate), and the relay took in (nearly) every packet it sent,
+/// so none of the layers was lost on the way in.
+/// Prints which layer (by frame size) each viewer page received.
+fn check_layers_flowed(
+    published: &PublishResult,
+    relay_rx: Option<f64>,
+    pages: &[results::PageResult],
+) -> Result<()> {
+    let layers = &published.layers;
+    let rids: Vec<&str> = layers.iter().filter_map(|l| l.rid.as_deref()).collect();
+    ensure!(
+        rids == ["h", "l", "m"],
+        "Chromium was asked for simulcast layers l/m/h but reports {layers:?}"
+    );
+    // Seen here: 590–605 frames on every layer in SIMULCAST_PUBLISH_S; a layer that stopped
+    // early, or never started, falls below half of the busiest one.
+    let most_frames = layers.iter().map(|l| l.frames_encoded).max().unwrap_or(0);
+    let silent: Vec<&str> = layers
+        .iter()
+        .filter(|l| {
+            l.packets_sent == 0 || l.frames_encoded == 0 || 2 * l.frames_encoded < most_frames
+        })
+        .filter_map(|l| l.rid.as_deref())
+        .collect();
+    ensure!(
+        silent.is_empty(),
+        "Chromium sent nothing, or encoded fewer than half the frames of its busiest layer \
+         ({most_frames}), on simulcast layer(s) {silent:?}: {layers:?}"
+    );
+
+    // /metrics counts the relay's ingest as one total, not per layer (publisher RTP after SRTP,
+    // every layer and the audio): with the demo's own source off, all of it is this publisher's.
+    // A layer lost between Chromium and the relay would leave the relay short of what Chromium
+    // sent by that whole layer, so any slack below the smallest layer catches a lost layer.
+    // Chromium's `packetsSent` also counts the padding-only packets of its bandwidth probes,
+    // which the relay drops before counting: seen here, 85–190 packets (on layer l's count) from
+    // the first seconds, not growing afterwards. After SIMULCAST_PUBLISH_S the smallest layer (l,
+    // 35–40 packets/s) has sent 700–800 packets: a slack of 3/4 of it (~550) stays well above the
+    // padding, and a relay that dropped all of layer l came up short by exactly l's count (706 of
+    // 707, slack 530).
+    let sent: u64 =
+        published.audio_packets_sent + layers.iter().map(|l| l.packets_sent).sum::<u64>();
+    let smallest = layers.iter().map(|l| l.packets_sent).min().unwrap_or(0);
+    let slack = smallest * 3 / 4;
+    let rx = relay_rx.unwrap_or(0.0) as u64;
+    eprintln!(
+        "simulcast: Chromium sent {sent} packets (audio {}, layers {}), the relay took in {rx} \
+         ({:+}; slack {slack})",
+        published.audio_packets_sent,
+        layers
+            .iter()
+            .map(|l| format!(
+                "{}: {}x{} {} frames {} packets",
+                l.rid.as_deref().unwrap_or("?"),
+                l.frame_width,
+                l.frame_height,
+                l.frames_encoded,
+                l.packets_sent
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+        rx as i64 - sent as i64
+    );
+    ensure!(
+        relay_rx.is_some() && rx + slack >= sent,
+        "the relay's hallcast_rx_media_packets_total is {relay_rx:?}, but Chromium sent {sent} packets \
+         (audio {} + layers {layers:?}): more than 3/4 of a layer ({slack} packets) never reached \
+         the relay",
+        published.audio_packets_sent
+    );
+
+    for p in pages {
+        let layer = layers
+            .iter()
+            .find(|l| l.frame_width == p.frame_width && l.frame_height == p.frame_height)
+            .and_then(|l| l.rid.as_deref())
+            .unwrap_or("no layer of that size at the end");
+        eprintln!(
+            "simulcast: viewer page {} received {}x{} (layer {layer})",
+            p.page, p.frame_width, p.frame_height
+        );
+    }
+    Ok(())
 }
 
 #[test]

@@ -33,6 +33,11 @@ fn late_joiner_starts_from_the_gop_cache() {
             let wait = JOIN_AFTER.saturating_sub(demo.ready_at.elapsed());
             thread::sleep(wait);
             demo.ensure_running()?;
+            // Keyframe requests the relay sent its source before anyone watched (the source's
+            // start may have needed some); the join must add none.
+            let metrics_url = demo.info.url("/metrics");
+            let before = reqwest::blocking::get(&metrics_url)?.text()?;
+            let upstream_before = metric(&before, "hallcast_keyframe_requests_upstream_total");
             let mut viewer = viewer_pages(ctx, &demo.info.viewer_url, 1, 40, 30, &[])?;
             let pages = results::pages(&viewer.result(Duration::from_secs(80))?)?;
             demo.ensure_running()?;
@@ -49,14 +54,23 @@ fn late_joiner_starts_from_the_gop_cache() {
 
             // The demo's source also answers keyframe requests (PLI/FIR), so a quick first frame
             // alone could come from a fresh keyframe: the relay's own count says the joiner was
-            // started from the cache.
-            let metrics = reqwest::blocking::get(demo.info.url("/metrics"))?.text()?;
+            // started from the cache, and that no keyframe request went upstream from the join
+            // (neither the relay's own on a missing GOP, nor the joiner's PLI/FIR passed on).
+            let metrics = reqwest::blocking::get(&metrics_url)?.text()?;
             let replays = metric(&metrics, "hallcast_gop_replays_total");
             let upstream = metric(&metrics, "hallcast_keyframe_requests_upstream_total");
+            let downstream = metric(&metrics, "hallcast_keyframe_requests_downstream_total");
             ensure!(
                 replays.is_some_and(|n| n >= 1.0),
                 "/metrics has hallcast_gop_replays_total = {replays:?} after a late join (keyframe requests \
                  sent upstream: {upstream:?}); expected at least 1 joiner started from the cached GOP"
+            );
+            ensure!(
+                upstream_before.is_some() && upstream == upstream_before,
+                "/metrics has hallcast_keyframe_requests_upstream_total = {upstream_before:?} just before \
+                 the late join and {upstream:?} after the joiner played (keyframe \
+                 requests from viewers: {downstream:?}); expected no keyframe request sent to the source \
+                 because of the join: the cached GOP alone should start the joiner"
             );
             // The replay is a burst of equal-size packets to one peer: the relay sends it with
             // UDP GSO (several datagrams per message) on this Linux kernel.
@@ -82,7 +96,7 @@ fn late_joiner_starts_from_the_gop_cache() {
 }
 
 /// The value of an unlabelled metric in Prometheus text.
-fn metric(text: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))

@@ -10,8 +10,15 @@ pub fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
+/// Audio packets every viewer page waits for before ending early (`--until-audio`): 3 s of Opus.
+/// A page's first video frames can come all at once (the relay's GOP replay), so without it a
+/// page could end with well under a second of audio played, too little to tell playing audio
+/// from audio that stops after its first second (`PageResult::audio_problems`).
+pub const PAGE_UNTIL_AUDIO_PACKETS: u32 = 150;
+
 /// `n_pages` tabs of the viewer page in one Chromium, for at most `duration_s`; ends early once
-/// every page decoded `until_frames` frames (0: run the whole duration).
+/// every page decoded `until_frames` frames and received PAGE_UNTIL_AUDIO_PACKETS audio packets
+/// (`until_frames` 0: run the whole duration).
 pub fn viewer_pages(
     ctx: &Ctx,
     url: &str,
@@ -27,7 +34,12 @@ pub fn viewer_pages(
         "--duration",
         &duration_s.to_string(),
     ]));
-    args.extend(strings(&["--until-frames", &until_frames.to_string()]));
+    args.extend(strings(&[
+        "--until-frames",
+        &until_frames.to_string(),
+        "--until-audio",
+        &PAGE_UNTIL_AUDIO_PACKETS.to_string(),
+    ]));
     args.extend(strings(extra));
     Client::start(ctx, ClientKind::Browser, "watch_pages.mjs", &args)
 }
@@ -84,7 +96,14 @@ pub fn aiortc_publisher_at(
     Client::start(ctx, ClientKind::Aiortc, "whip_publish.py", &args)
 }
 
-/// aiortc playing over WHEP (waiting through 409s while the feed is not live yet).
+/// Audio packets an aiortc player waits for before ending early (`--until-audio`): 5 s of Opus,
+/// so that its decoded audio frames can be held to the time it played (`PlayResult::
+/// audio_problems`): audio that stops after a second never gets there and plays on to the end.
+pub const AIORTC_UNTIL_AUDIO_PACKETS: u32 = 250;
+
+/// aiortc playing over WHEP (waiting through 409s while the feed is not live yet); ends early
+/// once it decoded `until_frames` video frames and received AIORTC_UNTIL_AUDIO_PACKETS audio
+/// packets.
 pub fn aiortc_player(ctx: &Ctx, info: &Info, duration_s: u32, until_frames: u32) -> Result<Client> {
     let args = strings(&[
         "--url",
@@ -95,6 +114,8 @@ pub fn aiortc_player(ctx: &Ctx, info: &Info, duration_s: u32, until_frames: u32)
         &duration_s.to_string(),
         "--until-frames",
         &until_frames.to_string(),
+        "--until-audio",
+        &AIORTC_UNTIL_AUDIO_PACKETS.to_string(),
         "--wait-live",
         "--progress",
     ]);

@@ -8,8 +8,12 @@
 // stdout (JSON lines):
 //   {"event":"progress","t":..,"pages":[{page, state, frames_decoded, audio_packets_received}, ...]}
 //   {"event":"result","pages":[{page, frames_decoded, frame_width, frame_height, audio_packets_received,
-//      first_frame_ms, first_frame_ms_from_post, states, state, video_codec, n_peer_connections,
-//      n_offers_posted, muted, page_errors}, ...]}
+//      audio_samples_received, audio_concealed_samples, audio_silent_concealed_samples,
+//      audio_samples_duration_s, first_frame_ms, first_frame_ms_from_post, states, state,
+//      video_codec, n_peer_connections, n_offers_posted, muted, page_errors}, ...]}
+// The audio_* counters are getStats' inbound-rtp audio packetsReceived, totalSamplesReceived,
+// concealedSamples, silentConcealedSamples and totalSamplesDuration, summed over the page's
+// connections (each at its highest value seen).
 // --until-frames N ends the run early once every page decoded N frames and received
 // --until-audio packets of audio.
 
@@ -44,7 +48,7 @@ function initScript() {
     constructor(...a) {
       super(...a);
       hc.pcs.push(this);
-      hc.maxima.push({ frames: 0, audio: 0 });
+      hc.maxima.push({ frames: 0, audio: 0, samples: 0, concealed: 0, silent: 0, duration: 0 });
     }
   };
   const nativeFetch = window.fetch;
@@ -78,6 +82,10 @@ function initScript() {
         }
         let frames = 0;
         let audio = 0;
+        let samples = 0;
+        let concealed = 0;
+        let silent = 0;
+        let duration = 0;
         report.forEach((s) => {
           if (s.type !== 'inbound-rtp') return;
           if (s.kind === 'video') {
@@ -91,11 +99,19 @@ function initScript() {
             if (codec) hc.videoCodec = codec.mimeType;
           } else if (s.kind === 'audio') {
             audio += s.packetsReceived || 0;
+            samples += s.totalSamplesReceived || 0;
+            concealed += s.concealedSamples || 0;
+            silent += s.silentConcealedSamples || 0;
+            duration += s.totalSamplesDuration || 0;
           }
         });
         const m = hc.maxima[i];
         m.frames = Math.max(m.frames, frames);
         m.audio = Math.max(m.audio, audio);
+        m.samples = Math.max(m.samples, samples);
+        m.concealed = Math.max(m.concealed, concealed);
+        m.silent = Math.max(m.silent, silent);
+        m.duration = Math.max(m.duration, duration);
       }
       const total = hc.maxima.reduce((a, m) => a + m.frames, 0);
       if (total > 0 && hc.firstFrameAt === null) {
@@ -121,6 +137,10 @@ function initScript() {
     return {
       frames_decoded: hc.maxima.reduce((a, m) => a + m.frames, 0),
       audio_packets_received: hc.maxima.reduce((a, m) => a + m.audio, 0),
+      audio_samples_received: hc.maxima.reduce((a, m) => a + m.samples, 0),
+      audio_concealed_samples: hc.maxima.reduce((a, m) => a + m.concealed, 0),
+      audio_silent_concealed_samples: hc.maxima.reduce((a, m) => a + m.silent, 0),
+      audio_samples_duration_s: hc.maxima.reduce((a, m) => a + m.duration, 0),
       frame_width: hc.frameWidth,
       frame_height: hc.frameHeight,
       freeze_count: hc.freezeCount,

@@ -5,6 +5,8 @@
 // stdout (JSON lines):
 //   {"event":"published","status":201,"location":...}          or the refusal: status + body
 //   {"event":"progress","t":..,"frames_encoded":..,"layers":[...],"audio_packets_sent":..,"connection":..}
+//   (a layer: {rid, frame_width, frame_height, frames_encoded, bytes_sent, packets_sent,
+//    retransmitted_packets_sent, quality_limitation}: getStats' video outbound-rtp, one per rid)
 //   {"event":"result","status":..,"body":..,"location":..,"frames_encoded":..,"layers":[...],
 //    "audio_packets_sent":..,"connection_states":[...],"delete_status":..}
 // Exit code 0 when the offer was accepted (201), 3 when the server refused it.
@@ -102,6 +104,8 @@ async function statsInPage() {
         frame_height: s.frameHeight ?? 0,
         frames_encoded: s.framesEncoded || 0,
         bytes_sent: s.bytesSent || 0,
+        packets_sent: s.packetsSent || 0,
+        retransmitted_packets_sent: s.retransmittedPacketsSent || 0,
         quality_limitation: s.qualityLimitationReason ?? null,
       });
       const codec = s.codecId && report.get(s.codecId);

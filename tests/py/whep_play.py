@@ -6,8 +6,11 @@ stdout (JSON lines):
   {"event": "progress", "t": .., "frames_decoded": .., "audio_packets_received": .., ...}
   {"event": "result", "status": .., "frames_decoded": .., "first_frame_ms": ..,
    "frame_width": .., "frame_height": .., "audio_packets_received": .., "audio_frames_decoded": ..,
-   "video_codec": .., "audio_codec": .., "connection_states": [...], "delete_status": ..}
-first_frame_ms is measured from the start of the WHEP POST that got the 201.
+   "audio_played_s": .., "video_codec": .., "audio_codec": .., "connection_states": [...],
+   "delete_status": ..}
+first_frame_ms is measured from the start of the WHEP POST that got the 201. audio_played_s is the
+time from the first decoded audio frame to the end of playing (just before the DELETE; null when no
+audio frame was decoded): Opus frames are 20 ms, so a healthy stream decodes about 50 a second of it.
 
 With --wall-clock (for comparing with the relay's attendance ledger, which records Unix times):
 every line also carries "wall_ms" (Unix milliseconds when it was printed), "posted" lines carry
@@ -61,6 +64,7 @@ class Counters:
         self.width = 0
         self.height = 0
         self.audio_frames = 0
+        self.first_audio_at = None
         self.first_audio_wall_ms = None
         # Called once with the Unix time of the first decoded audio frame (None: nothing to do).
         self.on_first_audio = None
@@ -81,6 +85,7 @@ async def consume(track, counters: Counters):
             else:
                 counters.audio_frames += 1
                 if counters.first_audio_wall_ms is None:
+                    counters.first_audio_at = time.monotonic()
                     counters.first_audio_wall_ms = wall_ms()
                     if counters.on_first_audio is not None:
                         counters.on_first_audio(counters.first_audio_wall_ms)
@@ -144,6 +149,7 @@ async def main() -> int:
     location = None
     posted_at = None
     answer = None
+    played_until = None
     async with aiohttp.ClientSession() as http:
         while True:
             posted_at = time.monotonic()
@@ -183,6 +189,7 @@ async def main() -> int:
                          "connection": pc.connectionState})
                 if args.until_frames and counters.frames >= args.until_frames and n_audio >= args.until_audio:
                     break
+            played_until = time.monotonic()
             result["audio_packets_received"] = await audio_packets(pc)
             if location:
                 if args.wall_clock:
@@ -204,6 +211,8 @@ async def main() -> int:
         "frame_width": counters.width,
         "frame_height": counters.height,
         "audio_frames_decoded": counters.audio_frames,
+        "audio_played_s": None if counters.first_audio_at is None or played_until is None
+        else round(played_until - counters.first_audio_at, 3),
         "connection_states": states,
     })
     result.setdefault("audio_packets_received", 0)
