@@ -299,9 +299,15 @@ impl Viewer {
         })
     }
 
-    /// Waits for the first decoded frame; returns its Unix time.
+    /// Waits for the first decoded video frame; returns its Unix time.
     fn joined(&mut self) -> Result<i64> {
-        let what = format!("the first frame of point {}'s viewer", self.point);
+        self.joined_on("first_frame")
+    }
+
+    /// Waits for the client's `first` line (`first_frame`: video, `first_audio`: audio)
+    /// after a 201 to its WHEP POST; returns its Unix time.
+    fn joined_on(&mut self, first: &str) -> Result<i64> {
+        let what = format!("the {first} of point {}'s viewer", self.point);
         let posted = self.client.wait_for(&what, Duration::from_secs(60), |ev| {
             ev["event"] == "posted" && ev["status"] != 409
         })?;
@@ -310,12 +316,12 @@ impl Viewer {
             "the relay refused point {}'s WHEP offer: {posted}",
             self.point
         );
-        let ev = self.client.wait_for(&what, Duration::from_secs(30), |ev| {
-            ev["event"] == "first_frame"
-        })?;
+        let ev = self
+            .client
+            .wait_for(&what, Duration::from_secs(30), |ev| ev["event"] == first)?;
         ev["wall_ms"]
             .as_i64()
-            .with_context(|| format!("a first_frame line without wall_ms: {ev}"))
+            .with_context(|| format!("a {first} line without wall_ms: {ev}"))
     }
 
     /// The WHEP session's URL (from the answer to the POST).
@@ -1496,38 +1502,10 @@ fn an_audio_only_broadcast_counts_its_points_present_with_their_time_recorded_as
             )?;
             crate::util::expect_published(&mut publisher, "the audio-only WHIP offer")?;
 
-            let mut viewer = Client::start(
-                ctx,
-                ClientKind::Aiortc,
-                "whep_play.py",
-                &strings(&[
-                    "--url",
-                    &info.whep_url,
-                    "--token",
-                    token,
-                    "--duration",
-                    "120",
-                    "--wait-live",
-                    "--wall-clock",
-                    "--progress",
-                ]),
-            )?;
-            let what = format!("the first audio frame of point {point}'s viewer");
-            let posted = viewer.wait_for(&what, Duration::from_secs(60), |ev| {
-                ev["event"] == "posted" && ev["status"] != 409
-            })?;
-            ensure!(
-                posted["status"] == 201,
-                "the relay refused point {point}'s WHEP offer: {posted}"
-            );
-            let first_audio = viewer.wait_for(&what, Duration::from_secs(30), |ev| {
-                ev["event"] == "first_audio"
-            })?;
-            let joined = first_audio["wall_ms"]
-                .as_i64()
-                .with_context(|| format!("a first_audio line without wall_ms: {first_audio}"))?;
+            let mut viewer = Viewer::start(ctx, &info, &point, token)?;
+            let joined = viewer.joined_on("first_audio")?;
             sleep_until(joined + AUDIO_ONLY_STAY.as_millis() as i64);
-            let played = viewer.stop()?;
+            let played = viewer.client.stop()?;
             ensure!(
                 is_2xx(&Some(played["delete_status"].clone())),
                 "point {point}'s viewer: DELETE of its WHEP session answered {}, expected 2xx",

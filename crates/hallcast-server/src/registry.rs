@@ -44,6 +44,8 @@ pub type OnEnd = Box<dyn Fn(&str) + Send + Sync>;
 pub enum RegistryError {
     #[error("no conference {0:?}")]
     NotFound(String),
+    #[error("invalid conference id: {0}")]
+    BadId(String),
     #[error("stream key must be at least {MIN_STREAM_KEY_LEN} characters")]
     KeyTooShort,
     #[error(transparent)]
@@ -149,8 +151,7 @@ impl Registry {
     /// the view.
     pub async fn seed(&self, seeds: &[ConferenceConfig]) -> Result<(), RegistryError> {
         for s in seeds {
-            let id =
-                ConferenceId::parse(&s.id).map_err(|_| RegistryError::NotFound(s.id.clone()))?;
+            let id = ConferenceId::parse(&s.id).map_err(|e| RegistryError::BadId(e.to_string()))?;
             let c = match self.ledger.conference(&id).await? {
                 None => Conference {
                     viewer_token: s.viewer_token.clone(),

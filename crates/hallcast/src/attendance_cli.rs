@@ -373,10 +373,7 @@ pub async fn run(cmd: AttendanceCmd) -> anyhow::Result<()> {
             let links = l
                 .join_links(&conference, &a.base_url, expires, point.as_ref())
                 .await;
-            let title = l
-                .conferences()
-                .await
-                .map(|cs| cs.into_iter().find(|c| c.id == conference).map(|c| c.title));
+            let title = l.conference(&conference).await.map(|c| c.map(|c| c.title));
             l.close().await?;
             let links = links?;
             if links.is_empty() {
@@ -406,10 +403,7 @@ pub async fn run(cmd: AttendanceCmd) -> anyhow::Result<()> {
             let report = l
                 .report(&conference, a.as_of_ms.unwrap_or_else(now_ms), cfg)
                 .await;
-            let title = l
-                .conferences()
-                .await
-                .map(|cs| cs.into_iter().find(|c| c.id == conference).map(|c| c.title));
+            let title = l.conference(&conference).await.map(|c| c.map(|c| c.title));
             l.close().await?;
             let (report, title) = (report?, title?);
             let opts = RenderOptions {

@@ -265,6 +265,12 @@ impl From<RegistryError> for ApiError {
                 ),
                 &e.to_string(),
             ),
+            RegistryError::BadId(why) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "Mã hội nghị không hợp lệ",
+                &why,
+            ),
             RegistryError::Ledger(e) => e.into(),
         }
     }
@@ -868,10 +874,7 @@ async fn end_conference(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConferenceDto>> {
-    admin(&ctx, &headers)?;
-    let id = parse(&id, ConferenceId::parse)?;
-    let c = ctx.registry.end(&id).await?;
-    Ok(Json(ConferenceDto::of(&ctx, &c)))
+    change_conference(&ctx, &headers, &id, async |r, id| r.end(id).await).await
 }
 
 async fn reopen_conference(
@@ -879,20 +882,24 @@ async fn reopen_conference(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConferenceDto>> {
-    admin(&ctx, &headers)?;
-    let id = parse(&id, ConferenceId::parse)?;
-    let c = ctx.registry.reopen(&id).await?;
-    Ok(Json(ConferenceDto::of(&ctx, &c)))
+    change_conference(&ctx, &headers, &id, async |r, id| r.reopen(id).await).await
+}
+
+/// An admin's change of one conference's state: authorised, then the id parsed, then `change`.
+async fn change_conference(
+    ctx: &AttendanceCtx,
+    headers: &HeaderMap,
+    id: &str,
+    change: impl AsyncFnOnce(&Registry, &ConferenceId) -> Result<Arc<Conference>, RegistryError>,
+) -> ApiResult<Json<ConferenceDto>> {
+    admin(ctx, headers)?;
+    let id = parse(id, ConferenceId::parse)?;
+    let c = change(&ctx.registry, &id).await?;
+    Ok(Json(ConferenceDto::of(ctx, &c)))
 }
 
 async fn title_of(ctx: &AttendanceCtx, id: &ConferenceId) -> ApiResult<Option<String>> {
-    Ok(ctx
-        .ledger
-        .conferences()
-        .await?
-        .into_iter()
-        .find(|c| &c.id == id)
-        .map(|c| c.title))
+    Ok(ctx.ledger.conference(id).await?.map(|c| c.title))
 }
 
 async fn links(
