@@ -1,36 +1,36 @@
 //! The replay backlog: joiners' GOP replays wait here and go out in bounded slices, so a
-//! join storm never holds back the live stream of the subscribers already watching.
+//! join storm never holds back the live stream of the consumers already watching.
 //!
 //! A joiner's replay is the whole cached GOP — up to a few hundred packets at once. Written
 //! straight into the send path, 500 joiners in one second put ~180 000 packets in front of
 //! everyone's live audio and video (measured with `hallcast-load storm`: steady viewers'
 //! audio was held back by 0.7 s at the median). Here the relay parks replayed video per
-//! subscriber and releases it round-robin, a few frames per subscriber per visit and a fixed
+//! consumer and releases it round-robin, a few frames per consumer per visit and a fixed
 //! number of packets per turn of the media loop, after that turn's live packets.
 //!
 //! Invariants:
-//! - Per subscriber, packets leave in the order they were parked: while a subscriber has
+//! - Per consumer, packets leave in the order they were parked: while a consumer has
 //!   parked video, its live video is parked behind it ([`Backlog::admit`]), so its sequence
 //!   numbers stay in order and the receiver sees no gap to NACK.
 //! - Audio is never parked (audio first: it is small and it is what a hall must hear).
-//! - Bounded: at most [`MAX_PARKED_PER_SUBSCRIBER`] packets per subscriber; past that, packets
+//! - Bounded: at most [`MAX_PARKED_PER_SUBSCRIBER`] packets per consumer; past that, packets
 //!   are dropped and counted (the receiver's NACK/PLI recovers, as for any loss).
 //! - Sans-IO: no clock, no sockets; the caller decides when a turn happens.
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::forward::{Forward, SubscriberId};
+use crate::consumer::{ConsumerId, Forward};
 use crate::media::MediaKind;
 
-/// Packets one subscriber may have parked (a GOP at the cache's packet bound).
-pub const MAX_PARKED_PER_SUBSCRIBER: usize = crate::forward::GOP_MAX_PACKETS;
+/// Packets one consumer may have parked (a GOP at the cache's packet bound).
+pub const MAX_PARKED_PER_SUBSCRIBER: usize = crate::producer::GOP_MAX_PACKETS;
 
-/// Parked video per subscriber, released round-robin.
+/// Parked video per consumer, released round-robin.
 #[derive(Debug, Default)]
 pub struct Backlog {
-    parked: HashMap<SubscriberId, VecDeque<Forward>>,
-    /// Subscribers with parked packets, in visiting order (each appears once).
-    ring: VecDeque<SubscriberId>,
+    parked: HashMap<ConsumerId, VecDeque<Forward>>,
+    /// Consumers with parked packets, in visiting order (each appears once).
+    ring: VecDeque<ConsumerId>,
     len: usize,
     dropped: u64,
 }
@@ -58,8 +58,8 @@ impl Backlog {
         None
     }
 
-    /// A live packet: returned to be sent now, unless its subscriber still has parked
-    /// video, behind which it is parked (order per subscriber is kept).
+    /// A live packet: returned to be sent now, unless its consumer still has parked
+    /// video, behind which it is parked (order per consumer is kept).
     pub fn admit(&mut self, f: Forward) -> Option<Forward> {
         // Fast path (nothing parked: every packet of a quiet relay) costs one comparison.
         if self.len == 0 {
@@ -71,7 +71,7 @@ impl Backlog {
         Some(f)
     }
 
-    /// Releases up to `budget` packets into `out`, at most `per_visit` from one subscriber
+    /// Releases up to `budget` packets into `out`, at most `per_visit` from one consumer
     /// before moving to the next.
     pub fn release(&mut self, budget: usize, per_visit: usize, out: &mut Vec<Forward>) {
         let per_visit = per_visit.max(1);
@@ -95,8 +95,8 @@ impl Backlog {
         }
     }
 
-    /// Forgets a subscriber's parked packets (it left).
-    pub fn remove(&mut self, sub: SubscriberId) {
+    /// Forgets a consumer's parked packets (it left).
+    pub fn remove(&mut self, sub: ConsumerId) {
         if let Some(q) = self.parked.remove(&sub) {
             self.len -= q.len();
             self.ring.retain(|s| *s != sub);
@@ -106,11 +106,11 @@ impl Backlog {
     /// Whether `sub` has video parked: its video is on its way (a replay not yet released, live
     /// video queued behind it), so a receiver that hears only its audio so far is not one that
     /// gets no video.
-    pub fn has_parked(&self, sub: SubscriberId) -> bool {
+    pub fn has_parked(&self, sub: ConsumerId) -> bool {
         self.parked.get(&sub).is_some_and(|q| !q.is_empty())
     }
 
-    /// Packets parked, all subscribers.
+    /// Packets parked, all consumers.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -119,7 +119,7 @@ impl Backlog {
         self.len == 0
     }
 
-    /// Packets dropped because a subscriber's backlog was full.
+    /// Packets dropped because a consumer's backlog was full.
     pub fn n_dropped(&self) -> u64 {
         self.dropped
     }
@@ -131,14 +131,17 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use crate::media::Layer;
 
     fn fwd(sub: u64, kind: MediaKind, seq: u64) -> Forward {
         Forward {
-            sub: SubscriberId(sub.into()),
+            sub: ConsumerId(sub.into()),
             kind,
+            layer: Layer(0),
             seq,
             ts: 0,
             marker: false,
+            keyframe_start: false,
             payload: Arc::from(&b"x"[..]),
             arrival: Instant::now(),
         }
@@ -146,7 +149,7 @@ mod tests {
 
     fn seqs(out: &[Forward], sub: u64) -> Vec<u64> {
         out.iter()
-            .filter(|f| f.sub == SubscriberId(sub.into()))
+            .filter(|f| f.sub == ConsumerId(sub.into()))
             .map(|f| f.seq)
             .collect()
     }
@@ -161,14 +164,14 @@ mod tests {
     }
 
     #[test]
-    fn live_video_waits_behind_its_subscribers_replay_and_order_is_kept() {
+    fn live_video_waits_behind_its_consumers_replay_and_order_is_kept() {
         let mut b = Backlog::new();
         for s in 0..5 {
             b.park(fwd(1, MediaKind::Video, s));
         }
-        // Subscriber 2 has nothing parked: its live video goes at once.
+        // Consumer 2 has nothing parked: its live video goes at once.
         assert!(b.admit(fwd(2, MediaKind::Video, 100)).is_some());
-        // Subscriber 1's live video queues behind its replay.
+        // Consumer 1's live video queues behind its replay.
         assert!(b.admit(fwd(1, MediaKind::Video, 5)).is_none());
         let mut out = Vec::new();
         b.release(3, 8, &mut out);
@@ -199,13 +202,13 @@ mod tests {
     }
 
     #[test]
-    fn a_leaving_subscriber_takes_its_backlog_along() {
+    fn a_leaving_consumer_takes_its_backlog_along() {
         let mut b = Backlog::new();
         for s in 0..4 {
             b.park(fwd(1, MediaKind::Video, s));
             b.park(fwd(2, MediaKind::Video, s));
         }
-        b.remove(SubscriberId(1));
+        b.remove(ConsumerId(1));
         assert_eq!(b.len(), 4);
         let mut out = Vec::new();
         b.release(100, 100, &mut out);
@@ -214,30 +217,30 @@ mod tests {
     }
 
     #[test]
-    fn has_parked_follows_a_subscribers_video_until_it_leaves() {
+    fn has_parked_follows_a_consumers_video_until_it_leaves() {
         let mut b = Backlog::new();
-        assert!(!b.has_parked(SubscriberId(1)));
+        assert!(!b.has_parked(ConsumerId(1)));
         // Audio is never parked.
         b.park(fwd(1, MediaKind::Audio, 0));
-        assert!(!b.has_parked(SubscriberId(1)));
+        assert!(!b.has_parked(ConsumerId(1)));
         b.park(fwd(1, MediaKind::Video, 0));
         b.park(fwd(1, MediaKind::Video, 1));
         b.park(fwd(2, MediaKind::Video, 0));
-        assert!(b.has_parked(SubscriberId(1)));
-        assert!(!b.has_parked(SubscriberId(3)));
+        assert!(b.has_parked(ConsumerId(1)));
+        assert!(!b.has_parked(ConsumerId(3)));
         // Live video queued behind the replay keeps it parked after the replay left.
         let mut out = Vec::new();
         b.release(1, 1, &mut out);
         assert!(b.admit(fwd(1, MediaKind::Video, 2)).is_none());
         b.release(1, 1, &mut out);
-        assert!(b.has_parked(SubscriberId(1)));
+        assert!(b.has_parked(ConsumerId(1)));
         b.release(100, 100, &mut out);
-        assert!(!b.has_parked(SubscriberId(1)));
-        assert!(!b.has_parked(SubscriberId(2)));
-        // A leaving subscriber takes its parked video along.
+        assert!(!b.has_parked(ConsumerId(1)));
+        assert!(!b.has_parked(ConsumerId(2)));
+        // A leaving consumer takes its parked video along.
         b.park(fwd(2, MediaKind::Video, 1));
-        b.remove(SubscriberId(2));
-        assert!(!b.has_parked(SubscriberId(2)));
+        b.remove(ConsumerId(2));
+        assert!(!b.has_parked(ConsumerId(2)));
     }
 
     #[test]

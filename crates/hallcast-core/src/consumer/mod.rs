@@ -1,0 +1,237 @@
+//! The consumer side of a [`Router`](crate::Router): who receives the source, and how.
+//!
+//! Every consumer gets the audio, rewritten into its own sequence/timestamp space. Its
+//! video depends on what it is:
+//! - a viewer receives ONE video layer (the highest active one not above its cap,
+//!   switching only at a keyframe of the new layer) and can be paused;
+//! - a relay consumer (an edge relay, an in-process shard) receives EVERY video
+//!   layer, each in its own continuous space, so that it can serve its own viewers'
+//!   layer choices.
+//!
+//! The per-stream rewrite state is an `Egress`; a consumer owns one for audio
+//! and one per outgoing video stream.
+
+pub(crate) mod egress;
+pub(crate) mod relay;
+pub(crate) mod viewer;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::media::{Layer, MediaKind, SourcePacket};
+use crate::producer::Producer;
+use crate::router::Outputs;
+use egress::Egress;
+use relay::Relay;
+use viewer::Viewer;
+
+/// Identifies a consumer (a viewer session or a downstream relay) in a router: the
+/// consumer's session id ([`crate::SessionId`]) as a plain number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConsumerId(pub u128);
+
+/// A packet to send to one consumer, headers already rewritten into the consumer's own
+/// sequence and timestamp space (for a relay consumer: the space of the packet's layer).
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// The consumer this packet is for.
+    pub sub: ConsumerId,
+    pub kind: MediaKind,
+    /// The source layer of the packet (always 0 for audio). A viewer's video carries
+    /// several layers over time in one stream; a relay consumer has one stream per layer.
+    pub layer: Layer,
+    /// Extended outgoing sequence number (starts below 2^16, so ROC 0).
+    pub seq: u64,
+    pub ts: u32,
+    pub marker: bool,
+    /// Copied from the source packet: this packet begins a keyframe.
+    pub keyframe_start: bool,
+    pub payload: Arc<[u8]>,
+    /// When the source packet arrived; the stack uses it as the wallclock.
+    pub arrival: Instant,
+}
+
+impl Forward {
+    /// This packet as a source packet of another router (an in-process shard fed by a
+    /// relay consumer): the rewritten sequence number and timestamp, everything else
+    /// copied.
+    pub fn to_source(&self) -> SourcePacket {
+        SourcePacket {
+            kind: self.kind,
+            layer: self.layer,
+            seq: self.seq,
+            ts: self.ts,
+            marker: self.marker,
+            keyframe_start: self.keyframe_start,
+            payload: self.payload.clone(),
+            arrival: self.arrival,
+        }
+    }
+}
+
+/// Why a consumer's video is or is not flowing: a value the dashboard can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoStatus {
+    /// No publisher, or the publisher sends no video.
+    NoSource,
+    /// The consumer paused its video (audio continues). Takes precedence over the others.
+    Paused,
+    /// Waiting for a keyframe on the wanted layer (a relay consumer: on the highest
+    /// active layer, when it forwards none yet).
+    WaitingKeyframe { target: Layer },
+    /// Forwarding this layer (a relay consumer: the highest layer it forwards).
+    Forwarding { layer: Layer },
+}
+
+/// Deterministic, spread-out initial sequence numbers below 2^15 so that the first
+/// outgoing packets have ROC 0 with room before a rollover.
+fn initial_seq(id: ConsumerId) -> u64 {
+    (id.0.wrapping_mul(7919) % 20_000) as u64 + 1_000
+}
+
+/// The video side of a consumer.
+#[derive(Debug)]
+enum Video {
+    Viewer(Viewer),
+    /// Boxed: three egresses, and viewers (the many) stay compact in the fan-out loop.
+    Relay(Box<Relay>),
+}
+
+/// One consumer of a router.
+#[derive(Debug)]
+pub(crate) struct Consumer {
+    pub(crate) id: ConsumerId,
+    audio: Egress,
+    video: Video,
+}
+
+impl Consumer {
+    pub(crate) fn viewer(id: ConsumerId) -> Self {
+        let seq = initial_seq(id);
+        Consumer {
+            id,
+            audio: Egress::new(seq),
+            video: Video::Viewer(Viewer::new(seq)),
+        }
+    }
+
+    pub(crate) fn relay(id: ConsumerId) -> Self {
+        let seq = initial_seq(id);
+        Consumer {
+            id,
+            audio: Egress::new(seq),
+            video: Video::Relay(Box::new(Relay::new(seq))),
+        }
+    }
+
+    /// Starts the video of a consumer that just joined: GOP replay where one is cached,
+    /// a coalesced keyframe request where not. Returns the number of GOPs replayed.
+    pub(crate) fn join(&mut self, producer: &mut Producer, now: Instant, out: &mut Outputs) -> u64 {
+        match &mut self.video {
+            Video::Viewer(v) => v.join(self.id, producer, now, out),
+            Video::Relay(r) => r.join(self.id, producer, now, out),
+        }
+    }
+
+    pub(crate) fn on_audio(&mut self, pkt: &SourcePacket, clock_rate: u32, out: &mut Outputs) {
+        if self.audio.current.is_none() {
+            self.audio.start(Layer(0), pkt, clock_rate);
+        }
+        if let Some(f) = self.audio.rewrite(self.id, MediaKind::Audio, pkt) {
+            out.forwards.push(f);
+        }
+    }
+
+    pub(crate) fn on_video(
+        &mut self,
+        active: [bool; Layer::MAX],
+        pkt: &SourcePacket,
+        clock_rate: u32,
+        out: &mut Outputs,
+    ) {
+        match &mut self.video {
+            Video::Viewer(v) => v.on_video(self.id, active, pkt, clock_rate, out),
+            Video::Relay(r) => r.on_video(self.id, pkt, clock_rate, out),
+        }
+    }
+
+    /// A (new) publisher went live: every stream restarts on the new source, video at
+    /// its next keyframe, all with continuous outgoing sequence numbers.
+    pub(crate) fn source_started(&mut self, now: Instant) {
+        self.audio.stop();
+        match &mut self.video {
+            Video::Viewer(v) => v.stop(Some(now)),
+            Video::Relay(r) => r.stop(Some(now)),
+        }
+    }
+
+    pub(crate) fn source_ended(&mut self) {
+        self.audio.stop();
+        match &mut self.video {
+            Video::Viewer(v) => v.stop(None),
+            Video::Relay(r) => r.stop(None),
+        }
+    }
+
+    pub(crate) fn wants_video(&self) -> bool {
+        match &self.video {
+            Video::Viewer(v) => !v.paused,
+            Video::Relay(r) => !r.paused,
+        }
+    }
+
+    /// Caps a viewer's layer; a relay consumer receives every layer and ignores it.
+    pub(crate) fn set_max_layer(&mut self, layer: Layer) {
+        if let Video::Viewer(v) = &mut self.video {
+            v.max_layer = layer;
+        }
+    }
+
+    pub(crate) fn set_paused(
+        &mut self,
+        paused: bool,
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        match &mut self.video {
+            Video::Viewer(v) => v.set_paused(paused, producer, now, out),
+            Video::Relay(r) => r.set_paused(paused, producer, now, out),
+        }
+    }
+
+    /// The consumer lost decoder state on the stream of `layer` (`None`: its
+    /// current/target stream).
+    pub(crate) fn keyframe_request(
+        &self,
+        layer: Option<Layer>,
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        match &self.video {
+            Video::Viewer(v) => v.keyframe_request(producer, now, out),
+            Video::Relay(r) => r.keyframe_request(layer, producer, now, out),
+        }
+    }
+
+    /// Marks in `wanted` the layers this consumer is waiting on a keyframe of.
+    pub(crate) fn tick(
+        &mut self,
+        active: [bool; Layer::MAX],
+        now: Instant,
+        wanted: &mut [bool; Layer::MAX],
+    ) {
+        match &mut self.video {
+            Video::Viewer(v) => v.tick(active, now, wanted),
+            Video::Relay(r) => r.tick(active, wanted),
+        }
+    }
+
+    pub(crate) fn video_status(&self, producer: &Producer) -> VideoStatus {
+        match &self.video {
+            Video::Viewer(v) => v.status(producer),
+            Video::Relay(r) => r.status(producer),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! A relay consumer: audio plus EVERY video layer, for an edge relay or an in-process
+//! shard that serves its own viewers' layer choices.
+//!
+//! Each layer is its own outgoing stream with its own continuous sequence/timestamp
+//! space: a layer starts at its first keyframe (or its cached GOP on join) and a
+//! publisher reconnect continues each stream where it stopped, so downstream sees one
+//! uninterrupted source. Keyframe requests name the layer they are for.
+
+use std::time::Instant;
+
+use crate::consumer::egress::Egress;
+use crate::consumer::{ConsumerId, VideoStatus};
+use crate::media::{Layer, MediaKind, SourcePacket};
+use crate::producer::Producer;
+use crate::router::Outputs;
+
+#[derive(Debug)]
+pub(crate) struct Relay {
+    /// One outgoing stream per source layer, indexed by [`Layer::index`].
+    video: [Egress; Layer::MAX],
+    pub(crate) paused: bool,
+}
+
+impl Relay {
+    pub(crate) fn new(initial_seq: u64) -> Self {
+        Relay {
+            video: std::array::from_fn(|_| Egress::new(initial_seq)),
+            paused: false,
+        }
+    }
+
+    /// Starts every active layer: its cached GOP at once where there is one, a
+    /// (coalesced) keyframe request where not. Inactive layers' GOPs are not replayed:
+    /// they are stale, and the layer may resume mid-GOP. Returns the number of GOPs
+    /// replayed.
+    pub(crate) fn join(
+        &mut self,
+        id: ConsumerId,
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) -> u64 {
+        let Some(codec) = producer.video_codec() else {
+            return 0;
+        };
+        let active = producer.active_layers(now);
+        let mut replays = 0;
+        for (i, egress) in self.video.iter_mut().enumerate() {
+            let layer = Layer(i as u8);
+            if !active[i] {
+                continue;
+            }
+            if let Some(gop) = producer.gop(layer) {
+                egress.start(layer, &gop[0], codec.clock_rate());
+                for pkt in gop {
+                    if let Some(f) = egress.rewrite(id, MediaKind::Video, pkt) {
+                        out.forwards.push(f);
+                    }
+                }
+                replays += 1;
+            }
+        }
+        self.request_missing(active, producer, now, out);
+        replays
+    }
+
+    pub(crate) fn on_video(
+        &mut self,
+        id: ConsumerId,
+        pkt: &SourcePacket,
+        clock_rate: u32,
+        out: &mut Outputs,
+    ) {
+        if self.paused {
+            return;
+        }
+        let egress = &mut self.video[pkt.layer.index()];
+        if egress.current.is_none() && pkt.keyframe_start {
+            egress.start(pkt.layer, pkt, clock_rate);
+        }
+        if egress.current.is_some()
+            && let Some(f) = egress.rewrite(id, MediaKind::Video, pkt)
+        {
+            out.forwards.push(f);
+        }
+    }
+
+    /// Stops every layer (source change); `waiting_since` marks layers that will wait
+    /// for the new source's keyframes.
+    pub(crate) fn stop(&mut self, waiting_since: Option<Instant>) {
+        for egress in &mut self.video {
+            egress.stop();
+            if !self.paused {
+                egress.waiting_since = waiting_since;
+            }
+        }
+    }
+
+    pub(crate) fn set_paused(
+        &mut self,
+        paused: bool,
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        if paused == self.paused {
+            return;
+        }
+        self.paused = paused;
+        self.stop(Some(now));
+        if !paused && producer.video_codec().is_some() {
+            self.request_missing(producer.active_layers(now), producer, now, out);
+        }
+    }
+
+    /// A keyframe request on the stream of `layer`; `None` asks for every active layer
+    /// (layer 0 when none is).
+    pub(crate) fn keyframe_request(
+        &self,
+        layer: Option<Layer>,
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        if self.paused {
+            return;
+        }
+        match layer {
+            Some(layer) => producer.request_keyframe(layer, now, out),
+            None => {
+                let active = producer.active_layers(now);
+                if !active.contains(&true) {
+                    producer.request_keyframe(Layer(0), now, out);
+                }
+                for (i, _) in active.iter().enumerate().filter(|(_, a)| **a) {
+                    producer.request_keyframe(Layer(i as u8), now, out);
+                }
+            }
+        }
+    }
+
+    /// Wants a keyframe on every active layer it does not forward yet (on layer 0 when
+    /// nothing is active and nothing forwarded, like a viewer).
+    pub(crate) fn tick(&mut self, active: [bool; Layer::MAX], wanted: &mut [bool; Layer::MAX]) {
+        if self.paused {
+            return;
+        }
+        for (i, egress) in self.video.iter().enumerate() {
+            if active[i] && egress.current.is_none() {
+                wanted[i] = true;
+            }
+        }
+        if !active.contains(&true) && self.video.iter().all(|e| e.current.is_none()) {
+            wanted[0] = true;
+        }
+    }
+
+    /// Paused, no source, forwarding (the highest layer forwarded) or waiting for a
+    /// keyframe (of the highest active layer) when no layer is forwarded yet.
+    pub(crate) fn status(&self, producer: &Producer) -> VideoStatus {
+        if self.paused {
+            return VideoStatus::Paused;
+        }
+        if producer.video_codec().is_none() {
+            return VideoStatus::NoSource;
+        }
+        if let Some(layer) = self.video.iter().rev().find_map(|e| e.current) {
+            return VideoStatus::Forwarding { layer };
+        }
+        let target = producer
+            .active_layers_latest()
+            .and_then(|active| active.iter().rposition(|&a| a))
+            .map_or(Layer(0), |i| Layer(i as u8));
+        VideoStatus::WaitingKeyframe { target }
+    }
+
+    /// Keyframe requests for every active layer not forwarded yet (layer 0 when nothing
+    /// is active and nothing forwarded); those layers start waiting now.
+    fn request_missing(
+        &mut self,
+        active: [bool; Layer::MAX],
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        let mut wanted = [false; Layer::MAX];
+        self.tick(active, &mut wanted);
+        for (i, egress) in self.video.iter_mut().enumerate() {
+            if wanted[i] {
+                egress.waiting_since = Some(now);
+                producer.request_keyframe(Layer(i as u8), now, out);
+            }
+        }
+    }
+}

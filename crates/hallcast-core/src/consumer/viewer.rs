@@ -1,0 +1,187 @@
+//! A viewer: audio plus ONE video layer, the highest active layer not above its cap.
+//!
+//! Layer changes happen only at a keyframe of the new layer, so the decoder never sees a
+//! frame it cannot decode; the outgoing stream stays continuous across them. A viewer can
+//! pause its video (its audio continues); unpausing waits for the next keyframe of its
+//! target layer (requested through the coalesced path) rather than replaying a GOP burst.
+
+use std::time::{Duration, Instant};
+
+use crate::consumer::egress::Egress;
+use crate::consumer::{ConsumerId, VideoStatus};
+use crate::media::{Layer, MediaKind, SourcePacket};
+use crate::producer::Producer;
+use crate::router::Outputs;
+
+/// A viewer waiting this long for a keyframe of a layer it wants to switch to asks for
+/// one (a viewer with no video at all asks at once).
+const SWITCH_REQUEST_AFTER: Duration = Duration::from_millis(200);
+
+#[derive(Debug)]
+pub(crate) struct Viewer {
+    video: Egress,
+    /// Highest layer this viewer may receive (bandwidth allocation lowers it).
+    pub(crate) max_layer: Layer,
+    pub(crate) paused: bool,
+}
+
+impl Viewer {
+    pub(crate) fn new(initial_seq: u64) -> Self {
+        Viewer {
+            video: Egress::new(initial_seq),
+            max_layer: Layer((Layer::MAX - 1) as u8),
+            paused: false,
+        }
+    }
+
+    /// Starts the video of a joiner: the cached GOP of its target layer at once, or a
+    /// (coalesced) keyframe request. Returns the number of GOPs replayed.
+    pub(crate) fn join(
+        &mut self,
+        id: ConsumerId,
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) -> u64 {
+        let Some(codec) = producer.video_codec() else {
+            return 0;
+        };
+        let target = target_of(producer.active_layers(now), self.max_layer, None);
+        match producer.gop(target) {
+            Some(gop) => {
+                self.video.start(target, &gop[0], codec.clock_rate());
+                for pkt in gop {
+                    if let Some(f) = self.video.rewrite(id, MediaKind::Video, pkt) {
+                        out.forwards.push(f);
+                    }
+                }
+                1
+            }
+            None => {
+                self.video.waiting_since = Some(now);
+                producer.request_keyframe(target, now, out);
+                0
+            }
+        }
+    }
+
+    pub(crate) fn on_video(
+        &mut self,
+        id: ConsumerId,
+        active: [bool; Layer::MAX],
+        pkt: &SourcePacket,
+        clock_rate: u32,
+        out: &mut Outputs,
+    ) {
+        if self.paused {
+            return;
+        }
+        let target = target_of(active, self.max_layer, self.video.current);
+        if self.video.current != Some(target) && pkt.layer == target && pkt.keyframe_start {
+            self.video.start(target, pkt, clock_rate);
+        }
+        if self.video.current == Some(pkt.layer)
+            && let Some(f) = self.video.rewrite(id, MediaKind::Video, pkt)
+        {
+            out.forwards.push(f);
+        }
+    }
+
+    /// Stops the video (source change); `waiting_since` marks a viewer that will wait for
+    /// the new source's keyframe.
+    pub(crate) fn stop(&mut self, waiting_since: Option<Instant>) {
+        self.video.stop();
+        if !self.paused {
+            self.video.waiting_since = waiting_since;
+        }
+    }
+
+    pub(crate) fn set_paused(
+        &mut self,
+        paused: bool,
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        if paused == self.paused {
+            return;
+        }
+        self.paused = paused;
+        self.video.stop();
+        if !paused && producer.video_codec().is_some() {
+            let target = target_of(producer.active_layers(now), self.max_layer, None);
+            self.video.waiting_since = Some(now);
+            producer.request_keyframe(target, now, out);
+        }
+    }
+
+    pub(crate) fn keyframe_request(
+        &self,
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        if self.paused {
+            return;
+        }
+        let layer = self
+            .video
+            .current
+            .unwrap_or_else(|| self.target_latest(producer));
+        producer.request_keyframe(layer, now, out);
+    }
+
+    pub(crate) fn tick(
+        &mut self,
+        active: [bool; Layer::MAX],
+        now: Instant,
+        wanted: &mut [bool; Layer::MAX],
+    ) {
+        if self.paused {
+            return;
+        }
+        let target = target_of(active, self.max_layer, self.video.current);
+        if self.video.current != Some(target) {
+            let since = *self.video.waiting_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= SWITCH_REQUEST_AFTER
+                || self.video.current.is_none()
+            {
+                wanted[target.index()] = true;
+            }
+        } else {
+            self.video.waiting_since = None;
+        }
+    }
+
+    pub(crate) fn status(&self, producer: &Producer) -> VideoStatus {
+        if self.paused {
+            return VideoStatus::Paused;
+        }
+        match (producer.video_codec(), self.video.current) {
+            (None, _) => VideoStatus::NoSource,
+            (Some(_), Some(layer)) => VideoStatus::Forwarding { layer },
+            (Some(_), None) => VideoStatus::WaitingKeyframe {
+                target: self.target_latest(producer),
+            },
+        }
+    }
+
+    /// The target layer as of the latest video arrival (layer 0 before any).
+    fn target_latest(&self, producer: &Producer) -> Layer {
+        match producer.active_layers_latest() {
+            Some(active) => target_of(active, self.max_layer, None),
+            None => Layer(0),
+        }
+    }
+}
+
+/// The layer a viewer should receive: the highest active layer not above its cap. With
+/// nothing active it keeps what it has (or layer 0).
+fn target_of(active: [bool; Layer::MAX], max: Layer, current: Option<Layer>) -> Layer {
+    (0..=max.index())
+        .rev()
+        .find(|&i| active[i])
+        .map(|i| Layer(i as u8))
+        .or(current)
+        .unwrap_or(Layer(0))
+}

@@ -1,0 +1,565 @@
+//! One conference's forwarding engine, shaped after the data path:
+//!
+//! ```text
+//! publisher ─► Producer ──────────────► fan-out ─► Consumer ─► Forward
+//!              (per layer: GOP cache,              viewer: audio + one layer
+//!               arrival, bitrate,                  relay:  audio + every layer
+//!               keyframe-request coalescing)       (each stream: its own Egress,
+//!                                                   seq/ts rewrite)
+//! ```
+//!
+//! A [`Router`] owns the [`producer`](crate::producer) state and its consumers (see
+//! [`consumer`](crate::consumer)). Everything is driven by method calls with the time
+//! passed in: no clock reads, no sockets. Outputs are appended to an [`Outputs`] buffer
+//! the caller owns and reuses, so the per-packet path allocates nothing: a forwarded
+//! packet costs one `Arc` clone of the payload and a few integer operations per
+//! consumer stream.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::consumer::{Consumer, ConsumerId, Forward, VideoStatus};
+use crate::media::{Codec, Layer, MediaKind, SourcePacket};
+use crate::producer::{LayerStats, Producer};
+
+/// What the caller must do after a call into the router.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    pub forwards: Vec<Forward>,
+    /// Layers for which a keyframe (PLI) must be requested from the publisher.
+    pub keyframe_requests: Vec<Layer>,
+}
+
+impl Outputs {
+    pub fn clear(&mut self) {
+        self.forwards.clear();
+        self.keyframe_requests.clear();
+    }
+}
+
+/// The forwarding engine of one conference: a producer and its consumers.
+#[derive(Debug, Default)]
+pub struct Router {
+    producer: Producer,
+    /// Fanned out to in order; `index` maps ids to positions.
+    consumers: Vec<Consumer>,
+    index: HashMap<ConsumerId, usize>,
+    n_gop_replays: u64,
+}
+
+impl Router {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A publisher went live with these codecs. Consumers stay; their streams restart
+    /// on the new source's next keyframe, with continuous sequence numbers.
+    pub fn source_started(
+        &mut self,
+        audio: Option<Codec>,
+        video: Option<Codec>,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        self.producer.start(audio, video);
+        for c in &mut self.consumers {
+            c.source_started(now);
+        }
+        if video.is_some() && self.consumers.iter().any(Consumer::wants_video) {
+            self.producer.request_keyframe(Layer(0), now, out);
+        }
+    }
+
+    /// The publisher left. Consumers stay attached (a reconnecting encoder resumes them).
+    pub fn source_ended(&mut self) {
+        self.producer.end();
+        for c in &mut self.consumers {
+            c.source_ended();
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.producer.audio_codec().is_some() || self.producer.video_codec().is_some()
+    }
+
+    pub fn codecs(&self) -> (Option<Codec>, Option<Codec>) {
+        (self.producer.audio_codec(), self.producer.video_codec())
+    }
+
+    pub fn n_consumers(&self) -> usize {
+        self.consumers.len()
+    }
+
+    /// GOPs replayed to joiners (a relay consumer counts one per layer replayed).
+    pub fn n_gop_replays(&self) -> u64 {
+        self.n_gop_replays
+    }
+
+    /// Keyframe requests sent upstream (after coalescing).
+    pub fn n_keyframe_requests(&self) -> u64 {
+        self.producer.n_keyframe_requests()
+    }
+
+    /// Adds a viewer. If its target layer has a cached GOP, the viewer gets it at once
+    /// (its first picture does not wait for the encoder's next keyframe); otherwise a
+    /// keyframe is requested upstream (coalesced).
+    pub fn add_viewer(&mut self, id: ConsumerId, now: Instant, out: &mut Outputs) {
+        self.add(Consumer::viewer(id), now, out);
+    }
+
+    /// Adds a relay consumer: it gets the cached GOP of every active layer that has one
+    /// at once, and a (coalesced) keyframe request goes upstream for active layers
+    /// without one.
+    pub fn add_relay_consumer(&mut self, id: ConsumerId, now: Instant, out: &mut Outputs) {
+        self.add(Consumer::relay(id), now, out);
+    }
+
+    fn add(&mut self, mut consumer: Consumer, now: Instant, out: &mut Outputs) {
+        if self.index.contains_key(&consumer.id) {
+            return;
+        }
+        self.n_gop_replays += consumer.join(&mut self.producer, now, out);
+        self.index.insert(consumer.id, self.consumers.len());
+        self.consumers.push(consumer);
+    }
+
+    pub fn remove_consumer(&mut self, id: ConsumerId) {
+        let Some(i) = self.index.remove(&id) else {
+            return;
+        };
+        self.consumers.swap_remove(i);
+        if let Some(moved) = self.consumers.get(i) {
+            self.index.insert(moved.id, i);
+        }
+    }
+
+    /// Caps the layer a viewer receives (bandwidth allocation's lever). Relay consumers
+    /// receive every layer: no effect on them.
+    pub fn set_max_layer(&mut self, id: ConsumerId, layer: Layer) {
+        if let Some(&i) = self.index.get(&id) {
+            self.consumers[i].set_max_layer(layer);
+        }
+    }
+
+    /// Pauses or resumes a consumer's video (its audio always flows). Pausing stops
+    /// the video at once; resuming restarts it at the next keyframe of its target
+    /// layer (every active layer for a relay consumer), requested upstream through the
+    /// coalesced path, with sequence numbers continuing where they stopped.
+    pub fn set_paused(&mut self, id: ConsumerId, paused: bool, now: Instant, out: &mut Outputs) {
+        if let Some(&i) = self.index.get(&id) {
+            self.consumers[i].set_paused(paused, &mut self.producer, now, out);
+        }
+    }
+
+    /// Why a consumer's video flows or not. A relay consumer reports the highest layer
+    /// it forwards, or waits on the highest active layer while it forwards none.
+    pub fn video_status(&self, id: ConsumerId) -> Option<VideoStatus> {
+        let i = *self.index.get(&id)?;
+        Some(self.consumers[i].video_status(&self.producer))
+    }
+
+    /// One packet from the publisher: cache and measure, then fan out to every consumer.
+    pub fn on_packet(&mut self, pkt: &SourcePacket, out: &mut Outputs) {
+        match pkt.kind {
+            MediaKind::Audio => {
+                let Some(codec) = self.producer.audio_codec() else {
+                    return;
+                };
+                self.producer.ingest_audio(pkt);
+                for c in &mut self.consumers {
+                    c.on_audio(pkt, codec.clock_rate(), out);
+                }
+            }
+            MediaKind::Video => {
+                let Some(codec) = self.producer.video_codec() else {
+                    return;
+                };
+                let mid_gop = self.producer.ingest_video(pkt);
+                let active = self.producer.active_layers(pkt.arrival);
+                for c in &mut self.consumers {
+                    c.on_video(active, pkt, codec.clock_rate(), out);
+                }
+                if mid_gop {
+                    // A layer appeared mid-GOP: ask for a keyframe so it becomes usable.
+                    self.producer.request_keyframe(pkt.layer, pkt.arrival, out);
+                }
+            }
+        }
+    }
+
+    /// A consumer lost its decoder state (PLI/FIR) on the stream of `layer` (`None`: its
+    /// current or target stream). Coalesced upstream. A viewer has one video stream and
+    /// asks for its current (or target) layer whatever `layer` says; a relay consumer
+    /// asks for the named layer, or for every active layer with `None`. Paused consumers
+    /// ask nothing.
+    pub fn on_keyframe_request(
+        &mut self,
+        id: ConsumerId,
+        layer: Option<Layer>,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        if let Some(&i) = self.index.get(&id) {
+            self.consumers[i].keyframe_request(layer, &mut self.producer, now, out);
+        }
+    }
+
+    /// Periodic housekeeping (call every ~100–500 ms): consumers waiting for a
+    /// keyframe or sitting on a layer that went silent get a (coalesced) request.
+    pub fn tick(&mut self, now: Instant, out: &mut Outputs) {
+        if self.producer.video_codec().is_none() {
+            return;
+        }
+        let active = self.producer.active_layers(now);
+        let mut wanted = [false; Layer::MAX];
+        for c in &mut self.consumers {
+            c.tick(active, now, &mut wanted);
+        }
+        for (i, w) in wanted.into_iter().enumerate() {
+            if w {
+                self.producer.request_keyframe(Layer(i as u8), now, out);
+            }
+        }
+    }
+
+    /// Per video layer: whether it is active, its measured bitrate and whether a GOP is
+    /// cached (the allocator's inputs).
+    pub fn layers(&self, now: Instant) -> [LayerStats; Layer::MAX] {
+        self.producer.layer_stats(now)
+    }
+
+    /// The measured audio payload bitrate.
+    pub fn audio_bitrate_bps(&self, now: Instant) -> u64 {
+        self.producer.audio_bitrate_bps(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::producer::GOP_MAX_PACKETS;
+
+    struct Src {
+        t0: Instant,
+        seq: [u64; 3],
+        ts: [u32; 3],
+        aseq: u64,
+        ats: u32,
+    }
+
+    impl Src {
+        fn new() -> Self {
+            Src {
+                t0: Instant::now(),
+                seq: [100, 5000, 9000],
+                ts: [1000, 777_000, 3_000_000],
+                aseq: 40,
+                ats: 0,
+            }
+        }
+        /// One video frame of `n` packets on `layer` at `ms`.
+        fn frame(&mut self, layer: u8, ms: u64, key: bool, n: usize) -> Vec<SourcePacket> {
+            let li = layer as usize;
+            self.ts[li] = self.ts[li].wrapping_add(3000);
+            (0..n)
+                .map(|k| {
+                    self.seq[li] += 1;
+                    SourcePacket {
+                        kind: MediaKind::Video,
+                        layer: Layer(layer),
+                        seq: self.seq[li],
+                        ts: self.ts[li],
+                        marker: k + 1 == n,
+                        keyframe_start: key && k == 0,
+                        payload: Arc::from(vec![layer; 100 + k].into_boxed_slice()),
+                        arrival: self.t0 + Duration::from_millis(ms),
+                    }
+                })
+                .collect()
+        }
+        fn audio(&mut self, ms: u64) -> SourcePacket {
+            self.aseq += 1;
+            self.ats = self.ats.wrapping_add(960);
+            SourcePacket {
+                kind: MediaKind::Audio,
+                layer: Layer(0),
+                seq: self.aseq,
+                ts: self.ats,
+                marker: false,
+                keyframe_start: false,
+                payload: Arc::from(vec![9u8; 60].into_boxed_slice()),
+                arrival: self.t0 + Duration::from_millis(ms),
+            }
+        }
+        fn at(&self, ms: u64) -> Instant {
+            self.t0 + Duration::from_millis(ms)
+        }
+    }
+
+    fn video_for(out: &Outputs, sub: ConsumerId) -> Vec<&Forward> {
+        out.forwards
+            .iter()
+            .filter(|f| f.sub == sub && f.kind == MediaKind::Video)
+            .collect()
+    }
+
+    fn assert_contiguous(fs: &[&Forward]) {
+        for w in fs.windows(2) {
+            assert_eq!(w[1].seq, w[0].seq + 1, "sequence must be contiguous");
+        }
+    }
+
+    fn live(src: &Src) -> (Router, Outputs) {
+        let mut c = Router::new();
+        let mut out = Outputs::default();
+        c.source_started(Some(Codec::Opus), Some(Codec::H264), src.at(0), &mut out);
+        (c, out)
+    }
+
+    #[test]
+    fn joiner_gets_cached_gop_at_once() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        for p in src
+            .frame(0, 0, true, 5)
+            .iter()
+            .chain(src.frame(0, 33, false, 2).iter())
+        {
+            c.on_packet(p, &mut out);
+        }
+        out.clear();
+        c.add_viewer(ConsumerId(1), src.at(40), &mut out);
+        let v = video_for(&out, ConsumerId(1));
+        assert_eq!(v.len(), 7, "the whole GOP is replayed");
+        assert_contiguous(&v);
+        assert!(
+            out.keyframe_requests.is_empty(),
+            "no upstream request needed"
+        );
+        assert_eq!(c.n_gop_replays(), 1);
+        let last_replayed = v.last().unwrap().seq;
+        // The live stream continues right after the replay.
+        out.clear();
+        for p in &src.frame(0, 66, false, 2) {
+            c.on_packet(p, &mut out);
+        }
+        let w = video_for(&out, ConsumerId(1));
+        assert_eq!(w[0].seq, last_replayed + 1);
+        assert_eq!(
+            c.video_status(ConsumerId(1)),
+            Some(VideoStatus::Forwarding { layer: Layer(0) })
+        );
+    }
+
+    #[test]
+    fn joiner_without_gop_waits_for_keyframe_and_requests_once_per_second() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        for p in &src.frame(0, 0, false, 3) {
+            c.on_packet(p, &mut out); // mid-GOP: no cache
+        }
+        assert_eq!(
+            out.keyframe_requests,
+            vec![Layer(0)],
+            "a layer seen mid-GOP asks for a keyframe"
+        );
+        out.clear();
+        c.add_viewer(ConsumerId(1), src.at(10), &mut out);
+        c.add_viewer(ConsumerId(2), src.at(20), &mut out);
+        c.on_keyframe_request(ConsumerId(1), None, src.at(500), &mut out);
+        assert!(
+            out.keyframe_requests.is_empty(),
+            "coalesced into the request at t=0"
+        );
+        c.on_keyframe_request(ConsumerId(2), None, src.at(1100), &mut out);
+        assert_eq!(
+            out.keyframe_requests,
+            vec![Layer(0)],
+            "a new one after a second"
+        );
+        out.clear();
+        for p in &src.frame(0, 1200, false, 2) {
+            c.on_packet(p, &mut out);
+        }
+        assert!(
+            out.forwards.iter().all(|f| f.kind != MediaKind::Video),
+            "no delta frames before the keyframe"
+        );
+        for p in &src.frame(0, 1233, true, 3) {
+            c.on_packet(p, &mut out);
+        }
+        assert_eq!(video_for(&out, ConsumerId(1)).len(), 3);
+        assert_eq!(video_for(&out, ConsumerId(2)).len(), 3);
+    }
+
+    #[test]
+    fn each_viewer_has_its_own_sequence_space_and_shared_payload() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        c.add_viewer(ConsumerId(1), src.at(0), &mut out);
+        c.add_viewer(ConsumerId(2), src.at(0), &mut out);
+        out.clear();
+        for p in &src.frame(0, 0, true, 4) {
+            c.on_packet(p, &mut out);
+        }
+        let a = video_for(&out, ConsumerId(1));
+        let b = video_for(&out, ConsumerId(2));
+        assert_eq!(a.len(), 4);
+        assert_ne!(a[0].seq, b[0].seq);
+        assert!(a[0].seq < 65_536 && b[0].seq < 65_536);
+        assert!(
+            Arc::ptr_eq(&a[0].payload, &b[0].payload),
+            "payload is shared, not copied"
+        );
+    }
+
+    #[test]
+    fn audio_flows_immediately_and_contiguously() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        c.add_viewer(ConsumerId(7), src.at(0), &mut out);
+        out.clear();
+        for i in 0..5 {
+            let p = src.audio(i * 20);
+            c.on_packet(&p, &mut out);
+        }
+        let a: Vec<_> = out
+            .forwards
+            .iter()
+            .filter(|f| f.kind == MediaKind::Audio)
+            .collect();
+        assert_eq!(a.len(), 5);
+        assert_contiguous(&a);
+        assert_eq!(a[1].ts.wrapping_sub(a[0].ts), 960);
+    }
+
+    #[test]
+    fn simulcast_switches_up_only_on_keyframe_and_stays_contiguous() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        c.add_viewer(ConsumerId(1), src.at(0), &mut out);
+        for p in &src.frame(0, 0, true, 2) {
+            c.on_packet(p, &mut out);
+        }
+        assert_eq!(
+            c.video_status(ConsumerId(1)),
+            Some(VideoStatus::Forwarding { layer: Layer(0) })
+        );
+        out.clear();
+        // Layer 2 appears mid-GOP: no switch yet, a keyframe is requested for it.
+        for p in src
+            .frame(2, 30, false, 3)
+            .iter()
+            .chain(src.frame(0, 33, false, 2).iter())
+        {
+            c.on_packet(p, &mut out);
+        }
+        assert!(out.keyframe_requests.contains(&Layer(2)));
+        let v = video_for(&out, ConsumerId(1));
+        assert_eq!(v.len(), 2, "still on layer 0 until layer 2's keyframe");
+        let last = v.last().unwrap().seq;
+        let last_ts = v.last().unwrap().ts;
+        out.clear();
+        for p in &src.frame(2, 66, true, 3) {
+            c.on_packet(p, &mut out);
+        }
+        let v = video_for(&out, ConsumerId(1));
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[0].seq, last + 1, "continuous across the switch");
+        let dts = v[0].ts.wrapping_sub(last_ts);
+        assert!(
+            (2000..4000).contains(&dts),
+            "timestamp advances by elapsed time, got {dts}"
+        );
+        assert_eq!(
+            c.video_status(ConsumerId(1)),
+            Some(VideoStatus::Forwarding { layer: Layer(2) })
+        );
+        // Capping the viewer moves it down on the next layer-0 keyframe only.
+        c.set_max_layer(ConsumerId(1), Layer(0));
+        out.clear();
+        for p in src
+            .frame(0, 100, false, 1)
+            .iter()
+            .chain(src.frame(2, 100, false, 1).iter())
+        {
+            c.on_packet(p, &mut out);
+        }
+        assert_eq!(
+            video_for(&out, ConsumerId(1)).len(),
+            1,
+            "keeps layer 2 until layer 0 has a keyframe"
+        );
+        out.clear();
+        for p in &src.frame(0, 133, true, 1) {
+            c.on_packet(p, &mut out);
+        }
+        assert_eq!(
+            c.video_status(ConsumerId(1)),
+            Some(VideoStatus::Forwarding { layer: Layer(0) })
+        );
+    }
+
+    #[test]
+    fn publisher_restart_keeps_consumers_with_continuous_sequence() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        c.add_viewer(ConsumerId(1), src.at(0), &mut out);
+        out.clear();
+        for p in &src.frame(0, 0, true, 3) {
+            c.on_packet(p, &mut out);
+        }
+        let last = video_for(&out, ConsumerId(1)).last().unwrap().seq;
+        c.source_ended();
+        assert!(!c.is_live());
+        let mut src2 = Src::new();
+        src2.t0 = src.t0;
+        src2.seq = [40_000, 0, 0];
+        out.clear();
+        c.source_started(Some(Codec::Opus), Some(Codec::H264), src.at(2000), &mut out);
+        assert_eq!(out.keyframe_requests, vec![Layer(0)]);
+        for p in &src2.frame(0, 2100, true, 2) {
+            c.on_packet(p, &mut out);
+        }
+        let v = video_for(&out, ConsumerId(1));
+        assert_eq!(v[0].seq, last + 1);
+    }
+
+    #[test]
+    fn removed_consumer_gets_nothing_and_others_continue() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        for id in 1..=3 {
+            c.add_viewer(ConsumerId(id), src.at(0), &mut out);
+        }
+        c.remove_consumer(ConsumerId(1));
+        out.clear();
+        for p in &src.frame(0, 0, true, 2) {
+            c.on_packet(p, &mut out);
+        }
+        assert!(video_for(&out, ConsumerId(1)).is_empty());
+        assert_eq!(video_for(&out, ConsumerId(2)).len(), 2);
+        assert_eq!(video_for(&out, ConsumerId(3)).len(), 2);
+        assert_eq!(c.n_consumers(), 2);
+    }
+
+    #[test]
+    fn gop_cache_overflow_makes_joiners_wait() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        c.on_packet(&src.frame(0, 0, true, 1)[0], &mut out);
+        for i in 0..GOP_MAX_PACKETS {
+            c.on_packet(&src.frame(0, 1 + i as u64 / 100, false, 1)[0], &mut out);
+        }
+        out.clear();
+        c.add_viewer(ConsumerId(1), src.at(200), &mut out);
+        assert!(out.forwards.is_empty());
+        assert_eq!(
+            c.video_status(ConsumerId(1)),
+            Some(VideoStatus::WaitingKeyframe { target: Layer(0) })
+        );
+    }
+}
