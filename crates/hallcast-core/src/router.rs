@@ -280,6 +280,22 @@ mod tests {
                 })
                 .collect()
         }
+        /// One single-packet frame of `bytes` bytes on `layer` at `ms`.
+        fn sized(&mut self, layer: u8, ms: u64, key: bool, bytes: usize) -> SourcePacket {
+            let li = layer as usize;
+            self.ts[li] = self.ts[li].wrapping_add(900);
+            self.seq[li] += 1;
+            SourcePacket {
+                kind: MediaKind::Video,
+                layer: Layer(layer),
+                seq: self.seq[li],
+                ts: self.ts[li],
+                marker: true,
+                keyframe_start: key,
+                payload: Arc::from(vec![layer; bytes].into_boxed_slice()),
+                arrival: self.t0 + Duration::from_millis(ms),
+            }
+        }
         fn audio(&mut self, ms: u64) -> SourcePacket {
             self.aseq += 1;
             self.ats = self.ats.wrapping_add(960);
@@ -303,6 +319,20 @@ mod tests {
         out.forwards
             .iter()
             .filter(|f| f.sub == sub && f.kind == MediaKind::Video)
+            .collect()
+    }
+
+    fn audio_for(out: &Outputs, sub: ConsumerId) -> Vec<&Forward> {
+        out.forwards
+            .iter()
+            .filter(|f| f.sub == sub && f.kind == MediaKind::Audio)
+            .collect()
+    }
+
+    fn layer_for(out: &Outputs, sub: ConsumerId, layer: u8) -> Vec<&Forward> {
+        out.forwards
+            .iter()
+            .filter(|f| f.sub == sub && f.kind == MediaKind::Video && f.layer == Layer(layer))
             .collect()
     }
 
@@ -561,5 +591,334 @@ mod tests {
             c.video_status(ConsumerId(1)),
             Some(VideoStatus::WaitingKeyframe { target: Layer(0) })
         );
+    }
+
+    fn around(bps: u64, want: u64) -> bool {
+        bps.abs_diff(want) * 20 <= want
+    }
+
+    #[test]
+    fn bitrate_is_measured_per_layer_and_a_stopped_layer_decays() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        // Layer 0 at 1 Mbit/s (1250 B every 10 ms), layer 1 at 250 kbit/s for 2 s,
+        // audio at 24 kbit/s (60 B every 20 ms).
+        for i in 0..200u64 {
+            c.on_packet(&src.sized(0, i * 10, i == 0, 1250), &mut out);
+            if i % 4 == 0 {
+                c.on_packet(&src.sized(1, i * 10, i == 0, 1250), &mut out);
+            }
+            if i % 2 == 0 {
+                c.on_packet(&src.audio(i * 10), &mut out);
+            }
+        }
+        let l = c.layers(src.at(2000));
+        assert!(around(l[0].bitrate_bps, 1_000_000), "{:?}", l[0]);
+        assert!(around(l[1].bitrate_bps, 250_000), "{:?}", l[1]);
+        assert!(l[0].active && l[1].active && l[0].has_gop && l[1].has_gop);
+        assert_eq!(l[2], LayerStats::default(), "layer 2 never sent");
+        assert!(around(c.audio_bitrate_bps(src.at(2000)), 24_000));
+        // Layer 1 and audio stop; layer 0 goes on for two more seconds.
+        for i in 200..400u64 {
+            c.on_packet(&src.sized(0, i * 10, false, 1250), &mut out);
+        }
+        let l = c.layers(src.at(4000));
+        assert!(around(l[0].bitrate_bps, 1_000_000), "{:?}", l[0]);
+        assert!(l[0].active);
+        assert_eq!(l[1].bitrate_bps, 0, "a stopped layer decays to 0");
+        assert!(!l[1].active, "and goes inactive");
+        assert_eq!(c.audio_bitrate_bps(src.at(4000)), 0);
+        // A new source starts from nothing.
+        c.source_started(Some(Codec::Opus), Some(Codec::H264), src.at(4000), &mut out);
+        assert_eq!(c.layers(src.at(4000)), [LayerStats::default(); Layer::MAX]);
+    }
+
+    #[test]
+    fn paused_viewer_keeps_audio_and_resumes_video_at_a_keyframe_contiguously() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        let v = ConsumerId(1);
+        c.add_viewer(v, src.at(0), &mut out);
+        for p in &src.frame(0, 0, true, 3) {
+            c.on_packet(p, &mut out);
+        }
+        let last = video_for(&out, v).last().unwrap().seq;
+        out.clear();
+        c.set_paused(v, true, src.at(20), &mut out);
+        assert_eq!(c.video_status(v), Some(VideoStatus::Paused));
+        for ms in [33, 66, 100] {
+            for p in &src.frame(0, ms, ms == 66, 2) {
+                c.on_packet(p, &mut out);
+            }
+            c.on_packet(&src.audio(ms), &mut out);
+        }
+        c.on_keyframe_request(v, None, src.at(1200), &mut out);
+        c.tick(src.at(1300), &mut out);
+        assert!(video_for(&out, v).is_empty(), "no video while paused");
+        assert_eq!(audio_for(&out, v).len(), 3, "audio continues");
+        assert!(
+            out.keyframe_requests.is_empty(),
+            "a paused viewer asks nothing"
+        );
+        out.clear();
+        // Unpause: no GOP burst (one is cached), a coalesced request, wait for a keyframe.
+        c.set_paused(v, false, src.at(1400), &mut out);
+        assert!(out.forwards.is_empty(), "no GOP replay on unpause");
+        assert_eq!(out.keyframe_requests, vec![Layer(0)]);
+        assert_eq!(c.n_gop_replays(), 0);
+        assert_eq!(
+            c.video_status(v),
+            Some(VideoStatus::WaitingKeyframe { target: Layer(0) })
+        );
+        c.set_paused(v, true, src.at(1410), &mut out);
+        c.set_paused(v, false, src.at(1420), &mut out);
+        assert_eq!(out.keyframe_requests, vec![Layer(0)], "coalesced");
+        for p in &src.frame(0, 1433, false, 2) {
+            c.on_packet(p, &mut out);
+        }
+        assert!(
+            video_for(&out, v).is_empty(),
+            "no delta frame before the keyframe"
+        );
+        for p in src
+            .frame(0, 1466, true, 2)
+            .iter()
+            .chain(src.frame(0, 1500, false, 2).iter())
+        {
+            c.on_packet(p, &mut out);
+        }
+        let w = video_for(&out, v);
+        assert_eq!(w.len(), 4);
+        assert!(w[0].keyframe_start);
+        assert_eq!(w[0].seq, last + 1, "sequence continues across the pause");
+        assert_contiguous(&w);
+        assert_eq!(
+            c.video_status(v),
+            Some(VideoStatus::Forwarding { layer: Layer(0) })
+        );
+    }
+
+    /// Sends one keyframe then `deltas` delta frames on each of the three layers,
+    /// interleaved, from `ms` on.
+    fn three_layers(src: &mut Src, c: &mut Router, ms: u64, deltas: u64, out: &mut Outputs) {
+        for f in 0..=deltas {
+            for layer in 0..3 {
+                for p in &src.frame(layer, ms + f * 33, f == 0, 2) {
+                    c.on_packet(p, out);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn relay_consumer_gets_every_layer_each_contiguous_and_feeds_a_shard() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        let r = ConsumerId(9);
+        c.add_relay_consumer(r, src.at(0), &mut out);
+        c.add_viewer(ConsumerId(1), src.at(0), &mut out);
+        c.set_max_layer(r, Layer(0)); // no effect on a relay consumer
+        out.clear();
+        three_layers(&mut src, &mut c, 0, 3, &mut out);
+        for p in [src.audio(10), src.audio(30)] {
+            c.on_packet(&p, &mut out);
+        }
+        for layer in 0..3 {
+            let l = layer_for(&out, r, layer);
+            assert_eq!(l.len(), 8, "layer {layer}: every packet");
+            assert!(l[0].keyframe_start && !l[1].keyframe_start);
+            assert_contiguous(&l);
+        }
+        assert_eq!(audio_for(&out, r).len(), 2);
+        assert_eq!(
+            c.video_status(r),
+            Some(VideoStatus::Forwarding { layer: Layer(2) })
+        );
+        // A viewer, by contrast, has one stream: layers 0 and 1 until layer 2's keyframe.
+        let viewer = video_for(&out, ConsumerId(1));
+        assert_eq!(viewer.len(), 12);
+        assert_contiguous(&viewer);
+        assert!(viewer[4..].iter().all(|f| f.layer == Layer(2)));
+        // In process, a relay consumer's output is another router's source.
+        let mut shard = Router::new();
+        let mut sout = Outputs::default();
+        shard.source_started(Some(Codec::Opus), Some(Codec::H264), src.at(0), &mut sout);
+        shard.add_viewer(ConsumerId(2), src.at(0), &mut sout);
+        shard.add_relay_consumer(ConsumerId(3), src.at(0), &mut sout);
+        for f in out.forwards.iter().filter(|f| f.sub == r) {
+            shard.on_packet(&f.to_source(), &mut sout);
+        }
+        assert_eq!(audio_for(&sout, ConsumerId(2)).len(), 2);
+        assert!(!video_for(&sout, ConsumerId(2)).is_empty());
+        for layer in 0..3 {
+            let l = layer_for(&sout, ConsumerId(3), layer);
+            assert_eq!(l.len(), 8);
+            assert_contiguous(&l);
+        }
+    }
+
+    #[test]
+    fn relay_consumer_joins_with_the_gop_of_every_active_layer() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        three_layers(&mut src, &mut c, 0, 2, &mut out);
+        assert!(out.keyframe_requests.is_empty());
+        out.clear();
+        let r = ConsumerId(9);
+        c.add_relay_consumer(r, src.at(80), &mut out);
+        assert_eq!(c.n_gop_replays(), 3, "one replay per layer");
+        assert!(out.keyframe_requests.is_empty(), "nothing to ask upstream");
+        let mut last = [0; 3];
+        for layer in 0..3 {
+            let l = layer_for(&out, r, layer);
+            assert_eq!(l.len(), 6, "layer {layer}: its whole GOP");
+            assert!(l[0].keyframe_start);
+            assert_contiguous(&l);
+            last[layer as usize] = l.last().unwrap().seq;
+        }
+        out.clear();
+        for layer in 0..3 {
+            for p in &src.frame(layer, 100, false, 1) {
+                c.on_packet(p, &mut out);
+            }
+            assert_eq!(
+                layer_for(&out, r, layer)[0].seq,
+                last[layer as usize] + 1,
+                "layer {layer}: live continues after the replay"
+            );
+        }
+    }
+
+    #[test]
+    fn relay_consumer_asks_for_active_layers_without_a_gop_on_join() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        // Layer 1 appears mid-GOP (asked for at once), layers 0 and 2 with a keyframe.
+        for (layer, key) in [(0, true), (1, false), (2, true)] {
+            for p in &src.frame(layer, 0, key, 2) {
+                c.on_packet(p, &mut out);
+            }
+        }
+        assert_eq!(out.keyframe_requests, vec![Layer(1)]);
+        for layer in 0..3 {
+            for p in &src.frame(layer, 1050, false, 1) {
+                c.on_packet(p, &mut out);
+            }
+        }
+        out.clear();
+        let r = ConsumerId(9);
+        c.add_relay_consumer(r, src.at(1100), &mut out);
+        assert_eq!(c.n_gop_replays(), 2);
+        assert_eq!(
+            out.keyframe_requests,
+            vec![Layer(1)],
+            "the layer without a GOP"
+        );
+        assert!(layer_for(&out, r, 1).is_empty());
+        assert_eq!(layer_for(&out, r, 0).len(), 3);
+        out.clear();
+        c.tick(src.at(1200), &mut out);
+        assert!(out.keyframe_requests.is_empty(), "coalesced");
+        c.tick(src.at(2100), &mut out);
+        assert_eq!(
+            out.keyframe_requests,
+            vec![Layer(1)],
+            "still waiting on layer 1"
+        );
+        out.clear();
+        for p in &src.frame(1, 2150, true, 2) {
+            c.on_packet(p, &mut out);
+        }
+        assert_eq!(layer_for(&out, r, 1).len(), 2);
+        c.tick(src.at(3200), &mut out);
+        assert!(out.keyframe_requests.is_empty(), "every layer flows");
+    }
+
+    #[test]
+    fn relay_consumer_continues_every_layer_across_a_publisher_restart() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        let r = ConsumerId(9);
+        c.add_relay_consumer(r, src.at(0), &mut out);
+        out.clear();
+        three_layers(&mut src, &mut c, 0, 1, &mut out);
+        let last: Vec<_> = (0..3)
+            .map(|l| {
+                let f = *layer_for(&out, r, l).last().unwrap();
+                (f.seq, f.ts)
+            })
+            .collect();
+        c.source_ended();
+        assert_eq!(c.video_status(r), Some(VideoStatus::NoSource));
+        let mut src2 = Src::new();
+        src2.t0 = src.t0;
+        src2.seq = [40_000, 7, 61_000];
+        src2.ts = [5, 4_000_000_000, 123];
+        out.clear();
+        c.source_started(Some(Codec::Opus), Some(Codec::H264), src.at(2000), &mut out);
+        assert_eq!(out.keyframe_requests, vec![Layer(0)]);
+        three_layers(&mut src2, &mut c, 2100, 1, &mut out);
+        for (l, (seq, ts)) in last.into_iter().enumerate() {
+            let v = layer_for(&out, r, l as u8);
+            assert_eq!(v.len(), 4);
+            assert_eq!(v[0].seq, seq + 1, "layer {l}: sequence continues");
+            let dts = v[0].ts.wrapping_sub(ts);
+            assert!(
+                (180_000..200_000).contains(&dts),
+                "layer {l}: timestamp advances by the ~2 s elapsed, got {dts}"
+            );
+            assert_contiguous(&v);
+        }
+    }
+
+    #[test]
+    fn relay_keyframe_requests_name_their_layer_and_are_coalesced() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        let r = ConsumerId(9);
+        c.add_relay_consumer(r, src.at(0), &mut out);
+        three_layers(&mut src, &mut c, 0, 1, &mut out);
+        out.clear();
+        let before = c.n_keyframe_requests();
+        c.on_keyframe_request(r, Some(Layer(2)), src.at(100), &mut out);
+        assert_eq!(out.keyframe_requests, vec![Layer(2)]);
+        c.on_keyframe_request(r, Some(Layer(2)), src.at(500), &mut out);
+        c.on_keyframe_request(ConsumerId(77), Some(Layer(1)), src.at(500), &mut out);
+        assert_eq!(
+            out.keyframe_requests,
+            vec![Layer(2)],
+            "coalesced; unknown ids ignored"
+        );
+        c.on_keyframe_request(r, Some(Layer(1)), src.at(600), &mut out);
+        c.on_keyframe_request(r, Some(Layer(2)), src.at(1100), &mut out);
+        assert_eq!(
+            out.keyframe_requests,
+            vec![Layer(2), Layer(1), Layer(2)],
+            "per layer, at most one a second"
+        );
+        assert_eq!(c.n_keyframe_requests() - before, 3);
+    }
+
+    #[test]
+    fn paused_relay_consumer_keeps_audio_and_resumes_every_layer() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        let r = ConsumerId(9);
+        c.add_relay_consumer(r, src.at(0), &mut out);
+        three_layers(&mut src, &mut c, 0, 1, &mut out);
+        let last = layer_for(&out, r, 1).last().unwrap().seq;
+        c.set_paused(r, true, src.at(100), &mut out);
+        out.clear();
+        three_layers(&mut src, &mut c, 1100, 1, &mut out);
+        c.on_packet(&src.audio(1100), &mut out);
+        assert!(video_for(&out, r).is_empty());
+        assert_eq!(audio_for(&out, r).len(), 1);
+        assert_eq!(c.video_status(r), Some(VideoStatus::Paused));
+        out.clear();
+        c.set_paused(r, false, src.at(1200), &mut out);
+        assert!(out.forwards.is_empty(), "no GOP replay on unpause");
+        assert_eq!(out.keyframe_requests, vec![Layer(0), Layer(1), Layer(2)]);
+        three_layers(&mut src, &mut c, 1233, 0, &mut out);
+        assert_eq!(layer_for(&out, r, 1)[0].seq, last + 1);
     }
 }
