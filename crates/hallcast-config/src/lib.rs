@@ -56,6 +56,10 @@ pub struct Media {
     /// Send runs of datagrams to one peer with UDP GSO (falls back by itself when the
     /// kernel refuses it).
     pub gso: bool,
+    /// Media shards (threads), each with its own WebRTC sessions and its own UDP port:
+    /// `udp`'s port for the first, the next ports for the others (open the range
+    /// `port ..= port + threads - 1` in firewalls). 0: one per core.
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -116,6 +120,7 @@ impl Default for Media {
             public_ips: vec![],
             session_timeout_secs: 6,
             gso: true,
+            threads: 0,
         }
     }
 }

@@ -30,7 +30,8 @@ impl AppError {
 impl From<EngineError> for AppError {
     fn from(e: EngineError) -> Self {
         let status = match &e {
-            EngineError::BadSdp(_) => StatusCode::BAD_REQUEST,
+            EngineError::BadSdp(_) | EngineError::BadAnswer(_) => StatusCode::BAD_REQUEST,
+            EngineError::NotOffering => StatusCode::CONFLICT,
             EngineError::NoSupportedCodec | EngineError::CodecMismatch(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

@@ -224,6 +224,7 @@ impl Relay {
                 public_ips: config.media.public_ips.clone(),
                 session_timeout: Duration::from_secs(config.media.session_timeout_secs.max(1)),
                 gso: config.media.gso,
+                threads: config.media.threads,
                 ..EngineConfig::default()
             },
             tx,
@@ -382,6 +383,7 @@ async fn demo(
         "viewer_token": viewer_token,
         "viewer_url": viewer_url,
         "media_udp": relay.engine.local_addr().to_string(),
+        "media_udp_shards": relay.engine.udp_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "admin_token": relay.state.config.admin.token,
         "point": point.as_str(),
         "data_dir": data_dir,

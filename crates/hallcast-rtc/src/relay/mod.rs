@@ -1,0 +1,1443 @@
+//! The relay as a state machine, without sockets or a clock (as `quinn-proto` is to
+//! `quinn`): it owns every `str0m::Rtc` of one media shard and one router per conference.
+//!
+//! Inputs: [`Relay::handle_datagram`], [`Relay::handle_timeout`], [`Relay::handle_command`],
+//! [`Relay::handle_shard_message`]. Outputs: [`Relay::poll_transmit`] (datagrams to send),
+//! [`Relay::poll_event`] (for accounting and logs), [`Relay::poll_shard_message`] (to the
+//! other shards of the process) and [`Relay::poll_timeout`] (when to call
+//! `handle_timeout` next). Time is always an argument; the driver (`crate::driver`) owns the
+//! socket and the wall clock, the tests drive it on virtual time.
+//!
+//! Data path nouns: each conference has a *router* (`hallcast_core`), fed by one *producer*
+//! whose source is a session here (a WHIP publisher, or an upstream relay this relay pulls
+//! from as the ICE client) or another shard's relay consumer; its *consumers* are viewer
+//! sessions and, for the other shards, in-process relay consumers.
+
+pub mod health;
+mod session;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use hallcast_core::{
+    Backlog, Codec, ConsumerId, Forward, Layer, MediaKind, Outputs, Router, SourcePacket,
+};
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::{Direction, KeyframeRequestKind, Mid, Rids};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
+use tracing::{debug, info};
+
+use crate::SessionId;
+use crate::api::{
+    Delivery, EndReason, EngineError, EngineEvent, EngineStats, Role, SessionStarted, Snapshot,
+    SnapshotConference, SnapshotSession,
+};
+use crate::sdp_scan;
+use health::Liveness;
+use session::{
+    Ingest, Session, SessionRole, TxStream, ViewerSink, drain, negotiated_pt, note_reply_from,
+    order_rids,
+};
+
+/// How often the relay does housekeeping (liveness, delivery, keyframe retries).
+const TICK: Duration = Duration::from_millis(200);
+/// Parked replay packets written per turn, after the turn's live packets, and per
+/// subscriber per visit (about a frame of 720p). A turn's replay slice then costs about
+/// a millisecond of the media thread, which bounds what a join storm adds to live latency.
+const BACKLOG_BUDGET: usize = 256;
+const BACKLOG_PER_VISIT: usize = 32;
+/// How long a viewer's sent video stays in str0m's retransmission cache. A repair later
+/// than ~1 s arrives after a browser's jitter buffer gave up on its frame (libwebrtc keeps
+/// its own send history about as long); str0m's default of 3 s made the cache — 408 bytes of
+/// packet metadata per entry, the payload itself shared — the largest part of a
+/// subscriber's memory.
+const RTX_HISTORY: Duration = Duration::from_secs(1);
+const RTX_MAX_PACKETS: usize = 1024;
+/// str0m's default: stop answering NACKs when retransmissions exceed 15 % of what was sent.
+const RTX_RATIO_CAP: Option<f32> = Some(0.15);
+/// How often str0m reports a session's RTT, loss and bytes (read by snapshots).
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// Consumer ids of the in-process relay consumers that feed other shards: the top 120 bits
+/// set, the shard's index below (session ids never take this shape, see `new_id`).
+const SHARD_CONSUMER: u128 = u128::MAX << 8;
+
+/// Settings of one relay (one media shard).
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// The address the shard's socket is bound to (0.0.0.0 / `::` allowed with
+    /// `public_ips`).
+    pub local_addr: SocketAddr,
+    /// Addresses announced as ICE host candidates, each on `local_addr`'s port. Empty: the
+    /// bound address.
+    pub public_ips: Vec<IpAddr>,
+    pub liveness: Liveness,
+    /// This shard's index and the number of shards in the process. Session ids carry the
+    /// index in their low byte.
+    pub shard: usize,
+    pub n_shards: usize,
+}
+
+impl RelayConfig {
+    pub fn new(local_addr: SocketAddr) -> Self {
+        RelayConfig {
+            local_addr,
+            public_ips: vec![],
+            liveness: Liveness {
+                session_timeout: Duration::from_secs(6),
+                connect_timeout: Duration::from_secs(20),
+            },
+            shard: 0,
+            n_shards: 1,
+        }
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Transmit {
+    pub destination: SocketAddr,
+    /// The local IP it must leave from (a socket bound to 0.0.0.0); `None`: the kernel's
+    /// choice.
+    pub source: Option<IpAddr>,
+    pub contents: Vec<u8>,
+}
+
+/// What the rest of the relay asks of it.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// A WHIP publisher's offer: the answer, or why not.
+    Publish {
+        conference: Arc<str>,
+        offer: String,
+    },
+    /// A WHEP viewer's offer.
+    Subscribe {
+        conference: Arc<str>,
+        offer: String,
+    },
+    /// Pull `conference` from another relay: this relay is the ICE client and makes the
+    /// offer (audio, and one receive-only video section per layer).
+    Pull {
+        conference: Arc<str>,
+    },
+    /// The other relay's answer to a [`Command::Pull`] offer.
+    Accept {
+        session: SessionId,
+        answer: String,
+    },
+    End {
+        session: SessionId,
+        reason: EndReason,
+    },
+    EndConference {
+        conference: Arc<str>,
+    },
+    /// Trickled remote candidates (`a=candidate:` lines or bare values).
+    Trickle {
+        session: SessionId,
+        candidates: Vec<String>,
+    },
+}
+
+/// The answer to a [`Command`].
+#[derive(Debug)]
+pub enum Reply {
+    /// Publish, Subscribe: the session and its SDP answer. Pull: the session and its
+    /// SDP *offer*.
+    Started(Result<SessionStarted, EngineError>),
+    /// Accept, Trickle.
+    Done(Result<(), EngineError>),
+    /// End: whether the session existed.
+    Ended(bool),
+    /// EndConference: how many sessions ended.
+    EndedConference(usize),
+}
+
+/// Between the shards of one process: a producer's packets reach the other shards' routers
+/// through in-process relay consumers (the same `Arc` payload, no SRTP, no copy).
+#[derive(Debug, Clone)]
+pub enum ShardMessage {
+    SourceStarted {
+        conference: Arc<str>,
+        audio: Option<Codec>,
+        video: Option<Codec>,
+    },
+    SourceEnded {
+        conference: Arc<str>,
+    },
+    Packet {
+        conference: Arc<str>,
+        packet: SourcePacket,
+    },
+    /// A shard's viewers need a keyframe of `layer` from the producer's shard.
+    KeyframeRequest {
+        conference: Arc<str>,
+        layer: Layer,
+    },
+}
+
+/// One conference on this shard.
+#[derive(Default)]
+struct ConfState {
+    router: Router,
+    /// The local session feeding the producer.
+    source: Option<SessionId>,
+    /// The shard feeding the producer (the source is on another shard).
+    mirror_of: Option<usize>,
+    viewers: Vec<SessionId>,
+    /// When the source left (viewers are kept for a grace period).
+    source_gone_at: Option<Instant>,
+    /// The codecs (audio, video) of the last source: what the viewers negotiated.
+    codecs: (Option<Codec>, Option<Codec>),
+}
+
+impl ConfState {
+    fn is_empty(&self) -> bool {
+        self.source.is_none() && self.mirror_of.is_none() && self.viewers.is_empty()
+    }
+}
+
+/// The relay state machine of one media shard.
+pub struct Relay {
+    config: RelayConfig,
+    candidates: Vec<Candidate>,
+    /// The candidates' IPs: where datagrams are said to arrive (`udp::candidate_destination`).
+    announced: Vec<IpAddr>,
+    /// The socket is bound to 0.0.0.0 / `::`: the kernel would pick each reply's source by
+    /// routing, so replies name the address the peer's datagrams arrived at
+    /// (`Session::reply_from`). Bound to one address, the source is that one.
+    choose_source: bool,
+    stats: Arc<EngineStats>,
+    sessions: HashMap<SessionId, Session>,
+    by_addr: HashMap<SocketAddr, SessionId>,
+    by_ufrag: HashMap<String, SessionId>,
+    confs: HashMap<Arc<str>, ConfState>,
+    timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    /// Reused buffers: the per-packet path does not allocate.
+    outs: Outputs,
+    queue: VecDeque<(SessionId, Event)>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<EngineEvent>,
+    shard_out: VecDeque<(usize, ShardMessage)>,
+    new_destinations: Vec<SocketAddr>,
+    next_tick: Instant,
+    /// Joiners' GOP replays, released a slice per turn after the turn's live packets.
+    backlog: Backlog,
+    released: Vec<Forward>,
+    last_now: Instant,
+}
+
+impl Relay {
+    pub fn new(
+        config: RelayConfig,
+        stats: Arc<EngineStats>,
+        now: Instant,
+    ) -> std::io::Result<Relay> {
+        let local_addr = config.local_addr;
+        let ips = if config.public_ips.is_empty() {
+            if local_addr.ip().is_unspecified() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "media socket bound to an unspecified address: configure media.public_ips",
+                ));
+            }
+            vec![local_addr.ip()]
+        } else {
+            config.public_ips.clone()
+        };
+        let mut candidates = Vec::new();
+        for ip in ips {
+            let addr = SocketAddr::new(ip, local_addr.port());
+            let c = Candidate::host(addr, "udp").map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+            })?;
+            candidates.push(c);
+        }
+        Ok(Relay {
+            announced: candidates.iter().map(|c| c.addr().ip()).collect(),
+            choose_source: local_addr.ip().is_unspecified(),
+            candidates,
+            config,
+            stats,
+            sessions: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            confs: HashMap::new(),
+            timers: BinaryHeap::new(),
+            outs: Outputs::default(),
+            queue: VecDeque::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            shard_out: VecDeque::new(),
+            new_destinations: Vec::new(),
+            next_tick: now + TICK,
+            backlog: Backlog::new(),
+            released: Vec::new(),
+            last_now: now,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.config.local_addr
+    }
+
+    pub fn shard(&self) -> usize {
+        self.config.shard
+    }
+
+    pub fn n_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn stats(&self) -> &Arc<EngineStats> {
+        &self.stats
+    }
+
+    // ------------------------------------------------------------------ outputs
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn n_transmits(&self) -> usize {
+        self.transmits.len()
+    }
+
+    pub fn poll_event(&mut self) -> Option<EngineEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_shard_message(&mut self) -> Option<(usize, ShardMessage)> {
+        self.shard_out.pop_front()
+    }
+
+    /// When [`Relay::handle_timeout`] must be called next: now, while replays wait in the
+    /// backlog; else the earliest session deadline or housekeeping tick.
+    pub fn poll_timeout(&self) -> Instant {
+        if !self.backlog.is_empty() {
+            return self.last_now;
+        }
+        let mut d = self.next_tick;
+        if let Some(Reverse((t, _))) = self.timers.peek() {
+            d = d.min(*t);
+        }
+        d
+    }
+
+    // ------------------------------------------------------------------ inputs
+
+    /// One datagram from `from`, which arrived at the local address `to` (the socket's
+    /// address when the driver cannot tell: then the first announced candidate of the
+    /// family is assumed).
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, buf: &[u8]) {
+        self.last_now = now;
+        let real = (!to.ip().is_unspecified()).then(|| to.ip());
+        let destination =
+            crate::udp::candidate_destination(real, self.config.local_addr, &self.announced);
+        // The real destination, never the announced one: behind 1:1 NAT only the private
+        // address is this host's.
+        let local = real
+            .filter(|_| self.choose_source)
+            .map(|ip| ip.to_canonical());
+        self.on_datagram(now, from, destination, local, buf);
+    }
+
+    /// Time passed: session timers, housekeeping, and the next slice of parked replays.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = now;
+        self.on_timers(now);
+        self.release_backlog(now);
+    }
+
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) -> Reply {
+        self.last_now = now;
+        let reply = match cmd {
+            Command::Publish { conference, offer } => {
+                Reply::Started(self.publish(now, conference, &offer))
+            }
+            Command::Subscribe { conference, offer } => {
+                Reply::Started(self.subscribe(now, conference, &offer))
+            }
+            Command::Pull { conference } => Reply::Started(self.pull(now, conference)),
+            Command::Accept { session, answer } => Reply::Done(self.accept(now, session, &answer)),
+            Command::End { session, reason } => {
+                let existed = self.sessions.contains_key(&session);
+                self.end_session(now, session, reason);
+                Reply::Ended(existed)
+            }
+            Command::EndConference { conference } => {
+                let ids: Vec<SessionId> = self
+                    .confs
+                    .get(&conference)
+                    .map(|c| c.source.iter().chain(&c.viewers).copied().collect())
+                    .unwrap_or_default();
+                for id in &ids {
+                    self.end_session(now, *id, EndReason::ConferenceEnded);
+                }
+                Reply::EndedConference(ids.len())
+            }
+            Command::Trickle {
+                session,
+                candidates,
+            } => Reply::Done(self.trickle(session, candidates)),
+        };
+        self.process_queue(now);
+        reply
+    }
+
+    /// A message from shard `from` of this process.
+    pub fn handle_shard_message(&mut self, now: Instant, from: usize, msg: ShardMessage) {
+        self.last_now = now;
+        match msg {
+            ShardMessage::SourceStarted {
+                conference,
+                audio,
+                video,
+            } => {
+                self.source_starts(now, &conference, audio, video);
+                if let Some(c) = self.confs.get_mut(&conference) {
+                    c.mirror_of = Some(from);
+                    c.source = None;
+                }
+            }
+            ShardMessage::SourceEnded { conference } => {
+                if let Some(c) = self.confs.get_mut(&conference)
+                    && c.mirror_of.is_some()
+                {
+                    c.mirror_of = None;
+                    c.router.source_ended();
+                    c.source_gone_at = Some(now);
+                    if c.is_empty() {
+                        self.confs.remove(&conference);
+                    }
+                }
+            }
+            ShardMessage::Packet { conference, packet } => {
+                self.outs.clear();
+                if let Some(c) = self.confs.get_mut(&conference) {
+                    c.router.on_packet(&packet, &mut self.outs);
+                }
+                self.apply_outputs(now, &conference);
+            }
+            ShardMessage::KeyframeRequest { conference, layer } => {
+                self.outs.clear();
+                if let Some(c) = self.confs.get_mut(&conference) {
+                    c.router.on_keyframe_request(
+                        ConsumerId(SHARD_CONSUMER | from as u128),
+                        Some(layer),
+                        now,
+                        &mut self.outs,
+                    );
+                }
+                self.apply_outputs(now, &conference);
+            }
+        }
+        self.process_queue(now);
+    }
+
+    /// A snapshot of this shard for dashboards (taken by the driver at a fixed rate, read
+    /// by the HTTP side without touching the media thread).
+    pub fn snapshot(&self, now: Instant, taken_ms: u64) -> Snapshot {
+        let conferences = self
+            .confs
+            .iter()
+            .map(|(id, c)| {
+                let (a, v) = c.router.codecs();
+                let layers = c.router.layers(now);
+                SnapshotConference {
+                    id: id.clone(),
+                    live: c.router.is_live(),
+                    audio_codec: a.map(Codec::name),
+                    video_codec: v.map(Codec::name),
+                    n_subscribers: c.viewers.len(),
+                    n_relays: 0,
+                    layer_bitrates: layers.map(|l| l.bitrate_bps),
+                    // Measured where the source is; a mirror reports 0 so sums stay right.
+                    audio_bitrate: if c.source.is_some() {
+                        c.router.audio_bitrate_bps(now)
+                    } else {
+                        0
+                    },
+                }
+            })
+            .collect();
+        let sessions = self
+            .sessions
+            .values()
+            .map(|s| {
+                let (delivery, video) = match &s.role {
+                    SessionRole::Viewer(v) => (
+                        Some(v.delivery),
+                        self.confs
+                            .get(&s.conference)
+                            .and_then(|c| c.router.video_status(ConsumerId(s.id.0))),
+                    ),
+                    SessionRole::Source(_) => (None, None),
+                };
+                SnapshotSession {
+                    id: s.id,
+                    conference: s.conference.clone(),
+                    role: s.role(),
+                    shard: self.config.shard,
+                    connected: s.connected,
+                    delivery,
+                    video,
+                    rtt_ms: s.readings.rtt.map(|d| d.as_millis() as u32),
+                    loss: s.readings.loss,
+                    media_bytes: s.readings.media_bytes,
+                    peer: s.addrs.first().map(|a| a.ip()),
+                }
+            })
+            .collect();
+        Snapshot {
+            taken_ms,
+            conferences,
+            sessions,
+            shards: vec![crate::api::SnapshotShard {
+                index: self.config.shard,
+                udp: self.config.local_addr,
+                sessions: self.sessions.len(),
+            }],
+        }
+    }
+
+    /// Ends every session (RTCP BYE / DTLS close where possible).
+    pub fn shutdown(&mut self, now: Instant) {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.end_session(now, id, EndReason::Shutdown);
+        }
+    }
+
+    // ------------------------------------------------------------------ commands
+
+    fn new_rtc(&self, now: Instant, audio: Option<Codec>, video: &[Codec], ice_lite: bool) -> Rtc {
+        let mut b = Rtc::builder()
+            // Shared DTLS configuration and certificate (see dtls.rs): str0m asks this
+            // provider for the certificate, which is the process's one.
+            .set_crypto_provider(crate::dtls::RelayDtls::crypto_provider())
+            .set_ice_lite(ice_lite)
+            .set_rtp_mode(true)
+            .set_stats_interval(Some(STATS_INTERVAL))
+            .clear_codecs();
+        if audio == Some(Codec::Opus) {
+            b = b.enable_opus(true, false);
+        }
+        for v in video {
+            match v {
+                Codec::Vp8 => b = b.enable_vp8(true),
+                Codec::H264 => {
+                    let cfg = b.codec_config();
+                    // packetization-mode=1 only; constrained baseline first (what every
+                    // browser decodes), then baseline, main and high for encoders.
+                    for (pt, rtx, profile) in [
+                        (108u8, 109u8, 0x42e01fu32),
+                        (127, 121, 0x42001f),
+                        (123, 119, 0x4d001f),
+                        (114, 115, 0x64001f),
+                    ] {
+                        cfg.add_h264(pt.into(), Some(rtx.into()), true, profile);
+                    }
+                }
+                Codec::Opus => {}
+            }
+        }
+        let mut rtc = b.build(now);
+        for c in &self.candidates {
+            rtc.add_local_candidate(c.clone());
+        }
+        rtc
+    }
+
+    fn publish(
+        &mut self,
+        now: Instant,
+        conference: Arc<str>,
+        offer: &str,
+    ) -> Result<SessionStarted, EngineError> {
+        if self
+            .confs
+            .get(&conference)
+            .is_some_and(|c| c.source.is_some() || c.mirror_of.is_some())
+        {
+            return Err(EngineError::AlreadyLive);
+        }
+        let sdp =
+            SdpOffer::from_sdp_string(offer).map_err(|e| EngineError::BadSdp(e.to_string()))?;
+        let scan = sdp_scan::scan(offer);
+        if !scan.has_audio && !scan.has_video {
+            return Err(EngineError::BadSdp(
+                "the offer has no audio or video section".into(),
+            ));
+        }
+        let audio = scan.audio;
+        let video = scan.video.first().copied();
+        if audio.is_none() && video.is_none() {
+            return Err(EngineError::NoSupportedCodec);
+        }
+        let mut rtc = self.new_rtc(now, audio, video.as_slice(), true);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(sdp)
+            .map_err(|e| EngineError::BadSdp(e.to_string()))?;
+        let id = self.new_id();
+        let mut ingest = Ingest::new(audio, video);
+        // Learn the media sections (mids, simulcast RIDs) from the negotiation.
+        for (kind, mid) in &scan.mids {
+            let mid = Mid::from(mid.as_str());
+            let Some(media) = rtc.media(mid) else {
+                continue;
+            };
+            match kind.as_str() {
+                "audio" if ingest.audio_mid.is_none() => ingest.audio_mid = Some(mid),
+                "video" if ingest.video_mids.is_empty() => {
+                    ingest.video_mids.push(mid);
+                    if let Rids::Specific(list) = media.rids_rx() {
+                        ingest.rids = order_rids(list.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let session = Session::new(
+            id,
+            conference.clone(),
+            rtc,
+            SessionRole::Source(ingest),
+            now,
+        );
+        self.insert_session(now, session);
+        self.stats.sessions_started.fetch_add(1, Relaxed);
+        info!(session = %id, %conference, ?audio, ?video, "publisher session created");
+        self.install_source(now, &conference, id, audio, video);
+        Ok(SessionStarted {
+            session: id,
+            answer: answer.to_sdp_string(),
+        })
+    }
+
+    /// `id` now feeds the conference's producer.
+    fn install_source(
+        &mut self,
+        now: Instant,
+        conference: &Arc<str>,
+        id: SessionId,
+        audio: Option<Codec>,
+        video: Option<Codec>,
+    ) {
+        self.source_starts(now, conference, audio, video);
+        if let Some(c) = self.confs.get_mut(conference) {
+            c.source = Some(id);
+        }
+        self.emit(EngineEvent::BroadcastStarted {
+            conference: conference.clone(),
+            session: id,
+        });
+        // The other shards mirror this producer through in-process relay consumers.
+        if self.config.n_shards > 1 {
+            let me = self.config.shard;
+            for shard in (0..self.config.n_shards).filter(|s| *s != me) {
+                self.shard_out.push_back((
+                    shard,
+                    ShardMessage::SourceStarted {
+                        conference: conference.clone(),
+                        audio,
+                        video,
+                    },
+                ));
+                self.outs.clear();
+                if let Some(c) = self.confs.get_mut(conference) {
+                    c.router.add_relay_consumer(
+                        ConsumerId(SHARD_CONSUMER | shard as u128),
+                        now,
+                        &mut self.outs,
+                    );
+                }
+                self.apply_outputs(now, conference);
+            }
+        }
+    }
+
+    /// A source (local or on another shard) starts: viewers that negotiated other codecs
+    /// end, the router restarts its producer.
+    fn source_starts(
+        &mut self,
+        now: Instant,
+        conference: &Arc<str>,
+        audio: Option<Codec>,
+        video: Option<Codec>,
+    ) {
+        // Viewers waiting for a returning publisher negotiated the previous one's codecs; if
+        // this one uses others they cannot continue: end them (their pages reconnect with a
+        // fresh offer) rather than leave them on a payload type that no longer exists.
+        let stale: Vec<SessionId> = self
+            .confs
+            .get(conference)
+            .filter(|c| c.codecs != (audio, video))
+            .map(|c| c.viewers.clone())
+            .unwrap_or_default();
+        if !stale.is_empty() {
+            info!(%conference, n_viewers = stale.len(), ?audio, ?video,
+                "publisher came back with other codecs: its waiting viewers reconnect");
+        }
+        for sub in stale {
+            self.end_session(now, sub, EndReason::SourceGone);
+        }
+        let conf = self.confs.entry(conference.clone()).or_default();
+        conf.codecs = (audio, video);
+        conf.source_gone_at = None;
+        self.outs.clear();
+        conf.router
+            .source_started(audio, video, now, &mut self.outs);
+        self.apply_outputs(now, conference);
+    }
+
+    fn subscribe(
+        &mut self,
+        now: Instant,
+        conference: Arc<str>,
+        offer: &str,
+    ) -> Result<SessionStarted, EngineError> {
+        let sdp =
+            SdpOffer::from_sdp_string(offer).map_err(|e| EngineError::BadSdp(e.to_string()))?;
+        let Some(conf) = self.confs.get(&conference) else {
+            return Err(EngineError::NotLive);
+        };
+        if !conf.router.is_live() {
+            return Err(EngineError::NotLive);
+        }
+        let (audio, video) = conf.router.codecs();
+        let scan = sdp_scan::scan(offer);
+        if !scan.has_audio && !scan.has_video {
+            return Err(EngineError::BadSdp(
+                "the offer has no audio or video section".into(),
+            ));
+        }
+        let audio_ok = audio.is_some_and(|a| scan.audio == Some(a));
+        let video_ok = video.is_some_and(|v| scan.video.contains(&v));
+        let want = || {
+            [audio.map(Codec::name), video.map(Codec::name)]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" + ")
+        };
+        if !audio_ok && !video_ok {
+            return Err(EngineError::CodecMismatch(want()));
+        }
+        let video_codecs: Vec<Codec> = video.filter(|_| video_ok).into_iter().collect();
+        let mut rtc = self.new_rtc(now, audio.filter(|_| audio_ok), &video_codecs, true);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(sdp)
+            .map_err(|e| EngineError::BadSdp(e.to_string()))?;
+        let mut tx_audio = None;
+        let mut tx_video = None;
+        for (kind, mid) in &scan.mids {
+            let mid = Mid::from(mid.as_str());
+            let Some(media) = rtc.media(mid) else {
+                continue;
+            };
+            if !matches!(media.direction(), Direction::SendOnly | Direction::SendRecv) {
+                continue;
+            }
+            let (slot, codec) = match kind.as_str() {
+                "audio" => (&mut tx_audio, audio),
+                "video" => (&mut tx_video, video),
+                _ => continue,
+            };
+            if slot.is_some() {
+                continue;
+            }
+            let Some(codec) = codec else { continue };
+            let Some(pt) = negotiated_pt(&rtc, mid, codec) else {
+                continue;
+            };
+            let is_video = kind == "video";
+            let Some(ssrc) = rtc.direct_api().stream_tx_by_mid(mid, None).map(|s| {
+                if is_video {
+                    s.set_rtx_cache(RTX_MAX_PACKETS, RTX_HISTORY, RTX_RATIO_CAP);
+                }
+                s.ssrc()
+            }) else {
+                continue;
+            };
+            *slot = Some(TxStream { ssrc, pt });
+        }
+        if tx_audio.is_none() && tx_video.is_none() {
+            return Err(EngineError::CodecMismatch(want()));
+        }
+        let id = self.new_id();
+        let sink = ViewerSink {
+            audio: tx_audio,
+            video: tx_video,
+            first_video_sent: false,
+            last_audio_at: None,
+            last_video_at: None,
+            delivery: Delivery::Pending,
+        };
+        let session = Session::new(id, conference.clone(), rtc, SessionRole::Viewer(sink), now);
+        self.insert_session(now, session);
+        if let Some(conf) = self.confs.get_mut(&conference) {
+            conf.viewers.push(id);
+        }
+        self.stats.sessions_started.fetch_add(1, Relaxed);
+        debug!(session = %id, %conference, "subscriber session created");
+        Ok(SessionStarted {
+            session: id,
+            answer: answer.to_sdp_string(),
+        })
+    }
+
+    /// The ICE client side: an offer to another relay for `conference` (audio, and one
+    /// receive-only video section per layer: a relay consumer there sends layer `i` on
+    /// section `i`).
+    fn pull(&mut self, now: Instant, conference: Arc<str>) -> Result<SessionStarted, EngineError> {
+        if self
+            .confs
+            .get(&conference)
+            .is_some_and(|c| c.source.is_some() || c.mirror_of.is_some())
+        {
+            return Err(EngineError::AlreadyLive);
+        }
+        let mut rtc = self.new_rtc(now, Some(Codec::Opus), &[Codec::H264, Codec::Vp8], false);
+        let mut ingest = Ingest::new(None, None);
+        ingest.upstream = true;
+        let mut api = rtc.sdp_api();
+        ingest.audio_mid = Some(api.add_media(
+            str0m::media::MediaKind::Audio,
+            Direction::RecvOnly,
+            None,
+            None,
+            None,
+        ));
+        for _ in 0..Layer::MAX {
+            ingest.video_mids.push(api.add_media(
+                str0m::media::MediaKind::Video,
+                Direction::RecvOnly,
+                None,
+                None,
+                None,
+            ));
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return Err(EngineError::BadSdp("nothing to offer".into()));
+        };
+        ingest.pending = Some(pending);
+        let id = self.new_id();
+        let session = Session::new(
+            id,
+            conference.clone(),
+            rtc,
+            SessionRole::Source(ingest),
+            now,
+        );
+        self.insert_session(now, session);
+        self.stats.sessions_started.fetch_add(1, Relaxed);
+        info!(session = %id, %conference, "pulling from an upstream relay");
+        Ok(SessionStarted {
+            session: id,
+            answer: offer.to_sdp_string(),
+        })
+    }
+
+    fn accept(&mut self, now: Instant, id: SessionId, answer: &str) -> Result<(), EngineError> {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return Err(EngineError::UnknownSession);
+        };
+        let SessionRole::Source(ingest) = &mut s.role else {
+            return Err(EngineError::NotOffering);
+        };
+        let Some(pending) = ingest.pending.take() else {
+            return Err(EngineError::NotOffering);
+        };
+        let sdp = SdpAnswer::from_sdp_string(answer)
+            .map_err(|e| EngineError::BadAnswer(e.to_string()))?;
+        s.rtc
+            .sdp_api()
+            .accept_answer(pending, sdp)
+            .map_err(|e| EngineError::BadAnswer(e.to_string()))?;
+        let scan = sdp_scan::scan(answer);
+        let audio = scan.audio;
+        let video = scan.video.first().copied();
+        ingest.audio = audio;
+        ingest.video = video;
+        let conference = s.conference.clone();
+        self.queue_drain(id);
+        if audio.is_none() && video.is_none() {
+            self.end_session(now, id, EndReason::Closed);
+            return Err(EngineError::NoSupportedCodec);
+        }
+        self.install_source(now, &conference, id, audio, video);
+        Ok(())
+    }
+
+    fn trickle(&mut self, session: SessionId, candidates: Vec<String>) -> Result<(), EngineError> {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return Err(EngineError::UnknownSession);
+        };
+        for c in candidates {
+            let c = c
+                .trim()
+                .trim_start_matches("a=")
+                .trim_start_matches("candidate:");
+            match Candidate::from_sdp_string(&format!("candidate:{c}")) {
+                Ok(cand) => s.rtc.add_remote_candidate(cand),
+                Err(e) => debug!("ignoring trickled candidate {c:?}: {e}"),
+            }
+        }
+        self.queue_drain(session);
+        Ok(())
+    }
+
+    fn insert_session(&mut self, now: Instant, mut session: Session) {
+        let id = session.id;
+        // The negotiation's own outputs (none to send for an answerer).
+        drain(&mut session, now, &mut self.transmits, |_| {}, |_| {});
+        session.scheduled = Some(session.timeout);
+        self.timers.push(Reverse((session.timeout, id)));
+        self.by_ufrag.insert(session.ufrag.clone(), id);
+        self.sessions.insert(id, session);
+    }
+
+    /// The viewer joins the fan-out once ICE+DTLS are up, so its GOP replay goes out
+    /// immediately instead of into a queue.
+    fn attach_viewer(&mut self, now: Instant, id: SessionId) {
+        let Some(s) = self.sessions.get(&id) else {
+            return;
+        };
+        let conference = s.conference.clone();
+        let Some(conf) = self.confs.get_mut(&conference) else {
+            return;
+        };
+        self.outs.clear();
+        let n_replays = conf.router.n_gop_replays();
+        conf.router
+            .add_viewer(ConsumerId(id.0), now, &mut self.outs);
+        // A counter over every conference: add this join's replays (0 or 1).
+        self.stats
+            .gop_replays
+            .fetch_add(conf.router.n_gop_replays() - n_replays, Relaxed);
+        // The replay is parked and released in slices with the turn's other replays.
+        let forwards = std::mem::take(&mut self.outs.forwards);
+        for f in forwards {
+            if let Some(f) = self.backlog.park(f) {
+                self.outs.forwards.push(f);
+            }
+        }
+        self.apply_outputs(now, &conference);
+    }
+
+    fn end_session(&mut self, now: Instant, id: SessionId, reason: EndReason) {
+        let Some(mut s) = self.sessions.remove(&id) else {
+            return;
+        };
+        s.rtc.disconnect();
+        drain(&mut s, now, &mut self.transmits, |_| {}, |_| {});
+        for a in &s.addrs {
+            if self.by_addr.get(a) == Some(&id) {
+                self.by_addr.remove(a);
+            }
+        }
+        self.by_ufrag.remove(&s.ufrag);
+        self.stats.sessions_ended.fetch_add(1, Relaxed);
+        let role = s.role();
+        let conference = s.conference.clone();
+        info!(session = %id, %conference, ?role, ?reason, "session ended");
+        self.emit(EngineEvent::SessionEnded {
+            conference: conference.clone(),
+            session: id,
+            role,
+            reason,
+        });
+        let Some(conf) = self.confs.get_mut(&conference) else {
+            return;
+        };
+        let mut broadcast_ended = false;
+        match role {
+            Role::Subscriber => {
+                conf.viewers.retain(|x| *x != id);
+                conf.router.remove_consumer(ConsumerId(id.0));
+                self.backlog.remove(ConsumerId(id.0));
+            }
+            Role::Publisher => {
+                if conf.source == Some(id) {
+                    conf.source = None;
+                    conf.router.source_ended();
+                    conf.source_gone_at = Some(now);
+                    for shard in 0..self.config.n_shards {
+                        conf.router
+                            .remove_consumer(ConsumerId(SHARD_CONSUMER | shard as u128));
+                        if shard != self.config.shard {
+                            self.shard_out.push_back((
+                                shard,
+                                ShardMessage::SourceEnded {
+                                    conference: conference.clone(),
+                                },
+                            ));
+                        }
+                    }
+                    broadcast_ended = true;
+                }
+            }
+        }
+        if conf.is_empty() {
+            self.confs.remove(&conference);
+        }
+        if broadcast_ended {
+            self.emit(EngineEvent::BroadcastEnded {
+                conference,
+                session: id,
+            });
+        }
+    }
+
+    // ------------------------------------------------------------------ network
+
+    /// `destination`: an announced candidate's address (`udp::candidate_destination`);
+    /// `local`: the local IP the datagram arrived at, when replies must name their source
+    /// (`Relay::choose_source`).
+    fn on_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        local: Option<IpAddr>,
+        buf: &[u8],
+    ) {
+        self.stats.rx_datagrams.fetch_add(1, Relaxed);
+        self.stats.rx_bytes.fetch_add(buf.len() as u64, Relaxed);
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, buf) else {
+            self.stats.rx_unroutable.fetch_add(1, Relaxed);
+            return;
+        };
+        let id = match self.by_addr.get(&source) {
+            Some(id) => *id,
+            None => {
+                // A new address: only a STUN binding request naming a session's ufrag
+                // may introduce it (an O(1) lookup, not a scan of every session). An ICE
+                // client's own destinations were admitted when its checks left.
+                let Some(id) = crate::stun::local_ufrag(buf)
+                    .and_then(|u| self.by_ufrag.get(u))
+                    .copied()
+                else {
+                    self.stats.rx_unroutable.fetch_add(1, Relaxed);
+                    return;
+                };
+                let Some(s) = self.sessions.get_mut(&id) else {
+                    return;
+                };
+                if !s.rtc.accepts(&Input::Receive(now, receive)) {
+                    self.stats.rx_unroutable.fetch_add(1, Relaxed);
+                    return;
+                }
+                s.addrs.push(source);
+                self.by_addr.insert(source, id);
+                id
+            }
+        };
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, buf) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        s.last_rx = now;
+        if let Some(local) = local {
+            // Before the input: its replies (a STUN response) are drained right after.
+            note_reply_from(&mut s.reply_from, source, destination.ip(), local);
+        }
+        if let Err(e) = s.rtc.handle_input(Input::Receive(now, receive)) {
+            debug!(session = %id, "input rejected: {e}");
+        }
+        self.queue_drain(id);
+        self.process_queue(now);
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        // Bounded, so a session whose deadline stays in the past cannot starve the loop;
+        // what is left runs on the next turn (its deadline makes the loop wake at once).
+        let mut budget = self.sessions.len() * 2 + 64;
+        while let Some(Reverse((t, id))) = self.timers.peek().copied() {
+            if t > now || budget == 0 {
+                break;
+            }
+            budget -= 1;
+            self.timers.pop();
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if s.scheduled != Some(t) {
+                continue; // stale entry: the session rescheduled since
+            }
+            s.scheduled = None;
+            if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                debug!(session = %id, "timeout input failed: {e}");
+            }
+            self.queue_drain(id);
+        }
+        self.process_queue(now);
+        if now >= self.next_tick {
+            self.next_tick = now + TICK;
+            self.tick(now);
+        }
+    }
+
+    /// Housekeeping: the health policy (`health`) applied to every session.
+    fn tick(&mut self, now: Instant) {
+        let liveness = self.config.liveness;
+        let dead: Vec<(SessionId, EndReason)> = self
+            .sessions
+            .values()
+            .filter_map(|s| {
+                liveness
+                    .verdict(s.connected, s.last_rx, s.rtc.is_alive(), now)
+                    .map(|r| (s.id, r))
+            })
+            .collect();
+        for (id, reason) in dead {
+            self.end_session(now, id, reason);
+        }
+        // What each viewer receives.
+        for s in self.sessions.values_mut() {
+            let SessionRole::Viewer(v) = &mut s.role else {
+                continue;
+            };
+            if !s.connected {
+                continue;
+            }
+            let state = health::delivery(
+                v.delivery,
+                v.video.is_some(),
+                v.last_audio_at,
+                v.last_video_at,
+                self.backlog.has_parked(ConsumerId(s.id.0)),
+                now,
+            );
+            if state != v.delivery {
+                v.delivery = state;
+                self.events.push_back(EngineEvent::Delivery {
+                    conference: s.conference.clone(),
+                    session: s.id,
+                    state,
+                });
+            }
+        }
+        // Viewers whose source is gone for good.
+        let mut orphaned = Vec::new();
+        for c in self.confs.values() {
+            if health::orphaned(c.source_gone_at, now) {
+                orphaned.extend(c.viewers.iter().copied());
+            }
+        }
+        for id in orphaned {
+            self.end_session(now, id, EndReason::SourceGone);
+        }
+        // Keyframe retries for waiting viewers.
+        let confs: Vec<Arc<str>> = self.confs.keys().cloned().collect();
+        for conference in confs {
+            self.outs.clear();
+            if let Some(c) = self.confs.get_mut(&conference) {
+                c.router.tick(now, &mut self.outs);
+            }
+            self.apply_outputs(now, &conference);
+        }
+        self.process_queue(now);
+    }
+
+    /// Writes the next slice of parked replays (see [`Backlog`]).
+    fn release_backlog(&mut self, now: Instant) {
+        if !self.backlog.is_empty() {
+            let mut released = std::mem::take(&mut self.released);
+            self.backlog
+                .release(BACKLOG_BUDGET, BACKLOG_PER_VISIT, &mut released);
+            for f in released.drain(..) {
+                self.write_forward(now, f);
+            }
+            self.released = released;
+            self.process_queue(now);
+        }
+        // Gauges: parked packets may also leave with their viewer or be dropped when live
+        // video queues behind a full backlog, so they are read here every turn.
+        self.stats
+            .backlog_packets
+            .store(self.backlog.len() as u64, Relaxed);
+        self.stats
+            .backlog_dropped
+            .store(self.backlog.n_dropped(), Relaxed);
+    }
+
+    // ------------------------------------------------------------------ media path
+
+    fn queue_drain(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let queue = &mut self.queue;
+        let client = s.is_ice_client();
+        let new_destinations = &mut self.new_destinations;
+        drain(
+            s,
+            self.last_now,
+            &mut self.transmits,
+            |d| {
+                if client {
+                    new_destinations.push(d)
+                }
+            },
+            |e| match e {
+                Event::RtpPacket(_)
+                | Event::KeyframeRequest(_)
+                | Event::Connected
+                | Event::IceConnectionStateChange(_)
+                | Event::PeerStats(_)
+                | Event::Closed => queue.push_back((id, e)),
+                _ => {}
+            },
+        );
+        // An ICE client's checks go to the other relay's candidates: datagrams from there
+        // are this session's.
+        for d in self.new_destinations.drain(..) {
+            if !s.addrs.contains(&d) && !self.by_addr.contains_key(&d) {
+                s.addrs.push(d);
+                self.by_addr.insert(d, id);
+            }
+        }
+        // One heap entry per deadline change, not per drain: a viewer drained for every
+        // forwarded packet keeps the same deadline most of the time.
+        if s.scheduled != Some(s.timeout) {
+            s.scheduled = Some(s.timeout);
+            self.timers.push(Reverse((s.timeout, s.id)));
+        }
+    }
+
+    fn process_queue(&mut self, now: Instant) {
+        while let Some((id, event)) = self.queue.pop_front() {
+            match event {
+                Event::RtpPacket(pkt) => self.on_rtp(now, id, pkt),
+                Event::KeyframeRequest(_) => {
+                    self.stats
+                        .keyframe_requests_downstream
+                        .fetch_add(1, Relaxed);
+                    let Some(conference) = self.sessions.get(&id).map(|s| s.conference.clone())
+                    else {
+                        continue;
+                    };
+                    self.outs.clear();
+                    if let Some(c) = self.confs.get_mut(&conference) {
+                        c.router
+                            .on_keyframe_request(ConsumerId(id.0), None, now, &mut self.outs);
+                    }
+                    self.apply_outputs(now, &conference);
+                }
+                Event::Connected => {
+                    let Some(s) = self.sessions.get_mut(&id) else {
+                        continue;
+                    };
+                    s.connected = true;
+                    let (conference, role) = (s.conference.clone(), s.role());
+                    debug!(session = %id, ?role, "connected");
+                    self.emit(EngineEvent::SessionConnected {
+                        conference,
+                        session: id,
+                        role,
+                    });
+                    if role == Role::Subscriber {
+                        self.attach_viewer(now, id);
+                    }
+                }
+                Event::PeerStats(p) => {
+                    if let Some(s) = self.sessions.get_mut(&id) {
+                        let viewer = matches!(s.role, SessionRole::Viewer(_));
+                        s.readings.rtt = p.rtt.or(s.readings.rtt);
+                        let loss = if viewer {
+                            p.egress_loss_fraction
+                        } else {
+                            p.ingress_loss_fraction
+                        };
+                        s.readings.loss = loss.or(s.readings.loss);
+                        s.readings.media_bytes = if viewer { p.bytes_tx } else { p.bytes_rx };
+                    }
+                }
+                Event::IceConnectionStateChange(IceConnectionState::Disconnected)
+                | Event::Closed => {
+                    self.end_session(now, id, EndReason::Closed);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn on_rtp(&mut self, now: Instant, id: SessionId, pkt: str0m::rtp::RtpPacket) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let SessionRole::Source(ingest) = &mut s.role else {
+            return;
+        };
+        self.stats.rx_media_packets.fetch_add(1, Relaxed);
+        let ssrc = pkt.header.ssrc;
+        let (kind, layer) = match ingest.ssrcs.get(&ssrc) {
+            Some(x) => *x,
+            None => {
+                let Some((mid, rid)) = s
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&ssrc)
+                    .map(|r| (r.mid(), r.rid()))
+                else {
+                    return;
+                };
+                let Some(kl) = ingest.layer_of(mid, rid) else {
+                    return;
+                };
+                ingest.ssrcs.insert(ssrc, kl);
+                kl
+            }
+        };
+        let codec = match kind {
+            MediaKind::Audio => ingest.audio,
+            MediaKind::Video => ingest.video,
+        };
+        let Some(codec) = codec else { return };
+        let source = SourcePacket {
+            kind,
+            layer,
+            seq: *pkt.seq_no,
+            ts: pkt.header.timestamp,
+            marker: pkt.header.marker,
+            keyframe_start: codec.starts_keyframe(&pkt.payload),
+            payload: pkt.payload,
+            arrival: pkt.timestamp,
+        };
+        let conference = s.conference.clone();
+        self.outs.clear();
+        if let Some(c) = self.confs.get_mut(&conference) {
+            c.router.on_packet(&source, &mut self.outs);
+        }
+        self.apply_outputs(now, &conference);
+    }
+
+    /// Writes one forward into its viewer's stream.
+    fn write_forward(&mut self, now: Instant, f: Forward) {
+        let id = SessionId(f.sub.0);
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let SessionRole::Viewer(v) = &mut s.role else {
+            return;
+        };
+        let tx = match f.kind {
+            MediaKind::Audio => {
+                v.last_audio_at = Some(now);
+                v.audio
+            }
+            MediaKind::Video => {
+                v.last_video_at = Some(now);
+                v.video
+            }
+        };
+        let Some(tx) = tx else { return };
+        if f.kind == MediaKind::Video && !v.first_video_sent {
+            v.first_video_sent = true;
+            let after = now.saturating_duration_since(s.created);
+            self.events.push_back(EngineEvent::FirstVideoSent {
+                conference: s.conference.clone(),
+                session: id,
+                after,
+            });
+        }
+        let mut api = s.rtc.direct_api();
+        let Some(stream) = api.stream_tx(&tx.ssrc) else {
+            return;
+        };
+        stream.write_rtp(
+            RtpWrite::new(tx.pt, f.seq.into(), f.ts, f.arrival, f.payload)
+                .marker(f.marker)
+                .nackable(f.kind == MediaKind::Video),
+        );
+        self.stats.forwarded_packets.fetch_add(1, Relaxed);
+        self.queue_drain(id);
+    }
+
+    /// Writes the router's outputs: forwards into viewer streams (or behind their viewer's
+    /// parked replay, or to another shard), keyframe requests to the producer's source.
+    fn apply_outputs(&mut self, now: Instant, conference: &Arc<str>) {
+        let mut outs = std::mem::take(&mut self.outs);
+        for f in outs.forwards.drain(..) {
+            if f.sub.0 & SHARD_CONSUMER == SHARD_CONSUMER {
+                let shard = (f.sub.0 & 0xff) as usize;
+                self.shard_out.push_back((
+                    shard,
+                    ShardMessage::Packet {
+                        conference: conference.clone(),
+                        packet: f.to_source(),
+                    },
+                ));
+                continue;
+            }
+            if let Some(f) = self.backlog.admit(f) {
+                self.write_forward(now, f);
+            }
+        }
+        if !outs.keyframe_requests.is_empty() {
+            let conf = self.confs.get(conference);
+            if let Some(shard) = conf.and_then(|c| c.mirror_of) {
+                for layer in outs.keyframe_requests.drain(..) {
+                    self.shard_out.push_back((
+                        shard,
+                        ShardMessage::KeyframeRequest {
+                            conference: conference.clone(),
+                            layer,
+                        },
+                    ));
+                }
+            } else if let Some(src) = conf.and_then(|c| c.source)
+                && let Some(s) = self.sessions.get_mut(&src)
+                && let SessionRole::Source(ingest) = &s.role
+            {
+                for layer in outs.keyframe_requests.drain(..) {
+                    let Some((mid, rid)) = ingest.stream_of(layer) else {
+                        continue;
+                    };
+                    let mut api = s.rtc.direct_api();
+                    if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
+                        rx.request_keyframe(KeyframeRequestKind::Pli);
+                        self.stats.keyframe_requests_upstream.fetch_add(1, Relaxed);
+                    }
+                }
+                self.queue_drain(src);
+            }
+        }
+        outs.clear();
+        self.outs = outs;
+    }
+
+    fn emit(&mut self, e: EngineEvent) {
+        self.events.push_back(e);
+    }
+
+    /// 120 bits from the thread's CSPRNG (ChaCha12 seeded by the OS) and the shard's index
+    /// in the low byte: a session's id is also the unguessable part of its resource URL, and
+    /// tells the engine which shard holds the session.
+    fn new_id(&self) -> SessionId {
+        loop {
+            let r = rand::random::<u128>();
+            let id = SessionId((r & !0xff) | self.config.shard as u128);
+            if id.0 & SHARD_CONSUMER != SHARD_CONSUMER && !self.sessions.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+}
+
+/// The shard a session id names (its low byte).
+pub fn shard_of(id: SessionId) -> usize {
+    (id.0 & 0xff) as usize
+}

@@ -1,0 +1,345 @@
+//! One peer connection in the relay: its `str0m::Rtc`, what it is to the data path (a
+//! producer's source or a consumer's sink), the addresses it uses, its health readings.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hallcast_core::{Codec, Layer, MediaKind};
+use str0m::change::SdpPendingOffer;
+use str0m::format::Codec as StCodec;
+use str0m::media::{Mid, Pt, Rid};
+use str0m::rtp::Ssrc;
+use str0m::{Event, Output, Rtc};
+use tracing::debug;
+
+use super::Transmit;
+use crate::SessionId;
+use crate::api::{Delivery, Role};
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TxStream {
+    pub ssrc: Ssrc,
+    pub pt: Pt,
+}
+
+/// What a session is to the data path.
+pub(crate) enum SessionRole {
+    /// The source of a conference's producer: a WHIP publisher, or (as the ICE client) a
+    /// session pulling the conference from another relay.
+    Source(Ingest),
+    /// A viewer consumer's sink: audio and one video stream.
+    Viewer(ViewerSink),
+}
+
+pub(crate) struct Ingest {
+    pub audio: Option<Codec>,
+    pub video: Option<Codec>,
+    pub audio_mid: Option<Mid>,
+    /// Video media sections: one with simulcast RIDs (a publisher), or one per layer (an
+    /// upstream relay's relay consumer: section `i` carries layer `i`).
+    pub video_mids: Vec<Mid>,
+    /// RIDs of the video layers, ordered low to high (empty: no simulcast).
+    pub rids: Vec<Rid>,
+    pub ssrcs: HashMap<Ssrc, (MediaKind, Layer)>,
+    /// An upstream pull waiting for the parent's answer.
+    pub pending: Option<SdpPendingOffer>,
+    /// This relay is the ICE client (controlling agent) of the session.
+    pub upstream: bool,
+}
+
+impl Ingest {
+    pub fn new(audio: Option<Codec>, video: Option<Codec>) -> Ingest {
+        Ingest {
+            audio,
+            video,
+            audio_mid: None,
+            video_mids: vec![],
+            rids: vec![],
+            ssrcs: HashMap::new(),
+            pending: None,
+            upstream: false,
+        }
+    }
+
+    /// The layer a received stream carries: by its RID (simulcast), else by its section.
+    pub fn layer_of(&self, mid: Mid, rid: Option<Rid>) -> Option<(MediaKind, Layer)> {
+        if Some(mid) == self.audio_mid {
+            return Some((MediaKind::Audio, Layer(0)));
+        }
+        let section = self.video_mids.iter().position(|m| *m == mid)?;
+        let layer = match rid.and_then(|rid| self.rids.iter().position(|r| *r == rid)) {
+            Some(i) => i,
+            None => section,
+        };
+        Some((MediaKind::Video, Layer(layer as u8)))
+    }
+
+    /// Where to send a keyframe request for `layer`: the section and RID carrying it.
+    pub fn stream_of(&self, layer: Layer) -> Option<(Mid, Option<Rid>)> {
+        if self.rids.is_empty() {
+            let mid = self
+                .video_mids
+                .get(layer.index())
+                .or(self.video_mids.first())?;
+            Some((*mid, None))
+        } else {
+            Some((
+                *self.video_mids.first()?,
+                self.rids.get(layer.index()).copied(),
+            ))
+        }
+    }
+}
+
+pub(crate) struct ViewerSink {
+    pub audio: Option<TxStream>,
+    pub video: Option<TxStream>,
+    pub first_video_sent: bool,
+    pub last_audio_at: Option<Instant>,
+    pub last_video_at: Option<Instant>,
+    pub delivery: Delivery,
+}
+
+/// Readings from str0m's periodic stats (`Event::PeerStats`).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Readings {
+    pub rtt: Option<Duration>,
+    pub loss: Option<f32>,
+    pub media_bytes: u64,
+}
+
+pub(crate) struct Session {
+    pub id: SessionId,
+    pub conference: Arc<str>,
+    pub rtc: Rtc,
+    pub role: SessionRole,
+    pub ufrag: String,
+    pub addrs: Vec<SocketAddr>,
+    /// Where replies leave from, on a socket bound to an unspecified address (empty
+    /// otherwise): per peer address and announced candidate (str0m's `Transmit::source`),
+    /// the local IP the peer's datagrams to that candidate arrived at (see
+    /// [`reply_source`]).
+    pub reply_from: Vec<ReplyFrom>,
+    pub created: Instant,
+    pub last_rx: Instant,
+    pub connected: bool,
+    pub timeout: Instant,
+    /// The deadline this session has in the timer heap (`None`: not scheduled).
+    pub scheduled: Option<Instant>,
+    pub readings: Readings,
+}
+
+impl Session {
+    pub fn new(
+        id: SessionId,
+        conference: Arc<str>,
+        mut rtc: Rtc,
+        role: SessionRole,
+        now: Instant,
+    ) -> Self {
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        Session {
+            id,
+            conference,
+            rtc,
+            role,
+            ufrag,
+            addrs: vec![],
+            reply_from: vec![],
+            created: now,
+            last_rx: now,
+            connected: false,
+            timeout: now,
+            scheduled: None,
+            readings: Readings::default(),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        match self.role {
+            SessionRole::Source(_) => Role::Publisher,
+            SessionRole::Viewer(_) => Role::Subscriber,
+        }
+    }
+
+    /// This relay runs full ICE as the controlling agent (it pulls from another relay).
+    pub fn is_ice_client(&self) -> bool {
+        matches!(&self.role, SessionRole::Source(i) if i.upstream)
+    }
+}
+
+/// One entry of [`Session::reply_from`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReplyFrom {
+    pub peer: SocketAddr,
+    pub candidate: IpAddr,
+    pub local: IpAddr,
+}
+
+/// Drains an `Rtc` until it yields its next timeout (str0m's single-mutation rule):
+/// transmits go to `transmits`, events to `on_event`. An ICE client's destinations are
+/// reported through `on_destination` (the addresses its checks go to become its own).
+pub(crate) fn drain(
+    s: &mut Session,
+    now: Instant,
+    transmits: &mut VecDeque<Transmit>,
+    mut on_destination: impl FnMut(SocketAddr),
+    mut on_event: impl FnMut(Event),
+) {
+    loop {
+        match s.rtc.poll_output() {
+            Ok(Output::Timeout(t)) => {
+                s.timeout = t;
+                return;
+            }
+            Ok(Output::Transmit(t)) => {
+                let source = reply_source(&s.reply_from, t.destination, t.source.ip());
+                if !s.addrs.contains(&t.destination) {
+                    on_destination(t.destination);
+                }
+                transmits.push_back(Transmit {
+                    destination: t.destination,
+                    source,
+                    contents: t.contents.into(),
+                });
+            }
+            Ok(Output::Event(e)) => on_event(e),
+            Err(e) => {
+                debug!(session = %s.id, "rtc error: {e}");
+                s.rtc.disconnect();
+                s.timeout = now + Duration::from_millis(50);
+                return;
+            }
+        }
+    }
+}
+/// Remembers that `peer`'s datagrams to the announced `candidate` arrived at the local IP
+/// `local` (a few entries per session: its peer addresses × the candidates they use).
+pub(crate) fn note_reply_from(
+    reply_from: &mut Vec<ReplyFrom>,
+    peer: SocketAddr,
+    candidate: IpAddr,
+    local: IpAddr,
+) {
+    match reply_from
+        .iter_mut()
+        .find(|r| r.peer == peer && r.candidate == candidate)
+    {
+        Some(r) => r.local = local,
+        None => reply_from.push(ReplyFrom {
+            peer,
+            candidate,
+            local,
+        }),
+    }
+}
+
+/// The local IP a datagram to `peer` from the announced `candidate` (str0m's
+/// `Transmit::source`) must leave from: the one `peer`'s datagrams to `candidate` arrived
+/// at. A peer's ICE agent accepts a STUN response only from the address its request went
+/// to; on a socket bound to 0.0.0.0 the kernel would pick the source by routing, which on a
+/// host with several addresses may be another one. `None` (bound to one address, or nothing
+/// heard from `peer` on `candidate`): the kernel picks. Never the announced IP itself: behind
+/// 1:1 NAT that one is not local, the private IP the NAT delivered to is.
+pub(crate) fn reply_source(
+    reply_from: &[ReplyFrom],
+    peer: SocketAddr,
+    candidate: IpAddr,
+) -> Option<IpAddr> {
+    reply_from
+        .iter()
+        .find(|r| r.peer == peer && r.candidate == candidate)
+        .map(|r| r.local)
+}
+
+/// The payload type a subscriber negotiated for `codec` on `mid`.
+pub(crate) fn negotiated_pt(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
+    let media = rtc.media(mid)?;
+    let remote = media.remote_pts();
+    let want = match codec {
+        Codec::Opus => StCodec::Opus,
+        Codec::H264 => StCodec::H264,
+        Codec::Vp8 => StCodec::Vp8,
+    };
+    let params = rtc.codec_config().params();
+    // The remote's order of preference, among the PTs of the right codec.
+    remote.iter().copied().find(|pt| {
+        params.iter().any(|p| {
+            p.pt() == *pt
+                && p.spec().codec == want
+                && (want != StCodec::H264 || p.spec().format.packetization_mode == Some(1))
+        })
+    })
+}
+
+/// Orders simulcast RIDs from the lowest to the highest layer. The customary
+/// names (`q/h/f`, `l/m/h`, `0/1/2`) are recognised; otherwise the offer's order is
+/// kept.
+pub(crate) fn order_rids(rids: Vec<Rid>) -> Vec<Rid> {
+    let names: Vec<String> = rids.iter().map(|r| r.to_string()).collect();
+    let rank = |schemes: &[&[&str]]| -> Option<Vec<usize>> {
+        schemes.iter().find_map(|scheme| {
+            names
+                .iter()
+                .map(|n| scheme.iter().position(|s| s == n))
+                .collect::<Option<Vec<_>>>()
+        })
+    };
+    match rank(&[
+        &["q", "h", "f"],
+        &["l", "m", "h"],
+        &["0", "1", "2"],
+        &["low", "mid", "high"],
+    ]) {
+        Some(ranks) => {
+            let mut pairs: Vec<(usize, Rid)> = ranks.into_iter().zip(rids).collect();
+            pairs.sort_by_key(|(r, _)| *r);
+            pairs.into_iter().map(|(_, r)| r).collect()
+        }
+        None => rids,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_leave_from_where_each_peers_datagrams_to_each_candidate_arrived() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let peer: SocketAddr = "198.51.100.7:50000".parse().unwrap();
+        let other: SocketAddr = "198.51.100.8:50000".parse().unwrap();
+        let mut r = Vec::new();
+        // Two announced candidates, both local (a 0.0.0.0 bind on a host with two
+        // addresses): the peer checks both from one address.
+        note_reply_from(&mut r, peer, ip("203.0.113.1"), ip("203.0.113.1"));
+        note_reply_from(&mut r, peer, ip("203.0.113.2"), ip("203.0.113.2"));
+        // 1:1 NAT: the announced IP is not local; the private one the NAT delivered to is.
+        note_reply_from(&mut r, other, ip("203.0.113.1"), ip("10.0.0.5"));
+        assert_eq!(r.len(), 3);
+        assert_eq!(
+            reply_source(&r, peer, ip("203.0.113.1")),
+            Some(ip("203.0.113.1"))
+        );
+        assert_eq!(
+            reply_source(&r, peer, ip("203.0.113.2")),
+            Some(ip("203.0.113.2"))
+        );
+        assert_eq!(
+            reply_source(&r, other, ip("203.0.113.1")),
+            Some(ip("10.0.0.5"))
+        );
+        // Nothing heard from `other` on the second candidate: the kernel picks.
+        assert_eq!(reply_source(&r, other, ip("203.0.113.2")), None);
+        // The same path seen at another local IP (a moved address): the newest wins, no
+        // second entry.
+        note_reply_from(&mut r, other, ip("203.0.113.1"), ip("10.0.0.6"));
+        assert_eq!(r.len(), 3);
+        assert_eq!(
+            reply_source(&r, other, ip("203.0.113.1")),
+            Some(ip("10.0.0.6"))
+        );
+    }
+}
