@@ -14,5 +14,6 @@ mod gop_cache;
 mod http_surface;
 mod server_addresses;
 mod sessions;
+mod shards;
 mod util;
 mod viewer_page;

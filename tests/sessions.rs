@@ -71,6 +71,14 @@ fn is_live(http: &Http, conference: &str) -> Result<bool> {
     Ok(a.json()?["live"] == Value::Bool(true))
 }
 
+/// The conference's `live` once a snapshot taken after now is published (shards publish
+/// theirs every 500 ms; the status API reads the latest): a check that the broadcast is
+/// *still* live cannot pass on a stale reading.
+fn settled_live(http: &Http, conference: &str) -> Result<bool> {
+    std::thread::sleep(Duration::from_millis(1200));
+    is_live(http, conference)
+}
+
 /// Waits up to `within` for the conference's `live` to become `want`.
 fn wait_live(http: &Http, conference: &str, want: bool, within: Duration) -> Result<()> {
     let start = Instant::now();
@@ -175,10 +183,8 @@ fn sessions_cannot_be_guessed_or_taken_over() {
                 ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
                 "session ids repeat: {ids:?}"
             );
-            ensure!(
-                is_live(&http, conf)?,
-                "the conference is not live after WHIP"
-            );
+            wait_live(&http, conf, true, Duration::from_secs(3))
+                .context("the conference is not live after WHIP")?;
 
             // The broadcast cannot be ended by anyone but its publisher.
             expect(
@@ -207,7 +213,7 @@ fn sessions_cannot_be_guessed_or_taken_over() {
                 404,
             )?;
             ensure!(
-                is_live(&http, conf)?,
+                settled_live(&http, conf)?,
                 "the broadcast ended after refused DELETEs"
             );
 
@@ -260,7 +266,7 @@ fn sessions_cannot_be_guessed_or_taken_over() {
                 200,
             )?;
             ensure!(
-                is_live(&http, conf)?,
+                settled_live(&http, conf)?,
                 "the broadcast ended when its viewers left"
             );
             expect(
@@ -369,7 +375,10 @@ fn conferences_made_through_the_api_or_the_cli_take_whip_at_once() {
                 http.post_sdp(&whip, Some(&new_key), &offer),
                 409,
             )?;
-            ensure!(is_live(&http, id)?, "rotating the key ended the broadcast");
+            ensure!(
+                settled_live(&http, id)?,
+                "rotating the key ended the broadcast"
+            );
             let pub_loc = publisher.location.context("WHIP 201 without Location")?;
             expect(
                 "a PATCH of the publisher with the key it started with",

@@ -41,6 +41,8 @@ pub struct DemoOptions {
     pub public_ips: Vec<String>,
     /// `--public-url` (the base of the URLs in the info file).
     pub public_url: Option<String>,
+    /// `--set KEY=VALUE` configuration overrides (e.g. `media.threads=2`).
+    pub set: Vec<String>,
 }
 
 /// The info file the relay writes as soon as it accepts requests.
@@ -155,6 +157,9 @@ impl Demo {
         }
         for public_ip in &opts.public_ips {
             cmd.args(["--public-ip", public_ip]);
+        }
+        for kv in &opts.set {
+            cmd.args(["--set", kv]);
         }
         if let Some(url) = &opts.public_url {
             cmd.args(["--public-url", url]);

@@ -52,7 +52,10 @@ pub use hallcast_core::SessionId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Publisher,
+    /// A viewer: one selected layer (a point, a browser).
     Subscriber,
+    /// A downstream relay pulling every layer (an edge); not a point, not in attendance.
+    Relay,
 }
 
 /// Why a session ended.

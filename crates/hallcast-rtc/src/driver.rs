@@ -224,6 +224,26 @@ impl Engine {
         )
     }
 
+    /// A downstream relay's offer (made by its [`Engine::pull`]): a relay consumer of every
+    /// layer.
+    pub async fn subscribe_relay(
+        &self,
+        conference: &str,
+        offer: String,
+    ) -> Result<SessionStarted, EngineError> {
+        let shard = self.viewer_shard();
+        started(
+            self.run(
+                shard,
+                Command::SubscribeRelay {
+                    conference: conference.into(),
+                    offer,
+                },
+            )
+            .await?,
+        )
+    }
+
     /// Starts pulling `conference` from another relay, as its ICE client: the SDP offer to
     /// send there (`SessionStarted::answer` holds the offer). Give the answer to
     /// [`Engine::accept`].
@@ -480,7 +500,14 @@ impl ShardIo {
                 cmd = self.rx.recv() => {
                     match cmd {
                         Some(ShardCommand::Run(cmd, reply)) => {
+                            // What other shards said before this command was sent comes
+                            // first (a source that started there, before a viewer's WHEP here).
+                            self.drain_inbox(Instant::now());
                             let r = self.relay.handle_command(Instant::now(), cmd);
+                            // The command's events (a session ended, a broadcast started) go
+                            // out before its reply: whoever waits on the reply then finds them
+                            // already on their way.
+                            self.pump();
                             let _ = reply.send(r);
                         }
                         Some(ShardCommand::Shutdown(reply)) => {
@@ -500,12 +527,7 @@ impl ShardIo {
                 Some((from, msg)) = self.inbox.recv() => {
                     let now = Instant::now();
                     self.relay.handle_shard_message(now, from, msg);
-                    for _ in 0..SHARD_BATCH {
-                        match self.inbox.try_recv() {
-                            Ok((from, msg)) => self.relay.handle_shard_message(now, from, msg),
-                            Err(_) => break,
-                        }
-                    }
+                    self.drain_inbox(now);
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
@@ -517,6 +539,15 @@ impl ShardIo {
                 next_snapshot = now + self.interval;
                 let ms = now.saturating_duration_since(self.started).as_millis() as u64;
                 self.snapshot.store(Arc::new(self.relay.snapshot(now, ms)));
+            }
+        }
+    }
+
+    fn drain_inbox(&mut self, now: Instant) {
+        for _ in 0..SHARD_BATCH {
+            match self.inbox.try_recv() {
+                Ok((from, msg)) => self.relay.handle_shard_message(now, from, msg),
+                Err(_) => break,
             }
         }
     }

@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
 
+/// Ready while every media shard publishes fresh snapshots (a wedged or stopped shard makes
+/// the node unready); reads the published cells, never a media thread.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     match state.engine.snapshot().await {
         Ok(_) => "ready".into_response(),
@@ -141,6 +143,41 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
                 out,
                 "hallcast_subscribers{{conference=\"{}\"}} {}",
                 c.id, c.n_subscribers
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hallcast_relay_consumers Downstream relays pulling each conference\n# TYPE hallcast_relay_consumers gauge"
+        );
+        for c in &snap.conferences {
+            let _ = writeln!(
+                out,
+                "hallcast_relay_consumers{{conference=\"{}\"}} {}",
+                c.id, c.n_relays
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hallcast_layer_bitrate_bps Measured bitrate of each video layer of the hall feed (last second)\n# TYPE hallcast_layer_bitrate_bps gauge"
+        );
+        for c in &snap.conferences {
+            for (layer, bps) in c.layer_bitrates.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "hallcast_layer_bitrate_bps{{conference=\"{}\",layer=\"{layer}\"}} {bps}",
+                    c.id
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hallcast_shard_sessions Sessions on each media shard\n# TYPE hallcast_shard_sessions gauge"
+        );
+        for sh in &snap.shards {
+            let _ = writeln!(
+                out,
+                "hallcast_shard_sessions{{shard=\"{}\",udp=\"{}\"}} {}",
+                sh.index, sh.udp, sh.sessions
             );
         }
     }

@@ -169,7 +169,10 @@ async fn resource_delete(
     role: Role,
 ) -> Result<Response, AppError> {
     let id = session_of(&state, &conference, &session, role, &headers)?;
-    state.engine.end(id, EndReason::Deleted).await?;
+    if !state.engine.end(id, EndReason::Deleted).await? {
+        // Ended meanwhile (a timeout, the conference ended): its end event is on its way.
+        return Err(AppError::new(StatusCode::NOT_FOUND, "no such session"));
+    }
     Ok(StatusCode::OK.into_response())
 }
 

@@ -121,6 +121,12 @@ pub enum Command {
         conference: Arc<str>,
         offer: String,
     },
+    /// A downstream relay's offer (as made by [`Command::Pull`]): a relay consumer, every
+    /// layer on its own video section.
+    SubscribeRelay {
+        conference: Arc<str>,
+        offer: String,
+    },
     /// Pull `conference` from another relay: this relay is the ICE client and makes the
     /// offer (audio, and one receive-only video section per layer).
     Pull {
@@ -362,7 +368,10 @@ impl Relay {
                 Reply::Started(self.publish(now, conference, &offer))
             }
             Command::Subscribe { conference, offer } => {
-                Reply::Started(self.subscribe(now, conference, &offer))
+                Reply::Started(self.subscribe(now, conference, &offer, false))
+            }
+            Command::SubscribeRelay { conference, offer } => {
+                Reply::Started(self.subscribe(now, conference, &offer, true))
             }
             Command::Pull { conference } => Reply::Started(self.pull(now, conference)),
             Command::Accept { session, answer } => Reply::Done(self.accept(now, session, &answer)),
@@ -455,8 +464,16 @@ impl Relay {
                     live: c.router.is_live(),
                     audio_codec: a.map(Codec::name),
                     video_codec: v.map(Codec::name),
-                    n_subscribers: c.viewers.len(),
-                    n_relays: 0,
+                    n_subscribers: c
+                        .viewers
+                        .iter()
+                        .filter(|v| self.role_of(**v) == Some(Role::Subscriber))
+                        .count(),
+                    n_relays: c
+                        .viewers
+                        .iter()
+                        .filter(|v| self.role_of(**v) == Some(Role::Relay))
+                        .count(),
                     layer_bitrates: layers.map(|l| l.bitrate_bps),
                     // Measured where the source is; a mirror reports 0 so sums stay right.
                     audio_bitrate: if c.source.is_some() {
@@ -505,6 +522,10 @@ impl Relay {
                 sessions: self.sessions.len(),
             }],
         }
+    }
+
+    fn role_of(&self, id: SessionId) -> Option<Role> {
+        self.sessions.get(&id).map(Session::role)
     }
 
     /// Ends every session (RTCP BYE / DTLS close where possible).
@@ -703,6 +724,7 @@ impl Relay {
         now: Instant,
         conference: Arc<str>,
         offer: &str,
+        relay: bool,
     ) -> Result<SessionStarted, EngineError> {
         let sdp =
             SdpOffer::from_sdp_string(offer).map_err(|e| EngineError::BadSdp(e.to_string()))?;
@@ -738,7 +760,8 @@ impl Relay {
             .accept_offer(sdp)
             .map_err(|e| EngineError::BadSdp(e.to_string()))?;
         let mut tx_audio = None;
-        let mut tx_video = None;
+        let mut tx_video: [Option<TxStream>; Layer::MAX] = [None; Layer::MAX];
+        let mut n_video = 0;
         for (kind, mid) in &scan.mids {
             let mid = Mid::from(mid.as_str());
             let Some(media) = rtc.media(mid) else {
@@ -747,9 +770,13 @@ impl Relay {
             if !matches!(media.direction(), Direction::SendOnly | Direction::SendRecv) {
                 continue;
             }
+            // A viewer gets one video section; a relay consumer one per layer.
             let (slot, codec) = match kind.as_str() {
                 "audio" => (&mut tx_audio, audio),
-                "video" => (&mut tx_video, video),
+                "video" if n_video < if relay { Layer::MAX } else { 1 } => {
+                    n_video += 1;
+                    (&mut tx_video[n_video - 1], video)
+                }
                 _ => continue,
             };
             if slot.is_some() {
@@ -768,13 +795,14 @@ impl Relay {
             }) else {
                 continue;
             };
-            *slot = Some(TxStream { ssrc, pt });
+            *slot = Some(TxStream { ssrc, pt, mid });
         }
-        if tx_audio.is_none() && tx_video.is_none() {
+        if tx_audio.is_none() && tx_video.iter().all(Option::is_none) {
             return Err(EngineError::CodecMismatch(want()));
         }
         let id = self.new_id();
         let sink = ViewerSink {
+            relay,
             audio: tx_audio,
             video: tx_video,
             first_video_sent: false,
@@ -788,7 +816,7 @@ impl Relay {
             conf.viewers.push(id);
         }
         self.stats.sessions_started.fetch_add(1, Relaxed);
-        debug!(session = %id, %conference, "subscriber session created");
+        debug!(session = %id, %conference, relay, "consumer session created");
         Ok(SessionStarted {
             session: id,
             answer: answer.to_sdp_string(),
@@ -961,7 +989,7 @@ impl Relay {
         };
         let mut broadcast_ended = false;
         match role {
-            Role::Subscriber => {
+            Role::Subscriber | Role::Relay => {
                 conf.viewers.retain(|x| *x != id);
                 conf.router.remove_consumer(ConsumerId(id.0));
                 self.backlog.remove(ConsumerId(id.0));
@@ -1114,7 +1142,7 @@ impl Relay {
             }
             let state = health::delivery(
                 v.delivery,
-                v.video.is_some(),
+                v.video.iter().any(Option::is_some),
                 v.last_audio_at,
                 v.last_video_at,
                 self.backlog.has_parked(ConsumerId(s.id.0)),
@@ -1221,18 +1249,27 @@ impl Relay {
         while let Some((id, event)) = self.queue.pop_front() {
             match event {
                 Event::RtpPacket(pkt) => self.on_rtp(now, id, pkt),
-                Event::KeyframeRequest(_) => {
+                Event::KeyframeRequest(req) => {
                     self.stats
                         .keyframe_requests_downstream
                         .fetch_add(1, Relaxed);
-                    let Some(conference) = self.sessions.get(&id).map(|s| s.conference.clone())
-                    else {
+                    let Some(s) = self.sessions.get(&id) else {
                         continue;
+                    };
+                    let conference = s.conference.clone();
+                    // A relay consumer asks per layer: the section it asked on names it.
+                    let layer = match &s.role {
+                        SessionRole::Viewer(v) if v.relay => v
+                            .video
+                            .iter()
+                            .position(|t| t.is_some_and(|t| t.mid == req.mid))
+                            .map(|i| Layer(i as u8)),
+                        _ => None,
                     };
                     self.outs.clear();
                     if let Some(c) = self.confs.get_mut(&conference) {
                         c.router
-                            .on_keyframe_request(ConsumerId(id.0), None, now, &mut self.outs);
+                            .on_keyframe_request(ConsumerId(id.0), layer, now, &mut self.outs);
                     }
                     self.apply_outputs(now, &conference);
                 }
@@ -1248,7 +1285,7 @@ impl Relay {
                         session: id,
                         role,
                     });
-                    if role == Role::Subscriber {
+                    if role != Role::Publisher {
                         self.attach_viewer(now, id);
                     }
                 }
@@ -1340,7 +1377,7 @@ impl Relay {
             }
             MediaKind::Video => {
                 v.last_video_at = Some(now);
-                v.video
+                v.video[if v.relay { f.layer.index() } else { 0 }]
             }
         };
         let Some(tx) = tx else { return };

@@ -22,6 +22,7 @@ use crate::api::{Delivery, Role};
 pub(crate) struct TxStream {
     pub ssrc: Ssrc,
     pub pt: Pt,
+    pub mid: Mid,
 }
 
 /// What a session is to the data path.
@@ -93,9 +94,12 @@ impl Ingest {
     }
 }
 
+/// A consumer's sink: a viewer's (audio and one video stream: `video[0]`) or a relay
+/// consumer's (audio and one video stream per layer: `video[i]` carries layer `i`).
 pub(crate) struct ViewerSink {
+    pub relay: bool,
     pub audio: Option<TxStream>,
-    pub video: Option<TxStream>,
+    pub video: [Option<TxStream>; Layer::MAX],
     pub first_video_sent: bool,
     pub last_audio_at: Option<Instant>,
     pub last_video_at: Option<Instant>,
@@ -158,8 +162,9 @@ impl Session {
     }
 
     pub fn role(&self) -> Role {
-        match self.role {
+        match &self.role {
             SessionRole::Source(_) => Role::Publisher,
+            SessionRole::Viewer(v) if v.relay => Role::Relay,
             SessionRole::Viewer(_) => Role::Subscriber,
         }
     }
