@@ -143,6 +143,9 @@ pub(crate) struct DemoInfo {
     pub viewer_token: String,
     pub http_base: String,
     pub media_udp: std::net::SocketAddr,
+    /// Every media shard's address (relays with `media.threads` > 1).
+    #[serde(default)]
+    pub media_udp_shards: Vec<std::net::SocketAddr>,
     #[serde(default)]
     pub conference: String,
     #[serde(default)]
@@ -274,7 +277,11 @@ async fn step(opts: &BenchOptions, n: usize) -> anyhow::Result<Step> {
             &opts.ramp_per_sec.to_string(),
         ])
         .args(["--warmup", &opts.warmup.as_secs_f64().to_string()])
-        .args(["--watch-udp-port", &info.media_udp.port().to_string()])
+        .args(
+            std::iter::once(info.media_udp)
+                .chain(info.media_udp_shards.iter().copied())
+                .flat_map(|a| ["--watch-udp-port".to_string(), a.port().to_string()]),
+        )
         .args(["--duration", &opts.duration.as_secs_f64().to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
