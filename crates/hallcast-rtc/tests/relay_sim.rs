@@ -380,7 +380,7 @@ fn a_relay_pulling_from_another_serves_its_viewers() {
     let mut net = Net::new();
     let upstream = one_relay(&mut net);
     let downstream = one_relay(&mut net);
-    let _p = live_publisher(&mut net, upstream);
+    let p = live_publisher(&mut net, upstream);
     let (pull, _) = net.pull(downstream, upstream, CONF).expect("pull");
     assert!(
         net.run_until_cond(secs(2.0), |n| n.events().iter().any(|(_, r, e)| {
@@ -399,4 +399,14 @@ fn a_relay_pulling_from_another_serves_its_viewers() {
     );
     net.run_for(secs(2.0));
     assert_plays_everything(&net, v, start + secs(0.5), "downstream viewer");
+    // The downstream viewer's PLI goes up through the pull to the publisher.
+    let t0 = net.now();
+    net.request_keyframe(v);
+    net.run_for(secs(0.5));
+    assert_eq!(
+        net.publisher(p).keyframe_requests_between(t0, net.now()),
+        1,
+        "{:?}",
+        net.publisher(p).keyframe_requests
+    );
 }
