@@ -15,6 +15,8 @@ mod driver;
 mod dtls;
 pub mod relay;
 pub mod sdp_scan;
+/// An in-memory network and str0m peers for tests and benchmarks on virtual time.
+pub mod sim;
 pub mod stun;
 pub mod udp;
 

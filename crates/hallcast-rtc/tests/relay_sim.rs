@@ -1,0 +1,412 @@
+//! The relay state machine driven on virtual time through the in-memory network
+//! (`hallcast_rtc::sim`): str0m publishers and viewers, datagram loss, shards, and a relay
+//! pulling from another relay. Each test runs a few virtual seconds.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hallcast_rtc::relay::health::Liveness;
+use hallcast_rtc::sim::{Datagram, Net, PeerId, RelayId, rtp_info};
+use hallcast_rtc::{EndReason, EngineEvent, SessionId};
+
+const CONF: &str = "hall";
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+/// One relay with short liveness limits.
+fn one_relay(net: &mut Net) -> RelayId {
+    net.add_relay(|c| {
+        c.liveness = Liveness {
+            session_timeout: secs(3.0),
+            connect_timeout: secs(4.0),
+        }
+    })
+}
+
+/// Runs until `p` is connected and has sent video for a moment.
+fn live_publisher(net: &mut Net, relay: RelayId) -> PeerId {
+    let p = net.publish(relay, CONF).expect("publish");
+    assert!(
+        net.run_until_cond(secs(2.0), |n| n.publisher(p).frames_sent > 0),
+        "the publisher never connected"
+    );
+    p
+}
+
+/// The viewer has received a whole keyframe and audio.
+fn playing(net: &Net, v: PeerId) -> bool {
+    let v = net.viewer(v);
+    !v.complete_keyframes().is_empty() && !v.audio.is_empty()
+}
+
+fn session(net: &Net, p: PeerId) -> SessionId {
+    net.peer(p).core().session.expect("a session")
+}
+
+/// When and why the relay ended `session`.
+fn ended(net: &Net, session: SessionId) -> Option<(Instant, EndReason)> {
+    net.events().iter().find_map(|(t, _, e)| match e {
+        EngineEvent::SessionEnded {
+            session: s, reason, ..
+        } if *s == session => Some((*t, *reason)),
+        _ => None,
+    })
+}
+
+/// Video and audio arrived complete: no sequence gap, a whole keyframe, packets at a
+/// plausible rate since `since`.
+fn assert_plays_everything(net: &Net, v: PeerId, since: Instant, what: &str) {
+    let viewer = net.viewer(v);
+    assert!(
+        !viewer.complete_keyframes().is_empty(),
+        "{what}: no whole keyframe"
+    );
+    assert_eq!(
+        viewer.missing_video(),
+        Vec::<u64>::new(),
+        "{what}: video gaps"
+    );
+    assert_eq!(
+        viewer.missing_audio(),
+        Vec::<u64>::new(),
+        "{what}: audio gaps"
+    );
+    let late_video = viewer.video.iter().filter(|r| r.at >= since).count();
+    let late_audio = viewer.audio.iter().filter(|r| r.at >= since).count();
+    let span = net.now().saturating_duration_since(since).as_secs_f64();
+    // About 95 video packets and 50 audio packets a second.
+    assert!(
+        late_video as f64 >= 60.0 * span,
+        "{what}: {late_video} video packets in {span:.1} s"
+    );
+    assert!(
+        late_audio as f64 >= 40.0 * span,
+        "{what}: {late_audio} audio packets in {span:.1} s"
+    );
+}
+
+/// Keyframe requests at the publisher are at least a second apart.
+fn assert_coalesced(requests: &[(Instant, str0m::media::KeyframeRequestKind)]) {
+    for w in requests.windows(2) {
+        let gap = w[1].0 - w[0].0;
+        assert!(
+            gap >= secs(0.999),
+            "two keyframe requests {gap:?} apart: {requests:?}"
+        );
+    }
+}
+
+#[test]
+fn viewer_joining_mid_gop_gets_the_cached_keyframe_without_asking_the_publisher() {
+    let mut net = Net::new();
+    let r = one_relay(&mut net);
+    let p = live_publisher(&mut net, r);
+    let first_idr = net.publisher(p).idrs_sent[0];
+    // 0.7 s into the 2 s GOP.
+    net.run_until(first_idr + secs(0.7));
+    let joined = net.now();
+    let v = net.subscribe(r, CONF).expect("subscribe");
+    assert!(net.run_until_cond(secs(1.0), |n| playing(n, v)));
+    let keyframe = net.viewer(v).complete_keyframes()[0];
+    let next_idr = first_idr + net.publisher(p).opts.gop;
+    assert!(
+        keyframe - joined < secs(0.3),
+        "keyframe {:?} after joining",
+        keyframe - joined
+    );
+    assert!(keyframe < next_idr, "the keyframe came from the cache");
+    net.run_for(secs(1.5));
+    assert_eq!(
+        net.publisher(p)
+            .keyframe_requests_between(joined, net.now()),
+        0,
+        "the join asked the publisher for a keyframe: {:?}",
+        net.publisher(p).keyframe_requests
+    );
+    assert_plays_everything(&net, v, joined + secs(0.5), "joiner");
+    assert_eq!(net.viewer(v).plis_sent, 0);
+}
+
+#[test]
+fn lost_video_is_repaired_by_rtx_after_nacks() {
+    let mut net = Net::new();
+    let r = one_relay(&mut net);
+    let _p = live_publisher(&mut net, r);
+    let v = net.subscribe(r, CONF).expect("subscribe");
+    let video_pts = net.viewer(v).video_pts.clone();
+    let rtx_pts = net.viewer(v).rtx_pts.clone();
+    let repairs = Rc::new(Cell::new(0u32));
+    let seen = repairs.clone();
+    // 5 % of the relay's video datagrams to the viewer (not their repairs) for 3 s.
+    let stop_at = net.now() + secs(3.0);
+    net.set_loss(
+        net.relay_addr(r),
+        net.peer(v).core().addr,
+        Box::new(move |d: &Datagram| {
+            let Some(h) = rtp_info(&d.contents) else {
+                return false;
+            };
+            if rtx_pts.contains(&h.pt) {
+                seen.set(seen.get() + 1);
+            }
+            d.sent < stop_at && video_pts.contains(&h.pt) && h.seq % 20 == 7
+        }),
+    );
+    net.run_until(stop_at + secs(1.0));
+    assert!(net.n_dropped >= 10, "only {} dropped", net.n_dropped);
+    let viewer = net.viewer(v);
+    assert!(viewer.nacks_sent > 0, "no NACK sent");
+    assert!(
+        u64::from(repairs.get()) >= net.n_dropped,
+        "{} RTX packets for {} losses",
+        repairs.get(),
+        net.n_dropped
+    );
+    assert_eq!(
+        viewer.missing_video(),
+        Vec::<u64>::new(),
+        "unrepaired losses"
+    );
+    assert!(
+        viewer.video.len() > 300,
+        "{} video packets",
+        viewer.video.len()
+    );
+    assert!(playing(&net, v));
+}
+
+#[test]
+fn simultaneous_plis_from_ten_viewers_reach_the_publisher_coalesced() {
+    let mut net = Net::new();
+    let r = one_relay(&mut net);
+    let p = live_publisher(&mut net, r);
+    let viewers: Vec<PeerId> = (0..10)
+        .map(|_| net.subscribe(r, CONF).expect("subscribe"))
+        .collect();
+    assert!(net.run_until_cond(secs(2.0), |n| viewers.iter().all(|v| playing(n, *v))));
+    let t0 = net.now();
+    // Every viewer asks at once, then again every 100 ms for 2.5 s.
+    for round in 0..25 {
+        for v in &viewers {
+            net.request_keyframe(*v);
+        }
+        net.run_until(t0 + secs(0.1 * f64::from(round + 1)));
+    }
+    net.run_for(secs(0.5));
+    let requests = net.publisher(p).keyframe_requests.clone();
+    let after: Vec<_> = requests.iter().filter(|(t, _)| *t >= t0).copied().collect();
+    assert!(
+        !after.is_empty(),
+        "no keyframe request reached the publisher"
+    );
+    assert!(after.len() <= 4, "{after:?}");
+    assert_coalesced(&requests);
+}
+
+/// How the first publisher goes away.
+#[derive(Clone, Copy, PartialEq)]
+enum Leave {
+    /// Its session is ended (DELETE), then its page goes away.
+    Deleted,
+    /// It vanishes; the relay ends it after the session timeout.
+    Vanished,
+}
+
+fn viewers_continue_across_a_publisher_reconnect(leave: Leave) {
+    let mut net = Net::new();
+    let r = one_relay(&mut net);
+    let p1 = live_publisher(&mut net, r);
+    let viewers = [
+        net.subscribe(r, CONF).unwrap(),
+        net.subscribe(r, CONF).unwrap(),
+    ];
+    net.run_for(secs(2.0));
+    assert!(viewers.iter().all(|v| playing(&net, *v)));
+    match leave {
+        Leave::Deleted => {
+            assert!(net.end(p1, EndReason::Deleted));
+            net.vanish(p1);
+            net.run_for(secs(1.0));
+        }
+        Leave::Vanished => {
+            net.vanish(p1);
+            net.run_for(secs(1.0));
+            // Still live as far as the relay knows.
+            assert!(matches!(
+                net.publish(r, CONF),
+                Err(hallcast_rtc::EngineError::AlreadyLive)
+            ));
+            let s1 = session(&net, p1);
+            assert!(net.run_until_cond(secs(3.0), |n| ended(n, s1).is_some()));
+            assert_eq!(ended(&net, s1).unwrap().1, EndReason::Timeout);
+        }
+    }
+    let back = net.now();
+    let p2 = net.publish(r, CONF).expect("publishing again");
+    net.run_for(secs(3.0));
+    assert!(net.publisher(p2).frames_sent > 60);
+    for v in viewers {
+        assert_eq!(ended(&net, session(&net, v)), None, "the viewer was ended");
+        // The new publisher's first IDR, forwarded at once.
+        let idr = net.publisher(p2).idrs_sent[0];
+        let keyframes = net.viewer(v).complete_keyframes();
+        assert!(
+            keyframes.iter().any(|t| *t >= idr && *t - idr < secs(0.1)),
+            "no keyframe right after the new publisher's first IDR: {keyframes:?}"
+        );
+        let after = net.viewer(v).video.iter().filter(|x| x.at > back).count();
+        assert!(after > 150, "{after} video packets after the reconnect");
+        // Sequence numbers go on from where the first publisher stopped: no gap, no jump.
+        assert_plays_everything(&net, v, back + secs(0.5), "viewer");
+    }
+}
+
+#[test]
+fn viewers_continue_contiguously_across_a_publisher_reconnect_after_delete() {
+    viewers_continue_across_a_publisher_reconnect(Leave::Deleted);
+}
+
+#[test]
+fn viewers_continue_contiguously_across_a_publisher_reconnect_after_a_timeout() {
+    viewers_continue_across_a_publisher_reconnect(Leave::Vanished);
+}
+
+#[test]
+fn a_silent_viewer_is_ended_after_the_session_timeout() {
+    let mut net = Net::new();
+    let r = one_relay(&mut net);
+    let _p = live_publisher(&mut net, r);
+    let v = net.subscribe(r, CONF).unwrap();
+    assert!(net.run_until_cond(secs(1.0), |n| playing(n, v)));
+    net.run_for(secs(0.5));
+    let gone = net.now();
+    net.vanish(v);
+    net.run_for(secs(2.5));
+    assert_eq!(ended(&net, session(&net, v)), None, "ended too early");
+    net.run_for(secs(1.5));
+    let (at, reason) = ended(&net, session(&net, v)).expect("the silent viewer was not ended");
+    assert_eq!(reason, EndReason::Timeout);
+    let after = at - gone;
+    assert!(
+        after >= secs(3.0) - secs(0.3) && after <= secs(3.0) + secs(0.3),
+        "ended {after:?} after going silent"
+    );
+}
+
+#[test]
+fn a_session_that_never_connects_is_ended_after_the_connect_timeout() {
+    let mut net = Net::new();
+    let r = one_relay(&mut net);
+    let _p = live_publisher(&mut net, r);
+    let created = net.now();
+    let v = net.subscribe(r, CONF).unwrap();
+    // The page got its answer and went away before any ICE check.
+    net.vanish(v);
+    net.run_for(secs(3.5));
+    assert_eq!(ended(&net, session(&net, v)), None, "ended too early");
+    net.run_for(secs(1.0));
+    let (at, reason) = ended(&net, session(&net, v)).expect("not ended");
+    assert_eq!(reason, EndReason::Timeout);
+    assert!(at - created >= secs(4.0) && at - created <= secs(4.3));
+    assert_eq!(net.relay(r).n_sessions(), 1, "only the publisher is left");
+}
+
+#[test]
+fn a_vanished_viewer_does_not_disturb_the_others() {
+    let mut net = Net::new();
+    let r = one_relay(&mut net);
+    let _p = live_publisher(&mut net, r);
+    let viewers: Vec<PeerId> = (0..3).map(|_| net.subscribe(r, CONF).unwrap()).collect();
+    assert!(net.run_until_cond(secs(1.0), |n| viewers.iter().all(|v| playing(n, *v))));
+    let gone = net.now();
+    net.vanish(viewers[0]);
+    net.run_for(secs(4.5));
+    assert!(ended(&net, session(&net, viewers[0])).is_some());
+    for v in &viewers[1..] {
+        assert_eq!(ended(&net, session(&net, *v)), None);
+        assert_plays_everything(&net, *v, gone, "remaining viewer");
+        // Still receiving at the end.
+        let last = net.viewer(*v).video.last().unwrap().at;
+        assert!(net.now() - last < secs(0.1));
+    }
+}
+
+#[test]
+fn shards_of_one_process_serve_viewers_from_one_publisher() {
+    let mut net = Net::new();
+    let shards = net.add_shards(2, |_| {});
+    let p = live_publisher(&mut net, shards[0]);
+    let viewers: Vec<(usize, PeerId)> = [0, 1, 0, 1]
+        .into_iter()
+        .map(|s| (s, net.subscribe(shards[s], CONF).expect("subscribe")))
+        .collect();
+    let start = net.now();
+    assert!(net.run_until_cond(secs(1.5), |n| viewers.iter().all(|(_, v)| playing(n, *v))));
+    net.run_for(secs(2.0));
+    for (s, v) in &viewers {
+        assert_plays_everything(&net, *v, start + secs(1.0), &format!("viewer on shard {s}"));
+        assert_eq!(net.peer(*v).core().relay, shards[*s]);
+    }
+    // A PLI from a viewer on shard 1 reaches the publisher on shard 0; a burst of them from
+    // both shards reaches it coalesced.
+    let t0 = net.now();
+    net.request_keyframe(viewers[1].1);
+    net.run_for(secs(0.5));
+    assert_eq!(
+        net.publisher(p).keyframe_requests_between(t0, net.now()),
+        1,
+        "the PLI from shard 1 did not reach the publisher: {:?}",
+        net.publisher(p).keyframe_requests
+    );
+    net.run_for(secs(1.0));
+    let t1 = net.now();
+    for round in 0..15 {
+        for (_, v) in &viewers {
+            net.request_keyframe(*v);
+        }
+        net.run_until(t1 + secs(0.1 * f64::from(round + 1)));
+    }
+    net.run_for(secs(0.5));
+    let requests = net.publisher(p).keyframe_requests.clone();
+    assert!(requests.iter().any(|(t, _)| *t >= t1));
+    assert_coalesced(&requests);
+}
+
+#[test]
+fn a_relay_pulling_from_another_serves_its_viewers() {
+    let mut net = Net::new();
+    let upstream = one_relay(&mut net);
+    let downstream = one_relay(&mut net);
+    let p = live_publisher(&mut net, upstream);
+    let (pull, _) = net.pull(downstream, upstream, CONF).expect("pull");
+    assert!(
+        net.run_until_cond(secs(2.0), |n| n.events().iter().any(|(_, r, e)| {
+            *r == downstream
+                && matches!(e, EngineEvent::SessionConnected { session, .. } if *session == pull)
+        })),
+        "the pull never connected"
+    );
+    let v = net
+        .subscribe(downstream, CONF)
+        .expect("subscribe downstream");
+    let start = net.now();
+    assert!(
+        net.run_until_cond(secs(2.0), |n| playing(n, v)),
+        "the downstream viewer got no keyframe and audio"
+    );
+    net.run_for(secs(2.0));
+    assert_plays_everything(&net, v, start + secs(0.5), "downstream viewer");
+    // The downstream viewer's PLI goes up through the pull to the publisher.
+    let t0 = net.now();
+    net.request_keyframe(v);
+    net.run_for(secs(0.5));
+    assert_eq!(
+        net.publisher(p).keyframe_requests_between(t0, net.now()),
+        1,
+        "{:?}",
+        net.publisher(p).keyframe_requests
+    );
+}
