@@ -47,7 +47,7 @@ impl Default for EngineConfig {
 
 /// A session (one peer connection) in the engine: the one id type of the relay, from the
 /// engine through the resource URL to the ledger (see [`hallcast_core::SessionId`]).
-pub use hallcast_core::SessionId;
+use hallcast_core::SessionId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

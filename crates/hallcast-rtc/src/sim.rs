@@ -326,7 +326,7 @@ impl Net {
         ))?;
         let answer = started(self.command(
             upstream,
-            Command::Subscribe {
+            Command::SubscribeRelay {
                 conference: conference.into(),
                 offer: offer.answer,
             },

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hallcast_rtc::relay::health::Liveness;
 use hallcast_rtc::sim::{Datagram, Net, PeerId, RelayId, rtp_info};
-use hallcast_rtc::{EndReason, EngineEvent, SessionId};
+use hallcast_rtc::{EndReason, EngineEvent, Role, SessionId};
 
 const CONF: &str = "hall";
 
@@ -381,7 +381,7 @@ fn a_relay_pulling_from_another_serves_its_viewers() {
     let upstream = one_relay(&mut net);
     let downstream = one_relay(&mut net);
     let p = live_publisher(&mut net, upstream);
-    let (pull, _) = net.pull(downstream, upstream, CONF).expect("pull");
+    let (pull, consumer) = net.pull(downstream, upstream, CONF).expect("pull");
     assert!(
         net.run_until_cond(secs(2.0), |n| n.events().iter().any(|(_, r, e)| {
             *r == downstream
@@ -389,6 +389,20 @@ fn a_relay_pulling_from_another_serves_its_viewers() {
         })),
         "the pull never connected"
     );
+    // Upstream it is a relay consumer, not a viewer: not a point, not counted as one.
+    assert!(
+        net.events().iter().any(|(_, r, e)| *r == upstream
+            && matches!(e, EngineEvent::SessionConnected { session, role: Role::Relay, .. }
+                if *session == consumer)),
+        "the upstream relay did not take the pull as a relay consumer"
+    );
+    let snap = net.relay(upstream).snapshot(net.now(), 0);
+    let conf = snap
+        .conferences
+        .iter()
+        .find(|c| &*c.id == CONF)
+        .expect("conference");
+    assert_eq!((conf.n_relays, conf.n_subscribers), (1, 0), "{conf:?}");
     let v = net
         .subscribe(downstream, CONF)
         .expect("subscribe downstream");
