@@ -63,6 +63,12 @@ const RTX_MAX_PACKETS: usize = 1024;
 const RTX_RATIO_CAP: Option<f32> = Some(0.15);
 /// How often str0m reports a session's RTT, loss and bytes (read by snapshots).
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// Writes into consumers' streams wait (their sessions marked dirty) until this many are
+/// pending, or the current input is handled, and then each dirty session is drained once:
+/// str0m's `poll_output` (ICE, DTLS, pacer and timeout bookkeeping) runs once per session per
+/// burst instead of once per packet, and a session's datagrams leave back to back (GSO runs).
+/// The bound keeps what one burst holds back small (a few milliseconds of a shard's work).
+const DRAIN_AT: usize = 512;
 /// Consumer ids of the in-process relay consumers that feed other shards: the top 120 bits
 /// set, the shard's index below (session ids never take this shape, see `new_id`).
 const SHARD_CONSUMER: u128 = u128::MAX << 8;
@@ -232,6 +238,9 @@ pub struct Relay {
     events: VecDeque<EngineEvent>,
     shard_out: VecDeque<(usize, ShardMessage)>,
     new_destinations: Vec<SocketAddr>,
+    /// Sessions written to since their last drain (see [`DRAIN_AT`]).
+    dirty: Vec<SessionId>,
+    pending_writes: usize,
     next_tick: Instant,
     /// Joiners' GOP replays, released a slice per turn after the turn's live packets.
     backlog: Backlog,
@@ -282,6 +291,8 @@ impl Relay {
             events: VecDeque::new(),
             shard_out: VecDeque::new(),
             new_destinations: Vec::new(),
+            dirty: Vec::new(),
+            pending_writes: 0,
             next_tick: now + TICK,
             backlog: Backlog::new(),
             released: Vec::new(),
@@ -308,6 +319,9 @@ impl Relay {
     // ------------------------------------------------------------------ outputs
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if !self.dirty.is_empty() {
+            self.drain_dirty();
+        }
         self.transmits.pop_front()
     }
 
@@ -359,6 +373,7 @@ impl Relay {
         self.last_now = now;
         self.on_timers(now);
         self.release_backlog(now);
+        self.drain_dirty();
     }
 
     pub fn handle_command(&mut self, now: Instant, cmd: Command) -> Reply {
@@ -397,6 +412,7 @@ impl Relay {
             } => Reply::Done(self.trickle(session, candidates)),
         };
         self.process_queue(now);
+        self.drain_dirty();
         reply
     }
 
@@ -448,6 +464,9 @@ impl Relay {
             }
         }
         self.process_queue(now);
+        if self.pending_writes >= DRAIN_AT {
+            self.drain_dirty();
+        }
     }
 
     /// A snapshot of this shard for dashboards (taken by the driver at a fixed rate, read
@@ -1086,6 +1105,27 @@ impl Relay {
         }
         self.queue_drain(id);
         self.process_queue(now);
+        if self.pending_writes >= DRAIN_AT {
+            self.drain_dirty();
+        }
+    }
+
+    /// Drains every session written to since its last drain (see [`DRAIN_AT`]).
+    fn drain_dirty(&mut self) {
+        while !self.dirty.is_empty() {
+            let mut dirty = std::mem::take(&mut self.dirty);
+            for id in dirty.drain(..) {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.dirty = false;
+                }
+                self.queue_drain(id);
+            }
+            if self.dirty.is_empty() {
+                self.dirty = dirty;
+            }
+            self.pending_writes = 0;
+            self.process_queue(self.last_now);
+        }
     }
 
     fn on_timers(&mut self, now: Instant) {
@@ -1400,7 +1440,11 @@ impl Relay {
                 .nackable(f.kind == MediaKind::Video),
         );
         self.stats.forwarded_packets.fetch_add(1, Relaxed);
-        self.queue_drain(id);
+        if !s.dirty {
+            s.dirty = true;
+            self.dirty.push(id);
+        }
+        self.pending_writes += 1;
     }
 
     /// Writes the router's outputs: forwards into viewer streams (or behind their viewer's

@@ -133,6 +133,8 @@ pub(crate) struct Session {
     /// The deadline this session has in the timer heap (`None`: not scheduled).
     pub scheduled: Option<Instant>,
     pub readings: Readings,
+    /// Written to since its last drain (in `Relay::dirty`).
+    pub dirty: bool,
 }
 
 impl Session {
@@ -158,6 +160,7 @@ impl Session {
             timeout: now,
             scheduled: None,
             readings: Readings::default(),
+            dirty: false,
         }
     }
 
