@@ -760,6 +760,8 @@ pub struct Publisher {
     pub video_written: Vec<(Instant, usize, usize)>,
     /// Keyframe requests (PLI/FIR) received from the relay.
     pub keyframe_requests: Vec<(Instant, KeyframeRequestKind)>,
+    /// The RID each of those asked for (`None` without simulcast).
+    pub keyframe_request_rids: Vec<Option<Rid>>,
 }
 
 /// Annex B start code.
@@ -836,6 +838,7 @@ impl Publisher {
             idrs_sent: vec![],
             video_written: vec![],
             keyframe_requests: vec![],
+            keyframe_request_rids: vec![],
         };
         (p, offer, pending)
     }
@@ -936,6 +939,7 @@ impl Publisher {
         for e in self.core.events.drain(..) {
             if let Event::KeyframeRequest(r) = e {
                 self.keyframe_requests.push((now, r.kind));
+                self.keyframe_request_rids.push(r.rid);
             }
         }
     }

@@ -516,11 +516,31 @@ fn assert_layer_bitrates(net: &Net, relay: RelayId, p: PeerId, lag: Duration, wh
     }
 }
 
+/// A PLI from the viewer (on the top layer) reaches the publisher once, for RID `f`.
+fn assert_pli_reaches_the_top_layer(net: &mut Net, v: PeerId, p: PeerId) {
+    let t0 = net.now();
+    let before = net.publisher(p).keyframe_requests.len();
+    net.request_keyframe(v);
+    net.run_for(secs(0.5));
+    let publisher = net.publisher(p);
+    assert_eq!(
+        publisher.keyframe_requests_between(t0, net.now()),
+        1,
+        "{:?}",
+        publisher.keyframe_requests
+    );
+    assert_eq!(
+        publisher.keyframe_request_rids[before..],
+        [Some("f".into())],
+        "the request was not for the top layer"
+    );
+}
+
 #[test]
 fn a_viewer_receives_the_top_layer_of_a_simulcast_publisher() {
     let mut net = Net::new();
     let r = one_relay(&mut net);
-    let _p = live_simulcast_publisher(&mut net, r);
+    let p = live_simulcast_publisher(&mut net, r);
     // The relay has taken every layer by its RID.
     net.run_for(secs(0.5));
     assert!(conference(&net, r).layer_bitrates.iter().all(|b| *b > 0));
@@ -542,6 +562,7 @@ fn a_viewer_receives_the_top_layer_of_a_simulcast_publisher() {
         .filter(|x| x.at >= start + secs(1.0))
         .count();
     assert!(late > 180, "{late} video packets in 2 s");
+    assert_pli_reaches_the_top_layer(&mut net, v, p);
 }
 
 #[test]
@@ -603,4 +624,6 @@ fn a_pulling_relay_receives_every_layer_and_serves_them() {
     );
     assert_top_layer_frames(&net, v, "downstream viewer");
     assert_plays_everything(&net, v, start + secs(0.5), "downstream viewer");
+    // Its PLI goes up the pull on the top layer's section, to the top layer's RID.
+    assert_pli_reaches_the_top_layer(&mut net, v, p);
 }
