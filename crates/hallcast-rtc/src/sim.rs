@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec as StCodec;
-use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt};
+use str0m::media::{
+    Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt, Rid, Simulcast,
+    SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
@@ -671,6 +674,56 @@ pub struct PublisherOpts {
     pub idr_bytes: usize,
     pub p_bytes: usize,
     pub audio_bytes: usize,
+    /// Simulcast: one H.264 stream per layer, low to high, by RID ([`SIMULCAST_RIDS`]),
+    /// each with these slice sizes and its IDRs at the same times as the others' (a real
+    /// encoder's). `None`: one stream of `idr_bytes`/`p_bytes`.
+    pub simulcast: Option<[LayerSizes; 3]>,
+}
+
+/// The RIDs of a simulcast publisher's layers, low to high (Chromium's).
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+
+/// The slice sizes of one simulcast layer.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerSizes {
+    pub idr_bytes: usize,
+    pub p_bytes: usize,
+}
+
+impl PublisherOpts {
+    /// Three simulcast layers at 30 fps with an IDR every 2 s: about 150 kbit/s,
+    /// 500 kbit/s and 1.2 Mbit/s of payload.
+    pub fn simulcast() -> Self {
+        PublisherOpts {
+            simulcast: Some([
+                LayerSizes {
+                    idr_bytes: 8_000,
+                    p_bytes: 500,
+                },
+                LayerSizes {
+                    idr_bytes: 18_800,
+                    p_bytes: 1_800,
+                },
+                LayerSizes {
+                    idr_bytes: 42_000,
+                    p_bytes: 4_400,
+                },
+            ]),
+            ..PublisherOpts::default()
+        }
+    }
+
+    /// The video streams: (RID, IDR bytes, P bytes) per layer, low to high.
+    fn layers(&self) -> Vec<(Option<Rid>, usize, usize)> {
+        match &self.simulcast {
+            Some(ls) => SIMULCAST_RIDS
+                .iter()
+                .zip(ls)
+                .map(|(r, l)| (Some(Rid::from(*r)), l.idr_bytes, l.p_bytes))
+                .collect(),
+            None => vec![(None, self.idr_bytes, self.p_bytes)],
+        }
+    }
 }
 
 impl Default for PublisherOpts {
@@ -683,6 +736,7 @@ impl Default for PublisherOpts {
             idr_bytes: 16_000,
             p_bytes: 3_500,
             audio_bytes: 80,
+            simulcast: None,
         }
     }
 }
@@ -700,10 +754,14 @@ pub struct Publisher {
     next_audio: Option<Instant>,
     pub frames_sent: u64,
     pub audio_sent: u64,
-    /// When each IDR access unit was written.
+    /// When each IDR access unit was written (once for all simulcast layers).
     pub idrs_sent: Vec<Instant>,
+    /// Every access unit written: when, its layer (0 without simulcast), its size.
+    pub video_written: Vec<(Instant, usize, usize)>,
     /// Keyframe requests (PLI/FIR) received from the relay.
     pub keyframe_requests: Vec<(Instant, KeyframeRequestKind)>,
+    /// The RID each of those asked for (`None` without simulcast).
+    pub keyframe_request_rids: Vec<Option<Rid>>,
 }
 
 /// Annex B start code.
@@ -751,12 +809,19 @@ impl Publisher {
             None,
             None,
         );
+        let simulcast = opts.simulcast.map(|_| Simulcast {
+            send: SIMULCAST_RIDS
+                .iter()
+                .map(|r| SimulcastLayer::new(r))
+                .collect(),
+            recv: vec![],
+        });
         let video_mid = api.add_media(
             MediaKind::Video,
             Direction::SendOnly,
             Some("sim".into()),
             None,
-            None,
+            simulcast,
         );
         let (offer, pending) = api.apply().expect("an offer");
         let p = Publisher {
@@ -771,7 +836,9 @@ impl Publisher {
             frames_sent: 0,
             audio_sent: 0,
             idrs_sent: vec![],
+            video_written: vec![],
             keyframe_requests: vec![],
+            keyframe_request_rids: vec![],
         };
         (p, offer, pending)
     }
@@ -838,15 +905,16 @@ impl Publisher {
             .round()
             .max(1.0) as u64;
         let idr = n.is_multiple_of(gop_frames);
-        let bytes = if idr {
-            self.opts.idr_bytes
-        } else {
-            self.opts.p_bytes
-        };
-        let au = access_unit(idr, bytes, n);
         let rtp_time = MediaTime::new(n * u64::from(90_000 / self.opts.fps), Frequency::NINETY_KHZ);
-        if let Some(w) = self.core.rtc.writer(self.video_mid) {
-            w.write(pt, now, rtp_time, au).expect("writing video");
+        for (layer, (rid, idr_bytes, p_bytes)) in self.opts.layers().into_iter().enumerate() {
+            let au = access_unit(idr, if idr { idr_bytes } else { p_bytes }, n);
+            self.video_written.push((now, layer, au.len()));
+            if let Some(mut w) = self.core.rtc.writer(self.video_mid) {
+                if let Some(rid) = rid {
+                    w = w.rid(rid);
+                }
+                w.write(pt, now, rtp_time, au).expect("writing video");
+            }
         }
         if idr {
             self.idrs_sent.push(now);
@@ -871,8 +939,20 @@ impl Publisher {
         for e in self.core.events.drain(..) {
             if let Event::KeyframeRequest(r) = e {
                 self.keyframe_requests.push((now, r.kind));
+                self.keyframe_request_rids.push(r.rid);
             }
         }
+    }
+
+    /// The payload bitrate (access unit bytes) written on `layer` in `[from, to)`.
+    pub fn sent_bps(&self, layer: usize, from: Instant, to: Instant) -> u64 {
+        let bytes: usize = self
+            .video_written
+            .iter()
+            .filter(|(t, l, _)| *l == layer && *t >= from && *t < to)
+            .map(|(_, _, b)| b)
+            .sum();
+        (bytes as f64 * 8.0 / (to - from).as_secs_f64()) as u64
     }
 
     /// Keyframe requests received in `[from, to)`.
@@ -892,6 +972,8 @@ pub struct Received {
     pub seq: u64,
     pub ts: u32,
     pub marker: bool,
+    /// Payload bytes.
+    pub len: usize,
     /// The packet starts an H.264 keyframe (IDR or SPS, alone, in STAP-A or FU-A).
     pub keyframe_start: bool,
 }
@@ -1006,6 +1088,7 @@ impl Viewer {
                         seq: *p.seq_no,
                         ts: p.header.timestamp,
                         marker: p.header.marker,
+                        len: p.payload.len(),
                         keyframe_start: false,
                     };
                     if self.audio_pts.contains(&pt) {

@@ -6,9 +6,10 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use hallcast_core::{Layer, VideoStatus};
 use hallcast_rtc::relay::health::Liveness;
-use hallcast_rtc::sim::{Datagram, Net, PeerId, RelayId, rtp_info};
-use hallcast_rtc::{EndReason, EngineEvent, Role, SessionId};
+use hallcast_rtc::sim::{Datagram, Net, PeerId, PublisherOpts, RelayId, rtp_info};
+use hallcast_rtc::{EndReason, EngineEvent, Role, SessionId, SnapshotConference};
 
 const CONF: &str = "hall";
 
@@ -423,4 +424,206 @@ fn a_relay_pulling_from_another_serves_its_viewers() {
         "{:?}",
         net.publisher(p).keyframe_requests
     );
+}
+
+/// Runs until a simulcast publisher (q/h/f) on `relay` is connected and sending.
+fn live_simulcast_publisher(net: &mut Net, relay: RelayId) -> PeerId {
+    let p = net
+        .publish_with(relay, CONF, PublisherOpts::simulcast())
+        .expect("publish");
+    assert!(
+        net.run_until_cond(secs(2.0), |n| n.publisher(p).frames_sent > 0),
+        "the publisher never connected"
+    );
+    p
+}
+
+/// The conference as `relay`'s snapshot shows it now.
+fn conference(net: &Net, relay: RelayId) -> SnapshotConference {
+    net.relay(relay)
+        .snapshot(net.now(), 0)
+        .conferences
+        .into_iter()
+        .find(|c| &*c.id == CONF)
+        .expect("conference")
+}
+
+/// What `relay`'s snapshot says about a session's video.
+fn video_status(net: &Net, relay: RelayId, s: SessionId) -> Option<VideoStatus> {
+    net.relay(relay)
+        .snapshot(net.now(), 0)
+        .sessions
+        .into_iter()
+        .find(|x| x.id == s)
+        .expect("the session")
+        .video
+}
+
+/// Payload bytes of every frame the viewer received whole (through its marker), and
+/// whether it is a keyframe, in order.
+fn whole_frames(net: &Net, v: PeerId) -> Vec<(bool, usize)> {
+    let mut video = net.viewer(v).video.clone();
+    video.sort_by_key(|r| r.seq);
+    video.dedup_by_key(|r| r.seq);
+    let mut frames = vec![];
+    let mut cur: Option<(u32, bool, usize)> = None;
+    for r in &video {
+        let (ts, key, bytes) = match cur {
+            Some((ts, key, bytes)) if ts == r.ts => (ts, key, bytes + r.len),
+            _ => (r.ts, r.keyframe_start, r.len),
+        };
+        cur = Some((ts, key, bytes));
+        if r.marker {
+            frames.push((key, bytes));
+            cur = None;
+        }
+    }
+    frames
+}
+
+/// The viewer's frames are all the top layer's (`f`: P frames of 4.4 kB, IDRs of 42 kB);
+/// the others' are far smaller (0.5 and 1.8 kB, 8 and 18.8 kB).
+fn assert_top_layer_frames(net: &Net, v: PeerId, what: &str) {
+    let frames = whole_frames(net, v);
+    assert!(frames.len() > 60, "{what}: {} whole frames", frames.len());
+    let top = PublisherOpts::simulcast().simulcast.unwrap()[2];
+    for (key, bytes) in &frames {
+        let want = if *key { top.idr_bytes } else { top.p_bytes };
+        assert!(
+            *bytes >= want && *bytes <= want + 100,
+            "{what}: a {} of {bytes} bytes, not the top layer's {want}",
+            if *key { "keyframe" } else { "P frame" }
+        );
+    }
+    assert!(
+        frames.iter().any(|(key, _)| *key),
+        "{what}: no whole keyframe"
+    );
+}
+
+/// Each measured layer bitrate is within 30 % of what the publisher wrote on that layer
+/// over the last second before `lag` ago (the meter counts arrivals, `lag` later).
+fn assert_layer_bitrates(net: &Net, relay: RelayId, p: PeerId, lag: Duration, what: &str) {
+    let measured = conference(net, relay).layer_bitrates;
+    let to = net.now() - lag;
+    for (layer, bps) in measured.iter().enumerate() {
+        let sent = net.publisher(p).sent_bps(layer, to - secs(1.0), to);
+        let ratio = *bps as f64 / sent as f64;
+        assert!(
+            (0.7..=1.3).contains(&ratio),
+            "{what}: layer {layer} measured at {bps} bit/s, sent at {sent}: {measured:?}"
+        );
+    }
+}
+
+/// A PLI from the viewer (on the top layer) reaches the publisher once, for RID `f`.
+fn assert_pli_reaches_the_top_layer(net: &mut Net, v: PeerId, p: PeerId) {
+    let t0 = net.now();
+    let before = net.publisher(p).keyframe_requests.len();
+    net.request_keyframe(v);
+    net.run_for(secs(0.5));
+    let publisher = net.publisher(p);
+    assert_eq!(
+        publisher.keyframe_requests_between(t0, net.now()),
+        1,
+        "{:?}",
+        publisher.keyframe_requests
+    );
+    assert_eq!(
+        publisher.keyframe_request_rids[before..],
+        [Some("f".into())],
+        "the request was not for the top layer"
+    );
+}
+
+#[test]
+fn a_viewer_receives_the_top_layer_of_a_simulcast_publisher() {
+    let mut net = Net::new();
+    let r = one_relay(&mut net);
+    let p = live_simulcast_publisher(&mut net, r);
+    // The relay has taken every layer by its RID.
+    net.run_for(secs(0.5));
+    assert!(conference(&net, r).layer_bitrates.iter().all(|b| *b > 0));
+    let v = net.subscribe(r, CONF).expect("subscribe");
+    let start = net.now();
+    assert!(net.run_until_cond(secs(1.0), |n| playing(n, v)));
+    net.run_for(secs(2.5));
+    assert_eq!(
+        video_status(&net, r, session(&net, v)),
+        Some(VideoStatus::Forwarding { layer: Layer(2) })
+    );
+    assert_top_layer_frames(&net, v, "viewer");
+    assert_plays_everything(&net, v, start + secs(0.5), "viewer");
+    // The top layer is about 110 packets a second (the middle one about 60).
+    let late = net
+        .viewer(v)
+        .video
+        .iter()
+        .filter(|x| x.at >= start + secs(1.0))
+        .count();
+    assert!(late > 180, "{late} video packets in 2 s");
+    assert_pli_reaches_the_top_layer(&mut net, v, p);
+}
+
+#[test]
+fn measured_layer_bitrates_follow_the_publisher() {
+    let mut net = Net::new();
+    let r = one_relay(&mut net);
+    let p = live_simulcast_publisher(&mut net, r);
+    let first_idr = net.publisher(p).idrs_sent[0];
+    // A window with the second IDRs in it, then one with P frames only.
+    net.run_until(first_idr + secs(2.5));
+    assert_layer_bitrates(&net, r, p, net.delay, "with IDRs");
+    net.run_until(first_idr + secs(3.7));
+    assert_layer_bitrates(&net, r, p, net.delay, "P frames");
+    // And they are the three layers' own: about 150 kbit/s, 500 kbit/s, 1.2 Mbit/s.
+    let measured = conference(&net, r).layer_bitrates;
+    for (bps, nominal) in measured.iter().zip([150_000.0, 500_000.0, 1_200_000.0]) {
+        let ratio = *bps as f64 / nominal;
+        assert!((0.6..=1.4).contains(&ratio), "{measured:?}");
+    }
+}
+
+#[test]
+fn a_pulling_relay_receives_every_layer_and_serves_them() {
+    let mut net = Net::new();
+    let upstream = one_relay(&mut net);
+    let downstream = one_relay(&mut net);
+    let p = live_simulcast_publisher(&mut net, upstream);
+    let (pull, consumer) = net.pull(downstream, upstream, CONF).expect("pull");
+    assert!(
+        net.run_until_cond(secs(2.0), |n| n.events().iter().any(|(_, r, e)| {
+            *r == downstream
+                && matches!(e, EngineEvent::SessionConnected { session, .. } if *session == pull)
+        })),
+        "the pull never connected"
+    );
+    let v = net
+        .subscribe(downstream, CONF)
+        .expect("subscribe downstream");
+    let start = net.now();
+    assert!(
+        net.run_until_cond(secs(2.0), |n| playing(n, v)),
+        "the downstream viewer got no keyframe and audio"
+    );
+    net.run_for(secs(2.5));
+    // Upstream forwards every layer to the pull; downstream measures all three.
+    assert_eq!(
+        video_status(&net, upstream, consumer),
+        Some(VideoStatus::Forwarding { layer: Layer(2) })
+    );
+    let layers = net.relay(downstream).snapshot(net.now(), 0);
+    let conf = layers.conferences.iter().find(|c| &*c.id == CONF).unwrap();
+    assert!(conf.layer_bitrates.iter().all(|b| *b > 0), "{conf:?}");
+    assert_layer_bitrates(&net, downstream, p, net.delay * 2, "downstream");
+    assert_layer_bitrates(&net, upstream, p, net.delay, "upstream");
+    // The downstream viewer gets the top layer, whole.
+    assert_eq!(
+        video_status(&net, downstream, session(&net, v)),
+        Some(VideoStatus::Forwarding { layer: Layer(2) })
+    );
+    assert_top_layer_frames(&net, v, "downstream viewer");
+    assert_plays_everything(&net, v, start + secs(0.5), "downstream viewer");
+    // Its PLI goes up the pull on the top layer's section, to the top layer's RID.
+    assert_pli_reaches_the_top_layer(&mut net, v, p);
 }

@@ -960,13 +960,21 @@ impl Relay {
             return;
         };
         let conference = s.conference.clone();
+        // A relay consumer (another relay pulling) gets every layer, each on its own
+        // section; a viewer one layer.
+        let relay = matches!(&s.role, SessionRole::Viewer(v) if v.relay);
         let Some(conf) = self.confs.get_mut(&conference) else {
             return;
         };
         self.outs.clear();
         let n_replays = conf.router.n_gop_replays();
-        conf.router
-            .add_viewer(ConsumerId(id.0), now, &mut self.outs);
+        if relay {
+            conf.router
+                .add_relay_consumer(ConsumerId(id.0), now, &mut self.outs);
+        } else {
+            conf.router
+                .add_viewer(ConsumerId(id.0), now, &mut self.outs);
+        }
         // A counter over every conference: add this join's replays (0 or 1).
         self.stats
             .gop_replays
