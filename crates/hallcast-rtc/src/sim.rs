@@ -80,6 +80,24 @@ pub fn rtp_info(b: &[u8]) -> Option<RtpInfo> {
 /// Decides, per datagram of a link, whether it is lost (`true`: dropped).
 pub type LossFn = Box<dyn FnMut(&Datagram) -> bool>;
 
+/// Called with `true` just before the network calls into a [`Relay`] (`new`, `handle_*`,
+/// `poll_transmit`/`poll_shard_message`/`poll_event`) and with `false` just after: lets a
+/// benchmark attribute what the relay allocates (see `benches/src/bin/memory.rs`). Not
+/// called around `poll_timeout`, which only reads.
+pub type RelayHook = fn(bool);
+
+/// Runs `f` between the two calls of `hook`.
+fn in_relay<R>(hook: Option<RelayHook>, f: impl FnOnce() -> R) -> R {
+    if let Some(h) = hook {
+        h(true);
+    }
+    let r = f();
+    if let Some(h) = hook {
+        h(false);
+    }
+    r
+}
+
 struct InFlight {
     at: Instant,
     n: u64,
@@ -169,6 +187,7 @@ pub struct Net {
     /// Datagrams dropped by loss functions, and delivered.
     pub n_dropped: u64,
     pub n_delivered: u64,
+    relay_hook: Option<RelayHook>,
 }
 
 impl Default for Net {
@@ -193,7 +212,28 @@ impl Net {
             n_groups: 0,
             n_dropped: 0,
             n_delivered: 0,
+            relay_hook: None,
         }
+    }
+
+    /// Brackets every later call into a relay with `hook` (see [`RelayHook`]).
+    pub fn set_relay_hook(&mut self, hook: RelayHook) {
+        self.relay_hook = Some(hook);
+    }
+
+    /// Bytes (capacities) of the datagrams `from` sent that are still on the wire: the
+    /// sender allocated them, the network owns them until delivery.
+    pub fn in_flight_bytes(&self, from: SocketAddr) -> usize {
+        self.in_flight
+            .iter()
+            .filter(|f| f.d.from == from)
+            .map(|f| f.d.contents.capacity())
+            .sum()
+    }
+
+    /// Takes the event log (what [`Net::events`] returns) out of the network.
+    pub fn take_events(&mut self) -> Vec<(Instant, RelayId, EngineEvent)> {
+        std::mem::take(&mut self.events)
     }
 
     pub fn now(&self) -> Instant {
@@ -228,8 +268,11 @@ impl Net {
                 config.local_addr = SocketAddr::new(ip, 4000 + i as u16);
                 config.shard = i;
                 config.n_shards = n;
-                let relay = Relay::new(config, Arc::new(EngineStats::default()), self.now)
-                    .expect("relay config");
+                let now = self.now;
+                let relay = in_relay(self.relay_hook, || {
+                    Relay::new(config, Arc::new(EngineStats::default()), now)
+                })
+                .expect("relay config");
                 self.relays.push(RelayNode { relay, group });
                 RelayId(self.relays.len() - 1)
             })
@@ -264,7 +307,8 @@ impl Net {
     /// Gives `relay` a command now.
     pub fn command(&mut self, relay: RelayId, cmd: Command) -> Reply {
         let now = self.now;
-        self.relays[relay.0].relay.handle_command(now, cmd)
+        let r = &mut self.relays[relay.0].relay;
+        in_relay(self.relay_hook, || r.handle_command(now, cmd))
     }
 
     /// A publisher with the default stream publishing `conference` on `relay`.
@@ -475,7 +519,7 @@ impl Net {
         }
         for r in &mut self.relays {
             if r.relay.poll_timeout() <= now {
-                r.relay.handle_timeout(now);
+                in_relay(self.relay_hook, || r.relay.handle_timeout(now));
             }
         }
         for p in &mut self.peers {
@@ -493,7 +537,9 @@ impl Net {
             .find(|r| r.relay.local_addr() == d.to)
         {
             self.n_delivered += 1;
-            r.relay.handle_datagram(now, d.from, d.to, &d.contents);
+            in_relay(self.relay_hook, || {
+                r.relay.handle_datagram(now, d.from, d.to, &d.contents)
+            });
             return;
         }
         if let Some(p) = self.peers.iter_mut().find(|p| p.core().addr == d.to)
@@ -535,13 +581,14 @@ impl Net {
             let mut shard_msgs = Vec::new();
             for (i, r) in self.relays.iter_mut().enumerate() {
                 let from = r.relay.local_addr();
-                while let Some(t) = r.relay.poll_transmit() {
+                let hook = self.relay_hook;
+                while let Some(t) = in_relay(hook, || r.relay.poll_transmit()) {
                     out.push((from, t.destination, t.contents));
                 }
-                while let Some((to, msg)) = r.relay.poll_shard_message() {
+                while let Some((to, msg)) = in_relay(hook, || r.relay.poll_shard_message()) {
                     shard_msgs.push((r.group, r.relay.shard(), to, msg));
                 }
-                while let Some(e) = r.relay.poll_event() {
+                while let Some(e) = in_relay(hook, || r.relay.poll_event()) {
                     self.events.push((now, RelayId(i), e));
                 }
             }
@@ -567,7 +614,9 @@ impl Net {
                     .iter_mut()
                     .find(|r| r.group == group && r.relay.shard() == to)
                 {
-                    r.relay.handle_shard_message(now, from, msg);
+                    in_relay(self.relay_hook, || {
+                        r.relay.handle_shard_message(now, from, msg)
+                    });
                 }
             }
             if !moved {
