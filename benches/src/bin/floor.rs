@@ -297,11 +297,7 @@ impl Subscriber {
         let (header, body) = buf.split_at_mut(RTP_HEADER);
         let tag = self
             .key
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(iv),
-                Aad::from(&*header),
-                body,
-            )
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::from(&*header), body)
             .expect("AES-GCM seal");
         buf.extend_from_slice(tag.as_ref());
         buf

@@ -270,6 +270,29 @@ impl Engine {
         }
     }
 
+    /// Caps a viewer's video layer and pauses or resumes its video (audio goes on).
+    pub async fn set_video(
+        &self,
+        session: SessionId,
+        max_layer: hallcast_core::Layer,
+        paused: bool,
+    ) -> Result<(), EngineError> {
+        match self
+            .run_on_session(
+                session,
+                Command::SetVideo {
+                    session,
+                    max_layer,
+                    paused,
+                },
+            )
+            .await?
+        {
+            Reply::Done(r) => r,
+            _ => Err(EngineError::Stopped),
+        }
+    }
+
     /// Ends a session; false if it did not exist.
     pub async fn end(&self, session: SessionId, reason: EndReason) -> Result<bool, EngineError> {
         match self

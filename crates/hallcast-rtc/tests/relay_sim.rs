@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use hallcast_core::{Layer, VideoStatus};
 use hallcast_rtc::relay::health::Liveness;
+use hallcast_rtc::relay::{Command, Reply};
 use hallcast_rtc::sim::{Datagram, Net, PeerId, PublisherOpts, RelayId, rtp_info};
-use hallcast_rtc::{EndReason, EngineEvent, Role, SessionId, SnapshotConference};
+use hallcast_rtc::{Delivery, EndReason, EngineEvent, Role, SessionId, SnapshotConference};
 
 const CONF: &str = "hall";
 
@@ -626,4 +627,130 @@ fn a_pulling_relay_receives_every_layer_and_serves_them() {
     assert_plays_everything(&net, v, start + secs(0.5), "downstream viewer");
     // Its PLI goes up the pull on the top layer's section, to the top layer's RID.
     assert_pli_reaches_the_top_layer(&mut net, v, p);
+}
+
+/// `Command::SetVideo` on `v`'s session.
+fn set_video(net: &mut Net, r: RelayId, v: PeerId, max_layer: Layer, paused: bool) {
+    let session = session(net, v);
+    match net.command(
+        r,
+        Command::SetVideo {
+            session,
+            max_layer,
+            paused,
+        },
+    ) {
+        Reply::Done(res) => res.expect("SetVideo"),
+        other => panic!("unexpected reply to SetVideo: {other:?}"),
+    }
+}
+
+/// The delivery states the relay reported for `session`, in order.
+fn deliveries(net: &Net, session: SessionId) -> Vec<Delivery> {
+    net.events()
+        .iter()
+        .filter_map(|(_, _, e)| match e {
+            EngineEvent::Delivery {
+                session: s, state, ..
+            } if *s == session => Some(*state),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_paused_viewer_keeps_its_audio_and_resumes_video_at_a_keyframe() {
+    let mut net = Net::new();
+    let r = one_relay(&mut net);
+    let _p = live_publisher(&mut net, r);
+    let v = net.subscribe(r, CONF).expect("subscribe");
+    let other = net.subscribe(r, CONF).expect("subscribe");
+    assert!(net.run_until_cond(secs(1.0), |n| playing(n, v) && playing(n, other)));
+    net.run_for(secs(0.5));
+    let s = session(&net, v);
+
+    set_video(&mut net, r, v, Layer(2), true);
+    let paused_at = net.now();
+    net.run_for(secs(3.0));
+    assert_eq!(video_status(&net, r, s), Some(VideoStatus::Paused));
+    let resumed_at = net.now();
+    let viewer = net.viewer(v);
+    let video_while_paused = viewer
+        .video
+        .iter()
+        .filter(|x| x.at > paused_at + net.delay * 2 && x.at <= resumed_at)
+        .count();
+    assert_eq!(video_while_paused, 0, "video reached a paused viewer");
+    let audio_while_paused = viewer
+        .audio
+        .iter()
+        .filter(|x| x.at > paused_at && x.at <= resumed_at)
+        .count();
+    assert!(
+        audio_while_paused >= 120,
+        "{audio_while_paused} audio packets in 3 s of pause"
+    );
+    // The health policy says so: audio only.
+    assert_eq!(deliveries(&net, s).last(), Some(&Delivery::AudioOnly));
+
+    set_video(&mut net, r, v, Layer(2), false);
+    assert!(
+        net.run_until_cond(secs(2.5), |n| n
+            .viewer(v)
+            .complete_keyframes()
+            .iter()
+            .any(|t| *t > resumed_at)),
+        "no keyframe after resuming"
+    );
+    net.run_for(secs(1.0));
+    assert_eq!(
+        video_status(&net, r, s),
+        Some(VideoStatus::Forwarding { layer: Layer(0) })
+    );
+    // One stream to the browser: no sequence gap across the pause, audio never broke.
+    assert_plays_everything(&net, v, net.now() - secs(0.8), "resumed viewer");
+    assert_eq!(deliveries(&net, s).last(), Some(&Delivery::Flowing));
+    // The other viewer saw nothing of it.
+    assert_plays_everything(&net, other, paused_at, "other viewer");
+}
+
+#[test]
+fn a_capped_viewer_moves_to_the_lower_layer_at_its_keyframe() {
+    let mut net = Net::new();
+    let r = one_relay(&mut net);
+    let _p = live_simulcast_publisher(&mut net, r);
+    let v = net.subscribe(r, CONF).expect("subscribe");
+    assert!(net.run_until_cond(secs(1.0), |n| playing(n, v)));
+    let s = session(&net, v);
+    assert_eq!(
+        video_status(&net, r, s),
+        Some(VideoStatus::Forwarding { layer: Layer(2) })
+    );
+    set_video(&mut net, r, v, Layer(0), false);
+    let capped_at = net.now();
+    assert!(
+        net.run_until_cond(secs(2.5), |n| video_status(n, r, s)
+            == Some(VideoStatus::Forwarding { layer: Layer(0) })),
+        "the viewer never moved to layer 0"
+    );
+    net.run_for(secs(1.5));
+    // After the switch only the lowest layer's small frames arrive, in one continuous stream.
+    let late: Vec<usize> = net
+        .viewer(v)
+        .video
+        .iter()
+        .filter(|x| x.at > net.now() - secs(1.0))
+        .map(|x| x.len)
+        .collect();
+    let mean = late.iter().sum::<usize>() as f64 / late.len().max(1) as f64;
+    assert!(
+        !late.is_empty() && mean < 900.0,
+        "mean payload {mean:.0} B after capping at layer 0"
+    );
+    assert_eq!(
+        net.viewer(v).missing_video(),
+        Vec::<u64>::new(),
+        "video gaps"
+    );
+    assert!(net.now() > capped_at);
 }

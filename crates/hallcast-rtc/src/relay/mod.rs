@@ -29,7 +29,7 @@ use hallcast_core::{
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, KeyframeRequestKind, Mid, Rids};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::RtpWrite;
+use str0m::rtp::{Extension, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use tracing::{debug, info};
 
@@ -147,6 +147,13 @@ pub enum Command {
         session: SessionId,
         reason: EndReason,
     },
+    /// What a viewer's video may be: the highest layer it may receive, and whether its video
+    /// is paused (audio only). The bandwidth allocator's levers.
+    SetVideo {
+        session: SessionId,
+        max_layer: Layer,
+        paused: bool,
+    },
     EndConference {
         conference: Arc<str>,
     },
@@ -226,7 +233,9 @@ pub struct Relay {
     /// (`Session::reply_from`). Bound to one address, the source is that one.
     choose_source: bool,
     stats: Arc<EngineStats>,
-    sessions: HashMap<SessionId, Session>,
+    /// Boxed: a `Session` is ~10 KiB (its `Rtc`), and a map of inline sessions keeps that
+    /// per slot of its capacity, which only grows.
+    sessions: HashMap<SessionId, Box<Session>>,
     by_addr: HashMap<SocketAddr, SessionId>,
     by_ufrag: HashMap<String, SessionId>,
     confs: HashMap<Arc<str>, ConfState>,
@@ -390,6 +399,11 @@ impl Relay {
             }
             Command::Pull { conference } => Reply::Started(self.pull(now, conference)),
             Command::Accept { session, answer } => Reply::Done(self.accept(now, session, &answer)),
+            Command::SetVideo {
+                session,
+                max_layer,
+                paused,
+            } => Reply::Done(self.set_video(now, session, max_layer, paused)),
             Command::End { session, reason } => {
                 let existed = self.sessions.contains_key(&session);
                 self.end_session(now, session, reason);
@@ -544,7 +558,7 @@ impl Relay {
     }
 
     fn role_of(&self, id: SessionId) -> Option<Role> {
-        self.sessions.get(&id).map(Session::role)
+        self.sessions.get(&id).map(|s| s.role())
     }
 
     /// Ends every session (RTCP BYE / DTLS close where possible).
@@ -557,7 +571,18 @@ impl Relay {
 
     // ------------------------------------------------------------------ commands
 
-    fn new_rtc(&self, now: Instant, audio: Option<Codec>, video: &[Codec], ice_lite: bool) -> Rtc {
+    /// `twcc`: negotiate transport-wide congestion control. Viewers go without it until the
+    /// relay estimates their bandwidth (str0m keeps a 1 000-packet send register per session
+    /// for it, ~44 KiB, that nothing would read); publishers and relay links keep it (the
+    /// relay's feedback drives a browser publisher's own estimate).
+    fn new_rtc(
+        &self,
+        now: Instant,
+        audio: Option<Codec>,
+        video: &[Codec],
+        ice_lite: bool,
+        twcc: bool,
+    ) -> Rtc {
         let mut b = Rtc::builder()
             // Shared DTLS configuration and certificate (see dtls.rs): str0m asks this
             // provider for the certificate, which is the process's one.
@@ -566,6 +591,17 @@ impl Relay {
             .set_rtp_mode(true)
             .set_stats_interval(Some(STATS_INTERVAL))
             .clear_codecs();
+        if !twcc {
+            // str0m's standard map without transport-wide-cc (ids as Chrome's).
+            b = b
+                .clear_extension_map()
+                .set_extension(1, Extension::AudioLevel)
+                .set_extension(2, Extension::AbsoluteSendTime)
+                .set_extension(4, Extension::RtpMid)
+                .set_extension(10, Extension::RtpStreamId)
+                .set_extension(11, Extension::RepairedRtpStreamId)
+                .set_extension(13, Extension::VideoOrientation);
+        }
         if audio == Some(Codec::Opus) {
             b = b.enable_opus(true, false);
         }
@@ -621,7 +657,7 @@ impl Relay {
         if audio.is_none() && video.is_none() {
             return Err(EngineError::NoSupportedCodec);
         }
-        let mut rtc = self.new_rtc(now, audio, video.as_slice(), true);
+        let mut rtc = self.new_rtc(now, audio, video.as_slice(), true, true);
         let answer = rtc
             .sdp_api()
             .accept_offer(sdp)
@@ -773,7 +809,7 @@ impl Relay {
             return Err(EngineError::CodecMismatch(want()));
         }
         let video_codecs: Vec<Codec> = video.filter(|_| video_ok).into_iter().collect();
-        let mut rtc = self.new_rtc(now, audio.filter(|_| audio_ok), &video_codecs, true);
+        let mut rtc = self.new_rtc(now, audio.filter(|_| audio_ok), &video_codecs, true, relay);
         let answer = rtc
             .sdp_api()
             .accept_offer(sdp)
@@ -825,6 +861,8 @@ impl Relay {
             audio: tx_audio,
             video: tx_video,
             first_video_sent: false,
+            max_layer: Layer((Layer::MAX - 1) as u8),
+            paused: false,
             last_audio_at: None,
             last_video_at: None,
             delivery: Delivery::Pending,
@@ -853,7 +891,13 @@ impl Relay {
         {
             return Err(EngineError::AlreadyLive);
         }
-        let mut rtc = self.new_rtc(now, Some(Codec::Opus), &[Codec::H264, Codec::Vp8], false);
+        let mut rtc = self.new_rtc(
+            now,
+            Some(Codec::Opus),
+            &[Codec::H264, Codec::Vp8],
+            false,
+            true,
+        );
         let mut ingest = Ingest::new(None, None);
         ingest.upstream = true;
         let mut api = rtc.sdp_api();
@@ -925,6 +969,36 @@ impl Relay {
         Ok(())
     }
 
+    fn set_video(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        max_layer: Layer,
+        paused: bool,
+    ) -> Result<(), EngineError> {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return Err(EngineError::UnknownSession);
+        };
+        let SessionRole::Viewer(v) = &mut s.role else {
+            return Err(EngineError::UnknownSession);
+        };
+        if v.relay {
+            return Err(EngineError::UnknownSession);
+        }
+        // Kept for a viewer that has not joined the router yet (before ICE and DTLS).
+        v.max_layer = max_layer;
+        v.paused = paused;
+        let conference = s.conference.clone();
+        self.outs.clear();
+        if let Some(c) = self.confs.get_mut(&conference) {
+            c.router.set_max_layer(ConsumerId(id.0), max_layer);
+            c.router
+                .set_paused(ConsumerId(id.0), paused, now, &mut self.outs);
+        }
+        self.apply_outputs(now, &conference);
+        Ok(())
+    }
+
     fn trickle(&mut self, session: SessionId, candidates: Vec<String>) -> Result<(), EngineError> {
         let Some(s) = self.sessions.get_mut(&session) else {
             return Err(EngineError::UnknownSession);
@@ -950,7 +1024,7 @@ impl Relay {
         session.scheduled = Some(session.timeout);
         self.timers.push(Reverse((session.timeout, id)));
         self.by_ufrag.insert(session.ufrag.clone(), id);
-        self.sessions.insert(id, session);
+        self.sessions.insert(id, Box::new(session));
     }
 
     /// The viewer joins the fan-out once ICE+DTLS are up, so its GOP replay goes out
@@ -963,6 +1037,10 @@ impl Relay {
         // A relay consumer (another relay pulling) gets every layer, each on its own
         // section; a viewer one layer.
         let relay = matches!(&s.role, SessionRole::Viewer(v) if v.relay);
+        let wanted = match &s.role {
+            SessionRole::Viewer(v) if !v.relay => Some((v.max_layer, v.paused)),
+            _ => None,
+        };
         let Some(conf) = self.confs.get_mut(&conference) else {
             return;
         };
@@ -974,6 +1052,18 @@ impl Relay {
         } else {
             conf.router
                 .add_viewer(ConsumerId(id.0), now, &mut self.outs);
+        }
+        // A `SetVideo` that came before the viewer joined: a paused viewer gets no replay; a
+        // lower cap takes over at that layer's next keyframe.
+        if let Some((max_layer, paused)) = wanted
+            && (paused || max_layer.index() < Layer::MAX - 1)
+        {
+            conf.router.set_max_layer(ConsumerId(id.0), max_layer);
+            if paused {
+                self.outs.forwards.retain(|f| f.kind != MediaKind::Video);
+                conf.router
+                    .set_paused(ConsumerId(id.0), true, now, &mut self.outs);
+            }
         }
         // A counter over every conference: add this join's replays (0 or 1).
         self.stats

@@ -101,6 +101,9 @@ pub(crate) struct ViewerSink {
     pub audio: Option<TxStream>,
     pub video: [Option<TxStream>; Layer::MAX],
     pub first_video_sent: bool,
+    /// The video it may receive (`Command::SetVideo`), applied when it joins the router.
+    pub max_layer: Layer,
+    pub paused: bool,
     pub last_audio_at: Option<Instant>,
     pub last_video_at: Option<Instant>,
     pub delivery: Delivery,
