@@ -754,3 +754,46 @@ fn a_capped_viewer_moves_to_the_lower_layer_at_its_keyframe() {
     );
     assert!(net.now() > capped_at);
 }
+
+#[test]
+fn snapshots_carry_each_sessions_state_rtt_and_bytes() {
+    let mut net = Net::new();
+    let r = one_relay(&mut net);
+    let p = live_publisher(&mut net, r);
+    let v = net.subscribe(r, CONF).expect("subscribe");
+    assert!(net.run_until_cond(secs(1.0), |n| playing(n, v)));
+    net.run_for(secs(3.0));
+    let snap = net.relay(r).snapshot(net.now(), 0);
+    let viewer = snap
+        .sessions
+        .iter()
+        .find(|s| s.id == session(&net, v))
+        .expect("the viewer in the snapshot");
+    assert_eq!(viewer.role, Role::Subscriber);
+    assert!(viewer.connected);
+    assert_eq!(viewer.delivery, Some(Delivery::Flowing));
+    assert_eq!(
+        viewer.video,
+        Some(VideoStatus::Forwarding { layer: Layer(0) })
+    );
+    // str0m's stats: the round trip over two 5 ms links, what was sent.
+    let rtt = viewer.rtt_ms.expect("an RTT reading for the viewer");
+    assert!(
+        (8..=40).contains(&rtt),
+        "viewer RTT {rtt} ms over 2 × 5 ms links"
+    );
+    assert!(viewer.media_bytes > 100_000, "{viewer:?}");
+    let publisher = snap
+        .sessions
+        .iter()
+        .find(|s| s.id == session(&net, p))
+        .expect("the publisher in the snapshot");
+    assert_eq!(publisher.role, Role::Publisher);
+    assert!(publisher.media_bytes > 100_000, "{publisher:?}");
+    let conf = conference(&net, r);
+    assert!(
+        conf.live && conf.n_subscribers == 1 && conf.layer_bitrates[0] > 0,
+        "{conf:?}"
+    );
+    assert!(conf.audio_bitrate > 0, "{conf:?}");
+}

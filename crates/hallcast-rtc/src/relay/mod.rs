@@ -1363,6 +1363,7 @@ impl Relay {
                 | Event::Connected
                 | Event::IceConnectionStateChange(_)
                 | Event::PeerStats(_)
+                | Event::MediaEgressStats(_)
                 | Event::Closed => queue.push_back((id, e)),
                 _ => {}
             },
@@ -1438,6 +1439,13 @@ impl Relay {
                         };
                         s.readings.loss = loss.or(s.readings.loss);
                         s.readings.media_bytes = if viewer { p.bytes_tx } else { p.bytes_rx };
+                    }
+                }
+                // A consumer's RTT and loss come from its receiver reports, per stream.
+                Event::MediaEgressStats(m) => {
+                    if let Some(s) = self.sessions.get_mut(&id) {
+                        s.readings.rtt = m.rtt.or(s.readings.rtt);
+                        s.readings.loss = m.loss.or(s.readings.loss);
                     }
                 }
                 Event::IceConnectionStateChange(IceConnectionState::Disconnected)
