@@ -12,6 +12,7 @@
 #   FLOOR=0 benches/e2e/floor.sh                  # the relay only, against floor JSON in OUT_DIR
 #   SIZES=100 DURATION=10 benches/e2e/floor.sh
 #   HALLCAST_BIN=/path/to/hallcast benches/e2e/floor.sh   # measure a relay built elsewhere
+#   benches/e2e/floor.sh --relay-arg=--set=media.threads=1  # extra arguments go to hallcast-load bench
 #
 # Environment: SIZES, DURATION (seconds measured, floor and relay), RELAY, FLOOR (1/0), RAMP, WARMUP,
 # BASELINE (as run.sh), OUT_DIR (per-run JSON and the relay's report), WORK_DIR (relay logs),
@@ -57,7 +58,8 @@ if [[ "$relay" == 1 ]]; then
     --duration "$duration" \
     --baseline "${BASELINE:-5}" \
     --work-dir "$work_dir" \
-    --out "$out_dir/relay-e2e.md" >/dev/null
+    --out "$out_dir/relay-e2e.md" \
+    "$@" >/dev/null
   for n in "${ns[@]}"; do
     cp "$work_dir/n$n.json" "$out_dir/relay-n$n.json"
   done
