@@ -332,12 +332,7 @@ fn probe_rtc(k: usize) -> (f64, usize) {
             .clear_codecs()
             .enable_opus(true, false);
         let cfg = b.codec_config();
-        for (pt, rtx, profile) in [
-            (108u8, 109u8, 0x42e01fu32),
-            (127, 121, 0x42001f),
-            (123, 119, 0x4d001f),
-            (114, 115, 0x64001f),
-        ] {
+        for (pt, rtx, profile) in hallcast_rtc::relay::H264_PAYLOADS {
             cfg.add_h264(pt.into(), Some(rtx.into()), true, profile);
         }
         let mut rtc = b.build(start);

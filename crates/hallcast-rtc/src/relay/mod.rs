@@ -73,6 +73,16 @@ const DRAIN_AT: usize = 512;
 /// set, the shard's index below (session ids never take this shape, see `new_id`).
 const SHARD_CONSUMER: u128 = u128::MAX << 8;
 
+/// The H.264 payload types the relay offers and accepts: (PT, RTX PT, profile-level-id), all
+/// packetization-mode=1; constrained baseline first (what every browser decodes), then
+/// baseline, main and high for encoders.
+pub const H264_PAYLOADS: [(u8, u8, u32); 4] = [
+    (108, 109, 0x42e01f),
+    (127, 121, 0x42001f),
+    (123, 119, 0x4d001f),
+    (114, 115, 0x64001f),
+];
+
 /// Settings of one relay (one media shard).
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -610,14 +620,7 @@ impl Relay {
                 Codec::Vp8 => b = b.enable_vp8(true),
                 Codec::H264 => {
                     let cfg = b.codec_config();
-                    // packetization-mode=1 only; constrained baseline first (what every
-                    // browser decodes), then baseline, main and high for encoders.
-                    for (pt, rtx, profile) in [
-                        (108u8, 109u8, 0x42e01fu32),
-                        (127, 121, 0x42001f),
-                        (123, 119, 0x4d001f),
-                        (114, 115, 0x64001f),
-                    ] {
+                    for (pt, rtx, profile) in H264_PAYLOADS {
                         cfg.add_h264(pt.into(), Some(rtx.into()), true, profile);
                     }
                 }
