@@ -119,7 +119,7 @@ pub enum EngineEvent {
         reason: EndReason,
     },
     /// What a subscriber is receiving changed (evaluated every 200 ms over the last
-    /// [`DELIVERY_WINDOW`]).
+    /// [`crate::DELIVERY_WINDOW`]).
     Delivery {
         conference: Arc<str>,
         session: SessionId,

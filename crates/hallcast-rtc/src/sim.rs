@@ -1,10 +1,10 @@
-//! [`Net`] holds one or more [`Relay`]s (each at its own `127.0.0.x:port`; relays of one
+//! [`Net`](crate::sim::Net) holds one or more [`Relay`](crate::relay::Relay)s (each at its own `127.0.0.x:port`; relays of one
 //! group are the shards of one process and exchange
 //! [`ShardMessage`](crate::relay::ShardMessage)s as the driver does) and str0m peers
-//! ([`Publisher`], [`Viewer`]), each at its own address. Nothing touches a socket or the
+//! ([`Publisher`](crate::sim::Publisher), [`Viewer`](crate::sim::Viewer)), each at its own address. Nothing touches a socket or the
 //! wall clock: the clock starts at `Instant::now()` once and then only moves forward, to the
 //! earliest of every node's next deadline and the next datagram delivery. Datagrams take a
-//! fixed link delay ([`Net::delay`]); a per-link [`LossFn`] may drop chosen ones. The same
+//! fixed link delay ([`Net::delay`](crate::sim::Net::delay)); a per-link [`LossFn`](crate::sim::LossFn) may drop chosen ones. The same
 //! inputs give the same run (up to the random ids, ICE credentials and keys the stacks
 //! draw, which do not change what is sent when).
 
@@ -1041,7 +1041,7 @@ pub struct Viewer {
     /// Cumulative NACKs and PLIs the stack sent (from its ingress stats).
     pub nacks_sent: u64,
     pub plis_sent: u64,
-    /// PLIs asked for with [`Viewer::request_keyframe`].
+    /// PLIs asked for with `Viewer::request_keyframe`.
     pub plis_requested: u64,
 }
 
