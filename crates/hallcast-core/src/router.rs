@@ -746,7 +746,7 @@ mod tests {
         shard.add_viewer(ConsumerId(2), src.at(0), &mut sout);
         shard.add_relay_consumer(ConsumerId(3), src.at(0), &mut sout);
         for f in out.forwards.iter().filter(|f| f.sub == r) {
-            shard.on_packet(&f.to_source(), &mut sout);
+            shard.on_packet(&f.clone().into_source(), &mut sout);
         }
         assert_eq!(audio_for(&sout, ConsumerId(2)).len(), 2);
         assert!(!video_for(&sout, ConsumerId(2)).is_empty());

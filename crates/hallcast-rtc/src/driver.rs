@@ -194,16 +194,14 @@ impl Engine {
         offer: String,
     ) -> Result<SessionStarted, EngineError> {
         let shard = self.source_shard(conference);
-        started(
-            self.run(
-                shard,
-                Command::Publish {
-                    conference: conference.into(),
-                    offer,
-                },
-            )
-            .await?,
+        self.start_session(
+            shard,
+            Command::Publish {
+                conference: conference.into(),
+                offer,
+            },
         )
+        .await
     }
 
     pub async fn subscribe(
@@ -212,16 +210,14 @@ impl Engine {
         offer: String,
     ) -> Result<SessionStarted, EngineError> {
         let shard = self.viewer_shard();
-        started(
-            self.run(
-                shard,
-                Command::Subscribe {
-                    conference: conference.into(),
-                    offer,
-                },
-            )
-            .await?,
+        self.start_session(
+            shard,
+            Command::Subscribe {
+                conference: conference.into(),
+                offer,
+            },
         )
+        .await
     }
 
     /// A downstream relay's offer (made by its [`Engine::pull`]): a relay consumer of every
@@ -232,16 +228,14 @@ impl Engine {
         offer: String,
     ) -> Result<SessionStarted, EngineError> {
         let shard = self.viewer_shard();
-        started(
-            self.run(
-                shard,
-                Command::SubscribeRelay {
-                    conference: conference.into(),
-                    offer,
-                },
-            )
-            .await?,
+        self.start_session(
+            shard,
+            Command::SubscribeRelay {
+                conference: conference.into(),
+                offer,
+            },
         )
+        .await
     }
 
     /// Starts pulling `conference` from another relay, as its ICE client: the SDP offer to
@@ -249,15 +243,13 @@ impl Engine {
     /// [`Engine::accept`].
     pub async fn pull(&self, conference: &str) -> Result<SessionStarted, EngineError> {
         let shard = self.source_shard(conference);
-        started(
-            self.run(
-                shard,
-                Command::Pull {
-                    conference: conference.into(),
-                },
-            )
-            .await?,
+        self.start_session(
+            shard,
+            Command::Pull {
+                conference: conference.into(),
+            },
         )
+        .await
     }
 
     pub async fn accept(&self, session: SessionId, answer: String) -> Result<(), EngineError> {
@@ -406,6 +398,18 @@ impl Engine {
         self.run(shard, cmd).await
     }
 
+    /// Runs a command that starts a session (publish, subscribe, pull) on `shard`.
+    async fn start_session(
+        &self,
+        shard: usize,
+        cmd: Command,
+    ) -> Result<SessionStarted, EngineError> {
+        match self.run(shard, cmd).await? {
+            Reply::Started(r) => r,
+            _ => Err(EngineError::Stopped),
+        }
+    }
+
     async fn run(&self, shard: usize, cmd: Command) -> Result<Reply, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.shards[shard]
@@ -456,13 +460,6 @@ fn bind_shards(bind: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::UdpS
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no free media port range")))
-}
-
-fn started(r: Reply) -> Result<SessionStarted, EngineError> {
-    match r {
-        Reply::Started(r) => r,
-        _ => Err(EngineError::Stopped),
-    }
 }
 
 /// One shard's I/O.

@@ -8,6 +8,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use hallcast_rtc::SnapshotConference;
+
 use crate::AppState;
 
 /// Ready while every media shard publishes fresh snapshots (a wedged or stopped shard makes
@@ -122,40 +124,31 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         s.backlog_packets.load(Relaxed)
     );
     if let Ok(snap) = state.engine.snapshot().await {
-        let _ = writeln!(
-            out,
-            "# HELP hallcast_conference_live Whether the hall feed is live\n# TYPE hallcast_conference_live gauge"
+        let per_conference =
+            |out: &mut String, name: &str, help: &str, v: &dyn Fn(&SnapshotConference) -> u64| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+                for c in &snap.conferences {
+                    let _ = writeln!(out, "{name}{{conference=\"{}\"}} {}", c.id, v(c));
+                }
+            };
+        per_conference(
+            &mut out,
+            "hallcast_conference_live",
+            "Whether the hall feed is live",
+            &|c| u64::from(c.live),
         );
-        for c in &snap.conferences {
-            let _ = writeln!(
-                out,
-                "hallcast_conference_live{{conference=\"{}\"}} {}",
-                c.id,
-                u8::from(c.live)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP hallcast_subscribers Subscriber sessions per conference\n# TYPE hallcast_subscribers gauge"
+        per_conference(
+            &mut out,
+            "hallcast_subscribers",
+            "Subscriber sessions per conference",
+            &|c| c.n_subscribers as u64,
         );
-        for c in &snap.conferences {
-            let _ = writeln!(
-                out,
-                "hallcast_subscribers{{conference=\"{}\"}} {}",
-                c.id, c.n_subscribers
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP hallcast_relay_consumers Downstream relays pulling each conference\n# TYPE hallcast_relay_consumers gauge"
+        per_conference(
+            &mut out,
+            "hallcast_relay_consumers",
+            "Downstream relays pulling each conference",
+            &|c| c.n_relays as u64,
         );
-        for c in &snap.conferences {
-            let _ = writeln!(
-                out,
-                "hallcast_relay_consumers{{conference=\"{}\"}} {}",
-                c.id, c.n_relays
-            );
-        }
         let _ = writeln!(
             out,
             "# HELP hallcast_layer_bitrate_bps Measured bitrate of each video layer of the hall feed (last second)\n# TYPE hallcast_layer_bitrate_bps gauge"

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::consumer::{ConsumerId, Forward};
 use crate::media::{Layer, MediaKind, SourcePacket};
+use crate::router::Outputs;
 
 /// Per consumer, per outgoing stream: the rewrite state.
 #[derive(Debug, Clone)]
@@ -56,6 +57,27 @@ impl Egress {
         self.current = Some(layer);
         self.last_in_seq = pkt.seq.wrapping_sub(1);
         self.waiting_since = None;
+    }
+
+    /// Starts `layer` at the first packet of its cached `gop` and rewrites the whole GOP
+    /// into `out` (a joiner's first picture without waiting for the encoder).
+    pub(crate) fn replay(
+        &mut self,
+        id: ConsumerId,
+        layer: Layer,
+        gop: &[SourcePacket],
+        clock_rate: u32,
+        out: &mut Outputs,
+    ) {
+        let Some(first) = gop.first() else {
+            return;
+        };
+        self.start(layer, first, clock_rate);
+        for pkt in gop {
+            if let Some(f) = self.rewrite(id, MediaKind::Video, pkt) {
+                out.forwards.push(f);
+            }
+        }
     }
 
     /// Rewrites `pkt` for consumer `sub`, or `None` for a stale packet.

@@ -54,8 +54,8 @@ pub struct Forward {
 impl Forward {
     /// This packet as a source packet of another router (an in-process shard fed by a
     /// relay consumer): the rewritten sequence number and timestamp, everything else
-    /// copied.
-    pub fn to_source(&self) -> SourcePacket {
+    /// moved (the payload `Arc` too: no reference count traffic per packet).
+    pub fn into_source(self) -> SourcePacket {
         SourcePacket {
             kind: self.kind,
             layer: self.layer,
@@ -63,7 +63,7 @@ impl Forward {
             ts: self.ts,
             marker: self.marker,
             keyframe_start: self.keyframe_start,
-            payload: self.payload.clone(),
+            payload: self.payload,
             arrival: self.arrival,
         }
     }

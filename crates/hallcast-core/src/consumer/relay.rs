@@ -51,12 +51,7 @@ impl Relay {
                 continue;
             }
             if let Some(gop) = producer.gop(layer) {
-                egress.start(layer, &gop[0], codec.clock_rate());
-                for pkt in gop {
-                    if let Some(f) = egress.rewrite(id, MediaKind::Video, pkt) {
-                        out.forwards.push(f);
-                    }
-                }
+                egress.replay(id, layer, gop, codec.clock_rate(), out);
                 replays += 1;
             }
         }

@@ -49,12 +49,7 @@ impl Viewer {
         let target = target_of(producer.active_layers(now), self.max_layer, None);
         match producer.gop(target) {
             Some(gop) => {
-                self.video.start(target, &gop[0], codec.clock_rate());
-                for pkt in gop {
-                    if let Some(f) = self.video.rewrite(id, MediaKind::Video, pkt) {
-                        out.forwards.push(f);
-                    }
-                }
+                self.video.replay(id, target, gop, codec.clock_rate(), out);
                 1
             }
             None => {

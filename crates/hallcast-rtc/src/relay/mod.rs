@@ -1023,7 +1023,13 @@ impl Relay {
     fn insert_session(&mut self, now: Instant, mut session: Session) {
         let id = session.id;
         // The negotiation's own outputs (none to send for an answerer).
-        drain(&mut session, now, &mut self.transmits, |_| {}, |_| {});
+        drain(
+            &mut session,
+            now,
+            &mut self.transmits,
+            &mut Vec::new(),
+            |_| {},
+        );
         session.scheduled = Some(session.timeout);
         self.timers.push(Reverse((session.timeout, id)));
         self.by_ufrag.insert(session.ufrag.clone(), id);
@@ -1087,7 +1093,7 @@ impl Relay {
             return;
         };
         s.rtc.disconnect();
-        drain(&mut s, now, &mut self.transmits, |_| {}, |_| {});
+        drain(&mut s, now, &mut self.transmits, &mut Vec::new(), |_| {});
         for a in &s.addrs {
             if self.by_addr.get(a) == Some(&id) {
                 self.by_addr.remove(a);
@@ -1349,17 +1355,11 @@ impl Relay {
             return;
         };
         let queue = &mut self.queue;
-        let client = s.is_ice_client();
-        let new_destinations = &mut self.new_destinations;
         drain(
             s,
             self.last_now,
             &mut self.transmits,
-            |d| {
-                if client {
-                    new_destinations.push(d)
-                }
-            },
+            &mut self.new_destinations,
             |e| match e {
                 Event::RtpPacket(_)
                 | Event::KeyframeRequest(_)
@@ -1567,7 +1567,7 @@ impl Relay {
                     shard,
                     ShardMessage::Packet {
                         conference: conference.clone(),
-                        packet: f.to_source(),
+                        packet: f.into_source(),
                     },
                 ));
                 continue;

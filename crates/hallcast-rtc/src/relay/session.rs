@@ -190,15 +190,17 @@ pub(crate) struct ReplyFrom {
 }
 
 /// Drains an `Rtc` until it yields its next timeout (str0m's single-mutation rule):
-/// transmits go to `transmits`, events to `on_event`. An ICE client's destinations are
-/// reported through `on_destination` (the addresses its checks go to become its own).
+/// transmits go to `transmits`, events to `on_event`. An ICE client's destinations it has
+/// not used yet go to `new_destinations` (the addresses its checks go to become its own);
+/// other sessions' transmits are not looked at.
 pub(crate) fn drain(
     s: &mut Session,
     now: Instant,
     transmits: &mut VecDeque<Transmit>,
-    mut on_destination: impl FnMut(SocketAddr),
+    new_destinations: &mut Vec<SocketAddr>,
     mut on_event: impl FnMut(Event),
 ) {
+    let client = s.is_ice_client();
     loop {
         match s.rtc.poll_output() {
             Ok(Output::Timeout(t)) => {
@@ -207,8 +209,8 @@ pub(crate) fn drain(
             }
             Ok(Output::Transmit(t)) => {
                 let source = reply_source(&s.reply_from, t.destination, t.source.ip());
-                if !s.addrs.contains(&t.destination) {
-                    on_destination(t.destination);
+                if client && !s.addrs.contains(&t.destination) {
+                    new_destinations.push(t.destination);
                 }
                 transmits.push_back(Transmit {
                     destination: t.destination,
