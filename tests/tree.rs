@@ -339,6 +339,93 @@ fn harness_chromium_in_a_point_namespace_plays_the_central() {
     );
 }
 
+/// What the scenarios use besides Chromium, against the central alone: `hallcast-load` and
+/// aiortc inside a point's namespace join and receive; a cut (nftables) between two hosts stops
+/// their traffic both ways and `restore` brings it back; a link down and up likewise.
+#[test]
+fn harness_load_aiortc_and_cuts_in_point_namespaces() {
+    run(
+        "harness_load_aiortc_and_cuts_in_point_namespaces",
+        Weight::Heavy,
+        |ctx| -> Result<()> {
+            let mut tree = Tree::create()?;
+            let central_host = tree.relay_host("central")?;
+            let point = tree.point_under("point", &central_host)?;
+            let walker = tree.backbone_host("walker")?;
+            let mut demo = central(ctx, &central_host)?;
+            let info = demo.info.clone();
+
+            let mut load = Load::start(
+                ctx,
+                &point,
+                &info.whep_url,
+                &info.viewer_token,
+                LoadPlan {
+                    subscribers: 5,
+                    ramp_per_sec: 10.0,
+                    warmup_s: 1.0,
+                    duration_s: 2.0,
+                },
+            )?;
+            let mut player = aiortc_in(
+                ctx,
+                &point,
+                &info.whep_url,
+                &info.viewer_token,
+                60,
+                MIN_FRAMES as u32,
+                &[],
+            )?;
+            let r = load.result(Duration::from_secs(60))?;
+            ensure!(
+                r["n_connected"] == 5 && r["n_with_keyframe"] == 5,
+                "hallcast-load in a point namespace: {r}"
+            );
+            let played: PlayResult = results::parse(
+                "aiortc in a point namespace",
+                &player.result(Duration::from_secs(90))?,
+            )?;
+            check_played(&played, "aiortc in a point namespace")?;
+
+            let healthz = format!("{}/healthz", central_host.url());
+            ensure!(
+                tree.reachable(&walker, &healthz)?,
+                "a backbone host cannot reach the central"
+            );
+            tree.cut(&central_host, &walker)?;
+            ensure!(
+                !tree.reachable(&walker, &healthz)?,
+                "after cut(central, walker) the walker still reaches the central"
+            );
+            ensure!(
+                tree.reachable(&point, &healthz)?,
+                "cut(central, walker) also cut the central's point"
+            );
+            tree.restore(&central_host, &walker)?;
+            ensure!(
+                tree.reachable(&walker, &healthz)?,
+                "after restore the walker does not reach the central"
+            );
+            tree.link_down(&walker)?;
+            ensure!(
+                !tree.reachable(&walker, &healthz)?,
+                "with its link down the walker reaches the central"
+            );
+            tree.link_up(&walker)?;
+            let started = Instant::now();
+            while !tree.reachable(&walker, &healthz)? {
+                ensure!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "10 s after its link came up the walker does not reach the central"
+                );
+                thread::sleep(Duration::from_millis(200));
+            }
+            demo.ensure_running()?;
+            Ok(())
+        },
+    );
+}
+
 // ----- a. three levels -----
 
 /// The four relays of the usual tree: central → edge-mid → edge-leaf-a, edge-leaf-b, every edge
