@@ -11,6 +11,7 @@ pub mod auth;
 mod error;
 mod ledger_hook;
 mod metrics;
+pub mod outbox;
 mod pages;
 pub mod registry;
 pub mod tree;
