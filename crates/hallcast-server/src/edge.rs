@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use hallcast_config::{PullMode, Upstream as UpstreamConfig};
 use hallcast_core::accounting::{ConferenceId, PointId};
-use hallcast_ledger::TokenVerifier;
+use hallcast_ledger::{TokenError, TokenVerifier};
 use hallcast_rtc::{EndReason, EngineEvent, Role, SessionId};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
@@ -72,6 +72,16 @@ impl EdgeKeys {
         *current = revocations;
     }
 
+    /// A join link's claims, checked with the parent's key and revocations.
+    pub fn claims(&self, token: &str) -> Result<hallcast_ledger::JoinClaims, TokenError> {
+        let now = hallcast_ledger::now_ms().div_euclid(1000);
+        let guard = self.verifier.read().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(v) => v.verify(token, now),
+            None => Err(TokenError::Malformed),
+        }
+    }
+
     fn verify(&self, conference: &str, token: &str) -> Option<PointId> {
         let now = hallcast_ledger::now_ms().div_euclid(1000);
         let guard = self.verifier.read().unwrap_or_else(|p| p.into_inner());
@@ -102,11 +112,9 @@ pub struct EdgeViewerAuth(pub Arc<EdgeKeys>);
 
 impl ViewerAuth for EdgeViewerAuth {
     fn verify(&self, conference: &str, token: &str) -> Option<ViewerIdentity> {
-        self.0
-            .verify(conference, token)
-            .map(|p| ViewerIdentity {
-                point: Some(p.into_string()),
-            })
+        self.0.verify(conference, token).map(|p| ViewerIdentity {
+            point: Some(p.into_string()),
+        })
     }
 }
 
@@ -379,14 +387,20 @@ impl Edge {
             }
             if c.ended {
                 self.demanded_lock().remove(&c.id);
-                if let Some(Pull::Live { session, location }) = self.pulls_lock().remove(&c.id) {
-                    let _ = self.state.engine.end(session, EndReason::ConferenceEnded).await;
+                let removed = self.pulls_lock().remove(&c.id);
+                if let Some(Pull::Live { session, location }) = removed {
+                    let _ = self
+                        .state
+                        .engine
+                        .end(session, EndReason::ConferenceEnded)
+                        .await;
                     self.delete_at_parent(location);
                 }
                 continue;
             }
             let wanted = self.pull_mode == PullMode::Eager || self.demanded_lock().contains(&c.id);
-            if c.live && wanted && !self.pulls_lock().contains_key(&c.id) {
+            let pulling = self.pulls_lock().contains_key(&c.id);
+            if c.live && wanted && !pulling {
                 let edge = self.clone();
                 let conference = c.id.clone();
                 tokio::spawn(async move { edge.start_pull(conference).await });
@@ -409,20 +423,27 @@ impl Edge {
         match self.pull_from(&parent, &conference).await {
             Ok((session, location)) => {
                 info!(%conference, %parent, %session, "pulling from the parent relay");
-                let mut pulls = self.pulls_lock();
-                match pulls.get(&conference) {
-                    // Still wanted (the parent did not change meanwhile).
-                    Some(Pull::Starting) if self.parent().1 == parent => {
-                        pulls.insert(conference, Pull::Live { session, location });
-                        true
+                let kept = {
+                    let mut pulls = self.pulls_lock();
+                    // Still wanted (the parent did not change meanwhile)?
+                    let wanted = matches!(pulls.get(&conference), Some(Pull::Starting))
+                        && self.parent().1 == parent;
+                    if wanted {
+                        pulls.insert(
+                            conference,
+                            Pull::Live {
+                                session,
+                                location: location.clone(),
+                            },
+                        );
                     }
-                    _ => {
-                        drop(pulls);
-                        let _ = self.state.engine.end(session, EndReason::Closed).await;
-                        self.delete_at_parent(location);
-                        false
-                    }
+                    wanted
+                };
+                if !kept {
+                    let _ = self.state.engine.end(session, EndReason::Closed).await;
+                    self.delete_at_parent(location);
                 }
+                kept
             }
             Err(e) => {
                 warn!(%conference, %parent, "cannot pull from the parent relay: {e:#}");
@@ -530,7 +551,8 @@ impl crate::Demand for Edge {
             // Another request is starting it: wait for it.
             let deadline = Instant::now() + PULL_TIMEOUT;
             while Instant::now() < deadline {
-                match self.pulls_lock().get(&conference) {
+                let state = self.pulls_lock().get(&conference).cloned();
+                match state {
                     Some(Pull::Live { .. }) => return true,
                     Some(Pull::Starting) => {}
                     None => return false,

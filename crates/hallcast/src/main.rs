@@ -433,6 +433,7 @@ impl Relay {
             relay_credential.clone(),
         ));
         let edge_keys = Arc::new(EdgeKeys::default());
+        let edge_keys_for_api = edge_keys.clone();
         let viewer_auth: Box<dyn hallcast_server::ViewerAuth> = if is_edge {
             tree.set_keys(edge_keys.clone());
             Box::new(EdgeViewerAuth(edge_keys.clone()))
@@ -472,9 +473,17 @@ impl Relay {
                 hallcast_server::attendance::write_ledger_metrics(&ledger, out)
             }));
         }
-        let attendance = hallcast_server::attendance::router(
+        let mut ctx =
             AttendanceCtx::new(ledger.clone(), config.admin.token.clone(), base_url.clone())
-                .with_registry(registry),
+                .with_registry(registry);
+        if is_edge {
+            let keys = edge_keys_for_api.clone();
+            ctx.join_verifier = Some(hallcast_server::attendance::JoinVerifier(Arc::new(
+                move |token: &str| keys.claims(token),
+            )));
+        }
+        let attendance = hallcast_server::attendance::router(ctx.clone()).merge(
+            hallcast_server::attendance::relay_router(ctx, relay_credential.clone().into()),
         );
         let app = hallcast_server::app(state.clone(), attendance);
         let server = tokio::spawn(async move { axum::serve(listener, app).await });

@@ -73,6 +73,22 @@ pub struct AttendanceCtx {
     pub utc_offset_minutes: i32,
     /// The conference registry (shared with WHIP/WHEP in the relay).
     pub registry: Arc<Registry>,
+    /// Checks join links where the ledger cannot (an edge: the parent's public key and
+    /// revocations); None: the ledger's own signer.
+    pub join_verifier: Option<JoinVerifier>,
+}
+
+/// A join-link check other than the ledger's (see [`AttendanceCtx::join_verifier`]).
+#[derive(Clone)]
+pub struct JoinVerifier(pub Arc<VerifyFn>);
+
+/// Checks a join token: its claims, or why it is refused.
+pub type VerifyFn = dyn Fn(&str) -> Result<hallcast_ledger::JoinClaims, TokenError> + Send + Sync;
+
+impl std::fmt::Debug for JoinVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JoinVerifier")
+    }
 }
 
 impl AttendanceCtx {
@@ -90,6 +106,7 @@ impl AttendanceCtx {
             link_validity: Duration::from_secs(30 * 24 * 3600),
             report: ReportConfig::default(),
             utc_offset_minutes: 420,
+            join_verifier: None,
         }
     }
 
@@ -1020,7 +1037,11 @@ async fn headcount(
             "Missing the point's join token (Authorization: Bearer <token>)",
         ));
     };
-    let claims = ctx.ledger.verify_token(token).map_err(|e| {
+    let verified = match &ctx.join_verifier {
+        Some(v) => (v.0)(token),
+        None => ctx.ledger.verify_token(token),
+    };
+    let claims = verified.map_err(|e| {
         let vi = match e {
             TokenError::Expired { .. } => "Đường dẫn tham dự đã hết hạn",
             TokenError::Revoked => "Đường dẫn tham dự đã bị thu hồi",
