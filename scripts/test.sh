@@ -29,9 +29,10 @@ if [ -z "${HALLCAST_TEST_PG_URL:-}" ]; then
 fi
 features=(--features hallcast-ledger/pg-tests)
 
-# The end-to-end tests start target/debug/hallcast; build it first so it is never stale.
-say "cargo build -p hallcast"
-cargo build -p hallcast
+# The end-to-end tests start target/debug/hallcast (and the tree tests hallcast-load); build them
+# first so they are never stale.
+say "cargo build -p hallcast -p hallcast-load"
+cargo build -p hallcast -p hallcast-load
 
 # The criterion benches are not built by `cargo test`; building them here (dev profile, sharing the
 # test build's dependencies) keeps them compiling.

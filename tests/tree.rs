@@ -675,15 +675,15 @@ fn killing_the_middle_edge_the_leaf_reparents_and_its_viewer_decodes_again_withi
             wait_tree(
                 &http,
                 &admin,
-                "edge-leaf-a directly under the central (state up or failover) after edge-mid was killed",
+                "edge-leaf-a up directly under the central, on its fallback (uplink.state failover), after edge-mid was killed",
                 Duration::from_secs(15),
                 |tr| {
-                    is_under(
-                        tr,
-                        "edge-leaf-a",
-                        tr["name"].as_str().unwrap_or(""),
-                        &["up", "failover"],
-                    )
+                    is_up_under(tr, "edge-leaf-a", tr["name"].as_str().unwrap_or(""))
+                        && tr["children"].as_array().is_some_and(|kids| {
+                            kids.iter().any(|k| {
+                                k["name"] == "edge-leaf-a" && k["uplink"]["state"] == "failover"
+                            })
+                        })
                 },
             )?;
             let since_kill = (now_ms() - kill_ms) as u64;

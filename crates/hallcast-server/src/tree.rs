@@ -33,8 +33,9 @@ pub struct NodeReport {
     pub url: String,
     /// Its current parent's URL (None: the central).
     pub parent: Option<String>,
-    /// `up`, `connecting` (no parent answered yet), `failover` (serving from a fallback
-    /// parent); for nested nodes as their parent last saw them: `up`, `stale`, `down`.
+    /// As the parent sees it: `up`, `stale` (no report for 3 s: no new points) or `down`
+    /// (5 s). In a report the child sends, its own view (`up`, `connecting`, `failover`),
+    /// which the parent moves to `uplink.state`.
     pub state: String,
     /// Organisations whose points the central sends here.
     pub organisations: Vec<String>,
@@ -51,6 +52,9 @@ pub struct NodeReport {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default)]
 pub struct Uplink {
+    /// The relay's own view: `up` (primary parent), `failover` (a fallback parent),
+    /// `connecting` (no parent has answered yet).
+    pub state: String,
     pub rtt_ms: Option<u32>,
     /// Fraction of packets lost on the way in (0..1).
     pub loss: Option<f32>,
@@ -202,12 +206,20 @@ impl Tree {
             .map(|c| {
                 let age = now.saturating_duration_since(c.at);
                 let mut r = c.report.clone();
-                r.state = state_of(age, &r.state).into();
+                // The child's own word on its uplink (up, connecting, failover) moves to
+                // `uplink.state`; `state` is the parent's view: up, stale or down.
+                if r.uplink.state.is_empty() {
+                    r.uplink.state = std::mem::take(&mut r.state);
+                }
+                r.state = state_of(age).into();
                 r.last_report_ms = Some(age.as_millis() as u64);
                 if r.state == "down" {
-                    // What a dead relay last said about its own children is no longer true.
+                    // What a dead relay last said about its children is no longer known: they
+                    // show up wherever they hang now (their fallback parent).
+                    r.children.clear();
+                } else if r.state == "stale" {
                     for child in &mut r.children {
-                        mark_down(child);
+                        mark(child, "stale");
                     }
                 }
                 r
@@ -285,30 +297,26 @@ impl Tree {
     }
 }
 
-fn state_of(age: Duration, reported: &str) -> &'static str {
+fn state_of(age: Duration) -> &'static str {
     if age >= DOWN_AFTER {
         "down"
     } else if age >= STALE_AFTER {
         "stale"
-    } else if reported == "failover" {
-        "failover"
-    } else if reported == "connecting" {
-        "connecting"
     } else {
         "up"
     }
 }
 
-fn mark_down(n: &mut NodeReport) {
-    n.state = "down".into();
+fn mark(n: &mut NodeReport, state: &str) {
+    n.state = state.into();
     for c in &mut n.children {
-        mark_down(c);
+        mark(c, state);
     }
 }
 
 /// Nodes that can take points: reporting, with a live path to this relay.
 fn collect_live<'a>(n: &'a NodeReport, out: &mut Vec<&'a NodeReport>) {
-    if !matches!(n.state.as_str(), "up" | "failover") {
+    if n.state != "up" {
         return;
     }
     out.push(n);
@@ -396,9 +404,12 @@ pub async fn tree(
     let answer = TreeAnswer {
         name: state.tree.name.clone(),
         url: state.tree.url.clone(),
-        state: own.as_ref().map_or("up".into(), |o| o.state.clone()),
+        state: "up".into(),
         parent: own.as_ref().and_then(|o| o.parent.clone()),
-        uplink: own.as_ref().map(|o| o.uplink.clone()),
+        uplink: own.as_ref().map(|o| Uplink {
+            state: o.state.clone(),
+            ..o.uplink.clone()
+        }),
         load: own_load(&state).await,
         children: state.tree.children(Instant::now()),
     };
@@ -543,10 +554,20 @@ mod tests {
             tree.redirect_for("p1", later).as_deref(),
             Some("http://open-2")
         );
+        let kids = tree.children(t0 + STALE_AFTER);
+        let mid = kids.iter().find(|n| n.name == "mid").unwrap();
+        assert_eq!(
+            (mid.state.as_str(), mid.children[0].state.as_str()),
+            ("stale", "stale")
+        );
+        assert_eq!(mid.uplink.state, "up", "the child's own view is kept");
         let kids = tree.children(t0 + DOWN_AFTER);
         let mid = kids.iter().find(|n| n.name == "mid").unwrap();
         assert_eq!(mid.state, "down");
-        assert_eq!(mid.children[0].state, "down");
+        assert!(
+            mid.children.is_empty(),
+            "a dead relay's children are not claimed under it"
+        );
     }
 
     #[test]
