@@ -242,7 +242,20 @@ impl Engine {
     /// send there (`SessionStarted::answer` holds the offer). Give the answer to
     /// [`Engine::accept`].
     pub async fn pull(&self, conference: &str) -> Result<SessionStarted, EngineError> {
-        let shard = self.source_shard(conference);
+        self.pull_on(conference, None).await
+    }
+
+    /// [`Engine::pull`] from shard `shard` (its own UDP port; None or out of range: the
+    /// conference's source shard). One 4-tuple carries one session, so two pulls from the
+    /// same parent must leave from different shards' ports.
+    pub async fn pull_on(
+        &self,
+        conference: &str,
+        shard: Option<usize>,
+    ) -> Result<SessionStarted, EngineError> {
+        let shard = shard
+            .filter(|s| *s < self.shards.len())
+            .unwrap_or_else(|| self.source_shard(conference));
         self.start_session(
             shard,
             Command::Pull {

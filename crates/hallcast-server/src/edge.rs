@@ -120,12 +120,22 @@ impl ViewerAuth for EdgeViewerAuth {
 
 #[derive(Debug, Clone)]
 enum Pull {
-    Starting,
+    /// Being set up from media shard `shard`.
+    Starting { shard: usize },
     Live {
         session: SessionId,
         /// The resource at the parent (for DELETE when the edge lets go).
         location: Option<String>,
+        shard: usize,
     },
+}
+
+impl Pull {
+    fn shard(&self) -> usize {
+        match self {
+            Pull::Starting { shard } | Pull::Live { shard, .. } => *shard,
+        }
+    }
 }
 
 /// A running edge: its parents, its pulls, and the loop that keeps them.
@@ -260,7 +270,10 @@ impl Edge {
         );
         let pulls: Vec<Pull> = self.pulls_lock().drain().map(|(_, p)| p).collect();
         for p in pulls {
-            if let Pull::Live { session, location } = p {
+            if let Pull::Live {
+                session, location, ..
+            } = p
+            {
                 let _ = self.state.engine.end(session, EndReason::Closed).await;
                 self.delete_at_parent(location);
             }
@@ -321,7 +334,7 @@ impl Edge {
             .iter()
             .filter_map(|(c, p)| match p {
                 Pull::Live { session, .. } => Some((*session, c.clone())),
-                Pull::Starting => None,
+                Pull::Starting { .. } => None,
             })
             .collect();
         let mut uplink = Uplink {
@@ -388,7 +401,10 @@ impl Edge {
             if c.ended {
                 self.demanded_lock().remove(&c.id);
                 let removed = self.pulls_lock().remove(&c.id);
-                if let Some(Pull::Live { session, location }) = removed {
+                if let Some(Pull::Live {
+                    session, location, ..
+                }) = removed
+                {
                     let _ = self
                         .state
                         .engine
@@ -411,29 +427,43 @@ impl Edge {
 
     /// Pulls `conference` from the current parent.
     async fn start_pull(&self, conference: String) -> bool {
-        {
+        // Each pull leaves from its own media shard's port: one 4-tuple carries one session,
+        // so two conferences pulled from one parent cannot share a local port.
+        let shard = {
             let mut pulls = self.pulls_lock();
             if pulls.contains_key(&conference) {
                 return false;
             }
-            pulls.insert(conference.clone(), Pull::Starting);
-        }
+            let used: HashSet<usize> = pulls.values().map(Pull::shard).collect();
+            let Some(shard) = (0..self.state.engine.n_shards()).find(|s| !used.contains(s)) else {
+                warn!(
+                    %conference,
+                    pulled = pulls.len(),
+                    "not pulled: an edge pulls at most media.threads conferences at once (one UDP port each); raise media.threads"
+                );
+                return false;
+            };
+            pulls.insert(conference.clone(), Pull::Starting { shard });
+            shard
+        };
         let (_, parent) = self.parent();
         let parent = parent.to_string();
-        match self.pull_from(&parent, &conference).await {
+        match self.pull_from(&parent, &conference, shard).await {
             Ok((session, location)) => {
                 info!(%conference, %parent, %session, "pulling from the parent relay");
                 let kept = {
                     let mut pulls = self.pulls_lock();
                     // Still wanted (the parent did not change meanwhile)?
-                    let wanted = matches!(pulls.get(&conference), Some(Pull::Starting))
+                    let wanted = matches!(pulls.get(&conference), Some(Pull::Starting { .. }))
                         && self.parent().1 == parent;
                     if wanted {
+                        let location = location.clone();
                         pulls.insert(
                             conference,
                             Pull::Live {
                                 session,
-                                location: location.clone(),
+                                location,
+                                shard,
                             },
                         );
                     }
@@ -447,7 +477,10 @@ impl Edge {
             }
             Err(e) => {
                 warn!(%conference, %parent, "cannot pull from the parent relay: {e:#}");
-                if matches!(self.pulls_lock().get(&conference), Some(Pull::Starting)) {
+                if matches!(
+                    self.pulls_lock().get(&conference),
+                    Some(Pull::Starting { .. })
+                ) {
                     self.pulls_lock().remove(&conference);
                 }
                 false
@@ -459,8 +492,9 @@ impl Edge {
         &self,
         parent: &str,
         conference: &str,
+        shard: usize,
     ) -> anyhow::Result<(SessionId, Option<String>)> {
-        let started = self.state.engine.pull(conference).await?;
+        let started = self.state.engine.pull_on(conference, Some(shard)).await?;
         let session = started.session;
         let result = async {
             let r = self
@@ -554,7 +588,7 @@ impl crate::Demand for Edge {
                 let state = self.pulls_lock().get(&conference).cloned();
                 match state {
                     Some(Pull::Live { .. }) => return true,
-                    Some(Pull::Starting) => {}
+                    Some(Pull::Starting { .. }) => {}
                     None => return false,
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;

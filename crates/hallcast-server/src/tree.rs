@@ -358,6 +358,15 @@ pub async fn report(
             "the report needs a name of 1 to 128 characters",
         ));
     }
+    if report.name == state.tree.name {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "the relay name {:?} is this relay's own: every relay of the tree needs its own name (upstream.name)",
+                report.name
+            ),
+        ));
+    }
     state.tree.record(report, Instant::now());
     Ok(Json(state.tree.sync(&state).await).into_response())
 }
@@ -450,6 +459,7 @@ pub async fn route(
         ));
     }
     let base = point
+        .filter(|_| token.starts_with("v2."))
         .and_then(|p| state.tree.redirect_for(&p, Instant::now()))
         .unwrap_or_else(|| state.config.public_url());
     Ok(Json(serde_json::json!({
@@ -462,6 +472,11 @@ pub async fn route(
 
 /// The 307 a point's request at this relay gets when an edge should serve it.
 pub fn redirect(state: &AppState, conference: &str, token: &str, path: &str) -> Option<Response> {
+    // Edges verify with the public key only: links of the first form (HMAC, `v1.`) are
+    // served here.
+    if !token.starts_with("v2.") {
+        return None;
+    }
     let point = point_of(state, conference, token)?;
     let edge = state.tree.redirect_for(&point, Instant::now())?;
     let location = HeaderValue::from_str(&format!("{edge}{path}")).ok()?;

@@ -433,6 +433,7 @@ impl Relay {
             relay_credential.clone(),
         ));
         let edge_keys = Arc::new(EdgeKeys::default());
+        let outbox_stats = Arc::new(hallcast_server::outbox::OutboxStats::default());
         let edge_keys_for_api = edge_keys.clone();
         let viewer_auth: Box<dyn hallcast_server::ViewerAuth> = if is_edge {
             tree.set_keys(edge_keys.clone());
@@ -456,10 +457,11 @@ impl Relay {
         let hook: Arc<dyn hallcast_server::EventHook> = if is_edge {
             let (edge, upstream) = Edge::new(state.clone(), edge_keys, &config.upstream);
             let _ = state.demand.set(edge.clone());
-            hallcast_server::outbox::spawn_outbox(
+            hallcast_server::outbox::spawn_outbox_with_stats(
                 ledger.clone(),
                 config.data.dir.join("outbox-cursor"),
                 upstream,
+                outbox_stats.clone(),
             );
             edge.spawn();
             Arc::new(Hooks(vec![ledger_hook, Arc::new(EdgeHook(edge))]))
@@ -469,8 +471,12 @@ impl Relay {
         hallcast_server::spawn_event_pump(state.clone(), rx, Some(hook));
         {
             let ledger = ledger.clone();
+            let outbox = is_edge.then_some(outbox_stats);
             let _ = state.extra_metrics.set(Box::new(move |out: &mut String| {
-                hallcast_server::attendance::write_ledger_metrics(&ledger, out)
+                hallcast_server::attendance::write_ledger_metrics(&ledger, out);
+                if let Some(o) = &outbox {
+                    hallcast_server::outbox::write_outbox_metrics(o, out);
+                }
             }));
         }
         let mut ctx =
