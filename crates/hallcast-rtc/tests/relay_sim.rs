@@ -797,3 +797,52 @@ fn snapshots_carry_each_sessions_state_rtt_and_bytes() {
     );
     assert!(conf.audio_bitrate > 0, "{conf:?}");
 }
+
+/// Loss on an edge's uplink is repaired from the parent's history: the edge NACKs its parent,
+/// the parent resends by RTX, and the edge's own viewer sees every packet.
+#[test]
+fn loss_on_a_pull_is_repaired_by_the_parent_and_the_edge_viewer_misses_nothing() {
+    let mut net = Net::new();
+    let upstream = one_relay(&mut net);
+    let downstream = one_relay(&mut net);
+    let _p = live_publisher(&mut net, upstream);
+    let (pull, _consumer) = net.pull(downstream, upstream, CONF).expect("pull");
+    assert!(
+        net.run_until_cond(secs(2.0), |n| n.events().iter().any(|(_, r, e)| {
+            *r == downstream
+                && matches!(e, EngineEvent::SessionConnected { session, .. } if *session == pull)
+        })),
+        "the pull never connected"
+    );
+    let v = net
+        .subscribe(downstream, CONF)
+        .expect("subscribe downstream");
+    assert!(
+        net.run_until_cond(secs(2.0), |n| playing(n, v)),
+        "the downstream viewer does not play"
+    );
+    let start = net.now();
+    // Every 20th large RTP datagram (video; audio is small) on the uplink, for 3 s.
+    let stop_at = start + secs(3.0);
+    net.set_loss(
+        net.relay_addr(upstream),
+        net.relay_addr(downstream),
+        Box::new(move |d: &Datagram| {
+            d.sent < stop_at
+                && d.contents.len() > 300
+                && rtp_info(&d.contents).is_some_and(|h| h.seq % 20 == 7)
+        }),
+    );
+    net.run_until(stop_at + secs(1.5));
+    assert!(
+        net.n_dropped >= 10,
+        "only {} datagrams dropped on the uplink",
+        net.n_dropped
+    );
+    assert_plays_everything(&net, v, start, "the edge's viewer after uplink loss");
+    assert_eq!(
+        net.viewer(v).missing_video(),
+        Vec::<u64>::new(),
+        "unrepaired losses at the edge's viewer"
+    );
+}
