@@ -158,6 +158,9 @@ pub struct Edge {
     last_sync: RwLock<Option<SyncAnswer>>,
     /// Whether any parent has answered yet.
     connected: std::sync::atomic::AtomicBool,
+    /// Round trip of the last report, in microseconds (the uplink RTT when the media path
+    /// gives none).
+    report_rtt_us: std::sync::atomic::AtomicU64,
     upstream: watch::Sender<Option<Upstream>>,
     wake: Notify,
 }
@@ -193,6 +196,7 @@ impl Edge {
             demanded: Mutex::new(HashSet::new()),
             last_sync: RwLock::new(None),
             connected: false.into(),
+            report_rtt_us: 0.into(),
             upstream: tx,
             wake: Notify::new(),
         });
@@ -217,6 +221,7 @@ impl Edge {
             let (i, parent) = self.parent();
             let parent = parent.to_string();
             let report = self.report(i).await;
+            let sent = Instant::now();
             match self.post_report(&parent, &report).await {
                 Ok(sync) => {
                     if failures > 0 || !self.connected.load(Relaxed) {
@@ -224,6 +229,8 @@ impl Edge {
                     }
                     failures = 0;
                     self.connected.store(true, Relaxed);
+                    self.report_rtt_us
+                        .store(sent.elapsed().as_micros() as u64, Relaxed);
                     self.apply(sync).await;
                 }
                 Err(e) => {
@@ -355,6 +362,11 @@ impl Edge {
             {
                 uplink.bitrate_in_bps += c.layer_bitrates.iter().sum::<u64>() + c.audio_bitrate;
             }
+        }
+        if uplink.rtt_ms.is_none() && self.connected.load(Relaxed) {
+            // str0m measures no RTT on a receive-only session (no DLRR from the parent): the
+            // report's own round trip stands in (TCP, one request: a fair upper bound).
+            uplink.rtt_ms = Some(self.report_rtt_us.load(Relaxed).div_ceil(1000) as u32);
         }
         let state = if !self.connected.load(Relaxed) {
             "connecting"

@@ -1451,6 +1451,12 @@ impl Relay {
                         s.readings.loss = m.loss.or(s.readings.loss);
                     }
                 }
+                // A pull's RTT comes from its parent's extended reports (DLRR), when sent.
+                Event::MediaIngressStats(m) => {
+                    if let Some(s) = self.sessions.get_mut(&id) {
+                        s.readings.rtt = m.rtt.or(s.readings.rtt);
+                    }
+                }
                 Event::IceConnectionStateChange(IceConnectionState::Disconnected)
                 | Event::Closed => {
                     self.end_session(now, id, EndReason::Closed);
