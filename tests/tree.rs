@@ -10,6 +10,9 @@
 //! | `a_join_storm_at_the_leaves_*` | 50 `hallcast-load` viewers join at two leaves within ~2 s: the central sends the hall publisher at most one keyframe request per second |
 //! | `a_point_posting_to_the_central_*` | WHEP POST at the central with a point's join token → 307 to its organisation's edge; aiortc follows it and plays from the edge |
 //! | `attendance_survives_a_60_s_cut_*` | the edge↔central link cut for 60 s while points join and leave at the edge: the central's events equal the edge's; a link revoked during the cut is refused at the edge within 5 s of the link's return |
+//! | `an_edge_dies_and_its_points_viewer_pages_*` | a point's join link at the central → 307 to its organisation's edge-x; Chromium plays there; kill -9 edge-x: the page decodes again within 5 s, from a session at the central |
+//! | `an_on_demand_edge_pulls_only_when_a_viewer_asks` | `upstream.pull = "on_demand"`: no relay consumer at the central for 5 s while nobody watches at the edge; the first aiortc viewer there plays and the central counts 1 relay consumer |
+//! | `a_conference_ended_at_the_central_ends_at_the_edge` | the admin ends the conference at the central: the edge's viewer session is gone within 5 s and a new WHEP POST at the edge is refused as at the central |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -22,7 +25,7 @@ use hallcast_tests::results::{self, PlayResult, ensure_pages_playing};
 use hallcast_tests::sdp::viewer_offer;
 use hallcast_tests::tree::{
     Edge, EdgeOptions, Host, Load, LoadPlan, Tree, aiortc_in, central_options, metric, metrics,
-    now_ms, pages_in, wait_live,
+    now_ms, pages_in, pages_in_with, wait_live,
 };
 use hallcast_tests::{Ctx, Demo, Info, Weight, run};
 use serde_json::{Value, json};
@@ -1294,4 +1297,476 @@ fn longest_gap_after_a_kill_is_measured_from_progress_lines() {
         .collect();
     let gap = longest_gap_after(&evs, 900).expect("a gap");
     assert_eq!((gap.from_ms, gap.resumed_ms), (100, None));
+}
+
+// ----- f. an edge dies: its points' pages go home -----
+
+/// A relay's `hallcast_subscribers{conference=..}` (0 when the line is absent).
+fn subscribers_of(base: &str, conference: &str) -> Result<f64> {
+    let conf = format!("conference=\"{conference}\"");
+    Ok(metric(&metrics(base)?, "hallcast_subscribers", Some(&conf)).unwrap_or(0.0))
+}
+
+/// The origin (`http://IP:PORT`) of a URL.
+fn origin_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
+    match url[after_scheme..].find('/') {
+        Some(i) => &url[..after_scheme + i],
+        None => url,
+    }
+}
+
+/// Page 0 of a `watch_pages.mjs` progress line as (`wall_ms`, `frames_decoded`) for
+/// [`longest_gap_after`].
+fn page_progress(events: &[Value]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "progress")
+        .map(|e| {
+            json!({"event": "progress", "wall_ms": e["wall_ms"],
+                   "frames_decoded": e["pages"][0]["frames_decoded"]})
+        })
+        .collect()
+}
+
+/// The longest a point's page may take to decode again after its edge dies (issue 10).
+const EDGE_DEATH_MAX: Duration = Duration::from_secs(5);
+
+#[test]
+fn an_edge_dies_and_its_points_viewer_pages_reconnect_through_the_central_within_5_s() {
+    run(
+        "an_edge_dies_and_its_points_viewer_pages_reconnect_through_the_central_within_5_s",
+        Weight::Heavy,
+        |ctx| -> Result<()> {
+            const ORG: &str = "org-x";
+            const POINT: &str = "px-1";
+            let mut tree = Tree::create()?;
+            let central_host = tree.relay_host("central")?;
+            let edge_host = tree.relay_host("edge-x")?;
+            // On the backbone: it reaches the central (its join link, home) and the edge.
+            let point = tree.backbone_host("point-x")?;
+            let mut demo = central(ctx, &central_host)?;
+            let info = demo.info.clone();
+            let conference = info.conference.clone();
+            let admin = Admin::new(&info)?;
+            admin.register(ORG, &[POINT])?;
+            let links = admin.links(&conference)?;
+            let (link_url, _token) = links
+                .get(POINT)
+                .cloned()
+                .with_context(|| format!("no join link for {POINT}: {links:?}"))?;
+            ensure!(
+                link_url.starts_with(&format!("{}/watch/", info.http_base)),
+                "the join link of {POINT} is {link_url}; expected the central's /watch/ page"
+            );
+            let cred = relay_credential(&info)?;
+            let mut edge = edge(
+                ctx,
+                &edge_host,
+                "edge-x",
+                &central_host.url(),
+                &cred,
+                &[],
+                &[&format!("upstream.organisations=[\"{ORG}\"]")],
+            )?;
+            wait_live(&edge.url, &conference, LIVE_TIMEOUT)?;
+            wait_tree(
+                &admin.http,
+                &admin.token,
+                "edge-x up under the central",
+                Duration::from_secs(15),
+                |tr| is_up_under(tr, "edge-x", tr["name"].as_str().unwrap_or("")),
+            )?;
+
+            let mut page = pages_in_with(
+                ctx,
+                &point,
+                &link_url,
+                1,
+                90,
+                0,
+                &["--progress-interval", "0.25"],
+            )?;
+            let playing = page.wait_for(
+                "the page opened at the central's join link to decode 60 frames",
+                Duration::from_secs(60),
+                |ev| {
+                    ev["event"] == "progress"
+                        && ev["pages"][0]["frames_decoded"].as_u64() >= Some(60)
+                },
+            )?;
+            let p0 = &playing["pages"][0];
+            eprintln!(
+                "the page plays from {} (page origin {})",
+                p0["session_url"], p0["origin"]
+            );
+            ensure!(
+                p0["origin"] == edge.url.as_str(),
+                "the page opened at {link_url} has origin {}; expected the central to redirect it to \
+                 edge-x ({}), the edge of {ORG}",
+                p0["origin"],
+                edge.url
+            );
+            ensure!(
+                p0["session_url"]
+                    .as_str()
+                    .is_some_and(|u| origin_of(u) == edge.url),
+                "the page at edge-x plays from session {}; expected a session at {}",
+                p0["session_url"],
+                edge.url
+            );
+            let central_before = subscribers_of(&info.http_base, &conference)?;
+            ensure!(
+                central_before == 0.0,
+                "the central has {central_before} subscribers while the only viewer plays at edge-x"
+            );
+
+            let edge_pid = edge.pid();
+            let kill_ms = now_ms();
+            let killed = Instant::now();
+            edge.kill()?;
+            eprintln!("killed edge-x (pid {edge_pid}) at {kill_ms}");
+            // The page's new session is at the central (home).
+            let moved = page.wait_for(
+                "the page to play from a session at the central after edge-x died",
+                Duration::from_secs(20),
+                |ev| {
+                    ev["event"] == "progress"
+                        && ev["pages"][0]["session_url"]
+                            .as_str()
+                            .is_some_and(|u| origin_of(u) == info.http_base)
+                },
+            );
+            let moved_ms = match &moved {
+                Ok(ev) => format!("{} ms", ev["wall_ms"].as_i64().unwrap_or(0) - kill_ms),
+                Err(_) => "never".to_string(),
+            };
+            let central_at = Instant::now();
+            let mut central_after = subscribers_of(&info.http_base, &conference)?;
+            while central_after < 1.0 && central_at.elapsed() < Duration::from_secs(5) {
+                thread::sleep(Duration::from_millis(200));
+                central_after = subscribers_of(&info.http_base, &conference)?;
+            }
+            thread::sleep(Duration::from_secs(12).saturating_sub(killed.elapsed()));
+            let events = page.events();
+            let progress = page_progress(&events);
+            let gap = longest_gap_after(&progress, kill_ms);
+            let frames_at = |t: i64| {
+                progress
+                    .iter()
+                    .filter(|e| e["wall_ms"].as_i64() <= Some(t))
+                    .filter_map(|e| e["frames_decoded"].as_u64())
+                    .next_back()
+                    .unwrap_or(0)
+            };
+            let (frames_at_kill, frames_now) = (frames_at(kill_ms), frames_at(now_ms()));
+            let last = page.last("progress").unwrap_or(Value::Null);
+            eprintln!(
+                "after edge-x's kill: the page's session {} (first seen at the central: {moved_ms} after \
+                 the kill), the central's subscribers {central_before} → {central_after}; frames \
+                 {frames_at_kill} at the kill, {frames_now} 12 s after it; longest stretch without a \
+                 new frame: {gap:?} (ms after the kill)",
+                last["pages"][0]["session_url"]
+            );
+            demo.ensure_running()?;
+            moved.context("the page never played from the central after its edge died")?;
+            let gap = gap.context("the page printed no progress line after the kill")?;
+            match gap.resumed_ms {
+                Some(ms) => ensure!(
+                    ms <= EDGE_DEATH_MAX.as_millis() as i64,
+                    "the page stopped decoding {} ms after edge-x was killed and decoded again \
+                     {ms} ms after the kill; expected within {EDGE_DEATH_MAX:?}",
+                    gap.from_ms
+                ),
+                None => bail!(
+                    "the page stopped decoding {} ms after edge-x was killed and never decoded \
+                     again ({frames_at_kill} frames at the kill, {frames_now} 12 s later)",
+                    gap.from_ms
+                ),
+            }
+            ensure!(
+                central_after == 1.0,
+                "after edge-x died the central has {central_after} subscribers of {conference}; \
+                 expected 1 (the page, served by the central now)"
+            );
+            ensure!(
+                frames_now >= frames_at_kill + 120,
+                "the page decoded {} frames in the 12 s after edge-x's kill; expected at least 120",
+                frames_now.saturating_sub(frames_at_kill)
+            );
+            let pages = results::pages(&page.stop()?)?;
+            let p = pages.first().context("no page in the result")?;
+            ensure!(
+                p.frames_decoded >= MIN_FRAMES
+                    && p.audio_packets_received > 0
+                    && p.page_errors.is_empty(),
+                "the page that moved from edge-x to the central: {p:?}"
+            );
+            Ok(())
+        },
+    );
+}
+
+// ----- g. pull on demand -----
+
+#[test]
+fn an_on_demand_edge_pulls_only_when_a_viewer_asks() {
+    run(
+        "an_on_demand_edge_pulls_only_when_a_viewer_asks",
+        Weight::Heavy,
+        |ctx| -> Result<()> {
+            let mut tree = Tree::create()?;
+            let central_host = tree.relay_host("central")?;
+            let edge_host = tree.relay_host("edge-od")?;
+            let point = tree.point_under("point-od", &edge_host)?;
+            let mut demo = central(ctx, &central_host)?;
+            let info = demo.info.clone();
+            let conference = info.conference.clone();
+            let admin = Admin::new(&info)?;
+            let cred = relay_credential(&info)?;
+            wait_live(&info.http_base, &conference, LIVE_TIMEOUT)
+                .context("the central's own conference")?;
+            let mut edge = edge(
+                ctx,
+                &edge_host,
+                "edge-od",
+                &central_host.url(),
+                &cred,
+                &[],
+                &["upstream.pull=\"on_demand\""],
+            )?;
+            wait_tree(
+                &admin.http,
+                &admin.token,
+                "edge-od up under the central",
+                Duration::from_secs(15),
+                |tr| is_up_under(tr, "edge-od", tr["name"].as_str().unwrap_or("")),
+            )?;
+            // The edge knows the conference is live upstream (it syncs every second) and pulls
+            // nothing while nobody watches there.
+            let conf = format!("conference=\"{conference}\"");
+            let idle = Instant::now();
+            let mut samples = Vec::new();
+            while idle.elapsed() < Duration::from_secs(5) {
+                let c = metric(
+                    &metrics(&info.http_base)?,
+                    "hallcast_relay_consumers",
+                    Some(&conf),
+                );
+                let live_at_central = metric(
+                    &metrics(&info.http_base)?,
+                    "hallcast_conference_live",
+                    Some(&conf),
+                );
+                let live_at_edge = metric(
+                    &metrics(&edge.url)?,
+                    "hallcast_conference_live",
+                    Some(&conf),
+                );
+                samples.push((c, live_at_central, live_at_edge));
+                thread::sleep(Duration::from_millis(250));
+            }
+            eprintln!(
+                "{} samples over 5 s with no viewer at edge-od: (central relay consumers, live at the \
+                 central, live at the edge) first {:?}, last {:?}",
+                samples.len(),
+                samples.first(),
+                samples.last()
+            );
+            ensure!(
+                samples.iter().all(|s| s.1 == Some(1.0)),
+                "{conference} was not live at the central throughout: {samples:?}"
+            );
+            ensure!(
+                samples.iter().all(|s| s.2.unwrap_or(0.0) == 0.0),
+                "with upstream.pull = \"on_demand\" and no viewer, {conference} was live at edge-od \
+                 (hallcast_conference_live: {:?}): it pulled anyway",
+                samples.iter().map(|s| s.2).collect::<Vec<_>>()
+            );
+            ensure!(
+                samples.iter().all(|s| s.0.unwrap_or(0.0) == 0.0),
+                "with upstream.pull = \"on_demand\" and no viewer, the central counted relay \
+                 consumers of {conference} (edge-od pulled anyway): {:?}",
+                samples.iter().map(|s| s.0).collect::<Vec<_>>()
+            );
+
+            // The first viewer at the edge makes it pull.
+            let whep = rebase(&info.whep_url, &edge.url);
+            let asked = Instant::now();
+            let mut player = aiortc_in(
+                ctx,
+                &point,
+                &whep,
+                &info.viewer_token,
+                60,
+                MIN_FRAMES as u32,
+                &[],
+            )?;
+            let posted = player.wait_for(
+                "aiortc's WHEP POST at edge-od",
+                Duration::from_secs(30),
+                |ev| ev["event"] == "posted",
+            )?;
+            player.wait_for(
+                "aiortc's first frame at edge-od",
+                Duration::from_secs(30),
+                |ev| ev["event"] == "progress" && ev["frames_decoded"].as_u64() >= Some(1),
+            )?;
+            let first_frame_s = asked.elapsed().as_secs_f64();
+            let central_relays = metric(
+                &metrics(&info.http_base)?,
+                "hallcast_relay_consumers",
+                Some(&conf),
+            );
+            let played: PlayResult = results::parse(
+                "aiortc at edge-od",
+                &player.result(Duration::from_secs(90))?,
+            )?;
+            demo.ensure_running()?;
+            edge.ensure_running()?;
+            eprintln!(
+                "first viewer at edge-od: POST → {} ({:?}), first frame {first_frame_s:.1} s after \
+                 the client started (first_frame_ms from its POST: {:?}); the central's relay \
+                 consumers while it played: {central_relays:?}",
+                posted["status"], posted["body"], played.first_frame_ms
+            );
+            check_played(&played, "the first viewer at an on-demand edge")?;
+            ensure!(
+                central_relays == Some(1.0),
+                "while a viewer played at edge-od the central had hallcast_relay_consumers{{{conf}}} \
+                 = {central_relays:?}; expected 1 (edge-od pulling on demand)"
+            );
+            Ok(())
+        },
+    );
+}
+
+// ----- h. a conference ended at the central -----
+
+#[test]
+fn a_conference_ended_at_the_central_ends_at_the_edge() {
+    run(
+        "a_conference_ended_at_the_central_ends_at_the_edge",
+        Weight::Heavy,
+        |ctx| -> Result<()> {
+            let mut tree = Tree::create()?;
+            let central_host = tree.relay_host("central")?;
+            let edge_host = tree.relay_host("edge-end")?;
+            let point = tree.point_under("point-end", &edge_host)?;
+            let mut demo = central(ctx, &central_host)?;
+            let info = demo.info.clone();
+            let conference = info.conference.clone();
+            let admin = Admin::new(&info)?;
+            let cred = relay_credential(&info)?;
+            let mut edge = edge(
+                ctx,
+                &edge_host,
+                "edge-end",
+                &central_host.url(),
+                &cred,
+                &[],
+                &[],
+            )?;
+            wait_live(&edge.url, &conference, LIVE_TIMEOUT)?;
+            let whep = rebase(&info.whep_url, &edge.url);
+            let mut player = aiortc_in(ctx, &point, &whep, &info.viewer_token, 60, 0, &[])?;
+            player.wait_for(
+                "the viewer at edge-end to decode 30 frames",
+                Duration::from_secs(60),
+                |ev| ev["event"] == "progress" && ev["frames_decoded"].as_u64() >= Some(30),
+            )?;
+            let edge_before = subscribers_of(&edge.url, &conference)?;
+            ensure!(
+                edge_before == 1.0,
+                "edge-end has {edge_before} subscribers of {conference} while one viewer plays there"
+            );
+
+            let ended = admin.post(
+                &format!("/api/v1/conferences/{conference}/end"),
+                Value::Null,
+                &[200],
+            )?;
+            let ended_at = Instant::now();
+            eprintln!("ended {conference} at the central: {ended}");
+            // The edge's viewer session goes (the edge learns it at its next sync, 1 s).
+            let gone = loop {
+                let n = subscribers_of(&edge.url, &conference)?;
+                if n == 0.0 {
+                    break Some(ended_at.elapsed());
+                }
+                if ended_at.elapsed() > Duration::from_secs(10) {
+                    break None;
+                }
+                thread::sleep(Duration::from_millis(100));
+            };
+            // The viewer stops receiving: frames no longer grow.
+            thread::sleep(Duration::from_secs(4).saturating_sub(ended_at.elapsed()));
+            let f1 = player
+                .last("progress")
+                .and_then(|e| e["frames_decoded"].as_u64());
+            thread::sleep(Duration::from_secs(3));
+            let last_progress = player.last("progress").unwrap_or(Value::Null);
+            let f2 = last_progress["frames_decoded"].as_u64();
+            // A new WHEP POST, at the edge and at the central.
+            let edge_http = Http::new(&edge.url)?;
+            let whep_path = format!("/whep/{conference}");
+            let at_edge =
+                edge_http.post_sdp(&whep_path, Some(&info.viewer_token), &viewer_offer())?;
+            let at_central =
+                admin
+                    .http
+                    .post_sdp(&whep_path, Some(&info.viewer_token), &viewer_offer())?;
+            for (a, http) in [(&at_edge, &edge_http), (&at_central, &admin.http)] {
+                if let (201, Some(loc)) = (a.status, &a.location) {
+                    let _ = http.delete(loc, Some(&info.viewer_token));
+                }
+            }
+            let played = player.stop()?;
+            demo.ensure_running()?;
+            edge.ensure_running()?;
+            eprintln!(
+                "after the end: edge-end's subscribers 0 after {gone:?}; the viewer's frames {f1:?} \
+                 → {f2:?} over 3 s (its connection {}), its DELETE → {}, connection states {}; a \
+                 new WHEP POST → {} {:?} at the edge, {} {:?} at the central",
+                last_progress["connection"],
+                played["delete_status"],
+                played["connection_states"],
+                at_edge.status,
+                at_edge.body.trim(),
+                at_central.status,
+                at_central.body.trim()
+            );
+            ensure!(
+                gone.is_some_and(|d| d <= Duration::from_secs(5)),
+                "{conference} was ended at the central, yet edge-end still had its viewer's session \
+                 {gone:?} later (hallcast_subscribers never 0 within 10 s); expected within 5 s"
+            );
+            ensure!(
+                f1.is_some() && f1 == f2,
+                "the viewer at edge-end kept decoding after the conference ended: {f1:?} → {f2:?} \
+                 frames over 3 s, from 4 s after the end"
+            );
+            ensure!(
+                played["delete_status"] == 404,
+                "the viewer's DELETE of its session at edge-end after the end → {}; expected 404 \
+                 (the edge already ended it)",
+                played["delete_status"]
+            );
+            ensure!(
+                at_edge.status != 201,
+                "a new WHEP POST at edge-end after {conference} ended at the central was accepted \
+                 (201)"
+            );
+            ensure!(
+                at_edge.status == at_central.status,
+                "after {conference} ended, a new WHEP POST answers {} {:?} at edge-end but {} {:?} at \
+                 the central; expected the same refusal",
+                at_edge.status,
+                at_edge.body,
+                at_central.status,
+                at_central.body
+            );
+            Ok(())
+        },
+    );
 }

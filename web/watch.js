@@ -105,7 +105,15 @@
   const CONNECT_TIMEOUT_MS = 15000;
   // No RTP at all (audio or video) for this long while live: the feed stopped; re-negotiate.
   const STALL_MS = 8000;
-  const WATCHDOG_PERIOD_MS = 2000;
+  const WATCHDOG_PERIOD_MS = 500;
+  // No RTP for this long: ask whether the relay itself is still there (a dead edge refuses at
+  // once). ICE alone takes about 5 s to call the connection disconnected.
+  const QUIET_PROBE_MS = 1000;
+  // After the relay was found gone, retries come this soon (jittered) for a few attempts: the
+  // central keeps naming a dead edge for up to 3 s (until it is `stale`), so exponential
+  // backoff would push the reconnect past it.
+  const RELAY_GONE_RETRY_MS = 600;
+  const RELAY_GONE_QUICK_TRIES = 6;
   // Longest wait for local ICE candidates before sending the offer (the relay is ICE-lite).
   const GATHER_WAIT_MS = 1000;
   const IDLE_HIDE_MS = 4000;
@@ -190,6 +198,8 @@
   let everLive = false;
   let finalEnd = false;
   let failures = 0;
+  // Consecutive failures since this page's relay was found gone (0: it was not).
+  let goneTries = 0;
   let generation = 0;
   let retryTimer = null;
   let session = null; // { gen, pc, url, connectTimer, disconnectTimer, lastPackets, lastProgress }
@@ -338,13 +348,16 @@
   }
 
   /** The media connection is gone (or never came up): tear down and retry with backoff. */
-  function lost(s, why) {
+  function lost(s, why, { relayGone = false } = {}) {
     if (!s || s !== session) return;
     console.info(`hallcast: connection lost (${why})`);
     endSession(s);
     failures += 1;
+    if (relayGone) goneTries = 1;
+    else if (goneTries > 0) goneTries += 1;
     setState('reconnecting', navigator.onLine === false ? 'offline_detail' : 'reconnecting_detail', failures);
-    scheduleConnect(backoffMs(failures));
+    const quick = goneTries > 0 && goneTries <= RELAY_GONE_QUICK_TRIES && home;
+    scheduleConnect(quick ? Math.round(RELAY_GONE_RETRY_MS * (0.5 + Math.random() / 2)) : backoffMs(failures));
   }
 
   /** Where to POST the offer: the relay this page came from, or, after a loss, whatever
@@ -352,6 +365,9 @@
   async function resolveWhep() {
     const bases = failures > 0 && home ? [home, location.origin] : [location.origin];
     if (home && !bases.includes(home)) bases.push(home);
+    // Nobody answered: after a loss, home's own WHEP endpoint (it serves the point or sends
+    // it on with a 307), not this page's relay, which may be the one that died.
+    const fallback = failures > 0 && home ? `${home}/whep/${encodeURIComponent(conference)}` : whepUrl;
     for (const base of bases) {
       try {
         const r = await fetch(`${base}/api/v1/conferences/${encodeURIComponent(conference)}/route`, {
@@ -367,7 +383,7 @@
         // That relay is unreachable: try the next.
       }
     }
-    return whepUrl;
+    return fallback;
   }
 
   /** The relay this page plays from: alive? (A dead edge refuses at once; a cut link times out.) */
@@ -473,6 +489,12 @@
     } else if (response.status === 410) {
       finalEnd = true;
       setState('ended', 'ended_final_detail');
+    } else if ((response.status === 401 || response.status === 403) && response.redirected) {
+      // Sent on to another relay (307), which got no token: browsers drop Authorization on a
+      // cross-origin redirect. Not the link's fault: retry (the route lookup comes first).
+      failures += 1;
+      setState('reconnecting', 'reconnecting_detail', failures);
+      scheduleConnect(backoffMs(failures));
     } else if (response.status === 401 || response.status === 403) {
       setState('error', 'error_token');
     } else if (response.status === 404) {
@@ -500,6 +522,7 @@
       s.disconnectTimer = null;
       s.lastProgress = Date.now();
       failures = 0;
+      goneTries = 0;
       everLive = true;
       setState('live');
       startPlayback();
@@ -510,7 +533,7 @@
       // Unless the relay itself is gone: then reconnect (through home) at once.
       if (s.url) {
         relayAlive(s.url).then((alive) => {
-          if (!alive && s === session && s.pc.connectionState !== 'connected') lost(s, 'relay gone');
+          if (!alive && s === session && s.pc.connectionState !== 'connected') lost(s, 'relay gone', { relayGone: true });
         });
       }
     } else if (st === 'failed' || st === 'closed') {
@@ -538,8 +561,14 @@
     if (packets !== s.lastPackets) {
       s.lastPackets = packets;
       s.lastProgress = now;
+      s.probed = false;
     } else if (now - s.lastProgress > STALL_MS) {
       lost(s, 'no media');
+    } else if (now - s.lastProgress > QUIET_PROBE_MS && !s.probed && s.url) {
+      // Once per quiet stretch: a relay that died is left at once, through home.
+      s.probed = true;
+      const alive = await relayAlive(s.url);
+      if (!alive && s === session && s.lastPackets === packets) lost(s, 'relay gone', { relayGone: true });
     }
   }
 

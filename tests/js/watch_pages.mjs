@@ -6,11 +6,14 @@
 // reconnects), notes when the page POSTs an SDP offer, and samples `window.hallcast.state`.
 //
 // stdout (JSON lines):
-//   {"event":"progress","t":..,"pages":[{page, state, frames_decoded, audio_packets_received}, ...]}
+//   {"event":"progress","t":..,"wall_ms":..,"pages":[{page, state, frames_decoded, audio_packets_received,
+//      origin, session_url}, ...]}   (every --progress-interval seconds, default 1)
 //   {"event":"result","pages":[{page, frames_decoded, frame_width, frame_height, audio_packets_received,
 //      audio_samples_received, audio_concealed_samples, audio_silent_concealed_samples,
 //      audio_samples_duration_s, first_frame_ms, first_frame_ms_from_post, states, state,
-//      video_codec, n_peer_connections, n_offers_posted, muted, page_errors}, ...]}
+//      video_codec, n_peer_connections, n_offers_posted, muted, origin, session_url, page_errors}, ...]}
+// `origin` is the page's location.origin (after the relay's redirects: the relay that served the page),
+// `session_url` its current WHEP session (window.hallcast.sessionUrl: the relay it plays from now).
 // The audio_* counters are getStats' inbound-rtp audio packetsReceived, totalSamplesReceived,
 // concealedSamples, silentConcealedSamples and totalSamplesDuration, summed over the page's
 // connections (each at its highest value seen).
@@ -20,12 +23,13 @@
 import { emit, launchBrowser, log, parseArgs, run, sleep } from './common.mjs';
 
 const USAGE = `usage: watch_pages.mjs --url VIEWER_URL [--pages N] [--duration SECS] [--until-frames N]
-                       [--until-audio PACKETS] [--progress] [--screenshot FILE.png] [--lang vi|en]
+                       [--until-audio PACKETS] [--progress] [--progress-interval SECS]
+                       [--screenshot FILE.png] [--lang vi|en]
                        [--headcount N]   (page 0 answers the headcount prompt with N)
                        [--serve-web DIR] (development: the page and /static/* from DIR instead of the relay)`;
 
 const args = parseArgs(
-  { url: '', pages: 1, duration: 30, until_frames: 0, until_audio: 1, progress: false, screenshot: '', lang: '', headcount: 0, serve_web: '' },
+  { url: '', pages: 1, duration: 30, until_frames: 0, until_audio: 1, progress: false, progress_interval: 1, screenshot: '', lang: '', headcount: 0, serve_web: '' },
   USAGE,
 );
 
@@ -154,6 +158,8 @@ function initScript() {
       n_peer_connections: hc.pcs.length,
       n_offers_posted: hc.posts.length,
       muted: video ? video.muted : null,
+      origin: location.origin,
+      session_url: (window.hallcast && window.hallcast.sessionUrl) || null,
       video_width: video ? video.videoWidth : null,
       lang: document.documentElement.lang,
       status_text: (document.getElementById('status-title') || {}).textContent || null,
@@ -234,8 +240,12 @@ run(async () => {
       log(`page ${i} error:`, e.message || e);
     });
     page.on('console', (m) => {
-      if (m.type() === 'error' || m.type() === 'warning') log(`page ${i} console.${m.type()}:`, m.text());
+      // The page's own notes (`hallcast: connection lost (...)`) date its reconnects in the log.
+      if (m.type() === 'error' || m.type() === 'warning' || (m.type() === 'info' && m.text().startsWith('hallcast:'))) {
+        log(`page ${i} console.${m.type()}:`, m.text());
+      }
     });
+    page.on('requestfailed', (r) => log(`page ${i} request failed: ${r.method()} ${r.url()}: ${(r.failure() || {}).errorText}`));
     pages.push(page);
   }
   const started = Date.now();
@@ -271,13 +281,14 @@ run(async () => {
 
   const deadline = started + args.duration * 1000;
   while (Date.now() < deadline) {
-    await sleep(Math.min(1000, Math.max(0, deadline - Date.now())));
+    await sleep(Math.min(args.progress_interval * 1000, Math.max(0, deadline - Date.now())));
     if (reported) break;
     const s = await summaries();
     if (args.progress) {
       emit({
         event: 'progress',
         t: (Date.now() - started) / 1000,
+        wall_ms: Date.now(),
         pages: s.map((p) => ({
           page: p.page,
           state: p.state,
@@ -285,6 +296,8 @@ run(async () => {
           audio_packets_received: p.audio_packets_received,
           n_peer_connections: p.n_peer_connections,
           status_text: p.status_text,
+          origin: p.origin,
+          session_url: p.session_url,
         })),
       });
     }

@@ -631,6 +631,19 @@ pub fn pages_in(
     duration_s: u32,
     until_frames: u32,
 ) -> Result<Client> {
+    pages_in_with(ctx, point, url, n_pages, duration_s, until_frames, &[])
+}
+
+/// [`pages_in`] with more flags of `watch_pages.mjs` (e.g. `--progress-interval 0.25`).
+pub fn pages_in_with(
+    ctx: &Ctx,
+    point: &Host,
+    url: &str,
+    n_pages: u32,
+    duration_s: u32,
+    until_frames: u32,
+    extra: &[&str],
+) -> Result<Client> {
     let wrapper = chromium_wrapper(ctx, &point.ns)?;
     let wrapper = wrapper.to_string_lossy().to_string();
     let args: Vec<String> = [
@@ -647,6 +660,7 @@ pub fn pages_in(
         &PAGE_UNTIL_AUDIO_PACKETS.to_string(),
     ]
     .iter()
+    .chain(extra)
     .map(|s| s.to_string())
     .collect();
     Client::start_with_env(
