@@ -1753,9 +1753,11 @@ fn a_conference_ended_at_the_central_ends_at_the_edge() {
                 played["delete_status"]
             );
             ensure!(
-                at_edge.status != 201,
-                "a new WHEP POST at edge-end after {conference} ended at the central was accepted \
-                 (201)"
+                at_edge.status == 410,
+                "a new WHEP POST at edge-end after {conference} ended at the central answered {} \
+                 {:?}; expected 410 Gone (final: the viewer page stops retrying)",
+                at_edge.status,
+                at_edge.body
             );
             ensure!(
                 at_edge.status == at_central.status,

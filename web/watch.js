@@ -200,6 +200,8 @@
   let failures = 0;
   // Consecutive failures since this page's relay was found gone (0: it was not).
   let goneTries = 0;
+  // The origin of the relay found gone (the central must not name it again).
+  let goneRelay = null;
   let generation = 0;
   let retryTimer = null;
   let session = null; // { gen, pc, url, connectTimer, disconnectTimer, lastPackets, lastProgress }
@@ -351,10 +353,18 @@
   function lost(s, why, { relayGone = false } = {}) {
     if (!s || s !== session) return;
     console.info(`hallcast: connection lost (${why})`);
+    if (relayGone) {
+      goneTries = 1;
+      try {
+        goneRelay = new URL(s.url || location.href).origin;
+      } catch {
+        goneRelay = null;
+      }
+    } else if (goneTries > 0) {
+      goneTries += 1;
+    }
     endSession(s);
     failures += 1;
-    if (relayGone) goneTries = 1;
-    else if (goneTries > 0) goneTries += 1;
     setState('reconnecting', navigator.onLine === false ? 'offline_detail' : 'reconnecting_detail', failures);
     const quick = goneTries > 0 && goneTries <= RELAY_GONE_QUICK_TRIES && home;
     scheduleConnect(quick ? Math.round(RELAY_GONE_RETRY_MS * (0.5 + Math.random() / 2)) : backoffMs(failures));
@@ -370,7 +380,8 @@
     const fallback = failures > 0 && home ? `${home}/whep/${encodeURIComponent(conference)}` : whepUrl;
     for (const base of bases) {
       try {
-        const r = await fetch(`${base}/api/v1/conferences/${encodeURIComponent(conference)}/route`, {
+        const avoid = goneTries > 0 && goneRelay ? `?avoid=${encodeURIComponent(goneRelay)}` : '';
+        const r = await fetch(`${base}/api/v1/conferences/${encodeURIComponent(conference)}/route${avoid}`, {
           headers: authHeaders({ Accept: 'application/json' }),
           signal: AbortSignal.timeout(ROUTE_TIMEOUT_MS),
         });

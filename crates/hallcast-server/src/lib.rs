@@ -176,6 +176,7 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
         .route("/api/v1/tree", get(tree::tree))
         .with_state(state)
         .merge(extra)
+        .layer(axum::middleware::from_fn(api_preflight))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::map_response(move |mut r: Response| {
             let cors = cors.clone();
@@ -191,6 +192,31 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
                 r
             }
         }))
+}
+
+/// CORS preflight for the JSON API: a viewer page served by an edge asks the central (its
+/// `home`) for a route with an `Authorization` header, which browsers check first with
+/// `OPTIONS`. WHIP/WHEP resources answer `OPTIONS` themselves.
+async fn api_preflight(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.method() == axum::http::Method::OPTIONS && req.uri().path().starts_with("/api/v1/") {
+        let mut r = Response::new(axum::body::Body::empty());
+        *r.status_mut() = axum::http::StatusCode::NO_CONTENT;
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Authorization, Content-Type, Accept"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+        return r;
+    }
+    next.run(req).await
 }
 
 /// Consumes engine events: keeps the session table in step and hands each event

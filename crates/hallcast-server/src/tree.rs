@@ -232,6 +232,16 @@ impl Tree {
     /// Where a point of `point` should be served instead of here, if anywhere: a live edge
     /// of its organisation first, then the least-loaded live edge that takes any point.
     pub fn redirect_for(&self, point: &str, now: Instant) -> Option<String> {
+        self.redirect_avoiding(point, now, None)
+    }
+
+    /// [`Tree::redirect_for`] never naming `avoid` (a relay's base URL or origin).
+    pub fn redirect_avoiding(
+        &self,
+        point: &str,
+        now: Instant,
+        avoid: Option<&str>,
+    ) -> Option<String> {
         let org = self
             .point_orgs
             .read()
@@ -242,6 +252,9 @@ impl Tree {
         let mut live = Vec::new();
         for c in &kids {
             collect_live(c, &mut live);
+        }
+        if let Some(avoid) = avoid {
+            live.retain(|n| n.url.trim_end_matches('/') != avoid);
         }
         let least = |v: Vec<&NodeReport>| {
             v.into_iter()
@@ -438,9 +451,17 @@ fn point_of(state: &AppState, conference: &str, token: &str) -> Option<String> {
 /// `GET /api/v1/conferences/{conference}/route` with a viewer token: the WHEP URL this
 /// viewer should use (an edge's, or this relay's own). The viewer page asks it here, and
 /// asks the central (`home`) when its own relay has gone.
+#[derive(Debug, Deserialize)]
+pub struct RouteQuery {
+    /// A relay the viewer found gone (its base URL or origin): never named in the answer,
+    /// even before this relay marks it stale.
+    pub avoid: Option<String>,
+}
+
 pub async fn route(
     State(state): State<Arc<AppState>>,
     Path(conference): Path<String>,
+    query: Query<RouteQuery>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let token =
@@ -458,9 +479,10 @@ pub async fn route(
             "invalid, expired or revoked viewer token",
         ));
     }
+    let avoid = query.avoid.as_deref().map(|a| a.trim_end_matches('/'));
     let base = point
         .filter(|_| token.starts_with("v2."))
-        .and_then(|p| state.tree.redirect_for(&p, Instant::now()))
+        .and_then(|p| state.tree.redirect_avoiding(&p, Instant::now(), avoid))
         .unwrap_or_else(|| state.config.public_url());
     Ok(Json(serde_json::json!({
         "whep": format!("{base}/whep/{conference}"),

@@ -103,6 +103,14 @@ pub async fn whep_post(
     body: Body,
 ) -> Result<Response, AppError> {
     let conf = conference_of(&state, &conference).await?;
+    if conf.ended_ms.is_some() {
+        // Final: the viewer page stops retrying (a conference that is only not live yet, or
+        // between publishers, is a 409 with Retry-After).
+        return Err(AppError::new(
+            StatusCode::GONE,
+            "Hội nghị đã kết thúc / the conference has ended",
+        ));
+    }
     // Authenticate before the body is read.
     let token = bearer(&headers)?;
     if state.tree.is_relay(token) {
