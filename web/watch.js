@@ -138,6 +138,17 @@
   const pathParts = location.pathname.split('/').filter(Boolean);
   const conference = decodeURIComponent(pathParts[pathParts.length - 1] || '');
   const whepUrl = new URL(`/whep/${encodeURIComponent(conference)}`, location.href).href;
+  // The central relay, when this page was sent to an edge: where to ask for another relay if
+  // this one goes away.
+  const home = (() => {
+    try {
+      const h = params.get('home');
+      return h ? new URL(h).origin : null;
+    } catch {
+      return null;
+    }
+  })();
+  const ROUTE_TIMEOUT_MS = 1500;
   const headcountUrl = new URL(`/api/v1/conferences/${encodeURIComponent(conference)}/headcount`, location.href).href;
 
   const storage = {
@@ -336,6 +347,39 @@
     scheduleConnect(backoffMs(failures));
   }
 
+  /** Where to POST the offer: the relay this page came from, or, after a loss, whatever
+   * relay the central (home) assigns now (a live edge, or the central itself). */
+  async function resolveWhep() {
+    const bases = failures > 0 && home ? [home, location.origin] : [location.origin];
+    if (home && !bases.includes(home)) bases.push(home);
+    for (const base of bases) {
+      try {
+        const r = await fetch(`${base}/api/v1/conferences/${encodeURIComponent(conference)}/route`, {
+          headers: authHeaders({ Accept: 'application/json' }),
+          signal: AbortSignal.timeout(ROUTE_TIMEOUT_MS),
+        });
+        if (r.ok) {
+          const j = await r.json();
+          if (j.whep) return j.whep;
+        }
+        if (r.status === 401 || r.status === 404) break; // the POST will say why
+      } catch {
+        // That relay is unreachable: try the next.
+      }
+    }
+    return whepUrl;
+  }
+
+  /** The relay this page plays from: alive? (A dead edge refuses at once; a cut link times out.) */
+  async function relayAlive(url) {
+    try {
+      const r = await fetch(new URL('/healthz', url).href, { signal: AbortSignal.timeout(1000), cache: 'no-store' });
+      return r.ok;
+    } catch {
+      return false;
+    }
+  }
+
   function gathered(pc) {
     return new Promise((resolve) => {
       if (pc.iceGatheringState === 'complete') return resolve();
@@ -372,7 +416,9 @@
       await pc.setLocalDescription(await pc.createOffer());
       await gathered(pc);
       if (s !== session) return;
-      response = await fetch(whepUrl, {
+      const target = await resolveWhep();
+      if (s !== session) return;
+      response = await fetch(target, {
         method: 'POST',
         headers: authHeaders({ 'Content-Type': 'application/sdp' }),
         body: pc.localDescription.sdp,
@@ -461,6 +507,12 @@
       // Often recovers by itself within a few seconds (ICE consent); give it that chance.
       clearTimeout(s.disconnectTimer);
       s.disconnectTimer = setTimeout(() => lost(s, 'ice disconnected'), DISCONNECTED_GRACE_MS);
+      // Unless the relay itself is gone: then reconnect (through home) at once.
+      if (s.url) {
+        relayAlive(s.url).then((alive) => {
+          if (!alive && s === session && s.pc.connectionState !== 'connected') lost(s, 'relay gone');
+        });
+      }
     } else if (st === 'failed' || st === 'closed') {
       lost(s, `connection ${st}`);
     }

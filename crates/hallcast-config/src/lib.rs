@@ -19,6 +19,10 @@ pub struct Config {
     pub media: Media,
     pub data: Data,
     pub admin: Admin,
+    /// What this relay accepts from the relays below it (edges).
+    pub relay: RelaySection,
+    /// The relay above this one: set on an edge, empty on the central.
+    pub upstream: Upstream,
     /// STUN/TURN servers announced to clients in `Link` headers.
     pub ice_servers: Vec<IceServer>,
     /// Conferences this node serves.
@@ -78,6 +82,78 @@ pub struct Admin {
     pub token: String,
     /// Secret that signs join links (HMAC). Empty: generated once and kept in the data dir.
     pub token_secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySection {
+    /// The relay credential: the bearer token an edge presents to pull, report and deliver
+    /// attendance here. Empty on the central: generated once and kept in the data dir
+    /// (`relay-credential`); empty on an edge: the edge's own `upstream.credential`, so one
+    /// credential is accepted by every relay of the tree.
+    pub credential: String,
+}
+
+/// When an edge starts pulling a conference from its parent.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PullMode {
+    /// As soon as the conference is live upstream (a point's first picture comes from the
+    /// edge's own GOP cache).
+    #[default]
+    Eager,
+    /// When the first viewer (point or child edge) asks for it.
+    OnDemand,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstream {
+    /// The parent relay's base URL (the central or another edge). Empty: this relay is the
+    /// central (the root of the tree).
+    pub parent: String,
+    /// The relay credential the central issued (its info file's `relay_credential`).
+    pub credential: String,
+    /// Where to go when the parent is gone, in order (a sibling edge, then the central).
+    pub fallbacks: Vec<String>,
+    /// When to start pulling a live conference.
+    pub pull: PullMode,
+    /// This edge's name in the tree and in attendance reports. Empty: the host and port of
+    /// `http.public_url`.
+    pub name: String,
+    /// Organisations whose points the central sends here (307 redirects of their joins).
+    pub organisations: Vec<String>,
+    /// Also take points of any organisation the central spreads by load.
+    pub open: bool,
+    /// How often the edge reports to its parent (and learns conferences, join-link keys and
+    /// revocations), in milliseconds.
+    pub report_interval_ms: u64,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            parent: String::new(),
+            credential: String::new(),
+            fallbacks: vec![],
+            pull: PullMode::Eager,
+            name: String::new(),
+            organisations: vec![],
+            open: false,
+            report_interval_ms: 1000,
+        }
+    }
+}
+
+impl Upstream {
+    /// The parents in the order an edge tries them.
+    pub fn parents(&self) -> Vec<String> {
+        std::iter::once(&self.parent)
+            .chain(&self.fallbacks)
+            .filter(|u| !u.is_empty())
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -186,6 +262,33 @@ impl Config {
         if self.media.udp.ip().is_unspecified() && self.media.public_ips.is_empty() {
             return Err(ConfigError::Invalid(
                 "media.udp binds an unspecified address: list the addresses peers reach in media.public_ips".into(),
+            ));
+        }
+        for url in std::iter::once(&self.upstream.parent).chain(&self.upstream.fallbacks) {
+            if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(ConfigError::Invalid(format!(
+                    "upstream parent {url:?} must be an http:// or https:// URL"
+                )));
+            }
+        }
+        if self.upstream.parent.is_empty() && !self.upstream.fallbacks.is_empty() {
+            return Err(ConfigError::Invalid(
+                "upstream.fallbacks are set but upstream.parent is empty".into(),
+            ));
+        }
+        if !self.upstream.parent.is_empty() && self.upstream.credential.len() < 16 {
+            return Err(ConfigError::Invalid(
+                "upstream.credential must be the relay credential the central issued (at least 16 characters)".into(),
+            ));
+        }
+        if !self.relay.credential.is_empty() && self.relay.credential.len() < 16 {
+            return Err(ConfigError::Invalid(
+                "relay.credential must be at least 16 characters".into(),
+            ));
+        }
+        if self.upstream.report_interval_ms < 100 {
+            return Err(ConfigError::Invalid(
+                "upstream.report_interval_ms must be at least 100".into(),
             ));
         }
         let mut seen = std::collections::HashSet::new();
@@ -303,6 +406,26 @@ mod tests {
         assert!(e.to_string().contains("bad id"));
         let e = Config::from_toml("[media]\nudp = \"0.0.0.0:8443\"\n", &[]).unwrap_err();
         assert!(e.to_string().contains("public_ips"));
+    }
+
+    #[test]
+    fn upstream_keys_parse_and_are_checked() {
+        let c = Config::from_toml(
+            "[upstream]\nparent = \"http://10.0.0.1:8080/\"\ncredential = \"0123456789abcdef\"\nfallbacks = [\"http://10.0.0.2:8080\"]\npull = \"on_demand\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.upstream.parents(),
+            vec!["http://10.0.0.1:8080", "http://10.0.0.2:8080"]
+        );
+        assert_eq!(c.upstream.pull, PullMode::OnDemand);
+        let e = Config::from_toml("[upstream]\nparent = \"http://x\"\ncredential = \"short\"\n", &[])
+            .unwrap_err();
+        assert!(e.to_string().contains("upstream.credential"), "{e}");
+        let e = Config::from_toml("[upstream]\nparent = \"ftp://x\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("ftp://x"), "{e}");
+        assert!(Config::default().upstream.parents().is_empty());
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod ledger_hook;
 mod metrics;
 mod pages;
 pub mod registry;
+pub mod tree;
 mod whip;
 
 use std::collections::HashMap;
@@ -88,6 +89,20 @@ pub struct AppState {
     pub started_at: Instant,
     /// More series for `/metrics` (the attendance ledger's counters), set once at start.
     pub extra_metrics: std::sync::OnceLock<MetricsWriter>,
+    /// The relays below this one, and where points should be served.
+    pub tree: Arc<tree::Tree>,
+    /// Set on an edge: starts pulling a conference when a viewer asks for it (pull on demand).
+    pub demand: std::sync::OnceLock<Arc<dyn Demand>>,
+}
+
+/// An edge's answer to a viewer of a conference it does not pull yet.
+pub trait Demand: Send + Sync + 'static {
+    /// Starts pulling `conference` if the parent has it live; resolves once it is live here
+    /// (true) or it cannot be (false).
+    fn demand(
+        &self,
+        conference: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>;
 }
 
 impl AppState {
@@ -96,6 +111,7 @@ impl AppState {
         engine: Engine,
         registry: Arc<Registry>,
         viewer_auth: Box<dyn ViewerAuth>,
+        tree: Arc<tree::Tree>,
     ) -> Arc<AppState> {
         Arc::new(AppState {
             config,
@@ -105,6 +121,8 @@ impl AppState {
             sessions: Mutex::new(HashMap::new()),
             started_at: Instant::now(),
             extra_metrics: std::sync::OnceLock::new(),
+            tree,
+            demand: std::sync::OnceLock::new(),
         })
     }
 
@@ -151,6 +169,12 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
             "/api/v1/conferences/{conference}/status",
             get(pages::status),
         )
+        .route(
+            "/api/v1/conferences/{conference}/route",
+            get(tree::route),
+        )
+        .route("/api/v1/relay/report", post(tree::report))
+        .route("/api/v1/tree", get(tree::tree))
         .with_state(state)
         .merge(extra)
         .layer(DefaultBodyLimit::max(limit))

@@ -243,6 +243,23 @@ fn process_usage() -> Option<(f64, u64)> {
     Some(((utime + stime) / ticks, rss_pages * 4096))
 }
 
+/// CPU the process used since the previous call, in cores (0.0 on the first call or where
+/// `/proc` is missing): the load a relay reports to its parent.
+pub(crate) fn process_cpu_cores() -> f64 {
+    static LAST: std::sync::Mutex<Option<(std::time::Instant, f64)>> = std::sync::Mutex::new(None);
+    let Some((cpu, _)) = process_usage() else {
+        return 0.0;
+    };
+    let now = std::time::Instant::now();
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let cores = match *last {
+        Some((t, c)) if now > t => (cpu - c).max(0.0) / now.duration_since(t).as_secs_f64(),
+        _ => 0.0,
+    };
+    *last = Some((now, cpu));
+    cores
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -28,7 +28,12 @@ const WATCH_HTML: &str = include_str!("../../../web/watch.html");
 pub async fn watch(
     State(state): State<Arc<AppState>>,
     Path(conference): Path<String>,
+    query: axum::extract::Query<crate::tree::WatchQuery>,
 ) -> Result<Response, AppError> {
+    // A point whose organisation has an edge watches from there.
+    if let Some(r) = crate::tree::watch_redirect(&state, &conference, &query) {
+        return Ok(r);
+    }
     if state.registry.lookup(&conference).await.is_none() {
         return Err(AppError::new(
             StatusCode::NOT_FOUND,

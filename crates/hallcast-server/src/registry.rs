@@ -241,6 +241,44 @@ impl Registry {
         self.store(c).await
     }
 
+    /// On an edge: records a conference as the parent relay describes it. Edges take no WHIP
+    /// (the stream key stays empty), and a conference ended upstream ends here, with its
+    /// sessions.
+    pub async fn mirror(
+        &self,
+        id: ConferenceId,
+        title: String,
+        viewer_token: String,
+        ended: bool,
+    ) -> Result<(), RegistryError> {
+        if let Some(c) = self.get(id.as_str())
+            && c.title == title
+            && c.viewer_token == viewer_token
+            && c.ended_ms.is_some() == ended
+        {
+            return Ok(());
+        }
+        let mut c = match self.ledger.conference(&id).await? {
+            Some(c) => c,
+            None => Conference::new(id.clone(), title.clone(), String::new(), now_ms()),
+        };
+        let was_open = c.ended_ms.is_none();
+        c.title = title;
+        c.viewer_token = viewer_token;
+        c.stream_key = String::new();
+        c.ended_ms = match (ended, c.ended_ms) {
+            (true, Some(t)) => Some(t),
+            (true, None) => Some(now_ms()),
+            (false, _) => None,
+        };
+        self.store(c).await?;
+        if was_open && ended {
+            info!(conference = %id, "conference ended upstream");
+            self.ended(id.as_str());
+        }
+        Ok(())
+    }
+
     async fn existing(&self, id: &ConferenceId) -> Result<Conference, RegistryError> {
         self.ledger
             .conference(id)

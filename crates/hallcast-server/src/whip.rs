@@ -96,6 +96,20 @@ pub async fn whep_post(
     let conf = conference_of(&state, &conference).await?;
     // Authenticate before the body is read.
     let token = bearer(&headers)?;
+    if state.tree.is_relay(token) {
+        // A child relay pulling every layer (its offer comes from `Engine::pull`).
+        let offer = sdp_body(&state, &headers, body).await?;
+        let started = subscribe_or_demand(&state, &conference, offer, true).await?;
+        return Ok(created(
+            &state,
+            "whep",
+            &conference,
+            started,
+            Role::Relay,
+            None,
+            Credential::of(token),
+        ));
+    }
     let identity = if secret_matches(token, &conf.viewer_token) {
         ViewerIdentity { point: None }
     } else {
@@ -109,8 +123,15 @@ pub async fn whep_post(
                 )
             })?
     };
+    // A point whose organisation has an edge is served there.
+    if identity.point.is_some()
+        && let Some(r) =
+            crate::tree::redirect(&state, &conference, token, &format!("/whep/{conference}"))
+    {
+        return Ok(r);
+    }
     let offer = sdp_body(&state, &headers, body).await?;
-    let started = state.engine.subscribe(&conference, offer).await?;
+    let started = subscribe_or_demand(&state, &conference, offer, false).await?;
     Ok(created(
         &state,
         "whep",
@@ -120,6 +141,30 @@ pub async fn whep_post(
         identity.point,
         Credential::of(token),
     ))
+}
+
+/// Subscribes; on an edge that does not pull the conference yet (pull on demand), starts
+/// pulling it first.
+async fn subscribe_or_demand(
+    state: &AppState,
+    conference: &str,
+    offer: String,
+    relay: bool,
+) -> Result<SessionStarted, AppError> {
+    let go = |offer: String| async move {
+        if relay {
+            state.engine.subscribe_relay(conference, offer).await
+        } else {
+            state.engine.subscribe(conference, offer).await
+        }
+    };
+    match go(offer.clone()).await {
+        Err(hallcast_rtc::EngineError::NotLive) => match state.demand.get() {
+            Some(d) if d.demand(conference.to_string()).await => Ok(go(offer).await?),
+            _ => Err(hallcast_rtc::EngineError::NotLive.into()),
+        },
+        r => Ok(r?),
+    }
 }
 
 /// `DELETE /whip/{conference}/{session}`.

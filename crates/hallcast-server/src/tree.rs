@@ -1,0 +1,553 @@
+//! The relay tree as one relay sees it: the relays below it (each reports here every
+//! second), the answer they get (conferences, join-link keys, revocations), where a point
+//! should be served (307 redirects), and `GET /api/v1/tree`.
+//!
+//! Every relay of the tree runs this, the central and the edges alike: an edge can serve
+//! edges. A child's report carries its own subtree, so the central sees the whole tree
+//! without talking to the grandchildren.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{self, secret_matches};
+use crate::{AppError, AppState};
+
+/// A child that has not reported for this long is `stale` (points are no longer sent there).
+pub const STALE_AFTER: Duration = Duration::from_secs(3);
+/// A child that has not reported for this long is `down`.
+pub const DOWN_AFTER: Duration = Duration::from_secs(5);
+
+/// What a child relay sends its parent every second (registration and health in one).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct NodeReport {
+    pub name: String,
+    /// Its public base URL (where points and child relays reach it).
+    pub url: String,
+    /// Its current parent's URL (None: the central).
+    pub parent: Option<String>,
+    /// `up`, `connecting` (no parent answered yet), `failover` (serving from a fallback
+    /// parent); for nested nodes as their parent last saw them: `up`, `stale`, `down`.
+    pub state: String,
+    /// Organisations whose points the central sends here.
+    pub organisations: Vec<String>,
+    /// Takes points of any organisation when the central spreads by load.
+    pub open: bool,
+    pub uplink: Uplink,
+    pub load: Load,
+    /// Milliseconds since its parent last heard from it (filled by the parent).
+    pub last_report_ms: Option<u64>,
+    pub children: Vec<NodeReport>,
+}
+
+/// The link from a relay to its parent, as the relay measures it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct Uplink {
+    pub rtt_ms: Option<u32>,
+    /// Fraction of packets lost on the way in (0..1).
+    pub loss: Option<f32>,
+    pub bitrate_in_bps: u64,
+    /// Conferences being pulled from the parent.
+    pub pulls: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct Load {
+    /// Viewers (points) on this relay.
+    pub viewers: usize,
+    /// Child relays pulling from this relay.
+    pub relays: usize,
+    /// CPU used by the relay process, in cores (1.0 = one core busy).
+    pub cpu: f64,
+    pub bitrate_in_bps: u64,
+}
+
+/// The parent's answer to a report: what the child needs to serve its points.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct SyncAnswer {
+    /// The central's public URL (where a point's page goes when its own relay dies).
+    pub root: String,
+    pub conferences: Vec<SyncConference>,
+    /// The Ed25519 public key that verifies join links (base64url).
+    pub join_key: String,
+    /// Revoked join links: only tokens of the current generation are valid.
+    pub revocations: Vec<Revocation>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct SyncConference {
+    pub id: String,
+    pub title: String,
+    pub viewer_token: String,
+    /// The hall feed reaches this relay.
+    pub live: bool,
+    /// The admin ended the conference.
+    pub ended: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
+pub struct Revocation {
+    pub conference: String,
+    pub point: String,
+    pub generation: u32,
+}
+
+/// Where join-link verification keys come from: the ledger on the central, the parent's
+/// last answer on an edge.
+pub trait JoinKeys: Send + Sync + 'static {
+    fn public_key(&self) -> String;
+    fn revocations(&self) -> Vec<Revocation>;
+}
+
+/// No join links (a relay without a ledger key, e.g. in unit tests).
+pub struct NoJoinKeys;
+
+impl JoinKeys for NoJoinKeys {
+    fn public_key(&self) -> String {
+        String::new()
+    }
+    fn revocations(&self) -> Vec<Revocation> {
+        vec![]
+    }
+}
+
+struct Child {
+    report: NodeReport,
+    at: Instant,
+}
+
+/// This relay's view of the tree below it.
+pub struct Tree {
+    /// This relay's name and public URL.
+    pub name: String,
+    pub url: String,
+    /// The credential children present (empty: no child is accepted).
+    credential: String,
+    children: Mutex<HashMap<String, Child>>,
+    /// The central's URL: this relay's own on the central, learnt from the parent on an edge.
+    root: RwLock<String>,
+    keys: RwLock<Arc<dyn JoinKeys>>,
+    /// Point → organisation (the central's registry), for redirects.
+    point_orgs: RwLock<HashMap<String, String>>,
+    /// This relay's own uplink, as the edge loop last described it (None on the central).
+    own: RwLock<Option<NodeReport>>,
+}
+
+impl Tree {
+    pub fn new(name: String, url: String, credential: String) -> Tree {
+        Tree {
+            name,
+            root: RwLock::new(url.clone()),
+            url,
+            credential,
+            children: Mutex::new(HashMap::new()),
+            keys: RwLock::new(Arc::new(NoJoinKeys)),
+            point_orgs: RwLock::new(HashMap::new()),
+            own: RwLock::new(None),
+        }
+    }
+
+    pub fn set_keys(&self, keys: Arc<dyn JoinKeys>) {
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+    }
+
+    pub fn set_root(&self, root: String) {
+        *self.root.write().unwrap_or_else(|p| p.into_inner()) = root;
+    }
+
+    pub fn root(&self) -> String {
+        self.root.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_point_orgs(&self, map: HashMap<String, String>) {
+        *self.point_orgs.write().unwrap_or_else(|p| p.into_inner()) = map;
+    }
+
+    /// The edge loop's latest picture of this relay (its uplink, state and parent).
+    pub fn set_own(&self, report: NodeReport) {
+        *self.own.write().unwrap_or_else(|p| p.into_inner()) = Some(report);
+    }
+
+    pub fn own(&self) -> Option<NodeReport> {
+        self.own.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether `token` is the relay credential.
+    pub fn is_relay(&self, token: &str) -> bool {
+        secret_matches(token, &self.credential)
+    }
+
+    /// Records a child's report.
+    pub fn record(&self, report: NodeReport, now: Instant) {
+        self.lock().insert(report.name.clone(), Child { report, at: now });
+    }
+
+    /// The children with their state and age filled in, by name.
+    pub fn children(&self, now: Instant) -> Vec<NodeReport> {
+        let mut v: Vec<NodeReport> = self
+            .lock()
+            .values()
+            .map(|c| {
+                let age = now.saturating_duration_since(c.at);
+                let mut r = c.report.clone();
+                r.state = state_of(age, &r.state).into();
+                r.last_report_ms = Some(age.as_millis() as u64);
+                if r.state == "down" {
+                    // What a dead relay last said about its own children is no longer true.
+                    for child in &mut r.children {
+                        mark_down(child);
+                    }
+                }
+                r
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Where a point of `point` should be served instead of here, if anywhere: a live edge
+    /// of its organisation first, then the least-loaded live edge that takes any point.
+    pub fn redirect_for(&self, point: &str, now: Instant) -> Option<String> {
+        let org = self
+            .point_orgs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(point)
+            .cloned();
+        let kids = self.children(now);
+        let mut live = Vec::new();
+        for c in &kids {
+            collect_live(c, &mut live);
+        }
+        let least = |v: Vec<&NodeReport>| {
+            v.into_iter()
+                .min_by_key(|n| (n.load.viewers, n.name.clone()))
+                .map(|n| n.url.clone())
+        };
+        if let Some(org) = org {
+            let mine: Vec<&NodeReport> = live
+                .iter()
+                .copied()
+                .filter(|n| n.organisations.contains(&org))
+                .collect();
+            if !mine.is_empty() {
+                return least(mine);
+            }
+        }
+        least(live.iter().copied().filter(|n| n.open).collect())
+    }
+
+    /// The answer a child gets: built from the registry, the media engine and the keys.
+    pub async fn sync(&self, state: &AppState) -> SyncAnswer {
+        let live: std::collections::HashSet<String> = match state.engine.snapshot().await {
+            Ok(s) => s
+                .conferences
+                .iter()
+                .filter(|c| c.live)
+                .map(|c| c.id.to_string())
+                .collect(),
+            Err(_) => Default::default(),
+        };
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        SyncAnswer {
+            root: self.root(),
+            conferences: state
+                .registry
+                .all()
+                .iter()
+                .map(|c| SyncConference {
+                    id: c.id.to_string(),
+                    title: c.title.clone(),
+                    viewer_token: c.viewer_token.clone(),
+                    live: c.ended_ms.is_none() && live.contains(c.id.as_str()),
+                    ended: c.ended_ms.is_some(),
+                })
+                .collect(),
+            join_key: keys.public_key(),
+            revocations: keys.revocations(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Child>> {
+        self.children.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn state_of(age: Duration, reported: &str) -> &'static str {
+    if age >= DOWN_AFTER {
+        "down"
+    } else if age >= STALE_AFTER {
+        "stale"
+    } else if reported == "failover" {
+        "failover"
+    } else if reported == "connecting" {
+        "connecting"
+    } else {
+        "up"
+    }
+}
+
+fn mark_down(n: &mut NodeReport) {
+    n.state = "down".into();
+    for c in &mut n.children {
+        mark_down(c);
+    }
+}
+
+/// Nodes that can take points: reporting, with a live path to this relay.
+fn collect_live<'a>(n: &'a NodeReport, out: &mut Vec<&'a NodeReport>) {
+    if !matches!(n.state.as_str(), "up" | "failover") {
+        return;
+    }
+    out.push(n);
+    for c in &n.children {
+        collect_live(c, out);
+    }
+}
+
+// ----- HTTP -----
+
+fn relay_auth(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let token = auth::bearer(headers)
+        .map_err(|e| AppError::new(StatusCode::UNAUTHORIZED, e.message()))?;
+    if !state.tree.is_relay(token) {
+        return Err(AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong relay credential (the central's `relay_credential`)",
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/relay/report`: a child relay's report; the answer is a [`SyncAnswer`].
+pub async fn report(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
+    relay_auth(&state, &headers)?;
+    let report: NodeReport = serde_json::from_slice(&body).map_err(|e| {
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the report is not a valid node report (JSON): {e}"),
+        )
+    })?;
+    if report.name.is_empty() || report.name.len() > 128 {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "the report needs a name of 1 to 128 characters",
+        ));
+    }
+    state.tree.record(report, Instant::now());
+    Ok(Json(state.tree.sync(&state).await).into_response())
+}
+
+/// The whole tree from this relay down.
+#[derive(Debug, Serialize)]
+pub struct TreeAnswer {
+    pub name: String,
+    pub url: String,
+    pub state: String,
+    pub parent: Option<String>,
+    pub uplink: Option<Uplink>,
+    pub load: Load,
+    pub children: Vec<NodeReport>,
+}
+
+/// This relay's own load, from the engine's snapshot.
+pub async fn own_load(state: &AppState) -> Load {
+    let mut load = Load {
+        cpu: crate::metrics::process_cpu_cores(),
+        ..Load::default()
+    };
+    if let Ok(s) = state.engine.snapshot().await {
+        for c in &s.conferences {
+            load.viewers += c.n_subscribers;
+            load.relays += c.n_relays;
+            load.bitrate_in_bps += c.layer_bitrates.iter().sum::<u64>() + c.audio_bitrate;
+        }
+    }
+    load
+}
+
+/// `GET /api/v1/tree` (admin token).
+pub async fn tree(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let token = auth::bearer(&headers)
+        .map_err(|e| AppError::new(StatusCode::UNAUTHORIZED, e.message()))?;
+    if !secret_matches(token, &state.config.admin.token) {
+        return Err(AppError::new(StatusCode::UNAUTHORIZED, "wrong admin token"));
+    }
+    let own = state.tree.own();
+    let answer = TreeAnswer {
+        name: state.tree.name.clone(),
+        url: state.tree.url.clone(),
+        state: own.as_ref().map_or("up".into(), |o| o.state.clone()),
+        parent: own.as_ref().and_then(|o| o.parent.clone()),
+        uplink: own.as_ref().map(|o| o.uplink.clone()),
+        load: own_load(&state).await,
+        children: state.tree.children(Instant::now()),
+    };
+    Ok(Json(answer).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WatchQuery {
+    pub token: Option<String>,
+}
+
+/// The point a bearer token identifies for `conference`, if it is a valid join link.
+fn point_of(state: &AppState, conference: &str, token: &str) -> Option<String> {
+    state.viewer_auth.verify(conference, token)?.point
+}
+
+/// `GET /api/v1/conferences/{conference}/route` with a viewer token: the WHEP URL this
+/// viewer should use (an edge's, or this relay's own). The viewer page asks it here, and
+/// asks the central (`home`) when its own relay has gone.
+pub async fn route(
+    State(state): State<Arc<AppState>>,
+    Path(conference): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let token = auth::bearer(&headers)
+        .map_err(|e| AppError::new(StatusCode::UNAUTHORIZED, e.message()))?;
+    let Some(conf) = state.registry.lookup(&conference).await else {
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            format!("no conference {conference:?} on this relay"),
+        ));
+    };
+    let point = point_of(&state, &conference, token);
+    if point.is_none() && !secret_matches(token, &conf.viewer_token) {
+        return Err(AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid, expired or revoked viewer token",
+        ));
+    }
+    let base = point
+        .and_then(|p| state.tree.redirect_for(&p, Instant::now()))
+        .unwrap_or_else(|| state.config.public_url());
+    Ok(Json(serde_json::json!({
+        "whep": format!("{base}/whep/{conference}"),
+        "relay": base,
+        "home": state.tree.root(),
+    }))
+    .into_response())
+}
+
+/// The 307 a point's request at this relay gets when an edge should serve it.
+pub fn redirect(state: &AppState, conference: &str, token: &str, path: &str) -> Option<Response> {
+    let point = point_of(state, conference, token)?;
+    let edge = state.tree.redirect_for(&point, Instant::now())?;
+    let location = HeaderValue::from_str(&format!("{edge}{path}")).ok()?;
+    let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
+    r.headers_mut().insert(header::LOCATION, location);
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Some(r)
+}
+
+/// `GET /watch/{conference}?token=…` at a relay that has an edge for this point: 307 to the
+/// edge's page, which learns where home is.
+pub fn watch_redirect(
+    state: &AppState,
+    conference: &str,
+    query: &Query<WatchQuery>,
+) -> Option<Response> {
+    let token = query.token.as_deref()?;
+    let home = state.tree.root();
+    let path = format!(
+        "/watch/{conference}?token={}&home={}",
+        urlencode(token),
+        urlencode(&home)
+    );
+    redirect(state, conference, token, &path)
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, orgs: &[&str], open: bool, viewers: usize) -> NodeReport {
+        NodeReport {
+            name: name.into(),
+            url: format!("http://{name}"),
+            state: "up".into(),
+            organisations: orgs.iter().map(|s| s.to_string()).collect(),
+            open,
+            load: Load {
+                viewers,
+                ..Load::default()
+            },
+            ..NodeReport::default()
+        }
+    }
+
+    #[test]
+    fn points_go_to_their_organisations_edge_then_by_load_and_never_to_a_dead_one() {
+        let tree = Tree::new("central".into(), "http://central".into(), "c".repeat(16));
+        tree.set_point_orgs(HashMap::from([
+            ("p1".to_string(), "org-a".to_string()),
+            ("p2".to_string(), "org-b".to_string()),
+        ]));
+        let t0 = Instant::now();
+        assert_eq!(tree.redirect_for("p1", t0), None, "no edge: served here");
+        let mut mid = node("mid", &[], true, 40);
+        mid.children.push(node("leaf-a", &["org-a"], false, 3));
+        tree.record(mid, t0);
+        tree.record(node("open-2", &[], true, 10), t0);
+        assert_eq!(
+            tree.redirect_for("p1", t0).as_deref(),
+            Some("http://leaf-a"),
+            "a grandchild edge of the point's organisation"
+        );
+        assert_eq!(
+            tree.redirect_for("p2", t0).as_deref(),
+            Some("http://open-2"),
+            "no edge of its organisation: the least-loaded open edge"
+        );
+        assert_eq!(tree.redirect_for("p-unknown", t0).as_deref(), Some("http://open-2"));
+        // The middle edge stops reporting: neither it nor what hangs below it takes points.
+        tree.record(node("open-2", &[], true, 10), t0 + STALE_AFTER);
+        let later = t0 + STALE_AFTER + Duration::from_millis(1);
+        assert_eq!(tree.redirect_for("p1", later).as_deref(), Some("http://open-2"));
+        let kids = tree.children(t0 + DOWN_AFTER);
+        let mid = kids.iter().find(|n| n.name == "mid").unwrap();
+        assert_eq!(mid.state, "down");
+        assert_eq!(mid.children[0].state, "down");
+    }
+
+    #[test]
+    fn only_the_relay_credential_is_a_relay() {
+        let tree = Tree::new("c".into(), "http://c".into(), "s".repeat(16));
+        assert!(tree.is_relay(&"s".repeat(16)));
+        assert!(!tree.is_relay("nope"));
+        let none = Tree::new("c".into(), "http://c".into(), String::new());
+        assert!(!none.is_relay(""), "an empty credential accepts nobody");
+    }
+}
