@@ -322,6 +322,11 @@ mod tests {
             engine.clone(),
             Arc::new(crate::registry::Registry::new(ledger)),
             Box::new(crate::SharedTokenOnly),
+            Arc::new(crate::tree::Tree::new(
+                "central".into(),
+                "http://central".into(),
+                String::new(),
+            )),
         );
         let app = crate::app(state, axum::Router::new());
         let req = Request::builder()
