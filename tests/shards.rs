@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, ensure};
 use hallcast_tests::http::Http;
 use hallcast_tests::results::{self, ensure_pages_playing};
 use hallcast_tests::{Ctx, Demo, DemoOptions, Weight, run};

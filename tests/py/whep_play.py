@@ -3,6 +3,7 @@
 
 stdout (JSON lines):
   {"event": "posted", "status": 201, ...}          one per POST (several while waiting on 409)
+  {"event": "redirected", "status": 307, "location": ..}   a 307/308 followed (same offer and token)
   {"event": "progress", "t": .., "frames_decoded": .., "audio_packets_received": .., ...}
   {"event": "result", "status": .., "frames_decoded": .., "first_frame_ms": ..,
    "frame_width": .., "frame_height": .., "audio_packets_received": .., "audio_frames_decoded": ..,
@@ -44,6 +45,8 @@ def parse_args():
     p.add_argument("--until-audio", type=int, default=1, help="...and this many audio packets")
     p.add_argument("--wait-live", action="store_true", help="on 409 wait Retry-After and retry until --duration")
     p.add_argument("--progress", action="store_true", help="print a progress line every second")
+    p.add_argument("--progress-interval", type=float, default=1.0,
+                   help="seconds between progress lines (e.g. 0.2 to time a gap finely)")
     p.add_argument("--host-address", default="127.0.0.1", help="address of our ICE host candidate")
     p.add_argument("--wall-clock", action="store_true",
                    help="add Unix-time stamps (wall_ms) and print first_frame and first_audio lines")
@@ -151,14 +154,24 @@ async def main() -> int:
     answer = None
     played_until = None
     async with aiohttp.ClientSession() as http:
+        url = args.url
         while True:
             posted_at = time.monotonic()
-            async with http.post(args.url, data=offer, headers=headers) as r:
-                body = await r.text()
-                status = r.status
-                retry_after = r.headers.get("Retry-After")
-                if status == 201 and r.headers.get("Location"):
-                    location = urljoin(str(r.url), r.headers["Location"])
+            # A 307/308 (a relay sending its point to another relay of the tree) is followed by
+            # hand, as a WHEP client must: the same offer and the same Authorization header to
+            # the new URL (aiohttp would drop the header on a redirect to another origin).
+            for _hop in range(4):
+                async with http.post(url, data=offer, headers=headers, allow_redirects=False) as r:
+                    body = await r.text()
+                    status = r.status
+                    retry_after = r.headers.get("Retry-After")
+                    if status in (307, 308) and r.headers.get("Location"):
+                        url = urljoin(str(r.url), r.headers["Location"])
+                        out({"event": "redirected", "status": status, "location": url})
+                        continue
+                    if status == 201 and r.headers.get("Location"):
+                        location = urljoin(str(r.url), r.headers["Location"])
+                    break
             posted = {"event": "posted", "status": status, "retry_after": retry_after,
                       "body": None if status == 201 else body}
             if args.wall_clock:
@@ -180,7 +193,7 @@ async def main() -> int:
             result["video_codec"] = codec_of(answer, "video")
             result["audio_codec"] = codec_of(answer, "audio")
             while time.monotonic() < deadline and not stop.is_set():
-                if await wait_until(stop, min(1.0, deadline - time.monotonic())):
+                if await wait_until(stop, min(args.progress_interval, deadline - time.monotonic())):
                     break
                 n_audio = await audio_packets(pc)
                 if args.progress:

@@ -10,7 +10,9 @@
 //!   2-core machine ([`Weight::Heavy`]);
 //! - hand-written SDP offers and raw HTTP/UDP abuse for the bad-input tests ([`sdp`], [`net`]);
 //! - a second network host in a namespace whose link a test can cut, two hosts joined only to
-//!   each other, 1:1 NAT inside a namespace ([`netns`]).
+//!   each other, 1:1 NAT inside a namespace ([`netns`]);
+//! - a tree of relays (`hallcast demo` + `hallcast edge`) on hosts of their own, with point hosts
+//!   that reach only their edge ([`tree`]).
 //!
 //! What it must never do: skip a test because a prerequisite is missing (it fails with a message
 //! that says what to install), talk to any address but loopback, or leave a process behind.
@@ -25,6 +27,7 @@ mod prereq;
 mod proc;
 pub mod results;
 pub mod sdp;
+pub mod tree;
 
 pub use client::{Client, ClientKind};
 pub use ctx::{Ctx, Weight, run};

@@ -420,8 +420,11 @@ mod tests {
             vec!["http://10.0.0.1:8080", "http://10.0.0.2:8080"]
         );
         assert_eq!(c.upstream.pull, PullMode::OnDemand);
-        let e = Config::from_toml("[upstream]\nparent = \"http://x\"\ncredential = \"short\"\n", &[])
-            .unwrap_err();
+        let e = Config::from_toml(
+            "[upstream]\nparent = \"http://x\"\ncredential = \"short\"\n",
+            &[],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("upstream.credential"), "{e}");
         let e = Config::from_toml("[upstream]\nparent = \"ftp://x\"\n", &[]).unwrap_err();
         assert!(e.to_string().contains("ftp://x"), "{e}");

@@ -19,7 +19,8 @@ use crate::codec::{self, Row};
 use crate::error::{LedgerError, Result};
 use crate::registry::{self, Conference, ImportSummary};
 use crate::store::{RunInfo, Store, StoreConfig};
-use crate::token::{JoinClaims, Secret, TokenError, TokenSigner, join_link};
+use crate::token::{JoinClaims, Secret, TokenError, TokenSigner, TokenVerifier, join_link};
+use crate::transfer::{Imported, OriginEvent, StoredEvent};
 
 /// How to open the ledger.
 #[derive(Debug, Clone)]
@@ -87,6 +88,10 @@ pub struct LedgerStats {
     pub n_batches: u64,
     /// Largest committed batch.
     pub max_batch: u64,
+    /// Events imported from other relays and newly stored ([`Ledger::import`]).
+    pub n_imported: u64,
+    /// Imported events whose id was already stored.
+    pub n_import_duplicates: u64,
 }
 
 #[derive(Default)]
@@ -98,6 +103,8 @@ struct Stats {
     n_failed: AtomicU64,
     n_batches: AtomicU64,
     max_batch: AtomicU64,
+    n_imported: AtomicU64,
+    n_import_duplicates: AtomicU64,
 }
 
 impl Stats {
@@ -111,6 +118,8 @@ impl Stats {
             n_failed: g(&self.n_failed),
             n_batches: g(&self.n_batches),
             max_batch: g(&self.max_batch),
+            n_imported: g(&self.n_imported),
+            n_import_duplicates: g(&self.n_import_duplicates),
         }
     }
 }
@@ -419,6 +428,77 @@ impl Ledger {
         self.with_store(move |s| s.events(&c)).await
     }
 
+    /// Up to `limit` stored events after log position `seq` (0: from the start), in log
+    /// order, each with the node and run that first stored it: what an outbox sends up.
+    ///
+    /// On SQLite the log position is the commit order (one writer at a time), so a cursor
+    /// over `seq` never skips an event committed later. On PostgreSQL with several writers
+    /// a lower `seq` may commit after a higher one; an outbox reading a PostgreSQL ledger
+    /// could skip it. Edge relays use SQLite.
+    pub async fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        self.with_store(move |s| s.events_after(seq, limit)).await
+    }
+
+    /// Appends events stored first by other relays (a child's outbox delivery), keeping
+    /// each one's origin node and run, in one transaction: durable when this returns.
+    /// Idempotent by event id: an event already stored is counted in `n_duplicates`.
+    ///
+    /// # Origin, recovery and reports (the decision)
+    /// Imported rows keep their origin `(node, run)` and this ledger never writes the
+    /// `nodes` table for them. Crash recovery reads only `(own node, own previous run)`
+    /// (`events_of_run`), so it never closes another relay's sessions: an edge's session
+    /// that is open here stays open until the edge's own `Ended` event arrives — the edge is
+    /// the one authority on its sessions, including its own `RelayLost` after it crashes,
+    /// which it writes in its ledger and forwards like any other event. While an edge is
+    /// cut off, its open sessions count as present here (up to the report's horizon, and
+    /// only while the broadcast is live); when the link returns the delivered events
+    /// correct the report, since the fold depends only on the set of events. The price:
+    /// an edge that never comes back leaves its sessions open here until the broadcast
+    /// ends. Closing them here as lost would be wrong the other way round (a 10-minute
+    /// link cut would become an absence that the edge's events could not undo, because
+    /// an `Ended` event cannot be retracted).
+    ///
+    /// So an event claiming this ledger's own node name is refused (`Conflict`): it would
+    /// make recovery treat another process's sessions as this one's. Node names must be
+    /// unique in the tree.
+    pub async fn import(&self, events: Vec<OriginEvent>) -> Result<Imported> {
+        if events.is_empty() {
+            return Ok(Imported::default());
+        }
+        if let Some(e) = events.iter().find(|e| e.node == self.inner.node) {
+            return Err(LedgerError::Conflict(format!(
+                "event {} claims this relay's own node name {:?}; relay node names must be unique",
+                e.event.event_id, e.node
+            )));
+        }
+        let stats = self.inner.sink.stats.clone();
+        self.with_store(move |s| {
+            let rows: Vec<(Row, &str, i64)> = events
+                .iter()
+                .map(|e| (codec::to_row(&e.event), e.node.as_str(), e.run))
+                .collect();
+            let fresh = s.import(now_ms(), &rows)?;
+            let n_accepted = fresh.iter().filter(|f| **f).count() as u64;
+            let done = Imported {
+                n_accepted,
+                n_duplicates: fresh.len() as u64 - n_accepted,
+            };
+            stats
+                .n_imported
+                .fetch_add(done.n_accepted, Ordering::Relaxed);
+            stats
+                .n_import_duplicates
+                .fetch_add(done.n_duplicates, Ordering::Relaxed);
+            Ok(done)
+        })
+        .await
+    }
+
+    /// This ledger's relay node name.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
     /// How many stored rows carry this event id (0 or 1).
     pub async fn count_event_id(&self, id: EventId) -> Result<u64> {
         self.with_store(move |s| s.count_event_id(id)).await
@@ -432,7 +512,8 @@ impl Ledger {
     // ----- reports -----
 
     /// Builds the attendance report of a conference from the stored events, at the horizon
-    /// `as_of_ms`.
+    /// `as_of_ms`. Each point's row names the relay nodes that stored its session events
+    /// (`PointRow::relays`).
     pub async fn report(
         &self,
         conference: &ConferenceId,
@@ -444,10 +525,11 @@ impl Ledger {
             let events = s.events(&c)?;
             let orgs = s.organisations()?;
             let points = s.points()?;
+            let served = s.point_nodes(&c)?;
             let mut folder = Folder::with_capacity(c, events.len());
             folder.extend(&events);
             let presence = folder.finish(as_of_ms);
-            Ok(build_report(&presence, &orgs, &points, &cfg))
+            Ok(build_report(&presence, &orgs, &points, &cfg).with_relays(served))
         })
         .await
     }
@@ -532,13 +614,46 @@ impl Ledger {
             .unwrap_or(0)
     }
 
-    /// Issues a join token valid until `expires` (Unix seconds).
+    /// The Ed25519 public key of the join tokens this ledger issues (base64url of 32 bytes),
+    /// for relays that verify links without the secret ([`TokenVerifier`]).
+    pub fn join_public_key(&self) -> String {
+        self.inner.signer.public_key()
+    }
+
+    /// Every (conference, point) whose links were revoked at least once, with its current
+    /// generation, from the in-memory cache (no store access), sorted. With
+    /// [`Ledger::join_public_key`] this is all a [`TokenVerifier`] needs.
+    pub fn token_generations(&self) -> Vec<(ConferenceId, PointId, u32)> {
+        let map = self
+            .inner
+            .generations
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(ConferenceId, PointId, u32)> = map
+            .iter()
+            .filter(|(_, g)| **g != 0)
+            .map(|((c, p), g)| (c.clone(), p.clone(), *g))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A verifier of this ledger's `v2` links with its current revocations: what an edge
+    /// relay builds from its parent's sync.
+    pub fn token_verifier(&self) -> TokenVerifier {
+        self.inner
+            .signer
+            .verifier()
+            .with_generations(self.token_generations())
+    }
+
+    /// Issues a join token (`v2`) valid until `expires` (Unix seconds).
     pub fn issue_token(&self, conference: &ConferenceId, point: &PointId, expires: i64) -> String {
         let g = self.generation(conference, point);
         self.inner.signer.issue(conference, point, g, expires)
     }
 
-    /// Checks a join token now: signature, expiry and revocation. Never touches the store
+    /// Checks a join token (`v2`, or `v1` from before) now: signature, expiry and revocation. Never touches the store
     /// (revocations are cached in memory), so the WHEP path can call it directly.
     pub fn verify_token(&self, token: &str) -> Result<JoinClaims, TokenError> {
         self.verify_token_at(token, now_ms().div_euclid(1000))

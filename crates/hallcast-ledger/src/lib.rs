@@ -1,7 +1,7 @@
 //! hallcast-ledger: the attendance store (báo cáo điểm danh).
 //!
 //! Owns: the registry of organisations and connection points (with its CSV form), the
-//! conferences, join tokens (HMAC-SHA256, expiry, revocation), the append-only durable
+//! conferences, join tokens (Ed25519 `v2`, HMAC `v1` still accepted; expiry, revocation), the append-only durable
 //! event log with idempotent event ids on SQLite (embedded default) or PostgreSQL, crash
 //! recovery of a relay node's open sessions, and the attendance reports as files (CSV,
 //! JSON, printable HTML, join-link pages with QR codes).
@@ -35,16 +35,18 @@
 //! heartbeat interval of presence. Recovery event ids are derived from
 //! (node, run, conference, point, session), so recovery is idempotent as well.
 //!
-//! # Edge relays: a durable outbox (design, not built yet)
-//! An edge relay runs its own `Ledger` on a local SQLite file as an *outbox*: its relay code
-//! calls `emit` exactly as the central does, so nothing is lost while the uplink is down. A
-//! forwarder task reads the outbox in `seq` order from a stored cursor, sends batches to the
-//! central (an authenticated `POST` of events, answered only after the central's
-//! `Ledger::append` acknowledged all of them), then advances its cursor. A batch resent after
-//! a timeout or a crash is harmless: event ids make the central's store idempotent, and the
-//! fold ignores arrival order. The central stamps delivered events with the edge's node
-//! name, so crash recovery of one node never touches another node's sessions. Node names
-//! must therefore be unique among the processes that share a store.
+//! # Edge relays: events move up the tree
+//! An edge relay runs its own `Ledger` on a local SQLite file: its relay code calls `emit`
+//! exactly as the central does, so nothing is lost while the uplink is down. The server
+//! crate's outbox reads it in `seq` order from a stored cursor ([`Ledger::events_after`]),
+//! sends its point-level events ([`transfer::is_point_level`]) to the parent, which appends
+//! them with [`Ledger::import`], and advances its cursor only once they are durable there.
+//! A batch resent after a timeout or a crash is harmless: event ids make every store
+//! idempotent, and the fold ignores arrival order. Each event keeps the `node` and `run`
+//! that first stored it, so crash recovery of one node never touches another node's
+//! sessions (see [`Ledger::import`] for what that means for an edge that is cut off), and
+//! the report names the relay that served each point. Node names must therefore be unique
+//! in the tree (and among the processes that share a store).
 //!
 //! # Reports
 //! [`Ledger::report`] loads a conference's events and the registry, folds them in the core
@@ -63,6 +65,7 @@ pub mod registry;
 pub mod render;
 pub mod store;
 mod token;
+pub mod transfer;
 
 pub use error::{LedgerError, Result};
 pub use ledger::{
@@ -71,4 +74,5 @@ pub use ledger::{
 };
 pub use registry::{Conference, ImportSummary};
 pub use store::{RunInfo, Store, StoreConfig};
-pub use token::{JoinClaims, Secret, TokenError, TokenSigner, join_link};
+pub use token::{JoinClaims, Secret, TokenError, TokenSigner, TokenVerifier, join_link};
+pub use transfer::{EventJson, Imported, OriginEvent, StoredEvent};

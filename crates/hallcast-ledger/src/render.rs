@@ -170,7 +170,7 @@ fn t(vi: &str, en: &str) -> String {
 
 // ----- CSV -----
 
-const CSV_COLUMNS: [(&str, &str); 21] = [
+const CSV_COLUMNS: [(&str, &str); 22] = [
     ("Mã đơn vị", "org_id"),
     ("Tên đơn vị", "org_name"),
     ("Mã điểm cầu", "point_id"),
@@ -194,7 +194,14 @@ const CSV_COLUMNS: [(&str, &str); 21] = [
     ("Số người dự kiến", "expected_headcount"),
     ("Số phiên kết nối", "n_sessions"),
     ("Số phiên mất liên lạc", "n_timeouts"),
+    // Last, so that scripts reading the columns by position before it still work.
+    ("Trạm phục vụ", "relays"),
 ];
+
+/// The relays of a point in one cell: `central; edge-a`.
+fn relays_cell(r: &PointRow) -> String {
+    r.relays.join("; ")
+}
 
 /// One line per point (registered, then unregistered). Vietnamese headers by default,
 /// snake_case English headers with [`Lang::En`]; UTF-8 with a BOM for Excel.
@@ -247,6 +254,7 @@ pub fn report_csv(report: &Report, opts: &RenderOptions) -> Result<Vec<u8>> {
                 &opt(r.expected_headcount.map(|v| v.to_string())),
                 &r.n_sessions.to_string(),
                 &r.n_timeouts.to_string(),
+                &relays_cell(r),
             ])
             .map_err(csv_err)?;
         }
@@ -295,6 +303,8 @@ struct PointDto<'a> {
     headcount_declared_ms: Option<i64>,
     n_sessions: u32,
     n_timeouts: u32,
+    /// The relay nodes that served the point's sessions.
+    relays: &'a [String],
     attendances: Vec<IntervalDto>,
     intervals: Vec<IntervalDto>,
 }
@@ -389,6 +399,7 @@ fn point_dto(r: &PointRow, off: i32) -> PointDto<'_> {
         headcount_declared_ms: r.headcount.map(|d| d.at_ms),
         n_sessions: r.n_sessions,
         n_timeouts: r.n_timeouts,
+        relays: &r.relays,
         attendances: r.attendances.iter().map(|i| interval_dto(i, off)).collect(),
         intervals: r.intervals.iter().map(|i| interval_dto(i, off)).collect(),
     }
@@ -622,6 +633,7 @@ pub fn report_html(report: &Report, title: Option<&str>, opts: &RenderOptions) -
         ("Hình đứng (phút)", "Frozen (min)"),
         ("Gửi hình đầu tiên sau (ms)", "First video sent after (ms)"),
         ("Số người dự", "Attendees"),
+        ("Trạm phục vụ", "Relay"),
     ];
     let point_table = |b: &mut String, rows: &[PointRow]| {
         let _ = write!(b, "<table><tr>");
@@ -651,7 +663,7 @@ pub fn report_html(report: &Report, title: Option<&str>, opts: &RenderOptions) -
                 "<tr{}><td>{}</td><td>{} <span class=\"muted\">({})</span></td><td>{}</td><td>{}</td>\
                  <td class=\"n\">{}</td><td class=\"n\">{:.1}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
                  <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-                 <td class=\"n\">{}</td></tr>",
+                 <td class=\"n\">{}</td><td>{}</td></tr>",
                 if r.connected { "" } else { " class=\"no\"" },
                 esc(&r.org_name),
                 esc(&r.name),
@@ -667,6 +679,7 @@ pub fn report_html(report: &Report, title: Option<&str>, opts: &RenderOptions) -
                 minutes(r.frozen_ms),
                 opt(r.first_video_after_ms.map(|v| v.to_string())),
                 opt(r.headcount.map(|d| d.n_people.to_string())),
+                esc(&relays_cell(r)),
             );
         }
         let _ = write!(b, "</table>");

@@ -301,6 +301,7 @@ fn oracle(
                 headcount: p.headcount,
                 n_sessions: sessions_seen.iter().filter(|(q, _)| q == id).count() as u32,
                 n_timeouts: p.n_timeouts,
+                relays: vec![],
                 intervals,
             },
         );
@@ -335,6 +336,7 @@ fn oracle(
             headcount: None,
             n_sessions: 0,
             n_timeouts: 0,
+            relays: vec![],
         });
         r.registered = true;
         r.name = info.name.clone();

@@ -8,9 +8,11 @@
 
 pub mod attendance;
 pub mod auth;
+pub mod edge;
 mod error;
 mod ledger_hook;
 mod metrics;
+pub mod outbox;
 mod pages;
 pub mod registry;
 pub mod tree;
@@ -169,10 +171,7 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
             "/api/v1/conferences/{conference}/status",
             get(pages::status),
         )
-        .route(
-            "/api/v1/conferences/{conference}/route",
-            get(tree::route),
-        )
+        .route("/api/v1/conferences/{conference}/route", get(tree::route))
         .route("/api/v1/relay/report", post(tree::report))
         .route("/api/v1/tree", get(tree::tree))
         .with_state(state)

@@ -190,7 +190,8 @@ impl Tree {
 
     /// Records a child's report.
     pub fn record(&self, report: NodeReport, now: Instant) {
-        self.lock().insert(report.name.clone(), Child { report, at: now });
+        self.lock()
+            .insert(report.name.clone(), Child { report, at: now });
     }
 
     /// The children with their state and age filled in, by name.
@@ -319,8 +320,8 @@ fn collect_live<'a>(n: &'a NodeReport, out: &mut Vec<&'a NodeReport>) {
 // ----- HTTP -----
 
 fn relay_auth(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
-    let token = auth::bearer(headers)
-        .map_err(|e| AppError::new(StatusCode::UNAUTHORIZED, e.message()))?;
+    let token =
+        auth::bearer(headers).map_err(|e| AppError::new(StatusCode::UNAUTHORIZED, e.message()))?;
     if !state.tree.is_relay(token) {
         return Err(AppError::new(
             StatusCode::UNAUTHORIZED,
@@ -386,8 +387,8 @@ pub async fn tree(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let token = auth::bearer(&headers)
-        .map_err(|e| AppError::new(StatusCode::UNAUTHORIZED, e.message()))?;
+    let token =
+        auth::bearer(&headers).map_err(|e| AppError::new(StatusCode::UNAUTHORIZED, e.message()))?;
     if !secret_matches(token, &state.config.admin.token) {
         return Err(AppError::new(StatusCode::UNAUTHORIZED, "wrong admin token"));
     }
@@ -422,8 +423,8 @@ pub async fn route(
     Path(conference): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let token = auth::bearer(&headers)
-        .map_err(|e| AppError::new(StatusCode::UNAUTHORIZED, e.message()))?;
+    let token =
+        auth::bearer(&headers).map_err(|e| AppError::new(StatusCode::UNAUTHORIZED, e.message()))?;
     let Some(conf) = state.registry.lookup(&conference).await else {
         return Err(AppError::new(
             StatusCode::NOT_FOUND,
@@ -531,11 +532,17 @@ mod tests {
             Some("http://open-2"),
             "no edge of its organisation: the least-loaded open edge"
         );
-        assert_eq!(tree.redirect_for("p-unknown", t0).as_deref(), Some("http://open-2"));
+        assert_eq!(
+            tree.redirect_for("p-unknown", t0).as_deref(),
+            Some("http://open-2")
+        );
         // The middle edge stops reporting: neither it nor what hangs below it takes points.
         tree.record(node("open-2", &[], true, 10), t0 + STALE_AFTER);
         let later = t0 + STALE_AFTER + Duration::from_millis(1);
-        assert_eq!(tree.redirect_for("p1", later).as_deref(), Some("http://open-2"));
+        assert_eq!(
+            tree.redirect_for("p1", later).as_deref(),
+            Some("http://open-2")
+        );
         let kids = tree.children(t0 + DOWN_AFTER);
         let mid = kids.iter().find(|n| n.name == "mid").unwrap();
         assert_eq!(mid.state, "down");

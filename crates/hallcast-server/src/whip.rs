@@ -50,6 +50,15 @@ pub async fn whip_post(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
+    if !state.config.upstream.parent.is_empty() {
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Đây là relay biên, không nhận luồng phát / this is an edge relay: publish to the central relay ({})",
+                state.tree.root()
+            ),
+        ));
+    }
     let conf = conference_of(&state, &conference).await?;
     // Authenticate before the body is read: a wrong key is a 401 whatever it sent.
     let token = bearer(&headers)?;

@@ -501,7 +501,7 @@ mod tests {
         .unwrap();
         let html = std::fs::read_to_string(&links).unwrap();
         assert_eq!(html.matches("<svg").count(), 2);
-        assert!(html.contains("https://hoinghi.example.vn/watch/hn-2025?token=v1."));
+        assert!(html.contains("https://hoinghi.example.vn/watch/hn-2025?token=v2."));
         assert!(dir.join("join-secret").exists());
 
         let report = dir.join("report.json");

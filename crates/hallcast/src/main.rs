@@ -16,6 +16,8 @@ use hallcast_core::accounting::{ConferenceId, OrgId, Organisation, PointId, Poin
 use hallcast_ledger::{Ledger, LedgerConfig, Secret, StoreConfig};
 use hallcast_rtc::{Engine, EngineConfig};
 use hallcast_server::attendance::{AttendanceCtx, LedgerViewerAuth};
+use hallcast_server::edge::{Edge, EdgeHook, EdgeKeys, EdgeViewerAuth, Hooks};
+use hallcast_server::tree::Tree;
 use hallcast_server::{AppState, LedgerHook, Registry};
 use tracing::{info, warn};
 
@@ -107,6 +109,31 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 2.0)]
         keyframe_interval: f64,
     },
+    /// Run an edge relay: a viewer of its parent (the central or another edge) that serves
+    /// the parent's conferences to its own points.
+    Edge {
+        /// The parent relay's base URL (upstream.parent).
+        #[arg(long, value_name = "URL")]
+        parent: Option<String>,
+        /// The relay credential the central issued (upstream.credential).
+        #[arg(long, value_name = "TOKEN", env = "HALLCAST_RELAY_CREDENTIAL")]
+        credential: Option<String>,
+        /// Where to go when the parent is gone, in order (upstream.fallbacks); repeatable.
+        #[arg(long = "fallback", value_name = "URL")]
+        fallbacks: Vec<String>,
+        /// This edge's name in the tree and the attendance report (upstream.name).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Write the edge's addresses as JSON to this file once it accepts requests
+        /// (`http_base`, `media_udp`, `media_udp_shards`, `name`, `parent`).
+        #[arg(long, value_name = "PATH")]
+        info_file: Option<PathBuf>,
+        /// Configuration file (TOML); without it the embedded defaults are used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
     #[command(flatten)]
     Attendance(attendance_cli::AttendanceCmd),
     /// Check a configuration file and print the effective configuration.
@@ -155,6 +182,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             info!("relay ready on {}", relay.base_url);
             relay.run_until_signal().await
         }
+        Command::Edge {
+            parent,
+            credential,
+            fallbacks,
+            name,
+            info_file,
+            config,
+            overrides,
+        } => {
+            let mut list = overrides.to_list();
+            let quoted = |s: &str| toml_string(s);
+            if let Some(p) = parent {
+                list.push(format!("upstream.parent={}", quoted(&p)));
+            }
+            if let Some(c) = credential {
+                list.push(format!("upstream.credential={}", quoted(&c)));
+            }
+            if !fallbacks.is_empty() {
+                let v: Vec<String> = fallbacks.iter().map(|f| quoted(f)).collect();
+                list.push(format!("upstream.fallbacks=[{}]", v.join(",")));
+            }
+            if let Some(n) = name {
+                list.push(format!("upstream.name={}", quoted(&n)));
+            }
+            let config = Config::load(config.as_deref(), &list)?;
+            if config.upstream.parent.is_empty() {
+                anyhow::bail!(
+                    "an edge needs its parent: --parent URL (or upstream.parent in the config file)"
+                );
+            }
+            let relay = Relay::start(config).await?;
+            info!("edge relay ready on {}", relay.base_url);
+            if let Some(path) = &info_file {
+                let info = serde_json::json!({
+                    "name": relay.state.tree.name,
+                    "http_base": relay.base_url,
+                    "parent": relay.state.config.upstream.parent,
+                    "media_udp": relay.engine.local_addr().to_string(),
+                    "media_udp_shards": relay.engine.udp_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                });
+                write_info(path, &info)?;
+            }
+            relay.run_until_signal().await
+        }
         Command::Validate { config, overrides } => {
             let config = Config::load(Some(&config), &overrides.to_list())?;
             println!("{}", serde_json::to_string_pretty(&config)?);
@@ -170,9 +241,93 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The relay credential of the central: the configured one, or one generated once and kept
+/// in the data directory (mode 0600).
+fn central_relay_credential(config: &Config) -> anyhow::Result<String> {
+    if !config.relay.credential.is_empty() {
+        return Ok(config.relay.credential.clone());
+    }
+    let path = config.data.dir.join("relay-credential");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if t.trim().len() >= 16 => Ok(t.trim().to_string()),
+        Ok(_) => anyhow::bail!(
+            "{} holds no usable relay credential (16 characters or more)",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let token = random_token(24);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            f.write_all(token.as_bytes())?;
+            f.sync_all()?;
+            Ok(token)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// The node's name in the tree: configured, or the host and port of its public URL.
+fn node_name(config: &Config, is_edge: bool) -> String {
+    if !config.upstream.name.is_empty() {
+        return config.upstream.name.clone();
+    }
+    if !is_edge {
+        return "central".into();
+    }
+    let url = config.public_url();
+    url.split("://")
+        .nth(1)
+        .unwrap_or(&url)
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// The central's join-link keys: its ledger's public key and revocations.
+struct LedgerJoinKeys(Ledger);
+
+impl hallcast_server::tree::JoinKeys for LedgerJoinKeys {
+    fn public_key(&self) -> String {
+        self.0.join_public_key()
+    }
+    fn revocations(&self) -> Vec<hallcast_server::tree::Revocation> {
+        self.0
+            .token_generations()
+            .into_iter()
+            .map(|(c, p, g)| hallcast_server::tree::Revocation {
+                conference: c.into_string(),
+                point: p.into_string(),
+                generation: g,
+            })
+            .collect()
+    }
+}
+
 /// A running relay: HTTP server + media engine + attendance ledger.
 struct Relay {
     base_url: String,
+    /// The credential child relays present here.
+    relay_credential: String,
     engine: Engine,
     ledger: Ledger,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -200,7 +355,11 @@ async fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
             schema: None,
         }
     };
-    let ledger = Ledger::open(LedgerConfig::new(store, secret))
+    let mut ledger_config = LedgerConfig::new(store, secret);
+    // Each relay's events carry its name, so the central's report says which relay served
+    // each point.
+    ledger_config.node = node_name(config, !config.upstream.parent.is_empty());
+    let ledger = Ledger::open(ledger_config)
         .await
         .context("cannot open the attendance ledger")?;
     Ok(ledger)
@@ -217,6 +376,21 @@ impl Relay {
             info!(admin_token = %config.admin.token, "no admin token configured; generated one for this run");
         }
         let ledger = open_ledger(&config).await?;
+        let is_edge = !config.upstream.parent.is_empty();
+        if is_edge && !config.conferences.is_empty() {
+            anyhow::bail!(
+                "an edge serves its parent's conferences: remove [[conferences]] from its configuration"
+            );
+        }
+        let relay_credential = if is_edge {
+            if config.relay.credential.is_empty() {
+                config.upstream.credential.clone()
+            } else {
+                config.relay.credential.clone()
+            }
+        } else {
+            central_relay_credential(&config)?
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(65_536);
         let engine = Engine::start(
             EngineConfig {
@@ -253,33 +427,69 @@ impl Relay {
             }));
         }
         hallcast_server::registry::spawn_refresh(registry.clone());
+        let tree = Arc::new(Tree::new(
+            node_name(&config, is_edge),
+            base_url.clone(),
+            relay_credential.clone(),
+        ));
+        let edge_keys = Arc::new(EdgeKeys::default());
+        let edge_keys_for_api = edge_keys.clone();
+        let viewer_auth: Box<dyn hallcast_server::ViewerAuth> = if is_edge {
+            tree.set_keys(edge_keys.clone());
+            Box::new(EdgeViewerAuth(edge_keys.clone()))
+        } else {
+            tree.set_keys(Arc::new(LedgerJoinKeys(ledger.clone())));
+            spawn_point_orgs(ledger.clone(), tree.clone());
+            Box::new(LedgerViewerAuth {
+                ledger: ledger.clone(),
+            })
+        };
         let state = AppState::new(
             config.clone(),
             engine.clone(),
             registry.clone(),
-            Box::new(LedgerViewerAuth {
-                ledger: ledger.clone(),
-            }),
+            viewer_auth,
+            tree,
         );
-        hallcast_server::spawn_event_pump(
-            state.clone(),
-            rx,
-            Some(Arc::new(LedgerHook::new(ledger.sink()))),
-        );
+        let ledger_hook: Arc<dyn hallcast_server::EventHook> =
+            Arc::new(LedgerHook::new(ledger.sink()));
+        let hook: Arc<dyn hallcast_server::EventHook> = if is_edge {
+            let (edge, upstream) = Edge::new(state.clone(), edge_keys, &config.upstream);
+            let _ = state.demand.set(edge.clone());
+            hallcast_server::outbox::spawn_outbox(
+                ledger.clone(),
+                config.data.dir.join("outbox-cursor"),
+                upstream,
+            );
+            edge.spawn();
+            Arc::new(Hooks(vec![ledger_hook, Arc::new(EdgeHook(edge))]))
+        } else {
+            ledger_hook
+        };
+        hallcast_server::spawn_event_pump(state.clone(), rx, Some(hook));
         {
             let ledger = ledger.clone();
             let _ = state.extra_metrics.set(Box::new(move |out: &mut String| {
                 hallcast_server::attendance::write_ledger_metrics(&ledger, out)
             }));
         }
-        let attendance = hallcast_server::attendance::router(
+        let mut ctx =
             AttendanceCtx::new(ledger.clone(), config.admin.token.clone(), base_url.clone())
-                .with_registry(registry),
+                .with_registry(registry);
+        if is_edge {
+            let keys = edge_keys_for_api.clone();
+            ctx.join_verifier = Some(hallcast_server::attendance::JoinVerifier(Arc::new(
+                move |token: &str| keys.claims(token),
+            )));
+        }
+        let attendance = hallcast_server::attendance::router(ctx.clone()).merge(
+            hallcast_server::attendance::relay_router(ctx, relay_credential.clone().into()),
         );
         let app = hallcast_server::app(state.clone(), attendance);
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(Relay {
             base_url,
+            relay_credential,
             engine,
             ledger,
             server,
@@ -306,6 +516,34 @@ impl Relay {
         drop(self.state);
         Ok(())
     }
+}
+
+/// Keeps the tree's point → organisation map (for redirects) in step with the registry.
+fn spawn_point_orgs(ledger: Ledger, tree: Arc<Tree>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(2));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match ledger.points().await {
+                Ok(points) => tree.set_point_orgs(
+                    points
+                        .into_iter()
+                        .map(|p| (p.id.into_string(), p.org.into_string()))
+                        .collect(),
+                ),
+                Err(e) => warn!("reading the points for redirects: {e}"),
+            }
+        }
+    });
+}
+
+/// Writes an info file atomically (readers never see half of it).
+fn write_info(path: &std::path::Path, info: &serde_json::Value) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(info)?)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 fn random_token(n_bytes: usize) -> String {
@@ -385,13 +623,12 @@ async fn demo(
         "media_udp": relay.engine.local_addr().to_string(),
         "media_udp_shards": relay.engine.udp_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "admin_token": relay.state.config.admin.token,
+        "relay_credential": relay.relay_credential,
         "point": point.as_str(),
         "data_dir": data_dir,
     });
     if let Some(path) = &info_file {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+        write_info(path, &info)?;
     }
     println!("\nhallcast demo is running.\n");
     println!(

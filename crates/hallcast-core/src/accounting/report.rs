@@ -82,6 +82,10 @@ pub struct PointRow {
     pub headcount: Option<Declaration>,
     pub n_sessions: u32,
     pub n_timeouts: u32,
+    /// The relay nodes that served its sessions, sorted ("central", "edge-a", ...). Filled
+    /// by [`Report::with_relays`] from where the events were stored; empty from
+    /// [`build_report`] alone (the fold knows no relays).
+    pub relays: Vec<String>,
 }
 
 /// One organisation's summary, with the points that did not connect.
@@ -136,6 +140,21 @@ impl Report {
     /// Organisations with at least one point that never connected ("who is missing").
     pub fn missing(&self) -> impl Iterator<Item = &OrgRow> {
         self.orgs.iter().filter(|o| !o.missing.is_empty())
+    }
+
+    /// Names, per point, the relay nodes that served it, from (point, node) pairs (in any
+    /// order, repeats allowed). Points not named keep an empty list.
+    pub fn with_relays(mut self, served: impl IntoIterator<Item = (PointId, String)>) -> Report {
+        let mut by_point: BTreeMap<PointId, BTreeSet<String>> = BTreeMap::new();
+        for (point, node) in served {
+            by_point.entry(point).or_default().insert(node);
+        }
+        for r in self.points.iter_mut().chain(self.unregistered.iter_mut()) {
+            if let Some(nodes) = by_point.remove(&r.point) {
+                r.relays = nodes.into_iter().collect();
+            }
+        }
+        self
     }
 }
 
@@ -338,5 +357,6 @@ fn row(
         headcount: presence.and_then(|p| p.headcount),
         n_sessions: presence.map_or(0, |p| p.n_sessions),
         n_timeouts: presence.map_or(0, |p| p.n_timeouts),
+        relays: Vec::new(),
     }
 }

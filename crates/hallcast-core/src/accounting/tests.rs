@@ -471,3 +471,41 @@ fn test_session(name: &str) -> SessionId {
     assert!(name.len() <= 16, "test session names are at most 16 bytes");
     SessionId(name.bytes().fold(0u128, |acc, b| (acc << 8) | b as u128))
 }
+
+#[test]
+fn relays_are_named_per_point_sorted_and_deduplicated() {
+    let mut h = H::new();
+    h.live(0)
+        .join(1, "hn-1", "a")
+        .join(2, "hue-1", "b")
+        .join(3, "ghost-1", "c");
+    let plain = h.report(10);
+    assert!(plain.points.iter().all(|r| r.relays.is_empty()));
+    let pid = |s: &str| PointId::parse(s).unwrap();
+    let r = plain.clone().with_relays([
+        (pid("hn-1"), "edge-b".to_string()),
+        (pid("hn-1"), "central".to_string()),
+        (pid("hn-1"), "edge-b".to_string()),
+        (pid("hue-1"), "edge-a".to_string()),
+        (pid("ghost-1"), "central".to_string()),
+        (pid("nowhere"), "edge-z".to_string()),
+    ]);
+    assert_eq!(row(&r, "hn-1").relays, ["central", "edge-b"]);
+    assert_eq!(row(&r, "hue-1").relays, ["edge-a"]);
+    assert_eq!(
+        row(&r, "ghost-1").relays,
+        ["central"],
+        "unregistered rows too"
+    );
+    assert!(row(&r, "hn-2").relays.is_empty());
+    // Nothing else changes.
+    let mut stripped = r.clone();
+    for p in stripped
+        .points
+        .iter_mut()
+        .chain(stripped.unregistered.iter_mut())
+    {
+        p.relays.clear();
+    }
+    assert_eq!(stripped, plain);
+}

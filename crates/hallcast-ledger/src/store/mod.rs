@@ -19,6 +19,7 @@ use hallcast_core::accounting::{
 use crate::codec::Row;
 use crate::error::{LedgerError, Result};
 use crate::registry::Conference;
+use crate::transfer::StoredEvent;
 
 pub mod postgres;
 pub mod sqlite;
@@ -88,6 +89,15 @@ pub trait Store: Send {
     fn events(&mut self, conference: &ConferenceId) -> Result<Vec<Event>>;
     /// All events stored by `node` during `run`, in storage order.
     fn events_of_run(&mut self, node: &str, run: i64) -> Result<Vec<Event>>;
+    /// Events with `seq > after`, in `seq` order, at most `limit`, with their origin.
+    fn events_after(&mut self, after: i64, limit: usize) -> Result<Vec<StoredEvent>>;
+    /// Appends rows in one transaction, each stamped with its own origin `(node, run)`;
+    /// never touches `nodes` (an imported node's run is not this store's to recover).
+    /// Returns, per row, whether it was new.
+    fn import(&mut self, now_ms: i64, rows: &[(Row, &str, i64)]) -> Result<Vec<bool>>;
+    /// The distinct (point, node) pairs of a conference's session events: which relays
+    /// served each point.
+    fn point_nodes(&mut self, conference: &ConferenceId) -> Result<Vec<(PointId, String)>>;
     /// How many rows hold this event id (0 or 1; tests use it to prove "exactly once").
     fn count_event_id(&mut self, id: EventId) -> Result<u64>;
     /// Total stored events.
@@ -130,6 +140,15 @@ impl Store for Closed {
         Err(LedgerError::Closed)
     }
     fn events_of_run(&mut self, _: &str, _: i64) -> Result<Vec<Event>> {
+        Err(LedgerError::Closed)
+    }
+    fn events_after(&mut self, _: i64, _: usize) -> Result<Vec<StoredEvent>> {
+        Err(LedgerError::Closed)
+    }
+    fn import(&mut self, _: i64, _: &[(Row, &str, i64)]) -> Result<Vec<bool>> {
+        Err(LedgerError::Closed)
+    }
+    fn point_nodes(&mut self, _: &ConferenceId) -> Result<Vec<(PointId, String)>> {
         Err(LedgerError::Closed)
     }
     fn count_event_id(&mut self, _: EventId) -> Result<u64> {

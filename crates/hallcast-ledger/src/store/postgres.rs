@@ -18,6 +18,7 @@ use super::{RunInfo, Store};
 use crate::codec::{self, Row};
 use crate::error::{LedgerError, Result};
 use crate::registry::Conference;
+use crate::transfer::StoredEvent;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -70,6 +71,16 @@ INSERT INTO events (event_id, conference, point, session, at_ms, kind, value, no
 SELECT u.event_id, u.conference, u.point, u.session, u.at_ms, u.kind, u.value, $8, $9, $10
 FROM UNNEST($1::bytea[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::int8[])
     AS u (event_id, conference, point, session, at_ms, kind, value)
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id";
+
+/// Like `INSERT_BATCH`, with a node and a run per row (events imported from another relay).
+const IMPORT_BATCH: &str = "
+INSERT INTO events (event_id, conference, point, session, at_ms, kind, value, node, run, stored_ms)
+SELECT u.event_id, u.conference, u.point, u.session, u.at_ms, u.kind, u.value, u.node, u.run, $10
+FROM UNNEST($1::bytea[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::int8[],
+            $8::text[], $9::int8[])
+    AS u (event_id, conference, point, session, at_ms, kind, value, node, run)
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id";
 
@@ -254,6 +265,83 @@ impl Store for PgStore {
             &[&node, &run],
         )?;
         read_events(rows)
+    }
+
+    fn events_after(&mut self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.client.query(
+            &format!(
+                "SELECT {EVENT_COLUMNS}, seq, node, run FROM events WHERE seq > $1
+                 ORDER BY seq LIMIT $2"
+            ),
+            &[&after, &limit],
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: Vec<u8> = r.try_get(0)?;
+            let conference: String = r.try_get(1)?;
+            let point: Option<String> = r.try_get(2)?;
+            let session: Option<String> = r.try_get(3)?;
+            let kind: String = r.try_get(5)?;
+            let event = codec::from_row(
+                &id,
+                &conference,
+                point.as_deref(),
+                session.as_deref(),
+                r.try_get(4)?,
+                &kind,
+                r.try_get(6)?,
+            )?;
+            out.push(StoredEvent {
+                seq: r.try_get(7)?,
+                event,
+                node: r.try_get(8)?,
+                run: r.try_get(9)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn import(&mut self, now_ms: i64, rows: &[(Row, &str, i64)]) -> Result<Vec<bool>> {
+        let ids: Vec<&[u8]> = rows.iter().map(|(r, ..)| &r.event_id[..]).collect();
+        let confs: Vec<&str> = rows.iter().map(|(r, ..)| r.conference.as_str()).collect();
+        let points: Vec<Option<&str>> = rows.iter().map(|(r, ..)| r.point.as_deref()).collect();
+        let sessions: Vec<Option<&str>> = rows.iter().map(|(r, ..)| r.session.as_deref()).collect();
+        let ats: Vec<i64> = rows.iter().map(|(r, ..)| r.at_ms).collect();
+        let kinds: Vec<&str> = rows.iter().map(|(r, ..)| r.kind).collect();
+        let values: Vec<Option<i64>> = rows.iter().map(|(r, ..)| r.value).collect();
+        let nodes: Vec<&str> = rows.iter().map(|(_, n, _)| *n).collect();
+        let runs: Vec<i64> = rows.iter().map(|(_, _, run)| *run).collect();
+        let mut tx = self.client.transaction()?;
+        let inserted = tx.query(
+            IMPORT_BATCH,
+            &[
+                &ids, &confs, &points, &sessions, &ats, &kinds, &values, &nodes, &runs, &now_ms,
+            ],
+        )?;
+        tx.commit()?;
+        let mut new_ids: HashSet<Vec<u8>> = HashSet::with_capacity(inserted.len());
+        for r in inserted {
+            new_ids.insert(r.try_get(0)?);
+        }
+        Ok(rows
+            .iter()
+            .map(|(r, ..)| new_ids.remove(&r.event_id[..]))
+            .collect())
+    }
+
+    fn point_nodes(&mut self, conference: &ConferenceId) -> Result<Vec<(PointId, String)>> {
+        let rows = self.client.query(
+            "SELECT DISTINCT point, node FROM events
+             WHERE conference = $1 AND session IS NOT NULL ORDER BY point, node",
+            &[&conference.as_str()],
+        )?;
+        rows.into_iter()
+            .map(|r| {
+                let p: String = r.try_get(0)?;
+                Ok((corrupt(PointId::parse(&p))?, r.try_get(1)?))
+            })
+            .collect()
     }
 
     fn count_event_id(&mut self, id: EventId) -> Result<u64> {

@@ -12,6 +12,7 @@ use super::{RunInfo, Store};
 use crate::codec::{self, Row};
 use crate::error::{LedgerError, Result};
 use crate::registry::Conference;
+use crate::transfer::StoredEvent;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -248,6 +249,85 @@ impl Store for SqliteStore {
             "SELECT {EVENT_COLUMNS} FROM events WHERE node = ?1 AND run = ?2 ORDER BY seq"
         ))?;
         read_events(&mut stmt, params![node, run])
+    }
+
+    fn events_after(&mut self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS}, seq, node, run FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+        ))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![after, limit])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let id: Vec<u8> = r.get(0)?;
+            let conference: String = r.get(1)?;
+            let point: Option<String> = r.get(2)?;
+            let session: Option<String> = r.get(3)?;
+            let kind: String = r.get(5)?;
+            let event = codec::from_row(
+                &id,
+                &conference,
+                point.as_deref(),
+                session.as_deref(),
+                r.get(4)?,
+                &kind,
+                r.get(6)?,
+            )?;
+            out.push(StoredEvent {
+                seq: r.get(7)?,
+                event,
+                node: r.get(8)?,
+                run: r.get(9)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn import(&mut self, now_ms: i64, rows: &[(Row, &str, i64)]) -> Result<Vec<bool>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut fresh = Vec::with_capacity(rows.len());
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events
+                 (event_id, conference, point, session, at_ms, kind, value, node, run, stored_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for (r, node, run) in rows {
+                let n = ins.execute(params![
+                    &r.event_id[..],
+                    r.conference,
+                    r.point,
+                    r.session,
+                    r.at_ms,
+                    r.kind,
+                    r.value,
+                    node,
+                    run,
+                    now_ms
+                ])?;
+                fresh.push(n == 1);
+            }
+        }
+        tx.commit()?;
+        Ok(fresh)
+    }
+
+    fn point_nodes(&mut self, conference: &ConferenceId) -> Result<Vec<(PointId, String)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT point, node FROM events
+             WHERE conference = ?1 AND session IS NOT NULL ORDER BY point, node",
+        )?;
+        let rows = stmt.query_map(params![conference.as_str()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (p, node) = row?;
+            out.push((parse_corrupt(PointId::parse(&p))?, node));
+        }
+        Ok(out)
     }
 
     fn count_event_id(&mut self, id: EventId) -> Result<u64> {

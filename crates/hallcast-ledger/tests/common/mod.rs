@@ -12,8 +12,8 @@ use hallcast_core::accounting::{
     ReportConfig, SessionChange, SessionId, build_report, fold,
 };
 use hallcast_ledger::{
-    Appended, Conference, Ledger, LedgerConfig, LedgerError, Secret, StoreConfig, TokenError,
-    new_event_id, now_ms,
+    Appended, Conference, EventJson, Ledger, LedgerConfig, LedgerError, OriginEvent, Secret,
+    StoreConfig, TokenError, TokenSigner, TokenVerifier, new_event_id, now_ms,
 };
 
 /// A store for one test; keeps its temporary directory alive.
@@ -338,16 +338,35 @@ pub async fn tokens_verify_and_revoke(store: TestStore) {
     assert!(
         links[0]
             .url
-            .starts_with("http://127.0.0.1:8080/watch/hn-2025?token=v1.")
+            .starts_with("http://127.0.0.1:8080/watch/hn-2025?token=v2.")
     );
     assert_eq!(links[0].org_name, "Đảng ủy Cần Thơ");
     assert!(ledger.verify_token(&links[3].token).is_ok());
+
+    // A link of the old form (v1, HMAC) handed out before keeps working at the ledger.
+    let old = TokenSigner::new(secret()).issue_v1(&conf(), &pid("hn-1"), 0, now_s + 3600);
+    assert!(old.starts_with("v1."));
+    assert_eq!(ledger.verify_token(&old).unwrap().point, pid("hn-1"));
+    // A relay with only the public key accepts the v2 link, not the v1 one.
+    let verifier = TokenVerifier::from_public_key(&ledger.join_public_key()).unwrap();
+    assert!(verifier.verify(&t1, now_s).is_ok());
+    assert_eq!(verifier.verify(&old, now_s), Err(TokenError::NeedsSecret));
+    assert!(ledger.token_generations().is_empty());
 
     assert_eq!(
         ledger.revoke_tokens(&conf(), &pid("hn-1")).await.unwrap(),
         1
     );
     assert_eq!(ledger.verify_token(&t1), Err(TokenError::Revoked));
+    assert_eq!(ledger.verify_token(&old), Err(TokenError::Revoked));
+    // The revocation view: what the edges get; with it the verifier refuses the link too.
+    assert_eq!(ledger.token_generations(), vec![(conf(), pid("hn-1"), 1)]);
+    let verifier = verifier.with_generations(ledger.token_generations());
+    assert_eq!(verifier.verify(&t1, now_s), Err(TokenError::Revoked));
+    assert_eq!(
+        ledger.token_verifier().verify(&t1, now_s),
+        Err(TokenError::Revoked)
+    );
     let t2 = ledger.issue_token(&conf(), &pid("hn-1"), now_s + 3600);
     assert!(ledger.verify_token(&t2).is_ok());
     // Other points are untouched.
@@ -356,11 +375,14 @@ pub async fn tokens_verify_and_revoke(store: TestStore) {
             .verify_token(&ledger.issue_token(&conf(), &pid("hn-2"), now_s + 60))
             .is_ok()
     );
+    let public_key = ledger.join_public_key();
     ledger.close().await.unwrap();
     drop(ledger);
 
-    // Revocation survives a restart.
+    // Revocation survives a restart, and so does the signing key (derived from the secret).
     let again = open(&store).await;
+    assert_eq!(again.join_public_key(), public_key);
+    assert_eq!(again.token_generations(), vec![(conf(), pid("hn-1"), 1)]);
     assert_eq!(again.verify_token(&t1), Err(TokenError::Revoked));
     assert!(again.verify_token(&t2).is_ok());
     let only = again
@@ -448,7 +470,11 @@ pub async fn report_from_stored_events(store: TestStore) {
         &orgs,
         &points,
         &ReportConfig::default(),
-    );
+    )
+    .with_relays([
+        (pid("hn-1"), "central".to_string()),
+        (pid("hue-1"), "central".to_string()),
+    ]);
     assert_eq!(report, direct);
 
     assert_eq!((report.n_points_connected, report.n_points), (2, 4));
@@ -678,6 +704,206 @@ pub async fn crash_safety_kill_9(store: TestStore) {
     ledger.close().await.unwrap();
 }
 
+pub async fn open_node(store: &TestStore, node: &str) -> Ledger {
+    let mut cfg = LedgerConfig::new(store.config.clone(), secret());
+    cfg.node = node.into();
+    Ledger::open(cfg).await.expect("open ledger")
+}
+
+/// Every event of a ledger, paging through `events_after` with a small page.
+async fn export_all(ledger: &Ledger) -> Vec<hallcast_ledger::StoredEvent> {
+    let mut out: Vec<hallcast_ledger::StoredEvent> = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |e| e.seq);
+        let page = ledger.events_after(after, 3).await.unwrap();
+        assert!(page.len() <= 3);
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
+/// What an edge sends: its point-level events, through the JSON wire form.
+fn over_the_wire(events: &[hallcast_ledger::StoredEvent]) -> Vec<OriginEvent> {
+    events
+        .iter()
+        .filter(|e| hallcast_ledger::transfer::is_point_level(&e.event))
+        .map(|e| {
+            let text = serde_json::to_string(&EventJson::from(e)).unwrap();
+            let back: EventJson = serde_json::from_str(&text).unwrap();
+            OriginEvent::try_from(back).unwrap()
+        })
+        .collect()
+}
+
+fn point_row<'a>(
+    r: &'a hallcast_core::accounting::Report,
+    p: &str,
+) -> &'a hallcast_core::accounting::PointRow {
+    r.points.iter().find(|r| r.point.as_str() == p).unwrap()
+}
+
+/// An edge's events exported and imported into the central twice: stored once each, with
+/// the edge's node and run; the central's report equals the edge's for the edge's points
+/// and names the relay; the central's crash recovery leaves the edge's open sessions
+/// alone, and the edge's own recovery, forwarded, closes them.
+pub async fn transfer_between_ledgers(make: fn(&str) -> TestStore) {
+    let (store_a, store_b) = (make("transfer_edge"), make("transfer_central"));
+    let edge = open_node(&store_a, "edge-a").await;
+    let central = open_node(&store_b, "central").await;
+    for l in [&edge, &central] {
+        l.import_csv(REGISTRY_CSV.as_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    let t = now_ms() - 100_000;
+    // The broadcast as each relay sees it (the edge's come from its own pull: never sent).
+    for l in [&edge, &central] {
+        l.append(conf_event(t, EventKind::BroadcastStarted))
+            .await
+            .unwrap();
+    }
+    // Edge points: hn-1 comes and goes, hue-1 stays connected, with a headcount.
+    for ev in [
+        sess("hn-1", "e1", t + 1000, SessionChange::Started),
+        sess("hn-1", "e1", t + 1500, SessionChange::MediaFlowing),
+        sess(
+            "hn-1",
+            "e1",
+            t + 20_000,
+            SessionChange::Ended {
+                reason: EndReason::Deleted,
+            },
+        ),
+        sess("hue-1", "e2", t + 2000, SessionChange::MediaFlowing),
+        conf_event(
+            t + 3000,
+            EventKind::Headcount {
+                point: pid("hue-1"),
+                n_people: 17,
+            },
+        ),
+    ] {
+        edge.append(ev).await.unwrap();
+    }
+    // The central serves hn-2 itself and leaves it open.
+    central
+        .append(sess("hn-2", "c1", t + 4000, SessionChange::MediaFlowing))
+        .await
+        .unwrap();
+
+    let exported = export_all(&edge).await;
+    assert_eq!(exported.len(), 6);
+    assert!(exported.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(
+        exported
+            .iter()
+            .all(|e| e.node == "edge-a" && e.run == edge.run())
+    );
+    let sent = over_the_wire(&exported);
+    assert_eq!(sent.len(), 5, "the broadcast event stays at the edge");
+
+    // Part of it first (a batch that timed out), then everything, then everything again.
+    let first = central.import(sent[..2].to_vec()).await.unwrap();
+    assert_eq!((first.n_accepted, first.n_duplicates), (2, 0));
+    let all = central.import(sent.clone()).await.unwrap();
+    assert_eq!((all.n_accepted, all.n_duplicates), (3, 2));
+    let again = central.import(sent.clone()).await.unwrap();
+    assert_eq!((again.n_accepted, again.n_duplicates), (0, 5));
+    let s = central.stats();
+    assert_eq!((s.n_imported, s.n_import_duplicates), (5, 7));
+    for e in &sent {
+        assert_eq!(central.count_event_id(e.event.event_id).await.unwrap(), 1);
+    }
+    let at_central = export_all(&central).await;
+    for e in &sent {
+        let stored = at_central
+            .iter()
+            .find(|s| s.event.event_id == e.event.event_id)
+            .unwrap();
+        assert_eq!((stored.node.as_str(), stored.run), ("edge-a", edge.run()));
+        assert_eq!(stored.event, e.event);
+    }
+    // An event claiming the central's own node name is refused.
+    let mut mine = sent[0].clone();
+    mine.node = "central".into();
+    mine.event.event_id = new_event_id();
+    assert!(matches!(
+        central.import(vec![mine]).await,
+        Err(LedgerError::Conflict(_))
+    ));
+    assert_eq!(central.import(vec![]).await.unwrap().n_accepted, 0);
+
+    let as_of = now_ms();
+    let cfg = ReportConfig::default();
+    let ra = edge.report(&conf(), as_of, cfg).await.unwrap();
+    let rb = central.report(&conf(), as_of, cfg).await.unwrap();
+    for p in ["hn-1", "hue-1"] {
+        assert_eq!(point_row(&ra, p), point_row(&rb, p), "{p}");
+        assert_eq!(point_row(&rb, p).relays, ["edge-a"], "{p}");
+    }
+    assert_eq!(point_row(&rb, "hn-2").relays, ["central"]);
+    assert!(point_row(&rb, "hue-1").present_at_horizon);
+    assert_eq!(point_row(&rb, "hue-1").headcount.unwrap().n_people, 17);
+    // The documents say it too.
+    let opts = hallcast_ledger::render::RenderOptions::default();
+    let csv = String::from_utf8(hallcast_ledger::render::report_csv(&rb, &opts).unwrap()).unwrap();
+    let header = csv.lines().next().unwrap();
+    assert!(header.ends_with("Trạm phục vụ"), "{header}");
+    assert!(
+        csv.lines()
+            .any(|l| l.contains("hue-1") && l.ends_with(",edge-a")),
+        "{csv}"
+    );
+    let json = hallcast_ledger::render::report_json(&rb, None, &opts).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let hue = v["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["point_id"] == "hue-1")
+        .unwrap();
+    assert_eq!(hue["relays"], serde_json::json!(["edge-a"]));
+    assert!(hallcast_ledger::render::report_html(&rb, None, &opts).contains("edge-a"));
+
+    // The central crashes and comes back: it closes its own open session (hn-2) and not
+    // the edge's (hue-1), whose node and run it does not own.
+    drop(central);
+    let central = open_node(&store_b, "central").await;
+    assert_eq!(central.recovery().n_sessions_closed, 1);
+    // The publisher comes back at the central.
+    let back = now_ms() + 1;
+    central
+        .append(conf_event(back, EventKind::BroadcastStarted))
+        .await
+        .unwrap();
+    let rb = central.report(&conf(), back + 10_000, cfg).await.unwrap();
+    assert!(!point_row(&rb, "hn-2").present_at_horizon);
+    assert!(
+        point_row(&rb, "hue-1").present_at_horizon,
+        "the edge's session stays open"
+    );
+
+    // The edge crashes and comes back: its recovery closes hue-1, and that event, forwarded
+    // from the cursor, closes it at the central too.
+    let cursor = exported.last().unwrap().seq;
+    drop(edge);
+    let edge = open_node(&store_a, "edge-a").await;
+    assert_eq!(edge.recovery().n_sessions_closed, 1);
+    let more = edge.events_after(cursor, 100).await.unwrap();
+    let lost = over_the_wire(&more);
+    assert_eq!(lost.len(), 1, "{more:?}");
+    assert_eq!((lost[0].node.as_str(), lost[0].run), ("edge-a", edge.run()));
+    assert_eq!(central.import(lost.clone()).await.unwrap().n_accepted, 1);
+    let horizon = now_ms().max(lost[0].event.at_ms) + 10_000;
+    let rb = central.report(&conf(), horizon, cfg).await.unwrap();
+    assert!(!point_row(&rb, "hue-1").present_at_horizon);
+    assert_eq!(point_row(&rb, "hue-1").relays, ["edge-a"]);
+    edge.close().await.unwrap();
+    central.close().await.unwrap();
+}
+
 /// Generates one test per suite function for a backend.
 #[macro_export]
 macro_rules! ledger_suite {
@@ -691,6 +917,15 @@ macro_rules! ledger_suite {
             relay_restart_recovery,
             crash_safety_kill_9
         );
+        $crate::ledger_suite!(@two $make; transfer_between_ledgers);
+    };
+    (@two $make:path; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                common::$name($make).await
+            }
+        )*
     };
     (@each $make:path; $($name:ident),*) => {
         $(

@@ -26,6 +26,8 @@
 //! | `GET /api/v1/conferences/{id}/events` | admin | the conference's raw event log (JSON), for audits |
 //! | `GET /api/v1/conferences/{id}/report?format=csv\|json\|html&lang=vi\|en&as_of_ms=` | admin | attendance report |
 //!
+//! | `POST /api/v1/relay/events` | relay (relay credential) | `{"node","events":[EventJson...]}` from a child relay's outbox; appended keeping each event's origin node and run, idempotent by event id; `{"accepted","duplicates"}` (see [`relay_router`]) |
+//!
 //! Admin calls carry `Authorization: Bearer <admin token>`; an empty admin token disables
 //! them (403). Errors are JSON: `{"error": "<code>", "message": "<Vietnamese> / <English>"}`.
 
@@ -45,8 +47,10 @@ use hallcast_core::accounting::{
     ReportConfig, SessionChange,
 };
 use hallcast_ledger::render::{self, Format, Lang, RenderOptions};
+use hallcast_ledger::transfer::is_point_level;
 use hallcast_ledger::{
-    Appended, Conference, Ledger, LedgerError, TokenError, new_event_id, now_ms,
+    Appended, Conference, EventJson, Ledger, LedgerError, OriginEvent, TokenError, new_event_id,
+    now_ms,
 };
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +73,22 @@ pub struct AttendanceCtx {
     pub utc_offset_minutes: i32,
     /// The conference registry (shared with WHIP/WHEP in the relay).
     pub registry: Arc<Registry>,
+    /// Checks join links where the ledger cannot (an edge: the parent's public key and
+    /// revocations); None: the ledger's own signer.
+    pub join_verifier: Option<JoinVerifier>,
+}
+
+/// A join-link check other than the ledger's (see [`AttendanceCtx::join_verifier`]).
+#[derive(Clone)]
+pub struct JoinVerifier(pub Arc<VerifyFn>);
+
+/// Checks a join token: its claims, or why it is refused.
+pub type VerifyFn = dyn Fn(&str) -> Result<hallcast_ledger::JoinClaims, TokenError> + Send + Sync;
+
+impl std::fmt::Debug for JoinVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JoinVerifier")
+    }
 }
 
 impl AttendanceCtx {
@@ -86,6 +106,7 @@ impl AttendanceCtx {
             link_validity: Duration::from_secs(30 * 24 * 3600),
             report: ReportConfig::default(),
             utc_offset_minutes: 420,
+            join_verifier: None,
         }
     }
 
@@ -177,6 +198,30 @@ pub fn router(ctx: AttendanceCtx) -> Router {
         .route("/api/v1/conferences/{id}/report", get(report))
         .route("/api/v1/conferences/{id}/events", get(events))
         .with_state(ctx)
+}
+
+/// Largest body of `POST /api/v1/relay/events` (an outbox sends at most 500 events, about
+/// 150 KB): above the relay's general limit, which is sized for SDP.
+pub const RELAY_EVENTS_MAX_BODY: usize = 4 << 20;
+
+/// The parent-side route that child relays deliver attendance events to:
+/// `POST /api/v1/relay/events` with `Authorization: Bearer <credential>` (the tree's relay
+/// credential; empty disables the route: 403). Body `{"node": "<sender>", "events":
+/// [EventJson...]}`: only point-level events (headcount, session), each keeping the node
+/// and run that first stored it. Answer `{"accepted": N, "duplicates": M}` once all of them
+/// are durable; 400 with a message naming the first bad event for a malformed body; 409
+/// for an event that claims this relay's own node name.
+pub fn relay_router(ctx: AttendanceCtx, credential: Arc<str>) -> Router {
+    let relay = Arc::new(RelayCtx {
+        ledger: ctx.ledger,
+        credential,
+    });
+    Router::new()
+        .route(
+            "/api/v1/relay/events",
+            post(relay_events).layer(DefaultBodyLimit::max(RELAY_EVENTS_MAX_BODY)),
+        )
+        .with_state(relay)
 }
 
 /// Lets the WHEP endpoint accept per-point join links: a link is valid for its own
@@ -992,7 +1037,11 @@ async fn headcount(
             "Missing the point's join token (Authorization: Bearer <token>)",
         ));
     };
-    let claims = ctx.ledger.verify_token(token).map_err(|e| {
+    let verified = match &ctx.join_verifier {
+        Some(v) => (v.0)(token),
+        None => ctx.ledger.verify_token(token),
+    };
+    let claims = verified.map_err(|e| {
         let vi = match e {
             TokenError::Expired { .. } => "Đường dẫn tham dự đã hết hạn",
             TokenError::Revoked => "Đường dẫn tham dự đã bị thu hồi",
@@ -1055,6 +1104,83 @@ async fn events(
     let conference = parse(&id, ConferenceId::parse)?;
     let events = ctx.ledger.events(&conference).await?;
     Ok(Json(events.iter().map(EventDto::from).collect()))
+}
+
+// ----- relay: events from child relays -----
+
+struct RelayCtx {
+    ledger: Ledger,
+    credential: Arc<str>,
+}
+
+#[derive(Deserialize)]
+struct RelayEventsBody {
+    node: String,
+    events: Vec<EventJson>,
+}
+
+#[derive(Serialize)]
+struct RelayEventsDto {
+    accepted: u64,
+    duplicates: u64,
+}
+
+async fn relay_events(
+    State(ctx): State<Arc<RelayCtx>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<RelayEventsDto>> {
+    if ctx.credential.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "relay_disabled",
+            "Chưa cấu hình mã trạm chuyển tiếp",
+            "Relay delivery is disabled (no relay credential configured)",
+        ));
+    }
+    match auth::bearer(&headers) {
+        Ok(t) if auth::secret_matches(t, &ctx.credential) => {}
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Thiếu hoặc sai mã trạm chuyển tiếp",
+                "Missing or wrong relay credential (Authorization: Bearer <credential>)",
+            ));
+        }
+    }
+    let b: RelayEventsBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "expected {{\"node\": \"<name>\", \"events\": [...]}}: {e}"
+        ))
+    })?;
+    if b.node.is_empty() || b.node.len() > hallcast_ledger::transfer::MAX_NODE_LEN {
+        return Err(ApiError::bad_request("node must be a non-empty relay name"));
+    }
+    let mut events = Vec::with_capacity(b.events.len());
+    for j in b.events {
+        let ev = OriginEvent::try_from(j).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if !is_point_level(&ev.event) {
+            return Err(ApiError::bad_request(format!(
+                "event {}: only point-level events (headcount, session) are relayed",
+                ev.event.event_id
+            )));
+        }
+        events.push(ev);
+    }
+    let n = events.len();
+    let done = ctx.ledger.import(events).await?;
+    tracing::debug!(
+        sender = %b.node,
+        n_events = n,
+        n_accepted = done.n_accepted,
+        n_duplicates = done.n_duplicates,
+        "events delivered by a child relay"
+    );
+    Ok(Json(RelayEventsDto {
+        accepted: done.n_accepted,
+        duplicates: done.n_duplicates,
+    }))
 }
 
 // ----- report -----

@@ -564,3 +564,126 @@ async fn report_in_three_formats() {
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn relay_events_route_checks_credential_and_body_and_is_idempotent() {
+    let f = fixture(ADMIN).await;
+    let app = relay_router(
+        AttendanceCtx::new(f.ledger.clone(), ADMIN, "http://127.0.0.1:8080"),
+        Arc::from("relay-cred-0123"),
+    );
+    let conf = ConferenceId::parse("hn-2025").unwrap();
+    let ev = Event::session_event(
+        new_event_id(),
+        conf.clone(),
+        PointId::parse("hn-1").unwrap(),
+        SessionId(7),
+        now_ms(),
+        SessionChange::MediaFlowing,
+    );
+    let origin = hallcast_ledger::OriginEvent {
+        event: ev.clone(),
+        node: "edge-a".into(),
+        run: 3,
+    };
+    let body = serde_json::json!({
+        "node": "edge-a",
+        "events": [EventJson::from(&origin)],
+    })
+    .to_string();
+    let post = async |token: Option<&str>, body: String| {
+        call(
+            &app,
+            "POST",
+            "/api/v1/relay/events",
+            token,
+            Some(("application/json", body)),
+        )
+        .await
+    };
+
+    let (s, _, _) = post(None, body.clone()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, b) = post(Some("wrong"), body.clone()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(json(&b)["error"], "unauthorized");
+    let (s, _, b) = post(Some("relay-cred-0123"), "{\"node\":".into()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        json(&b)["message"].as_str().unwrap().contains("events"),
+        "{b}"
+    );
+    let mut bad = serde_json::to_value(EventJson::from(&origin)).unwrap();
+    bad["kind"] = "teleported".into();
+    let (s, _, b) = post(
+        Some("relay-cred-0123"),
+        serde_json::json!({"node": "edge-a", "events": [bad]}).to_string(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(b.contains("unknown kind"), "{b}");
+    // Broadcast events never travel between relays.
+    let broadcast = hallcast_ledger::OriginEvent {
+        event: Event {
+            event_id: new_event_id(),
+            conference: conf.clone(),
+            at_ms: now_ms(),
+            kind: EventKind::BroadcastStarted,
+        },
+        node: "edge-a".into(),
+        run: 3,
+    };
+    let (s, _, b) = post(
+        Some("relay-cred-0123"),
+        serde_json::json!({"node": "edge-a", "events": [EventJson::from(&broadcast)]}).to_string(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(b.contains("point-level"), "{b}");
+    // An event claiming this relay's own node name.
+    let mut mine = origin.clone();
+    mine.node = f.ledger.node().to_owned();
+    let (s, _, _) = post(
+        Some("relay-cred-0123"),
+        serde_json::json!({"node": "x", "events": [EventJson::from(&mine)]}).to_string(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(
+        f.ledger.n_events().await.unwrap(),
+        0,
+        "nothing stored so far"
+    );
+
+    let (s, _, b) = post(Some("relay-cred-0123"), body.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        json(&b),
+        serde_json::json!({"accepted": 1, "duplicates": 0})
+    );
+    let (s, _, b) = post(Some("relay-cred-0123"), body.clone()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        json(&b),
+        serde_json::json!({"accepted": 0, "duplicates": 1})
+    );
+    let stored = f.ledger.events_after(0, 10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!((stored[0].node.as_str(), stored[0].run), ("edge-a", 3));
+    assert_eq!(stored[0].event, ev);
+
+    // An empty credential disables the route.
+    let off = relay_router(
+        AttendanceCtx::new(f.ledger.clone(), ADMIN, "http://127.0.0.1:8080"),
+        Arc::from(""),
+    );
+    let (s, _, _) = call(
+        &off,
+        "POST",
+        "/api/v1/relay/events",
+        Some(""),
+        Some(("application/json", body)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}

@@ -1,0 +1,592 @@
+//! An edge relay: a viewer of its parent.
+//!
+//! The edge opens every connection itself, so it works from behind NAT and firewalls: every
+//! second it reports to its parent (`POST /api/v1/relay/report`) and learns the conferences,
+//! the join-link key and the revocations; for each live conference it makes a pull offer
+//! (`Engine::pull`: full ICE as the client, every simulcast layer) and POSTs it to the
+//! parent's `/whep/{conference}` with the relay credential. Its points are served by the same
+//! engine as the central's (GOP cache, keyframe coalescing, NACK/RTX). When the parent stops
+//! answering, the edge moves to the next of its fallbacks and pulls again there; its points
+//! keep their sessions through the gap (the router keeps viewers while a source returns).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use hallcast_config::{PullMode, Upstream as UpstreamConfig};
+use hallcast_core::accounting::{ConferenceId, PointId};
+use hallcast_ledger::{TokenError, TokenVerifier};
+use hallcast_rtc::{EndReason, EngineEvent, Role, SessionId};
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use crate::outbox::Upstream;
+use crate::tree::{JoinKeys, NodeReport, Revocation, SyncAnswer, Uplink};
+use crate::{AppState, EventHook, SessionMeta, ViewerAuth, ViewerIdentity};
+
+/// A report that takes longer than this counts as failed.
+const REPORT_TIMEOUT: Duration = Duration::from_millis(700);
+/// After a failed report, the next try comes this soon (two failures in a row: fail over).
+const RETRY_AFTER: Duration = Duration::from_millis(300);
+/// Failed reports in a row before the edge moves to its next parent.
+const FAILOVER_AFTER: u32 = 2;
+/// The primary parent must answer this long before the edge goes back to it.
+const PRIMARY_STABLE: Duration = Duration::from_secs(10);
+/// How long a pull offer may take to be answered.
+const PULL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Join-link checking at an edge: the parent's public key and revocations, no secret.
+#[derive(Default)]
+pub struct EdgeKeys {
+    verifier: RwLock<Option<TokenVerifier>>,
+    revocations: RwLock<Vec<Revocation>>,
+}
+
+impl EdgeKeys {
+    fn update(&self, key: &str, revocations: Vec<Revocation>) {
+        let mut current = self.revocations.write().unwrap_or_else(|p| p.into_inner());
+        let same_key = self
+            .verifier
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|v| v.public_key() == key);
+        if same_key && *current == revocations {
+            return;
+        }
+        let verifier = match TokenVerifier::from_public_key(key) {
+            Ok(v) => v.with_generations(revocations.iter().filter_map(|r| {
+                Some((
+                    ConferenceId::parse(&r.conference).ok()?,
+                    PointId::parse(&r.point).ok()?,
+                    r.generation,
+                ))
+            })),
+            Err(e) => {
+                warn!("the parent sent an unusable join-link key: {e}");
+                return;
+            }
+        };
+        *self.verifier.write().unwrap_or_else(|p| p.into_inner()) = Some(verifier);
+        *current = revocations;
+    }
+
+    /// A join link's claims, checked with the parent's key and revocations.
+    pub fn claims(&self, token: &str) -> Result<hallcast_ledger::JoinClaims, TokenError> {
+        let now = hallcast_ledger::now_ms().div_euclid(1000);
+        let guard = self.verifier.read().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(v) => v.verify(token, now),
+            None => Err(TokenError::Malformed),
+        }
+    }
+
+    fn verify(&self, conference: &str, token: &str) -> Option<PointId> {
+        let now = hallcast_ledger::now_ms().div_euclid(1000);
+        let guard = self.verifier.read().unwrap_or_else(|p| p.into_inner());
+        let claims = guard.as_ref()?.verify(token, now).ok()?;
+        (claims.conference.as_str() == conference).then_some(claims.point)
+    }
+}
+
+impl JoinKeys for EdgeKeys {
+    fn public_key(&self) -> String {
+        self.verifier
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|v| v.public_key())
+            .unwrap_or_default()
+    }
+    fn revocations(&self) -> Vec<Revocation> {
+        self.revocations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The WHEP endpoint's join-link check at an edge.
+pub struct EdgeViewerAuth(pub Arc<EdgeKeys>);
+
+impl ViewerAuth for EdgeViewerAuth {
+    fn verify(&self, conference: &str, token: &str) -> Option<ViewerIdentity> {
+        self.0.verify(conference, token).map(|p| ViewerIdentity {
+            point: Some(p.into_string()),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Pull {
+    Starting,
+    Live {
+        session: SessionId,
+        /// The resource at the parent (for DELETE when the edge lets go).
+        location: Option<String>,
+    },
+}
+
+/// A running edge: its parents, its pulls, and the loop that keeps them.
+pub struct Edge {
+    state: Arc<AppState>,
+    keys: Arc<EdgeKeys>,
+    parents: Vec<String>,
+    credential: String,
+    pull_mode: PullMode,
+    organisations: Vec<String>,
+    open: bool,
+    interval: Duration,
+    http: reqwest::Client,
+    /// Index into `parents` of the parent in use.
+    current: AtomicUsize,
+    pulls: Mutex<HashMap<String, Pull>>,
+    /// Conferences a viewer asked for (pull on demand).
+    demanded: Mutex<HashSet<String>>,
+    /// The parent's last answer.
+    last_sync: RwLock<Option<SyncAnswer>>,
+    /// Whether any parent has answered yet.
+    connected: std::sync::atomic::AtomicBool,
+    upstream: watch::Sender<Option<Upstream>>,
+    wake: Notify,
+}
+
+impl Edge {
+    /// The edge for `state` (whose viewer auth must be an [`EdgeViewerAuth`] over `keys`).
+    /// Call [`Edge::spawn`] to start it.
+    pub fn new(
+        state: Arc<AppState>,
+        keys: Arc<EdgeKeys>,
+        config: &UpstreamConfig,
+    ) -> (Arc<Edge>, watch::Receiver<Option<Upstream>>) {
+        let parents = config.parents();
+        let (tx, rx) = watch::channel(parents.first().map(|url| Upstream {
+            url: url.clone(),
+            credential: config.credential.clone(),
+        }));
+        let edge = Arc::new(Edge {
+            state,
+            keys,
+            parents,
+            credential: config.credential.clone(),
+            pull_mode: config.pull,
+            organisations: config.organisations.clone(),
+            open: config.open,
+            interval: Duration::from_millis(config.report_interval_ms.max(100)),
+            http: reqwest::Client::builder()
+                .connect_timeout(REPORT_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
+            current: AtomicUsize::new(0),
+            pulls: Mutex::new(HashMap::new()),
+            demanded: Mutex::new(HashSet::new()),
+            last_sync: RwLock::new(None),
+            connected: false.into(),
+            upstream: tx,
+            wake: Notify::new(),
+        });
+        (edge, rx)
+    }
+
+    /// Starts the report/sync/pull loop.
+    pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let edge = self.clone();
+        tokio::spawn(async move { edge.run().await })
+    }
+
+    fn parent(&self) -> (usize, &str) {
+        let i = self.current.load(Relaxed).min(self.parents.len() - 1);
+        (i, &self.parents[i])
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut failures = 0u32;
+        let mut primary_ok_since: Option<Instant> = None;
+        loop {
+            let (i, parent) = self.parent();
+            let parent = parent.to_string();
+            let report = self.report(i).await;
+            match self.post_report(&parent, &report).await {
+                Ok(sync) => {
+                    if failures > 0 || !self.connected.load(Relaxed) {
+                        info!(%parent, "parent relay answers");
+                    }
+                    failures = 0;
+                    self.connected.store(true, Relaxed);
+                    self.apply(sync).await;
+                }
+                Err(e) => {
+                    failures += 1;
+                    warn!(%parent, failures, "report to the parent relay failed: {e}");
+                    if failures >= FAILOVER_AFTER && self.parents.len() > 1 {
+                        failures = 0;
+                        primary_ok_since = None;
+                        self.move_to((i + 1) % self.parents.len()).await;
+                        continue;
+                    }
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    continue;
+                }
+            }
+            // On a fallback: go back to the primary once it has answered for a while.
+            if i != 0 {
+                if self.probe(&self.parents[0]).await {
+                    let since = *primary_ok_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= PRIMARY_STABLE {
+                        primary_ok_since = None;
+                        self.move_to(0).await;
+                        continue;
+                    }
+                } else {
+                    primary_ok_since = None;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Leaves the current parent for `parents[to]`: ends the pulls (the points stay, waiting
+    /// for the source) and pulls again from the new parent at the next report.
+    async fn move_to(&self, to: usize) {
+        let from = self.current.swap(to, Relaxed);
+        warn!(
+            from = %self.parents[from],
+            to = %self.parents[to],
+            "changing parent relay"
+        );
+        let pulls: Vec<Pull> = self.pulls_lock().drain().map(|(_, p)| p).collect();
+        for p in pulls {
+            if let Pull::Live { session, location } = p {
+                let _ = self.state.engine.end(session, EndReason::Closed).await;
+                self.delete_at_parent(location);
+            }
+        }
+        let _ = self.upstream.send(Some(Upstream {
+            url: self.parents[to].clone(),
+            credential: self.credential.clone(),
+        }));
+    }
+
+    fn delete_at_parent(&self, location: Option<String>) {
+        let Some(url) = location else { return };
+        let http = self.http.clone();
+        let credential = self.credential.clone();
+        tokio::spawn(async move {
+            let _ = http
+                .delete(&url)
+                .bearer_auth(credential)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+        });
+    }
+
+    async fn probe(&self, parent: &str) -> bool {
+        matches!(
+            self.http
+                .get(format!("{parent}/readyz"))
+                .timeout(REPORT_TIMEOUT)
+                .send()
+                .await,
+            Ok(r) if r.status().is_success()
+        )
+    }
+
+    async fn post_report(&self, parent: &str, report: &NodeReport) -> anyhow::Result<SyncAnswer> {
+        let r = self
+            .http
+            .post(format!("{parent}/api/v1/relay/report"))
+            .bearer_auth(&self.credential)
+            .json(report)
+            .timeout(REPORT_TIMEOUT)
+            .send()
+            .await?;
+        let status = r.status();
+        if !status.is_success() {
+            let text = r.text().await.unwrap_or_default();
+            anyhow::bail!("{status}: {}", text.trim());
+        }
+        Ok(r.json().await?)
+    }
+
+    /// This relay as its parent should see it.
+    async fn report(&self, parent_index: usize) -> NodeReport {
+        let load = crate::tree::own_load(&self.state).await;
+        let pulls: HashMap<SessionId, String> = self
+            .pulls_lock()
+            .iter()
+            .filter_map(|(c, p)| match p {
+                Pull::Live { session, .. } => Some((*session, c.clone())),
+                Pull::Starting => None,
+            })
+            .collect();
+        let mut uplink = Uplink {
+            pulls: pulls.len(),
+            ..Uplink::default()
+        };
+        if let Ok(s) = self.state.engine.snapshot().await {
+            for session in s.sessions.iter().filter(|s| pulls.contains_key(&s.id)) {
+                uplink.rtt_ms = uplink.rtt_ms.max(session.rtt_ms);
+                if let Some(l) = session.loss {
+                    uplink.loss = Some(uplink.loss.unwrap_or(0.0).max(l));
+                }
+            }
+            for c in s
+                .conferences
+                .iter()
+                .filter(|c| pulls.values().any(|p| **p == *c.id))
+            {
+                uplink.bitrate_in_bps += c.layer_bitrates.iter().sum::<u64>() + c.audio_bitrate;
+            }
+        }
+        let state = if !self.connected.load(Relaxed) {
+            "connecting"
+        } else if parent_index == 0 {
+            "up"
+        } else {
+            "failover"
+        };
+        let report = NodeReport {
+            name: self.state.tree.name.clone(),
+            url: self.state.tree.url.clone(),
+            parent: Some(self.parents[parent_index].clone()),
+            state: state.into(),
+            organisations: self.organisations.clone(),
+            open: self.open,
+            uplink,
+            load,
+            last_report_ms: None,
+            children: self.state.tree.children(Instant::now()),
+        };
+        self.state.tree.set_own(report.clone());
+        report
+    }
+
+    /// Takes in the parent's answer: conferences, keys, and which conferences to pull.
+    async fn apply(self: &Arc<Self>, sync: SyncAnswer) {
+        if !sync.root.is_empty() {
+            self.state.tree.set_root(sync.root.clone());
+        }
+        self.keys.update(&sync.join_key, sync.revocations.clone());
+        for c in &sync.conferences {
+            let Ok(id) = ConferenceId::parse(&c.id) else {
+                continue;
+            };
+            if let Err(e) = self
+                .state
+                .registry
+                .mirror(id, c.title.clone(), c.viewer_token.clone(), c.ended)
+                .await
+            {
+                warn!(conference = %c.id, "cannot record the parent's conference: {e}");
+                continue;
+            }
+            if c.ended {
+                self.demanded_lock().remove(&c.id);
+                let removed = self.pulls_lock().remove(&c.id);
+                if let Some(Pull::Live { session, location }) = removed {
+                    let _ = self
+                        .state
+                        .engine
+                        .end(session, EndReason::ConferenceEnded)
+                        .await;
+                    self.delete_at_parent(location);
+                }
+                continue;
+            }
+            let wanted = self.pull_mode == PullMode::Eager || self.demanded_lock().contains(&c.id);
+            let pulling = self.pulls_lock().contains_key(&c.id);
+            if c.live && wanted && !pulling {
+                let edge = self.clone();
+                let conference = c.id.clone();
+                tokio::spawn(async move { edge.start_pull(conference).await });
+            }
+        }
+        *self.last_sync.write().unwrap_or_else(|p| p.into_inner()) = Some(sync);
+    }
+
+    /// Pulls `conference` from the current parent.
+    async fn start_pull(&self, conference: String) -> bool {
+        {
+            let mut pulls = self.pulls_lock();
+            if pulls.contains_key(&conference) {
+                return false;
+            }
+            pulls.insert(conference.clone(), Pull::Starting);
+        }
+        let (_, parent) = self.parent();
+        let parent = parent.to_string();
+        match self.pull_from(&parent, &conference).await {
+            Ok((session, location)) => {
+                info!(%conference, %parent, %session, "pulling from the parent relay");
+                let kept = {
+                    let mut pulls = self.pulls_lock();
+                    // Still wanted (the parent did not change meanwhile)?
+                    let wanted = matches!(pulls.get(&conference), Some(Pull::Starting))
+                        && self.parent().1 == parent;
+                    if wanted {
+                        pulls.insert(
+                            conference,
+                            Pull::Live {
+                                session,
+                                location: location.clone(),
+                            },
+                        );
+                    }
+                    wanted
+                };
+                if !kept {
+                    let _ = self.state.engine.end(session, EndReason::Closed).await;
+                    self.delete_at_parent(location);
+                }
+                kept
+            }
+            Err(e) => {
+                warn!(%conference, %parent, "cannot pull from the parent relay: {e:#}");
+                if matches!(self.pulls_lock().get(&conference), Some(Pull::Starting)) {
+                    self.pulls_lock().remove(&conference);
+                }
+                false
+            }
+        }
+    }
+
+    async fn pull_from(
+        &self,
+        parent: &str,
+        conference: &str,
+    ) -> anyhow::Result<(SessionId, Option<String>)> {
+        let started = self.state.engine.pull(conference).await?;
+        let session = started.session;
+        let result = async {
+            let r = self
+                .http
+                .post(format!("{parent}/whep/{conference}"))
+                .bearer_auth(&self.credential)
+                .header(reqwest::header::CONTENT_TYPE, "application/sdp")
+                .body(started.answer)
+                .timeout(PULL_TIMEOUT)
+                .send()
+                .await?;
+            let status = r.status();
+            let location = r
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(|l| {
+                    if l.starts_with("http://") || l.starts_with("https://") {
+                        l.to_string()
+                    } else {
+                        format!("{parent}{l}")
+                    }
+                });
+            let body = r.text().await?;
+            if status != reqwest::StatusCode::CREATED {
+                anyhow::bail!("the parent answered {status}: {}", body.trim());
+            }
+            self.state.engine.accept(session, body).await?;
+            Ok(location)
+        }
+        .await;
+        match result {
+            Ok(location) => Ok((session, location)),
+            Err(e) => {
+                let _ = self.state.engine.end(session, EndReason::Closed).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A pull ended by itself (the parent ended it, or it timed out): pull again at the
+    /// next report.
+    fn pull_ended(&self, ended: SessionId) {
+        let mut pulls = self.pulls_lock();
+        let conference = pulls.iter().find_map(|(c, p)| match p {
+            Pull::Live { session, .. } if *session == ended => Some(c.clone()),
+            _ => None,
+        });
+        if let Some(c) = conference {
+            pulls.remove(&c);
+            info!(conference = %c, session = %ended, "the pull from the parent relay ended");
+            self.wake.notify_one();
+        }
+    }
+
+    fn pulls_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pull>> {
+        self.pulls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn demanded_lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.demanded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl crate::Demand for Edge {
+    fn demand(
+        &self,
+        conference: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            let live_upstream = self
+                .last_sync
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|s| {
+                    s.conferences
+                        .iter()
+                        .any(|c| c.id == conference && c.live && !c.ended)
+                });
+            if !live_upstream {
+                return false;
+            }
+            self.demanded_lock().insert(conference.clone());
+            if self.start_pull(conference.clone()).await {
+                return true;
+            }
+            // Another request is starting it: wait for it.
+            let deadline = Instant::now() + PULL_TIMEOUT;
+            while Instant::now() < deadline {
+                let state = self.pulls_lock().get(&conference).cloned();
+                match state {
+                    Some(Pull::Live { .. }) => return true,
+                    Some(Pull::Starting) => {}
+                    None => return false,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        })
+    }
+}
+
+/// Hands the edge the engine's word that one of its pulls ended.
+pub struct EdgeHook(pub Arc<Edge>);
+
+impl EventHook for EdgeHook {
+    fn on_event(&self, event: &EngineEvent, _meta: Option<&SessionMeta>) {
+        if let EngineEvent::SessionEnded {
+            session,
+            role: Role::Publisher,
+            ..
+        } = event
+        {
+            self.0.pull_ended(*session);
+        }
+    }
+}
+
+/// Several hooks in turn.
+pub struct Hooks(pub Vec<Arc<dyn EventHook>>);
+
+impl EventHook for Hooks {
+    fn on_event(&self, event: &EngineEvent, meta: Option<&SessionMeta>) {
+        for h in &self.0 {
+            h.on_event(event, meta);
+        }
+    }
+}
