@@ -213,10 +213,20 @@ async fn main() -> anyhow::Result<()> {
         .spawn()
         .context("starting the publisher")?;
     let publisher_pid = publisher.id();
-    wait_for("the feed live at the central", Duration::from_secs(30), || {
-        let (c, b) = (&client, &nodes[0].base);
-        async move { scrape(c, b).await.ok().filter(|s| s.sample.live).map(|_| ()) }
-    })
+    wait_for(
+        "the feed live at the central",
+        Duration::from_secs(30),
+        || {
+            let (c, b) = (&client, &nodes[0].base);
+            async move {
+                scrape(c, b)
+                    .await
+                    .ok()
+                    .filter(|s| s.sample.live)
+                    .map(|_| ())
+            }
+        },
+    )
     .await?;
 
     // The edges.
@@ -251,7 +261,11 @@ async fn main() -> anyhow::Result<()> {
                 let (c, b) = (&client, &base);
                 async move {
                     probe::get_text(c, &format!("{b}/readyz")).await.ok()?;
-                    scrape(c, b).await.ok().filter(|s| s.sample.live).map(|_| ())
+                    scrape(c, b)
+                        .await
+                        .ok()
+                        .filter(|s| s.sample.live)
+                        .map(|_| ())
                 }
             })
             .await?;
@@ -327,7 +341,10 @@ async fn main() -> anyhow::Result<()> {
     let sub_pids: Vec<Option<u32>> = subs.iter().map(|(_, c)| c.id()).collect();
     let subs0: Vec<f64> = sub_pids
         .iter()
-        .map(|p| p.and_then(|p| probe::proc_sample(Some(p)).ok()).map_or(0.0, |s| s.cpu_seconds))
+        .map(|p| {
+            p.and_then(|p| probe::proc_sample(Some(p)).ok())
+                .map_or(0.0, |s| s.cpu_seconds)
+        })
         .collect();
     let busy0 = probe::machine_busy_seconds();
     let t0 = Instant::now();
@@ -366,7 +383,10 @@ async fn main() -> anyhow::Result<()> {
         let (b, e) = (&s0[i], &s1[i]);
         let cpu = e.sample.cpu_seconds - b.sample.cpu_seconds;
         relays_cpu += cpu;
-        let fwd = e.sample.forwarded_packets.saturating_sub(b.sample.forwarded_packets);
+        let fwd = e
+            .sample
+            .forwarded_packets
+            .saturating_sub(b.sample.forwarded_packets);
         let d = e.transit.since(&b.transit);
         let consumers = nodes.iter().filter(|c| c.parent == Some(i)).count();
         let (p50, p99, p999) = (d.quantile(0.5), d.quantile(0.99), d.quantile(0.999));

@@ -102,9 +102,7 @@ pub async fn get_text(client: &reqwest::Client, url: &str) -> anyhow::Result<Str
         .with_context(|| format!("GET {url}"))?;
     let status = resp.status();
     anyhow::ensure!(status.is_success(), "GET {url}: HTTP {status}");
-    resp.text()
-        .await
-        .with_context(|| format!("reading {url}"))
+    resp.text().await.with_context(|| format!("reading {url}"))
 }
 
 /// A Prometheus histogram as exposed (cumulative buckets), e.g. `hallcast_transit_seconds`.
@@ -362,7 +360,10 @@ mod tests {
         assert_eq!(d.quantile(0.5), Some(0.00002));
         // Rank 15: 5 of the third bucket's 9 samples.
         let p75 = d.quantile(0.75).unwrap();
-        assert!((p75 - (0.00002 + 0.00002 * 5.0 / 9.0)).abs() < 1e-12, "{p75}");
+        assert!(
+            (p75 - (0.00002 + 0.00002 * 5.0 / 9.0)).abs() < 1e-12,
+            "{p75}"
+        );
         // The top sample is in +Inf: the last finite bound.
         assert_eq!(d.quantile(1.0), Some(0.00004));
         assert_eq!(d.above(0.00002), 10.0);
