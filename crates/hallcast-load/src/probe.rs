@@ -93,6 +93,122 @@ pub async fn scrape(client: &reqwest::Client, metrics_url: &str) -> anyhow::Resu
     Ok(RelaySample::parse(&text))
 }
 
+/// GETs a URL's body as text (a relay's `/metrics` or `/readyz`); an error unless 2xx.
+pub async fn get_text(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status();
+    anyhow::ensure!(status.is_success(), "GET {url}: HTTP {status}");
+    resp.text().await.with_context(|| format!("reading {url}"))
+}
+
+/// A Prometheus histogram as exposed (cumulative buckets), e.g. `hallcast_transit_seconds`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Histogram {
+    /// Upper bounds (`le`), ascending; the last is `+Inf`.
+    pub le: Vec<f64>,
+    /// Cumulative counts, by bound.
+    pub cumulative: Vec<f64>,
+    pub sum: f64,
+    pub count: f64,
+}
+
+impl Histogram {
+    /// The histogram `name` in a `/metrics` text (series without labels other than `le`);
+    /// empty if absent.
+    pub fn parse(text: &str, name: &str) -> Histogram {
+        let bucket = format!("{name}_bucket{{le=\"");
+        let mut h = Histogram::default();
+        let mut points: Vec<(f64, f64)> = Vec::new();
+        for line in text.lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.trim().parse::<f64>() else {
+                continue;
+            };
+            if let Some(le) = series.strip_prefix(&bucket) {
+                let le = le.trim_end_matches("\"}");
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    match le.parse() {
+                        Ok(v) => v,
+                        Err(_) => continue,
+                    }
+                };
+                points.push((le, value));
+            } else if series == format!("{name}_sum") {
+                h.sum = value;
+            } else if series == format!("{name}_count") {
+                h.count = value;
+            }
+        }
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        (h.le, h.cumulative) = points.into_iter().unzip();
+        h
+    }
+
+    /// What was added between `earlier` and `self` (two scrapes of the same histogram).
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        let cumulative = if earlier.le == self.le {
+            self.cumulative
+                .iter()
+                .zip(&earlier.cumulative)
+                .map(|(a, b)| a - b)
+                .collect()
+        } else {
+            self.cumulative.clone()
+        };
+        Histogram {
+            le: self.le.clone(),
+            cumulative,
+            sum: self.sum - earlier.sum,
+            count: self.count - earlier.count,
+        }
+    }
+
+    /// The `q` quantile (0..1), interpolated linearly inside its bucket (as Prometheus'
+    /// `histogram_quantile`); the first bucket is taken to start at 0, and a quantile in the
+    /// `+Inf` bucket is the last finite bound. `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = *self.cumulative.last()?;
+        if total <= 0.0 {
+            return None;
+        }
+        let rank = q * total;
+        let i = self.cumulative.iter().position(|c| *c >= rank)?;
+        let hi = self.le[i];
+        if hi.is_infinite() {
+            return self.le.get(i.wrapping_sub(1)).copied();
+        }
+        let (lo, below) = if i == 0 {
+            (0.0, 0.0)
+        } else {
+            (self.le[i - 1], self.cumulative[i - 1])
+        };
+        let in_bucket = self.cumulative[i] - below;
+        if in_bucket <= 0.0 {
+            return Some(hi);
+        }
+        Some(lo + (hi - lo) * (rank - below) / in_bucket)
+    }
+
+    /// Samples above `bound` (seconds, one of the bucket bounds).
+    pub fn above(&self, bound: f64) -> f64 {
+        let total = self.cumulative.last().copied().unwrap_or(0.0);
+        let at = self
+            .le
+            .iter()
+            .position(|le| *le >= bound)
+            .map_or(total, |i| self.cumulative[i]);
+        total - at
+    }
+}
+
 /// CPU time (user + system) and resident memory of a process, from `/proc/<pid>/stat`.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct ProcSample {
@@ -215,6 +331,43 @@ mod tests {
         assert_eq!(s.cpu_seconds, 1.25);
         assert_eq!(s.rss_bytes, 4_096_000);
         assert_eq!(s.rx_media_packets, 0);
+    }
+
+    #[test]
+    fn histograms_are_read_subtracted_and_their_quantiles_interpolated() {
+        let text = "# TYPE h histogram\n\
+            h_bucket{le=\"0.00001\"} 10\n\
+            h_bucket{le=\"0.00002\"} 30\n\
+            h_bucket{le=\"0.00004\"} 40\n\
+            h_bucket{le=\"+Inf\"} 41\n\
+            h_sum 0.001\n\
+            h_count 41\n\
+            other_bucket{le=\"1\"} 5\n";
+        let h = Histogram::parse(text, "h");
+        assert_eq!(h.le.len(), 4);
+        assert!(h.le[3].is_infinite());
+        assert_eq!(h.cumulative, vec![10.0, 30.0, 40.0, 41.0]);
+        assert_eq!((h.sum, h.count), (0.001, 41.0));
+        let earlier = Histogram::parse(
+            "h_bucket{le=\"0.00001\"} 10\nh_bucket{le=\"0.00002\"} 20\n\
+             h_bucket{le=\"0.00004\"} 21\nh_bucket{le=\"+Inf\"} 21\nh_sum 0.0005\nh_count 21\n",
+            "h",
+        );
+        let d = h.since(&earlier);
+        assert_eq!(d.cumulative, vec![0.0, 10.0, 19.0, 20.0]);
+        assert_eq!(d.count, 20.0);
+        // Median: rank 10 of 20, the top of the second bucket.
+        assert_eq!(d.quantile(0.5), Some(0.00002));
+        // Rank 15: 5 of the third bucket's 9 samples.
+        let p75 = d.quantile(0.75).unwrap();
+        assert!(
+            (p75 - (0.00002 + 0.00002 * 5.0 / 9.0)).abs() < 1e-12,
+            "{p75}"
+        );
+        // The top sample is in +Inf: the last finite bound.
+        assert_eq!(d.quantile(1.0), Some(0.00004));
+        assert_eq!(d.above(0.00002), 10.0);
+        assert_eq!(Histogram::default().quantile(0.5), None);
     }
 
     #[test]

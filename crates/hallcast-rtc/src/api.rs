@@ -8,6 +8,7 @@ use std::time::Duration;
 use hallcast_core::{Layer, VideoStatus};
 
 use crate::sdp_scan::SUPPORTED_CODECS;
+use crate::transit::TransitHistogram;
 
 /// Settings of the media engine.
 #[derive(Debug, Clone)]
@@ -197,6 +198,9 @@ pub struct EngineStats {
     pub events_dropped: AtomicU64,
     pub sessions_started: AtomicU64,
     pub sessions_ended: AtomicU64,
+    /// Per-hop transit of live forwarded packets: arrival at this relay to the send
+    /// toward the consumer (see [`crate::transit`]).
+    pub transit: TransitHistogram,
 }
 
 impl EngineStats {
@@ -240,6 +244,7 @@ impl EngineStats {
             .fetch_add(self.sessions_ended.load(Relaxed), Relaxed);
         into.backlog_packets
             .fetch_add(self.backlog_packets.load(Relaxed), Relaxed);
+        self.transit.accumulate(&into.transit);
     }
 }
 

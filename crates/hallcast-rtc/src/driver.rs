@@ -608,6 +608,7 @@ impl ShardIo {
             return;
         }
         let f = self.sendq.flush(socket);
+        self.relay.handle_sent(Instant::now());
         let stats = self.relay.stats();
         stats.tx_datagrams.fetch_add(f.sent as u64, Relaxed);
         stats.tx_bytes.fetch_add(f.bytes as u64, Relaxed);

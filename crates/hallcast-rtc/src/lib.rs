@@ -18,6 +18,7 @@ pub mod sdp_scan;
 /// An in-memory network and str0m peers for tests and benchmarks on virtual time.
 pub mod sim;
 pub mod stun;
+pub mod transit;
 pub mod udp;
 
 pub use api::{
@@ -27,3 +28,4 @@ pub use api::{
 pub use driver::Engine;
 pub use hallcast_core::SessionId;
 pub use relay::health::DELIVERY_WINDOW;
+pub use transit::TransitHistogram;

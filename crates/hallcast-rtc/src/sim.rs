@@ -585,6 +585,7 @@ impl Net {
                 while let Some(t) = in_relay(hook, || r.relay.poll_transmit()) {
                     out.push((from, t.destination, t.contents));
                 }
+                r.relay.handle_sent(now);
                 while let Some((to, msg)) = in_relay(hook, || r.relay.poll_shard_message()) {
                     shard_msgs.push((r.group, r.relay.shard(), to, msg));
                 }

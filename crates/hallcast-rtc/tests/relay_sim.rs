@@ -846,3 +846,30 @@ fn loss_on_a_pull_is_repaired_by_the_parent_and_the_edge_viewer_misses_nothing()
         "unrepaired losses at the edge's viewer"
     );
 }
+
+#[test]
+fn live_forwards_are_transit_samples_and_replays_are_not() {
+    let mut net = Net::new();
+    let r = one_relay(&mut net);
+    let _p = live_publisher(&mut net, r);
+    let v = net.subscribe(r, CONF).expect("subscribe");
+    assert!(
+        net.run_until_cond(secs(3.0), |n| playing(n, v)),
+        "the viewer never played"
+    );
+    net.run_for(secs(2.0));
+    let stats = net.relay(r).stats();
+    let forwarded = stats
+        .forwarded_packets
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let samples = stats.transit.count();
+    // Virtual time stands still while the relay works: every transit is 0.
+    assert_eq!(stats.transit.counts()[0], samples);
+    assert_eq!(stats.transit.sum(), Duration::ZERO);
+    // Two seconds of live audio and video at least; the replayed GOP is not counted.
+    assert!(samples > 200, "{samples} samples");
+    assert!(
+        samples < forwarded,
+        "{samples} samples of {forwarded} forwarded (the replay is no transit)"
+    );
+}

@@ -9,6 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use hallcast_rtc::SnapshotConference;
+use hallcast_rtc::transit::{TRANSIT_BUCKETS, TransitHistogram, upper_bound_ns};
 
 use crate::AppState;
 
@@ -123,6 +124,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
          # TYPE hallcast_backlog_packets gauge\nhallcast_backlog_packets {}",
         s.backlog_packets.load(Relaxed)
     );
+    write_transit(&mut out, &s.transit);
     if let Ok(snap) = state.engine.snapshot().await {
         let per_conference =
             |out: &mut String, name: &str, help: &str, v: &dyn Fn(&SnapshotConference) -> u64| {
@@ -190,6 +192,44 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
+/// `hallcast_transit_seconds`: the per-hop transit histogram (cumulative buckets, `le` in
+/// seconds, exact decimals of the nanosecond bounds).
+fn write_transit(out: &mut String, h: &TransitHistogram) {
+    let name = "hallcast_transit_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Per-hop transit of live media packets: arrival of the source datagram at this relay to the send of the forwarded datagram toward a viewer or downstream relay
+# TYPE {name} histogram"
+    );
+    let counts = h.counts();
+    let mut cumulative = 0;
+    for (i, n) in counts.iter().enumerate() {
+        cumulative += n;
+        match upper_bound_ns(i) {
+            Some(ns) => {
+                let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", seconds(ns));
+            }
+            None => {
+                debug_assert_eq!(i, TRANSIT_BUCKETS - 1);
+                let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+            }
+        }
+    }
+    let _ = writeln!(out, "{name}_sum {}", seconds(h.sum().as_nanos() as u64));
+    let _ = writeln!(out, "{name}_count {cumulative}");
+}
+
+/// Nanoseconds as an exact decimal number of seconds ("0.00001024", "2", "0").
+fn seconds(ns: u64) -> String {
+    let frac = format!("{:09}", ns % 1_000_000_000);
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        format!("{}", ns / 1_000_000_000)
+    } else {
+        format!("{}.{frac}", ns / 1_000_000_000)
+    }
+}
+
 /// CPU seconds and RSS bytes of this process, from /proc (Linux).
 fn process_usage() -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -218,4 +258,93 @@ pub(crate) fn process_cpu_cores() -> f64 {
     };
     *last = Some((now, cpu));
     cores
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn seconds_are_exact_decimals() {
+        assert_eq!(seconds(0), "0");
+        assert_eq!(seconds(8_192), "0.000008192");
+        assert_eq!(seconds(10_240), "0.00001024");
+        assert_eq!(seconds(134_217_728), "0.134217728");
+        assert_eq!(seconds(2_000_000_000), "2");
+        assert_eq!(seconds(1_500_000_000), "1.5");
+    }
+
+    #[test]
+    fn transit_histogram_is_cumulative_with_inf_sum_and_count() {
+        let h = TransitHistogram::default();
+        h.record(Duration::from_micros(5));
+        h.record(Duration::from_micros(9));
+        h.record(Duration::from_micros(10));
+        h.record(Duration::from_secs(1));
+        let mut out = String::new();
+        write_transit(&mut out, &h);
+        assert!(out.contains("# TYPE hallcast_transit_seconds histogram\n"));
+        assert!(out.contains("hallcast_transit_seconds_bucket{le=\"0.000008192\"} 1\n"));
+        assert!(out.contains("hallcast_transit_seconds_bucket{le=\"0.00001024\"} 3\n"));
+        assert!(out.contains("hallcast_transit_seconds_bucket{le=\"0.134217728\"} 3\n"));
+        assert!(out.contains("hallcast_transit_seconds_bucket{le=\"+Inf\"} 4\n"));
+        assert!(out.contains("hallcast_transit_seconds_sum 1.000024\n"));
+        assert!(out.contains("hallcast_transit_seconds_count 4\n"));
+        let buckets = out.lines().filter(|l| l.contains("_bucket{")).count();
+        assert_eq!(buckets, TRANSIT_BUCKETS);
+    }
+
+    /// `/metrics` of a running engine serves the histogram (empty: every bucket 0).
+    #[tokio::test]
+    async fn metrics_endpoint_has_the_transit_histogram() {
+        use axum::body::Body;
+        use axum::http::Request;
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+
+        let dir = std::env::temp_dir().join(format!(
+            "hallcast-metrics-{:032x}",
+            hallcast_ledger::new_event_id().0
+        ));
+        let ledger = hallcast_ledger::Ledger::open(hallcast_ledger::LedgerConfig::new(
+            hallcast_ledger::StoreConfig::sqlite_in(&dir),
+            hallcast_ledger::Secret::from_bytes(b"0123456789abcdef0123".to_vec()).unwrap(),
+        ))
+        .await
+        .unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let engine =
+            hallcast_rtc::Engine::start(hallcast_rtc::EngineConfig::default(), tx).expect("engine");
+        let state = crate::AppState::new(
+            Arc::new(hallcast_config::Config::default()),
+            engine.clone(),
+            Arc::new(crate::registry::Registry::new(ledger)),
+            Box::new(crate::SharedTokenOnly),
+            Arc::new(crate::tree::Tree::new(
+                "central".into(),
+                "http://central".into(),
+                String::new(),
+            )),
+        );
+        let app = crate::app(state, axum::Router::new());
+        let req = Request::builder()
+            .uri("/metrics")
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        engine.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            text.contains("# TYPE hallcast_transit_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(text.contains("hallcast_transit_seconds_bucket{le=\"0.00001024\"} 0\n"));
+        assert!(text.contains("hallcast_transit_seconds_bucket{le=\"+Inf\"} 0\n"));
+        assert!(text.contains("hallcast_transit_seconds_count 0\n"));
+    }
 }

@@ -2,7 +2,8 @@
 //! `quinn`): it owns every `str0m::Rtc` of one media shard and one router per conference.
 //!
 //! Inputs: [`Relay::handle_datagram`], [`Relay::handle_timeout`], [`Relay::handle_command`],
-//! [`Relay::handle_shard_message`]. Outputs: [`Relay::poll_transmit`] (datagrams to send),
+//! [`Relay::handle_shard_message`], and [`Relay::handle_sent`] (the polled datagrams left:
+//! per-hop transit samples). Outputs: [`Relay::poll_transmit`] (datagrams to send),
 //! [`Relay::poll_event`] (for accounting and logs), [`Relay::poll_shard_message`] (to the
 //! other shards of the process) and [`Relay::poll_timeout`] (when to call
 //! `handle_timeout` next). Time is always an argument; the driver (`crate::driver`) owns the
@@ -72,6 +73,9 @@ const DRAIN_AT: usize = 512;
 /// Consumer ids of the in-process relay consumers that feed other shards: the top 120 bits
 /// set, the shard's index below (session ids never take this shape, see `new_id`).
 const SHARD_CONSUMER: u128 = u128::MAX << 8;
+/// Arrivals of live forwards kept for [`Relay::handle_sent`]; beyond this (a driver that
+/// never calls it) further samples are not kept.
+const MAX_DEPARTING: usize = 1 << 16;
 
 /// The H.264 payload types the relay offers and accepts: (PT, RTX PT, profile-level-id), all
 /// packetization-mode=1; constrained baseline first (what every browser decodes), then
@@ -265,6 +269,11 @@ pub struct Relay {
     backlog: Backlog,
     released: Vec<Forward>,
     last_now: Instant,
+    /// Set while the router's outputs for a live source packet are written: those forwards
+    /// are transit samples (replays are not).
+    live: bool,
+    /// Arrival instants of the live forwards written since the last [`Relay::handle_sent`].
+    departing: Vec<Instant>,
 }
 
 impl Relay {
@@ -316,6 +325,8 @@ impl Relay {
             backlog: Backlog::new(),
             released: Vec::new(),
             last_now: now,
+            live: false,
+            departing: Vec::new(),
         })
     }
 
@@ -346,6 +357,19 @@ impl Relay {
 
     pub fn n_transmits(&self) -> usize {
         self.transmits.len()
+    }
+
+    /// The transmits polled so far were handed to the kernel at `now`: every live packet
+    /// forwarded in them is a transit sample (its source datagram's arrival to `now`) in
+    /// [`EngineStats::transit`]. Every packet written into a consumer's stream leaves in the
+    /// next [`Relay::poll_transmit`] run (writes are drained there; no pacing), so the
+    /// arrivals kept since the last call are exactly the packets just sent.
+    pub fn handle_sent(&mut self, now: Instant) {
+        for arrival in self.departing.drain(..) {
+            self.stats
+                .transit
+                .record(now.saturating_duration_since(arrival));
+        }
     }
 
     pub fn poll_event(&mut self) -> Option<EngineEvent> {
@@ -472,7 +496,7 @@ impl Relay {
                 if let Some(c) = self.confs.get_mut(&conference) {
                     c.router.on_packet(&packet, &mut self.outs);
                 }
-                self.apply_outputs(now, &conference);
+                self.apply_live_outputs(now, &conference);
             }
             ShardMessage::KeyframeRequest { conference, layer } => {
                 self.outs.clear();
@@ -1513,7 +1537,7 @@ impl Relay {
         if let Some(c) = self.confs.get_mut(&conference) {
             c.router.on_packet(&source, &mut self.outs);
         }
-        self.apply_outputs(now, &conference);
+        self.apply_live_outputs(now, &conference);
     }
 
     /// Writes one forward into its viewer's stream.
@@ -1555,11 +1579,22 @@ impl Relay {
                 .nackable(f.kind == MediaKind::Video),
         );
         self.stats.forwarded_packets.fetch_add(1, Relaxed);
+        if self.live && self.departing.len() < MAX_DEPARTING {
+            self.departing.push(f.arrival);
+        }
         if !s.dirty {
             s.dirty = true;
             self.dirty.push(id);
         }
         self.pending_writes += 1;
+    }
+
+    /// [`Relay::apply_outputs`] for the router's outputs of a live source packet: the
+    /// forwards written now are transit samples.
+    fn apply_live_outputs(&mut self, now: Instant, conference: &Arc<str>) {
+        self.live = true;
+        self.apply_outputs(now, conference);
+        self.live = false;
     }
 
     /// Writes the router's outputs: forwards into viewer streams (or behind their viewer's
