@@ -26,6 +26,11 @@ use crate::udp::SendQueue;
 const RECV_BATCH: usize = 256;
 /// Queued datagrams that trigger a flush in the middle of a receive burst.
 const FLUSH_AT: usize = 1024;
+/// In a receive burst, what was forwarded is drained and sent at least this often: a
+/// keyframe fanned out to many viewers is thousands of writes, and without a bound every
+/// packet of the burst would wait for the whole burst (per-hop transit p99 of 15 ms at an
+/// edge with 50 viewers; see docs/BENCHMARKS.md, "Edge tree").
+const FLUSH_AFTER: Duration = Duration::from_micros(250);
 /// Messages from other shards handled per wake-up.
 const SHARD_BATCH: usize = 512;
 
@@ -500,6 +505,7 @@ impl ShardIo {
             tokio::select! {
                 r = socket.readable() => {
                     if r.is_ok() {
+                        let mut last_flush = Instant::now();
                         for _ in 0..RECV_BATCH {
                             let r = socket.try_io(Interest::READABLE, || {
                                 crate::udp::recv_with_destination(&socket, &mut buf, &mut control)
@@ -510,13 +516,13 @@ impl ShardIo {
                                         r.destination.unwrap_or(local_addr.ip()),
                                         local_addr.port(),
                                     );
-                                    self.relay.handle_datagram(
-                                        Instant::now(),
-                                        r.source,
-                                        to,
-                                        &buf[..r.len],
-                                    );
-                                    if self.relay.n_transmits() >= FLUSH_AT {
+                                    let now = Instant::now();
+                                    self.relay.handle_datagram(now, r.source, to, &buf[..r.len]);
+                                    if now.saturating_duration_since(last_flush) >= FLUSH_AFTER {
+                                        self.relay.drain_now();
+                                        self.flush(&socket);
+                                        last_flush = Instant::now();
+                                    } else if self.relay.n_transmits() >= FLUSH_AT {
                                         self.flush(&socket);
                                     }
                                 }

@@ -355,6 +355,13 @@ impl Relay {
         self.transmits.pop_front()
     }
 
+    /// Drains every session written to since its last drain now, instead of at the next
+    /// [`DRAIN_AT`] writes or timeout: the driver calls it when the oldest unsent forward
+    /// has waited long enough (a bound on transit time, whatever the burst size).
+    pub fn drain_now(&mut self) {
+        self.drain_dirty();
+    }
+
     pub fn n_transmits(&self) -> usize {
         self.transmits.len()
     }
@@ -1245,9 +1252,17 @@ impl Relay {
     fn drain_dirty(&mut self) {
         while !self.dirty.is_empty() {
             let mut dirty = std::mem::take(&mut self.dirty);
+            let now = self.last_now;
             for id in dirty.drain(..) {
                 if let Some(s) = self.sessions.get_mut(&id) {
                     s.dirty = false;
+                    // str0m's pacer sees what was written only from its next timeout
+                    // (it snapshots the send queues there): without this, forwards would
+                    // wait for the session's next timer, about 1 ms (the driver sleeps in
+                    // milliseconds) — the per-hop transit's p50 before this line.
+                    if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                        debug!(session = %id, "timeout input failed: {e}");
+                    }
                 }
                 self.queue_drain(id);
             }
