@@ -235,7 +235,7 @@ impl Edge {
                 }
                 Err(e) => {
                     failures += 1;
-                    warn!(%parent, failures, "report to the parent relay failed: {e}");
+                    warn!(%parent, failures, "report to the parent relay failed: {e:#}");
                     if failures >= FAILOVER_AFTER && self.parents.len() > 1 {
                         failures = 0;
                         primary_ok_since = None;
