@@ -154,6 +154,16 @@ pub fn write_ledger_metrics(ledger: &Ledger, out: &mut String) {
             "Ledger transactions committed",
             s.n_batches,
         ),
+        (
+            "hallcast_ledger_events_imported_total",
+            "Attendance events delivered by child relays and newly stored",
+            s.n_imported,
+        ),
+        (
+            "hallcast_ledger_events_import_duplicate_total",
+            "Attendance events delivered by child relays that were already stored",
+            s.n_import_duplicates,
+        ),
     ];
     for (name, help, v) in series {
         let _ = writeln!(
