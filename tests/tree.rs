@@ -12,7 +12,8 @@
 //! | `attendance_survives_a_60_s_cut_*` | the edge↔central link cut for 60 s while points join and leave at the edge: the central's events equal the edge's; a link revoked during the cut is refused at the edge within 5 s of the link's return |
 //! | `an_edge_dies_and_its_points_viewer_pages_*` | a point's join link at the central → 307 to its organisation's edge-x; Chromium plays there; kill -9 edge-x: the page decodes again within 5 s, from a session at the central |
 //! | `an_on_demand_edge_pulls_only_when_a_viewer_asks` | `upstream.pull = "on_demand"`: no relay consumer at the central for 5 s while nobody watches at the edge; the first aiortc viewer there plays and the central counts 1 relay consumer |
-//! | `a_conference_ended_at_the_central_ends_at_the_edge` | the admin ends the conference at the central: the edge's viewer session is gone within 5 s and a new WHEP POST at the edge is refused as at the central |
+//! | `a_conference_ended_at_the_central_ends_at_the_edge` | the admin ends the conference at the central: the edge's viewer session is gone within 5 s and a new WHEP POST at the edge is refused with 410, as at the central |
+//! | `two_live_conferences_play_through_one_edge` | two conferences live at the central at once: the edge pulls each once (its own local port), and a point plays both there |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -1768,6 +1769,139 @@ fn a_conference_ended_at_the_central_ends_at_the_edge() {
                 at_central.status,
                 at_central.body
             );
+            Ok(())
+        },
+    );
+}
+
+// ----- two live conferences through one edge -----
+
+/// A child process ended (SIGKILL) when the test is done with it.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An edge serves every live conference of its parent: two at once, each pulled over its own
+/// session (its own local port: one 4-tuple carries one session), and a point plays both.
+#[test]
+fn two_live_conferences_play_through_one_edge() {
+    run(
+        "two_live_conferences_play_through_one_edge",
+        Weight::Heavy,
+        |ctx| -> Result<()> {
+            let mut tree = Tree::create()?;
+            let central_host = tree.relay_host("central")?;
+            let edge_host = tree.relay_host("edge-2c")?;
+            let point = tree.point_under("point-2c", &edge_host)?;
+            let mut demo = central(ctx, &central_host)?;
+            let info = demo.info.clone();
+            let first = info.conference.clone();
+            let admin = Admin::new(&info)?;
+            let cred = relay_credential(&info)?;
+            wait_live(&info.http_base, &first, LIVE_TIMEOUT).context("the demo conference")?;
+
+            // A second conference, live from its own publisher.
+            let second = "hoi-nghi-thu-hai";
+            let created = admin.post(
+                "/api/v1/conferences",
+                json!({"id": second, "title": "Hội nghị thứ hai"}),
+                &[201],
+            )?;
+            let key = created["stream_key"]
+                .as_str()
+                .context("the created conference has no stream_key")?;
+            let log = ctx.path("publisher-2c.log");
+            ctx.register_log("publisher of the second conference", &log);
+            let _publisher = Child(
+                std::process::Command::new("ip")
+                    .args(["netns", "exec", &central_host.ns])
+                    .arg(hallcast_tests::tree::load_bin()?)
+                    .args(["publish", "--whip"])
+                    .arg(format!("{}/whip/{second}", central_host.url()))
+                    .args([
+                        "--key",
+                        key,
+                        "--bind",
+                        &central_host.ip,
+                        "--duration",
+                        "180",
+                    ])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::fs::File::create(ctx.path("publisher-2c.out"))?)
+                    .stderr(std::fs::File::create(&log)?)
+                    .spawn()
+                    .context("cannot start hallcast-load publish")?,
+            );
+            wait_live(&info.http_base, second, LIVE_TIMEOUT).context("the second conference")?;
+
+            let mut edge = edge(
+                ctx,
+                &edge_host,
+                "edge-2c",
+                &central_host.url(),
+                &cred,
+                &[],
+                &[],
+            )?;
+            for c in [first.as_str(), second] {
+                wait_live(&edge.url, c, LIVE_TIMEOUT)
+                    .with_context(|| format!("{c} never went live at edge-2c"))?;
+            }
+            let m = metrics(&info.http_base)?;
+            for c in [first.as_str(), second] {
+                let relays = metric(
+                    &m,
+                    "hallcast_relay_consumers",
+                    Some(&format!("conference=\"{c}\"")),
+                );
+                ensure!(
+                    relays == Some(1.0),
+                    "the central counts {relays:?} relay consumers of {c}; edge-2c should pull it \
+                     once"
+                );
+            }
+
+            // One point watches both (the second with its join link from the central).
+            admin.register("org-2c", &["p-2c"])?;
+            let links = admin.links(second)?;
+            let (_, token2) = links
+                .get("p-2c")
+                .context("no join link for p-2c in the second conference")?;
+            let mut a = aiortc_in(
+                ctx,
+                &point,
+                &rebase(&info.whep_url, &edge.url),
+                &info.viewer_token,
+                40,
+                MIN_FRAMES as u32,
+                &[],
+            )?;
+            let mut b = aiortc_in(
+                ctx,
+                &point,
+                &format!("{}/whep/{second}", edge.url),
+                token2,
+                40,
+                MIN_FRAMES as u32,
+                &[],
+            )?;
+            let played_a: PlayResult = results::parse(
+                "aiortc, first conference at edge-2c",
+                &a.result(Duration::from_secs(90))?,
+            )?;
+            let played_b: PlayResult = results::parse(
+                "aiortc, second conference at edge-2c",
+                &b.result(Duration::from_secs(90))?,
+            )?;
+            demo.ensure_running()?;
+            edge.ensure_running()?;
+            check_played(&played_a, "the first conference through edge-2c")?;
+            check_played(&played_b, "the second conference through edge-2c")?;
             Ok(())
         },
     );
