@@ -1,6 +1,6 @@
 //! The edge tree end to end (issue 10): every relay on a host of its own (a network namespace on a
 //! backbone bridge), every point on a host that reaches only its edge; `hallcast demo` is the
-//! central, `hallcast edge` the edges (`/work/notes/edge-spec.md` names the interfaces).
+//! central, `hallcast edge` the edges (the interfaces: docs/ARCHITECTURE.md, "The relay tree").
 //!
 //! | test | what |
 //! |---|---|
@@ -46,7 +46,7 @@ fn relay_credential(info: &Info) -> Result<String> {
         .map(str::to_string)
         .with_context(|| {
             format!(
-                "the demo's info file has no relay_credential (edge-spec: `hallcast demo --info-file` \
+                "the demo's info file has no relay_credential (issue 10: `hallcast demo --info-file` \
                  gains key relay_credential): {}",
                 info.raw
             )
