@@ -520,6 +520,8 @@ impl ShardIo {
                                     self.relay.handle_datagram(now, r.source, to, &buf[..r.len]);
                                     if now.saturating_duration_since(last_flush) >= FLUSH_AFTER {
                                         self.relay.drain_now();
+                                        // Packets for the other shards' viewers go too.
+                                        self.pump();
                                         self.flush(&socket);
                                         last_flush = Instant::now();
                                     } else if self.relay.n_transmits() >= FLUSH_AT {
