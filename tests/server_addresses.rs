@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Result, ensure};
 use hallcast_tests::netns::{NetNs, NsPair, ip_in, nft, one_to_one_nat, route_source};
 use hallcast_tests::results::{self, PlayResult};
 use hallcast_tests::{Client, ClientKind, Ctx, Demo, DemoOptions, Info, Weight, run};
@@ -49,27 +49,7 @@ fn player_in_netns(ctx: &Ctx, info: &Info, netns: &str, host_address: &str) -> R
 
 /// Frames decoded and audio received: ICE, DTLS and media all went through.
 fn check_played(played: &PlayResult, what: &str) -> Result<()> {
-    if played.status != Some(201) {
-        bail!(
-            "{what}: WHEP POST answered {:?} with body {:?}, expected 201",
-            played.status,
-            played.body
-        );
-    }
-    ensure!(
-        played.frames_decoded >= MIN_FRAMES && played.frame_width > 0,
-        "{what}: decoded {} video frames (width {}), expected at least {MIN_FRAMES} \
-         (ICE never completing leaves 0; result: {played:?})",
-        played.frames_decoded,
-        played.frame_width
-    );
-    let audio = played.audio_problems();
-    ensure!(
-        audio.is_empty(),
-        "{what}: {} (result: {played:?})",
-        audio.join("; ")
-    );
-    Ok(())
+    played.ensure_played(what, MIN_FRAMES)
 }
 
 /// Checks the relay's media socket is bound as the test set it up (`media` is the expected

@@ -101,25 +101,7 @@ fn central(ctx: &Ctx, host: &Host) -> Result<Demo> {
 
 /// Frames decoded, audio decoded: what every playing aiortc viewer must show.
 fn check_played(played: &PlayResult, what: &str) -> Result<()> {
-    ensure!(
-        played.status == Some(201),
-        "{what}: WHEP POST answered {:?} with body {:?}, expected 201",
-        played.status,
-        played.body
-    );
-    ensure!(
-        played.frames_decoded >= MIN_FRAMES && played.frame_width > 0,
-        "{what}: decoded {} video frames (width {}), expected at least {MIN_FRAMES} (result: {played:?})",
-        played.frames_decoded,
-        played.frame_width
-    );
-    let audio = played.audio_problems();
-    ensure!(
-        audio.is_empty(),
-        "{what}: {} (result: {played:?})",
-        audio.join("; ")
-    );
-    Ok(())
+    played.ensure_played(what, MIN_FRAMES)
 }
 
 /// Every node of `GET /api/v1/tree` (depth first) with its parent's name. A node can appear

@@ -28,7 +28,8 @@ pub struct NetNs {
     ns_if: String,
 }
 
-fn ip(args: &[&str]) -> Result<()> {
+/// `ip ARGS` (iproute2), failing with what it printed.
+pub(crate) fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)
         .output()

@@ -198,6 +198,31 @@ impl PageResult {
 }
 
 impl PlayResult {
+    /// An aiortc player that must have played: the WHEP POST answered 201, at least
+    /// `min_frames` video frames decoded, audio decoded ([`PlayResult::audio_problems`]).
+    pub fn ensure_played(&self, what: &str, min_frames: u64) -> Result<()> {
+        if self.status != Some(201) {
+            bail!(
+                "{what}: WHEP POST answered {:?} with body {:?}, expected 201",
+                self.status,
+                self.body
+            );
+        }
+        if self.frames_decoded < min_frames || self.frame_width == 0 {
+            bail!(
+                "{what}: decoded {} video frames (width {}), expected at least {min_frames} \
+                 (ICE never completing leaves 0; result: {self:?})",
+                self.frames_decoded,
+                self.frame_width
+            );
+        }
+        let audio = self.audio_problems();
+        if !audio.is_empty() {
+            bail!("{what}: {} (result: {self:?})", audio.join("; "));
+        }
+        Ok(())
+    }
+
     /// Problems with the audio an aiortc player decoded, as sentences (empty when fine).
     pub fn audio_problems(&self) -> Vec<String> {
         let Some(played_s) = self

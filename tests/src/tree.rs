@@ -44,6 +44,7 @@ use serde_json::Value;
 use crate::client::{Client, ClientKind};
 use crate::ctx::{Ctx, tail};
 use crate::demo::DemoOptions;
+use crate::netns::{ip, nft};
 use crate::prereq::{chromium_path, hallcast_bin};
 use crate::proc::Proc;
 
@@ -59,33 +60,6 @@ fn cmd_out(program: &str, args: &[&str]) -> Result<std::process::Output> {
         .args(args)
         .output()
         .with_context(|| format!("cannot run `{program}`"))
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = cmd_out("ip", args)
-        .context("`ip` (iproute2) is missing: scripts/install-test-deps.sh installs it")?;
-    if !out.status.success() {
-        bail!(
-            "`ip {}` failed: {} (network namespaces need root and iproute2)",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn nft(netns: &str, args: &[&str]) -> Result<()> {
-    let mut all = vec!["netns", "exec", netns, "nft"];
-    all.extend_from_slice(args);
-    let out = cmd_out("ip", &all)?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("No such file") || err.contains("exec of \"nft\" failed") {
-            bail!("`nft` is missing: scripts/install-test-deps.sh installs nftables ({err})");
-        }
-        bail!("`nft {}` in {netns} failed: {}", args.join(" "), err.trim());
-    }
-    Ok(())
 }
 
 /// Unix milliseconds now.

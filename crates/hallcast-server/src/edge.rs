@@ -335,7 +335,8 @@ impl Edge {
 
     /// This relay as its parent should see it.
     async fn report(&self, parent_index: usize) -> NodeReport {
-        let load = crate::tree::own_load(&self.state).await;
+        let snapshot = self.state.engine.snapshot().await.ok();
+        let load = crate::tree::load_of(snapshot.as_ref());
         let pulls: HashMap<SessionId, String> = self
             .pulls_lock()
             .iter()
@@ -348,7 +349,7 @@ impl Edge {
             pulls: pulls.len(),
             ..Uplink::default()
         };
-        if let Ok(s) = self.state.engine.snapshot().await {
+        if let Some(s) = &snapshot {
             for session in s.sessions.iter().filter(|s| pulls.contains_key(&s.id)) {
                 uplink.rtt_ms = uplink.rtt_ms.max(session.rtt_ms);
                 if let Some(l) = session.loss {
@@ -360,7 +361,7 @@ impl Edge {
                 .iter()
                 .filter(|c| pulls.values().any(|p| **p == *c.id))
             {
-                uplink.bitrate_in_bps += c.layer_bitrates.iter().sum::<u64>() + c.audio_bitrate;
+                uplink.bitrate_in_bps += crate::tree::bitrate_in(c);
             }
         }
         if uplink.rtt_ms.is_none() && self.connected.load(Relaxed) {

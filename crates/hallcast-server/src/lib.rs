@@ -194,6 +194,26 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
         }))
 }
 
+/// The CORS preflight answer's headers (methods and request headers allowed, cached a day).
+pub(crate) fn cors_preflight(
+    h: &mut axum::http::HeaderMap,
+    methods: &'static str,
+    headers: &'static str,
+) {
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(headers),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+}
+
 /// CORS preflight for the JSON API: a viewer page served by an edge asks the central (its
 /// `home`) for a route with an `Authorization` header, which browsers check first with
 /// `OPTIONS`. WHIP/WHEP resources answer `OPTIONS` themselves.
@@ -201,18 +221,10 @@ async fn api_preflight(req: axum::extract::Request, next: axum::middleware::Next
     if req.method() == axum::http::Method::OPTIONS && req.uri().path().starts_with("/api/v1/") {
         let mut r = Response::new(axum::body::Body::empty());
         *r.status_mut() = axum::http::StatusCode::NO_CONTENT;
-        let h = r.headers_mut();
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, OPTIONS"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("Authorization, Content-Type, Accept"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("86400"),
+        cors_preflight(
+            r.headers_mut(),
+            "GET, POST, OPTIONS",
+            "Authorization, Content-Type, Accept",
         );
         return r;
     }

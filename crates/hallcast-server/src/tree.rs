@@ -396,18 +396,21 @@ pub struct TreeAnswer {
     pub children: Vec<NodeReport>,
 }
 
-/// This relay's own load, from the engine's snapshot.
-pub async fn own_load(state: &AppState) -> Load {
+/// Bits per second a conference's producer receives (every video layer and the audio).
+pub fn bitrate_in(c: &hallcast_rtc::SnapshotConference) -> u64 {
+    c.layer_bitrates.iter().sum::<u64>() + c.audio_bitrate
+}
+
+/// This relay's own load, from one engine snapshot (None: the engine gave none).
+pub fn load_of(snapshot: Option<&hallcast_rtc::Snapshot>) -> Load {
     let mut load = Load {
         cpu: crate::metrics::process_cpu_cores(),
         ..Load::default()
     };
-    if let Ok(s) = state.engine.snapshot().await {
-        for c in &s.conferences {
-            load.viewers += c.n_subscribers;
-            load.relays += c.n_relays;
-            load.bitrate_in_bps += c.layer_bitrates.iter().sum::<u64>() + c.audio_bitrate;
-        }
+    for c in snapshot.iter().flat_map(|s| &s.conferences) {
+        load.viewers += c.n_subscribers;
+        load.relays += c.n_relays;
+        load.bitrate_in_bps += bitrate_in(c);
     }
     load
 }
@@ -432,7 +435,7 @@ pub async fn tree(
             state: o.state.clone(),
             ..o.uplink.clone()
         }),
-        load: own_load(&state).await,
+        load: load_of(state.engine.snapshot().await.ok().as_ref()),
         children: state.tree.children(Instant::now()),
     };
     Ok(Json(answer).into_response())
@@ -480,9 +483,7 @@ pub async fn route(
         ));
     }
     let avoid = query.avoid.as_deref().map(|a| a.trim_end_matches('/'));
-    let base = point
-        .filter(|_| token.starts_with("v2."))
-        .and_then(|p| state.tree.redirect_avoiding(&p, Instant::now(), avoid))
+    let base = edge_for(&state, token, point.as_deref(), avoid)
         .unwrap_or_else(|| state.config.public_url());
     Ok(Json(serde_json::json!({
         "whep": format!("{base}/whep/{conference}"),
@@ -492,15 +493,24 @@ pub async fn route(
     .into_response())
 }
 
-/// The 307 a point's request at this relay gets when an edge should serve it.
-pub fn redirect(state: &AppState, conference: &str, token: &str, path: &str) -> Option<Response> {
-    // Edges verify with the public key only: links of the first form (HMAC, `v1.`) are
-    // served here.
+/// The edge that should serve the point holding `token`, if any. Edges verify with the public
+/// key only: links of the first form (HMAC, `v1.`) are served here.
+fn edge_for(
+    state: &AppState,
+    token: &str,
+    point: Option<&str>,
+    avoid: Option<&str>,
+) -> Option<String> {
     if !token.starts_with("v2.") {
         return None;
     }
-    let point = point_of(state, conference, token)?;
-    let edge = state.tree.redirect_for(&point, Instant::now())?;
+    state.tree.redirect_avoiding(point?, Instant::now(), avoid)
+}
+
+/// The 307 a point's request at this relay gets when an edge should serve it.
+pub fn redirect(state: &AppState, conference: &str, token: &str, path: &str) -> Option<Response> {
+    let point = point_of(state, conference, token);
+    let edge = edge_for(state, token, point.as_deref(), None)?;
     let location = HeaderValue::from_str(&format!("{edge}{path}")).ok()?;
     let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
     r.headers_mut().insert(header::LOCATION, location);

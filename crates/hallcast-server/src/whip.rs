@@ -26,17 +26,10 @@ pub async fn options(State(state): State<Arc<AppState>>) -> Response {
     );
     h.insert("accept-post", HeaderValue::from_static(SDP));
     h.insert("accept-patch", HeaderValue::from_static(TRICKLE));
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("OPTIONS, POST, DELETE, PATCH"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Authorization, Content-Type, If-Match"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
+    crate::cors_preflight(
+        h,
+        "OPTIONS, POST, DELETE, PATCH",
+        "Authorization, Content-Type, If-Match",
     );
     for link in ice_links(&state) {
         h.append(header::LINK, link);
