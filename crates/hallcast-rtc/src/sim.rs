@@ -4,9 +4,12 @@
 //! ([`Publisher`](crate::sim::Publisher), [`Viewer`](crate::sim::Viewer)), each at its own address. Nothing touches a socket or the
 //! wall clock: the clock starts at `Instant::now()` once and then only moves forward, to the
 //! earliest of every node's next deadline and the next datagram delivery. Datagrams take a
-//! fixed link delay ([`Net::delay`](crate::sim::Net::delay)); a per-link [`LossFn`](crate::sim::LossFn) may drop chosen ones. The same
+//! fixed link delay ([`Net::delay`](crate::sim::Net::delay)); a per-link [`LossFn`](crate::sim::LossFn) may drop chosen ones, and a
+//! per-link [`LinkModel`](crate::sim::LinkModel) ([`Net::set_link`](crate::sim::Net::set_link)) puts a drop-tail queue and a bottleneck
+//! whose rate follows a [`LinkTrace`](crate::sim::LinkTrace) in front of the delay (see [`link`]). The same
 //! inputs give the same run (up to the random ids, ICE credentials and keys the stacks
-//! draw, which do not change what is sent when).
+//! draw, which do not change what is sent when). What a viewer received can be read as
+//! frames, playback and freezes ([`playback`]).
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -26,6 +29,12 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use crate::SessionId;
 use crate::api::{EndReason, EngineError, EngineEvent, EngineStats};
 use crate::relay::{Command, Relay, RelayConfig, Reply};
+
+pub mod link;
+pub mod playback;
+
+pub use link::{Departure, LinkModel, LinkStats, LinkTrace, LossBurst};
+pub use playback::{Frame, Freeze, Playback};
 
 /// A relay of the [`Net`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,6 +94,11 @@ pub type LossFn = Box<dyn FnMut(&Datagram) -> bool>;
 /// benchmark attribute what the relay allocates (see `benches/src/bin/memory.rs`). Not
 /// called around `poll_timeout`, which only reads.
 pub type RelayHook = fn(bool);
+
+/// Called with a datagram for a relay and `true` just before the relay's `handle_datagram`,
+/// and with `false` just after: lets a benchmark time what the relay spends on chosen
+/// datagrams (e.g. RTCP feedback from viewers).
+pub type DatagramHook = fn(&Datagram, bool);
 
 /// Runs `f` between the two calls of `hook`.
 fn in_relay<R>(hook: Option<RelayHook>, f: impl FnOnce() -> R) -> R {
@@ -182,12 +196,14 @@ pub struct Net {
     in_flight: BinaryHeap<InFlight>,
     n_sent: u64,
     losses: Vec<(SocketAddr, SocketAddr, LossFn)>,
+    links: Vec<(SocketAddr, SocketAddr, link::Link)>,
     events: Vec<(Instant, RelayId, EngineEvent)>,
     n_groups: usize,
     /// Datagrams dropped by loss functions, and delivered.
     pub n_dropped: u64,
     pub n_delivered: u64,
     relay_hook: Option<RelayHook>,
+    datagram_hook: Option<DatagramHook>,
 }
 
 impl Default for Net {
@@ -208,17 +224,24 @@ impl Net {
             in_flight: BinaryHeap::new(),
             n_sent: 0,
             losses: vec![],
+            links: vec![],
             events: vec![],
             n_groups: 0,
             n_dropped: 0,
             n_delivered: 0,
             relay_hook: None,
+            datagram_hook: None,
         }
     }
 
     /// Brackets every later call into a relay with `hook` (see [`RelayHook`]).
     pub fn set_relay_hook(&mut self, hook: RelayHook) {
         self.relay_hook = Some(hook);
+    }
+
+    /// Brackets every later `handle_datagram` of a relay with `hook` (see [`DatagramHook`]).
+    pub fn set_datagram_hook(&mut self, hook: DatagramHook) {
+        self.datagram_hook = Some(hook);
     }
 
     /// Bytes (capacities) of the datagrams `from` sent that are still on the wire: the
@@ -444,6 +467,33 @@ impl Net {
         self.losses.push((from, to, loss));
     }
 
+    /// Datagrams from `from` to `to` (after any [`LossFn`] of that link) go through `model`
+    /// from now on: its trace's offset zero is now. Replaces an earlier model of the link
+    /// (and its statistics).
+    pub fn set_link(&mut self, from: SocketAddr, to: SocketAddr, model: LinkModel) {
+        self.links.retain(|(f, t, _)| (*f, *t) != (from, to));
+        self.links
+            .push((from, to, link::Link::new(model, self.now)));
+    }
+
+    /// What happened on the modelled link from `from` to `to`.
+    pub fn link_stats(&self, from: SocketAddr, to: SocketAddr) -> Option<&LinkStats> {
+        self.link(from, to).map(|l| &l.stats)
+    }
+
+    /// The modelled link from `from` to `to`.
+    pub fn link(&self, from: SocketAddr, to: SocketAddr) -> Option<&link::Link> {
+        self.links
+            .iter()
+            .find(|(f, t, _)| (*f, *t) == (from, to))
+            .map(|(_, _, l)| l)
+    }
+
+    /// The address of a peer.
+    pub fn peer_addr(&self, p: PeerId) -> SocketAddr {
+        self.peers[p.0].core().addr
+    }
+
     /// Every event of every relay so far, with when and where it happened.
     pub fn events(&self) -> &[(Instant, RelayId, EngineEvent)] {
         &self.events
@@ -537,9 +587,15 @@ impl Net {
             .find(|r| r.relay.local_addr() == d.to)
         {
             self.n_delivered += 1;
+            if let Some(h) = self.datagram_hook {
+                h(&d, true);
+            }
             in_relay(self.relay_hook, || {
                 r.relay.handle_datagram(now, d.from, d.to, &d.contents)
             });
+            if let Some(h) = self.datagram_hook {
+                h(&d, false);
+            }
             return;
         }
         if let Some(p) = self.peers.iter_mut().find(|p| p.core().addr == d.to)
@@ -563,9 +619,23 @@ impl Net {
                 return;
             }
         }
+        let mut leaves = self.now;
+        if let Some((_, _, l)) = self
+            .links
+            .iter_mut()
+            .find(|(f, t, _)| *f == from && *t == to)
+        {
+            match l.offer(self.now, d.contents.len()) {
+                link::Verdict::Leaves(at) => leaves = at,
+                link::Verdict::QueueFull | link::Verdict::Lost => {
+                    self.n_dropped += 1;
+                    return;
+                }
+            }
+        }
         self.n_sent += 1;
         self.in_flight.push(InFlight {
-            at: self.now + self.delay,
+            at: leaves + self.delay,
             n: self.n_sent,
             d,
         });
@@ -1194,6 +1264,43 @@ impl Viewer {
         }
         out.sort();
         out
+    }
+
+    /// The video frames received, in sequence order (see [`playback::frames`]).
+    pub fn frames(&self) -> Vec<Frame> {
+        playback::frames(&self.video)
+    }
+
+    /// What a decoder would have rendered, and the freezes (see [`playback`]).
+    pub fn playback(&self) -> Playback {
+        playback::playback(&self.frames())
+    }
+
+    /// Video payload bits per second received in `[from, to)`.
+    pub fn video_bps(&self, from: Instant, to: Instant) -> f64 {
+        playback::bitrate(&self.video, from, to)
+    }
+
+    /// Gaps longer than `min` between audio packets arriving in `[from, to)`.
+    pub fn audio_gaps(
+        &self,
+        from: Instant,
+        to: Instant,
+        min: Duration,
+    ) -> Vec<(Instant, Duration)> {
+        playback::gaps(&self.audio, from, to, min)
+    }
+
+    /// The layer of each complete frame received (by its size, against the publisher's
+    /// `layers`), with when it was done, in sequence order: the layer the viewer was on.
+    pub fn received_layers(&self, layers: &[LayerSizes]) -> Vec<(Instant, usize, Frame)> {
+        self.frames()
+            .into_iter()
+            .filter(|f| f.complete)
+            .filter_map(|f| {
+                playback::layer_of(layers, f.keyframe, f.bytes).map(|l| (f.done_at, l, f))
+            })
+            .collect()
     }
 
     /// Video sequence numbers missing between the first and the last received.
