@@ -827,7 +827,7 @@ mod tests {
         {
             changes.push(a);
         }
-        let key = ms % 1000 == 0;
+        let key = ms.is_multiple_of(1000);
         for (layer, bytes) in [(0u8, 1875), (1, 6250), (2, 18750)] {
             let p = src.sized(layer, ms, key, bytes);
             c.on_packet(&p, out);

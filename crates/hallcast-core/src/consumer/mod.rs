@@ -192,7 +192,7 @@ impl Consumer {
     /// The viewer's allocator, when its link is measured.
     pub(crate) fn allocator(&self) -> Option<&Allocator> {
         match &self.video {
-            Video::Viewer(v) => v.alloc.as_ref(),
+            Video::Viewer(v) => v.alloc.as_deref(),
             Video::Relay(_) => None,
         }
     }
@@ -200,7 +200,7 @@ impl Consumer {
     /// Turns on bandwidth allocation for a viewer that has not joined yet.
     pub(crate) fn start_allocation(&mut self, alloc: Allocator) {
         if let Video::Viewer(v) = &mut self.video {
-            v.alloc = Some(alloc);
+            v.alloc = Some(Box::new(alloc));
             v.apply_cap_only();
         }
     }

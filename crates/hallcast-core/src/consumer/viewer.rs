@@ -34,8 +34,9 @@ pub(crate) struct Viewer {
     /// The viewer's own wishes (`SetVideo`).
     wish_max: Layer,
     wish_paused: bool,
-    /// Present once the viewer's link is measured (adaptation on).
-    pub(crate) alloc: Option<Allocator>,
+    /// Present once the viewer's link is measured (adaptation on). Boxed: touched per
+    /// estimate, not per packet, so the fan-out loop's viewers stay compact.
+    pub(crate) alloc: Option<Box<Allocator>>,
 }
 
 impl Viewer {
@@ -71,14 +72,14 @@ impl Viewer {
     }
 
     fn effective_max(&self) -> Layer {
-        match self.alloc.as_ref().map(Allocator::target) {
+        match self.alloc.as_deref().map(Allocator::target) {
             Some(Target::Layer(l)) => l.min(self.wish_max),
             _ => self.wish_max,
         }
     }
 
     fn effective_paused(&self) -> bool {
-        self.wish_paused || self.alloc.as_ref().map(Allocator::target) == Some(Target::Paused)
+        self.wish_paused || self.alloc.as_deref().map(Allocator::target) == Some(Target::Paused)
     }
 
     /// Why the video is paused, if it is.
