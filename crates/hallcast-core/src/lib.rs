@@ -7,6 +7,7 @@
 //! tasks and never reads the clock: time is always an argument.
 
 pub mod accounting;
+pub mod alloc;
 pub mod backlog;
 pub mod consumer;
 pub mod keyframe;
@@ -15,8 +16,9 @@ pub mod producer;
 pub mod router;
 
 pub use accounting::SessionId;
+pub use alloc::{Allocator, PauseReason, Target};
 pub use backlog::Backlog;
 pub use consumer::{ConsumerId, Forward, VideoStatus};
 pub use media::{Codec, Layer, MediaKind, SourcePacket};
 pub use producer::LayerStats;
-pub use router::{Outputs, Router};
+pub use router::{Allocation, Outputs, Router};

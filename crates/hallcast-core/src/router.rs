@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::alloc::{Allocator, PauseReason, Target};
 use crate::consumer::{Consumer, ConsumerId, Forward, VideoStatus};
 use crate::media::{Codec, Layer, MediaKind, SourcePacket};
 use crate::producer::{LayerStats, Producer};
@@ -35,6 +36,20 @@ impl Outputs {
         self.forwards.clear();
         self.keyframe_requests.clear();
     }
+}
+
+/// A measured viewer's allocation, as the dashboard and the viewer page see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocation {
+    /// The allocator's choice (`None`: the viewer's link is not measured).
+    pub target: Option<Target>,
+    pub estimate_bps: Option<u64>,
+    /// What the estimator should probe towards.
+    pub desired_bps: u64,
+    /// Target changes since the join.
+    pub switches: u32,
+    /// Why video is paused, if it is.
+    pub pause: Option<PauseReason>,
 }
 
 /// The forwarding engine of one conference: a producer and its consumers.
@@ -133,7 +148,93 @@ impl Router {
         }
     }
 
-    /// Caps the layer a viewer receives (bandwidth allocation's lever). Relay consumers
+    /// Adds a viewer whose link is measured: its [`Allocator`] starts from the estimator's
+    /// start value, so it joins (and gets its GOP replay) on the highest layer that value
+    /// covers; [`Router::on_estimate`] and [`Router::reallocate`] move it from there.
+    pub fn add_adaptive_viewer(
+        &mut self,
+        id: ConsumerId,
+        start_estimate_bps: u64,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        if self.index.contains_key(&id) {
+            return;
+        }
+        let layers = self.producer.layer_stats(now);
+        let audio = self.producer.audio_bitrate_bps(now);
+        let mut c = Consumer::viewer(id);
+        c.start_allocation(Allocator::new(now, start_estimate_bps, &layers, audio));
+        self.add(c, now, out);
+    }
+
+    /// A viewer's new bandwidth estimate. Returns its allocation when the target changed
+    /// (a switch was decided; the egress takes the new layer at its next keyframe,
+    /// requested now).
+    pub fn on_estimate(
+        &mut self,
+        id: ConsumerId,
+        estimate_bps: u64,
+        now: Instant,
+        out: &mut Outputs,
+    ) -> Option<Allocation> {
+        let &i = self.index.get(&id)?;
+        let layers = self.producer.layer_stats(now);
+        let audio = self.producer.audio_bitrate_bps(now);
+        let d = self.consumers[i].allocate(
+            Some(estimate_bps),
+            &layers,
+            audio,
+            &mut self.producer,
+            now,
+            out,
+        )?;
+        d.changed.then(|| self.allocation_at(i))
+    }
+
+    /// Re-runs every measured viewer's allocator on its last estimate (layer bitrates
+    /// change and hold times pass); call with [`Router::tick`]. Pushes the viewers whose
+    /// target changed.
+    pub fn reallocate(
+        &mut self,
+        now: Instant,
+        out: &mut Outputs,
+        changed: &mut Vec<(ConsumerId, Allocation)>,
+    ) {
+        if self.producer.video_codec().is_none() {
+            return;
+        }
+        let layers = self.producer.layer_stats(now);
+        let audio = self.producer.audio_bitrate_bps(now);
+        for i in 0..self.consumers.len() {
+            let d = self.consumers[i].allocate(None, &layers, audio, &mut self.producer, now, out);
+            if d.is_some_and(|d| d.changed) {
+                changed.push((self.consumers[i].id, self.allocation_at(i)));
+            }
+        }
+    }
+
+    /// A measured viewer's allocation (`None`: unknown id, or not measured).
+    pub fn allocation(&self, id: ConsumerId) -> Option<Allocation> {
+        let &i = self.index.get(&id)?;
+        self.consumers[i].allocator()?;
+        Some(self.allocation_at(i))
+    }
+
+    fn allocation_at(&self, i: usize) -> Allocation {
+        let c = &self.consumers[i];
+        let a = c.allocator();
+        Allocation {
+            target: a.map(Allocator::target),
+            estimate_bps: a.and_then(Allocator::estimate_bps),
+            desired_bps: a.map_or(0, Allocator::desired_bps),
+            switches: a.map_or(0, Allocator::switches),
+            pause: c.pause_reason(),
+        }
+    }
+
+    /// Caps the layer a viewer receives (the viewer's own wish; the allocator may cap it
+    /// lower). Relay consumers
     /// receive every layer: no effect on them.
     pub fn set_max_layer(&mut self, id: ConsumerId, layer: Layer) {
         if let Some(&i) = self.index.get(&id) {
@@ -708,6 +809,111 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// 100 ms of a three-layer source at ~150 k / 500 k / 1.5 Mbit/s plus 40 kbit/s of
+    /// audio, keyframes on every layer each second; the viewer's estimate (if any) is
+    /// reported first. Returns the allocation changes.
+    fn feed_100ms(
+        src: &mut Src,
+        c: &mut Router,
+        ms: u64,
+        estimate: Option<(ConsumerId, u64)>,
+        out: &mut Outputs,
+    ) -> Vec<Allocation> {
+        let mut changes = Vec::new();
+        if let Some((id, bps)) = estimate
+            && let Some(a) = c.on_estimate(id, bps, src.at(ms), out)
+        {
+            changes.push(a);
+        }
+        let key = ms.is_multiple_of(1000);
+        for (layer, bytes) in [(0u8, 1875), (1, 6250), (2, 18750)] {
+            let p = src.sized(layer, ms, key, bytes);
+            c.on_packet(&p, out);
+        }
+        for k in 0..5 {
+            let mut a = src.audio(ms + k * 20);
+            a.payload = Arc::from(vec![9u8; 100].into_boxed_slice());
+            c.on_packet(&a, out);
+        }
+        let mut changed = Vec::new();
+        c.tick(src.at(ms), out);
+        c.reallocate(src.at(ms), out, &mut changed);
+        changes.extend(changed.into_iter().map(|(_, a)| a));
+        changes
+    }
+
+    #[test]
+    fn an_adaptive_viewer_follows_its_estimate_at_keyframes_and_pauses_to_audio_only() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        let v = ConsumerId(1);
+        for ms in (0..2000).step_by(100) {
+            feed_100ms(&mut src, &mut c, ms, None, &mut out);
+        }
+        out.clear();
+        // Joins with a 1 Mbit/s start estimate: layer 1 (its GOP replayed), not the top.
+        c.add_adaptive_viewer(v, 1_000_000, src.at(2000), &mut out);
+        assert!(!layer_for(&out, v, 1).is_empty(), "layer 1's GOP replayed");
+        assert!(layer_for(&out, v, 2).is_empty());
+        #[derive(Default)]
+        struct Rec {
+            video: Vec<Forward>,
+            audio: usize,
+            log: Vec<(u64, Allocation)>,
+        }
+        fn run(c: &mut Router, src: &mut Src, r: &mut Rec, from: u64, to: u64, bps: u64) {
+            let v = ConsumerId(1);
+            for ms in (from..to).step_by(100) {
+                let mut out = Outputs::default();
+                for a in feed_100ms(src, c, ms, Some((v, bps)), &mut out) {
+                    r.log.push((ms, a));
+                }
+                r.video.extend(video_for(&out, v).into_iter().cloned());
+                r.audio += audio_for(&out, v).len();
+            }
+        }
+        let mut r = Rec::default();
+        // Probing proves 5 Mbit/s: the top layer, from its next keyframe (at 3 s).
+        run(&mut c, &mut src, &mut r, 2000, 7000, 5_000_000);
+        assert_eq!(r.log.len(), 1);
+        assert_eq!(r.log[0].1.target, Some(Target::Layer(Layer(2))));
+        assert_eq!(
+            c.video_status(v),
+            Some(VideoStatus::Forwarding { layer: Layer(2) })
+        );
+        let first_top = r.video.iter().position(|f| f.layer == Layer(2)).unwrap();
+        assert!(r.video[first_top].keyframe_start, "switch up at a keyframe");
+        // The link collapses to 150 kbit/s: video pauses, audio goes on.
+        let before = (r.video.len(), r.audio);
+        run(&mut c, &mut src, &mut r, 7000, 10_000, 150_000);
+        assert_eq!(r.log.len(), 2);
+        assert_eq!(r.log[1].1.target, Some(Target::Paused));
+        assert_eq!(r.log[1].1.pause, Some(PauseReason::Bandwidth));
+        assert_eq!(c.video_status(v), Some(VideoStatus::Paused));
+        assert!(
+            r.video.len() - before.0 <= 4,
+            "video stops within DOWN_AFTER"
+        );
+        assert_eq!(r.audio - before.1, 150, "every audio packet while paused");
+        // The link comes back to 600 kbit/s: layer 0 (not more: 1 needs headroom), by
+        // itself, at a layer-0 keyframe.
+        let before = r.video.len();
+        run(&mut c, &mut src, &mut r, 10_000, 14_000, 600_000);
+        assert_eq!(r.log.len(), 3);
+        assert_eq!(r.log[2].1.target, Some(Target::Layer(Layer(0))));
+        assert_eq!(r.log[2].1.pause, None);
+        let resumed = &r.video[before..];
+        assert!(
+            !resumed.is_empty()
+                && resumed[0].keyframe_start
+                && resumed.iter().all(|f| f.layer == Layer(0))
+        );
+        assert_eq!(c.allocation(v).map(|a| a.switches), Some(3));
+        // One continuous stream for the browser across every switch and the pause.
+        let refs: Vec<&Forward> = r.video.iter().collect();
+        assert_contiguous(&refs);
     }
 
     #[test]

@@ -18,8 +18,9 @@ pub(crate) mod viewer;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::alloc::{Allocator, Decision, PauseReason};
 use crate::media::{Layer, MediaKind, SourcePacket};
-use crate::producer::Producer;
+use crate::producer::{LayerStats, Producer};
 use crate::router::Outputs;
 use egress::Egress;
 use relay::Relay;
@@ -180,10 +181,57 @@ impl Consumer {
         }
     }
 
-    /// Caps a viewer's layer; a relay consumer receives every layer and ignores it.
+    /// Caps a viewer's layer (its own wish); a relay consumer receives every layer and
+    /// ignores it.
     pub(crate) fn set_max_layer(&mut self, layer: Layer) {
         if let Video::Viewer(v) = &mut self.video {
-            v.max_layer = layer;
+            v.set_wish_max(layer);
+        }
+    }
+
+    /// The viewer's allocator, when its link is measured.
+    pub(crate) fn allocator(&self) -> Option<&Allocator> {
+        match &self.video {
+            Video::Viewer(v) => v.alloc.as_deref(),
+            Video::Relay(_) => None,
+        }
+    }
+
+    /// Turns on bandwidth allocation for a viewer that has not joined yet.
+    pub(crate) fn start_allocation(&mut self, alloc: Allocator) {
+        if let Video::Viewer(v) = &mut self.video {
+            v.alloc = Some(Box::new(alloc));
+            v.apply_cap_only();
+        }
+    }
+
+    /// Runs the viewer's allocator on `estimate_bps` (`None`: its last estimate) and
+    /// applies a changed target. Returns the decision (`None`: no allocator).
+    pub(crate) fn allocate(
+        &mut self,
+        estimate_bps: Option<u64>,
+        layers: &[LayerStats; Layer::MAX],
+        audio_bps: u64,
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) -> Option<Decision> {
+        let Video::Viewer(v) = &mut self.video else {
+            return None;
+        };
+        let a = v.alloc.as_mut()?;
+        let est = estimate_bps.or(a.estimate_bps())?;
+        let d = a.update(now, est, layers, audio_bps);
+        if d.changed {
+            v.apply_allocation(producer, now, out);
+        }
+        Some(d)
+    }
+
+    pub(crate) fn pause_reason(&self) -> Option<PauseReason> {
+        match &self.video {
+            Video::Viewer(v) => v.pause_reason(),
+            Video::Relay(r) => r.paused.then_some(PauseReason::Viewer),
         }
     }
 
@@ -195,7 +243,7 @@ impl Consumer {
         out: &mut Outputs,
     ) {
         match &mut self.video {
-            Video::Viewer(v) => v.set_paused(paused, producer, now, out),
+            Video::Viewer(v) => v.set_wish_paused(paused, producer, now, out),
             Video::Relay(r) => r.set_paused(paused, producer, now, out),
         }
     }

@@ -4,9 +4,15 @@
 //! frame it cannot decode; the outgoing stream stays continuous across them. A viewer can
 //! pause its video (its audio continues); unpausing waits for the next keyframe of its
 //! target layer (requested through the coalesced path) rather than replaying a GOP burst.
+//!
+//! Two parties limit a viewer's video: the viewer itself (`SetVideo`: a layer cap, a pause)
+//! and, when its link is measured, the bandwidth [`Allocator`]. The effective cap is the
+//! lower of the two, and video is paused when either pauses it; the viewer's own pause
+//! wins the reason.
 
 use std::time::{Duration, Instant};
 
+use crate::alloc::{Allocator, PauseReason, Target};
 use crate::consumer::egress::Egress;
 use crate::consumer::{ConsumerId, VideoStatus};
 use crate::media::{Layer, MediaKind, SourcePacket};
@@ -20,17 +26,100 @@ const SWITCH_REQUEST_AFTER: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub(crate) struct Viewer {
     video: Egress,
-    /// Highest layer this viewer may receive (bandwidth allocation lowers it).
+    /// Highest layer this viewer may receive: the lower of its own cap and the
+    /// allocator's choice.
     pub(crate) max_layer: Layer,
+    /// Video paused, by the viewer or by the allocator.
     pub(crate) paused: bool,
+    /// The viewer's own wishes (`SetVideo`).
+    wish_max: Layer,
+    wish_paused: bool,
+    /// Present once the viewer's link is measured (adaptation on). Boxed: touched per
+    /// estimate, not per packet, so the fan-out loop's viewers stay compact.
+    pub(crate) alloc: Option<Box<Allocator>>,
 }
 
 impl Viewer {
     pub(crate) fn new(initial_seq: u64) -> Self {
+        let top = Layer((Layer::MAX - 1) as u8);
         Viewer {
             video: Egress::new(initial_seq),
-            max_layer: Layer((Layer::MAX - 1) as u8),
+            max_layer: top,
             paused: false,
+            wish_max: top,
+            wish_paused: false,
+            alloc: None,
+        }
+    }
+
+    /// The viewer's own cap.
+    pub(crate) fn set_wish_max(&mut self, layer: Layer) {
+        self.wish_max = layer;
+        self.max_layer = self.effective_max();
+    }
+
+    /// The viewer's own pause; applies the effective state.
+    pub(crate) fn set_wish_paused(
+        &mut self,
+        paused: bool,
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        self.wish_paused = paused;
+        let effective = self.effective_paused();
+        self.set_paused(effective, producer, now, out);
+    }
+
+    fn effective_max(&self) -> Layer {
+        match self.alloc.as_deref().map(Allocator::target) {
+            Some(Target::Layer(l)) => l.min(self.wish_max),
+            _ => self.wish_max,
+        }
+    }
+
+    fn effective_paused(&self) -> bool {
+        self.wish_paused || self.alloc.as_deref().map(Allocator::target) == Some(Target::Paused)
+    }
+
+    /// Why the video is paused, if it is.
+    pub(crate) fn pause_reason(&self) -> Option<PauseReason> {
+        if self.wish_paused {
+            Some(PauseReason::Viewer)
+        } else if self.paused {
+            Some(PauseReason::Bandwidth)
+        } else {
+            None
+        }
+    }
+
+    /// Applies the allocator's cap before the join (the join's GOP replay is of that layer).
+    pub(crate) fn apply_cap_only(&mut self) {
+        self.max_layer = self.effective_max();
+    }
+
+    /// Applies the allocator's (new) target: the cap at once (the egress follows at the
+    /// target layer's next keyframe, asked for now), the pause or resume.
+    pub(crate) fn apply_allocation(
+        &mut self,
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        self.max_layer = self.effective_max();
+        let paused = self.effective_paused();
+        if paused != self.paused {
+            self.set_paused(paused, producer, now, out);
+        } else if !paused && producer.video_codec().is_some() {
+            let target = target_of(
+                producer.active_layers(now),
+                self.max_layer,
+                self.video.current,
+            );
+            if self.video.current != Some(target) {
+                self.video.waiting_since.get_or_insert(now);
+                producer.request_keyframe(target, now, out);
+            }
         }
     }
 

@@ -1,0 +1,496 @@
+//! Bandwidth allocation for one viewer: which simulcast layer its link carries, or none.
+//!
+//! Inputs, all passed in: the viewer's bandwidth estimate (from its own transport-wide
+//! feedback, or REMB), the source's measured layer bitrates and the audio bitrate, the
+//! time. Output: a [`Target`] — a layer, or video paused (audio only) — and the bitrate
+//! the estimator should probe towards before the next switch up.
+//!
+//! The policy, in the order it is applied:
+//! - **Audio first.** What a layer *needs* is its measured bitrate plus the audio's, plus
+//!   the packet overhead ([`need`]). Audio is never dropped by the allocator; when not even
+//!   the lowest layer fits, video pauses.
+//! - **Down at once.** The current layer stops fitting (estimate below its need) for
+//!   [`DOWN_AFTER`]: go to the highest layer that fits, or pause. A congested link is
+//!   relieved within a fraction of a second of the estimator noticing.
+//! - **Up with headroom and patience.** A higher layer must fit with [`UP_HEADROOM`] for the
+//!   up-hold time before it is taken. The up-hold starts at [`UP_HOLD`] and doubles each time
+//!   a switch down follows a switch up within [`FLAP_WINDOW`] (an oscillating link), up to
+//!   [`UP_HOLD_MAX`]; it halves (down to [`UP_HOLD`]) after each [`CALM_AFTER`] without a
+//!   switch down.
+//! - **Warm-up.** For [`WARMUP`] after the join the estimate is still the estimator's start
+//!   value or a probe's first results: switches down need the estimate to fall under
+//!   [`WARMUP_DOWN`] of the need, and switches up wait only [`WARMUP_UP_HOLD`], so a viewer on
+//!   a good link climbs as fast as probing proves the capacity.
+//! - **Probing.** The desired bitrate handed to the estimator is the need of the next layer
+//!   up with headroom (or of the top layer while on it): str0m probes towards it, so a
+//!   viewer learns that its link recovered without sending the higher layer blind.
+//!
+//! Layers that are inactive or not yet measured are skipped. A switch only *chooses* the
+//! layer: the viewer's egress takes it at the next keyframe of that layer (see
+//! `consumer::viewer`), so the decoder never sees an undecodable frame.
+//!
+//! Invariant: this type reads no clock and holds no reference to the router: the same
+//! inputs give the same decisions (tested on virtual time below and in `hallcast-rtc`'s
+//! simulated network).
+
+use std::time::{Duration, Instant};
+
+use crate::media::Layer;
+use crate::producer::LayerStats;
+
+/// A switch up needs the estimate to exceed the target layer's need by this factor.
+pub const UP_HEADROOM: f64 = 1.25;
+/// A layer that stops fitting for this long is left.
+pub const DOWN_AFTER: Duration = Duration::from_millis(300);
+/// How long a higher layer must keep fitting before it is taken (base value).
+pub const UP_HOLD: Duration = Duration::from_millis(1500);
+/// The longest up-hold an oscillating link earns.
+pub const UP_HOLD_MAX: Duration = Duration::from_secs(8);
+/// A switch down this soon after a switch up counts as a flap (the up-hold doubles).
+pub const FLAP_WINDOW: Duration = Duration::from_secs(10);
+/// Each period this long without a switch down halves the up-hold (down to [`UP_HOLD`]).
+pub const CALM_AFTER: Duration = Duration::from_secs(30);
+/// How long after the join the warm-up rules apply.
+pub const WARMUP: Duration = Duration::from_secs(4);
+/// During warm-up, a switch down needs the estimate under this share of the need.
+pub const WARMUP_DOWN: f64 = 0.7;
+/// During warm-up, a higher layer is taken after fitting this long.
+pub const WARMUP_UP_HOLD: Duration = Duration::from_millis(300);
+/// Packet overhead on top of payload bitrates: RTP, SRTP, UDP and IP headers (about 60
+/// bytes a packet: ~5 % of a full video packet, more for audio's small ones).
+const OVERHEAD_FACTOR: f64 = 1.08;
+/// Audio's own header overhead: 50 packets a second of ~60 bytes of headers.
+const AUDIO_OVERHEAD_BPS: u64 = 24_000;
+
+/// Why a viewer's video is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PauseReason {
+    /// Not even the lowest layer fits the viewer's link: audio only until it recovers.
+    Bandwidth,
+    /// The viewer asked (its page is hidden, or the user chose audio only).
+    Viewer,
+}
+
+impl PauseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::Bandwidth => "bandwidth",
+            PauseReason::Viewer => "viewer",
+        }
+    }
+}
+
+/// What the allocator gives a viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Layer(Layer),
+    /// Audio only: the link cannot carry the lowest layer.
+    Paused,
+}
+
+/// The bitrate a viewer needs to receive `layer_bps` of video with the audio.
+pub fn need(layer_bps: u64, audio_bps: u64) -> u64 {
+    ((layer_bps + audio_bps) as f64 * OVERHEAD_FACTOR) as u64 + AUDIO_OVERHEAD_BPS
+}
+
+/// The per-viewer allocator state.
+#[derive(Debug, Clone)]
+pub struct Allocator {
+    target: Target,
+    joined_at: Instant,
+    /// The candidate layer above the target that fits with headroom, and since when.
+    up: Option<(Target, Instant)>,
+    /// Since when the target no longer fits.
+    down_since: Option<Instant>,
+    up_hold: Duration,
+    last_up_at: Option<Instant>,
+    calm_since: Option<Instant>,
+    estimate_bps: Option<u64>,
+    desired_bps: u64,
+    switches: u32,
+}
+
+/// One step's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub target: Target,
+    /// The target changed in this step.
+    pub changed: bool,
+    /// The bitrate the estimator should probe towards.
+    pub desired_bps: u64,
+}
+
+impl Allocator {
+    /// A viewer that joins now. `estimate_bps` is the estimator's start value: the viewer
+    /// starts on the highest layer whose need it covers (the lowest layer when none), so
+    /// its first picture — a cached GOP — does not overrun a slow link.
+    pub fn new(
+        now: Instant,
+        estimate_bps: u64,
+        layers: &[LayerStats; Layer::MAX],
+        audio_bps: u64,
+    ) -> Self {
+        let target = fitting(estimate_bps, 1.0, layers, audio_bps)
+            .or_else(|| lowest(layers))
+            .map_or(Target::Layer(top_or_zero(layers)), Target::Layer);
+        Allocator {
+            target,
+            joined_at: now,
+            up: None,
+            down_since: None,
+            up_hold: UP_HOLD,
+            last_up_at: None,
+            calm_since: None,
+            estimate_bps: Some(estimate_bps),
+            desired_bps: 0,
+            switches: 0,
+        }
+    }
+
+    pub fn target(&self) -> Target {
+        self.target
+    }
+
+    pub fn estimate_bps(&self) -> Option<u64> {
+        self.estimate_bps
+    }
+
+    /// Target changes since the join (switches up or down, pauses and resumes).
+    pub fn switches(&self) -> u32 {
+        self.switches
+    }
+
+    pub fn desired_bps(&self) -> u64 {
+        self.desired_bps
+    }
+
+    /// A new estimate (or, with the last one again, a periodic re-evaluation as layer
+    /// bitrates change and hold times pass).
+    pub fn update(
+        &mut self,
+        now: Instant,
+        estimate_bps: u64,
+        layers: &[LayerStats; Layer::MAX],
+        audio_bps: u64,
+    ) -> Decision {
+        self.estimate_bps = Some(estimate_bps);
+        let warm = now.saturating_duration_since(self.joined_at) < WARMUP;
+        if let Some(d) = self.calm_since
+            && now.saturating_duration_since(d) >= CALM_AFTER
+        {
+            // Calm for a while: halve the hold (once per calm period).
+            self.up_hold = (self.up_hold / 2).max(UP_HOLD);
+            self.calm_since = Some(now);
+        }
+        let before = self.target;
+
+        // The current target may have vanished (a layer stopped): re-anchor on what exists.
+        if let Target::Layer(l) = self.target
+            && !usable(&layers[l.index()])
+        {
+            let lower = (0..l.index())
+                .rev()
+                .find(|&i| usable(&layers[i]))
+                .map(|i| Layer(i as u8));
+            if let Some(l2) = lower.or_else(|| lowest(layers)) {
+                self.target = Target::Layer(l2);
+            }
+        }
+
+        // Down.
+        let fits_now = match self.target {
+            Target::Layer(l) => {
+                let n = need(layers[l.index()].bitrate_bps, audio_bps) as f64;
+                let share = if warm { WARMUP_DOWN } else { 1.0 };
+                (estimate_bps as f64) >= n * share || !usable(&layers[l.index()])
+            }
+            Target::Paused => true,
+        };
+        if fits_now {
+            self.down_since = None;
+        } else {
+            let since = *self.down_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= DOWN_AFTER || warm {
+                let share = if warm { WARMUP_DOWN } else { 1.0 };
+                self.target = fitting(estimate_bps, share, layers, audio_bps)
+                    .filter(|&f| matches!(self.target, Target::Layer(cur) if f < cur))
+                    .map_or(Target::Paused, Target::Layer);
+                self.down_since = None;
+                self.up = None;
+                if self
+                    .last_up_at
+                    .is_some_and(|u| now.saturating_duration_since(u) < FLAP_WINDOW)
+                {
+                    self.up_hold = (self.up_hold * 2).min(UP_HOLD_MAX);
+                }
+                self.calm_since = Some(now);
+            }
+        }
+
+        // Up.
+        if self.target == before {
+            let best = fitting(estimate_bps, UP_HEADROOM, layers, audio_bps);
+            let higher = match (self.target, best) {
+                (Target::Paused, Some(b)) => Some(Target::Layer(b)),
+                (Target::Layer(cur), Some(b)) if b > cur => Some(Target::Layer(b)),
+                _ => None,
+            };
+            match higher {
+                None => self.up = None,
+                Some(h) => {
+                    // A better candidate restarts nothing: the hold counts from when any
+                    // higher layer first fitted.
+                    let since = match self.up {
+                        Some((_, s)) => s,
+                        None => now,
+                    };
+                    self.up = Some((h, since));
+                    let hold = if warm { WARMUP_UP_HOLD } else { self.up_hold };
+                    if now.saturating_duration_since(since) >= hold && self.down_since.is_none() {
+                        self.target = h;
+                        self.up = None;
+                        self.last_up_at = Some(now);
+                    }
+                }
+            }
+        }
+
+        let changed = self.target != before;
+        if changed {
+            self.switches += 1;
+        }
+        self.desired_bps = desired(self.target, layers, audio_bps);
+        Decision {
+            target: self.target,
+            changed,
+            desired_bps: self.desired_bps,
+        }
+    }
+}
+
+/// A layer the allocator can choose: active and measured.
+fn usable(s: &LayerStats) -> bool {
+    s.active && s.bitrate_bps > 0
+}
+
+fn lowest(layers: &[LayerStats; Layer::MAX]) -> Option<Layer> {
+    (0..Layer::MAX)
+        .find(|&i| usable(&layers[i]))
+        .map(|i| Layer(i as u8))
+}
+
+fn top_or_zero(layers: &[LayerStats; Layer::MAX]) -> Layer {
+    (0..Layer::MAX)
+        .rev()
+        .find(|&i| layers[i].active)
+        .map_or(Layer(0), |i| Layer(i as u8))
+}
+
+/// The highest usable layer whose need, times `factor`, the estimate covers.
+fn fitting(
+    estimate_bps: u64,
+    factor: f64,
+    layers: &[LayerStats; Layer::MAX],
+    audio_bps: u64,
+) -> Option<Layer> {
+    (0..Layer::MAX)
+        .rev()
+        .filter(|&i| usable(&layers[i]))
+        .find(|&i| need(layers[i].bitrate_bps, audio_bps) as f64 * factor <= estimate_bps as f64)
+        .map(|i| Layer(i as u8))
+}
+
+/// What to probe for: the next usable layer above the target with headroom (the top
+/// layer's need while on it, so the estimate keeps tracking the link).
+fn desired(target: Target, layers: &[LayerStats; Layer::MAX], audio_bps: u64) -> u64 {
+    let from = match target {
+        Target::Paused => 0,
+        Target::Layer(l) => l.index() + 1,
+    };
+    let next = (from..Layer::MAX)
+        .find(|&i| usable(&layers[i]))
+        .or_else(|| match target {
+            Target::Layer(l) => Some(l.index()),
+            Target::Paused => None,
+        });
+    next.map_or(need(0, audio_bps), |i| {
+        (need(layers[i].bitrate_bps, audio_bps) as f64 * UP_HEADROOM) as u64
+    })
+}
+
+/// The fixed-threshold selector the benchmarks compare against: the highest layer whose
+/// need fits the estimate, every time, no hysteresis, no pause rule beyond "nothing fits".
+pub fn fixed_threshold(
+    estimate_bps: u64,
+    layers: &[LayerStats; Layer::MAX],
+    audio_bps: u64,
+) -> Target {
+    fitting(estimate_bps, 1.0, layers, audio_bps).map_or(Target::Paused, Target::Layer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AUDIO: u64 = 40_000;
+
+    fn layers() -> [LayerStats; Layer::MAX] {
+        let l = |bps| LayerStats {
+            active: true,
+            bitrate_bps: bps,
+            has_gop: true,
+        };
+        [l(150_000), l(500_000), l(1_500_000)]
+    }
+
+    /// Drives an allocator every 100 ms over `(until_ms, estimate)` steps; returns the
+    /// decisions' (ms, target) changes.
+    fn run(
+        a: &mut Allocator,
+        t0: Instant,
+        from_ms: u64,
+        steps: &[(u64, u64)],
+    ) -> Vec<(u64, Target)> {
+        let mut changes = Vec::new();
+        let mut ms = from_ms;
+        for &(until, est) in steps {
+            while ms < until {
+                let d = a.update(t0 + Duration::from_millis(ms), est, &layers(), AUDIO);
+                if d.changed {
+                    changes.push((ms, d.target));
+                }
+                ms += 100;
+            }
+        }
+        changes
+    }
+
+    #[test]
+    fn joins_on_the_highest_layer_the_start_estimate_covers() {
+        let t0 = Instant::now();
+        let a = Allocator::new(t0, 1_000_000, &layers(), AUDIO);
+        assert_eq!(a.target(), Target::Layer(Layer(1)));
+        let a = Allocator::new(t0, 100_000, &layers(), AUDIO);
+        assert_eq!(a.target(), Target::Layer(Layer(0)), "never paused at join");
+        let a = Allocator::new(t0, 5_000_000, &layers(), AUDIO);
+        assert_eq!(a.target(), Target::Layer(Layer(2)));
+    }
+
+    #[test]
+    fn climbs_fast_during_warmup_then_steps_down_and_recovers() {
+        let t0 = Instant::now();
+        let mut a = Allocator::new(t0, 1_000_000, &layers(), AUDIO);
+        // Probing proves 5 Mbit/s: top layer within the warm-up hold.
+        let c = run(&mut a, t0, 0, &[(10_000, 5_000_000)]);
+        assert_eq!(c.first(), Some(&(300, Target::Layer(Layer(2)))));
+        // Step down to 0.4 Mbit/s at 10 s: layer 0 after DOWN_AFTER.
+        let c = run(&mut a, t0, 10_000, &[(20_000, 400_000)]);
+        assert_eq!(c, vec![(10_300, Target::Layer(Layer(0)))]);
+        // Back to 5 Mbit/s at 20 s: up after the up-hold (flap rule not triggered: the
+        // last switch up was 10 s before the switch down).
+        let c = run(&mut a, t0, 20_000, &[(40_000, 5_000_000)]);
+        assert_eq!(c, vec![(21_500, Target::Layer(Layer(2)))]);
+        assert_eq!(a.switches(), 3);
+    }
+
+    #[test]
+    fn pauses_below_the_lowest_layer_and_resumes_by_itself() {
+        let t0 = Instant::now();
+        let mut a = Allocator::new(t0, 2_000_000, &layers(), AUDIO);
+        let c = run(
+            &mut a,
+            t0,
+            0,
+            &[(5_000, 2_000_000), (10_000, 150_000), (20_000, 600_000)],
+        );
+        assert_eq!(
+            c,
+            vec![
+                (5_300, Target::Paused),
+                // 600 kbit/s does not cover layer 1's need with headroom (1.25 × 607 k):
+                // layer 0 only, after the base up-hold.
+                (11_500, Target::Layer(Layer(0))),
+            ]
+        );
+        assert!(
+            a.desired_bps() > need(500_000, AUDIO),
+            "probes towards layer 1"
+        );
+    }
+
+    #[test]
+    fn an_oscillating_link_earns_a_longer_up_hold() {
+        let t0 = Instant::now();
+        let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO);
+        // Square wave: 4 s at 5 Mbit/s, 4 s at 0.4 Mbit/s, for two minutes, after warm-up.
+        let mut steps = vec![(10_000, 5_000_000)];
+        let mut t = 10_000;
+        while t < 130_000 {
+            steps.push((t + 4_000, 400_000));
+            steps.push((t + 8_000, 5_000_000));
+            t += 8_000;
+        }
+        let c = run(&mut a, t0, 0, &steps);
+        let ups = c
+            .iter()
+            .filter(|(_, t)| *t == Target::Layer(Layer(2)))
+            .count();
+        // A fixed threshold follows every edge of the wave.
+        let mut fixed_ups = 0;
+        let mut prev = Target::Layer(Layer(2));
+        for &(until, est) in &steps {
+            let t = fixed_threshold(est, &layers(), AUDIO);
+            if t != prev && t == Target::Layer(Layer(2)) && until > 10_000 {
+                fixed_ups += 1;
+            }
+            prev = t;
+        }
+        assert_eq!(fixed_ups, 15);
+        // The hold doubles past the good half-period: the viewer stops climbing into the
+        // drops, and tries again only after each calm period.
+        assert!(ups * 3 <= fixed_ups, "{ups} switches up: {c:?}");
+        // Every bad half-period is still left within DOWN_AFTER (never stuck above the link).
+        for w in c.windows(2) {
+            if w[0].1 == Target::Layer(Layer(2)) {
+                assert_eq!(w[1].1, Target::Layer(Layer(0)));
+            }
+        }
+    }
+
+    #[test]
+    fn bursty_loss_of_estimate_below_down_after_does_not_switch() {
+        let t0 = Instant::now();
+        let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO);
+        // After warm-up, 200 ms dips every 2 s (shorter than DOWN_AFTER).
+        let mut steps = vec![(10_000, 5_000_000)];
+        let mut t = 10_000;
+        while t < 60_000 {
+            steps.push((t + 200, 300_000));
+            steps.push((t + 2_000, 5_000_000));
+            t += 2_000;
+        }
+        let c = run(&mut a, t0, 0, &steps);
+        assert!(c.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn a_vanished_layer_is_left_for_the_next_one_down() {
+        let t0 = Instant::now();
+        let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO);
+        assert_eq!(a.target(), Target::Layer(Layer(2)));
+        let mut l = layers();
+        l[2] = LayerStats::default();
+        let d = a.update(t0 + Duration::from_secs(10), 5_000_000, &l, AUDIO);
+        assert_eq!(d.target, Target::Layer(Layer(1)));
+        assert!(d.changed);
+    }
+
+    #[test]
+    fn the_fixed_threshold_selector_has_no_hysteresis() {
+        assert_eq!(
+            fixed_threshold(700_000, &layers(), AUDIO),
+            Target::Layer(Layer(1))
+        );
+        assert_eq!(fixed_threshold(100_000, &layers(), AUDIO), Target::Paused);
+    }
+}
