@@ -22,6 +22,9 @@ pub struct Frame {
     pub bytes: usize,
     /// It carries a keyframe start (IDR or SPS).
     pub keyframe: bool,
+    /// Its first packet received starts a keyframe: what a decoder joining (or a stream
+    /// switching layers) here needs.
+    pub starts_keyframe: bool,
     /// Every packet from its first to its marker arrived (repairs included), and the packet
     /// before it arrived (so nothing of it was lost before its first) or it is a keyframe.
     pub complete: bool,
@@ -117,6 +120,7 @@ pub fn frames(video: &[Received]) -> Vec<Frame> {
                     last_seq: r.seq,
                     bytes: r.len,
                     keyframe: r.keyframe_start,
+                    starts_keyframe: r.keyframe_start,
                     // Nothing of it was lost before this packet: the one before arrived,
                     // or this is the stream's first, or it starts a keyframe.
                     complete: contiguous || prev_seq.is_none() || r.keyframe_start,
