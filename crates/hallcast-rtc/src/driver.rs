@@ -87,6 +87,7 @@ impl Engine {
                     },
                     shard: i,
                     n_shards: n,
+                    adaptation: config.adaptation,
                 },
                 stats.clone(),
                 Instant::now(),

@@ -25,8 +25,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use hallcast_core::{
-    Backlog, Codec, ConsumerId, Forward, Layer, MediaKind, Outputs, Router, SourcePacket,
+    Allocation, Backlog, Codec, ConsumerId, Forward, Layer, MediaKind, Outputs, PauseReason,
+    Router, SourcePacket, Target,
 };
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, KeyframeRequestKind, Mid, Rids};
 use str0m::net::{Protocol, Receive};
@@ -101,6 +103,9 @@ pub struct RelayConfig {
     /// index in their low byte.
     pub shard: usize,
     pub n_shards: usize,
+    /// Bandwidth adaptation for viewers: the estimator's start value, bits per second
+    /// (`None`: off).
+    pub adaptation: Option<u64>,
 }
 
 impl RelayConfig {
@@ -114,6 +119,7 @@ impl RelayConfig {
             },
             shard: 0,
             n_shards: 1,
+            adaptation: Some(1_000_000),
         }
     }
 }
@@ -268,6 +274,8 @@ pub struct Relay {
     /// Joiners' GOP replays, released a slice per turn after the turn's live packets.
     backlog: Backlog,
     released: Vec<Forward>,
+    /// Reused buffer of the allocations a tick changed.
+    reallocated: Vec<(ConsumerId, Allocation)>,
     last_now: Instant,
     /// Set while the router's outputs for a live source packet are written: those forwards
     /// are transit samples (replays are not).
@@ -324,6 +332,7 @@ impl Relay {
             next_tick: now + TICK,
             backlog: Backlog::new(),
             released: Vec::new(),
+            reallocated: Vec::new(),
             last_now: now,
             live: false,
             departing: Vec::new(),
@@ -562,14 +571,16 @@ impl Relay {
             .sessions
             .values()
             .map(|s| {
-                let (delivery, video) = match &s.role {
-                    SessionRole::Viewer(v) => (
-                        Some(v.delivery),
-                        self.confs
-                            .get(&s.conference)
-                            .and_then(|c| c.router.video_status(ConsumerId(s.id.0))),
-                    ),
-                    SessionRole::Source(_) => (None, None),
+                let (delivery, video, adaptation) = match &s.role {
+                    SessionRole::Viewer(v) => {
+                        let router = self.confs.get(&s.conference).map(|c| &c.router);
+                        (
+                            Some(v.delivery),
+                            router.and_then(|r| r.video_status(ConsumerId(s.id.0))),
+                            router.and_then(|r| r.allocation(ConsumerId(s.id.0))),
+                        )
+                    }
+                    SessionRole::Source(_) => (None, None, None),
                 };
                 SnapshotSession {
                     id: s.id,
@@ -579,6 +590,7 @@ impl Relay {
                     connected: s.connected,
                     delivery,
                     video,
+                    adaptation,
                     rtt_ms: s.readings.rtt.map(|d| d.as_millis() as u32),
                     loss: s.readings.loss,
                     media_bytes: s.readings.media_bytes,
@@ -612,10 +624,11 @@ impl Relay {
 
     // ------------------------------------------------------------------ commands
 
-    /// `twcc`: negotiate transport-wide congestion control. Viewers go without it until the
-    /// relay estimates their bandwidth (str0m keeps a 1 000-packet send register per session
-    /// for it, ~44 KiB, that nothing would read); publishers and relay links keep it (the
-    /// relay's feedback drives a browser publisher's own estimate).
+    /// `twcc`: negotiate transport-wide congestion control. Publishers and relay links
+    /// keep it (the relay's feedback drives a browser publisher's own estimate); viewers
+    /// have it when adaptation is on (`bwe`: the estimator's start value), and go without
+    /// it otherwise (str0m keeps a 1 000-packet send register per session for it,
+    /// ~44 KiB, that nothing would read).
     fn new_rtc(
         &self,
         now: Instant,
@@ -623,6 +636,7 @@ impl Relay {
         video: &[Codec],
         ice_lite: bool,
         twcc: bool,
+        bwe: Option<u64>,
     ) -> Rtc {
         let mut b = Rtc::builder()
             // Shared DTLS configuration and certificate (see dtls.rs): str0m asks this
@@ -631,6 +645,7 @@ impl Relay {
             .set_ice_lite(ice_lite)
             .set_rtp_mode(true)
             .set_stats_interval(Some(STATS_INTERVAL))
+            .enable_bwe(bwe.map(Bitrate::bps))
             .clear_codecs();
         if !twcc {
             // str0m's standard map without transport-wide-cc (ids as Chrome's).
@@ -691,7 +706,7 @@ impl Relay {
         if audio.is_none() && video.is_none() {
             return Err(EngineError::NoSupportedCodec);
         }
-        let mut rtc = self.new_rtc(now, audio, video.as_slice(), true, true);
+        let mut rtc = self.new_rtc(now, audio, video.as_slice(), true, true, None);
         let answer = rtc
             .sdp_api()
             .accept_offer(sdp)
@@ -843,7 +858,20 @@ impl Relay {
             return Err(EngineError::CodecMismatch(want()));
         }
         let video_codecs: Vec<Codec> = video.filter(|_| video_ok).into_iter().collect();
-        let mut rtc = self.new_rtc(now, audio.filter(|_| audio_ok), &video_codecs, true, relay);
+        // A viewer is measured (and adapted) when it can send transport-wide feedback and
+        // there is video to adapt.
+        let adaptive = self
+            .config
+            .adaptation
+            .filter(|_| !relay && video_ok && offer.contains("transport-wide-cc"));
+        let mut rtc = self.new_rtc(
+            now,
+            audio.filter(|_| audio_ok),
+            &video_codecs,
+            true,
+            relay || adaptive.is_some(),
+            adaptive,
+        );
         let answer = rtc
             .sdp_api()
             .accept_offer(sdp)
@@ -900,6 +928,8 @@ impl Relay {
             last_audio_at: None,
             last_video_at: None,
             delivery: Delivery::Pending,
+            adaptive,
+            desired_bps: 0,
         };
         let session = Session::new(id, conference.clone(), rtc, SessionRole::Viewer(sink), now);
         self.insert_session(now, session);
@@ -931,6 +961,7 @@ impl Relay {
             &[Codec::H264, Codec::Vp8],
             false,
             true,
+            None,
         );
         let mut ingest = Ingest::new(None, None);
         ingest.upstream = true;
@@ -1081,6 +1112,10 @@ impl Relay {
             SessionRole::Viewer(v) if !v.relay => Some((v.max_layer, v.paused)),
             _ => None,
         };
+        let adaptive = match &s.role {
+            SessionRole::Viewer(v) => v.adaptive,
+            _ => None,
+        };
         let Some(conf) = self.confs.get_mut(&conference) else {
             return;
         };
@@ -1089,6 +1124,9 @@ impl Relay {
         if relay {
             conf.router
                 .add_relay_consumer(ConsumerId(id.0), now, &mut self.outs);
+        } else if let Some(start) = adaptive {
+            conf.router
+                .add_adaptive_viewer(ConsumerId(id.0), start, now, &mut self.outs);
         } else {
             conf.router
                 .add_viewer(ConsumerId(id.0), now, &mut self.outs);
@@ -1353,14 +1391,36 @@ impl Relay {
         for id in orphaned {
             self.end_session(now, id, EndReason::SourceGone);
         }
-        // Keyframe retries for waiting viewers.
+        // Keyframe retries for waiting viewers; allocations re-evaluated (hold times pass,
+        // layer bitrates change).
         let confs: Vec<Arc<str>> = self.confs.keys().cloned().collect();
+        let mut changed = std::mem::take(&mut self.reallocated);
         for conference in confs {
             self.outs.clear();
             if let Some(c) = self.confs.get_mut(&conference) {
                 c.router.tick(now, &mut self.outs);
+                c.router.reallocate(now, &mut self.outs, &mut changed);
             }
             self.apply_outputs(now, &conference);
+        }
+        for (id, a) in changed.drain(..) {
+            self.on_allocation(SessionId(id.0), a);
+        }
+        self.reallocated = changed;
+        // Probing targets follow the layer bitrates.
+        for s in self.sessions.values_mut() {
+            let SessionRole::Viewer(v) = &mut s.role else {
+                continue;
+            };
+            if v.adaptive.is_none() || !s.connected {
+                continue;
+            }
+            let desired = self
+                .confs
+                .get(&s.conference)
+                .and_then(|c| c.router.allocation(ConsumerId(s.id.0)))
+                .map_or(0, |a| a.desired_bps);
+            set_desired(s, desired);
         }
         self.process_queue(now);
     }
@@ -1406,6 +1466,7 @@ impl Relay {
                 | Event::IceConnectionStateChange(_)
                 | Event::PeerStats(_)
                 | Event::MediaEgressStats(_)
+                | Event::EgressBitrateEstimate(_)
                 | Event::Closed => queue.push_back((id, e)),
                 _ => {}
             },
@@ -1488,6 +1549,30 @@ impl Relay {
                     if let Some(s) = self.sessions.get_mut(&id) {
                         s.readings.rtt = m.rtt.or(s.readings.rtt);
                         s.readings.loss = m.loss.or(s.readings.loss);
+                    }
+                }
+                // A measured viewer's bandwidth estimate: transport-wide feedback into
+                // str0m's delay- and loss-based estimator, or the receiver's REMB.
+                Event::EgressBitrateEstimate(kind) => {
+                    let estimate = match kind {
+                        BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. } => {
+                            estimate.as_u64()
+                        }
+                        _ => continue,
+                    };
+                    self.stats.bwe_estimates.fetch_add(1, Relaxed);
+                    let Some(s) = self.sessions.get(&id) else {
+                        continue;
+                    };
+                    let conference = s.conference.clone();
+                    self.outs.clear();
+                    let changed = self.confs.get_mut(&conference).and_then(|c| {
+                        c.router
+                            .on_estimate(ConsumerId(id.0), estimate, now, &mut self.outs)
+                    });
+                    self.apply_outputs(now, &conference);
+                    if let Some(a) = changed {
+                        self.on_allocation(id, a);
                     }
                 }
                 // A pull's RTT comes from its parent's extended reports (DLRR), when sent.
@@ -1665,6 +1750,42 @@ impl Relay {
         self.outs = outs;
     }
 
+    /// A measured viewer's allocation changed: the estimator probes towards the new
+    /// target's next layer, a pause for bandwidth is audio-only delivery at once (the
+    /// ledger's `AudioOnly`, without waiting for the delivery window), and the change is
+    /// an event for the viewer page and the dashboard.
+    fn on_allocation(&mut self, id: SessionId, a: Allocation) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        self.stats.layer_switches.fetch_add(1, Relaxed);
+        set_desired(s, a.desired_bps);
+        let conference = s.conference.clone();
+        if let SessionRole::Viewer(v) = &mut s.role
+            && a.pause == Some(PauseReason::Bandwidth)
+            && matches!(v.delivery, Delivery::Flowing)
+        {
+            v.delivery = Delivery::AudioOnly;
+            self.events.push_back(EngineEvent::Delivery {
+                conference: conference.clone(),
+                session: id,
+                state: Delivery::AudioOnly,
+            });
+        }
+        debug!(session = %id, target = ?a.target, estimate = ?a.estimate_bps, "allocation");
+        self.events.push_back(EngineEvent::Adaptation {
+            conference,
+            session: id,
+            target: match a.target {
+                Some(Target::Layer(l)) => Some(l),
+                _ => None,
+            },
+            paused: a.pause,
+            estimate_bps: a.estimate_bps,
+            switches: a.switches,
+        });
+    }
+
     fn emit(&mut self, e: EngineEvent) {
         self.events.push_back(e);
     }
@@ -1684,6 +1805,22 @@ impl Relay {
 }
 
 /// The shard a session id names (its low byte).
+/// Hands a measured viewer's estimator its probing target, when it changed: str0m probes
+/// towards it (padding or retransmissions) before the allocator switches up.
+fn set_desired(s: &mut Session, desired_bps: u64) {
+    let SessionRole::Viewer(v) = &mut s.role else {
+        return;
+    };
+    // Changes under 5 % are noise of the layer bitrate meters.
+    if desired_bps == 0 || desired_bps.abs_diff(v.desired_bps) * 20 < v.desired_bps {
+        return;
+    }
+    v.desired_bps = desired_bps;
+    s.rtc
+        .bwe()
+        .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired_bps));
+}
+
 pub fn shard_of(id: SessionId) -> usize {
     (id.0 & 0xff) as usize
 }

@@ -107,6 +107,10 @@ pub(crate) struct ViewerSink {
     pub last_audio_at: Option<Instant>,
     pub last_video_at: Option<Instant>,
     pub delivery: Delivery,
+    /// Adaptation on for this viewer: its estimator's start value (bits per second).
+    pub adaptive: Option<u64>,
+    /// The desired bitrate last handed to its estimator (probing target).
+    pub desired_bps: u64,
 }
 
 /// Readings from str0m's periodic stats (`Event::PeerStats`).
