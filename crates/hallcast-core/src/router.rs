@@ -214,6 +214,22 @@ impl Router {
         }
     }
 
+    /// A viewer's video from `first_seq` (its outgoing numbering) on was dropped before
+    /// it left — its pacer's queue outgrew the delay bound. The viewer restarts at the
+    /// next keyframe of its layer (requested now), numbering from `first_seq`, so the
+    /// browser sees a pause in the picture, not a gap to repair.
+    pub fn video_dropped(
+        &mut self,
+        id: ConsumerId,
+        first_seq: u64,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        if let Some(&i) = self.index.get(&id) {
+            self.consumers[i].video_dropped(first_seq, &mut self.producer, now, out);
+        }
+    }
+
     /// A measured viewer's allocation (`None`: unknown id, or not measured).
     pub fn allocation(&self, id: ConsumerId) -> Option<Allocation> {
         let &i = self.index.get(&id)?;
@@ -913,6 +929,39 @@ mod tests {
         assert_eq!(c.allocation(v).map(|a| a.switches), Some(3));
         // One continuous stream for the browser across every switch and the pause.
         let refs: Vec<&Forward> = r.video.iter().collect();
+        assert_contiguous(&refs);
+    }
+
+    #[test]
+    fn dropped_video_restarts_at_a_keyframe_without_a_sequence_gap() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        let v = ConsumerId(1);
+        c.add_viewer(v, src.at(0), &mut out);
+        out.clear();
+        let mut sent: Vec<Forward> = Vec::new();
+        for ms in (0..500).step_by(100) {
+            feed_100ms(&mut src, &mut c, ms, None, &mut out);
+        }
+        let mut fs: Vec<Forward> = video_for(&out, v).into_iter().cloned().collect();
+        // The pacer sent the first two and dropped the rest.
+        let first_dropped = fs[2].seq;
+        sent.extend(fs.drain(..2));
+        out.clear();
+        c.video_dropped(v, first_dropped, src.at(500), &mut out);
+        assert_eq!(
+            out.keyframe_requests,
+            vec![Layer(2)],
+            "a keyframe is asked for at once"
+        );
+        out.clear();
+        for ms in (500..1500).step_by(100) {
+            feed_100ms(&mut src, &mut c, ms, None, &mut out);
+        }
+        let after: Vec<Forward> = video_for(&out, v).into_iter().cloned().collect();
+        assert!(after[0].keyframe_start, "restarts at a keyframe");
+        sent.extend(after);
+        let refs: Vec<&Forward> = sent.iter().collect();
         assert_contiguous(&refs);
     }
 

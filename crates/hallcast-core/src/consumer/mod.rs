@@ -228,6 +228,19 @@ impl Consumer {
         Some(d)
     }
 
+    /// A viewer's video from `first_seq` on was dropped before it left.
+    pub(crate) fn video_dropped(
+        &mut self,
+        first_seq: u64,
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        if let Video::Viewer(v) = &mut self.video {
+            v.video_dropped(first_seq, producer, now, out);
+        }
+    }
+
     pub(crate) fn pause_reason(&self) -> Option<PauseReason> {
         match &self.video {
             Video::Viewer(v) => v.pause_reason(),
