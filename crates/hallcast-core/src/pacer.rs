@@ -149,10 +149,18 @@ impl Pacer {
         Some(d)
     }
 
-    /// Forgets everything queued (the viewer left or its video stopped).
-    pub fn clear(&mut self) {
+    /// Drops every queued video packet now (the viewer's video was paused: what is
+    /// queued would only arrive late).
+    pub fn drop_queued(&mut self) -> Option<Dropped> {
+        let first = self.queue.front()?.1.seq;
+        let d = Dropped {
+            first_seq: first,
+            packets: self.queue.len(),
+        };
+        self.n_dropped += d.packets as u64;
         self.queue.clear();
         self.replaying = false;
+        Some(d)
     }
 
     fn has_room(&self, now: Instant) -> bool {

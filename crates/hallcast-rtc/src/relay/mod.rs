@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use hallcast_core::{
-    Allocation, Backlog, Codec, ConsumerId, Forward, Layer, MediaKind, Outputs, PauseReason,
+    Allocation, Backlog, Codec, ConsumerId, Forward, Layer, MediaKind, Outputs, Pacer, PauseReason,
     Router, SourcePacket, Target,
 };
 use str0m::bwe::{Bitrate, BweKind};
@@ -119,7 +119,9 @@ impl RelayConfig {
             },
             shard: 0,
             n_shards: 1,
-            adaptation: Some(1_000_000),
+            // Off by default here (the simulated network's relays opt in); the engine's
+            // own default, from the config, is on.
+            adaptation: None,
         }
     }
 }
@@ -276,6 +278,10 @@ pub struct Relay {
     released: Vec<Forward>,
     /// Reused buffer of the allocations a tick changed.
     reallocated: Vec<(ConsumerId, Allocation)>,
+    /// Measured viewers with video waiting in their pacer.
+    paced: Vec<SessionId>,
+    /// Reused buffer of paced releases.
+    paced_out: Vec<Forward>,
     last_now: Instant,
     /// Set while the router's outputs for a live source packet are written: those forwards
     /// are transit samples (replays are not).
@@ -333,6 +339,8 @@ impl Relay {
             backlog: Backlog::new(),
             released: Vec::new(),
             reallocated: Vec::new(),
+            paced: Vec::new(),
+            paced_out: Vec::new(),
             last_now: now,
             live: false,
             departing: Vec::new(),
@@ -406,6 +414,11 @@ impl Relay {
         if let Some(Reverse((t, _))) = self.timers.peek() {
             d = d.min(*t);
         }
+        for id in &self.paced {
+            if let Some(t) = self.sessions.get(id).and_then(|s| s.pacer()?.next_due()) {
+                d = d.min(t);
+            }
+        }
         d
     }
 
@@ -432,6 +445,7 @@ impl Relay {
         self.last_now = now;
         self.on_timers(now);
         self.release_backlog(now);
+        self.release_paced(now);
         self.drain_dirty();
     }
 
@@ -930,6 +944,7 @@ impl Relay {
             delivery: Delivery::Pending,
             adaptive,
             desired_bps: 0,
+            pacer: adaptive.map(|start| Box::new(Pacer::new(start))),
         };
         let session = Session::new(id, conference.clone(), rtc, SessionRole::Viewer(sink), now);
         self.insert_session(now, session);
@@ -1116,6 +1131,14 @@ impl Relay {
             SessionRole::Viewer(v) => v.adaptive,
             _ => None,
         };
+        if adaptive.is_some()
+            && let Some(s) = self.sessions.get_mut(&id)
+            && let SessionRole::Viewer(v) = &mut s.role
+            && let Some(p) = v.pacer.as_deref_mut()
+        {
+            // The join's GOP replay is old by design: paced, not expired.
+            p.start_replay();
+        }
         let Some(conf) = self.confs.get_mut(&conference) else {
             return;
         };
@@ -1561,9 +1584,14 @@ impl Relay {
                         _ => continue,
                     };
                     self.stats.bwe_estimates.fetch_add(1, Relaxed);
-                    let Some(s) = self.sessions.get(&id) else {
+                    let Some(s) = self.sessions.get_mut(&id) else {
                         continue;
                     };
+                    if let SessionRole::Viewer(v) = &mut s.role
+                        && let Some(p) = v.pacer.as_deref_mut()
+                    {
+                        p.set_rate(estimate);
+                    }
                     let conference = s.conference.clone();
                     self.outs.clear();
                     let changed = self.confs.get_mut(&conference).and_then(|c| {
@@ -1640,8 +1668,77 @@ impl Relay {
         self.apply_live_outputs(now, &conference);
     }
 
-    /// Writes one forward into its viewer's stream.
+    /// Writes one forward into its viewer's stream, through the viewer's pacer when it has
+    /// one (a measured viewer): video the pacer holds leaves from [`Relay::release_paced`].
     fn write_forward(&mut self, now: Instant, f: Forward) {
+        let id = SessionId(f.sub.0);
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let SessionRole::Viewer(v) = &mut s.role else {
+            return;
+        };
+        let f = match v.pacer.as_deref_mut() {
+            None => f,
+            Some(p) => match p.push(now, f) {
+                Some(f) => f,
+                None => {
+                    if p.queued() == 1 {
+                        self.paced.push(id);
+                    }
+                    return;
+                }
+            },
+        };
+        self.write_stream(now, f);
+    }
+
+    /// Releases what the measured viewers' pacers allow now; a queue that outgrew its delay
+    /// bound is dropped and its viewer restarts at a keyframe.
+    fn release_paced(&mut self, now: Instant) {
+        if self.paced.is_empty() {
+            return;
+        }
+        let mut paced = std::mem::take(&mut self.paced);
+        let mut out = std::mem::take(&mut self.paced_out);
+        paced.retain(|&id| {
+            let Some(s) = self.sessions.get_mut(&id) else {
+                return false;
+            };
+            let conference = s.conference.clone();
+            let SessionRole::Viewer(v) = &mut s.role else {
+                return false;
+            };
+            let Some(p) = v.pacer.as_deref_mut() else {
+                return false;
+            };
+            let dropped = p.expire(now);
+            p.poll(now, &mut out);
+            let keep = p.queued() > 0;
+            if let Some(d) = dropped {
+                self.stats
+                    .paced_dropped
+                    .fetch_add(d.packets as u64, Relaxed);
+                self.outs.clear();
+                if let Some(c) = self.confs.get_mut(&conference) {
+                    c.router
+                        .video_dropped(ConsumerId(id.0), d.first_seq, now, &mut self.outs);
+                }
+                self.apply_outputs(now, &conference);
+            }
+            for f in out.drain(..) {
+                self.write_stream(now, f);
+            }
+            keep
+        });
+        // Viewers that started queueing while this ran.
+        paced.append(&mut self.paced);
+        self.paced = paced;
+        self.paced_out = out;
+    }
+
+    /// Writes one forward into its viewer's stream now.
+    fn write_stream(&mut self, now: Instant, f: Forward) {
         let id = SessionId(f.sub.0);
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
@@ -1761,6 +1858,31 @@ impl Relay {
         self.stats.layer_switches.fetch_add(1, Relaxed);
         set_desired(s, a.desired_bps);
         let conference = s.conference.clone();
+        // Paused: video still queued in the pacer would only arrive late.
+        let dropped = match &mut s.role {
+            SessionRole::Viewer(v) if a.target == Some(Target::Paused) => {
+                v.pacer.as_deref_mut().and_then(Pacer::drop_queued)
+            }
+            _ => None,
+        };
+        if let Some(d) = dropped {
+            self.stats
+                .paced_dropped
+                .fetch_add(d.packets as u64, Relaxed);
+            self.outs.clear();
+            if let Some(c) = self.confs.get_mut(&conference) {
+                c.router.video_dropped(
+                    ConsumerId(id.0),
+                    d.first_seq,
+                    self.last_now,
+                    &mut self.outs,
+                );
+            }
+            self.apply_outputs(self.last_now, &conference);
+        }
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
         if let SessionRole::Viewer(v) = &mut s.role
             && a.pause == Some(PauseReason::Bandwidth)
             && matches!(v.delivery, Delivery::Flowing)
