@@ -230,6 +230,26 @@ impl Router {
         }
     }
 
+    /// The layers a relay consumer (a downstream relay) wants: only those are forwarded;
+    /// a newly wanted one starts at its next keyframe, requested now. No effect on viewers.
+    pub fn set_relay_layers(
+        &mut self,
+        id: ConsumerId,
+        wanted: [bool; Layer::MAX],
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        if let Some(&i) = self.index.get(&id) {
+            self.consumers[i].set_relay_layers(wanted, &mut self.producer, now, out);
+        }
+    }
+
+    /// A relay consumer's wanted layers (`None`: unknown id, or a viewer).
+    pub fn relay_layers(&self, id: ConsumerId) -> Option<[bool; Layer::MAX]> {
+        let &i = self.index.get(&id)?;
+        self.consumers[i].relay_layers()
+    }
+
     /// A measured viewer's allocation (`None`: unknown id, or not measured).
     pub fn allocation(&self, id: ConsumerId) -> Option<Allocation> {
         let &i = self.index.get(&id)?;
@@ -963,6 +983,33 @@ mod tests {
         sent.extend(after);
         let refs: Vec<&Forward> = sent.iter().collect();
         assert_contiguous(&refs);
+    }
+
+    #[test]
+    fn a_relay_consumer_gets_only_the_layers_it_wants() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        let r = ConsumerId(9);
+        c.add_relay_consumer(r, src.at(0), &mut out);
+        out.clear();
+        // Its viewers sit on layer 0 only.
+        c.set_relay_layers(r, [true, false, false], src.at(0), &mut out);
+        three_layers(&mut src, &mut c, 0, 3, &mut out);
+        assert_eq!(layer_for(&out, r, 0).len(), 8);
+        assert!(layer_for(&out, r, 1).is_empty() && layer_for(&out, r, 2).is_empty());
+        assert_eq!(c.relay_layers(r), Some([true, false, false]));
+        // One of them climbs: layer 1 again, from its next keyframe, asked for now.
+        out.clear();
+        c.set_relay_layers(r, [true, true, false], src.at(200), &mut out);
+        assert_eq!(out.keyframe_requests, vec![Layer(1)]);
+        three_layers(&mut src, &mut c, 1200, 1, &mut out);
+        let l1 = layer_for(&out, r, 1);
+        assert!(l1[0].keyframe_start && l1.len() == 4);
+        assert!(layer_for(&out, r, 2).is_empty());
+        // A viewer ignores it.
+        c.add_viewer(ConsumerId(1), src.at(1300), &mut out);
+        c.set_relay_layers(ConsumerId(1), [false; Layer::MAX], src.at(1300), &mut out);
+        assert_eq!(c.relay_layers(ConsumerId(1)), None);
     }
 
     #[test]

@@ -318,6 +318,8 @@ pub struct SnapshotSession {
     pub video: Option<VideoStatus>,
     /// For measured viewers (adaptation on): the allocator's state.
     pub adaptation: Option<Allocation>,
+    /// For relay consumers: the layers the downstream relay wants forwarded.
+    pub relay_layers: Option<[bool; Layer::MAX]>,
     pub rtt_ms: Option<u32>,
     /// Fraction of packets lost (0..1): egress for viewers, ingress for publishers.
     pub loss: Option<f32>,

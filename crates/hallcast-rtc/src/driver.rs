@@ -304,6 +304,21 @@ impl Engine {
         }
     }
 
+    /// The layers a relay consumer (a downstream relay's pull) wants forwarded.
+    pub async fn set_relay_layers(
+        &self,
+        session: SessionId,
+        layers: [bool; hallcast_core::Layer::MAX],
+    ) -> Result<(), EngineError> {
+        match self
+            .run_on_session(session, Command::SetRelayLayers { session, layers })
+            .await?
+        {
+            Reply::Done(r) => r,
+            _ => Err(EngineError::Stopped),
+        }
+    }
+
     /// Ends a session; false if it did not exist.
     pub async fn end(&self, session: SessionId, reason: EndReason) -> Result<bool, EngineError> {
         match self

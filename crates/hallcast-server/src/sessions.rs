@@ -50,6 +50,8 @@ pub struct SessionRow {
     pub pause_reason: Option<String>,
     pub estimate_bps: Option<u64>,
     pub switches: u32,
+    /// For a relay (a downstream relay's pull): the layers it asked for and gets.
+    pub relay_layers: Option<Vec<u8>>,
     pub rtt_ms: Option<u32>,
     pub loss: Option<f32>,
     pub media_bytes: u64,
@@ -123,6 +125,9 @@ pub async fn sessions(
                     .map(|r| r.as_str().into()),
                 estimate_bps: a.and_then(|a| a.estimate_bps),
                 switches: a.map_or(0, |a| a.switches),
+                relay_layers: s
+                    .relay_layers
+                    .map(|m| (0..m.len() as u8).filter(|&i| m[usize::from(i)]).collect()),
                 rtt_ms: s.rtt_ms,
                 loss: s.loss,
                 media_bytes: s.media_bytes,

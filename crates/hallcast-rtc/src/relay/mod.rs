@@ -176,6 +176,11 @@ pub enum Command {
         max_layer: Layer,
         paused: bool,
     },
+    /// The layers a relay consumer (a downstream relay) wants forwarded.
+    SetRelayLayers {
+        session: SessionId,
+        layers: [bool; Layer::MAX],
+    },
     EndConference {
         conference: Arc<str>,
     },
@@ -468,6 +473,9 @@ impl Relay {
                 max_layer,
                 paused,
             } => Reply::Done(self.set_video(now, session, max_layer, paused)),
+            Command::SetRelayLayers { session, layers } => {
+                Reply::Done(self.set_relay_layers(now, session, layers))
+            }
             Command::End { session, reason } => {
                 let existed = self.sessions.contains_key(&session);
                 self.end_session(now, session, reason);
@@ -585,16 +593,18 @@ impl Relay {
             .sessions
             .values()
             .map(|s| {
-                let (delivery, video, adaptation) = match &s.role {
+                let (delivery, video, adaptation, relay_layers) = match &s.role {
                     SessionRole::Viewer(v) => {
                         let router = self.confs.get(&s.conference).map(|c| &c.router);
+                        let id = ConsumerId(s.id.0);
                         (
                             Some(v.delivery),
-                            router.and_then(|r| r.video_status(ConsumerId(s.id.0))),
-                            router.and_then(|r| r.allocation(ConsumerId(s.id.0))),
+                            router.and_then(|r| r.video_status(id)),
+                            router.and_then(|r| r.allocation(id)),
+                            router.and_then(|r| r.relay_layers(id)),
                         )
                     }
-                    SessionRole::Source(_) => (None, None, None),
+                    SessionRole::Source(_) => (None, None, None, None),
                 };
                 SnapshotSession {
                     id: s.id,
@@ -605,6 +615,7 @@ impl Relay {
                     delivery,
                     video,
                     adaptation,
+                    relay_layers,
                     rtt_ms: s.readings.rtt.map(|d| d.as_millis() as u32),
                     loss: s.readings.loss,
                     media_bytes: s.readings.media_bytes,
@@ -1074,6 +1085,28 @@ impl Relay {
             c.router.set_max_layer(ConsumerId(id.0), max_layer);
             c.router
                 .set_paused(ConsumerId(id.0), paused, now, &mut self.outs);
+        }
+        self.apply_outputs(now, &conference);
+        Ok(())
+    }
+
+    fn set_relay_layers(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        layers: [bool; Layer::MAX],
+    ) -> Result<(), EngineError> {
+        let Some(s) = self.sessions.get(&id) else {
+            return Err(EngineError::UnknownSession);
+        };
+        if !matches!(&s.role, SessionRole::Viewer(v) if v.relay) {
+            return Err(EngineError::UnknownSession);
+        }
+        let conference = s.conference.clone();
+        self.outs.clear();
+        if let Some(c) = self.confs.get_mut(&conference) {
+            c.router
+                .set_relay_layers(ConsumerId(id.0), layers, now, &mut self.outs);
         }
         self.apply_outputs(now, &conference);
         Ok(())
