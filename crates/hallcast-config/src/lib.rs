@@ -64,6 +64,13 @@ pub struct Media {
     /// `udp`'s port for the first, the next ports for the others (open the range
     /// `port ..= port + threads - 1` in firewalls). 0: one per core.
     pub threads: usize,
+    /// Bandwidth adaptation: each viewer's link is estimated from its own transport-wide
+    /// feedback and it gets the simulcast layer that fits (audio only below the lowest).
+    /// Off: every viewer gets the top layer (and negotiates no transport-wide feedback).
+    pub adaptation: bool,
+    /// The estimate a viewer starts from (kbit/s): it joins on the highest layer this
+    /// covers, then probing finds its link's real capacity.
+    pub start_bitrate_kbps: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -197,6 +204,8 @@ impl Default for Media {
             session_timeout_secs: 6,
             gso: true,
             threads: 0,
+            adaptation: true,
+            start_bitrate_kbps: 1000,
         }
     }
 }

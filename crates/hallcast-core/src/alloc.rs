@@ -18,12 +18,14 @@
 //!   [`UP_HOLD_MAX`]; it halves (down to [`UP_HOLD`]) after each [`CALM_AFTER`] without a
 //!   switch down.
 //! - **Warm-up.** For [`WARMUP`] after the join the estimate is still the estimator's start
-//!   value or a probe's first results: switches down need the estimate to fall under
-//!   [`WARMUP_DOWN`] of the need, and switches up wait only [`WARMUP_UP_HOLD`], so a viewer on
-//!   a good link climbs as fast as probing proves the capacity.
+//!   value or a probe's first results, not a measurement: no switch down, and switches up
+//!   wait only [`WARMUP_UP_HOLD`], so a viewer on a good link climbs as fast as probing
+//!   proves the capacity. (A viewer joins on the highest layer the start value covers, so
+//!   a slow link is not handed the top layer's GOP first.)
 //! - **Probing.** The desired bitrate handed to the estimator is the need of the next layer
-//!   up with headroom (or of the top layer while on it): str0m probes towards it, so a
-//!   viewer learns that its link recovered without sending the higher layer blind.
+//!   up times [`PROBE_HEADROOM`] (of the top layer while on it): str0m probes towards it,
+//!   and an estimator only learns what it probes for — an estimate rarely rises above the
+//!   desired bitrate, so the probe target must sit above the switch-up threshold.
 //!
 //! Layers that are inactive or not yet measured are skipped. A switch only *chooses* the
 //! layer: the viewer's egress takes it at the next keyframe of that layer (see
@@ -39,7 +41,9 @@ use crate::media::Layer;
 use crate::producer::LayerStats;
 
 /// A switch up needs the estimate to exceed the target layer's need by this factor.
-pub const UP_HEADROOM: f64 = 1.25;
+pub const UP_HEADROOM: f64 = 1.15;
+/// The estimator probes towards the next layer's need times this factor.
+pub const PROBE_HEADROOM: f64 = 1.5;
 /// A layer that stops fitting for this long is left.
 pub const DOWN_AFTER: Duration = Duration::from_millis(300);
 /// How long a higher layer must keep fitting before it is taken (base value).
@@ -52,8 +56,6 @@ pub const FLAP_WINDOW: Duration = Duration::from_secs(10);
 pub const CALM_AFTER: Duration = Duration::from_secs(30);
 /// How long after the join the warm-up rules apply.
 pub const WARMUP: Duration = Duration::from_secs(4);
-/// During warm-up, a switch down needs the estimate under this share of the need.
-pub const WARMUP_DOWN: f64 = 0.7;
 /// During warm-up, a higher layer is taken after fitting this long.
 pub const WARMUP_UP_HOLD: Duration = Duration::from_millis(300);
 /// Packet overhead on top of payload bitrates: RTP, SRTP, UDP and IP headers (about 60
@@ -197,22 +199,21 @@ impl Allocator {
             }
         }
 
-        // Down.
-        let fits_now = match self.target {
-            Target::Layer(l) => {
-                let n = need(layers[l.index()].bitrate_bps, audio_bps) as f64;
-                let share = if warm { WARMUP_DOWN } else { 1.0 };
-                (estimate_bps as f64) >= n * share || !usable(&layers[l.index()])
-            }
-            Target::Paused => true,
-        };
+        // Down (not during warm-up: the estimate is not a measurement yet).
+        let fits_now = warm
+            || match self.target {
+                Target::Layer(l) => {
+                    let n = need(layers[l.index()].bitrate_bps, audio_bps);
+                    estimate_bps >= n || !usable(&layers[l.index()])
+                }
+                Target::Paused => true,
+            };
         if fits_now {
             self.down_since = None;
         } else {
             let since = *self.down_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= DOWN_AFTER || warm {
-                let share = if warm { WARMUP_DOWN } else { 1.0 };
-                self.target = fitting(estimate_bps, share, layers, audio_bps)
+            if now.saturating_duration_since(since) >= DOWN_AFTER {
+                self.target = fitting(estimate_bps, 1.0, layers, audio_bps)
                     .filter(|&f| matches!(self.target, Target::Layer(cur) if f < cur))
                     .map_or(Target::Paused, Target::Layer);
                 self.down_since = None;
@@ -314,7 +315,7 @@ fn desired(target: Target, layers: &[LayerStats; Layer::MAX], audio_bps: u64) ->
             Target::Paused => None,
         });
     next.map_or(need(0, audio_bps), |i| {
-        (need(layers[i].bitrate_bps, audio_bps) as f64 * UP_HEADROOM) as u64
+        (need(layers[i].bitrate_bps, audio_bps) as f64 * PROBE_HEADROOM) as u64
     })
 }
 
@@ -407,7 +408,7 @@ mod tests {
             c,
             vec![
                 (5_300, Target::Paused),
-                // 600 kbit/s does not cover layer 1's need with headroom (1.25 × 607 k):
+                // 600 kbit/s does not cover layer 1's need with headroom (1.15 × 607 k):
                 // layer 0 only, after the base up-hold.
                 (11_500, Target::Layer(Layer(0))),
             ]

@@ -12,6 +12,7 @@ pub mod backlog;
 pub mod consumer;
 pub mod keyframe;
 pub mod media;
+pub mod pacer;
 pub mod producer;
 pub mod router;
 
@@ -20,5 +21,6 @@ pub use alloc::{Allocator, PauseReason, Target};
 pub use backlog::Backlog;
 pub use consumer::{ConsumerId, Forward, VideoStatus};
 pub use media::{Codec, Layer, MediaKind, SourcePacket};
+pub use pacer::Pacer;
 pub use producer::LayerStats;
 pub use router::{Allocation, Outputs, Router};

@@ -214,6 +214,42 @@ impl Router {
         }
     }
 
+    /// A viewer's video from `first_seq` (its outgoing numbering) on was dropped before
+    /// it left — its pacer's queue outgrew the delay bound. The viewer restarts at the
+    /// next keyframe of its layer (requested now), numbering from `first_seq`, so the
+    /// browser sees a pause in the picture, not a gap to repair.
+    pub fn video_dropped(
+        &mut self,
+        id: ConsumerId,
+        first_seq: u64,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        if let Some(&i) = self.index.get(&id) {
+            self.consumers[i].video_dropped(first_seq, &mut self.producer, now, out);
+        }
+    }
+
+    /// The layers a relay consumer (a downstream relay) wants: only those are forwarded;
+    /// a newly wanted one starts at its next keyframe, requested now. No effect on viewers.
+    pub fn set_relay_layers(
+        &mut self,
+        id: ConsumerId,
+        wanted: [bool; Layer::MAX],
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        if let Some(&i) = self.index.get(&id) {
+            self.consumers[i].set_relay_layers(wanted, &mut self.producer, now, out);
+        }
+    }
+
+    /// A relay consumer's wanted layers (`None`: unknown id, or a viewer).
+    pub fn relay_layers(&self, id: ConsumerId) -> Option<[bool; Layer::MAX]> {
+        let &i = self.index.get(&id)?;
+        self.consumers[i].relay_layers()
+    }
+
     /// A measured viewer's allocation (`None`: unknown id, or not measured).
     pub fn allocation(&self, id: ConsumerId) -> Option<Allocation> {
         let &i = self.index.get(&id)?;
@@ -914,6 +950,66 @@ mod tests {
         // One continuous stream for the browser across every switch and the pause.
         let refs: Vec<&Forward> = r.video.iter().collect();
         assert_contiguous(&refs);
+    }
+
+    #[test]
+    fn dropped_video_restarts_at_a_keyframe_without_a_sequence_gap() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        let v = ConsumerId(1);
+        c.add_viewer(v, src.at(0), &mut out);
+        out.clear();
+        let mut sent: Vec<Forward> = Vec::new();
+        for ms in (0..500).step_by(100) {
+            feed_100ms(&mut src, &mut c, ms, None, &mut out);
+        }
+        let mut fs: Vec<Forward> = video_for(&out, v).into_iter().cloned().collect();
+        // The pacer sent the first two and dropped the rest.
+        let first_dropped = fs[2].seq;
+        sent.extend(fs.drain(..2));
+        out.clear();
+        c.video_dropped(v, first_dropped, src.at(500), &mut out);
+        assert_eq!(
+            out.keyframe_requests,
+            vec![Layer(2)],
+            "a keyframe is asked for at once"
+        );
+        out.clear();
+        for ms in (500..1500).step_by(100) {
+            feed_100ms(&mut src, &mut c, ms, None, &mut out);
+        }
+        let after: Vec<Forward> = video_for(&out, v).into_iter().cloned().collect();
+        assert!(after[0].keyframe_start, "restarts at a keyframe");
+        sent.extend(after);
+        let refs: Vec<&Forward> = sent.iter().collect();
+        assert_contiguous(&refs);
+    }
+
+    #[test]
+    fn a_relay_consumer_gets_only_the_layers_it_wants() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        let r = ConsumerId(9);
+        c.add_relay_consumer(r, src.at(0), &mut out);
+        out.clear();
+        // Its viewers sit on layer 0 only.
+        c.set_relay_layers(r, [true, false, false], src.at(0), &mut out);
+        three_layers(&mut src, &mut c, 0, 3, &mut out);
+        assert_eq!(layer_for(&out, r, 0).len(), 8);
+        assert!(layer_for(&out, r, 1).is_empty() && layer_for(&out, r, 2).is_empty());
+        assert_eq!(c.relay_layers(r), Some([true, false, false]));
+        // One of them climbs: layer 1 again, from its next keyframe, asked for now.
+        out.clear();
+        c.set_relay_layers(r, [true, true, false], src.at(200), &mut out);
+        assert_eq!(out.keyframe_requests, vec![Layer(1)]);
+        three_layers(&mut src, &mut c, 1200, 1, &mut out);
+        let l1 = layer_for(&out, r, 1);
+        assert!(l1[0].keyframe_start && l1.len() == 4);
+        assert!(layer_for(&out, r, 2).is_empty());
+        // A viewer ignores it.
+        c.add_viewer(ConsumerId(1), src.at(1300), &mut out);
+        c.set_relay_layers(ConsumerId(1), [false; Layer::MAX], src.at(1300), &mut out);
+        assert_eq!(c.relay_layers(ConsumerId(1)), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use hallcast_core::{Layer, VideoStatus};
+use hallcast_core::{Allocation, Layer, PauseReason, VideoStatus};
 
 use crate::sdp_scan::SUPPORTED_CODECS;
 use crate::transit::TransitHistogram;
@@ -30,6 +30,9 @@ pub struct EngineConfig {
     pub threads: usize,
     /// How often each shard publishes its [`Snapshot`] for dashboards and `/metrics`.
     pub snapshot_interval: Duration,
+    /// Bandwidth adaptation for viewers: their estimator's start value in bits per
+    /// second (`None`: off, every viewer gets the top layer).
+    pub adaptation: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -42,6 +45,7 @@ impl Default for EngineConfig {
             gso: true,
             threads: 1,
             snapshot_interval: Duration::from_millis(500),
+            adaptation: Some(1_000_000),
         }
     }
 }
@@ -126,6 +130,18 @@ pub enum EngineEvent {
         session: SessionId,
         state: Delivery,
     },
+    /// A measured viewer's allocation changed: the bandwidth allocator chose another
+    /// layer, or paused or resumed its video (see [`hallcast_core::alloc`]). The egress
+    /// takes a new layer at that layer's next keyframe.
+    Adaptation {
+        conference: Arc<str>,
+        session: SessionId,
+        /// The layer the allocator chose (`None`: video paused).
+        target: Option<Layer>,
+        paused: Option<PauseReason>,
+        estimate_bps: Option<u64>,
+        switches: u32,
+    },
 }
 
 /// What the relay delivers to a subscriber.
@@ -194,6 +210,12 @@ pub struct EngineStats {
     pub backlog_packets: AtomicU64,
     pub backlog_dropped: AtomicU64,
     pub keyframe_requests_upstream: AtomicU64,
+    /// Bandwidth estimates received for measured viewers (TWCC or REMB).
+    pub bwe_estimates: AtomicU64,
+    /// Allocation changes (layer switches decided, pauses, resumes).
+    pub layer_switches: AtomicU64,
+    /// Video packets dropped from measured viewers' pacer queues (past the delay bound).
+    pub paced_dropped: AtomicU64,
     pub keyframe_requests_downstream: AtomicU64,
     pub events_dropped: AtomicU64,
     pub sessions_started: AtomicU64,
@@ -294,6 +316,10 @@ pub struct SnapshotSession {
     /// For viewers: what they receive, and why video is or is not flowing.
     pub delivery: Option<Delivery>,
     pub video: Option<VideoStatus>,
+    /// For measured viewers (adaptation on): the allocator's state.
+    pub adaptation: Option<Allocation>,
+    /// For relay consumers: the layers the downstream relay wants forwarded.
+    pub relay_layers: Option<[bool; Layer::MAX]>,
     pub rtt_ms: Option<u32>,
     /// Fraction of packets lost (0..1): egress for viewers, ingress for publishers.
     pub loss: Option<f32>,

@@ -87,6 +87,7 @@ impl Engine {
                     },
                     shard: i,
                     n_shards: n,
+                    adaptation: config.adaptation,
                 },
                 stats.clone(),
                 Instant::now(),
@@ -296,6 +297,21 @@ impl Engine {
                     paused,
                 },
             )
+            .await?
+        {
+            Reply::Done(r) => r,
+            _ => Err(EngineError::Stopped),
+        }
+    }
+
+    /// The layers a relay consumer (a downstream relay's pull) wants forwarded.
+    pub async fn set_relay_layers(
+        &self,
+        session: SessionId,
+        layers: [bool; hallcast_core::Layer::MAX],
+    ) -> Result<(), EngineError> {
+        match self
+            .run_on_session(session, Command::SetRelayLayers { session, layers })
             .await?
         {
             Reply::Done(r) => r,

@@ -873,3 +873,71 @@ fn live_forwards_are_transit_samples_and_replays_are_not() {
         "{samples} samples of {forwarded} forwarded (the replay is no transit)"
     );
 }
+
+/// Adaptation on, an unconstrained link: the measured viewer joins on the layer the start
+/// estimate covers, probing proves the link, and it climbs to the top layer by itself,
+/// switching at a keyframe, with the relay's estimate and allocation visible in its snapshot.
+#[test]
+fn a_measured_viewer_on_a_good_link_climbs_to_the_top_layer() {
+    let mut net = Net::new();
+    let r = net.add_relay(|c| c.adaptation = Some(1_000_000));
+    let _p = live_simulcast_publisher(&mut net, r);
+    net.run_for(secs(1.5)); // layer bitrates measured
+    let v = net.subscribe(r, CONF).expect("subscribe");
+    assert!(net.run_until_cond(secs(1.0), |n| playing(n, v)));
+    let s = session(&net, v);
+    assert!(
+        net.run_until_cond(secs(8.0), |n| video_status(n, r, s)
+            == Some(VideoStatus::Forwarding { layer: Layer(2) })),
+        "still at {:?}",
+        video_status(&net, r, s)
+    );
+    let snap = net.relay(r).snapshot(net.now(), 0);
+    let a = snap
+        .sessions
+        .iter()
+        .find(|x| x.id == s)
+        .and_then(|x| x.adaptation)
+        .expect("a measured viewer");
+    assert_eq!(a.target, Some(hallcast_core::Target::Layer(Layer(2))));
+    assert!(a.estimate_bps.unwrap() > 1_000_000, "{a:?}");
+    assert!(net.events().iter().any(|(_, _, e)| matches!(
+        e,
+        EngineEvent::Adaptation { session, target: Some(Layer(2)), .. } if *session == s
+    )));
+    net.run_for(secs(3.0));
+    assert_top_layer_frames_since(&net, v, net.now() - secs(2.0));
+}
+
+/// Every whole frame the viewer received after `since` is a top-layer frame.
+fn assert_top_layer_frames_since(net: &Net, v: PeerId, since: Instant) {
+    let mut video: Vec<_> = net
+        .viewer(v)
+        .video
+        .iter()
+        .filter(|r| r.at > since)
+        .cloned()
+        .collect();
+    video.sort_by_key(|r| r.seq);
+    video.dedup_by_key(|r| r.seq);
+    let top = PublisherOpts::simulcast().simulcast.unwrap()[2];
+    let mut n = 0;
+    let mut cur: Option<(u32, bool, usize)> = None;
+    for r in &video {
+        let (ts, key, bytes) = match cur {
+            Some((ts, key, bytes)) if ts == r.ts => (ts, key, bytes + r.len),
+            _ => (r.ts, r.keyframe_start, r.len),
+        };
+        cur = Some((ts, key, bytes));
+        if r.marker {
+            let want = if key { top.idr_bytes } else { top.p_bytes };
+            // The first frame may have started before `since`.
+            if n > 0 || bytes >= want {
+                assert!(bytes >= want && bytes <= want + 100, "a {bytes}-byte frame");
+            }
+            n += 1;
+            cur = None;
+        }
+    }
+    assert!(n > 30, "{n} frames");
+}

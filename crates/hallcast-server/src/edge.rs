@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use crate::outbox::Upstream;
-use crate::tree::{JoinKeys, NodeReport, Revocation, SyncAnswer, Uplink};
+use crate::tree::{JoinKeys, NodeReport, PullReport, Revocation, SyncAnswer, Uplink};
 use crate::{AppState, EventHook, SessionMeta, ViewerAuth, ViewerIdentity};
 
 /// A report that takes longer than this counts as failed.
@@ -376,7 +376,27 @@ impl Edge {
         } else {
             "failover"
         };
+        // Per pull, the layers this relay's own viewers and children use.
+        let pull_reports = self
+            .pulls_lock()
+            .iter()
+            .filter_map(|(c, p)| match p {
+                Pull::Live {
+                    location: Some(location),
+                    ..
+                } => Some(PullReport {
+                    conference: c.clone(),
+                    session: location.rsplit('/').next().unwrap_or_default().to_string(),
+                    layers: crate::tree::wanted_layers(
+                        snapshot.as_ref().map_or(&[][..], |s| &s.sessions[..]),
+                        c,
+                    ),
+                }),
+                _ => None,
+            })
+            .collect();
         let report = NodeReport {
+            pulls: pull_reports,
             name: self.state.tree.name.clone(),
             url: self.state.tree.url.clone(),
             parent: Some(self.parents[parent_index].clone()),

@@ -190,6 +190,9 @@ impl EventHook for LedgerHook {
                 self.session(meta, *session, &[SessionChange::Ended { reason }]);
             }
             EngineEvent::SessionEnded { .. } => {}
+            // The ledger hears of a pause for bandwidth through `Delivery` (audio only),
+            // which the relay emits at the allocator's decision.
+            EngineEvent::Adaptation { .. } => {}
         }
     }
 }

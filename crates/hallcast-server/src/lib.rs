@@ -15,6 +15,7 @@ mod metrics;
 pub mod outbox;
 mod pages;
 pub mod registry;
+pub mod sessions;
 pub mod tree;
 mod whip;
 
@@ -174,6 +175,7 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
         .route("/api/v1/conferences/{conference}/route", get(tree::route))
         .route("/api/v1/relay/report", post(tree::report))
         .route("/api/v1/tree", get(tree::tree))
+        .route("/api/v1/sessions", get(sessions::sessions))
         .with_state(state)
         .merge(extra)
         .layer(axum::middleware::from_fn(api_preflight))
@@ -245,7 +247,8 @@ pub fn spawn_event_pump(
                 | EngineEvent::FirstVideoSent { session, .. }
                 | EngineEvent::BroadcastStarted { session, .. }
                 | EngineEvent::BroadcastEnded { session, .. }
-                | EngineEvent::Delivery { session, .. } => state.sessions().get(session).cloned(),
+                | EngineEvent::Delivery { session, .. }
+                | EngineEvent::Adaptation { session, .. } => state.sessions().get(session).cloned(),
                 EngineEvent::SessionEnded { session, .. } => state.sessions().remove(session),
             };
             match &e {

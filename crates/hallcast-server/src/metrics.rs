@@ -97,6 +97,21 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             s.keyframe_requests_downstream.load(Relaxed),
         ),
         (
+            "hallcast_bwe_estimates_total",
+            "Bandwidth estimates received for measured viewers (TWCC or REMB)",
+            s.bwe_estimates.load(Relaxed),
+        ),
+        (
+            "hallcast_layer_switches_total",
+            "Bandwidth allocation changes: layer switches decided, pauses, resumes",
+            s.layer_switches.load(Relaxed),
+        ),
+        (
+            "hallcast_paced_dropped_packets_total",
+            "Video packets dropped from viewers' pacer queues past the delay bound",
+            s.paced_dropped.load(Relaxed),
+        ),
+        (
             "hallcast_events_dropped_total",
             "Engine events dropped because the consumer lagged",
             s.events_dropped.load(Relaxed),

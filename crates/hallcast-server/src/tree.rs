@@ -46,6 +46,81 @@ pub struct NodeReport {
     /// Milliseconds since its parent last heard from it (filled by the parent).
     pub last_report_ms: Option<u64>,
     pub children: Vec<NodeReport>,
+    /// Its pulls from the parent, each with the layers its own viewers and child relays
+    /// use: the parent forwards only those.
+    pub pulls: Vec<PullReport>,
+}
+
+/// One pull of a relay from its parent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct PullReport {
+    pub conference: String,
+    /// The pull's session at the parent (the last segment of its resource URL).
+    pub session: String,
+    /// The video layers wanted (0: lowest).
+    pub layers: Vec<u8>,
+}
+
+/// The video layers a relay needs from its parent for `conference`, from its own
+/// snapshot: each measured viewer's target and the layer above it (so it can climb: a
+/// layer never pulled would never be measured, never chosen), the layer each viewer is
+/// forwarded now (a switch down completes at the lower layer's keyframe), the top layer
+/// for viewers that are not measured, layer 0 for paused ones, and whatever child relays
+/// asked for. Nobody at all: layer 0, which keeps the branch warm for the next joiner.
+pub fn wanted_layers(sessions: &[hallcast_rtc::SnapshotSession], conference: &str) -> Vec<u8> {
+    use hallcast_core::{Layer, Target, VideoStatus};
+    use hallcast_rtc::Role;
+    let top = Layer::MAX - 1;
+    let mut w = [false; Layer::MAX];
+    for s in sessions.iter().filter(|s| &*s.conference == conference) {
+        match s.role {
+            Role::Publisher => continue,
+            Role::Relay => {
+                let asked = s.relay_layers.unwrap_or([true; Layer::MAX]);
+                for (i, a) in asked.iter().enumerate() {
+                    w[i] |= *a;
+                }
+            }
+            Role::Subscriber => match s.adaptation.and_then(|a| a.target) {
+                Some(Target::Layer(l)) => {
+                    w[l.index()] = true;
+                    w[(l.index() + 1).min(top)] = true;
+                }
+                Some(Target::Paused) => w[0] = true,
+                None => w[top] = true,
+            },
+        }
+        if let Some(VideoStatus::Forwarding { layer }) = s.video {
+            w[layer.index()] = true;
+        }
+    }
+    if !w.contains(&true) {
+        w[0] = true;
+    }
+    (0..Layer::MAX as u8)
+        .filter(|&i| w[usize::from(i)])
+        .collect()
+}
+
+/// Applies a child's pulls: the parent forwards each only the layers it asked for.
+async fn apply_pulls(state: &AppState, pulls: &[PullReport]) {
+    for p in pulls {
+        let Ok(session) = p.session.parse::<hallcast_rtc::SessionId>() else {
+            continue;
+        };
+        let mut mask = [false; hallcast_core::Layer::MAX];
+        for &l in &p.layers {
+            if let Some(m) = mask.get_mut(usize::from(l)) {
+                *m = true;
+            }
+        }
+        if !mask.contains(&true) {
+            continue;
+        }
+        // An unknown session (the pull just ended or moved) is not an error of the report.
+        let _ = state.engine.set_relay_layers(session, mask).await;
+    }
 }
 
 /// The link from a relay to its parent, as the relay measures it.
@@ -380,6 +455,7 @@ pub async fn report(
             ),
         ));
     }
+    apply_pulls(&state, &report.pulls).await;
     state.tree.record(report, Instant::now());
     Ok(Json(state.tree.sync(&state).await).into_response())
 }
@@ -551,6 +627,66 @@ fn urlencode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn session(
+        role: hallcast_rtc::Role,
+        target: Option<hallcast_core::Target>,
+        forwarding: Option<u8>,
+        relay_layers: Option<[bool; 3]>,
+    ) -> hallcast_rtc::SnapshotSession {
+        hallcast_rtc::SnapshotSession {
+            id: hallcast_rtc::SessionId(1),
+            conference: "c".into(),
+            role,
+            shard: 0,
+            connected: true,
+            delivery: None,
+            video: forwarding.map(|l| hallcast_core::VideoStatus::Forwarding {
+                layer: hallcast_core::Layer(l),
+            }),
+            adaptation: target.map(|t| hallcast_core::Allocation {
+                target: Some(t),
+                estimate_bps: Some(1),
+                desired_bps: 0,
+                switches: 0,
+                pause: None,
+            }),
+            relay_layers,
+            rtt_ms: None,
+            loss: None,
+            media_bytes: 0,
+            peer: None,
+        }
+    }
+
+    #[test]
+    fn an_edge_wants_the_layers_its_viewers_use_and_the_next_one_up() {
+        use hallcast_core::{Layer, Target};
+        use hallcast_rtc::Role::{Publisher, Relay, Subscriber};
+        let l = |i| Some(Target::Layer(Layer(i)));
+        // Nobody: layer 0 keeps the branch warm.
+        assert_eq!(wanted_layers(&[], "c"), vec![0]);
+        // Weak links only: the low layers, not the top.
+        let weak = [
+            session(Subscriber, l(0), Some(0), None),
+            session(Subscriber, Some(Target::Paused), None, None),
+            session(Publisher, None, None, None),
+        ];
+        assert_eq!(wanted_layers(&weak, "c"), vec![0, 1]);
+        assert_eq!(wanted_layers(&weak, "other"), vec![0]);
+        // Everyone on the top layer: only the top.
+        let good = [session(Subscriber, l(2), Some(2), None)];
+        assert_eq!(wanted_layers(&good, "c"), vec![2]);
+        // A switch down in progress keeps the old layer until the new one's keyframe.
+        let switching = [session(Subscriber, l(0), Some(2), None)];
+        assert_eq!(wanted_layers(&switching, "c"), vec![0, 1, 2]);
+        // A viewer that is not measured wants the top; a child relay what it asked for.
+        let mixed = [
+            session(Subscriber, None, None, None),
+            session(Relay, None, None, Some([true, false, false])),
+        ];
+        assert_eq!(wanted_layers(&mixed, "c"), vec![0, 2]);
+    }
 
     fn node(name: &str, orgs: &[&str], open: bool, viewers: usize) -> NodeReport {
         NodeReport {

@@ -399,6 +399,10 @@ impl Relay {
                 session_timeout: Duration::from_secs(config.media.session_timeout_secs.max(1)),
                 gso: config.media.gso,
                 threads: config.media.threads,
+                adaptation: config
+                    .media
+                    .adaptation
+                    .then_some(config.media.start_bitrate_kbps.max(50) * 1000),
                 ..EngineConfig::default()
             },
             tx,

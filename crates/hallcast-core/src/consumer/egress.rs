@@ -120,6 +120,16 @@ impl Egress {
         })
     }
 
+    /// Stops forwarding because the packets from `next_seq` on were dropped before they
+    /// left (a pacer's expired queue): the next [`Egress::start`] reuses those numbers, so
+    /// the receiver sees no gap to repair.
+    pub(crate) fn rewind(&mut self, next_seq: u64) {
+        if next_seq <= self.last_out_seq {
+            self.last_out_seq = next_seq.wrapping_sub(1);
+        }
+        self.stop();
+    }
+
     /// Stops forwarding; the next [`Egress::start`] continues the outgoing sequence.
     pub(crate) fn stop(&mut self) {
         self.current = None;

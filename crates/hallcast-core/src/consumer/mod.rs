@@ -228,6 +228,40 @@ impl Consumer {
         Some(d)
     }
 
+    /// A relay consumer's wanted layers (a viewer ignores it).
+    pub(crate) fn set_relay_layers(
+        &mut self,
+        wanted: [bool; Layer::MAX],
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        if let Video::Relay(r) = &mut self.video {
+            r.set_wanted(wanted, producer, now, out);
+        }
+    }
+
+    /// A relay consumer's wanted layers (`None` for a viewer).
+    pub(crate) fn relay_layers(&self) -> Option<[bool; Layer::MAX]> {
+        match &self.video {
+            Video::Relay(r) => Some(r.wanted()),
+            Video::Viewer(_) => None,
+        }
+    }
+
+    /// A viewer's video from `first_seq` on was dropped before it left.
+    pub(crate) fn video_dropped(
+        &mut self,
+        first_seq: u64,
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        if let Video::Viewer(v) = &mut self.video {
+            v.video_dropped(first_seq, producer, now, out);
+        }
+    }
+
     pub(crate) fn pause_reason(&self) -> Option<PauseReason> {
         match &self.video {
             Video::Viewer(v) => v.pause_reason(),

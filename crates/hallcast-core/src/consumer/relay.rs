@@ -5,6 +5,11 @@
 //! space: a layer starts at its first keyframe (or its cached GOP on join) and a
 //! publisher reconnect continues each stream where it stopped, so downstream sees one
 //! uninterrupted source. Keyframe requests name the layer they are for.
+//!
+//! A downstream relay may want fewer layers than exist (`wanted`: the layers its own
+//! viewers use): the others are not forwarded at all, so an edge whose points all sit on
+//! weak links pulls only the low layers. A layer wanted again restarts at its next
+//! keyframe (asked for at once), continuing its own stream.
 
 use std::time::Instant;
 
@@ -19,6 +24,8 @@ pub(crate) struct Relay {
     /// One outgoing stream per source layer, indexed by [`Layer::index`].
     video: [Egress; Layer::MAX],
     pub(crate) paused: bool,
+    /// The layers the downstream relay wants (all by default).
+    wanted: [bool; Layer::MAX],
 }
 
 impl Relay {
@@ -26,6 +33,34 @@ impl Relay {
         Relay {
             video: std::array::from_fn(|_| Egress::new(initial_seq)),
             paused: false,
+            wanted: [true; Layer::MAX],
+        }
+    }
+
+    pub(crate) fn wanted(&self) -> [bool; Layer::MAX] {
+        self.wanted
+    }
+
+    /// The layers the downstream relay wants from now on: unwanted ones stop at once,
+    /// newly wanted ones start at their next keyframe (requested now).
+    pub(crate) fn set_wanted(
+        &mut self,
+        wanted: [bool; Layer::MAX],
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        if wanted == self.wanted {
+            return;
+        }
+        for (i, egress) in self.video.iter_mut().enumerate() {
+            if self.wanted[i] && !wanted[i] {
+                egress.stop();
+            }
+        }
+        self.wanted = wanted;
+        if !self.paused && producer.video_codec().is_some() {
+            self.request_missing(producer.active_layers(now), producer, now, out);
         }
     }
 
@@ -47,7 +82,7 @@ impl Relay {
         let mut replays = 0;
         for (i, egress) in self.video.iter_mut().enumerate() {
             let layer = Layer(i as u8);
-            if !active[i] {
+            if !active[i] || !self.wanted[i] {
                 continue;
             }
             if let Some(gop) = producer.gop(layer) {
@@ -66,7 +101,7 @@ impl Relay {
         clock_rate: u32,
         out: &mut Outputs,
     ) {
-        if self.paused {
+        if self.paused || !self.wanted[pkt.layer.index()] {
             return;
         }
         let egress = &mut self.video[pkt.layer.index()];
@@ -121,14 +156,17 @@ impl Relay {
             return;
         }
         match layer {
-            Some(layer) => producer.request_keyframe(layer, now, out),
+            Some(layer) if self.wanted[layer.index()] => producer.request_keyframe(layer, now, out),
+            Some(_) => {}
             None => {
                 let active = producer.active_layers(now);
                 if !active.contains(&true) {
                     producer.request_keyframe(Layer(0), now, out);
                 }
                 for (i, _) in active.iter().enumerate().filter(|(_, a)| **a) {
-                    producer.request_keyframe(Layer(i as u8), now, out);
+                    if self.wanted[i] {
+                        producer.request_keyframe(Layer(i as u8), now, out);
+                    }
                 }
             }
         }
@@ -141,7 +179,7 @@ impl Relay {
             return;
         }
         for (i, egress) in self.video.iter().enumerate() {
-            if active[i] && egress.current.is_none() {
+            if active[i] && self.wanted[i] && egress.current.is_none() {
                 wanted[i] = true;
             }
         }

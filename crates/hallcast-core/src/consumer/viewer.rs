@@ -93,6 +93,24 @@ impl Viewer {
         }
     }
 
+    /// Video from `first_seq` on was dropped before it left (the pacer's queue expired):
+    /// restart at the next keyframe of the target layer, numbering from `first_seq`.
+    pub(crate) fn video_dropped(
+        &mut self,
+        first_seq: u64,
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        self.video.rewind(first_seq);
+        if self.paused || producer.video_codec().is_none() {
+            return;
+        }
+        self.video.waiting_since = Some(now);
+        let target = target_of(producer.active_layers(now), self.max_layer, None);
+        producer.request_keyframe(target, now, out);
+    }
+
     /// Applies the allocator's cap before the join (the join's GOP replay is of that layer).
     pub(crate) fn apply_cap_only(&mut self) {
         self.max_layer = self.effective_max();

@@ -25,8 +25,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use hallcast_core::{
-    Backlog, Codec, ConsumerId, Forward, Layer, MediaKind, Outputs, Router, SourcePacket,
+    Allocation, Backlog, Codec, ConsumerId, Forward, Layer, MediaKind, Outputs, Pacer, PauseReason,
+    Router, SourcePacket, Target,
 };
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, KeyframeRequestKind, Mid, Rids};
 use str0m::net::{Protocol, Receive};
@@ -101,6 +103,9 @@ pub struct RelayConfig {
     /// index in their low byte.
     pub shard: usize,
     pub n_shards: usize,
+    /// Bandwidth adaptation for viewers: the estimator's start value, bits per second
+    /// (`None`: off).
+    pub adaptation: Option<u64>,
 }
 
 impl RelayConfig {
@@ -114,6 +119,9 @@ impl RelayConfig {
             },
             shard: 0,
             n_shards: 1,
+            // Off by default here (the simulated network's relays opt in); the engine's
+            // own default, from the config, is on.
+            adaptation: None,
         }
     }
 }
@@ -167,6 +175,11 @@ pub enum Command {
         session: SessionId,
         max_layer: Layer,
         paused: bool,
+    },
+    /// The layers a relay consumer (a downstream relay) wants forwarded.
+    SetRelayLayers {
+        session: SessionId,
+        layers: [bool; Layer::MAX],
     },
     EndConference {
         conference: Arc<str>,
@@ -268,6 +281,12 @@ pub struct Relay {
     /// Joiners' GOP replays, released a slice per turn after the turn's live packets.
     backlog: Backlog,
     released: Vec<Forward>,
+    /// Reused buffer of the allocations a tick changed.
+    reallocated: Vec<(ConsumerId, Allocation)>,
+    /// Measured viewers with video waiting in their pacer.
+    paced: Vec<SessionId>,
+    /// Reused buffer of paced releases.
+    paced_out: Vec<Forward>,
     last_now: Instant,
     /// Set while the router's outputs for a live source packet are written: those forwards
     /// are transit samples (replays are not).
@@ -324,6 +343,9 @@ impl Relay {
             next_tick: now + TICK,
             backlog: Backlog::new(),
             released: Vec::new(),
+            reallocated: Vec::new(),
+            paced: Vec::new(),
+            paced_out: Vec::new(),
             last_now: now,
             live: false,
             departing: Vec::new(),
@@ -397,6 +419,11 @@ impl Relay {
         if let Some(Reverse((t, _))) = self.timers.peek() {
             d = d.min(*t);
         }
+        for id in &self.paced {
+            if let Some(t) = self.sessions.get(id).and_then(|s| s.pacer()?.next_due()) {
+                d = d.min(t);
+            }
+        }
         d
     }
 
@@ -423,6 +450,7 @@ impl Relay {
         self.last_now = now;
         self.on_timers(now);
         self.release_backlog(now);
+        self.release_paced(now);
         self.drain_dirty();
     }
 
@@ -445,6 +473,9 @@ impl Relay {
                 max_layer,
                 paused,
             } => Reply::Done(self.set_video(now, session, max_layer, paused)),
+            Command::SetRelayLayers { session, layers } => {
+                Reply::Done(self.set_relay_layers(now, session, layers))
+            }
             Command::End { session, reason } => {
                 let existed = self.sessions.contains_key(&session);
                 self.end_session(now, session, reason);
@@ -562,14 +593,18 @@ impl Relay {
             .sessions
             .values()
             .map(|s| {
-                let (delivery, video) = match &s.role {
-                    SessionRole::Viewer(v) => (
-                        Some(v.delivery),
-                        self.confs
-                            .get(&s.conference)
-                            .and_then(|c| c.router.video_status(ConsumerId(s.id.0))),
-                    ),
-                    SessionRole::Source(_) => (None, None),
+                let (delivery, video, adaptation, relay_layers) = match &s.role {
+                    SessionRole::Viewer(v) => {
+                        let router = self.confs.get(&s.conference).map(|c| &c.router);
+                        let id = ConsumerId(s.id.0);
+                        (
+                            Some(v.delivery),
+                            router.and_then(|r| r.video_status(id)),
+                            router.and_then(|r| r.allocation(id)),
+                            router.and_then(|r| r.relay_layers(id)),
+                        )
+                    }
+                    SessionRole::Source(_) => (None, None, None, None),
                 };
                 SnapshotSession {
                     id: s.id,
@@ -579,6 +614,8 @@ impl Relay {
                     connected: s.connected,
                     delivery,
                     video,
+                    adaptation,
+                    relay_layers,
                     rtt_ms: s.readings.rtt.map(|d| d.as_millis() as u32),
                     loss: s.readings.loss,
                     media_bytes: s.readings.media_bytes,
@@ -612,10 +649,11 @@ impl Relay {
 
     // ------------------------------------------------------------------ commands
 
-    /// `twcc`: negotiate transport-wide congestion control. Viewers go without it until the
-    /// relay estimates their bandwidth (str0m keeps a 1 000-packet send register per session
-    /// for it, ~44 KiB, that nothing would read); publishers and relay links keep it (the
-    /// relay's feedback drives a browser publisher's own estimate).
+    /// `twcc`: negotiate transport-wide congestion control. Publishers and relay links
+    /// keep it (the relay's feedback drives a browser publisher's own estimate); viewers
+    /// have it when adaptation is on (`bwe`: the estimator's start value), and go without
+    /// it otherwise (str0m keeps a 1 000-packet send register per session for it,
+    /// ~44 KiB, that nothing would read).
     fn new_rtc(
         &self,
         now: Instant,
@@ -623,6 +661,7 @@ impl Relay {
         video: &[Codec],
         ice_lite: bool,
         twcc: bool,
+        bwe: Option<u64>,
     ) -> Rtc {
         let mut b = Rtc::builder()
             // Shared DTLS configuration and certificate (see dtls.rs): str0m asks this
@@ -631,6 +670,7 @@ impl Relay {
             .set_ice_lite(ice_lite)
             .set_rtp_mode(true)
             .set_stats_interval(Some(STATS_INTERVAL))
+            .enable_bwe(bwe.map(Bitrate::bps))
             .clear_codecs();
         if !twcc {
             // str0m's standard map without transport-wide-cc (ids as Chrome's).
@@ -691,7 +731,7 @@ impl Relay {
         if audio.is_none() && video.is_none() {
             return Err(EngineError::NoSupportedCodec);
         }
-        let mut rtc = self.new_rtc(now, audio, video.as_slice(), true, true);
+        let mut rtc = self.new_rtc(now, audio, video.as_slice(), true, true, None);
         let answer = rtc
             .sdp_api()
             .accept_offer(sdp)
@@ -843,7 +883,20 @@ impl Relay {
             return Err(EngineError::CodecMismatch(want()));
         }
         let video_codecs: Vec<Codec> = video.filter(|_| video_ok).into_iter().collect();
-        let mut rtc = self.new_rtc(now, audio.filter(|_| audio_ok), &video_codecs, true, relay);
+        // A viewer is measured (and adapted) when it can send transport-wide feedback and
+        // there is video to adapt.
+        let adaptive = self
+            .config
+            .adaptation
+            .filter(|_| !relay && video_ok && offer.contains("transport-wide-cc"));
+        let mut rtc = self.new_rtc(
+            now,
+            audio.filter(|_| audio_ok),
+            &video_codecs,
+            true,
+            relay || adaptive.is_some(),
+            adaptive,
+        );
         let answer = rtc
             .sdp_api()
             .accept_offer(sdp)
@@ -900,6 +953,9 @@ impl Relay {
             last_audio_at: None,
             last_video_at: None,
             delivery: Delivery::Pending,
+            adaptive,
+            desired_bps: 0,
+            pacer: adaptive.map(|start| Box::new(Pacer::new(start))),
         };
         let session = Session::new(id, conference.clone(), rtc, SessionRole::Viewer(sink), now);
         self.insert_session(now, session);
@@ -931,6 +987,7 @@ impl Relay {
             &[Codec::H264, Codec::Vp8],
             false,
             true,
+            None,
         );
         let mut ingest = Ingest::new(None, None);
         ingest.upstream = true;
@@ -1033,6 +1090,28 @@ impl Relay {
         Ok(())
     }
 
+    fn set_relay_layers(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        layers: [bool; Layer::MAX],
+    ) -> Result<(), EngineError> {
+        let Some(s) = self.sessions.get(&id) else {
+            return Err(EngineError::UnknownSession);
+        };
+        if !matches!(&s.role, SessionRole::Viewer(v) if v.relay) {
+            return Err(EngineError::UnknownSession);
+        }
+        let conference = s.conference.clone();
+        self.outs.clear();
+        if let Some(c) = self.confs.get_mut(&conference) {
+            c.router
+                .set_relay_layers(ConsumerId(id.0), layers, now, &mut self.outs);
+        }
+        self.apply_outputs(now, &conference);
+        Ok(())
+    }
+
     fn trickle(&mut self, session: SessionId, candidates: Vec<String>) -> Result<(), EngineError> {
         let Some(s) = self.sessions.get_mut(&session) else {
             return Err(EngineError::UnknownSession);
@@ -1081,6 +1160,18 @@ impl Relay {
             SessionRole::Viewer(v) if !v.relay => Some((v.max_layer, v.paused)),
             _ => None,
         };
+        let adaptive = match &s.role {
+            SessionRole::Viewer(v) => v.adaptive,
+            _ => None,
+        };
+        if adaptive.is_some()
+            && let Some(s) = self.sessions.get_mut(&id)
+            && let SessionRole::Viewer(v) = &mut s.role
+            && let Some(p) = v.pacer.as_deref_mut()
+        {
+            // The join's GOP replay is old by design: paced, not expired.
+            p.start_replay();
+        }
         let Some(conf) = self.confs.get_mut(&conference) else {
             return;
         };
@@ -1089,6 +1180,9 @@ impl Relay {
         if relay {
             conf.router
                 .add_relay_consumer(ConsumerId(id.0), now, &mut self.outs);
+        } else if let Some(start) = adaptive {
+            conf.router
+                .add_adaptive_viewer(ConsumerId(id.0), start, now, &mut self.outs);
         } else {
             conf.router
                 .add_viewer(ConsumerId(id.0), now, &mut self.outs);
@@ -1353,14 +1447,36 @@ impl Relay {
         for id in orphaned {
             self.end_session(now, id, EndReason::SourceGone);
         }
-        // Keyframe retries for waiting viewers.
+        // Keyframe retries for waiting viewers; allocations re-evaluated (hold times pass,
+        // layer bitrates change).
         let confs: Vec<Arc<str>> = self.confs.keys().cloned().collect();
+        let mut changed = std::mem::take(&mut self.reallocated);
         for conference in confs {
             self.outs.clear();
             if let Some(c) = self.confs.get_mut(&conference) {
                 c.router.tick(now, &mut self.outs);
+                c.router.reallocate(now, &mut self.outs, &mut changed);
             }
             self.apply_outputs(now, &conference);
+        }
+        for (id, a) in changed.drain(..) {
+            self.on_allocation(SessionId(id.0), a);
+        }
+        self.reallocated = changed;
+        // Probing targets follow the layer bitrates.
+        for s in self.sessions.values_mut() {
+            let SessionRole::Viewer(v) = &mut s.role else {
+                continue;
+            };
+            if v.adaptive.is_none() || !s.connected {
+                continue;
+            }
+            let desired = self
+                .confs
+                .get(&s.conference)
+                .and_then(|c| c.router.allocation(ConsumerId(s.id.0)))
+                .map_or(0, |a| a.desired_bps);
+            set_desired(s, desired);
         }
         self.process_queue(now);
     }
@@ -1406,6 +1522,7 @@ impl Relay {
                 | Event::IceConnectionStateChange(_)
                 | Event::PeerStats(_)
                 | Event::MediaEgressStats(_)
+                | Event::EgressBitrateEstimate(_)
                 | Event::Closed => queue.push_back((id, e)),
                 _ => {}
             },
@@ -1490,6 +1607,35 @@ impl Relay {
                         s.readings.loss = m.loss.or(s.readings.loss);
                     }
                 }
+                // A measured viewer's bandwidth estimate: transport-wide feedback into
+                // str0m's delay- and loss-based estimator, or the receiver's REMB.
+                Event::EgressBitrateEstimate(kind) => {
+                    let estimate = match kind {
+                        BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. } => {
+                            estimate.as_u64()
+                        }
+                        _ => continue,
+                    };
+                    self.stats.bwe_estimates.fetch_add(1, Relaxed);
+                    let Some(s) = self.sessions.get_mut(&id) else {
+                        continue;
+                    };
+                    if let SessionRole::Viewer(v) = &mut s.role
+                        && let Some(p) = v.pacer.as_deref_mut()
+                    {
+                        p.set_rate(estimate);
+                    }
+                    let conference = s.conference.clone();
+                    self.outs.clear();
+                    let changed = self.confs.get_mut(&conference).and_then(|c| {
+                        c.router
+                            .on_estimate(ConsumerId(id.0), estimate, now, &mut self.outs)
+                    });
+                    self.apply_outputs(now, &conference);
+                    if let Some(a) = changed {
+                        self.on_allocation(id, a);
+                    }
+                }
                 // A pull's RTT comes from its parent's extended reports (DLRR), when sent.
                 Event::MediaIngressStats(m) => {
                     if let Some(s) = self.sessions.get_mut(&id) {
@@ -1555,8 +1701,77 @@ impl Relay {
         self.apply_live_outputs(now, &conference);
     }
 
-    /// Writes one forward into its viewer's stream.
+    /// Writes one forward into its viewer's stream, through the viewer's pacer when it has
+    /// one (a measured viewer): video the pacer holds leaves from [`Relay::release_paced`].
     fn write_forward(&mut self, now: Instant, f: Forward) {
+        let id = SessionId(f.sub.0);
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let SessionRole::Viewer(v) = &mut s.role else {
+            return;
+        };
+        let f = match v.pacer.as_deref_mut() {
+            None => f,
+            Some(p) => match p.push(now, f) {
+                Some(f) => f,
+                None => {
+                    if p.queued() == 1 {
+                        self.paced.push(id);
+                    }
+                    return;
+                }
+            },
+        };
+        self.write_stream(now, f);
+    }
+
+    /// Releases what the measured viewers' pacers allow now; a queue that outgrew its delay
+    /// bound is dropped and its viewer restarts at a keyframe.
+    fn release_paced(&mut self, now: Instant) {
+        if self.paced.is_empty() {
+            return;
+        }
+        let mut paced = std::mem::take(&mut self.paced);
+        let mut out = std::mem::take(&mut self.paced_out);
+        paced.retain(|&id| {
+            let Some(s) = self.sessions.get_mut(&id) else {
+                return false;
+            };
+            let conference = s.conference.clone();
+            let SessionRole::Viewer(v) = &mut s.role else {
+                return false;
+            };
+            let Some(p) = v.pacer.as_deref_mut() else {
+                return false;
+            };
+            let dropped = p.expire(now);
+            p.poll(now, &mut out);
+            let keep = p.queued() > 0;
+            if let Some(d) = dropped {
+                self.stats
+                    .paced_dropped
+                    .fetch_add(d.packets as u64, Relaxed);
+                self.outs.clear();
+                if let Some(c) = self.confs.get_mut(&conference) {
+                    c.router
+                        .video_dropped(ConsumerId(id.0), d.first_seq, now, &mut self.outs);
+                }
+                self.apply_outputs(now, &conference);
+            }
+            for f in out.drain(..) {
+                self.write_stream(now, f);
+            }
+            keep
+        });
+        // Viewers that started queueing while this ran.
+        paced.append(&mut self.paced);
+        self.paced = paced;
+        self.paced_out = out;
+    }
+
+    /// Writes one forward into its viewer's stream now.
+    fn write_stream(&mut self, now: Instant, f: Forward) {
         let id = SessionId(f.sub.0);
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
@@ -1665,6 +1880,67 @@ impl Relay {
         self.outs = outs;
     }
 
+    /// A measured viewer's allocation changed: the estimator probes towards the new
+    /// target's next layer, a pause for bandwidth is audio-only delivery at once (the
+    /// ledger's `AudioOnly`, without waiting for the delivery window), and the change is
+    /// an event for the viewer page and the dashboard.
+    fn on_allocation(&mut self, id: SessionId, a: Allocation) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        self.stats.layer_switches.fetch_add(1, Relaxed);
+        set_desired(s, a.desired_bps);
+        let conference = s.conference.clone();
+        // Paused: video still queued in the pacer would only arrive late.
+        let dropped = match &mut s.role {
+            SessionRole::Viewer(v) if a.target == Some(Target::Paused) => {
+                v.pacer.as_deref_mut().and_then(Pacer::drop_queued)
+            }
+            _ => None,
+        };
+        if let Some(d) = dropped {
+            self.stats
+                .paced_dropped
+                .fetch_add(d.packets as u64, Relaxed);
+            self.outs.clear();
+            if let Some(c) = self.confs.get_mut(&conference) {
+                c.router.video_dropped(
+                    ConsumerId(id.0),
+                    d.first_seq,
+                    self.last_now,
+                    &mut self.outs,
+                );
+            }
+            self.apply_outputs(self.last_now, &conference);
+        }
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if let SessionRole::Viewer(v) = &mut s.role
+            && a.pause == Some(PauseReason::Bandwidth)
+            && matches!(v.delivery, Delivery::Flowing)
+        {
+            v.delivery = Delivery::AudioOnly;
+            self.events.push_back(EngineEvent::Delivery {
+                conference: conference.clone(),
+                session: id,
+                state: Delivery::AudioOnly,
+            });
+        }
+        debug!(session = %id, target = ?a.target, estimate = ?a.estimate_bps, "allocation");
+        self.events.push_back(EngineEvent::Adaptation {
+            conference,
+            session: id,
+            target: match a.target {
+                Some(Target::Layer(l)) => Some(l),
+                _ => None,
+            },
+            paused: a.pause,
+            estimate_bps: a.estimate_bps,
+            switches: a.switches,
+        });
+    }
+
     fn emit(&mut self, e: EngineEvent) {
         self.events.push_back(e);
     }
@@ -1684,6 +1960,22 @@ impl Relay {
 }
 
 /// The shard a session id names (its low byte).
+/// Hands a measured viewer's estimator its probing target, when it changed: str0m probes
+/// towards it (padding or retransmissions) before the allocator switches up.
+fn set_desired(s: &mut Session, desired_bps: u64) {
+    let SessionRole::Viewer(v) = &mut s.role else {
+        return;
+    };
+    // Changes under 5 % are noise of the layer bitrate meters.
+    if desired_bps == 0 || desired_bps.abs_diff(v.desired_bps) * 20 < v.desired_bps {
+        return;
+    }
+    v.desired_bps = desired_bps;
+    s.rtc
+        .bwe()
+        .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired_bps));
+}
+
 pub fn shard_of(id: SessionId) -> usize {
     (id.0 & 0xff) as usize
 }

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hallcast_core::{Codec, Layer, MediaKind};
+use hallcast_core::{Codec, Layer, MediaKind, Pacer};
 use str0m::change::SdpPendingOffer;
 use str0m::format::Codec as StCodec;
 use str0m::media::{Mid, Pt, Rid};
@@ -107,6 +107,12 @@ pub(crate) struct ViewerSink {
     pub last_audio_at: Option<Instant>,
     pub last_video_at: Option<Instant>,
     pub delivery: Delivery,
+    /// Adaptation on for this viewer: its estimator's start value (bits per second).
+    pub adaptive: Option<u64>,
+    /// The desired bitrate last handed to its estimator (probing target).
+    pub desired_bps: u64,
+    /// A measured viewer's pacer (its video leaves at its estimate's rate).
+    pub pacer: Option<Box<Pacer>>,
 }
 
 /// Readings from str0m's periodic stats (`Event::PeerStats`).
@@ -141,6 +147,14 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// A measured viewer's pacer.
+    pub fn pacer(&self) -> Option<&Pacer> {
+        match &self.role {
+            SessionRole::Viewer(v) => v.pacer.as_deref(),
+            SessionRole::Source(_) => None,
+        }
+    }
+
     pub fn new(
         id: SessionId,
         conference: Arc<str>,
