@@ -19,8 +19,9 @@
 //! - **queue p95**: the 95th percentile of the time datagrams spent in the bottleneck's
 //!   queue: the delay the viewer's media took beyond the propagation delay.
 //!
-//! Selectors: `none` (no adaptation: the viewer asks for the top layer and keeps it),
-//! `oracle` (the bench sets `Command::SetVideo` to the highest layer that fits the *true*
+//! Selectors: `relay` (the relay's own: `RelayConfig::adaptation` on, start estimate
+//! 1 Mbit/s, str0m's TWCC estimator feeding `hallcast_core::alloc`), `none` (adaptation off:
+//! the viewer gets the top layer and keeps it), `oracle` (the bench sets `Command::SetVideo` to the highest layer that fits the *true*
 //! rate every 100 ms, no hysteresis: the best a selector can do without an estimator).
 //!
 //! CPU per feedback packet: the thread's CPU time inside the relay's `handle_datagram` for
@@ -38,6 +39,8 @@ use hallcast_rtc::relay::{Command, Reply};
 use hallcast_rtc::sim::{Datagram, LayerSizes, LinkModel, LinkTrace, Net, PeerId, PublisherOpts};
 
 const CONF: &str = "bench";
+/// The relay's estimator start value (`[media] start_bitrate_kbps`' default).
+const START_BPS: u64 = 1_000_000;
 /// Bytes of the bottleneck's queue: 1 s at 400 kbit/s, 80 ms at 5 Mbit/s.
 const QUEUE_BYTES: usize = 50_000;
 /// What a viewer needs besides video: audio and packet headers.
@@ -53,7 +56,7 @@ struct Args {
     /// Traces to run (default: all): step, ramp, oscillate, loss.
     #[arg(long = "trace")]
     traces: Vec<String>,
-    /// Selectors to compare (default: all): none, oracle.
+    /// Selectors to compare (default: all): relay, none, oracle.
     #[arg(long = "selector")]
     selectors: Vec<String>,
 }
@@ -111,6 +114,7 @@ fn scenarios() -> Vec<Scenario> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Selector {
+    Relay,
     None,
     Oracle,
 }
@@ -118,13 +122,14 @@ enum Selector {
 impl Selector {
     fn name(self) -> &'static str {
         match self {
+            Selector::Relay => "relay",
             Selector::None => "none",
             Selector::Oracle => "oracle",
         }
     }
 
-    fn all() -> [Selector; 2] {
-        [Selector::None, Selector::Oracle]
+    fn all() -> [Selector; 3] {
+        [Selector::Relay, Selector::None, Selector::Oracle]
     }
 }
 
@@ -213,7 +218,11 @@ fn set_video(net: &mut Net, v: PeerId, max_layer: usize, paused: bool) {
 fn run(s: &Scenario, sel: Selector) -> Outcome {
     let (sizes, nominal) = layers();
     let mut net = Net::new();
-    let r = net.add_relay(|_| {});
+    let r = net.add_relay(|c| {
+        if sel == Selector::Relay {
+            c.adaptation = Some(START_BPS);
+        }
+    });
     let p = net
         .publish_with(r, CONF, PublisherOpts::simulcast())
         .expect("publish");

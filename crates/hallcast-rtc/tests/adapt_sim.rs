@@ -1,6 +1,7 @@
 //! Constrained links on virtual time (`hallcast_rtc::sim::LinkModel`): the capacity model
-//! itself, with the real relay and real str0m peers on both ends, and what a viewer's
-//! playback looks like behind it.
+//! itself, with the real relay and real str0m peers on both ends (`capacity`), and the
+//! relay's bandwidth adaptation behind a constrained downlink (`adaptation`): a step down
+//! and back, an oscillating link, bursty loss, keyframe-aligned switches, audio continuity.
 
 use std::time::{Duration, Instant};
 
@@ -131,7 +132,10 @@ mod capacity {
             "{before:.0} bit/s before"
         );
         let waited = link.max_sojourn(t0 + secs(1.0), t0 + secs(3.9));
-        assert!(waited < secs(0.1), "{waited:?} in the queue before the step");
+        assert!(
+            waited < secs(0.1),
+            "{waited:?} in the queue before the step"
+        );
         // From the step on: the new rate, at once.
         for (a, b) in [(4.0, 4.5), (4.5, 6.0), (6.0, 9.0)] {
             let bps = at(a, b);
@@ -218,5 +222,359 @@ mod capacity {
         assert_eq!(gaps, vec![], "audio gaps");
         let bps = viewer.video_bps(t0, net.now());
         assert!((800_000.0..1_300_000.0).contains(&bps), "{bps:.0} bit/s");
+    }
+}
+
+mod adaptation {
+    //! The relay's bandwidth adaptation behind a constrained downlink: the viewer negotiates
+    //! TWCC, str0m's estimator feeds the allocator (`hallcast_core::alloc`), whose decisions
+    //! the relay reports as `EngineEvent::Adaptation`. Checked from both sides: the events,
+    //! and what the viewer received (its frames' sizes tell their layer).
+
+    use hallcast_core::{Layer, PauseReason, Target};
+    use hallcast_rtc::sim::{Frame, LayerSizes};
+    use hallcast_rtc::{EngineEvent, SessionId};
+
+    use super::*;
+
+    /// The estimator's start value.
+    const START_BPS: u64 = 1_000_000;
+    /// Bytes of the downlink's queue: 1 s at 400 kbit/s, 80 ms at 5 Mbit/s.
+    const QUEUE: usize = 50_000;
+
+    /// One `EngineEvent::Adaptation` of a viewer.
+    #[derive(Debug, Clone, Copy)]
+    struct Adapted {
+        at: Instant,
+        /// The allocator's target (`None`: paused).
+        layer: Option<Layer>,
+        paused: Option<PauseReason>,
+        estimate_bps: Option<u64>,
+        switches: u32,
+    }
+
+    struct Run {
+        net: Net,
+        r: RelayId,
+        v: PeerId,
+        session: SessionId,
+        /// The downlink trace's start.
+        t0: Instant,
+    }
+
+    impl Run {
+        /// A simulcast publisher (q/h/f), then a viewer behind a downlink of `trace` from
+        /// its join on.
+        fn new(trace: LinkTrace) -> Run {
+            let mut net = Net::new();
+            let r = net.add_relay(|c| {
+                c.liveness = Liveness {
+                    session_timeout: secs(3.0),
+                    connect_timeout: secs(4.0),
+                };
+                c.adaptation = Some(START_BPS);
+            });
+            let _p = live_publisher(&mut net, r, PublisherOpts::simulcast());
+            // Every layer measured.
+            net.run_for(secs(1.5));
+            let v = net.subscribe(r, CONF).expect("subscribe");
+            net.set_link(
+                net.relay_addr(r),
+                net.peer_addr(v),
+                LinkModel::new(trace, QUEUE),
+            );
+            let t0 = net.now();
+            assert!(
+                net.run_until_cond(secs(3.0), |n| playing(n, v)),
+                "never played"
+            );
+            let session = net.peer(v).core().session.expect("a session");
+            Run {
+                net,
+                r,
+                v,
+                session,
+                t0,
+            }
+        }
+
+        fn at(&self, s: f64) -> Instant {
+            self.t0 + secs(s)
+        }
+
+        fn run_to(&mut self, s: f64) {
+            let end = self.at(s);
+            self.net.run_until(end);
+        }
+
+        fn adaptations(&self) -> Vec<Adapted> {
+            self.net
+                .events()
+                .iter()
+                .filter_map(|(at, _, e)| match e {
+                    EngineEvent::Adaptation {
+                        session,
+                        target: layer,
+                        paused,
+                        estimate_bps,
+                        switches,
+                        ..
+                    } if *session == self.session => Some(Adapted {
+                        at: *at,
+                        layer: *layer,
+                        paused: *paused,
+                        estimate_bps: *estimate_bps,
+                        switches: *switches,
+                    }),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// The last adaptation at or before `t`.
+        fn state_at(&self, t: Instant) -> Option<Adapted> {
+            self.adaptations().into_iter().rfind(|a| a.at <= t)
+        }
+
+        /// Switches (the relay's counter) in `[from, to)`.
+        fn switches_between(&self, from: Instant, to: Instant) -> u32 {
+            let count = |t: Instant| self.state_at(t).map_or(0, |a| a.switches);
+            count(to) - count(from)
+        }
+
+        /// The viewer's allocation in the relay's snapshot (what the admin API shows).
+        fn snapshot_allocation(&self) -> hallcast_core::Allocation {
+            self.net
+                .relay(self.r)
+                .snapshot(self.net.now(), 0)
+                .sessions
+                .into_iter()
+                .find(|s| s.id == self.session)
+                .and_then(|s| s.adaptation)
+                .expect("a measured viewer in the snapshot")
+        }
+
+        /// Complete frames the viewer got, with their layer, in order.
+        fn layers(&self) -> Vec<(Instant, usize, Frame)> {
+            self.net.viewer(self.v).received_layers(&sizes())
+        }
+    }
+
+    fn sizes() -> [LayerSizes; 3] {
+        PublisherOpts::simulcast().simulcast.expect("simulcast")
+    }
+
+    fn step_trace() -> LinkTrace {
+        LinkTrace::step_down_up(5000.0, 400.0, secs(20.0), secs(40.0))
+    }
+
+    /// Every change of layer the viewer saw (between consecutive frames, a pause between
+    /// them or not) starts with a packet that starts a keyframe.
+    fn assert_switches_at_keyframes(run: &Run, what: &str) {
+        let frames = run.net.viewer(run.v).frames();
+        let mut last_layer: Option<usize> = None;
+        let mut n_switches = 0;
+        for f in frames.iter().filter(|f| f.complete) {
+            let layer = hallcast_rtc::sim::playback::layer_of(&sizes(), f.keyframe, f.bytes);
+            if last_layer.is_some() && layer != last_layer {
+                n_switches += 1;
+                assert!(
+                    f.starts_keyframe,
+                    "{what}: layer {last_layer:?} → {layer:?} at {:?} on a frame that does not start with a keyframe: {f:?}",
+                    f.first_at - run.t0
+                );
+            }
+            last_layer = layer;
+        }
+        // And after every video gap (a pause), the first packet starts a keyframe.
+        let mut video = run.net.viewer(run.v).video.clone();
+        video.sort_by_key(|r| r.seq);
+        for w in video.windows(2) {
+            if w[1].at > w[0].at + secs(1.0) {
+                assert!(
+                    w[1].keyframe_start,
+                    "{what}: video resumed at {:?} without a keyframe",
+                    w[1].at - run.t0
+                );
+            }
+        }
+        assert!(
+            n_switches > 0 || what.contains("loss"),
+            "{what}: the viewer never switched"
+        );
+    }
+
+    #[test]
+    fn a_step_down_leaves_the_top_layer_within_3_s_for_one_that_fits() {
+        let mut run = Run::new(step_trace());
+        run.run_to(20.0);
+        // On the top layer before the step.
+        let before = run
+            .state_at(run.at(20.0))
+            .expect("an allocation before the step");
+        assert_eq!(before.layer, Some(Layer(2)), "{:?}", run.adaptations());
+        let last = run.layers().last().map(|(_, l, _)| *l);
+        assert_eq!(last, Some(2), "the viewer was not on the top layer");
+
+        run.run_to(39.9);
+        let step = run.at(20.0);
+        // The relay leaves the top layer within 3 s of the step...
+        let left = run
+            .adaptations()
+            .into_iter()
+            .find(|a| a.at >= step && a.layer != Some(Layer(2)))
+            .expect("never left the top layer");
+        assert!(
+            left.at - step <= secs(3.0),
+            "left the top layer {:?} after the step: {:?}",
+            left.at - step,
+            run.adaptations()
+        );
+        // ... and the viewer gets no top-layer frame after that (but what the queue held:
+        // at most 1 s at 400 kbit/s).
+        let late_top = run
+            .layers()
+            .into_iter()
+            .filter(|(t, l, _)| *t > left.at + secs(1.2) && *l == 2)
+            .count();
+        assert_eq!(late_top, 0, "top-layer frames after leaving it");
+        // It ends on a layer that fits 400 kbit/s (the lowest, ~150 kbit/s), or audio only.
+        let end = run.state_at(run.at(39.9)).expect("an allocation");
+        assert!(
+            end.layer == Some(Layer(0)) || end.paused == Some(PauseReason::Bandwidth),
+            "at the end of the low period: {end:?}"
+        );
+        // The snapshot agrees with the last event.
+        let snap = run.snapshot_allocation();
+        let want = end.layer.map_or(Target::Paused, Target::Layer);
+        assert_eq!(snap.target, Some(want), "{snap:?}");
+        assert_eq!(snap.switches, end.switches, "{snap:?}");
+        assert_eq!(snap.pause, end.paused, "{snap:?}");
+        let est = end.estimate_bps.expect("an estimate");
+        assert!(est < 600_000, "estimate {est} bit/s on a 400 kbit/s link");
+        let viewer = run.net.viewer(run.v);
+        for (t, l, f) in run.layers() {
+            assert!(
+                t < run.at(32.0) || l == 0,
+                "a layer-{l} frame at {:?}: {f:?}",
+                t - run.t0
+            );
+        }
+        // What it receives fits the link.
+        let bps = viewer.video_bps(run.at(30.0), run.at(40.0));
+        assert!(bps < 350_000.0, "{bps:.0} bit/s of video over 400 kbit/s");
+        assert_switches_at_keyframes(&run, "step down");
+    }
+
+    #[test]
+    fn after_the_link_returns_the_viewer_is_back_on_the_top_layer_within_15_s() {
+        let mut run = Run::new(step_trace());
+        run.run_to(56.0);
+        let back = run.at(40.0);
+        let top = run
+            .adaptations()
+            .into_iter()
+            .find(|a| a.at >= back && a.layer == Some(Layer(2)))
+            .unwrap_or_else(|| panic!("never back on the top layer: {:?}", run.adaptations()));
+        assert!(
+            top.at - back <= secs(15.0),
+            "back on the top layer {:?} after the link returned",
+            top.at - back
+        );
+        // The viewer sees it: top-layer frames in the last second, whole.
+        let late: Vec<usize> = run
+            .layers()
+            .into_iter()
+            .filter(|(t, _, _)| *t >= run.at(55.0))
+            .map(|(_, l, _)| l)
+            .collect();
+        assert!(
+            !late.is_empty() && late.iter().all(|l| *l == 2),
+            "layers received in the last second: {late:?}"
+        );
+        assert_switches_at_keyframes(&run, "recovery");
+    }
+
+    #[test]
+    fn audio_never_stops_for_more_than_100_ms_during_the_step_down() {
+        let mut run = Run::new(step_trace());
+        run.run_to(40.0);
+        let viewer = run.net.viewer(run.v);
+        let gaps = viewer.audio_gaps(run.at(15.0), run.at(40.0), secs(0.1));
+        assert_eq!(
+            gaps.iter()
+                .map(|(t, d)| (*t - run.t0, *d))
+                .collect::<Vec<_>>(),
+            vec![],
+            "audio gaps (since the link's start, length)"
+        );
+        // Every audio packet of the period arrived (losses repaired or none).
+        assert_eq!(viewer.missing_audio(), Vec::<u64>::new(), "audio lost");
+    }
+
+    #[test]
+    fn an_oscillating_link_does_not_make_the_viewer_flap_faster_than_the_link() {
+        // 2.5 ↔ 0.6 Mbit/s every 5 s: 12 changes a minute.
+        let mut run = Run::new(LinkTrace::square(2500.0, 600.0, secs(10.0), secs(80.0)));
+        run.run_to(75.0);
+        let (from, to) = (run.at(15.0), run.at(75.0));
+        let switches = run.switches_between(from, to);
+        assert!(
+            switches <= 12,
+            "{switches} switches in a minute of a link changing 12 times: {:?}",
+            run.adaptations()
+        );
+        // Seen from the viewer too: layer changes and pauses.
+        let layers = run.layers();
+        let changes = layers
+            .windows(2)
+            .filter(|w| w[0].0 >= from && w[1].0 < to && w[0].1 != w[1].1)
+            .count();
+        assert!(
+            changes <= 12,
+            "the viewer saw {changes} layer changes in a minute"
+        );
+        // Never paused: the lowest layer (~150 kbit/s) fits 600 kbit/s.
+        assert!(
+            run.adaptations()
+                .iter()
+                .all(|a| a.at < from || a.paused != Some(PauseReason::Bandwidth)),
+            "paused on a link never under 600 kbit/s: {:?}",
+            run.adaptations()
+        );
+        assert_switches_at_keyframes(&run, "oscillating link");
+    }
+
+    #[test]
+    fn bursty_loss_does_not_cause_a_switch_storm() {
+        // Plenty of rate, 30 % loss for 300 ms every 3 s.
+        let trace = LinkTrace::constant(5000.0).with_loss_bursts(
+            secs(10.0),
+            secs(3.0),
+            secs(0.3),
+            0.3,
+            secs(70.0),
+        );
+        let mut run = Run::new(trace);
+        run.run_to(70.0);
+        let switches = run.switches_between(run.at(10.0), run.at(70.0));
+        assert!(
+            switches <= 4,
+            "{switches} switches in a minute of loss bursts: {:?}",
+            run.adaptations()
+        );
+        // Mostly on the top layer.
+        let layers = run.layers();
+        let late: Vec<&(Instant, usize, Frame)> = layers
+            .iter()
+            .filter(|(t, _, _)| *t >= run.at(10.0))
+            .collect();
+        let top = late.iter().filter(|(_, l, _)| *l == 2).count();
+        assert!(
+            top * 10 >= late.len() * 8,
+            "{top} of {} frames on the top layer",
+            late.len()
+        );
+        assert_switches_at_keyframes(&run, "bursty loss");
     }
 }
