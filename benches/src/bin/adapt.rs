@@ -5,12 +5,15 @@
 //!
 //! Per trace and per layer selector, from what the viewer received (its frames' sizes tell
 //! their layer; the relay's rewrite makes one stream of them):
-//! - **converge**: after each rate change, how long until the viewer receives a layer that
+//! - **converge**: after each rate change that changes the highest layer that fits (the
+//!   worst of them for ramps and oscillations), how long until the viewer receives a layer that
 //!   fits the new rate (down: and stays at or under it until the next change; up: reaches
 //!   it). A layer *fits* when its nominal bitrate × 1.1 plus 60 kbit/s (audio and headers)
 //!   is at most the rate. "-": never.
 //! - **switches/min**: layer changes seen by the viewer, plus pauses and resumes (a video
-//!   gap over 1 s while audio flows), per minute.
+//!   gap over 1 s while audio flows, whatever its cause), per minute.
+//! - **video gaps**: the time in those gaps (paused for bandwidth, or video stuck behind a
+//!   link it overruns).
 //! - **video/capacity**: the video payload bitrate the viewer received over the link's
 //!   mean rate (after the first 5 s).
 //! - **freeze**: total time in freezes (a gap between rendered frames over max(3 × the
@@ -35,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hallcast_core::Layer;
+use hallcast_rtc::EngineEvent;
 use hallcast_rtc::relay::{Command, Reply};
 use hallcast_rtc::sim::{Datagram, LayerSizes, LinkModel, LinkTrace, Net, PeerId, PublisherOpts};
 
@@ -59,6 +63,10 @@ struct Args {
     /// Selectors to compare (default: all): relay, none, oracle.
     #[arg(long = "selector")]
     selectors: Vec<String>,
+    /// Also print (to stderr) each run's allocation changes with the link's state over
+    /// the second before each: to see why the relay switched.
+    #[arg(long)]
+    timeline: bool,
 }
 
 struct Scenario {
@@ -215,7 +223,7 @@ fn set_video(net: &mut Net, v: PeerId, max_layer: usize, paused: bool) {
     }
 }
 
-fn run(s: &Scenario, sel: Selector) -> Outcome {
+fn run(s: &Scenario, sel: Selector, timeline: bool) -> Outcome {
     let (sizes, nominal) = layers();
     let mut net = Net::new();
     let r = net.add_relay(|c| {
@@ -272,8 +280,17 @@ fn run(s: &Scenario, sel: Selector) -> Outcome {
     }
     let minutes = s.length.as_secs_f64() / 60.0;
 
-    // Convergence after each rate change.
-    let changes: Vec<(Duration, u64)> = s.trace.changes().collect();
+    // Convergence after each rate change that changes the layer that fits (a ramp's small
+    // steps inside one layer's range are not a change to converge to).
+    let mut changes: Vec<(Duration, u64)> = vec![];
+    let mut last_ideal = fitting(s.trace.bps_at(Duration::ZERO) as f64, &nominal);
+    for (at, bps) in s.trace.changes() {
+        let ideal = fitting(bps as f64, &nominal);
+        if ideal != last_ideal {
+            changes.push((at, bps));
+            last_ideal = ideal;
+        }
+    }
     let mut converge = vec![];
     for (i, &(at, bps)) in changes.iter().enumerate() {
         let before = s.trace.bps_at(at.saturating_sub(Duration::from_nanos(1)));
@@ -316,6 +333,41 @@ fn run(s: &Scenario, sel: Selector) -> Outcome {
     let share = viewer.video_bps(scored, end) / s.trace.mean_bps(WARMUP, end - t0);
     let (n_freezes, freeze) = playback.freezes_between(t0 + secs(2.0), end);
     let link = net.link_stats(down, up).expect("the downlink");
+    if timeline {
+        eprintln!(
+            "{} / {}: t, target, pause, estimate | over the last second: link throughput, longest queue wait, queue drops, losses",
+            s.name,
+            sel.name()
+        );
+        for (t, _, e) in net.events() {
+            if let EngineEvent::Adaptation {
+                target,
+                paused,
+                estimate_bps,
+                ..
+            } = e
+            {
+                let (a, b) = (t.checked_sub(secs(1.0)).unwrap_or(*t), *t);
+                let drops = link
+                    .queue_drops
+                    .iter()
+                    .filter(|d| **d >= a && **d < b)
+                    .count();
+                let lost = link
+                    .departures
+                    .iter()
+                    .filter(|d| d.lost && d.left >= a && d.left < b)
+                    .count();
+                eprintln!(
+                    "  {:6.2} s {target:?} {paused:?} {:?} kbit/s | {:.0} kbit/s, {:.0} ms, {drops}, {lost}",
+                    t.saturating_duration_since(t0).as_secs_f64(),
+                    estimate_bps.map(|e| e / 1000),
+                    link.throughput_bps(a, b) / 1e3,
+                    link.max_sojourn(a, b).as_secs_f64() * 1e3,
+                );
+            }
+        }
+    }
     let mut sojourn: Vec<Duration> = link.departures.iter().map(|d| d.left - d.sent).collect();
     sojourn.sort_unstable();
     let queue_p95 = sojourn
@@ -347,7 +399,7 @@ fn main() {
         .filter(|s| args.selectors.is_empty() || args.selectors.iter().any(|n| n == s.name()))
         .collect();
     println!(
-        "| trace | selector | converge after each change | switches/min | video/capacity | freeze (n) | audio only | queue p95 | relay CPU per viewer RTCP |"
+        "| trace | selector | converge after each change | switches/min | video/capacity | freeze (n) | video gaps > 1 s | queue p95 | relay CPU per viewer RTCP |"
     );
     println!("|---|---|---|---:|---:|---:|---:|---:|---:|");
     for s in scenarios() {
@@ -356,7 +408,7 @@ fn main() {
         }
         for &sel in &selectors {
             let wall = Instant::now();
-            let o = run(&s, sel);
+            let o = run(&s, sel, args.timeline);
             let converge: Vec<String> = o
                 .converge
                 .iter()
@@ -377,7 +429,7 @@ fn main() {
                     .iter()
                     .map(|c| c.3.map_or(f64::INFINITY, |d| d.as_secs_f64()))
                     .fold(0.0, f64::max);
-                format!("{} changes, worst {worst:.1} s", converge.len())
+                format!("{} layer changes, worst {worst:.1} s", converge.len())
             } else {
                 converge.join("; ")
             };
