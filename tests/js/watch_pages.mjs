@@ -22,18 +22,20 @@
 // audio_only / audio_only_visible / feed_active / viewers: what the page made of the relay's
 // events (window.hallcast.audioOnly, the #audio-only notice shown, `active`/`inactive`,
 // `viewercount`). --until-audio-only ends the run once page 0 shows the audio-only notice
-// (a --screenshot is then of that state).
+// (a --screenshot is then of that state); --audio-only-screenshot FILE.png takes one of page 0
+// the first time it shows the notice, and the run goes on.
 
 import { emit, launchBrowser, log, parseArgs, run, sleep } from './common.mjs';
 
 const USAGE = `usage: watch_pages.mjs --url VIEWER_URL [--pages N] [--duration SECS] [--until-frames N]
                        [--until-audio PACKETS] [--progress] [--progress-interval SECS]
                        [--screenshot FILE.png] [--lang vi|en] [--until-audio-only]
+                       [--audio-only-screenshot FILE.png]
                        [--headcount N]   (page 0 answers the headcount prompt with N)
                        [--serve-web DIR] (development: the page and /static/* from DIR instead of the relay)`;
 
 const args = parseArgs(
-  { url: '', pages: 1, duration: 30, until_frames: 0, until_audio: 1, progress: false, progress_interval: 1, screenshot: '', lang: '', headcount: 0, serve_web: '', until_audio_only: false },
+  { url: '', pages: 1, duration: 30, until_frames: 0, until_audio: 1, progress: false, progress_interval: 1, screenshot: '', lang: '', headcount: 0, serve_web: '', until_audio_only: false, audio_only_screenshot: '' },
   USAGE,
 );
 
@@ -291,6 +293,7 @@ run(async () => {
   }
 
   const deadline = started + args.duration * 1000;
+  let audioOnlyShot = false;
   while (Date.now() < deadline) {
     await sleep(Math.min(args.progress_interval * 1000, Math.max(0, deadline - Date.now())));
     if (reported) break;
@@ -319,6 +322,12 @@ run(async () => {
       s.every((p) => p.frames_decoded >= args.until_frames && p.audio_packets_received >= args.until_audio)
     ) {
       break;
+    }
+    if (args.audio_only_screenshot && !audioOnlyShot && s[0] && s[0].audio_only_visible) {
+      audioOnlyShot = true;
+      await sleep(1000); // the notice's fade-in and the dimmed picture settle
+      await pages[0].screenshot({ path: args.audio_only_screenshot }).catch((e) => log('screenshot failed:', e.message));
+      emit({ event: 'screenshot', path: args.audio_only_screenshot, t: (Date.now() - started) / 1000 });
     }
     if (args.until_audio_only && s[0] && s[0].audio_only_visible) {
       await sleep(1000); // the notice's fade-in and the dimmed picture settle
