@@ -202,11 +202,11 @@ impl Hub {
 
     /// Called by the event pump for every engine event, after the session table was updated.
     pub fn on_event(&self, event: &EngineEvent) {
-        let mut inner = self.inner();
         match event {
             EngineEvent::BroadcastStarted { conference, .. }
             | EngineEvent::BroadcastEnded { conference, .. } => {
                 let live = matches!(event, EngineEvent::BroadcastStarted { .. });
+                let mut inner = self.inner();
                 inner.live.insert(conference.clone(), live);
                 if let Some(tx) = inner.conferences.get(conference) {
                     tx.send_if_modified(|c| std::mem::replace(&mut c.live, live) != live);
@@ -220,6 +220,7 @@ impl Hub {
                 estimate_bps,
                 ..
             } => {
+                let mut inner = self.inner();
                 let slot = inner
                     .sessions
                     .entry(*session)
@@ -233,7 +234,7 @@ impl Hub {
             }
             EngineEvent::SessionEnded { session, .. } => {
                 // Dropping the sender ends the session's streams.
-                inner.sessions.remove(session);
+                self.inner().sessions.remove(session);
             }
             _ => {}
         }
