@@ -16,4 +16,5 @@ mod server_addresses;
 mod sessions;
 mod shards;
 mod util;
+mod viewer_events;
 mod viewer_page;

@@ -65,6 +65,35 @@ fn http_surface_of_a_conference_without_publisher() {
                     .to_string(),
             );
 
+            // The sessions API is the admin's: no token, or a wrong one, is a 401 that says so.
+            for auth in [None, Some("wrong")] {
+                let mut req = http.get(info.url("/api/v1/sessions"));
+                if let Some(t) = auth {
+                    req = req.bearer_auth(t);
+                }
+                let r = req.send()?;
+                let status = r.status();
+                let body = r.text()?;
+                check(
+                    status == 401 && body.to_lowercase().contains("token"),
+                    format!(
+                        "GET /api/v1/sessions with token {auth:?} → {status} {body:?}, expected 401"
+                    ),
+                );
+            }
+            let r = http
+                .get(info.url("/api/v1/sessions"))
+                .bearer_auth(info.raw["admin_token"].as_str().unwrap_or_default())
+                .send()?;
+            let status = r.status();
+            let v: serde_json::Value = r.json()?;
+            check(
+                status == 200
+                    && v["sessions"].as_array().is_some_and(|s| s.is_empty())
+                    && v["layers"].is_object(),
+                format!("GET /api/v1/sessions (admin) → {status} {v}, expected no sessions yet"),
+            );
+
             for (name, url) in [("WHIP", &info.whip_url), ("WHEP", &info.whep_url)] {
                 let r = http
                     .request(reqwest::Method::OPTIONS, url)

@@ -13,7 +13,15 @@
 //                   or 410 Gone); keeps checking quietly and resumes if the hall publishes again
 //   error        -> the link is not valid (401/403/404) or the browser cannot play; no retry
 //
-// Tests read window.hallcast = { state, pc, ... } and listen to the `hallcast:state` event.
+// WHEP server-sent events (the relay's Link rel="urn:ietf:params:whep:ext:core:server-sent-events"):
+// after its offer is answered the page subscribes to `active`, `inactive`, `layers` and
+// `viewercount` of its session. `layers` saying video is paused for bandwidth shows the audio-only
+// notice (#audio-only) until video resumes; `inactive` while live (the hall stopped; the session
+// is kept, so the picture comes back without a new offer) shows "ended" after a short grace, and
+// `active` brings it back to live.
+//
+// Tests read window.hallcast = { state, pc, audioOnly, feedActive, viewers, layers, eventsUrl, ... }
+// and listen to the `hallcast:state` and `hallcast:audioonly` events.
 'use strict';
 
 (() => {
@@ -51,6 +59,8 @@
       headcount_invalid: 'Vui lòng nhập số người (một số nguyên dương).',
       headcount_failed: 'Chưa gửi được, vui lòng thử lại.',
       headcount_denied: 'Liên kết không có quyền khai báo số người dự.',
+      audio_only: 'Chỉ có tiếng — đường truyền yếu',
+      audio_only_detail: 'Hình ảnh sẽ tự trở lại khi đường truyền tốt hơn.',
       lang_other: 'EN',
       lang_other_title: 'English',
     },
@@ -87,6 +97,8 @@
       headcount_invalid: 'Please enter the number of people (a positive whole number).',
       headcount_failed: 'Could not send it, please try again.',
       headcount_denied: 'This link may not declare a headcount.',
+      audio_only: 'Audio only — weak connection',
+      audio_only_detail: 'The picture will come back by itself when the connection improves.',
       lang_other: 'VI',
       lang_other_title: 'Tiếng Việt',
     },
@@ -117,6 +129,12 @@
   // Longest wait for local ICE candidates before sending the offer (the relay is ICE-lite).
   const GATHER_WAIT_MS = 1000;
   const IDLE_HIDE_MS = 4000;
+  // The WHEP events extension, and the events the page asks for.
+  const EVENTS_REL = 'urn:ietf:params:whep:ext:core:server-sent-events';
+  const EVENTS = ['active', 'inactive', 'layers', 'viewercount'];
+  // `inactive` while live: how long before the page says the broadcast ended (a publisher's
+  // reconnect or an edge changing parents comes back within it).
+  const FEED_INACTIVE_GRACE_MS = 3000;
   // An unanswered headcount prompt folds into its toolbar button after this long, so it does
   // not cover the picture on a wall all day.
   const HEADCOUNT_FOLD_MS = 90000;
@@ -139,6 +157,7 @@
     input: $('headcount-input'),
     later: $('headcount-later'),
     message: $('headcount-message'),
+    audioOnly: $('audio-only'),
   };
 
   const params = new URLSearchParams(location.search);
@@ -191,6 +210,14 @@
     stateLog: [],
     sessionUrl: null,
     attempts: 0,
+    // From the relay's events: video paused because the link is too weak (audio only).
+    audioOnly: false,
+    // The broadcast is live (`active`) or not (`inactive`); null: not heard yet.
+    feedActive: null,
+    viewers: null,
+    // The last `layers` event's `video` object.
+    layers: null,
+    eventsUrl: null,
     reconnect: () => connectNow(),
   });
 
@@ -329,6 +356,11 @@
     if (!s) return;
     clearTimeout(s.connectTimer);
     clearTimeout(s.disconnectTimer);
+    clearTimeout(s.inactiveTimer);
+    if (s.events) {
+      s.events.close();
+      s.events = null;
+    }
     if (notifyServer && s.url) {
       const url = s.url;
       s.url = null;
@@ -342,6 +374,10 @@
     if (session === s) {
       session = null;
       hallcast.sessionUrl = null;
+      hallcast.eventsUrl = null;
+      hallcast.feedActive = null;
+      hallcast.layers = null;
+      setAudioOnly(false);
     }
   }
 
@@ -420,6 +456,107 @@
     });
   }
 
+  // ---------------------------------------------------------------- relay events (WHEP SSE)
+
+  /** The events resource a WHEP answer names in its `Link` header, or null. */
+  function eventsLink(header, base) {
+    if (!header) return null;
+    for (const part of header.split(/,(?=\s*<)/)) {
+      const m = part.match(/<([^>]+)>(.*)/);
+      if (!m) continue;
+      const rel = m[2].match(/;\s*rel\s*=\s*"?([^";]+)"?/i);
+      if (rel && rel[1].trim() === EVENTS_REL) {
+        try {
+          return new URL(m[1], base).href;
+        } catch {
+          return null;
+        }
+      }
+    }
+    return null;
+  }
+
+  /** Subscribes to the session's events; the media never depends on it. */
+  async function subscribeEvents(s, url) {
+    if (typeof EventSource !== 'function') return;
+    let response;
+    try {
+      response = await fetch(url, {
+        method: 'POST',
+        headers: authHeaders({ 'Content-Type': 'application/json' }),
+        body: JSON.stringify(EVENTS),
+      });
+    } catch (e) {
+      console.info(`hallcast: no relay events (${e})`);
+      return;
+    }
+    const loc = response.headers.get('Location');
+    if (s !== session || response.status !== 201 || !loc) return;
+    const es = new EventSource(new URL(loc, response.url).href);
+    s.events = es;
+    hallcast.eventsUrl = es.url;
+    const json = (e) => {
+      try {
+        return JSON.parse(e.data);
+      } catch {
+        return null;
+      }
+    };
+    es.addEventListener('active', () => onFeed(s, true));
+    es.addEventListener('inactive', () => onFeed(s, false));
+    es.addEventListener('layers', (e) => {
+      if (s !== session) return;
+      const video = (json(e) || {}).video || null;
+      hallcast.layers = video;
+      setAudioOnly(!!(video && video.paused && video.reason === 'bandwidth'));
+    });
+    es.addEventListener('viewercount', (e) => {
+      const n = (json(e) || {}).viewercount;
+      if (s === session && Number.isInteger(n)) hallcast.viewers = n;
+    });
+    es.addEventListener('error', () => {
+      if (s !== session) return es.close();
+      // CLOSED: the relay refused the stream again (404: the session ended there).
+      if (es.readyState === EventSource.CLOSED) {
+        s.events = null;
+        // Holding an ended broadcast's session: the relay let it go, so ask again quietly
+        // (409 keeps the page "ended" and polls; 201 plays the new broadcast).
+        if (hallcast.state === 'ended') {
+          endSession(s);
+          scheduleConnect(RETRY_AFTER_DEFAULT_S * 1000);
+        }
+      }
+    });
+  }
+
+  /** The relay says the broadcast is live (`active`) or not (`inactive`). */
+  function onFeed(s, live) {
+    if (s !== session) return;
+    hallcast.feedActive = live;
+    clearTimeout(s.inactiveTimer);
+    if (live) {
+      if (hallcast.state === 'ended' && s.pc.connectionState === 'connected') {
+        // The hall is back on the same session: its media resumes without a new offer.
+        s.lastProgress = Date.now();
+        setState('live');
+      }
+    } else if (hallcast.state === 'live') {
+      s.inactiveTimer = setTimeout(() => {
+        if (s === session && hallcast.feedActive === false && hallcast.state === 'live') {
+          setState('ended', 'ended_detail');
+        }
+      }, FEED_INACTIVE_GRACE_MS);
+    }
+  }
+
+  function setAudioOnly(on) {
+    if (hallcast.audioOnly === on) return;
+    hallcast.audioOnly = on;
+    ui.audioOnly.hidden = !on;
+    document.body.classList.toggle('audio-only', on);
+    window.dispatchEvent(new CustomEvent('hallcast:audioonly', { detail: { audioOnly: on } }));
+  }
+
   async function connect() {
     clearTimeout(retryTimer);
     if (finalEnd) return;
@@ -431,7 +568,17 @@
       return;
     }
     const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
-    const s = { gen, pc, url: null, connectTimer: null, disconnectTimer: null, lastPackets: -1, lastProgress: Date.now() };
+    const s = {
+      gen,
+      pc,
+      url: null,
+      connectTimer: null,
+      disconnectTimer: null,
+      inactiveTimer: null,
+      events: null,
+      lastPackets: -1,
+      lastProgress: Date.now(),
+    };
     session = s;
     hallcast.pc = pc;
     pc.addTransceiver('audio', { direction: 'recvonly' });
@@ -470,6 +617,8 @@
       hallcast.sessionUrl = s.url;
       const servers = parseIceServers(response.headers.get('Link'));
       if (servers.length) iceServers = servers;
+      const events = eventsLink(response.headers.get('Link'), response.url);
+      if (events) subscribeEvents(s, events);
       let answer;
       try {
         answer = await response.text();

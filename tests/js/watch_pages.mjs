@@ -19,17 +19,23 @@
 // connections (each at its highest value seen).
 // --until-frames N ends the run early once every page decoded N frames and received
 // --until-audio packets of audio.
+// audio_only / audio_only_visible / feed_active / viewers: what the page made of the relay's
+// events (window.hallcast.audioOnly, the #audio-only notice shown, `active`/`inactive`,
+// `viewercount`). --until-audio-only ends the run once page 0 shows the audio-only notice
+// (a --screenshot is then of that state); --audio-only-screenshot FILE.png takes one of page 0
+// the first time it shows the notice, and the run goes on.
 
 import { emit, launchBrowser, log, parseArgs, run, sleep } from './common.mjs';
 
 const USAGE = `usage: watch_pages.mjs --url VIEWER_URL [--pages N] [--duration SECS] [--until-frames N]
                        [--until-audio PACKETS] [--progress] [--progress-interval SECS]
-                       [--screenshot FILE.png] [--lang vi|en]
+                       [--screenshot FILE.png] [--lang vi|en] [--until-audio-only]
+                       [--audio-only-screenshot FILE.png]
                        [--headcount N]   (page 0 answers the headcount prompt with N)
                        [--serve-web DIR] (development: the page and /static/* from DIR instead of the relay)`;
 
 const args = parseArgs(
-  { url: '', pages: 1, duration: 30, until_frames: 0, until_audio: 1, progress: false, progress_interval: 1, screenshot: '', lang: '', headcount: 0, serve_web: '' },
+  { url: '', pages: 1, duration: 30, until_frames: 0, until_audio: 1, progress: false, progress_interval: 1, screenshot: '', lang: '', headcount: 0, serve_web: '', until_audio_only: false, audio_only_screenshot: '' },
   USAGE,
 );
 
@@ -164,6 +170,13 @@ function initScript() {
       lang: document.documentElement.lang,
       status_text: (document.getElementById('status-title') || {}).textContent || null,
       badge_text: (document.getElementById('badge') || {}).textContent || null,
+      audio_only: !!(window.hallcast && window.hallcast.audioOnly),
+      audio_only_visible: (() => {
+        const el = document.getElementById('audio-only');
+        return !!el && !el.hidden && el.getClientRects().length > 0 ? el.textContent.replace(/\s+/g, ' ').trim() : null;
+      })(),
+      feed_active: window.hallcast ? window.hallcast.feedActive : null,
+      viewers: window.hallcast ? window.hallcast.viewers : null,
     };
   };
 }
@@ -280,6 +293,7 @@ run(async () => {
   }
 
   const deadline = started + args.duration * 1000;
+  let audioOnlyShot = false;
   while (Date.now() < deadline) {
     await sleep(Math.min(args.progress_interval * 1000, Math.max(0, deadline - Date.now())));
     if (reported) break;
@@ -296,6 +310,8 @@ run(async () => {
           audio_packets_received: p.audio_packets_received,
           n_peer_connections: p.n_peer_connections,
           status_text: p.status_text,
+          audio_only: p.audio_only,
+          audio_only_visible: p.audio_only_visible,
           origin: p.origin,
           session_url: p.session_url,
         })),
@@ -305,6 +321,16 @@ run(async () => {
       args.until_frames > 0 &&
       s.every((p) => p.frames_decoded >= args.until_frames && p.audio_packets_received >= args.until_audio)
     ) {
+      break;
+    }
+    if (args.audio_only_screenshot && !audioOnlyShot && s[0] && s[0].audio_only_visible) {
+      audioOnlyShot = true;
+      await sleep(1000); // the notice's fade-in and the dimmed picture settle
+      await pages[0].screenshot({ path: args.audio_only_screenshot }).catch((e) => log('screenshot failed:', e.message));
+      emit({ event: 'screenshot', path: args.audio_only_screenshot, t: (Date.now() - started) / 1000 });
+    }
+    if (args.until_audio_only && s[0] && s[0].audio_only_visible) {
+      await sleep(1000); // the notice's fade-in and the dimmed picture settle
       break;
     }
   }

@@ -230,6 +230,16 @@ impl Router {
         }
     }
 
+    /// Measures a relay consumer's link: from now on its estimates ([`Router::on_estimate`])
+    /// keep only the wanted layers the link carries (the lowest wanted one always flows).
+    pub fn measure_relay(&mut self, id: ConsumerId, start_estimate_bps: u64, now: Instant) {
+        let layers = self.producer.layer_stats(now);
+        let audio = self.producer.audio_bitrate_bps(now);
+        if let Some(&i) = self.index.get(&id) {
+            self.consumers[i].measure_relay(start_estimate_bps, &layers, audio, now);
+        }
+    }
+
     /// The layers a relay consumer (a downstream relay) wants: only those are forwarded;
     /// a newly wanted one starts at its next keyframe, requested now. No effect on viewers.
     pub fn set_relay_layers(
@@ -1010,6 +1020,59 @@ mod tests {
         c.add_viewer(ConsumerId(1), src.at(1300), &mut out);
         c.set_relay_layers(ConsumerId(1), [false; Layer::MAX], src.at(1300), &mut out);
         assert_eq!(c.relay_layers(ConsumerId(1)), None);
+    }
+
+    #[test]
+    fn a_measured_relay_link_keeps_the_layers_it_carries() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        let r = ConsumerId(9);
+        for ms in (0..2000).step_by(100) {
+            feed_100ms(&mut src, &mut c, ms, None, &mut out);
+        }
+        c.add_relay_consumer(r, src.at(2000), &mut out);
+        c.measure_relay(r, 20_000_000, src.at(2000));
+        let count = |out: &Outputs| -> [usize; 3] {
+            std::array::from_fn(|l| layer_for(out, r, l as u8).len())
+        };
+        // The link carries 0.7 Mbit/s: layers 0 and 1 together need ~0.77: layer 0 only.
+        let mut changes = Vec::new();
+        for ms in (2000..8000).step_by(100) {
+            out.clear();
+            changes.extend(feed_100ms(
+                &mut src,
+                &mut c,
+                ms,
+                Some((r, 700_000)),
+                &mut out,
+            ));
+        }
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(count(&out), [1, 0, 0], "only layer 0 flows");
+        // The link recovers: every layer again, each from its keyframe.
+        let mut seen = [0; 3];
+        for ms in (8000..12_000).step_by(100) {
+            out.clear();
+            changes.extend(feed_100ms(
+                &mut src,
+                &mut c,
+                ms,
+                Some((r, 5_000_000)),
+                &mut out,
+            ));
+            for (l, n) in count(&out).iter().enumerate() {
+                seen[l] += n;
+            }
+        }
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[1].target, Some(Target::Layer(Layer(2))));
+        assert_eq!(count(&out), [1, 1, 1]);
+        assert!(seen[1] >= 2 && seen[2] >= 2);
+        // What the downstream relay asks for still bounds it.
+        c.set_relay_layers(r, [true, false, false], src.at(12_000), &mut out);
+        out.clear();
+        feed_100ms(&mut src, &mut c, 12_000, Some((r, 5_000_000)), &mut out);
+        assert_eq!(count(&out), [1, 0, 0]);
     }
 
     #[test]

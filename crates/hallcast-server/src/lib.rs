@@ -10,6 +10,7 @@ pub mod attendance;
 pub mod auth;
 pub mod edge;
 mod error;
+pub mod events;
 mod ledger_hook;
 mod metrics;
 pub mod outbox;
@@ -96,6 +97,8 @@ pub struct AppState {
     pub tree: Arc<tree::Tree>,
     /// Set on an edge: starts pulling a conference when a viewer asks for it (pull on demand).
     pub demand: std::sync::OnceLock<Arc<dyn Demand>>,
+    /// WHEP server-sent events: per-session and per-conference cells the streams wait on.
+    pub events: Arc<events::Hub>,
 }
 
 /// An edge's answer to a viewer of a conference it does not pull yet.
@@ -126,6 +129,7 @@ impl AppState {
             extra_metrics: std::sync::OnceLock::new(),
             tree,
             demand: std::sync::OnceLock::new(),
+            events: Arc::new(events::Hub::new()),
         })
     }
 
@@ -161,6 +165,14 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
             axum::routing::delete(whip::whep_delete)
                 .patch(whip::whep_patch)
                 .options(whip::options),
+        )
+        .route(
+            "/whep/{conference}/{session}/events",
+            post(events::subscribe).options(events::options),
+        )
+        .route(
+            "/whep/{conference}/{session}/events/{token}",
+            get(events::stream).options(events::options),
         )
         .route("/watch/{conference}", get(pages::watch))
         .route("/static/{file}", get(pages::static_file))
@@ -266,6 +278,7 @@ pub fn spawn_event_pump(
                 }
                 _ => {}
             }
+            state.events.on_event(&e);
             if let Some(h) = &hook {
                 h.on_event(&e, meta.as_ref());
             }

@@ -317,6 +317,11 @@ fn created(
     for link in ice_links(state) {
         h.append(header::LINK, link);
     }
+    if role == Role::Subscriber
+        && let Some(link) = crate::events::link(conference, session)
+    {
+        h.append(header::LINK, link);
+    }
     r
 }
 
@@ -350,7 +355,7 @@ async fn conference_of(state: &AppState, id: &str) -> Result<Arc<Conference>, Ap
 
 /// The session a resource URL names (a publisher's under `/whip`, a viewer's under `/whep`),
 /// if the request carries the credential that created it.
-fn session_of(
+pub(crate) fn session_of(
     state: &AppState,
     conference: &str,
     session: &str,
@@ -374,7 +379,7 @@ fn session_of(
     Ok(id)
 }
 
-fn content_type(headers: &HeaderMap) -> String {
+pub(crate) fn content_type(headers: &HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

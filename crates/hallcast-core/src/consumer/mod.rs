@@ -189,11 +189,25 @@ impl Consumer {
         }
     }
 
-    /// The viewer's allocator, when its link is measured.
+    /// The allocator, when the consumer's link is measured.
     pub(crate) fn allocator(&self) -> Option<&Allocator> {
         match &self.video {
             Video::Viewer(v) => v.alloc.as_deref(),
-            Video::Relay(_) => None,
+            Video::Relay(r) => r.alloc.as_deref(),
+        }
+    }
+
+    /// Measures a relay consumer's link from now on (`start_bps`: its estimator's start).
+    pub(crate) fn measure_relay(
+        &mut self,
+        start_bps: u64,
+        layers: &[LayerStats; Layer::MAX],
+        audio_bps: u64,
+        now: Instant,
+    ) {
+        if let Video::Relay(r) = &mut self.video {
+            let ladder = r.ladder(layers);
+            r.alloc = Some(Box::new(Allocator::new(now, start_bps, &ladder, audio_bps)));
         }
     }
 
@@ -216,16 +230,27 @@ impl Consumer {
         now: Instant,
         out: &mut Outputs,
     ) -> Option<Decision> {
-        let Video::Viewer(v) = &mut self.video else {
-            return None;
-        };
-        let a = v.alloc.as_mut()?;
-        let est = estimate_bps.or(a.estimate_bps())?;
-        let d = a.update(now, est, layers, audio_bps);
-        if d.changed {
-            v.apply_allocation(producer, now, out);
+        match &mut self.video {
+            Video::Viewer(v) => {
+                let a = v.alloc.as_mut()?;
+                let est = estimate_bps.or(a.estimate_bps())?;
+                let d = a.update(now, est, layers, audio_bps);
+                if d.changed {
+                    v.apply_allocation(producer, now, out);
+                }
+                Some(d)
+            }
+            Video::Relay(r) => {
+                let ladder = r.ladder(layers);
+                let a = r.alloc.as_mut()?;
+                let est = estimate_bps.or(a.estimate_bps())?;
+                let d = a.update(now, est, &ladder, audio_bps);
+                if d.changed {
+                    r.apply_target(d.target, producer, now, out);
+                }
+                Some(d)
+            }
         }
-        Some(d)
     }
 
     /// A relay consumer's wanted layers (a viewer ignores it).

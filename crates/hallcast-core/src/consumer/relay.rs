@@ -10,13 +10,19 @@
 //! viewers use): the others are not forwarded at all, so an edge whose points all sit on
 //! weak links pulls only the low layers. A layer wanted again restarts at its next
 //! keyframe (asked for at once), continuing its own stream.
+//!
+//! When the link to the downstream relay is measured, an [`Allocator`] sees the wanted
+//! layers as one ladder (layer i needs the bitrates of every wanted layer up to i) and
+//! keeps the layers the link carries (`fit`); the lowest wanted layer always flows, since
+//! a relay serves many points. Forwarded = wanted and fit.
 
 use std::time::Instant;
 
+use crate::alloc::{Allocator, Target};
 use crate::consumer::egress::Egress;
 use crate::consumer::{ConsumerId, VideoStatus};
 use crate::media::{Layer, MediaKind, SourcePacket};
-use crate::producer::Producer;
+use crate::producer::{LayerStats, Producer};
 use crate::router::Outputs;
 
 #[derive(Debug)]
@@ -26,6 +32,10 @@ pub(crate) struct Relay {
     pub(crate) paused: bool,
     /// The layers the downstream relay wants (all by default).
     wanted: [bool; Layer::MAX],
+    /// The layers its link carries (all, unless measured and too thin).
+    fit: [bool; Layer::MAX],
+    /// Present when the link is measured.
+    pub(crate) alloc: Option<Box<Allocator>>,
 }
 
 impl Relay {
@@ -34,7 +44,47 @@ impl Relay {
             video: std::array::from_fn(|_| Egress::new(initial_seq)),
             paused: false,
             wanted: [true; Layer::MAX],
+            fit: [true; Layer::MAX],
+            alloc: None,
         }
+    }
+
+    /// Forwarded layers: wanted and carried by the link.
+    fn mask(&self) -> [bool; Layer::MAX] {
+        std::array::from_fn(|i| self.wanted[i] && self.fit[i])
+    }
+
+    /// The wanted layers as one ladder for the allocator: layer i "costs" every wanted
+    /// layer up to it; unwanted layers are not choices.
+    pub(crate) fn ladder(&self, layers: &[LayerStats; Layer::MAX]) -> [LayerStats; Layer::MAX] {
+        let mut sum = 0;
+        std::array::from_fn(|i| {
+            if !self.wanted[i] || !layers[i].active {
+                return LayerStats::default();
+            }
+            sum += layers[i].bitrate_bps;
+            LayerStats {
+                bitrate_bps: sum,
+                ..layers[i]
+            }
+        })
+    }
+
+    /// Applies the allocator's target: the wanted layers up to it (the lowest wanted
+    /// one at least).
+    pub(crate) fn apply_target(
+        &mut self,
+        target: Target,
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        let lowest = self.wanted.iter().position(|&w| w).unwrap_or(0);
+        let fit = std::array::from_fn(|i| match target {
+            Target::Layer(t) => i <= t.index().max(lowest),
+            Target::Paused => i == lowest,
+        });
+        self.change(self.wanted, fit, producer, now, out);
     }
 
     pub(crate) fn wanted(&self) -> [bool; Layer::MAX] {
@@ -50,15 +100,29 @@ impl Relay {
         now: Instant,
         out: &mut Outputs,
     ) {
-        if wanted == self.wanted {
+        self.change(wanted, self.fit, producer, now, out);
+    }
+
+    fn change(
+        &mut self,
+        wanted: [bool; Layer::MAX],
+        fit: [bool; Layer::MAX],
+        producer: &mut Producer,
+        now: Instant,
+        out: &mut Outputs,
+    ) {
+        let before = self.mask();
+        self.wanted = wanted;
+        self.fit = fit;
+        let after = self.mask();
+        if after == before {
             return;
         }
         for (i, egress) in self.video.iter_mut().enumerate() {
-            if self.wanted[i] && !wanted[i] {
+            if before[i] && !after[i] {
                 egress.stop();
             }
         }
-        self.wanted = wanted;
         if !self.paused && producer.video_codec().is_some() {
             self.request_missing(producer.active_layers(now), producer, now, out);
         }
@@ -80,9 +144,10 @@ impl Relay {
         };
         let active = producer.active_layers(now);
         let mut replays = 0;
+        let mask = self.mask();
         for (i, egress) in self.video.iter_mut().enumerate() {
             let layer = Layer(i as u8);
-            if !active[i] || !self.wanted[i] {
+            if !active[i] || !mask[i] {
                 continue;
             }
             if let Some(gop) = producer.gop(layer) {
@@ -101,7 +166,7 @@ impl Relay {
         clock_rate: u32,
         out: &mut Outputs,
     ) {
-        if self.paused || !self.wanted[pkt.layer.index()] {
+        if self.paused || !(self.wanted[pkt.layer.index()] && self.fit[pkt.layer.index()]) {
             return;
         }
         let egress = &mut self.video[pkt.layer.index()];
@@ -164,7 +229,7 @@ impl Relay {
                     producer.request_keyframe(Layer(0), now, out);
                 }
                 for (i, _) in active.iter().enumerate().filter(|(_, a)| **a) {
-                    if self.wanted[i] {
+                    if self.mask()[i] {
                         producer.request_keyframe(Layer(i as u8), now, out);
                     }
                 }
@@ -179,7 +244,7 @@ impl Relay {
             return;
         }
         for (i, egress) in self.video.iter().enumerate() {
-            if active[i] && self.wanted[i] && egress.current.is_none() {
+            if active[i] && self.wanted[i] && self.fit[i] && egress.current.is_none() {
                 wanted[i] = true;
             }
         }

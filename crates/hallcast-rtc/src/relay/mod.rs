@@ -89,6 +89,11 @@ pub const H264_PAYLOADS: [(u8, u8, u32); 4] = [
     (114, 115, 0x64001f),
 ];
 
+/// The estimate a downstream relay's link starts from: high, since a relay link is
+/// usually a good one and trimming its layers at the start would lower every point's first
+/// picture below it; the estimator brings it down if the link says otherwise.
+const RELAY_START_BPS: u64 = 20_000_000;
+
 /// Settings of one relay (one media shard).
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -884,11 +889,14 @@ impl Relay {
         }
         let video_codecs: Vec<Codec> = video.filter(|_| video_ok).into_iter().collect();
         // A viewer is measured (and adapted) when it can send transport-wide feedback and
-        // there is video to adapt.
+        // there is video to adapt. A downstream relay's link is measured too, from a higher
+        // start value: its layers are trimmed only once the estimate shows the link
+        // cannot carry them.
         let adaptive = self
             .config
             .adaptation
-            .filter(|_| !relay && video_ok && offer.contains("transport-wide-cc"));
+            .filter(|_| video_ok && offer.contains("transport-wide-cc"))
+            .map(|start| if relay { RELAY_START_BPS } else { start });
         let mut rtc = self.new_rtc(
             now,
             audio.filter(|_| audio_ok),
@@ -955,7 +963,10 @@ impl Relay {
             delivery: Delivery::Pending,
             adaptive,
             desired_bps: 0,
-            pacer: adaptive.map(|start| Box::new(Pacer::new(start))),
+            // Relay links are not paced here (str0m's pacer at 1.1 × the estimate only).
+            pacer: adaptive
+                .filter(|_| !relay)
+                .map(|start| Box::new(Pacer::new(start))),
         };
         let session = Session::new(id, conference.clone(), rtc, SessionRole::Viewer(sink), now);
         self.insert_session(now, session);
@@ -1180,6 +1191,9 @@ impl Relay {
         if relay {
             conf.router
                 .add_relay_consumer(ConsumerId(id.0), now, &mut self.outs);
+            if let Some(start) = adaptive {
+                conf.router.measure_relay(ConsumerId(id.0), start, now);
+            }
         } else if let Some(start) = adaptive {
             conf.router
                 .add_adaptive_viewer(ConsumerId(id.0), start, now, &mut self.outs);

@@ -1,0 +1,345 @@
+//! The events resources through `oneshot` (no socket): a running engine with no media, a viewer
+//! session entered in the session table as `whep_post` would, and engine events fed to the hub
+//! as the event pump does.
+
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::http::Request;
+use hallcast_core::Layer;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use super::*;
+use crate::SessionMeta;
+use crate::auth::Credential;
+
+const TOKEN: &str = "viewer-token";
+
+struct Fixture {
+    app: Router,
+    state: Arc<AppState>,
+    session: SessionId,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn fixture() -> Fixture {
+    let dir = std::env::temp_dir().join(format!(
+        "hallcast-events-{:032x}",
+        hallcast_ledger::new_event_id().0
+    ));
+    let ledger = hallcast_ledger::Ledger::open(hallcast_ledger::LedgerConfig::new(
+        hallcast_ledger::StoreConfig::sqlite_in(&dir),
+        hallcast_ledger::Secret::from_bytes(b"0123456789abcdef0123".to_vec()).unwrap(),
+    ))
+    .await
+    .unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::channel(16);
+    let engine =
+        hallcast_rtc::Engine::start(hallcast_rtc::EngineConfig::default(), tx).expect("engine");
+    let state = AppState::new(
+        Arc::new(hallcast_config::Config::default()),
+        engine,
+        Arc::new(crate::registry::Registry::new(ledger)),
+        Box::new(crate::SharedTokenOnly),
+        Arc::new(crate::tree::Tree::new(
+            "central".into(),
+            "http://central".into(),
+            String::new(),
+        )),
+    );
+    let session = SessionId(rand::random::<u128>() & !0xff);
+    state.sessions().insert(
+        session,
+        SessionMeta {
+            conference: "demo".into(),
+            role: Role::Subscriber,
+            point: None,
+            etag: String::new(),
+            created_at: SystemTime::now(),
+            credential: Credential::of(TOKEN),
+        },
+    );
+    let app = crate::app(state.clone(), Router::new());
+    Fixture {
+        app,
+        state,
+        session,
+        dir,
+    }
+}
+
+impl Fixture {
+    fn events_url(&self) -> String {
+        format!("/whep/demo/{}/events", self.session)
+    }
+
+    async fn post(
+        &self,
+        uri: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, String, String) {
+        let mut req = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            location,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+
+    async fn get(&self, uri: &str) -> Response {
+        let req = Request::builder()
+            .uri(uri)
+            .header("accept", "text/event-stream")
+            .body(Body::empty())
+            .unwrap();
+        self.app.clone().oneshot(req).await.unwrap()
+    }
+
+    fn adaptation(&self, target: Option<u8>, paused: Option<PauseReason>) {
+        self.state.events.on_event(&EngineEvent::Adaptation {
+            conference: Arc::from("demo"),
+            session: self.session,
+            target: target.map(Layer),
+            paused,
+            estimate_bps: Some(480_000),
+            switches: 1,
+        });
+    }
+}
+
+/// Reads SSE events (`(name, data)`) from a streaming body until `n` have come.
+async fn read_events(body: &mut Body, n: usize) -> Vec<(String, String)> {
+    let mut text = String::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("an event within 5 s")
+            .expect("the stream ended early")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = v.trim().to_string();
+                }
+            }
+            if !name.is_empty() {
+                out.push((name, data));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn event_set_parses_names_and_refuses_the_rest() {
+    assert_eq!(
+        EventSet::parse(br#"["active","layers"]"#),
+        Ok(EventSet {
+            active: true,
+            layers: true,
+            ..Default::default()
+        })
+    );
+    for bad in [
+        &b"{\"events\":[\"active\"]}"[..],
+        b"\"active\"",
+        b"[]",
+        b"[\"active\",\"scte35\"]",
+        b"[1]",
+        b"not json",
+    ] {
+        assert!(
+            EventSet::parse(bad).is_err(),
+            "{:?} should be refused",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    let unknown = EventSet::parse(br#"["reconnect"]"#).unwrap_err();
+    assert!(
+        unknown.contains("\"reconnect\"") && unknown.contains("viewercount"),
+        "{unknown}"
+    );
+}
+
+#[test]
+fn link_names_the_session_resource_and_the_events() {
+    let id = SessionId(0x1234 << 8);
+    let link = link("demo", id).unwrap();
+    assert_eq!(
+        link.to_str().unwrap(),
+        format!(
+            "</whep/demo/{id}/events>; rel=\"urn:ietf:params:whep:ext:core:server-sent-events\"; \
+             events=\"active,inactive,layers,viewercount\""
+        )
+    );
+}
+
+#[tokio::test]
+async fn subscription_refuses_bad_bodies_and_other_credentials() {
+    let f = fixture().await;
+    let url = f.events_url();
+    for (body, want) in [
+        ("{\"active\":true}", StatusCode::BAD_REQUEST),
+        ("[\"active\",\"nope\"]", StatusCode::BAD_REQUEST),
+        ("[]", StatusCode::BAD_REQUEST),
+        ("[active]", StatusCode::BAD_REQUEST),
+    ] {
+        let (status, _, text) = f.post(&url, Some(TOKEN), body).await;
+        assert_eq!(status, want, "{body} → {status} {text}");
+        assert!(!text.trim().is_empty(), "{body}: no message");
+    }
+    let big = format!("[{}]", vec!["\"active\""; 200].join(","));
+    let (status, _, text) = f.post(&url, Some(TOKEN), &big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+
+    let (status, _, _) = f.post(&url, None, "[\"active\"]").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = f.post(&url, Some("someone-else"), "[\"active\"]").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let other = SessionId(rand::random::<u128>() & !0xff);
+    let (status, _, _) = f
+        .post(
+            &format!("/whep/demo/{other}/events"),
+            Some(TOKEN),
+            "[\"active\"]",
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = f
+        .post(
+            &format!("/whep/other/{}/events", f.session),
+            Some(TOKEN),
+            "[\"active\"]",
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The stream URL needs the token a subscription minted, for this session.
+    let (status, location, text) = f.post(&url, Some(TOKEN), "[\"active\"]").await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    let token = location.rsplit('/').next().unwrap();
+    assert_eq!(token.len(), 32, "{location}");
+    assert_eq!(location, format!("{url}/{token}"));
+    let wrong = format!("{url}/{:032x}", rand::random::<u128>());
+    assert_eq!(f.get(&wrong).await.status(), StatusCode::NOT_FOUND);
+    let other_session = format!("/whep/demo/{other}/events/{token}");
+    assert_eq!(f.get(&other_session).await.status(), StatusCode::NOT_FOUND);
+    let req = Request::builder()
+        .uri(&location)
+        .header("accept", "application/json")
+        .body(Body::empty())
+        .unwrap();
+    let resp = f.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_ACCEPTABLE);
+}
+
+#[tokio::test]
+async fn stream_sends_the_state_then_changes_and_ends_with_the_session() {
+    let f = fixture().await;
+    // An allocation made before the subscription is its first `layers`.
+    f.adaptation(Some(0), None);
+    let (status, location, text) = f
+        .post(
+            &f.events_url(),
+            Some(TOKEN),
+            "[\"active\",\"inactive\",\"layers\",\"viewercount\"]",
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    let resp = f.get(&location).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers().get("content-type").unwrap(),
+        "text/event-stream"
+    );
+    let mut body = resp.into_body();
+
+    // Nothing published on this engine: inactive, 0 viewers, the allocation.
+    let first = read_events(&mut body, 3).await;
+    let names: Vec<&str> = first.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["inactive", "viewercount", "layers"], "{first:?}");
+    assert_eq!(first[1].1, r#"{"viewercount":0}"#);
+    let layers: serde_json::Value = serde_json::from_str(&first[2].1).unwrap();
+    assert_eq!(layers["video"]["target"], 0);
+    assert_eq!(layers["video"]["paused"], false);
+    assert_eq!(layers["video"]["reason"], serde_json::Value::Null);
+    assert_eq!(layers["video"]["estimate_bps"], 480_000);
+
+    // The broadcast starts; the link weakens: video paused for bandwidth.
+    f.state.events.on_event(&EngineEvent::BroadcastStarted {
+        conference: Arc::from("demo"),
+        session: SessionId(0x77 << 8),
+    });
+    let e = read_events(&mut body, 1).await;
+    assert_eq!(e[0], ("active".to_string(), "{}".to_string()));
+    f.adaptation(None, Some(PauseReason::Bandwidth));
+    let e = read_events(&mut body, 1).await;
+    assert_eq!(e[0].0, "layers");
+    let layers: serde_json::Value = serde_json::from_str(&e[0].1).unwrap();
+    assert_eq!(layers["video"]["paused"], true, "{layers}");
+    assert_eq!(layers["video"]["reason"], "bandwidth", "{layers}");
+    assert_eq!(layers["video"]["target"], serde_json::Value::Null);
+    // Resumed.
+    f.adaptation(Some(0), None);
+    let e = read_events(&mut body, 1).await;
+    let layers: serde_json::Value = serde_json::from_str(&e[0].1).unwrap();
+    assert_eq!(layers["video"]["paused"], false, "{layers}");
+
+    // The session ends: so does its stream, and its URL is gone.
+    f.state.sessions().remove(&f.session);
+    f.state.events.on_event(&EngineEvent::SessionEnded {
+        conference: Arc::from("demo"),
+        session: f.session,
+        role: Role::Subscriber,
+        reason: hallcast_rtc::EndReason::Deleted,
+    });
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match body.frame().await {
+                None => return true,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) => return true,
+            }
+        }
+    })
+    .await;
+    assert_eq!(end, Ok(true), "the stream should end with the session");
+    assert_eq!(f.get(&location).await.status(), StatusCode::NOT_FOUND);
+}
