@@ -214,7 +214,7 @@ pub struct EngineStats {
     pub bwe_estimates: AtomicU64,
     /// Allocation changes (layer switches decided, pauses, resumes).
     pub layer_switches: AtomicU64,
-    /// Video packets dropped from measured viewers' pacer queues (past the delay bound).
+    /// Video packets dropped from measured viewers' pacer queues (at a pause).
     pub paced_dropped: AtomicU64,
     pub keyframe_requests_downstream: AtomicU64,
     pub events_dropped: AtomicU64,

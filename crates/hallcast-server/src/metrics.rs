@@ -108,7 +108,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         ),
         (
             "hallcast_paced_dropped_packets_total",
-            "Video packets dropped from viewers' pacer queues past the delay bound",
+            "Video packets dropped from viewers' pacer queues when their video paused",
             s.paced_dropped.load(Relaxed),
         ),
         (

@@ -1180,7 +1180,7 @@ impl Relay {
             && let SessionRole::Viewer(v) = &mut s.role
             && let Some(p) = v.pacer.as_deref_mut()
         {
-            // The join's GOP replay is old by design: paced, not expired.
+            // The join's GOP replay is paced at a multiple of the viewer's estimate.
             p.start_replay();
         }
         let Some(conf) = self.confs.get_mut(&conference) else {
@@ -1716,7 +1716,7 @@ impl Relay {
     }
 
     /// Writes one forward into its viewer's stream, through the viewer's pacer when it has
-    /// one (a measured viewer): video the pacer holds leaves from [`Relay::release_paced`].
+    /// one (a measured viewer): a replay the pacer holds leaves from [`Relay::release_paced`].
     fn write_forward(&mut self, now: Instant, f: Forward) {
         let id = SessionId(f.sub.0);
         let Some(s) = self.sessions.get_mut(&id) else {
@@ -1740,8 +1740,7 @@ impl Relay {
         self.write_stream(now, f);
     }
 
-    /// Releases what the measured viewers' pacers allow now; a queue that outgrew its delay
-    /// bound is dropped and its viewer restarts at a keyframe.
+    /// Releases what the measured viewers' pacers allow now (joiners' replays).
     fn release_paced(&mut self, now: Instant) {
         if self.paced.is_empty() {
             return;
@@ -1752,27 +1751,14 @@ impl Relay {
             let Some(s) = self.sessions.get_mut(&id) else {
                 return false;
             };
-            let conference = s.conference.clone();
             let SessionRole::Viewer(v) = &mut s.role else {
                 return false;
             };
             let Some(p) = v.pacer.as_deref_mut() else {
                 return false;
             };
-            let dropped = p.expire(now);
             p.poll(now, &mut out);
             let keep = p.queued() > 0;
-            if let Some(d) = dropped {
-                self.stats
-                    .paced_dropped
-                    .fetch_add(d.packets as u64, Relaxed);
-                self.outs.clear();
-                if let Some(c) = self.confs.get_mut(&conference) {
-                    c.router
-                        .video_dropped(ConsumerId(id.0), d.first_seq, now, &mut self.outs);
-                }
-                self.apply_outputs(now, &conference);
-            }
             for f in out.drain(..) {
                 self.write_stream(now, f);
             }
