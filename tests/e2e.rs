@@ -15,5 +15,6 @@ mod http_surface;
 mod server_addresses;
 mod sessions;
 mod shards;
+mod simulcast;
 mod util;
 mod viewer_page;
