@@ -90,7 +90,8 @@ impl Default for SourceOptions {
     }
 }
 
-/// Counters of what a [`Publisher`] has sent so far.
+/// Counters of what a [`Publisher`] has sent so far. With simulcast the video counters add
+/// up all the layers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PublisherStats {
     /// Encoded video frames handed to the track.

@@ -822,6 +822,7 @@ async fn video_pump(
             && last_idr.is_none_or(|at| at.elapsed() >= MIN_KEYFRAME_SPACING);
         if force {
             keyframe_wanted.store(false, Ordering::Relaxed);
+            debug!(ssrc = t.ssrc, "IDR on request");
         }
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -1135,6 +1136,10 @@ mod tests {
                 .with_configuration(RTCConfigurationBuilder::new().build())
                 .with_media_engine(media_engine)
                 .with_interceptor_registry(registry)
+                .with_handler(Arc::new(Events {
+                    state: watch::channel(RTCPeerConnectionState::New).0,
+                    gathered: watch::channel(false).0,
+                }) as Arc<dyn PeerConnectionEventHandler>)
                 .with_udp_addrs(vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)])
                 .build()
                 .await
