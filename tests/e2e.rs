@@ -15,6 +15,7 @@ mod http_surface;
 mod server_addresses;
 mod sessions;
 mod shards;
+mod simulcast;
 mod util;
 mod viewer_events;
 mod viewer_page;

@@ -23,6 +23,8 @@ pub struct DemoOptions {
     pub no_source: bool,
     /// `--keyframe-interval SECS` for the built-in source.
     pub keyframe_interval_s: Option<u32>,
+    /// `--simulcast`: the built-in source sends three layers by RID (q/h/f).
+    pub simulcast: bool,
     /// `--media IP:PORT`; `None` lets the relay pick (`IP:0`).
     pub media_port: Option<u16>,
     /// The address for `--http` and `--media`; `None` is 127.0.0.1.
@@ -151,6 +153,9 @@ impl Demo {
             .arg(&data_dir);
         if opts.no_source {
             cmd.arg("--no-source");
+        }
+        if opts.simulcast {
+            cmd.arg("--simulcast");
         }
         if let Some(secs) = opts.keyframe_interval_s {
             cmd.args(["--keyframe-interval", &secs.to_string()]);

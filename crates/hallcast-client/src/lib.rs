@@ -7,6 +7,11 @@
 //!   bitmap font.
 //! - Live H.264 encoding of that card ([`h264`], OpenH264, constrained baseline, configurable
 //!   bitrate, frame rate and IDR interval), answering PLI/FIR with an IDR (at most one per second).
+//! - Optionally simulcast ([`SourceOptions::simulcast`]): three layers `q`/`h`/`f` (quarter, half
+//!   and full size), each drawn at its own size and encoded by its own encoder, sent on one
+//!   video track as three RTP streams named by RID (`a=rid`/`a=simulcast` in the offer, the
+//!   `mid` and `rtp-stream-id` header extensions on every packet), as Chromium sends them. A
+//!   PLI/FIR for one layer's SSRC gets an IDR of that layer only.
 //! - The Opus tone: a 1 s Ogg/Opus asset embedded in the binary ([`ogg`]), looped packet by
 //!   packet at 20 ms.
 //! - The WHIP client side ([`whip`]): POST the offer (after full ICE gathering, no trickle), apply
@@ -64,6 +69,11 @@ pub struct SourceOptions {
     pub keyframe_interval: Duration,
     /// Text drawn on the card, e.g. the conference name (ASCII; Vietnamese loses its accents).
     pub label: String,
+    /// Send three simulcast layers by RID instead of one stream, as a browser does: `"q"` at a
+    /// quarter of `width` x `height` (`bitrate_bps` × 3/40), `"h"` at half (`bitrate_bps` / 4)
+    /// and `"f"` at full size (`bitrate_bps`); each its own encoder and SSRC. Needs a size
+    /// divisible by 8 and at least 64x64. Default `false`.
+    pub simulcast: bool,
 }
 
 impl Default for SourceOptions {
@@ -75,11 +85,13 @@ impl Default for SourceOptions {
             bitrate_bps: 2_000_000,
             keyframe_interval: Duration::from_secs(2),
             label: "HALLCAST TEST SOURCE".to_owned(),
+            simulcast: false,
         }
     }
 }
 
-/// Counters of what a [`Publisher`] has sent so far.
+/// Counters of what a [`Publisher`] has sent so far. With simulcast the video counters add
+/// up all the layers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PublisherStats {
     /// Encoded video frames handed to the track.

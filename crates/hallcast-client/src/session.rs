@@ -14,11 +14,13 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedP
 use rtc::media::Sample;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RtpCodecKind,
 };
 use rtc::sansio::Protocol;
+use rtc::shared::marshal::{Marshal, MarshalSize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -63,6 +65,13 @@ const MIN_KEYFRAME_SPACING: Duration = Duration::from_secs(1);
 const KEYFRAME_REQUEST_SLOT: usize = 14_000;
 /// Media stream id shared by both tracks, so receivers keep them in sync.
 const STREAM_ID: &str = "hallcast-test-source";
+/// The simulcast layers, lowest first: RID, size divisor, bitrate as a fraction of the top
+/// layer's (numerator, denominator). Chromium's names (`q`uarter, `h`alf, `f`ull) and roughly
+/// its bitrate steps (150 k / 500 k / 2 M at 720p), so a relay ranks them as it ranks a browser's.
+const SIMULCAST_LAYERS: [(&str, u32, (u32, u32)); 3] =
+    [("q", 4, (3, 40)), ("h", 2, (1, 4)), ("f", 1, (1, 1))];
+/// The least bitrate given to a simulcast layer.
+const MIN_LAYER_BITRATE: u32 = 50_000;
 
 /// Counters shared by the media tasks and [`crate::Publisher::stats`].
 #[derive(Debug, Default)]
@@ -139,12 +148,22 @@ pub(crate) async fn publish(
             bail!("built-in tone: every packet must last 20 ms");
         }
     }
-    let card = TestCard::new(opts.width, opts.height, opts.fps, &opts.label);
-    let encoder = H264Encoder::new(EncoderSettings {
-        fps: opts.fps,
-        bitrate_bps: opts.bitrate_bps,
-        idr_interval_frames: opts.idr_interval_frames,
-    })?;
+    // One card and one encoder per layer (a single one without simulcast): each layer is drawn
+    // at its own size, so every layer shows the same picture, legibly.
+    let workers = opts
+        .layers
+        .iter()
+        .map(|l| {
+            Ok(VideoWorker {
+                card: TestCard::new(l.width, l.height, opts.fps, &opts.label),
+                encoder: H264Encoder::new(EncoderSettings {
+                    fps: opts.fps,
+                    bitrate_bps: l.bitrate_bps,
+                    idr_interval_frames: opts.idr_interval_frames,
+                })?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
     let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
     let (gathered_tx, mut gathered_rx) = watch::channel(false);
@@ -153,7 +172,7 @@ pub(crate) async fn publish(
         gathered: gathered_tx,
     });
 
-    let (media_engine, registry) = media_engine()?;
+    let (media_engine, registry) = media_engine(opts.simulcast())?;
     let setting_engine = SettingEngineBuilder::new()
         // No .local candidates and no socket on port 5353: the relay needs plain addresses.
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
@@ -173,7 +192,7 @@ pub(crate) async fn publish(
             .context("building the peer connection")?,
     );
 
-    let result = negotiate(&pc, &http, &url, stream_key, &mut gathered_rx).await;
+    let result = negotiate(&pc, &http, &url, stream_key, &opts.layers, &mut gathered_rx).await;
     let (resource, video, audio_track) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -185,36 +204,55 @@ pub(crate) async fn publish(
     let (done_tx, done) = watch::channel(false);
     let done_tx = Arc::new(done_tx);
     let counters = Arc::new(Counters::default());
-    let keyframe_wanted = Arc::new(AtomicBool::new(false));
+    // One keyframe-request flag per layer, keyed by the layer's SSRC.
+    let keyframe_wanted: Vec<(u32, Arc<AtomicBool>)> = video
+        .iter()
+        .map(|l| (l.ssrc, Arc::new(AtomicBool::new(false))))
+        .collect();
+    let video_track = video
+        .first()
+        .map(|l| Arc::clone(&l.track))
+        .ok_or_else(|| anyhow!("no video layer"))?;
 
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(supervise(state_rx.clone(), Arc::clone(&done_tx))),
         tokio::spawn(forward_keyframe_requests(
-            Arc::clone(&video.track),
+            video_track,
             Arc::clone(&audio_track.track),
-            Arc::clone(&keyframe_wanted),
+            keyframe_wanted.clone(),
             Arc::clone(&counters),
         )),
-        tokio::spawn(guard(
+    ];
+    // One pump per layer: the layers encode in parallel (on blocking threads), each on its own
+    // clock, so the big layer's encode never delays the small ones.
+    for ((layer, worker), (_, wanted)) in video.into_iter().zip(workers).zip(keyframe_wanted) {
+        tasks.push(tokio::spawn(guard(
             "video",
             Arc::clone(&done_tx),
             video_pump(
-                video,
-                VideoWorker { card, encoder },
+                layer,
+                worker,
                 opts.fps,
                 state_rx.clone(),
-                keyframe_wanted,
+                wanted,
                 Arc::clone(&counters),
             ),
-        )),
-        tokio::spawn(guard(
-            "audio",
-            Arc::clone(&done_tx),
-            audio_pump(audio_track, audio, state_rx, Arc::clone(&counters)),
-        )),
-    ];
+        )));
+    }
+    tasks.push(tokio::spawn(guard(
+        "audio",
+        Arc::clone(&done_tx),
+        audio_pump(audio_track, audio, state_rx, Arc::clone(&counters)),
+    )));
 
-    info!(%resource, width = opts.width, height = opts.height, fps = opts.fps, "published");
+    info!(
+        %resource,
+        width = opts.width,
+        height = opts.height,
+        fps = opts.fps,
+        simulcast = opts.simulcast(),
+        "published"
+    );
     Ok(Session {
         pc,
         http,
@@ -228,14 +266,25 @@ pub(crate) async fn publish(
     })
 }
 
-/// `SourceOptions` after validation, with the derived IDR interval.
+/// One encoded video stream: the only one, or a simulcast layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LayerSpec {
+    /// The RID naming the layer (simulcast only).
+    rid: Option<&'static str>,
+    width: usize,
+    height: usize,
+    bitrate_bps: u32,
+}
+
+/// `SourceOptions` after validation, with the derived IDR interval and the video layers.
 struct Checked {
     width: usize,
     height: usize,
     fps: u32,
-    bitrate_bps: u32,
     idr_interval_frames: u32,
     label: String,
+    /// Lowest first; one entry (without a RID) unless simulcast.
+    layers: Vec<LayerSpec>,
 }
 
 impl Checked {
@@ -260,6 +309,15 @@ impl Checked {
         if o.bitrate_bps < 50_000 {
             bail!("bitrate {} bit/s is below 50 kbit/s", o.bitrate_bps);
         }
+        if o.simulcast
+            && (!o.width.is_multiple_of(8) || !o.height.is_multiple_of(8) || o.height < 64)
+        {
+            bail!(
+                "simulcast needs a picture size divisible by 8 and at least 64x64, not {}x{}",
+                o.width,
+                o.height
+            );
+        }
         let frames = o.keyframe_interval.as_secs_f64() * f64::from(o.fps);
         if frames < 1.0 {
             bail!(
@@ -267,20 +325,51 @@ impl Checked {
                 o.keyframe_interval
             );
         }
+        let width = usize::try_from(o.width)?;
+        let height = usize::try_from(o.height)?;
+        let layers = if o.simulcast {
+            SIMULCAST_LAYERS
+                .iter()
+                .map(|&(rid, divisor, (num, den))| {
+                    let divisor = divisor as usize;
+                    let share = u64::from(o.bitrate_bps) * u64::from(num) / u64::from(den);
+                    LayerSpec {
+                        rid: Some(rid),
+                        width: width / divisor,
+                        height: height / divisor,
+                        bitrate_bps: u32::try_from(share)
+                            .unwrap_or(u32::MAX)
+                            .max(MIN_LAYER_BITRATE),
+                    }
+                })
+                .collect()
+        } else {
+            vec![LayerSpec {
+                rid: None,
+                width,
+                height,
+                bitrate_bps: o.bitrate_bps,
+            }]
+        };
         Ok(Self {
-            width: usize::try_from(o.width)?,
-            height: usize::try_from(o.height)?,
+            width,
+            height,
             fps: o.fps,
-            bitrate_bps: o.bitrate_bps,
             idr_interval_frames: frames.round().min(f64::from(u32::MAX)) as u32,
             label: o.label,
+            layers,
         })
+    }
+
+    fn simulcast(&self) -> bool {
+        self.layers.iter().any(|l| l.rid.is_some())
     }
 }
 
 /// H.264 and Opus only, NACK (answered by the NACK responder), sender/receiver reports, the
-/// `mid` header extension, and the keyframe-request forwarder.
-fn media_engine() -> anyhow::Result<(MediaEngine, Registry)> {
+/// `mid` header extension (with simulcast also `rtp-stream-id` and `repaired-rtp-stream-id` for
+/// video, which is what Chromium offers), and the keyframe-request forwarder.
+fn media_engine(simulcast: bool) -> anyhow::Result<(MediaEngine, Registry)> {
     let mut me = MediaEngine::default();
     me.register_codec(
         RTCRtpCodecParameters {
@@ -304,6 +393,22 @@ fn media_engine() -> anyhow::Result<(MediaEngine, Registry)> {
             kind,
             None,
         )?;
+    }
+    if simulcast {
+        // No RTX is sent (NACKs are answered on the layer's own SSRC), but the repaired-RID
+        // extension is offered all the same, as browsers do.
+        for uri in [
+            rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI,
+            rtc::sdp::extmap::SDES_REPAIR_RTP_STREAM_ID_URI,
+        ] {
+            me.register_header_extension(
+                rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability {
+                    uri: uri.to_owned(),
+                },
+                RtpCodecKind::Video,
+                None,
+            )?;
+        }
     }
     // Registers `nack` and `nack pli` feedback for video and the NACK responder/generator.
     let registry = configure_nack(Registry::new(), &mut me);
@@ -376,31 +481,59 @@ async fn route_towards(url: &Url) -> Option<IpAddr> {
     socket.local_addr().ok().map(|a| a.ip())
 }
 
-/// A local track and what the answer negotiated for it.
+/// A local track (or one simulcast layer of it) and what the answer negotiated for it.
 struct SendTrack {
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     payload_type: u8,
+    /// Header extensions put on every packet (simulcast: the `mid` and the layer's RID).
+    extensions: Vec<HeaderExtension>,
 }
 
-/// Offer → gather → POST → answer. Returns the session resource and the two tracks.
-async fn negotiate(
+impl SendTrack {
+    async fn write(&self, sample: &Sample) -> webrtc::error::Result<()> {
+        self.track
+            .write_sample(self.ssrc, self.payload_type, sample, &self.extensions)
+            .await
+    }
+}
+
+/// The tracks added to the peer connection before the offer.
+struct LocalTracks {
+    video: Arc<TrackLocalStaticSample>,
+    /// One per layer, lowest first.
+    video_ssrcs: Vec<u32>,
+    video_tr: Arc<dyn webrtc::rtp_transceiver::RtpTransceiver>,
+    audio: Arc<TrackLocalStaticSample>,
+    audio_ssrc: u32,
+    audio_tr: Arc<dyn webrtc::rtp_transceiver::RtpTransceiver>,
+}
+
+/// Adds the send-only audio and video tracks: the video track carries one encoding per layer
+/// (with simulcast, each named by its RID, which makes webrtc-rs write `a=rid:<rid> send` and
+/// `a=simulcast:send q;h;f` instead of `a=ssrc` lines).
+async fn add_tracks(
     pc: &Arc<dyn PeerConnection>,
-    http: &reqwest::Client,
-    url: &Url,
-    stream_key: &str,
-    gathered: &mut watch::Receiver<bool>,
-) -> anyhow::Result<(Url, SendTrack, SendTrack)> {
+    layers: &[LayerSpec],
+) -> anyhow::Result<LocalTracks> {
     let now = Instant::now();
-    let video_ssrc = rand::random::<u32>();
+    let video_ssrcs: Vec<u32> = layers.iter().map(|_| rand::random::<u32>()).collect();
     let audio_ssrc = rand::random::<u32>();
+    let video_encodings = layers
+        .iter()
+        .zip(&video_ssrcs)
+        .map(|(layer, &ssrc)| encoding(ssrc, layer.rid, h264_codec()))
+        .collect();
     let video = Arc::new(TrackLocalStaticSample::new(
         now,
-        track(RtpCodecKind::Video, video_ssrc, h264_codec()),
+        track(RtpCodecKind::Video, video_encodings),
     )?);
     let audio = Arc::new(TrackLocalStaticSample::new(
         now,
-        track(RtpCodecKind::Audio, audio_ssrc, opus_codec()),
+        track(
+            RtpCodecKind::Audio,
+            vec![encoding(audio_ssrc, None, opus_codec())],
+        ),
     )?);
     let sendonly = || {
         Some(RTCRtpTransceiverInit {
@@ -415,6 +548,27 @@ async fn negotiate(
     let video_tr = pc
         .add_transceiver_from_track(Arc::clone(&video) as Arc<dyn TrackLocal>, sendonly())
         .await?;
+    Ok(LocalTracks {
+        video,
+        video_ssrcs,
+        video_tr,
+        audio,
+        audio_ssrc,
+        audio_tr,
+    })
+}
+
+/// Offer → gather → POST → answer. Returns the session resource, the video layers (lowest
+/// first) and the audio track.
+async fn negotiate(
+    pc: &Arc<dyn PeerConnection>,
+    http: &reqwest::Client,
+    url: &Url,
+    stream_key: &str,
+    layers: &[LayerSpec],
+    gathered: &mut watch::Receiver<bool>,
+) -> anyhow::Result<(Url, Vec<SendTrack>, SendTrack)> {
+    let local = add_tracks(pc, layers).await?;
 
     let offer = pc.create_offer(None).await?;
     pc.set_local_description(offer).await?;
@@ -447,24 +601,80 @@ async fn negotiate(
         return Err(e.context("applying the WHIP answer"));
     }
 
-    let video_pt = negotiated_pt(&video_tr).await?;
-    let audio_pt = negotiated_pt(&audio_tr).await?;
+    let video_pt = negotiated_pt(&local.video_tr).await?;
+    let audio_pt = negotiated_pt(&local.audio_tr).await?;
+    let video_mid = local.video_tr.mid().await?.unwrap_or_default();
+    let video = layers
+        .iter()
+        .zip(&local.video_ssrcs)
+        .map(|(layer, &ssrc)| SendTrack {
+            track: Arc::clone(&local.video),
+            ssrc,
+            payload_type: video_pt,
+            // A receiver learns which layer an SSRC carries from the RID on its packets (the
+            // SDP has no a=ssrc lines with simulcast), and which section from the mid: both
+            // go on every packet, as Chromium sends them until the receiver has seen them.
+            extensions: match layer.rid {
+                Some(rid) => vec![
+                    sdes_extension(rtc::sdp::extmap::SDES_MID_URI, &video_mid),
+                    sdes_extension(rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI, rid),
+                ],
+                None => vec![],
+            },
+        })
+        .collect();
     Ok((
         session.resource,
+        video,
         SendTrack {
-            track: video,
-            ssrc: video_ssrc,
-            payload_type: video_pt,
-        },
-        SendTrack {
-            track: audio,
-            ssrc: audio_ssrc,
+            track: local.audio,
+            ssrc: local.audio_ssrc,
             payload_type: audio_pt,
+            extensions: vec![],
         },
     ))
 }
 
-fn track(kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec) -> MediaStreamTrack {
+/// An RTP header extension whose value is a short text (an RFC 8852 SDES item: mid, RID).
+fn sdes_extension(uri: &'static str, value: &str) -> HeaderExtension {
+    HeaderExtension::Custom {
+        uri: uri.into(),
+        extension: Box::new(SdesValue(Bytes::copy_from_slice(value.as_bytes()))),
+    }
+}
+
+/// The value of an SDES header extension, written as is.
+struct SdesValue(Bytes);
+
+impl MarshalSize for SdesValue {
+    fn marshal_size(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Marshal for SdesValue {
+    fn marshal_to(&self, buf: &mut [u8]) -> rtc::shared::error::Result<usize> {
+        let n = self.0.len();
+        buf.get_mut(..n)
+            .ok_or(rtc::shared::error::Error::ErrBufferTooSmall)?
+            .copy_from_slice(&self.0);
+        Ok(n)
+    }
+}
+
+fn encoding(ssrc: u32, rid: Option<&str>, codec: RTCRtpCodec) -> RTCRtpEncodingParameters {
+    RTCRtpEncodingParameters {
+        rtp_coding_parameters: RTCRtpCodingParameters {
+            ssrc: Some(ssrc),
+            rid: rid.unwrap_or_default().into(),
+            ..Default::default()
+        },
+        codec,
+        ..Default::default()
+    }
+}
+
+fn track(kind: RtpCodecKind, encodings: Vec<RTCRtpEncodingParameters>) -> MediaStreamTrack {
     let id = match kind {
         RtpCodecKind::Audio => "tone",
         _ => "card",
@@ -474,14 +684,7 @@ fn track(kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec) -> MediaStreamTrack 
         id.to_owned(),
         id.to_owned(),
         kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec,
-            ..Default::default()
-        }],
+        encodings,
     )
 }
 
@@ -585,11 +788,7 @@ async fn advance(t: &SendTrack, units: u32, clock_rate: u32) {
         duration: duration_for_units(units, clock_rate),
         ..Sample::new(Instant::now())
     };
-    if let Err(e) = t
-        .track
-        .write_sample(t.ssrc, t.payload_type, &sample, &[])
-        .await
-    {
+    if let Err(e) = t.write(&sample).await {
         trace!(error = %e, "advancing the RTP clock failed");
     }
 }
@@ -623,6 +822,7 @@ async fn video_pump(
             && last_idr.is_none_or(|at| at.elapsed() >= MIN_KEYFRAME_SPACING);
         if force {
             keyframe_wanted.store(false, Ordering::Relaxed);
+            debug!(ssrc = t.ssrc, "IDR on request");
         }
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -660,11 +860,7 @@ async fn video_pump(
             duration: duration_for_units(plan.units, VIDEO_CLOCK_RATE),
             ..Sample::new(Instant::now())
         };
-        if let Err(e) = t
-            .track
-            .write_sample(t.ssrc, t.payload_type, &sample, &[])
-            .await
-        {
+        if let Err(e) = t.write(&sample).await {
             trace!(error = %e, "writing a video frame failed");
         }
     }
@@ -700,11 +896,7 @@ async fn audio_pump(
                 duration: duration_for_units(plan.units, OPUS_CLOCK_RATE),
                 ..Sample::new(Instant::now())
             };
-            if let Err(e) = t
-                .track
-                .write_sample(t.ssrc, t.payload_type, &sample, &[])
-                .await
-            {
+            if let Err(e) = t.write(&sample).await {
                 trace!(error = %e, "writing an audio packet failed");
             }
             counters.n_audio_packets.fetch_add(1, Ordering::Relaxed);
@@ -712,26 +904,29 @@ async fn audio_pump(
     }
 }
 
-/// Turns PLI/FIR arriving for the video track into a keyframe request for the video task.
+/// Turns PLI/FIR arriving for the video track into a keyframe request for the video task of
+/// the layer whose SSRC it names (`wanted`: one flag per layer, by SSRC).
 async fn forward_keyframe_requests(
     video: Arc<TrackLocalStaticSample>,
     audio: Arc<TrackLocalStaticSample>,
-    wanted: Arc<AtomicBool>,
+    wanted: Vec<(u32, Arc<AtomicBool>)>,
     counters: Arc<Counters>,
 ) {
     let video_events = async {
         while let Some(event) = video.poll().await {
             if let TrackLocalEvent::OnRtcpPacket(packets) = event {
-                let n = packets
-                    .iter()
-                    .filter(|p| is_keyframe_request(p.as_ref()))
-                    .count();
+                let mut n = 0;
+                for p in packets.iter().filter(|p| is_keyframe_request(p.as_ref())) {
+                    n += 1;
+                    for (_, flag) in layers_asked(&wanted, &p.destination_ssrc()) {
+                        flag.store(true, Ordering::Relaxed);
+                    }
+                }
                 if n > 0 {
                     debug!(n, "keyframe requested");
                     counters
                         .n_keyframe_requests
                         .fetch_add(n as u64, Ordering::Relaxed);
-                    wanted.store(true, Ordering::Relaxed);
                 }
             }
         }
@@ -739,6 +934,18 @@ async fn forward_keyframe_requests(
     // Drained so nothing queues up; audio has no keyframes.
     let audio_events = async { while audio.poll().await.is_some() {} };
     tokio::join!(video_events, audio_events);
+}
+
+/// The layers a keyframe request for `ssrcs` is meant for. A single stream takes every request;
+/// of several layers, those named, or all of them if the request names none (it cannot be told
+/// which one the receiver lacks).
+fn layers_asked<'a, T>(layers: &'a [(u32, T)], ssrcs: &[u32]) -> Vec<&'a (u32, T)> {
+    let named: Vec<&(u32, T)> = layers.iter().filter(|(s, _)| ssrcs.contains(s)).collect();
+    if layers.len() == 1 || named.is_empty() {
+        layers.iter().collect()
+    } else {
+        named
+    }
 }
 
 fn is_keyframe_request(p: &dyn rtc::rtcp::Packet) -> bool {
@@ -873,6 +1080,146 @@ mod tests {
         ] {
             assert!(Checked::new(bad).is_err());
         }
+    }
+
+    #[test]
+    fn simulcast_makes_three_layers_quarter_half_and_full() {
+        let simulcast = SourceOptions {
+            simulcast: true,
+            ..SourceOptions::default()
+        };
+        let layers = Checked::new(simulcast)
+            .expect("720p simulcast is valid")
+            .layers;
+        let seen: Vec<(Option<&str>, usize, usize, u32)> = layers
+            .iter()
+            .map(|l| (l.rid, l.width, l.height, l.bitrate_bps))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (Some("q"), 320, 180, 150_000),
+                (Some("h"), 640, 360, 500_000),
+                (Some("f"), 1280, 720, 2_000_000),
+            ]
+        );
+        let single = Checked::new(SourceOptions::default()).expect("defaults are valid");
+        assert_eq!(
+            single.layers,
+            vec![LayerSpec {
+                rid: None,
+                width: 1280,
+                height: 720,
+                bitrate_bps: 2_000_000
+            }]
+        );
+        // A quarter of 100x60 is not a whole, even picture.
+        let odd = SourceOptions {
+            width: 100,
+            height: 60,
+            simulcast: true,
+            ..SourceOptions::default()
+        };
+        assert!(Checked::new(odd).is_err());
+    }
+
+    /// The offer the test source would POST, without sending it anywhere.
+    async fn offer_sdp(simulcast: bool) -> String {
+        let opts = Checked::new(SourceOptions {
+            simulcast,
+            ..SourceOptions::default()
+        })
+        .expect("valid options");
+        let (media_engine, registry) = media_engine(simulcast).expect("media engine");
+        let pc: Arc<dyn PeerConnection> = Arc::new(
+            PeerConnectionBuilder::new()
+                .with_configuration(RTCConfigurationBuilder::new().build())
+                .with_media_engine(media_engine)
+                .with_interceptor_registry(registry)
+                .with_handler(Arc::new(Events {
+                    state: watch::channel(RTCPeerConnectionState::New).0,
+                    gathered: watch::channel(false).0,
+                }) as Arc<dyn PeerConnectionEventHandler>)
+                .with_udp_addrs(vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)])
+                .build()
+                .await
+                .expect("peer connection"),
+        );
+        add_tracks(&pc, &opts.layers).await.expect("tracks");
+        let offer = pc.create_offer(None).await.expect("offer");
+        let _ = pc.close().await;
+        offer.sdp
+    }
+
+    /// The lines of the video media section.
+    fn video_section(sdp: &str) -> Vec<&str> {
+        sdp.lines()
+            .skip_while(|l| !l.starts_with("m=video"))
+            .take_while(|l| !l.starts_with("m=audio"))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_simulcast_offer_names_the_layers_by_rid_as_chromium_does() {
+        let sdp = offer_sdp(true).await;
+        let video = video_section(&sdp);
+        for line in [
+            "a=rid:q send",
+            "a=rid:h send",
+            "a=rid:f send",
+            "a=simulcast:send q;h;f",
+            "a=sendonly",
+        ] {
+            assert!(
+                video.contains(&line),
+                "no {line:?} in the video section:\n{sdp}"
+            );
+        }
+        for uri in [
+            "urn:ietf:params:rtp-hdrext:sdes:mid",
+            "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+            "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+        ] {
+            assert!(
+                video
+                    .iter()
+                    .any(|l| l.starts_with("a=extmap:") && l.ends_with(&format!(" {uri}"))),
+                "no a=extmap for {uri} in the video section:\n{sdp}"
+            );
+        }
+        // Like Chromium: the layers are announced by RID, not by SSRC.
+        assert!(
+            !video.iter().any(|l| l.starts_with("a=ssrc:")),
+            "a simulcast video section with a=ssrc lines:\n{sdp}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_single_stream_offer_is_unchanged() {
+        let sdp = offer_sdp(false).await;
+        let video = video_section(&sdp);
+        assert!(
+            !video
+                .iter()
+                .any(|l| l.starts_with("a=rid") || l.starts_with("a=simulcast")),
+            "{sdp}"
+        );
+        assert!(!sdp.contains("rtp-stream-id"), "{sdp}");
+        assert!(video.iter().any(|l| l.starts_with("a=ssrc:")), "{sdp}");
+    }
+
+    #[test]
+    fn keyframe_requests_go_to_the_layer_they_name() {
+        let layers = [(10, 'q'), (20, 'h'), (30, 'f')];
+        let asked = |ssrcs: &[u32]| -> Vec<char> {
+            layers_asked(&layers, ssrcs).iter().map(|l| l.1).collect()
+        };
+        assert_eq!(asked(&[20]), vec!['h']);
+        assert_eq!(asked(&[30, 10]), vec!['q', 'f']);
+        // Naming no layer: every layer is asked.
+        assert_eq!(asked(&[99]), vec!['q', 'h', 'f']);
+        // A single stream answers whatever SSRC the request names.
+        assert_eq!(layers_asked(&[(10, 'x')], &[99]).len(), 1);
     }
 
     #[test]

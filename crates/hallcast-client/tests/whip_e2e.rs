@@ -356,6 +356,7 @@ fn small_source() -> SourceOptions {
         bitrate_bps: 300_000,
         keyframe_interval: Duration::from_secs(10),
         label: "E2E".to_owned(),
+        simulcast: false,
     }
 }
 

@@ -108,6 +108,10 @@ enum Command {
         /// Keyframe interval of the built-in source, in seconds.
         #[arg(long, value_name = "SECS", default_value_t = 2.0)]
         keyframe_interval: f64,
+        /// Make the built-in source send three simulcast layers by RID, as a browser does:
+        /// "q" 320x180, "h" 640x360 and "f" 1280x720.
+        #[arg(long)]
+        simulcast: bool,
     },
     /// Run an edge relay: a viewer of its parent (the central or another edge) that serves
     /// the parent's conferences to its own points.
@@ -237,7 +241,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             info_file,
             no_source,
             keyframe_interval,
-        } => demo(overrides, info_file, no_source, keyframe_interval).await,
+            simulcast,
+        } => {
+            demo(
+                overrides,
+                info_file,
+                no_source,
+                keyframe_interval,
+                simulcast,
+            )
+            .await
+        }
     }
 }
 
@@ -569,6 +583,7 @@ async fn demo(
     info_file: Option<PathBuf>,
     no_source: bool,
     keyframe_interval: f64,
+    simulcast: bool,
 ) -> anyhow::Result<()> {
     let mut overrides = overrides;
     if overrides.data_dir.is_none() && !overrides.set.iter().any(|s| s.starts_with("data.dir=")) {
@@ -636,6 +651,8 @@ async fn demo(
         "relay_credential": relay.relay_credential,
         "point": point.as_str(),
         "data_dir": data_dir,
+        // Whether the built-in source publishes three simulcast layers.
+        "simulcast": simulcast && !no_source,
     });
     if let Some(path) = &info_file {
         write_info(path, &info)?;
@@ -653,6 +670,7 @@ async fn demo(
         let opts = hallcast_client::SourceOptions {
             keyframe_interval: Duration::from_secs_f64(keyframe_interval.max(0.1)),
             label: "hallcast demo".into(),
+            simulcast,
             ..Default::default()
         };
         tokio::spawn(run_source(whip_url, stream_key, opts));
