@@ -23,7 +23,9 @@
 //!   queue: the delay the viewer's media took beyond the propagation delay.
 //!
 //! Selectors: `relay` (the relay's own: `RelayConfig::adaptation` on, start estimate
-//! 1 Mbit/s, str0m's TWCC estimator feeding `hallcast_core::alloc`), `none` (adaptation off:
+//! 1 Mbit/s, str0m's TWCC estimator feeding `hallcast_core::alloc`), `fixed` (the same
+//! estimator feeding `hallcast_core::alloc::fixed_threshold`: the highest layer whose need
+//! the estimate covers, re-chosen on every estimate, no hysteresis, hold or warm-up), `none` (adaptation off:
 //! the viewer gets the top layer and keeps it), `oracle` (the bench sets `Command::SetVideo` to the highest layer that fits the *true*
 //! rate every 100 ms, no hysteresis: the best a selector can do without an estimator).
 //!
@@ -123,6 +125,7 @@ fn scenarios() -> Vec<Scenario> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Selector {
     Relay,
+    Fixed,
     None,
     Oracle,
 }
@@ -131,13 +134,19 @@ impl Selector {
     fn name(self) -> &'static str {
         match self {
             Selector::Relay => "relay",
+            Selector::Fixed => "fixed",
             Selector::None => "none",
             Selector::Oracle => "oracle",
         }
     }
 
-    fn all() -> [Selector; 3] {
-        [Selector::Relay, Selector::None, Selector::Oracle]
+    fn all() -> [Selector; 4] {
+        [
+            Selector::Relay,
+            Selector::Fixed,
+            Selector::None,
+            Selector::Oracle,
+        ]
     }
 }
 
@@ -227,8 +236,9 @@ fn run(s: &Scenario, sel: Selector, timeline: bool) -> Outcome {
     let (sizes, nominal) = layers();
     let mut net = Net::new();
     let r = net.add_relay(|c| {
-        if sel == Selector::Relay {
+        if matches!(sel, Selector::Relay | Selector::Fixed) {
             c.adaptation = Some(START_BPS);
+            c.fixed_threshold = sel == Selector::Fixed;
         }
     });
     let p = net

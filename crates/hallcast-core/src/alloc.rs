@@ -123,6 +123,8 @@ pub struct Allocator {
     estimate_bps: Option<u64>,
     desired_bps: u64,
     switches: u32,
+    /// Benchmarks only: behave as [`fixed_threshold`] (no hysteresis, no hold, no warm-up).
+    fixed: bool,
 }
 
 /// One step's result.
@@ -159,7 +161,15 @@ impl Allocator {
             estimate_bps: Some(estimate_bps),
             desired_bps: 0,
             switches: 0,
+            fixed: false,
         }
+    }
+
+    /// The same allocator reduced to the [`fixed_threshold`] selector, the baseline the
+    /// benchmarks compare the policy with.
+    pub fn into_fixed_threshold(mut self) -> Self {
+        self.fixed = true;
+        self
     }
 
     pub fn target(&self) -> Target {
@@ -189,6 +199,18 @@ impl Allocator {
         audio_bps: u64,
     ) -> Decision {
         self.estimate_bps = Some(estimate_bps);
+        if self.fixed {
+            let target = fixed_threshold(estimate_bps, layers, audio_bps);
+            let changed = target != self.target;
+            self.target = target;
+            self.switches += u32::from(changed);
+            self.desired_bps = desired(target, layers, audio_bps);
+            return Decision {
+                target,
+                changed,
+                desired_bps: self.desired_bps,
+            };
+        }
         let warm = now.saturating_duration_since(self.joined_at) < WARMUP;
         if let Some(d) = self.calm_since
             && now.saturating_duration_since(d) >= CALM_AFTER

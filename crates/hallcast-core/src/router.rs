@@ -60,6 +60,8 @@ pub struct Router {
     consumers: Vec<Consumer>,
     index: HashMap<ConsumerId, usize>,
     n_gop_replays: u64,
+    /// Benchmarks only: measured viewers get the fixed-threshold selector.
+    fixed_threshold: bool,
 }
 
 impl Router {
@@ -164,8 +166,19 @@ impl Router {
         let layers = self.producer.layer_stats(now);
         let audio = self.producer.audio_bitrate_bps(now);
         let mut c = Consumer::viewer(id);
-        c.start_allocation(Allocator::new(now, start_estimate_bps, &layers, audio));
+        let alloc = Allocator::new(now, start_estimate_bps, &layers, audio);
+        c.start_allocation(if self.fixed_threshold {
+            alloc.into_fixed_threshold()
+        } else {
+            alloc
+        });
         self.add(c, now, out);
+    }
+
+    /// Benchmarks only: viewers measured from now on get the fixed-threshold selector
+    /// ([`crate::alloc::fixed_threshold`]) instead of the allocator's policy.
+    pub fn use_fixed_threshold(&mut self, on: bool) {
+        self.fixed_threshold = on;
     }
 
     /// A viewer's new bandwidth estimate. Returns its allocation when the target changed

@@ -88,6 +88,7 @@ impl Engine {
                     shard: i,
                     n_shards: n,
                     adaptation: config.adaptation,
+                    fixed_threshold: false,
                 },
                 stats.clone(),
                 Instant::now(),

@@ -111,6 +111,9 @@ pub struct RelayConfig {
     /// Bandwidth adaptation for viewers: the estimator's start value, bits per second
     /// (`None`: off).
     pub adaptation: Option<u64>,
+    /// Benchmarks only: measured viewers get the fixed-threshold selector, the baseline the
+    /// allocator is compared with.
+    pub fixed_threshold: bool,
 }
 
 impl RelayConfig {
@@ -127,6 +130,7 @@ impl RelayConfig {
             // Off by default here (the simulated network's relays opt in); the engine's
             // own default, from the config, is on.
             adaptation: None,
+            fixed_threshold: false,
         }
     }
 }
@@ -1195,6 +1199,7 @@ impl Relay {
                 conf.router.measure_relay(ConsumerId(id.0), start, now);
             }
         } else if let Some(start) = adaptive {
+            conf.router.use_fixed_threshold(self.config.fixed_threshold);
             conf.router
                 .add_adaptive_viewer(ConsumerId(id.0), start, now, &mut self.outs);
         } else {
