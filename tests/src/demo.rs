@@ -21,6 +21,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct DemoOptions {
     /// `--no-source`: the conference waits for an external publisher.
     pub no_source: bool,
+    /// `--simulcast`: the built-in source sends three layers by RID (`q` 320x180, `h` 640x360,
+    /// `f` 1280x720; issue 11).
+    pub simulcast: bool,
     /// `--keyframe-interval SECS` for the built-in source.
     pub keyframe_interval_s: Option<u32>,
     /// `--media IP:PORT`; `None` lets the relay pick (`IP:0`).
@@ -151,6 +154,9 @@ impl Demo {
             .arg(&data_dir);
         if opts.no_source {
             cmd.arg("--no-source");
+        }
+        if opts.simulcast {
+            cmd.arg("--simulcast");
         }
         if let Some(secs) = opts.keyframe_interval_s {
             cmd.args(["--keyframe-interval", &secs.to_string()]);
