@@ -343,12 +343,12 @@ impl PageWindow {
 }
 
 /// The first sample at or after `from_ms` for which `pred` holds.
-pub fn first_after<'a, T>(
-    series: &'a [T],
+pub fn first_after<T>(
+    series: &[T],
     from_ms: i64,
     at: impl Fn(&T) -> i64,
     pred: impl Fn(&T) -> bool,
-) -> Option<&'a T> {
+) -> Option<&T> {
     series.iter().find(|s| at(s) >= from_ms && pred(s))
 }
 
