@@ -7,7 +7,10 @@
 //
 // stdout (JSON lines):
 //   {"event":"progress","t":..,"wall_ms":..,"pages":[{page, state, frames_decoded, audio_packets_received,
-//      origin, session_url}, ...]}   (every --progress-interval seconds, default 1)
+//      origin, session_url, frame_width, frame_height, fps, freeze_count, total_freezes_duration_s,
+//      pause_count, total_pauses_duration_s, video_bytes_received, audio_bytes_received,
+//      audio_samples_received, audio_concealed_samples, text_seen}, ...]}
+//      (every --progress-interval seconds, default 1: a time series of what getStats says)
 //   {"event":"result","pages":[{page, frames_decoded, frame_width, frame_height, audio_packets_received,
 //      audio_samples_received, audio_concealed_samples, audio_silent_concealed_samples,
 //      audio_samples_duration_s, first_frame_ms, first_frame_ms_from_post, states, state,
@@ -24,6 +27,14 @@
 // `viewercount`). --until-audio-only ends the run once page 0 shows the audio-only notice
 // (a --screenshot is then of that state); --audio-only-screenshot FILE.png takes one of page 0
 // the first time it shows the notice, and the run goes on.
+// freeze_count / total_freezes_duration_s / pause_count / total_pauses_duration_s are getStats'
+// inbound-rtp video freezeCount, totalFreezesDuration, pauseCount, totalPausesDuration (a gap of
+// more than 5 s between rendered frames is a pause, not a freeze), video_bytes_received and
+// audio_bytes_received its bytesReceived, fps its framesPerSecond; all summed over the page's
+// connections like the audio counters.
+// --watch-text TEXT: `text_seen` says whether the page's visible text contains TEXT (e.g. the
+// "audio only" notice); --text-screenshot FILE.png takes a screenshot of the first page the first
+// time it does.
 
 import { emit, launchBrowser, log, parseArgs, run, sleep } from './common.mjs';
 
@@ -31,11 +42,12 @@ const USAGE = `usage: watch_pages.mjs --url VIEWER_URL [--pages N] [--duration S
                        [--until-audio PACKETS] [--progress] [--progress-interval SECS]
                        [--screenshot FILE.png] [--lang vi|en] [--until-audio-only]
                        [--audio-only-screenshot FILE.png]
+                       [--watch-text TEXT] [--text-screenshot FILE.png]
                        [--headcount N]   (page 0 answers the headcount prompt with N)
                        [--serve-web DIR] (development: the page and /static/* from DIR instead of the relay)`;
 
 const args = parseArgs(
-  { url: '', pages: 1, duration: 30, until_frames: 0, until_audio: 1, progress: false, progress_interval: 1, screenshot: '', lang: '', headcount: 0, serve_web: '', until_audio_only: false, audio_only_screenshot: '' },
+  { url: '', pages: 1, duration: 30, until_frames: 0, until_audio: 1, progress: false, progress_interval: 1, screenshot: '', lang: '', headcount: 0, serve_web: '', until_audio_only: false, audio_only_screenshot: '', watch_text: '', text_screenshot: '' },
   USAGE,
 );
 
@@ -51,14 +63,18 @@ function initScript() {
     videoCodec: null,
     frameWidth: 0,
     frameHeight: 0,
-    freezeCount: 0,
+    fps: null,
+    watchText: '',
   });
   const Native = window.RTCPeerConnection;
   window.RTCPeerConnection = class extends Native {
     constructor(...a) {
       super(...a);
       hc.pcs.push(this);
-      hc.maxima.push({ frames: 0, audio: 0, samples: 0, concealed: 0, silent: 0, duration: 0 });
+      hc.maxima.push({
+        frames: 0, audio: 0, samples: 0, concealed: 0, silent: 0, duration: 0,
+        freezes: 0, freezeS: 0, pauses: 0, pauseS: 0, videoBytes: 0, audioBytes: 0,
+      });
     }
   };
   const nativeFetch = window.fetch;
@@ -96,6 +112,12 @@ function initScript() {
         let concealed = 0;
         let silent = 0;
         let duration = 0;
+        let freezes = 0;
+        let freezeS = 0;
+        let pauses = 0;
+        let pauseS = 0;
+        let videoBytes = 0;
+        let audioBytes = 0;
         report.forEach((s) => {
           if (s.type !== 'inbound-rtp') return;
           if (s.kind === 'video') {
@@ -104,7 +126,12 @@ function initScript() {
               hc.frameWidth = s.frameWidth;
               hc.frameHeight = s.frameHeight;
             }
-            hc.freezeCount = s.freezeCount || hc.freezeCount;
+            freezes += s.freezeCount || 0;
+            freezeS += s.totalFreezesDuration || 0;
+            pauses += s.pauseCount || 0;
+            pauseS += s.totalPausesDuration || 0;
+            videoBytes += s.bytesReceived || 0;
+            if (typeof s.framesPerSecond === 'number') hc.fps = s.framesPerSecond;
             const codec = s.codecId && report.get(s.codecId);
             if (codec) hc.videoCodec = codec.mimeType;
           } else if (s.kind === 'audio') {
@@ -113,6 +140,7 @@ function initScript() {
             concealed += s.concealedSamples || 0;
             silent += s.silentConcealedSamples || 0;
             duration += s.totalSamplesDuration || 0;
+            audioBytes += s.bytesReceived || 0;
           }
         });
         const m = hc.maxima[i];
@@ -122,6 +150,12 @@ function initScript() {
         m.concealed = Math.max(m.concealed, concealed);
         m.silent = Math.max(m.silent, silent);
         m.duration = Math.max(m.duration, duration);
+        m.freezes = Math.max(m.freezes, freezes);
+        m.freezeS = Math.max(m.freezeS, freezeS);
+        m.pauses = Math.max(m.pauses, pauses);
+        m.pauseS = Math.max(m.pauseS, pauseS);
+        m.videoBytes = Math.max(m.videoBytes, videoBytes);
+        m.audioBytes = Math.max(m.audioBytes, audioBytes);
       }
       const total = hc.maxima.reduce((a, m) => a + m.frames, 0);
       if (total > 0 && hc.firstFrameAt === null) {
@@ -144,6 +178,8 @@ function initScript() {
     await hc.sample();
     noteState();
     const video = document.querySelector('video');
+    const sum = (k) => hc.maxima.reduce((a, m) => a + m[k], 0);
+    const text = (document.body && document.body.innerText) || '';
     return {
       frames_decoded: hc.maxima.reduce((a, m) => a + m.frames, 0),
       audio_packets_received: hc.maxima.reduce((a, m) => a + m.audio, 0),
@@ -153,7 +189,15 @@ function initScript() {
       audio_samples_duration_s: hc.maxima.reduce((a, m) => a + m.duration, 0),
       frame_width: hc.frameWidth,
       frame_height: hc.frameHeight,
-      freeze_count: hc.freezeCount,
+      freeze_count: sum('freezes'),
+      total_freezes_duration_s: sum('freezeS'),
+      pause_count: sum('pauses'),
+      total_pauses_duration_s: sum('pauseS'),
+      video_bytes_received: sum('videoBytes'),
+      audio_bytes_received: sum('audioBytes'),
+      fps: hc.fps,
+      text_seen: !!hc.watchText && text.includes(hc.watchText),
+      visible_text: text.replace(/\s+/g, ' ').trim().slice(0, 300),
       first_frame_ms: hc.firstFrameAt === null ? null : Math.round(hc.firstFrameAt),
       first_frame_ms_from_post:
         hc.firstFrameAt === null || hc.firstFramePost === null ? null : Math.round(hc.firstFrameAt - hc.firstFramePost),
@@ -231,6 +275,11 @@ run(async () => {
     await context.addInitScript((lang) => localStorage.setItem('hallcast.lang', lang), args.lang);
   }
   await context.addInitScript(initScript);
+  if (args.watch_text) {
+    await context.addInitScript((t) => {
+      window.__hcTest.watchText = t;
+    }, args.watch_text);
+  }
   if (args.serve_web) {
     // Development aid: try page changes against a relay whose binary still embeds older files.
     const { readFileSync } = await import('node:fs');
@@ -294,6 +343,7 @@ run(async () => {
 
   const deadline = started + args.duration * 1000;
   let audioOnlyShot = false;
+  let textShot = false;
   while (Date.now() < deadline) {
     await sleep(Math.min(args.progress_interval * 1000, Math.max(0, deadline - Date.now())));
     if (reported) break;
@@ -314,8 +364,28 @@ run(async () => {
           audio_only_visible: p.audio_only_visible,
           origin: p.origin,
           session_url: p.session_url,
+          frame_width: p.frame_width,
+          frame_height: p.frame_height,
+          fps: p.fps,
+          freeze_count: p.freeze_count,
+          total_freezes_duration_s: p.total_freezes_duration_s,
+          pause_count: p.pause_count,
+          total_pauses_duration_s: p.total_pauses_duration_s,
+          video_bytes_received: p.video_bytes_received,
+          audio_bytes_received: p.audio_bytes_received,
+          audio_samples_received: p.audio_samples_received,
+          audio_concealed_samples: p.audio_concealed_samples,
+          text_seen: p.text_seen,
         })),
       });
+    }
+    const showing = s.findIndex((p) => p.text_seen);
+    if (args.text_screenshot && !textShot && showing >= 0) {
+      textShot = true;
+      await pages[showing]
+        .screenshot({ path: args.text_screenshot })
+        .then(() => emit({ event: 'text_screenshot', page: showing, path: args.text_screenshot, wall_ms: Date.now() }))
+        .catch((e) => log('screenshot failed:', e.message));
     }
     if (
       args.until_frames > 0 &&

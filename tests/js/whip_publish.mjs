@@ -166,12 +166,16 @@ run(async () => {
       delete_status: deleteStatus,
     });
   };
-  const { context, close } = await launchBrowser({ onSignal: finish });
+  // A same-origin page for the publisher, served by Playwright itself: getUserMedia needs a
+  // secure context (127.0.0.1 is one; a relay on another host's plain-HTTP address is made one
+  // by Chromium's flag for exactly that) and same-origin fetches need no CORS.
+  const origin = `${whip.protocol}//${whip.host}`;
+  const { context, close } = await launchBrowser({
+    onSignal: finish,
+    extraArgs: [`--unsafely-treat-insecure-origin-as-secure=${origin}`],
+  });
   page = context.pages()[0] ?? (await context.newPage());
   page.on('console', (m) => log('page:', m.text()));
-  // A same-origin page for the publisher, served by Playwright itself: getUserMedia needs a
-  // secure context (127.0.0.1 is one) and same-origin fetches need no CORS.
-  const origin = `${whip.protocol}//${whip.host}`;
   await page.route(`${origin}/__hallcast_test/publisher`, (route) =>
     route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>publisher</title>' }),
   );

@@ -21,10 +21,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct DemoOptions {
     /// `--no-source`: the conference waits for an external publisher.
     pub no_source: bool,
+    /// `--simulcast`: the built-in source sends three layers by RID (`q` 320x180, `h` 640x360,
+    /// `f` 1280x720; issue 11).
+    pub simulcast: bool,
     /// `--keyframe-interval SECS` for the built-in source.
     pub keyframe_interval_s: Option<u32>,
-    /// `--simulcast`: the built-in source sends three layers by RID (q/h/f).
-    pub simulcast: bool,
     /// `--media IP:PORT`; `None` lets the relay pick (`IP:0`).
     pub media_port: Option<u16>,
     /// The address for `--http` and `--media`; `None` is 127.0.0.1.

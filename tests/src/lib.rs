@@ -12,11 +12,14 @@
 //! - a second network host in a namespace whose link a test can cut, two hosts joined only to
 //!   each other, 1:1 NAT inside a namespace ([`netns`]);
 //! - a tree of relays (`hallcast demo` + `hallcast edge`) on hosts of their own, with point hosts
-//!   that reach only their edge ([`tree`]).
+//!   that reach only their edge ([`tree`]);
+//! - a host's downlink shaped to a bandwidth with `tbf` ([`shape`]), and the time series the
+//!   bandwidth-adaptation tests read: the relay's sessions API, the viewer's getStats ([`adapt`]).
 //!
 //! What it must never do: skip a test because a prerequisite is missing (it fails with a message
 //! that says what to install), talk to any address but loopback, or leave a process behind.
 
+pub mod adapt;
 mod client;
 mod ctx;
 mod demo;
@@ -27,6 +30,7 @@ mod prereq;
 mod proc;
 pub mod results;
 pub mod sdp;
+pub mod shape;
 pub mod tree;
 
 pub use client::{Client, ClientKind};

@@ -23,6 +23,17 @@ pub struct PageResult {
     pub frame_width: u32,
     pub frame_height: u32,
     pub freeze_count: u64,
+    /// getStats' `totalFreezesDuration`, in seconds.
+    pub total_freezes_duration_s: f64,
+    /// `pauseCount`: gaps of more than 5 s between rendered frames (not freezes).
+    pub pause_count: u64,
+    pub total_pauses_duration_s: f64,
+    pub video_bytes_received: u64,
+    pub audio_bytes_received: u64,
+    /// The page's visible text contained `--watch-text` when the result was taken.
+    pub text_seen: bool,
+    /// The page's visible text (whitespace folded, the first 300 characters).
+    pub visible_text: Option<String>,
     /// From the page's navigation start.
     pub first_frame_ms: Option<f64>,
     /// From the start of the WHEP POST that led to it.

@@ -79,6 +79,17 @@ pub struct Host {
     pub ip: String,
     /// Its interface towards the backbone or its relay.
     pub dev: String,
+    /// The far end of its link: the interface that sends toward this host (a bridge port in the
+    /// backbone namespace, or its relay's end of a point link). Shaping its egress
+    /// (`crate::shape`) limits what reaches this host.
+    pub toward: LinkEnd,
+}
+
+/// One end of a veth link: a namespace and an interface in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkEnd {
+    pub ns: String,
+    pub dev: String,
 }
 
 impl Host {
@@ -212,6 +223,10 @@ impl Tree {
             ns,
             ip: addr,
             dev: "bb0".into(),
+            toward: LinkEnd {
+                ns: self.backbone.clone(),
+                dev: bb_if,
+            },
         })
     }
 
@@ -270,6 +285,10 @@ impl Tree {
             ns,
             ip: point_side,
             dev: "up0".into(),
+            toward: LinkEnd {
+                ns: relay.ns.clone(),
+                dev: relay_if,
+            },
         })
     }
 
