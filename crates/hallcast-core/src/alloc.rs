@@ -23,6 +23,8 @@
 //!   a switch down follows a switch up within [`FLAP_WINDOW`] (an oscillating link), up to
 //!   [`UP_HOLD_MAX`]; it halves (down to [`UP_HOLD`]) after each [`CALM_AFTER`] without a
 //!   switch down.
+//!   With ample room (the estimate at [`AMPLE_HEADROOM`]× the higher layer's need) and no
+//!   flapping, the hold is [`AMPLE_UP_HOLD`]: a link that came back is used again quickly.
 //! - **Warm-up.** For [`WARMUP`] after the join the estimate is still the estimator's start
 //!   value or a probe's first results, not a measurement: no switch down, and switches up
 //!   wait only [`WARMUP_UP_HOLD`], so a viewer on a good link climbs as fast as probing
@@ -48,6 +50,11 @@ use crate::producer::LayerStats;
 
 /// A switch up needs the estimate to exceed the target layer's need by this factor.
 pub const UP_HEADROOM: f64 = 1.15;
+/// An estimate at least this multiple of a higher layer's need takes it after
+/// [`AMPLE_UP_HOLD`] only.
+pub const AMPLE_HEADROOM: f64 = 2.0;
+/// The up-hold when the estimate leaves ample room.
+pub const AMPLE_UP_HOLD: Duration = Duration::from_millis(500);
 /// The estimator probes towards the next layer's need times this factor.
 pub const PROBE_HEADROOM: f64 = 1.5;
 /// A layer that stops fitting for this long is left.
@@ -304,7 +311,23 @@ impl Allocator {
                         None => now,
                     };
                     self.up = Some((h, since));
-                    let hold = if warm { WARMUP_UP_HOLD } else { self.up_hold };
+                    // Plenty of room (twice the need): no reason to wait long.
+                    let ample = match h {
+                        Target::Layer(l) => {
+                            estimate_bps as f64
+                                >= need(layers[l.index()].bitrate_bps, audio_bps) as f64
+                                    * AMPLE_HEADROOM
+                        }
+                        Target::Paused => false,
+                    };
+                    let hold = if warm {
+                        WARMUP_UP_HOLD
+                    } else if ample && self.up_hold <= UP_HOLD {
+                        // (Not on a link that flapped: its longer hold stands.)
+                        AMPLE_UP_HOLD
+                    } else {
+                        self.up_hold
+                    };
                     if now.saturating_duration_since(since) >= hold && self.down_since.is_none() {
                         self.target = h;
                         self.up = None;
@@ -445,10 +468,10 @@ mod tests {
         // Step down to 0.4 Mbit/s at 10 s: layer 0 after DOWN_AFTER.
         let c = run(&mut a, t0, 10_000, &[(20_000, 400_000)]);
         assert_eq!(c, vec![(10_300, Target::Layer(Layer(0)))]);
-        // Back to 5 Mbit/s at 20 s: up after the up-hold (flap rule not triggered: the
-        // last switch up was 10 s before the switch down).
+        // Back to 5 Mbit/s at 20 s: ample room, no flap (the last switch up was 10 s before
+        // the switch down): up after the short hold.
         let c = run(&mut a, t0, 20_000, &[(40_000, 5_000_000)]);
-        assert_eq!(c, vec![(21_500, Target::Layer(Layer(2)))]);
+        assert_eq!(c, vec![(20_500, Target::Layer(Layer(2)))]);
         assert_eq!(a.switches(), 3);
     }
 
@@ -469,8 +492,8 @@ mod tests {
                 (5_300, Target::Layer(Layer(0))),
                 (6_900, Target::Paused),
                 // 600 kbit/s does not cover layer 1's need with headroom (1.15 × 607 k):
-                // layer 0 only, after the base up-hold.
-                (11_500, Target::Layer(Layer(0))),
+                // layer 0 only, after the short hold (600 k is over twice layer 0's need).
+                (10_500, Target::Layer(Layer(0))),
             ]
         );
         assert!(

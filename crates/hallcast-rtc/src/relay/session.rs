@@ -111,6 +111,8 @@ pub(crate) struct ViewerSink {
     pub adaptive: Option<u64>,
     /// The desired bitrate last handed to its estimator (probing target).
     pub desired_bps: u64,
+    /// When a probe towards it was last asked for.
+    pub probed_at: Option<Instant>,
     /// A measured viewer's pacer (its video leaves at its estimate's rate).
     pub pacer: Option<Box<Pacer>>,
 }
