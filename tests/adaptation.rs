@@ -16,7 +16,7 @@
 //! | test | what |
 //! |---|---|
 //! | `harness_shaping_caps_a_links_throughput` | the shaper itself, with plain UDP: 2 Mbit/s sent toward a point arrives whole unshaped, at ≤ 400 kbit/s (and with drops) shaped, whole again unshaped; the namespaces are gone after |
-//! | `chromium_simulcast_two_viewers_one_shaped` | scenarios 1 and 3: Chromium publishes l/m/h; viewers A and B on unshaped links get the top layer (1280 wide, layer 2); A's link at 400 kbit/s → A below the top layer within 3 s while B stays on it; 100 kbit/s → A audio only (paused for bandwidth), the page shows the notice (screenshot); unshaped → A back on the top layer within 15 s; over the run each page froze < 1 s and concealed < 2 % of its audio |
+//! | `chromium_simulcast_two_viewers_one_shaped` | scenarios 1 and 3: Chromium publishes l/m/h; viewers A and B on unshaped links get the top layer (1280 wide, layer 2); A's link at 400 kbit/s → A below the top layer while B stays on it; 100 kbit/s → A audio only (paused for bandwidth), the page shows the notice (screenshot); unshaped → A back on the top layer; each page's freezes and concealed audio bounded ([`Limits`]: the issue's 3 s / 15 s / 1 s / 2 % under `HALLCAST_ADAPT_LIMITS=issue`, looser bounds that still catch the bug in the suite) |
 //! | `demo_simulcast_source_one_shaped_viewer` | scenario 2: the same for one viewer of `hallcast demo --simulcast` (q/h/f) |
 //!
 //! Scenarios 1 and 3 are one test: scenario 3's two viewers on different links at the same time
@@ -58,18 +58,45 @@ const TOP_LAYER: u64 = 2;
 const TOP_WIDTH: u32 = 1280;
 /// How often the sessions API is polled, and the pages sampled.
 const POLL: Duration = Duration::from_millis(250);
-/// A shaped link: below the top layer (or paused) within this.
-const DOWN_WITHIN_MS: i64 = 3_000;
-/// An unshaped link: back on the top layer within this.
-const UP_WITHIN_MS: i64 = 15_000;
-/// Total freeze time a page may see over the whole run (getStats totalFreezesDuration).
-const MAX_FREEZE_S: f64 = 1.0;
-/// Audio concealed / audio played over the whole run. Why 2 %: the run plays ~90 s of audio;
-/// 2 % is ~1.8 s, room for a few hundred ms of loss at each of the two steps down (the queue
-/// overflows until the relay sends less) and nothing more. Audio that breaks up while a link is
-/// shaped (the bug: every packet of a 2 Mbit/s stream competing for 400 kbit/s) conceals far
-/// more: tens of percent of the shaped time.
-const MAX_CONCEALED: f64 = 0.02;
+/// The figures the scenario is judged by. Two sets:
+/// - `ci` (the default): what the suite asserts. Each bound is loose enough for a loaded
+///   2-core machine and still fails on the bug this issue fixes (the "before" run at afa7a4c:
+///   the shaped viewer never left the top layer, froze 30.7 s and concealed 7.3–8.1 % of its
+///   audio). The project's rule: speed targets are checked by benchmarks, not by timed
+///   assertions in tests.
+/// - `issue` (`HALLCAST_ADAPT_LIMITS=issue`, what `benches/e2e/adapt.sh` runs): the issue's
+///   targets — below the top layer within 3 s, back on it within 15 s, under 1 s of freezes,
+///   audio concealed under 2 % (why 2 %: ~1.8 s of ~90 s, room for a few hundred ms of loss at
+///   each of the two steps down while the queue overflows, and nothing more).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// A shaped link: below the top layer (or paused) within this.
+    down_ms: i64,
+    /// An unshaped link: back on the top layer within this.
+    up_ms: i64,
+    /// Total freeze time a page may see over the whole run, outside announced audio-only
+    /// time (getStats totalFreezesDuration).
+    freeze_s: f64,
+    /// Audio concealed / audio played over the whole run.
+    concealed: f64,
+}
+
+fn limits() -> Limits {
+    match std::env::var("HALLCAST_ADAPT_LIMITS").as_deref() {
+        Ok("issue") => Limits {
+            down_ms: 3_000,
+            up_ms: 15_000,
+            freeze_s: 1.0,
+            concealed: 0.02,
+        },
+        _ => Limits {
+            down_ms: 8_000,
+            up_ms: 40_000,
+            freeze_s: 15.0,
+            concealed: 0.05,
+        },
+    }
+}
 /// The viewer page's notice when the relay paused video for bandwidth (vi, the default).
 const WEAK_TEXT: &str = "Chỉ có tiếng — đường truyền yếu";
 /// The pages reach the top layer within this (a Chromium sender ramps up over 10–25 s).
@@ -81,7 +108,7 @@ const SHAPED_HOLD: Duration = Duration::from_secs(15);
 /// At AUDIO_ONLY_KBIT; longer than 5 s so that getStats counts the gap in video as a pause,
 /// not a freeze.
 const AUDIO_ONLY_HOLD: Duration = Duration::from_secs(15);
-/// Unshaped again, after the viewer is back on top (or UP_WITHIN_MS passed): steady state.
+/// Unshaped again, after the viewer is back on top (or the `up_ms` limit passed): steady state.
 const STEADY: Duration = Duration::from_secs(5);
 /// Longer than any run: the clients are stopped by the test.
 const CLIENT_DURATION_S: u32 = 600;
@@ -154,7 +181,7 @@ struct Phases {
     shaped: i64,
     audio_only: i64,
     unshaped: i64,
-    /// The viewer back on top (API and page), or UP_WITHIN_MS after `unshaped`.
+    /// The viewer back on top (API and page), or the `up_ms` limit after `unshaped`.
     recovered: i64,
     end: i64,
     /// The shaper's counters toward A at the end of each shaped phase.
@@ -322,9 +349,9 @@ fn scenario(ctx: &Ctx, test: &str, source: Source, reference_viewer: bool) -> Re
             shape::stats(&a_host)?.is_none(),
             "the shaping toward A is still there after unshape"
         );
-        // Until A is back on top in the relay's view and in its page's, or UP_WITHIN_MS (+ a
+        // Until A is back on top in the relay's view and in its page's, or the `up_ms` limit (+ a
         // little, to see it if it comes late).
-        let give_up = Instant::now() + Duration::from_millis(UP_WITHIN_MS as u64 + 5_000);
+        let give_up = Instant::now() + Duration::from_millis(limits().up_ms as u64 + 5_000);
         loop {
             let api_top = poller
                 .samples()
@@ -509,6 +536,12 @@ fn judge(
     samples: &[SessionsSample],
     source: Source,
 ) -> Value {
+    let Limits {
+        down_ms: down_within_ms,
+        up_ms: up_within_ms,
+        freeze_s: max_freeze_s,
+        concealed: max_concealed,
+    } = limits();
     let windows = [
         ("baseline", p.top, p.shaped),
         ("shaped", p.shaped, p.audio_only),
@@ -516,6 +549,13 @@ fn judge(
         ("recovery", p.unshaped, p.end),
     ];
     let mut figures = json!({});
+    figures["limits"] = json!({
+        "set": std::env::var("HALLCAST_ADAPT_LIMITS").unwrap_or_else(|_| "ci".into()),
+        "down_ms": down_within_ms,
+        "up_ms": up_within_ms,
+        "freeze_s": max_freeze_s,
+        "concealed": max_concealed,
+    });
     let api_problem = poll_errors(samples);
     let mut series_of = Vec::new();
     for (v, f) in viewers.iter().zip(finals) {
@@ -587,11 +627,11 @@ fn judge(
     let down = first_after(a_allocs, p.shaped, |x| x.wall_ms, |x| x.below(TOP_LAYER));
     let down_ms = down.map(|x| x.wall_ms - p.shaped);
     checks.check(
-        "a_below_top_within_3s_of_400kbit",
-        down_ms.is_some_and(|d| d <= DOWN_WITHIN_MS),
+        "a_below_top_in_time_at_400kbit",
+        down_ms.is_some_and(|d| d <= down_within_ms),
         format!(
             "viewer A below layer {TOP_LAYER} or paused after its link went to {SHAPED_KBIT} kbit/s: \
-             after {down_ms:?} ms (limit {DOWN_WITHIN_MS}); relay saw {}",
+             after {down_ms:?} ms (limit {down_within_ms}); relay saw {}",
             allocation_figures(a_allocs, p.shaped, p.audio_only)
         ),
     );
@@ -604,11 +644,11 @@ fn judge(
     .filter(|x| x.wall_ms <= p.unshaped);
     let paused_ms = paused.map(|x| x.wall_ms - p.audio_only);
     checks.check(
-        "a_audio_only_within_3s_of_100kbit",
-        paused_ms.is_some_and(|d| d <= DOWN_WITHIN_MS),
+        "a_audio_only_in_time_at_100kbit",
+        paused_ms.is_some_and(|d| d <= down_within_ms),
         format!(
             "viewer A paused for bandwidth after its link went to {AUDIO_ONLY_KBIT} kbit/s: after \
-             {paused_ms:?} ms (limit {DOWN_WITHIN_MS}); relay saw {}",
+             {paused_ms:?} ms (limit {down_within_ms}); relay saw {}",
             allocation_figures(a_allocs, p.audio_only, p.unshaped)
         ),
     );
@@ -620,18 +660,18 @@ fn judge(
     );
     let up_ms = up.map(|x| x.wall_ms - p.unshaped);
     checks.check(
-        "a_back_on_top_within_15s_unshaped",
-        up_ms.is_some_and(|d| d <= UP_WITHIN_MS),
+        "a_back_on_top_in_time_unshaped",
+        up_ms.is_some_and(|d| d <= up_within_ms),
         format!(
             "viewer A back on layer {TOP_LAYER} after the shaping was removed: after {up_ms:?} ms \
-             (limit {UP_WITHIN_MS}); relay saw {}",
+             (limit {up_within_ms}); relay saw {}",
             allocation_figures(a_allocs, p.unshaped, p.end)
         ),
     );
 
     // A's page.
     let page_up = first_decoding_top(a_series, p.unshaped).map(|s| s.wall_ms - p.unshaped);
-    let shaped_page = PageWindow::of(a_series, p.shaped + DOWN_WITHIN_MS, p.audio_only);
+    let shaped_page = PageWindow::of(a_series, p.shaped + down_within_ms, p.audio_only);
     // Below the top layer and decoding, or told it is audio only: a page frozen on the top
     // layer (the bug) is neither.
     let notice_while_shaped = a_series
@@ -644,16 +684,16 @@ fn judge(
                 w.widths.last().is_some_and(|&x| x < TOP_WIDTH) && w.frames_per_s >= 10.0
             }),
         format!(
-            "viewer A's page from {DOWN_WITHIN_MS} ms after the shaping to {SHAPED_KBIT} kbit/s: \
+            "viewer A's page from {down_within_ms} ms after the shaping to {SHAPED_KBIT} kbit/s: \
              {shaped_page:?}; audio-only notice shown: {notice_while_shaped}"
         ),
     );
     checks.check(
-        "a_page_decodes_top_within_15s_unshaped",
-        page_up.is_some_and(|d| d <= UP_WITHIN_MS),
+        "a_page_decodes_top_in_time_unshaped",
+        page_up.is_some_and(|d| d <= up_within_ms),
         format!(
             "viewer A's page decoding {TOP_WIDTH} wide again after the shaping was removed: after \
-             {page_up:?} ms (limit {UP_WITHIN_MS})"
+             {page_up:?} ms (limit {up_within_ms})"
         ),
     );
     let text_at = first_after(a_series, p.audio_only, |s| s.wall_ms, |s| s.text_seen)
@@ -698,11 +738,11 @@ fn judge(
                 });
                 let unannounced = unannounced_freeze_s(series, &announced) + after_series.max(0.0);
                 checks.check(
-                    &format!("{}_freezes_under_1s", v.name),
-                    unannounced < MAX_FREEZE_S,
+                    &format!("{}_freezes_within_limit", v.name),
+                    unannounced < max_freeze_s,
                     format!(
                         "viewer {}: {} freezes, {:.2} s in all, {unannounced:.2} s of it outside \
-                         announced audio-only time ({:.1} s announced) (limit {MAX_FREEZE_S} s); \
+                         announced audio-only time ({:.1} s announced) (limit {max_freeze_s} s); \
                          pauses {} ({:.1} s)",
                         v.name,
                         r.freeze_count,
@@ -732,14 +772,14 @@ fn judge(
                 };
                 checks.check(
                     &format!("{}_audio_continuous", v.name),
-                    ratio < MAX_CONCEALED,
+                    ratio < max_concealed,
                     format!(
                         "viewer {}: {} of {} audio samples concealed ({:.2} %, limit {} %)",
                         v.name,
                         r.audio_concealed_samples,
                         r.audio_samples_received,
                         ratio * 100.0,
-                        MAX_CONCEALED * 100.0
+                        max_concealed * 100.0
                     ),
                 );
             }
@@ -786,7 +826,7 @@ fn judge(
                 allocation_figures(b_allocs, p.shaped, p.unshaped)
             ),
         );
-        let bw = PageWindow::of(b_series, p.shaped + DOWN_WITHIN_MS, p.audio_only);
+        let bw = PageWindow::of(b_series, p.shaped + down_within_ms, p.audio_only);
         checks.check(
             "b_page_on_top_while_a_is_shaped",
             bw.as_ref().is_some_and(|w| {

@@ -13,7 +13,8 @@
 //!   [`DOWN_AFTER`]: go to the highest layer that fits (the lowest when none does). A
 //!   congested link is relieved within a fraction of a second of the estimator noticing.
 //! - **Pause with care.** On the lowest layer, video pauses when the estimate stays under
-//!   [`PAUSE_SHARE`] of its need for [`PAUSE_AFTER`], and resumes once it covers the need
+//!   [`PAUSE_SHARE`] of its need for [`PAUSE_AFTER`] (under [`PAUSE_AT_ONCE_SHARE`]: after
+//!   [`DOWN_AFTER`]), and resumes once it covers the need
 //!   ([`RESUME_HEADROOM`]) for the up-hold. An estimator that sees little traffic estimates
 //!   little: in the simulated network a viewer on layer 0 over a 600 kbit/s link was
 //!   estimated at 170–290 kbit/s, and pausing at the plain need made it flap between audio
@@ -63,6 +64,9 @@ pub const DOWN_AFTER: Duration = Duration::from_millis(300);
 pub const PAUSE_SHARE: f64 = 0.7;
 /// … for this long.
 pub const PAUSE_AFTER: Duration = Duration::from_millis(1500);
+/// Under this share of the lowest layer's need, video pauses after [`DOWN_AFTER`] only:
+/// the link plainly cannot carry it, and the audio sharing the link suffers meanwhile.
+pub const PAUSE_AT_ONCE_SHARE: f64 = 0.5;
 /// A paused viewer resumes (on the lowest layer) once the estimate covers its need by this
 /// factor for the up-hold: the estimator probes towards 1.5× that need meanwhile.
 pub const RESUME_HEADROOM: f64 = 1.0;
@@ -267,10 +271,12 @@ impl Allocator {
             let next = match (lower, lowest) {
                 (Some(l), _) | (None, Some(l)) if held >= DOWN_AFTER => Some(Target::Layer(l)),
                 (None, None)
-                    if held >= PAUSE_AFTER
-                        && (estimate_bps as f64)
-                            < need(layers[cur.index()].bitrate_bps, audio_bps) as f64
-                                * PAUSE_SHARE =>
+                    if {
+                        let n = need(layers[cur.index()].bitrate_bps, audio_bps) as f64;
+                        let e = estimate_bps as f64;
+                        (held >= PAUSE_AFTER && e < n * PAUSE_SHARE)
+                            || (held >= DOWN_AFTER && e < n * PAUSE_AT_ONCE_SHARE)
+                    } =>
                 {
                     Some(Target::Paused)
                 }
