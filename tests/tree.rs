@@ -1888,3 +1888,135 @@ fn two_live_conferences_play_through_one_edge() {
         },
     );
 }
+
+/// The central's relay consumers of `conference`: the layers each asked for
+/// (`relay_layers` in `GET /api/v1/sessions`).
+fn relay_layers_at(info: &Info, token: &str) -> Result<Vec<Vec<u64>>> {
+    let answer = hallcast_tests::adapt::sessions(&info.http_base, token)?;
+    Ok(answer["sessions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["role"] == "relay" && s["conference"] == info.conference.as_str())
+        .map(|s| {
+            s["relay_layers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_u64)
+                .collect()
+        })
+        .collect())
+}
+
+/// Polls the central until its one relay consumer asks for layers satisfying `ok`.
+fn wait_relay_layers(
+    info: &Info,
+    token: &str,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&[u64]) -> bool,
+) -> Result<Duration> {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while start.elapsed() < timeout {
+        let layers = relay_layers_at(info, token)?;
+        if let [one] = layers.as_slice() {
+            if ok(one) {
+                return Ok(start.elapsed());
+            }
+        }
+        if seen.last() != Some(&layers) {
+            seen.push(layers);
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    bail!("{what}: not within {timeout:?}; the central's relay consumers asked for {seen:?}")
+}
+
+/// Edges adapt too (issue 11): an edge pulls from its parent only the layers its own viewers
+/// use. A str0m viewer (TWCC feedback, so the edge measures it) at a point under the edge, of the
+/// demo's three-layer source: on a good link it is on the top layer and the edge asks the
+/// central for that layer alone; its link shaped to 250 kbit/s, it drops to the lowest layer and
+/// the edge asks for the low layers, not the top; unshaped, the top layer alone again.
+#[test]
+fn an_edge_pulls_only_the_layers_its_viewers_use() {
+    run(
+        "an_edge_pulls_only_the_layers_its_viewers_use",
+        Weight::Heavy,
+        |ctx| -> Result<()> {
+            let mut tree = Tree::create()?;
+            let central_host = tree.relay_host("central")?;
+            let edge_host = tree.relay_host("edge-ad")?;
+            let point = tree.point_under("point-ad", &edge_host)?;
+            let demo = Demo::start(
+                ctx,
+                hallcast_tests::DemoOptions {
+                    simulcast: true,
+                    ..central_options(&central_host)
+                },
+            )?;
+            let info = demo.info.clone();
+            let admin = Admin::new(&info)?;
+            let cred = relay_credential(&info)?;
+            wait_live(&info.http_base, &info.conference, LIVE_TIMEOUT)?;
+            let edge_relay = edge(
+                ctx,
+                &edge_host,
+                "edge-ad",
+                &central_host.url(),
+                &cred,
+                &[],
+                &[],
+            )?;
+            wait_tree(
+                &admin.http,
+                &admin.token,
+                "edge-ad up under the central",
+                Duration::from_secs(15),
+                |tr| is_up_under(tr, "edge-ad", tr["name"].as_str().unwrap_or("")),
+            )?;
+            let whep = rebase(&info.whep_url, &edge_relay.url);
+            // Ended with the test (the harness stops its processes).
+            let _load = Load::start(
+                ctx,
+                &point,
+                &whep,
+                &info.viewer_token,
+                LoadPlan {
+                    subscribers: 1,
+                    ramp_per_sec: 1.0,
+                    warmup_s: 1.0,
+                    duration_s: 110.0,
+                },
+            )?;
+            let t = wait_relay_layers(
+                &info,
+                &admin.token,
+                "the edge asks for the top layer alone (its viewer on a good link)",
+                Duration::from_secs(40),
+                |l| l == [2],
+            )?;
+            eprintln!("top layer alone after {t:?}");
+            hallcast_tests::shape::shape(&point, 250)?;
+            let t = wait_relay_layers(
+                &info,
+                &admin.token,
+                "shaped to 250 kbit/s: the edge asks for the low layers, not the top",
+                Duration::from_secs(30),
+                |l| l.contains(&0) && !l.contains(&2),
+            )?;
+            eprintln!("low layers after {t:?} shaped");
+            hallcast_tests::shape::unshape(&point)?;
+            let t = wait_relay_layers(
+                &info,
+                &admin.token,
+                "unshaped: the edge asks for the top layer alone again",
+                Duration::from_secs(45),
+                |l| l == [2],
+            )?;
+            eprintln!("top layer alone after {t:?} unshaped");
+            Ok(())
+        },
+    )
+}

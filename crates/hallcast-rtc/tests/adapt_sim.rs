@@ -457,7 +457,12 @@ mod adaptation {
             .into_iter()
             .filter(|(t, l, _)| *t > left.at + secs(1.2) && *l == 2)
             .count();
-        assert_eq!(late_top, 0, "top-layer frames after leaving it");
+        assert_eq!(
+            late_top,
+            0,
+            "top-layer frames after leaving it: {:?}",
+            run.adaptations()
+        );
         // It ends on a layer that fits 400 kbit/s (the lowest, ~150 kbit/s), or audio only.
         let end = run.state_at(run.at(39.9)).expect("an allocation");
         assert!(

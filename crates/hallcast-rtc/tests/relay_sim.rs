@@ -463,7 +463,18 @@ fn video_status(net: &Net, relay: RelayId, s: SessionId) -> Option<VideoStatus> 
 /// Payload bytes of every frame the viewer received whole (through its marker), and
 /// whether it is a keyframe, in order.
 fn whole_frames(net: &Net, v: PeerId) -> Vec<(bool, usize)> {
-    let mut video = net.viewer(v).video.clone();
+    whole_frames_since(net, v, None)
+}
+
+/// [`whole_frames`] of the packets that arrived after `since` (all with `None`).
+fn whole_frames_since(net: &Net, v: PeerId, since: Option<Instant>) -> Vec<(bool, usize)> {
+    let mut video: Vec<_> = net
+        .viewer(v)
+        .video
+        .iter()
+        .filter(|r| since.is_none_or(|t| r.at > t))
+        .cloned()
+        .collect();
     video.sort_by_key(|r| r.seq);
     video.dedup_by_key(|r| r.seq);
     let mut frames = vec![];
@@ -911,33 +922,17 @@ fn a_measured_viewer_on_a_good_link_climbs_to_the_top_layer() {
 
 /// Every whole frame the viewer received after `since` is a top-layer frame.
 fn assert_top_layer_frames_since(net: &Net, v: PeerId, since: Instant) {
-    let mut video: Vec<_> = net
-        .viewer(v)
-        .video
-        .iter()
-        .filter(|r| r.at > since)
-        .cloned()
-        .collect();
-    video.sort_by_key(|r| r.seq);
-    video.dedup_by_key(|r| r.seq);
     let top = PublisherOpts::simulcast().simulcast.unwrap()[2];
-    let mut n = 0;
-    let mut cur: Option<(u32, bool, usize)> = None;
-    for r in &video {
-        let (ts, key, bytes) = match cur {
-            Some((ts, key, bytes)) if ts == r.ts => (ts, key, bytes + r.len),
-            _ => (r.ts, r.keyframe_start, r.len),
-        };
-        cur = Some((ts, key, bytes));
-        if r.marker {
-            let want = if key { top.idr_bytes } else { top.p_bytes };
-            // The first frame may have started before `since`.
-            if n > 0 || bytes >= want {
-                assert!(bytes >= want && bytes <= want + 100, "a {bytes}-byte frame");
-            }
-            n += 1;
-            cur = None;
+    let frames = whole_frames_since(net, v, Some(since));
+    assert!(frames.len() > 30, "{} frames", frames.len());
+    for (i, (key, bytes)) in frames.iter().enumerate() {
+        let want = if *key { top.idr_bytes } else { top.p_bytes };
+        // The first frame may have started before `since`.
+        if i > 0 || *bytes >= want {
+            assert!(
+                *bytes >= want && *bytes <= want + 100,
+                "a {bytes}-byte frame"
+            );
         }
     }
-    assert!(n > 30, "{n} frames");
 }

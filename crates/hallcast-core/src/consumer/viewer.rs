@@ -129,12 +129,6 @@ impl Viewer {
         if paused != self.paused {
             self.set_paused(paused, producer, now, out);
         } else if !paused && producer.video_codec().is_some() {
-            // A switch down means the link is congested: every packet more of the higher
-            // layer only deepens the queue (and the audio behind it is lost with it). Stop
-            // now; the lower layer starts at its keyframe, asked for below.
-            if self.video.current.is_some_and(|c| c > self.max_layer) {
-                self.video.stop();
-            }
             let target = target_of(
                 producer.active_layers(now),
                 self.max_layer,
