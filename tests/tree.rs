@@ -1921,10 +1921,10 @@ fn wait_relay_layers(
     let mut seen = Vec::new();
     while start.elapsed() < timeout {
         let layers = relay_layers_at(info, token)?;
-        if let [one] = layers.as_slice() {
-            if ok(one) {
-                return Ok(start.elapsed());
-            }
+        if let [one] = layers.as_slice()
+            && ok(one)
+        {
+            return Ok(start.elapsed());
         }
         if seen.last() != Some(&layers) {
             seen.push(layers);
