@@ -2012,7 +2012,7 @@ fn an_edge_pulls_only_the_layers_its_viewers_use() {
                 &info,
                 &admin.token,
                 "unshaped: the edge asks for the top layer alone again",
-                Duration::from_secs(45),
+                Duration::from_secs(60),
                 |l| l == [2],
             )?;
             eprintln!("top layer alone after {t:?} unshaped");
