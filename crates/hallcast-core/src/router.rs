@@ -228,9 +228,9 @@ impl Router {
     }
 
     /// A viewer's video from `first_seq` (its outgoing numbering) on was dropped before
-    /// it left — its pacer's queue outgrew the delay bound. The viewer restarts at the
-    /// next keyframe of its layer (requested now), numbering from `first_seq`, so the
-    /// browser sees a pause in the picture, not a gap to repair.
+    /// it left (a paused viewer's pacer queue). Its stream numbers from `first_seq` again,
+    /// so the browser sees no gap to repair; a viewer that is not paused restarts at the
+    /// next keyframe of its layer (requested now).
     pub fn video_dropped(
         &mut self,
         id: ConsumerId,

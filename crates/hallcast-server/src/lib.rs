@@ -285,3 +285,34 @@ pub fn spawn_event_pump(
         }
     })
 }
+
+/// Tests' relay state without a socket: a running engine with no media, a ledger in a fresh
+/// temporary directory (`prefix` names it; the caller removes it), the default config and a
+/// central's tree.
+#[cfg(test)]
+pub(crate) async fn test_state(prefix: &str) -> (Arc<AppState>, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "{prefix}-{:032x}",
+        hallcast_ledger::new_event_id().0
+    ));
+    let ledger = hallcast_ledger::Ledger::open(hallcast_ledger::LedgerConfig::new(
+        hallcast_ledger::StoreConfig::sqlite_in(&dir),
+        hallcast_ledger::Secret::from_bytes(b"0123456789abcdef0123".to_vec()).unwrap(),
+    ))
+    .await
+    .unwrap();
+    let (tx, _rx) = mpsc::channel(16);
+    let engine = Engine::start(hallcast_rtc::EngineConfig::default(), tx).expect("engine");
+    let state = AppState::new(
+        Arc::new(Config::default()),
+        engine,
+        Arc::new(registry::Registry::new(ledger)),
+        Box::new(SharedTokenOnly),
+        Arc::new(tree::Tree::new(
+            "central".into(),
+            "http://central".into(),
+            String::new(),
+        )),
+    );
+    (state, dir)
+}

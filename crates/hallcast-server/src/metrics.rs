@@ -319,30 +319,8 @@ mod tests {
         use http_body_util::BodyExt;
         use tower::ServiceExt;
 
-        let dir = std::env::temp_dir().join(format!(
-            "hallcast-metrics-{:032x}",
-            hallcast_ledger::new_event_id().0
-        ));
-        let ledger = hallcast_ledger::Ledger::open(hallcast_ledger::LedgerConfig::new(
-            hallcast_ledger::StoreConfig::sqlite_in(&dir),
-            hallcast_ledger::Secret::from_bytes(b"0123456789abcdef0123".to_vec()).unwrap(),
-        ))
-        .await
-        .unwrap();
-        let (tx, _rx) = tokio::sync::mpsc::channel(16);
-        let engine =
-            hallcast_rtc::Engine::start(hallcast_rtc::EngineConfig::default(), tx).expect("engine");
-        let state = crate::AppState::new(
-            Arc::new(hallcast_config::Config::default()),
-            engine.clone(),
-            Arc::new(crate::registry::Registry::new(ledger)),
-            Box::new(crate::SharedTokenOnly),
-            Arc::new(crate::tree::Tree::new(
-                "central".into(),
-                "http://central".into(),
-                String::new(),
-            )),
-        );
+        let (state, dir) = crate::test_state("hallcast-metrics").await;
+        let engine = state.engine.clone();
         let app = crate::app(state, axum::Router::new());
         let req = Request::builder()
             .uri("/metrics")

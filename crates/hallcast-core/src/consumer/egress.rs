@@ -121,7 +121,7 @@ impl Egress {
     }
 
     /// Stops forwarding because the packets from `next_seq` on were dropped before they
-    /// left (a pacer's expired queue): the next [`Egress::start`] reuses those numbers, so
+    /// left (a paused viewer's pacer queue): the next [`Egress::start`] reuses those numbers, so
     /// the receiver sees no gap to repair.
     pub(crate) fn rewind(&mut self, next_seq: u64) {
         if next_seq <= self.last_out_seq {

@@ -93,8 +93,9 @@ impl Viewer {
         }
     }
 
-    /// Video from `first_seq` on was dropped before it left (the pacer's queue expired):
-    /// restart at the next keyframe of the target layer, numbering from `first_seq`.
+    /// Video from `first_seq` on was dropped before it left (a paused viewer's pacer queue):
+    /// number from `first_seq` again; unless paused, restart at the next keyframe of the
+    /// target layer.
     pub(crate) fn video_dropped(
         &mut self,
         first_seq: u64,

@@ -1491,6 +1491,20 @@ impl Relay {
         // REPROBE_EVERY (str0m probes only when the desired bitrate rises): without it an
         // estimator that sees little traffic learns of a recovered link only by its slow
         // additive increase (measured: 11 s from unshaping to resuming, in tests/adaptation.rs).
+        // Each conference's top active layer, measured once for all its viewers.
+        let tops: HashMap<&Arc<str>, Option<Layer>> = self
+            .confs
+            .iter()
+            .map(|(id, c)| {
+                let top = c
+                    .router
+                    .layers(now)
+                    .iter()
+                    .rposition(|l| l.active)
+                    .map(|i| Layer(i as u8));
+                (id, top)
+            })
+            .collect();
         for s in self.sessions.values_mut() {
             let SessionRole::Viewer(v) = &mut s.role else {
                 continue;
@@ -1505,12 +1519,7 @@ impl Relay {
                 continue;
             };
             set_desired(s, a.desired_bps);
-            let top = c
-                .router
-                .layers(now)
-                .iter()
-                .rposition(|l| l.active)
-                .map(|i| Layer(i as u8));
+            let top = tops.get(&s.conference).copied().flatten();
             let below_top = match a.target {
                 Some(Target::Layer(l)) => Some(l) < top,
                 _ => true,

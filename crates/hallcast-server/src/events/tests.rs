@@ -30,30 +30,7 @@ impl Drop for Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let dir = std::env::temp_dir().join(format!(
-        "hallcast-events-{:032x}",
-        hallcast_ledger::new_event_id().0
-    ));
-    let ledger = hallcast_ledger::Ledger::open(hallcast_ledger::LedgerConfig::new(
-        hallcast_ledger::StoreConfig::sqlite_in(&dir),
-        hallcast_ledger::Secret::from_bytes(b"0123456789abcdef0123".to_vec()).unwrap(),
-    ))
-    .await
-    .unwrap();
-    let (tx, _rx) = tokio::sync::mpsc::channel(16);
-    let engine =
-        hallcast_rtc::Engine::start(hallcast_rtc::EngineConfig::default(), tx).expect("engine");
-    let state = AppState::new(
-        Arc::new(hallcast_config::Config::default()),
-        engine,
-        Arc::new(crate::registry::Registry::new(ledger)),
-        Box::new(crate::SharedTokenOnly),
-        Arc::new(crate::tree::Tree::new(
-            "central".into(),
-            "http://central".into(),
-            String::new(),
-        )),
-    );
+    let (state, dir) = crate::test_state("hallcast-events").await;
     let session = SessionId(rand::random::<u128>() & !0xff);
     state.sessions().insert(
         session,
