@@ -93,8 +93,8 @@ pub const H264_PAYLOADS: [(u8, u8, u32); 4] = [
 /// usually a good one and trimming its layers at the start would lower every point's first
 /// picture below it; the estimator brings it down if the link says otherwise.
 const RELAY_START_BPS: u64 = 20_000_000;
-/// A measured viewer below the top layer is probed this often while its estimate stays
-/// under its probe target.
+/// A measured viewer is probed this often while its estimate stays under its probe target
+/// (below the top layer) or under the top layer's need (on it).
 const REPROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// Settings of one relay (one media shard).
@@ -1530,7 +1530,19 @@ impl Relay {
             let due = v
                 .probed_at
                 .is_none_or(|t| now.saturating_duration_since(t) >= REPROBE_EVERY);
-            if below_top && due && a.estimate_bps.is_some_and(|e| e < a.desired_bps) {
+            // On the top layer the target is that layer's own need times the headroom: a
+            // probe is asked for only while the estimate is under the need itself (the
+            // warm-up holds the layer while a join's estimate is still climbing; measured: an
+            // unshaped viewer's estimate at 0.25–0.8 Mbit/s for 4 s after its join, then a
+            // needless switch down at the end of the warm-up).
+            let short = a.estimate_bps.is_some_and(|e| {
+                if below_top {
+                    e < a.desired_bps
+                } else {
+                    (e as f64) * hallcast_core::alloc::PROBE_HEADROOM < a.desired_bps as f64
+                }
+            });
+            if due && short {
                 v.probed_at = Some(now);
                 let d = Bitrate::bps(a.desired_bps);
                 let mut bwe = s.rtc.bwe();
