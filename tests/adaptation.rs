@@ -406,6 +406,11 @@ fn scenario(ctx: &Ctx, test: &str, source: Source, reference_viewer: bool) -> Re
             "phase_error": phased.as_ref().err().map(|e| format!("{e:#}")),
         }),
     )?;
+    // The failed checks first: a CI log keeps the head of a failing test's output, and the
+    // figures below run to a few hundred lines.
+    for f in &checks.failed {
+        eprintln!("{test}: FAILED CHECK {f}");
+    }
     eprintln!(
         "{test}: figures\n{}",
         serde_json::to_string_pretty(&summary).unwrap_or_default()
