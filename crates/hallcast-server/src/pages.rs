@@ -22,6 +22,11 @@ const STATIC: &[(&str, &str, &str)] = &[
         "text/css; charset=utf-8",
         include_str!("../../../web/watch.css"),
     ),
+    (
+        "api.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/api.js"),
+    ),
 ];
 const WATCH_HTML: &str = include_str!("../../../web/watch.html");
 
