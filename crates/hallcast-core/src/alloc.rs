@@ -26,6 +26,13 @@
 //!   switch down.
 //!   With ample room (the estimate at [`AMPLE_HEADROOM`]× the higher layer's need) and no
 //!   flapping, the hold is [`AMPLE_UP_HOLD`]: a link that came back is used again quickly.
+//! - **A climbing estimate is not congestion.** While the estimate keeps rising (a rise
+//!   within [`CLIMB_GRACE`] and no fall since), a layer that does not fit yet is kept: a
+//!   delay- and loss-based estimator lowers its estimate only when the link says so, and
+//!   between those signals it climbs by a few per cent a second from wherever the join's
+//!   first GOP left it (measured in tests/adaptation.rs: an unshaped viewer's estimate at
+//!   0.46 → 0.73 Mbit/s over the 4 s after its join while it received 1.3 Mbit/s whole,
+//!   then a needless switch down at the end of the warm-up). The first fall ends it.
 //! - **Warm-up.** For [`WARMUP`] after the join the estimate is still the estimator's start
 //!   value or a probe's first results, not a measurement: no switch down, and switches up
 //!   wait only [`WARMUP_UP_HOLD`], so a viewer on a good link climbs as fast as probing
@@ -80,6 +87,8 @@ pub const FLAP_WINDOW: Duration = Duration::from_secs(10);
 pub const CALM_AFTER: Duration = Duration::from_secs(30);
 /// How long after the join the warm-up rules apply.
 pub const WARMUP: Duration = Duration::from_secs(4);
+/// A rise of the estimate this recent (and no fall since) counts as climbing.
+pub const CLIMB_GRACE: Duration = Duration::from_secs(2);
 /// During warm-up, a higher layer is taken after fitting this long.
 pub const WARMUP_UP_HOLD: Duration = Duration::from_millis(300);
 /// Packet overhead on top of payload bitrates: RTP, SRTP, UDP and IP headers (about 60
@@ -132,6 +141,8 @@ pub struct Allocator {
     last_up_at: Option<Instant>,
     calm_since: Option<Instant>,
     estimate_bps: Option<u64>,
+    /// When the estimate last rose, if it has not fallen since.
+    rose_at: Option<Instant>,
     desired_bps: u64,
     switches: u32,
     /// Benchmarks only: behave as [`fixed_threshold`] (no hysteresis, no hold, no warm-up).
@@ -170,6 +181,7 @@ impl Allocator {
             last_up_at: None,
             calm_since: None,
             estimate_bps: Some(estimate_bps),
+            rose_at: None,
             desired_bps: 0,
             switches: 0,
             fixed: false,
@@ -209,6 +221,11 @@ impl Allocator {
         layers: &[LayerStats; Layer::MAX],
         audio_bps: u64,
     ) -> Decision {
+        match self.estimate_bps {
+            Some(e) if estimate_bps > e => self.rose_at = Some(now),
+            Some(e) if estimate_bps < e => self.rose_at = None,
+            _ => {}
+        }
         self.estimate_bps = Some(estimate_bps);
         if self.fixed {
             let target = fixed_threshold(estimate_bps, layers, audio_bps);
@@ -245,8 +262,13 @@ impl Allocator {
             }
         }
 
-        // Down (not during warm-up: the estimate is not a measurement yet).
+        // Down (not during warm-up: the estimate is not a measurement yet; nor while it
+        // climbs: the link has not said it is congested).
+        let climbing = self
+            .rose_at
+            .is_some_and(|r| now.saturating_duration_since(r) < CLIMB_GRACE);
         let fits_now = warm
+            || climbing
             || match self.target {
                 Target::Layer(l) => {
                     let n = need(layers[l.index()].bitrate_bps, audio_bps);
@@ -560,6 +582,33 @@ mod tests {
             t += 2_000;
         }
         let c = run(&mut a, t0, 0, &steps);
+        assert!(c.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn a_climbing_estimate_keeps_the_layer_until_it_falls() {
+        let t0 = Instant::now();
+        // Joined on the top layer at 5 Mbit/s; the join's GOP knocks the estimate down to
+        // 0.5 Mbit/s at 1 s, from where it climbs 40 kbit/s every 500 ms, past the warm-up.
+        let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO);
+        let mut steps = vec![(1_000, 5_000_000)];
+        let mut est = 500_000;
+        let mut t = 1_000;
+        while t < 12_000 {
+            t += 500;
+            steps.push((t, est));
+            est += 40_000;
+        }
+        let c = run(&mut a, t0, 0, &steps);
+        assert!(c.is_empty(), "a climbing estimate switched: {c:?}");
+        // It falls (the link said so): down after DOWN_AFTER.
+        let c = run(&mut a, t0, 12_000, &[(14_000, 900_000)]);
+        assert_eq!(c, vec![(12_300, Target::Layer(Layer(1)))]);
+        // A flat estimate is not climbing: after the grace, it counts.
+        let mut b = Allocator::new(t0, 5_000_000, &layers(), AUDIO);
+        let c = run(&mut b, t0, 0, &[(4_000, 5_000_000), (5_000, 800_000)]);
+        assert_eq!(c, vec![(4_300, Target::Layer(Layer(1)))]);
+        let c = run(&mut b, t0, 5_000, &[(5_100, 900_000), (9_000, 900_000)]);
         assert!(c.is_empty(), "{c:?}");
     }
 
