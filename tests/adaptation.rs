@@ -678,7 +678,9 @@ fn judge(
     let page_up = first_decoding_top(a_series, p.unshaped).map(|s| s.wall_ms - p.unshaped);
     let shaped_page = PageWindow::of(a_series, p.shaped + down_within_ms, p.audio_only);
     // Below the top layer and decoding, or told it is audio only: a page frozen on the top
-    // layer (the bug) is neither.
+    // layer (the bug) is neither. Decoding means 5 frames/s or more: on the 400 kbit/s link
+    // the lowest layer itself freezes now and then while the estimator probes (seen: 8.7
+    // frames/s over 7 s in one run of ten); the bug stayed on the top layer and froze.
     let notice_while_shaped = a_series
         .iter()
         .any(|s| s.wall_ms >= p.shaped && s.wall_ms <= p.audio_only && s.text_seen);
@@ -686,7 +688,7 @@ fn judge(
         "a_page_below_top_while_shaped",
         notice_while_shaped
             || shaped_page.as_ref().is_some_and(|w| {
-                w.widths.last().is_some_and(|&x| x < TOP_WIDTH) && w.frames_per_s >= 10.0
+                w.widths.last().is_some_and(|&x| x < TOP_WIDTH) && w.frames_per_s >= 5.0
             }),
         format!(
             "viewer A's page from {down_within_ms} ms after the shaping to {SHAPED_KBIT} kbit/s: \
