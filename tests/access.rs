@@ -14,7 +14,7 @@ use serde_json::Value;
 const PASSWORD: &str = "mật khẩu của Chi 2026";
 
 /// `hallcast hash-password` with the password on stdin.
-fn hash_password(password: &str) -> Result<String> {
+pub(crate) fn hash_password(password: &str) -> Result<String> {
     use std::io::Write;
     let mut child = Command::new(hallcast_bin()?)
         .arg("hash-password")

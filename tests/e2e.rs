@@ -13,6 +13,7 @@ mod bad_input;
 mod chromium;
 mod gop_cache;
 mod http_surface;
+mod operator_console;
 mod server_addresses;
 mod sessions;
 mod shards;
