@@ -74,7 +74,10 @@ impl Jar {
     fn on(&self, req: RequestBuilder) -> RequestBuilder {
         req.header(
             "Cookie",
-            format!("hallcast_session={}; hallcast_csrf={}", self.session, self.csrf),
+            format!(
+                "hallcast_session={}; hallcast_csrf={}",
+                self.session, self.csrf
+            ),
         )
     }
 }
@@ -130,7 +133,11 @@ fn access_refuses_strangers_viewer_links_wrong_passwords_and_forged_posts() {
                 r.status() == 303
                     && r.headers().get("location").and_then(|v| v.to_str().ok())
                         == Some("/login?next=/operator"),
-                format!("GET /operator unauthenticated → {} {:?}, expected 303 to /login?next=/operator", r.status(), r.headers().get("location")),
+                format!(
+                    "GET /operator unauthenticated → {} {:?}, expected 303 to /login?next=/operator",
+                    r.status(),
+                    r.headers().get("location")
+                ),
             );
             let (s, body) = status_and_body(http.get(info.url("/login")).send()?)?;
             check(
@@ -147,8 +154,14 @@ fn access_refuses_strangers_viewer_links_wrong_passwords_and_forged_posts() {
             ];
             let bearers: [(&str, Option<String>); 4] = [
                 ("no credential", None),
-                ("the viewer (join) token", Some(format!("Bearer {}", info.viewer_token))),
-                ("the stream key", Some(format!("Bearer {}", info.stream_key))),
+                (
+                    "the viewer (join) token",
+                    Some(format!("Bearer {}", info.viewer_token)),
+                ),
+                (
+                    "the stream key",
+                    Some(format!("Bearer {}", info.stream_key)),
+                ),
                 ("a malformed header", Some("Basic YWRtaW46YWRtaW4=".into())),
             ];
             for (what, auth) in &bearers {
@@ -160,7 +173,9 @@ fn access_refuses_strangers_viewer_links_wrong_passwords_and_forged_posts() {
                     let (s, body) = status_and_body(req.send()?)?;
                     check(
                         s == 401 && bilingual(&body),
-                        format!("GET {url} with {what} → {s} {body:?}, expected 401 with a bilingual message"),
+                        format!(
+                            "GET {url} with {what} → {s} {body:?}, expected 401 with a bilingual message"
+                        ),
                     );
                 }
                 let mut req = http.get(info.url("/operator"));
@@ -168,7 +183,10 @@ fn access_refuses_strangers_viewer_links_wrong_passwords_and_forged_posts() {
                     req = req.header("Authorization", a);
                 }
                 let s = req.send()?.status().as_u16();
-                check(s == 303, format!("GET /operator with {what} → {s}, expected 303 to /login"));
+                check(
+                    s == 303,
+                    format!("GET /operator with {what} → {s}, expected 303 to /login"),
+                );
             }
             // The viewer page's own link does not open a console either.
             let s = http
@@ -176,7 +194,10 @@ fn access_refuses_strangers_viewer_links_wrong_passwords_and_forged_posts() {
                 .send()?
                 .status()
                 .as_u16();
-            check(s == 303, format!("GET /operator?token=<viewer token> → {s}, expected 303"));
+            check(
+                s == 303,
+                format!("GET /operator?token=<viewer token> → {s}, expected 303"),
+            );
 
             // Wrong password, unknown name: 401, no cookie.
             for (name, pw) in [("chi", "sai mật khẩu"), ("nobody", PASSWORD), ("chi", "")] {
@@ -188,7 +209,9 @@ fn access_refuses_strangers_viewer_links_wrong_passwords_and_forged_posts() {
                 let (s, body) = status_and_body(r)?;
                 check(
                     s == 401 && cookies.is_empty() && bilingual(&body),
-                    format!("login {name:?}/{pw:?} → {s} {body:?} cookies {cookies:?}, expected 401 without cookies"),
+                    format!(
+                        "login {name:?}/{pw:?} → {s} {body:?} cookies {cookies:?}, expected 401 without cookies"
+                    ),
                 );
             }
             // A sign-in posted by another site (login CSRF) is refused.
@@ -199,7 +222,10 @@ fn access_refuses_strangers_viewer_links_wrong_passwords_and_forged_posts() {
                 .send()?
                 .status()
                 .as_u16();
-            check(s == 403, format!("login with Origin http://evil.example → {s}, expected 403"));
+            check(
+                s == 403,
+                format!("login with Origin http://evil.example → {s}, expected 403"),
+            );
 
             // The right password: 204 and the two cookies, as agreed.
             let r = http
@@ -208,22 +234,47 @@ fn access_refuses_strangers_viewer_links_wrong_passwords_and_forged_posts() {
                 .json(&serde_json::json!({"name": "chi", "password": PASSWORD}))
                 .send()?;
             let lines = set_cookies(&r);
-            ensure!(r.status() == 204, "login with the right password → {}", r.status());
-            let session_line = lines.iter().find(|l| l.starts_with("hallcast_session=")).cloned().unwrap_or_default();
-            let csrf_line = lines.iter().find(|l| l.starts_with("hallcast_csrf=")).cloned().unwrap_or_default();
+            ensure!(
+                r.status() == 204,
+                "login with the right password → {}",
+                r.status()
+            );
+            let session_line = lines
+                .iter()
+                .find(|l| l.starts_with("hallcast_session="))
+                .cloned()
+                .unwrap_or_default();
+            let csrf_line = lines
+                .iter()
+                .find(|l| l.starts_with("hallcast_csrf="))
+                .cloned()
+                .unwrap_or_default();
             check(
-                session_line.contains("HttpOnly") && session_line.contains("SameSite=Strict") && session_line.contains("Path=/"),
-                format!("session cookie {session_line:?}: expected HttpOnly; SameSite=Strict; Path=/"),
+                session_line.contains("HttpOnly")
+                    && session_line.contains("SameSite=Strict")
+                    && session_line.contains("Path=/"),
+                format!(
+                    "session cookie {session_line:?}: expected HttpOnly; SameSite=Strict; Path=/"
+                ),
             );
             check(
                 csrf_line.contains("SameSite=Strict") && !csrf_line.contains("HttpOnly"),
-                format!("CSRF cookie {csrf_line:?}: expected SameSite=Strict, readable by the page"),
+                format!(
+                    "CSRF cookie {csrf_line:?}: expected SameSite=Strict, readable by the page"
+                ),
             );
             let chi = Jar::from(&lines)?;
 
             // The cookie opens the operator's page and API.
-            let s = chi.on(http.get(info.url("/operator"))).send()?.status().as_u16();
-            check(s == 200, format!("GET /operator signed in → {s}, expected 200"));
+            let s = chi
+                .on(http.get(info.url("/operator")))
+                .send()?
+                .status()
+                .as_u16();
+            check(
+                s == 200,
+                format!("GET /operator signed in → {s}, expected 200"),
+            );
             let (s, body) = status_and_body(chi.on(http.get(info.url("/api/v1/me"))).send()?)?;
             check(
                 s == 200 && body.contains("\"chi\"") && body.contains("\"operator\""),
@@ -247,15 +298,27 @@ fn access_refuses_strangers_viewer_links_wrong_passwords_and_forged_posts() {
             // a foreign Origin, a cross-site fetch.
             let create = serde_json::json!({"id": "hn-forged", "title": "Giả mạo"});
             let forged: [(&str, Vec<(&str, String)>); 4] = [
-                ("no X-CSRF-Token", vec![("Origin", "http://evil.example".into())]),
-                ("a wrong X-CSRF-Token", vec![("X-CSRF-Token", "0".repeat(64))]),
+                (
+                    "no X-CSRF-Token",
+                    vec![("Origin", "http://evil.example".into())],
+                ),
+                (
+                    "a wrong X-CSRF-Token",
+                    vec![("X-CSRF-Token", "0".repeat(64))],
+                ),
                 (
                     "the right token from a foreign Origin",
-                    vec![("X-CSRF-Token", chi.csrf.clone()), ("Origin", "http://evil.example".into())],
+                    vec![
+                        ("X-CSRF-Token", chi.csrf.clone()),
+                        ("Origin", "http://evil.example".into()),
+                    ],
                 ),
                 (
                     "the right token from a cross-site fetch",
-                    vec![("X-CSRF-Token", chi.csrf.clone()), ("Sec-Fetch-Site", "cross-site".into())],
+                    vec![
+                        ("X-CSRF-Token", chi.csrf.clone()),
+                        ("Sec-Fetch-Site", "cross-site".into()),
+                    ],
                 ),
             ];
             for (what, headers) in &forged {
@@ -269,19 +332,31 @@ fn access_refuses_strangers_viewer_links_wrong_passwords_and_forged_posts() {
                     format!("POST /api/v1/conferences with {what} → {s} {body:?}, expected 403"),
                 );
             }
-            let (s, body) = status_and_body(
-                chi.on(http.post(info.url(&format!("/api/v1/conferences/{}/end", info.conference))))
-                    .header("Origin", "http://evil.example")
-                    .send()?,
-            )?;
-            check(s == 403, format!("a forged POST .../end → {s} {body:?}, expected 403"));
+            let (s, body) =
+                status_and_body(
+                    chi.on(http
+                        .post(info.url(&format!("/api/v1/conferences/{}/end", info.conference))))
+                        .header("Origin", "http://evil.example")
+                        .send()?,
+                )?;
+            check(
+                s == 403,
+                format!("a forged POST .../end → {s} {body:?}, expected 403"),
+            );
             let (s, body) = status_and_body(http.get(&operator_api).send()?)?;
-            check(s == 401, format!("GET /api/v1/conferences without the cookie → {s} {body:?}"));
+            check(
+                s == 401,
+                format!("GET /api/v1/conferences without the cookie → {s} {body:?}"),
+            );
             let listed: Value = chi.on(http.get(&operator_api)).send()?.json()?;
             check(
                 !listed.to_string().contains("hn-forged")
-                    && listed.as_array().is_some_and(|a| a.iter().all(|c| c["state"] == "open")),
-                format!("after the forged POSTs the conferences are {listed}: nothing may have changed"),
+                    && listed
+                        .as_array()
+                        .is_some_and(|a| a.iter().all(|c| c["state"] == "open")),
+                format!(
+                    "after the forged POSTs the conferences are {listed}: nothing may have changed"
+                ),
             );
             // The page's own request (cookie + CSRF header + this Origin) works.
             let (s, body) = status_and_body(
@@ -291,7 +366,10 @@ fn access_refuses_strangers_viewer_links_wrong_passwords_and_forged_posts() {
                     .json(&serde_json::json!({"id": "hn-that", "title": "Hội nghị thật"}))
                     .send()?,
             )?;
-            check(s == 201, format!("POST /api/v1/conferences as the page does → {s} {body:?}, expected 201"));
+            check(
+                s == 201,
+                format!("POST /api/v1/conferences as the page does → {s} {body:?}, expected 201"),
+            );
             let _ = host;
 
             // Signing out ends the session on the server.
@@ -303,31 +381,58 @@ fn access_refuses_strangers_viewer_links_wrong_passwords_and_forged_posts() {
                 .as_u16();
             check(s == 204, format!("POST /api/v1/logout → {s}, expected 204"));
             let s = chi.on(http.get(&operator_api)).send()?.status().as_u16();
-            check(s == 401, format!("the signed-out cookie → {s}, expected 401"));
+            check(
+                s == 401,
+                format!("the signed-out cookie → {s}, expected 401"),
+            );
 
             // The demo's signed-in links: the admin's opens the admin APIs; a made-up ticket
             // opens nothing.
-            let admin_url = info.raw["admin_url"].as_str().context("info has no admin_url")?;
-            let operator_url = info.raw["operator_url"].as_str().context("info has no operator_url")?;
+            let admin_url = info.raw["admin_url"]
+                .as_str()
+                .context("info has no admin_url")?;
+            let operator_url = info.raw["operator_url"]
+                .as_str()
+                .context("info has no operator_url")?;
             let r = http.get(admin_url).send()?;
             check(
-                r.status() == 303 && r.headers().get("location").and_then(|v| v.to_str().ok()) == Some("/admin"),
-                format!("GET admin_url → {} {:?}, expected 303 to /admin", r.status(), r.headers().get("location")),
+                r.status() == 303
+                    && r.headers().get("location").and_then(|v| v.to_str().ok()) == Some("/admin"),
+                format!(
+                    "GET admin_url → {} {:?}, expected 303 to /admin",
+                    r.status(),
+                    r.headers().get("location")
+                ),
             );
             let admin = Jar::from(&set_cookies(&r))?;
             for url in &admin_apis {
                 let s = admin.on(http.get(url)).send()?.status().as_u16();
-                check(s == 200, format!("GET {url} as the demo admin → {s}, expected 200"));
+                check(
+                    s == 200,
+                    format!("GET {url} as the demo admin → {s}, expected 200"),
+                );
             }
             let r = http.get(operator_url).send()?;
-            let to = r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let to = r
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
             check(
                 r.status() == 303 && to == format!("/operator?conference={}", info.conference),
                 format!("GET operator_url → {} {to:?}", r.status()),
             );
             let op = Jar::from(&set_cookies(&r))?;
-            let s = op.on(http.get(info.url("/api/v1/points"))).send()?.status().as_u16();
-            check(s == 403, format!("the demo operator on /api/v1/points → {s}, expected 403"));
+            let s = op
+                .on(http.get(info.url("/api/v1/points")))
+                .send()?
+                .status()
+                .as_u16();
+            check(
+                s == 403,
+                format!("the demo operator on /api/v1/points → {s}, expected 403"),
+            );
             let s = http
                 .get(info.url(&format!("/login/ticket/{}?next=/operator", "ab".repeat(32))))
                 .send()?
@@ -335,15 +440,32 @@ fn access_refuses_strangers_viewer_links_wrong_passwords_and_forged_posts() {
                 .as_u16();
             check(s == 401, format!("a made-up ticket → {s}, expected 401"));
             // `next` never leaves the relay.
-            let ticket = operator_url.split("/login/ticket/").nth(1).and_then(|t| t.split('?').next()).unwrap_or("");
+            let ticket = operator_url
+                .split("/login/ticket/")
+                .nth(1)
+                .and_then(|t| t.split('?').next())
+                .unwrap_or("");
             let r = http
                 .get(info.url(&format!("/login/ticket/{ticket}?next=//evil.example/")))
                 .send()?;
-            let to = r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-            check(to == "/operator", format!("next=//evil.example/ → Location {to:?}, expected /operator"));
+            let to = r
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            check(
+                to == "/operator",
+                format!("next=//evil.example/ → Location {to:?}, expected /operator"),
+            );
 
             demo.ensure_running()?;
-            ensure!(failures.is_empty(), "{} failures:\n  {}", failures.len(), failures.join("\n  "));
+            ensure!(
+                failures.is_empty(),
+                "{} failures:\n  {}",
+                failures.len(),
+                failures.join("\n  ")
+            );
             Ok(())
         },
     );

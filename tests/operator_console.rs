@@ -26,7 +26,10 @@ const CONFERENCE: &str = "hn-console-e2e";
 fn ensure_not_blank(what: &str, shot: &Value, min_ink: f64) -> Result<()> {
     let n_colours = shot["n_colours"].as_u64().unwrap_or(0);
     let ink = shot["ink_fraction"].as_f64().unwrap_or(0.0);
-    let (w, h) = (shot["width"].as_u64().unwrap_or(0), shot["height"].as_u64().unwrap_or(0));
+    let (w, h) = (
+        shot["width"].as_u64().unwrap_or(0),
+        shot["height"].as_u64().unwrap_or(0),
+    );
     ensure!(
         w >= 1366 && h >= 768 && n_colours >= 16 && ink >= min_ink,
         "the {what} screenshot looks blank: {shot}"
@@ -57,7 +60,10 @@ fn operator_console_signs_in_creates_publishes_previews_and_a_viewer_plays() {
             },
         )?;
         let info = demo.info.clone();
-        let admin_token = info.raw["admin_token"].as_str().unwrap_or_default().to_string();
+        let admin_token = info.raw["admin_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let out = results_dir(TEST)?;
         let login_shot = out.join("login.png");
         let console_shot = out.join("operator.png");
@@ -92,39 +98,65 @@ fn operator_console_signs_in_creates_publishes_previews_and_a_viewer_plays() {
             login["url"]
         );
         ensure!(
-            login["text"].as_str().is_some_and(|t| t.starts_with("Đăng nhập")),
+            login["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Đăng nhập")),
             "the sign-in page should read Vietnamese first: {}",
             login["text"]
         );
         ensure_not_blank("sign-in", &login["shot"], 0.01)?;
         copy_to_screenshot_dir(&login_shot, "login.png")?;
 
-        let wrong = console.wait_for("the wrong password's answer", Duration::from_secs(30), |e| {
-            e["event"] == "wrong_password"
-        })?;
+        let wrong = console.wait_for(
+            "the wrong password's answer",
+            Duration::from_secs(30),
+            |e| e["event"] == "wrong_password",
+        )?;
         ensure!(
-            wrong["message"].as_str().is_some_and(|m| m.contains("Sai") && m.contains("Wrong"))
+            wrong["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Sai") && m.contains("Wrong"))
                 && wrong["url"].as_str().is_some_and(|u| u.contains("/login")),
             "a wrong password should keep the page with a bilingual message: {wrong}"
         );
-        console.wait_for("the console after signing in", Duration::from_secs(40), |e| {
-            e["event"] == "signed_in"
-        })?;
-        let created = console.wait_for("the conference created from the console", Duration::from_secs(30), |e| {
-            e["event"] == "created"
-        })?;
+        console.wait_for(
+            "the console after signing in",
+            Duration::from_secs(40),
+            |e| e["event"] == "signed_in",
+        )?;
+        let created = console.wait_for(
+            "the conference created from the console",
+            Duration::from_secs(30),
+            |e| e["event"] == "created",
+        )?;
         ensure!(
-            created["whip_url"].as_str().is_some_and(|u| u.ends_with(&format!("/whip/{CONFERENCE}"))),
+            created["whip_url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with(&format!("/whip/{CONFERENCE}"))),
             "the console shows WHIP URL {}",
             created["whip_url"]
         );
-        let published = console.wait_for("the console's camera published over WHIP", Duration::from_secs(40), |e| {
-            e["event"] == "published"
-        })?;
-        ensure!(published["status"] == 201, "the console's WHIP POST → {published}");
+        let published = console.wait_for(
+            "the console's camera published over WHIP",
+            Duration::from_secs(40),
+            |e| e["event"] == "published",
+        )?;
+        ensure!(
+            published["status"] == 201,
+            "the console's WHIP POST → {published}"
+        );
 
         // The forged cross-site POSTs changed nothing.
-        let forged = console.wait_for("the forged cross-site POSTs", Duration::from_secs(30), |e| e["event"] == "forged")?;
+        let forged = console.wait_for(
+            "the forged cross-site POSTs",
+            Duration::from_secs(30),
+            |e| e["event"] == "forged",
+        )?;
+        println!("forged cross-site POSTs: {forged}");
+        ensure!(
+            forged["form_done"] == true && forged["error"].is_null(),
+            "the forged cross-site POSTs were not made: {forged}"
+        );
         let http = Http::builder().timeout(Duration::from_secs(15)).build()?;
         let conf: Value = http
             .get(info.url(&format!("/api/v1/conferences/{CONFERENCE}")))
@@ -140,27 +172,42 @@ fn operator_console_signs_in_creates_publishes_previews_and_a_viewer_plays() {
         let playing = console.wait_for(
             "the console's preview to decode 30 frames while live",
             Duration::from_secs(60),
-            |e| e["event"] == "progress" && e["live"] == true && e["preview_frames"].as_u64().unwrap_or(0) >= 30,
+            |e| {
+                e["event"] == "progress"
+                    && e["live"] == true
+                    && e["preview_frames"].as_u64().unwrap_or(0) >= 30
+            },
         )?;
         let lines = playing["preflight"].as_array().cloned().unwrap_or_default();
         ensure!(
             lines.len() == 9
-                && lines.iter().all(|l| ["green", "amber", "red", "unknown"].contains(&l["status"].as_str().unwrap_or(""))),
+                && lines.iter().all(|l| ["green", "amber", "red", "unknown"]
+                    .contains(&l["status"].as_str().unwrap_or(""))),
             "the pre-flight panel should show nine lines with a status each: {}",
             playing["preflight"]
         );
-        let shot = console.wait_for("the console's screenshot", Duration::from_secs(30), |e| e["event"] == "console_shot")?;
+        let shot = console.wait_for("the console's screenshot", Duration::from_secs(30), |e| {
+            e["event"] == "console_shot"
+        })?;
         ensure_not_blank("operator console", &shot["shot"], 0.05)?;
         copy_to_screenshot_dir(&console_shot, "operator.png")?;
 
         // A point plays the console's broadcast.
         let links: Value = http
-            .get(info.url(&format!("/api/v1/conferences/{CONFERENCE}/links?format=json")))
+            .get(info.url(&format!(
+                "/api/v1/conferences/{CONFERENCE}/links?format=json"
+            )))
             .bearer_auth(&admin_token)
             .send()?
             .json()?;
-        let link = links[0]["url"].as_str().context(format!("no join link: {links}"))?.to_string();
-        let point = links[0]["point_id"].as_str().unwrap_or_default().to_string();
+        let link = links[0]["url"]
+            .as_str()
+            .context(format!("no join link: {links}"))?
+            .to_string();
+        let point = links[0]["point_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let mut viewer = viewer_pages(ctx, &link, 1, 60, 30, &[])?;
         let pages = results::pages(&viewer.result(Duration::from_secs(90))?)?;
         ensure!(
@@ -182,7 +229,9 @@ fn operator_console_signs_in_creates_publishes_previews_and_a_viewer_plays() {
             .collect();
         ensure!(
             !list.is_empty()
-                && list.iter().all(|e| e["point"].is_null() || e["point"] == point.as_str())
+                && list
+                    .iter()
+                    .all(|e| e["point"].is_null() || e["point"] == point.as_str())
                 && sessions.len() as u32 == pages[0].n_peer_connections.max(1),
             "the attendance log should hold only the point's {} session(s), not the preview: {events}",
             pages[0].n_peer_connections
@@ -190,12 +239,18 @@ fn operator_console_signs_in_creates_publishes_previews_and_a_viewer_plays() {
 
         let result = console.stop()?;
         ensure!(
-            result["page_errors"].as_array().is_none_or(|e| e.is_empty()),
+            result["page_errors"]
+                .as_array()
+                .is_none_or(|e| e.is_empty()),
             "the console threw: {}",
             result["page_errors"]
         );
         demo.ensure_running()?;
-        println!("screenshots: {} {}", login_shot.display(), console_shot.display());
+        println!(
+            "screenshots: {} {}",
+            login_shot.display(),
+            console_shot.display()
+        );
         Ok(())
     });
 }

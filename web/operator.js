@@ -258,19 +258,24 @@
       dot.className = `dot ${status}`;
       dot.title = status;
       const name = document.createElement('span');
-      name.innerHTML = `<b></b><br><span class="en"></span>`;
+      name.className = 'name';
+      name.innerHTML = '<b></b> <span class="en"></span>';
       name.querySelector('b').textContent = vi;
       name.querySelector('.en').textContent = en;
+      name.title = `${vi} / ${en}`;
       const value = document.createElement('span');
+      value.className = 'value';
       value.textContent = c.value || STATUS_VI[status];
       const advice = document.createElement('span');
       advice.className = 'advice';
-      advice.textContent = c.advice_vi || (status === 'unknown' ? 'Chưa đủ dữ liệu' : '');
-      if (c.advice_en || status === 'unknown') {
+      if (c.advice_vi || c.advice_en) {
+        advice.textContent = c.advice_vi || '';
         const e = document.createElement('span');
         e.className = 'en';
-        e.textContent = c.advice_en || 'Not enough received yet';
+        e.textContent = c.advice_en || '';
         advice.append(e);
+      } else if (status === 'unknown') {
+        advice.textContent = 'Chưa đủ dữ liệu · Not enough received yet';
       }
       li.append(dot, name, value, advice);
       ul.append(li);

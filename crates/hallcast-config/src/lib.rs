@@ -351,7 +351,8 @@ impl Config {
         }
         let mut names = std::collections::HashSet::new();
         for a in &self.access.accounts {
-            if a.name.trim().is_empty() || a.name.len() > 64 || a.name.chars().any(char::is_control) {
+            if a.name.trim().is_empty() || a.name.len() > 64 || a.name.chars().any(char::is_control)
+            {
                 return Err(ConfigError::Invalid(format!(
                     "access account name {:?} must be 1..=64 printable characters",
                     a.name

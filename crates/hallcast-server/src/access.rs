@@ -21,8 +21,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -333,7 +333,12 @@ impl Access {
 
     /// The one role check of every operator/admin API. `method` is the request's: unsafe
     /// methods on a cookie session need the CSRF header and a same-origin `Origin`.
-    pub fn check(&self, method: &Method, headers: &HeaderMap, need: Role) -> Result<Principal, Denied> {
+    pub fn check(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        need: Role,
+    ) -> Result<Principal, Denied> {
         let p = self.authenticate(method, headers)?;
         if p.role < need {
             return Err(Denied::new(
@@ -512,7 +517,11 @@ impl Access {
             .map_or_else(|| self.dummy_hash.clone(), |(_, h)| h.clone());
         let password = password.to_string();
         let ok = {
-            let _permit = self.verifying.acquire().await.map_err(|_| Denied::unauthenticated())?;
+            let _permit = self
+                .verifying
+                .acquire()
+                .await
+                .map_err(|_| Denied::unauthenticated())?;
             tokio::task::spawn_blocking(move || verify_password(&password, &hash))
                 .await
                 .unwrap_or(false)
@@ -585,10 +594,7 @@ impl Access {
                 )),
             )
                 .into_response()),
-            None => Err(see_other(&format!(
-                "/login?next={}",
-                percent_encode(here)
-            ))),
+            None => Err(see_other(&format!("/login?next={}", percent_encode(here)))),
         }
     }
 
@@ -884,7 +890,10 @@ mod tests {
         let p = a
             .check(&Method::GET, &headers(&[("cookie", &c)]), Role::Operator)
             .unwrap();
-        assert_eq!((p.name.as_str(), p.role, p.session), ("an", Role::Operator, true));
+        assert_eq!(
+            (p.name.as_str(), p.role, p.session),
+            ("an", Role::Operator, true)
+        );
         // An operator is not an admin.
         let d = a
             .check(&Method::GET, &headers(&[("cookie", &c)]), Role::Admin)
@@ -947,8 +956,12 @@ mod tests {
         // The admin account is an admin.
         let ad = a.sign_in("binh", "mat-khau-binh").await.unwrap();
         assert!(
-            a.check(&Method::GET, &headers(&[("cookie", &cookie_of(&ad))]), Role::Admin)
-                .is_ok()
+            a.check(
+                &Method::GET,
+                &headers(&[("cookie", &cookie_of(&ad))]),
+                Role::Admin
+            )
+            .is_ok()
         );
     }
 
@@ -987,7 +1000,13 @@ mod tests {
     #[test]
     fn next_is_same_origin_only() {
         assert_eq!(safe_next(Some("/admin?x=1")), "/admin?x=1");
-        for bad in ["//evil.example/", "https://evil.example/", "/\\evil", "", "/a b"] {
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil",
+            "",
+            "/a b",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/operator", "{bad}");
         }
         assert_eq!(safe_next(None), "/operator");

@@ -635,10 +635,7 @@ async fn demo(
         ("operator", hallcast_config::AccountRole::Operator),
         ("admin", hallcast_config::AccountRole::Admin),
     ] {
-        config
-            .access
-            .accounts
-            .retain(|a| a.name != name);
+        config.access.accounts.retain(|a| a.name != name);
         config.access.accounts.push(hallcast_config::Account {
             name: name.into(),
             role,
@@ -690,7 +687,10 @@ async fn demo(
             .context("the demo account is missing")?;
         Ok(format!("{base}/login/ticket/{ticket}?next={next}"))
     };
-    let operator_url = signed_in("operator", &format!("/operator%3Fconference%3D{conference}"))?;
+    let operator_url = signed_in(
+        "operator",
+        &format!("/operator%3Fconference%3D{conference}"),
+    )?;
     let admin_url = signed_in("admin", "/admin")?;
     let info = serde_json::json!({
         "conference": conference,
@@ -720,9 +720,7 @@ async fn demo(
         "  Mở liên kết này trong trình duyệt / open this link in a browser:\n\n    {viewer_url}\n"
     );
     println!("  WHIP (encoder): {whip_url}\n  stream key:     {stream_key}\n");
-    println!(
-        "  Bảng vận hành (đã đăng nhập) / operator console, signed in:\n    {operator_url}\n"
-    );
+    println!("  Bảng vận hành (đã đăng nhập) / operator console, signed in:\n    {operator_url}\n");
     println!("  Bảng quản trị (đã đăng nhập) / admin console, signed in:\n    {admin_url}\n");
     println!(
         "  Báo cáo điểm danh / attendance report:\n    hallcast report --data-dir {} --conference {conference} --format html > report.html\n",

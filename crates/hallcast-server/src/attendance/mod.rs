@@ -402,11 +402,14 @@ type ApiResult<T> = Result<T, ApiError>;
 /// The role check of every admin/operator endpoint here ([`crate::access::Access::check`]):
 /// the bearer admin token, or a console session (with its CSRF check on unsafe methods).
 fn require(ctx: &AttendanceCtx, method: &Method, headers: &HeaderMap, need: Role) -> ApiResult<()> {
-    ctx.access.check(method, headers, need).map(|_| ()).map_err(|d| ApiError {
-        status: d.status,
-        code: d.code,
-        message: d.message,
-    })
+    ctx.access
+        .check(method, headers, need)
+        .map(|_| ())
+        .map_err(|d| ApiError {
+            status: d.status,
+            code: d.code,
+            message: d.message,
+        })
 }
 
 // ----- DTOs -----
@@ -698,7 +701,11 @@ fn document(format: Format, body: Vec<u8>, filename: &str) -> Response {
 
 // ----- organisations -----
 
-async fn list_orgs(State(ctx): Ctx, method: Method, headers: HeaderMap) -> ApiResult<Json<Vec<OrgDto>>> {
+async fn list_orgs(
+    State(ctx): Ctx,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<OrgDto>>> {
     require(&ctx, &method, &headers, Role::Admin)?;
     let orgs = ctx.ledger.organisations().await?;
     Ok(Json(
@@ -959,7 +966,10 @@ async fn reopen_conference(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConferenceDto>> {
-    change_conference(&ctx, &method, &headers, &id, async |r, id| r.reopen(id).await).await
+    change_conference(&ctx, &method, &headers, &id, async |r, id| {
+        r.reopen(id).await
+    })
+    .await
 }
 
 /// An admin's change of one conference's state: authorised, then the id parsed, then `change`.
