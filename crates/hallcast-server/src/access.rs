@@ -44,6 +44,9 @@ const MAX_SESSIONS: usize = 10_000;
 /// Password checks running at once: argon2 is memory-hard on purpose, so sign-in attempts
 /// must not be able to take every core from the media threads.
 const MAX_VERIFYING: usize = 2;
+/// Wrong passwords for one name before its sign-ins pause for [`THROTTLE`].
+const MAX_FAILURES: u32 = 5;
+const THROTTLE: Duration = Duration::from_secs(30);
 
 /// What a caller may do. `Admin` includes everything `Operator` may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -172,6 +175,8 @@ pub struct Access {
     sessions: Mutex<HashMap<[u8; 32], Session>>,
     tickets: Mutex<HashMap<[u8; 32], Ticket>>,
     verifying: tokio::sync::Semaphore,
+    /// Per name: wrong passwords in a row and when the last one came.
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
     /// Verified against when the name is unknown, so timing does not tell which names exist.
     dummy_hash: String,
 }
@@ -316,6 +321,7 @@ impl Access {
             sessions: Mutex::new(HashMap::new()),
             tickets: Mutex::new(HashMap::new()),
             verifying: tokio::sync::Semaphore::new(MAX_VERIFYING),
+            failures: Mutex::new(HashMap::new()),
             // A hash of a random password nobody knows: only its cost matters.
             dummy_hash: hash_password(&random_secret()).unwrap_or_default(),
         }
@@ -507,6 +513,14 @@ impl Access {
     /// Checks a name and password (argon2, at most [`MAX_VERIFYING`] at once, off the async
     /// threads) and opens a session.
     pub async fn sign_in(self: &Arc<Self>, name: &str, password: &str) -> Result<SignedIn, Denied> {
+        if self.throttled(name) {
+            return Err(Denied::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                "Sai mật khẩu quá nhiều lần; hãy thử lại sau 30 giây",
+                "Too many wrong passwords: try again in 30 seconds",
+            ));
+        }
         let account = self
             .accounts
             .iter()
@@ -526,6 +540,7 @@ impl Access {
                 .await
                 .unwrap_or(false)
         };
+        self.note_attempt(name, ok && account.is_some());
         match account {
             Some((role, _)) if ok => Ok(self.open_session(name, role)),
             _ => Err(Denied::new(
@@ -535,6 +550,35 @@ impl Access {
                 "Wrong name or password",
             )),
         }
+    }
+
+    /// Whether `name` had [`MAX_FAILURES`] wrong passwords in a row, the last less than
+    /// [`THROTTLE`] ago (slows guessing down without locking the account out for long).
+    fn throttled(&self, name: &str) -> bool {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures
+            .get(name)
+            .is_some_and(|(n, at)| *n >= MAX_FAILURES && at.elapsed() < THROTTLE)
+    }
+
+    fn note_attempt(&self, name: &str, ok: bool) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            failures.remove(name);
+            return;
+        }
+        if failures.len() >= MAX_SESSIONS {
+            // Guessed names must not grow the map without bound.
+            failures.retain(|_, (_, at)| at.elapsed() < THROTTLE);
+        }
+        let e = failures
+            .entry(name.chars().take(64).collect())
+            .or_insert((0, Instant::now()));
+        if e.1.elapsed() >= THROTTLE {
+            e.0 = 0;
+        }
+        e.0 += 1;
+        e.1 = Instant::now();
     }
 
     /// A sign-in link's secret for `name`, valid for `ttl` and usable more than once (the
@@ -963,6 +1007,25 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn wrong_passwords_in_a_row_pause_that_name() {
+        let a = access();
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(
+                a.sign_in("an", "x").await.unwrap_err().code,
+                "wrong_password"
+            );
+        }
+        // Even the right password waits now; another name does not.
+        let d = a.sign_in("an", "mat-khau-an").await.unwrap_err();
+        assert_eq!(d.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(a.sign_in("binh", "mat-khau-binh").await.is_ok());
+        // After the pause the right password works, and resets the count.
+        a.failures.lock().unwrap().get_mut("an").unwrap().1 = Instant::now() - THROTTLE;
+        assert!(a.sign_in("an", "mat-khau-an").await.is_ok());
+        assert!(!a.failures.lock().unwrap().contains_key("an"));
     }
 
     #[test]
