@@ -67,6 +67,7 @@ fn operator_console_signs_in_creates_publishes_previews_and_a_viewer_plays() {
         let out = results_dir(TEST)?;
         let login_shot = out.join("login.png");
         let console_shot = out.join("operator.png");
+        let stop_file = ctx.path("stop-console");
         let args = strings(&[
             "--base",
             &info.http_base,
@@ -84,6 +85,8 @@ fn operator_console_signs_in_creates_publishes_previews_and_a_viewer_plays() {
             &console_shot.to_string_lossy(),
             "--duration",
             "150",
+            "--stop-file",
+            &stop_file.to_string_lossy(),
         ]);
         let mut console = Client::start(ctx, ClientKind::Browser, "operator_console.mjs", &args)?;
 
@@ -237,7 +240,40 @@ fn operator_console_signs_in_creates_publishes_previews_and_a_viewer_plays() {
             pages[0].n_peer_connections
         );
 
-        let result = console.stop()?;
+        // The operator ends the broadcast from the console, then reopens it.
+        std::fs::write(&stop_file, b"")?;
+        let ended = console.wait_for(
+            "the broadcast ended from the console",
+            Duration::from_secs(40),
+            |e| e["event"] == "ended",
+        )?;
+        let state_of = |http: &Http| -> Result<Value> {
+            Ok(http
+                .get(info.url(&format!("/api/v1/conferences/{CONFERENCE}")))
+                .bearer_auth(&admin_token)
+                .send()?
+                .json()?)
+        };
+        let conf = state_of(&http)?;
+        ensure!(
+            conf["state"] == "ended"
+                && ended["camera_stopped"] == true
+                && ended["pill"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("Đã kết thúc")),
+            "after \"Kết thúc phát sóng\" the conference is {conf} and the console shows {ended}"
+        );
+        let reopened = console.wait_for(
+            "the conference reopened from the console",
+            Duration::from_secs(30),
+            |e| e["event"] == "reopened",
+        )?;
+        let conf = state_of(&http)?;
+        ensure!(
+            conf["state"] == "open",
+            "after \"Mở lại\" the conference is {conf}; the console shows {reopened}"
+        );
+        let result = console.result(Duration::from_secs(30))?;
         ensure!(
             result["page_errors"]
                 .as_array()

@@ -16,6 +16,9 @@
 //   {"event":"progress","t":..,"live":..,"preview_frames":..,"publisher_frames":..,"preflight":[{id,status}],"preflight_note":..}
 //   {"event":"console_shot","shot":{...}}
 //   {"event":"forged","fetch_status":..,"form_done":..}
+//   {"event":"ended","pill":..,"camera_stopped":..} {"event":"reopened","pill":..}
+//     (after --duration, or once --stop-file exists: "End the broadcast" clicked and confirmed,
+//      then "Reopen to go live")
 //   {"event":"result", ...the last progress, page_errors, states}
 // `shot`: the screenshot decoded again by Chromium: how many distinct colours (sampled) and the
 // fraction of pixels that differ from the top-left pixel's colour (a blank page has ~0).
@@ -23,10 +26,11 @@
 import { emit, launchBrowser, log, parseArgs, run, sleep } from './common.mjs';
 
 const USAGE = `usage: operator_console.mjs --base URL --name NAME --password PW --conference ID --title T
-                              --login-shot FILE.png --console-shot FILE.png [--duration SECS]`;
+                              --login-shot FILE.png --console-shot FILE.png [--duration SECS]
+                              [--stop-file PATH]   (ends the broadcast from the console once PATH exists)`;
 
 const args = parseArgs(
-  { base: '', name: '', password: '', conference: '', title: '', login_shot: '', console_shot: '', duration: 60 },
+  { base: '', name: '', password: '', conference: '', title: '', login_shot: '', console_shot: '', duration: 60, stop_file: '' },
   USAGE,
 );
 
@@ -200,7 +204,8 @@ run(async () => {
 
   const started = Date.now();
   let shot = false;
-  while ((Date.now() - started) / 1000 < args.duration) {
+  const { existsSync } = await import('node:fs');
+  while ((Date.now() - started) / 1000 < args.duration && !(args.stop_file && existsSync(args.stop_file))) {
     last = await stats(page);
     emit({ event: 'progress', t: (Date.now() - started) / 1000, ...last });
     if (!shot && last.preview_frames >= 30 && last.preflight.length === 9) {
@@ -211,8 +216,22 @@ run(async () => {
     }
     await sleep(1000);
   }
-  await page.click('#stop-camera').catch(() => {});
-  await sleep(500);
+  // End the broadcast from the console (it asks first), then reopen it.
+  page.on('dialog', (d) => d.accept());
+  await page.click('#end-broadcast');
+  await page.waitForSelector('#reopen:not([hidden])', { timeout: 20_000 });
+  await page.waitForFunction(() => !window.hallcastOperator.publisher && !window.hallcastOperator.preview, null, { timeout: 20_000 }).catch(() => {});
+  emit({
+    event: 'ended',
+    pill: (await page.textContent('#live-pill')).trim(),
+    camera_stopped: await page.evaluate(() => !window.hallcastOperator.publisher),
+    preview_stopped: await page.evaluate(() => !window.hallcastOperator.preview),
+    message: (await page.textContent('#broadcast-message')).trim(),
+  });
+  await page.click('#reopen');
+  await page.waitForSelector('#end-broadcast:not([hidden])', { timeout: 20_000 });
+  emit({ event: 'reopened', pill: (await page.textContent('#live-pill')).trim() });
+  last = await stats(page);
   emit({ event: 'result', ...last, page_errors: pageErrors });
   await close();
   return 0;
