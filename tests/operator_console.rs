@@ -3,8 +3,10 @@
 //! opens the console; a conference is created there; the console publishes the fake camera over
 //! WHIP; its preview plays the feed the relay receives (and is not accounted as a point); the
 //! pre-flight panel renders its nine lines; a forged cross-site POST from another site changes
-//! nothing; a viewer at a point plays the broadcast. Screenshots of /login and /operator are saved
-//! in the test's results dir and checked not blank.
+//! nothing; a viewer at a point plays the broadcast and only its session is in the attendance
+//! log (the preview is not a point); the operator ends the broadcast from the console and reopens
+//! it. Screenshots of /login and /operator are saved in the test's results dir and checked not
+//! blank.
 
 use std::time::Duration;
 
