@@ -6,12 +6,14 @@
 //! `hallcast` binary, Chromium, Node with playwright-core, the aiortc venv) are installed by
 //! `scripts/install-test-deps.sh`; a missing one fails the test with a message saying so.
 
+mod access;
 mod aiortc;
 mod attendance;
 mod bad_input;
 mod chromium;
 mod gop_cache;
 mod http_surface;
+mod operator_console;
 mod server_addresses;
 mod sessions;
 mod shards;

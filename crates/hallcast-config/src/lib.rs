@@ -19,6 +19,8 @@ pub struct Config {
     pub media: Media,
     pub data: Data,
     pub admin: Admin,
+    /// Who may sign in to the operator and admin consoles.
+    pub access: AccessSection,
     /// What this relay accepts from the relays below it (edges).
     pub relay: RelaySection,
     /// The relay above this one: set on an edge, empty on the central.
@@ -89,6 +91,48 @@ pub struct Admin {
     pub token: String,
     /// Secret that signs join links (HMAC). Empty: generated once and kept in the data dir.
     pub token_secret: String,
+}
+
+/// Sign-in to the consoles (`/operator`, `/admin`): named accounts whose passwords are stored
+/// as argon2 PHC strings (`hallcast hash-password` makes one). There is no default account and
+/// no default password: without accounts only the admin token (`[admin] token`) opens the
+/// admin API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessSection {
+    pub accounts: Vec<Account>,
+    /// How long a console sign-in lasts, in hours (then the browser signs in again).
+    pub session_hours: u64,
+}
+
+impl Default for AccessSection {
+    fn default() -> Self {
+        AccessSection {
+            accounts: vec![],
+            session_hours: 12,
+        }
+    }
+}
+
+/// One console account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    /// The sign-in name.
+    pub name: String,
+    pub role: AccountRole,
+    /// The password's argon2 hash as a PHC string (`$argon2id$v=19$...`), never the password.
+    pub password_hash: String,
+}
+
+/// What an account may do: an admin may do everything an operator may.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountRole {
+    /// The AV operator in the hall: conferences, stream keys, going live and ending, pre-flight.
+    Operator,
+    /// The organisers: everything (registry, links, reports, the tree, sessions).
+    Admin,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -300,6 +344,33 @@ impl Config {
                 "upstream.report_interval_ms must be at least 100".into(),
             ));
         }
+        if self.access.session_hours == 0 || self.access.session_hours > 24 * 31 {
+            return Err(ConfigError::Invalid(
+                "access.session_hours must be 1..=744".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for a in &self.access.accounts {
+            if a.name.trim().is_empty() || a.name.len() > 64 || a.name.chars().any(char::is_control)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "access account name {:?} must be 1..=64 printable characters",
+                    a.name
+                )));
+            }
+            if !names.insert(&a.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "access account {:?} is listed twice",
+                    a.name
+                )));
+            }
+            if !a.password_hash.starts_with("$argon2") {
+                return Err(ConfigError::Invalid(format!(
+                    "access account {:?}: password_hash must be an argon2 PHC string ($argon2id$...; make one with `hallcast hash-password`), never the password itself",
+                    a.name
+                )));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for c in &self.conferences {
             if c.id.is_empty()
@@ -376,6 +447,30 @@ mod tests {
         let c = Config::from_toml("", &[]).unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.public_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn access_accounts_parse_and_refuse_plain_passwords() {
+        let c = Config::from_toml(
+            "[access]\nsession_hours = 8\n[[access.accounts]]\nname = \"an\"\nrole = \"operator\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.access.session_hours, 8);
+        assert_eq!(c.access.accounts[0].role, AccountRole::Operator);
+        let e = Config::from_toml(
+            "[[access.accounts]]\nname = \"an\"\nrole = \"admin\"\npassword_hash = \"hunter2\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("argon2"), "{e}");
+        let e = Config::from_toml(
+            "[[access.accounts]]\nname = \"an\"\nrole = \"root\"\npassword_hash = \"$argon2id$\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("root"), "{e}");
+        assert!(AccountRole::Admin > AccountRole::Operator);
     }
 
     #[test]

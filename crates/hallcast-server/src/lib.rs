@@ -6,6 +6,7 @@
 //! answered with a status and a plain-text message that says what was wrong; they
 //! are logged once, here.
 
+pub mod access;
 pub mod attendance;
 pub mod auth;
 pub mod edge;
@@ -99,6 +100,8 @@ pub struct AppState {
     pub demand: std::sync::OnceLock<Arc<dyn Demand>>,
     /// WHEP server-sent events: per-session and per-conference cells the streams wait on.
     pub events: Arc<events::Hub>,
+    /// The consoles' accounts, sessions and role check (shared with the attendance API).
+    pub access: Arc<access::Access>,
 }
 
 /// An edge's answer to a viewer of a conference it does not pull yet.
@@ -120,6 +123,7 @@ impl AppState {
         tree: Arc<tree::Tree>,
     ) -> Arc<AppState> {
         Arc::new(AppState {
+            access: Arc::new(access::Access::from_config(&config)),
             config,
             engine,
             registry,
@@ -175,6 +179,7 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
             get(events::stream).options(events::options),
         )
         .route("/watch/{conference}", get(pages::watch))
+        .route("/operator", get(pages::operator))
         .route("/static/{file}", get(pages::static_file))
         .route("/", get(pages::index))
         .route("/healthz", get(|| async { "ok" }))
@@ -188,7 +193,8 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
         .route("/api/v1/relay/report", post(tree::report))
         .route("/api/v1/tree", get(tree::tree))
         .route("/api/v1/sessions", get(sessions::sessions))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(access::router(state.access.clone()))
         .merge(extra)
         .layer(axum::middleware::from_fn(api_preflight))
         .layer(DefaultBodyLimit::max(limit))

@@ -27,8 +27,51 @@ const STATIC: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../../../web/api.js"),
     ),
+    (
+        "console.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../web/console.css"),
+    ),
+    (
+        "login.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/login.js"),
+    ),
+    (
+        "operator.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/operator.js"),
+    ),
 ];
 const WATCH_HTML: &str = include_str!("../../../web/watch.html");
+const OPERATOR_HTML: &str = include_str!("../../../web/operator.html");
+
+/// `GET /operator`: the operator console, for a signed-in operator or admin (others are sent
+/// to `/login?next=/operator...`).
+pub async fn operator(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let here = uri
+        .path_and_query()
+        .map_or("/operator", |p| p.as_str())
+        .to_string();
+    match state
+        .access
+        .page(&headers, &here, crate::access::Role::Operator)
+    {
+        Ok(_) => (
+            [
+                (header::CACHE_CONTROL, "no-store"),
+                (header::X_FRAME_OPTIONS, "DENY"),
+            ],
+            Html(OPERATOR_HTML),
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
 
 pub async fn watch(
     State(state): State<Arc<AppState>>,

@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use hallcast_core::{Target, VideoStatus};
 use hallcast_rtc::{Delivery, Role};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{self, secret_matches};
+use crate::access::Role as Access;
 use crate::{AppError, AppState};
 
 #[derive(Debug, Deserialize)]
@@ -84,14 +84,11 @@ fn delivery_name(d: Delivery) -> &'static str {
 
 pub async fn sessions(
     State(state): State<Arc<AppState>>,
+    method: Method,
     headers: HeaderMap,
     Query(q): Query<SessionsQuery>,
 ) -> Result<Response, AppError> {
-    let token =
-        auth::bearer(&headers).map_err(|e| AppError::new(StatusCode::UNAUTHORIZED, e.message()))?;
-    if !secret_matches(token, &state.config.admin.token) {
-        return Err(AppError::new(StatusCode::UNAUTHORIZED, "wrong admin token"));
-    }
+    state.access.check(&method, &headers, Access::Admin)?;
     let snap = state.engine.snapshot().await?;
     let wanted = |c: &str| q.conference.as_deref().is_none_or(|w| w == c);
     let sessions = snap

@@ -491,16 +491,15 @@ pub fn load_of(snapshot: Option<&hallcast_rtc::Snapshot>) -> Load {
     load
 }
 
-/// `GET /api/v1/tree` (admin token).
+/// `GET /api/v1/tree` (admin: the admin token or an admin's console session).
 pub async fn tree(
     State(state): State<Arc<AppState>>,
+    method: axum::http::Method,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let token =
-        auth::bearer(&headers).map_err(|e| AppError::new(StatusCode::UNAUTHORIZED, e.message()))?;
-    if !secret_matches(token, &state.config.admin.token) {
-        return Err(AppError::new(StatusCode::UNAUTHORIZED, "wrong admin token"));
-    }
+    state
+        .access
+        .check(&method, &headers, crate::access::Role::Admin)?;
     let own = state.tree.own();
     let answer = TreeAnswer {
         name: state.tree.name.clone(),

@@ -122,6 +122,11 @@ pub async fn whep_post(
     }
     let identity = if secret_matches(token, &conf.viewer_token) {
         ViewerIdentity { point: None }
+    } else if secret_matches(token, &conf.stream_key) {
+        // The operator console's preview of the incoming feed: whoever may publish may watch
+        // what they publish. No point, so never accounted in attendance (the ledger hook counts
+        // only sessions of a point).
+        ViewerIdentity { point: None }
     } else {
         state
             .viewer_auth

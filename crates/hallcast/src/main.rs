@@ -140,6 +140,9 @@ enum Command {
     },
     #[command(flatten)]
     Attendance(attendance_cli::AttendanceCmd),
+    /// Read a password on stdin and print its argon2id hash (a PHC string) for
+    /// `[[access.accounts]] password_hash`.
+    HashPassword,
     /// Check a configuration file and print the effective configuration.
     Validate {
         #[arg(long, short)]
@@ -236,6 +239,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Attendance(cmd) => attendance_cli::run(cmd).await,
+        Command::HashPassword => {
+            use std::io::{IsTerminal, Read};
+            if std::io::stdin().is_terminal() {
+                eprintln!("Nhập mật khẩu rồi Enter / type the password, then Enter:");
+            }
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read the password from stdin")?;
+            // One line: the password without its line ending (a password may contain spaces).
+            let password = text.lines().next().unwrap_or("");
+            if password.is_empty() {
+                anyhow::bail!("empty password on stdin");
+            }
+            let hash = hallcast_server::access::hash_password(password)
+                .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+            println!("{hash}");
+            Ok(())
+        }
         Command::Demo {
             overrides,
             info_file,
@@ -389,6 +411,8 @@ impl Relay {
             config.admin.token = random_token(16);
             info!(admin_token = %config.admin.token, "no admin token configured; generated one for this run");
         }
+        hallcast_server::access::validate_accounts(&config.access.accounts)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let ledger = open_ledger(&config).await?;
         let is_edge = !config.upstream.parent.is_empty();
         if is_edge && !config.conferences.is_empty() {
@@ -499,7 +523,8 @@ impl Relay {
         }
         let mut ctx =
             AttendanceCtx::new(ledger.clone(), config.admin.token.clone(), base_url.clone())
-                .with_registry(registry);
+                .with_registry(registry)
+                .with_access(state.access.clone());
         if is_edge {
             let keys = edge_keys_for_api.clone();
             ctx.join_verifier = Some(hallcast_server::attendance::JoinVerifier(Arc::new(
@@ -601,6 +626,22 @@ async fn demo(
         stream_key: stream_key.clone(),
         viewer_token: String::new(),
     }];
+    // The consoles' demo accounts: one random password for this run, never printed; the printed
+    // links sign in by tickets that live as long as the run.
+    let demo_password = random_token(16);
+    let demo_hash = hallcast_server::access::hash_password(&demo_password)
+        .map_err(|e| anyhow::anyhow!("cannot hash the demo password: {e}"))?;
+    for (name, role) in [
+        ("operator", hallcast_config::AccountRole::Operator),
+        ("admin", hallcast_config::AccountRole::Admin),
+    ] {
+        config.access.accounts.retain(|a| a.name != name);
+        config.access.accounts.push(hallcast_config::Account {
+            name: name.into(),
+            role,
+            password_hash: demo_hash.clone(),
+        });
+    }
     config.validate()?;
     let public_url_given = !config.http.public_url.is_empty();
     let mut relay = Relay::start(config).await?;
@@ -637,6 +678,20 @@ async fn demo(
     let whip_url = format!("{base}/whip/{conference}");
     let whep_url = format!("{base}/whep/{conference}");
     let viewer_url = format!("{base}/watch/{conference}?token={viewer_token}");
+    let ticket_ttl = Duration::from_secs(7 * 24 * 3600);
+    let signed_in = |name: &str, next: &str| -> anyhow::Result<String> {
+        let ticket = relay
+            .state
+            .access
+            .issue_ticket(name, ticket_ttl)
+            .context("the demo account is missing")?;
+        Ok(format!("{base}/login/ticket/{ticket}?next={next}"))
+    };
+    let operator_url = signed_in(
+        "operator",
+        &format!("/operator%3Fconference%3D{conference}"),
+    )?;
+    let admin_url = signed_in("admin", "/admin")?;
     let info = serde_json::json!({
         "conference": conference,
         "http_base": base,
@@ -648,6 +703,9 @@ async fn demo(
         "media_udp": relay.engine.local_addr().to_string(),
         "media_udp_shards": relay.engine.udp_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "admin_token": relay.state.config.admin.token,
+        // Signed-in links to the consoles (sign-in tickets valid for this run).
+        "operator_url": operator_url,
+        "admin_url": admin_url,
         "relay_credential": relay.relay_credential,
         "point": point.as_str(),
         "data_dir": data_dir,
@@ -662,6 +720,8 @@ async fn demo(
         "  Mở liên kết này trong trình duyệt / open this link in a browser:\n\n    {viewer_url}\n"
     );
     println!("  WHIP (encoder): {whip_url}\n  stream key:     {stream_key}\n");
+    println!("  Bảng vận hành (đã đăng nhập) / operator console, signed in:\n    {operator_url}\n");
+    println!("  Bảng quản trị (đã đăng nhập) / admin console, signed in:\n    {admin_url}\n");
     println!(
         "  Báo cáo điểm danh / attendance report:\n    hallcast report --data-dir {} --conference {conference} --format html > report.html\n",
         data_dir.display()

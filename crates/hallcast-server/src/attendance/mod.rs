@@ -15,11 +15,11 @@
 //! | `POST /api/v1/points` | admin | create `{"id","org_id","name","location","expected_headcount"}` → 201 |
 //! | `GET/PUT/DELETE /api/v1/points/{id}` | admin | one point |
 //! | `POST /api/v1/points/import` | admin | registry CSV body (≤ 8 MiB), all or nothing |
-//! | `GET/POST /api/v1/conferences` | admin | list / create-or-rename `{"id","title","stream_key"?}` → 201 created (200 renamed) with `whip_url`, `stream_key`, `whep_url`, `watch_url`, `state` |
-//! | `GET /api/v1/conferences/{id}` | admin | one conference, as above |
-//! | `POST /api/v1/conferences/{id}/stream-key` | admin | rotate the stream key (`{"stream_key"}` or generated); a live broadcast goes on |
-//! | `POST /api/v1/conferences/{id}/end` | admin | end: its live sessions end, WHIP is refused (403) until reopened |
-//! | `POST /api/v1/conferences/{id}/reopen` | admin | open an ended conference again |
+//! | `GET/POST /api/v1/conferences` | operator | list / create-or-rename `{"id","title","stream_key"?}` → 201 created (200 renamed) with `whip_url`, `stream_key`, `whep_url`, `watch_url`, `state` |
+//! | `GET /api/v1/conferences/{id}` | operator | one conference, as above |
+//! | `POST /api/v1/conferences/{id}/stream-key` | operator | rotate the stream key (`{"stream_key"}` or generated); a live broadcast goes on |
+//! | `POST /api/v1/conferences/{id}/end` | operator | end: its live sessions end, WHIP is refused (403) until reopened |
+//! | `POST /api/v1/conferences/{id}/reopen` | operator | open an ended conference again |
 //! | `GET /api/v1/conferences/{id}/links?format=csv\|html\|json&point=&valid_hours=&lang=` | admin | join links (HTML: printable, QR per point) |
 //! | `POST /api/v1/conferences/{id}/points/{point}/revoke` | admin | revoke that point's links |
 //! | `POST /api/v1/conferences/{id}/headcount` | viewer (join token) | `{"n_people": 25, "event_id": "<32 hex>"?}`; answered once durable; a retry with the same `event_id` is stored once |
@@ -28,7 +28,9 @@
 //!
 //! | `POST /api/v1/relay/events` | relay (relay credential) | `{"node","events":[EventJson...]}` from a child relay's outbox; appended keeping each event's origin node and run, idempotent by event id; `{"accepted","duplicates"}` (see [`relay_router`]) |
 //!
-//! Admin calls carry `Authorization: Bearer <admin token>`; an empty admin token disables
+//! "admin" and "operator" calls pass [`crate::access::Access::check`]: `Authorization: Bearer
+//! <admin token>` (admin), or a console session cookie of an account with that role (admin ⊇
+//! operator), with `X-CSRF-Token` on POST/PUT/DELETE. No admin token and no account disables
 //! them (403). Errors are JSON: `{"error": "<code>", "message": "<Vietnamese> / <English>"}`.
 
 use std::sync::Arc;
@@ -39,7 +41,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hallcast_core::accounting::{
@@ -54,6 +56,7 @@ use hallcast_ledger::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::access::{Access, Role};
 use crate::auth;
 use crate::registry::{Registry, RegistryError};
 
@@ -76,6 +79,8 @@ pub struct AttendanceCtx {
     /// Checks join links where the ledger cannot (an edge: the parent's public key and
     /// revocations); None: the ledger's own signer.
     pub join_verifier: Option<JoinVerifier>,
+    /// The consoles' role check (accounts, sessions, the admin token).
+    pub access: Arc<Access>,
 }
 
 /// A join-link check other than the ledger's (see [`AttendanceCtx::join_verifier`]).
@@ -98,16 +103,28 @@ impl AttendanceCtx {
         admin_token: impl Into<String>,
         public_base_url: impl Into<String>,
     ) -> Self {
+        let admin_token = admin_token.into();
         Self {
+            access: Arc::new(Access::new(
+                &admin_token,
+                &[],
+                Duration::from_secs(12 * 3600),
+            )),
             registry: Arc::new(Registry::new(ledger.clone())),
             ledger,
-            admin_token: admin_token.into(),
+            admin_token,
             public_base_url: public_base_url.into(),
             link_validity: Duration::from_secs(30 * 24 * 3600),
             report: ReportConfig::default(),
             utc_offset_minutes: 420,
             join_verifier: None,
         }
+    }
+
+    /// Uses the relay's role check (its accounts and console sessions).
+    pub fn with_access(mut self, access: Arc<Access>) -> Self {
+        self.access = access;
+        self
     }
 
     /// Uses the relay's registry (the one WHIP and WHEP read) instead of a private one.
@@ -382,24 +399,17 @@ type ApiResult<T> = Result<T, ApiError>;
 
 // ----- auth -----
 
-fn admin(ctx: &AttendanceCtx, headers: &HeaderMap) -> ApiResult<()> {
-    if ctx.admin_token.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "admin_disabled",
-            "API quản trị đang tắt (chưa cấu hình mã quản trị)",
-            "The admin API is disabled (no admin token configured)",
-        ));
-    }
-    match auth::bearer(headers) {
-        Ok(t) if auth::secret_matches(t, &ctx.admin_token) => Ok(()),
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Thiếu hoặc sai mã quản trị",
-            "Missing or wrong admin token (Authorization: Bearer <token>)",
-        )),
-    }
+/// The role check of every admin/operator endpoint here ([`crate::access::Access::check`]):
+/// the bearer admin token, or a console session (with its CSRF check on unsafe methods).
+fn require(ctx: &AttendanceCtx, method: &Method, headers: &HeaderMap, need: Role) -> ApiResult<()> {
+    ctx.access
+        .check(method, headers, need)
+        .map(|_| ())
+        .map_err(|d| ApiError {
+            status: d.status,
+            code: d.code,
+            message: d.message,
+        })
 }
 
 // ----- DTOs -----
@@ -691,8 +701,12 @@ fn document(format: Format, body: Vec<u8>, filename: &str) -> Response {
 
 // ----- organisations -----
 
-async fn list_orgs(State(ctx): Ctx, headers: HeaderMap) -> ApiResult<Json<Vec<OrgDto>>> {
-    admin(&ctx, &headers)?;
+async fn list_orgs(
+    State(ctx): Ctx,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<OrgDto>>> {
+    require(&ctx, &method, &headers, Role::Admin)?;
     let orgs = ctx.ledger.organisations().await?;
     Ok(Json(
         orgs.into_iter()
@@ -706,10 +720,11 @@ async fn list_orgs(State(ctx): Ctx, headers: HeaderMap) -> ApiResult<Json<Vec<Or
 
 async fn create_org(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     body: Result<Json<OrgDto>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<OrgDto>)> {
-    admin(&ctx, &headers)?;
+    require(&ctx, &method, &headers, Role::Admin)?;
     let Json(dto) = body?;
     let org = org_from(&dto.id, dto.name)?;
     ctx.ledger.upsert_organisation(org.clone()).await?;
@@ -724,11 +739,12 @@ async fn create_org(
 
 async fn update_org(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Json<OrgUpdate>, JsonRejection>,
 ) -> ApiResult<Json<OrgDto>> {
-    admin(&ctx, &headers)?;
+    require(&ctx, &method, &headers, Role::Admin)?;
     let Json(u) = body?;
     let org = org_from(&id, u.name)?;
     ctx.ledger.upsert_organisation(org.clone()).await?;
@@ -740,10 +756,11 @@ async fn update_org(
 
 async fn delete_org(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    admin(&ctx, &headers)?;
+    require(&ctx, &method, &headers, Role::Admin)?;
     let id = parse(&id, OrgId::parse)?;
     if ctx.ledger.remove_organisation(&id).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -756,10 +773,11 @@ async fn delete_org(
 
 async fn list_points(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     Query(q): Query<DocQuery>,
 ) -> ApiResult<Response> {
-    admin(&ctx, &headers)?;
+    require(&ctx, &method, &headers, Role::Admin)?;
     match q.format.as_deref() {
         Some("csv") => {
             let csv = ctx.ledger.export_csv().await?;
@@ -777,10 +795,11 @@ async fn list_points(
 
 async fn create_point(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     body: Result<Json<PointDto>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<PointDto>)> {
-    admin(&ctx, &headers)?;
+    require(&ctx, &method, &headers, Role::Admin)?;
     let Json(dto) = body?;
     let p = point_from(
         &dto.id,
@@ -797,10 +816,11 @@ async fn create_point(
 
 async fn get_point(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<PointDto>> {
-    admin(&ctx, &headers)?;
+    require(&ctx, &method, &headers, Role::Admin)?;
     let id = parse(&id, PointId::parse)?;
     let p = ctx
         .ledger
@@ -814,11 +834,12 @@ async fn get_point(
 
 async fn update_point(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Json<PointUpdate>, JsonRejection>,
 ) -> ApiResult<Json<PointDto>> {
-    admin(&ctx, &headers)?;
+    require(&ctx, &method, &headers, Role::Admin)?;
     let Json(u) = body?;
     let p = point_from(&id, u)?;
     ctx.ledger.upsert_point(p.clone()).await?;
@@ -827,10 +848,11 @@ async fn update_point(
 
 async fn delete_point(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    admin(&ctx, &headers)?;
+    require(&ctx, &method, &headers, Role::Admin)?;
     let id = parse(&id, PointId::parse)?;
     if ctx.ledger.remove_point(&id).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -841,10 +863,11 @@ async fn delete_point(
 
 async fn import_points(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<ImportDto>> {
-    admin(&ctx, &headers)?;
+    require(&ctx, &method, &headers, Role::Admin)?;
     if body.is_empty() {
         return Err(ApiError::bad_request("empty body: send the registry CSV"));
     }
@@ -859,9 +882,10 @@ async fn import_points(
 
 async fn list_conferences(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
 ) -> ApiResult<Json<Vec<ConferenceDto>>> {
-    admin(&ctx, &headers)?;
+    require(&ctx, &method, &headers, Role::Operator)?;
     ctx.registry.refresh().await?;
     Ok(Json(
         ctx.registry
@@ -874,10 +898,11 @@ async fn list_conferences(
 
 async fn put_conference(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     body: Result<Json<ConferencePut>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<ConferenceDto>)> {
-    admin(&ctx, &headers)?;
+    require(&ctx, &method, &headers, Role::Operator)?;
     let Json(dto) = body?;
     check_text("title", &dto.title)?;
     let id = parse(&dto.id, ConferenceId::parse)?;
@@ -895,10 +920,11 @@ async fn put_conference(
 
 async fn get_conference(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConferenceDto>> {
-    admin(&ctx, &headers)?;
+    require(&ctx, &method, &headers, Role::Operator)?;
     let c = ctx
         .registry
         .lookup(&id)
@@ -909,11 +935,12 @@ async fn get_conference(
 
 async fn rotate_key(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<ConferenceDto>> {
-    admin(&ctx, &headers)?;
+    require(&ctx, &method, &headers, Role::Operator)?;
     let id = parse(&id, ConferenceId::parse)?;
     let put: KeyPut = if body.is_empty() {
         KeyPut::default()
@@ -926,28 +953,34 @@ async fn rotate_key(
 
 async fn end_conference(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConferenceDto>> {
-    change_conference(&ctx, &headers, &id, async |r, id| r.end(id).await).await
+    change_conference(&ctx, &method, &headers, &id, async |r, id| r.end(id).await).await
 }
 
 async fn reopen_conference(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConferenceDto>> {
-    change_conference(&ctx, &headers, &id, async |r, id| r.reopen(id).await).await
+    change_conference(&ctx, &method, &headers, &id, async |r, id| {
+        r.reopen(id).await
+    })
+    .await
 }
 
 /// An admin's change of one conference's state: authorised, then the id parsed, then `change`.
 async fn change_conference(
     ctx: &AttendanceCtx,
+    method: &Method,
     headers: &HeaderMap,
     id: &str,
     change: impl AsyncFnOnce(&Registry, &ConferenceId) -> Result<Arc<Conference>, RegistryError>,
 ) -> ApiResult<Json<ConferenceDto>> {
-    admin(ctx, headers)?;
+    require(ctx, method, headers, Role::Operator)?;
     let id = parse(id, ConferenceId::parse)?;
     let c = change(&ctx.registry, &id).await?;
     Ok(Json(ConferenceDto::of(ctx, &c)))
@@ -959,11 +992,12 @@ async fn title_of(ctx: &AttendanceCtx, id: &ConferenceId) -> ApiResult<Option<St
 
 async fn links(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<DocQuery>,
 ) -> ApiResult<Response> {
-    admin(&ctx, &headers)?;
+    require(&ctx, &method, &headers, Role::Admin)?;
     let conference = parse(&id, ConferenceId::parse)?;
     let opts = doc_options(&ctx, &q)?;
     let only = q
@@ -1016,10 +1050,11 @@ async fn links(
 
 async fn revoke(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     Path((id, point)): Path<(String, String)>,
 ) -> ApiResult<Json<RevokedDto>> {
-    admin(&ctx, &headers)?;
+    require(&ctx, &method, &headers, Role::Admin)?;
     let conference = parse(&id, ConferenceId::parse)?;
     let point = parse(&point, PointId::parse)?;
     let generation = ctx.ledger.revoke_tokens(&conference, &point).await?;
@@ -1107,10 +1142,11 @@ async fn headcount(
 
 async fn events(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<EventDto>>> {
-    admin(&ctx, &headers)?;
+    require(&ctx, &method, &headers, Role::Admin)?;
     let conference = parse(&id, ConferenceId::parse)?;
     let events = ctx.ledger.events(&conference).await?;
     Ok(Json(events.iter().map(EventDto::from).collect()))
@@ -1197,11 +1233,12 @@ async fn relay_events(
 
 async fn report(
     State(ctx): Ctx,
+    method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<DocQuery>,
 ) -> ApiResult<Response> {
-    admin(&ctx, &headers)?;
+    require(&ctx, &method, &headers, Role::Admin)?;
     let conference = parse(&id, ConferenceId::parse)?;
     let opts = doc_options(&ctx, &q)?;
     let format: Format = q.format.as_deref().unwrap_or("json").parse()?;

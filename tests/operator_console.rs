@@ -1,0 +1,294 @@
+//! The operator console end to end in headless Chromium (issue 12, items 1 and 6): /operator
+//! sends a stranger to the sign-in page; a wrong password is refused on the page; the right one
+//! opens the console; a conference is created there; the console publishes the fake camera over
+//! WHIP; its preview plays the feed the relay receives (and is not accounted as a point); the
+//! pre-flight panel renders its nine lines; a forged cross-site POST from another site changes
+//! nothing; a viewer at a point plays the broadcast and only its session is in the attendance
+//! log (the preview is not a point); the operator ends the broadcast from the console and reopens
+//! it. Screenshots of /login and /operator are saved in the test's results dir and checked not
+//! blank.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use hallcast_tests::adapt::results_dir;
+use hallcast_tests::results;
+use hallcast_tests::{Client, ClientKind, Demo, DemoOptions, Weight, run};
+use reqwest::blocking::Client as Http;
+use serde_json::Value;
+
+use crate::access::hash_password;
+use crate::util::{strings, viewer_pages};
+
+const TEST: &str = "operator_console_signs_in_creates_publishes_previews_and_a_viewer_plays";
+const PASSWORD: &str = "Mật-khẩu kỹ thuật viên 7";
+const CONFERENCE: &str = "hn-console-e2e";
+
+/// A screenshot with something drawn on it: many colours and ink over a part of it.
+fn ensure_not_blank(what: &str, shot: &Value, min_ink: f64) -> Result<()> {
+    let n_colours = shot["n_colours"].as_u64().unwrap_or(0);
+    let ink = shot["ink_fraction"].as_f64().unwrap_or(0.0);
+    let (w, h) = (
+        shot["width"].as_u64().unwrap_or(0),
+        shot["height"].as_u64().unwrap_or(0),
+    );
+    ensure!(
+        w >= 1366 && h >= 768 && n_colours >= 16 && ink >= min_ink,
+        "the {what} screenshot looks blank: {shot}"
+    );
+    Ok(())
+}
+
+fn copy_to_screenshot_dir(shot: &std::path::Path, name: &str) -> Result<()> {
+    if let Ok(dir) = std::env::var("HALLCAST_SCREENSHOT_DIR") {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(shot, std::path::Path::new(&dir).join(name))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn operator_console_signs_in_creates_publishes_previews_and_a_viewer_plays() {
+    run(TEST, Weight::Heavy, |ctx| -> Result<()> {
+        let hash = hash_password(PASSWORD)?;
+        let mut demo = Demo::start(
+            ctx,
+            DemoOptions {
+                no_source: true,
+                set: vec![format!(
+                    "access.accounts=[{{name=\"ktv\", role=\"operator\", password_hash=\"{hash}\"}}]"
+                )],
+                ..Default::default()
+            },
+        )?;
+        let info = demo.info.clone();
+        let admin_token = info.raw["admin_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let out = results_dir(TEST)?;
+        let login_shot = out.join("login.png");
+        let console_shot = out.join("operator.png");
+        let stop_file = ctx.path("stop-console");
+        let args = strings(&[
+            "--base",
+            &info.http_base,
+            "--name",
+            "ktv",
+            "--password",
+            PASSWORD,
+            "--conference",
+            CONFERENCE,
+            "--title",
+            "Hội nghị thử bảng vận hành",
+            "--login-shot",
+            &login_shot.to_string_lossy(),
+            "--console-shot",
+            &console_shot.to_string_lossy(),
+            "--duration",
+            "150",
+            "--stop-file",
+            &stop_file.to_string_lossy(),
+        ]);
+        let mut console = Client::start(ctx, ClientKind::Browser, "operator_console.mjs", &args)?;
+
+        let login = console.wait_for("the sign-in page", Duration::from_secs(60), |e| {
+            e["event"] == "login_page"
+        })?;
+        ensure!(
+            login["url"]
+                .as_str()
+                .is_some_and(|u| u.contains("/login?next=")),
+            "/operator without a session should land on /login?next=..., landed on {}",
+            login["url"]
+        );
+        ensure!(
+            login["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Đăng nhập")),
+            "the sign-in page should read Vietnamese first: {}",
+            login["text"]
+        );
+        ensure_not_blank("sign-in", &login["shot"], 0.01)?;
+        copy_to_screenshot_dir(&login_shot, "login.png")?;
+
+        let wrong = console.wait_for(
+            "the wrong password's answer",
+            Duration::from_secs(30),
+            |e| e["event"] == "wrong_password",
+        )?;
+        ensure!(
+            wrong["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Sai") && m.contains("Wrong"))
+                && wrong["url"].as_str().is_some_and(|u| u.contains("/login")),
+            "a wrong password should keep the page with a bilingual message: {wrong}"
+        );
+        console.wait_for(
+            "the console after signing in",
+            Duration::from_secs(40),
+            |e| e["event"] == "signed_in",
+        )?;
+        let created = console.wait_for(
+            "the conference created from the console",
+            Duration::from_secs(30),
+            |e| e["event"] == "created",
+        )?;
+        ensure!(
+            created["whip_url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with(&format!("/whip/{CONFERENCE}"))),
+            "the console shows WHIP URL {}",
+            created["whip_url"]
+        );
+        let published = console.wait_for(
+            "the console's camera published over WHIP",
+            Duration::from_secs(40),
+            |e| e["event"] == "published",
+        )?;
+        ensure!(
+            published["status"] == 201,
+            "the console's WHIP POST → {published}"
+        );
+
+        // The forged cross-site POSTs changed nothing.
+        let forged = console.wait_for(
+            "the forged cross-site POSTs",
+            Duration::from_secs(30),
+            |e| e["event"] == "forged",
+        )?;
+        println!("forged cross-site POSTs: {forged}");
+        ensure!(
+            forged["form_done"] == true && forged["error"].is_null(),
+            "the forged cross-site POSTs were not made: {forged}"
+        );
+        let http = Http::builder().timeout(Duration::from_secs(15)).build()?;
+        let conf: Value = http
+            .get(info.url(&format!("/api/v1/conferences/{CONFERENCE}")))
+            .bearer_auth(&admin_token)
+            .send()?
+            .json()?;
+        ensure!(
+            conf["state"] == "open",
+            "after a forged cross-site POST to .../end ({forged}) the conference is {conf}: it must still be open"
+        );
+
+        // The preview plays what the relay receives; the pre-flight panel has its nine lines.
+        let playing = console.wait_for(
+            "the console's preview to decode 30 frames while live",
+            Duration::from_secs(60),
+            |e| {
+                e["event"] == "progress"
+                    && e["live"] == true
+                    && e["preview_frames"].as_u64().unwrap_or(0) >= 30
+            },
+        )?;
+        let lines = playing["preflight"].as_array().cloned().unwrap_or_default();
+        ensure!(
+            lines.len() == 9
+                && lines.iter().all(|l| ["green", "amber", "red", "unknown"]
+                    .contains(&l["status"].as_str().unwrap_or(""))),
+            "the pre-flight panel should show nine lines with a status each: {}",
+            playing["preflight"]
+        );
+        let shot = console.wait_for("the console's screenshot", Duration::from_secs(30), |e| {
+            e["event"] == "console_shot"
+        })?;
+        ensure_not_blank("operator console", &shot["shot"], 0.05)?;
+        copy_to_screenshot_dir(&console_shot, "operator.png")?;
+
+        // A point plays the console's broadcast.
+        let links: Value = http
+            .get(info.url(&format!(
+                "/api/v1/conferences/{CONFERENCE}/links?format=json"
+            )))
+            .bearer_auth(&admin_token)
+            .send()?
+            .json()?;
+        let link = links[0]["url"]
+            .as_str()
+            .context(format!("no join link: {links}"))?
+            .to_string();
+        let point = links[0]["point_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let mut viewer = viewer_pages(ctx, &link, 1, 60, 30, &[])?;
+        let pages = results::pages(&viewer.result(Duration::from_secs(90))?)?;
+        ensure!(
+            pages[0].frames_decoded >= 30,
+            "the point's viewer page decoded {} frames of the console's broadcast",
+            pages[0].frames_decoded
+        );
+
+        // Only the point's viewer is in the attendance log: the preview is not a point.
+        let events: Value = http
+            .get(info.url(&format!("/api/v1/conferences/{CONFERENCE}/events")))
+            .bearer_auth(&admin_token)
+            .send()?
+            .json()?;
+        let list = events.as_array().cloned().unwrap_or_default();
+        let sessions: std::collections::BTreeSet<String> = list
+            .iter()
+            .filter_map(|e| e["session"].as_str().map(str::to_string))
+            .collect();
+        ensure!(
+            !list.is_empty()
+                && list
+                    .iter()
+                    .all(|e| e["point"].is_null() || e["point"] == point.as_str())
+                && sessions.len() as u32 == pages[0].n_peer_connections.max(1),
+            "the attendance log should hold only the point's {} session(s), not the preview: {events}",
+            pages[0].n_peer_connections
+        );
+
+        // The operator ends the broadcast from the console, then reopens it.
+        std::fs::write(&stop_file, b"")?;
+        let ended = console.wait_for(
+            "the broadcast ended from the console",
+            Duration::from_secs(40),
+            |e| e["event"] == "ended",
+        )?;
+        let state_of = |http: &Http| -> Result<Value> {
+            Ok(http
+                .get(info.url(&format!("/api/v1/conferences/{CONFERENCE}")))
+                .bearer_auth(&admin_token)
+                .send()?
+                .json()?)
+        };
+        let conf = state_of(&http)?;
+        ensure!(
+            conf["state"] == "ended"
+                && ended["camera_stopped"] == true
+                && ended["pill"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("Đã kết thúc")),
+            "after \"Kết thúc phát sóng\" the conference is {conf} and the console shows {ended}"
+        );
+        let reopened = console.wait_for(
+            "the conference reopened from the console",
+            Duration::from_secs(30),
+            |e| e["event"] == "reopened",
+        )?;
+        let conf = state_of(&http)?;
+        ensure!(
+            conf["state"] == "open",
+            "after \"Mở lại\" the conference is {conf}; the console shows {reopened}"
+        );
+        let result = console.result(Duration::from_secs(30))?;
+        ensure!(
+            result["page_errors"]
+                .as_array()
+                .is_none_or(|e| e.is_empty()),
+            "the console threw: {}",
+            result["page_errors"]
+        );
+        demo.ensure_running()?;
+        println!(
+            "screenshots: {} {}",
+            login_shot.display(),
+            console_shot.display()
+        );
+        Ok(())
+    });
+}
