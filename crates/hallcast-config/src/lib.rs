@@ -19,6 +19,8 @@ pub struct Config {
     pub media: Media,
     pub data: Data,
     pub admin: Admin,
+    /// The admin dashboard's alerts.
+    pub alerts: Alerts,
     /// What this relay accepts from the relays below it (edges).
     pub relay: RelaySection,
     /// The relay above this one: set on an edge, empty on the central.
@@ -89,6 +91,21 @@ pub struct Admin {
     pub token: String,
     /// Secret that signs join links (HMAC). Empty: generated once and kept in the data dir.
     pub token_secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Alerts {
+    /// A point that dropped during the live broadcast and has not come back within this many
+    /// seconds raises a `point_dropped` alert on the admin dashboard (shorter reconnects are
+    /// shown as "left", without an alert).
+    pub grace_seconds: u64,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts { grace_seconds: 60 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

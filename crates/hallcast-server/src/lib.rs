@@ -8,6 +8,7 @@
 
 pub mod attendance;
 pub mod auth;
+pub mod board;
 pub mod edge;
 mod error;
 pub mod events;
@@ -175,6 +176,7 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
             get(events::stream).options(events::options),
         )
         .route("/watch/{conference}", get(pages::watch))
+        .route("/admin", get(pages::admin))
         .route("/static/{file}", get(pages::static_file))
         .route("/", get(pages::index))
         .route("/healthz", get(|| async { "ok" }))

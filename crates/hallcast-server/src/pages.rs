@@ -27,8 +27,30 @@ const STATIC: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../../../web/api.js"),
     ),
+    (
+        "admin.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/admin.js"),
+    ),
+    (
+        "admin.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../web/admin.css"),
+    ),
+    (
+        "admin-rollcall.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/admin-rollcall.js"),
+    ),
 ];
 const WATCH_HTML: &str = include_str!("../../../web/watch.html");
+const ADMIN_HTML: &str = include_str!("../../../web/admin.html");
+
+/// `GET /admin`: the admin dashboard (its data comes from the admin API, which checks the
+/// credentials; the page itself holds nothing secret).
+pub async fn admin() -> Response {
+    ([(header::CACHE_CONTROL, "no-cache")], Html(ADMIN_HTML)).into_response()
+}
 
 pub async fn watch(
     State(state): State<Arc<AppState>>,

@@ -266,7 +266,7 @@ struct ErrorBody<'a> {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, vi: &str, en: &str) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, vi: &str, en: &str) -> Self {
         Self {
             status,
             code,
@@ -274,7 +274,7 @@ impl ApiError {
         }
     }
 
-    fn bad_request(detail: impl std::fmt::Display) -> Self {
+    pub(crate) fn bad_request(detail: impl std::fmt::Display) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -382,7 +382,8 @@ type ApiResult<T> = Result<T, ApiError>;
 
 // ----- auth -----
 
-fn admin(ctx: &AttendanceCtx, headers: &HeaderMap) -> ApiResult<()> {
+/// The admin check of every admin route (the bearer admin token).
+pub(crate) fn admin(ctx: &AttendanceCtx, headers: &HeaderMap) -> ApiResult<()> {
     if ctx.admin_token.is_empty() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -1012,6 +1013,26 @@ async fn links(
             "format {other:?}: use html, csv or json"
         ))),
     }
+}
+
+/// A fresh join link of one point for a conference (valid for the configured time).
+pub(crate) async fn join_link(ctx: &AttendanceCtx, conference: &str, point: &str) -> ApiResult<String> {
+    if ctx.registry.lookup(conference).await.is_none() {
+        return Err(RegistryError::NotFound(conference.to_string()).into());
+    }
+    let conference = parse(conference, ConferenceId::parse)?;
+    let point = parse(point, PointId::parse)?;
+    let expires =
+        now_ms() / 1000 + i64::try_from(ctx.link_validity.as_secs()).unwrap_or(i64::MAX / 2);
+    let links = ctx
+        .ledger
+        .join_links(&conference, &ctx.public_base_url, expires, Some(&point))
+        .await?;
+    links
+        .into_iter()
+        .next()
+        .map(|l| l.url)
+        .ok_or_else(|| LedgerError::NotFound(format!("point {point}")).into())
 }
 
 async fn revoke(
