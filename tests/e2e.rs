@@ -6,6 +6,7 @@
 //! `hallcast` binary, Chromium, Node with playwright-core, the aiortc venv) are installed by
 //! `scripts/install-test-deps.sh`; a missing one fails the test with a message saying so.
 
+mod admin_page;
 mod aiortc;
 mod attendance;
 mod bad_input;
