@@ -7,8 +7,11 @@
 //!   (and its sound) once the grace window, shortened to 4 s by `--set alerts.grace_seconds=4`,
 //!   has passed — not before;
 //! * a CSV with a bad row is refused with that row's error listed, and nothing is imported;
+//!   a point renamed in the registry tab is renamed; a link revoked in the links tab is refused
+//!   and the new link the page then shows works;
 //! * the board API's JSON has exactly the agreed keys and its stream sends `board` events;
-//! * screenshots of the board, the tree, the registry, the links and the printable links are
+//! * screenshots of the board, the tree, the registry, the report, the links and the printable
+//!   links are
 //!   saved in `target/<profile>/e2e-results/admin_dashboard_.../` and are not blank.
 
 use std::io::Read;
@@ -236,6 +239,38 @@ fn admin_dashboard_follows_a_point_join_leave_alert_csv_errors_and_links() {
                     .is_some_and(|p| p.iter().any(|p| p["id"] == "hp-01")),
                 "a refused CSV must import nothing, but hp-01 (its good row) is registered"
             );
+            // The point edited in the registry tab.
+            let hn02 = http.get("/api/v1/points/hn-02", Some(&token))?.json()?;
+            ensure!(
+                hn02["name"] == r["renamed_point"],
+                "hn-02 renamed in the page to {}, the registry says {}",
+                r["renamed_point"],
+                hn02["name"]
+            );
+            // The link revoked in the page is refused; the new one it shows works.
+            let token_of = |url: &Value| -> Result<String> {
+                let u = url.as_str().context("no link")?;
+                Ok(u.split("token=").nth(1).context("link without a token")?.to_string())
+            };
+            let headcount = format!("/api/v1/conferences/{}/headcount", info.conference);
+            let old = http.post_json(
+                &headcount,
+                Some(&token_of(&r["revoked_old_link"])?),
+                &json!({"n_people": 3}),
+            )?;
+            ensure!(
+                old.status == 401,
+                "the revoked link should be refused (401): {old:?}"
+            );
+            let new = http.post_json(
+                &headcount,
+                Some(&token_of(&r["revoked_new_link"])?),
+                &json!({"n_people": 3}),
+            )?;
+            ensure!(
+                new.status == 200,
+                "the link shown after the revocation should work: {new:?}"
+            );
             ensure!(
                 r["n_qr"].as_u64() == Some(4),
                 "the links tab should show 4 QR codes: {}",
@@ -250,6 +285,7 @@ fn admin_dashboard_follows_a_point_join_leave_alert_csv_errors_and_links() {
                 "tree",
                 "board-missing-alert",
                 "registry",
+                "report",
                 "links",
                 "links-print",
             ] {

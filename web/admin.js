@@ -244,10 +244,10 @@
             o.degraded ? el('span', { class: 'st st-degraded' }, `${o.degraded} kém · degraded`) : null,
             o.missing ? el('span', { class: 'st st-missing' }, `${o.missing} vắng · missing`) : null)),
         rows.length ? el('table', { class: 'grid points' },
-          el('thead', {}, el('tr', {},
-            el('th', {}, 'Điểm cầu · point'), el('th', {}, 'Trạng thái · state'), el('th', {}, 'Trạm · relay'),
-            el('th', {}, 'Lớp · layer'), el('th', {}, 'Bitrate'), el('th', {}, 'RTT'), el('th', {}, 'Mất gói · loss'),
-            el('th', {}, 'Đóng băng · freezes'), el('th', {}, 'Đã kết nối · connected'), el('th', {}, 'Số người · people'))),
+          el('thead', {}, el('tr', {}, [
+            ['Điểm cầu', 'point'], ['Trạng thái', 'state'], ['Trạm', 'relay'], ['Lớp', 'layer'], ['Bitrate', ''],
+            ['RTT', ''], ['Mất gói', 'loss'], ['Đóng băng', 'freezes'], ['Đã kết nối', 'connected'], ['Số người', 'people'],
+          ].map(([vi, en]) => el('th', {}, vi, el('br'), el('span', { class: 'en' }, en))))),
           el('tbody', {}, rows)) : null);
     });
     root.replaceChildren(...blocks);
@@ -469,7 +469,7 @@
         el('td', {}, o.id),
         el('td', {}, name),
         el('td', { class: 'num' }, String(count(o.id))),
-        el('td', { class: 'actions' },
+        el('td', { class: 'acts' },
           el('button', { type: 'button', onclick: () => guarded(async () => { await api('PUT', `/api/v1/organisations/${encodeURIComponent(o.id)}`, { name: name.value }); toast('Đã lưu · saved'); await loadRegistry(); }) }, 'Lưu · save'),
           el('button', { type: 'button', class: 'danger', onclick: () => guarded(async () => {
             if (!confirm(`Xoá đơn vị ${o.id}? / Delete organisation ${o.id}?`)) return;
@@ -486,7 +486,7 @@
       const n = el('input', { type: 'number', min: 0, value: p.expected_headcount ?? '', style: 'width:5em' });
       return el('tr', { 'data-point': p.id },
         el('td', {}, p.id), el('td', {}, org), el('td', {}, name), el('td', {}, loc), el('td', {}, n),
-        el('td', { class: 'actions' },
+        el('td', { class: 'acts' },
           el('button', { type: 'button', onclick: () => guarded(async () => {
             await api('PUT', `/api/v1/points/${encodeURIComponent(p.id)}`, { org_id: org.value, name: name.value, location: loc.value, expected_headcount: n.value === '' ? null : Number(n.value) });
             toast('Đã lưu · saved'); await loadRegistry();
@@ -574,7 +574,7 @@
       el('td', {}, el('b', {}, l.point_name), el('div', { class: 'muted' }, l.point_id)),
       el('td', { class: 'qr', 'data-qr': l.point_id }),
       el('td', { class: 'link' }, el('code', {}, l.url)),
-      el('td', { class: 'actions' },
+      el('td', { class: 'acts' },
         el('button', { type: 'button', onclick: () => guarded(async () => { await navigator.clipboard.writeText(l.url); toast('Đã chép · copied'); }) }, 'Chép · copy'),
         el('button', { type: 'button', class: 'danger', onclick: () => guarded(async () => {
           if (!confirm(`Thu hồi đường dẫn của ${l.point_name}? / Revoke ${l.point_name}'s links?`)) return;

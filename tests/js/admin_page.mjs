@@ -129,12 +129,35 @@ run(async () => {
     const importRows = await admin.$$eval('#import-errors tbody tr', (trs) => trs.map((tr) => ({ line: Number(tr.dataset.line), text: tr.textContent })));
     emit({ event: 'import_errors', rows: importRows });
     screenshots.push(await shot(admin, 'registry'));
+    // Edit a point in place: its name.
+    const renamed = 'Quận Hoàn Kiếm (phòng 2)';
+    await admin.fill('#points tr[data-point="hn-02"] td:nth-child(3) input', renamed);
+    await admin.click('#points tr[data-point="hn-02"] td.acts button:not(.danger)');
+    await admin.waitForFunction((n) => {
+      const i = document.querySelector('#points tr[data-point="hn-02"] td:nth-child(3) input');
+      return i && i.value === n && document.querySelector('#toast:not([hidden])');
+    }, renamed, { timeout: 10000 });
+
+    // ---- the report tab ----
+    await admin.click('#tabs [data-tab="report"]');
+    await admin.waitForSelector('#report-points tbody tr', { timeout: 10000 });
+    screenshots.push(await shot(admin, 'report'));
 
     // ---- join links: the table with QR codes, then the printable sheet ----
     await admin.click('#tabs [data-tab="links"]');
     await admin.waitForSelector('#links td.qr svg', { timeout: 15000 });
     const nQr = await admin.$$eval('#links td.qr svg', (s) => s.length);
     screenshots.push(await shot(admin, 'links'));
+    // Revoke one point's links (the confirmation is accepted), then take its new link.
+    const linkOf = (p) => admin.$eval(`#links tr[data-point="${p}"] td.link code`, (c) => c.textContent);
+    const oldLink = await linkOf('hn-01');
+    admin.once('dialog', (d) => d.accept());
+    await admin.click('#links tr[data-point="hn-01"] button.danger');
+    await admin.waitForFunction((old) => {
+      const c = document.querySelector('#links tr[data-point="hn-01"] td.link code');
+      return c && c.textContent !== old && document.querySelector('#links td.qr svg');
+    }, oldLink, { timeout: 10000 });
+    const newLink = await linkOf('hn-01');
     await admin.evaluate(() => window.hallcastAdmin.printSheet());
     await admin.waitForSelector('#print-sheet .pcard .qr svg', { timeout: 15000 });
     await admin.emulateMedia({ media: 'print' });
@@ -162,6 +185,9 @@ run(async () => {
       tree_text: treeText,
       import_errors: importRows,
       n_qr: nQr,
+      renamed_point: renamed,
+      revoked_old_link: oldLink,
+      revoked_new_link: newLink,
       screenshots,
       page_errors: pageErrors,
     });

@@ -207,6 +207,9 @@ impl BoardCtx {
     }
 }
 
+/// A byte counter that has not moved for this long means nothing is sent: 0 bit/s.
+const STALLED_AFTER_MS: i64 = 5_000;
+
 /// Bits per second of a session from its byte counter, over at least 400 ms; the last value
 /// in between.
 fn rate(
@@ -218,10 +221,14 @@ fn rate(
     match rates.get_mut(key) {
         Some((b, at, bps)) => {
             let dt = now - *at;
-            if dt >= 400 {
+            // The engine refreshes a session's byte counter about once a second: a rate is
+            // computed when the counter moved, over at least 400 ms.
+            if bytes != *b && dt >= 400 {
                 *bps = Some(bytes.saturating_sub(*b) * 8 * 1000 / dt as u64);
                 *b = bytes;
                 *at = now;
+            } else if dt > STALLED_AFTER_MS {
+                return Some(0);
             }
             *bps
         }
@@ -514,5 +521,10 @@ mod tests {
         assert_eq!(rate(&mut r, "s", 1000, 200), None);
         assert_eq!(rate(&mut r, "s", 125_000, 1000), Some(1_000_000));
         assert_eq!(rate(&mut r, "s", 130_000, 1100), Some(1_000_000));
+        // The counter did not move yet: the last rate, not zero.
+        assert_eq!(rate(&mut r, "s", 125_000, 1800), Some(1_000_000));
+        assert_eq!(rate(&mut r, "s", 250_000, 2000), Some(1_000_000));
+        // Still for more than 5 s: nothing is sent.
+        assert_eq!(rate(&mut r, "s", 250_000, 7_100), Some(0));
     }
 }
