@@ -103,7 +103,10 @@ fn admin_dashboard_follows_a_point_join_leave_alert_csv_errors_and_links() {
             ensure!(a.status == 401, "the board without a token: {a:?}");
             check_stream(&info.http_base, &info.conference, &token)?;
             let qr = http.get(
-                &format!("/api/v1/conferences/{}/links/qr/{point}.svg", info.conference),
+                &format!(
+                    "/api/v1/conferences/{}/links/qr/{point}.svg",
+                    info.conference
+                ),
                 Some(&token),
             )?;
             ensure!(
@@ -113,7 +116,10 @@ fn admin_dashboard_follows_a_point_join_leave_alert_csv_errors_and_links() {
                 qr.body
             );
             let a = http.get(
-                &format!("/api/v1/conferences/{}/links/qr/nobody.svg", info.conference),
+                &format!(
+                    "/api/v1/conferences/{}/links/qr/nobody.svg",
+                    info.conference
+                ),
                 Some(&token),
             )?;
             ensure!(a.status == 404, "the QR code of an unknown point: {a:?}");
@@ -147,7 +153,10 @@ fn admin_dashboard_follows_a_point_join_leave_alert_csv_errors_and_links() {
             let r = page.result(Duration::from_secs(180))?;
             std::fs::write(out.join("result.json"), serde_json::to_string_pretty(&r)?)?;
 
-            let ms = |k: &str| r[k].as_i64().with_context(|| format!("result has no {k}: {r}"));
+            let ms = |k: &str| {
+                r[k].as_i64()
+                    .with_context(|| format!("result has no {k}: {r}"))
+            };
             ensure!(
                 r["initial_state"] == "missing",
                 "before its viewer joined the point should be missing, the page showed {}",
@@ -250,7 +259,10 @@ fn admin_dashboard_follows_a_point_join_leave_alert_csv_errors_and_links() {
             // The link revoked in the page is refused; the new one it shows works.
             let token_of = |url: &Value| -> Result<String> {
                 let u = url.as_str().context("no link")?;
-                Ok(u.split("token=").nth(1).context("link without a token")?.to_string())
+                Ok(u.split("token=")
+                    .nth(1)
+                    .context("link without a token")?
+                    .to_string())
             };
             let headcount = format!("/api/v1/conferences/{}/headcount", info.conference);
             let old = http.post_json(
@@ -379,7 +391,9 @@ fn check_stream(base: &str, conference: &str, token: &str) -> Result<()> {
         .timeout(Duration::from_secs(10))
         .build()?;
     let mut r = client
-        .get(format!("{base}/api/v1/conferences/{conference}/board/stream"))
+        .get(format!(
+            "{base}/api/v1/conferences/{conference}/board/stream"
+        ))
         .bearer_auth(token)
         .header("Accept", "text/event-stream")
         .send()?;

@@ -405,10 +405,10 @@
           fig('Số người dự', 'People declared', `${s.total_headcount}/${s.total_expected_headcount}`),
           fig('Thời gian phát', 'Broadcast', b.start ? `${b.start.slice(11, 19)} – ${b.end ? b.end.slice(11, 19) : '…'}` : '–')),
         el('table', { class: 'grid', id: 'report-points' },
-          el('thead', {}, el('tr', {},
-            el('th', {}, 'Đơn vị · org'), el('th', {}, 'Điểm cầu · point'), el('th', {}, 'Vào đầu tiên · first join'),
-            el('th', {}, 'Rời lần cuối · last leave'), el('th', {}, 'Phút có mặt · minutes'), el('th', {}, '% buổi phát · of broadcast'),
-            el('th', {}, 'Gián đoạn · interruptions'), el('th', {}, 'Số người · people'))),
+          el('thead', {}, el('tr', {}, [
+            ['Đơn vị', 'organisation'], ['Điểm cầu', 'point'], ['Vào đầu tiên', 'first join'], ['Rời lần cuối', 'last leave'],
+            ['Phút có mặt', 'minutes present'], ['% buổi phát', 'of the broadcast'], ['Gián đoạn', 'interruptions'], ['Số người', 'people'],
+          ].map(([vi, en]) => el('th', {}, vi, el('br'), el('span', { class: 'en' }, en))))),
           el('tbody', {}, r.points.map((p) => el('tr', { class: p.connected ? '' : 'st-row-missing' },
             el('td', {}, p.org_name), el('td', {}, p.name),
             el('td', {}, p.first_join ? p.first_join.slice(11, 19) : '–'),
@@ -464,7 +464,7 @@
   function renderRegistry() {
     const count = (id) => points.filter((p) => p.org_id === id).length;
     $('#orgs tbody').replaceChildren(...orgs.map((o) => {
-      const name = el('input', { value: o.name, size: 24, 'aria-label': 'Tên đơn vị · name' });
+      const name = el('input', { value: o.name, 'aria-label': 'Tên đơn vị · name' });
       return el('tr', { 'data-org': o.id },
         el('td', {}, o.id),
         el('td', {}, name),

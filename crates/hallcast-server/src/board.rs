@@ -34,10 +34,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hallcast_core::VideoStatus;
 use hallcast_core::accounting::{
     self, Alert, AlertKind, Board, BoardInput, ConferenceId, LiveSession, PointId, RelayDown,
 };
-use hallcast_core::VideoStatus;
 use hallcast_ledger::now_ms;
 use hallcast_rtc::Role;
 use serde::Serialize;
@@ -58,13 +58,15 @@ pub trait AlertSource: Send + Sync + 'static {
     fn alerts(&self, conference: &str, now_ms: i64) -> Vec<Alert>;
 }
 
+/// Per session: (media bytes, at ms, last computed bits per second).
+type Rates = HashMap<String, (u64, i64, Option<u64>)>;
+
 /// What the board's routes need.
 pub struct BoardCtx {
     state: Arc<AppState>,
     att: AttendanceCtx,
     grace_ms: i64,
-    /// Per session: (media bytes, at ms, last computed bits per second).
-    rates: Mutex<HashMap<String, (u64, i64, Option<u64>)>>,
+    rates: Mutex<Rates>,
     alert_source: OnceLock<Arc<dyn AlertSource>>,
 }
 
@@ -139,9 +141,11 @@ impl BoardCtx {
         {
             let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
             let mut seen = Vec::new();
-            for s in snap.sessions.iter().filter(|s| {
-                s.role == Role::Subscriber && &*s.conference == conference
-            }) {
+            for s in snap
+                .sessions
+                .iter()
+                .filter(|s| s.role == Role::Subscriber && &*s.conference == conference)
+            {
                 let Some((Some(point), created)) = metas.get(&s.id) else {
                     continue;
                 };
@@ -175,11 +179,7 @@ impl BoardCtx {
                 });
             }
             // Forget sessions that ended (only those of this conference are looked at here).
-            let ours: Vec<String> = snap
-                .sessions
-                .iter()
-                .map(|s| s.id.to_string())
-                .collect();
+            let ours: Vec<String> = snap.sessions.iter().map(|s| s.id.to_string()).collect();
             rates.retain(|k, _| ours.contains(k) || seen.contains(k));
         }
         let mut relays_down = Vec::new();
@@ -212,12 +212,7 @@ const STALLED_AFTER_MS: i64 = 5_000;
 
 /// Bits per second of a session from its byte counter, over at least 400 ms; the last value
 /// in between.
-fn rate(
-    rates: &mut HashMap<String, (u64, i64, Option<u64>)>,
-    key: &str,
-    bytes: u64,
-    now: i64,
-) -> Option<u64> {
+fn rate(rates: &mut Rates, key: &str, bytes: u64, now: i64) -> Option<u64> {
     match rates.get_mut(key) {
         Some((b, at, bps)) => {
             let dt = now - *at;

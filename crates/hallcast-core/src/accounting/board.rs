@@ -250,11 +250,10 @@ pub fn board(input: &BoardInput<'_>) -> Board {
                 let t = tracks.entry(point).or_default();
                 if let SessionChange::Ended { .. } = change {
                     ended.insert(*session);
-                    if t.open.remove(session).is_some() || t.open.is_empty() {
-                        if t.open.is_empty() {
-                            t.left_ms = Some(t.left_ms.map_or(ev.at_ms, |l| l.max(ev.at_ms)));
-                            t.present_since = None;
-                        }
+                    t.open.remove(session);
+                    if t.open.is_empty() {
+                        t.left_ms = Some(t.left_ms.map_or(ev.at_ms, |l| l.max(ev.at_ms)));
+                        t.present_since = None;
                     }
                     continue;
                 }
@@ -328,15 +327,16 @@ pub fn board(input: &BoardInput<'_>) -> Board {
                 .cmp(&(b.delivery, std::cmp::Reverse(loss_key(b.loss))))
         });
         let elsewhere = relay_of.get(&p.id).copied();
-        let elsewhere_down = best.is_none()
-            && !t.open.is_empty()
-            && elsewhere.is_some_and(|n| down.contains_key(n));
+        let elsewhere_down =
+            best.is_none() && !t.open.is_empty() && elsewhere.is_some_and(|n| down.contains_key(n));
         let present = best.is_some() || (!t.open.is_empty() && !elsewhere_down);
         let mut row = PointBoard {
             id: p.id.clone(),
             name: p.name.clone(),
             state: PointState::Missing,
-            relay: best.map(|s| s.relay.clone()).or(elsewhere.map(str::to_string)),
+            relay: best
+                .map(|s| s.relay.clone())
+                .or(elsewhere.map(str::to_string)),
             layer: best.and_then(|s| s.layer),
             bitrate_bps: best.and_then(|s| s.bitrate_bps),
             rtt_ms: best.and_then(|s| s.rtt_ms),
@@ -599,7 +599,13 @@ mod tests {
             },
         );
         // Within the grace window: left, no alert.
-        let b = board(&input(20_000 + GRACE - 1, true, &orgs, &points, &log.events));
+        let b = board(&input(
+            20_000 + GRACE - 1,
+            true,
+            &orgs,
+            &points,
+            &log.events,
+        ));
         assert_eq!(state(&b, "p1"), PointState::Left);
         assert!(b.alerts.is_empty());
         assert_eq!(b.n_people_declared, 0);
@@ -678,7 +684,13 @@ mod tests {
             },
         );
         log.push(100_000, EventKind::BroadcastStarted);
-        let b = board(&input(100_000 + GRACE - 1, true, &orgs, &points, &log.events));
+        let b = board(&input(
+            100_000 + GRACE - 1,
+            true,
+            &orgs,
+            &points,
+            &log.events,
+        ));
         assert_eq!(state(&b, "p1"), PointState::Missing);
         assert!(b.alerts.is_empty());
         let b = board(&input(100_000 + GRACE, true, &orgs, &points, &log.events));
@@ -689,7 +701,11 @@ mod tests {
     #[test]
     fn live_sessions_give_metrics_and_degradation() {
         let orgs = [org("a")];
-        let points = [point("p1", "a", 1), point("p2", "a", 1), point("p3", "a", 1)];
+        let points = [
+            point("p1", "a", 1),
+            point("p2", "a", 1),
+            point("p3", "a", 1),
+        ];
         let s = |p: &str, delivery, loss| LiveSession {
             point: PointId::parse(p).unwrap(),
             relay: "central".into(),
@@ -719,7 +735,10 @@ mod tests {
             (Some(2), Some(1_500_000), Some(12), Some(6))
         );
         let o = &b.orgs[0];
-        assert_eq!((o.expected, o.connected, o.degraded, o.missing), (3, 1, 2, 0));
+        assert_eq!(
+            (o.expected, o.connected, o.degraded, o.missing),
+            (3, 1, 2, 0)
+        );
         assert_eq!((b.n_points_connected, b.n_orgs_connected), (3, 1));
     }
 

@@ -42,8 +42,8 @@ mod ids;
 mod report;
 
 pub use board::{
-    Alert, AlertKind, Board, BoardInput, DEGRADED_LOSS, Delivery, LiveSession, OrgBoard, PointBoard,
-    PointState, RelayDown, board,
+    Alert, AlertKind, Board, BoardInput, DEGRADED_LOSS, Delivery, LiveSession, OrgBoard,
+    PointBoard, PointState, RelayDown, board,
 };
 pub use event::{EndReason, Event, EventKind, SessionChange};
 pub use fold::{Declaration, Folder, Interval, PointPresence, Presence, fold};

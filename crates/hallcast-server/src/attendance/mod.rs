@@ -1016,7 +1016,11 @@ async fn links(
 }
 
 /// A fresh join link of one point for a conference (valid for the configured time).
-pub(crate) async fn join_link(ctx: &AttendanceCtx, conference: &str, point: &str) -> ApiResult<String> {
+pub(crate) async fn join_link(
+    ctx: &AttendanceCtx,
+    conference: &str,
+    point: &str,
+) -> ApiResult<String> {
     if ctx.registry.lookup(conference).await.is_none() {
         return Err(RegistryError::NotFound(conference.to_string()).into());
     }
