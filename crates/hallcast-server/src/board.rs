@@ -140,7 +140,6 @@ impl BoardCtx {
         let mut sessions = Vec::new();
         {
             let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
-            let mut seen = Vec::new();
             for s in snap
                 .sessions
                 .iter()
@@ -154,7 +153,6 @@ impl BoardCtx {
                 };
                 let key = s.id.to_string();
                 let bps = rate(&mut rates, &key, s.media_bytes, now);
-                seen.push(key);
                 sessions.push(LiveSession {
                     point,
                     relay: relay_name.clone(),
@@ -178,9 +176,10 @@ impl BoardCtx {
                     loss: s.loss,
                 });
             }
-            // Forget sessions that ended (only those of this conference are looked at here).
-            let ours: Vec<String> = snap.sessions.iter().map(|s| s.id.to_string()).collect();
-            rates.retain(|k, _| ours.contains(k) || seen.contains(k));
+            // Forget sessions that ended.
+            let alive: std::collections::HashSet<String> =
+                snap.sessions.iter().map(|s| s.id.to_string()).collect();
+            rates.retain(|k, _| alive.contains(k));
         }
         let mut relays_down = Vec::new();
         for c in self.state.tree.children(Instant::now()) {
@@ -507,7 +506,134 @@ async fn qr(
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use hallcast_core::accounting::{
+        Event, EventId, EventKind, OrgId, Organisation, PointInfo, SessionChange, SessionId,
+    };
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
     use super::*;
+
+    const ADMIN: &str = "admin-token-for-tests";
+
+    async fn get(app: &Router, uri: &str, token: Option<&str>) -> (StatusCode, String, String) {
+        let mut req = Request::get(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let r = app
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = r.status();
+        let ct = r
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+            .unwrap_or_default();
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        (status, ct, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn board_json_qr_and_refusals_through_the_router() {
+        let (state, dir) = crate::test_state("hallcast-board").await;
+        let ledger = state.registry.ledger().clone();
+        let att = AttendanceCtx::new(ledger.clone(), ADMIN, "http://relay.test")
+            .with_registry(state.registry.clone());
+        let app = router(BoardCtx::new(state.clone(), att));
+        state
+            .registry
+            .create_or_rename(ConferenceId::parse("c1").unwrap(), "Hội nghị".into(), None)
+            .await
+            .unwrap();
+        ledger
+            .upsert_organisation(Organisation {
+                id: OrgId::parse("o1").unwrap(),
+                name: "Đơn vị 1".into(),
+            })
+            .await
+            .unwrap();
+        for p in ["p1", "p2"] {
+            ledger
+                .upsert_point(PointInfo {
+                    id: PointId::parse(p).unwrap(),
+                    org: OrgId::parse("o1").unwrap(),
+                    name: format!("Điểm {p}"),
+                    location: String::new(),
+                    expected_headcount: Some(10),
+                })
+                .await
+                .unwrap();
+        }
+
+        let (s, _, _) = get(&app, "/api/v1/conferences/c1/board", None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let (s, _, body) = get(&app, "/api/v1/conferences/nope/board", Some(ADMIN)).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+        assert!(body.contains("Không có hội nghị") && body.contains("No conference"));
+
+        let (s, _, body) = get(&app, "/api/v1/conferences/c1/board", Some(ADMIN)).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let b: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(b["counts"]["points"], serde_json::json!([0, 2]));
+        assert_eq!(b["organisations"][0]["points"][0]["state"], "missing");
+
+        // A session of p1 stored by this relay: p1 is connected.
+        ledger
+            .append(Event {
+                event_id: EventId(7),
+                conference: ConferenceId::parse("c1").unwrap(),
+                at_ms: now_ms() - 3_000,
+                kind: EventKind::Session {
+                    point: PointId::parse("p1").unwrap(),
+                    session: SessionId(9),
+                    change: SessionChange::Started,
+                },
+            })
+            .await
+            .unwrap();
+        let (_, _, body) = get(&app, "/api/v1/conferences/c1/board", Some(ADMIN)).await;
+        let b: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(b["counts"]["points"], serde_json::json!([1, 2]));
+        assert_eq!(b["counts"]["organisations"], serde_json::json!([1, 1]));
+        let p1 = &b["organisations"][0]["points"][0];
+        assert_eq!(
+            (p1["id"].as_str(), p1["state"].as_str()),
+            (Some("p1"), Some("connected"))
+        );
+        assert!(
+            p1["connected_s"]
+                .as_u64()
+                .is_some_and(|s| (2..=5).contains(&s)),
+            "{p1}"
+        );
+
+        let (s, ct, body) = get(&app, "/api/v1/conferences/c1/links/qr/p1.svg", Some(ADMIN)).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(ct, "image/svg+xml");
+        assert!(
+            body.starts_with("<?xml") || body.starts_with("<svg"),
+            "{body:.80}"
+        );
+        let (s, _, _) = get(&app, "/api/v1/conferences/c1/links/qr/p1.png", Some(ADMIN)).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _, _) = get(&app, "/api/v1/conferences/c1/links/qr/zz.svg", Some(ADMIN)).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _, _) = get(&app, "/api/v1/conferences/c1/links/qr/p1.svg", None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let (s, _, body) = get(
+            &app,
+            "/api/v1/conferences/c1/links/qr/b%20d.svg",
+            Some(ADMIN),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn rates_need_400_ms_and_forget_nothing_in_between() {
