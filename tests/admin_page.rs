@@ -3,6 +3,8 @@
 //! admin token, and a real viewer page that joins with its point's link in a second tab.
 //!
 //! * the point shows connected on the board within 2 s of its WHEP POST, without a reload;
+//! * an edge relay (on loopback) shows in the tree; killed, it raises an `edge_down` alert within
+//!   its 5 s report timeout (+3 s);
 //! * it leaves (the tab closes): shown "left" first, then "missing" with a `point_dropped` alert
 //!   (and its sound) once the grace window, shortened to 4 s by `--set alerts.grace_seconds=4`,
 //!   has passed — not before;
@@ -14,18 +16,21 @@
 //!   links are
 //!   saved in `target/<profile>/e2e-results/admin_dashboard_.../` and are not blank.
 
+use std::fs::File;
 use std::io::Read;
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, ensure};
 use hallcast_tests::adapt::results_dir;
 use hallcast_tests::http::Http;
-use hallcast_tests::{Client, ClientKind, Demo, DemoOptions, Weight, run};
+use hallcast_tests::{Client, ClientKind, Ctx, Demo, DemoOptions, Info, Weight, hallcast_bin, run};
 use serde_json::{Value, json};
 
 use crate::util::strings;
 
 const GRACE_S: u64 = 4;
+const EDGE_NAME: &str = "edge-ha-noi";
 /// The issue's bound: a join is on the board within 2 s, without a reload.
 const JOIN_SHOWN_WITHIN_MS: i64 = 2_000;
 
@@ -78,6 +83,11 @@ fn admin_dashboard_follows_a_point_join_leave_alert_csv_errors_and_links() {
                 )?;
                 ensure!(a.status == 201, "creating point {id}: {a:?}");
             }
+
+            // An edge relay for Hà Nội's points, on loopback: the tree has a child to show, and
+            // killing it later must raise an `edge_down` alert.
+            let mut edge = EdgeProc::start(ctx, &info)?;
+            wait_edge_in_tree(&http, &token, EDGE_NAME, "up", Duration::from_secs(30))?;
 
             // The board API: exactly the agreed keys; unknown conference 404; no token 401.
             let board = http
@@ -150,6 +160,21 @@ fn admin_dashboard_follows_a_point_join_leave_alert_csv_errors_and_links() {
                 &out.to_string_lossy(),
             ]);
             let mut page = Client::start(ctx, ClientKind::Browser, "admin_page.mjs", &args)?;
+            // Once the page has shown the tree with the edge up, the edge dies (SIGKILL).
+            let shown = page.wait_for(
+                "the page to show the tree with the edge",
+                Duration::from_secs(90),
+                |ev| ev["event"] == "tree_shown",
+            )?;
+            ensure!(
+                shown["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(EDGE_NAME)),
+                "the tree should show the edge {EDGE_NAME}: {}",
+                shown["text"]
+            );
+            edge.kill();
+            let killed = ms_now();
             let r = page.result(Duration::from_secs(180))?;
             std::fs::write(out.join("result.json"), serde_json::to_string_pretty(&r)?)?;
 
@@ -157,6 +182,20 @@ fn admin_dashboard_follows_a_point_join_leave_alert_csv_errors_and_links() {
                 r[k].as_i64()
                     .with_context(|| format!("result has no {k}: {r}"))
             };
+            let edge_alert_after = ms("edge_alert_ms")? - killed;
+            println!("edge killed → edge_down alert after {edge_alert_after} ms");
+            ensure!(
+                edge_alert_after <= 5_000 + 3_000,
+                "the edge_down alert came {edge_alert_after} ms after the edge was killed; a relay is \
+                 down after 5 s without a report"
+            );
+            ensure!(
+                r["edge_alert_text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(EDGE_NAME)),
+                "the edge_down alert should name the edge: {}",
+                r["edge_alert_text"]
+            );
             ensure!(
                 r["initial_state"] == "missing",
                 "before its viewer joined the point should be missing, the page showed {}",
@@ -295,6 +334,7 @@ fn admin_dashboard_follows_a_point_join_leave_alert_csv_errors_and_links() {
             for want in [
                 "board-connected",
                 "tree",
+                "tree-edge-down",
                 "board-missing-alert",
                 "registry",
                 "report",
@@ -442,4 +482,82 @@ fn in_order(states: &[&str], wanted: &[&str]) -> bool {
         }
     }
     want.peek().is_none()
+}
+
+/// Unix time in ms (the Node client's clock is the same machine's).
+fn ms_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `hallcast edge` under the demo, on loopback; killed (by its own pid) when dropped.
+struct EdgeProc {
+    child: Option<Child>,
+}
+
+impl EdgeProc {
+    fn start(ctx: &Ctx, info: &Info) -> Result<EdgeProc> {
+        let credential = info.raw["relay_credential"]
+            .as_str()
+            .context("the demo's info file has no relay_credential")?;
+        let log = ctx.path("edge.log");
+        let out = File::create(&log)?;
+        let err = out.try_clone()?;
+        ctx.register_log("hallcast edge", &log);
+        let child = Command::new(hallcast_bin()?)
+            .arg("edge")
+            .args(["--parent", &info.http_base])
+            .args(["--credential", credential])
+            .args(["--name", EDGE_NAME])
+            .args(["--http", "127.0.0.1:0", "--media", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(ctx.path("edge-data"))
+            .args(["--set", "upstream.organisations=[\"ha-noi\"]"])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .context("cannot start hallcast edge")?;
+        Ok(EdgeProc { child: Some(child) })
+    }
+
+    /// SIGKILL: the edge vanishes without a word to its parent.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for EdgeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until the central's tree lists `name` in `state`.
+fn wait_edge_in_tree(
+    http: &Http,
+    token: &str,
+    name: &str,
+    state: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let tree = http.get("/api/v1/tree", Some(token))?.json()?;
+        let found = tree["children"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|n| n["name"] == name && n["state"] == state));
+        if found {
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < timeout,
+            "the central's tree never listed {name} as {state}: {tree}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -360,6 +360,12 @@
     return b.organisations.flatMap((o) => o.points).filter((p) => p.relay === name && (p.state === 'connected' || p.state === 'degraded'));
   }
 
+  const NODE_STATE = {
+    up: 'hoạt động · up',
+    stale: 'chậm báo cáo · stale',
+    down: 'mất liên lạc · down',
+  };
+
   function nodeCard(n, root) {
     const load = n.load || {};
     const pts = pointsOn(n.name);
@@ -368,18 +374,19 @@
       el('div', { class: `card link-${health}` },
         el('div', { class: 'node-head' },
           el('b', {}, n.name),
-          el('span', { class: `st st-${n.state === 'down' ? 'missing' : n.state === 'stale' ? 'degraded' : 'connected'}` }, root ? 'trung tâm · central' : `${n.state}`)),
-        el('div', { class: 'muted' }, n.url || ''),
+          el('span', { class: `st st-${n.state === 'down' ? 'missing' : n.state === 'stale' ? 'degraded' : 'connected'}` }, root ? 'trung tâm · central' : NODE_STATE[n.state] || n.state)),
+        el('div', { class: 'muted' }, n.url || '', (n.organisations && n.organisations.length) ? ` — đơn vị · organisations: ${n.organisations.join(', ')}` : ''),
         el('div', { class: 'kv' },
           el('span', {}, `${load.viewers ?? 0} điểm cầu · viewers`),
           el('span', {}, `${load.relays ?? 0} trạm con · relays`),
           el('span', {}, `CPU ${(load.cpu ?? 0).toFixed(2)}`),
           el('span', {}, `vào · in ${fmtBps(load.bitrate_in_bps ?? 0)}`)),
-        root ? null : el('div', { class: 'kv link' },
+        (root || n.state === 'down') ? null : el('div', { class: 'kv link' },
           el('span', {}, `liên kết · link: ${(n.uplink && n.uplink.state) || '–'}`),
           el('span', {}, `RTT ${dash(n.uplink && n.uplink.rtt_ms, (v) => `${v} ms`)}`),
           el('span', {}, `mất gói · loss ${dash(n.uplink && n.uplink.loss, (v) => `${(v * 100).toFixed(1)} %`)}`),
           el('span', {}, `báo cáo · report ${dash(n.last_report_ms, (v) => `${(v / 1000).toFixed(1)} s`)}`)),
+        n.state === 'down' ? el('div', { class: 'kv link' }, `không báo cáo từ ${dash(n.last_report_ms, (v) => `${(v / 1000).toFixed(0)} s`)} · no report for ${dash(n.last_report_ms, (v) => `${(v / 1000).toFixed(0)} s`)}`) : null,
         pts.length ? el('div', { class: 'leaf-points' }, pts.map((p) => el('span', { class: `st st-${p.state}` }, p.name))) : null),
       (n.children && n.children.length) ? el('ul', {}, n.children.map((c) => nodeCard(c, false))) : null);
   }

@@ -96,6 +96,13 @@ run(async () => {
     await sleep(300);
     screenshots.push(await shot(admin, 'tree'));
     const treeText = await admin.textContent('#tree');
+    // The test kills the edge relay now: the tree shows it down and an edge_down alert fires.
+    emit({ event: 'tree_shown', text: treeText, at_ms: Date.now() });
+    const edgeAlert = await admin.waitForSelector('#alerts li[data-kind="edge_down"]', { timeout: 30000 });
+    const edgeAlertAt = Date.now();
+    const edgeAlertText = await edgeAlert.textContent();
+    await admin.waitForSelector('#tree .node-down', { timeout: 10000 });
+    screenshots.push(await shot(admin, 'tree-edge-down'));
     await admin.click('#tabs [data-tab="board"]');
 
     // ---- it leaves ----
@@ -183,6 +190,8 @@ run(async () => {
       states_seen: statesSeen,
       counts,
       tree_text: treeText,
+      edge_alert_ms: edgeAlertAt,
+      edge_alert_text: edgeAlertText,
       import_errors: importRows,
       n_qr: nQr,
       renamed_point: renamed,
