@@ -175,6 +175,13 @@ fn admin_dashboard_follows_a_point_join_leave_alert_csv_errors_and_links() {
             );
             edge.kill();
             let killed = ms_now();
+            // The point declares its headcount (as its viewer page would, with its join link).
+            let hc = http.post_json(
+                &format!("/api/v1/conferences/{}/headcount", info.conference),
+                Some(&info.viewer_token),
+                &json!({"n_people": 17}),
+            )?;
+            ensure!(hc.status == 200, "the point's headcount: {hc:?}");
             let r = page.result(Duration::from_secs(180))?;
             std::fs::write(out.join("result.json"), serde_json::to_string_pretty(&r)?)?;
 
@@ -256,6 +263,12 @@ fn admin_dashboard_follows_a_point_join_leave_alert_csv_errors_and_links() {
             ensure!(
                 alert.contains("Điểm cầu demo") && alert.contains("mất kết nối"),
                 "the alert should name the point in Vietnamese: {alert:?}"
+            );
+            ensure!(
+                r["counts_present"] == json!({"orgs": "1/3", "points": "1/4", "people": "17/120"}),
+                "while the point was connected with 17 people declared the header should count \
+                 1/3 organisations, 1/4 points, 17/120 people: {}",
+                r["counts_present"]
             );
             ensure!(
                 r["counts"]["points"] == "0/4",

@@ -192,9 +192,20 @@
     }
   }
 
+  // The stream sends a board when something changed, not every second: times connected run on
+  // here between two boards.
+  setInterval(() => {
+    if (!admin.boardAt) return;
+    const extra = Math.floor((Date.now() - admin.boardAt) / 1000);
+    $$('#board td[data-cs]').forEach((td) => {
+      if (td.dataset.cs !== '') td.textContent = fmtDur(Number(td.dataset.cs) + extra);
+    });
+  }, 1000);
+
   function onBoard(b) {
     if (b.conference !== admin.conference) return;
     admin.board = b;
+    admin.boardAt = Date.now();
     admin.nBoards += 1;
     renderCounts(b);
     renderBoard(b);
@@ -232,7 +243,7 @@
           el('td', { class: 'num' }, dash(p.rtt_ms, (v) => `${v} ms`)),
           el('td', { class: `num ${p.loss >= 0.05 ? 'warn' : ''}` }, dash(p.loss, (v) => `${(v * 100).toFixed(1)} %`)),
           el('td', { class: `num ${p.freezes ? 'warn' : ''}` }, String(p.freezes)),
-          el('td', { class: 'num' }, fmtDur(p.connected_s)),
+          el('td', { class: 'num', 'data-cs': p.connected_s ?? '' }, fmtDur(p.connected_s)),
           el('td', { class: 'num' }, dash(p.people))));
       const present = o.connected + o.degraded;
       return el('section', { class: `org ${present === 0 ? 'org-none' : o.missing ? 'org-some' : 'org-all'}`, 'data-org': o.id },

@@ -105,6 +105,14 @@ run(async () => {
     screenshots.push(await shot(admin, 'tree-edge-down'));
     await admin.click('#tabs [data-tab="board"]');
 
+    // The test declared 17 people for the point meanwhile: the header counts them.
+    await admin.waitForFunction(() => document.querySelector('#c-people').textContent === '17/120', null, { timeout: 10000 }).catch(() => {});
+    const countsPresent = await admin.evaluate(() => ({
+      orgs: document.querySelector('#c-orgs').textContent,
+      points: document.querySelector('#c-points').textContent,
+      people: document.querySelector('#c-people').textContent,
+    }));
+
     // ---- it leaves ----
     const boardsBefore = await admin.evaluate(() => window.hallcastAdmin.nBeeps);
     await viewer.close({ runBeforeUnload: true });
@@ -189,6 +197,7 @@ run(async () => {
       no_reload: noReload === 'still-here',
       states_seen: statesSeen,
       counts,
+      counts_present: countsPresent,
       tree_text: treeText,
       edge_alert_ms: edgeAlertAt,
       edge_alert_text: edgeAlertText,
