@@ -593,7 +593,7 @@
       el('td', { class: 'qr', 'data-qr': l.point_id }),
       el('td', { class: 'link' }, el('code', {}, l.url)),
       el('td', { class: 'acts' },
-        el('button', { type: 'button', onclick: () => guarded(async () => { await navigator.clipboard.writeText(l.url); toast('Đã chép · copied'); }) }, 'Chép · copy'),
+        el('button', { type: 'button', onclick: () => guarded(async () => { await copyText(l.url); toast('Đã chép · copied'); }) }, 'Chép · copy'),
         el('button', { type: 'button', class: 'danger', onclick: () => guarded(async () => {
           if (!confirm(`Thu hồi đường dẫn của ${l.point_name}? / Revoke ${l.point_name}'s links?`)) return;
           const r = await api('POST', `/api/v1/conferences/${c}/points/${encodeURIComponent(l.point_id)}/revoke`);
@@ -608,6 +608,22 @@
         if (cell) cell.innerHTML = svg;
       } catch (e) { console.warn('QR', l.point_id, e.message); }
     }));
+  }
+
+  /** Copies text; the clipboard API needs a secure context (https or localhost), so an admin
+   * page served over plain http on a LAN falls back to a selected textarea. */
+  async function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      await navigator.clipboard.writeText(text);
+      return;
+    }
+    const t = el('textarea', { style: 'position:fixed;left:-9999px' });
+    t.value = text;
+    document.body.append(t);
+    t.select();
+    const ok = document.execCommand('copy');
+    t.remove();
+    if (!ok) throw new Error('Không chép được, hãy chọn và chép tay · copy failed, select and copy by hand');
   }
 
   async function qrSvg(point) {
