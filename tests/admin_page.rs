@@ -1,20 +1,23 @@
 //! The admin dashboard (`/admin`, issue 12 items 2 and 3) end to end: a real relay (`hallcast
-//! demo`, its built-in source live), the page in headless Chromium at 1366x768 with the bearer
-//! admin token, and a real viewer page that joins with its point's link in a second tab.
+//! demo`, its built-in source live) with an edge relay under it (`hallcast edge` on loopback, for
+//! Hà Nội's points), the page in headless Chromium at 1366x768 with the bearer admin token, and
+//! real viewer pages that join with their points' links in other tabs.
 //!
-//! * the point shows connected on the board within 2 s of its WHEP POST, without a reload;
-//! * an edge relay (on loopback) shows in the tree; killed, it raises an `edge_down` alert within
-//!   its 5 s report timeout (+3 s);
-//! * it leaves (the tab closes): shown "left" first, then "missing" with a `point_dropped` alert
-//!   (and its sound) once the grace window, shortened to 4 s by `--set alerts.grace_seconds=4`,
-//!   has passed — not before;
+//! * the demo point shows connected on the board within 2 s of its WHEP POST, without a reload;
+//! * a second point's link sends its page to its organisation's edge: the central's board shows
+//!   it connected, served by the edge, and the tree shows it under the edge;
+//! * the edge killed (SIGKILL), the tree shows it down and an `edge_down` alert fires within its
+//!   5 s report timeout (+3 s);
+//! * a declared headcount shows in the header's counts (organisations, points, people);
+//! * the demo point leaves (its tab closes): shown "left" first, then "missing" with a
+//!   `point_dropped` alert (and its sound) once the grace window, shortened to 4 s by
+//!   `--set alerts.grace_seconds=4`, has passed — not before;
 //! * a CSV with a bad row is refused with that row's error listed, and nothing is imported;
 //!   a point renamed in the registry tab is renamed; a link revoked in the links tab is refused
 //!   and the new link the page then shows works;
 //! * the board API's JSON has exactly the agreed keys and its stream sends `board` events;
 //! * screenshots of the board, the tree, the registry, the report, the links and the printable
-//!   links are
-//!   saved in `target/<profile>/e2e-results/admin_dashboard_.../` and are not blank.
+//!   links are saved in `target/<profile>/e2e-results/admin_dashboard/` and are not blank.
 
 use std::fs::File;
 use std::io::Read;
@@ -134,6 +137,21 @@ fn admin_dashboard_follows_a_point_join_leave_alert_csv_errors_and_links() {
             )?;
             ensure!(a.status == 404, "the QR code of an unknown point: {a:?}");
 
+            // Hà Nội's first point joins too: its link sends it to the edge.
+            let links = http
+                .get(
+                    &format!(
+                        "/api/v1/conferences/{}/links?format=json&point=hn-01",
+                        info.conference
+                    ),
+                    Some(&token),
+                )?
+                .json()?;
+            let edge_viewer_url = links[0]["url"]
+                .as_str()
+                .context("no join link for hn-01")?
+                .to_string();
+
             let bad_csv = ctx.path("bad.csv");
             std::fs::write(
                 &bad_csv,
@@ -158,6 +176,12 @@ fn admin_dashboard_follows_a_point_join_leave_alert_csv_errors_and_links() {
                 &bad_csv.to_string_lossy(),
                 "--out",
                 &out.to_string_lossy(),
+                "--edge-viewer-url",
+                &edge_viewer_url,
+                "--edge-point",
+                "hn-01",
+                "--edge-name",
+                EDGE_NAME,
             ]);
             let mut page = Client::start(ctx, ClientKind::Browser, "admin_page.mjs", &args)?;
             // Once the page has shown the tree with the edge up, the edge dies (SIGKILL).
@@ -189,6 +213,25 @@ fn admin_dashboard_follows_a_point_join_leave_alert_csv_errors_and_links() {
                 r[k].as_i64()
                     .with_context(|| format!("result has no {k}: {r}"))
             };
+            // The point served by the edge: on the board through the edge's delivered events.
+            println!(
+                "edge point: shown connected {} ms after its page opened, served by {}",
+                r["edge_point_shown_ms"], r["edge_viewer_url"]
+            );
+            ensure!(
+                r["edge_viewer_url"]
+                    .as_str()
+                    .is_some_and(|u| !u.starts_with(&info.http_base)),
+                "hn-01's page should have been sent to the edge, it stayed at {}",
+                r["edge_viewer_url"]
+            );
+            ensure!(
+                r["edge_point_shown_ms"]
+                    .as_i64()
+                    .is_some_and(|v| v <= 10_000),
+                "the point at the edge took {} ms to show connected on the central's board",
+                r["edge_point_shown_ms"]
+            );
             let edge_alert_after = ms("edge_alert_ms")? - killed;
             println!("edge killed → edge_down alert after {edge_alert_after} ms");
             ensure!(
@@ -346,6 +389,7 @@ fn admin_dashboard_follows_a_point_join_leave_alert_csv_errors_and_links() {
             let names: Vec<&str> = shots.iter().filter_map(|s| s["name"].as_str()).collect();
             for want in [
                 "board-connected",
+                "board-two-relays",
                 "tree",
                 "tree-edge-down",
                 "board-missing-alert",

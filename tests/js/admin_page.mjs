@@ -15,12 +15,14 @@ import { join } from 'node:path';
 import { emit, fail, launchBrowser, log, parseArgs, run, sleep } from './common.mjs';
 
 const USAGE = `usage: admin_page.mjs --base URL --token ADMIN_TOKEN --conference ID --viewer-url URL
-  --point POINT_ID --grace S --bad-csv FILE --out DIR`;
+  --point POINT_ID --grace S --bad-csv FILE --out DIR
+  --edge-viewer-url URL --edge-point POINT_ID --edge-name NAME   (a second point, served by an edge)`;
 
 const opts = parseArgs({
   base: '', token: '', conference: '', viewer_url: '', point: '', grace: 5, bad_csv: '', out: '',
+  edge_viewer_url: '', edge_point: '', edge_name: '',
 }, USAGE);
-for (const k of ['base', 'token', 'conference', 'viewer_url', 'point', 'bad_csv', 'out']) {
+for (const k of ['base', 'token', 'conference', 'viewer_url', 'point', 'bad_csv', 'out', 'edge_viewer_url', 'edge_point', 'edge_name']) {
   if (!opts[k]) fail(`--${k.replace(/_/g, '-')} is required\n${USAGE}`);
 }
 
@@ -91,11 +93,25 @@ run(async () => {
     await sleep(2500);
     screenshots.push(await shot(admin, 'board-connected'));
 
+    // ---- a second point joins through its link: redirected to its organisation's edge ----
+    const edgeViewer = await context.newPage();
+    const edgeJoinAt = Date.now();
+    await edgeViewer.goto(opts.edge_viewer_url);
+    await waitState(admin, opts.edge_point, ['connected', 'degraded'], 30000);
+    const edgePointShownMs = Date.now() - edgeJoinAt;
+    await admin.waitForFunction(([p, n]) => {
+      const r = document.querySelector(`#board tr[data-point="${CSS.escape(p)}"]`);
+      return r && r.children[2].textContent === n;
+    }, [opts.edge_point, opts.edge_name], { timeout: 15000, polling: 100 });
+    const edgeViewerUrl = edgeViewer.url();
+    screenshots.push(await shot(admin, 'board-two-relays'));
+
     await admin.click('#tabs [data-tab="tree"]');
-    await admin.waitForSelector('#tree .node', { timeout: 10000 });
+    await admin.waitForFunction((p) => document.querySelector('#tree .node .node .leaf-points') !== null, opts.edge_point, { timeout: 10000 });
     await sleep(300);
     screenshots.push(await shot(admin, 'tree'));
     const treeText = await admin.textContent('#tree');
+    await edgeViewer.close({ runBeforeUnload: true });
     // The test kills the edge relay now: the tree shows it down and an edge_down alert fires.
     emit({ event: 'tree_shown', text: treeText, at_ms: Date.now() });
     const edgeAlert = await admin.waitForSelector('#alerts li[data-kind="edge_down"]', { timeout: 30000 });
@@ -120,7 +136,7 @@ run(async () => {
     emit({ event: 'viewer_closed', at_ms: closedAt });
     const shownGone = await waitState(admin, opts.point, ['left', 'missing'], 20000);
     const goneState = await admin.evaluate(rowState, opts.point);
-    const alertHandle = await admin.waitForSelector(`#alerts li[data-kind="point_dropped"]`, { timeout: (opts.grace + 30) * 1000 });
+    const alertHandle = await admin.waitForSelector(`#alerts li[data-alert="point_dropped:${opts.point}"]`, { timeout: (opts.grace + 30) * 1000 });
     const alertAt = Date.now();
     const alertText = await alertHandle.textContent();
     emit({ event: 'alert', at_ms: alertAt, alert: alertText });
@@ -199,6 +215,8 @@ run(async () => {
       counts,
       counts_present: countsPresent,
       tree_text: treeText,
+      edge_point_shown_ms: edgePointShownMs,
+      edge_viewer_url: edgeViewerUrl,
       edge_alert_ms: edgeAlertAt,
       edge_alert_text: edgeAlertText,
       import_errors: importRows,
