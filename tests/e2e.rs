@@ -7,6 +7,7 @@
 //! `scripts/install-test-deps.sh`; a missing one fails the test with a message saying so.
 
 mod access;
+mod admin_page;
 mod aiortc;
 mod attendance;
 mod bad_input;

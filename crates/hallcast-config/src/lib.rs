@@ -21,6 +21,8 @@ pub struct Config {
     pub admin: Admin,
     /// Who may sign in to the operator and admin consoles.
     pub access: AccessSection,
+    /// The admin dashboard's alerts.
+    pub alerts: Alerts,
     /// What this relay accepts from the relays below it (edges).
     pub relay: RelaySection,
     /// The relay above this one: set on an edge, empty on the central.
@@ -133,6 +135,21 @@ pub enum AccountRole {
     Operator,
     /// The organisers: everything (registry, links, reports, the tree, sessions).
     Admin,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Alerts {
+    /// A point that dropped during the live broadcast and has not come back within this many
+    /// seconds raises a `point_dropped` alert on the admin dashboard (shorter reconnects are
+    /// shown as "left", without an alert).
+    pub grace_seconds: u64,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts { grace_seconds: 60 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

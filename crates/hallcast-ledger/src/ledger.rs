@@ -534,6 +534,13 @@ impl Ledger {
         .await
     }
 
+    /// The relay nodes that stored session events of each point of a conference (a point
+    /// served by several relays over time appears once per node), sorted by point and node.
+    pub async fn point_nodes(&self, conference: &ConferenceId) -> Result<Vec<(PointId, String)>> {
+        let c = conference.clone();
+        self.with_store(move |s| s.point_nodes(&c)).await
+    }
+
     // ----- registry -----
 
     pub async fn organisations(&self) -> Result<Vec<Organisation>> {

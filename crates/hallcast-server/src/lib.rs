@@ -9,6 +9,7 @@
 pub mod access;
 pub mod attendance;
 pub mod auth;
+pub mod board;
 pub mod edge;
 mod error;
 pub mod events;
@@ -180,6 +181,7 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
         )
         .route("/watch/{conference}", get(pages::watch))
         .route("/operator", get(pages::operator))
+        .route("/admin", get(pages::admin))
         .route("/static/{file}", get(pages::static_file))
         .route("/", get(pages::index))
         .route("/healthz", get(|| async { "ok" }))

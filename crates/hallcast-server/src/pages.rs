@@ -42,9 +42,25 @@ const STATIC: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../../../web/operator.js"),
     ),
+    (
+        "admin.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/admin.js"),
+    ),
+    (
+        "admin.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../web/admin.css"),
+    ),
+    (
+        "admin-rollcall.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/admin-rollcall.js"),
+    ),
 ];
 const WATCH_HTML: &str = include_str!("../../../web/watch.html");
 const OPERATOR_HTML: &str = include_str!("../../../web/operator.html");
+const ADMIN_HTML: &str = include_str!("../../../web/admin.html");
 
 /// `GET /operator`: the operator console, for a signed-in operator or admin (others are sent
 /// to `/login?next=/operator...`).
@@ -67,6 +83,33 @@ pub async fn operator(
                 (header::X_FRAME_OPTIONS, "DENY"),
             ],
             Html(OPERATOR_HTML),
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `GET /admin`: the admin dashboard, for a signed-in admin (others are sent to
+/// `/login?next=/admin...`; an operator gets a 403 page).
+pub async fn admin(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let here = uri
+        .path_and_query()
+        .map_or("/admin", |p| p.as_str())
+        .to_string();
+    match state
+        .access
+        .page(&headers, &here, crate::access::Role::Admin)
+    {
+        Ok(_) => (
+            [
+                (header::CACHE_CONTROL, "no-store"),
+                (header::X_FRAME_OPTIONS, "DENY"),
+            ],
+            Html(ADMIN_HTML),
         )
             .into_response(),
         Err(r) => r,

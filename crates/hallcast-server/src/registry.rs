@@ -73,6 +73,11 @@ impl Registry {
     }
 
     /// Installs what ending a conference does to its live sessions.
+    /// The ledger the registry keeps its conferences in.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
     pub fn set_on_end(&self, f: OnEnd) {
         *self.on_end.write().unwrap_or_else(|p| p.into_inner()) = Some(f);
     }

@@ -531,9 +531,13 @@ impl Relay {
                 move |token: &str| keys.claims(token),
             )));
         }
-        let attendance = hallcast_server::attendance::router(ctx.clone()).merge(
-            hallcast_server::attendance::relay_router(ctx, relay_credential.clone().into()),
-        );
+        let board = hallcast_server::board::BoardCtx::new(state.clone(), ctx.clone());
+        let attendance = hallcast_server::attendance::router(ctx.clone())
+            .merge(hallcast_server::board::router(board))
+            .merge(hallcast_server::attendance::relay_router(
+                ctx,
+                relay_credential.clone().into(),
+            ));
         let app = hallcast_server::app(state.clone(), attendance);
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(Relay {

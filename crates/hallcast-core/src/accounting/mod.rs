@@ -34,12 +34,17 @@
 //!   `RelayShutdown`; the ledger itself writes `RelayLost` after a crash);
 //! * `Headcount` whenever the viewer page declares the number of people.
 
+mod board;
 mod event;
 mod fold;
 mod hash;
 mod ids;
 mod report;
 
+pub use board::{
+    Alert, AlertKind, Board, BoardInput, DEGRADED_LOSS, Delivery, LiveSession, OrgBoard,
+    PointBoard, PointState, RelayDown, board,
+};
 pub use event::{EndReason, Event, EventKind, SessionChange};
 pub use fold::{Declaration, Folder, Interval, PointPresence, Presence, fold};
 pub use ids::{ConferenceId, EventId, IdError, OrgId, PointId, SessionId};

@@ -283,7 +283,7 @@ struct ErrorBody<'a> {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, vi: &str, en: &str) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, vi: &str, en: &str) -> Self {
         Self {
             status,
             code,
@@ -291,7 +291,7 @@ impl ApiError {
         }
     }
 
-    fn bad_request(detail: impl std::fmt::Display) -> Self {
+    pub(crate) fn bad_request(detail: impl std::fmt::Display) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -410,6 +410,12 @@ fn require(ctx: &AttendanceCtx, method: &Method, headers: &HeaderMap, need: Role
             code: d.code,
             message: d.message,
         })
+}
+
+/// The admin check of the board's read-only routes (GET): the bearer admin token or an admin's
+/// console session.
+pub(crate) fn admin(ctx: &AttendanceCtx, headers: &HeaderMap) -> ApiResult<()> {
+    require(ctx, &Method::GET, headers, Role::Admin)
 }
 
 // ----- DTOs -----
@@ -1046,6 +1052,30 @@ async fn links(
             "format {other:?}: use html, csv or json"
         ))),
     }
+}
+
+/// A fresh join link of one point for a conference (valid for the configured time).
+pub(crate) async fn join_link(
+    ctx: &AttendanceCtx,
+    conference: &str,
+    point: &str,
+) -> ApiResult<String> {
+    if ctx.registry.lookup(conference).await.is_none() {
+        return Err(RegistryError::NotFound(conference.to_string()).into());
+    }
+    let conference = parse(conference, ConferenceId::parse)?;
+    let point = parse(point, PointId::parse)?;
+    let expires =
+        now_ms() / 1000 + i64::try_from(ctx.link_validity.as_secs()).unwrap_or(i64::MAX / 2);
+    let links = ctx
+        .ledger
+        .join_links(&conference, &ctx.public_base_url, expires, Some(&point))
+        .await?;
+    links
+        .into_iter()
+        .next()
+        .map(|l| l.url)
+        .ok_or_else(|| LedgerError::NotFound(format!("point {point}")).into())
 }
 
 async fn revoke(
