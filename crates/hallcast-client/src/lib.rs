@@ -76,6 +76,10 @@ pub struct SourceOptions {
     pub simulcast: bool,
     /// What the audio track carries. Default [`AudioSource::Tone`].
     pub audio: AudioSource,
+    /// Let the encoder drop frames to hold `bitrate_bps`, as encoders do when the bitrate is
+    /// set too low for the picture (without it OpenH264 overshoots a bitrate it cannot
+    /// reach). Default `false`.
+    pub skip_frames: bool,
 }
 
 /// The audio a test source sends: a real encoder's right and wrong ways (the relay's
@@ -103,6 +107,7 @@ impl Default for SourceOptions {
             label: "HALLCAST TEST SOURCE".to_owned(),
             simulcast: false,
             audio: AudioSource::Tone,
+            skip_frames: false,
         }
     }
 }

@@ -165,11 +165,18 @@ pub(crate) async fn publish(
         .map(|l| {
             Ok(VideoWorker {
                 card: TestCard::new(l.width, l.height, opts.fps, &opts.label),
-                encoder: H264Encoder::new(EncoderSettings {
-                    fps: opts.fps,
-                    bitrate_bps: l.bitrate_bps,
-                    idr_interval_frames: opts.idr_interval_frames,
-                })?,
+                encoder: {
+                    let settings = EncoderSettings {
+                        fps: opts.fps,
+                        bitrate_bps: l.bitrate_bps,
+                        idr_interval_frames: opts.idr_interval_frames,
+                    };
+                    if opts.skip_frames {
+                        H264Encoder::with_frame_skipping(settings)?
+                    } else {
+                        H264Encoder::new(settings)?
+                    }
+                },
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -307,6 +314,7 @@ struct Checked {
     /// Lowest first; one entry (without a RID) unless simulcast.
     layers: Vec<LayerSpec>,
     audio: AudioSource,
+    skip_frames: bool,
 }
 
 impl Checked {
@@ -381,6 +389,7 @@ impl Checked {
             label: o.label,
             layers,
             audio: o.audio,
+            skip_frames: o.skip_frames,
         })
     }
 
@@ -876,6 +885,12 @@ async fn video_pump(
         .context("video worker panicked")?;
         worker = Some(w);
         let frame = encoded?;
+        if frame.data.is_empty() {
+            // Dropped by the encoder to hold its bitrate: the clock moves on.
+            counters.n_skipped_frames.fetch_add(1, Ordering::Relaxed);
+            advance(&t, plan.gap_units + plan.units, VIDEO_CLOCK_RATE).await;
+            continue;
+        }
 
         if plan.gap_units > 0 {
             counters

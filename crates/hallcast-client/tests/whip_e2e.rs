@@ -358,6 +358,7 @@ fn small_source() -> SourceOptions {
         label: "E2E".to_owned(),
         simulcast: false,
         audio: hallcast_client::AudioSource::Tone,
+        skip_frames: false,
     }
 }
 

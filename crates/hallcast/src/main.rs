@@ -595,6 +595,10 @@ struct SourceFlags {
     /// What the built-in source's audio carries: a tone, digital silence, or no audio track.
     #[arg(long, value_enum, default_value_t = SourceAudio::Tone)]
     source_audio: SourceAudio,
+    /// Let the built-in source's encoder drop frames to hold --source-bitrate (as an encoder
+    /// set to a bitrate too low for its picture does).
+    #[arg(long)]
+    source_skip_frames: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -714,6 +718,7 @@ async fn demo(
                 SourceAudio::Silence => hallcast_client::AudioSource::Silence,
                 SourceAudio::None => hallcast_client::AudioSource::None,
             },
+            skip_frames: source.source_skip_frames,
             ..Default::default()
         };
         tokio::spawn(run_source(whip_url, stream_key, opts));
