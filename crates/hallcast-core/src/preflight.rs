@@ -357,11 +357,12 @@ impl Preflight {
             l.last_ts = Some(pkt.ts);
             l.n_frames += 1;
             new_frame = true;
-            if codec == Some(Codec::H264) && l.n_frames % u64::from(SLICE_SAMPLE_EVERY) == 0 {
-                if let Some(t) = h264_first_slice_type(&pkt.payload) {
-                    l.n_slices_sampled += 1;
-                    l.n_b_slices += u32::from(t == SliceType::B);
-                }
+            if codec == Some(Codec::H264)
+                && l.n_frames.is_multiple_of(u64::from(SLICE_SAMPLE_EVERY))
+                && let Some(t) = h264_first_slice_type(&pkt.payload)
+            {
+                l.n_slices_sampled += 1;
+                l.n_b_slices += u32::from(t == SliceType::B);
             }
         }
         if pkt.keyframe_start {

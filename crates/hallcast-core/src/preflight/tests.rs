@@ -11,7 +11,7 @@ struct BitWriter {
 
 impl BitWriter {
     fn bit(&mut self, b: u32) {
-        if self.n_bits % 8 == 0 {
+        if self.n_bits.is_multiple_of(8) {
             self.bytes.push(0);
         }
         if b != 0 {

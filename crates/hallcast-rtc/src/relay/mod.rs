@@ -815,7 +815,7 @@ impl Relay {
             } else {
                 ingest.rids.len()
             };
-            ingest.preflight = Some(Preflight::new(audio, video, n_layers, now));
+            ingest.preflight = Some(Box::new(Preflight::new(audio, video, n_layers, now)));
         }
         self.emit(EngineEvent::BroadcastStarted {
             conference: conference.clone(),

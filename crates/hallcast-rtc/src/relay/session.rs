@@ -49,8 +49,9 @@ pub(crate) struct Ingest {
     pub pending: Option<SdpPendingOffer>,
     /// This relay is the ICE client (controlling agent) of the session.
     pub upstream: bool,
-    /// The encoder pre-flight analysis, from the moment the source is installed.
-    pub preflight: Option<Preflight>,
+    /// The encoder pre-flight analysis, from the moment the source is installed (boxed: it
+    /// is ~1.2 KiB, and a session's role must stay small for the viewers).
+    pub preflight: Option<Box<Preflight>>,
 }
 
 impl Ingest {
