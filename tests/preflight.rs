@@ -2,6 +2,9 @@
 //! real publishers: the demo's built-in source (webrtc-rs, a live OpenH264 encode and Opus,
 //! over WHIP and real UDP) made to behave as encoders that get it wrong — a long keyframe
 //! interval, no audio, silent audio, a too-low bitrate — each flagged; a good one all green.
+//! Chromium publishing (its microphone live, then muted) shows the audio level read from the
+//! RFC 6464 header extension, which the built-in source does not send (it is judged by Opus
+//! packet sizes).
 
 use std::collections::BTreeMap;
 use std::thread;
@@ -10,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail, ensure};
 use hallcast_tests::adapt::{results_dir, write_json};
 use hallcast_tests::http::Http;
-use hallcast_tests::{Demo, DemoOptions, Weight, run};
+use hallcast_tests::{Client, ClientKind, Demo, DemoOptions, Weight, run};
 use serde_json::Value;
 
 /// Every check id the API must list, in order.
@@ -31,11 +34,59 @@ const IDS: [&str; 9] = [
 /// red once 4 s passed without a keyframe).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One publisher and what its pre-flight answer must say: (check id, status).
+/// One publisher and what its pre-flight answer must say.
 struct Scenario {
     name: &'static str,
     opts: DemoOptions,
+    /// (check id, status).
     expect: Vec<(&'static str, &'static str)>,
+    /// (check id, text its value must contain).
+    expect_value: Vec<(&'static str, &'static str)>,
+    /// Publish with Chromium (`whip_publish.mjs` with these extra arguments) instead of the
+    /// demo's built-in source.
+    browser: Option<&'static [&'static str]>,
+}
+
+impl Scenario {
+    /// The demo's built-in source, with `opts`.
+    fn source(
+        name: &'static str,
+        opts: DemoOptions,
+        expect: Vec<(&'static str, &'static str)>,
+    ) -> Scenario {
+        Scenario {
+            name,
+            opts,
+            expect,
+            expect_value: vec![],
+            browser: None,
+        }
+    }
+
+    fn satisfied(&self, v: &Value) -> bool {
+        let got = statuses(v);
+        v["live"] == true
+            && self
+                .expect
+                .iter()
+                .all(|(id, want)| got.get(*id).map(String::as_str) == Some(*want))
+            && self
+                .expect_value
+                .iter()
+                .all(|(id, text)| check_value(v, id).contains(text))
+    }
+
+    fn unmet(&self, v: &Value) -> Vec<String> {
+        let statuses = self
+            .expect
+            .iter()
+            .map(|(id, want)| format!("{id} {want} (got {})", line(v, id)));
+        let values = self
+            .expect_value
+            .iter()
+            .map(|(id, text)| format!("{id}'s value with {text:?} (got {})", line(v, id)));
+        statuses.chain(values).collect()
+    }
 }
 
 /// The answer for the demo's conference, checked for shape: every id once, in order, each
@@ -92,6 +143,17 @@ fn statuses(v: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
+fn check_value(v: &Value, id: &str) -> String {
+    v["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["id"] == id)
+        .and_then(|c| c["value"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
 fn line(v: &Value, id: &str) -> String {
     v["checks"]
         .as_array()
@@ -102,17 +164,37 @@ fn line(v: &Value, id: &str) -> String {
         .unwrap_or_else(|| format!("{id}: missing"))
 }
 
-/// Starts every scenario's relay (each with its own built-in source), then polls them all
-/// until each answer shows what its scenario expects, or the timeout. The last answers go to
-/// the test's results directory.
+/// Starts every scenario's relay and publisher (the built-in source, or Chromium), then polls
+/// them all until each answer shows what its scenario expects, or the timeout. The last
+/// answers go to the test's results directory.
 fn run_scenarios(ctx: &hallcast_tests::Ctx, test: &str, scenarios: Vec<Scenario>) -> Result<()> {
     let mut demos = Vec::new();
+    let mut browsers: Vec<Client> = Vec::new();
     for s in &scenarios {
         let opts = DemoOptions {
             tag: Some(s.name.to_string()),
+            no_source: s.browser.is_some(),
             ..s.opts.clone()
         };
-        demos.push(Demo::start(ctx, opts)?);
+        let demo = Demo::start(ctx, opts)?;
+        if let Some(extra) = s.browser {
+            let mut args: Vec<String> = vec![
+                "--url".into(),
+                demo.info.whip_url.clone(),
+                "--key".into(),
+                demo.info.stream_key.clone(),
+                "--duration".into(),
+                "60".into(),
+            ];
+            args.extend(extra.iter().map(|a| a.to_string()));
+            browsers.push(Client::start(
+                ctx,
+                ClientKind::Browser,
+                "whip_publish.mjs",
+                &args,
+            )?);
+        }
+        demos.push(demo);
     }
     let started = Instant::now();
     let mut last: Vec<Option<Value>> = vec![None; scenarios.len()];
@@ -125,11 +207,7 @@ fn run_scenarios(ctx: &hallcast_tests::Ctx, test: &str, scenarios: Vec<Scenario>
             }
             demo.ensure_running()?;
             let v = preflight(demo)?;
-            let got = statuses(&v);
-            done[i] = v["live"] == true
-                && s.expect
-                    .iter()
-                    .all(|(id, want)| got.get(*id).map(String::as_str) == Some(*want));
+            done[i] = s.satisfied(&v);
             if done[i] {
                 eprintln!(
                     "{test}/{}: as expected after {:.1} s: {}",
@@ -147,21 +225,19 @@ fn run_scenarios(ctx: &hallcast_tests::Ctx, test: &str, scenarios: Vec<Scenario>
             last[i] = Some(v);
         }
     }
+    for b in &mut browsers {
+        let _ = b.stop();
+    }
     let dir = results_dir(test)?;
     let mut problems = Vec::new();
     for ((s, v), ok) in scenarios.iter().zip(&last).zip(&done) {
         let v = v.clone().unwrap_or(Value::Null);
         write_json(&dir.join(format!("{}.json", s.name)), &v)?;
         if !ok {
-            let wanted: Vec<String> = s
-                .expect
-                .iter()
-                .map(|(id, want)| format!("{id} {want} (got {})", line(&v, id)))
-                .collect();
             problems.push(format!(
                 "{}: expected within {SETTLE_TIMEOUT:?} live and {}; last answer: {v}",
                 s.name,
-                wanted.join(", ")
+                s.unmet(&v).join(", ")
             ));
         }
     }
@@ -177,55 +253,55 @@ fn preflight_flags_encoders_that_get_it_wrong() {
     let test = "preflight_flags_encoders_that_get_it_wrong";
     run(test, Weight::Heavy, |ctx| {
         let scenarios = vec![
-            Scenario {
-                name: "long_keyframe_interval",
-                opts: DemoOptions {
+            Scenario::source(
+                "long_keyframe_interval",
+                DemoOptions {
                     keyframe_interval_s: Some(10),
                     source_size: SMALL,
                     source_bitrate_kbps: Some(800),
                     ..Default::default()
                 },
                 // Red well before the second keyframe (10 s): 4 s without one is enough.
-                expect: vec![
+                vec![
                     ("keyframe_interval", "red"),
                     ("audio", "green"),
                     ("audio_level", "green"),
                     ("b_frames", "green"),
                 ],
-            },
-            Scenario {
-                name: "no_audio",
-                opts: DemoOptions {
+            ),
+            Scenario::source(
+                "no_audio",
+                DemoOptions {
                     keyframe_interval_s: Some(1),
                     source_size: SMALL,
                     source_bitrate_kbps: Some(800),
                     source_audio: Some("none"),
                     ..Default::default()
                 },
-                expect: vec![
+                vec![
                     ("audio", "red"),
                     ("audio_level", "unknown"),
                     ("keyframe_interval", "green"),
                 ],
-            },
-            Scenario {
-                name: "silent_audio",
-                opts: DemoOptions {
+            ),
+            Scenario::source(
+                "silent_audio",
+                DemoOptions {
                     keyframe_interval_s: Some(1),
                     source_size: SMALL,
                     source_bitrate_kbps: Some(800),
                     source_audio: Some("silence"),
                     ..Default::default()
                 },
-                expect: vec![
+                vec![
                     ("audio", "green"),
                     ("audio_level", "red"),
                     ("keyframe_interval", "green"),
                 ],
-            },
-            Scenario {
-                name: "too_low_bitrate",
-                opts: DemoOptions {
+            ),
+            Scenario::source(
+                "too_low_bitrate",
+                DemoOptions {
                     keyframe_interval_s: Some(1),
                     source_size: Some((1280, 720)),
                     source_bitrate_kbps: Some(150),
@@ -233,12 +309,12 @@ fn preflight_flags_encoders_that_get_it_wrong() {
                     source_skip_frames: true,
                     ..Default::default()
                 },
-                expect: vec![
+                vec![
                     ("bitrate", "red"),
                     ("resolution", "green"),
                     ("audio_level", "green"),
                 ],
-            },
+            ),
         ];
         run_scenarios(ctx, test, scenarios)
     });
@@ -251,18 +327,47 @@ fn preflight_of_a_good_encoder_is_all_green() {
         run_scenarios(
             ctx,
             test,
-            vec![Scenario {
-                name: "good",
+            vec![Scenario::source(
+                "good",
                 // 1280x720 at 30 fps and 2 Mbit/s, three simulcast layers, a keyframe every
                 // second, the tone.
-                opts: DemoOptions {
+                DemoOptions {
                     simulcast: true,
                     keyframe_interval_s: Some(1),
                     ..Default::default()
                 },
-                expect: IDS.iter().map(|id| (*id, "green")).collect(),
-            }],
+                IDS.iter().map(|id| (*id, "green")).collect(),
+            )],
         )
+    });
+}
+
+#[test]
+fn preflight_reads_chromiums_audio_level_extension() {
+    let test = "preflight_reads_chromiums_audio_level_extension";
+    run(test, Weight::Heavy, |ctx| {
+        let live = Scenario {
+            name: "chromium_microphone",
+            opts: DemoOptions::default(),
+            // Chromium's fake microphone beeps: loud peaks in every 10 s window.
+            expect: vec![
+                ("audio", "green"),
+                ("audio_level", "green"),
+                ("codec", "green"),
+                ("b_frames", "green"),
+            ],
+            // "peak −N dBov": judged by the level extension, not by packet sizes.
+            expect_value: vec![("audio_level", "dBov")],
+            browser: Some(&[]),
+        };
+        let muted = Scenario {
+            name: "chromium_muted_microphone",
+            opts: DemoOptions::default(),
+            expect: vec![("audio", "green"), ("audio_level", "red")],
+            expect_value: vec![("audio_level", "dBov")],
+            browser: Some(&["--mute-audio"]),
+        };
+        run_scenarios(ctx, test, vec![live, muted])
     });
 }
 
