@@ -343,8 +343,8 @@ fn preflight_of_a_good_encoder_is_all_green() {
 }
 
 #[test]
-fn preflight_reads_chromiums_audio_level_extension() {
-    let test = "preflight_reads_chromiums_audio_level_extension";
+fn preflight_of_chromium_reads_the_audio_level_extension_and_vp8() {
+    let test = "preflight_of_chromium_reads_the_audio_level_extension_and_vp8";
     run(test, Weight::Heavy, |ctx| {
         let live = Scenario {
             name: "chromium_microphone",
@@ -367,7 +367,15 @@ fn preflight_reads_chromiums_audio_level_extension() {
             expect_value: vec![("audio_level", "dBov")],
             browser: Some(&["--mute-audio"]),
         };
-        run_scenarios(ctx, test, vec![live, muted])
+        // VP8: the resolution comes from the key frame header.
+        let vp8 = Scenario {
+            name: "chromium_vp8",
+            opts: DemoOptions::default(),
+            expect: vec![("codec", "green"), ("b_frames", "green")],
+            expect_value: vec![("codec", "VP8"), ("resolution", "×")],
+            browser: Some(&["--codec", "vp8"]),
+        };
+        run_scenarios(ctx, test, vec![live, muted, vp8])
     });
 }
 

@@ -40,10 +40,44 @@ pub struct PreflightCheck {
     pub advice_en: String,
 }
 
+/// The checks about the picture (the `ingest_unhealthy` alert's).
+pub const VIDEO_CHECKS: [&str; 7] = [
+    "codec",
+    "keyframe_interval",
+    "b_frames",
+    "bitrate",
+    "resolution",
+    "frame_rate",
+    "simulcast",
+];
+
 impl PreflightAnswer {
     /// The check named `id`.
     pub fn check(&self, id: &str) -> Option<&PreflightCheck> {
         self.checks.iter().find(|c| c.id == id)
+    }
+
+    fn is_red(&self, id: &str) -> bool {
+        self.check(id).is_some_and(|c| c.status == "red")
+    }
+
+    /// Live, and `audio` or `audio_level` is red: nobody hears anything (the dashboard's
+    /// `audio_silent` alert).
+    pub fn audio_silent(&self) -> bool {
+        self.live && (self.is_red("audio") || self.is_red("audio_level"))
+    }
+
+    /// Live, and a check about the picture is red (the dashboard's `ingest_unhealthy`
+    /// alert); the red ones, by id.
+    pub fn video_red(&self) -> Vec<&str> {
+        if !self.live {
+            return vec![];
+        }
+        VIDEO_CHECKS
+            .iter()
+            .copied()
+            .filter(|id| self.is_red(id))
+            .collect()
     }
 }
 
@@ -91,6 +125,17 @@ pub async fn report(state: &AppState, conference: &str) -> Result<PreflightAnswe
         checks: report.checks.iter().map(PreflightCheck::from).collect(),
     })
 }
+
+impl std::fmt::Display for PreflightError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PreflightError::UnknownConference => f.write_str("no such conference"),
+            PreflightError::Engine(e) => write!(f, "media engine: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PreflightError {}
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -153,5 +198,49 @@ pub async fn preflight(
                 "The media engine is not answering",
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use hallcast_core::Codec;
+    use hallcast_core::preflight::Preflight;
+
+    use super::*;
+
+    fn answer(live: bool, report: &Report) -> PreflightAnswer {
+        PreflightAnswer {
+            conference: "c".into(),
+            live,
+            checks: report.checks.iter().map(PreflightCheck::from).collect(),
+        }
+    }
+
+    #[test]
+    fn alerts_read_the_red_lines() {
+        let t0 = Instant::now();
+        // Audio offered, nothing but the offer: after the warm-up `audio` is red; no video.
+        let p = Preflight::new(Some(Codec::Opus), None, 1, t0);
+        let r = p.report(t0 + std::time::Duration::from_secs(5));
+        let a = answer(true, &r);
+        assert!(a.audio_silent());
+        assert_eq!(a.video_red(), vec!["codec"]);
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["checks"][7]["id"], "audio");
+        assert_eq!(json["checks"][7]["status"], "red");
+        assert!(
+            json["checks"][7]["advice_vi"]
+                .as_str()
+                .unwrap()
+                .contains("âm thanh")
+        );
+        // Not live: no alert, whatever the lines say.
+        let idle = answer(false, &r);
+        assert!(!idle.audio_silent() && idle.video_red().is_empty());
+        // Nothing known yet: no alert.
+        let unknown = answer(true, &Report::unknown());
+        assert!(!unknown.audio_silent() && unknown.video_red().is_empty());
     }
 }
