@@ -657,3 +657,59 @@ fn slice_types() {
     assert_eq!(h264_first_slice_type(&[0x67, 0x42]), None);
     assert_eq!(h264_first_slice_type(&[]), None);
 }
+
+#[test]
+fn codec_profiles_and_no_video() {
+    for (profile, constraints, name, want) in [
+        (66, 0xc0, "Constrained Baseline", Status::Green),
+        (66, 0x00, "Baseline", Status::Green),
+        (77, 0x00, "Main", Status::Green),
+        (100, 0x00, "High", Status::Amber),
+        (110, 0x00, "High 10", Status::Red),
+        (122, 0x00, "High 4:2:2", Status::Red),
+    ] {
+        let p = H264Profile {
+            profile_idc: profile,
+            constraints,
+            level_idc: 40,
+        };
+        assert_eq!((p.name(), p.status()), (name, want), "{profile}");
+    }
+    // Audio only: the codec line is red (no picture), the video checks unknown.
+    let mut e = Enc::new();
+    let mut p = Preflight::new(Some(Codec::Opus), None, 1, e.at(0));
+    feed_audio(&mut p, &mut e, 0, 5000, 80, None);
+    let r = p.report(e.at(5000));
+    assert_eq!(status(&r, CheckId::Codec), Status::Red);
+    assert_eq!(value(&r, CheckId::Codec), "no video, Opus");
+    for id in [
+        CheckId::KeyframeInterval,
+        CheckId::BFrames,
+        CheckId::Bitrate,
+        CheckId::Resolution,
+        CheckId::FrameRate,
+        CheckId::Simulcast,
+    ] {
+        assert_eq!(status(&r, id), Status::Unknown, "{id:?}");
+    }
+    // H.264 before its first SPS: unknown, not guessed.
+    let mut e = Enc::new();
+    let mut p = Preflight::new(Some(Codec::Opus), Some(Codec::H264), 1, e.at(0));
+    let pkt = e.video(0, 0, 0, false, slice(1, 5));
+    p.on_packet(&pkt, None);
+    assert_eq!(
+        status(&p.report(e.at(100)), CheckId::Codec),
+        Status::Unknown
+    );
+}
+
+#[test]
+fn every_status_has_advice_in_both_languages() {
+    for id in CheckId::ALL {
+        for s in [Status::Green, Status::Amber, Status::Red, Status::Unknown] {
+            let (vi, en) = advice(id, s);
+            assert!(!vi.is_empty() && !en.is_empty(), "{id:?} {s:?}");
+            assert_ne!(vi, en, "{id:?} {s:?}");
+        }
+    }
+}
