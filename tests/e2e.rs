@@ -15,6 +15,7 @@ mod chromium;
 mod gop_cache;
 mod http_surface;
 mod operator_console;
+mod preflight;
 mod server_addresses;
 mod sessions;
 mod shards;

@@ -14,20 +14,22 @@
 import { emit, launchBrowser, log, parseArgs, run, sleep } from './common.mjs';
 
 const USAGE = `usage: whip_publish.mjs --url WHIP_URL --key STREAM_KEY [--codec h264|vp8] [--simulcast]
-                        [--duration SECS] [--progress]`;
+                        [--mute-audio] [--duration SECS] [--progress]`;
 
 const args = parseArgs(
-  { url: '', key: '', codec: 'h264', simulcast: false, duration: 30, progress: false },
+  { url: '', key: '', codec: 'h264', simulcast: false, mute_audio: false, duration: 30, progress: false },
   USAGE,
 );
 
 // Runs inside the page. Kept free of closures over Node state: Playwright serialises it.
-async function publishInPage({ url, key, codec, simulcast }) {
+async function publishInPage({ url, key, codec, simulcast, muteAudio }) {
   const hc = (window.__hcPublisher = { states: [], pc: null, location: null });
   const stream = await navigator.mediaDevices.getUserMedia({
     audio: true,
     video: { width: { exact: 1280 }, height: { exact: 720 }, frameRate: 30 },
   });
+  // A muted microphone: the track is sent, as digital silence (RFC 6464 level 127).
+  if (muteAudio) stream.getAudioTracks()[0].enabled = false;
   const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
   hc.pc = pc;
   pc.addEventListener('connectionstatechange', () => hc.states.push(pc.connectionState));
@@ -187,6 +189,7 @@ run(async () => {
     key: args.key,
     codec: args.codec,
     simulcast: args.simulcast,
+    muteAudio: args.mute_audio,
   });
   await page.evaluate((key) => {
     window.__hcPublisher.key = key;

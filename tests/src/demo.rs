@@ -46,6 +46,17 @@ pub struct DemoOptions {
     pub public_url: Option<String>,
     /// `--set KEY=VALUE` configuration overrides (e.g. `media.threads=2`).
     pub set: Vec<String>,
+    /// `--source-bitrate KBPS` for the built-in source.
+    pub source_bitrate_kbps: Option<u32>,
+    /// `--source-size WxH` for the built-in source.
+    pub source_size: Option<(u32, u32)>,
+    /// `--source-audio tone|silence|none` for the built-in source.
+    pub source_audio: Option<&'static str>,
+    /// `--source-skip-frames`: the built-in source's encoder drops frames to hold its bitrate.
+    pub source_skip_frames: bool,
+    /// Names this relay's files in the test's scratch directory (`demo-<tag>-info.json`,
+    /// `demo-<tag>.log`, ...), so one test can run several relays at once.
+    pub tag: Option<String>,
 }
 
 /// The info file the relay writes as soon as it accepts requests.
@@ -125,12 +136,16 @@ pub struct Demo {
 impl Demo {
     pub fn start(ctx: &Ctx, opts: DemoOptions) -> Result<Demo> {
         let bin = hallcast_bin()?;
-        let info_path = ctx.path("demo-info.json");
+        let stem = match &opts.tag {
+            Some(tag) => format!("demo-{tag}"),
+            None => "demo".to_string(),
+        };
+        let info_path = ctx.path(&format!("{stem}-info.json"));
         let data_dir = opts
             .data_dir
             .clone()
-            .unwrap_or_else(|| ctx.path("demo-data"));
-        let log = ctx.path("demo.log");
+            .unwrap_or_else(|| ctx.path(&format!("{stem}-data")));
+        let log = ctx.path(&format!("{stem}.log"));
         let ip = opts.ip.clone().unwrap_or_else(|| "127.0.0.1".to_string());
         let media = opts
             .media_addr
@@ -161,6 +176,18 @@ impl Demo {
         if let Some(secs) = opts.keyframe_interval_s {
             cmd.args(["--keyframe-interval", &secs.to_string()]);
         }
+        if let Some(kbps) = opts.source_bitrate_kbps {
+            cmd.args(["--source-bitrate", &kbps.to_string()]);
+        }
+        if let Some((w, h)) = opts.source_size {
+            cmd.args(["--source-size", &format!("{w}x{h}")]);
+        }
+        if opts.source_skip_frames {
+            cmd.arg("--source-skip-frames");
+        }
+        if let Some(audio) = opts.source_audio {
+            cmd.args(["--source-audio", audio]);
+        }
         for public_ip in &opts.public_ips {
             cmd.args(["--public-ip", public_ip]);
         }
@@ -176,7 +203,7 @@ impl Demo {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
-        ctx.register_log("hallcast demo", &log);
+        ctx.register_log(&format!("hallcast {stem}"), &log);
         let args = format!("{cmd:?}");
         let started = Instant::now();
         let mut proc = Proc::spawn(&mut cmd, false)?;

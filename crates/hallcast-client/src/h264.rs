@@ -53,13 +53,24 @@ pub struct H264Encoder {
 
 impl H264Encoder {
     pub fn new(settings: EncoderSettings) -> Result<Self, EncodeError> {
+        Self::build(settings, false)
+    }
+
+    /// An encoder that drops frames to hold `bitrate_bps`, as encoders do when the bitrate
+    /// is set too low for the picture: [`H264Encoder::encode`] then returns an empty frame
+    /// for a dropped picture.
+    pub fn with_frame_skipping(settings: EncoderSettings) -> Result<Self, EncodeError> {
+        Self::build(settings, true)
+    }
+
+    fn build(settings: EncoderSettings, skip_frames: bool) -> Result<Self, EncodeError> {
         let config = EncoderConfig::new()
             .usage_type(UsageType::CameraVideoRealTime)
             .profile(Profile::Baseline)
             .rate_control_mode(RateControlMode::Bitrate)
             .bitrate(BitRate::from_bps(settings.bitrate_bps))
             .max_frame_rate(FrameRate::from_hz(settings.fps as f32))
-            .skip_frames(false)
+            .skip_frames(skip_frames)
             .intra_frame_period(IntraFramePeriod::from_num_frames(
                 settings.idr_interval_frames.max(1),
             ))
@@ -81,8 +92,9 @@ impl H264Encoder {
         self.inner.force_intra_frame();
     }
 
-    /// Encodes one picture. Always returns a frame (frame skipping is off); the picture size may
-    /// change between calls (the encoder restarts with an IDR).
+    /// Encodes one picture. Returns a frame (empty only when frame skipping is on and the
+    /// encoder dropped this picture); the picture size may change between calls (the encoder
+    /// restarts with an IDR).
     pub fn encode(&mut self, frame: &I420Frame) -> Result<EncodedFrame, EncodeError> {
         let ts = openh264::Timestamp::from_millis(self.n_frames * 1000 / u64::from(self.fps));
         let bitstream = self.inner.encode_at(frame, ts)?;

@@ -74,6 +74,26 @@ pub struct SourceOptions {
     /// and `"f"` at full size (`bitrate_bps`); each its own encoder and SSRC. Needs a size
     /// divisible by 8 and at least 64x64. Default `false`.
     pub simulcast: bool,
+    /// What the audio track carries. Default [`AudioSource::Tone`].
+    pub audio: AudioSource,
+    /// Let the encoder drop frames to hold `bitrate_bps`, as encoders do when the bitrate is
+    /// set too low for the picture (without it OpenH264 overshoots a bitrate it cannot
+    /// reach). Default `false`.
+    pub skip_frames: bool,
+}
+
+/// The audio a test source sends: a real encoder's right and wrong ways (the relay's
+/// pre-flight checks are tested against the wrong ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AudioSource {
+    /// The built-in Opus tone.
+    #[default]
+    Tone,
+    /// An audio track of digital silence: Opus silence frames (3 bytes per 20 ms), as an
+    /// encoder whose microphone input is muted or unplugged sends.
+    Silence,
+    /// No audio track at all (the offer has no audio section).
+    None,
 }
 
 impl Default for SourceOptions {
@@ -86,6 +106,8 @@ impl Default for SourceOptions {
             keyframe_interval: Duration::from_secs(2),
             label: "HALLCAST TEST SOURCE".to_owned(),
             simulcast: false,
+            audio: AudioSource::Tone,
+            skip_frames: false,
         }
     }
 }

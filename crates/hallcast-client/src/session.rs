@@ -35,6 +35,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
+use crate::AudioSource;
 use crate::card::TestCard;
 use crate::h264::{EncoderSettings, H264Encoder};
 use crate::ogg::{OPUS_CLOCK_RATE, TONE_OGG, opus_packet_samples, opus_packets};
@@ -132,6 +133,10 @@ impl PeerConnectionEventHandler for Events {
     }
 }
 
+/// One 20 ms Opus frame of digital silence (TOC: CELT, fullband, 20 ms, one frame), the
+/// frame WebRTC stacks send for a muted track.
+const OPUS_SILENCE_FRAME: [u8; 3] = [0xf8, 0xff, 0xfe];
+
 pub(crate) async fn publish(
     whip_url: &str,
     stream_key: &str,
@@ -142,7 +147,11 @@ pub(crate) async fn publish(
     let http = crate::whip::client()?;
 
     // Media first: a broken asset or encoder fails here, before anything touches the network.
-    let audio = opus_packets(TONE_OGG).context("built-in tone")?;
+    let audio = match opts.audio {
+        AudioSource::Tone => opus_packets(TONE_OGG).context("built-in tone")?,
+        AudioSource::Silence => vec![Bytes::from_static(&OPUS_SILENCE_FRAME)],
+        AudioSource::None => vec![],
+    };
     for p in &audio {
         if opus_packet_samples(p) != Ok(OPUS_CLOCK_RATE / AUDIO_PACKET_RATE) {
             bail!("built-in tone: every packet must last 20 ms");
@@ -156,11 +165,18 @@ pub(crate) async fn publish(
         .map(|l| {
             Ok(VideoWorker {
                 card: TestCard::new(l.width, l.height, opts.fps, &opts.label),
-                encoder: H264Encoder::new(EncoderSettings {
-                    fps: opts.fps,
-                    bitrate_bps: l.bitrate_bps,
-                    idr_interval_frames: opts.idr_interval_frames,
-                })?,
+                encoder: {
+                    let settings = EncoderSettings {
+                        fps: opts.fps,
+                        bitrate_bps: l.bitrate_bps,
+                        idr_interval_frames: opts.idr_interval_frames,
+                    };
+                    if opts.skip_frames {
+                        H264Encoder::with_frame_skipping(settings)?
+                    } else {
+                        H264Encoder::new(settings)?
+                    }
+                },
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -192,7 +208,17 @@ pub(crate) async fn publish(
             .context("building the peer connection")?,
     );
 
-    let result = negotiate(&pc, &http, &url, stream_key, &opts.layers, &mut gathered_rx).await;
+    let with_audio = opts.audio != AudioSource::None;
+    let result = negotiate(
+        &pc,
+        &http,
+        &url,
+        stream_key,
+        &opts.layers,
+        with_audio,
+        &mut gathered_rx,
+    )
+    .await;
     let (resource, video, audio_track) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -218,7 +244,7 @@ pub(crate) async fn publish(
         tokio::spawn(supervise(state_rx.clone(), Arc::clone(&done_tx))),
         tokio::spawn(forward_keyframe_requests(
             video_track,
-            Arc::clone(&audio_track.track),
+            audio_track.as_ref().map(|a| Arc::clone(&a.track)),
             keyframe_wanted.clone(),
             Arc::clone(&counters),
         )),
@@ -239,11 +265,13 @@ pub(crate) async fn publish(
             ),
         )));
     }
-    tasks.push(tokio::spawn(guard(
-        "audio",
-        Arc::clone(&done_tx),
-        audio_pump(audio_track, audio, state_rx, Arc::clone(&counters)),
-    )));
+    if let Some(audio_track) = audio_track {
+        tasks.push(tokio::spawn(guard(
+            "audio",
+            Arc::clone(&done_tx),
+            audio_pump(audio_track, audio, state_rx, Arc::clone(&counters)),
+        )));
+    }
 
     info!(
         %resource,
@@ -285,6 +313,8 @@ struct Checked {
     label: String,
     /// Lowest first; one entry (without a RID) unless simulcast.
     layers: Vec<LayerSpec>,
+    audio: AudioSource,
+    skip_frames: bool,
 }
 
 impl Checked {
@@ -358,6 +388,8 @@ impl Checked {
             idr_interval_frames: frames.round().min(f64::from(u32::MAX)) as u32,
             label: o.label,
             layers,
+            audio: o.audio,
+            skip_frames: o.skip_frames,
         })
     }
 
@@ -504,9 +536,14 @@ struct LocalTracks {
     /// One per layer, lowest first.
     video_ssrcs: Vec<u32>,
     video_tr: Arc<dyn webrtc::rtp_transceiver::RtpTransceiver>,
-    audio: Arc<TrackLocalStaticSample>,
-    audio_ssrc: u32,
-    audio_tr: Arc<dyn webrtc::rtp_transceiver::RtpTransceiver>,
+    /// None: the source sends no audio ([`AudioSource::None`]).
+    audio: Option<LocalAudio>,
+}
+
+struct LocalAudio {
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    tr: Arc<dyn webrtc::rtp_transceiver::RtpTransceiver>,
 }
 
 /// Adds the send-only audio and video tracks: the video track carries one encoding per layer
@@ -515,6 +552,7 @@ struct LocalTracks {
 async fn add_tracks(
     pc: &Arc<dyn PeerConnection>,
     layers: &[LayerSpec],
+    with_audio: bool,
 ) -> anyhow::Result<LocalTracks> {
     let now = Instant::now();
     let video_ssrcs: Vec<u32> = layers.iter().map(|_| rand::random::<u32>()).collect();
@@ -542,9 +580,18 @@ async fn add_tracks(
         })
     };
     // Audio first: the conventional m-line order (and the one browsers use).
-    let audio_tr = pc
-        .add_transceiver_from_track(Arc::clone(&audio) as Arc<dyn TrackLocal>, sendonly())
-        .await?;
+    let audio = if with_audio {
+        let tr = pc
+            .add_transceiver_from_track(Arc::clone(&audio) as Arc<dyn TrackLocal>, sendonly())
+            .await?;
+        Some(LocalAudio {
+            track: audio,
+            ssrc: audio_ssrc,
+            tr,
+        })
+    } else {
+        None
+    };
     let video_tr = pc
         .add_transceiver_from_track(Arc::clone(&video) as Arc<dyn TrackLocal>, sendonly())
         .await?;
@@ -553,8 +600,6 @@ async fn add_tracks(
         video_ssrcs,
         video_tr,
         audio,
-        audio_ssrc,
-        audio_tr,
     })
 }
 
@@ -566,9 +611,10 @@ async fn negotiate(
     url: &Url,
     stream_key: &str,
     layers: &[LayerSpec],
+    with_audio: bool,
     gathered: &mut watch::Receiver<bool>,
-) -> anyhow::Result<(Url, Vec<SendTrack>, SendTrack)> {
-    let local = add_tracks(pc, layers).await?;
+) -> anyhow::Result<(Url, Vec<SendTrack>, Option<SendTrack>)> {
+    let local = add_tracks(pc, layers, with_audio).await?;
 
     let offer = pc.create_offer(None).await?;
     pc.set_local_description(offer).await?;
@@ -602,7 +648,15 @@ async fn negotiate(
     }
 
     let video_pt = negotiated_pt(&local.video_tr).await?;
-    let audio_pt = negotiated_pt(&local.audio_tr).await?;
+    let audio = match local.audio {
+        Some(a) => Some(SendTrack {
+            payload_type: negotiated_pt(&a.tr).await?,
+            track: a.track,
+            ssrc: a.ssrc,
+            extensions: vec![],
+        }),
+        None => None,
+    };
     let video_mid = local.video_tr.mid().await?.unwrap_or_default();
     let video = layers
         .iter()
@@ -623,16 +677,7 @@ async fn negotiate(
             },
         })
         .collect();
-    Ok((
-        session.resource,
-        video,
-        SendTrack {
-            track: local.audio,
-            ssrc: local.audio_ssrc,
-            payload_type: audio_pt,
-            extensions: vec![],
-        },
-    ))
+    Ok((session.resource, video, audio))
 }
 
 /// An RTP header extension whose value is a short text (an RFC 8852 SDES item: mid, RID).
@@ -840,6 +885,12 @@ async fn video_pump(
         .context("video worker panicked")?;
         worker = Some(w);
         let frame = encoded?;
+        if frame.data.is_empty() {
+            // Dropped by the encoder to hold its bitrate: the clock moves on.
+            counters.n_skipped_frames.fetch_add(1, Ordering::Relaxed);
+            advance(&t, plan.gap_units + plan.units, VIDEO_CLOCK_RATE).await;
+            continue;
+        }
 
         if plan.gap_units > 0 {
             counters
@@ -908,7 +959,7 @@ async fn audio_pump(
 /// the layer whose SSRC it names (`wanted`: one flag per layer, by SSRC).
 async fn forward_keyframe_requests(
     video: Arc<TrackLocalStaticSample>,
-    audio: Arc<TrackLocalStaticSample>,
+    audio: Option<Arc<TrackLocalStaticSample>>,
     wanted: Vec<(u32, Arc<AtomicBool>)>,
     counters: Arc<Counters>,
 ) {
@@ -932,7 +983,11 @@ async fn forward_keyframe_requests(
         }
     };
     // Drained so nothing queues up; audio has no keyframes.
-    let audio_events = async { while audio.poll().await.is_some() {} };
+    let audio_events = async {
+        if let Some(audio) = audio {
+            while audio.poll().await.is_some() {}
+        }
+    };
     tokio::join!(video_events, audio_events);
 }
 
@@ -1145,7 +1200,7 @@ mod tests {
                 .await
                 .expect("peer connection"),
         );
-        add_tracks(&pc, &opts.layers).await.expect("tracks");
+        add_tracks(&pc, &opts.layers, true).await.expect("tracks");
         let offer = pc.create_offer(None).await.expect("offer");
         let _ = pc.close().await;
         offer.sdp

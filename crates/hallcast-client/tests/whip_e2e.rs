@@ -357,6 +357,8 @@ fn small_source() -> SourceOptions {
         keyframe_interval: Duration::from_secs(10),
         label: "E2E".to_owned(),
         simulcast: false,
+        audio: hallcast_client::AudioSource::Tone,
+        skip_frames: false,
     }
 }
 

@@ -13,6 +13,7 @@ pub mod consumer;
 pub mod keyframe;
 pub mod media;
 pub mod pacer;
+pub mod preflight;
 pub mod producer;
 pub mod router;
 

@@ -303,6 +303,9 @@ pub struct SnapshotConference {
     /// (0: inactive).
     pub layer_bitrates: [u64; Layer::MAX],
     pub audio_bitrate: u64,
+    /// The encoder pre-flight checks of the publisher, from the shard that ingests it
+    /// (`None` on the other shards, and while nothing is published).
+    pub preflight: Option<hallcast_core::preflight::Report>,
 }
 
 /// One session as the dashboard shows it.

@@ -403,6 +403,9 @@ impl Engine {
                         m.n_subscribers += c.n_subscribers;
                         m.n_relays += c.n_relays;
                         m.audio_bitrate += c.audio_bitrate;
+                        if m.preflight.is_none() {
+                            m.preflight = c.preflight.clone();
+                        }
                         // Every shard measures the same producer: keep the largest reading.
                         for (a, b) in m.layer_bitrates.iter_mut().zip(c.layer_bitrates) {
                             *a = (*a).max(b);

@@ -890,8 +890,10 @@ const START: [u8; 4] = [0, 0, 0, 1];
 const SPS: [u8; 10] = [0x67, 0x42, 0xe0, 0x1f, 0x8c, 0x8d, 0x40, 0x50, 0x1e, 0xd0];
 const PPS: [u8; 4] = [0x68, 0xce, 0x3c, 0x80];
 
-/// An H.264 access unit in Annex B: SPS + PPS + IDR slice, or a P slice (NAL 1). The filler
-/// never contains a zero byte, so no start code appears inside a NAL unit.
+/// An H.264 access unit in Annex B: SPS + PPS + IDR slice, or a P slice (NAL 1). The slice
+/// starts with a plausible header (first_mb_in_slice 0, slice type I or P, PPS 0: what the
+/// relay's pre-flight analysis samples), then filler that never contains a zero byte, so no
+/// start code appears inside a NAL unit.
 pub fn access_unit(idr: bool, bytes: usize, frame: u64) -> Vec<u8> {
     let mut au = Vec::with_capacity(bytes + 32);
     if idr {
@@ -902,7 +904,12 @@ pub fn access_unit(idr: bool, bytes: usize, frame: u64) -> Vec<u8> {
     }
     au.extend_from_slice(&START);
     au.push(if idr { 0x65 } else { 0x41 });
-    au.extend((0..bytes).map(|i| 1 + ((i as u64 + frame) % 255) as u8));
+    // ue(0) ue(7) ue(0) = 1 0001000 1 (I); ue(0) ue(5) ue(0) = 1 00110 1 1 (P).
+    let header: u8 = if idr { 0x88 } else { 0x9b };
+    au.extend((0..bytes).map(|i| match i {
+        0 => header,
+        _ => 1 + ((i as u64 + frame) % 255) as u8,
+    }));
     au
 }
 

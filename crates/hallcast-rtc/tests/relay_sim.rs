@@ -936,3 +936,66 @@ fn assert_top_layer_frames_since(net: &Net, v: PeerId, since: Instant) {
         }
     }
 }
+
+/// The status and value of one pre-flight check in `relay`'s snapshot.
+fn preflight_check(net: &Net, relay: RelayId, id: &str) -> (&'static str, String) {
+    let report = conference(net, relay)
+        .preflight
+        .expect("the ingesting shard reports the pre-flight checks");
+    let c = report
+        .checks
+        .iter()
+        .find(|c| c.id.as_str() == id)
+        .expect("every check is listed");
+    (c.status.as_str(), c.value.clone())
+}
+
+#[test]
+fn the_snapshot_carries_the_publishers_preflight_checks() {
+    let mut net = Net::new();
+    let r = one_relay(&mut net);
+    // A keyframe every 6 s.
+    let p = net
+        .publish_with(
+            r,
+            CONF,
+            PublisherOpts {
+                gop: secs(6.0),
+                ..PublisherOpts::simulcast()
+            },
+        )
+        .expect("publish");
+    assert!(net.run_until_cond(secs(2.0), |n| n.publisher(p).frames_sent > 0));
+    let first_idr = net.publisher(p).idrs_sent[0];
+    net.run_until(first_idr + secs(1.0));
+    assert_eq!(preflight_check(&net, r, "keyframe_interval").0, "unknown");
+    net.run_until(first_idr + secs(4.5));
+    // Red before the second keyframe: 4 s without one is enough to know.
+    let (status, value) = preflight_check(&net, r, "keyframe_interval");
+    assert_eq!(status, "red", "{value}");
+    assert!(value.starts_with("≥ 4."), "{value}");
+    assert_eq!(
+        preflight_check(&net, r, "simulcast"),
+        ("green", "3 of 3 layers".to_string())
+    );
+    assert_eq!(preflight_check(&net, r, "audio").0, "green");
+    // 80-byte Opus packets, no level extension: sound by the packet sizes.
+    assert_eq!(preflight_check(&net, r, "audio_level").0, "green");
+    let (status, value) = preflight_check(&net, r, "b_frames");
+    assert_eq!(status, "green", "{value}");
+    let (status, value) = preflight_check(&net, r, "codec");
+    assert_eq!(status, "green", "{value}");
+    assert!(value.starts_with("H.264 Constrained Baseline"), "{value}");
+    // After the second keyframe: the interval itself.
+    net.run_until(first_idr + secs(6.5));
+    assert_eq!(
+        preflight_check(&net, r, "keyframe_interval"),
+        ("red", "6.0 s".to_string())
+    );
+    // The publisher leaves: no report (and here no conference either: nobody watched).
+    net.end(p, EndReason::Deleted);
+    net.run_for(secs(0.5));
+    let snapshot = net.relay(r).snapshot(net.now(), 0);
+    let conf = snapshot.conferences.iter().find(|c| &*c.id == CONF);
+    assert!(conf.is_none_or(|c| c.preflight.is_none()));
+}

@@ -17,6 +17,7 @@ mod ledger_hook;
 mod metrics;
 pub mod outbox;
 mod pages;
+pub mod preflight;
 pub mod registry;
 pub mod sessions;
 pub mod tree;
@@ -190,6 +191,10 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
         .route(
             "/api/v1/conferences/{conference}/status",
             get(pages::status),
+        )
+        .route(
+            "/api/v1/conferences/{conference}/preflight",
+            get(preflight::preflight),
         )
         .route("/api/v1/conferences/{conference}/route", get(tree::route))
         .route("/api/v1/relay/report", post(tree::report))

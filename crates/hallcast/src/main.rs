@@ -112,6 +112,8 @@ enum Command {
         /// "q" 320x180, "h" 640x360 and "f" 1280x720.
         #[arg(long)]
         simulcast: bool,
+        #[command(flatten)]
+        source: SourceFlags,
     },
     /// Run an edge relay: a viewer of its parent (the central or another edge) that serves
     /// the parent's conferences to its own points.
@@ -264,6 +266,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             no_source,
             keyframe_interval,
             simulcast,
+            source,
         } => {
             demo(
                 overrides,
@@ -271,6 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 no_source,
                 keyframe_interval,
                 simulcast,
+                source,
             )
             .await
         }
@@ -532,6 +536,9 @@ impl Relay {
             )));
         }
         let board = hallcast_server::board::BoardCtx::new(state.clone(), ctx.clone());
+        board.set_alert_source(hallcast_server::preflight::PreflightAlerts::spawn(
+            state.clone(),
+        ));
         let attendance = hallcast_server::attendance::router(ctx.clone())
             .merge(hallcast_server::board::router(board))
             .merge(hallcast_server::attendance::relay_router(
@@ -607,12 +614,47 @@ fn random_token(n_bytes: usize) -> String {
         .collect()
 }
 
+/// How the demo's built-in source encodes: the defaults are a good hall encoder; the others
+/// make it behave as encoders that get it wrong (the pre-flight checks' tests).
+#[derive(Debug, Clone, clap::Args)]
+struct SourceFlags {
+    /// Video bitrate of the built-in source (of its top layer with --simulcast), in kbit/s.
+    #[arg(long, value_name = "KBPS", default_value_t = 2000)]
+    source_bitrate: u32,
+    /// Picture size of the built-in source (of its top layer with --simulcast).
+    #[arg(long, value_name = "WxH", default_value = "1280x720", value_parser = parse_size)]
+    source_size: (u32, u32),
+    /// What the built-in source's audio carries: a tone, digital silence, or no audio track.
+    #[arg(long, value_enum, default_value_t = SourceAudio::Tone)]
+    source_audio: SourceAudio,
+    /// Let the built-in source's encoder drop frames to hold --source-bitrate (as an encoder
+    /// set to a bitrate too low for its picture does).
+    #[arg(long)]
+    source_skip_frames: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SourceAudio {
+    Tone,
+    Silence,
+    None,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?} is not WIDTHxHEIGHT"))?;
+    let parse = |v: &str| v.trim().parse::<u32>().map_err(|e| format!("{s:?}: {e}"));
+    Ok((parse(w)?, parse(h)?))
+}
+
 async fn demo(
     overrides: Overrides,
     info_file: Option<PathBuf>,
     no_source: bool,
     keyframe_interval: f64,
     simulcast: bool,
+    source: SourceFlags,
 ) -> anyhow::Result<()> {
     let mut overrides = overrides;
     if overrides.data_dir.is_none() && !overrides.set.iter().any(|s| s.starts_with("data.dir=")) {
@@ -735,6 +777,15 @@ async fn demo(
             keyframe_interval: Duration::from_secs_f64(keyframe_interval.max(0.1)),
             label: "hallcast demo".into(),
             simulcast,
+            width: source.source_size.0,
+            height: source.source_size.1,
+            bitrate_bps: source.source_bitrate.saturating_mul(1000),
+            audio: match source.source_audio {
+                SourceAudio::Tone => hallcast_client::AudioSource::Tone,
+                SourceAudio::Silence => hallcast_client::AudioSource::Silence,
+                SourceAudio::None => hallcast_client::AudioSource::None,
+            },
+            skip_frames: source.source_skip_frames,
             ..Default::default()
         };
         tokio::spawn(run_source(whip_url, stream_key, opts));

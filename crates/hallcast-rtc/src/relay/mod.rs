@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use hallcast_core::preflight::Preflight;
 use hallcast_core::{
     Allocation, Backlog, Codec, ConsumerId, Forward, Layer, MediaKind, Outputs, Pacer, PauseReason,
     Router, SourcePacket, Target,
@@ -598,6 +599,14 @@ impl Relay {
                     } else {
                         0
                     },
+                    preflight: c
+                        .source
+                        .and_then(|src| self.sessions.get(&src))
+                        .and_then(|s| match &s.role {
+                            SessionRole::Source(ingest) => ingest.preflight.as_ref(),
+                            SessionRole::Viewer(_) => None,
+                        })
+                        .map(|p| p.report(now)),
                 }
             })
             .collect();
@@ -796,6 +805,17 @@ impl Relay {
         self.source_starts(now, conference, audio, video);
         if let Some(c) = self.confs.get_mut(conference) {
             c.source = Some(id);
+        }
+        if let Some(s) = self.sessions.get_mut(&id)
+            && let SessionRole::Source(ingest) = &mut s.role
+        {
+            // Offered layers: simulcast RIDs, or an upstream relay's sections, else one.
+            let n_layers = if ingest.rids.is_empty() {
+                ingest.video_mids.len()
+            } else {
+                ingest.rids.len()
+            };
+            ingest.preflight = Some(Box::new(Preflight::new(audio, video, n_layers, now)));
         }
         self.emit(EngineEvent::BroadcastStarted {
             conference: conference.clone(),
@@ -1766,6 +1786,11 @@ impl Relay {
             payload: pkt.payload,
             arrival: pkt.timestamp,
         };
+        if let Some(p) = ingest.preflight.as_mut() {
+            // RFC 6464: str0m gives the level as -dBov.
+            let level = pkt.header.ext_vals.audio_level.map(i8::unsigned_abs);
+            p.on_packet(&source, level);
+        }
         let conference = s.conference.clone();
         self.outs.clear();
         if let Some(c) = self.confs.get_mut(&conference) {
@@ -1920,9 +1945,12 @@ impl Relay {
                 }
             } else if let Some(src) = conf.and_then(|c| c.source)
                 && let Some(s) = self.sessions.get_mut(&src)
-                && let SessionRole::Source(ingest) = &s.role
+                && let SessionRole::Source(ingest) = &mut s.role
             {
                 for layer in outs.keyframe_requests.drain(..) {
+                    if let Some(p) = ingest.preflight.as_mut() {
+                        p.on_keyframe_request(layer, now);
+                    }
                     let Some((mid, rid)) = ingest.stream_of(layer) else {
                         continue;
                     };

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hallcast_core::preflight::Preflight;
 use hallcast_core::{Codec, Layer, MediaKind, Pacer};
 use str0m::change::SdpPendingOffer;
 use str0m::format::Codec as StCodec;
@@ -48,6 +49,9 @@ pub(crate) struct Ingest {
     pub pending: Option<SdpPendingOffer>,
     /// This relay is the ICE client (controlling agent) of the session.
     pub upstream: bool,
+    /// The encoder pre-flight analysis, from the moment the source is installed (boxed: it
+    /// is ~1.2 KiB, and a session's role must stay small for the viewers).
+    pub preflight: Option<Box<Preflight>>,
 }
 
 impl Ingest {
@@ -61,6 +65,7 @@ impl Ingest {
             ssrcs: HashMap::new(),
             pending: None,
             upstream: false,
+            preflight: None,
         }
     }
 
