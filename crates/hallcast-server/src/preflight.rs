@@ -238,11 +238,12 @@ mod tests {
 /// it lasts (the page rings once per alert, not once per update).
 #[derive(Default)]
 pub struct PreflightAlerts {
-    /// conference → (kind, since ms, red checks) standing now.
-    standing: std::sync::Mutex<
-        std::collections::HashMap<String, Vec<(hallcast_core::accounting::AlertKind, i64, String)>>,
-    >,
+    standing: std::sync::Mutex<Standing>,
 }
+
+/// conference → (kind, since ms, red checks) standing now.
+type Standing =
+    std::collections::HashMap<String, Vec<(hallcast_core::accounting::AlertKind, i64, String)>>;
 
 impl PreflightAlerts {
     /// Starts the watcher (one report a second per conference; reports are read from the
