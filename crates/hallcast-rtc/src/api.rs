@@ -303,6 +303,15 @@ pub struct SnapshotConference {
     /// (0: inactive).
     pub layer_bitrates: [u64; Layer::MAX],
     pub audio_bitrate: u64,
+    /// Keyframe requests (PLI) sent to the conference's publisher, and received from its
+    /// viewers and relays, since the conference got its first session on the relay (a
+    /// conference left with no session at all starts again from 0).
+    pub keyframe_requests_upstream: u64,
+    pub keyframe_requests_downstream: u64,
+    /// Media bytes sent to the conference's viewers and downstream relays (the WebRTC
+    /// stack's per-session counts, updated about once a second), ended sessions included;
+    /// reset like the keyframe counts.
+    pub sent_bytes: u64,
 }
 
 /// One session as the dashboard shows it.

@@ -403,6 +403,9 @@ impl Engine {
                         m.n_subscribers += c.n_subscribers;
                         m.n_relays += c.n_relays;
                         m.audio_bitrate += c.audio_bitrate;
+                        m.keyframe_requests_upstream += c.keyframe_requests_upstream;
+                        m.keyframe_requests_downstream += c.keyframe_requests_downstream;
+                        m.sent_bytes += c.sent_bytes;
                         // Every shard measures the same producer: keep the largest reading.
                         for (a, b) in m.layer_bitrates.iter_mut().zip(c.layer_bitrates) {
                             *a = (*a).max(b);

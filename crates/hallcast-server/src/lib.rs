@@ -11,6 +11,7 @@ pub mod auth;
 pub mod edge;
 mod error;
 pub mod events;
+mod health;
 mod ledger_hook;
 mod metrics;
 pub mod outbox;
@@ -177,8 +178,8 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
         .route("/watch/{conference}", get(pages::watch))
         .route("/static/{file}", get(pages::static_file))
         .route("/", get(pages::index))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(metrics::readyz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .route(
             "/api/v1/conferences/{conference}/status",
