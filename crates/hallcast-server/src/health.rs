@@ -49,7 +49,16 @@ struct Readiness {
 ///   window after which the parent itself calls the edge down).
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let mut checks = Vec::with_capacity(3);
+    let n_shards = state.engine.n_shards();
     checks.push(match state.engine.snapshot().await {
+        Ok(snap) if snap.shards.len() < n_shards => Check {
+            name: "media",
+            ok: false,
+            detail: format!(
+                "{} of {n_shards} media shard(s) have published a snapshot (starting)",
+                snap.shards.len()
+            ),
+        },
         Ok(snap) => Check {
             name: "media",
             ok: true,
@@ -152,14 +161,35 @@ mod tests {
         (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
-    /// A central with a running engine and an open ledger is ready; once its engine stops
-    /// it is not, and the body says the media check failed; `/healthz` stays 200.
+    /// `/readyz` until `want` (polled: a shard publishes its first snapshot within 500 ms of
+    /// the start, and a stopped one is noticed within 2.5 s), at most 5 s.
+    async fn readyz_until(state: &Arc<AppState>, want: StatusCode) -> String {
+        let t0 = Instant::now();
+        loop {
+            let (status, body) = get(state.clone(), "/readyz").await;
+            if status == want || t0.elapsed() > Duration::from_secs(5) {
+                assert_eq!(status, want, "{body}");
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A central with a running engine and an open ledger is ready once its shards published
+    /// a snapshot; once its engine stops it is not, and the body says the media check
+    /// failed; then the ledger's; `/healthz` stays 200.
     #[tokio::test]
     async fn readyz_says_which_check_fails() {
         let (state, dir) = crate::test_state("hallcast-readyz").await;
-        let (status, body) = get(state.clone(), "/readyz").await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        let body = readyz_until(&state, StatusCode::OK).await;
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            v["checks"][0]["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("1 media shard(s) running on 127.0.0.1:"),
+            "{body}"
+        );
         assert_eq!(v["ready"], true, "{body}");
         assert_eq!(v["role"], "central", "{body}");
         let names: Vec<&str> = v["checks"]
@@ -171,8 +201,7 @@ mod tests {
         assert_eq!(names, ["media", "ledger"], "{body}");
 
         state.engine.shutdown().await;
-        let (status, body) = get(state.clone(), "/readyz").await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let body = readyz_until(&state, StatusCode::SERVICE_UNAVAILABLE).await;
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["ready"], false);
         assert_eq!(v["checks"][0]["name"], "media");
@@ -204,10 +233,13 @@ mod tests {
             Box::new(crate::SharedTokenOnly),
             state.tree.clone(),
         );
+        // Media and ledger ready first, so that only the parent is missing.
+        readyz_until(&state, StatusCode::OK).await;
         let (status, body) = get(edge.clone(), "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["role"], "edge");
+        assert_eq!(v["checks"][0]["ok"], true, "{body}");
         assert_eq!(v["checks"][2]["name"], "parent", "{body}");
         assert!(
             v["checks"][2]["detail"]
