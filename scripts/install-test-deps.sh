@@ -6,7 +6,8 @@
 #   iproute2, nftables,         Debian packages, only if missing
 #   python3-venv
 #   playwright-core             npm ci in tests/js (drives the system Chromium; downloads no browser)
-#   aiortc, aiohttp, numpy      a venv at tests/py/.venv, from PyPI
+#   aiortc, aiohttp, numpy,     a venv at tests/py/.venv, from PyPI (tests/py/requirements.txt)
+#   prometheus_client           (its text parser reads /metrics in tests/observability.rs)
 #   PostgreSQL                  scripts/pg-test-setup.sh, when that script exists
 set -euo pipefail
 
@@ -70,10 +71,13 @@ fi
 
 # --- aiortc venv (tests/py/.venv) ----------------------------------------------------------------
 venv=tests/py/.venv
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiortc, aiohttp, numpy, av' >/dev/null 2>&1; then
-  say "tests/py/.venv: aiortc is installed"
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiortc, aiohttp, numpy, av, prometheus_client' >/dev/null 2>&1; then
+  say "tests/py/.venv: aiortc and prometheus_client are installed"
+elif [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiortc, aiohttp, numpy, av' >/dev/null 2>&1; then
+  say "tests/py/.venv: adding what tests/py/requirements.txt lists"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
 else
-  say "tests/py/.venv: creating the venv and installing aiortc aiohttp numpy"
+  say "tests/py/.venv: creating the venv and installing tests/py/requirements.txt"
   rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt

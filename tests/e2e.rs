@@ -14,6 +14,7 @@ mod bad_input;
 mod chromium;
 mod gop_cache;
 mod http_surface;
+mod observability;
 mod operator_console;
 mod preflight;
 mod server_addresses;

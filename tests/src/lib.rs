@@ -14,7 +14,9 @@
 //! - a tree of relays (`hallcast demo` + `hallcast edge`) on hosts of their own, with point hosts
 //!   that reach only their edge ([`tree`]);
 //! - a host's downlink shaped to a bandwidth with `tbf` ([`shape`]), and the time series the
-//!   bandwidth-adaptation tests read: the relay's sessions API, the viewer's getStats ([`adapt`]).
+//!   bandwidth-adaptation tests read: the relay's sessions API, the viewer's getStats ([`adapt`]);
+//! - `/metrics` parsed by `prometheus_client`'s parser, the documented series, the Grafana
+//!   dashboard's queries, relays with their log lines apart on stderr ([`obs`]).
 //!
 //! What it must never do: skip a test because a prerequisite is missing (it fails with a message
 //! that says what to install), talk to any address but loopback, or leave a process behind.
@@ -26,6 +28,7 @@ mod demo;
 pub mod http;
 pub mod net;
 pub mod netns;
+pub mod obs;
 mod prereq;
 mod proc;
 pub mod results;

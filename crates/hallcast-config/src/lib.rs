@@ -31,6 +31,25 @@ pub struct Config {
     pub ice_servers: Vec<IceServer>,
     /// Conferences this node serves.
     pub conferences: Vec<ConferenceConfig>,
+    /// How the node logs.
+    pub log: Log,
+}
+
+/// The node's log output (always on stderr).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `text` (default: one human-readable line per event) or `json` (one JSON object per
+    /// line, for log collectors). The `--log-format` flag overrides it.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -488,6 +507,17 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("root"), "{e}");
         assert!(AccountRole::Admin > AccountRole::Operator);
+    }
+
+    #[test]
+    fn log_format_is_text_unless_json_is_asked() {
+        assert_eq!(Config::default().log.format, LogFormat::Text);
+        let c = Config::from_toml("[log]\nformat = \"json\"\n", &[]).unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+        let c = Config::from_toml("", &["log.format=json".into()]).unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+        let e = Config::from_toml("[log]\nformat = \"xml\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("xml"), "{e}");
     }
 
     #[test]

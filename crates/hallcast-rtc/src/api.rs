@@ -306,6 +306,15 @@ pub struct SnapshotConference {
     /// The encoder pre-flight checks of the publisher, from the shard that ingests it
     /// (`None` on the other shards, and while nothing is published).
     pub preflight: Option<hallcast_core::preflight::Report>,
+    /// Keyframe requests (PLI) sent to the conference's publisher, and received from its
+    /// viewers and relays, since the conference got its first session on the relay (a
+    /// conference left with no session at all starts again from 0).
+    pub keyframe_requests_upstream: u64,
+    pub keyframe_requests_downstream: u64,
+    /// Media bytes sent to the conference's viewers and downstream relays (the WebRTC
+    /// stack's per-session counts, updated about once a second), ended sessions included;
+    /// reset like the keyframe counts.
+    pub sent_bytes: u64,
 }
 
 /// One session as the dashboard shows it.

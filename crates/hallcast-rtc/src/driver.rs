@@ -406,6 +406,9 @@ impl Engine {
                         if m.preflight.is_none() {
                             m.preflight = c.preflight.clone();
                         }
+                        m.keyframe_requests_upstream += c.keyframe_requests_upstream;
+                        m.keyframe_requests_downstream += c.keyframe_requests_downstream;
+                        m.sent_bytes += c.sent_bytes;
                         // Every shard measures the same producer: keep the largest reading.
                         for (a, b) in m.layer_bitrates.iter_mut().zip(c.layer_bitrates) {
                             *a = (*a).max(b);

@@ -999,3 +999,53 @@ fn the_snapshot_carries_the_publishers_preflight_checks() {
     let conf = snapshot.conferences.iter().find(|c| &*c.id == CONF);
     assert!(conf.is_none_or(|c| c.preflight.is_none()));
 }
+
+/// The conference's snapshot counts the keyframe requests its viewers sent and those the
+/// relay sent its publisher (one per PLI the publisher got, never more than the viewers
+/// asked), and the media bytes sent to its viewers, which do not go back when a viewer leaves.
+#[test]
+fn a_conferences_snapshot_counts_keyframe_requests_and_bytes_sent() {
+    let mut net = Net::new();
+    let r = one_relay(&mut net);
+    let p = live_publisher(&mut net, r);
+    let viewers: Vec<PeerId> = (0..3)
+        .map(|_| net.subscribe(r, CONF).expect("subscribe"))
+        .collect();
+    assert!(net.run_until_cond(secs(2.0), |n| viewers.iter().all(|v| playing(n, *v))));
+    let before = conference(&net, r);
+    let t0 = net.now();
+    // Each viewer asks 4 times, 300 ms apart.
+    for round in 0..4 {
+        for v in &viewers {
+            net.request_keyframe(*v);
+        }
+        net.run_until(t0 + secs(0.3 * f64::from(round + 1)));
+    }
+    net.run_for(secs(1.5));
+    let after = conference(&net, r);
+    let asked = after.keyframe_requests_downstream - before.keyframe_requests_downstream;
+    assert_eq!(asked, 12, "keyframe requests counted from the viewers");
+    let sent = after.keyframe_requests_upstream - before.keyframe_requests_upstream;
+    let reached = net.publisher(p).keyframe_requests_between(t0, net.now()) as u64;
+    assert!(
+        sent >= 1 && sent <= asked && sent >= reached,
+        "sent {sent} keyframe requests upstream for {asked} asked; the publisher got {reached}"
+    );
+    assert!(after.sent_bytes > before.sent_bytes, "{after:?}");
+    assert!(
+        after.sent_bytes > 3 * 50_000,
+        "3 viewers playing for 2 s were sent {} bytes",
+        after.sent_bytes
+    );
+    // A viewer leaves: its bytes stay counted.
+    assert!(net.end(viewers[0], EndReason::Deleted));
+    net.run_for(secs(0.5));
+    let left = conference(&net, r);
+    assert_eq!(left.n_subscribers, 2);
+    assert!(
+        left.sent_bytes >= after.sent_bytes,
+        "bytes sent went back from {} to {} when a viewer left",
+        after.sent_bytes,
+        left.sent_bytes
+    );
+}

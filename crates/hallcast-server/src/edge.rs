@@ -229,6 +229,7 @@ impl Edge {
                     }
                     failures = 0;
                     self.connected.store(true, Relaxed);
+                    self.state.tree.parent_answered(Instant::now());
                     self.report_rtt_us
                         .store(sent.elapsed().as_micros() as u64, Relaxed);
                     self.apply(sync).await;

@@ -13,6 +13,7 @@ pub mod board;
 pub mod edge;
 mod error;
 pub mod events;
+mod health;
 mod ledger_hook;
 mod metrics;
 pub mod outbox;
@@ -185,8 +186,8 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
         .route("/admin", get(pages::admin))
         .route("/static/{file}", get(pages::static_file))
         .route("/", get(pages::index))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(metrics::readyz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .route(
             "/api/v1/conferences/{conference}/status",

@@ -1,30 +1,25 @@
-//! /metrics (Prometheus text exposition) and /readyz.
+//! `/metrics`: the Prometheus text exposition (format 0.0.4). Every series is listed in
+//! docs/OBSERVABILITY.md; a test parses this output with `prometheus_client`'s parser.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-
-use hallcast_rtc::SnapshotConference;
+use hallcast_core::{Layer, PauseReason, VideoStatus};
 use hallcast_rtc::transit::{TRANSIT_BUCKETS, TransitHistogram, upper_bound_ns};
+use hallcast_rtc::{Role, Snapshot};
 
 use crate::AppState;
-
-/// Ready while every media shard publishes fresh snapshots (a wedged or stopped shard makes
-/// the node unready); reads the published cells, never a media thread.
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.engine.snapshot().await {
-        Ok(_) => "ready".into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-    }
-}
+use crate::tree::{DOWN_AFTER, NodeReport};
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let s = state.engine.stats();
-    let mut out = String::with_capacity(4096);
+    let mut out = String::with_capacity(8192);
     let counters = [
         (
             "hallcast_rx_datagrams_total",
@@ -140,57 +135,23 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         s.backlog_packets.load(Relaxed)
     );
     write_transit(&mut out, &s.transit);
-    if let Ok(snap) = state.engine.snapshot().await {
-        let per_conference =
-            |out: &mut String, name: &str, help: &str, v: &dyn Fn(&SnapshotConference) -> u64| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-                for c in &snap.conferences {
-                    let _ = writeln!(out, "{name}{{conference=\"{}\"}} {}", c.id, v(c));
-                }
-            };
-        per_conference(
-            &mut out,
-            "hallcast_conference_live",
-            "Whether the hall feed is live",
-            &|c| u64::from(c.live),
-        );
-        per_conference(
-            &mut out,
-            "hallcast_subscribers",
-            "Subscriber sessions per conference",
-            &|c| c.n_subscribers as u64,
-        );
-        per_conference(
-            &mut out,
-            "hallcast_relay_consumers",
-            "Downstream relays pulling each conference",
-            &|c| c.n_relays as u64,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP hallcast_layer_bitrate_bps Measured bitrate of each video layer of the hall feed (last second)\n# TYPE hallcast_layer_bitrate_bps gauge"
-        );
-        for c in &snap.conferences {
-            for (layer, bps) in c.layer_bitrates.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "hallcast_layer_bitrate_bps{{conference=\"{}\",layer=\"{layer}\"}} {bps}",
-                    c.id
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP hallcast_shard_sessions Sessions on each media shard\n# TYPE hallcast_shard_sessions gauge"
-        );
-        for sh in &snap.shards {
-            let _ = writeln!(
-                out,
-                "hallcast_shard_sessions{{shard=\"{}\",udp=\"{}\"}} {}",
-                sh.index, sh.udp, sh.sessions
-            );
-        }
+    let mut x = Exposition { out };
+    let snapshot = state.engine.snapshot().await.ok();
+    if let Some(snap) = &snapshot {
+        write_engine(&mut x, snap);
     }
+    let open: Vec<String> = state
+        .registry
+        .all()
+        .iter()
+        .filter(|c| c.ended_ms.is_none())
+        .map(|c| c.id.to_string())
+        .collect();
+    write_conferences(&mut x, &conference_rows(snapshot.as_ref(), &open));
+    let now = Instant::now();
+    write_node(&mut x, &state, now);
+    write_edges(&mut x, &state.tree.children(now));
+    let mut out = x.out;
     if let Some(extra) = state.extra_metrics.get() {
         extra(&mut out);
     }
@@ -204,7 +165,410 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             "# HELP process_resident_memory_bytes Resident memory\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
         );
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// The text exposition being written: one `# HELP`/`# TYPE` header per family, then its
+/// samples, label values escaped.
+struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// One sample; a value that is not finite (no reading) is left out.
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        if !value.is_finite() {
+            return;
+        }
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape_label(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// A label value as the text format wants it: backslash, double quote and line feed
+/// escaped.
+fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+/// The shards' session counts.
+fn write_engine(x: &mut Exposition, snap: &Snapshot) {
+    x.family(
+        "hallcast_shard_sessions",
+        "gauge",
+        "Sessions on each media shard",
+    );
+    for sh in &snap.shards {
+        x.sample(
+            "hallcast_shard_sessions",
+            &[
+                ("shard", &sh.index.to_string()),
+                ("udp", &sh.udp.to_string()),
+            ],
+            sh.sessions as f64,
+        );
+    }
+}
+
+/// One conference as `/metrics` shows it.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct ConferenceRow {
+    live: bool,
+    viewers: usize,
+    relays: usize,
+    /// Connected ingest sessions (the hall encoder; on an edge, the pull from its parent).
+    publishers: usize,
+    layer_bps: [u64; Layer::MAX],
+    audio_bps: u64,
+    /// Viewers forwarded each layer now.
+    layer_viewers: [usize; Layer::MAX],
+    paused_bandwidth: usize,
+    paused_viewer: usize,
+    sent_bytes: u64,
+    keyframe_requests_upstream: u64,
+    keyframe_requests_downstream: u64,
+}
+
+/// Per conference (by id): what the engine's snapshot says, and a row of zeros for each
+/// open conference of the registry the engine has no session of.
+fn conference_rows(snap: Option<&Snapshot>, open: &[String]) -> BTreeMap<String, ConferenceRow> {
+    let mut rows: BTreeMap<String, ConferenceRow> = open
+        .iter()
+        .map(|id| (id.clone(), ConferenceRow::default()))
+        .collect();
+    let Some(snap) = snap else {
+        return rows;
+    };
+    for c in &snap.conferences {
+        let r = rows.entry(c.id.to_string()).or_default();
+        r.live = c.live;
+        r.viewers = c.n_subscribers;
+        r.relays = c.n_relays;
+        r.layer_bps = c.layer_bitrates;
+        r.audio_bps = c.audio_bitrate;
+        r.sent_bytes = c.sent_bytes;
+        r.keyframe_requests_upstream = c.keyframe_requests_upstream;
+        r.keyframe_requests_downstream = c.keyframe_requests_downstream;
+    }
+    for s in &snap.sessions {
+        let r = rows.entry(s.conference.to_string()).or_default();
+        match s.role {
+            Role::Publisher => r.publishers += usize::from(s.connected),
+            Role::Relay => {}
+            Role::Subscriber => {
+                if let Some(VideoStatus::Forwarding { layer }) = s.video
+                    && let Some(n) = r.layer_viewers.get_mut(layer.index())
+                {
+                    *n += 1;
+                }
+                match s.adaptation.and_then(|a| a.pause) {
+                    Some(PauseReason::Bandwidth) => r.paused_bandwidth += 1,
+                    Some(PauseReason::Viewer) => r.paused_viewer += 1,
+                    None => {}
+                }
+            }
+        }
+    }
+    rows
+}
+
+fn write_conferences(x: &mut Exposition, rows: &BTreeMap<String, ConferenceRow>) {
+    type Get = fn(&ConferenceRow) -> f64;
+    // (name, type, help, value); the names before `hallcast_conference_viewers` are kept as
+    // they were first published (tests and dashboards read them).
+    let simple: [(&str, &str, &str, Get); 10] = [
+        (
+            "hallcast_conference_live",
+            "gauge",
+            "Whether the hall feed is live (1) or not (0)",
+            |r| f64::from(u8::from(r.live)),
+        ),
+        (
+            "hallcast_subscribers",
+            "gauge",
+            "Subscriber sessions per conference (same as hallcast_conference_viewers)",
+            |r| r.viewers as f64,
+        ),
+        (
+            "hallcast_relay_consumers",
+            "gauge",
+            "Downstream relays pulling each conference",
+            |r| r.relays as f64,
+        ),
+        (
+            "hallcast_conference_viewers",
+            "gauge",
+            "Viewer sessions (points, browsers) of the conference on this relay",
+            |r| r.viewers as f64,
+        ),
+        (
+            "hallcast_conference_relays",
+            "gauge",
+            "Downstream relays (edges) pulling the conference from this relay",
+            |r| r.relays as f64,
+        ),
+        (
+            "hallcast_conference_publishers_live",
+            "gauge",
+            "Connected ingest sessions feeding the conference (the hall encoder; on an edge, its pull from the parent)",
+            |r| r.publishers as f64,
+        ),
+        (
+            "hallcast_conference_audio_ingest_bits_per_second",
+            "gauge",
+            "Measured bitrate of the hall feed's audio (last second)",
+            |r| r.audio_bps as f64,
+        ),
+        (
+            "hallcast_conference_sent_bytes_total",
+            "counter",
+            "Media bytes forwarded to the conference's viewers and downstream relays (reset when the conference has no session left on the relay)",
+            |r| r.sent_bytes as f64,
+        ),
+        (
+            "hallcast_conference_keyframe_requests_upstream_total",
+            "counter",
+            "Keyframe requests (PLI) sent to the conference's publisher",
+            |r| r.keyframe_requests_upstream as f64,
+        ),
+        (
+            "hallcast_conference_keyframe_requests_downstream_total",
+            "counter",
+            "Keyframe requests received from the conference's viewers and relays",
+            |r| r.keyframe_requests_downstream as f64,
+        ),
+    ];
+    for (name, kind, help, get) in simple {
+        x.family(name, kind, help);
+        for (id, r) in rows {
+            x.sample(name, &[("conference", id)], get(r));
+        }
+    }
+    let layers =
+        |x: &mut Exposition, name: &str, help: &str, get: &dyn Fn(&ConferenceRow, usize) -> f64| {
+            x.family(name, "gauge", help);
+            for (id, r) in rows {
+                for l in 0..Layer::MAX {
+                    x.sample(
+                        name,
+                        &[("conference", id), ("layer", &l.to_string())],
+                        get(r, l),
+                    );
+                }
+            }
+        };
+    layers(
+        x,
+        "hallcast_layer_bitrate_bps",
+        "Measured bitrate of each video layer of the hall feed (last second; same as hallcast_conference_ingest_bits_per_second)",
+        &|r, l| r.layer_bps[l] as f64,
+    );
+    layers(
+        x,
+        "hallcast_conference_ingest_bits_per_second",
+        "Measured bitrate of each video layer of the hall feed (last second; layer 0 is the lowest, 0 bit/s: inactive)",
+        &|r, l| r.layer_bps[l] as f64,
+    );
+    layers(
+        x,
+        "hallcast_conference_layer_viewers",
+        "Viewers forwarded each video layer now",
+        &|r, l| r.layer_viewers[l] as f64,
+    );
+    let name = "hallcast_conference_viewers_paused";
+    x.family(
+        name,
+        "gauge",
+        "Viewers whose video is paused (audio only), by reason: bandwidth (their link cannot carry the lowest layer) or viewer (their page asked)",
+    );
+    for (id, r) in rows {
+        x.sample(
+            name,
+            &[("conference", id), ("reason", "bandwidth")],
+            r.paused_bandwidth as f64,
+        );
+        x.sample(
+            name,
+            &[("conference", id), ("reason", "viewer")],
+            r.paused_viewer as f64,
+        );
+    }
+}
+
+/// This relay: its role, and on an edge its own link to the parent.
+fn write_node(x: &mut Exposition, state: &AppState, now: Instant) {
+    let is_edge = !state.config.upstream.parent.is_empty();
+    x.family(
+        "hallcast_node_info",
+        "gauge",
+        "This relay: its name in the tree and its role (central or edge); always 1",
+    );
+    x.sample(
+        "hallcast_node_info",
+        &[
+            ("node", &state.tree.name),
+            ("role", if is_edge { "edge" } else { "central" }),
+        ],
+        1.0,
+    );
+    if !is_edge {
+        return;
+    }
+    let own = state.tree.own();
+    let up = state.tree.parent_answered_within(now, DOWN_AFTER);
+    x.family(
+        "hallcast_uplink_up",
+        "gauge",
+        "On an edge: whether its parent relay answered its last report within 5 s",
+    );
+    x.sample("hallcast_uplink_up", &[], f64::from(u8::from(up)));
+    let Some(own) = own else { return };
+    x.family(
+        "hallcast_uplink_rtt_seconds",
+        "gauge",
+        "On an edge: round-trip time to its parent relay",
+    );
+    x.sample(
+        "hallcast_uplink_rtt_seconds",
+        &[],
+        own.uplink
+            .rtt_ms
+            .map_or(f64::NAN, |ms| f64::from(ms) / 1000.0),
+    );
+    x.family(
+        "hallcast_uplink_loss_ratio",
+        "gauge",
+        "On an edge: fraction of packets lost on the way in from its parent (0..1)",
+    );
+    x.sample(
+        "hallcast_uplink_loss_ratio",
+        &[],
+        own.uplink.loss.map_or(f64::NAN, ratio),
+    );
+    x.family(
+        "hallcast_uplink_bits_per_second",
+        "gauge",
+        "On an edge: bitrate received from its parent relay",
+    );
+    x.sample(
+        "hallcast_uplink_bits_per_second",
+        &[],
+        own.uplink.bitrate_in_bps as f64,
+    );
+}
+
+/// A loss fraction read as an `f32`, to 6 decimals (0.02, not 0.019999999552965164).
+fn ratio(x: f32) -> f64 {
+    (f64::from(x) * 1e6).round() / 1e6
+}
+
+/// Every relay below this one (the whole tree on the central), labelled by its name, as
+/// the edges' own reports say. A relay that stopped reporting 5 s ago (`down`) keeps only
+/// `hallcast_edge_up` 0 and the age of its last report: its old load is not current.
+fn write_edges(x: &mut Exposition, children: &[NodeReport]) {
+    let mut nodes = Vec::new();
+    fn flatten<'a>(n: &'a NodeReport, out: &mut Vec<&'a NodeReport>) {
+        out.push(n);
+        for c in &n.children {
+            flatten(c, out);
+        }
+    }
+    for c in children {
+        flatten(c, &mut nodes);
+    }
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    nodes.dedup_by(|a, b| a.name == b.name);
+    type Get = fn(&NodeReport) -> f64;
+    let all: [(&str, &str, Get); 2] = [
+        (
+            "hallcast_edge_up",
+            "Whether the edge relay reports (1: its last report is under 3 s old; 0: stale or down)",
+            |n| f64::from(u8::from(n.state == "up")),
+        ),
+        (
+            "hallcast_edge_last_report_age_seconds",
+            "Time since the edge relay's last report reached its parent",
+            |n| n.last_report_ms.map_or(f64::NAN, |ms| ms as f64 / 1000.0),
+        ),
+    ];
+    let reporting: [(&str, &str, Get); 6] = [
+        (
+            "hallcast_edge_viewers",
+            "Viewers (points) on the edge relay",
+            |n| n.load.viewers as f64,
+        ),
+        (
+            "hallcast_edge_relays",
+            "Relays pulling from the edge relay",
+            |n| n.load.relays as f64,
+        ),
+        (
+            "hallcast_edge_uplink_rtt_seconds",
+            "Round-trip time from the edge relay to its parent",
+            |n| {
+                n.uplink
+                    .rtt_ms
+                    .map_or(f64::NAN, |ms| f64::from(ms) / 1000.0)
+            },
+        ),
+        (
+            "hallcast_edge_uplink_loss_ratio",
+            "Fraction of packets lost from the parent to the edge relay (0..1)",
+            |n| n.uplink.loss.map_or(f64::NAN, ratio),
+        ),
+        (
+            "hallcast_edge_uplink_bits_per_second",
+            "Bitrate the edge relay receives from its parent",
+            |n| n.uplink.bitrate_in_bps as f64,
+        ),
+        (
+            "hallcast_edge_cpu_cores",
+            "CPU used by the edge relay's process, in cores (1 = one core busy)",
+            |n| n.load.cpu,
+        ),
+    ];
+    for (name, help, get) in all {
+        x.family(name, "gauge", help);
+        for n in &nodes {
+            x.sample(name, &[("edge", &n.name)], get(n));
+        }
+    }
+    for (name, help, get) in reporting {
+        x.family(name, "gauge", help);
+        for n in nodes.iter().filter(|n| n.state != "down") {
+            x.sample(name, &[("edge", &n.name)], get(n));
+        }
+    }
 }
 
 /// `hallcast_transit_seconds`: the per-hop transit histogram (cumulative buckets, `le` in
@@ -279,7 +643,169 @@ pub(crate) fn process_cpu_cores() -> f64 {
 mod tests {
     use std::time::Duration;
 
+    use axum::http::StatusCode;
+
     use super::*;
+    use crate::tree::{Load, Uplink};
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut x = Exposition { out: String::new() };
+        x.sample("m", &[("edge", "a\"b\\c\nd")], 1.5);
+        x.sample("m", &[("edge", "gone")], f64::NAN);
+        assert_eq!(x.out, "m{edge=\"a\\\"b\\\\c\\nd\"} 1.5\n");
+    }
+
+    fn session(
+        id: u128,
+        conference: &str,
+        role: Role,
+        video: Option<VideoStatus>,
+        pause: Option<PauseReason>,
+    ) -> hallcast_rtc::SnapshotSession {
+        hallcast_rtc::SnapshotSession {
+            id: hallcast_rtc::SessionId(id),
+            conference: conference.into(),
+            role,
+            shard: 0,
+            connected: true,
+            delivery: None,
+            video,
+            adaptation: pause.map(|p| hallcast_core::Allocation {
+                target: Some(hallcast_core::Target::Paused),
+                estimate_bps: Some(1),
+                desired_bps: 0,
+                switches: 1,
+                pause: Some(p),
+            }),
+            relay_layers: None,
+            rtt_ms: None,
+            loss: None,
+            media_bytes: 0,
+            peer: None,
+        }
+    }
+
+    /// Per conference: the engine's counts, viewers by the layer they are forwarded and by
+    /// why they are paused, and zeros for an open conference nobody is on.
+    #[test]
+    fn conference_rows_count_layers_and_pauses() {
+        let fwd = |l| Some(VideoStatus::Forwarding { layer: Layer(l) });
+        let snap = Snapshot {
+            conferences: vec![hallcast_rtc::SnapshotConference {
+                id: "c".into(),
+                live: true,
+                audio_codec: None,
+                video_codec: None,
+                n_subscribers: 4,
+                n_relays: 1,
+                layer_bitrates: [150_000, 500_000, 0],
+                audio_bitrate: 32_000,
+                preflight: None,
+                keyframe_requests_upstream: 3,
+                keyframe_requests_downstream: 5,
+                sent_bytes: 1234,
+            }],
+            sessions: vec![
+                session(1, "c", Role::Publisher, None, None),
+                session(2, "c", Role::Subscriber, fwd(1), None),
+                session(3, "c", Role::Subscriber, fwd(1), None),
+                session(
+                    4,
+                    "c",
+                    Role::Subscriber,
+                    Some(VideoStatus::Paused),
+                    Some(PauseReason::Bandwidth),
+                ),
+                session(5, "c", Role::Subscriber, fwd(0), None),
+                session(6, "c", Role::Relay, fwd(1), None),
+            ],
+            ..Snapshot::default()
+        };
+        let rows = conference_rows(Some(&snap), &["c".into(), "idle".into()]);
+        let c = &rows["c"];
+        assert_eq!((c.viewers, c.relays, c.publishers), (4, 1, 1));
+        assert_eq!(c.layer_viewers, [1, 2, 0]);
+        assert_eq!((c.paused_bandwidth, c.paused_viewer), (1, 0));
+        assert_eq!(c.layer_bps, [150_000, 500_000, 0]);
+        assert_eq!(
+            (
+                c.sent_bytes,
+                c.keyframe_requests_upstream,
+                c.keyframe_requests_downstream
+            ),
+            (1234, 3, 5)
+        );
+        assert_eq!(rows["idle"], ConferenceRow::default());
+        let mut x = Exposition { out: String::new() };
+        write_conferences(&mut x, &rows);
+        for line in [
+            "hallcast_conference_viewers{conference=\"c\"} 4",
+            "hallcast_conference_viewers{conference=\"idle\"} 0",
+            "hallcast_conference_live{conference=\"c\"} 1",
+            "hallcast_conference_ingest_bits_per_second{conference=\"c\",layer=\"1\"} 500000",
+            "hallcast_conference_layer_viewers{conference=\"c\",layer=\"1\"} 2",
+            "hallcast_conference_viewers_paused{conference=\"c\",reason=\"bandwidth\"} 1",
+            "hallcast_conference_sent_bytes_total{conference=\"c\"} 1234",
+            "# TYPE hallcast_conference_sent_bytes_total counter",
+        ] {
+            assert!(
+                x.out.lines().any(|l| l == line),
+                "{line} missing from\n{}",
+                x.out
+            );
+        }
+    }
+
+    /// The whole tree below, one series per relay; a down relay keeps only `up` 0 and its
+    /// report's age.
+    #[test]
+    fn edges_are_flattened_and_a_down_one_shows_no_load() {
+        let node = |name: &str, state: &str, viewers| NodeReport {
+            name: name.into(),
+            state: state.into(),
+            last_report_ms: Some(800),
+            uplink: Uplink {
+                rtt_ms: Some(25),
+                loss: Some(0.02),
+                bitrate_in_bps: 900_000,
+                ..Uplink::default()
+            },
+            load: Load {
+                viewers,
+                cpu: 0.25,
+                ..Load::default()
+            },
+            ..NodeReport::default()
+        };
+        let mut mid = node("mid", "up", 2);
+        mid.children.push(node("leaf", "up", 3));
+        let tree = [mid, node("dead", "down", 7)];
+        let mut x = Exposition { out: String::new() };
+        write_edges(&mut x, &tree);
+        for line in [
+            "hallcast_edge_up{edge=\"mid\"} 1",
+            "hallcast_edge_up{edge=\"leaf\"} 1",
+            "hallcast_edge_up{edge=\"dead\"} 0",
+            "hallcast_edge_viewers{edge=\"leaf\"} 3",
+            "hallcast_edge_uplink_rtt_seconds{edge=\"mid\"} 0.025",
+            "hallcast_edge_uplink_loss_ratio{edge=\"mid\"} 0.02",
+            "hallcast_edge_uplink_bits_per_second{edge=\"leaf\"} 900000",
+            "hallcast_edge_cpu_cores{edge=\"leaf\"} 0.25",
+            "hallcast_edge_last_report_age_seconds{edge=\"dead\"} 0.8",
+        ] {
+            assert!(
+                x.out.lines().any(|l| l == line),
+                "{line} missing from\n{}",
+                x.out
+            );
+        }
+        assert!(
+            !x.out.contains("hallcast_edge_viewers{edge=\"dead\"}"),
+            "{}",
+            x.out
+        );
+    }
 
     #[test]
     fn seconds_are_exact_decimals() {

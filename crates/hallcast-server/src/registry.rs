@@ -72,12 +72,12 @@ impl Registry {
         }
     }
 
-    /// Installs what ending a conference does to its live sessions.
-    /// The ledger the registry keeps its conferences in.
+    /// The ledger the registry keeps its conferences in (`/readyz` checks it answers).
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
 
+    /// Installs what ending a conference does to its live sessions.
     pub fn set_on_end(&self, f: OnEnd) {
         *self.on_end.write().unwrap_or_else(|p| p.into_inner()) = Some(f);
     }

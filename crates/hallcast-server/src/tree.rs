@@ -221,6 +221,8 @@ pub struct Tree {
     point_orgs: RwLock<HashMap<String, String>>,
     /// This relay's own uplink, as the edge loop last described it (None on the central).
     own: RwLock<Option<NodeReport>>,
+    /// When the parent last answered a report (an edge; None: never, or the central).
+    parent_answer: Mutex<Option<Instant>>,
 }
 
 impl Tree {
@@ -234,7 +236,29 @@ impl Tree {
             keys: RwLock::new(Arc::new(NoJoinKeys)),
             point_orgs: RwLock::new(HashMap::new()),
             own: RwLock::new(None),
+            parent_answer: Mutex::new(None),
         }
+    }
+
+    /// The edge loop got an answer from the parent.
+    pub fn parent_answered(&self, now: Instant) {
+        *self.parent_answer.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+    }
+
+    /// Whether the parent answered a report within `window` before `now`.
+    pub fn parent_answered_within(&self, now: Instant, window: Duration) -> bool {
+        self.parent_answer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| now.saturating_duration_since(at) < window)
+    }
+
+    /// How long ago the parent last answered (None: never).
+    pub fn parent_answer_age(&self, now: Instant) -> Option<Duration> {
+        self.parent_answer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|at| now.saturating_duration_since(at))
     }
 
     pub fn set_keys(&self, keys: Arc<dyn JoinKeys>) {

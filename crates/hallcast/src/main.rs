@@ -11,7 +11,7 @@ mod attendance_cli;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hallcast_config::{ConferenceConfig, Config};
+use hallcast_config::{ConferenceConfig, Config, LogFormat};
 use hallcast_core::accounting::{ConferenceId, OrgId, Organisation, PointId, PointInfo};
 use hallcast_ledger::{Ledger, LedgerConfig, Secret, StoreConfig};
 use hallcast_rtc::{Engine, EngineConfig};
@@ -85,6 +85,20 @@ impl Overrides {
     }
 }
 
+/// `--log-format` (log.format): how `serve`, `edge` and `demo` write their log on stderr.
+#[derive(clap::Args, Clone, Default)]
+struct LogArgs {
+    /// Log lines as text (default) or as one JSON object per line (log.format).
+    #[arg(long = "log-format", value_name = "FORMAT", value_enum)]
+    log_format: Option<LogFormatArg>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a relay (the central relay by default).
@@ -94,6 +108,8 @@ enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         overrides: Overrides,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// Start a relay with one conference and a built-in test source, and print the viewer link.
     Demo {
@@ -114,6 +130,8 @@ enum Command {
         simulcast: bool,
         #[command(flatten)]
         source: SourceFlags,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// Run an edge relay: a viewer of its parent (the central or another edge) that serves
     /// the parent's conferences to its own points.
@@ -139,6 +157,8 @@ enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         overrides: Overrides,
+        #[command(flatten)]
+        log: LogArgs,
     },
     #[command(flatten)]
     Attendance(attendance_cli::AttendanceCmd),
@@ -154,15 +174,49 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
+/// Whether the log is JSON (set once, when logging is installed): a fatal error is then
+/// logged as a JSON line too, so every line on stderr parses.
+static JSON_LOG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Installs the log subscriber on stderr: the relay commands call it once their
+/// configuration is read (the flag wins over `log.format`), every other command at start.
+/// The level filter is `HALLCAST_LOG` (default `info`, the WebRTC stacks at `warn`).
+fn init_logging(format: LogFormat) {
+    if JSON_LOG.set(format == LogFormat::Json).is_err() {
+        return;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("HALLCAST_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,str0m=warn,webrtc=warn,rtc=warn")
     });
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        // One object per line: timestamp, level, target, message and the event's fields at
+        // the top level (flattened), and the spans it happened in.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// The log format of a relay command: `--log-format`, else the configuration's (text when
+/// the configuration could not be read: its error is then printed in that format).
+fn log_format(flag: &LogArgs, config: Option<&Config>) -> LogFormat {
+    match flag.log_format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        None => config.map_or(LogFormat::Text, |c| c.log.format),
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Edge { .. } | Command::Demo { .. }
+    ) {
+        init_logging(LogFormat::Text);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -176,6 +230,10 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if JSON_LOG.get() == Some(&true) => {
+            tracing::error!(error = format!("{e:#}"), "exiting on an error");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -185,8 +243,14 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config, overrides } => {
-            let config = Config::load(config.as_deref(), &overrides.to_list())?;
+        Command::Serve {
+            config,
+            overrides,
+            log,
+        } => {
+            let config = Config::load(config.as_deref(), &overrides.to_list());
+            init_logging(log_format(&log, config.as_ref().ok()));
+            let config = config?;
             let relay = Relay::start(config).await?;
             info!("relay ready on {}", relay.base_url);
             relay.run_until_signal().await
@@ -199,6 +263,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             info_file,
             config,
             overrides,
+            log,
         } => {
             let mut list = overrides.to_list();
             let quoted = |s: &str| toml_string(s);
@@ -215,7 +280,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(n) = name {
                 list.push(format!("upstream.name={}", quoted(&n)));
             }
-            let config = Config::load(config.as_deref(), &list)?;
+            let config = Config::load(config.as_deref(), &list);
+            init_logging(log_format(&log, config.as_ref().ok()));
+            let config = config?;
             if config.upstream.parent.is_empty() {
                 anyhow::bail!(
                     "an edge needs its parent: --parent URL (or upstream.parent in the config file)"
@@ -267,6 +334,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             keyframe_interval,
             simulcast,
             source,
+            log,
         } => {
             demo(
                 overrides,
@@ -275,6 +343,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 keyframe_interval,
                 simulcast,
                 source,
+                log,
             )
             .await
         }
@@ -655,6 +724,7 @@ async fn demo(
     keyframe_interval: f64,
     simulcast: bool,
     source: SourceFlags,
+    log: LogArgs,
 ) -> anyhow::Result<()> {
     let mut overrides = overrides;
     if overrides.data_dir.is_none() && !overrides.set.iter().any(|s| s.starts_with("data.dir=")) {
@@ -662,7 +732,9 @@ async fn demo(
         overrides.data_dir =
             Some(std::env::temp_dir().join(format!("hallcast-demo-{}", std::process::id())));
     }
-    let mut config = Config::load(None, &overrides.to_list())?;
+    let config = Config::load(None, &overrides.to_list());
+    init_logging(log_format(&log, config.as_ref().ok()));
+    let mut config = config?;
     let data_dir = config.data.dir.clone();
     let conference = "hoi-nghi-demo".to_string();
     let stream_key = random_token(16);

@@ -254,6 +254,18 @@ struct ConfState {
     source_gone_at: Option<Instant>,
     /// The codecs (audio, video) of the last source: what the viewers negotiated.
     codecs: (Option<Codec>, Option<Codec>),
+    /// Counters for `/metrics`, kept while the conference has a session on this shard.
+    counters: ConfCounters,
+}
+
+/// Per-conference counters of one shard (plain integers: only the shard's thread touches
+/// them, once per keyframe request or session end, never per packet).
+#[derive(Default)]
+struct ConfCounters {
+    keyframe_requests_upstream: u64,
+    keyframe_requests_downstream: u64,
+    /// Media bytes sent to viewers and relays whose sessions have ended.
+    ended_sent_bytes: u64,
 }
 
 impl ConfState {
@@ -607,6 +619,14 @@ impl Relay {
                             SessionRole::Viewer(_) => None,
                         })
                         .map(|p| p.report(now)),
+                    keyframe_requests_upstream: c.counters.keyframe_requests_upstream,
+                    keyframe_requests_downstream: c.counters.keyframe_requests_downstream,
+                    sent_bytes: c.counters.ended_sent_bytes
+                        + c.viewers
+                            .iter()
+                            .filter_map(|v| self.sessions.get(v))
+                            .map(|s| s.readings.media_bytes)
+                            .sum::<u64>(),
                 }
             })
             .collect();
@@ -1284,6 +1304,7 @@ impl Relay {
         let mut broadcast_ended = false;
         match role {
             Role::Subscriber | Role::Relay => {
+                conf.counters.ended_sent_bytes += s.readings.media_bytes;
                 conf.viewers.retain(|x| *x != id);
                 conf.router.remove_consumer(ConsumerId(id.0));
                 self.backlog.remove(ConsumerId(id.0));
@@ -1659,6 +1680,7 @@ impl Relay {
                     };
                     self.outs.clear();
                     if let Some(c) = self.confs.get_mut(&conference) {
+                        c.counters.keyframe_requests_downstream += 1;
                         c.router
                             .on_keyframe_request(ConsumerId(id.0), layer, now, &mut self.outs);
                     }
@@ -1947,6 +1969,7 @@ impl Relay {
                 && let Some(s) = self.sessions.get_mut(&src)
                 && let SessionRole::Source(ingest) = &mut s.role
             {
+                let mut sent = 0;
                 for layer in outs.keyframe_requests.drain(..) {
                     if let Some(p) = ingest.preflight.as_mut() {
                         p.on_keyframe_request(layer, now);
@@ -1958,7 +1981,11 @@ impl Relay {
                     if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
                         rx.request_keyframe(KeyframeRequestKind::Pli);
                         self.stats.keyframe_requests_upstream.fetch_add(1, Relaxed);
+                        sent += 1;
                     }
+                }
+                if let Some(c) = self.confs.get_mut(conference) {
+                    c.counters.keyframe_requests_upstream += sent;
                 }
                 self.queue_drain(src);
             }
