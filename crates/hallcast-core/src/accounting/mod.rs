@@ -32,20 +32,24 @@
 //!   media reaches it again; and exactly one `Ended { reason }` (DELETE →
 //!   `Deleted`; no consent/receiver reports for 10 s → `Timeout`; orderly shutdown →
 //!   `RelayShutdown`; the ledger itself writes `RelayLost` after a crash);
-//! * `Headcount` whenever the viewer page declares the number of people.
+//! * `Headcount` whenever the viewer page declares the number of people;
+//! * `RollCallStarted` when an organiser starts a roll call, `RollCallAnswered` when a point
+//!   answers it (folded by [`roll_calls`], not by the presence fold).
 
 mod event;
 mod fold;
 mod hash;
 mod ids;
 mod report;
+mod rollcall;
 
 pub use event::{EndReason, Event, EventKind, SessionChange};
 pub use fold::{Declaration, Folder, Interval, PointPresence, Presence, fold};
-pub use ids::{ConferenceId, EventId, IdError, OrgId, PointId, SessionId};
+pub use ids::{ConferenceId, EventId, IdError, OrgId, PointId, RollCallId, SessionId};
 pub use report::{
     DEFAULT_GRACE_MS, OrgRow, Organisation, PointInfo, PointRow, Report, ReportConfig, build_report,
 };
+pub use rollcall::{RollCall, RollCallOutcome, RollCallPoint, roll_calls, running};
 
 #[cfg(test)]
 mod tests;

@@ -538,6 +538,12 @@ struct EventDto {
     after_ms: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
+    /// `rollcall_answered`: the roll call answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollcall: Option<String>,
+    /// `rollcall_started`: when answers stop being accepted (Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deadline_ms: Option<i64>,
 }
 
 impl From<&Event> for EventDto {
@@ -552,12 +558,25 @@ impl From<&Event> for EventDto {
             n_people: None,
             after_ms: None,
             reason: None,
+            rollcall: None,
+            deadline_ms: None,
         };
         match &ev.kind {
             EventKind::BroadcastStarted => dto.kind = "broadcast_started",
             EventKind::BroadcastEnded => dto.kind = "broadcast_ended",
             EventKind::Headcount { n_people, .. } => {
                 dto.kind = "headcount";
+                dto.n_people = Some(*n_people);
+            }
+            EventKind::RollCallStarted { deadline_ms } => {
+                dto.kind = "rollcall_started";
+                dto.deadline_ms = Some(*deadline_ms);
+            }
+            EventKind::RollCallAnswered {
+                rollcall, n_people, ..
+            } => {
+                dto.kind = "rollcall_answered";
+                dto.rollcall = Some(rollcall.to_string());
                 dto.n_people = Some(*n_people);
             }
             EventKind::Session { change, .. } => {
