@@ -27,6 +27,11 @@ const STATIC: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../../../web/api.js"),
     ),
+    (
+        "admin-rollcall.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/admin-rollcall.js"),
+    ),
 ];
 const WATCH_HTML: &str = include_str!("../../../web/watch.html");
 
