@@ -12,6 +12,7 @@ mod bad_input;
 mod chromium;
 mod gop_cache;
 mod http_surface;
+mod rollcall;
 mod server_addresses;
 mod sessions;
 mod shards;

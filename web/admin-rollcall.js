@@ -76,6 +76,7 @@
 #rollcall-panel .rc-controls{display:flex;flex-wrap:wrap;align-items:center;gap:.5rem}
 #rollcall-panel select,#rollcall-panel button{font:inherit;height:2.2rem;padding:0 .7rem;border:1px solid var(--rc-line);border-radius:8px;background:#fff}
 #rollcall-panel button.rc-start{background:#1f6feb;border-color:#1f6feb;color:#fff;font-weight:600;cursor:pointer}
+#rollcall-panel button.rc-start .en{color:inherit;opacity:.85}
 #rollcall-panel button:disabled{opacity:.55;cursor:not-allowed}
 #rollcall-panel .rc-msg{min-height:1.2em;margin:.2rem 0 .6rem;color:var(--rc-soft)}
 #rollcall-panel .rc-msg.bad{color:var(--rc-off)}

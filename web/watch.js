@@ -26,7 +26,7 @@
 // a countdown; the point confirms its presence with its number of people, sent with its join
 // token to POST /api/v1/conferences/{c}/rollcalls/{id}/answer (one event id per answer, reused on
 // retries). The prompt goes away when answered or when the countdown ends; an answered roll call
-// is remembered (localStorage) so a reload during the countdown does not ask again.
+// is remembered (sessionStorage) so a reload during the countdown does not ask again.
 // window.hallcast.rollcall = { id, deadline, state: 'open'|'sending'|'answered'|'expired', n_people },
 // and the `hallcast:rollcall` event says when it changes.
 //
@@ -922,7 +922,25 @@
   let rollcallEventId = null;
   let rollcallTotalMs = 0;
 
-  const rollcallKey = (id) => `hallcast.rollcall.${conference}.${id}`;
+  // Remembered per tab (sessionStorage: a reload during the countdown does not ask again) and per
+  // link (two points' pages in one browser are two answers).
+  const rollcallKey = (id) => `hallcast.rollcall.${conference}.${id}.${token.slice(-24)}`;
+  const answeredStore = {
+    get(key) {
+      try {
+        return sessionStorage.getItem(key);
+      } catch {
+        return null;
+      }
+    },
+    set(key, value) {
+      try {
+        sessionStorage.setItem(key, value);
+      } catch {
+        // Storage disabled: a reload may ask again; answering twice is harmless.
+      }
+    },
+  };
 
   function setRollcall(state, extra = {}) {
     hallcast.rollcall = { ...hallcast.rollcall, state, ...extra };
@@ -935,7 +953,7 @@
     if (!data || typeof data.id !== 'string' || !/^[0-9a-f]{1,32}$/.test(data.id)) return;
     const remaining = Number.isFinite(data.remaining_ms) ? data.remaining_ms : data.deadline_ms - Date.now();
     if (!(remaining > 0)) return;
-    if (storage.get(rollcallKey(data.id))) return; // answered already (before a reload)
+    if (answeredStore.get(rollcallKey(data.id))) return; // answered already (before a reload)
     const current = hallcast.rollcall;
     // The same roll call again (the events stream reconnected): keep what is being typed.
     if (current && current.id === data.id && current.state !== 'expired') return;
@@ -1023,7 +1041,7 @@
     }
     if (!hallcast.rollcall || hallcast.rollcall.id !== rc.id) return;
     if (response && response.ok) {
-      storage.set(rollcallKey(rc.id), String(n));
+      answeredStore.set(rollcallKey(rc.id), String(n));
       storage.set(headcountKey, String(n));
       setRollcall('answered', { n_people: n });
       ui.rollcallMessage.textContent = t('rollcall_saved', n);

@@ -1081,7 +1081,7 @@ fn point_of(
     headers: &HeaderMap,
     conference: &ConferenceId,
 ) -> ApiResult<PointId> {
-    let Ok(token) = auth::bearer(&headers) else {
+    let Ok(token) = auth::bearer(headers) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
