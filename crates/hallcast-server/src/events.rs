@@ -170,11 +170,15 @@ struct ConferenceState {
     rollcall: Option<RollCallNotice>,
 }
 
-/// A roll call as the viewer pages hear of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A roll call as the viewer pages hear of it (and as a parent relay tells its edges: the
+/// tree's sync carries it, so points on edges are asked too).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RollCallNotice {
     /// 32 hex digits.
     pub id: String,
+    /// Unix milliseconds.
+    #[serde(default)]
+    pub started_ms: i64,
     /// Unix milliseconds.
     pub deadline_ms: i64,
 }
@@ -244,6 +248,11 @@ impl Hub {
             });
         }
         inner.rollcalls.insert(key, notice);
+    }
+
+    /// The latest roll call started in `conference` (it may be over: see its deadline).
+    pub fn rollcall(&self, conference: &str) -> Option<RollCallNotice> {
+        self.inner().rollcalls.get(conference).cloned()
     }
 
     /// Called by the event pump for every engine event, after the session table was updated.

@@ -245,6 +245,7 @@ pub(super) async fn start(
             conference.as_str(),
             RollCallNotice {
                 id: rc.to_string(),
+                started_ms: now,
                 deadline_ms,
             },
         );
@@ -311,11 +312,23 @@ pub(super) async fn answer(
         Some((c, s, d)) if c == conference => (s, d),
         Some(_) => return Err(not_found()),
         None => {
-            let calls = ctx.ledger.roll_calls(&conference, now_ms()).await?;
-            let c = calls.iter().find(|c| c.id == rc).ok_or_else(not_found)?;
-            ctx.rollcalls
-                .insert(rc, conference.clone(), c.started_ms, c.deadline_ms);
-            (c.started_ms, c.deadline_ms)
+            // An edge learns of its parent's roll calls through the tree's sync (the hub);
+            // the central, or a relay after a restart, from its ledger.
+            let relayed = ctx
+                .events
+                .as_ref()
+                .and_then(|h| h.rollcall(conference.as_str()))
+                .filter(|n| RollCallId::parse(&n.id).ok() == Some(rc));
+            let (s, d) = match relayed {
+                Some(n) => (n.started_ms, n.deadline_ms),
+                None => {
+                    let calls = ctx.ledger.roll_calls(&conference, now_ms()).await?;
+                    let c = calls.iter().find(|c| c.id == rc).ok_or_else(not_found)?;
+                    (c.started_ms, c.deadline_ms)
+                }
+            };
+            ctx.rollcalls.insert(rc, conference.clone(), s, d);
+            (s, d)
         }
     };
     let event_id = match b.event_id.as_deref() {
@@ -411,6 +424,7 @@ pub async fn restore_running(ctx: &AttendanceCtx) -> hallcast_ledger::Result<usi
                 c.id.as_str(),
                 RollCallNotice {
                     id: r.id.to_string(),
+                    started_ms: r.started_ms,
                     deadline_ms: r.deadline_ms,
                 },
             );

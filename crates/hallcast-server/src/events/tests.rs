@@ -346,6 +346,7 @@ async fn rollcall_reaches_point_sessions_at_start_and_at_subscription() {
         "demo",
         RollCallNotice {
             id: format!("{:032x}", 0xabcu128),
+            started_ms: deadline_ms - 60_000,
             deadline_ms,
         },
     );
@@ -382,6 +383,7 @@ async fn rollcall_reaches_point_sessions_at_start_and_at_subscription() {
         "demo",
         RollCallNotice {
             id: format!("{:032x}", 0xdefu128),
+            started_ms: hallcast_ledger::now_ms() - 60_001,
             deadline_ms: hallcast_ledger::now_ms() - 1,
         },
     );
