@@ -177,12 +177,17 @@ fn dto(c: &RollCall) -> RollCallDto {
     }
 }
 
-async fn known_conference(ctx: &AttendanceCtx, id: &str) -> ApiResult<ConferenceId> {
+async fn known_conference(
+    ctx: &AttendanceCtx,
+    id: &str,
+) -> ApiResult<(ConferenceId, std::sync::Arc<hallcast_ledger::Conference>)> {
     let conference = parse(id, ConferenceId::parse)?;
-    if ctx.registry.lookup(id).await.is_none() {
-        return Err(RegistryError::NotFound(id.to_string()).into());
-    }
-    Ok(conference)
+    let c = ctx
+        .registry
+        .lookup(id)
+        .await
+        .ok_or_else(|| RegistryError::NotFound(id.to_string()))?;
+    Ok((conference, c))
 }
 
 /// `POST /api/v1/conferences/{id}/rollcalls`
@@ -193,7 +198,15 @@ pub(super) async fn start(
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<StartedDto>)> {
     admin(&ctx, &headers)?;
-    let conference = known_conference(&ctx, &id).await?;
+    let (conference, c) = known_conference(&ctx, &id).await?;
+    if c.ended_ms.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conference_ended",
+            "Hội nghị đã kết thúc, không điểm danh được",
+            "The conference has ended: no roll call",
+        ));
+    }
     let b: StartBody = if body.is_empty() {
         StartBody::default()
     } else {
@@ -270,7 +283,7 @@ pub(super) async fn list(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ListDto>> {
     admin(&ctx, &headers)?;
-    let conference = known_conference(&ctx, &id).await?;
+    let (conference, _) = known_conference(&ctx, &id).await?;
     let now = now_ms();
     let calls = ctx.ledger.roll_calls(&conference, now).await?;
     Ok(Json(ListDto {

@@ -926,5 +926,28 @@ async fn rollcall_start_answer_list_and_deadline() {
     )
     .await;
     assert_eq!(json(&body)["roll_calls"].as_array().unwrap().len(), 2);
-    drop(hub);
+
+    // After a restart the hub is empty: the running roll call is announced again.
+    assert_eq!(hub.rollcall("hn-2025").map(|n| n.id), Some(id.clone()));
+    let fresh = Arc::new(crate::events::Hub::new());
+    let ctx = AttendanceCtx::new(f.ledger.clone(), ADMIN, "http://127.0.0.1:8080")
+        .with_events(fresh.clone());
+    assert_eq!(rollcall::restore_running(&ctx).await.unwrap(), 1);
+    let n = fresh.rollcall("hn-2025").unwrap();
+    assert_eq!(n.id, id);
+    assert_eq!(n.deadline_ms, started["deadline_ms"].as_i64().unwrap());
+
+    // An ended conference takes no roll call.
+    let (s, _, _) = call(
+        &app,
+        "POST",
+        "/api/v1/conferences/hn-2025/end",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, body) = call(&app, "POST", rollcalls, Some(ADMIN), start("60")).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(json(&body)["error"], "conference_ended");
 }
