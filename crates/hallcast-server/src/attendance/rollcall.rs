@@ -3,7 +3,7 @@
 //!
 //! | method and path | who | what |
 //! |---|---|---|
-//! | `POST /api/v1/conferences/{id}/rollcalls` | admin | `{"duration_s": 60}` (10..=3600, default 60) → 201 `{"id","conference","started_ms","deadline_ms","duration_s"}` once durable; 409 while another runs |
+//! | `POST /api/v1/conferences/{id}/rollcalls` | admin | `{"duration_s": 60}` (10..=3600, default 60) → 201 `{"id","conference","started_ms","deadline_ms","duration_s"}` once durable; 409 while another runs or when the conference has ended |
 //! | `GET /api/v1/conferences/{id}/rollcalls` | admin | `{"conference","now_ms","running","rollcalls":[…]}`, oldest first, each with every point's outcome |
 //! | `POST /api/v1/conferences/{id}/rollcalls/{rollcall}/answer` | viewer (join token) | `{"n_people": 12, "event_id": "<32 hex>"?}` → 200 once durable; idempotent; 410 after the deadline |
 //!
