@@ -21,7 +21,13 @@
 
   const panel = document.getElementById('rollcall-panel');
   if (!panel) return;
-  const hapi = window.hallcastApi;
+  // Looked up at each call: api.js may load after this script.
+  const hapi = {
+    api: (...a) => {
+      if (!window.hallcastApi) throw new Error('api.js chưa được nạp / api.js is not loaded');
+      return window.hallcastApi.api(...a);
+    },
+  };
 
   const state = (window.hallcastRollcall = {
     conference: '',
