@@ -125,7 +125,12 @@ fn rollcall_one_answers_one_ignores_one_disconnected_one_rejoins() {
                 .collect::<Result<Vec<_>>>()?
                 .join(",");
 
-            let out_dir = ctx.dir().to_string_lossy().to_string();
+            // Screenshots outlive the scratch directory: target/<profile>/e2e-results/<test>/.
+            let out_dir = hallcast_tests::adapt::results_dir(
+                "rollcall_one_answers_one_ignores_one_disconnected_one_rejoins",
+            )?
+            .to_string_lossy()
+            .to_string();
             let mut browser = Client::start(
                 ctx,
                 ClientKind::Browser,

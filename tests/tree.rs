@@ -2061,7 +2061,10 @@ fn a_point_on_an_edge_is_asked_in_a_roll_call_and_its_answer_reaches_the_central
 
             let wrapper = chromium_wrapper(ctx, &point.ns)?;
             let wrapper = wrapper.to_string_lossy().to_string();
-            let shot = ctx.path("rollcall-edge-prompt.png");
+            let shot = hallcast_tests::adapt::results_dir(
+                "a_point_on_an_edge_is_asked_in_a_roll_call_and_its_answer_reaches_the_central",
+            )?
+            .join("rollcall-edge-prompt.png");
             let mut page = Client::start_with_env(
                 ctx,
                 ClientKind::Browser,
