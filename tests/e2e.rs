@@ -17,6 +17,7 @@ mod http_surface;
 mod observability;
 mod operator_console;
 mod preflight;
+mod rollcall;
 mod server_addresses;
 mod sessions;
 mod shards;

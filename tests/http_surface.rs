@@ -167,6 +167,11 @@ fn http_surface_of_a_conference_without_publisher() {
             for (asset, file, ctype_wanted) in [
                 ("/static/watch.js", "web/watch.js", "javascript"),
                 ("/static/watch.css", "web/watch.css", "text/css"),
+                (
+                    "/static/admin-rollcall.js",
+                    "web/admin-rollcall.js",
+                    "javascript",
+                ),
             ] {
                 let r = http.get(info.url(asset)).send()?;
                 let status = r.status();

@@ -13,6 +13,7 @@
 //! | `an_edge_dies_and_its_points_viewer_pages_*` | a point's join link at the central → 307 to its organisation's edge-x; Chromium plays there; kill -9 edge-x: the page decodes again within 5 s, from a session at the central |
 //! | `an_on_demand_edge_pulls_only_when_a_viewer_asks` | `upstream.pull = "on_demand"`: no relay consumer at the central for 5 s while nobody watches at the edge; the first aiortc viewer there plays and the central counts 1 relay consumer |
 //! | `a_conference_ended_at_the_central_ends_at_the_edge` | the admin ends the conference at the central: the edge's viewer session is gone within 5 s and a new WHEP POST at the edge is refused with 410, as at the central |
+//! | `a_point_on_an_edge_is_asked_in_a_roll_call_and_its_answer_reaches_the_central` | a roll call started at the central reaches a point's viewer page served by its organisation's edge (the tree's sync carries it) within 5 s; the page answers at the edge, and the central's roll call API shows the point answered, with its people (the edge's outbox delivers the answer) |
 //! | `two_live_conferences_play_through_one_edge` | two conferences live at the central at once: the edge pulls each once (its own local port), and a point plays both there |
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,9 +26,10 @@ use hallcast_tests::http::Http;
 use hallcast_tests::results::{self, PlayResult, ensure_pages_playing};
 use hallcast_tests::sdp::viewer_offer;
 use hallcast_tests::tree::{
-    Edge, EdgeOptions, Host, Load, LoadPlan, Tree, aiortc_in, central_options, metric, metrics,
-    now_ms, pages_in, pages_in_with, wait_live,
+    Edge, EdgeOptions, Host, Load, LoadPlan, Tree, aiortc_in, central_options, chromium_wrapper,
+    metric, metrics, now_ms, pages_in, pages_in_with, wait_live,
 };
+use hallcast_tests::{Client, ClientKind};
 use hallcast_tests::{Ctx, Demo, Info, Weight, run};
 use serde_json::{Value, json};
 
@@ -2019,4 +2021,145 @@ fn an_edge_pulls_only_the_layers_its_viewers_use() {
             Ok(())
         },
     )
+}
+
+// ----- roll call through an edge -----
+
+#[test]
+fn a_point_on_an_edge_is_asked_in_a_roll_call_and_its_answer_reaches_the_central() {
+    run(
+        "a_point_on_an_edge_is_asked_in_a_roll_call_and_its_answer_reaches_the_central",
+        Weight::Heavy,
+        |ctx| -> Result<()> {
+            const ORG: &str = "org-r";
+            const POINT: &str = "pr-1";
+            const PEOPLE: u64 = 9;
+            let mut tree = Tree::create()?;
+            let central_host = tree.relay_host("central")?;
+            let edge_host = tree.relay_host("edge-r")?;
+            let point = tree.backbone_host("point-r")?;
+            let mut demo = central(ctx, &central_host)?;
+            let info = demo.info.clone();
+            let admin = Admin::new(&info)?;
+            admin.register(ORG, &[POINT])?;
+            let links = admin.links(&info.conference)?;
+            let (link_url, _) = links
+                .get(POINT)
+                .cloned()
+                .with_context(|| format!("no join link for {POINT}: {links:?}"))?;
+            let cred = relay_credential(&info)?;
+            let mut edge = edge(
+                ctx,
+                &edge_host,
+                "edge-r",
+                &central_host.url(),
+                &cred,
+                &[],
+                &[&format!("upstream.organisations=[\"{ORG}\"]")],
+            )?;
+            wait_live(&edge.url, &info.conference, LIVE_TIMEOUT)?;
+
+            let wrapper = chromium_wrapper(ctx, &point.ns)?;
+            let wrapper = wrapper.to_string_lossy().to_string();
+            let shot = hallcast_tests::adapt::results_dir(
+                "a_point_on_an_edge_is_asked_in_a_roll_call_and_its_answer_reaches_the_central",
+            )?
+            .join("rollcall-edge-prompt.png");
+            let mut page = Client::start_with_env(
+                ctx,
+                ClientKind::Browser,
+                "rollcall_point.mjs",
+                &[
+                    "--url".to_string(),
+                    link_url,
+                    "--people".to_string(),
+                    PEOPLE.to_string(),
+                    "--screenshot".to_string(),
+                    shot.to_string_lossy().to_string(),
+                ],
+                &[("HALLCAST_CHROMIUM", &wrapper)],
+            )?;
+            let live = page.wait_for(
+                "the point's page to play (served by its edge)",
+                Duration::from_secs(90),
+                |ev| ev["event"] == "live",
+            )?;
+            ensure!(
+                live["origin"] == edge.url.as_str(),
+                "the point's page plays from {}, expected its organisation's edge {}",
+                live["origin"],
+                edge.url
+            );
+
+            let started = admin.post(
+                &format!("/api/v1/conferences/{}/rollcalls", info.conference),
+                json!({"duration_s": 60}),
+                &[201],
+            )?;
+            let id = started["id"]
+                .as_str()
+                .context("no roll call id")?
+                .to_string();
+            let t0 = now_ms();
+            let prompt = page.wait_for(
+                "the roll call prompt on the page served by the edge",
+                Duration::from_secs(30),
+                |ev| ev["event"] == "prompt",
+            )?;
+            let after = prompt["wall_ms"].as_i64().unwrap_or(i64::MAX) - t0;
+            ensure!(
+                prompt["id"] == id.as_str() && after <= 5_000,
+                "the page at the edge showed roll call {} {after} ms after the start; expected {id} \
+                 within 5 s",
+                prompt["id"]
+            );
+            let result = page.result(Duration::from_secs(60))?;
+            ensure!(
+                result["state"] == "answered",
+                "the page's answer at the edge: {result}"
+            );
+            ensure!(
+                result["page_errors"]
+                    .as_array()
+                    .is_some_and(|e| e.is_empty()),
+                "the page threw: {}",
+                result["page_errors"]
+            );
+
+            // The edge's outbox delivers the answer: the central shows the point answered.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let outcome = loop {
+                let list = admin.get(&format!(
+                    "/api/v1/conferences/{}/rollcalls",
+                    info.conference
+                ))?;
+                let p = list["rollcalls"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|r| r["id"] == id.as_str()))
+                    .and_then(|r| r["points"].as_array())
+                    .and_then(|ps| ps.iter().find(|p| p["point"] == POINT))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                if p["outcome"] == "answered" || Instant::now() > deadline {
+                    break p;
+                }
+                thread::sleep(Duration::from_millis(500));
+            };
+            ensure!(
+                outcome["outcome"] == "answered" && outcome["n_people"].as_u64() == Some(PEOPLE),
+                "the central's roll call API shows {POINT} as {outcome}; expected answered with \
+                 {PEOPLE} people"
+            );
+            if let Ok(dir) = std::env::var("HALLCAST_SCREENSHOT_DIR") {
+                let _ = std::fs::create_dir_all(&dir);
+                std::fs::copy(
+                    &shot,
+                    std::path::Path::new(&dir).join("rollcall-edge-prompt.png"),
+                )?;
+            }
+            demo.ensure_running()?;
+            edge.ensure_running()?;
+            Ok(())
+        },
+    );
 }

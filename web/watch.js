@@ -20,6 +20,16 @@
 // is kept, so the picture comes back without a new offer) shows "ended" after a short grace, and
 // `active` brings it back to live.
 //
+// Roll call (điểm danh): the page also asks for `rollcall` (a connection point's session only
+// gets it): `{"id", "deadline_ms", "remaining_ms"}` when an organiser starts one, and again on
+// every (re)subscription while it runs. The page shows #rollcall in the middle of the picture with
+// a countdown; the point confirms its presence with its number of people, sent with its join
+// token to POST /api/v1/conferences/{c}/rollcalls/{id}/answer (one event id per answer, reused on
+// retries). The prompt goes away when answered or when the countdown ends; an answered roll call
+// is remembered (sessionStorage) so a reload during the countdown does not ask again.
+// window.hallcast.rollcall = { id, deadline, state: 'open'|'sending'|'answered'|'expired', n_people },
+// and the `hallcast:rollcall` event says when it changes.
+//
 // Tests read window.hallcast = { state, pc, audioOnly, feedActive, viewers, layers, eventsUrl, ... }
 // and listen to the `hallcast:state` and `hallcast:audioonly` events.
 'use strict';
@@ -58,6 +68,13 @@
       headcount_saved: (n) => `Đã ghi nhận ${n} người dự.`,
       headcount_invalid: 'Vui lòng nhập số người (một số nguyên dương).',
       headcount_failed: 'Chưa gửi được, vui lòng thử lại.',
+      rollcall_title: 'Điểm danh',
+      rollcall_left: 'Còn',
+      rollcall_question: 'Ban tổ chức đề nghị điểm cầu xác nhận có mặt và số người dự.',
+      rollcall_confirm: 'Xác nhận có mặt',
+      rollcall_saved: (n) => `Đã điểm danh: ${n} người có mặt.`,
+      rollcall_over: 'Đã hết thời gian điểm danh.',
+      rollcall_denied: 'Liên kết này không điểm danh được.',
       headcount_denied: 'Liên kết không có quyền khai báo số người dự.',
       audio_only: 'Chỉ có tiếng — đường truyền yếu',
       audio_only_detail: 'Hình ảnh sẽ tự trở lại khi đường truyền tốt hơn.',
@@ -96,6 +113,13 @@
       headcount_saved: (n) => `Recorded: ${n} ${n === 1 ? 'person' : 'people'} attending.`,
       headcount_invalid: 'Please enter the number of people (a positive whole number).',
       headcount_failed: 'Could not send it, please try again.',
+      rollcall_title: 'Roll call',
+      rollcall_left: 'Time left',
+      rollcall_question: 'The organisers ask this connection point to confirm it is present, with the number of people.',
+      rollcall_confirm: 'Confirm presence',
+      rollcall_saved: (n) => `Roll call answered: ${n} ${n === 1 ? 'person' : 'people'} present.`,
+      rollcall_over: 'The roll call is over.',
+      rollcall_denied: 'This link cannot answer the roll call.',
       headcount_denied: 'This link may not declare a headcount.',
       audio_only: 'Audio only — weak connection',
       audio_only_detail: 'The picture will come back by itself when the connection improves.',
@@ -131,7 +155,9 @@
   const IDLE_HIDE_MS = 4000;
   // The WHEP events extension, and the events the page asks for.
   const EVENTS_REL = 'urn:ietf:params:whep:ext:core:server-sent-events';
-  const EVENTS = ['active', 'inactive', 'layers', 'viewercount'];
+  const EVENTS = ['active', 'inactive', 'layers', 'viewercount', 'rollcall'];
+  // What a relay that predates roll calls accepts (it refuses unknown names with 400).
+  const EVENTS_BEFORE_ROLLCALL = ['active', 'inactive', 'layers', 'viewercount'];
   // `inactive` while live: how long before the page says the broadcast ended (a publisher's
   // reconnect or an edge changing parents comes back within it).
   const FEED_INACTIVE_GRACE_MS = 3000;
@@ -158,6 +184,11 @@
     later: $('headcount-later'),
     message: $('headcount-message'),
     audioOnly: $('audio-only'),
+    rollcall: $('rollcall'),
+    rollcallInput: $('rollcall-input'),
+    rollcallCountdown: $('rollcall-countdown'),
+    rollcallBar: $('rollcall-bar'),
+    rollcallMessage: $('rollcall-message'),
   };
 
   const params = new URLSearchParams(location.search);
@@ -218,6 +249,8 @@
     // The last `layers` event's `video` object.
     layers: null,
     eventsUrl: null,
+    // The roll call shown (or last shown): { id, deadline, state, n_people }; null: none yet.
+    rollcall: null,
     reconnect: () => connectNow(),
   });
 
@@ -481,11 +514,14 @@
     if (typeof EventSource !== 'function') return;
     let response;
     try {
-      response = await fetch(url, {
-        method: 'POST',
-        headers: authHeaders({ 'Content-Type': 'application/json' }),
-        body: JSON.stringify(EVENTS),
-      });
+      const ask = (names) =>
+        fetch(url, {
+          method: 'POST',
+          headers: authHeaders({ 'Content-Type': 'application/json' }),
+          body: JSON.stringify(names),
+        });
+      response = await ask(EVENTS);
+      if (response.status === 400) response = await ask(EVENTS_BEFORE_ROLLCALL);
     } catch (e) {
       console.info(`hallcast: no relay events (${e})`);
       return;
@@ -513,6 +549,9 @@
     es.addEventListener('viewercount', (e) => {
       const n = (json(e) || {}).viewercount;
       if (s === session && Number.isInteger(n)) hallcast.viewers = n;
+    });
+    es.addEventListener('rollcall', (e) => {
+      if (s === session) onRollcall(json(e));
     });
     es.addEventListener('error', () => {
       if (s !== session) return es.close();
@@ -876,6 +915,155 @@
     }
   }
 
+  // ---------------------------------------------------------------- roll call (điểm danh)
+
+  const ROLLCALL_TICK_MS = 250;
+  let rollcallTimer = null;
+  let rollcallEventId = null;
+  let rollcallTotalMs = 0;
+
+  // Remembered per tab (sessionStorage: a reload during the countdown does not ask again) and per
+  // link (two points' pages in one browser are two answers).
+  const rollcallKey = (id) => `hallcast.rollcall.${conference}.${id}.${token.slice(-24)}`;
+  const answeredStore = {
+    get(key) {
+      try {
+        return sessionStorage.getItem(key);
+      } catch {
+        return null;
+      }
+    },
+    set(key, value) {
+      try {
+        sessionStorage.setItem(key, value);
+      } catch {
+        // Storage disabled: a reload may ask again; answering twice is harmless.
+      }
+    },
+  };
+
+  function setRollcall(state, extra = {}) {
+    hallcast.rollcall = { ...hallcast.rollcall, state, ...extra };
+    document.body.dataset.rollcall = state;
+    window.dispatchEvent(new CustomEvent('hallcast:rollcall', { detail: { ...hallcast.rollcall } }));
+  }
+
+  /** The relay announced a roll call (at its start, or on (re)subscription while it runs). */
+  function onRollcall(data) {
+    if (!data || typeof data.id !== 'string' || !/^[0-9a-f]{1,32}$/.test(data.id)) return;
+    const remaining = Number.isFinite(data.remaining_ms) ? data.remaining_ms : data.deadline_ms - Date.now();
+    if (!(remaining > 0)) return;
+    if (answeredStore.get(rollcallKey(data.id))) return; // answered already (before a reload)
+    const current = hallcast.rollcall;
+    // The same roll call again (the events stream reconnected): keep what is being typed.
+    if (current && current.id === data.id && current.state !== 'expired') return;
+    // The page's clock may be off: count down from what the relay says is left.
+    const deadline = Date.now() + remaining;
+    rollcallTotalMs = remaining;
+    rollcallEventId = null;
+    hallcast.rollcall = { id: data.id, deadline, n_people: null };
+    setRollcall('open');
+    if (!ui.form.hidden) hideHeadcountForm();
+    ui.rollcallMessage.textContent = '';
+    ui.rollcallMessage.className = 'message';
+    const remembered = headcountValue ?? storage.get(headcountKey);
+    ui.rollcallInput.value = remembered || '';
+    ui.rollcall.querySelector('button[type=submit]').disabled = false;
+    ui.rollcall.hidden = false;
+    ui.rollcallInput.focus({ preventScroll: true });
+    ui.rollcallInput.select?.();
+    clearInterval(rollcallTimer);
+    rollcallTimer = setInterval(tickRollcall, ROLLCALL_TICK_MS);
+    tickRollcall();
+  }
+
+  function tickRollcall() {
+    const rc = hallcast.rollcall;
+    if (!rc) return;
+    const left = Math.max(0, rc.deadline - Date.now());
+    const s = Math.ceil(left / 1000);
+    ui.rollcallCountdown.textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+    ui.rollcallBar.style.transform = `scaleX(${rollcallTotalMs > 0 ? left / rollcallTotalMs : 0})`;
+    if (left <= 0 && (rc.state === 'open' || rc.state === 'sending')) {
+      clearInterval(rollcallTimer);
+      setRollcall('expired');
+      ui.rollcall.hidden = true;
+    }
+  }
+
+  function closeRollcall(afterMs) {
+    clearInterval(rollcallTimer);
+    setTimeout(() => {
+      if (hallcast.rollcall && hallcast.rollcall.state !== 'open') ui.rollcall.hidden = true;
+    }, afterMs);
+  }
+
+  async function submitRollcall(event) {
+    event.preventDefault();
+    const rc = hallcast.rollcall;
+    if (!rc || rc.state !== 'open') return;
+    const raw = ui.rollcallInput.value.trim();
+    const n = Number(raw);
+    if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n < 1 || n > 100000) {
+      ui.rollcallMessage.textContent = t('headcount_invalid');
+      ui.rollcallMessage.className = 'message bad';
+      return;
+    }
+    const submit = ui.rollcall.querySelector('button[type=submit]');
+    submit.disabled = true;
+    setRollcall('sending');
+    ui.rollcallMessage.textContent = t('sending');
+    ui.rollcallMessage.className = 'message';
+    // One id per answer, kept across retries: a retry after a lost reply is recorded once.
+    rollcallEventId = rollcallEventId || newEventId();
+    const url = new URL(
+      `/api/v1/conferences/${encodeURIComponent(conference)}/rollcalls/${rc.id}/answer`,
+      location.href,
+    ).href;
+    const body = JSON.stringify({ n_people: n, event_id: rollcallEventId });
+    let response = null;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          response = await fetch(url, {
+            method: 'POST',
+            headers: authHeaders({ 'Content-Type': 'application/json' }),
+            body,
+          });
+          if (response.status < 500 || attempt >= 2) break;
+        } catch (e) {
+          if (attempt >= 2) throw e;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 700 * (attempt + 1)));
+      }
+    } catch {
+      response = null;
+    }
+    if (!hallcast.rollcall || hallcast.rollcall.id !== rc.id) return;
+    if (response && response.ok) {
+      answeredStore.set(rollcallKey(rc.id), String(n));
+      storage.set(headcountKey, String(n));
+      setRollcall('answered', { n_people: n });
+      ui.rollcallMessage.textContent = t('rollcall_saved', n);
+      ui.rollcallMessage.className = 'message good';
+      closeRollcall(1500);
+      return;
+    }
+    if (response && response.status === 410) {
+      setRollcall('expired');
+      ui.rollcallMessage.textContent = t('rollcall_over');
+      ui.rollcallMessage.className = 'message bad';
+      closeRollcall(2500);
+      return;
+    }
+    // Still open: the point may try again before the deadline.
+    setRollcall('open');
+    submit.disabled = false;
+    ui.rollcallMessage.textContent =
+      response && (response.status === 401 || response.status === 403) ? t('rollcall_denied') : t('headcount_failed');
+    ui.rollcallMessage.className = 'message bad';
+  }
+
   // ---------------------------------------------------------------- conference title
 
   // The relay may describe the conference (GET /api/v1/conferences/{id}/status → {"title": ...});
@@ -928,6 +1116,7 @@
     headcountTouched = true;
   });
   ui.later.addEventListener('click', hideHeadcountForm);
+  ui.rollcall.addEventListener('submit', submitRollcall);
   ui.form.addEventListener('keydown', (e) => {
     if (e.key === 'Escape') hideHeadcountForm();
   });
@@ -965,6 +1154,9 @@
   setState('connecting', 'connecting_detail');
   connect();
   loadTitle();
-  // Ask for the headcount once the page has settled; it never blocks the picture.
-  setTimeout(showHeadcountForm, 1500);
+  // Ask for the headcount once the page has settled; it never blocks the picture (nor asks
+  // twice while a roll call prompt, which asks the same, is open).
+  setTimeout(() => {
+    if (ui.rollcall.hidden) showHeadcountForm();
+  }, 1500);
 })();

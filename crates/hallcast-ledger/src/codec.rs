@@ -1,12 +1,17 @@
 //! The stored form of an event: one row, columns that any SQL database has.
 
 use hallcast_core::accounting::{
-    ConferenceId, EndReason, Event, EventId, EventKind, PointId, SessionChange, SessionId,
+    ConferenceId, EndReason, Event, EventId, EventKind, PointId, RollCallId, SessionChange,
+    SessionId,
 };
 
 use crate::error::{LedgerError, Result};
 
 /// One event as a row (see `store` for the table).
+///
+/// `session` holds the WHEP session of session events and, for `rollcall_answered`, the
+/// roll call answered (a roll call's id is its `rollcall_started` event's id, whose `value`
+/// is the deadline in Unix ms). Queries about sessions therefore also filter on `kind`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     pub event_id: [u8; 16],
@@ -36,11 +41,26 @@ pub const KINDS: &[&str] = &[
     "ended_relay_shutdown",
     "ended_relay_lost",
     "ended_error",
+    "rollcall_started",
+    "rollcall_answered",
 ];
 
 pub fn to_row(ev: &Event) -> Row {
-    let (point, session, kind, value): (Option<&PointId>, Option<&SessionId>, &'static str, _) =
+    let (point, session, kind, value): (Option<&PointId>, Option<String>, &'static str, _) =
         match &ev.kind {
+            EventKind::RollCallStarted { deadline_ms } => {
+                (None, None, "rollcall_started", Some(*deadline_ms))
+            }
+            EventKind::RollCallAnswered {
+                point,
+                rollcall: rc,
+                n_people,
+            } => (
+                Some(point),
+                Some(rc.to_string()),
+                "rollcall_answered",
+                Some(i64::from(*n_people)),
+            ),
             EventKind::BroadcastStarted => (None, None, "broadcast_started", None),
             EventKind::BroadcastEnded => (None, None, "broadcast_ended", None),
             EventKind::Headcount { point, n_people } => {
@@ -75,14 +95,14 @@ pub fn to_row(ev: &Event) -> Row {
                         None,
                     ),
                 };
-                (Some(point), Some(session), kind, value)
+                (Some(point), Some(session.to_string()), kind, value)
             }
         };
     Row {
         event_id: ev.event_id.to_bytes(),
         conference: ev.conference.to_string(),
         point: point.map(ToString::to_string),
-        session: session.map(ToString::to_string),
+        session,
         at_ms: ev.at_ms,
         kind,
         value,
@@ -144,6 +164,15 @@ pub fn from_row(
         "ended_relay_shutdown" => ended(EndReason::RelayShutdown)?,
         "ended_relay_lost" => ended(EndReason::RelayLost)?,
         "ended_error" => ended(EndReason::Error)?,
+        "rollcall_started" => EventKind::RollCallStarted {
+            deadline_ms: value.ok_or_else(|| corrupt("missing deadline"))?,
+        },
+        "rollcall_answered" => EventKind::RollCallAnswered {
+            point: point()?,
+            rollcall: RollCallId::parse(session.ok_or_else(|| corrupt("missing roll call"))?)
+                .map_err(|_| corrupt("roll call id"))?,
+            n_people: value_u32()?,
+        },
         _ => return Err(corrupt("unknown kind")),
     };
     Ok(Event {
@@ -200,6 +229,14 @@ mod tests {
             session: s,
             change,
         }));
+        kinds.push(EventKind::RollCallStarted {
+            deadline_ms: 1_700_000_060_000,
+        });
+        kinds.push(EventKind::RollCallAnswered {
+            point: p.clone(),
+            rollcall: RollCallId(0xabc),
+            n_people: 7,
+        });
         let mut names = Vec::new();
         for (i, kind) in kinds.into_iter().enumerate() {
             let ev = Event {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hallcast_core::accounting::{
     ConferenceId, EndReason, Event, EventId, EventKind, Folder, OrgId, Organisation, PointId,
-    PointInfo, Report, ReportConfig, SessionChange, SessionId, build_report,
+    PointInfo, Report, ReportConfig, RollCall, SessionChange, SessionId, build_report, roll_calls,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
@@ -526,10 +526,34 @@ impl Ledger {
             let orgs = s.organisations()?;
             let points = s.points()?;
             let served = s.point_nodes(&c)?;
-            let mut folder = Folder::with_capacity(c, events.len());
+            let mut folder = Folder::with_capacity(c.clone(), events.len());
             folder.extend(&events);
             let presence = folder.finish(as_of_ms);
-            Ok(build_report(&presence, &orgs, &points, &cfg).with_relays(served))
+            let calls = roll_calls(&c, &events, &orgs, &points, as_of_ms);
+            Ok(build_report(&presence, &orgs, &points, &cfg)
+                .with_relays(served)
+                .with_roll_calls(calls))
+        })
+        .await
+    }
+
+    /// The roll calls of a conference at the horizon `as_of_ms`, oldest first, each with
+    /// every point's outcome (answered / no answer / not connected).
+    pub async fn roll_calls(
+        &self,
+        conference: &ConferenceId,
+        as_of_ms: i64,
+    ) -> Result<Vec<RollCall>> {
+        let c = conference.clone();
+        self.with_store(move |s| {
+            let events = s.events(&c)?;
+            Ok(roll_calls(
+                &c,
+                &events,
+                &s.organisations()?,
+                &s.points()?,
+                as_of_ms,
+            ))
         })
         .await
     }
@@ -771,7 +795,9 @@ fn recovery_events(node: &str, prev: RunInfo, events: &[Event]) -> (Vec<Event>, 
                 }
                 e.last_at = e.last_at.max(ev.at_ms);
             }
-            EventKind::Headcount { .. } => {}
+            EventKind::Headcount { .. }
+            | EventKind::RollCallStarted { .. }
+            | EventKind::RollCallAnswered { .. } => {}
         }
     }
     let id = |parts: &[&str]| {

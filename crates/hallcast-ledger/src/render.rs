@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 
-use hallcast_core::accounting::{Interval, OrgRow, PointRow, Report};
+use hallcast_core::accounting::{Interval, OrgRow, PointRow, Report, RollCall, RollCallOutcome};
 use qrcode::QrCode;
 use qrcode::render::svg;
 use serde::Serialize;
@@ -203,17 +203,59 @@ fn relays_cell(r: &PointRow) -> String {
     r.relays.join("; ")
 }
 
+/// A point's outcome in one roll call, in one cell: `đã trả lời: 12 người (2025-03-01
+/// 08:05:03)` / `không trả lời` / `không kết nối` (English: `answered: 12 (…)`, `no_answer`,
+/// `not_connected`).
+fn rollcall_cell(
+    call: &RollCall,
+    point: &hallcast_core::accounting::PointId,
+    opts: &RenderOptions,
+) -> String {
+    let outcome = call
+        .points
+        .iter()
+        .find(|p| &p.point == point)
+        .map_or(RollCallOutcome::NotConnected, |p| p.outcome);
+    match (outcome, opts.lang) {
+        (RollCallOutcome::Answered { n_people, at_ms }, Lang::Vi) => format!(
+            "đã trả lời: {n_people} người ({})",
+            format_time(at_ms, opts.utc_offset_minutes)
+        ),
+        (RollCallOutcome::Answered { n_people, at_ms }, Lang::En) => format!(
+            "answered: {n_people} ({})",
+            format_time(at_ms, opts.utc_offset_minutes)
+        ),
+        (RollCallOutcome::NoAnswer, Lang::Vi) => "không trả lời".to_owned(),
+        (RollCallOutcome::NotConnected, Lang::Vi) => "không kết nối".to_owned(),
+        (o, Lang::En) => o.as_str().to_owned(),
+    }
+}
+
 /// One line per point (registered, then unregistered). Vietnamese headers by default,
-/// snake_case English headers with [`Lang::En`]; UTF-8 with a BOM for Excel.
+/// snake_case English headers with [`Lang::En`]; UTF-8 with a BOM for Excel. Each roll call
+/// adds a column at the end (`Điểm danh <start time>` / `rollcall_<n>`), oldest first, so
+/// the columns before keep their positions.
 pub fn report_csv(report: &Report, opts: &RenderOptions) -> Result<Vec<u8>> {
     let mut out = BOM.as_bytes().to_vec();
     {
         let mut w = csv::Writer::from_writer(&mut out);
-        w.write_record(CSV_COLUMNS.iter().map(|(vi, en)| match opts.lang {
-            Lang::Vi => *vi,
-            Lang::En => *en,
-        }))
-        .map_err(csv_err)?;
+        let mut header: Vec<String> = CSV_COLUMNS
+            .iter()
+            .map(|(vi, en)| match opts.lang {
+                Lang::Vi => (*vi).to_owned(),
+                Lang::En => (*en).to_owned(),
+            })
+            .collect();
+        for (i, call) in report.roll_calls.iter().enumerate() {
+            header.push(match opts.lang {
+                Lang::Vi => format!(
+                    "Điểm danh {}",
+                    format_time(call.started_ms, opts.utc_offset_minutes)
+                ),
+                Lang::En => format!("rollcall_{}", i + 1),
+            });
+        }
+        w.write_record(&header).map_err(csv_err)?;
         let yes_no = |b: bool| match (opts.lang, b) {
             (Lang::Vi, true) => "có",
             (Lang::Vi, false) => "không",
@@ -230,7 +272,12 @@ pub fn report_csv(report: &Report, opts: &RenderOptions) -> Result<Vec<u8>> {
                 (Some(ms), false) => format_time(ms, opts.utc_offset_minutes),
                 (None, false) => String::new(),
             };
-            w.write_record([
+            let calls: Vec<String> = report
+                .roll_calls
+                .iter()
+                .map(|c| rollcall_cell(c, &r.point, opts))
+                .collect();
+            let fixed = [
                 r.org.as_ref().map_or("", |o| o.as_str()),
                 &r.org_name,
                 r.point.as_str(),
@@ -255,7 +302,13 @@ pub fn report_csv(report: &Report, opts: &RenderOptions) -> Result<Vec<u8>> {
                 &r.n_sessions.to_string(),
                 &r.n_timeouts.to_string(),
                 &relays_cell(r),
-            ])
+            ];
+            w.write_record(
+                fixed
+                    .iter()
+                    .copied()
+                    .chain(calls.iter().map(String::as_str)),
+            )
             .map_err(csv_err)?;
         }
         w.flush()?;
@@ -346,6 +399,75 @@ struct BroadcastDto {
 }
 
 #[derive(Serialize)]
+struct RollCallPointDto<'a> {
+    point_id: &'a str,
+    name: &'a str,
+    org_id: Option<&'a str>,
+    org_name: &'a str,
+    registered: bool,
+    /// `answered`, `no_answer` or `not_connected`.
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n_people: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answered_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answered: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RollCallDto<'a> {
+    id: String,
+    started_ms: i64,
+    started: String,
+    deadline_ms: i64,
+    deadline: String,
+    running: bool,
+    n_answered: u32,
+    n_no_answer: u32,
+    n_not_connected: u32,
+    /// People declared by the points that answered.
+    n_people: u64,
+    points: Vec<RollCallPointDto<'a>>,
+}
+
+fn rollcall_dto(c: &RollCall, off: i32) -> RollCallDto<'_> {
+    RollCallDto {
+        id: c.id.to_string(),
+        started_ms: c.started_ms,
+        started: format_iso(c.started_ms, off),
+        deadline_ms: c.deadline_ms,
+        deadline: format_iso(c.deadline_ms, off),
+        running: c.running,
+        n_answered: c.n_answered(),
+        n_no_answer: c.n_no_answer(),
+        n_not_connected: c.n_not_connected(),
+        n_people: c.n_people(),
+        points: c
+            .points
+            .iter()
+            .map(|p| {
+                let answered = match p.outcome {
+                    RollCallOutcome::Answered { n_people, at_ms } => Some((n_people, at_ms)),
+                    _ => None,
+                };
+                RollCallPointDto {
+                    point_id: p.point.as_str(),
+                    name: &p.name,
+                    org_id: p.org.as_ref().map(|o| o.as_str()),
+                    org_name: &p.org_name,
+                    registered: p.registered,
+                    outcome: p.outcome.as_str(),
+                    n_people: answered.map(|a| a.0),
+                    answered_ms: answered.map(|a| a.1),
+                    answered: answered.map(|a| format_iso(a.1, off)),
+                }
+            })
+            .collect(),
+    }
+}
+
+#[derive(Serialize)]
 struct ReportDto<'a> {
     conference: &'a str,
     title: Option<&'a str>,
@@ -357,6 +479,8 @@ struct ReportDto<'a> {
     points: Vec<PointDto<'a>>,
     unregistered: Vec<PointDto<'a>>,
     orgs: Vec<OrgDto<'a>>,
+    /// Roll calls (điểm danh), oldest first, each with every point's outcome.
+    roll_calls: Vec<RollCallDto<'a>>,
     n_events: u64,
     n_duplicates: u64,
 }
@@ -455,6 +579,11 @@ pub fn report_json(report: &Report, title: Option<&str>, opts: &RenderOptions) -
             .map(|r| point_dto(r, off))
             .collect(),
         orgs: report.orgs.iter().map(org_dto).collect(),
+        roll_calls: report
+            .roll_calls
+            .iter()
+            .map(|c| rollcall_dto(c, off))
+            .collect(),
         n_events: report.n_events,
         n_duplicates: report.n_duplicates,
     };
@@ -693,6 +822,7 @@ pub fn report_html(report: &Report, title: Option<&str>, opts: &RenderOptions) -
         );
         point_table(&mut b, &report.unregistered);
     }
+    rollcalls_html(&mut b, &report.roll_calls, off);
     let _ = write!(
         b,
         "<p class=\"muted\">hallcast · {} {} · {} {}</p>",
@@ -702,6 +832,84 @@ pub fn report_html(report: &Report, title: Option<&str>, opts: &RenderOptions) -
         t("sự kiện trùng bị bỏ qua", "duplicate events ignored")
     );
     page("Báo cáo điểm danh", "Attendance report", opts.lang, &b)
+}
+
+/// The roll calls section of the printable report: one table per roll call.
+fn rollcalls_html(b: &mut String, calls: &[RollCall], off: i32) {
+    if calls.is_empty() {
+        return;
+    }
+    let _ = write!(b, "<h2>{}</h2>", t("Điểm danh", "Roll calls"));
+    for (i, c) in calls.iter().enumerate() {
+        let _ = write!(
+            b,
+            "<h3>{} {} — {} → {}{}</h3><p>{}: <b>{}</b> · {}: <b>{}</b> · {}: <b>{}</b> · {}: <b>{}</b></p>",
+            t("Lần", "Roll call"),
+            i + 1,
+            format_time(c.started_ms, off),
+            format_time(c.deadline_ms, off),
+            if c.running {
+                format!(" ({})", t("đang diễn ra", "running"))
+            } else {
+                String::new()
+            },
+            t("Đã trả lời", "Answered"),
+            c.n_answered(),
+            t("Không trả lời", "No answer"),
+            c.n_no_answer(),
+            t("Không kết nối", "Not connected"),
+            c.n_not_connected(),
+            t("Số người", "People"),
+            c.n_people(),
+        );
+        let _ = write!(
+            b,
+            "<table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+            t("Đơn vị", "Organisation"),
+            t("Điểm cầu", "Point"),
+            t("Kết quả", "Outcome"),
+            t("Số người", "People"),
+            t("Trả lời lúc", "Answered at"),
+        );
+        for p in &c.points {
+            let (outcome, people, at) = match p.outcome {
+                RollCallOutcome::Answered { n_people, at_ms } => (
+                    t("Đã trả lời", "Answered"),
+                    n_people.to_string(),
+                    format_time(at_ms, off),
+                ),
+                RollCallOutcome::NoAnswer => (
+                    t("Không trả lời", "No answer"),
+                    String::new(),
+                    String::new(),
+                ),
+                RollCallOutcome::NotConnected => (
+                    t("Không kết nối", "Not connected"),
+                    String::new(),
+                    String::new(),
+                ),
+            };
+            let _ = write!(
+                b,
+                "<tr{} data-point=\"{}\" data-outcome=\"{}\"><td>{}</td><td>{} <span class=\"muted\">({})</span></td>\
+                 <td>{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+                if matches!(p.outcome, RollCallOutcome::Answered { .. }) {
+                    ""
+                } else {
+                    " class=\"no\""
+                },
+                esc(p.point.as_str()),
+                p.outcome.as_str(),
+                esc(&p.org_name),
+                esc(&p.name),
+                esc(p.point.as_str()),
+                outcome,
+                people,
+                at,
+            );
+        }
+        let _ = write!(b, "</table>");
+    }
 }
 
 // ----- join links -----

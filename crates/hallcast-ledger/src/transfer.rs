@@ -57,8 +57,13 @@ pub struct Imported {
 /// forwards. Broadcast events describe the edge's own pull from its parent, not the hall.
 pub fn is_point_level(ev: &Event) -> bool {
     match ev.kind {
-        EventKind::Headcount { .. } | EventKind::Session { .. } => true,
-        EventKind::BroadcastStarted | EventKind::BroadcastEnded => false,
+        EventKind::Headcount { .. }
+        | EventKind::Session { .. }
+        | EventKind::RollCallAnswered { .. } => true,
+        // A roll call is started on the central, where the organisers are.
+        EventKind::BroadcastStarted
+        | EventKind::BroadcastEnded
+        | EventKind::RollCallStarted { .. } => false,
     }
 }
 
@@ -69,7 +74,9 @@ pub const MAX_NODE_LEN: usize = 128;
 /// kind name (`headcount`, `session_started`, `media_flowing`, `first_frame`, `audio_only`,
 /// `video_resumed`, `frozen`, `unfrozen`, `ended_deleted`, `ended_timeout`,
 /// `ended_relay_shutdown`, `ended_relay_lost`, `ended_error`, `broadcast_started`,
-/// `broadcast_ended`) and `value` its number (headcount: people; `first_frame`: ms).
+/// `broadcast_ended`, `rollcall_started`, `rollcall_answered`) and `value` its number
+/// (headcount and `rollcall_answered`: people; `first_frame`: ms; `rollcall_started`: the
+/// deadline in Unix ms).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventJson {
     /// The sender's log position; informative only, ignored on import.

@@ -404,7 +404,7 @@ async fn board(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<BoardDto>, ApiError> {
-    crate::attendance::admin(&ctx.att, &headers)?;
+    crate::attendance::admin(&ctx.att, &axum::http::Method::GET, &headers)?;
     Ok(Json(ctx.board(&id).await?))
 }
 
@@ -413,7 +413,7 @@ async fn board_stream(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    crate::attendance::admin(&ctx.att, &headers)?;
+    crate::attendance::admin(&ctx.att, &axum::http::Method::GET, &headers)?;
     // The first board is computed before answering: an unknown conference is a 404, not an
     // empty stream.
     let first = ctx.board(&id).await?;
@@ -476,7 +476,7 @@ async fn qr(
     headers: HeaderMap,
     Path((id, file)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    crate::attendance::admin(&ctx.att, &headers)?;
+    crate::attendance::admin(&ctx.att, &axum::http::Method::GET, &headers)?;
     let Some(point) = file.strip_suffix(".svg") else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -432,6 +432,12 @@ impl Edge {
                 warn!(conference = %c.id, "cannot record the parent's conference: {e}");
                 continue;
             }
+            // A roll call of the parent's: this relay's points are asked too (idempotent).
+            if let Some(rc) = &c.rollcall
+                && self.state.events.rollcall(&c.id).as_ref() != Some(rc)
+            {
+                self.state.events.start_rollcall(&c.id, rc.clone());
+            }
             if c.ended {
                 self.demanded_lock().remove(&c.id);
                 let removed = self.pulls_lock().remove(&c.id);

@@ -19,6 +19,12 @@
 //!   every change);
 //! * `viewercount` (`{"viewercount": N}`): viewers of the conference on this relay, at most
 //!   every [`TICK`];
+//! * `rollcall` (`{"id": "<32 hex>", "deadline_ms": N, "remaining_ms": N}`): an organiser
+//!   started a roll call (điểm danh) that runs until `deadline_ms` (Unix ms; `remaining_ms`
+//!   is the time left when the relay sent it, for pages whose clock is off): sent when it
+//!   starts and at subscription while it runs, so a point that drops and rejoins during the
+//!   countdown still gets it. Only to sessions of a connection point (a join link): they
+//!   answer with that link's token (`POST /api/v1/conferences/{c}/rollcalls/{id}/answer`);
 //! * `layers`: this viewer's allocation —
 //!   `{"video": {"layer": 0|null, "target": 0|null, "paused": bool, "reason":
 //!   "bandwidth"|"viewer"|null, "estimate_bps": N|null, "available": [{"layer": 0,
@@ -54,7 +60,7 @@ use crate::{AppError, AppState};
 /// The link relation of the extension (WHEP draft, "Server Sent Events extension").
 pub const REL: &str = "urn:ietf:params:whep:ext:core:server-sent-events";
 /// The events this relay sends, in the `events` attribute of the `Link`.
-pub const EVENTS: [&str; 4] = ["active", "inactive", "layers", "viewercount"];
+pub const EVENTS: [&str; 5] = ["active", "inactive", "layers", "viewercount", "rollcall"];
 /// How often the snapshot is read for viewer counts, layer bitrates and forwarded layers.
 pub const TICK: Duration = Duration::from_secs(2);
 /// Keep-alive comments: proxies cut idle responses after 30–60 s.
@@ -81,6 +87,7 @@ pub struct EventSet {
     pub inactive: bool,
     pub layers: bool,
     pub viewercount: bool,
+    pub rollcall: bool,
 }
 
 impl EventSet {
@@ -112,6 +119,7 @@ impl EventSet {
                 Some("inactive") => set.inactive = true,
                 Some("layers") => set.layers = true,
                 Some("viewercount") => set.viewercount = true,
+                Some("rollcall") => set.rollcall = true,
                 Some(other) => unknown.push(format!("{other:?}")),
                 None => unknown.push(item.to_string()),
             }
@@ -158,12 +166,29 @@ struct ConferenceState {
     n_viewers: usize,
     /// Active layers, low to high: (layer, measured bits per second).
     layers: Vec<(u8, u64)>,
+    /// The latest roll call started (it may be over: see its deadline).
+    rollcall: Option<RollCallNotice>,
+}
+
+/// A roll call as the viewer pages hear of it (and as a parent relay tells its edges: the
+/// tree's sync carries it, so points on edges are asked too).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RollCallNotice {
+    /// 32 hex digits.
+    pub id: String,
+    /// Unix milliseconds.
+    #[serde(default)]
+    pub started_ms: i64,
+    /// Unix milliseconds.
+    pub deadline_ms: i64,
 }
 
 struct Subscription {
     /// The stream URL's token (32 hex digits).
     token: String,
     events: EventSet,
+    /// The session is a connection point's (a join link): it can answer roll calls.
+    point: bool,
 }
 
 /// One viewer session known to the hub (from its first allocation or subscription to its end).
@@ -180,6 +205,8 @@ struct Inner {
     live: HashMap<Arc<str>, bool>,
     /// Conferences somebody streams events of.
     conferences: HashMap<Arc<str>, watch::Sender<ConferenceState>>,
+    /// The latest roll call started per conference.
+    rollcalls: HashMap<Arc<str>, RollCallNotice>,
     sessions: HashMap<SessionId, Slot>,
 }
 
@@ -190,6 +217,12 @@ pub struct Hub {
     ticker: OnceLock<()>,
 }
 
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hub")
+    }
+}
+
 impl Hub {
     pub fn new() -> Hub {
         Hub::default()
@@ -198,6 +231,28 @@ impl Hub {
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         // Poisoned: a handler panicked mid-update of plain maps; they stay usable.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A roll call started (or, after a restart, is still running): every point session of
+    /// the conference that subscribed to `rollcall` hears of it now, and later subscribers
+    /// until its deadline.
+    pub fn start_rollcall(&self, conference: &str, notice: RollCallNotice) {
+        let mut inner = self.inner();
+        let key: Arc<str> = Arc::from(conference);
+        if let Some(tx) = inner.conferences.get(&key) {
+            let n = notice.clone();
+            tx.send_if_modified(|c| {
+                let changed = c.rollcall.as_ref() != Some(&n);
+                c.rollcall = Some(n);
+                changed
+            });
+        }
+        inner.rollcalls.insert(key, notice);
+    }
+
+    /// The latest roll call started in `conference` (it may be over: see its deadline).
+    pub fn rollcall(&self, conference: &str) -> Option<RollCallNotice> {
+        self.inner().rollcalls.get(conference).cloned()
     }
 
     /// Called by the event pump for every engine event, after the session table was updated.
@@ -280,7 +335,8 @@ impl Hub {
                 .get(id)
                 .copied()
                 .unwrap_or_else(|| c.is_some_and(|c| c.live));
-            let next = conference_state(live, c);
+            let mut next = conference_state(live, c);
+            next.rollcall = inner.rollcalls.get(id).cloned();
             tx.send_if_modified(|cur| {
                 let changed = *cur != next;
                 *cur = next;
@@ -326,6 +382,7 @@ fn conference_state(live: bool, c: Option<&hallcast_rtc::SnapshotConference>) ->
                     .collect()
             })
             .unwrap_or_default(),
+        rollcall: None,
     }
 }
 
@@ -388,6 +445,7 @@ pub async fn subscribe(
     })?;
     let events = EventSet::parse(&body).map_err(|m| AppError::new(StatusCode::BAD_REQUEST, m))?;
     let token = new_token();
+    let point = state.sessions().get(&id).is_some_and(|m| m.point.is_some());
     {
         // Lock order hub → sessions: the event pump removes the session's metadata before its
         // slot, so a session that ends meanwhile is either refused here or its slot removed.
@@ -405,6 +463,7 @@ pub async fn subscribe(
         slot.subscription = Some(Subscription {
             token: token.clone(),
             events,
+            point,
         });
     }
     state.events.ensure_ticker(&state.engine);
@@ -448,7 +507,9 @@ pub async fn stream(
         if *slot.conference != *conference || !secret_matches(&token, &sub.token) {
             return Err(not_found());
         }
-        let events = sub.events;
+        let mut events = sub.events;
+        // Only a connection point can answer a roll call.
+        events.rollcall &= sub.point;
         let guard = StreamGuard::take(&slot.n_streams).ok_or_else(|| {
             AppError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -468,7 +529,8 @@ pub async fn stream(
             .get(&conf_id)
             .copied()
             .unwrap_or_else(|| c.is_some_and(|c| c.live));
-        let fresh = conference_state(live, c);
+        let mut fresh = conference_state(live, c);
+        fresh.rollcall = inner.rollcalls.get(&conf_id).cloned();
         let conf = inner
             .conferences
             .entry(conf_id)
@@ -539,6 +601,7 @@ struct Feed {
     sent_viewers: Option<usize>,
     sent_viewer: Option<ViewerState>,
     sent_layer_set: Option<Vec<u8>>,
+    sent_rollcall: Option<String>,
     _guard: StreamGuard,
 }
 
@@ -560,6 +623,7 @@ impl Feed {
             sent_viewers: None,
             sent_viewer: None,
             sent_layer_set: None,
+            sent_rollcall: None,
             _guard: guard,
         };
         // The current state right after the subscription.
@@ -607,6 +671,26 @@ impl Feed {
                     .event("viewercount")
                     .data(json!({ "viewercount": conf.n_viewers }).to_string()),
             );
+        }
+        if self.events.rollcall
+            && let Some(rc) = &conf.rollcall
+            && self.sent_rollcall.as_ref() != Some(&rc.id)
+        {
+            self.sent_rollcall = Some(rc.id.clone());
+            let remaining_ms = rc.deadline_ms - hallcast_ledger::now_ms();
+            // One that is over is not announced (a page opened after the deadline).
+            if remaining_ms > 0 {
+                self.pending.push_back(
+                    Event::default().event("rollcall").data(
+                        json!({
+                            "id": rc.id,
+                            "deadline_ms": rc.deadline_ms,
+                            "remaining_ms": remaining_ms,
+                        })
+                        .to_string(),
+                    ),
+                );
+            }
         }
         let layer_set: Vec<u8> = conf.layers.iter().map(|(l, _)| *l).collect();
         let viewer_new = viewer_changed && self.sent_viewer != Some(viewer);

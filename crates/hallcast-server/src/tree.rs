@@ -173,6 +173,9 @@ pub struct SyncConference {
     pub live: bool,
     /// The admin ended the conference.
     pub ended: bool,
+    /// The latest roll call started (on the central), so that the edge asks its points too and
+    /// takes their answers (its outbox sends them up). Absent from relays before roll calls.
+    pub rollcall: Option<crate::events::RollCallNotice>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
@@ -397,6 +400,7 @@ impl Tree {
                     viewer_token: c.viewer_token.clone(),
                     live: c.ended_ms.is_none() && live.contains(c.id.as_str()),
                     ended: c.ended_ms.is_some(),
+                    rollcall: state.events.rollcall(c.id.as_str()),
                 })
                 .collect(),
             join_key: keys.public_key(),
@@ -650,6 +654,35 @@ fn urlencode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A roll call started on this relay travels to its children in the sync answer (so points
+    /// on edges are asked too); a parent from before roll calls sends none.
+    #[tokio::test]
+    async fn sync_carries_the_running_roll_call() {
+        let (state, dir) = crate::test_state("hallcast-tree-sync").await;
+        let id = hallcast_core::accounting::ConferenceId::parse("hn").unwrap();
+        state
+            .registry
+            .create_or_rename(id, "T".into(), None)
+            .await
+            .unwrap();
+        let sync = state.tree.sync(&state).await;
+        assert_eq!(sync.conferences[0].rollcall, None);
+        let notice = crate::events::RollCallNotice {
+            id: format!("{:032x}", 0x5u128),
+            started_ms: 1_000,
+            deadline_ms: 61_000,
+        };
+        state.events.start_rollcall("hn", notice.clone());
+        let sync = state.tree.sync(&state).await;
+        assert_eq!(sync.conferences[0].rollcall.as_ref(), Some(&notice));
+        let json = serde_json::to_string(&sync).unwrap();
+        let back: SyncAnswer = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.conferences[0].rollcall, Some(notice));
+        let old: SyncConference = serde_json::from_str(r#"{"id":"hn","live":true}"#).unwrap();
+        assert_eq!(old.rollcall, None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     fn session(
         role: hallcast_rtc::Role,

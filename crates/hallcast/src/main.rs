@@ -597,7 +597,19 @@ impl Relay {
         let mut ctx =
             AttendanceCtx::new(ledger.clone(), config.admin.token.clone(), base_url.clone())
                 .with_registry(registry)
-                .with_access(state.access.clone());
+                .with_access(state.access.clone())
+                .with_events(state.events.clone());
+        if !is_edge {
+            // Roll calls still running when the relay restarted reach the pages again.
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                match hallcast_server::attendance::restore_running_roll_calls(&ctx).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(n_rollcalls = n, "roll calls still running announced again"),
+                    Err(e) => warn!("reading the running roll calls: {e}"),
+                }
+            });
+        }
         if is_edge {
             let keys = edge_keys_for_api.clone();
             ctx.join_verifier = Some(hallcast_server::attendance::JoinVerifier(Arc::new(

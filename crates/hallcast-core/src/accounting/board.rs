@@ -239,6 +239,8 @@ pub fn board(input: &BoardInput<'_>) -> Board {
         match &ev.kind {
             EventKind::BroadcastStarted => live_since = live_since.or(Some(ev.at_ms)),
             EventKind::BroadcastEnded => live_since = None,
+            // Roll calls have their own fold (`accounting::roll_calls`) and panel.
+            EventKind::RollCallStarted { .. } | EventKind::RollCallAnswered { .. } => {}
             EventKind::Headcount { point, n_people } => {
                 tracks.entry(point).or_default().people = Some(*n_people);
             }

@@ -1,7 +1,7 @@
 //! The attendance events the relay emits. They are facts with a time; the fold decides
 //! what they mean, so the relay never has to reason about attendance.
 
-use super::ids::{ConferenceId, EventId, PointId, SessionId};
+use super::ids::{ConferenceId, EventId, PointId, RollCallId, SessionId};
 
 /// One attendance fact.
 ///
@@ -31,6 +31,17 @@ pub enum EventKind {
         point: PointId,
         session: SessionId,
         change: SessionChange,
+    },
+    /// An organiser started a roll call (điểm danh): every connected point is asked to
+    /// confirm its presence and its number of people before `deadline_ms`. The roll call's
+    /// id is this event's own id.
+    RollCallStarted { deadline_ms: i64 },
+    /// A point answered a roll call with the number of people present (the latest answer
+    /// before the deadline counts).
+    RollCallAnswered {
+        point: PointId,
+        rollcall: RollCallId,
+        n_people: u32,
     },
 }
 
@@ -82,8 +93,12 @@ impl Event {
     /// The point this event is about, if it is a point-level event.
     pub fn point(&self) -> Option<&PointId> {
         match &self.kind {
-            EventKind::Headcount { point, .. } | EventKind::Session { point, .. } => Some(point),
-            EventKind::BroadcastStarted | EventKind::BroadcastEnded => None,
+            EventKind::Headcount { point, .. }
+            | EventKind::Session { point, .. }
+            | EventKind::RollCallAnswered { point, .. } => Some(point),
+            EventKind::BroadcastStarted
+            | EventKind::BroadcastEnded
+            | EventKind::RollCallStarted { .. } => None,
         }
     }
 
@@ -135,6 +150,8 @@ impl EventKind {
                 SessionChange::Ended { .. } => 9,
             },
             EventKind::Headcount { .. } => 8,
+            EventKind::RollCallStarted { .. } => 8,
+            EventKind::RollCallAnswered { .. } => 8,
             EventKind::BroadcastEnded => 10,
         }
     }

@@ -112,6 +112,8 @@ enum Op {
     Frozen,
     Unfrozen,
     Ended(EndReason),
+    /// Roll-call events: counted as events, no effect on presence (see `rollcall.rs`).
+    RollCall,
 }
 
 /// One event, interned: 48 bytes, no heap.
@@ -211,6 +213,9 @@ impl Folder {
                     SessionChange::Ended { reason } => (Op::Ended(*reason), 0),
                 };
                 (op, p, s, value)
+            }
+            EventKind::RollCallStarted { .. } | EventKind::RollCallAnswered { .. } => {
+                (Op::RollCall, NONE, NONE, 0)
             }
         };
         if let Some(last) = self.recs.last()
@@ -466,6 +471,7 @@ impl<'a> Sweep<'a> {
                     at_ms: r.at_ms,
                 });
             }
+            Op::RollCall => {}
             _ => self.apply_session(r),
         }
     }
@@ -508,7 +514,7 @@ impl<'a> Sweep<'a> {
                     p.n_timeouts += 1;
                 }
             }
-            Op::BroadcastStarted | Op::BroadcastEnded | Op::Headcount => {}
+            Op::BroadcastStarted | Op::BroadcastEnded | Op::Headcount | Op::RollCall => {}
         }
         let after = s.contributions();
         if before != after {

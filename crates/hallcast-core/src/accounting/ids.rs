@@ -156,6 +156,38 @@ impl FromStr for SessionId {
     }
 }
 
+/// One roll call (điểm danh) of a conference: the event id of its `RollCallStarted` event.
+/// Written as 32 lowercase hex digits; parsing accepts 1 to 32 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RollCallId(pub u128);
+
+impl RollCallId {
+    /// Parses 1 to 32 hex digits.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        parse_hex128(s, "roll call id").map(RollCallId)
+    }
+}
+
+impl From<EventId> for RollCallId {
+    fn from(id: EventId) -> Self {
+        RollCallId(id.0)
+    }
+}
+
+impl fmt::Display for RollCallId {
+    /// 32 lowercase hex digits.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl FromStr for RollCallId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        Self::parse(s)
+    }
+}
+
 /// 1 to 32 hex digits as a `u128`.
 fn parse_hex128(s: &str, what: &'static str) -> Result<u128, IdError> {
     if s.is_empty() {

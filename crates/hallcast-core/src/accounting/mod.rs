@@ -32,7 +32,9 @@
 //!   media reaches it again; and exactly one `Ended { reason }` (DELETE →
 //!   `Deleted`; no consent/receiver reports for 10 s → `Timeout`; orderly shutdown →
 //!   `RelayShutdown`; the ledger itself writes `RelayLost` after a crash);
-//! * `Headcount` whenever the viewer page declares the number of people.
+//! * `Headcount` whenever the viewer page declares the number of people;
+//! * `RollCallStarted` when an organiser starts a roll call, `RollCallAnswered` when a point
+//!   answers it (folded by [`roll_calls`], not by the presence fold).
 
 mod board;
 mod event;
@@ -40,6 +42,7 @@ mod fold;
 mod hash;
 mod ids;
 mod report;
+mod rollcall;
 
 pub use board::{
     Alert, AlertKind, Board, BoardInput, DEGRADED_LOSS, Delivery, LiveSession, OrgBoard,
@@ -47,10 +50,11 @@ pub use board::{
 };
 pub use event::{EndReason, Event, EventKind, SessionChange};
 pub use fold::{Declaration, Folder, Interval, PointPresence, Presence, fold};
-pub use ids::{ConferenceId, EventId, IdError, OrgId, PointId, SessionId};
+pub use ids::{ConferenceId, EventId, IdError, OrgId, PointId, RollCallId, SessionId};
 pub use report::{
     DEFAULT_GRACE_MS, OrgRow, Organisation, PointInfo, PointRow, Report, ReportConfig, build_report,
 };
+pub use rollcall::{RollCall, RollCallOutcome, RollCallPoint, roll_calls, running};
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::fold::{Declaration, Interval, PointPresence, Presence};
 use super::ids::{ConferenceId, OrgId, PointId};
+use super::rollcall::RollCall;
 
 /// Reconnects whose gap is at most this long merge into one attendance (default 60 s).
 pub const DEFAULT_GRACE_MS: i64 = 60_000;
@@ -134,9 +135,18 @@ pub struct Report {
     pub orgs: Vec<OrgRow>,
     pub n_events: u64,
     pub n_duplicates: u64,
+    /// The conference's roll calls, oldest first (see [`super::roll_calls`]); empty from
+    /// [`build_report`] alone, filled by [`Report::with_roll_calls`].
+    pub roll_calls: Vec<RollCall>,
 }
 
 impl Report {
+    /// Sets the roll calls (computed by [`super::roll_calls`] from the same events).
+    pub fn with_roll_calls(mut self, roll_calls: Vec<RollCall>) -> Report {
+        self.roll_calls = roll_calls;
+        self
+    }
+
     /// Organisations with at least one point that never connected ("who is missing").
     pub fn missing(&self) -> impl Iterator<Item = &OrgRow> {
         self.orgs.iter().filter(|o| !o.missing.is_empty())
@@ -279,6 +289,7 @@ pub fn build_report(
         orgs: org_rows,
         n_events: presence.n_events,
         n_duplicates: presence.n_duplicates,
+        roll_calls: Vec::new(),
     }
 }
 

@@ -333,7 +333,8 @@ impl Store for PgStore {
     fn point_nodes(&mut self, conference: &ConferenceId) -> Result<Vec<(PointId, String)>> {
         let rows = self.client.query(
             "SELECT DISTINCT point, node FROM events
-             WHERE conference = $1 AND session IS NOT NULL ORDER BY point, node",
+             WHERE conference = $1 AND session IS NOT NULL
+               AND kind <> 'rollcall_answered' ORDER BY point, node",
             &[&conference.as_str()],
         )?;
         rows.into_iter()

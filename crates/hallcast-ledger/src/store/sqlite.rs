@@ -317,7 +317,8 @@ impl Store for SqliteStore {
     fn point_nodes(&mut self, conference: &ConferenceId) -> Result<Vec<(PointId, String)>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT DISTINCT point, node FROM events
-             WHERE conference = ?1 AND session IS NOT NULL ORDER BY point, node",
+             WHERE conference = ?1 AND session IS NOT NULL
+               AND kind <> 'rollcall_answered' ORDER BY point, node",
         )?;
         let rows = stmt.query_map(params![conference.as_str()], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))

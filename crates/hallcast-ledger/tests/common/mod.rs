@@ -156,6 +156,157 @@ pub async fn append_is_durable_and_idempotent(store: TestStore) {
     again.close().await.unwrap();
 }
 
+/// Roll calls: the start and the answers are stored durably before they are acknowledged,
+/// an answer resent with its event id is stored once, and they come back after a reopen as
+/// per-point outcomes (answered / no answer / not connected) in `roll_calls` and in every
+/// report document.
+pub async fn roll_calls_durable_idempotent_and_reported(store: TestStore) {
+    use hallcast_core::accounting::{RollCallId, RollCallOutcome};
+    use hallcast_ledger::render::{self, Lang, RenderOptions};
+
+    let ledger = open(&store).await;
+    ledger
+        .import_csv(REGISTRY_CSV.as_bytes().to_vec())
+        .await
+        .unwrap();
+    let t = 1_700_000_000_000i64;
+    let s = 1000i64;
+    let ended = SessionChange::Ended {
+        reason: EndReason::Deleted,
+    };
+    for ev in [
+        conf_event(t, EventKind::BroadcastStarted),
+        // hn-1 answers, hn-2 ignores it, hue-1 left before, ct-1 never came.
+        sess("hn-1", "r1", t, SessionChange::MediaFlowing),
+        sess("hn-2", "r2", t, SessionChange::MediaFlowing),
+        sess("hue-1", "r3", t, SessionChange::MediaFlowing),
+        sess("hue-1", "r3", t + 10 * s, ended),
+    ] {
+        assert_eq!(ledger.append(ev).await.unwrap(), Appended::Stored);
+    }
+    let start = conf_event(
+        t + 20 * s,
+        EventKind::RollCallStarted {
+            deadline_ms: t + 80 * s,
+        },
+    );
+    let rc = RollCallId::from(start.event_id);
+    assert_eq!(ledger.append(start).await.unwrap(), Appended::Stored);
+    let answer = conf_event(
+        t + 30 * s,
+        EventKind::RollCallAnswered {
+            point: pid("hn-1"),
+            rollcall: rc,
+            n_people: 17,
+        },
+    );
+    assert_eq!(
+        ledger.append(answer.clone()).await.unwrap(),
+        Appended::Stored
+    );
+    assert_eq!(
+        ledger.append(answer.clone()).await.unwrap(),
+        Appended::Duplicate,
+        "a resent answer is stored once"
+    );
+    ledger.close().await.unwrap();
+    drop(ledger);
+
+    let again = open(&store).await;
+    assert_eq!(again.count_event_id(answer.event_id).await.unwrap(), 1);
+    let calls = again.roll_calls(&conf(), t + 90 * s).await.unwrap();
+    assert_eq!(calls.len(), 1);
+    let c = &calls[0];
+    assert_eq!(
+        (c.id, c.started_ms, c.deadline_ms),
+        (rc, t + 20 * s, t + 80 * s)
+    );
+    assert!(!c.running);
+    let got: Vec<(&str, RollCallOutcome)> = c
+        .points
+        .iter()
+        .map(|p| (p.point.as_str(), p.outcome))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("ct-1", RollCallOutcome::NotConnected),
+            (
+                "hn-1",
+                RollCallOutcome::Answered {
+                    n_people: 17,
+                    at_ms: t + 30 * s
+                }
+            ),
+            ("hn-2", RollCallOutcome::NoAnswer),
+            ("hue-1", RollCallOutcome::NotConnected),
+        ]
+    );
+    // While it ran, at t+25 s: nobody had answered yet.
+    let early = again.roll_calls(&conf(), t + 25 * s).await.unwrap();
+    assert!(early[0].running);
+    assert_eq!(early[0].n_answered(), 0);
+    assert_eq!(early[0].n_no_answer(), 2);
+
+    let report = again
+        .report(&conf(), t + 90 * s, ReportConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(report.roll_calls, calls);
+    // An answer is not a session: the relays of the points are the sessions' only.
+    let hn1 = report
+        .points
+        .iter()
+        .find(|r| r.point == pid("hn-1"))
+        .unwrap();
+    assert_eq!(hn1.relays, vec!["central".to_string()]);
+    let opts = RenderOptions::default();
+    let json: serde_json::Value =
+        serde_json::from_str(&render::report_json(&report, None, &opts).unwrap()).unwrap();
+    let rc_json = &json["roll_calls"][0];
+    assert_eq!(rc_json["id"], rc.to_string());
+    assert_eq!(rc_json["n_answered"], 1);
+    assert_eq!(rc_json["n_no_answer"], 1);
+    assert_eq!(rc_json["n_not_connected"], 2);
+    assert_eq!(rc_json["points"][1]["outcome"], "answered");
+    assert_eq!(rc_json["points"][1]["n_people"], 17);
+    assert_eq!(rc_json["points"][2]["outcome"], "no_answer");
+    let csv = String::from_utf8(render::report_csv(&report, &opts).unwrap()).unwrap();
+    assert!(csv.lines().next().unwrap().contains("Điểm danh "), "{csv}");
+    let hn1_line = csv.lines().find(|l| l.contains(",hn-1,")).unwrap();
+    assert!(
+        hn1_line.ends_with("đã trả lời: 17 người (2023-11-15 05:13:50)"),
+        "{hn1_line}"
+    );
+    assert!(
+        csv.lines()
+            .any(|l| l.contains(",hn-2,") && l.ends_with(",không trả lời"))
+    );
+    assert!(
+        csv.lines()
+            .any(|l| l.contains(",ct-1,") && l.ends_with(",không kết nối"))
+    );
+    let en = RenderOptions {
+        lang: Lang::En,
+        ..RenderOptions::default()
+    };
+    let csv_en = String::from_utf8(render::report_csv(&report, &en).unwrap()).unwrap();
+    assert!(csv_en.lines().next().unwrap().ends_with(",rollcall_1"));
+    let html = render::report_html(&report, None, &opts);
+    assert!(html.contains("data-point=\"hn-1\" data-outcome=\"answered\""));
+    assert!(html.contains("data-point=\"hn-2\" data-outcome=\"no_answer\""));
+    assert!(html.contains("data-point=\"hue-1\" data-outcome=\"not_connected\""));
+    // Stored and wire form: the answer travels up the tree, the start does not.
+    let stored = export_all(&again).await;
+    let kinds: Vec<String> = stored
+        .iter()
+        .map(|e| EventJson::from(e).kind)
+        .filter(|k| k.starts_with("rollcall"))
+        .collect();
+    assert_eq!(kinds, ["rollcall_started", "rollcall_answered"]);
+    again.close().await.unwrap();
+}
+
 pub async fn emit_never_blocks_and_counts_drops(store: TestStore) {
     // Big queue: everything emitted is stored after a flush.
     let ledger = open(&store).await;
@@ -915,7 +1066,8 @@ macro_rules! ledger_suite {
             tokens_verify_and_revoke,
             report_from_stored_events,
             relay_restart_recovery,
-            crash_safety_kill_9
+            crash_safety_kill_9,
+            roll_calls_durable_idempotent_and_reported
         );
         $crate::ledger_suite!(@two $make; transfer_between_ledgers);
     };

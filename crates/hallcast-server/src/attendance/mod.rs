@@ -23,6 +23,9 @@
 //! | `GET /api/v1/conferences/{id}/links?format=csv\|html\|json&point=&valid_hours=&lang=` | admin | join links (HTML: printable, QR per point) |
 //! | `POST /api/v1/conferences/{id}/points/{point}/revoke` | admin | revoke that point's links |
 //! | `POST /api/v1/conferences/{id}/headcount` | viewer (join token) | `{"n_people": 25, "event_id": "<32 hex>"?}`; answered once durable; a retry with the same `event_id` is stored once |
+//! | `POST /api/v1/conferences/{id}/rollcalls` | admin | start a roll call `{"duration_s": 60}` → 201 `{"id","started_ms","deadline_ms",…}` (see [`rollcall`]) |
+//! | `GET /api/v1/conferences/{id}/rollcalls` | admin | every roll call with each point's `answered` (people, at) / `no_answer` / `not_connected` |
+//! | `POST /api/v1/conferences/{id}/rollcalls/{rollcall}/answer` | viewer (join token) | `{"n_people": 12, "event_id"?}`; answered once durable; idempotent; 410 after the deadline |
 //! | `GET /api/v1/conferences/{id}/events` | admin | the conference's raw event log (JSON), for audits |
 //! | `GET /api/v1/conferences/{id}/report?format=csv\|json\|html&lang=vi\|en&as_of_ms=` | admin | attendance report |
 //!
@@ -81,6 +84,10 @@ pub struct AttendanceCtx {
     pub join_verifier: Option<JoinVerifier>,
     /// The consoles' role check (accounts, sessions, the admin token).
     pub access: Arc<Access>,
+    /// The WHEP events hub, told when a roll call starts (None: nobody is told).
+    pub events: Option<Arc<crate::events::Hub>>,
+    /// Roll calls known to this relay (deadlines, for answers).
+    pub rollcalls: Arc<rollcall::RollCallBook>,
 }
 
 /// A join-link check other than the ledger's (see [`AttendanceCtx::join_verifier`]).
@@ -118,12 +125,20 @@ impl AttendanceCtx {
             report: ReportConfig::default(),
             utc_offset_minutes: 420,
             join_verifier: None,
+            events: None,
+            rollcalls: Arc::default(),
         }
     }
 
     /// Uses the relay's role check (its accounts and console sessions).
     pub fn with_access(mut self, access: Arc<Access>) -> Self {
         self.access = access;
+        self
+    }
+
+    /// Tells viewer pages of roll calls through this hub (the relay's `AppState::events`).
+    pub fn with_events(mut self, hub: Arc<crate::events::Hub>) -> Self {
+        self.events = Some(hub);
         self
     }
 
@@ -222,6 +237,14 @@ pub fn router(ctx: AttendanceCtx) -> Router {
             post(revoke),
         )
         .route("/api/v1/conferences/{id}/headcount", post(headcount))
+        .route(
+            "/api/v1/conferences/{id}/rollcalls",
+            get(rollcall::list).post(rollcall::start),
+        )
+        .route(
+            "/api/v1/conferences/{id}/rollcalls/{rollcall}/answer",
+            post(rollcall::answer),
+        )
         .route("/api/v1/conferences/{id}/report", get(report))
         .route("/api/v1/conferences/{id}/events", get(events))
         .with_state(ctx)
@@ -412,10 +435,10 @@ fn require(ctx: &AttendanceCtx, method: &Method, headers: &HeaderMap, need: Role
         })
 }
 
-/// The admin check of the board's read-only routes (GET): the bearer admin token or an admin's
-/// console session.
-pub(crate) fn admin(ctx: &AttendanceCtx, headers: &HeaderMap) -> ApiResult<()> {
-    require(ctx, &Method::GET, headers, Role::Admin)
+/// The admin check for routes outside this file (the board, roll calls): the bearer admin
+/// token or an admin's console session (with its CSRF check on unsafe methods).
+pub(crate) fn admin(ctx: &AttendanceCtx, method: &Method, headers: &HeaderMap) -> ApiResult<()> {
+    require(ctx, method, headers, Role::Admin)
 }
 
 // ----- DTOs -----
@@ -554,6 +577,12 @@ struct EventDto {
     after_ms: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
+    /// `rollcall_answered`: the roll call answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollcall: Option<String>,
+    /// `rollcall_started`: when answers stop being accepted (Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deadline_ms: Option<i64>,
 }
 
 impl From<&Event> for EventDto {
@@ -568,12 +597,25 @@ impl From<&Event> for EventDto {
             n_people: None,
             after_ms: None,
             reason: None,
+            rollcall: None,
+            deadline_ms: None,
         };
         match &ev.kind {
             EventKind::BroadcastStarted => dto.kind = "broadcast_started",
             EventKind::BroadcastEnded => dto.kind = "broadcast_ended",
             EventKind::Headcount { n_people, .. } => {
                 dto.kind = "headcount";
+                dto.n_people = Some(*n_people);
+            }
+            EventKind::RollCallStarted { deadline_ms } => {
+                dto.kind = "rollcall_started";
+                dto.deadline_ms = Some(*deadline_ms);
+            }
+            EventKind::RollCallAnswered {
+                rollcall, n_people, ..
+            } => {
+                dto.kind = "rollcall_answered";
+                dto.rollcall = Some(rollcall.to_string());
                 dto.n_people = Some(*n_people);
             }
             EventKind::Session { change, .. } => {
@@ -1097,14 +1139,14 @@ async fn revoke(
 
 // ----- viewer: headcount -----
 
-async fn headcount(
-    State(ctx): Ctx,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Result<Json<HeadcountBody>, JsonRejection>,
-) -> ApiResult<Json<HeadcountDto>> {
-    let conference = parse(&id, ConferenceId::parse)?;
-    let Ok(token) = auth::bearer(&headers) else {
+/// The point a viewer request's join token (`Authorization: Bearer`) names, checked to be
+/// valid (signature, expiry, revocation) and for `conference`.
+fn point_of(
+    ctx: &AttendanceCtx,
+    headers: &HeaderMap,
+    conference: &ConferenceId,
+) -> ApiResult<PointId> {
+    let Ok(token) = auth::bearer(headers) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -1124,7 +1166,7 @@ async fn headcount(
         };
         ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", vi, &e.to_string())
     })?;
-    if claims.conference != conference {
+    if &claims.conference != conference {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "wrong_conference",
@@ -1132,6 +1174,17 @@ async fn headcount(
             &format!("This join link is for conference {}", claims.conference),
         ));
     }
+    Ok(claims.point)
+}
+
+async fn headcount(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<HeadcountBody>, JsonRejection>,
+) -> ApiResult<Json<HeadcountDto>> {
+    let conference = parse(&id, ConferenceId::parse)?;
+    let point = point_of(&ctx, &headers, &conference)?;
     let Json(b) = body?;
     if b.n_people > MAX_PEOPLE {
         return Err(ApiError::bad_request(format!(
@@ -1153,14 +1206,14 @@ async fn headcount(
             conference: conference.clone(),
             at_ms,
             kind: EventKind::Headcount {
-                point: claims.point.clone(),
+                point: point.clone(),
                 n_people: b.n_people,
             },
         })
         .await?;
     Ok(Json(HeadcountDto {
         conference: conference.into_string(),
-        point: claims.point.into_string(),
+        point: point.into_string(),
         n_people: b.n_people,
         at_ms,
         event_id: event_id.to_string(),
@@ -1286,6 +1339,10 @@ async fn report(
         &format!("diem-danh-{conference}.csv"),
     ))
 }
+
+pub mod rollcall;
+
+pub use rollcall::restore_running as restore_running_roll_calls;
 
 #[cfg(test)]
 mod tests;

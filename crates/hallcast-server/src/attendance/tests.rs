@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use hallcast_core::accounting::{
-    ConferenceId, Event, EventKind, PointId, SessionChange, SessionId,
+    ConferenceId, Event, EventKind, PointId, RollCallId, SessionChange, SessionId,
 };
 use hallcast_ledger::{Ledger, LedgerConfig, Secret, StoreConfig, new_event_id, now_ms};
 use http_body_util::BodyExt;
@@ -686,4 +686,268 @@ async fn relay_events_route_checks_credential_and_body_and_is_idempotent() {
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+/// Roll calls through the API: start (admin), answer (join token; idempotent; refused after
+/// the deadline), list with each point's outcome, and the hub told of the start.
+#[tokio::test]
+async fn rollcall_start_answer_list_and_deadline() {
+    let f = fixture(ADMIN).await;
+    f.ledger.import_csv(CSV.as_bytes().to_vec()).await.unwrap();
+    let hub = Arc::new(crate::events::Hub::new());
+    let ctx = AttendanceCtx::new(f.ledger.clone(), ADMIN, "http://127.0.0.1:8080")
+        .with_events(hub.clone());
+    let app = router(ctx);
+    let (s, _, body) = call(
+        &app,
+        "POST",
+        "/api/v1/conferences",
+        Some(ADMIN),
+        Some(("application/json", r#"{"id":"hn-2025","title":"T"}"#.into())),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let conf = ConferenceId::parse("hn-2025").unwrap();
+    let t = now_ms() - 60_000;
+    // hn-1 and hn-2 are connected, hue-1 left before the roll call.
+    for (point, sid, at, ended) in [
+        ("hn-1", 1u128, t, false),
+        ("hn-2", 2, t, false),
+        ("hue-1", 3, t, false),
+        ("hue-1", 3, t + 1000, true),
+    ] {
+        let change = if ended {
+            SessionChange::Ended {
+                reason: EndReason::Deleted,
+            }
+        } else {
+            SessionChange::Started
+        };
+        f.ledger
+            .append(Event::session_event(
+                new_event_id(),
+                conf.clone(),
+                PointId::parse(point).unwrap(),
+                SessionId(sid),
+                at,
+                change,
+            ))
+            .await
+            .unwrap();
+    }
+    let rollcalls = "/api/v1/conferences/hn-2025/rollcalls";
+    let start = |d: &str| Some(("application/json", format!(r#"{{"duration_s":{d}}}"#)));
+    assert_eq!(
+        call(&app, "POST", rollcalls, None, start("60")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (s, _, body) = call(&app, "POST", rollcalls, Some(ADMIN), start("5")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(json(&body)["message"].as_str().unwrap().contains(" / "));
+    let (s, _, body) = call(
+        &app,
+        "POST",
+        "/api/v1/conferences/nope/rollcalls",
+        Some(ADMIN),
+        start("60"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    let (s, _, body) = call(&app, "POST", rollcalls, Some(ADMIN), start("60")).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let started = json(&body);
+    let id = started["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        started["deadline_ms"].as_i64().unwrap() - started["started_ms"].as_i64().unwrap(),
+        60_000
+    );
+    let (s, _, body) = call(&app, "POST", rollcalls, Some(ADMIN), start("60")).await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "a second one while the first runs: {body}"
+    );
+
+    let exp = now_ms() / 1000 + 3600;
+    let tok = |p: &str| {
+        f.ledger
+            .issue_token(&conf, &PointId::parse(p).unwrap(), exp)
+    };
+    let answer_uri = format!("{rollcalls}/{id}/answer");
+    let body_of = |n: u32, eid: Option<&str>| {
+        let b = match eid {
+            Some(e) => format!(r#"{{"n_people":{n},"event_id":"{e}"}}"#),
+            None => format!(r#"{{"n_people":{n}}}"#),
+        };
+        Some(("application/json", b))
+    };
+    assert_eq!(
+        call(&app, "POST", &answer_uri, None, body_of(3, None))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&app, "POST", &answer_uri, Some(ADMIN), body_of(3, None))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED,
+        "the admin token is no join link"
+    );
+    let hn1 = tok("hn-1");
+    let (s, _, body) = call(&app, "POST", &answer_uri, Some(&hn1), body_of(0, None)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, _, body) = call(
+        &app,
+        "POST",
+        &format!("{rollcalls}/{:032x}/answer", 7),
+        Some(&hn1),
+        body_of(3, None),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    let eid = format!("{:032x}", rand_id());
+    let (s, _, body) = call(
+        &app,
+        "POST",
+        &answer_uri,
+        Some(&hn1),
+        body_of(12, Some(&eid)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(json(&body)["duplicate"], false);
+    assert_eq!(json(&body)["point"], "hn-1");
+    let (s, _, body) = call(
+        &app,
+        "POST",
+        &answer_uri,
+        Some(&hn1),
+        body_of(12, Some(&eid)),
+    )
+    .await;
+    assert_eq!(
+        (s, json(&body)["duplicate"].clone()),
+        (StatusCode::OK, true.into())
+    );
+    // Without an id, the same answer twice is stored once too.
+    let (_, _, b1) = call(&app, "POST", &answer_uri, Some(&hn1), body_of(12, None)).await;
+    let (_, _, b2) = call(&app, "POST", &answer_uri, Some(&hn1), body_of(12, None)).await;
+    assert_eq!(json(&b1)["duplicate"], false);
+    assert_eq!(json(&b2)["duplicate"], true);
+    assert_eq!(json(&b1)["event_id"], json(&b2)["event_id"]);
+
+    let (s, _, body) = call(&app, "GET", rollcalls, Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let list = json(&body);
+    assert_eq!(list["running"], id.as_str());
+    let rc = &list["rollcalls"][0];
+    assert_eq!(rc["id"], id.as_str());
+    assert_eq!(rc["counts"]["answered"], 1);
+    assert_eq!(rc["counts"]["no_answer"], 1);
+    assert_eq!(rc["counts"]["not_connected"], 1);
+    let outcome = |p: &str| {
+        rc["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["point"] == p)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(outcome("hn-1")["outcome"], "answered");
+    assert_eq!(outcome("hn-1")["n_people"], 12);
+    assert!(outcome("hn-1")["at_ms"].as_i64().is_some());
+    assert_eq!(outcome("hn-2")["outcome"], "no_answer");
+    assert_eq!(outcome("hue-1")["outcome"], "not_connected");
+    assert_eq!(
+        call(&app, "GET", rollcalls, None, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // An earlier roll call that is over (stored directly): answers are refused with 410,
+    // except a retry of an answer stored in time.
+    let old = new_event_id();
+    f.ledger
+        .append(Event {
+            event_id: old,
+            conference: conf.clone(),
+            at_ms: t + 2000,
+            kind: EventKind::RollCallStarted {
+                deadline_ms: t + 12_000,
+            },
+        })
+        .await
+        .unwrap();
+    let in_time = new_event_id();
+    f.ledger
+        .append(Event {
+            event_id: in_time,
+            conference: conf.clone(),
+            at_ms: t + 3000,
+            kind: EventKind::RollCallAnswered {
+                point: PointId::parse("hn-2").unwrap(),
+                rollcall: RollCallId::from(old),
+                n_people: 4,
+            },
+        })
+        .await
+        .unwrap();
+    let old_uri = format!("{rollcalls}/{old}/answer");
+    let hn2 = tok("hn-2");
+    let (s, _, body) = call(&app, "POST", &old_uri, Some(&hn2), body_of(5, None)).await;
+    assert_eq!(s, StatusCode::GONE, "{body}");
+    assert!(body.contains("hết thời gian điểm danh"), "{body}");
+    let (s, _, body) = call(
+        &app,
+        "POST",
+        &old_uri,
+        Some(&hn2),
+        body_of(4, Some(&in_time.to_string())),
+    )
+    .await;
+    assert_eq!(
+        (s, json(&body)["duplicate"].clone()),
+        (StatusCode::OK, true.into()),
+        "{body}"
+    );
+    let (_, _, body) = call(&app, "GET", rollcalls, Some(ADMIN), None).await;
+    let list = json(&body);
+    assert_eq!(list["rollcalls"].as_array().unwrap().len(), 2);
+    assert_eq!(list["rollcalls"][0]["id"], old.to_string(), "oldest first");
+    assert_eq!(list["rollcalls"][0]["running"], false);
+    // The report lists both.
+    let (_, _, body) = call(
+        &app,
+        "GET",
+        "/api/v1/conferences/hn-2025/report?format=json",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(json(&body)["roll_calls"].as_array().unwrap().len(), 2);
+
+    // After a restart the hub is empty: the running roll call is announced again.
+    assert_eq!(hub.rollcall("hn-2025").map(|n| n.id), Some(id.clone()));
+    let fresh = Arc::new(crate::events::Hub::new());
+    let ctx = AttendanceCtx::new(f.ledger.clone(), ADMIN, "http://127.0.0.1:8080")
+        .with_events(fresh.clone());
+    assert_eq!(rollcall::restore_running(&ctx).await.unwrap(), 1);
+    let n = fresh.rollcall("hn-2025").unwrap();
+    assert_eq!(n.id, id);
+    assert_eq!(n.deadline_ms, started["deadline_ms"].as_i64().unwrap());
+
+    // An ended conference takes no roll call.
+    let (s, _, _) = call(
+        &app,
+        "POST",
+        "/api/v1/conferences/hn-2025/end",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, body) = call(&app, "POST", rollcalls, Some(ADMIN), start("60")).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(json(&body)["error"], "conference_ended");
 }

@@ -183,7 +183,7 @@ fn link_names_the_session_resource_and_the_events() {
         link.to_str().unwrap(),
         format!(
             "</whep/demo/{id}/events>; rel=\"urn:ietf:params:whep:ext:core:server-sent-events\"; \
-             events=\"active,inactive,layers,viewercount\""
+             events=\"active,inactive,layers,viewercount,rollcall\""
         )
     );
 }
@@ -319,4 +319,80 @@ async fn stream_sends_the_state_then_changes_and_ends_with_the_session() {
     .await;
     assert_eq!(end, Ok(true), "the stream should end with the session");
     assert_eq!(f.get(&location).await.status(), StatusCode::NOT_FOUND);
+}
+
+/// A roll call reaches a point's stream when it starts, and a stream opened during the
+/// countdown (a point that rejoined) at subscription; never a viewer without a point, nor a
+/// stream opened after the deadline.
+#[tokio::test]
+async fn rollcall_reaches_point_sessions_at_start_and_at_subscription() {
+    let f = fixture().await;
+    f.state.sessions().get_mut(&f.session).unwrap().point = Some("hn-1".into());
+    async fn subscribe(f: &Fixture) -> Body {
+        let (status, location, text) = f
+            .post(
+                &f.events_url(),
+                Some(TOKEN),
+                "[\"active\",\"inactive\",\"rollcall\"]",
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{text}");
+        f.get(&location).await.into_body()
+    }
+    let mut body = subscribe(&f).await;
+    assert_eq!(read_events(&mut body, 1).await[0].0, "inactive");
+    let deadline_ms = hallcast_ledger::now_ms() + 60_000;
+    f.state.events.start_rollcall(
+        "demo",
+        RollCallNotice {
+            id: format!("{:032x}", 0xabcu128),
+            started_ms: deadline_ms - 60_000,
+            deadline_ms,
+        },
+    );
+    let e = read_events(&mut body, 1).await;
+    assert_eq!(e[0].0, "rollcall");
+    let v: serde_json::Value = serde_json::from_str(&e[0].1).unwrap();
+    assert_eq!(v["id"], format!("{:032x}", 0xabcu128));
+    assert_eq!(v["deadline_ms"], deadline_ms);
+    let remaining = v["remaining_ms"].as_i64().unwrap();
+    assert!((50_000..=60_000).contains(&remaining), "{v}");
+    drop(body);
+
+    // The page reconnects during the countdown: a new stream hears of it at once.
+    let mut again = subscribe(&f).await;
+    let e = read_events(&mut again, 2).await;
+    assert_eq!(e[1].0, "rollcall", "{e:?}");
+    drop(again);
+
+    // A viewer that is not a connection point is never asked.
+    f.state.sessions().get_mut(&f.session).unwrap().point = None;
+    let mut viewer = subscribe(&f).await;
+    let e = read_events(&mut viewer, 1).await;
+    assert_eq!(e[0].0, "inactive");
+    let more = tokio::time::timeout(Duration::from_millis(300), read_events(&mut viewer, 1)).await;
+    assert!(
+        more.is_err(),
+        "no rollcall for a viewer without a point: {more:?}"
+    );
+    drop(viewer);
+
+    // After the deadline nobody is asked any more.
+    f.state.sessions().get_mut(&f.session).unwrap().point = Some("hn-1".into());
+    f.state.events.start_rollcall(
+        "demo",
+        RollCallNotice {
+            id: format!("{:032x}", 0xdefu128),
+            started_ms: hallcast_ledger::now_ms() - 60_001,
+            deadline_ms: hallcast_ledger::now_ms() - 1,
+        },
+    );
+    let mut late = subscribe(&f).await;
+    let e = read_events(&mut late, 1).await;
+    assert_eq!(e[0].0, "inactive");
+    let more = tokio::time::timeout(Duration::from_millis(300), read_events(&mut late, 1)).await;
+    assert!(
+        more.is_err(),
+        "an expired roll call is not announced: {more:?}"
+    );
 }
