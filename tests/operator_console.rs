@@ -3,10 +3,13 @@
 //! opens the console; a conference is created there; the console publishes the fake camera over
 //! WHIP; its preview plays the feed the relay receives (and is not accounted as a point); the
 //! pre-flight panel renders its nine lines; a forged cross-site POST from another site changes
-//! nothing; a viewer at a point plays the broadcast and only its session is in the attendance
-//! log (the preview is not a point); the operator ends the broadcast from the console and reopens
-//! it. Screenshots of /login and /operator are saved in the test's results dir and checked not
-//! blank.
+//! nothing; meanwhile the organisers sign in (another account, the admin role) and watch the
+//! admin dashboard: a viewer at a point plays the broadcast → the board shows the point connected
+//! within 2 s of its session's start, without a reload → it leaves → "missing" with a
+//! `point_dropped` alert only once the grace window (3 s here) has passed; only the point's
+//! session is in the attendance log (the preview is not a point); the operator ends the
+//! broadcast from the console and reopens it. Screenshots of /login, /operator and the board are
+//! saved in the test's results dir and checked not blank.
 
 use std::time::Duration;
 
@@ -22,6 +25,10 @@ use crate::util::{strings, viewer_pages};
 
 const TEST: &str = "operator_console_signs_in_creates_publishes_previews_and_a_viewer_plays";
 const PASSWORD: &str = "Mật-khẩu kỹ thuật viên 7";
+/// The organisers' account, watching the admin dashboard meanwhile.
+const ADMIN_PASSWORD: &str = "Ban tổ chức — mật khẩu 2";
+/// The alert grace window, shortened for the test (`[alerts] grace_seconds`).
+const GRACE_S: i64 = 3;
 const CONFERENCE: &str = "hn-console-e2e";
 
 /// A screenshot with something drawn on it: many colours and ink over a part of it.
@@ -51,13 +58,18 @@ fn copy_to_screenshot_dir(shot: &std::path::Path, name: &str) -> Result<()> {
 fn operator_console_signs_in_creates_publishes_previews_and_a_viewer_plays() {
     run(TEST, Weight::Heavy, |ctx| -> Result<()> {
         let hash = hash_password(PASSWORD)?;
+        let admin_hash = hash_password(ADMIN_PASSWORD)?;
         let mut demo = Demo::start(
             ctx,
             DemoOptions {
                 no_source: true,
-                set: vec![format!(
-                    "access.accounts=[{{name=\"ktv\", role=\"operator\", password_hash=\"{hash}\"}}]"
-                )],
+                set: vec![
+                    format!(
+                        "access.accounts=[{{name=\"ktv\", role=\"operator\", password_hash=\"{hash}\"}}, \
+                         {{name=\"btc\", role=\"admin\", password_hash=\"{admin_hash}\"}}]"
+                    ),
+                    format!("alerts.grace_seconds={GRACE_S}"),
+                ],
                 ..Default::default()
             },
         )?;
@@ -213,6 +225,36 @@ fn operator_console_signs_in_creates_publishes_previews_and_a_viewer_plays() {
             .as_str()
             .unwrap_or_default()
             .to_string();
+        // The organisers watch the admin dashboard meanwhile (signed in on the sign-in page).
+        let board_shot = out.join("admin-board.png");
+        let board_stop = ctx.path("stop-board");
+        let mut board = Client::start(
+            ctx,
+            ClientKind::Browser,
+            "admin_watch.mjs",
+            &strings(&[
+                "--base",
+                &info.http_base,
+                "--name",
+                "btc",
+                "--password",
+                ADMIN_PASSWORD,
+                "--conference",
+                CONFERENCE,
+                "--point",
+                &point,
+                "--shot",
+                &board_shot.to_string_lossy(),
+                "--duration",
+                "120",
+                "--stop-file",
+                &board_stop.to_string_lossy(),
+            ]),
+        )?;
+        board.wait_for("the admin dashboard, live", Duration::from_secs(60), |e| {
+            e["event"] == "ready"
+        })?;
+
         let mut viewer = viewer_pages(ctx, &link, 1, 60, 30, &[])?;
         let pages = results::pages(&viewer.result(Duration::from_secs(90))?)?;
         ensure!(
@@ -220,6 +262,90 @@ fn operator_console_signs_in_creates_publishes_previews_and_a_viewer_plays() {
             "the point's viewer page decoded {} frames of the console's broadcast",
             pages[0].frames_decoded
         );
+
+        // The board showed the point connected within 2 s of its session's start (the relay's
+        // own record of it), without a reload; after it left, missing with an alert once the
+        // grace window had passed, not before.
+        let session_times = |http: &Http| -> Result<(Option<i64>, Option<i64>)> {
+            let events: Value = http
+                .get(info.url(&format!("/api/v1/conferences/{CONFERENCE}/events")))
+                .bearer_auth(&admin_token)
+                .send()?
+                .json()?;
+            let mine = |change: &str| {
+                events.as_array().into_iter().flatten().find_map(|e| {
+                    (e["point"] == point.as_str()
+                        && e["kind"] == "session"
+                        && e["change"].as_str().is_some_and(|c| c.starts_with(change)))
+                    .then(|| e["at_ms"].as_i64())
+                    .flatten()
+                })
+            };
+            Ok((mine("started"), mine("ended")))
+        };
+        let connected = board.wait_for(
+            "the point connected on the board",
+            Duration::from_secs(30),
+            |e| e["event"] == "state" && e["state"] == "connected",
+        )?;
+        let alert = board.wait_for(
+            "the point missing, with an alert, on the board",
+            Duration::from_secs(40),
+            |e| e["event"] == "alert" && e["kind"] == "point_dropped",
+        )?;
+        let (started_ms, ended_ms) = session_times(&http)?;
+        let (started_ms, ended_ms) = (
+            started_ms.context("no session start of the point in the attendance log")?,
+            ended_ms.context("no session end of the point in the attendance log")?,
+        );
+        let connected_after = connected["at_ms"].as_i64().unwrap_or(i64::MAX) - started_ms;
+        println!("board: the point connected {connected_after} ms after its session started");
+        ensure!(
+            connected_after <= 2_000,
+            "the board showed the point connected {connected_after} ms after its session started \
+             (limit 2000 ms)"
+        );
+        let alert_after = alert["at_ms"].as_i64().unwrap_or(0) - ended_ms;
+        println!("board: point_dropped {alert_after} ms after the point left ({alert})");
+        ensure!(
+            (GRACE_S * 1000..=GRACE_S * 1000 + 10_000).contains(&alert_after),
+            "the point_dropped alert came {alert_after} ms after the point left: not before the \
+             {GRACE_S} s grace window, and within 10 s of its end"
+        );
+        // The row turns "missing" in the same board update as the alert (printed just before
+        // it), after "left" for the grace window.
+        let states: Vec<(String, i64)> = board
+            .events()
+            .iter()
+            .filter(|e| e["event"] == "state")
+            .map(|e| {
+                (
+                    e["state"].as_str().unwrap_or("none").to_string(),
+                    e["at_ms"].as_i64().unwrap_or(0),
+                )
+            })
+            .collect();
+        ensure!(
+            states
+                .iter()
+                .any(|(st, at)| st == "missing" && *at >= ended_ms + GRACE_S * 1000),
+            "the board never showed the point missing after the grace window: {states:?}"
+        );
+        std::fs::write(&board_stop, b"")?;
+        let board_result = board.result(Duration::from_secs(30))?;
+        ensure!(
+            board_result["page_errors"]
+                .as_array()
+                .is_none_or(|e| e.is_empty()),
+            "the admin dashboard threw: {}",
+            board_result["page_errors"]
+        );
+        ensure!(
+            std::fs::metadata(&board_shot).is_ok_and(|m| m.len() > 10_000),
+            "no board screenshot at {}",
+            board_shot.display()
+        );
+        copy_to_screenshot_dir(&board_shot, "admin-board.png")?;
 
         // Only the point's viewer is in the attendance log: the preview is not a point.
         let events: Value = http
@@ -256,9 +382,11 @@ fn operator_console_signs_in_creates_publishes_previews_and_a_viewer_plays() {
                 .send()?
                 .json()?)
         };
-        let conf = state_of(&http)?;
+        // The state the relay answered before the console reopened it (the console reopens
+        // at once: reading it here would race).
+        let conf = &ended["api_state"];
         ensure!(
-            conf["state"] == "ended"
+            conf == "ended"
                 && ended["camera_stopped"] == true
                 && ended["pill"]
                     .as_str()

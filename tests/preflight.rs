@@ -406,9 +406,15 @@ fn preflight_of_chromium_reads_the_audio_level_extension_and_vp8() {
                 ("audio_level", "green"),
                 ("codec", "green"),
                 ("b_frames", "green"),
+                ("keyframe_interval", "amber"),
             ],
-            // "peak −N dBov": judged by the level extension, not by packet sizes.
-            expect_value: vec![("audio_level", "dBov")],
+            // "peak −N dBov": judged by the level extension, not by packet sizes. Chromium
+            // sends keyframes only when asked: amber ("on request"), not red, once its first
+            // keyframe is 4 s old.
+            expect_value: vec![
+                ("audio_level", "dBov"),
+                ("keyframe_interval", "on request"),
+            ],
             browser: Some(&[]),
             board_alerts: None,
         };

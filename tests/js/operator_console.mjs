@@ -16,7 +16,7 @@
 //   {"event":"progress","t":..,"live":..,"preview_frames":..,"publisher_frames":..,"preflight":[{id,status}],"preflight_note":..}
 //   {"event":"console_shot","shot":{...}}
 //   {"event":"forged","fetch_status":..,"form_done":..}
-//   {"event":"ended","pill":..,"camera_stopped":..} {"event":"reopened","pill":..}
+//   {"event":"ended","pill":..,"camera_stopped":..,"api_state":..} {"event":"reopened","pill":..}
 //     (after --duration, or once --stop-file exists: "End the broadcast" clicked and confirmed,
 //      then "Reopen to go live")
 //   {"event":"result", ...the last progress, page_errors, states}
@@ -227,6 +227,11 @@ run(async () => {
     camera_stopped: await page.evaluate(() => !window.hallcastOperator.publisher),
     preview_stopped: await page.evaluate(() => !window.hallcastOperator.preview),
     message: (await page.textContent('#broadcast-message')).trim(),
+    // The relay's own word, read before "Reopen" is clicked (the test reads the event later).
+    api_state: await page.evaluate(async (id) => {
+      const r = await fetch(`/api/v1/conferences/${encodeURIComponent(id)}`, { credentials: 'same-origin' });
+      return r.ok ? (await r.json()).state : `HTTP ${r.status}`;
+    }, args.conference),
   });
   await page.click('#reopen');
   await page.waitForSelector('#end-broadcast:not([hidden])', { timeout: 20_000 });

@@ -39,6 +39,9 @@ pub const KEYFRAME_GREEN_MAX: Duration = Duration::from_millis(2050);
 pub const KEYFRAME_AMBER_MAX: Duration = Duration::from_millis(4050);
 /// A keyframe within this of a request for its layer is the relay's, not the encoder's.
 pub const REQUESTED_KEYFRAME_WINDOW: Duration = Duration::from_millis(1500);
+/// A publisher whose layers all answered a keyframe request this recently (and none left
+/// unanswered) has sparse keyframes flagged amber, not red.
+pub const ANSWERED_RECENTLY: Duration = Duration::from_secs(60);
 /// Keyframe intervals remembered per layer.
 pub const N_SPANS: usize = 4;
 /// Video bitrate, in bits per pixel per frame (at the measured frame rate, at least
@@ -263,6 +266,9 @@ struct LayerState {
     last_kf_ts: Option<u32>,
     last_kf_at: Option<Instant>,
     last_request_at: Option<Instant>,
+    /// The last requested keyframe that came (its arrival) and how long after its request.
+    answered_at: Option<Instant>,
+    answer_latency: Duration,
     /// Intervals ending in an unrequested keyframe, in 90 kHz ticks (ring).
     spans: [u32; N_SPANS],
     n_spans: usize,
@@ -386,6 +392,10 @@ impl Preflight {
                 let requested = l.last_request_at.is_some_and(|r| {
                     pkt.arrival.saturating_duration_since(r) <= REQUESTED_KEYFRAME_WINDOW
                 });
+                if requested && let Some(r) = l.last_request_at {
+                    l.answered_at = Some(pkt.arrival);
+                    l.answer_latency = pkt.arrival.saturating_duration_since(r);
+                }
                 if !requested && let Some(prev) = l.last_kf_ts {
                     let ticks = pkt.ts.wrapping_sub(prev);
                     if (ticks as i32) > 0 {
@@ -536,7 +546,7 @@ impl Preflight {
         let Some((d, lower_bound)) = worst else {
             return check(CheckId::KeyframeInterval, Status::Unknown, "—".into());
         };
-        let status = if d <= KEYFRAME_GREEN_MAX {
+        let mut status = if d <= KEYFRAME_GREEN_MAX {
             Status::Green
         } else if d <= KEYFRAME_AMBER_MAX {
             Status::Amber
@@ -544,11 +554,51 @@ impl Preflight {
             Status::Red
         };
         let prefix = if lower_bound { "≥ " } else { "" };
-        check(
-            CheckId::KeyframeInterval,
-            status,
-            format!("{prefix}{:.1} s", d.as_secs_f64()),
-        )
+        let mut value = format!("{prefix}{:.1} s", d.as_secs_f64());
+        // A publisher that sends keyframes only when asked (a browser) and answers the relay's
+        // requests gives every joiner and every repair a keyframe when needed: that is worth a
+        // word (amber), not an alarm. An encoder with its own long interval stays red even if
+        // it answers: its GOPs are what late joiners are replayed.
+        if status == Status::Red
+            && let Some(latency) = self.answers_keyframe_requests(active, now)
+        {
+            status = Status::Amber;
+            value = format!("{value}; on request in {:.1} s", latency.as_secs_f64());
+        }
+        check(CheckId::KeyframeInterval, status, value)
+    }
+
+    /// Every active layer sends keyframes only on request (no interval of its own measured),
+    /// answered one within [`ANSWERED_RECENTLY`] and has none waiting unanswered past
+    /// [`REQUESTED_KEYFRAME_WINDOW`]: the slowest answer.
+    fn answers_keyframe_requests(
+        &self,
+        active: &[bool; Layer::MAX],
+        now: Instant,
+    ) -> Option<Duration> {
+        let mut slowest = Duration::ZERO;
+        let mut any = false;
+        for (i, l) in self.layers.iter().enumerate() {
+            if !active[i] {
+                continue;
+            }
+            if l.n_spans > 0 {
+                return None;
+            }
+            let answered = l.answered_at?;
+            if now.saturating_duration_since(answered) > ANSWERED_RECENTLY {
+                return None;
+            }
+            if let Some(r) = l.last_request_at
+                && r > answered
+                && now.saturating_duration_since(r) > REQUESTED_KEYFRAME_WINDOW
+            {
+                return None;
+            }
+            slowest = slowest.max(l.answer_latency);
+            any = true;
+        }
+        any.then_some(slowest)
     }
 
     fn b_frames_check(&self, top: Option<usize>) -> Check {
@@ -769,6 +819,10 @@ pub fn advice(id: CheckId, status: Status) -> (&'static str, &'static str) {
         (C::KeyframeInterval, S::Green) => (
             "Khoảng cách khung khoá tốt (≤ 2 giây).",
             "Keyframe interval is fine (≤ 2 s).",
+        ),
+        (C::KeyframeInterval, S::Amber) => (
+            "Khung khoá thưa (hơn 2 giây). Phát từ trình duyệt: không cần làm gì, máy chủ tự xin khung khoá khi cần. Bộ mã hoá (OBS, vMix, phần cứng): đặt khoảng khung khoá 1–2 giây.",
+            "Keyframes are sparse (over 2 s apart). Publishing from a browser: nothing to do, the relay asks for keyframes when it needs them. An encoder (OBS, vMix, hardware): set the keyframe interval to 1–2 s.",
         ),
         (C::KeyframeInterval, _) => (
             "Khung khoá quá thưa: điểm cầu vào muộn phải chờ lâu mới có hình. Đặt khoảng khung khoá (keyframe interval / GOP) là 1–2 giây (OBS: Keyframe Interval = 1 hoặc 2).",

@@ -387,6 +387,65 @@ fn keyframes_the_relay_asked_for_do_not_hide_a_long_interval() {
 }
 
 #[test]
+fn a_publisher_that_sends_keyframes_only_when_asked_is_amber_not_red() {
+    // A browser: one keyframe at the start, then only when the relay asks (at 4.9 s and
+    // 10.9 s, answered within 0.1 s).
+    let mut e = Enc::new();
+    let mut p = Preflight::new(None, Some(Codec::H264), 1, e.at(0));
+    let f = H264Feed {
+        gop_ms: 60_000,
+        ..H264Feed::default()
+    };
+    feed_h264(&mut p, &mut e, &f, 0, 0, 4900);
+    p.on_keyframe_request(Layer(0), e.at(4900));
+    let f = H264Feed {
+        gop_origin_ms: 5000,
+        ..f
+    };
+    feed_h264(&mut p, &mut e, &f, 0, 4900, 10_900);
+    p.on_keyframe_request(Layer(0), e.at(10_900));
+    let f = H264Feed {
+        gop_origin_ms: 11_000,
+        ..f
+    };
+    feed_h264(&mut p, &mut e, &f, 0, 10_900, 16_000);
+    let r = p.report(e.at(16_000));
+    assert_eq!(
+        status(&r, CheckId::KeyframeInterval),
+        Status::Amber,
+        "{r:?}"
+    );
+    assert!(
+        value(&r, CheckId::KeyframeInterval).ends_with("; on request in 0.1 s"),
+        "{r:?}"
+    );
+    // Asked again, and nothing comes: red.
+    p.on_keyframe_request(Layer(0), e.at(16_000));
+    feed_h264(&mut p, &mut e, &f, 0, 16_000, 18_000);
+    let r = p.report(e.at(18_000));
+    assert_eq!(status(&r, CheckId::KeyframeInterval), Status::Red, "{r:?}");
+}
+
+#[test]
+fn a_long_interval_of_an_encoder_that_does_not_answer_requests_is_red() {
+    let mut e = Enc::new();
+    let mut p = Preflight::new(None, Some(Codec::H264), 1, e.at(0));
+    let f = H264Feed {
+        gop_ms: 6000,
+        ..H264Feed::default()
+    };
+    // Natural keyframes at 0, 6, 12 s; the relay asks at 2.9 s and 8.9 s, nothing comes.
+    feed_h264(&mut p, &mut e, &f, 0, 0, 2900);
+    p.on_keyframe_request(Layer(0), e.at(2900));
+    feed_h264(&mut p, &mut e, &f, 0, 2900, 8900);
+    p.on_keyframe_request(Layer(0), e.at(8900));
+    feed_h264(&mut p, &mut e, &f, 0, 8900, 15_100);
+    let r = p.report(e.at(15_100));
+    assert_eq!(status(&r, CheckId::KeyframeInterval), Status::Red, "{r:?}");
+    assert_eq!(value(&r, CheckId::KeyframeInterval), "6.0 s");
+}
+
+#[test]
 fn b_frames_are_flagged_by_slice_type_and_by_timestamps() {
     let mut e = Enc::new();
     let mut p = Preflight::new(Some(Codec::Opus), Some(Codec::H264), 1, e.at(0));
