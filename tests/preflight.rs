@@ -411,10 +411,7 @@ fn preflight_of_chromium_reads_the_audio_level_extension_and_vp8() {
             // "peak −N dBov": judged by the level extension, not by packet sizes. Chromium
             // sends keyframes only when asked: amber ("on request"), not red, once its first
             // keyframe is 4 s old.
-            expect_value: vec![
-                ("audio_level", "dBov"),
-                ("keyframe_interval", "on request"),
-            ],
+            expect_value: vec![("audio_level", "dBov"), ("keyframe_interval", "on request")],
             browser: Some(&[]),
             board_alerts: None,
         };
