@@ -1087,8 +1087,25 @@ mod tests {
         // What the downstream relay asks for still bounds it.
         c.set_relay_layers(r, [true, false, false], src.at(12_000), &mut out);
         out.clear();
-        feed_100ms(&mut src, &mut c, 12_000, Some((r, 5_000_000)), &mut out);
+        let narrowed = feed_100ms(&mut src, &mut c, 12_000, Some((r, 5_000_000)), &mut out);
         assert_eq!(count(&out), [1, 0, 0]);
+        // …without moving the link's own target: asking for less is not a failing link.
+        assert!(narrowed.is_empty(), "{narrowed:?}");
+        assert_eq!(
+            c.allocation(r).and_then(|a| a.target),
+            Some(Target::Layer(Layer(2)))
+        );
+        // Wanted again: it flows from its next keyframe, with no climb to wait for.
+        c.set_relay_layers(r, [true, true, false], src.at(12_100), &mut out);
+        let mut seen1 = 0;
+        for ms in (12_100..14_100).step_by(100) {
+            out.clear();
+            let ch = feed_100ms(&mut src, &mut c, ms, Some((r, 5_000_000)), &mut out);
+            assert!(ch.is_empty(), "{ch:?}");
+            seen1 += count(&out)[1];
+            assert_eq!(count(&out)[2], 0, "layer 2 is not wanted");
+        }
+        assert!(seen1 >= 2, "layer 1 flows again: {seen1}");
     }
 
     #[test]

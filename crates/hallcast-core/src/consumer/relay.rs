@@ -54,15 +54,26 @@ impl Relay {
         std::array::from_fn(|i| self.wanted[i] && self.fit[i])
     }
 
-    /// The wanted layers as one ladder for the allocator: layer i "costs" every wanted
-    /// layer up to it; unwanted layers are not choices.
+    /// The layers as one ladder for the allocator: layer i "costs" every wanted layer up
+    /// to it. An unwanted layer costs nothing more than the wanted ones below it (it is not
+    /// sent), so the link's target does not move when the downstream relay's wishes do:
+    /// a layer wanted again flows at once if the link carried it (measured: an edge whose
+    /// viewer paused asked for layer 0 alone, the link's target fell to 0 as if the link
+    /// had failed, and the layer wanted again a second later stayed blocked for a minute
+    /// while the link's allocator waited to "climb" back, in tests/tree.rs).
     pub(crate) fn ladder(&self, layers: &[LayerStats; Layer::MAX]) -> [LayerStats; Layer::MAX] {
         let mut sum = 0;
         std::array::from_fn(|i| {
-            if !self.wanted[i] || !layers[i].active {
+            if !layers[i].active {
                 return LayerStats::default();
             }
-            sum += layers[i].bitrate_bps;
+            if self.wanted[i] {
+                sum += layers[i].bitrate_bps;
+            }
+            if sum == 0 {
+                // Below the lowest wanted layer: not a choice.
+                return LayerStats::default();
+            }
             LayerStats {
                 bitrate_bps: sum,
                 ..layers[i]
