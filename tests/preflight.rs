@@ -406,12 +406,11 @@ fn preflight_of_chromium_reads_the_audio_level_extension_and_vp8() {
                 ("audio_level", "green"),
                 ("codec", "green"),
                 ("b_frames", "green"),
-                ("keyframe_interval", "amber"),
             ],
-            // "peak −N dBov": judged by the level extension, not by packet sizes. Chromium
-            // sends keyframes only when asked: amber ("on request"), not red, once its first
-            // keyframe is 4 s old.
-            expect_value: vec![("audio_level", "dBov"), ("keyframe_interval", "on request")],
+            // "peak −N dBov": judged by the level extension, not by packet sizes. (The
+            // keyframe line is not judged here: Chromium's keyframes come when asked and when
+            // its encoder changes resolution while ramping up, so it may be amber or red.)
+            expect_value: vec![("audio_level", "dBov")],
             browser: Some(&[]),
             board_alerts: None,
         };
