@@ -69,24 +69,13 @@ pub async fn operator(
     headers: axum::http::HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
-    let here = uri
-        .path_and_query()
-        .map_or("/operator", |p| p.as_str())
-        .to_string();
-    match state
-        .access
-        .page(&headers, &here, crate::access::Role::Operator)
-    {
-        Ok(_) => (
-            [
-                (header::CACHE_CONTROL, "no-store"),
-                (header::X_FRAME_OPTIONS, "DENY"),
-            ],
-            Html(OPERATOR_HTML),
-        )
-            .into_response(),
-        Err(r) => r,
-    }
+    console_page(
+        &state,
+        &headers,
+        &uri,
+        crate::access::Role::Operator,
+        OPERATOR_HTML,
+    )
 }
 
 /// `GET /admin`: the admin dashboard, for a signed-in admin (others are sent to
@@ -96,20 +85,32 @@ pub async fn admin(
     headers: axum::http::HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
-    let here = uri
-        .path_and_query()
-        .map_or("/admin", |p| p.as_str())
-        .to_string();
-    match state
-        .access
-        .page(&headers, &here, crate::access::Role::Admin)
-    {
+    console_page(
+        &state,
+        &headers,
+        &uri,
+        crate::access::Role::Admin,
+        ADMIN_HTML,
+    )
+}
+
+/// A console page behind the sign-in: the page for `role` and above, else the access
+/// check's answer (a 303 to `/login?next=<this page>`, or a 403 page).
+fn console_page(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    uri: &axum::http::Uri,
+    role: crate::access::Role,
+    html: &'static str,
+) -> Response {
+    let here = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    match state.access.page(headers, here, role) {
         Ok(_) => (
             [
                 (header::CACHE_CONTROL, "no-store"),
                 (header::X_FRAME_OPTIONS, "DENY"),
             ],
-            Html(ADMIN_HTML),
+            Html(html),
         )
             .into_response(),
         Err(r) => r,
