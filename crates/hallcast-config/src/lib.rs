@@ -461,6 +461,8 @@ impl Config {
                 );
             }
         }
+        // In the file's order, the command line's last.
+        problems.sort_by_key(|p| p.at.map_or((usize::MAX, 0), |a| (a.line, a.column)));
         Err(ConfigError::invalid(problems))
     }
 
@@ -606,6 +608,14 @@ impl Config {
             self.http.public_url.trim_end_matches('/').to_string()
         }
     }
+}
+
+/// Where `key` (a path such as `access.accounts[0].password_hash`) is written in `text`, or its
+/// nearest written ancestor: for problems found outside this crate. None: the text does not
+/// parse, or has neither.
+pub fn locate(text: &str, key: &str) -> Option<Position> {
+    let keys = locate::Keys::parse(text).ok()?;
+    keys.offset_of(key).map(|o| Position::of_offset(text, o))
 }
 
 /// Sets one `section.key=value` in `root`; returns the key's path.
