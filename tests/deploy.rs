@@ -152,6 +152,21 @@ fn validate_reports_each_problem_with_file_line_and_key() -> Result<()> {
             );
         }
     }
+    // `serve` and `edge` refuse the same file with the same places.
+    let checks = dir.path().join("checks.toml").display().to_string();
+    for command in ["serve", "edge"] {
+        let out = run(Command::new(hallcast_bin()?).args([command, "--config", &checks]))?;
+        let stderr = text(&out.stderr);
+        ensure!(
+            !out.status.success()
+                && stderr.contains(&format!(
+                    "{checks}:2:1: upstream.parent: must be an http(s) URL"
+                ))
+                && stderr.contains(&format!("{checks}:6:1: media.udp: binds")),
+            "hallcast {command} with a bad file: {}\n{stderr}",
+            out.status
+        );
+    }
     let out = validate(&["--config", "config/no-such-file.toml"])?;
     ensure!(
         out.status.code() == Some(1)
