@@ -452,7 +452,8 @@ impl Config {
             });
             if by_override {
                 p.message.push_str(" (set on the command line)");
-            } else {
+            } else if !text.trim().is_empty() {
+                // A key whose section is not written at all: the file as a whole (1:1).
                 p.at = Some(
                     keys.offset_of(&p.key)
                         .map_or(Position { line: 1, column: 1 }, |o| {
@@ -904,6 +905,13 @@ mod tests {
         assert_eq!((p.at, p.key.as_str()), (None, "upstream.credential"));
         assert!(p.message.ends_with("(set on the command line)"), "{p}");
         assert_eq!(p.in_file("f.toml"), format!("f.toml: {p}"));
+        // Without a file (`hallcast edge --parent URL` alone) nothing is placed.
+        let p = only_problem("", &["upstream.parent=\"http://c\""]);
+        assert_eq!((p.at, p.key.as_str()), (None, "upstream.credential"));
+        assert_eq!(
+            p.to_string(),
+            "upstream.credential: must be the relay credential the central issued (at least 16 characters)"
+        );
         // An override that fixes the file's problem is accepted.
         assert!(
             Config::from_toml(
