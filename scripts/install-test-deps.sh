@@ -4,6 +4,7 @@
 #
 #   Chromium (+ chromedriver)   Debian packages, only if /usr/bin/chromium is missing
 #   iproute2, nftables,         Debian packages, only if missing
+#   systemd (systemd-analyze),
 #   python3-venv
 #   playwright-core             npm ci in tests/js (drives the system Chromium; downloads no browser)
 #   aiortc, aiohttp, numpy,     a venv at tests/py/.venv, from PyPI (tests/py/requirements.txt)
@@ -48,10 +49,12 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # `nft` (the 1:1 NAT test puts the relay behind DNAT in its namespace).
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
+# `systemd-analyze` (tests/deploy.rs verifies the systemd units with it; no running systemd needed).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 else
-  say "chromium, node, npm, python3-venv, iproute2 and nftables are present"
+  say "chromium, node, npm, python3-venv, iproute2, nftables and systemd-analyze are present"
 fi
 
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
