@@ -49,6 +49,8 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # `nft` (the 1:1 NAT test puts the relay behind DNAT in its namespace).
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
+# `curl` (docs/api.md's runnable example).
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 else
