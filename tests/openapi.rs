@@ -549,6 +549,13 @@ fn every_documented_operation_answers_with_a_documented_status() {
                 |r| r,
             )?;
             k.expect(404, "GET", "/watch/{conference}", "/watch/nope", |r| r)?;
+            k.expect(
+                400,
+                "GET",
+                "/watch/{conference}",
+                &format!("/watch/{c}?token=a&token=b"),
+                |r| r,
+            )?;
             k.expect(200, "GET", "/login", "/login?next=/admin", |r| r)?;
 
             // Console sessions from the demo's sign-in tickets.
@@ -597,6 +604,13 @@ fn every_documented_operation_answers_with_a_documented_status() {
             k.expect(200, "GET", s, &format!("{s}?conference={c}"), |r| {
                 r.header("Authorization", bearer(&admin))
             })?;
+            k.expect(
+                400,
+                "GET",
+                s,
+                &format!("{s}?conference=a&conference=b"),
+                |r| r.header("Authorization", bearer(&admin)),
+            )?;
             let tr = "/api/v1/tree";
             k.expect(401, "GET", tr, tr, |r| r)?;
             k.expect(403, "GET", tr, tr, |r| r.header("Cookie", &operator_cookie))?;
@@ -708,6 +722,9 @@ fn every_documented_operation_answers_with_a_documented_status() {
             })?;
             k.expect(400, "POST", p, p, |r| {
                 auth(r).json(&json!({"id": "Not a valid id!", "org_id": "don-vi-openapi"}))
+            })?;
+            k.expect(409, "POST", p, p, |r| {
+                auth(r).json(&json!({"id": "diem-mo-coi", "org_id": "don-vi-khong-co"}))
             })?;
             let pi = "/api/v1/points/{id}";
             k.expect(200, "GET", pi, "/api/v1/points/diem-openapi", auth)?;
@@ -1193,6 +1210,13 @@ fn every_documented_operation_answers_with_a_documented_status() {
                 r.header("Authorization", bearer(&other_join))
                     .json(&json!({"n_people": 1}))
             })?;
+            k.expect(
+                409,
+                "DELETE",
+                oi,
+                "/api/v1/organisations/don-vi-openapi",
+                auth,
+            )?;
             for id in ["diem-openapi", "diem-nhap-openapi"] {
                 k.expect(204, "DELETE", pi, &format!("/api/v1/points/{id}"), auth)?;
             }
