@@ -9,9 +9,10 @@
 //!   what it needs (the info file's tokens, a console session from its sign-in tickets) and,
 //!   where it can be provoked, with an invalid request for its error codes.
 //!
-//! Edge-only answers (403 to a WHIP POST at an edge, the `parent` check of `/readyz`) and the
-//! central's 307s to an edge are listed in the document but not provoked here (they need a tree
-//! in namespaces; tests/tree.rs covers the behaviour).
+//! An edge is started under the demo on loopback for the edge's own answers (the same document,
+//! 403 to a WHIP POST, `/readyz` with its parent). The central's 307s to an edge (a point whose
+//! organisation an edge serves, with a `v2.` join link) are listed in the document but not
+//! provoked here: tests/tree.rs covers them with relays on hosts of their own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use hallcast_tests::obs::Relay;
 use hallcast_tests::{Demo, DemoOptions, Weight, python_bin, repo_root, run, sdp};
 use reqwest::Method;
 use reqwest::blocking::{Client, RequestBuilder};
@@ -1244,6 +1246,63 @@ fn every_documented_operation_answers_with_a_documented_status() {
                     .header("X-CSRF-Token", &admin_csrf)
             })?;
             k.expect(401, "GET", me, me, |r| r.header("Cookie", &admin_cookie))?;
+
+            // An edge under the demo, on loopback: the same document, its own answers (a WHIP
+            // POST is refused there; /readyz reports its parent).
+            let edge_data = ctx.path("edge-data");
+            let edge = Relay::start(
+                ctx,
+                "hallcast edge",
+                &[
+                    "edge",
+                    "--parent",
+                    &info.http_base,
+                    "--credential",
+                    &relay,
+                    "--name",
+                    "edge-openapi-2",
+                    "--http",
+                    "127.0.0.1:0",
+                    "--media",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                    &edge_data.display().to_string(),
+                ]
+                .map(str::to_string),
+            )?;
+            let central = std::mem::replace(&mut k.base, edge.base());
+            let got = k.expect(200, "GET", "/api/openapi.json", "/api/openapi.json", |r| r)?;
+            if got.json()? != k.doc {
+                k.failures.push(format!(
+                    "the edge's /api/openapi.json differs from {DOCUMENT}"
+                ));
+            }
+            k.expect(403, "POST", wp, &wp_c, |r| {
+                sdp_body(
+                    r.header("Authorization", bearer(&key)),
+                    sdp::publisher_offer(),
+                )
+            })?;
+            let started = std::time::Instant::now();
+            loop {
+                let got = k.call("GET", "/readyz", "/readyz", |r| r)?;
+                if got.status == 200 {
+                    let v = got.json()?;
+                    ensure!(v["role"] == "edge", "the edge's /readyz: {v}");
+                    break;
+                }
+                if started.elapsed() > Duration::from_secs(30) {
+                    k.failures.push(format!(
+                        "the edge's /readyz is still {} after 30 s: {}",
+                        got.status,
+                        snippet(&got.body)
+                    ));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            k.base = central;
+            drop(edge);
 
             // Every documented operation was called.
             let documented = documented_operations(&k.doc)?;
