@@ -9,6 +9,7 @@
 #   playwright-core             npm ci in tests/js (drives the system Chromium; downloads no browser)
 #   aiortc, aiohttp, numpy,     a venv at tests/py/.venv, from PyPI (tests/py/requirements.txt)
 #   prometheus_client           (its text parser reads /metrics in tests/observability.rs)
+#   openapi-spec-validator      (validates /api/openapi.json in tests/openapi.rs)
 #   PostgreSQL                  scripts/pg-test-setup.sh, when that script exists
 set -euo pipefail
 
@@ -51,6 +52,8 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 # `systemd-analyze` (tests/deploy.rs verifies the systemd units with it; no running systemd needed).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# `curl` (docs/api.md's runnable example).
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 else
@@ -74,8 +77,8 @@ fi
 
 # --- aiortc venv (tests/py/.venv) ----------------------------------------------------------------
 venv=tests/py/.venv
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiortc, aiohttp, numpy, av, prometheus_client' >/dev/null 2>&1; then
-  say "tests/py/.venv: aiortc and prometheus_client are installed"
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiortc, aiohttp, numpy, av, prometheus_client, openapi_spec_validator' >/dev/null 2>&1; then
+  say "tests/py/.venv: aiortc, prometheus_client and openapi_spec_validator are installed"
 elif [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiortc, aiohttp, numpy, av' >/dev/null 2>&1; then
   say "tests/py/.venv: adding what tests/py/requirements.txt lists"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
