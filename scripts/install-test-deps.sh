@@ -8,6 +8,9 @@
 #   playwright-core             npm ci in tests/js (drives the system Chromium; downloads no browser)
 #   aiortc, aiohttp, numpy,     a venv at tests/py/.venv, from PyPI (tests/py/requirements.txt)
 #   prometheus_client           (its text parser reads /metrics in tests/observability.rs)
+#   kubernetes-validate,        (tests/deploy_k8s.rs: the Kubernetes manifests against the bundled
+#   jsonschema, PyYAML           schemas, offline; the ServiceMonitor against our own schema)
+#   coturn                      Debian package, only if `turnserver` is missing (tests/turn.rs)
 #   PostgreSQL                  scripts/pg-test-setup.sh, when that script exists
 set -euo pipefail
 
@@ -48,10 +51,12 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # `nft` (the 1:1 NAT test puts the relay behind DNAT in its namespace).
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
+# `turnserver` (tests/turn.rs runs the shipped deploy/turn/turnserver.conf on loopback).
+command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 else
-  say "chromium, node, npm, python3-venv, iproute2 and nftables are present"
+  say "chromium, node, npm, python3-venv, iproute2, nftables and coturn are present"
 fi
 
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
@@ -71,8 +76,8 @@ fi
 
 # --- aiortc venv (tests/py/.venv) ----------------------------------------------------------------
 venv=tests/py/.venv
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiortc, aiohttp, numpy, av, prometheus_client' >/dev/null 2>&1; then
-  say "tests/py/.venv: aiortc and prometheus_client are installed"
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiortc, aiohttp, numpy, av, prometheus_client, kubernetes_validate, jsonschema, yaml' >/dev/null 2>&1; then
+  say "tests/py/.venv: aiortc, prometheus_client and kubernetes-validate are installed"
 elif [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiortc, aiohttp, numpy, av' >/dev/null 2>&1; then
   say "tests/py/.venv: adding what tests/py/requirements.txt lists"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt

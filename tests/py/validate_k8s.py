@@ -78,7 +78,12 @@ def main() -> int:
                     where = "/".join(str(p) for p in e.absolute_path)
                     errors.append(f"{name}: Kubernetes {version}: {where}: {e.message}")
 
-    configs = cross_check(docs, out, errors)
+    try:
+        configs = cross_check(docs, out, errors)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        # A manifest too broken for the cross-checks (the schema errors above say why).
+        configs = []
+        errors.append(f"cross-checks stopped at a malformed manifest: {type(e).__name__}: {e}")
     print(json.dumps({"files": files, "configs": configs, "errors": errors}, indent=1))
     for e in errors:
         print(e, file=sys.stderr)
