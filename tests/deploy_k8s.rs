@@ -3,7 +3,7 @@
 //! | test | what |
 //! |---|---|
 //! | `the_manifests_validate_offline_with_the_expected_kinds` | tests/py/validate_k8s.py, run with no network at all (`unshare --net`): every built-in kind passes kubernetes-validate's bundled schemas (1.30 and 1.37, strict), every ServiceMonitor our own schema; the cross-checks pass (checksum annotation, probes, security context, UDP ports per media thread); central.yaml and edge.yaml each hold a ConfigMap, a Service, a StatefulSet and a ServiceMonitor |
-//! | `each_configmaps_toml_loads_as_its_pod_loads_it` | the TOML each ConfigMap embeds loads with hallcast's config crate (deny unknown keys and its semantic checks), with only the secrets the pod adds from its environment; the central is a central, the edge an edge; without its Secret the edge's config is refused |
+//! | `each_configmaps_toml_loads_as_its_pod_loads_it` | the TOML each ConfigMap embeds loads with hallcast's config crate (deny unknown keys and its semantic checks), with only the secrets the pod adds from its environment; the central is a central, the edge an edge; without its Secret the edge's config is refused; each announces deploy/turn's TURN server, which allows its media.public_ips as peers |
 //! | `checksum_sh_notices_a_changed_config_and_follows_it` | on a copy: `checksum.sh --check` passes, fails naming the file after the TOML is edited (and so does the validator), and passes again (validator too) after `checksum.sh` rewrote the annotation |
 //! | `a_broken_manifest_fails_validation` | on copies: a wrong type in a StatefulSet, an unknown field in a ServiceMonitor, an unknown kind and a probe on the wrong path each make the validator fail with a message naming them |
 
@@ -146,6 +146,14 @@ fn each_configmaps_toml_loads_as_its_pod_loads_it() {
         |ctx| {
             let (out, report) = validate(ctx, &manifests(), "shipped")?;
             ensure!(out.status.success(), "{}", stderr(&out));
+            let turn = Config::load(Some(&repo_root().join("deploy/turn/ice-servers.toml")), &[])
+                .map_err(|e| anyhow::anyhow!("deploy/turn/ice-servers.toml: {e}"))?;
+            let allowed_peers: BTreeSet<String> =
+                fs::read_to_string(repo_root().join("deploy/turn/turnserver.conf"))?
+                    .lines()
+                    .filter_map(|l| l.trim().strip_prefix("allowed-peer-ip="))
+                    .map(str::to_string)
+                    .collect();
             let mut roles = BTreeSet::new();
             for c in report["configs"].as_array().context("no configs")? {
                 let toml = PathBuf::from(c["toml"].as_str().context("toml")?);
@@ -201,10 +209,20 @@ fn each_configmaps_toml_loads_as_its_pod_loads_it() {
                     "{file}: media.threads fixed and public_ips set: {:?}",
                     config.media
                 );
+                // The TURN server of deploy/turn, and the TURN server may reach this relay.
                 ensure!(
-                    !config.ice_servers.is_empty(),
-                    "{file}: the TURN server (deploy/turn) is announced"
+                    config.ice_servers == turn.ice_servers,
+                    "{file}: [[ice_servers]] {:?} differ from deploy/turn/ice-servers.toml's {:?}",
+                    config.ice_servers,
+                    turn.ice_servers
                 );
+                for ip in &config.media.public_ips {
+                    ensure!(
+                        allowed_peers.contains(&ip.to_string()),
+                        "{file}: media.public_ips {ip} is not an allowed-peer-ip of deploy/turn/turnserver.conf \
+                         (viewers on TURN could not reach this relay): {allowed_peers:?}"
+                    );
+                }
                 roles.insert(role);
             }
             ensure!(
