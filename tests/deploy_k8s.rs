@@ -171,8 +171,9 @@ fn each_configmaps_toml_loads_as_its_pod_loads_it() {
                             "{file}: the central takes its admin token from a Secret: {secret_env:?}"
                         );
                         ensure!(
-                            c["args"].as_array().is_some_and(|a| a.iter().any(|x| x
-                                == "admin.token=\"$(HALLCAST_ADMIN_TOKEN)\"")),
+                            c["args"].as_array().is_some_and(|a| a
+                                .iter()
+                                .any(|x| x == "admin.token=\"$(HALLCAST_ADMIN_TOKEN)\"")),
                             "{file}: the central's args pass the admin token: {}",
                             c["args"]
                         );

@@ -48,8 +48,8 @@ fn conf_values<'a>(entries: &'a [(String, String)], key: &str) -> Vec<&'a str> {
 /// The relay's side: deploy/turn/ice-servers.toml's one server.
 fn shipped_ice_server() -> Result<IceServer> {
     let path = repo_root().join("deploy/turn/ice-servers.toml");
-    let config = Config::load(Some(&path), &[])
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let config =
+        Config::load(Some(&path), &[]).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     ensure!(
         config.ice_servers.len() == 1,
         "ice-servers.toml lists {} servers, want 1",
@@ -136,9 +136,9 @@ fn the_shipped_turn_config_matches_the_relays_ice_servers() {
                 "turnserver.conf: no allowed-peer-ip: the relays are unreachable through it"
             );
             for a in &allowed {
-                let ip: std::net::IpAddr = a
-                    .parse()
-                    .with_context(|| format!("allowed-peer-ip={a}: want one address, not a range"))?;
+                let ip: std::net::IpAddr = a.parse().with_context(|| {
+                    format!("allowed-peer-ip={a}: want one address, not a range")
+                })?;
                 ensure!(
                     !ip.is_loopback() && !ip.is_unspecified(),
                     "allowed-peer-ip={a}"
@@ -258,7 +258,10 @@ fn start_coturn(ctx: &Ctx, tag: &str, port: u16, extra: &[&str]) -> Result<Cotur
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = coturn.child.try_wait()? {
-            bail!("turnserver exited at once ({status}): {}", coturn.log_text());
+            bail!(
+                "turnserver exited at once ({status}): {}",
+                coturn.log_text()
+            );
         }
         if UdpSocket::bind(("127.0.0.1", port)).is_err() {
             break;
