@@ -2,7 +2,7 @@
 //!
 //! | test | what |
 //! |---|---|
-//! | `the_manifests_validate_offline_with_the_expected_kinds` | tests/py/validate_k8s.py, run with no network at all (`unshare --net`): every built-in kind passes kubernetes-validate's bundled schemas (1.30 and 1.37, strict), every ServiceMonitor our own schema; the cross-checks pass (checksum annotation, probes, security context, UDP ports per media thread); central.yaml and edge.yaml each hold a ConfigMap, a Service, a StatefulSet and a ServiceMonitor |
+//! | `the_manifests_validate_offline_with_the_expected_kinds` | tests/py/validate_k8s.py, run with no network at all (`unshare --map-root-user --net`): every built-in kind passes kubernetes-validate's bundled schemas (1.30 and 1.37, strict), every ServiceMonitor our own schema; the cross-checks pass (checksum annotation, probes, security context, UDP ports per media thread); central.yaml and edge.yaml each hold a ConfigMap, a Service, a StatefulSet and a ServiceMonitor |
 //! | `each_configmaps_toml_loads_as_its_pod_loads_it` | the TOML each ConfigMap embeds loads with hallcast's config crate (deny unknown keys and its semantic checks), with only the secrets the pod adds from its environment; the central is a central, the edge an edge; without its Secret the edge's config is refused; each announces deploy/turn's TURN server, which allows its media.public_ips as peers |
 //! | `checksum_sh_notices_a_changed_config_and_follows_it` | on a copy: `checksum.sh --check` passes, fails naming the file after the TOML is edited (and so does the validator), and passes again (validator too) after `checksum.sh` rewrote the annotation |
 //! | `a_broken_manifest_fails_validation` | on copies: a wrong type in a StatefulSet, an unknown field in a ServiceMonitor, an unknown kind and a probe on the wrong path each make the validator fail with a message naming them |
@@ -46,14 +46,17 @@ fn python() -> Result<PathBuf> {
 fn validate(ctx: &Ctx, dir: &Path, tag: &str) -> Result<(Output, Value)> {
     let out_dir = ctx.path(&format!("tomls-{tag}"));
     let script = repo_root().join("tests/py/validate_k8s.py");
+    // --map-root-user: a network namespace also without root (where user namespaces are allowed).
     let out = Command::new("unshare")
-        .arg("--net")
+        .args(["--map-root-user", "--net"])
         .arg(python()?)
         .arg(&script)
         .arg(dir)
         .arg(&out_dir)
         .output()
-        .context("cannot run unshare --net (util-linux) with tests/py/validate_k8s.py")?;
+        .context(
+            "cannot run unshare --map-root-user --net (util-linux) with tests/py/validate_k8s.py",
+        )?;
     let report: Value = serde_json::from_slice(&out.stdout).with_context(|| {
         format!(
             "validate_k8s.py printed no JSON (status {}): {}{}",
