@@ -4,7 +4,7 @@
 //! | test | what |
 //! |---|---|
 //! | `the_shipped_turn_config_matches_the_relays_ice_servers` | ice-servers.toml loads as a relay config; its user, password, host and port are turnserver.conf's `user=`, `realm=` and `listening-port`; the conf uses static long-term credentials, denies every peer but the relays (both address families), and does not allow loopback peers |
-//! | `a_viewer_forced_through_turn_plays_and_turn_relays_only_to_the_relay` | coturn runs the shipped conf on 127.0.0.1 (only its addresses, ports and log changed, plus `allow-loopback-peers` and `allowed-peer-ip=127.0.0.1`: the relay's address in this test); `hallcast demo` announces it from ice-servers.toml; Chromium with `iceTransportPolicy: 'relay'` learns it from the WHEP Link header and decodes 60 frames over a `relay` candidate pair whose remote end is the relay's media port; coturn logs the allocation and the permission for user hallcast. Then the same coturn conf without the allowed relay address: the viewer cannot play and coturn answers 403 Forbidden IP (the shipped denial works) |
+//! | `a_viewer_forced_through_turn_plays_and_turn_relays_only_to_the_relay` | coturn runs the shipped conf on 127.0.0.1 (only its addresses, ports and log changed, plus `allow-loopback-peers` and `allowed-peer-ip=127.0.0.1`: the relay's address in this test); `hallcast demo` announces it from ice-servers.toml; Chromium with `iceTransportPolicy: 'relay'` learns it from the WHEP Link header and decodes 60 frames over a `relay` candidate pair whose remote end is the relay's media port, once with only the TURN-over-UDP URL and once with only TURN over TCP (a network that lets no UDP out); coturn logs the allocation and the permission for user hallcast. Then the same coturn conf without the allowed relay address: the viewer cannot play and coturn answers 403 Forbidden IP (the shipped denial works) |
 
 use std::fs;
 use std::net::UdpSocket;
@@ -275,7 +275,8 @@ fn start_coturn(ctx: &Ctx, tag: &str, port: u16, extra: &[&str]) -> Result<Cotur
     Ok(coturn)
 }
 
-fn watch_through_turn(ctx: &Ctx, demo: &Demo, timeout_s: u32) -> Result<Value> {
+/// `js/turn_watch.mjs` with only the announced TURN URLs of `transport` (udp or tcp).
+fn watch_through_turn(ctx: &Ctx, demo: &Demo, timeout_s: u32, transport: &str) -> Result<Value> {
     let args: Vec<String> = [
         "--url",
         &demo.info.whep_url,
@@ -285,6 +286,8 @@ fn watch_through_turn(ctx: &Ctx, demo: &Demo, timeout_s: u32) -> Result<Value> {
         &MIN_FRAMES.to_string(),
         "--timeout",
         &timeout_s.to_string(),
+        "--transport",
+        transport,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -301,10 +304,23 @@ fn a_viewer_forced_through_turn_plays_and_turn_relays_only_to_the_relay() {
         |ctx| {
             let port = free_udp_port()?;
             let ice = shipped_ice_server()?;
-            let turn_url = format!("turn:127.0.0.1:{port}?transport=udp");
+            // The shipped URLs (UDP and TCP) with turn.example.org:3478 replaced by the test's.
+            let urls: Vec<String> = ice
+                .urls
+                .iter()
+                .map(|u| {
+                    let (_, query) = u.split_once('?').unwrap_or((u, ""));
+                    format!("turn:127.0.0.1:{port}?{query}")
+                })
+                .collect();
             let set = format!(
-                "ice_servers=[{{urls=[\"{turn_url}\"],username=\"{}\",credential=\"{}\"}}]",
-                ice.username, ice.credential
+                "ice_servers=[{{urls=[{}],username=\"{}\",credential=\"{}\"}}]",
+                urls.iter()
+                    .map(|u| format!("\"{u}\""))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                ice.username,
+                ice.credential
             );
             let demo = Demo::start(
                 ctx,
@@ -320,51 +336,58 @@ fn a_viewer_forced_through_turn_plays_and_turn_relays_only_to_the_relay() {
                 .filter_map(|a| a.as_str()?.rsplit(':').next()?.parse().ok())
                 .collect();
 
-            // 1. The relay's address allowed (as allowed-peer-ip lists the relays in production).
+            // 1. The relay's address allowed (as allowed-peer-ip lists the relays in production);
+            // a viewer that may use only TURN over UDP, then one that may use only TURN over TCP
+            // (a network that lets no UDP out).
             let coturn = start_coturn(
                 ctx,
                 "allowed",
                 port,
                 &["allow-loopback-peers", "allowed-peer-ip=127.0.0.1"],
             )?;
-            let r = watch_through_turn(ctx, &demo, 30)?;
-            let frames = r["frames_decoded"].as_u64().unwrap_or(0);
-            ensure!(
-                frames >= MIN_FRAMES,
-                "the viewer decoded {frames} frames through TURN (want {MIN_FRAMES}): {r}"
-            );
-            ensure!(
-                r["local_candidate_type"] == "relay" && r["relay_protocol"] == "udp",
-                "the selected pair is not through TURN over UDP: {r}"
-            );
-            ensure!(
-                r["local_candidate_url"] == turn_url.as_str(),
-                "the relayed candidate is not from {turn_url}: {r}"
-            );
-            ensure!(
-                r["remote_candidate_port"]
-                    .as_u64()
-                    .is_some_and(|p| shard_ports.contains(&p)),
-                "the pair's far end is not one of the relay's media ports {shard_ports:?}: {r}"
-            );
-            let announced = r["answer_link"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>())
-                .unwrap_or_default();
-            let want_link = format!(
-                "<{turn_url}>; rel=\"ice-server\"; username=\"{}\"; credential=\"{}\"",
-                ice.username, ice.credential
-            );
-            ensure!(
-                announced.iter().any(|l| l.starts_with(&want_link)),
-                "the WHEP answer's Link headers do not announce {want_link}: {announced:?}"
-            );
+            for transport in ["udp", "tcp"] {
+                let turn_url = format!("turn:127.0.0.1:{port}?transport={transport}");
+                let r = watch_through_turn(ctx, &demo, 30, transport)?;
+                let frames = r["frames_decoded"].as_u64().unwrap_or(0);
+                ensure!(
+                    frames >= MIN_FRAMES,
+                    "the viewer decoded {frames} frames through TURN over {transport} (want {MIN_FRAMES}): {r}"
+                );
+                ensure!(
+                    r["local_candidate_type"] == "relay" && r["relay_protocol"] == transport,
+                    "the selected pair is not through TURN over {transport}: {r}"
+                );
+                ensure!(
+                    r["local_candidate_url"] == turn_url.as_str(),
+                    "the relayed candidate is not from {turn_url}: {r}"
+                );
+                ensure!(
+                    r["remote_candidate_port"]
+                        .as_u64()
+                        .is_some_and(|p| shard_ports.contains(&p)),
+                    "the pair's far end is not one of the relay's media ports {shard_ports:?}: {r}"
+                );
+                let announced = r["answer_link"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+                    .unwrap_or_default();
+                let want_link = format!(
+                    "<{turn_url}>; rel=\"ice-server\"; username=\"{}\"; credential=\"{}\"",
+                    ice.username, ice.credential
+                );
+                ensure!(
+                    announced.iter().any(|l| l.starts_with(&want_link)),
+                    "the WHEP answer's Link headers do not announce {want_link}: {announced:?}"
+                );
+            }
             let log = coturn.log_text();
             for want in [
                 format!("username=<{}>", ice.username),
                 "ALLOCATE processed, success".to_string(),
                 "peer 127.0.0.1 lifetime updated".to_string(),
                 "CREATE_PERMISSION processed, success".to_string(),
+                // The TCP viewer's connection to coturn.
+                "tcp or tls connected to: 127.0.0.1:".to_string(),
             ] {
                 ensure!(log.contains(&want), "coturn's log has no {want:?}");
             }
@@ -373,7 +396,7 @@ fn a_viewer_forced_through_turn_plays_and_turn_relays_only_to_the_relay() {
             // 2. The shipped peer rules alone (loopback allowed, but 127.0.0.1 not a listed relay):
             // the permission is refused and nothing plays.
             let coturn = start_coturn(ctx, "denied", port, &["allow-loopback-peers"])?;
-            let r = watch_through_turn(ctx, &demo, 8)?;
+            let r = watch_through_turn(ctx, &demo, 8, "udp")?;
             let frames = r["frames_decoded"].as_u64().unwrap_or(0);
             ensure!(
                 frames == 0 && r["local_candidate_type"].is_null(),

@@ -5,19 +5,20 @@
 // reports what getStats says: frames decoded and the selected candidate pair.
 //
 // stdout (JSON lines):
-//   {"event":"ice_servers","servers":[{urls, username, credential}, ...]}
+//   {"event":"ice_servers","announced":[{urls, username, credential}, ...],"used":[...]}
 //   {"event":"result","frames_decoded":N,"frame_width":W,"local_candidate_type":"relay",
 //    "local_candidate_address":..,"relay_protocol":"udp","remote_candidate_address":..,
 //    "remote_candidate_port":..,"n_local_candidates":{"relay":1},"answer_link":[..]}
 
 import { emit, fail, launchBrowser, log, parseArgs, run } from './common.mjs';
 
-const USAGE = `usage: turn_watch.mjs --url WHEP_URL --token VIEWER_TOKEN [--frames N] [--timeout SECS]`;
-const args = parseArgs({ url: '', token: '', frames: 60, timeout: 30 }, USAGE);
+const USAGE = `usage: turn_watch.mjs --url WHEP_URL --token VIEWER_TOKEN [--frames N] [--timeout SECS] [--transport udp|tcp]
+  --transport: keep only the announced TURN URLs with ?transport=udp|tcp (a network that lets only that out)`;
+const args = parseArgs({ url: '', token: '', frames: 60, timeout: 30, transport: '' }, USAGE);
 if (!args.url) fail(USAGE);
 
 // Runs in the page (same origin as the relay).
-async function watch({ url, token, frames, timeoutMs }) {
+async function watch({ url, token, frames, timeoutMs, transport }) {
   function parseIceServers(header) {
     const servers = [];
     if (!header) return servers;
@@ -38,7 +39,8 @@ async function watch({ url, token, frames, timeoutMs }) {
     return servers;
   }
   const options = await fetch(url, { method: 'OPTIONS' });
-  const iceServers = parseIceServers(options.headers.get('Link'));
+  const announced = parseIceServers(options.headers.get('Link'));
+  const iceServers = transport ? announced.filter((s) => s.urls.endsWith(`?transport=${transport}`)) : announced;
   const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: 'relay', bundlePolicy: 'max-bundle' });
   pc.addTransceiver('video', { direction: 'recvonly' });
   pc.addTransceiver('audio', { direction: 'recvonly' });
@@ -59,7 +61,7 @@ async function watch({ url, token, frames, timeoutMs }) {
     headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${token}` },
     body: offer,
   });
-  if (r.status !== 201) return { error: `WHEP POST answered ${r.status}: ${await r.text()}`, iceServers, nLocal };
+  if (r.status !== 201) return { error: `WHEP POST answered ${r.status}: ${await r.text()}`, iceServers, announced, nLocal };
   const answerLink = (r.headers.get('Link') || '').split(/,(?=\s*<)/).map((s) => s.trim()).filter(Boolean);
   await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
   const deadline = Date.now() + timeoutMs;
@@ -92,7 +94,7 @@ async function watch({ url, token, frames, timeoutMs }) {
     if (out.frames_decoded >= frames) break;
   }
   pc.close();
-  return { ...out, iceServers, nLocal, answerLink };
+  return { ...out, iceServers, announced, nLocal, answerLink };
 }
 
 run(async () => {
@@ -102,10 +104,10 @@ run(async () => {
     const origin = new URL(args.url).origin;
     await page.goto(`${origin}/healthz`);
     log('watching', args.url, 'through TURN only');
-    const r = await page.evaluate(watch, { url: args.url, token: args.token, frames: args.frames, timeoutMs: args.timeout * 1000 });
-    emit({ event: 'ice_servers', servers: r.iceServers });
+    const r = await page.evaluate(watch, { url: args.url, token: args.token, frames: args.frames, timeoutMs: args.timeout * 1000, transport: args.transport });
+    emit({ event: 'ice_servers', announced: r.announced, used: r.iceServers });
     if (r.error) fail(r.error);
-    const { iceServers, nLocal, answerLink, ...rest } = r;
+    const { iceServers, announced, nLocal, answerLink, ...rest } = r;
     emit({ event: 'result', ...rest, n_local_candidates: nLocal, answer_link: answerLink });
   } finally {
     await close();
