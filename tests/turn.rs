@@ -7,7 +7,7 @@
 //! | `a_viewer_forced_through_turn_plays_and_turn_relays_only_to_the_relay` | coturn runs the shipped conf on 127.0.0.1 (only its addresses, ports and log changed, plus `allow-loopback-peers` and `allowed-peer-ip=127.0.0.1`: the relay's address in this test); `hallcast demo` announces it from ice-servers.toml; Chromium with `iceTransportPolicy: 'relay'` learns it from the WHEP Link header and decodes 60 frames over a `relay` candidate pair whose remote end is the relay's media port, once with only the TURN-over-UDP URL and once with only TURN over TCP (a network that lets no UDP out); coturn logs the allocation and the permission for user hallcast. Then the same coturn conf without the allowed relay address: the viewer cannot play and coturn answers 403 Forbidden IP (the shipped denial works) |
 
 use std::fs;
-use std::net::UdpSocket;
+use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -254,7 +254,8 @@ fn start_coturn(ctx: &Ctx, tag: &str, port: u16, extra: &[&str]) -> Result<Cotur
         .spawn()
         .context("cannot start turnserver")?;
     let mut coturn = Coturn { child, log };
-    // Ready once it has bound its listener (a UDP port in use by someone else fails here).
+    // Ready once its listener answers on TCP (the same port as UDP; probing the UDP port by
+    // binding it could steal it from coturn for a moment).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = coturn.child.try_wait()? {
@@ -263,12 +264,14 @@ fn start_coturn(ctx: &Ctx, tag: &str, port: u16, extra: &[&str]) -> Result<Cotur
                 coturn.log_text()
             );
         }
-        if UdpSocket::bind(("127.0.0.1", port)).is_err() {
+        if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+            .is_ok()
+        {
             break;
         }
         ensure!(
             Instant::now() < deadline,
-            "turnserver did not bind 127.0.0.1:{port} within 10 s"
+            "turnserver did not listen on 127.0.0.1:{port} within 10 s"
         );
         thread::sleep(Duration::from_millis(100));
     }
