@@ -10,6 +10,9 @@
 #   aiortc, aiohttp, numpy,     a venv at tests/py/.venv, from PyPI (tests/py/requirements.txt)
 #   prometheus_client           (its text parser reads /metrics in tests/observability.rs)
 #   openapi-spec-validator      (validates /api/openapi.json in tests/openapi.rs)
+#   kubernetes-validate,        (tests/deploy_k8s.rs: the Kubernetes manifests against the bundled
+#   jsonschema, PyYAML           schemas, offline; the ServiceMonitor against our own schema)
+#   coturn                      Debian package, only if `turnserver` is missing (tests/turn.rs)
 #   PostgreSQL                  scripts/pg-test-setup.sh, when that script exists
 set -euo pipefail
 
@@ -54,10 +57,12 @@ command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # `curl` (docs/api.md's runnable example).
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# `turnserver` (tests/turn.rs runs the shipped deploy/turn/turnserver.conf on loopback).
+command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 else
-  say "chromium, node, npm, python3-venv, iproute2, nftables and systemd-analyze are present"
+  say "chromium, node, npm, python3-venv, iproute2, nftables, systemd-analyze, curl and coturn are present"
 fi
 
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
@@ -77,8 +82,8 @@ fi
 
 # --- aiortc venv (tests/py/.venv) ----------------------------------------------------------------
 venv=tests/py/.venv
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiortc, aiohttp, numpy, av, prometheus_client, openapi_spec_validator' >/dev/null 2>&1; then
-  say "tests/py/.venv: aiortc, prometheus_client and openapi_spec_validator are installed"
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiortc, aiohttp, numpy, av, prometheus_client, openapi_spec_validator, kubernetes_validate, jsonschema, yaml' >/dev/null 2>&1; then
+  say "tests/py/.venv: aiortc, prometheus_client, openapi-spec-validator and kubernetes-validate are installed"
 elif [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiortc, aiohttp, numpy, av' >/dev/null 2>&1; then
   say "tests/py/.venv: adding what tests/py/requirements.txt lists"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
