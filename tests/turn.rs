@@ -383,6 +383,25 @@ fn a_viewer_forced_through_turn_plays_and_turn_relays_only_to_the_relay() {
                     "the WHEP answer's Link headers do not announce {want_link}: {announced:?}"
                 );
             }
+            // The viewer page learns the same servers before its first offer, from the route
+            // answer (a page whose network blocks UDP must not wait for a failed connection).
+            let http = hallcast_tests::http::Http::new(&demo.info.http_base)?;
+            let route = http
+                .get(
+                    &format!("/api/v1/conferences/{}/route", demo.info.conference),
+                    Some(&demo.info.viewer_token),
+                )?
+                .json()?;
+            let offered = &route["ice_servers"];
+            ensure!(
+                offered.as_array().is_some_and(|a| a.iter().any(|s| {
+                    s["urls"] == serde_json::json!(urls)
+                        && s["username"] == ice.username.as_str()
+                        && s["credential"] == ice.credential.as_str()
+                })),
+                "the route answer does not hand the page the TURN server {urls:?} with its \
+                 credentials: {route}"
+            );
             let log = coturn.log_text();
             for want in [
                 format!("username=<{}>", ice.username),

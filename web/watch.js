@@ -456,6 +456,9 @@
         });
         if (r.ok) {
           const j = await r.json();
+          // The serving relay's STUN/TURN servers (RTCIceServer objects), for this very offer:
+          // a network that blocks UDP needs its TURN server before the first connection.
+          if (Array.isArray(j.ice_servers) && j.ice_servers.length) iceServers = j.ice_servers;
           if (j.whep) return j.whep;
         }
         if (r.status === 401 || r.status === 404) break; // the POST will say why

@@ -586,12 +586,33 @@ pub async fn route(
         ));
     }
     let avoid = query.avoid.as_deref().map(|a| a.trim_end_matches('/'));
-    let base = edge_for(&state, token, point.as_deref(), avoid)
-        .unwrap_or_else(|| state.config.public_url());
+    let edge = edge_for(&state, token, point.as_deref(), avoid);
+    // This relay's own STUN/TURN servers when it serves the point itself, so a page whose
+    // network blocks UDP has its TURN server for the first offer (the WHEP answer's `Link`
+    // headers come too late for that connection). An edge's come in its own answers.
+    let ice_servers: Vec<serde_json::Value> = if edge.is_none() {
+        state
+            .config
+            .ice_servers
+            .iter()
+            .map(|s| {
+                let mut v = serde_json::json!({ "urls": s.urls });
+                if !s.username.is_empty() {
+                    v["username"] = s.username.clone().into();
+                    v["credential"] = s.credential.clone().into();
+                }
+                v
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let base = edge.unwrap_or_else(|| state.config.public_url());
     Ok(Json(serde_json::json!({
         "whep": format!("{base}/whep/{conference}"),
         "relay": base,
         "home": state.tree.root(),
+        "ice_servers": ice_servers,
     }))
     .into_response())
 }
