@@ -4,7 +4,7 @@
 #
 #   Chromium (+ chromedriver)   Debian packages, only if /usr/bin/chromium is missing
 #   iproute2, nftables,         Debian packages, only if missing
-#   python3-venv
+#   python3-venv, curl, jq
 #   playwright-core             npm ci in tests/js (drives the system Chromium; downloads no browser)
 #   aiortc, aiohttp, numpy,     a venv at tests/py/.venv, from PyPI (tests/py/requirements.txt)
 #   prometheus_client           (its text parser reads /metrics in tests/observability.rs)
@@ -48,10 +48,13 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # `nft` (the 1:1 NAT test puts the relay behind DNAT in its namespace).
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
+# `curl` and `jq` (the docs' command examples call the relay's API: tests/docs.rs runs them).
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 else
-  say "chromium, node, npm, python3-venv, iproute2 and nftables are present"
+  say "chromium, node, npm, python3-venv, iproute2, nftables, curl and jq are present"
 fi
 
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
