@@ -21,8 +21,6 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hallcast_tests::repo_root;
-
 /// The line that marks the next block as runnable.
 const MARKER: &str = "<!-- doc-test -->";
 /// How long one block may take.
@@ -31,6 +29,13 @@ const BLOCK_TIMEOUT: Duration = Duration::from_secs(120);
 const LEFTOVER_GRACE: Duration = Duration::from_secs(3);
 /// Most of a failing block's output shown (its end, where the error is).
 const OUTPUT_SHOWN: usize = 6000;
+
+/// The repository root: the parent of this test crate's directory (taken from this file's own
+/// build, so a test binary built in another checkout reads that checkout's docs).
+fn repo_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
 
 /// One runnable example.
 #[derive(Debug, Clone, PartialEq, Eq)]
