@@ -4,10 +4,15 @@
 #
 #   Chromium (+ chromedriver)   Debian packages, only if /usr/bin/chromium is missing
 #   iproute2, nftables,         Debian packages, only if missing
+#   systemd (systemd-analyze),
 #   python3-venv, curl, jq
 #   playwright-core             npm ci in tests/js (drives the system Chromium; downloads no browser)
 #   aiortc, aiohttp, numpy,     a venv at tests/py/.venv, from PyPI (tests/py/requirements.txt)
 #   prometheus_client           (its text parser reads /metrics in tests/observability.rs)
+#   openapi-spec-validator      (validates /api/openapi.json in tests/openapi.rs)
+#   kubernetes-validate,        (tests/deploy_k8s.rs: the Kubernetes manifests against the bundled
+#   jsonschema, PyYAML           schemas, offline; the ServiceMonitor against our own schema)
+#   coturn                      Debian package, only if `turnserver` is missing (tests/turn.rs)
 #   PostgreSQL                  scripts/pg-test-setup.sh, when that script exists
 set -euo pipefail
 
@@ -48,13 +53,18 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # `nft` (the 1:1 NAT test puts the relay behind DNAT in its namespace).
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
-# `curl` and `jq` (the docs' command examples call the relay's API: tests/docs.rs runs them).
+# `systemd-analyze` (tests/deploy.rs verifies the systemd units with it; no running systemd needed).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# `curl` (docs/api.md's runnable example; the docs' examples call the relay's API: tests/docs.rs runs them)
+# and `jq` (the docs' examples read the relay's JSON).
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
+# `turnserver` (tests/turn.rs runs the shipped deploy/turn/turnserver.conf on loopback).
+command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 else
-  say "chromium, node, npm, python3-venv, iproute2, nftables, curl and jq are present"
+  say "chromium, node, npm, python3-venv, iproute2, nftables, systemd-analyze, curl, jq and coturn are present"
 fi
 
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
@@ -74,8 +84,8 @@ fi
 
 # --- aiortc venv (tests/py/.venv) ----------------------------------------------------------------
 venv=tests/py/.venv
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiortc, aiohttp, numpy, av, prometheus_client' >/dev/null 2>&1; then
-  say "tests/py/.venv: aiortc and prometheus_client are installed"
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiortc, aiohttp, numpy, av, prometheus_client, openapi_spec_validator, kubernetes_validate, jsonschema, yaml' >/dev/null 2>&1; then
+  say "tests/py/.venv: aiortc, prometheus_client, openapi-spec-validator and kubernetes-validate are installed"
 elif [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiortc, aiohttp, numpy, av' >/dev/null 2>&1; then
   say "tests/py/.venv: adding what tests/py/requirements.txt lists"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt

@@ -15,6 +15,7 @@ mod chromium;
 mod gop_cache;
 mod http_surface;
 mod observability;
+mod openapi;
 mod operator_console;
 mod preflight;
 mod rollcall;

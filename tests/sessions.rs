@@ -265,6 +265,41 @@ fn sessions_cannot_be_guessed_or_taken_over() {
                 http.delete(&a_loc, Some(&info.viewer_token)),
                 200,
             )?;
+
+            // A child relay's pull (every layer, POSTed to /whep with the relay credential) is a
+            // WHEP resource too: the edge that lets go of it ends it with the same credential, and
+            // nobody else can.
+            let relay = info.raw["relay_credential"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .context("the demo's info file has no relay_credential")?
+                .to_string();
+            let pull = expect(
+                "WHEP with the relay credential (an edge's pull)",
+                http.post_sdp(&info.whep_url, Some(&relay), &sdp::viewer_offer()),
+                201,
+            )?;
+            let pull_loc = pull.location.context("the pull's 201 has no Location")?;
+            expect(
+                "DELETE of the relay pull with a viewer's link",
+                http.delete(&pull_loc, Some(&info.viewer_token)),
+                403,
+            )?;
+            expect(
+                "PATCH of the relay pull with the relay credential",
+                http.patch_trickle(&pull_loc, Some(&relay), FRAGMENT),
+                204,
+            )?;
+            expect(
+                "DELETE of the relay pull with the relay credential",
+                http.delete(&pull_loc, Some(&relay)),
+                200,
+            )?;
+            expect(
+                "DELETE of the relay pull again",
+                http.delete(&pull_loc, Some(&relay)),
+                404,
+            )?;
             ensure!(
                 settled_live(&http, conf)?,
                 "the broadcast ended when its viewers left"

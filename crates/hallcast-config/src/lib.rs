@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod locate;
+
+pub use locate::Position;
+
 /// The whole configuration of one hallcast node.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -299,6 +303,57 @@ impl Default for Data {
     }
 }
 
+/// One thing wrong with a configuration: which key, what, and where in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key's path: `upstream.parent`, `conferences[1].stream_key`; for a syntax error the
+    /// key or table it is in (`(document)` before any table).
+    pub key: String,
+    pub message: String,
+    /// Where in the text: the key (of an unknown key, a failed check), or the value (of a
+    /// wrong type, a syntax error). None when the key was set on the command line.
+    pub at: Option<Position>,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(at) = self.at {
+            write!(f, "{}:{}: ", at.line, at.column)?;
+        }
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl Problem {
+    /// A problem not (yet) placed in a file.
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            key: key.into(),
+            message: message.into(),
+            at: None,
+        }
+    }
+
+    /// The line `hallcast validate` prints: `FILE:LINE:COL: key: message` (`FILE: key:
+    /// message` for a key set on the command line).
+    pub fn in_file(&self, file: &str) -> String {
+        match self.at {
+            Some(_) => format!("{file}:{self}"),
+            None => format!("{file}: {self}"),
+        }
+    }
+}
+
+impl From<locate::Located> for Problem {
+    fn from(l: locate::Located) -> Problem {
+        Problem {
+            key: l.key,
+            message: l.message,
+            at: Some(l.at),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -306,17 +361,40 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid configuration: {0}")]
-    Parse(String),
     #[error("invalid override {0:?}: expected section.key=value")]
     Override(String),
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
+    /// Syntax errors, unknown keys, wrong types and failed checks, each with its key and place.
+    #[error("invalid configuration: {}", show_problems(file.as_deref(), problems))]
+    Invalid {
+        /// The file the problems are in, when the configuration came from one.
+        file: Option<PathBuf>,
+        problems: Vec<Problem>,
+    },
+}
+
+fn show_problems(file: Option<&Path>, problems: &[Problem]) -> String {
+    let lines: Vec<String> = match file {
+        Some(f) => {
+            let f = f.display().to_string();
+            problems.iter().map(|p| p.in_file(&f)).collect()
+        }
+        None => problems.iter().map(Problem::to_string).collect(),
+    };
+    lines.join("; ")
+}
+
+impl ConfigError {
+    fn invalid(problems: Vec<Problem>) -> ConfigError {
+        ConfigError::Invalid {
+            file: None,
+            problems,
+        }
+    }
 }
 
 impl Config {
     /// Loads a file (or the embedded defaults when `path` is None), applies
-    /// `section.key=value` overrides, and validates.
+    /// `section.key=value` overrides, and validates. Problems name the file, line and key.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigError> {
         let text = match path {
             Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
@@ -325,115 +403,202 @@ impl Config {
             })?,
             None => String::new(),
         };
-        Self::from_toml(&text, overrides)
+        Self::from_toml(&text, overrides).map_err(|e| match e {
+            ConfigError::Invalid {
+                file: None,
+                problems,
+            } => ConfigError::Invalid {
+                file: path.map(Path::to_path_buf),
+                problems,
+            },
+            e => e,
+        })
     }
 
+    /// Parses a configuration's text, applies overrides and validates. The text is checked
+    /// alone first (syntax, unknown keys, types: one problem, placed), then with the
+    /// overrides; the semantic checks run on the result and report every problem, each placed
+    /// at its key in the text unless an override set it.
     pub fn from_toml(text: &str, overrides: &[String]) -> Result<Config, ConfigError> {
-        let mut value: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
-        for o in overrides {
-            apply_override(&mut value, o)?;
+        let keys = locate::Keys::parse(text).map_err(|l| ConfigError::invalid(vec![l.into()]))?;
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::invalid(vec![keys.locate_error(text, &e).into()]))?;
+        let mut overridden = Vec::new();
+        if !overrides.is_empty() {
+            let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                ConfigError::invalid(vec![keys.locate_error(text, &e).into()])
+            })?;
+            for o in overrides {
+                overridden.push(apply_override(&mut value, o)?);
+            }
+            config = toml::Value::Table(value)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    ConfigError::invalid(vec![Problem::new(
+                        "(command line)",
+                        e.message().trim().to_string(),
+                    )])
+                })?;
         }
-        let config: Config = toml::Value::Table(value)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
-        config.validate()?;
-        Ok(config)
+        let mut problems = config.problems();
+        if problems.is_empty() {
+            return Ok(config);
+        }
+        for p in &mut problems {
+            let by_override = overridden.iter().any(|o: &String| {
+                p.key == *o
+                    || p.key.starts_with(&format!("{o}."))
+                    || p.key.starts_with(&format!("{o}["))
+            });
+            if by_override {
+                p.message.push_str(" (set on the command line)");
+            } else if !text.trim().is_empty() {
+                // A key whose section is not written at all: the file as a whole (1:1).
+                p.at = Some(
+                    keys.offset_of(&p.key)
+                        .map_or(Position { line: 1, column: 1 }, |o| {
+                            Position::of_offset(text, o)
+                        }),
+                );
+            }
+        }
+        // In the file's order, the command line's last.
+        problems.sort_by_key(|p| p.at.map_or((usize::MAX, 0), |a| (a.line, a.column)));
+        Err(ConfigError::invalid(problems))
     }
 
+    /// The semantic checks; `Err` lists every problem (not placed in a file).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::invalid(problems))
+        }
+    }
+
+    /// Whether this configuration runs an edge (it has a parent) rather than the central.
+    pub fn is_edge(&self) -> bool {
+        !self.upstream.parent.is_empty()
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot show: {e}\n"))
+    }
+
+    /// Every semantic problem, each naming its key.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut problem = |key: String, message: String| out.push(Problem::new(key, message));
         if self.http.max_body_bytes < 1024 {
-            return Err(ConfigError::Invalid(
-                "http.max_body_bytes must be at least 1024".into(),
-            ));
+            problem("http.max_body_bytes".into(), "must be at least 1024".into());
         }
         if self.media.udp.ip().is_unspecified() && self.media.public_ips.is_empty() {
-            return Err(ConfigError::Invalid(
-                "media.udp binds an unspecified address: list the addresses peers reach in media.public_ips".into(),
-            ));
+            problem(
+                "media.udp".into(),
+                "binds an unspecified address: list the addresses peers reach in media.public_ips"
+                    .into(),
+            );
         }
-        for url in std::iter::once(&self.upstream.parent).chain(&self.upstream.fallbacks) {
+        let urls = std::iter::once(("upstream.parent".to_string(), &self.upstream.parent)).chain(
+            self.upstream
+                .fallbacks
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (format!("upstream.fallbacks[{i}]"), u)),
+        );
+        for (key, url) in urls {
             if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
-                return Err(ConfigError::Invalid(format!(
-                    "upstream parent {url:?} must be an http:// or https:// URL"
-                )));
+                problem(key, format!("must be an http(s) URL, not {url:?}"));
             }
         }
         if self.upstream.parent.is_empty() && !self.upstream.fallbacks.is_empty() {
-            return Err(ConfigError::Invalid(
-                "upstream.fallbacks are set but upstream.parent is empty".into(),
-            ));
+            problem(
+                "upstream.fallbacks".into(),
+                "are set but upstream.parent is empty".into(),
+            );
         }
-        if !self.upstream.parent.is_empty() && self.upstream.credential.len() < 16 {
-            return Err(ConfigError::Invalid(
-                "upstream.credential must be the relay credential the central issued (at least 16 characters)".into(),
-            ));
+        if self.is_edge() && self.upstream.credential.len() < 16 {
+            problem(
+                "upstream.credential".into(),
+                "must be the relay credential the central issued (at least 16 characters)".into(),
+            );
         }
         if !self.relay.credential.is_empty() && self.relay.credential.len() < 16 {
-            return Err(ConfigError::Invalid(
-                "relay.credential must be at least 16 characters".into(),
-            ));
+            problem(
+                "relay.credential".into(),
+                "must be at least 16 characters".into(),
+            );
         }
         if self.upstream.report_interval_ms < 100 {
-            return Err(ConfigError::Invalid(
-                "upstream.report_interval_ms must be at least 100".into(),
-            ));
+            problem(
+                "upstream.report_interval_ms".into(),
+                "must be at least 100".into(),
+            );
         }
         if self.access.session_hours == 0 || self.access.session_hours > 24 * 31 {
-            return Err(ConfigError::Invalid(
-                "access.session_hours must be 1..=744".into(),
-            ));
+            problem("access.session_hours".into(), "must be 1..=744".into());
         }
         let mut names = std::collections::HashSet::new();
-        for a in &self.access.accounts {
+        for (i, a) in self.access.accounts.iter().enumerate() {
             if a.name.trim().is_empty() || a.name.len() > 64 || a.name.chars().any(char::is_control)
             {
-                return Err(ConfigError::Invalid(format!(
-                    "access account name {:?} must be 1..=64 printable characters",
-                    a.name
-                )));
-            }
-            if !names.insert(&a.name) {
-                return Err(ConfigError::Invalid(format!(
-                    "access account {:?} is listed twice",
-                    a.name
-                )));
+                problem(
+                    format!("access.accounts[{i}].name"),
+                    format!("{:?} must be 1..=64 printable characters", a.name),
+                );
+            } else if !names.insert(&a.name) {
+                problem(
+                    format!("access.accounts[{i}].name"),
+                    format!("access account {:?} is listed twice", a.name),
+                );
             }
             if !a.password_hash.starts_with("$argon2") {
-                return Err(ConfigError::Invalid(format!(
-                    "access account {:?}: password_hash must be an argon2 PHC string ($argon2id$...; make one with `hallcast hash-password`), never the password itself",
-                    a.name
-                )));
+                problem(
+                    format!("access.accounts[{i}].password_hash"),
+                    format!(
+                        "access account {:?}: must be an argon2 PHC string ($argon2id$...; make one with `hallcast hash-password`), never the password itself",
+                        a.name
+                    ),
+                );
             }
         }
+        if self.is_edge() && !self.conferences.is_empty() {
+            problem(
+                "conferences".into(),
+                "an edge serves its parent's conferences: remove [[conferences]] from its configuration".into(),
+            );
+        }
         let mut seen = std::collections::HashSet::new();
-        for c in &self.conferences {
+        for (i, c) in self.conferences.iter().enumerate() {
             if c.id.is_empty()
                 || !c
                     .id
                     .chars()
                     .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
             {
-                return Err(ConfigError::Invalid(format!(
-                    "conference id {:?} must be non-empty and use only letters, digits, '-' and '_'",
-                    c.id
-                )));
+                problem(
+                    format!("conferences[{i}].id"),
+                    format!(
+                        "{:?} must be non-empty and use only letters, digits, '-' and '_'",
+                        c.id
+                    ),
+                );
+            } else if !seen.insert(&c.id) {
+                problem(
+                    format!("conferences[{i}].id"),
+                    format!("conference {:?} is listed twice", c.id),
+                );
             }
             if c.stream_key.len() < 8 {
-                return Err(ConfigError::Invalid(format!(
-                    "conference {:?}: stream_key must be at least 8 characters",
-                    c.id
-                )));
-            }
-            if !seen.insert(&c.id) {
-                return Err(ConfigError::Invalid(format!(
-                    "conference {:?} is listed twice",
-                    c.id
-                )));
+                problem(
+                    format!("conferences[{i}].stream_key"),
+                    format!("conference {:?}: must be at least 8 characters", c.id),
+                );
             }
         }
-        Ok(())
+        out
     }
 
     /// The base URL for links handed out to clients.
@@ -446,7 +611,16 @@ impl Config {
     }
 }
 
-fn apply_override(root: &mut toml::Table, o: &str) -> Result<(), ConfigError> {
+/// Where `key` (a path such as `access.accounts[0].password_hash`) is written in `text`, or its
+/// nearest written ancestor: for problems found outside this crate. None: the text does not
+/// parse, or has neither.
+pub fn locate(text: &str, key: &str) -> Option<Position> {
+    let keys = locate::Keys::parse(text).ok()?;
+    keys.offset_of(key).map(|o| Position::of_offset(text, o))
+}
+
+/// Sets one `section.key=value` in `root`; returns the key's path.
+fn apply_override(root: &mut toml::Table, o: &str) -> Result<String, ConfigError> {
     let (path, raw) = o
         .split_once('=')
         .ok_or_else(|| ConfigError::Override(o.into()))?;
@@ -471,7 +645,7 @@ fn apply_override(root: &mut toml::Table, o: &str) -> Result<(), ConfigError> {
             .ok_or_else(|| ConfigError::Override(o.into()))?;
     }
     table.insert(keys[keys.len() - 1].to_string(), value);
-    Ok(())
+    Ok(keys.join("."))
 }
 
 #[cfg(test)]
@@ -582,10 +756,272 @@ mod tests {
         assert!(Config::default().upstream.parents().is_empty());
     }
 
+    /// The one problem of an invalid text.
+    fn only_problem(text: &str, overrides: &[&str]) -> Problem {
+        let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
+        match Config::from_toml(text, &overrides) {
+            Err(ConfigError::Invalid { problems, .. }) if problems.len() == 1 => {
+                problems.into_iter().next().unwrap()
+            }
+            other => panic!("expected one problem in {text:?}, got {other:?}"),
+        }
+    }
+
+    fn at(line: usize, column: usize) -> Option<Position> {
+        Some(Position { line, column })
+    }
+
     #[test]
-    fn shipped_example_config_parses() {
-        let text = include_str!("../../../config/hallcast.toml");
-        let c = Config::from_toml(text, &[]).expect("config/hallcast.toml must parse");
-        assert!(!c.conferences.is_empty());
+    fn a_syntax_error_names_its_line_and_table() {
+        let p = only_problem("[http]\nlisten = \"127.0.0.1:1\"\n\n[media\nudp = 1\n", &[]);
+        assert_eq!(p.at.map(|a| a.line), Some(4), "{p}");
+        assert_eq!(p.key, "http", "{p}");
+        assert!(p.message.contains("unclosed table"), "{p}");
+        let p = only_problem("[media]\ngso = tru\n", &[]);
+        assert_eq!((p.at, p.key.as_str()), (at(2, 7), "media.gso"), "{p}");
+        let p = only_problem("oops\n", &[]);
+        assert_eq!(
+            (p.at.map(|a| a.line), p.key.as_str()),
+            (Some(1), "(document)")
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_names_its_line_and_path() {
+        let p = only_problem("# x\n[http]\nlisten_addr = \"1.2.3.4:5\"\n", &[]);
+        assert_eq!(
+            (p.at, p.key.as_str()),
+            (at(3, 1), "http.listen_addr"),
+            "{p}"
+        );
+        assert!(p.message.contains("unknown field `listen_addr`"), "{p}");
+        let p = only_problem(
+            "[[conferences]]\nid = \"a\"\nstream_kye = \"12345678\"\n",
+            &[],
+        );
+        assert_eq!(
+            (p.at, p.key.as_str()),
+            (at(3, 1), "conferences[0].stream_kye")
+        );
+        let p = only_problem("\n[upstraem]\nparent = \"\"\n", &[]);
+        assert_eq!((p.at, p.key.as_str()), (at(2, 2), "upstraem"), "{p}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_value_line_and_path() {
+        let p = only_problem("[media]\n\nsession_timeout_secs = \"six\"\n", &[]);
+        assert_eq!(
+            (p.at, p.key.as_str()),
+            (at(3, 24), "media.session_timeout_secs"),
+            "{p}"
+        );
+        assert!(p.message.contains("invalid type"), "{p}");
+        let p = only_problem("[http]\nlisten = \"nowhere\"\n", &[]);
+        assert_eq!((p.at, p.key.as_str()), (at(2, 10), "http.listen"), "{p}");
+        let p = only_problem("[log]\nformat = \"xml\"\n", &[]);
+        assert_eq!(
+            (p.at.map(|a| a.line), p.key.as_str()),
+            (Some(2), "log.format")
+        );
+        assert!(p.message.contains("xml"), "{p}");
+        // A missing required key is placed at its table.
+        let p = only_problem(
+            "\n[[access.accounts]]\nname = \"an\"\nrole = \"admin\"\n",
+            &[],
+        );
+        assert_eq!(
+            (p.at.map(|a| a.line), p.key.as_str()),
+            (Some(2), "access.accounts[0]")
+        );
+        assert!(p.message.contains("password_hash"), "{p}");
+    }
+
+    #[test]
+    fn a_failed_check_names_its_key_and_the_key_line() {
+        let p = only_problem(
+            "[upstream]\ncredential = \"0123456789abcdef\"\nparent = \"ftp://x\"\n",
+            &[],
+        );
+        assert_eq!((p.at, p.key.as_str()), (at(3, 1), "upstream.parent"), "{p}");
+        assert_eq!(p.message, "must be an http(s) URL, not \"ftp://x\"");
+        let p = only_problem(
+            "[[conferences]]\nid = \"a\"\nstream_key = \"12345678\"\n[[conferences]]\nid = \"b\"\n  stream_key = \"short\"\n",
+            &[],
+        );
+        assert_eq!(
+            (p.at, p.key.as_str()),
+            (at(6, 3), "conferences[1].stream_key"),
+            "{p}"
+        );
+        // A check on a key the file leaves at its default is placed at the nearest written
+        // ancestor (here the conference's header).
+        let p = only_problem("[[conferences]]\nid = \"a\"\n", &[]);
+        assert_eq!(
+            (p.at, p.key.as_str()),
+            (at(1, 1), "conferences[0].stream_key"),
+            "{p}"
+        );
+        let p = only_problem(
+            "[upstream]\nparent = \"http://c:8080\"\ncredential = \"0123456789abcdef\"\n\n[[conferences]]\nid = \"a\"\nstream_key = \"12345678\"\n",
+            &[],
+        );
+        assert_eq!(
+            (p.at.map(|a| a.line), p.key.as_str()),
+            (Some(5), "conferences"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn every_failed_check_is_reported() {
+        let e = Config::from_toml(
+            "[http]\nmax_body_bytes = 10\n[media]\nudp = \"0.0.0.0:8443\"\n[access]\nsession_hours = 0\n",
+            &[],
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &e else {
+            panic!("{e}")
+        };
+        let got: Vec<(usize, &str)> = problems
+            .iter()
+            .map(|p| (p.at.unwrap().line, p.key.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, "http.max_body_bytes"),
+                (4, "media.udp"),
+                (6, "access.session_hours")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_value_set_on_the_command_line_is_not_placed_in_the_file() {
+        let p = only_problem(
+            "[upstream]\nparent = \"http://c\"\n",
+            &["upstream.credential=short"],
+        );
+        assert_eq!((p.at, p.key.as_str()), (None, "upstream.credential"));
+        assert!(p.message.ends_with("(set on the command line)"), "{p}");
+        assert_eq!(p.in_file("f.toml"), format!("f.toml: {p}"));
+        // Without a file (`hallcast edge --parent URL` alone) nothing is placed.
+        let p = only_problem("", &["upstream.parent=\"http://c\""]);
+        assert_eq!((p.at, p.key.as_str()), (None, "upstream.credential"));
+        assert_eq!(
+            p.to_string(),
+            "upstream.credential: must be the relay credential the central issued (at least 16 characters)"
+        );
+        // An override that fixes the file's problem is accepted.
+        assert!(
+            Config::from_toml(
+                "[media]\nudp = \"0.0.0.0:1\"\n",
+                &["media.public_ips=[\"192.0.2.1\"]".into()]
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_loaded_file_names_itself_in_each_problem() {
+        let dir = std::env::temp_dir().join(format!("hallcast-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "[media]\nthreads = -1\n").unwrap();
+        let e = Config::load(Some(&path), &[]).unwrap_err();
+        let want = format!("{}:2:11: media.threads: ", path.display());
+        assert!(e.to_string().contains(&want), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Every `*.toml` in the repository's config/ folder.
+    fn shipped_configs() -> Vec<PathBuf> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn every_shipped_config_loads_and_validates() {
+        let files = shipped_configs();
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        for want in ["central.toml", "edge.toml", "hallcast.toml"] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "config/{want} is missing: {names:?}"
+            );
+        }
+        for f in &files {
+            let c = Config::load(Some(f), &[]).unwrap_or_else(|e| panic!("{e}"));
+            c.validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            let name = f.file_name().unwrap().to_string_lossy();
+            assert_eq!(c.is_edge(), name.starts_with("edge"), "{name}: role");
+        }
+        let hall = Config::load(
+            Some(&files[names.iter().position(|n| n == "hallcast.toml").unwrap()]),
+            &[],
+        )
+        .unwrap();
+        assert!(!hall.conferences.is_empty());
+    }
+
+    /// The reference configs write every key of the schema (set, or commented out with its
+    /// default), in its section: a key added to the schema must be added to them.
+    #[test]
+    fn the_reference_configs_show_every_key() {
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        for name in ["central.toml", "edge.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../config")
+                .join(name);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut missing = Vec::new();
+            for (section, value) in &defaults {
+                let Some(table) = value.as_table() else {
+                    // Arrays of tables (conferences, ice_servers): an example is enough.
+                    if !text.contains(&format!("[[{section}]]")) {
+                        missing.push(format!("[[{section}]]"));
+                    }
+                    continue;
+                };
+                let body = section_body(&text, section);
+                for key in table.keys() {
+                    let written = body.as_deref().is_some_and(|b| {
+                        b.lines().any(|l| {
+                            let l = l.trim_start_matches(['#', ' ']);
+                            l.strip_prefix(key.as_str())
+                                .is_some_and(|rest| rest.trim_start().starts_with('='))
+                        })
+                    }) || text.contains(&format!("[[{section}.{key}]]"));
+                    if !written {
+                        missing.push(format!("{section}.{key}"));
+                    }
+                }
+            }
+            assert!(
+                missing.is_empty(),
+                "config/{name} does not show {missing:?}"
+            );
+        }
+    }
+
+    /// The lines of `[section]` (written or commented out) up to the next table header.
+    fn section_body(text: &str, section: &str) -> Option<String> {
+        let header = format!("[{section}]");
+        let mut lines = text.lines();
+        lines.find(|l| l.trim_start_matches(['#', ' ']) == header)?;
+        let body: Vec<&str> = lines
+            .take_while(|l| !l.trim_start_matches(['#', ' ']).starts_with('['))
+            .collect();
+        Some(body.join("\n"))
     }
 }

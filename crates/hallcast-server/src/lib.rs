@@ -16,6 +16,7 @@ pub mod events;
 mod health;
 mod ledger_hook;
 mod metrics;
+mod openapi;
 pub mod outbox;
 mod pages;
 pub mod preflight;
@@ -189,6 +190,7 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
+        .route("/api/openapi.json", get(openapi::document))
         .route(
             "/api/v1/conferences/{conference}/status",
             get(pages::status),

@@ -369,8 +369,11 @@ pub(crate) fn session_of(
 ) -> Result<SessionId, AppError> {
     let not_found = || AppError::new(StatusCode::NOT_FOUND, "no such session (it may have ended)");
     let id: SessionId = session.parse().map_err(|_| not_found())?;
+    // A WHEP resource is a viewer's or a child relay's pull (both POSTed to /whep): an edge
+    // that lets go of a pull DELETEs it with its relay credential, as a viewer does with its link.
+    let serves = |r: Role| r == role || (role == Role::Subscriber && r == Role::Relay);
     let credential = match state.sessions().get(&id) {
-        Some(m) if m.conference == conference && m.role == role => m.credential,
+        Some(m) if m.conference == conference && serves(m.role) => m.credential,
         _ => return Err(not_found()),
     };
     let token = bearer(headers)?;

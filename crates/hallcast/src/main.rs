@@ -165,12 +165,16 @@ enum Command {
     /// Read a password on stdin and print its argon2id hash (a PHC string) for
     /// `[[access.accounts]] password_hash`.
     HashPassword,
-    /// Check a configuration file and print the effective configuration.
+    /// Check a configuration file: prints `FILE: ok (central|edge)` and exits 0, or prints
+    /// each problem as `FILE:LINE:COL: key.path: message` on stderr and exits 1.
     Validate {
         #[arg(long, short)]
         config: PathBuf,
         #[command(flatten)]
         overrides: Overrides,
+        /// Also print the effective configuration (TOML, every key) after the `ok` line.
+        #[arg(long)]
+        print: bool,
     },
 }
 
@@ -211,6 +215,14 @@ fn log_format(flag: &LogArgs, config: Option<&Config>) -> LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Validate {
+        config,
+        overrides,
+        print,
+    } = &cli.command
+    {
+        return validate(config, &overrides.to_list(), *print);
+    }
     if !matches!(
         cli.command,
         Command::Serve { .. } | Command::Edge { .. } | Command::Demo { .. }
@@ -302,11 +314,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             relay.run_until_signal().await
         }
-        Command::Validate { config, overrides } => {
-            let config = Config::load(Some(&config), &overrides.to_list())?;
-            println!("{}", serde_json::to_string_pretty(&config)?);
-            Ok(())
-        }
+        Command::Validate { .. } => unreachable!("main runs `validate` without the runtime"),
         Command::Attendance(cmd) => attendance_cli::run(cmd).await,
         Command::HashPassword => {
             use std::io::{IsTerminal, Read};
@@ -348,6 +356,56 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
     }
+}
+
+/// `hallcast validate`: the configuration crate's checks, and the console accounts' password
+/// hashes (which the server crate parses), each problem on its own line of stderr.
+fn validate(path: &std::path::Path, overrides: &[String], print: bool) -> ExitCode {
+    let file = path.display().to_string();
+    let problems = match Config::load(Some(path), overrides) {
+        Ok(config) => {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let problems: Vec<hallcast_config::Problem> = config
+                .access
+                .accounts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, account)| {
+                    let message =
+                        hallcast_server::access::validate_accounts(std::slice::from_ref(account))
+                            .err()?;
+                    let key = format!("access.accounts[{i}].password_hash");
+                    Some(hallcast_config::Problem {
+                        at: hallcast_config::locate(&text, &key),
+                        key,
+                        message,
+                    })
+                })
+                .collect();
+            if problems.is_empty() {
+                let role = if config.is_edge() { "edge" } else { "central" };
+                println!("{file}: ok ({role})");
+                if print {
+                    print!("{}", config.to_toml());
+                }
+                return ExitCode::SUCCESS;
+            }
+            problems
+        }
+        Err(hallcast_config::ConfigError::Invalid { problems, .. }) => problems,
+        Err(hallcast_config::ConfigError::Read { source, .. }) => {
+            eprintln!("{file}: cannot read: {source}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("{file}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for p in &problems {
+        eprintln!("{}", p.in_file(&file));
+    }
+    ExitCode::FAILURE
 }
 
 /// A TOML basic string.
@@ -487,12 +545,8 @@ impl Relay {
         hallcast_server::access::validate_accounts(&config.access.accounts)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let ledger = open_ledger(&config).await?;
-        let is_edge = !config.upstream.parent.is_empty();
-        if is_edge && !config.conferences.is_empty() {
-            anyhow::bail!(
-                "an edge serves its parent's conferences: remove [[conferences]] from its configuration"
-            );
-        }
+        // An edge with [[conferences]] is refused by the configuration's checks.
+        let is_edge = config.is_edge();
         let relay_credential = if is_edge {
             if config.relay.credential.is_empty() {
                 config.upstream.credential.clone()

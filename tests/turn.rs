@@ -1,0 +1,416 @@
+//! TURN (issue 14, item 5; issue 13, B.4): the shipped coturn config (deploy/turn/turnserver.conf)
+//! wired to the relay's `[[ice_servers]]` (deploy/turn/ice-servers.toml), run for real on loopback.
+//!
+//! | test | what |
+//! |---|---|
+//! | `the_shipped_turn_config_matches_the_relays_ice_servers` | ice-servers.toml loads as a relay config; its user, password, host and port are turnserver.conf's `user=`, `realm=` and `listening-port`; the conf uses static long-term credentials, denies every peer but the relays (both address families), and does not allow loopback peers |
+//! | `a_viewer_forced_through_turn_plays_and_turn_relays_only_to_the_relay` | coturn runs the shipped conf on 127.0.0.1 (only its addresses, ports and log changed, plus `allow-loopback-peers` and `allowed-peer-ip=127.0.0.1`: the relay's address in this test); `hallcast demo` announces it from ice-servers.toml; Chromium with `iceTransportPolicy: 'relay'` learns it from the WHEP Link header and decodes 60 frames over a `relay` candidate pair whose remote end is the relay's media port, once with only the TURN-over-UDP URL and once with only TURN over TCP (a network that lets no UDP out); coturn logs the allocation and the permission for user hallcast. Then the same coturn conf without the allowed relay address: the viewer cannot play and coturn answers 403 Forbidden IP (the shipped denial works) |
+
+use std::fs;
+use std::net::{TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use hallcast_config::{Config, IceServer};
+use hallcast_tests::net::free_udp_port;
+use hallcast_tests::{Client, ClientKind, Ctx, Demo, DemoOptions, Weight, repo_root, run};
+use serde_json::Value;
+
+const MIN_FRAMES: u64 = 60;
+
+fn turnserver_conf() -> PathBuf {
+    repo_root().join("deploy/turn/turnserver.conf")
+}
+
+/// `key=value` and bare `key` lines of a coturn config, comments dropped, in order.
+fn conf_entries(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
+            None => (l.to_string(), String::new()),
+        })
+        .collect()
+}
+
+fn conf_values<'a>(entries: &'a [(String, String)], key: &str) -> Vec<&'a str> {
+    entries
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// The relay's side: deploy/turn/ice-servers.toml's one server.
+fn shipped_ice_server() -> Result<IceServer> {
+    let path = repo_root().join("deploy/turn/ice-servers.toml");
+    let config =
+        Config::load(Some(&path), &[]).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    ensure!(
+        config.ice_servers.len() == 1,
+        "ice-servers.toml lists {} servers, want 1",
+        config.ice_servers.len()
+    );
+    Ok(config.ice_servers[0].clone())
+}
+
+#[test]
+fn the_shipped_turn_config_matches_the_relays_ice_servers() {
+    run(
+        "the_shipped_turn_config_matches_the_relays_ice_servers",
+        Weight::Light,
+        |_ctx| {
+            let text = fs::read_to_string(turnserver_conf())?;
+            let conf = conf_entries(&text);
+            let one = |key: &str| -> Result<String> {
+                match conf_values(&conf, key).as_slice() {
+                    [v] => Ok(v.to_string()),
+                    other => bail!("turnserver.conf: want one {key}=, found {other:?}"),
+                }
+            };
+            let (user, password) = one("user")?
+                .split_once(':')
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .context("user= is not NAME:PASSWORD")?;
+            let realm = one("realm")?;
+            let port = one("listening-port")?;
+            let ice = shipped_ice_server()?;
+            ensure!(
+                ice.username == user && ice.credential == password,
+                "ice-servers.toml hands out {:?}/{:?}, turnserver.conf knows {user:?}/{password:?}",
+                ice.username,
+                ice.credential
+            );
+            let mut transports = Vec::new();
+            for url in &ice.urls {
+                let rest = url
+                    .strip_prefix("turn:")
+                    .with_context(|| format!("{url}: want a turn: URL"))?;
+                let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
+                ensure!(
+                    hostport == format!("{realm}:{port}"),
+                    "{url}: want host {realm} and port {port} (turnserver.conf's realm and listening-port)"
+                );
+                transports.push(query.to_string());
+            }
+            ensure!(
+                transports == ["transport=udp", "transport=tcp"],
+                "ice-servers.toml: want TURN over UDP and over TCP (UDP-blocking networks): {transports:?}"
+            );
+
+            // Static long-term credentials, not an open relay.
+            ensure!(
+                !conf_values(&conf, "lt-cred-mech").is_empty()
+                    && conf_values(&conf, "use-auth-secret").is_empty(),
+                "turnserver.conf: lt-cred-mech (static credentials), no use-auth-secret"
+            );
+            let denied = conf_values(&conf, "denied-peer-ip");
+            for all in [
+                "0.0.0.0-255.255.255.255",
+                "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            ] {
+                ensure!(
+                    denied.contains(&all),
+                    "turnserver.conf: denied-peer-ip={all} (every peer but the relays) is missing"
+                );
+            }
+            for private in [
+                "10.0.0.0-10.255.255.255",
+                "172.16.0.0-172.31.255.255",
+                "192.168.0.0-192.168.255.255",
+                "127.0.0.0-127.255.255.255",
+                "169.254.0.0-169.254.255.255",
+            ] {
+                ensure!(
+                    denied.contains(&private),
+                    "turnserver.conf: denied-peer-ip={private} is missing"
+                );
+            }
+            let allowed = conf_values(&conf, "allowed-peer-ip");
+            ensure!(
+                !allowed.is_empty(),
+                "turnserver.conf: no allowed-peer-ip: the relays are unreachable through it"
+            );
+            for a in &allowed {
+                let ip: std::net::IpAddr = a.parse().with_context(|| {
+                    format!("allowed-peer-ip={a}: want one address, not a range")
+                })?;
+                ensure!(
+                    !ip.is_loopback() && !ip.is_unspecified(),
+                    "allowed-peer-ip={a}"
+                );
+            }
+            ensure!(
+                conf_values(&conf, "allow-loopback-peers").is_empty(),
+                "turnserver.conf must not allow loopback peers (only the test's copy does)"
+            );
+            ensure!(
+                !conf_values(&conf, "no-multicast-peers").is_empty()
+                    && !conf_values(&conf, "no-tcp-relay").is_empty(),
+                "turnserver.conf: no-multicast-peers and no-tcp-relay"
+            );
+            Ok(())
+        },
+    );
+}
+
+/// coturn, killed (and reaped) on drop.
+struct Coturn {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Coturn {
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// `n` consecutive UDP ports on 127.0.0.1 that were free a moment ago (coturn's relay range).
+fn free_udp_range(n: u16) -> Result<u16> {
+    let seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
+    for attempt in 0..50u64 {
+        let base = 20000 + ((seed.wrapping_add(attempt * 7919)) % 9000) as u16;
+        let sockets: Vec<_> = (base..base + n)
+            .map_while(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if sockets.len() == usize::from(n) {
+            return Ok(base);
+        }
+    }
+    bail!("no {n} free consecutive UDP ports on 127.0.0.1")
+}
+
+/// Starts coturn with the shipped config, only where it listens, relays and logs changed for a
+/// test on loopback, plus `extra` lines.
+fn start_coturn(ctx: &Ctx, tag: &str, port: u16, extra: &[&str]) -> Result<Coturn> {
+    let turnserver = Path::new("/usr/bin/turnserver");
+    ensure!(
+        turnserver.is_file(),
+        "coturn is not installed (/usr/bin/turnserver): run scripts/install-test-deps.sh (apt-get install coturn)"
+    );
+    let shipped = fs::read_to_string(turnserver_conf())?;
+    let replaced = [
+        "listening-ip",
+        "relay-ip",
+        "external-ip",
+        "listening-port",
+        "tls-listening-port",
+        "min-port",
+        "max-port",
+        "log-file",
+        "pidfile",
+        "userdb",
+    ];
+    let mut conf: Vec<String> = shipped
+        .lines()
+        .filter(|l| {
+            let key = l.trim().split('=').next().unwrap_or("");
+            !replaced.contains(&key)
+        })
+        .map(str::to_string)
+        .collect();
+    let relay_base = free_udp_range(40)?;
+    let dir = ctx.path(&format!("coturn-{tag}"));
+    fs::create_dir_all(&dir)?;
+    conf.extend([
+        "# --- the test's own (tests/turn.rs) ---".to_string(),
+        "listening-ip=127.0.0.1".to_string(),
+        "relay-ip=127.0.0.1".to_string(),
+        format!("listening-port={port}"),
+        format!("min-port={relay_base}"),
+        format!("max-port={}", relay_base + 39),
+        format!("pidfile={}", dir.join("turnserver.pid").display()),
+        format!("userdb={}", dir.join("turndb").display()),
+        "log-file=stdout".to_string(),
+        "verbose".to_string(),
+    ]);
+    conf.extend(extra.iter().map(|s| s.to_string()));
+    let conf_path = dir.join("turnserver.conf");
+    fs::write(&conf_path, conf.join("\n") + "\n")?;
+    let log = dir.join("turnserver.log");
+    ctx.register_log(&format!("coturn {tag}"), &log);
+    let child = Command::new(turnserver)
+        .arg("-c")
+        .arg(&conf_path)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&log)?)
+        .stderr(Stdio::from(fs::File::options().append(true).open(&log)?))
+        .spawn()
+        .context("cannot start turnserver")?;
+    let mut coturn = Coturn { child, log };
+    // Ready once its listener answers on TCP (the same port as UDP; probing the UDP port by
+    // binding it could steal it from coturn for a moment).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = coturn.child.try_wait()? {
+            bail!(
+                "turnserver exited at once ({status}): {}",
+                coturn.log_text()
+            );
+        }
+        if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+            .is_ok()
+        {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "turnserver did not listen on 127.0.0.1:{port} within 10 s"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(coturn)
+}
+
+/// `js/turn_watch.mjs` with only the announced TURN URLs of `transport` (udp or tcp).
+fn watch_through_turn(ctx: &Ctx, demo: &Demo, timeout_s: u32, transport: &str) -> Result<Value> {
+    let args: Vec<String> = [
+        "--url",
+        &demo.info.whep_url,
+        "--token",
+        &demo.info.viewer_token,
+        "--frames",
+        &MIN_FRAMES.to_string(),
+        "--timeout",
+        &timeout_s.to_string(),
+        "--transport",
+        transport,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut client = Client::start(ctx, ClientKind::Browser, "turn_watch.mjs", &args)?;
+    client.result(Duration::from_secs(u64::from(timeout_s) + 60))
+}
+
+#[test]
+fn a_viewer_forced_through_turn_plays_and_turn_relays_only_to_the_relay() {
+    run(
+        "a_viewer_forced_through_turn_plays_and_turn_relays_only_to_the_relay",
+        Weight::Heavy,
+        |ctx| {
+            let port = free_udp_port()?;
+            let ice = shipped_ice_server()?;
+            // The shipped URLs (UDP and TCP) with turn.example.org:3478 replaced by the test's.
+            let urls: Vec<String> = ice
+                .urls
+                .iter()
+                .map(|u| {
+                    let (_, query) = u.split_once('?').unwrap_or((u, ""));
+                    format!("turn:127.0.0.1:{port}?{query}")
+                })
+                .collect();
+            let set = format!(
+                "ice_servers=[{{urls=[{}],username=\"{}\",credential=\"{}\"}}]",
+                urls.iter()
+                    .map(|u| format!("\"{u}\""))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                ice.username,
+                ice.credential
+            );
+            let demo = Demo::start(
+                ctx,
+                DemoOptions {
+                    set: vec![set],
+                    ..Default::default()
+                },
+            )?;
+            let shard_ports: Vec<u64> = demo.info.raw["media_udp_shards"]
+                .as_array()
+                .context("the info file has no media_udp_shards")?
+                .iter()
+                .filter_map(|a| a.as_str()?.rsplit(':').next()?.parse().ok())
+                .collect();
+
+            // 1. The relay's address allowed (as allowed-peer-ip lists the relays in production);
+            // a viewer that may use only TURN over UDP, then one that may use only TURN over TCP
+            // (a network that lets no UDP out).
+            let coturn = start_coturn(
+                ctx,
+                "allowed",
+                port,
+                &["allow-loopback-peers", "allowed-peer-ip=127.0.0.1"],
+            )?;
+            for transport in ["udp", "tcp"] {
+                let turn_url = format!("turn:127.0.0.1:{port}?transport={transport}");
+                let r = watch_through_turn(ctx, &demo, 30, transport)?;
+                let frames = r["frames_decoded"].as_u64().unwrap_or(0);
+                ensure!(
+                    frames >= MIN_FRAMES,
+                    "the viewer decoded {frames} frames through TURN over {transport} (want {MIN_FRAMES}): {r}"
+                );
+                ensure!(
+                    r["local_candidate_type"] == "relay" && r["relay_protocol"] == transport,
+                    "the selected pair is not through TURN over {transport}: {r}"
+                );
+                ensure!(
+                    r["local_candidate_url"] == turn_url.as_str(),
+                    "the relayed candidate is not from {turn_url}: {r}"
+                );
+                ensure!(
+                    r["remote_candidate_port"]
+                        .as_u64()
+                        .is_some_and(|p| shard_ports.contains(&p)),
+                    "the pair's far end is not one of the relay's media ports {shard_ports:?}: {r}"
+                );
+                let announced = r["answer_link"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+                    .unwrap_or_default();
+                let want_link = format!(
+                    "<{turn_url}>; rel=\"ice-server\"; username=\"{}\"; credential=\"{}\"",
+                    ice.username, ice.credential
+                );
+                ensure!(
+                    announced.iter().any(|l| l.starts_with(&want_link)),
+                    "the WHEP answer's Link headers do not announce {want_link}: {announced:?}"
+                );
+            }
+            let log = coturn.log_text();
+            for want in [
+                format!("username=<{}>", ice.username),
+                "ALLOCATE processed, success".to_string(),
+                "peer 127.0.0.1 lifetime updated".to_string(),
+                "CREATE_PERMISSION processed, success".to_string(),
+                // The TCP viewer's connection to coturn.
+                "tcp or tls connected to: 127.0.0.1:".to_string(),
+            ] {
+                ensure!(log.contains(&want), "coturn's log has no {want:?}");
+            }
+            drop(coturn);
+
+            // 2. The shipped peer rules alone (loopback allowed, but 127.0.0.1 not a listed relay):
+            // the permission is refused and nothing plays.
+            let coturn = start_coturn(ctx, "denied", port, &["allow-loopback-peers"])?;
+            let r = watch_through_turn(ctx, &demo, 8, "udp")?;
+            let frames = r["frames_decoded"].as_u64().unwrap_or(0);
+            ensure!(
+                frames == 0 && r["local_candidate_type"].is_null(),
+                "a peer outside allowed-peer-ip was reached through TURN: {r}"
+            );
+            let log = coturn.log_text();
+            ensure!(
+                log.contains("CREATE_PERMISSION processed, error 403: Forbidden IP"),
+                "coturn did not refuse the relay's address as a peer"
+            );
+            Ok(())
+        },
+    );
+}
