@@ -5,7 +5,7 @@
 #   Chromium (+ chromedriver)   Debian packages, only if /usr/bin/chromium is missing
 #   iproute2, nftables,         Debian packages, only if missing
 #   systemd (systemd-analyze),
-#   python3-venv
+#   python3-venv, curl, jq
 #   playwright-core             npm ci in tests/js (drives the system Chromium; downloads no browser)
 #   aiortc, aiohttp, numpy,     a venv at tests/py/.venv, from PyPI (tests/py/requirements.txt)
 #   prometheus_client           (its text parser reads /metrics in tests/observability.rs)
@@ -55,14 +55,16 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 # `systemd-analyze` (tests/deploy.rs verifies the systemd units with it; no running systemd needed).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
-# `curl` (docs/api.md's runnable example).
+# `curl` (docs/api.md's runnable example; the docs' examples call the relay's API: tests/docs.rs runs them)
+# and `jq` (the docs' examples read the relay's JSON).
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
 # `turnserver` (tests/turn.rs runs the shipped deploy/turn/turnserver.conf on loopback).
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 else
-  say "chromium, node, npm, python3-venv, iproute2, nftables, systemd-analyze, curl and coturn are present"
+  say "chromium, node, npm, python3-venv, iproute2, nftables, systemd-analyze, curl, jq and coturn are present"
 fi
 
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
