@@ -517,7 +517,7 @@ impl Ledger {
             let mut guard = db.lock().unwrap_or_else(|p| p.into_inner());
             // A connection the server dropped (PostgreSQL restarted, or unreachable for a
             // while) is replaced; until that succeeds, reads fail with the connect error.
-            if guard.is_broken() {
+            if guard.is_broken() || !guard.is_alive() {
                 *guard = config.connect()?;
             }
             f(guard.as_mut())

@@ -107,6 +107,12 @@ pub trait Store: Send {
     fn is_broken(&self) -> bool {
         false
     }
+    /// Whether the connection answers a round trip now (PostgreSQL: an empty query, at most
+    /// 2 s). A connection the server cut while idle looks fine until it is used; callers
+    /// that can reconnect (the ledger's reads) ask this first.
+    fn is_alive(&mut self) -> bool {
+        true
+    }
     /// The highest migration applied ([`SCHEMA_VERSION`] once open).
     fn schema_version(&mut self) -> Result<i64>;
     /// Records a store outage this node saw during `run` (idempotent by node, run and

@@ -261,6 +261,10 @@ impl Store for PgStore {
         self.client.is_closed()
     }
 
+    fn is_alive(&mut self) -> bool {
+        self.client.is_valid(Duration::from_secs(2)).is_ok()
+    }
+
     fn schema_version(&mut self) -> Result<i64> {
         let v: Option<i64> = self
             .client
