@@ -429,6 +429,17 @@ impl From<LedgerError> for ApiError {
                 "Dữ liệu không hợp lệ",
                 &why,
             ),
+            // The database is unreachable: the event is queued and will be stored when it
+            // is back; sending the same event id again stores it once.
+            LedgerError::Pending { .. } => {
+                tracing::warn!(error = %e, "durable append answered before it was stored");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ledger_pending",
+                    "Cơ sở dữ liệu điểm danh đang mất kết nối: sự kiện đã vào hàng đợi và sẽ được ghi khi kết nối lại",
+                    "The attendance database is unreachable: the event is queued and will be stored when it is back",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "attendance ledger failure");
                 ApiError::new(
