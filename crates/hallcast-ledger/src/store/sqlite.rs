@@ -687,7 +687,7 @@ mod tests {
         assert!(store.store_outages(5_001, 9_000).unwrap().is_empty());
         drop(store);
         // Opening again applies nothing twice.
-        let mut store = SqliteStore::open(&fresh).unwrap();
+        let store = SqliteStore::open(&fresh).unwrap();
         let n: i64 = store
             .conn
             .query_row("SELECT count(*) FROM schema_version", [], |r| r.get(0))
