@@ -292,4 +292,83 @@ mod tests {
         state.engine.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// While the ledger cannot write (here: another connection holds the SQLite file's write
+    /// lock until its busy timeout runs out, as an unreachable database would), `/readyz`
+    /// stays ready and says the ledger is degraded, since when and how many events wait, and
+    /// `/metrics` shows it; once the store answers again both say so and the event is stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readyz_and_metrics_show_a_ledger_store_outage() {
+        let (state, dir) = crate::test_state("hallcast-readyz-outage").await;
+        readyz_until(&state, StatusCode::OK).await;
+        let ledger = state.registry.ledger().clone();
+        let lock = rusqlite::Connection::open(dir.join("ledger.sqlite3")).unwrap();
+        lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let ev = hallcast_core::accounting::Event {
+            event_id: hallcast_ledger::new_event_id(),
+            conference: hallcast_core::accounting::ConferenceId::parse("c1").unwrap(),
+            at_ms: hallcast_ledger::now_ms(),
+            kind: hallcast_core::accounting::EventKind::BroadcastStarted,
+        };
+        let id = ev.event_id;
+        ledger.sink().emit(ev).unwrap();
+        // The writer's attempt fails after SQLite's 10 s busy timeout.
+        let t0 = Instant::now();
+        while ledger.stats().outage_since_ms.is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "no outage seen");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (status, body) = get(state.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let check = &v["checks"][1];
+        assert_eq!(check["name"], "ledger", "{body}");
+        assert_eq!(
+            (&check["ok"], &check["degraded"]),
+            (&true.into(), &true.into()),
+            "{body}"
+        );
+        let detail = check["detail"].as_str().unwrap();
+        assert!(detail.contains("store is unreachable since"), "{body}");
+        assert!(
+            detail.contains("1 event(s) wait in the queue, 0 dropped"),
+            "{body}"
+        );
+        let mut metrics = String::new();
+        crate::attendance::write_ledger_metrics(&ledger, &mut metrics);
+        assert!(
+            metrics.contains("\nhallcast_ledger_store_up 0\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("\nhallcast_ledger_events_pending 1\n"),
+            "{metrics}"
+        );
+
+        lock.execute_batch("COMMIT").unwrap();
+        drop(lock);
+        tokio::time::timeout(Duration::from_secs(30), ledger.flush())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ledger.count_event_id(id).await.unwrap(), 1);
+        let (status, body) = get(state.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(!body.contains("degraded"), "{body}");
+        let mut metrics = String::new();
+        crate::attendance::write_ledger_metrics(&ledger, &mut metrics);
+        assert!(
+            metrics.contains("\nhallcast_ledger_store_up 1\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("\nhallcast_ledger_store_outages_total 1\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("\nhallcast_ledger_events_stored_late_total 1\n"),
+            "{metrics}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
