@@ -163,6 +163,9 @@ pub struct Edge {
     report_rtt_us: std::sync::atomic::AtomicU64,
     upstream: watch::Sender<Option<Upstream>>,
     wake: Notify,
+    /// The parent acknowledged a report that said this relay is draining.
+    parent_knows_draining: std::sync::atomic::AtomicBool,
+    drain_acked: Notify,
 }
 
 impl Edge {
@@ -199,6 +202,8 @@ impl Edge {
             report_rtt_us: 0.into(),
             upstream: tx,
             wake: Notify::new(),
+            parent_knows_draining: false.into(),
+            drain_acked: Notify::new(),
         });
         (edge, rx)
     }
@@ -207,6 +212,25 @@ impl Edge {
     pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let edge = self.clone();
         tokio::spawn(async move { edge.run().await })
+    }
+
+    /// The parent in use now.
+    pub fn parent_url(&self) -> String {
+        self.parent().1.to_string()
+    }
+
+    /// Draining: reports to the parent at once and resolves when the parent has acknowledged
+    /// a report that says so (it then routes no new point here), or after `timeout` (false).
+    pub async fn tell_parent_draining(&self, timeout: Duration) -> bool {
+        let acked = self.drain_acked.notified();
+        tokio::pin!(acked);
+        acked.as_mut().enable();
+        if self.parent_knows_draining.load(Relaxed) {
+            return true;
+        }
+        self.wake.notify_one();
+        tokio::time::timeout(timeout, acked).await.is_ok()
+            || self.parent_knows_draining.load(Relaxed)
     }
 
     fn parent(&self) -> (usize, &str) {
@@ -232,7 +256,21 @@ impl Edge {
                     self.state.tree.parent_answered(Instant::now());
                     self.report_rtt_us
                         .store(sent.elapsed().as_micros() as u64, Relaxed);
+                    if report.draining && !self.parent_knows_draining.swap(true, Relaxed) {
+                        info!(%parent, "the parent relay knows this relay is draining");
+                        self.drain_acked.notify_waiters();
+                    }
+                    let parent_draining = sync.draining;
                     self.apply(sync).await;
+                    // The parent is stopping: a child with somewhere else to go goes now (its
+                    // points keep their sessions, as in any failover). A draining child stays.
+                    if parent_draining && self.parents.len() > 1 && !self.state.drain.is_draining()
+                    {
+                        warn!(%parent, "the parent relay is draining; moving to the next parent");
+                        primary_ok_since = None;
+                        self.move_to((i + 1) % self.parents.len()).await;
+                        continue;
+                    }
                 }
                 Err(e) => {
                     failures += 1;
@@ -408,6 +446,7 @@ impl Edge {
             load,
             last_report_ms: None,
             children: self.state.tree.children(Instant::now()),
+            draining: self.state.drain.is_draining(),
         };
         self.state.tree.set_own(report.clone());
         report

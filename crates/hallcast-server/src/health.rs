@@ -46,7 +46,9 @@ struct Readiness {
 /// - `ledger`: the attendance ledger's writer takes a flush and its store answers a read,
 ///   within 2 s;
 /// - `parent` (an edge only): its parent relay answered a report within the last 5 s (the
-///   window after which the parent itself calls the edge down).
+///   window after which the parent itself calls the edge down);
+/// - `draining` (only while the relay drains after SIGTERM): always failed, so load balancers
+///   and Kubernetes stop sending new clients.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let mut checks = Vec::with_capacity(3);
     let n_shards = state.engine.n_shards();
@@ -127,6 +129,19 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             name: "parent",
             ok,
             detail,
+        });
+    }
+    if let Some(clock) = state.drain.clock() {
+        let now = Instant::now();
+        checks.push(Check {
+            name: "draining",
+            ok: false,
+            detail: format!(
+                "the relay is stopping (SIGTERM {} s ago): new sessions are refused and its viewers \
+                 are moving elsewhere; it exits once they have gone, at most in {} s",
+                now.saturating_duration_since(clock.started).as_secs(),
+                clock.remaining(now).as_secs()
+            ),
         });
     }
     let ready = checks.iter().all(|c| c.ok);
@@ -256,6 +271,31 @@ mod tests {
         let (status, body) = get(edge, "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert!(body.contains("has not answered for 5 s"), "{body}");
+        state.engine.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A draining relay is not ready (503, a failed `draining` check), whatever else holds.
+    #[tokio::test]
+    async fn a_draining_relay_is_not_ready() {
+        let (state, dir) = crate::test_state("hallcast-readyz-drain").await;
+        readyz_until(&state, StatusCode::OK).await;
+        state.drain.start(Instant::now(), Duration::from_secs(30));
+        let (status, body) = get(state.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["checks"][2]["name"], "draining", "{body}");
+        assert_eq!(v["checks"][2]["ok"], false, "{body}");
+        assert_eq!(v["checks"][0]["ok"], true, "{body}");
+        assert!(
+            v["checks"][2]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("new sessions are refused"),
+            "{body}"
+        );
+        let (status, _) = get(state.clone(), "/healthz").await;
+        assert_eq!(status, StatusCode::OK, "alive while draining");
         state.engine.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
