@@ -166,6 +166,8 @@ pub struct Edge {
     /// The parent acknowledged a report that said this relay is draining.
     parent_knows_draining: std::sync::atomic::AtomicBool,
     drain_acked: Notify,
+    /// The relay is stopping: no new pull.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Edge {
@@ -204,6 +206,7 @@ impl Edge {
             wake: Notify::new(),
             parent_knows_draining: false.into(),
             drain_acked: Notify::new(),
+            stopping: false.into(),
         });
         (edge, rx)
     }
@@ -231,6 +234,28 @@ impl Edge {
         self.wake.notify_one();
         tokio::time::timeout(timeout, acked).await.is_ok()
             || self.parent_knows_draining.load(Relaxed)
+    }
+
+    /// Stopping: lets go of every pull at the parent (DELETE, waiting at most `timeout`), so
+    /// that the parent counts this relay gone at once rather than after its sessions time out
+    /// (a draining parent waits for its child relays too). No pull starts after this.
+    pub async fn release_pulls(&self, timeout: Duration) {
+        self.stopping.store(true, Relaxed);
+        let pulls: Vec<Pull> = self.pulls_lock().drain().map(|(_, p)| p).collect();
+        let deletes = pulls.into_iter().filter_map(|p| match p {
+            Pull::Live {
+                location: Some(url),
+                ..
+            } => Some(
+                self.http
+                    .delete(url)
+                    .bearer_auth(&self.credential)
+                    .timeout(timeout)
+                    .send(),
+            ),
+            _ => None,
+        });
+        futures_util::future::join_all(deletes).await;
     }
 
     fn parent(&self) -> (usize, &str) {
@@ -510,7 +535,7 @@ impl Edge {
         // so two conferences pulled from one parent cannot share a local port.
         let shard = {
             let mut pulls = self.pulls_lock();
-            if pulls.contains_key(&conference) {
+            if pulls.contains_key(&conference) || self.stopping.load(Relaxed) {
                 return false;
             }
             let used: HashSet<usize> = pulls.values().map(Pull::shard).collect();

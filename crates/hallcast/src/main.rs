@@ -723,6 +723,10 @@ impl Relay {
         if drain {
             self.drain(&mut term, &mut int).await;
         }
+        if let Some((edge, _)) = &self.edge {
+            // The parent sees this edge leave now, not when its pulls time out.
+            edge.release_pulls(Duration::from_secs(1)).await;
+        }
         self.engine.shutdown().await;
         // Let the event pump hand the last session ends to the ledger, then make them durable.
         tokio::time::sleep(Duration::from_millis(200)).await;
