@@ -471,6 +471,8 @@
     if (moving) {
       // Away from a draining relay: where it said to ask, then home, never the relay itself.
       bases = [...new Set([moving.base, home, location.origin].filter((b) => b && b !== moving.avoid))];
+      // A draining central with nowhere named: its own route lookup still names a live edge.
+      if (!bases.length) bases = [location.origin];
       avoidRelay = moving.avoid;
       const to = moving.base || home;
       if (to && to !== moving.avoid) fallback = `${to}/whep/${encodeURIComponent(conference)}`;
