@@ -56,6 +56,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// The longest graceful drain `http.drain_seconds` may ask for.
+pub const MAX_DRAIN_SECONDS: u64 = 3600;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
@@ -68,6 +71,10 @@ pub struct Http {
     pub max_body_bytes: usize,
     /// Value of `Access-Control-Allow-Origin` on WHIP/WHEP responses.
     pub cors_origin: String,
+    /// Graceful drain on SIGTERM: how long the relay waits, at most, for its viewers to move
+    /// elsewhere in the tree before it ends the remaining sessions and exits. 0: no drain (the
+    /// sessions end at once).
+    pub drain_seconds: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -276,6 +283,7 @@ impl Default for Http {
             public_url: String::new(),
             max_body_bytes: 64 * 1024,
             cors_origin: "*".into(),
+            drain_seconds: 30,
         }
     }
 }
@@ -493,6 +501,14 @@ impl Config {
         let mut problem = |key: String, message: String| out.push(Problem::new(key, message));
         if self.http.max_body_bytes < 1024 {
             problem("http.max_body_bytes".into(), "must be at least 1024".into());
+        }
+        if self.http.drain_seconds > MAX_DRAIN_SECONDS {
+            problem(
+                "http.drain_seconds".into(),
+                format!(
+                    "must be at most {MAX_DRAIN_SECONDS} (an hour); orchestrators kill a relay that takes longer to stop"
+                ),
+            );
         }
         if self.media.udp.ip().is_unspecified() && self.media.public_ips.is_empty() {
             problem(
@@ -870,6 +886,21 @@ mod tests {
             (Some(5), "conferences"),
             "{p}"
         );
+    }
+
+    #[test]
+    fn drain_seconds_defaults_to_30_and_is_bounded() {
+        let c = Config::from_toml("", &[]).unwrap();
+        assert_eq!(c.http.drain_seconds, 30);
+        let c = Config::from_toml("[http]\ndrain_seconds = 0\n", &[]).unwrap();
+        assert_eq!(c.http.drain_seconds, 0, "0: no drain");
+        let p = only_problem("[http]\ndrain_seconds = 3601\n", &[]);
+        assert_eq!(
+            (p.at.map(|a| a.line), p.key.as_str()),
+            (Some(2), "http.drain_seconds"),
+            "{p}"
+        );
+        assert!(p.message.contains("at most 3600"), "{p}");
     }
 
     #[test]

@@ -55,7 +55,9 @@ struct Readiness {
 ///   metrics (`hallcast_ledger_store_up`, `…_store_outage_seconds`, `…_events_pending`,
 ///   `…_events_dropped_total`) are what to alert on;
 /// - `parent` (an edge only): its parent relay answered a report within the last 5 s (the
-///   window after which the parent itself calls the edge down).
+///   window after which the parent itself calls the edge down);
+/// - `draining` (only while the relay drains after SIGTERM): always failed, so load balancers
+///   and Kubernetes stop sending new clients.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let mut checks = Vec::with_capacity(3);
     let n_shards = state.engine.n_shards();
@@ -160,6 +162,19 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             ok,
             degraded: false,
             detail,
+        });
+    }
+    if let Some(clock) = state.drain.clock() {
+        let now = Instant::now();
+        checks.push(Check {
+            name: "draining",
+            ok: false,
+            detail: format!(
+                "the relay is stopping (SIGTERM {} s ago): new sessions are refused and its viewers \
+                 are moving elsewhere; it exits once they have gone, at most in {} s",
+                now.saturating_duration_since(clock.started).as_secs(),
+                clock.remaining(now).as_secs()
+            ),
         });
     }
     let ready = checks.iter().all(|c| c.ok);
@@ -369,6 +384,31 @@ mod tests {
             metrics.contains("\nhallcast_ledger_events_stored_late_total 1\n"),
             "{metrics}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A draining relay is not ready (503, a failed `draining` check), whatever else holds.
+    #[tokio::test]
+    async fn a_draining_relay_is_not_ready() {
+        let (state, dir) = crate::test_state("hallcast-readyz-drain").await;
+        readyz_until(&state, StatusCode::OK).await;
+        state.drain.start(Instant::now(), Duration::from_secs(30));
+        let (status, body) = get(state.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["checks"][2]["name"], "draining", "{body}");
+        assert_eq!(v["checks"][2]["ok"], false, "{body}");
+        assert_eq!(v["checks"][0]["ok"], true, "{body}");
+        assert!(
+            v["checks"][2]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("new sessions are refused"),
+            "{body}"
+        );
+        let (status, _) = get(state.clone(), "/healthz").await;
+        assert_eq!(status, StatusCode::OK, "alive while draining");
+        state.engine.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -10,6 +10,7 @@ pub mod access;
 pub mod attendance;
 pub mod auth;
 pub mod board;
+pub mod drain;
 pub mod edge;
 mod error;
 pub mod events;
@@ -106,6 +107,8 @@ pub struct AppState {
     pub events: Arc<events::Hub>,
     /// The consoles' accounts, sessions and role check (shared with the attendance API).
     pub access: Arc<access::Access>,
+    /// Graceful drain (SIGTERM): new sessions refused, viewers told to move.
+    pub drain: Arc<drain::Drain>,
 }
 
 /// An edge's answer to a viewer of a conference it does not pull yet.
@@ -138,6 +141,7 @@ impl AppState {
             tree,
             demand: std::sync::OnceLock::new(),
             events: Arc::new(events::Hub::new()),
+            drain: Arc::new(drain::Drain::default()),
         })
     }
 
