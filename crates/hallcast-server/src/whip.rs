@@ -145,6 +145,7 @@ pub async fn whep_post(
     {
         return Ok(r);
     }
+    crate::limits::admit(&state, &conference)?;
     let offer = sdp_body(&state, &headers, body).await?;
     let started = subscribe_or_demand(&state, &conference, offer, false).await?;
     Ok(created(
