@@ -7,9 +7,11 @@
 //!   their own, larger budget, and the first two are not charged to their address: an edge asks
 //!   for many points). Trickle ICE (`PATCH` of a WHIP/WHEP session) is never limited, nor is
 //!   media (UDP, not HTTP at all).
-//! * Refused credentials (401/403, any route) are charged to the address; once that budget is
-//!   spent every request from the address is answered 429 until it refills (guessing the admin
-//!   token or join links).
+//! * Refused credentials (401/403 to a request with a bearer token, or to a sign-in) are charged
+//!   to the address; once that budget is spent every such request from the address without a
+//!   valid credential is answered 429 until it
+//!   refills (guessing the admin token or join links; the points of an organisation that shares
+//!   the guesser's NAT address still join).
 //! * Viewer sessions per conference and sessions per relay are capped: WHEP answers 503.
 //! * [`serve`]: HTTP/1.1 with a header read timeout (slow or silent clients are disconnected),
 //!   a cap on open connections; [`guard`] bounds the time to send a body (408).
@@ -261,13 +263,41 @@ fn whip_whep(path: &str) -> Option<(&str, bool)> {
     Some((conference, resource))
 }
 
+/// Whether the request carries a credential that is valid as such (the admin token, a relay
+/// credential, a console session, a conference's stream key or shared viewer token, a join
+/// link of the conference it asks for): an address that spent its refused-credential budget
+/// (one guesser behind an organisation's NAT address) still serves these.
+fn valid_credential(state: &AppState, req: &Request) -> bool {
+    let Ok(token) = auth::bearer(req.headers()) else {
+        return state
+            .access
+            .authenticate(req.method(), req.headers())
+            .is_ok();
+    };
+    if state.tree.is_relay(token) || state.access.is_admin_token(token) {
+        return true;
+    }
+    let Some((conference, _)) = whip_whep(req.uri().path()) else {
+        return false;
+    };
+    state.registry.get(conference).is_some_and(|c| {
+        secret_matches(token, &c.viewer_token) || secret_matches(token, &c.stream_key)
+    }) || state.viewer_auth.verify(conference, token).is_some()
+}
+
 /// The limits middleware (outermost on the relay's router).
 pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let limiter = &state.limits;
     let client = limiter.client(&req);
     let now = limiter.now();
-    if let (Some(ip), Some(b)) = (client, &limiter.auth_failures)
+    // Guessing presents a credential: a bearer token, or a password at sign-in. Requests
+    // without one (pages, /healthz, /metrics) are neither charged nor refused here.
+    let presents =
+        req.headers().contains_key(header::AUTHORIZATION) || req.uri().path() == "/api/v1/login";
+    if presents
+        && let (Some(ip), Some(b)) = (client, &limiter.auth_failures)
         && let Err(wait) = lock(b).peek(&ip, now)
+        && !valid_credential(&state, &req)
     {
         return too_many(
             limiter,
@@ -356,10 +386,12 @@ pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next)
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return r;
     }
-    if matches!(
-        response.status(),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-    ) && let (Some(ip), Some(b)) = (client, &limiter.auth_failures)
+    if presents
+        && matches!(
+            response.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        )
+        && let (Some(ip), Some(b)) = (client, &limiter.auth_failures)
     {
         let _ = lock(b).check(ip, now);
     }
