@@ -16,6 +16,7 @@ mod error;
 pub mod events;
 mod health;
 mod ledger_hook;
+pub mod limits;
 mod metrics;
 mod openapi;
 pub mod outbox;
@@ -109,6 +110,8 @@ pub struct AppState {
     pub access: Arc<access::Access>,
     /// Graceful drain (SIGTERM): new sessions refused, viewers told to move.
     pub drain: Arc<drain::Drain>,
+    /// Rate limits, session caps and refusal counters (`[limits]`).
+    pub limits: Arc<limits::Limiter>,
 }
 
 /// An edge's answer to a viewer of a conference it does not pull yet.
@@ -131,6 +134,7 @@ impl AppState {
     ) -> Arc<AppState> {
         Arc::new(AppState {
             access: Arc::new(access::Access::from_config(&config)),
+            limits: Arc::new(limits::Limiter::new(&config.limits)),
             config,
             engine,
             registry,
@@ -212,6 +216,10 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
         .merge(extra)
         .layer(axum::middleware::from_fn(api_preflight))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::guard,
+        ))
         .layer(axum::middleware::map_response(move |mut r: Response| {
             let cors = cors.clone();
             async move {

@@ -150,6 +150,7 @@ pub async fn whep_post(
     }
     // Draining: 503 + Retry-After; the viewer page retries through the route lookup.
     state.drain.refuse()?;
+    crate::limits::admit(&state, &conference)?;
     let offer = sdp_body(&state, &headers, body).await?;
     let started = subscribe_or_demand(&state, &conference, offer, false).await?;
     Ok(created(

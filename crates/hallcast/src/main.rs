@@ -686,7 +686,8 @@ impl Relay {
                 relay_credential.clone().into(),
             ));
         let app = hallcast_server::app(state.clone(), attendance);
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let limiter = state.limits.clone();
+        let server = tokio::spawn(hallcast_server::limits::serve(listener, app, limiter));
         Ok(Relay {
             base_url,
             relay_credential,
