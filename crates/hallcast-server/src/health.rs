@@ -169,6 +169,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         checks.push(Check {
             name: "draining",
             ok: false,
+            degraded: false,
             detail: format!(
                 "the relay is stopping (SIGTERM {} s ago): new sessions are refused and its viewers \
                  are moving elsewhere; it exits once they have gone, at most in {} s",
