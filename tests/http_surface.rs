@@ -150,6 +150,15 @@ fn http_surface_of_a_conference_without_publisher() {
             let r = http.get(&info.viewer_url).send()?;
             let status = r.status();
             let ctype = header(&r, "Content-Type").unwrap_or_default();
+            // Its address carries the point's join link: nothing it loads may see it as Referer.
+            let referrer = header(&r, "Referrer-Policy");
+            check(
+                referrer.as_deref() == Some("no-referrer"),
+                format!(
+                    "GET {}: Referrer-Policy is {referrer:?}, expected no-referrer (the URL holds a join link)",
+                    info.viewer_url
+                ),
+            );
             let page = r.text()?;
             check(
                 status == 200 && ctype.starts_with("text/html"),

@@ -225,6 +225,17 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
             async move {
                 let h = r.headers_mut();
                 h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, cors);
+                // A viewer page's address carries its point's join link (`?token=`): no request
+                // it makes may pass that address on as a `Referer`. And no answer is sniffed
+                // into another content type than the one it declares.
+                h.insert(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                );
+                h.insert(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                );
                 h.insert(
                     header::ACCESS_CONTROL_EXPOSE_HEADERS,
                     HeaderValue::from_static(
