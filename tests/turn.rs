@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use hallcast_config::{Config, IceServer};
 use hallcast_tests::net::free_udp_port;
+use hallcast_tests::netns::nft;
+use hallcast_tests::results::{self, ensure_pages_playing};
+use hallcast_tests::tree::{Tree, central_options, pages_in};
 use hallcast_tests::{Client, ClientKind, Ctx, Demo, DemoOptions, Weight, repo_root, run};
 use serde_json::Value;
 
@@ -196,9 +199,32 @@ fn free_udp_range(n: u16) -> Result<u16> {
     bail!("no {n} free consecutive UDP ports on 127.0.0.1")
 }
 
+/// Where coturn runs: an address to listen and relay on, inside a network namespace or not.
+struct TurnHost<'a> {
+    netns: Option<&'a str>,
+    ip: &'a str,
+}
+
+/// On loopback, in the test's own namespace.
+const LOOPBACK: TurnHost<'static> = TurnHost {
+    netns: None,
+    ip: "127.0.0.1",
+};
+
 /// Starts coturn with the shipped config, only where it listens, relays and logs changed for a
 /// test on loopback, plus `extra` lines.
 fn start_coturn(ctx: &Ctx, tag: &str, port: u16, extra: &[&str]) -> Result<Coturn> {
+    start_coturn_at(ctx, &LOOPBACK, tag, port, extra)
+}
+
+/// [`start_coturn`] on `at` (listening and relaying on its address).
+fn start_coturn_at(
+    ctx: &Ctx,
+    at: &TurnHost<'_>,
+    tag: &str,
+    port: u16,
+    extra: &[&str],
+) -> Result<Coturn> {
     let turnserver = Path::new("/usr/bin/turnserver");
     ensure!(
         turnserver.is_file(),
@@ -225,13 +251,17 @@ fn start_coturn(ctx: &Ctx, tag: &str, port: u16, extra: &[&str]) -> Result<Cotur
         })
         .map(str::to_string)
         .collect();
-    let relay_base = free_udp_range(40)?;
+    // A namespace of its own has every port free; on loopback, find 40 free ones.
+    let relay_base = match at.netns {
+        Some(_) => 49152,
+        None => free_udp_range(40)?,
+    };
     let dir = ctx.path(&format!("coturn-{tag}"));
     fs::create_dir_all(&dir)?;
     conf.extend([
         "# --- the test's own (tests/turn.rs) ---".to_string(),
-        "listening-ip=127.0.0.1".to_string(),
-        "relay-ip=127.0.0.1".to_string(),
+        format!("listening-ip={}", at.ip),
+        format!("relay-ip={}", at.ip),
         format!("listening-port={port}"),
         format!("min-port={relay_base}"),
         format!("max-port={}", relay_base + 39),
@@ -245,7 +275,15 @@ fn start_coturn(ctx: &Ctx, tag: &str, port: u16, extra: &[&str]) -> Result<Cotur
     fs::write(&conf_path, conf.join("\n") + "\n")?;
     let log = dir.join("turnserver.log");
     ctx.register_log(&format!("coturn {tag}"), &log);
-    let child = Command::new(turnserver)
+    let mut cmd = match at.netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(turnserver);
+            c
+        }
+        None => Command::new(turnserver),
+    };
+    let child = cmd
         .arg("-c")
         .arg(&conf_path)
         .stdin(Stdio::null())
@@ -256,6 +294,7 @@ fn start_coturn(ctx: &Ctx, tag: &str, port: u16, extra: &[&str]) -> Result<Cotur
     let mut coturn = Coturn { child, log };
     // Ready once its listener answers on TCP (the same port as UDP; probing the UDP port by
     // binding it could steal it from coturn for a moment).
+    let ip: std::net::IpAddr = at.ip.parse()?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = coturn.child.try_wait()? {
@@ -264,14 +303,12 @@ fn start_coturn(ctx: &Ctx, tag: &str, port: u16, extra: &[&str]) -> Result<Cotur
                 coturn.log_text()
             );
         }
-        if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-            .is_ok()
-        {
+        if TcpStream::connect_timeout(&(ip, port).into(), Duration::from_millis(200)).is_ok() {
             break;
         }
         ensure!(
             Instant::now() < deadline,
-            "turnserver did not listen on 127.0.0.1:{port} within 10 s"
+            "turnserver did not listen on {ip}:{port} within 10 s"
         );
         thread::sleep(Duration::from_millis(100));
     }
@@ -429,6 +466,180 @@ fn a_viewer_forced_through_turn_plays_and_turn_relays_only_to_the_relay() {
                 log.contains("CREATE_PERMISSION processed, error 403: Forbidden IP"),
                 "coturn did not refuse the relay's address as a peer"
             );
+            Ok(())
+        },
+    );
+}
+
+/// How long the viewer page gives a connection that does not come up before it drops it and
+/// tries again (web/watch.js `CONNECT_TIMEOUT_MS`). A page that plays sooner, on its first and
+/// only connection, did not wait for a failed UDP attempt first.
+const PAGE_CONNECT_TIMEOUT_MS: f64 = 15_000.0;
+
+/// `ice_servers=[...]` for `--set`: the shipped server's credentials with `urls`.
+fn ice_servers_set(urls: &[String], ice: &IceServer) -> String {
+    format!(
+        "ice_servers=[{{urls=[{}],username=\"{}\",credential=\"{}\"}}]",
+        urls.iter()
+            .map(|u| format!("\"{u}\""))
+            .collect::<Vec<_>>()
+            .join(","),
+        ice.username,
+        ice.credential
+    )
+}
+
+#[test]
+fn a_viewer_whose_udp_is_blocked_plays_the_real_page_through_turn_over_tcp() {
+    run(
+        "a_viewer_whose_udp_is_blocked_plays_the_real_page_through_turn_over_tcp",
+        Weight::Heavy,
+        |ctx| {
+            // Hosts on one backbone (tests/src/tree.rs): the central with TURN announced, a
+            // second central without, coturn on a host of its own, and the point.
+            let mut tree = Tree::create()?;
+            let relay = tree.relay_host("central")?;
+            let plain = tree.relay_host("central-no-turn")?;
+            let turn = tree.backbone_host("turn")?;
+            let point = tree.backbone_host("point")?;
+
+            // The point's network lets no UDP through, either way (DNS included: every URL
+            // here is an address).
+            nft(&point.ns, &["add", "table", "inet", "udpblock"])?;
+            for (chain, hook) in [("in", "input"), ("out", "output")] {
+                nft(
+                    &point.ns,
+                    &[
+                        "add",
+                        "chain",
+                        "inet",
+                        "udpblock",
+                        chain,
+                        &format!("{{ type filter hook {hook} priority 0; }}"),
+                    ],
+                )?;
+                nft(
+                    &point.ns,
+                    &[
+                        "add", "rule", "inet", "udpblock", chain, "meta", "l4proto", "udp",
+                        "counter", "drop",
+                    ],
+                )?;
+            }
+
+            // coturn: the shipped conf on the turn host, the central's address its one allowed
+            // peer (as in production: allowed-peer-ip lists the relays' media.public_ips). No
+            // allow-loopback-peers: every peer here is a real address.
+            let ice = shipped_ice_server()?;
+            let port: u16 = 3478;
+            let urls: Vec<String> = ice
+                .urls
+                .iter()
+                .map(|u| {
+                    let (_, query) = u.split_once('?').unwrap_or((u, ""));
+                    format!("turn:{}:{port}?{query}", turn.ip)
+                })
+                .collect();
+            let tcp_url = format!("turn:{}:{port}?transport=tcp", turn.ip);
+            ensure!(
+                urls.contains(&tcp_url),
+                "ice-servers.toml has no TURN-over-TCP URL: {urls:?}"
+            );
+            let coturn = start_coturn_at(
+                ctx,
+                &TurnHost {
+                    netns: Some(&turn.ns),
+                    ip: &turn.ip,
+                },
+                "netns",
+                port,
+                &[&format!("allowed-peer-ip={}", relay.ip)],
+            )?;
+
+            // 1. The real viewer page, no forced policy: it learns TURN from the route answer
+            // before its first offer and plays through TURN over TCP.
+            let mut opts = central_options(&relay);
+            opts.set = vec![ice_servers_set(&urls, &ice)];
+            let mut demo = Demo::start(ctx, opts)?;
+            let shard_ports: Vec<u64> = demo.info.raw["media_udp_shards"]
+                .as_array()
+                .context("the info file has no media_udp_shards")?
+                .iter()
+                .filter_map(|a| a.as_str()?.rsplit(':').next()?.parse().ok())
+                .collect();
+            let mut viewer =
+                pages_in(ctx, &point, &demo.info.viewer_url, 1, 45, MIN_FRAMES as u32)?;
+            let result = viewer.result(Duration::from_secs(90))?;
+            demo.ensure_running()?;
+            let pages = results::pages(&result)?;
+            let page = &result["pages"][0];
+            eprintln!("UDP-blocked page through TURN: {page}");
+            ensure_pages_playing(&pages, MIN_FRAMES)?;
+            let pair = &page["selected_pair"];
+            ensure!(
+                pair["local_candidate_type"] == "relay" && pair["relay_protocol"] == "tcp",
+                "the page's selected pair is not a relay candidate over TCP: {pair}"
+            );
+            ensure!(
+                pair["local_candidate_url"] == tcp_url.as_str(),
+                "the relayed candidate is not from {tcp_url}: {pair}"
+            );
+            ensure!(
+                pair["remote_candidate_address"] == relay.ip.as_str()
+                    && pair["remote_candidate_port"]
+                        .as_u64()
+                        .is_some_and(|p| shard_ports.contains(&p)),
+                "the pair's far end is not one of the relay's media ports {}:{shard_ports:?}: {pair}",
+                relay.ip
+            );
+            ensure!(
+                page["n_peer_connections"] == 1 && page["n_offers_posted"] == 1,
+                "the page needed more than one connection (a failed attempt first?): {page}"
+            );
+            let first_frame_ms = page["first_frame_ms"].as_f64().unwrap_or(f64::INFINITY);
+            ensure!(
+                first_frame_ms < PAGE_CONNECT_TIMEOUT_MS,
+                "the page's first frame came {first_frame_ms} ms after it loaded, not within its \
+                 connect timeout ({PAGE_CONNECT_TIMEOUT_MS} ms): it waited for a failed attempt"
+            );
+            let log = coturn.log_text();
+            for want in [
+                format!("tcp or tls connected to: {}:", point.ip),
+                format!("peer {} lifetime updated", relay.ip),
+                "CREATE_PERMISSION processed, success".to_string(),
+            ] {
+                ensure!(log.contains(&want), "coturn's log has no {want:?}");
+            }
+            drop(demo);
+
+            // 2. The negative control: the same page in the same namespace, a relay that
+            // announces no TURN server. Nothing plays: the drop rule holds.
+            let demo = Demo::start(ctx, central_options(&plain))?;
+            let mut viewer = pages_in(
+                ctx,
+                &point,
+                &demo.info.viewer_url,
+                1,
+                (PAGE_CONNECT_TIMEOUT_MS / 1000.0) as u32 + 5,
+                MIN_FRAMES as u32,
+            )?;
+            let result = viewer.result(Duration::from_secs(90))?;
+            let page = &result["pages"][0];
+            eprintln!("UDP-blocked page without TURN: {page}");
+            ensure!(
+                page["n_offers_posted"].as_u64().unwrap_or(0) >= 1,
+                "the page without TURN never offered (the control proves nothing): {page}"
+            );
+            ensure!(
+                page["frames_decoded"] == 0 && page["selected_pair"].is_null(),
+                "a page whose UDP is dropped played without TURN (the drop rule does not hold): {page}"
+            );
+            let counters = Command::new("ip")
+                .args([
+                    "netns", "exec", &point.ns, "nft", "list", "table", "inet", "udpblock",
+                ])
+                .output()?;
+            eprintln!("{}", String::from_utf8_lossy(&counters.stdout));
             Ok(())
         },
     );

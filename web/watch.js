@@ -689,6 +689,11 @@
       setState('error', 'error_webrtc');
       return;
     }
+    // The route first: it names the relay and hands over its STUN/TURN servers, which the
+    // connection needs before it gathers (behind a UDP block only a TURN candidate connects;
+    // a connection made before the answer would offer none and fail after CONNECT_TIMEOUT_MS).
+    const target = await resolveWhep();
+    if (gen !== generation || finalEnd) return;
     const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
     const s = {
       gen,
@@ -714,8 +719,6 @@
     try {
       await pc.setLocalDescription(await pc.createOffer());
       await gathered(pc);
-      if (s !== session) return;
-      const target = await resolveWhep();
       if (s !== session) return;
       response = await fetch(target, {
         method: 'POST',

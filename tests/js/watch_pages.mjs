@@ -14,7 +14,12 @@
 //   {"event":"result","pages":[{page, frames_decoded, frame_width, frame_height, audio_packets_received,
 //      audio_samples_received, audio_concealed_samples, audio_silent_concealed_samples,
 //      audio_samples_duration_s, first_frame_ms, first_frame_ms_from_post, states, state,
-//      video_codec, n_peer_connections, n_offers_posted, muted, origin, session_url, page_errors}, ...]}
+//      video_codec, n_peer_connections, n_offers_posted, muted, origin, session_url, selected_pair,
+//      ice_servers, page_errors}, ...]}
+// `selected_pair`: the ICE candidate pair getStats names selected on the page's newest connection that
+// has one ({local_candidate_type, local_protocol, relay_protocol, local_candidate_url,
+// remote_candidate_type, remote_candidate_address, remote_candidate_port}; null if none);
+// `ice_servers`: that connection's getConfiguration().iceServers (what the page gave it).
 // `origin` is the page's location.origin (after the relay's redirects: the relay that served the page),
 // `session_url` its current WHEP session (window.hallcast.sessionUrl: the relay it plays from now).
 // The audio_* counters are getStats' inbound-rtp audio packetsReceived, totalSamplesReceived,
@@ -65,6 +70,8 @@ function initScript() {
     frameHeight: 0,
     fps: null,
     watchText: '',
+    selectedPair: null,
+    iceServers: null,
   });
   const Native = window.RTCPeerConnection;
   window.RTCPeerConnection = class extends Native {
@@ -143,6 +150,24 @@ function initScript() {
             audioBytes += s.bytesReceived || 0;
           }
         });
+        let pair = null;
+        report.forEach((s) => {
+          if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
+        });
+        if (pair) {
+          const l = report.get(pair.localCandidateId) || {};
+          const r = report.get(pair.remoteCandidateId) || {};
+          hc.selectedPair = {
+            local_candidate_type: l.candidateType || null,
+            local_protocol: l.protocol || null,
+            relay_protocol: l.relayProtocol || null,
+            local_candidate_url: l.url || null,
+            remote_candidate_type: r.candidateType || null,
+            remote_candidate_address: r.address || null,
+            remote_candidate_port: r.port || null,
+          };
+          hc.iceServers = (pc.getConfiguration().iceServers || []).map((x) => ({ urls: x.urls }));
+        }
         const m = hc.maxima[i];
         m.frames = Math.max(m.frames, frames);
         m.audio = Math.max(m.audio, audio);
@@ -207,6 +232,8 @@ function initScript() {
       video_codec: hc.videoCodec,
       n_peer_connections: hc.pcs.length,
       n_offers_posted: hc.posts.length,
+      selected_pair: hc.selectedPair,
+      ice_servers: hc.iceServers,
       muted: video ? video.muted : null,
       origin: location.origin,
       session_url: (window.hallcast && window.hallcast.sessionUrl) || null,
