@@ -1,9 +1,11 @@
 //! TURN (issue 14, item 5; issue 13, B.4): the shipped coturn config (deploy/turn/turnserver.conf)
-//! wired to the relay's `[[ice_servers]]` (deploy/turn/ice-servers.toml), run for real on loopback.
+//! wired to the relay's `[[ice_servers]]` (deploy/turn/ice-servers.toml), run for real on loopback
+//! and between network namespaces (a viewer whose network drops all UDP).
 //!
 //! | test | what |
 //! |---|---|
 //! | `the_shipped_turn_config_matches_the_relays_ice_servers` | ice-servers.toml loads as a relay config; its user, password, host and port are turnserver.conf's `user=`, `realm=` and `listening-port`; the conf uses static long-term credentials, denies every peer but the relays (both address families), and does not allow loopback peers |
+//! | `a_viewer_whose_udp_is_blocked_plays_the_real_page_through_turn_over_tcp` | hosts in network namespaces (tests/src/tree.rs): a central (`hallcast demo`) announcing coturn's UDP and TCP URLs, coturn (the shipped conf, `allowed-peer-ip` = the central's address, no loopback peers) on a host of its own, a point whose nftables rules drop all UDP both ways. The real viewer page (`/watch/...`, no forced policy; `js/watch_pages.mjs`) in Chromium in the point decodes 60 frames and 3 s of audio over a selected pair whose local candidate is `relay` over TCP from the TCP URL and whose far end is the central's media port, on its first and only connection and offer, its first frame before the page's own connect timeout (15 s); coturn logs the point's TCP connection and the permission for the central. The control: the same page in the same point against a second central that announces no TURN server offers, and decodes nothing in 20 s; the drop rule counted the pages' UDP |
 //! | `a_viewer_forced_through_turn_plays_and_turn_relays_only_to_the_relay` | coturn runs the shipped conf on 127.0.0.1 (only its addresses, ports and log changed, plus `allow-loopback-peers` and `allowed-peer-ip=127.0.0.1`: the relay's address in this test); `hallcast demo` announces it from ice-servers.toml; Chromium with `iceTransportPolicy: 'relay'` learns it from the WHEP Link header and decodes 60 frames over a `relay` candidate pair whose remote end is the relay's media port, once with only the TURN-over-UDP URL and once with only TURN over TCP (a network that lets no UDP out); coturn logs the allocation and the permission for user hallcast. Then the same coturn conf without the allowed relay address: the viewer cannot play and coturn answers 403 Forbidden IP (the shipped denial works) |
 
 use std::fs;
@@ -472,9 +474,15 @@ fn a_viewer_forced_through_turn_plays_and_turn_relays_only_to_the_relay() {
 }
 
 /// How long the viewer page gives a connection that does not come up before it drops it and
-/// tries again (web/watch.js `CONNECT_TIMEOUT_MS`). A page that plays sooner, on its first and
-/// only connection, did not wait for a failed UDP attempt first.
-const PAGE_CONNECT_TIMEOUT_MS: f64 = 15_000.0;
+/// tries again: web/watch.js's `CONNECT_TIMEOUT_MS` (15 s), read from the page's source. A page
+/// that plays sooner, on its first and only connection, did not wait for a failed UDP attempt.
+fn page_connect_timeout_ms() -> Result<f64> {
+    let js = fs::read_to_string(repo_root().join("web/watch.js"))?;
+    js.lines()
+        .find_map(|l| l.trim().strip_prefix("const CONNECT_TIMEOUT_MS = "))
+        .and_then(|v| v.trim_end_matches(';').trim().parse().ok())
+        .context("web/watch.js has no `const CONNECT_TIMEOUT_MS = N;`")
+}
 
 /// `ice_servers=[...]` for `--set`: the shipped server's credentials with `urls`.
 fn ice_servers_set(urls: &[String], ice: &IceServer) -> String {
@@ -530,6 +538,7 @@ fn a_viewer_whose_udp_is_blocked_plays_the_real_page_through_turn_over_tcp() {
             // coturn: the shipped conf on the turn host, the central's address its one allowed
             // peer (as in production: allowed-peer-ip lists the relays' media.public_ips). No
             // allow-loopback-peers: every peer here is a real address.
+            let connect_timeout_ms = page_connect_timeout_ms()?;
             let ice = shipped_ice_server()?;
             let port: u16 = 3478;
             let urls: Vec<String> = ice
@@ -598,9 +607,9 @@ fn a_viewer_whose_udp_is_blocked_plays_the_real_page_through_turn_over_tcp() {
             );
             let first_frame_ms = page["first_frame_ms"].as_f64().unwrap_or(f64::INFINITY);
             ensure!(
-                first_frame_ms < PAGE_CONNECT_TIMEOUT_MS,
+                first_frame_ms < connect_timeout_ms,
                 "the page's first frame came {first_frame_ms} ms after it loaded, not within its \
-                 connect timeout ({PAGE_CONNECT_TIMEOUT_MS} ms): it waited for a failed attempt"
+                 connect timeout ({connect_timeout_ms} ms): it waited for a failed attempt"
             );
             let log = coturn.log_text();
             for want in [
@@ -620,7 +629,7 @@ fn a_viewer_whose_udp_is_blocked_plays_the_real_page_through_turn_over_tcp() {
                 &point,
                 &demo.info.viewer_url,
                 1,
-                (PAGE_CONNECT_TIMEOUT_MS / 1000.0) as u32 + 5,
+                (connect_timeout_ms / 1000.0) as u32 + 5,
                 MIN_FRAMES as u32,
             )?;
             let result = viewer.result(Duration::from_secs(90))?;
@@ -634,12 +643,25 @@ fn a_viewer_whose_udp_is_blocked_plays_the_real_page_through_turn_over_tcp() {
                 page["frames_decoded"] == 0 && page["selected_pair"].is_null(),
                 "a page whose UDP is dropped played without TURN (the drop rule does not hold): {page}"
             );
-            let counters = Command::new("ip")
+            // The rule did drop the pages' UDP (their host candidates' checks, TURN over UDP).
+            let listed = Command::new("ip")
                 .args([
                     "netns", "exec", &point.ns, "nft", "list", "table", "inet", "udpblock",
                 ])
                 .output()?;
-            eprintln!("{}", String::from_utf8_lossy(&counters.stdout));
+            let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+            eprintln!("{listed}");
+            let dropped_out: u64 = listed
+                .split("chain out")
+                .nth(1)
+                .and_then(|c| c.split("counter packets ").nth(1))
+                .and_then(|c| c.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .context("no packet counter in the point's `out` chain")?;
+            ensure!(
+                dropped_out > 0,
+                "the point's drop rule saw no outgoing UDP: the pages never tried it\n{listed}"
+            );
             Ok(())
         },
     );
