@@ -580,7 +580,7 @@ impl Config {
                     "http.redirect_from".into(),
                     "redirects to https: set http.tls_cert and http.tls_key too".into(),
                 ),
-                Ok(a) if a == self.http.listen => problem(
+                Ok(a) if a == self.http.listen && a.port() != 0 => problem(
                     "http.redirect_from".into(),
                     "must differ from http.listen".into(),
                 ),
