@@ -313,9 +313,15 @@ fn https_serves_pages_whep_redirects_and_refuses_plain_http() {
 }
 
 /// `hallcast edge` on loopback, pulling from `parent`; its info file once it accepts requests.
-fn start_edge(ctx: &Ctx, parent: &str, credential: &str, ca_file: Option<&Path>) -> Result<(Proc, Value)> {
-    let info_path = ctx.path("edge-info.json");
-    let log = ctx.path("edge.log");
+fn start_edge(
+    ctx: &Ctx,
+    tag: &str,
+    parent: &str,
+    credential: &str,
+    ca_file: Option<&Path>,
+) -> Result<(Proc, Value)> {
+    let info_path = ctx.path(&format!("{tag}-info.json"));
+    let log = ctx.path(&format!("{tag}.log"));
     let mut cmd = Command::new(hallcast_bin()?);
     cmd.arg("edge")
         .args(["--parent", parent, "--credential", credential])
@@ -323,7 +329,7 @@ fn start_edge(ctx: &Ctx, parent: &str, credential: &str, ca_file: Option<&Path>)
         .arg("--info-file")
         .arg(&info_path)
         .arg("--data-dir")
-        .arg(ctx.path("edge-data"));
+        .arg(ctx.path(&format!("{tag}-data")));
     if let Some(ca) = ca_file {
         cmd.arg("--ca-file").arg(ca);
     }
@@ -332,7 +338,7 @@ fn start_edge(ctx: &Ctx, parent: &str, credential: &str, ca_file: Option<&Path>)
         .stdout(out.try_clone()?)
         .stderr(out)
         .env("RUST_LOG", "info");
-    ctx.register_log("hallcast edge", &log);
+    ctx.register_log(&format!("hallcast {tag}"), &log);
     let mut proc = Proc::spawn(&mut cmd, false)?;
     let started = Instant::now();
     loop {
@@ -352,6 +358,22 @@ fn start_edge(ctx: &Ctx, parent: &str, credential: &str, ca_file: Option<&Path>)
     }
 }
 
+/// Polls an edge's `/readyz` until it answers 200 (Some(elapsed)) or `within` passes (None).
+fn wait_ready(edge_info: &Value, within: Duration) -> Result<Option<Duration>> {
+    let base = edge_info["http_base"]
+        .as_str()
+        .context("the edge's info file has no http_base")?;
+    let http = Http::new(base)?;
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if http.get("/readyz", None)?.status == 200 {
+            return Ok(Some(started.elapsed()));
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    Ok(None)
+}
+
 #[test]
 fn an_edge_pulls_from_an_https_central_with_its_ca_file() {
     run(
@@ -365,8 +387,21 @@ fn an_edge_pulls_from_an_https_central_with_its_ca_file() {
                 .as_str()
                 .context("the info file has no relay_credential")?
                 .to_string();
+            // Without the CA file the edge cannot trust the central: it never gets ready.
+            let (mut blind, blind_info) =
+                start_edge(ctx, "edge-without-ca", &info.http_base, &credential, None)?;
+            let blind_ready = wait_ready(&blind_info, Duration::from_secs(5))?;
+            ensure!(
+                blind_ready.is_none(),
+                "an edge without upstream.ca_file became ready against the https central with a private CA"
+            );
+            blind.terminate(Duration::from_secs(5));
             let (mut edge, edge_info) =
-                start_edge(ctx, &info.http_base, &credential, Some(&cert.ca))?;
+                start_edge(ctx, "edge", &info.http_base, &credential, Some(&cert.ca))?;
+            ensure!(
+                wait_ready(&edge_info, Duration::from_secs(30))?.is_some(),
+                "the edge with upstream.ca_file never became ready (its parent check) against the https central"
+            );
             let edge_base = edge_info["http_base"]
                 .as_str()
                 .context("the edge's info file has no http_base")?
