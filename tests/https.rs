@@ -72,9 +72,22 @@ fn make_cert(ctx: &Ctx) -> Result<TestCert> {
     let ext = ctx.path("tls-ext.cnf");
     let cert = ctx.path("tls-cert.pem");
     let key = ctx.path("tls-key.pem");
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     // A private CA ...
-    let mut args = vec!["req", "-x509", "-days", "2", "-subj", "/CN=hallcast test CA"];
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=hallcast test CA",
+    ];
     args.extend(ec);
     args.extend(["-keyout", path_str(&ca_key)?, "-out", path_str(&ca)?]);
     openssl(&args, None)?;
@@ -108,12 +121,18 @@ fn make_cert(ctx: &Ctx) -> Result<TestCert> {
         ],
         None,
     )?;
-    let public = openssl(&["x509", "-in", path_str(&cert)?, "-pubkey", "-noout"], None)?;
+    let public = openssl(
+        &["x509", "-in", path_str(&cert)?, "-pubkey", "-noout"],
+        None,
+    )?;
     let der = openssl(&["pkey", "-pubin", "-outform", "DER"], Some(&public))?;
     let digest = openssl(&["dgst", "-sha256", "-binary"], Some(&der))?;
     let b64 = openssl(&["base64", "-A"], Some(&digest))?;
     let spki_sha256 = String::from_utf8(b64)?.trim().to_string();
-    ensure!(spki_sha256.len() == 44, "unexpected SPKI hash {spki_sha256:?}");
+    ensure!(
+        spki_sha256.len() == 44,
+        "unexpected SPKI hash {spki_sha256:?}"
+    );
     Ok(TestCert {
         ca,
         cert,
@@ -166,7 +185,13 @@ fn https_serves_pages_whep_redirects_and_refuses_plain_http() {
             let cert = make_cert(ctx)?;
             let mut demo = tls_demo(ctx, &cert)?;
             let info = demo.info.clone();
-            for key in ["http_base", "whip_url", "whep_url", "viewer_url", "operator_url"] {
+            for key in [
+                "http_base",
+                "whip_url",
+                "whep_url",
+                "viewer_url",
+                "operator_url",
+            ] {
                 let url = info.raw[key].as_str().unwrap_or_default();
                 ensure!(
                     url.starts_with("https://127.0.0.1:"),
@@ -175,7 +200,10 @@ fn https_serves_pages_whep_redirects_and_refuses_plain_http() {
             }
             let https = Http::with_ca(&info.http_base, &cert.ca)?;
             let health = https.get("/healthz", None)?;
-            ensure!(health.status == 200, "GET https …/healthz answered {health:?}");
+            ensure!(
+                health.status == 200,
+                "GET https …/healthz answered {health:?}"
+            );
             let metrics = https.get("/metrics", None)?;
             ensure!(
                 metrics.status == 200 && metrics.body.contains("hallcast_conference_live"),
@@ -228,7 +256,8 @@ fn https_serves_pages_whep_redirects_and_refuses_plain_http() {
                 moved.location,
                 info.http_base
             );
-            let moved_post = plain_http.post_sdp(&format!("/whep/{}", info.conference), None, "v=0\r\n")?;
+            let moved_post =
+                plain_http.post_sdp(&format!("/whep/{}", info.conference), None, "v=0\r\n")?;
             ensure!(
                 moved_post.status == 308
                     && moved_post.location.as_deref()
@@ -254,8 +283,7 @@ fn https_serves_pages_whep_redirects_and_refuses_plain_http() {
                 .filter_map(|v| v.to_str().ok().map(str::to_string))
                 .collect();
             ensure!(
-                cookies.len() >= 2
-                    && cookies.iter().all(|c| c.contains("; Secure")),
+                cookies.len() >= 2 && cookies.iter().all(|c| c.contains("; Secure")),
                 "the operator sign-in over https answered {} with cookies {cookies:?}, each should carry Secure",
                 signed_in.status()
             );
@@ -290,8 +318,10 @@ fn https_serves_pages_whep_redirects_and_refuses_plain_http() {
                 MIN_FRAMES as u32,
                 &["--spki", &cert.spki_sha256],
             )?;
-            let played: PlayResult =
-                results::parse("aiortc over https", &player.result(Duration::from_secs(90))?)?;
+            let played: PlayResult = results::parse(
+                "aiortc over https",
+                &player.result(Duration::from_secs(90))?,
+            )?;
             played.ensure_played("aiortc playing the demo over https", MIN_FRAMES)?;
             let pages = results::pages(&viewer.result(Duration::from_secs(100))?)?;
             let page = &pages[0];
@@ -325,7 +355,14 @@ fn start_edge(
     let mut cmd = Command::new(hallcast_bin()?);
     cmd.arg("edge")
         .args(["--parent", parent, "--credential", credential])
-        .args(["--http", "127.0.0.1:0", "--media", "127.0.0.1:0", "--name", "edge-https"])
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--media",
+            "127.0.0.1:0",
+            "--name",
+            "edge-https",
+        ])
         .arg("--info-file")
         .arg(&info_path)
         .arg("--data-dir")
@@ -424,13 +461,18 @@ fn an_edge_pulls_from_an_https_central_with_its_ca_file() {
                     "--wait-live",
                 ]),
             )?;
-            let played: PlayResult =
-                results::parse("aiortc at the edge", &player.result(Duration::from_secs(90))?)?;
+            let played: PlayResult = results::parse(
+                "aiortc at the edge",
+                &player.result(Duration::from_secs(90))?,
+            )?;
             ensure!(
                 edge.try_wait()?.is_none(),
                 "the edge exited during the test"
             );
-            played.ensure_played("a viewer of the edge that pulls from the https central", MIN_FRAMES)?;
+            played.ensure_played(
+                "a viewer of the edge that pulls from the https central",
+                MIN_FRAMES,
+            )?;
             demo.ensure_running()?;
             Ok(())
         },

@@ -725,8 +725,8 @@ mod tests {
         .unwrap();
         assert!(c.http.tls());
         assert_eq!(c.public_url(), "https://127.0.0.1:8443");
-        let c = Config::from_toml("", &["http.public_url=\"https://hall.example\"".into()])
-            .unwrap();
+        let c =
+            Config::from_toml("", &["http.public_url=\"https://hall.example\"".into()]).unwrap();
         assert!(!c.http.tls());
         assert_eq!(c.public_url(), "https://hall.example");
         let e = Config::from_toml("[http]\ntls_cert = \"/a.pem\"\n", &[]).unwrap_err();

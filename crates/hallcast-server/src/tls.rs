@@ -169,7 +169,8 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor,
 async fn plain_http_at_tls_port(tcp: &mut TcpStream) {
     let mut buf = [0u8; 8192];
     let _ = tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut buf)).await;
-    let body = "Cổng này chỉ nhận HTTPS: dùng https://\nThis port speaks HTTPS only: use https://\n";
+    let body =
+        "Cổng này chỉ nhận HTTPS: dùng https://\nThis port speaks HTTPS only: use https://\n";
     let answer = format!(
         "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -195,9 +196,7 @@ struct RedirectTo {
 pub fn redirect_router(config: &hallcast_config::Config) -> Router {
     let given = config.http.public_url.trim_end_matches('/');
     let to = RedirectTo {
-        public: given
-            .starts_with("https://")
-            .then(|| given.to_string()),
+        public: given.starts_with("https://").then(|| given.to_string()),
         port: config.http.listen.port(),
         fallback: config.public_url(),
     };

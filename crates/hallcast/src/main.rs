@@ -81,10 +81,16 @@ impl Overrides {
             v.push(format!("http.public_url=\"{u}\""));
         }
         if let Some(p) = &self.tls_cert {
-            v.push(format!("http.tls_cert={}", toml_string(&p.display().to_string())));
+            v.push(format!(
+                "http.tls_cert={}",
+                toml_string(&p.display().to_string())
+            ));
         }
         if let Some(p) = &self.tls_key {
-            v.push(format!("http.tls_key={}", toml_string(&p.display().to_string())));
+            v.push(format!(
+                "http.tls_key={}",
+                toml_string(&p.display().to_string())
+            ));
         }
         if let Some(d) = &self.data_dir {
             v.push(format!("data.dir=\"{}\"", d.display()));
@@ -306,7 +312,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 list.push(format!("upstream.fallbacks=[{}]", v.join(",")));
             }
             if let Some(f) = ca_file {
-                list.push(format!("upstream.ca_file={}", quoted(&f.display().to_string())));
+                list.push(format!(
+                    "upstream.ca_file={}",
+                    quoted(&f.display().to_string())
+                ));
             }
             if let Some(n) = name {
                 list.push(format!("upstream.name={}", quoted(&n)));
