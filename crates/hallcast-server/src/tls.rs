@@ -199,15 +199,17 @@ struct RedirectTo {
 
 /// The plain-HTTP listener of `http.redirect_from`: every method and path answers `308` with
 /// `Location` the same path and query on https. The base is `http.public_url` when that is an
-/// https URL, else the request's own host name on the HTTPS port.
-pub fn redirect_router(config: &hallcast_config::Config) -> Router {
+/// https URL, else the request's own host name on the HTTPS port. One handler for every
+/// method and path (a method router served alone): this listener serves no route of the API (`axum::serve(listener,
+/// redirect_service(&config).into_make_service())`).
+pub fn redirect_service(config: &hallcast_config::Config) -> axum::routing::MethodRouter {
     let given = config.http.public_url.trim_end_matches('/');
     let to = RedirectTo {
         public: given.starts_with("https://").then(|| given.to_string()),
         port: config.http.listen.port(),
         fallback: config.public_url(),
     };
-    Router::new().fallback(redirect).with_state(Arc::new(to))
+    axum::routing::any(redirect).with_state(Arc::new(to))
 }
 
 async fn redirect(State(to): State<Arc<RedirectTo>>, headers: HeaderMap, uri: Uri) -> Response {

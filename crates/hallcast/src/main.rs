@@ -752,10 +752,10 @@ impl Relay {
         let app = hallcast_server::app(state.clone(), attendance);
         let app_for_demo = app.clone();
         if let Some(l) = redirect {
-            let router = hallcast_server::tls::redirect_router(&config);
+            let redirect = hallcast_server::tls::redirect_service(&config);
             info!(from = %config.http.redirect_from, to = %base_url, "redirecting plain HTTP to https");
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, router).await {
+                if let Err(e) = axum::serve(l, redirect.into_make_service()).await {
                     warn!("the HTTP→HTTPS redirect listener stopped: {e}");
                 }
             });
