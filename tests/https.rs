@@ -478,3 +478,91 @@ fn an_edge_pulls_from_an_https_central_with_its_ca_file() {
         },
     );
 }
+
+#[test]
+fn validate_reads_the_certificate_files_and_names_their_keys() {
+    run(
+        "validate_reads_the_certificate_files_and_names_their_keys",
+        Weight::Light,
+        |ctx| -> Result<()> {
+            let cert = make_cert(ctx)?;
+            let validate = |name: &str, text: String| -> Result<(bool, String)> {
+                let file = ctx.path(name);
+                fs::write(&file, text)?;
+                let out = Command::new(hallcast_bin()?)
+                    .arg("validate")
+                    .arg("--config")
+                    .arg(&file)
+                    .output()?;
+                Ok((
+                    out.status.success(),
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    ),
+                ))
+            };
+            let good = format!(
+                "[http]\ntls_cert = {:?}\ntls_key = {:?}\nredirect_from = \"127.0.0.1:8081\"\n\n[upstream]\nca_file = {:?}\n",
+                path_str(&cert.cert)?,
+                path_str(&cert.key)?,
+                path_str(&cert.ca)?
+            );
+            let (ok, out) = validate("good.toml", good)?;
+            ensure!(
+                ok && out.contains("ok (central)"),
+                "validate refused good TLS files: {out}"
+            );
+            let missing = ctx.path("missing.pem");
+            for (name, text, key, line) in [
+                (
+                    "no-cert.toml",
+                    format!(
+                        "[http]\ntls_cert = {:?}\ntls_key = {:?}\n",
+                        path_str(&missing)?,
+                        path_str(&cert.key)?
+                    ),
+                    "http.tls_cert",
+                    2,
+                ),
+                (
+                    // The certificate where the key should be: read, but holds no key.
+                    "cert-as-key.toml",
+                    format!(
+                        "[http]\ntls_cert = {:?}\ntls_key = {:?}\n",
+                        path_str(&cert.cert)?,
+                        path_str(&cert.cert)?
+                    ),
+                    "http.tls_key",
+                    3,
+                ),
+                (
+                    // The CA's key does not go with the relay's certificate.
+                    "wrong-key.toml",
+                    format!(
+                        "[http]\ntls_cert = {:?}\ntls_key = {:?}\n",
+                        path_str(&cert.cert)?,
+                        path_str(&ctx.path("tls-ca-key.pem"))?
+                    ),
+                    "http.tls_key",
+                    3,
+                ),
+                (
+                    "no-ca.toml",
+                    format!("[upstream]\nca_file = {:?}\n", path_str(&missing)?),
+                    "upstream.ca_file",
+                    2,
+                ),
+            ] {
+                let (ok, out) = validate(name, text)?;
+                let want = format!("{name}:{line}:1: {key}: ");
+                ensure!(
+                    !ok && out.contains(&want),
+                    "validate {name}: expected exit 1 and a line containing {want:?}, got (ok={ok}) {out}"
+                );
+            }
+            Ok(())
+        },
+    );
+}
