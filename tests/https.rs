@@ -66,12 +66,17 @@ fn openssl(args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>> {
 }
 
 fn make_cert(ctx: &Ctx) -> Result<TestCert> {
-    let ca = ctx.path("tls-ca.pem");
-    let ca_key = ctx.path("tls-ca-key.pem");
-    let csr = ctx.path("tls.csr");
-    let ext = ctx.path("tls-ext.cnf");
-    let cert = ctx.path("tls-cert.pem");
-    let key = ctx.path("tls-key.pem");
+    make_cert_as(ctx, "tls")
+}
+
+/// [`make_cert`] into files named `<stem>-*.pem` of the scratch directory.
+fn make_cert_as(ctx: &Ctx, stem: &str) -> Result<TestCert> {
+    let ca = ctx.path(&format!("{stem}-ca.pem"));
+    let ca_key = ctx.path(&format!("{stem}-ca-key.pem"));
+    let csr = ctx.path(&format!("{stem}.csr"));
+    let ext = ctx.path(&format!("{stem}-ext.cnf"));
+    let cert = ctx.path(&format!("{stem}-cert.pem"));
+    let key = ctx.path(&format!("{stem}-key.pem"));
     let ec = [
         "-newkey",
         "ec",
@@ -562,6 +567,73 @@ fn validate_reads_the_certificate_files_and_names_their_keys() {
                     "validate {name}: expected exit 1 and a line containing {want:?}, got (ok={ok}) {out}"
                 );
             }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
+    run(
+        "sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old",
+        Weight::Light,
+        |ctx| -> Result<()> {
+            let first = make_cert(ctx)?;
+            let mut demo = Demo::start(
+                ctx,
+                DemoOptions {
+                    no_source: true,
+                    set: vec![
+                        format!("http.tls_cert={:?}", path_str(&first.cert)?),
+                        format!("http.tls_key={:?}", path_str(&first.key)?),
+                    ],
+                    ..Default::default()
+                },
+            )?;
+            let base = demo.info.http_base.clone();
+            let trusts = |ca: &Path| -> bool {
+                Http::with_ca(&base, ca)
+                    .and_then(|h| h.get("/healthz", None))
+                    .is_ok_and(|a| a.status == 200)
+            };
+            ensure!(trusts(&first.ca), "the first certificate is not served");
+            // A renewal: another CA's certificate written over the same files, then SIGHUP.
+            let second = make_cert_as(ctx, "renewed")?;
+            ensure!(
+                !trusts(&second.ca),
+                "the second CA is trusted before the renewal"
+            );
+            fs::copy(&second.cert, &first.cert)?;
+            fs::copy(&second.key, &first.key)?;
+            let hup = |pid: u32| -> Result<()> {
+                let status = Command::new("kill")
+                    .args(["-HUP", &pid.to_string()])
+                    .status()?;
+                ensure!(status.success(), "kill -HUP {pid} failed");
+                Ok(())
+            };
+            hup(demo.pid())?;
+            let started = Instant::now();
+            while !trusts(&second.ca) {
+                ensure!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "10 s after SIGHUP the relay still serves the old certificate"
+                );
+                thread::sleep(Duration::from_millis(100));
+            }
+            ensure!(
+                !trusts(&first.ca),
+                "the old certificate is still served after the reload"
+            );
+            // A broken key file: SIGHUP keeps the certificate in use, and the relay runs on.
+            fs::write(&first.key, "not a key\n")?;
+            hup(demo.pid())?;
+            thread::sleep(Duration::from_secs(1));
+            demo.ensure_running()?;
+            ensure!(
+                trusts(&second.ca),
+                "after a SIGHUP with a broken key file the relay no longer serves the renewed certificate"
+            );
             Ok(())
         },
     );

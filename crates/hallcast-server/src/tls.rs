@@ -1,7 +1,8 @@
 //! HTTPS without a reverse proxy (issue 13, B.2).
 //!
 //! - [`server_config`] reads `http.tls_cert` / `http.tls_key` (PEM) into a rustls server
-//!   configuration; [`serve_tls`] is the accept loop (tokio-rustls handshakes, then hyper's
+//!   configuration whose certificate [`ServerCert::reload`] replaces (the binary does on
+//!   SIGHUP); [`serve_tls`] is the accept loop (tokio-rustls handshakes, then hyper's
 //!   HTTP/1.1 connection driving the same axum router `axum::serve` drives for plain HTTP).
 //! - A plain-HTTP request that reaches the TLS port gets a short `400` naming https and the
 //!   connection is closed; the relay goes on serving.
@@ -17,7 +18,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -33,6 +34,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
@@ -68,8 +71,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The rustls server configuration from a PEM certificate chain and its private key.
-pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsFileError> {
+/// The certificate chain and key of `http.tls_cert` / `http.tls_key`, read and checked (the key
+/// must go with the chain's first certificate).
+pub fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsFileError> {
     let cert_pem = read("http.tls_cert", cert)?;
     let key_pem = read("http.tls_key", key)?;
     let cert_error = |message: String| TlsFileError {
@@ -95,15 +99,73 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Tl
             "holds no usable private key (PEM PKCS#8, PKCS#1 or SEC1): {e}"
         ))
     })?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| cert_error(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, private)
-        .map_err(|e| key_error(format!("does not go with the certificate: {e}")))?;
-    // HTTP/1.1 only, as the plain listener (axum is built without HTTP/2).
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    CertifiedKey::from_der(chain, private, &provider())
+        .map_err(|e| key_error(format!("does not go with the certificate: {e}")))
+}
+
+/// The certificate the relay presents, replaced in place by [`ServerCert::reload`] (SIGHUP):
+/// connections made after a reload get the new certificate, open ones keep theirs.
+#[derive(Debug)]
+pub struct ServerCert {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ServerCert {
+    /// Reads the files (as [`certified_key`]).
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerCert>, TlsFileError> {
+        let first = certified_key(cert, key)?;
+        Ok(Arc::new(ServerCert {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            current: RwLock::new(Arc::new(first)),
+        }))
+    }
+
+    /// Reads the files again; on a problem the certificate in use stays.
+    pub fn reload(&self) -> Result<(), TlsFileError> {
+        let fresh = Arc::new(certified_key(&self.cert, &self.key)?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// The rustls server configuration presenting this certificate.
+    pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, TlsFileError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsFileError {
+                key: "http.tls_cert",
+                path: self.cert.clone(),
+                message: e.to_string(),
+            })?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        // HTTP/1.1 only, as the plain listener (axum is built without HTTP/2).
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// The rustls server configuration from a PEM certificate chain and its private key, and the
+/// handle that reloads them.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+) -> Result<(rustls::ServerConfig, Arc<ServerCert>), TlsFileError> {
+    let current = ServerCert::load(cert, key)?;
+    Ok((current.server_config()?, current))
 }
 
 /// Serves `app` over TLS on `listener` until the listener fails for good. Each connection

@@ -582,10 +582,11 @@ impl Relay {
         // HTTPS: the certificate and key, and an https parent's extra CAs, are read now, so a
         // bad file stops the start with its key named.
         let tls = if config.http.tls() {
-            Some(Arc::new(
+            let (server_config, cert) =
                 hallcast_server::tls::server_config(&config.http.tls_cert, &config.http.tls_key)
-                    .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?,
-            ))
+                    .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            spawn_cert_reload_on_sighup(cert)?;
+            Some(Arc::new(server_config))
         } else {
             None
         };
@@ -797,6 +798,22 @@ impl Relay {
         drop(self.state);
         Ok(())
     }
+}
+
+/// SIGHUP: read `http.tls_cert` and `http.tls_key` again (a renewed certificate); new
+/// connections get it, open ones keep theirs. A file that does not load keeps the old one.
+fn spawn_cert_reload_on_sighup(cert: Arc<hallcast_server::tls::ServerCert>) -> anyhow::Result<()> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match cert.reload() {
+                Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => warn!("SIGHUP: {e}; the certificate in use stays"),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Keeps the tree's point → organisation map (for redirects) in step with the registry.
