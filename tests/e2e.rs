@@ -15,6 +15,7 @@ mod chromium;
 mod gop_cache;
 mod http_surface;
 mod https;
+mod limits;
 mod observability;
 mod openapi;
 mod operator_console;

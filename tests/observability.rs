@@ -548,7 +548,7 @@ fn relays_log_json_lines_when_asked() {
                     break;
                 }
             }
-            for wanted in [ready_message, "terminated; ending sessions"] {
+            for wanted in [ready_message, "terminated; "] {
                 if !lines
                     .iter()
                     .any(|l| l["message"].as_str().is_some_and(|m| m.contains(wanted)))

@@ -14,6 +14,7 @@
 //! | `an_on_demand_edge_pulls_only_when_a_viewer_asks` | `upstream.pull = "on_demand"`: no relay consumer at the central for 5 s while nobody watches at the edge; the first aiortc viewer there plays and the central counts 1 relay consumer |
 //! | `a_conference_ended_at_the_central_ends_at_the_edge` | the admin ends the conference at the central: the edge's viewer session is gone within 5 s and a new WHEP POST at the edge is refused with 410, as at the central |
 //! | `a_point_on_an_edge_is_asked_in_a_roll_call_and_its_answer_reaches_the_central` | a roll call started at the central reaches a point's viewer page served by its organisation's edge (the tree's sync carries it) within 5 s; the page answers at the edge, and the central's roll call API shows the point answered, with its people (the edge's outbox delivers the answer) |
+//! | `a_draining_edge_moves_its_viewer_page_to_the_central_and_exits_once_empty` | SIGTERM to the edge a point's Chromium page plays through: its /readyz says `draining` (503), a new WHEP POST there gets 503 + Retry-After, the central's tree shows it `draining`, the page moves to the central (make-before-break) and decodes on, the edge exits 0 once empty (its drain timeout is 60 s), and the central's report shows the point with one attendance across the move |
 //! | `two_live_conferences_play_through_one_edge` | two conferences live at the central at once: the edge pulls each once (its own local port), and a point plays both there |
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -2226,6 +2227,295 @@ fn a_point_on_an_edge_is_asked_in_a_roll_call_and_its_answer_reaches_the_central
             }
             demo.ensure_running()?;
             edge.ensure_running()?;
+            Ok(())
+        },
+    );
+}
+
+// ----- graceful drain (issue 13, C.3) -----
+
+/// The drain timeout the edge runs with: long, so that an exit "once empty" cannot be the timeout.
+const DRAIN_SECONDS: u64 = 60;
+/// The edge must have exited this soon after SIGTERM once its only viewer moved.
+const DRAIN_EXIT_MAX: Duration = Duration::from_secs(20);
+
+#[test]
+fn a_draining_edge_moves_its_viewer_page_to_the_central_and_exits_once_empty() {
+    run(
+        "a_draining_edge_moves_its_viewer_page_to_the_central_and_exits_once_empty",
+        Weight::Heavy,
+        |ctx| -> Result<()> {
+            const ORG: &str = "org-d";
+            const POINT: &str = "pd-1";
+            let mut tree = Tree::create()?;
+            let central_host = tree.relay_host("central")?;
+            let edge_host = tree.relay_host("edge-d")?;
+            let point = tree.backbone_host("point-d")?;
+            let mut demo = central(ctx, &central_host)?;
+            let info = demo.info.clone();
+            let conference = info.conference.clone();
+            let admin = Admin::new(&info)?;
+            admin.register(ORG, &[POINT])?;
+            let links = admin.links(&conference)?;
+            let (link_url, token) = links
+                .get(POINT)
+                .cloned()
+                .with_context(|| format!("no join link for {POINT}: {links:?}"))?;
+            let cred = relay_credential(&info)?;
+            let mut edge = edge(
+                ctx,
+                &edge_host,
+                "edge-d",
+                &central_host.url(),
+                &cred,
+                &[],
+                &[
+                    &format!("upstream.organisations=[\"{ORG}\"]"),
+                    &format!("http.drain_seconds={DRAIN_SECONDS}"),
+                ],
+            )?;
+            wait_live(&edge.url, &conference, LIVE_TIMEOUT)?;
+            wait_tree(
+                &admin.http,
+                &admin.token,
+                "edge-d up under the central",
+                Duration::from_secs(15),
+                |tr| is_up_under(tr, "edge-d", tr["name"].as_str().unwrap_or("")),
+            )?;
+
+            // The point's page: 307 from the central to edge-d, plays there.
+            let mut page = pages_in_with(
+                ctx,
+                &point,
+                &link_url,
+                1,
+                120,
+                0,
+                &["--progress-interval", "0.25"],
+            )?;
+            let playing = page.wait_for(
+                "the page to decode 60 frames at edge-d",
+                Duration::from_secs(60),
+                |ev| {
+                    ev["event"] == "progress"
+                        && ev["pages"][0]["frames_decoded"].as_u64() >= Some(60)
+                },
+            )?;
+            let p0 = &playing["pages"][0];
+            ensure!(
+                p0["session_url"]
+                    .as_str()
+                    .is_some_and(|u| origin_of(u) == edge.url),
+                "before the drain the page plays from {}; expected a session at edge-d ({})",
+                p0["session_url"],
+                edge.url
+            );
+
+            let http = hallcast_tests::tree::http_client()?;
+            let term_ms = now_ms();
+            let termed = Instant::now();
+            edge.sigterm();
+            eprintln!("SIGTERM to edge-d (pid {}) at {term_ms}", edge.pid());
+
+            // /readyz says draining (503, a failed `draining` check) within 2 s.
+            let mut readyz = String::new();
+            let mut draining_seen = false;
+            while termed.elapsed() < Duration::from_secs(2) {
+                let r = http.get(edge.at("/readyz")).send()?;
+                let status = r.status().as_u16();
+                readyz = r.text()?;
+                let v: Value = serde_json::from_str(&readyz).unwrap_or(Value::Null);
+                let check = v["checks"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["name"] == "draining").cloned());
+                if status == 503 && check.is_some_and(|c| c["ok"] == false) {
+                    draining_seen = true;
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            ensure!(
+                draining_seen,
+                "edge-d's /readyz after SIGTERM: {readyz}; expected 503 with a failed `draining` check"
+            );
+            // A new WHEP POST at the draining edge: 503 with Retry-After.
+            let r = http
+                .post(edge.at(&format!("/whep/{conference}")))
+                .bearer_auth(&token)
+                .header("content-type", "application/sdp")
+                .body(viewer_offer())
+                .send()?;
+            let (status, retry_after) = (
+                r.status().as_u16(),
+                r.headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+            );
+            let body = r.text().unwrap_or_default();
+            eprintln!(
+                "during the drain: /readyz {readyz}; a new WHEP POST → {status} (Retry-After {retry_after:?}) {}",
+                body.trim()
+            );
+            ensure!(
+                status == 503
+                    && retry_after
+                        .as_deref()
+                        .is_some_and(|v| v.parse::<u32>().is_ok()),
+                "a new WHEP POST at the draining edge-d → {status} (Retry-After {retry_after:?}) {body}; \
+                 expected 503 with Retry-After"
+            );
+
+            // Meanwhile: the central shows edge-d draining; the page moves to the central; edge-d
+            // exits by itself, well before its drain timeout.
+            let mut tree_draining = false;
+            let mut moved_at: Option<i64> = None;
+            let mut exit = None;
+            while termed.elapsed() < DRAIN_EXIT_MAX && (exit.is_none() || moved_at.is_none()) {
+                if !tree_draining
+                    && let Ok(a) = admin.http.get("/api/v1/tree", Some(&admin.token))
+                    && let Ok(t) = a.json()
+                {
+                    tree_draining = is_under(
+                        &t,
+                        "edge-d",
+                        t["name"].as_str().unwrap_or(""),
+                        &["draining"],
+                    );
+                }
+                if moved_at.is_none() {
+                    moved_at = page
+                        .events()
+                        .iter()
+                        .filter(|e| e["event"] == "progress")
+                        .find(|e| {
+                            e["pages"][0]["session_url"]
+                                .as_str()
+                                .is_some_and(|u| origin_of(u) == info.http_base)
+                        })
+                        .and_then(|e| e["wall_ms"].as_i64());
+                }
+                if exit.is_none()
+                    && let Some(status) = edge.wait_exit(Duration::ZERO)?
+                {
+                    exit = Some((status, termed.elapsed()));
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            let log = std::fs::read_to_string(edge.log()).unwrap_or_default();
+            let drained_line = log
+                .lines()
+                .find(|l| l.contains("drained: no viewer left"))
+                .map(str::to_string);
+            eprintln!(
+                "after SIGTERM: the central showed edge-d draining: {tree_draining}; the page's session \
+                 moved to the central {} ms after it; edge-d exited: {exit:?}; its log: {drained_line:?}",
+                moved_at.map_or(-1, |m| m - term_ms)
+            );
+            ensure!(
+                tree_draining,
+                "the central's /api/v1/tree never showed edge-d as `draining` after its SIGTERM"
+            );
+            ensure!(
+                moved_at.is_some(),
+                "the page never played from a session at the central ({}) after edge-d's SIGTERM",
+                info.http_base
+            );
+            let (status, took) = exit.with_context(|| {
+                format!("edge-d did not exit within {DRAIN_EXIT_MAX:?} of its SIGTERM although its only viewer moved")
+            })?;
+            ensure!(
+                status.success(),
+                "edge-d exited with {status} after draining; expected 0"
+            );
+            ensure!(
+                drained_line.is_some() && took < Duration::from_secs(DRAIN_SECONDS),
+                "edge-d exited after {took:?}, not because it was empty (drain timeout {DRAIN_SECONDS} s); \
+                 its log:\n{log}"
+            );
+
+            // The page decodes from the central: no stretch without a new frame longer than 5 s.
+            thread::sleep(Duration::from_secs(6).saturating_sub(termed.elapsed()));
+            thread::sleep(Duration::from_secs(3));
+            let progress = page_progress(&page.events());
+            let gap = longest_gap_after(&progress, term_ms)
+                .context("the page printed no progress line after the SIGTERM")?;
+            eprintln!(
+                "the page's longest stretch without a new frame after SIGTERM: {gap:?} (ms after it)"
+            );
+            let resumed = gap.resumed_ms.with_context(|| {
+                format!(
+                    "the page stopped decoding {} ms after SIGTERM and never decoded again",
+                    gap.from_ms
+                )
+            })?;
+            ensure!(
+                resumed - gap.from_ms.max(0) <= EDGE_DEATH_MAX.as_millis() as i64,
+                "the page decoded nothing from {} ms to {resumed} ms after edge-d's SIGTERM; \
+                 expected it to decode again within {EDGE_DEATH_MAX:?}",
+                gap.from_ms
+            );
+            let central_subs = subscribers_of(&info.http_base, &conference)?;
+            ensure!(
+                central_subs == 1.0,
+                "after the move the central has {central_subs} subscribers; expected 1 (the page)"
+            );
+            demo.ensure_running()?;
+
+            // Attendance: one presence span across the move (the edge's session events reached
+            // the central through its outbox before it exited).
+            let report = admin.get(&format!(
+                "/api/v1/conferences/{conference}/report?format=json"
+            ))?;
+            let row = report["points"]
+                .as_array()
+                .and_then(|rows| rows.iter().find(|r| r["point_id"] == POINT).cloned())
+                .with_context(|| {
+                    format!("the central's report has no row for {POINT}: {report}")
+                })?;
+            eprintln!(
+                "the central's report for {POINT}: sessions {}, relays {}, intervals {}, attendances {}, \
+                 interruptions {}, longest gap {} ms (grace {} ms)",
+                row["n_sessions"],
+                row["relays"],
+                row["intervals"],
+                row["attendances"],
+                row["interruptions"],
+                row["longest_gap_ms"],
+                report["grace_ms"]
+            );
+            let relays: Vec<&str> = row["relays"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            ensure!(
+                row["n_sessions"].as_u64() >= Some(2)
+                    && relays.contains(&"edge-d")
+                    && relays.len() >= 2,
+                "the central's report for {POINT} should show its session at edge-d and its session at \
+                 the central: {row}"
+            );
+            ensure!(
+                row["attendances"].as_array().map(Vec::len) == Some(1)
+                    && row["absences"] == 0
+                    && row["present_at_horizon"] == true,
+                "the point moved from the draining edge to the central; the report should show one \
+                 attendance, present now: {row}"
+            );
+            // Make-before-break: the two sessions overlap, so one presence span; a gap, if any,
+            // stays far below the report's merge tolerance.
+            let gap_ms = row["longest_gap_ms"].as_i64().unwrap_or(0);
+            ensure!(
+                gap_ms <= 2_000,
+                "the point's presence has a gap of {gap_ms} ms across the move: {row}"
+            );
+            let pages = results::pages(&page.stop()?)?;
+            let p = pages.first().context("no page in the result")?;
+            ensure!(
+                p.page_errors.is_empty(),
+                "the page that moved had errors: {:?}",
+                p.page_errors
+            );
             Ok(())
         },
     );

@@ -122,7 +122,7 @@ fn whep_events_link_subscription_and_stream() {
                 .cloned()
                 .unwrap_or_default();
             ensure!(
-                link.contains("events=\"active,inactive,layers,viewercount,rollcall\""),
+                link.contains("events=\"active,inactive,layers,viewercount,rollcall,drain\""),
                 "the events link does not list its events: {link}"
             );
 

@@ -30,6 +30,15 @@
 // window.hallcast.rollcall = { id, deadline, state: 'open'|'sending'|'answered'|'expired', n_people },
 // and the `hallcast:rollcall` event says when it changes.
 //
+// Drain (the relay is stopping: SIGTERM): the page also asks for `drain`: `{"relay", "url", "home",
+// "parent", "deadline_ms"}`. The page then moves make-before-break: it asks `url` (the central, else
+// the parent; then home, then its own origin) for a route that avoids `relay`, connects there while
+// the current session keeps playing, and only once the new connection is up does it show the new
+// stream and DELETE the old session. A move that fails (503 + Retry-After from a relay that drains
+// too, a network error) is retried while the old session still plays; if the old relay goes first,
+// the page reconnects as after any loss. window.hallcast.drain = { relay, url, at, moved_at } and the
+// `hallcast:drain` event say when it happens.
+//
 // Tests read window.hallcast = { state, pc, audioOnly, feedActive, viewers, layers, eventsUrl, ... }
 // and listen to the `hallcast:state` and `hallcast:audioonly` events.
 'use strict';
@@ -155,8 +164,9 @@
   const IDLE_HIDE_MS = 4000;
   // The WHEP events extension, and the events the page asks for.
   const EVENTS_REL = 'urn:ietf:params:whep:ext:core:server-sent-events';
-  const EVENTS = ['active', 'inactive', 'layers', 'viewercount', 'rollcall'];
-  // What a relay that predates roll calls accepts (it refuses unknown names with 400).
+  const EVENTS = ['active', 'inactive', 'layers', 'viewercount', 'rollcall', 'drain'];
+  // What older relays accept (they refuse unknown names with 400): before drains, before roll calls.
+  const EVENTS_BEFORE_DRAIN = ['active', 'inactive', 'layers', 'viewercount', 'rollcall'];
   const EVENTS_BEFORE_ROLLCALL = ['active', 'inactive', 'layers', 'viewercount'];
   // `inactive` while live: how long before the page says the broadcast ended (a publisher's
   // reconnect or an edge changing parents comes back within it).
@@ -251,6 +261,8 @@
     eventsUrl: null,
     // The roll call shown (or last shown): { id, deadline, state, n_people }; null: none yet.
     rollcall: null,
+    // The last `drain` heard: { relay, url, at, moved_at }; null: none.
+    drain: null,
     reconnect: () => connectNow(),
   });
 
@@ -265,6 +277,9 @@
   let generation = 0;
   let retryTimer = null;
   let session = null; // { gen, pc, url, connectTimer, disconnectTimer, lastPackets, lastProgress }
+  // A move away from a draining relay: { old (the session still playing), base (where to ask
+  // for a route), avoid (the draining relay's origin) }; null: none under way.
+  let moving = null;
   let iceServers = [];
   let autoplayBlocked = false;
   let userMuted = false;
@@ -434,6 +449,11 @@
     }
     endSession(s);
     failures += 1;
+    if (oldStillPlays()) {
+      // A move that failed: the old session keeps playing; try again soon.
+      scheduleConnect(backoffMs(Math.min(failures, 3)));
+      return;
+    }
     setState('reconnecting', navigator.onLine === false ? 'offline_detail' : 'reconnecting_detail', failures);
     const quick = goneTries > 0 && goneTries <= RELAY_GONE_QUICK_TRIES && home;
     scheduleConnect(quick ? Math.round(RELAY_GONE_RETRY_MS * (0.5 + Math.random() / 2)) : backoffMs(failures));
@@ -442,14 +462,24 @@
   /** Where to POST the offer: the relay this page came from, or, after a loss, whatever
    * relay the central (home) assigns now (a live edge, or the central itself). */
   async function resolveWhep() {
-    const bases = failures > 0 && home ? [home, location.origin] : [location.origin];
+    let bases = failures > 0 && home ? [home, location.origin] : [location.origin];
     if (home && !bases.includes(home)) bases.push(home);
     // Nobody answered: after a loss, home's own WHEP endpoint (it serves the point or sends
     // it on with a 307), not this page's relay, which may be the one that died.
-    const fallback = failures > 0 && home ? `${home}/whep/${encodeURIComponent(conference)}` : whepUrl;
+    let fallback = failures > 0 && home ? `${home}/whep/${encodeURIComponent(conference)}` : whepUrl;
+    let avoidRelay = goneTries > 0 ? goneRelay : null;
+    if (moving) {
+      // Away from a draining relay: where it said to ask, then home, never the relay itself.
+      bases = [...new Set([moving.base, home, location.origin].filter((b) => b && b !== moving.avoid))];
+      // A draining central with nowhere named: its own route lookup still names a live edge.
+      if (!bases.length) bases = [location.origin];
+      avoidRelay = moving.avoid;
+      const to = moving.base || home;
+      if (to && to !== moving.avoid) fallback = `${to}/whep/${encodeURIComponent(conference)}`;
+    }
     for (const base of bases) {
       try {
-        const avoid = goneTries > 0 && goneRelay ? `?avoid=${encodeURIComponent(goneRelay)}` : '';
+        const avoid = avoidRelay ? `?avoid=${encodeURIComponent(avoidRelay)}` : '';
         const r = await fetch(`${base}/api/v1/conferences/${encodeURIComponent(conference)}/route${avoid}`, {
           headers: authHeaders({ Accept: 'application/json' }),
           signal: AbortSignal.timeout(ROUTE_TIMEOUT_MS),
@@ -524,6 +554,7 @@
           body: JSON.stringify(names),
         });
       response = await ask(EVENTS);
+      if (response.status === 400) response = await ask(EVENTS_BEFORE_DRAIN);
       if (response.status === 400) response = await ask(EVENTS_BEFORE_ROLLCALL);
     } catch (e) {
       console.info(`hallcast: no relay events (${e})`);
@@ -556,6 +587,9 @@
     es.addEventListener('rollcall', (e) => {
       if (s === session) onRollcall(json(e));
     });
+    es.addEventListener('drain', (e) => {
+      if (s === session) onDrain(s, json(e) || {});
+    });
     es.addEventListener('error', () => {
       if (s !== session) return es.close();
       // CLOSED: the relay refused the stream again (404: the session ended there).
@@ -569,6 +603,43 @@
         }
       }
     });
+  }
+
+  function originOf(url) {
+    try {
+      return url ? new URL(url).origin : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Whether a move is under way and its old session still plays (the page stays "live"). */
+  function oldStillPlays() {
+    return !!(moving && moving.old && moving.old.pc.connectionState === 'connected');
+  }
+
+  /** The relay is draining: connect elsewhere first, then let go of this session. */
+  function onDrain(s, notice) {
+    if (moving || s !== session) return;
+    const avoid = originOf(notice.relay) || originOf(s.url);
+    moving = { old: s, base: originOf(notice.url), avoid };
+    hallcast.drain = { relay: avoid, url: moving.base, at: Date.now(), moved_at: null };
+    window.dispatchEvent(new CustomEvent('hallcast:drain', { detail: { ...hallcast.drain } }));
+    console.info(`hallcast: the relay ${avoid} is draining; moving (to ${moving.base || home || 'the route'})`);
+    // Spread a room's pages over a second, so they do not all ask the central at once.
+    scheduleConnect(Math.round(Math.random() * 1000));
+  }
+
+  /** The new session of a move is up: show it, and let go of the old one. */
+  function finishMove(s) {
+    const old = s.replaces;
+    s.replaces = null;
+    if (moving && moving.old === old) moving = null;
+    video.srcObject = s.stream;
+    startPlayback();
+    if (old) endSession(old);
+    if (hallcast.drain) hallcast.drain.moved_at = Date.now();
+    window.dispatchEvent(new CustomEvent('hallcast:drain', { detail: { ...hallcast.drain } }));
   }
 
   /** The relay says the broadcast is live (`active`) or not (`inactive`). */
@@ -603,7 +674,16 @@
     clearTimeout(retryTimer);
     if (finalEnd) return;
     const gen = ++generation;
-    endSession(session);
+    // Moving away from a draining relay: its session keeps playing until the new one is up.
+    if (moving && moving.old.pc.connectionState !== 'connected') {
+      // The old relay went first: an ordinary reconnect (still avoiding it).
+      if (moving.old !== session) endSession(moving.old);
+      goneRelay = moving.avoid;
+      goneTries = Math.max(goneTries, 1);
+      moving = null;
+    }
+    const replaces = moving ? moving.old : null;
+    if (session !== replaces) endSession(session);
     hallcast.attempts += 1;
     if (typeof RTCPeerConnection !== 'function') {
       setState('error', 'error_webrtc');
@@ -620,6 +700,9 @@
       events: null,
       lastPackets: -1,
       lastProgress: Date.now(),
+      // The session of a draining relay this one replaces (ended once this one is up).
+      replaces,
+      stream: null,
     };
     session = s;
     hallcast.pc = pc;
@@ -670,9 +753,11 @@
         return lost(s, `answer: ${e}`);
       }
       if (s !== session) return;
-      const stream = new MediaStream(pc.getReceivers().map((r) => r.track));
-      video.srcObject = stream;
-      startPlayback();
+      s.stream = new MediaStream(pc.getReceivers().map((r) => r.track));
+      if (!s.replaces) {
+        video.srcObject = s.stream;
+        startPlayback();
+      }
       s.connectTimer = setTimeout(() => {
         if (pc.connectionState !== 'connected') lost(s, 'connect timeout');
       }, CONNECT_TIMEOUT_MS);
@@ -709,7 +794,7 @@
     } else {
       // 5xx, 408, 429, redirects we could not follow: transient, retry.
       failures += 1;
-      if (hallcast.state !== 'waiting') setState('reconnecting', 'reconnecting_detail', failures);
+      if (hallcast.state !== 'waiting' && !oldStillPlays()) setState('reconnecting', 'reconnecting_detail', failures);
       const wait = response.headers.get('Retry-After') ? retryAfterMs(response) : backoffMs(failures);
       scheduleConnect(wait);
     }
@@ -727,7 +812,8 @@
       goneTries = 0;
       everLive = true;
       setState('live');
-      startPlayback();
+      if (s.replaces) finishMove(s);
+      else startPlayback();
     } else if (st === 'disconnected') {
       // Often recovers by itself within a few seconds (ICE consent); give it that chance.
       clearTimeout(s.disconnectTimer);

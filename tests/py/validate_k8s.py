@@ -14,7 +14,8 @@
   pod runs `--config <mount>/hallcast.toml`; probes on /healthz and /readyz; non-root, read-only
   root file system, no capabilities, no privilege escalation; hostNetwork with the DNS policy it
   needs; one UDP containerPort per media thread from `media.udp`'s port; a grace period of at
-  least 60 s; each Service selects a pod template and each ServiceMonitor a Service port.
+  least 60 s and at least the config's `http.drain_seconds` + 15 s (the drain, then the last
+  attendance events and the ledger's close); each Service selects a pod template and each ServiceMonitor a Service port.
 
 Prints one JSON object on stdout: {"files": {NAME: [KIND, ...]}, "configs": [...], "errors": [...]}
 and exits 1 when there is any error.
@@ -34,6 +35,10 @@ import yaml
 VERSIONS = ["1.30.0", "1.37.0"]
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet"}
 MIN_GRACE_SECONDS = 60
+# hallcast's default `http.drain_seconds`, and what a relay needs after the drain to deliver its
+# last attendance events and close its ledger.
+DEFAULT_DRAIN_SECONDS = 30
+DRAIN_MARGIN_SECONDS = 15
 SCHEMA = pathlib.Path(__file__).with_name("servicemonitor.schema.json")
 
 
@@ -133,6 +138,9 @@ def cross_check(docs: list[tuple[str, dict]], out: pathlib.Path, errors: list[st
             errors.append(f"{name}: checksum/config is {got!r}, the sha256 of ConfigMap/{cms[0]}'s hallcast.toml is {want} (run deploy/kubernetes/checksum.sh)")
         if pod.get("terminationGracePeriodSeconds", 30) < MIN_GRACE_SECONDS:
             errors.append(f"{name}: terminationGracePeriodSeconds {pod.get('terminationGracePeriodSeconds', 30)} < {MIN_GRACE_SECONDS}: viewers get no time to drain")
+        drain = parsed.get("http", {}).get("drain_seconds", DEFAULT_DRAIN_SECONDS)
+        if pod.get("terminationGracePeriodSeconds", 30) < drain + DRAIN_MARGIN_SECONDS:
+            errors.append(f"{name}: terminationGracePeriodSeconds {pod.get('terminationGracePeriodSeconds', 30)} < http.drain_seconds {drain} + {DRAIN_MARGIN_SECONDS}: the pod is killed mid-drain")
         psc = pod.get("securityContext") or {}
         if psc.get("runAsNonRoot") is not True or not psc.get("runAsUser"):
             errors.append(f"{name}: the pod must set runAsNonRoot: true and a non-zero runAsUser")

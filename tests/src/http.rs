@@ -14,6 +14,8 @@ pub struct Answer {
     pub status: u16,
     pub location: Option<String>,
     pub body: String,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
 }
 
 impl Answer {
@@ -113,11 +115,17 @@ impl Http {
             .get("Location")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let retry_after = r
+            .headers()
+            .get("Retry-After")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = r.text().unwrap_or_default();
         Ok(Answer {
             status,
             location,
             body,
+            retry_after,
         })
     }
 }

@@ -76,6 +76,13 @@ impl Proc {
         status
     }
 
+    /// SIGTERM only (no wait, no SIGKILL): what an orchestrator sends first.
+    pub(crate) fn sigterm(&mut self) {
+        if let Ok(None) = self.try_wait() {
+            signal(&self.child.id().to_string(), "TERM");
+        }
+    }
+
     /// SIGKILL now, no grace (to the whole group for clients): a crash as the others see it.
     pub fn kill(&mut self) -> Option<ExitStatus> {
         if let Ok(Some(status)) = self.try_wait() {

@@ -523,6 +523,16 @@ impl Edge {
         Ok(())
     }
 
+    /// SIGTERM alone (the edge drains: see `hallcast_server::drain`); [`Edge::wait_exit`] then.
+    pub fn sigterm(&mut self) {
+        self.proc.sigterm();
+    }
+
+    /// Its exit status once it has exited, waiting at most `timeout` (None: still running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+        self.proc.wait_timeout(timeout)
+    }
+
     /// SIGTERM, then SIGKILL after `grace`.
     pub fn stop(&mut self, grace: Duration) {
         self.proc.terminate(grace);

@@ -37,6 +37,71 @@ pub struct Config {
     pub conferences: Vec<ConferenceConfig>,
     /// How the node logs.
     pub log: Log,
+    /// Rate limits, session caps and HTTP timeouts (docs/SECURITY.md, "Limits").
+    pub limits: Limits,
+}
+
+/// Rate limits, session caps and HTTP timeouts. Rates are token buckets (GCRA): `*_per_second`
+/// is the sustained rate, `*_burst` how many may come at once. 0 turns that limit off.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// POST/PATCH/DELETE requests per client address (a whole organisation behind one NAT
+    /// address joins at once: keep this generous). Trickle ICE and edges' relay requests are
+    /// not counted.
+    pub address_per_second: u32,
+    pub address_burst: u32,
+    /// POST/PATCH/DELETE requests per bearer token that is not shared (a point's join link): a
+    /// leaked link hammering the relay.
+    pub token_per_second: u32,
+    pub token_burst: u32,
+    /// Requests per trusted token: relay credentials, the admin token, stream keys and a
+    /// conference's shared viewer token. Requests with a relay credential or the admin token
+    /// are not counted against their address.
+    pub trusted_per_second: u32,
+    pub trusted_burst: u32,
+    /// Refused credentials (answers 401 or 403) per client address, on every route (guessing
+    /// the admin token or join links); when spent, every request from there is answered 429.
+    pub auth_failures_per_second: u32,
+    pub auth_failures_burst: u32,
+    /// Viewer sessions (points, previews, child relays) per conference; then WHEP answers 503.
+    pub max_sessions_per_conference: usize,
+    /// Sessions (publishers, viewers, child relays) on this relay; then WHIP/WHEP answer 503.
+    pub max_sessions: usize,
+    /// The `Retry-After` (seconds) of a 503 for a full conference or relay.
+    pub retry_after_secs: u64,
+    /// A connection that has not sent a request's whole header within this many seconds is
+    /// closed (slow or silent clients; also idle keep-alive connections).
+    pub header_timeout_secs: u64,
+    /// A request body not read completely within this many seconds is refused (408).
+    pub body_timeout_secs: u64,
+    /// Open HTTP connections at most; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Reverse proxies (their IP addresses) whose `X-Forwarded-For` names the client: the
+    /// address limits then apply to the address the proxy saw. Empty: the TCP peer.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            address_per_second: 200,
+            address_burst: 3000,
+            token_per_second: 2,
+            token_burst: 60,
+            trusted_per_second: 500,
+            trusted_burst: 5000,
+            auth_failures_per_second: 2,
+            auth_failures_burst: 100,
+            max_sessions_per_conference: 2000,
+            max_sessions: 5000,
+            retry_after_secs: 5,
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            max_connections: 10000,
+            trusted_proxies: vec![],
+        }
+    }
 }
 
 /// The node's log output (always on stderr).
@@ -55,6 +120,9 @@ pub enum LogFormat {
     Text,
     Json,
 }
+
+/// The longest graceful drain `http.drain_seconds` may ask for.
+pub const MAX_DRAIN_SECONDS: u64 = 3600;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -77,6 +145,10 @@ pub struct Http {
     /// With TLS on: a second, plain-HTTP listen address that answers every request with a
     /// 308 redirect to the same path on the https URL (e.g. `0.0.0.0:80`). Empty: none.
     pub redirect_from: String,
+    /// Graceful drain on SIGTERM: how long the relay waits, at most, for its viewers to move
+    /// elsewhere in the tree before it ends the remaining sessions and exits. 0: no drain (the
+    /// sessions end at once).
+    pub drain_seconds: u64,
 }
 
 impl Http {
@@ -300,6 +372,7 @@ impl Default for Http {
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
             redirect_from: String::new(),
+            drain_seconds: 30,
         }
     }
 }
@@ -518,6 +591,14 @@ impl Config {
         if self.http.max_body_bytes < 1024 {
             problem("http.max_body_bytes".into(), "must be at least 1024".into());
         }
+        if self.http.drain_seconds > MAX_DRAIN_SECONDS {
+            problem(
+                "http.drain_seconds".into(),
+                format!(
+                    "must be at most {MAX_DRAIN_SECONDS} (an hour); orchestrators kill a relay that takes longer to stop"
+                ),
+            );
+        }
         if self.media.udp.ip().is_unspecified() && self.media.public_ips.is_empty() {
             problem(
                 "media.udp".into(),
@@ -592,6 +673,38 @@ impl Config {
                 "upstream.report_interval_ms".into(),
                 "must be at least 100".into(),
             );
+        }
+        let l = &self.limits;
+        for (key, rate, burst) in [
+            ("address", l.address_per_second, l.address_burst),
+            ("token", l.token_per_second, l.token_burst),
+            ("trusted", l.trusted_per_second, l.trusted_burst),
+            (
+                "auth_failures",
+                l.auth_failures_per_second,
+                l.auth_failures_burst,
+            ),
+        ] {
+            if (rate == 0) != (burst == 0) {
+                problem(
+                    format!("limits.{key}_burst"),
+                    format!(
+                        "limits.{key}_per_second and limits.{key}_burst are both 0 (off) or both set"
+                    ),
+                );
+            }
+        }
+        if l.retry_after_secs == 0 || l.retry_after_secs > 3600 {
+            problem("limits.retry_after_secs".into(), "must be 1..=3600".into());
+        }
+        if l.header_timeout_secs == 0 || l.header_timeout_secs > 3600 {
+            problem(
+                "limits.header_timeout_secs".into(),
+                "must be 1..=3600".into(),
+            );
+        }
+        if l.body_timeout_secs == 0 || l.body_timeout_secs > 3600 {
+            problem("limits.body_timeout_secs".into(), "must be 1..=3600".into());
         }
         if self.access.session_hours == 0 || self.access.session_hours > 24 * 31 {
             problem("access.session_hours".into(), "must be 1..=744".into());
@@ -962,6 +1075,21 @@ mod tests {
     }
 
     #[test]
+    fn drain_seconds_defaults_to_30_and_is_bounded() {
+        let c = Config::from_toml("", &[]).unwrap();
+        assert_eq!(c.http.drain_seconds, 30);
+        let c = Config::from_toml("[http]\ndrain_seconds = 0\n", &[]).unwrap();
+        assert_eq!(c.http.drain_seconds, 0, "0: no drain");
+        let p = only_problem("[http]\ndrain_seconds = 3601\n", &[]);
+        assert_eq!(
+            (p.at.map(|a| a.line), p.key.as_str()),
+            (Some(2), "http.drain_seconds"),
+            "{p}"
+        );
+        assert!(p.message.contains("at most 3600"), "{p}");
+    }
+
+    #[test]
     fn every_failed_check_is_reported() {
         let e = Config::from_toml(
             "[http]\nmax_body_bytes = 10\n[media]\nudp = \"0.0.0.0:8443\"\n[access]\nsession_hours = 0\n",
@@ -1061,6 +1189,35 @@ mod tests {
         )
         .unwrap();
         assert!(!hall.conferences.is_empty());
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok());
+        c.limits.token_burst = 0;
+        c.limits.header_timeout_secs = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("limits.token_burst"), "{e}");
+        assert!(e.contains("limits.header_timeout_secs"), "{e}");
+        // Both 0: that limit is off.
+        let mut c = Config::default();
+        c.limits.token_burst = 0;
+        c.limits.token_per_second = 0;
+        assert!(c.validate().is_ok());
+        let c = Config::load(
+            None,
+            &[
+                "limits.max_sessions_per_conference=3".into(),
+                "limits.trusted_proxies=[\"10.0.0.1\"]".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_sessions_per_conference, 3);
+        assert_eq!(
+            c.limits.trusted_proxies,
+            vec!["10.0.0.1".parse::<IpAddr>().unwrap()]
+        );
     }
 
     /// The reference configs write every key of the schema (set, or commented out with its

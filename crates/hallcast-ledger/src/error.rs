@@ -27,6 +27,19 @@ pub enum LedgerError {
     /// The batch holding the event could not be committed (after retries).
     #[error("event not stored: {0}")]
     NotStored(String),
+    /// The store's schema was written by a newer release of hallcast: this one refuses to
+    /// touch it (run the newer release, or restore a backup made before the upgrade).
+    #[error(
+        "the ledger's schema is version {found}, newer than this hallcast knows ({supported}): \
+         it was upgraded by a newer release; run that release or newer against it"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    /// The store is unreachable and the event waited longer than the caller allows; it
+    /// stays queued and is stored when the store is back (idempotent by its event id).
+    #[error(
+        "event queued, not yet stored: the ledger's store is unreachable since {since_ms} (Unix ms); it will be stored when the store is back"
+    )]
+    Pending { since_ms: i64 },
     /// The writer thread is gone (ledger closed).
     #[error("the ledger is closed")]
     Closed,

@@ -2,7 +2,7 @@
 //! media path, crash recovery, registry, tokens and reports.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -10,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hallcast_core::accounting::{
     ConferenceId, EndReason, Event, EventId, EventKind, Folder, OrgId, Organisation, PointId,
-    PointInfo, Report, ReportConfig, RollCall, SessionChange, SessionId, build_report, roll_calls,
+    PointInfo, Report, ReportConfig, RollCall, SessionChange, SessionId, StoreOutage, build_report,
+    roll_calls,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
@@ -37,10 +38,19 @@ pub struct LedgerConfig {
     pub heartbeat: Duration,
     /// The join-token signing secret.
     pub secret: Secret,
+    /// How long [`Ledger::append`] waits for its event to be stored while the store is
+    /// unreachable before answering [`LedgerError::Pending`] (the event stays queued).
+    pub append_wait: Duration,
+    /// How long [`Ledger::close`] keeps retrying an unreachable store before it gives up on
+    /// the events still queued (and says how many).
+    pub close_wait: Duration,
+    /// Longest pause between two attempts to reach an unreachable store.
+    pub max_retry_delay: Duration,
 }
 
 impl LedgerConfig {
-    /// Defaults: node "central", queue 65,536 events, batches of at most 8,192, heartbeat 2 s.
+    /// Defaults: node "central", queue 65,536 events, batches of at most 8,192, heartbeat
+    /// 2 s; during a store outage `append` waits 5 s, `close` 10 s, retries at most every 5 s.
     pub fn new(store: StoreConfig, secret: Secret) -> Self {
         Self {
             store,
@@ -49,6 +59,9 @@ impl LedgerConfig {
             max_batch: 8_192,
             heartbeat: Duration::from_secs(2),
             secret,
+            append_wait: Duration::from_secs(5),
+            close_wait: Duration::from_secs(10),
+            max_retry_delay: Duration::from_secs(5),
         }
     }
 }
@@ -82,7 +95,9 @@ pub struct LedgerStats {
     pub n_stored: u64,
     /// Events whose id was already stored.
     pub n_duplicates: u64,
-    /// Events that could not be stored after retries (logged at `error`).
+    /// Events that could not be stored (logged at `error`): a batch the store refused
+    /// (not an outage) after retries, or events still queued when [`Ledger::close`] gave up
+    /// on an unreachable store.
     pub n_failed: u64,
     /// Committed transactions.
     pub n_batches: u64,
@@ -92,6 +107,14 @@ pub struct LedgerStats {
     pub n_imported: u64,
     /// Imported events whose id was already stored.
     pub n_import_duplicates: u64,
+    /// Store outages that ended (each recorded in the store, see [`StoreOutage`]).
+    pub n_outages: u64,
+    /// Events that waited out an outage in the queue and were stored when it ended.
+    pub n_stored_late: u64,
+    /// Events queued and not yet stored (or failed).
+    pub n_pending: u64,
+    /// Start of the current store outage (Unix ms): the store has not answered since.
+    pub outage_since_ms: Option<i64>,
 }
 
 #[derive(Default)]
@@ -105,9 +128,32 @@ struct Stats {
     max_batch: AtomicU64,
     n_imported: AtomicU64,
     n_import_duplicates: AtomicU64,
+    n_outages: AtomicU64,
+    n_stored_late: AtomicU64,
+    /// Unix ms of the current outage's first failure; 0 while the store answers.
+    outage_since_ms: AtomicI64,
+    /// Set by `close`: the writer gives up on an unreachable store at this instant.
+    close_by: Mutex<Option<Instant>>,
 }
 
 impl Stats {
+    /// Queued events not yet stored or failed.
+    fn n_pending(&self) -> u64 {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        g(&self.n_queued)
+            .saturating_sub(g(&self.n_stored) + g(&self.n_duplicates) + g(&self.n_failed))
+    }
+
+    fn outage_since(&self) -> Option<i64> {
+        match self.outage_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(ms),
+        }
+    }
+
+    fn close_by(&self) -> Option<Instant> {
+        *self.close_by.lock().unwrap_or_else(|p| p.into_inner())
+    }
     fn snapshot(&self) -> LedgerStats {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         LedgerStats {
@@ -120,6 +166,10 @@ impl Stats {
             max_batch: g(&self.max_batch),
             n_imported: g(&self.n_imported),
             n_import_duplicates: g(&self.n_import_duplicates),
+            n_outages: g(&self.n_outages),
+            n_stored_late: g(&self.n_stored_late),
+            n_pending: self.n_pending(),
+            outage_since_ms: self.outage_since(),
         }
     }
 }
@@ -192,6 +242,9 @@ impl EventSink {
 struct Inner {
     node: String,
     run: i64,
+    store_config: StoreConfig,
+    append_wait: Duration,
+    close_wait: Duration,
     store_description: String,
     sink: EventSink,
     db: Arc<Mutex<Box<dyn Store>>>,
@@ -319,7 +372,10 @@ impl Ledger {
             run_started_ms: now,
             heartbeat: cfg.heartbeat,
             max_batch: cfg.max_batch,
+            max_retry_delay: cfg.max_retry_delay,
             stats: stats.clone(),
+            outage: None,
+            unrecorded: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("hallcast-ledger-writer".into())
@@ -329,6 +385,9 @@ impl Ledger {
                 node: cfg.node,
                 run,
                 store_description: cfg.store.describe(),
+                store_config: cfg.store,
+                append_wait: cfg.append_wait,
+                close_wait: cfg.close_wait,
                 sink: EventSink { tx, stats },
                 db: Arc::new(Mutex::new(reader_store)),
                 signer: TokenSigner::new(cfg.secret),
@@ -361,23 +420,46 @@ impl Ledger {
 
     /// Stores an event and resolves once its batch is committed (durable). Waits for room
     /// in the queue instead of dropping.
+    ///
+    /// While the store is unreachable (an outage) it waits at most
+    /// [`LedgerConfig::append_wait`], then answers [`LedgerError::Pending`]: the event stays
+    /// queued and is stored when the store is back, so a caller that retries with the same
+    /// event id stores it once. When the queue is also full it answers
+    /// [`LedgerError::NotStored`] at once (the event was not queued).
     pub async fn append(&self, ev: Event) -> Result<Appended> {
-        let (ack, done) = oneshot::channel();
+        let (ack, mut done) = oneshot::channel();
         let msg = Msg::Append(ev, Some(ack));
         let stats = &self.inner.sink.stats;
         match self.inner.sink.tx.try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Disconnected(_)) => return Err(LedgerError::Closed),
+            Err(TrySendError::Full(_)) if stats.outage_since().is_some() => {
+                return Err(LedgerError::NotStored(
+                    "the ledger's store is unreachable and its queue is full".into(),
+                ));
+            }
             Err(TrySendError::Full(msg)) => {
                 let tx = self.inner.sink.tx.clone();
                 blocking(move || tx.send(msg).map_err(|_| LedgerError::Closed)).await?;
             }
         }
         stats.n_queued.fetch_add(1, Ordering::Relaxed);
-        done.await.map_err(|_| LedgerError::Closed)?
+        loop {
+            match tokio::time::timeout(self.inner.append_wait, &mut done).await {
+                Ok(answer) => return answer.map_err(|_| LedgerError::Closed)?,
+                // Slow but reachable (a long backlog): keep waiting.
+                Err(_) => {
+                    if let Some(since_ms) = stats.outage_since() {
+                        return Err(LedgerError::Pending { since_ms });
+                    }
+                }
+            }
+        }
     }
 
-    /// Resolves once every event queued before this call is committed (or failed).
+    /// Resolves once every event queued before this call is committed (or failed). During
+    /// a store outage that is when the store is back: callers that must not wait (health
+    /// checks) look at [`LedgerStats::outage_since_ms`] first.
     pub async fn flush(&self) -> Result<()> {
         let (ack, done) = oneshot::channel();
         let tx = self.inner.sink.tx.clone();
@@ -387,8 +469,17 @@ impl Ledger {
 
     /// Commits what is queued, records a last heartbeat and stops the writer. Later appends
     /// fail with [`LedgerError::Closed`]; reads keep working.
+    ///
+    /// Bounded: when the store is unreachable the writer keeps trying for
+    /// [`LedgerConfig::close_wait`], then gives up on the events still queued, counts them in
+    /// [`LedgerStats::n_failed`], logs them, and this answers [`LedgerError::NotStored`]
+    /// saying how many.
     pub async fn close(&self) -> Result<()> {
         let tx = self.inner.sink.tx.clone();
+        let stats = self.inner.sink.stats.clone();
+        let failed_before = stats.n_failed.load(Ordering::Relaxed);
+        *stats.close_by.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Instant::now() + self.inner.close_wait);
         let handle = self
             .inner
             .writer
@@ -396,7 +487,8 @@ impl Ledger {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         blocking(move || {
-            // An error means the writer is already gone: nothing left to commit.
+            // An error means the writer is already gone: nothing left to commit. A full
+            // queue frees up once the writer stores or gives up (bounded by `close_wait`).
             let _ = tx.send(Msg::Shutdown);
             if let Some(h) = handle {
                 h.join().map_err(|_| {
@@ -405,7 +497,14 @@ impl Ledger {
             }
             Ok(())
         })
-        .await
+        .await?;
+        let n_lost = stats.n_failed.load(Ordering::Relaxed) - failed_before;
+        if n_lost > 0 {
+            return Err(LedgerError::NotStored(format!(
+                "{n_lost} event(s) were not stored: the store was unreachable when the ledger closed"
+            )));
+        }
+        Ok(())
     }
 
     async fn with_store<T: Send + 'static>(
@@ -413,8 +512,14 @@ impl Ledger {
         f: impl FnOnce(&mut dyn Store) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let db = self.inner.db.clone();
+        let config = self.inner.store_config.clone();
         blocking(move || {
             let mut guard = db.lock().unwrap_or_else(|p| p.into_inner());
+            // A connection the server dropped (PostgreSQL restarted, or unreachable for a
+            // while) is replaced; until that succeeds, reads fail with the connect error.
+            if guard.is_broken() || !guard.is_alive() {
+                *guard = config.connect()?;
+            }
             f(guard.as_mut())
         })
         .await
@@ -509,6 +614,17 @@ impl Ledger {
         self.with_store(|s| s.n_events()).await
     }
 
+    /// Recorded store outages (of every node) overlapping `[from_ms, to_ms]`, by start.
+    pub async fn store_outages(&self, from_ms: i64, to_ms: i64) -> Result<Vec<StoreOutage>> {
+        self.with_store(move |s| s.store_outages(from_ms, to_ms))
+            .await
+    }
+
+    /// The store's schema version (see [`crate::store`], "Schema versions").
+    pub async fn schema_version(&self) -> Result<i64> {
+        self.with_store(|s| s.schema_version()).await
+    }
+
     // ----- reports -----
 
     /// Builds the attendance report of a conference from the stored events, at the horizon
@@ -530,9 +646,14 @@ impl Ledger {
             folder.extend(&events);
             let presence = folder.finish(as_of_ms);
             let calls = roll_calls(&c, &events, &orgs, &points, as_of_ms);
+            let outages = match (presence.live.first(), presence.live.last()) {
+                (Some(first), Some(last)) => s.store_outages(first.start_ms, last.end_ms)?,
+                _ => Vec::new(),
+            };
             Ok(build_report(&presence, &orgs, &points, &cfg)
                 .with_relays(served)
-                .with_roll_calls(calls))
+                .with_roll_calls(calls)
+                .with_store_outages(outages))
         })
         .await
     }
@@ -859,10 +980,27 @@ struct Writer {
     run_started_ms: i64,
     heartbeat: Duration,
     max_batch: usize,
+    max_retry_delay: Duration,
     stats: Arc<Stats>,
+    /// The outage under way: its first failure (Unix ms) and `n_dropped` then.
+    outage: Option<(i64, u64)>,
+    /// Outages that ended but could not be recorded yet (the store failed again).
+    unrecorded: Vec<StoreOutage>,
 }
 
-const RETRY_DELAYS_MS: [u64; 5] = [50, 200, 500, 1_000, 2_000];
+/// Attempts at a batch the store refuses while it answers (not an outage) before the batch
+/// is given up as failed.
+const REFUSED_ATTEMPTS: usize = 5;
+/// First pause after a failed write; doubled after each failure up to `max_retry_delay`.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// Why the writer stopped retrying a batch.
+enum GaveUp {
+    /// The store answers but refuses this batch (not an outage).
+    Refused(LedgerError),
+    /// The ledger is closing and its `close_wait` ran out while the store was unreachable.
+    Closing(LedgerError),
+}
 
 impl Writer {
     fn run(mut self, rx: Receiver<Msg>) {
@@ -885,13 +1023,44 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let shutdown = self.commit(&mut batch);
+            let (shutdown, abandoned) = self.commit(&mut batch);
             last_beat = Instant::now();
+            if abandoned {
+                self.abandon_queue(&rx);
+                return;
+            }
             if shutdown {
                 break;
             }
         }
         self.beat();
+    }
+
+    /// The ledger is closing and the store stayed unreachable: every event still queued is
+    /// given up (counted as failed, its waiter answered), then the writer stops.
+    fn abandon_queue(&mut self, rx: &Receiver<Msg>) {
+        let mut n = 0u64;
+        while let Ok(m) = rx.try_recv() {
+            match m {
+                Msg::Append(_, ack) => {
+                    n += 1;
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Err(LedgerError::NotStored(
+                            "the store was unreachable when the ledger closed".into(),
+                        )));
+                    }
+                }
+                Msg::Flush(done) => {
+                    let _ = done.send(());
+                }
+                Msg::Shutdown => {}
+            }
+        }
+        self.stats.n_failed.fetch_add(n, Ordering::Relaxed);
+        tracing::error!(
+            n_events = self.stats.n_failed.load(Ordering::Relaxed),
+            "ledger closed while its store was unreachable: events not stored (see n_failed)"
+        );
     }
 
     fn beat(&mut self) {
@@ -900,14 +1069,85 @@ impl Writer {
             run_started_ms: self.run_started_ms,
             last_alive_ms: now_ms(),
         };
-        if let Err(e) = self.store.heartbeat(&self.node, info) {
-            tracing::warn!(error = %e, "ledger heartbeat failed");
+        self.reconnect_if_broken();
+        match self.store.heartbeat(&self.node, info) {
+            Ok(()) => self.store_answered(),
+            Err(e) if is_outage(&e) => self.store_failed(&e),
+            Err(e) => tracing::warn!(error = %e, "ledger heartbeat failed"),
+        }
+    }
+
+    fn reconnect_if_broken(&mut self) {
+        if self.store.is_broken()
+            && let Ok(s) = self.config.connect()
+        {
+            self.store = s;
+        }
+    }
+
+    /// A write failed because the store cannot be reached: an outage starts (or goes on).
+    fn store_failed(&mut self, e: &LedgerError) {
+        if self.outage.is_none() {
+            let since = now_ms();
+            self.outage = Some((since, self.stats.n_dropped.load(Ordering::Relaxed)));
+            self.stats.outage_since_ms.store(since, Ordering::Relaxed);
+            tracing::error!(
+                error = %e,
+                n_pending = self.stats.n_pending(),
+                "ledger store unreachable: attendance events wait in the queue until it is back"
+            );
+        }
+    }
+
+    /// A write succeeded: an outage under way ends and is recorded (with the events that
+    /// waited for it and the events dropped meanwhile), as are earlier ones not yet recorded.
+    /// Called before the batch just stored is counted, so its events count as late.
+    fn store_answered(&mut self) {
+        if let Some((from_ms, dropped_before)) = self.outage.take() {
+            let to_ms = now_ms();
+            let n_late = self.stats.n_pending();
+            let n_dropped = self
+                .stats
+                .n_dropped
+                .load(Ordering::Relaxed)
+                .saturating_sub(dropped_before);
+            self.stats.outage_since_ms.store(0, Ordering::Relaxed);
+            self.stats.n_outages.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .n_stored_late
+                .fetch_add(n_late, Ordering::Relaxed);
+            tracing::warn!(
+                from_ms,
+                to_ms,
+                n_stored_late = n_late,
+                n_dropped,
+                "ledger store reachable again: the events that waited are being stored"
+            );
+            self.unrecorded.push(StoreOutage {
+                node: self.node.clone(),
+                from_ms,
+                to_ms,
+                n_stored_late: n_late,
+                n_dropped,
+            });
+        }
+        while let Some(o) = self.unrecorded.first() {
+            match self.store.record_outage(self.run, now_ms(), o) {
+                Ok(()) => {
+                    self.unrecorded.remove(0);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording a ledger store outage failed; retrying later");
+                    break;
+                }
+            }
         }
     }
 
     /// Commits the batch's events in one transaction, then answers every waiter. Returns
-    /// whether a shutdown was requested.
-    fn commit(&mut self, batch: &mut Vec<Msg>) -> bool {
+    /// whether a shutdown was requested, and whether the writer gave up on an unreachable
+    /// store while closing.
+    fn commit(&mut self, batch: &mut Vec<Msg>) -> (bool, bool) {
         let rows: Vec<Row> = batch
             .iter()
             .filter_map(|m| match m {
@@ -918,9 +1158,10 @@ impl Writer {
         let result = if rows.is_empty() {
             Ok(Vec::new())
         } else {
-            self.append_with_retry(&rows)
+            self.store_batch(&rows)
         };
         let mut shutdown = false;
+        let mut abandoned = false;
         match &result {
             Ok(fresh) => {
                 let n_new = fresh.iter().filter(|f| **f).count() as u64;
@@ -935,10 +1176,17 @@ impl Writer {
                         .fetch_max(rows.len() as u64, Ordering::Relaxed);
                 }
             }
-            Err(e) => {
+            Err(gave_up) => {
                 self.stats
                     .n_failed
                     .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                let e = match gave_up {
+                    GaveUp::Refused(e) => e,
+                    GaveUp::Closing(e) => {
+                        abandoned = true;
+                        e
+                    }
+                };
                 tracing::error!(error = %e, n_events = rows.len(), "ledger batch could not be stored");
             }
         }
@@ -952,7 +1200,9 @@ impl Writer {
                         } else {
                             Appended::Duplicate
                         }),
-                        Err(e) => Err(LedgerError::NotStored(e.to_string())),
+                        Err(GaveUp::Refused(e) | GaveUp::Closing(e)) => {
+                            Err(LedgerError::NotStored(e.to_string()))
+                        }
                     };
                     i += 1;
                     if let Some(ack) = ack {
@@ -966,26 +1216,90 @@ impl Writer {
                 Msg::Shutdown => shutdown = true,
             }
         }
-        shutdown
+        (shutdown, abandoned)
     }
 
-    fn append_with_retry(&mut self, rows: &[Row]) -> Result<Vec<bool>> {
-        let mut attempt = 0usize;
+    /// Stores the rows, however long the store stays unreachable: retries with a doubling
+    /// pause capped at `max_retry_delay`, reconnecting before each attempt. Gives up only
+    /// on a store that answers but refuses the batch ([`REFUSED_ATTEMPTS`] times), or when
+    /// the ledger is closing and its `close_wait` has run out.
+    fn store_batch(&mut self, rows: &[Row]) -> Result<Vec<bool>, GaveUp> {
+        let mut n_refused = 0usize;
+        let mut n_failed = 0u64;
+        let mut delay = FIRST_RETRY_DELAY;
         loop {
-            match self.store.append(&self.node, self.run, now_ms(), rows) {
-                Ok(fresh) => return Ok(fresh),
-                Err(e) if attempt < RETRY_DELAYS_MS.len() => {
-                    tracing::warn!(error = %e, attempt, "ledger append failed; retrying");
-                    std::thread::sleep(Duration::from_millis(RETRY_DELAYS_MS[attempt]));
-                    attempt += 1;
-                    // A broken connection (PostgreSQL restarted) is replaced; on failure the
-                    // old one is kept and the next attempt reports the error.
-                    if let Ok(s) = self.config.connect() {
-                        self.store = s;
-                    }
+            self.reconnect_if_broken();
+            let e = match self.store.append(&self.node, self.run, now_ms(), rows) {
+                Ok(fresh) => {
+                    self.store_answered();
+                    return Ok(fresh);
                 }
-                Err(e) => return Err(e),
+                Err(e) => e,
+            };
+            n_failed += 1;
+            if is_outage(&e) {
+                self.store_failed(&e);
+                if n_failed.is_power_of_two() {
+                    tracing::warn!(error = %e, attempt = n_failed, n_pending = self.stats.n_pending(),
+                        "ledger store still unreachable; retrying");
+                }
+            } else {
+                n_refused += 1;
+                tracing::warn!(error = %e, attempt = n_refused, "ledger append refused; retrying");
+                if n_refused >= REFUSED_ATTEMPTS {
+                    return Err(GaveUp::Refused(e));
+                }
+            }
+            // Sleep in short slices so that a close is noticed promptly.
+            let until = Instant::now() + delay;
+            loop {
+                if let Some(by) = self.stats.close_by()
+                    && Instant::now() >= by
+                {
+                    return Err(GaveUp::Closing(e));
+                }
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(Duration::from_millis(100)));
+            }
+            delay = (delay * 2).min(self.max_retry_delay);
+            // Force a fresh connection after a failure: a half-dead one may not know yet.
+            if let Ok(s) = self.config.connect() {
+                self.store = s;
             }
         }
+    }
+}
+
+/// Whether a store error means "cannot reach the store" (retried until it answers) rather
+/// than "the store refuses this" (given up after a few attempts).
+fn is_outage(e: &LedgerError) -> bool {
+    match e {
+        // No SQLSTATE: the connection failed or closed. Class 08: connection exception; 57:
+        // operator intervention (shutdown, restart); 53: insufficient resources (disk full,
+        // too many connections); 58: system error (I/O); 40: transaction rollback
+        // (serialization, deadlock).
+        LedgerError::Postgres(pe) => match pe.code() {
+            None => true,
+            Some(code) => {
+                let c = code.code();
+                ["08", "57", "53", "58", "40"]
+                    .iter()
+                    .any(|class| c.starts_with(class))
+            }
+        },
+        // Busy, locked, full disk, I/O error, cannot open: the file is not usable right now.
+        LedgerError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => matches!(
+            f.code,
+            rusqlite::ErrorCode::DatabaseBusy
+                | rusqlite::ErrorCode::DatabaseLocked
+                | rusqlite::ErrorCode::DiskFull
+                | rusqlite::ErrorCode::SystemIoFailure
+                | rusqlite::ErrorCode::CannotOpen
+        ),
+        LedgerError::Io(_) => true,
+        _ => false,
     }
 }

@@ -26,6 +26,24 @@
 //! acknowledges after its commit. Event ids are the idempotency key (`UNIQUE`, insert-or-
 //! ignore): storing an event twice stores it once, and [`Appended::Duplicate`] says so.
 //!
+//! # When the store is unreachable (an outage)
+//! The writer keeps the batch it was storing and retries it, pausing 50 ms then doubling up
+//! to [`LedgerConfig::max_retry_delay`] (5 s), with a fresh connection each time, until it
+//! is stored: nothing that fits the queue is lost, and new events wait in the queue (only a
+//! full queue drops, as above). A batch the store *refuses* while answering is given up
+//! after 5 attempts (`n_failed`). Meanwhile [`LedgerStats::outage_since_ms`] says since
+//! when; `append` answers [`LedgerError::Pending`] after [`LedgerConfig::append_wait`] (the
+//! event stays queued); `close` gives up after [`LedgerConfig::close_wait`] and says how
+//! many events were not stored. Reads fail and reconnect once the store answers. When a
+//! write succeeds again the node records the outage (from, to, events stored late, events
+//! dropped) in the store's `store_outages` table; [`Ledger::report`] attaches those that
+//! overlap the broadcast (`Report::with_store_outages`, folded in the core) and [`render`]
+//! prints the notice. docs/postgresql.md is the operator's side of this.
+//!
+//! # Schema versions
+//! Every connection migrates the schema to [`store::SCHEMA_VERSION`] when it opens and
+//! refuses a newer one ([`LedgerError::SchemaTooNew`]); see [`store`].
+//!
 //! # Crash recovery
 //! The writer records a heartbeat (with every batch, and every 2 s when idle) under the
 //! node's name and run number. When a node opens the ledger again after a crash, every

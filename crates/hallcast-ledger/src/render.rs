@@ -13,7 +13,9 @@
 
 use std::fmt::Write as _;
 
-use hallcast_core::accounting::{Interval, OrgRow, PointRow, Report, RollCall, RollCallOutcome};
+use hallcast_core::accounting::{
+    Interval, OrgRow, PointRow, Report, RollCall, RollCallOutcome, StoreOutage,
+};
 use qrcode::QrCode;
 use qrcode::render::svg;
 use serde::Serialize;
@@ -168,6 +170,40 @@ fn t(vi: &str, en: &str) -> String {
     )
 }
 
+// ----- store outages -----
+
+/// The notice a report carries for a store outage that overlapped its broadcast, e.g.
+/// "Sổ ghi điểm danh mất kết nối cơ sở dữ liệu từ 2025-03-01 08:10:00 đến 08:12:30 (trạm
+/// central): 120 sự kiện được ghi muộn, 0 sự kiện bị mất." Times in the document's offset.
+pub fn outage_notice(o: &StoreOutage, lang: Lang, utc_offset_minutes: i32) -> String {
+    let from = format_time(o.from_ms, utc_offset_minutes);
+    let to = format_time(o.to_ms, utc_offset_minutes);
+    match lang {
+        Lang::Vi => {
+            let mut n = format!(
+                "Sổ ghi điểm danh mất kết nối cơ sở dữ liệu từ {from} đến {to} (trạm {}): \
+                 {} sự kiện được ghi muộn, {} sự kiện bị mất.",
+                o.node, o.n_stored_late, o.n_dropped
+            );
+            if o.n_dropped > 0 {
+                n.push_str(" Số liệu có thể thiếu các sự kiện bị mất.");
+            }
+            n
+        }
+        Lang::En => {
+            let mut n = format!(
+                "The attendance ledger lost its database connection from {from} to {to} \
+                 (relay {}): {} events were stored late, {} events were lost.",
+                o.node, o.n_stored_late, o.n_dropped
+            );
+            if o.n_dropped > 0 {
+                n.push_str(" The figures may lack the lost events.");
+            }
+            n
+        }
+    }
+}
+
 // ----- CSV -----
 
 const CSV_COLUMNS: [(&str, &str); 22] = [
@@ -234,7 +270,9 @@ fn rollcall_cell(
 /// One line per point (registered, then unregistered). Vietnamese headers by default,
 /// snake_case English headers with [`Lang::En`]; UTF-8 with a BOM for Excel. Each roll call
 /// adds a column at the end (`Điểm danh <start time>` / `rollcall_<n>`), oldest first, so
-/// the columns before keep their positions.
+/// the columns before keep their positions. When a store outage overlapped the broadcast,
+/// one more row per outage follows the points: `Lưu ý` / `notice` in the first column, the
+/// notice ([`outage_notice`]) in the second, the other cells empty.
 pub fn report_csv(report: &Report, opts: &RenderOptions) -> Result<Vec<u8>> {
     let mut out = BOM.as_bytes().to_vec();
     {
@@ -310,6 +348,15 @@ pub fn report_csv(report: &Report, opts: &RenderOptions) -> Result<Vec<u8>> {
                     .chain(calls.iter().map(String::as_str)),
             )
             .map_err(csv_err)?;
+        }
+        for o in &report.store_outages {
+            let mut row = vec![String::new(); header.len()];
+            row[0] = match opts.lang {
+                Lang::Vi => "Lưu ý".to_owned(),
+                Lang::En => "notice".to_owned(),
+            };
+            row[1] = outage_notice(o, opts.lang, opts.utc_offset_minutes);
+            w.write_record(&row).map_err(csv_err)?;
         }
         w.flush()?;
     }
@@ -468,6 +515,21 @@ fn rollcall_dto(c: &RollCall, off: i32) -> RollCallDto<'_> {
 }
 
 #[derive(Serialize)]
+struct StoreOutageDto<'a> {
+    node: &'a str,
+    from_ms: i64,
+    from: String,
+    to_ms: i64,
+    to: String,
+    /// Events that waited in the relay's queue and were stored when the store came back.
+    n_stored_late: u64,
+    /// Events dropped because the queue was full: lost.
+    n_dropped: u64,
+    notice_vi: String,
+    notice_en: String,
+}
+
+#[derive(Serialize)]
 struct ReportDto<'a> {
     conference: &'a str,
     title: Option<&'a str>,
@@ -481,6 +543,9 @@ struct ReportDto<'a> {
     orgs: Vec<OrgDto<'a>>,
     /// Roll calls (điểm danh), oldest first, each with every point's outcome.
     roll_calls: Vec<RollCallDto<'a>>,
+    /// Times the ledger's database was unreachable while the broadcast was live, oldest
+    /// first (empty when none): the report may be missing `n_dropped` events.
+    store_outages: Vec<StoreOutageDto<'a>>,
     n_events: u64,
     n_duplicates: u64,
 }
@@ -584,6 +649,21 @@ pub fn report_json(report: &Report, title: Option<&str>, opts: &RenderOptions) -
             .iter()
             .map(|c| rollcall_dto(c, off))
             .collect(),
+        store_outages: report
+            .store_outages
+            .iter()
+            .map(|o| StoreOutageDto {
+                node: &o.node,
+                from_ms: o.from_ms,
+                from: format_iso(o.from_ms, off),
+                to_ms: o.to_ms,
+                to: format_iso(o.to_ms, off),
+                n_stored_late: o.n_stored_late,
+                n_dropped: o.n_dropped,
+                notice_vi: outage_notice(o, Lang::Vi, off),
+                notice_en: outage_notice(o, Lang::En, off),
+            })
+            .collect(),
         n_events: report.n_events,
         n_duplicates: report.n_duplicates,
     };
@@ -599,6 +679,7 @@ table{border-collapse:collapse;width:100%;margin:.5rem 0}
 th,td{border:1px solid #999;padding:.25rem .4rem;text-align:left;vertical-align:top}
 th{background:#f1e6e6}td.n{text-align:right;font-variant-numeric:tabular-nums}
 tr.no td{background:#fff3f3}.muted{color:#666}.big{font-size:1.3rem;font-weight:bold}
+.notice{border:2px solid #b8860b;background:#fff8e1;padding:.3rem .6rem;margin:.6rem 0}
 .summary td{width:50%}.lang{float:right}.lang label{margin-left:.6rem;cursor:pointer;text-decoration:underline}
 .lang input{display:none}
 #lang-vi:checked~main .en,#lang-en:checked~main .vi{display:none}
@@ -652,6 +733,20 @@ pub fn report_html(report: &Report, title: Option<&str>, opts: &RenderOptions) -
         ),
         report.grace_ms / 1000
     );
+    if !report.store_outages.is_empty() {
+        let _ = write!(b, "<div class=\"notice\">");
+        for o in &report.store_outages {
+            let _ = write!(
+                b,
+                "<p>{}</p>",
+                t(
+                    &outage_notice(o, Lang::Vi, off),
+                    &outage_notice(o, Lang::En, off)
+                )
+            );
+        }
+        let _ = write!(b, "</div>");
+    }
 
     // Summary
     let _ = write!(b, "<table class=\"summary\">");
@@ -1033,5 +1128,78 @@ mod tests {
             esc("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
+    }
+
+    /// A report whose broadcast overlapped a store outage says so, in both languages, in
+    /// every format; one without says nothing.
+    #[test]
+    fn store_outages_show_in_every_format() {
+        use hallcast_core::accounting::{
+            ConferenceId, Event, EventId, EventKind, Folder, ReportConfig, build_report,
+        };
+        let c = ConferenceId::parse("hn-2025").unwrap();
+        let t0 = 1_709_168_523_000; // 2024-02-29 08:02:03 +07:00
+        let mut f = Folder::new(c.clone());
+        f.extend(&[Event {
+            event_id: EventId(1),
+            conference: c,
+            at_ms: t0,
+            kind: EventKind::BroadcastStarted,
+        }]);
+        let plain = build_report(&f.finish(t0 + 600_000), &[], &[], &ReportConfig::default());
+        let o = StoreOutage {
+            node: "central".into(),
+            from_ms: t0 + 60_000,
+            to_ms: t0 + 150_000,
+            n_stored_late: 120,
+            n_dropped: 3,
+        };
+        let report = plain.clone().with_store_outages([o.clone()]);
+        let opts = RenderOptions::default();
+        let vi = "Sổ ghi điểm danh mất kết nối cơ sở dữ liệu từ 2024-02-29 08:03:03 đến \
+                  2024-02-29 08:04:33 (trạm central): 120 sự kiện được ghi muộn, 3 sự kiện bị mất.";
+        let en = "The attendance ledger lost its database connection from 2024-02-29 08:03:03 \
+                  to 2024-02-29 08:04:33 (relay central): 120 events were stored late, 3 events \
+                  were lost.";
+        assert!(outage_notice(&o, Lang::Vi, 420).starts_with(vi));
+        assert!(outage_notice(&o, Lang::En, 420).starts_with(en));
+
+        let json: serde_json::Value =
+            serde_json::from_str(&report_json(&report, None, &opts).unwrap()).unwrap();
+        let j = &json["store_outages"][0];
+        assert_eq!(j["node"], "central");
+        assert_eq!(j["n_stored_late"], 120);
+        assert_eq!(j["n_dropped"], 3);
+        assert_eq!(j["from"], "2024-02-29T08:03:03+07:00");
+        assert!(j["notice_vi"].as_str().unwrap().starts_with(vi));
+        assert!(j["notice_en"].as_str().unwrap().starts_with(en));
+
+        let html = report_html(&report, None, &opts);
+        assert!(html.contains("class=\"notice\""));
+        let (at_vi, at_en) = (html.find(&esc(vi)).unwrap(), html.find(&esc(en)).unwrap());
+        assert!(at_vi < at_en, "Vietnamese first");
+        assert!(html.find("class=\"notice\"").unwrap() < html.find("class=\"summary\"").unwrap());
+
+        let csv = String::from_utf8(report_csv(&report, &opts).unwrap()).unwrap();
+        let last = csv.lines().last().unwrap();
+        assert!(last.starts_with("Lưu ý,"), "{csv}");
+        assert!(last.contains(vi), "{csv}");
+        let en_csv = RenderOptions {
+            lang: Lang::En,
+            ..opts
+        };
+        let csv = String::from_utf8(report_csv(&report, &en_csv).unwrap()).unwrap();
+        assert!(csv.lines().last().unwrap().starts_with("notice,"), "{csv}");
+        // Same width as the header: strict CSV readers still read the file.
+        let mut r = csv::Reader::from_reader(csv.as_bytes());
+        assert_eq!(r.records().count(), 1);
+
+        // No outage: no notice anywhere, and the JSON says so with an empty list.
+        let json: serde_json::Value =
+            serde_json::from_str(&report_json(&plain, None, &opts).unwrap()).unwrap();
+        assert_eq!(json["store_outages"], serde_json::json!([]));
+        assert!(!report_html(&plain, None, &opts).contains("class=\"notice\""));
+        let csv = String::from_utf8(report_csv(&plain, &opts).unwrap()).unwrap();
+        assert!(!csv.contains("Lưu ý"));
     }
 }

@@ -400,6 +400,7 @@ fn oracle(
         n_duplicates: n_dups,
         // The generator makes no roll calls (they have their own tests).
         roll_calls: Vec::new(),
+        store_outages: Vec::new(),
     }
 }
 

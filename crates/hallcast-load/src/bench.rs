@@ -235,12 +235,24 @@ impl Rig {
 
 async fn step(opts: &BenchOptions, n: usize) -> anyhow::Result<Step> {
     let dir = opts.work_dir.join(format!("n{n}"));
+    // Every subscriber of this bench uses the demo point's one join link: the relay's
+    // per-token limit (limits.token_*, there to stop a leaked link) is turned off for it.
+    let mut relay_args = opts.relay_args.clone();
+    relay_args.extend(
+        [
+            "--set",
+            "limits.token_per_second=0",
+            "--set",
+            "limits.token_burst=0",
+        ]
+        .map(String::from),
+    );
     let Rig {
         mut relay,
         mut publisher,
         info,
         publisher_started,
-    } = Rig::start(&opts.relay_bin, &opts.relay_args, &opts.load_bin, &dir).await?;
+    } = Rig::start(&opts.relay_bin, &relay_args, &opts.load_bin, &dir).await?;
     let log = |name: &str| log_file(&dir, name);
     let metrics_url = info.metrics_url();
     let client = signal::http_client()?;

@@ -77,6 +77,13 @@ struct StormArgs {
     /// Nice value of the storm's client thread.
     #[arg(long, value_name = "N", default_value_t = 10)]
     storm_nice: i32,
+    /// After the storm, a phase of this many seconds in which clients flood the relay with WHEP
+    /// POSTs (half with one point's join link, half with tokens that are no join link); 0: none.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    flood_secs: f64,
+    /// Concurrent clients of the flood.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    flood_conns: usize,
     /// Write the Markdown report here (it is always printed too).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -263,6 +270,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 quiet: Duration::from_secs_f64(a.quiet),
                 storm_nice: a.storm_nice,
                 storm_audio_only: a.storm_audio_only,
+                flood_secs: a.flood_secs,
+                flood_conns: a.flood_conns,
                 work_dir: a.work_dir,
                 command_line: std::env::args().collect::<Vec<_>>().join(" "),
             };

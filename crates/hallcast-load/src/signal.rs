@@ -28,7 +28,8 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
 
 /// POSTs `offer` to a WHIP or WHEP endpoint. While the server answers 409 (for WHEP: the
 /// hall feed is not live yet) the offer is sent again after `Retry-After` seconds (at most
-/// 1 s between tries), until `give_up_at`.
+/// 1 s between tries), until `give_up_at`; a 429 or 503 (the relay's limits) likewise after
+/// its `Retry-After` (at most 5 s).
 pub async fn post_offer(
     client: &reqwest::Client,
     url: &str,
@@ -62,14 +63,19 @@ pub async fn post_offer(
                 posted_at,
             });
         }
-        if status == StatusCode::CONFLICT && Instant::now() < give_up_at {
+        let refused = matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        );
+        if (status == StatusCode::CONFLICT || refused) && Instant::now() < give_up_at {
+            let most = if refused { 5.0 } else { 1.0 };
             let wait = resp
                 .headers()
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .map_or(Duration::from_millis(500), |s| {
-                    Duration::from_secs_f64(s.clamp(0.05, 1.0))
+                    Duration::from_secs_f64(s.clamp(0.05, most))
                 });
             tokio::time::sleep(wait).await;
             continue;

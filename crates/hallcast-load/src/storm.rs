@@ -9,7 +9,11 @@
 //!    declares its headcount (as the viewer page does), watches for `stay_secs`, leaves with a
 //!    DELETE, and the whole wave repeats `waves` times (flapping points: every rejoin is a
 //!    reconnect the ledger folds into the point's presence);
-//! 3. **after**: quiet again, to see that nothing is left behind.
+//! 3. **flood** (with `--flood-secs`): `flood_conns` clients POST WHEP offers back to back,
+//!    half with one point's (leaked) join link, half with tokens that are no join link: the
+//!    relay's limits answer 429 once their budgets are spent, and the steady subscribers' audio
+//!    delay shows whether the flood reaches the media threads;
+//! 4. **after**: quiet again, to see that nothing is left behind.
 //!
 //! In each phase: the relay's CPU per forwarded packet (its own accounting), the steady
 //! subscribers' delivery by RTP sequence numbers, and their audio delay above the smallest
@@ -58,6 +62,10 @@ pub struct StormOptions {
     pub storm_audio_only: bool,
     /// Nice value of the storm's client thread (0: not reniced).
     pub storm_nice: i32,
+    /// Length of the WHEP POST flood phase (0: none).
+    pub flood_secs: f64,
+    /// Concurrent clients of the flood.
+    pub flood_conns: usize,
     pub work_dir: PathBuf,
     pub command_line: String,
 }
@@ -135,6 +143,18 @@ pub struct StormResult {
     pub storm_audio_only: bool,
     pub phases: Vec<Phase>,
     pub storm: StormClients,
+    #[serde(default)]
+    pub flood: Option<Flood>,
+}
+
+/// What the flood's clients were answered.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Flood {
+    pub secs: f64,
+    pub conns: usize,
+    pub requests: u64,
+    /// Answers by HTTP status (0: no answer).
+    pub by_status: BTreeMap<u16, u64>,
 }
 
 /// Runs the benchmark. Needs a current-thread Tokio runtime; the steady subscribers run on
@@ -155,6 +175,7 @@ async fn run_local(opts: &StormOptions) -> anyhow::Result<StormResult> {
         "the relay's info file names no admin token or conference (too old a relay?)"
     );
     let tokens = register_points(&client, &base, &rig.info, opts.points).await?;
+    let leaked = tokens.first().cloned();
     info!(n = tokens.len(), "points registered");
 
     // The steady subscribers.
@@ -235,6 +256,31 @@ async fn run_local(opts: &StormOptions) -> anyhow::Result<StormResult> {
     let s2 = Snap::take(&client, &metrics_url, &steady).await?;
     phases.push(Phase::between("storm", &s1, &s2, &steady, 2));
 
+    // Flood.
+    let (flood, s2) = if opts.flood_secs > 0.0 {
+        phase.set(4);
+        let (o, url, leaked) = (
+            opts.clone(),
+            rig.info.whep_url.clone(),
+            leaked.clone().context("no point to leak a link of")?,
+        );
+        let flood = std::thread::Builder::new()
+            .name("flood".into())
+            .spawn(move || flood_thread(&o, url, leaked))
+            .context("starting the flood thread")?;
+        while !flood.is_finished() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let flood = flood
+            .join()
+            .map_err(|_| anyhow::anyhow!("the flood thread panicked"))??;
+        let s = Snap::take(&client, &metrics_url, &steady).await?;
+        phases.push(Phase::between("flood", &s2, &s, &steady, 4));
+        (Some(flood), s)
+    } else {
+        (None, s2)
+    };
+
     // After.
     phase.set(3);
     tokio::time::sleep(opts.quiet).await;
@@ -263,6 +309,7 @@ async fn run_local(opts: &StormOptions) -> anyhow::Result<StormResult> {
         storm_audio_only: opts.storm_audio_only,
         phases,
         storm,
+        flood,
     };
     std::fs::write(
         dir.join("storm.json"),
@@ -442,6 +489,63 @@ fn renice_this_thread(nice: i32) {
     }
 }
 
+/// The flood's clients, on a thread of their own at the storm's nice value.
+fn flood_thread(opts: &StormOptions, whep_url: String, leaked: String) -> anyhow::Result<Flood> {
+    renice_this_thread(opts.storm_nice);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(flood(opts, whep_url, leaked))
+}
+
+async fn flood(opts: &StormOptions, whep_url: String, leaked: String) -> anyhow::Result<Flood> {
+    // A real offer's shape matters little: most of the flood is refused before its body is
+    // read (429, 401), and what passes is parsed and refused (400).
+    const OFFER: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
+    let client = signal::http_client()?;
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(opts.flood_secs);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..opts.flood_conns.max(1) {
+        let (client, url) = (client.clone(), whep_url.clone());
+        let token = if i % 2 == 0 {
+            leaked.clone()
+        } else {
+            format!("not-a-join-link-{i:04}")
+        };
+        tasks.spawn(async move {
+            let mut by = BTreeMap::<u16, u64>::new();
+            while Instant::now() < end {
+                let status = match client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("Content-Type", "application/sdp")
+                    .body(OFFER)
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.status().as_u16(),
+                    Err(_) => 0,
+                };
+                *by.entry(status).or_default() += 1;
+            }
+            by
+        });
+    }
+    let mut out = Flood {
+        conns: opts.flood_conns.max(1),
+        ..Flood::default()
+    };
+    while let Some(by) = tasks.join_next().await {
+        for (status, n) in by? {
+            *out.by_status.entry(status).or_default() += n;
+            out.requests += n;
+        }
+    }
+    out.secs = started.elapsed().as_secs_f64();
+    Ok(out)
+}
+
 fn storm_thread(
     opts: &StormOptions,
     tokens: Vec<String>,
@@ -613,5 +717,17 @@ pub fn markdown(opts: &StormOptions, r: &StormResult) -> String {
         r.storm.headcount_failures,
         r.storm.secs
     );
+    if let Some(f) = &r.flood {
+        let _ = writeln!(
+            md,
+            "\nFlood: {} clients POSTed {} WHEP offers in {:.1} s ({:.0}/s; half with one point's join link, \
+             half with tokens that are no join link), answered by status {:?} (0: no answer).",
+            f.conns,
+            f.requests,
+            f.secs,
+            f.requests as f64 / f.secs,
+            f.by_status
+        );
+    }
     md
 }

@@ -511,6 +511,11 @@ impl Access {
         }
     }
 
+    /// Whether `token` is the admin token (`[admin] token`).
+    pub fn is_admin_token(&self, token: &str) -> bool {
+        auth::secret_matches(token, &self.admin_token)
+    }
+
     /// Checks a name and password (argon2, at most [`MAX_VERIFYING`] at once, off the async
     /// threads) and opens a session.
     pub async fn sign_in(self: &Arc<Self>, name: &str, password: &str) -> Result<SignedIn, Denied> {

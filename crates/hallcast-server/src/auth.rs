@@ -54,7 +54,7 @@ pub fn secret_matches(given: &str, secret: &str) -> bool {
 }
 
 /// The SHA-256 digest of a credential, kept instead of the credential itself.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Credential([u8; 32]);
 
 impl Credential {

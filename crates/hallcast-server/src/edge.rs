@@ -163,6 +163,11 @@ pub struct Edge {
     report_rtt_us: std::sync::atomic::AtomicU64,
     upstream: watch::Sender<Option<Upstream>>,
     wake: Notify,
+    /// The parent acknowledged a report that said this relay is draining.
+    parent_knows_draining: std::sync::atomic::AtomicBool,
+    drain_acked: Notify,
+    /// The relay is stopping: no new pull.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Edge {
@@ -204,6 +209,9 @@ impl Edge {
             report_rtt_us: 0.into(),
             upstream: tx,
             wake: Notify::new(),
+            parent_knows_draining: false.into(),
+            drain_acked: Notify::new(),
+            stopping: false.into(),
         });
         (edge, rx)
     }
@@ -212,6 +220,47 @@ impl Edge {
     pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let edge = self.clone();
         tokio::spawn(async move { edge.run().await })
+    }
+
+    /// The parent in use now.
+    pub fn parent_url(&self) -> String {
+        self.parent().1.to_string()
+    }
+
+    /// Draining: reports to the parent at once and resolves when the parent has acknowledged
+    /// a report that says so (it then routes no new point here), or after `timeout` (false).
+    pub async fn tell_parent_draining(&self, timeout: Duration) -> bool {
+        let acked = self.drain_acked.notified();
+        tokio::pin!(acked);
+        acked.as_mut().enable();
+        if self.parent_knows_draining.load(Relaxed) {
+            return true;
+        }
+        self.wake.notify_one();
+        tokio::time::timeout(timeout, acked).await.is_ok()
+            || self.parent_knows_draining.load(Relaxed)
+    }
+
+    /// Stopping: lets go of every pull at the parent (DELETE, waiting at most `timeout`), so
+    /// that the parent counts this relay gone at once rather than after its sessions time out
+    /// (a draining parent waits for its child relays too). No pull starts after this.
+    pub async fn release_pulls(&self, timeout: Duration) {
+        self.stopping.store(true, Relaxed);
+        let pulls: Vec<Pull> = self.pulls_lock().drain().map(|(_, p)| p).collect();
+        let deletes = pulls.into_iter().filter_map(|p| match p {
+            Pull::Live {
+                location: Some(url),
+                ..
+            } => Some(
+                self.http
+                    .delete(url)
+                    .bearer_auth(&self.credential)
+                    .timeout(timeout)
+                    .send(),
+            ),
+            _ => None,
+        });
+        futures_util::future::join_all(deletes).await;
     }
 
     fn parent(&self) -> (usize, &str) {
@@ -237,7 +286,21 @@ impl Edge {
                     self.state.tree.parent_answered(Instant::now());
                     self.report_rtt_us
                         .store(sent.elapsed().as_micros() as u64, Relaxed);
+                    if report.draining && !self.parent_knows_draining.swap(true, Relaxed) {
+                        info!(%parent, "the parent relay knows this relay is draining");
+                        self.drain_acked.notify_waiters();
+                    }
+                    let parent_draining = sync.draining;
                     self.apply(sync).await;
+                    // The parent is stopping: a child with somewhere else to go goes now (its
+                    // points keep their sessions, as in any failover). A draining child stays.
+                    if parent_draining && self.parents.len() > 1 && !self.state.drain.is_draining()
+                    {
+                        warn!(%parent, "the parent relay is draining; moving to the next parent");
+                        primary_ok_since = None;
+                        self.move_to((i + 1) % self.parents.len()).await;
+                        continue;
+                    }
                 }
                 Err(e) => {
                     failures += 1;
@@ -413,6 +476,7 @@ impl Edge {
             load,
             last_report_ms: None,
             children: self.state.tree.children(Instant::now()),
+            draining: self.state.drain.is_draining(),
         };
         self.state.tree.set_own(report.clone());
         report
@@ -476,7 +540,7 @@ impl Edge {
         // so two conferences pulled from one parent cannot share a local port.
         let shard = {
             let mut pulls = self.pulls_lock();
-            if pulls.contains_key(&conference) {
+            if pulls.contains_key(&conference) || self.stopping.load(Relaxed) {
                 return false;
             }
             let used: HashSet<usize> = pulls.values().map(Pull::shard).collect();

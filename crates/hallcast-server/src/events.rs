@@ -25,6 +25,11 @@
 //!   starts and at subscription while it runs, so a point that drops and rejoins during the
 //!   countdown still gets it. Only to sessions of a connection point (a join link): they
 //!   answer with that link's token (`POST /api/v1/conferences/{c}/rollcalls/{id}/answer`);
+//! * `drain` (`{"relay": URL, "url": URL|null, "home": URL, "parent": URL|null,
+//!   "deadline_ms": N}`): this relay is stopping (SIGTERM, see [`crate::drain`]): connect
+//!   elsewhere — ask `url` (the central, else the parent) for a route avoiding `relay` — and
+//!   then let go of this session; the relay ends the sessions still here at `deadline_ms`.
+//!   Sent once, when the drain starts or at subscription during one;
 //! * `layers`: this viewer's allocation —
 //!   `{"video": {"layer": 0|null, "target": 0|null, "paused": bool, "reason":
 //!   "bandwidth"|"viewer"|null, "estimate_bps": N|null, "available": [{"layer": 0,
@@ -60,7 +65,14 @@ use crate::{AppError, AppState};
 /// The link relation of the extension (WHEP draft, "Server Sent Events extension").
 pub const REL: &str = "urn:ietf:params:whep:ext:core:server-sent-events";
 /// The events this relay sends, in the `events` attribute of the `Link`.
-pub const EVENTS: [&str; 5] = ["active", "inactive", "layers", "viewercount", "rollcall"];
+pub const EVENTS: [&str; 6] = [
+    "active",
+    "inactive",
+    "layers",
+    "viewercount",
+    "rollcall",
+    "drain",
+];
 /// How often the snapshot is read for viewer counts, layer bitrates and forwarded layers.
 pub const TICK: Duration = Duration::from_secs(2);
 /// Keep-alive comments: proxies cut idle responses after 30–60 s.
@@ -88,6 +100,7 @@ pub struct EventSet {
     pub layers: bool,
     pub viewercount: bool,
     pub rollcall: bool,
+    pub drain: bool,
 }
 
 impl EventSet {
@@ -120,6 +133,7 @@ impl EventSet {
                 Some("layers") => set.layers = true,
                 Some("viewercount") => set.viewercount = true,
                 Some("rollcall") => set.rollcall = true,
+                Some("drain") => set.drain = true,
                 Some(other) => unknown.push(format!("{other:?}")),
                 None => unknown.push(item.to_string()),
             }
@@ -536,7 +550,7 @@ pub async fn stream(
             .entry(conf_id)
             .or_insert_with(|| watch::Sender::new(fresh))
             .subscribe();
-        Feed::new(events, viewer, conf, guard)
+        Feed::new(events, viewer, conf, state.drain.subscribe(), guard)
     };
     hub.ensure_ticker(&state.engine);
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
@@ -602,6 +616,8 @@ struct Feed {
     sent_viewer: Option<ViewerState>,
     sent_layer_set: Option<Vec<u8>>,
     sent_rollcall: Option<String>,
+    drain: watch::Receiver<Option<crate::drain::DrainNotice>>,
+    sent_drain: bool,
     _guard: StreamGuard,
 }
 
@@ -610,6 +626,7 @@ impl Feed {
         events: EventSet,
         mut viewer: watch::Receiver<ViewerState>,
         mut conference: watch::Receiver<ConferenceState>,
+        drain: watch::Receiver<Option<crate::drain::DrainNotice>>,
         guard: StreamGuard,
     ) -> Feed {
         viewer.mark_unchanged();
@@ -624,6 +641,8 @@ impl Feed {
             sent_viewer: None,
             sent_layer_set: None,
             sent_rollcall: None,
+            drain,
+            sent_drain: false,
             _guard: guard,
         };
         // The current state right after the subscription.
@@ -643,6 +662,10 @@ impl Feed {
                     self.collect(true);
                 }
                 r = self.conference.changed() => {
+                    r.ok()?;
+                    self.collect(false);
+                }
+                r = self.drain.changed(), if !self.sent_drain => {
                     r.ok()?;
                     self.collect(false);
                 }
@@ -689,6 +712,18 @@ impl Feed {
                         })
                         .to_string(),
                     ),
+                );
+            }
+        }
+        if !self.sent_drain
+            && let Some(n) = self.drain.borrow_and_update().clone()
+        {
+            self.sent_drain = true;
+            if self.events.drain {
+                self.pending.push_back(
+                    Event::default()
+                        .event("drain")
+                        .data(serde_json::to_string(&n).unwrap_or_default()),
                 );
             }
         }

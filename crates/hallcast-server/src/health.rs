@@ -28,6 +28,10 @@ pub async fn healthz() -> &'static str {
 struct Check {
     name: &'static str,
     ok: bool,
+    /// Works, but not fully (the ledger's store is unreachable and events queue): shown,
+    /// not failed. Omitted when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    degraded: bool,
     detail: String,
 }
 
@@ -44,9 +48,16 @@ struct Readiness {
 ///   snapshots (a wedged or stopped shard fails it); read from the published cells, never
 ///   from a media thread;
 /// - `ledger`: the attendance ledger's writer takes a flush and its store answers a read,
-///   within 2 s;
+///   within 2 s. While its store (the database) is unreachable the check stays `ok` with
+///   `"degraded": true` and says since when and how many events wait: the relay still serves
+///   every hall and the events are stored when the database is back (see
+///   docs/postgresql.md), so an orchestrator must not take it out of service for that. Its
+///   metrics (`hallcast_ledger_store_up`, `…_store_outage_seconds`, `…_events_pending`,
+///   `…_events_dropped_total`) are what to alert on;
 /// - `parent` (an edge only): its parent relay answered a report within the last 5 s (the
-///   window after which the parent itself calls the edge down).
+///   window after which the parent itself calls the edge down);
+/// - `draining` (only while the relay drains after SIGTERM): always failed, so load balancers
+///   and Kubernetes stop sending new clients.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let mut checks = Vec::with_capacity(3);
     let n_shards = state.engine.n_shards();
@@ -54,6 +65,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         Ok(snap) if snap.shards.len() < n_shards => Check {
             name: "media",
             ok: false,
+            degraded: false,
             detail: format!(
                 "{} of {n_shards} media shard(s) have published a snapshot (starting)",
                 snap.shards.len()
@@ -62,6 +74,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         Ok(snap) => Check {
             name: "media",
             ok: true,
+            degraded: false,
             detail: format!(
                 "{} media shard(s) running on {}",
                 snap.shards.len(),
@@ -75,33 +88,54 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         Err(e) => Check {
             name: "media",
             ok: false,
+            degraded: false,
             detail: format!("the media engine is not running: {e}"),
         },
     });
     let ledger = state.registry.ledger().clone();
+    let stats = ledger.stats();
     let probe = async move {
         ledger.flush().await?;
         ledger.conferences().await.map(|c| c.len())
     };
-    checks.push(match tokio::time::timeout(LEDGER_TIMEOUT, probe).await {
-        Ok(Ok(n)) => Check {
+    checks.push(if let Some(since_ms) = stats.outage_since_ms {
+        // The writer is waiting for the store: a flush would wait with it.
+        let secs = (hallcast_ledger::now_ms() - since_ms).max(0) / 1000;
+        Check {
             name: "ledger",
             ok: true,
-            detail: format!("the attendance ledger answers ({n} conference(s) registered)"),
-        },
-        Ok(Err(e)) => Check {
-            name: "ledger",
-            ok: false,
-            detail: format!("the attendance ledger fails: {e}"),
-        },
-        Err(_) => Check {
-            name: "ledger",
-            ok: false,
+            degraded: true,
             detail: format!(
-                "the attendance ledger did not answer within {} s",
-                LEDGER_TIMEOUT.as_secs()
+                "the attendance ledger's store is unreachable since {secs} s ago: \
+                 {} event(s) wait in the queue, {} dropped so far (queue full); they are \
+                 stored when the store is back",
+                stats.n_pending, stats.n_dropped
             ),
-        },
+        }
+    } else {
+        match tokio::time::timeout(LEDGER_TIMEOUT, probe).await {
+            Ok(Ok(n)) => Check {
+                name: "ledger",
+                ok: true,
+                degraded: false,
+                detail: format!("the attendance ledger answers ({n} conference(s) registered)"),
+            },
+            Ok(Err(e)) => Check {
+                name: "ledger",
+                ok: false,
+                degraded: false,
+                detail: format!("the attendance ledger fails: {e}"),
+            },
+            Err(_) => Check {
+                name: "ledger",
+                ok: false,
+                degraded: false,
+                detail: format!(
+                    "the attendance ledger did not answer within {} s",
+                    LEDGER_TIMEOUT.as_secs()
+                ),
+            },
+        }
     });
     let is_edge = !state.config.upstream.parent.is_empty();
     if is_edge {
@@ -126,7 +160,22 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         checks.push(Check {
             name: "parent",
             ok,
+            degraded: false,
             detail,
+        });
+    }
+    if let Some(clock) = state.drain.clock() {
+        let now = Instant::now();
+        checks.push(Check {
+            name: "draining",
+            ok: false,
+            degraded: false,
+            detail: format!(
+                "the relay is stopping (SIGTERM {} s ago): new sessions are refused and its viewers \
+                 are moving elsewhere; it exits once they have gone, at most in {} s",
+                now.saturating_duration_since(clock.started).as_secs(),
+                clock.remaining(now).as_secs()
+            ),
         });
     }
     let ready = checks.iter().all(|c| c.ok);
@@ -256,6 +305,110 @@ mod tests {
         let (status, body) = get(edge, "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert!(body.contains("has not answered for 5 s"), "{body}");
+        state.engine.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// While the ledger cannot write (here: another connection holds the SQLite file's write
+    /// lock until its busy timeout runs out, as an unreachable database would), `/readyz`
+    /// stays ready and says the ledger is degraded, since when and how many events wait, and
+    /// `/metrics` shows it; once the store answers again both say so and the event is stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readyz_and_metrics_show_a_ledger_store_outage() {
+        let (state, dir) = crate::test_state("hallcast-readyz-outage").await;
+        readyz_until(&state, StatusCode::OK).await;
+        let ledger = state.registry.ledger().clone();
+        let lock = rusqlite::Connection::open(dir.join("ledger.sqlite3")).unwrap();
+        lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let ev = hallcast_core::accounting::Event {
+            event_id: hallcast_ledger::new_event_id(),
+            conference: hallcast_core::accounting::ConferenceId::parse("c1").unwrap(),
+            at_ms: hallcast_ledger::now_ms(),
+            kind: hallcast_core::accounting::EventKind::BroadcastStarted,
+        };
+        let id = ev.event_id;
+        ledger.sink().emit(ev).unwrap();
+        // The writer's attempt fails after SQLite's 10 s busy timeout.
+        let t0 = Instant::now();
+        while ledger.stats().outage_since_ms.is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "no outage seen");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (status, body) = get(state.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let check = &v["checks"][1];
+        assert_eq!(check["name"], "ledger", "{body}");
+        assert_eq!(
+            (&check["ok"], &check["degraded"]),
+            (&true.into(), &true.into()),
+            "{body}"
+        );
+        let detail = check["detail"].as_str().unwrap();
+        assert!(detail.contains("store is unreachable since"), "{body}");
+        assert!(
+            detail.contains("1 event(s) wait in the queue, 0 dropped"),
+            "{body}"
+        );
+        let mut metrics = String::new();
+        crate::attendance::write_ledger_metrics(&ledger, &mut metrics);
+        assert!(
+            metrics.contains("\nhallcast_ledger_store_up 0\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("\nhallcast_ledger_events_pending 1\n"),
+            "{metrics}"
+        );
+
+        lock.execute_batch("COMMIT").unwrap();
+        drop(lock);
+        tokio::time::timeout(Duration::from_secs(30), ledger.flush())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ledger.count_event_id(id).await.unwrap(), 1);
+        let (status, body) = get(state.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(!body.contains("degraded"), "{body}");
+        let mut metrics = String::new();
+        crate::attendance::write_ledger_metrics(&ledger, &mut metrics);
+        assert!(
+            metrics.contains("\nhallcast_ledger_store_up 1\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("\nhallcast_ledger_store_outages_total 1\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("\nhallcast_ledger_events_stored_late_total 1\n"),
+            "{metrics}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A draining relay is not ready (503, a failed `draining` check), whatever else holds.
+    #[tokio::test]
+    async fn a_draining_relay_is_not_ready() {
+        let (state, dir) = crate::test_state("hallcast-readyz-drain").await;
+        readyz_until(&state, StatusCode::OK).await;
+        state.drain.start(Instant::now(), Duration::from_secs(30));
+        let (status, body) = get(state.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["checks"][2]["name"], "draining", "{body}");
+        assert_eq!(v["checks"][2]["ok"], false, "{body}");
+        assert_eq!(v["checks"][0]["ok"], true, "{body}");
+        assert!(
+            v["checks"][2]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("new sessions are refused"),
+            "{body}"
+        );
+        let (status, _) = get(state.clone(), "/healthz").await;
+        assert_eq!(status, StatusCode::OK, "alive while draining");
         state.engine.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -10,11 +10,13 @@ pub mod access;
 pub mod attendance;
 pub mod auth;
 pub mod board;
+pub mod drain;
 pub mod edge;
 mod error;
 pub mod events;
 mod health;
 mod ledger_hook;
+pub mod limits;
 mod metrics;
 mod openapi;
 pub mod outbox;
@@ -107,6 +109,10 @@ pub struct AppState {
     pub events: Arc<events::Hub>,
     /// The consoles' accounts, sessions and role check (shared with the attendance API).
     pub access: Arc<access::Access>,
+    /// Graceful drain (SIGTERM): new sessions refused, viewers told to move.
+    pub drain: Arc<drain::Drain>,
+    /// Rate limits, session caps and refusal counters (`[limits]`).
+    pub limits: Arc<limits::Limiter>,
 }
 
 /// An edge's answer to a viewer of a conference it does not pull yet.
@@ -129,6 +135,7 @@ impl AppState {
     ) -> Arc<AppState> {
         Arc::new(AppState {
             access: Arc::new(access::Access::from_config(&config)),
+            limits: Arc::new(limits::Limiter::new(&config.limits)),
             config,
             engine,
             registry,
@@ -139,6 +146,7 @@ impl AppState {
             tree,
             demand: std::sync::OnceLock::new(),
             events: Arc::new(events::Hub::new()),
+            drain: Arc::new(drain::Drain::default()),
         })
     }
 
@@ -209,6 +217,10 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
         .merge(extra)
         .layer(axum::middleware::from_fn(api_preflight))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::guard,
+        ))
         .layer(axum::middleware::map_response(move |mut r: Response| {
             let cors = cors.clone();
             async move {

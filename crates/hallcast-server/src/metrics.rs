@@ -152,6 +152,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     write_node(&mut x, &state, now);
     write_edges(&mut x, &state.tree.children(now));
     let mut out = x.out;
+    crate::limits::write_metrics(&state.limits, &mut out);
     if let Some(extra) = state.extra_metrics.get() {
         extra(&mut out);
     }

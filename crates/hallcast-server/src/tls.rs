@@ -21,13 +21,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::limits::{self, Limiter};
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
-use axum::http::Request;
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -36,11 +34,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
-use tower::ServiceExt;
 use tracing::{debug, warn};
-
-/// How long a client has from its TCP connect to a finished TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A certificate, key or CA file that cannot be used, with the configuration key naming it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,31 +162,51 @@ pub fn server_config(
     Ok((current.server_config()?, current))
 }
 
-/// Serves `app` over TLS on `listener` until the listener fails for good. Each connection
-/// is handshaken in its own task; a failed handshake (or plain HTTP) ends that connection only.
+/// Serves `app` over TLS on `listener` until the listener fails for good, with the plain
+/// listener's limits (`crate::limits::serve`): at most `limits.max_connections` open, and
+/// `limits.header_timeout_secs` for the TLS handshake and then for each request's header.
+/// Each connection is handshaken in its own task; a failed handshake (or plain HTTP) ends that
+/// connection only.
 pub async fn serve_tls(
     listener: TcpListener,
     app: Router,
     config: Arc<rustls::ServerConfig>,
+    limiter: Arc<Limiter>,
 ) -> io::Result<()> {
     let acceptor = TlsAcceptor::from(config);
+    let slots = limits::connection_slots(&limiter);
+    let handshake_timeout = limits::header_timeout(&limiter).max(Duration::from_secs(1));
     loop {
+        let slot = limits::take_slot(&slots).await?;
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                // As axum::serve: per-connection errors and fd exhaustion are not fatal.
-                debug!("accepting an HTTPS connection: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // As the plain listener: per-connection errors and fd exhaustion are not fatal.
+                warn!(error = %e, "accepting an HTTPS connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
-        tokio::spawn(async move { connection(tcp, peer, acceptor, app).await });
+        let limiter = limiter.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Some(stream) = handshake(tcp, peer, acceptor, handshake_timeout).await {
+                limits::serve_connection(stream, peer, app, limiter).await;
+            }
+        });
     }
 }
 
-async fn connection(mut tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, app: Router) {
+/// The TLS handshake of one connection, or None (plain HTTP answered 400, a failed or late
+/// handshake, a connection closed at once).
+async fn handshake(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    within: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let _ = tcp.set_nodelay(true);
     let handshake = async {
         let mut first = [0u8; 1];
@@ -206,30 +220,16 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor,
         }
         acceptor.accept(tcp).await.map(Some)
     };
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Ok(Some(s))) => s,
-        Ok(Ok(None)) => return,
+    match tokio::time::timeout(within, handshake).await {
+        Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             debug!(%peer, "TLS handshake failed: {e}");
-            return;
+            None
         }
         Err(_) => {
             debug!(%peer, "TLS handshake timed out");
-            return;
+            None
         }
-    };
-    // As the plain listener: each request knows its peer (`ConnectInfo<SocketAddr>`).
-    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-        let mut req = req.map(Body::new);
-        req.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(req)
-    });
-    let served = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
-        .await;
-    if let Err(e) = served {
-        debug!(%peer, "HTTPS connection ended: {e}");
     }
 }
 

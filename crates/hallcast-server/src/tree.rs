@@ -49,6 +49,9 @@ pub struct NodeReport {
     /// Its pulls from the parent, each with the layers its own viewers and child relays
     /// use: the parent forwards only those.
     pub pulls: Vec<PullReport>,
+    /// The relay is draining (SIGTERM): it takes no new points, and the parent shows its
+    /// `state` as `draining` and never routes or redirects a point to it (nor below it).
+    pub draining: bool,
 }
 
 /// One pull of a relay from its parent.
@@ -161,6 +164,8 @@ pub struct SyncAnswer {
     pub join_key: String,
     /// Revoked join links: only tokens of the current generation are valid.
     pub revocations: Vec<Revocation>,
+    /// The parent is draining (SIGTERM): a child with a fallback moves there now.
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -314,6 +319,9 @@ impl Tree {
                     r.uplink.state = std::mem::take(&mut r.state);
                 }
                 r.state = state_of(age).into();
+                if r.draining && r.state == "up" {
+                    r.state = "draining".into();
+                }
                 r.last_report_ms = Some(age.as_millis() as u64);
                 if r.state == "down" {
                     // What a dead relay last said about its children is no longer known: they
@@ -405,6 +413,7 @@ impl Tree {
                 .collect(),
             join_key: keys.public_key(),
             revocations: keys.revocations(),
+            draining: state.drain.is_draining(),
         }
     }
 
@@ -430,7 +439,7 @@ fn mark(n: &mut NodeReport, state: &str) {
     }
 }
 
-/// Nodes that can take points: reporting, with a live path to this relay.
+/// Nodes that can take points: reporting, not draining, with a live path to this relay.
 fn collect_live<'a>(n: &'a NodeReport, out: &mut Vec<&'a NodeReport>) {
     if n.state != "up" {
         return;
@@ -532,7 +541,12 @@ pub async fn tree(
     let answer = TreeAnswer {
         name: state.tree.name.clone(),
         url: state.tree.url.clone(),
-        state: "up".into(),
+        state: if state.drain.is_draining() {
+            "draining"
+        } else {
+            "up"
+        }
+        .into(),
         parent: own.as_ref().and_then(|o| o.parent.clone()),
         uplink: own.as_ref().map(|o| Uplink {
             state: o.state.clone(),
@@ -828,6 +842,45 @@ mod tests {
             mid.children.is_empty(),
             "a dead relay's children are not claimed under it"
         );
+    }
+
+    #[test]
+    fn a_draining_edge_gets_no_points_and_is_shown_draining() {
+        let tree = Tree::new("central".into(), "http://central".into(), "c".repeat(16));
+        tree.set_point_orgs(HashMap::from([("p1".to_string(), "org-a".to_string())]));
+        let t0 = Instant::now();
+        tree.record(node("edge-a", &["org-a"], true, 1), t0);
+        tree.record(node("edge-b", &[], true, 5), t0);
+        assert_eq!(
+            tree.redirect_for("p1", t0).as_deref(),
+            Some("http://edge-a")
+        );
+        let mut draining = node("edge-a", &["org-a"], true, 1);
+        draining.draining = true;
+        draining
+            .children
+            .push(node("below-a", &["org-a"], false, 0));
+        tree.record(draining, t0);
+        assert_eq!(
+            tree.redirect_for("p1", t0).as_deref(),
+            Some("http://edge-b"),
+            "neither the draining edge nor what hangs below it: an open sibling"
+        );
+        let kids = tree.children(t0);
+        let a = kids.iter().find(|n| n.name == "edge-a").unwrap();
+        assert_eq!(a.state, "draining");
+        tree.record(node("edge-b", &[], false, 5), t0);
+        assert_eq!(
+            tree.redirect_for("p1", t0),
+            None,
+            "nowhere else: served here"
+        );
+        // A draining edge that stops reporting is stale, then down, as any other.
+        let kids = tree.children(t0 + DOWN_AFTER);
+        let a = kids.iter().find(|n| n.name == "edge-a").unwrap();
+        assert_eq!(a.state, "down");
+        let old: NodeReport = serde_json::from_str(r#"{"name":"old"}"#).unwrap();
+        assert!(!old.draining, "a report from before drains is not draining");
     }
 
     #[test]

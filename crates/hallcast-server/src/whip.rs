@@ -76,6 +76,8 @@ pub async fn whip_post(
             "Hội nghị đã kết thúc / the conference has ended: reopen it to broadcast again",
         ));
     }
+    // Draining: the publisher that is here keeps broadcasting; a new one goes elsewhere.
+    state.drain.refuse()?;
     let offer = sdp_body(&state, &headers, body).await?;
     let started = state.engine.publish(&conference, offer).await?;
     Ok(created(
@@ -108,6 +110,7 @@ pub async fn whep_post(
     let token = bearer(&headers)?;
     if state.tree.is_relay(token) {
         // A child relay pulling every layer (its offer comes from `Engine::pull`).
+        state.drain.refuse()?;
         let offer = sdp_body(&state, &headers, body).await?;
         let started = subscribe_or_demand(&state, &conference, offer, true).await?;
         return Ok(created(
@@ -145,6 +148,9 @@ pub async fn whep_post(
     {
         return Ok(r);
     }
+    // Draining: 503 + Retry-After; the viewer page retries through the route lookup.
+    state.drain.refuse()?;
+    crate::limits::admit(&state, &conference)?;
     let offer = sdp_body(&state, &headers, body).await?;
     let started = subscribe_or_demand(&state, &conference, offer, false).await?;
     Ok(created(

@@ -540,6 +540,9 @@ struct Relay {
     /// The whole HTTP surface (the demo's built-in source reaches it over loopback when the
     /// public listener speaks TLS).
     app: axum::Router,
+    /// On an edge: its loop (to tell the parent it drains) and its outbox's counters (to
+    /// deliver the last attendance events before the exit).
+    edge: Option<(Arc<Edge>, Arc<hallcast_server::outbox::OutboxStats>)>,
 }
 
 /// Opens the attendance ledger the configuration names (SQLite in the data dir by default).
@@ -692,8 +695,10 @@ impl Relay {
         );
         let ledger_hook: Arc<dyn hallcast_server::EventHook> =
             Arc::new(LedgerHook::new(ledger.sink()));
+        let mut edge_parts = None;
         let hook: Arc<dyn hallcast_server::EventHook> = if is_edge {
             let (edge, upstream) = Edge::new(state.clone(), edge_keys, &config.upstream);
+            edge_parts = Some((edge.clone(), outbox_stats.clone()));
             let _ = state.demand.set(edge.clone());
             hallcast_server::outbox::spawn_outbox_with_client(
                 ledger.clone(),
@@ -761,12 +766,13 @@ impl Relay {
                 }
             });
         }
+        let limiter = state.limits.clone();
         let server = match tls {
             Some(tls) => {
                 hallcast_server::tls::warn_if_public_url_is_http(&config);
-                tokio::spawn(hallcast_server::tls::serve_tls(listener, app, tls))
+                tokio::spawn(hallcast_server::tls::serve_tls(listener, app, tls, limiter))
             }
-            None => tokio::spawn(async move { axum::serve(listener, app).await }),
+            None => tokio::spawn(hallcast_server::limits::serve(listener, app, limiter)),
         };
         Ok(Relay {
             base_url,
@@ -776,27 +782,176 @@ impl Relay {
             server,
             state,
             app: app_for_demo,
+            edge: edge_parts,
         })
     }
 
-    async fn run_until_signal(self) -> anyhow::Result<()> {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => info!("interrupted; ending sessions"),
-            _ = term.recv() => info!("terminated; ending sessions"),
-            r = self.server => {
+    /// Runs until a signal. SIGINT (Ctrl-C) ends every session at once. SIGTERM drains (see
+    /// `hallcast_server::drain`): new sessions refused, `/readyz` 503, the parent told, the
+    /// viewers told to move; the relay exits once no viewer is left or after
+    /// `http.drain_seconds`, and a second SIGTERM or a SIGINT during the drain stops it at
+    /// once. Either way the sessions still here end as a shutdown (their leaves reach the
+    /// ledger) and the exit status is 0.
+    async fn run_until_signal(mut self) -> anyhow::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let server = &mut self.server;
+        let drain = tokio::select! {
+            _ = int.recv() => {
+                info!("interrupted; ending sessions");
+                false
+            }
+            _ = term.recv() => true,
+            r = server => {
                 r??;
                 anyhow::bail!("the HTTP server stopped");
             }
+        };
+        if drain {
+            self.drain(&mut term, &mut int).await;
+        }
+        if let Some((edge, _)) = &self.edge {
+            // The parent sees this edge leave now, not when its pulls time out.
+            edge.release_pulls(Duration::from_secs(1)).await;
         }
         self.engine.shutdown().await;
         // Let the event pump hand the last session ends to the ledger, then make them durable.
         tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some((_, stats)) = &self.edge {
+            // The leaves just written go up to the parent before the exit (the central's report
+            // must not keep a point present here that has moved on).
+            outbox_caught_up(&self.ledger, stats, Duration::from_secs(5)).await;
+        }
         if let Err(e) = self.ledger.close().await {
             warn!("closing the ledger: {e}");
         }
         drop(self.state);
         Ok(())
+    }
+
+    /// The graceful drain after a first SIGTERM; returns when the relay should stop.
+    async fn drain(
+        &self,
+        term: &mut tokio::signal::unix::Signal,
+        int: &mut tokio::signal::unix::Signal,
+    ) {
+        use hallcast_server::drain::{DrainNotice, ExitReason, Step};
+        let timeout = Duration::from_secs(self.state.config.http.drain_seconds);
+        if timeout.is_zero() {
+            info!("terminated; ending sessions (http.drain_seconds = 0: no drain)");
+            return;
+        }
+        let clock = self.state.drain.start(std::time::Instant::now(), timeout);
+        info!(
+            drain_seconds = timeout.as_secs(),
+            viewers = viewer_sessions(&self.engine).await,
+            "terminated; draining: new sessions refused, viewers told to move (SIGTERM again or SIGINT: stop now)"
+        );
+        let own = self.state.tree.url.trim_end_matches('/').to_string();
+        let (url, parent) = match &self.edge {
+            Some((edge, _)) => {
+                // The parent first, so that the route lookups the viewers make next never
+                // name this edge.
+                if !edge.tell_parent_draining(Duration::from_secs(2)).await {
+                    warn!(
+                        "the parent relay did not acknowledge the drain within 2 s; telling the viewers anyway"
+                    );
+                }
+                let parent = edge.parent_url();
+                let home = self.state.tree.root();
+                let home = home.trim_end_matches('/');
+                let url = if home.is_empty() || home == own {
+                    parent.clone()
+                } else {
+                    home.to_string()
+                };
+                (Some(url), Some(parent))
+            }
+            None => (None, None),
+        };
+        let deadline_ms = hallcast_ledger::now_ms() + timeout.as_millis() as i64;
+        self.state.drain.notify(DrainNotice {
+            relay: own,
+            url,
+            home: self.state.tree.root(),
+            parent,
+            deadline_ms,
+        });
+        loop {
+            let viewers = viewer_sessions(&self.engine).await;
+            match clock.step(std::time::Instant::now(), viewers) {
+                Step::Exit(ExitReason::Empty) => {
+                    info!(
+                        after_ms = clock.started.elapsed().as_millis() as u64,
+                        "drained: no viewer left; stopping"
+                    );
+                    return;
+                }
+                Step::Exit(ExitReason::Timeout) => {
+                    info!(
+                        viewers,
+                        "drain timeout (http.drain_seconds); ending the remaining sessions"
+                    );
+                    return;
+                }
+                Step::Wait(d) => tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = term.recv() => {
+                        info!(viewers, "terminated again; ending the remaining sessions now");
+                        return;
+                    }
+                    _ = int.recv() => {
+                        info!(viewers, "interrupted; ending the remaining sessions now");
+                        return;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Viewer sessions on this relay: points and child relays (never the hall's publisher nor this
+/// edge's own pulls). 0 when the engine gives no snapshot.
+async fn viewer_sessions(engine: &Engine) -> usize {
+    use hallcast_rtc::Role;
+    engine.snapshot().await.map_or(0, |s| {
+        s.sessions
+            .iter()
+            .filter(|s| matches!(s.role, Role::Subscriber | Role::Relay))
+            .count()
+    })
+}
+
+/// Waits (at most `timeout`) until the edge's outbox has delivered every point-level event of
+/// the local ledger to the parent.
+async fn outbox_caught_up(
+    ledger: &Ledger,
+    stats: &hallcast_server::outbox::OutboxStats,
+    timeout: Duration,
+) {
+    use hallcast_server::outbox::{MAX_BATCH, select_batch};
+    let t0 = std::time::Instant::now();
+    if let Err(e) = ledger.flush().await {
+        warn!("flushing the ledger: {e}");
+    }
+    loop {
+        let cursor = stats.cursor.load(std::sync::atomic::Ordering::Relaxed);
+        let pending = match ledger.events_after(cursor, MAX_BATCH).await {
+            Ok(page) => select_batch(cursor, page).map_or(0, |b| b.events.len()),
+            Err(_) => 0,
+        };
+        if pending == 0 {
+            return;
+        }
+        if t0.elapsed() >= timeout {
+            warn!(
+                pending,
+                "attendance events not yet delivered to the parent relay; they go up when this edge runs again"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -1039,7 +1194,8 @@ async fn demo(
                 .context("cannot open the built-in source's loopback listener")?;
             let url = format!("http://{}/whip/{conference}", l.local_addr()?);
             let app = relay.app.clone();
-            tokio::spawn(async move { axum::serve(l, app).await });
+            let limiter = relay.state.limits.clone();
+            tokio::spawn(hallcast_server::limits::serve(l, app, limiter));
             url
         } else {
             whip_url

@@ -52,7 +52,8 @@ pub use event::{EndReason, Event, EventKind, SessionChange};
 pub use fold::{Declaration, Folder, Interval, PointPresence, Presence, fold};
 pub use ids::{ConferenceId, EventId, IdError, OrgId, PointId, RollCallId, SessionId};
 pub use report::{
-    DEFAULT_GRACE_MS, OrgRow, Organisation, PointInfo, PointRow, Report, ReportConfig, build_report,
+    DEFAULT_GRACE_MS, OrgRow, Organisation, PointInfo, PointRow, Report, ReportConfig, StoreOutage,
+    build_report,
 };
 pub use rollcall::{RollCall, RollCallOutcome, RollCallPoint, roll_calls, running};
 

@@ -138,9 +138,62 @@ pub struct Report {
     /// The conference's roll calls, oldest first (see [`super::roll_calls`]); empty from
     /// [`build_report`] alone, filled by [`Report::with_roll_calls`].
     pub roll_calls: Vec<RollCall>,
+    /// Times the ledger's store could not be reached while this broadcast was live, oldest
+    /// first; empty from [`build_report`] alone, filled by [`Report::with_store_outages`].
+    pub store_outages: Vec<StoreOutage>,
+}
+
+/// A time during which a relay node could not reach the ledger's store (the database was
+/// unreachable), recorded by that node once the store answered again.
+///
+/// While the store is unreachable the node keeps its events in a bounded queue and stores
+/// them when it comes back (`n_stored_late`); only events that found the queue full are
+/// lost (`n_dropped`). A report whose broadcast overlapped an outage says so, because its
+/// figures may lack the dropped events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOutage {
+    /// The relay node that saw the outage.
+    pub node: String,
+    /// First failed write (Unix ms).
+    pub from_ms: i64,
+    /// First successful write after it (Unix ms).
+    pub to_ms: i64,
+    /// Events that waited in the node's queue and were stored when the store came back.
+    pub n_stored_late: u64,
+    /// Events dropped because the queue was full (lost: never stored).
+    pub n_dropped: u64,
+}
+
+impl StoreOutage {
+    /// Whether the outage overlaps the interval (both ends included: an outage that ends
+    /// exactly when the broadcast starts could still have held its first events).
+    pub fn overlaps(&self, i: &Interval) -> bool {
+        self.from_ms <= i.end_ms && self.to_ms >= i.start_ms
+    }
 }
 
 impl Report {
+    /// Keeps, of every recorded store outage (of any node, in any order), those that
+    /// overlap a live period of this broadcast, oldest first. A broadcast that never went
+    /// live has no notice: nothing of it could be lost.
+    pub fn with_store_outages(mut self, outages: impl IntoIterator<Item = StoreOutage>) -> Report {
+        let mut kept: Vec<StoreOutage> = outages
+            .into_iter()
+            .filter(|o| self.live.iter().any(|i| o.overlaps(i)))
+            .collect();
+        kept.sort_by(|a, b| (a.from_ms, a.to_ms, &a.node).cmp(&(b.from_ms, b.to_ms, &b.node)));
+        kept.dedup();
+        self.store_outages = kept;
+        self
+    }
+
+    /// Events of the overlapping outages that were stored late, and that were dropped.
+    pub fn store_outage_totals(&self) -> (u64, u64) {
+        self.store_outages
+            .iter()
+            .fold((0, 0), |(l, d), o| (l + o.n_stored_late, d + o.n_dropped))
+    }
+
     /// Sets the roll calls (computed by [`super::roll_calls`] from the same events).
     pub fn with_roll_calls(mut self, roll_calls: Vec<RollCall>) -> Report {
         self.roll_calls = roll_calls;
@@ -290,6 +343,7 @@ pub fn build_report(
         n_events: presence.n_events,
         n_duplicates: presence.n_duplicates,
         roll_calls: Vec::new(),
+        store_outages: Vec::new(),
     }
 }
 

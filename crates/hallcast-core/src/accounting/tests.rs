@@ -509,3 +509,61 @@ fn relays_are_named_per_point_sorted_and_deduplicated() {
     }
     assert_eq!(stripped, plain);
 }
+
+fn outage(node: &str, from_s: i64, to_s: i64, late: u64, dropped: u64) -> StoreOutage {
+    StoreOutage {
+        node: node.into(),
+        from_ms: T0 + from_s * S,
+        to_ms: T0 + to_s * S,
+        n_stored_late: late,
+        n_dropped: dropped,
+    }
+}
+
+#[test]
+fn store_outages_are_kept_only_when_they_overlap_a_live_period() {
+    let mut h = H::new();
+    h.live(100).gone(200).live(300).join(300, "hn-1", "a");
+    let all = vec![
+        outage("central", 250, 290, 5, 0),   // between the two live periods
+        outage("central", 10, 50, 1, 0),     // before the broadcast
+        outage("central", 190, 210, 7, 2),   // across the first end
+        outage("central-2", 350, 360, 3, 0), // during the second period, still live
+        outage("central", 400, 500, 4, 0),   // after the horizon: the second period ends at 380
+    ];
+    let r = h.report(380).with_store_outages(all.clone());
+    assert_eq!(
+        r.store_outages,
+        vec![
+            outage("central", 190, 210, 7, 2),
+            outage("central-2", 350, 360, 3, 0)
+        ]
+    );
+    assert_eq!(r.store_outage_totals(), (10, 2));
+
+    // The same outage recorded twice (two reads of one row) is shown once; order is by time.
+    let mut twice = all.clone();
+    twice.reverse();
+    twice.push(outage("central", 190, 210, 7, 2));
+    assert_eq!(
+        h.report(380).with_store_outages(twice).store_outages,
+        r.store_outages
+    );
+
+    // Touching ends count: an outage that ends exactly when the broadcast starts.
+    let r = h
+        .report(380)
+        .with_store_outages([outage("central", 90, 100, 1, 0)]);
+    assert_eq!(r.store_outages.len(), 1);
+
+    // A broadcast that never went live shows no outage.
+    let mut quiet = H::new();
+    quiet.join(10, "hn-1", "a");
+    assert!(
+        quiet
+            .report(100)
+            .with_store_outages(all)
+            .store_outages
+            .is_empty()
+    );
+}

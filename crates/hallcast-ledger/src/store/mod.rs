@@ -11,9 +11,20 @@
 //! | `conferences` | conferences known to the admin |
 //! | `token_generations` | revocation: a join token is valid only with its pair's current generation |
 //! | `nodes` | per relay node: current run and last heartbeat (crash recovery) |
+//! | `store_outages` | per relay node: when it could not reach the store, how many events it stored late and dropped |
+//! | `schema_version` | one row per migration applied: `version`, `applied_ms` |
+//!
+//! # Schema versions
+//! Every connection migrates the schema when it opens: the migrations after the highest
+//! `schema_version` row, in order, in one transaction (on PostgreSQL under an advisory lock,
+//! on SQLite under `BEGIN IMMEDIATE`), each recording its row. Version 1 is the schema as it
+//! was before versions existed (created with `IF NOT EXISTS`, so such a ledger is adopted
+//! unchanged); version 2 adds `store_outages`. A store whose schema is newer than
+//! [`SCHEMA_VERSION`] (written by a newer release) is refused with
+//! [`LedgerError::SchemaTooNew`] instead of being written by code that does not know it.
 
 use hallcast_core::accounting::{
-    ConferenceId, Event, EventId, OrgId, Organisation, PointId, PointInfo,
+    ConferenceId, Event, EventId, OrgId, Organisation, PointId, PointInfo, StoreOutage,
 };
 
 use crate::codec::Row;
@@ -23,6 +34,20 @@ use crate::transfer::StoredEvent;
 
 pub mod postgres;
 pub mod sqlite;
+
+/// The newest schema version this build knows (see the module docs, "Schema versions").
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Refuses a schema written by a newer release.
+fn check_version(found: i64) -> Result<()> {
+    if found > SCHEMA_VERSION {
+        return Err(LedgerError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
 
 /// A relay node's current run and last sign of life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +102,24 @@ impl StoreConfig {
 
 /// One connection to a backend. Every method is blocking.
 pub trait Store: Send {
+    /// Whether the connection is known to be gone (a PostgreSQL server restarted or cut
+    /// off): the caller should connect again before using it.
+    fn is_broken(&self) -> bool {
+        false
+    }
+    /// Whether the connection answers a round trip now (PostgreSQL: an empty query, at most
+    /// 2 s). A connection the server cut while idle looks fine until it is used; callers
+    /// that can reconnect (the ledger's reads) ask this first.
+    fn is_alive(&mut self) -> bool {
+        true
+    }
+    /// The highest migration applied ([`SCHEMA_VERSION`] once open).
+    fn schema_version(&mut self) -> Result<i64>;
+    /// Records a store outage this node saw during `run` (idempotent by node, run and
+    /// start).
+    fn record_outage(&mut self, run: i64, now_ms: i64, outage: &StoreOutage) -> Result<()>;
+    /// Recorded store outages (of every node) that overlap `[from_ms, to_ms]`, by start.
+    fn store_outages(&mut self, from_ms: i64, to_ms: i64) -> Result<Vec<StoreOutage>>;
     /// Appends rows in one transaction (durable when this returns `Ok`), stamping them with
     /// `node`/`run`, and records the node's heartbeat `now_ms` in the same transaction.
     /// Returns, per row, whether it was new (`false`: its event id was already stored).
@@ -127,6 +170,15 @@ pub trait Store: Send {
 pub(crate) struct Closed;
 
 impl Store for Closed {
+    fn schema_version(&mut self) -> Result<i64> {
+        Err(LedgerError::Closed)
+    }
+    fn record_outage(&mut self, _: i64, _: i64, _: &StoreOutage) -> Result<()> {
+        Err(LedgerError::Closed)
+    }
+    fn store_outages(&mut self, _: i64, _: i64) -> Result<Vec<StoreOutage>> {
+        Err(LedgerError::Closed)
+    }
     fn append(&mut self, _: &str, _: i64, _: i64, _: &[Row]) -> Result<Vec<bool>> {
         Err(LedgerError::Closed)
     }

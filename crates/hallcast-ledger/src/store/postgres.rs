@@ -8,13 +8,14 @@
 //! `on` by default).
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use hallcast_core::accounting::{
-    ConferenceId, Event, EventId, OrgId, Organisation, PointId, PointInfo,
+    ConferenceId, Event, EventId, OrgId, Organisation, PointId, PointInfo, StoreOutage,
 };
 use postgres::{Client, GenericClient, NoTls, Statement};
 
-use super::{RunInfo, Store};
+use super::{RunInfo, SCHEMA_VERSION, Store};
 use crate::codec::{self, Row};
 use crate::error::{LedgerError, Result};
 use crate::registry::Conference;
@@ -66,6 +67,64 @@ CREATE TABLE IF NOT EXISTS nodes (
 );
 ";
 
+/// Migration 2: the store outages each node recorded once its store was back.
+const STORE_OUTAGES: &str = "
+CREATE TABLE IF NOT EXISTS store_outages (
+    node          TEXT   NOT NULL,
+    run           BIGINT NOT NULL,
+    from_ms       BIGINT NOT NULL,
+    to_ms         BIGINT NOT NULL,
+    n_stored_late BIGINT NOT NULL,
+    n_dropped     BIGINT NOT NULL,
+    recorded_ms   BIGINT NOT NULL,
+    PRIMARY KEY (node, run, from_ms)
+);
+";
+
+/// Brings the schema to [`SCHEMA_VERSION`] (see [`super`], "Schema versions"): every
+/// migration not yet applied, in order, in one transaction that holds an advisory lock, so
+/// that relays starting together migrate once. Refuses a schema newer than this build.
+fn migrate(client: &mut Client) -> Result<()> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock(7395011)", &[])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             version    BIGINT PRIMARY KEY,
+             applied_ms BIGINT NOT NULL
+         )",
+    )?;
+    let found: Option<i64> = tx
+        .query_one("SELECT max(version) FROM schema_version", &[])?
+        .try_get(0)?;
+    let found = found.unwrap_or(0);
+    super::check_version(found)?;
+    for version in found + 1..=SCHEMA_VERSION {
+        match version {
+            1 => {
+                // The tables as they were before schema versions existed (`IF NOT EXISTS`:
+                // a ledger made then is adopted as version 1 unchanged), with the columns the
+                // conference registry added later.
+                tx.batch_execute(SCHEMA)?;
+                tx.batch_execute(
+                    "ALTER TABLE conferences ADD COLUMN IF NOT EXISTS stream_key TEXT NOT NULL DEFAULT '';
+                     ALTER TABLE conferences ADD COLUMN IF NOT EXISTS viewer_token TEXT NOT NULL DEFAULT '';
+                     ALTER TABLE conferences ADD COLUMN IF NOT EXISTS ended_ms BIGINT;
+                     ALTER TABLE conferences ADD COLUMN IF NOT EXISTS seed_stream_key TEXT NOT NULL DEFAULT '';",
+                )?;
+            }
+            2 => tx.batch_execute(STORE_OUTAGES)?,
+            _ => unreachable!("SCHEMA_VERSION has a migration for every version"),
+        }
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_ms) VALUES ($1, $2)",
+            &[&version, &crate::ledger::now_ms()],
+        )?;
+        tracing::info!(version, "ledger schema migrated (PostgreSQL)");
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 const INSERT_BATCH: &str = "
 INSERT INTO events (event_id, conference, point, session, at_ms, kind, value, node, run, stored_ms)
 SELECT u.event_id, u.conference, u.point, u.session, u.at_ms, u.kind, u.value, $8, $9, $10
@@ -101,9 +160,24 @@ fn valid_schema(s: &str) -> bool {
 }
 
 impl PgStore {
-    /// Connects, selects `schema` (creating it when missing) and creates the tables.
+    /// Connects, selects `schema` (creating it when missing) and migrates the tables to
+    /// [`SCHEMA_VERSION`].
     pub fn connect(url: &str, schema: Option<&str>) -> Result<Self> {
-        let mut client = Client::connect(url, NoTls)?;
+        let mut config: postgres::Config = url.parse()?;
+        // An unreachable server must fail an attempt within seconds (the writer retries;
+        // a read answers an error), not after the kernel's minutes of TCP retries. Each is
+        // kept when the URL sets it (`connect_timeout=`, `tcp_user_timeout=`).
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(Duration::from_secs(15));
+        }
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            // The client's default (2 h) would notice a silently dead server far too late.
+            config.keepalives_idle(Duration::from_secs(30));
+        }
+        let mut client = config.connect(NoTls)?;
         if let Some(s) = schema {
             if !valid_schema(s) {
                 return Err(LedgerError::Invalid(format!(
@@ -114,18 +188,7 @@ impl PgStore {
                 "CREATE SCHEMA IF NOT EXISTS \"{s}\"; SET search_path TO \"{s}\""
             ))?;
         }
-        // Serialize schema creation between connections that open at the same time.
-        let mut tx = client.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock(7395011)", &[])?;
-        tx.batch_execute(SCHEMA)?;
-        // Columns of the conference registry, added to ledgers made before it.
-        tx.batch_execute(
-            "ALTER TABLE conferences ADD COLUMN IF NOT EXISTS stream_key TEXT NOT NULL DEFAULT '';
-             ALTER TABLE conferences ADD COLUMN IF NOT EXISTS viewer_token TEXT NOT NULL DEFAULT '';
-             ALTER TABLE conferences ADD COLUMN IF NOT EXISTS ended_ms BIGINT;
-             ALTER TABLE conferences ADD COLUMN IF NOT EXISTS seed_stream_key TEXT NOT NULL DEFAULT '';",
-        )?;
-        tx.commit()?;
+        migrate(&mut client)?;
         let insert = client.prepare(INSERT_BATCH)?;
         Ok(Self { client, insert })
     }
@@ -194,6 +257,58 @@ fn upsert_point(c: &mut impl GenericClient, p: &PointInfo) -> Result<()> {
 }
 
 impl Store for PgStore {
+    fn is_broken(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    fn is_alive(&mut self) -> bool {
+        self.client.is_valid(Duration::from_secs(2)).is_ok()
+    }
+
+    fn schema_version(&mut self) -> Result<i64> {
+        let v: Option<i64> = self
+            .client
+            .query_one("SELECT max(version) FROM schema_version", &[])?
+            .try_get(0)?;
+        Ok(v.unwrap_or(0))
+    }
+
+    fn record_outage(&mut self, run: i64, now_ms: i64, o: &StoreOutage) -> Result<()> {
+        let late = i64::try_from(o.n_stored_late).unwrap_or(i64::MAX);
+        let dropped = i64::try_from(o.n_dropped).unwrap_or(i64::MAX);
+        self.client.execute(
+            "INSERT INTO store_outages
+                 (node, run, from_ms, to_ms, n_stored_late, n_dropped, recorded_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (node, run, from_ms) DO NOTHING",
+            &[
+                &o.node, &run, &o.from_ms, &o.to_ms, &late, &dropped, &now_ms,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn store_outages(&mut self, from_ms: i64, to_ms: i64) -> Result<Vec<StoreOutage>> {
+        let rows = self.client.query(
+            "SELECT node, from_ms, to_ms, n_stored_late, n_dropped FROM store_outages
+             WHERE from_ms <= $2 AND to_ms >= $1 ORDER BY from_ms, node",
+            &[&from_ms, &to_ms],
+        )?;
+        rows.into_iter()
+            .map(|r| {
+                let late: i64 = r.try_get(3)?;
+                let dropped: i64 = r.try_get(4)?;
+                Ok(StoreOutage {
+                    node: r.try_get(0)?,
+                    from_ms: r.try_get(1)?,
+                    to_ms: r.try_get(2)?,
+                    n_stored_late: corrupt(u64::try_from(late))?,
+                    n_dropped: corrupt(u64::try_from(dropped))?,
+                })
+            })
+            .collect()
+    }
+
     fn append(&mut self, node: &str, run: i64, now_ms: i64, rows: &[Row]) -> Result<Vec<bool>> {
         let ids: Vec<&[u8]> = rows.iter().map(|r| &r.event_id[..]).collect();
         let confs: Vec<&str> = rows.iter().map(|r| r.conference.as_str()).collect();

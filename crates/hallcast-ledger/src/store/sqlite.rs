@@ -4,11 +4,11 @@
 use std::path::Path;
 
 use hallcast_core::accounting::{
-    ConferenceId, Event, EventId, OrgId, Organisation, PointId, PointInfo,
+    ConferenceId, Event, EventId, OrgId, Organisation, PointId, PointInfo, StoreOutage,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{RunInfo, Store};
+use super::{RunInfo, SCHEMA_VERSION, Store};
 use crate::codec::{self, Row};
 use crate::error::{LedgerError, Result};
 use crate::registry::Conference;
@@ -85,6 +85,56 @@ fn migrate_conferences(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Migration 2: the store outages each node recorded once its store was back.
+const STORE_OUTAGES: &str = "
+CREATE TABLE IF NOT EXISTS store_outages (
+    node          TEXT    NOT NULL,
+    run           INTEGER NOT NULL,
+    from_ms       INTEGER NOT NULL,
+    to_ms         INTEGER NOT NULL,
+    n_stored_late INTEGER NOT NULL,
+    n_dropped     INTEGER NOT NULL,
+    recorded_ms   INTEGER NOT NULL,
+    PRIMARY KEY (node, run, from_ms)
+);
+";
+
+/// Brings the schema to [`SCHEMA_VERSION`] (see [`super`], "Schema versions"): every
+/// migration not yet applied, in order, in one `BEGIN IMMEDIATE` transaction. Refuses a
+/// schema newer than this build.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             version    INTEGER PRIMARY KEY,
+             applied_ms INTEGER NOT NULL
+         )",
+    )?;
+    let found: Option<i64> =
+        tx.query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))?;
+    let found = found.unwrap_or(0);
+    super::check_version(found)?;
+    for version in found + 1..=SCHEMA_VERSION {
+        match version {
+            1 => {
+                // The tables as they were before schema versions existed (`IF NOT EXISTS`:
+                // a ledger made then is adopted as version 1 unchanged).
+                tx.execute_batch(SCHEMA)?;
+                migrate_conferences(&tx)?;
+            }
+            2 => tx.execute_batch(STORE_OUTAGES)?,
+            _ => unreachable!("SCHEMA_VERSION has a migration for every version"),
+        }
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_ms) VALUES (?1, ?2)",
+            params![version, crate::ledger::now_ms()],
+        )?;
+        tracing::info!(version, "ledger schema migrated (SQLite)");
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 /// One SQLite connection.
 pub struct SqliteStore {
     conn: Connection,
@@ -98,15 +148,14 @@ impl SqliteStore {
         {
             std::fs::create_dir_all(dir)?;
         }
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // 64 MiB of page cache: the unique index on event ids stays in memory.
         conn.pragma_update(None, "cache_size", -65_536)?;
-        conn.execute_batch(SCHEMA)?;
-        migrate_conferences(&conn)?;
+        migrate(&mut conn)?;
         Ok(Self { conn })
     }
 }
@@ -179,6 +228,55 @@ fn parse_corrupt<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Resul
 }
 
 impl Store for SqliteStore {
+    fn schema_version(&mut self) -> Result<i64> {
+        let v: Option<i64> =
+            self.conn
+                .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))?;
+        Ok(v.unwrap_or(0))
+    }
+
+    fn record_outage(&mut self, run: i64, now_ms: i64, o: &StoreOutage) -> Result<()> {
+        let late = i64::try_from(o.n_stored_late).unwrap_or(i64::MAX);
+        let dropped = i64::try_from(o.n_dropped).unwrap_or(i64::MAX);
+        self.conn.execute(
+            "INSERT OR IGNORE INTO store_outages
+                 (node, run, from_ms, to_ms, n_stored_late, n_dropped, recorded_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![o.node, run, o.from_ms, o.to_ms, late, dropped, now_ms],
+        )?;
+        Ok(())
+    }
+
+    fn store_outages(&mut self, from_ms: i64, to_ms: i64) -> Result<Vec<StoreOutage>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT node, from_ms, to_ms, n_stored_late, n_dropped FROM store_outages
+             WHERE from_ms <= ?2 AND to_ms >= ?1 ORDER BY from_ms, node",
+        )?;
+        let rows = stmt.query_map(params![from_ms, to_ms], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (node, from_ms, to_ms, late, dropped) = r?;
+            let bad =
+                |e: std::num::TryFromIntError| LedgerError::Corrupt(format!("store outage: {e}"));
+            out.push(StoreOutage {
+                node,
+                from_ms,
+                to_ms,
+                n_stored_late: u64::try_from(late).map_err(bad)?,
+                n_dropped: u64::try_from(dropped).map_err(bad)?,
+            });
+        }
+        Ok(out)
+    }
+
     fn append(&mut self, node: &str, run: i64, now_ms: i64, rows: &[Row]) -> Result<Vec<bool>> {
         let tx = self
             .conn
@@ -565,5 +663,78 @@ mod tests {
         let mut store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.conferences().unwrap(), cs);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn migrations_adopt_old_ledgers_and_refuse_newer_schemas() {
+        let dir = tempfile::tempdir().unwrap();
+
+        // A fresh file: every migration, recorded.
+        let fresh = dir.path().join("fresh.sqlite3");
+        let mut store = SqliteStore::open(&fresh).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let o = StoreOutage {
+            node: "central".into(),
+            from_ms: 1_000,
+            to_ms: 5_000,
+            n_stored_late: 7,
+            n_dropped: 1,
+        };
+        store.record_outage(3, 6_000, &o).unwrap();
+        store.record_outage(3, 6_500, &o).unwrap(); // recorded twice: stored once
+        assert_eq!(store.store_outages(0, 10_000).unwrap(), vec![o.clone()]);
+        assert_eq!(store.store_outages(5_000, 9_000).unwrap(), vec![o.clone()]);
+        assert!(store.store_outages(5_001, 9_000).unwrap().is_empty());
+        drop(store);
+        // Opening again applies nothing twice.
+        let store = SqliteStore::open(&fresh).unwrap();
+        let n: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, SCHEMA_VERSION);
+        drop(store);
+
+        // A ledger made before schema versions (the first release's tables, an event in
+        // them): adopted as version 1, migrated, its event kept.
+        let old = dir.path().join("old.sqlite3");
+        {
+            let conn = Connection::open(&old).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute(
+                "INSERT INTO events (event_id, conference, at_ms, kind, node, run, stored_ms)
+                 VALUES (?1, 'c', 1, 'broadcast_started', 'central', 1, 1)",
+                params![vec![7u8; 16]],
+            )
+            .unwrap();
+        }
+        let mut store = SqliteStore::open(&old).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.n_events().unwrap(), 1);
+        assert!(store.conferences().unwrap().is_empty());
+        assert!(store.store_outages(0, i64::MAX).unwrap().is_empty());
+        drop(store);
+
+        // A newer release's schema: refused, named, untouched.
+        {
+            let conn = Connection::open(&old).unwrap();
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_ms) VALUES (?1, 0)",
+                params![SCHEMA_VERSION + 1],
+            )
+            .unwrap();
+        }
+        let err = SqliteStore::open(&old)
+            .err()
+            .expect("a newer schema is refused");
+        assert!(
+            matches!(err, LedgerError::SchemaTooNew { found, supported }
+                if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("newer than this hallcast knows"),
+            "{err}"
+        );
     }
 }

@@ -178,8 +178,18 @@ pub fn write_ledger_metrics(ledger: &Ledger, out: &mut String) {
         ),
         (
             "hallcast_ledger_events_failed_total",
-            "Attendance events that could not be stored after retries",
+            "Attendance events that could not be stored (refused by the store, or still queued when the ledger closed during a store outage)",
             s.n_failed,
+        ),
+        (
+            "hallcast_ledger_store_outages_total",
+            "Times the ledger's store (database) was unreachable and came back",
+            s.n_outages,
+        ),
+        (
+            "hallcast_ledger_events_stored_late_total",
+            "Attendance events that waited out a store outage in the queue and were then stored",
+            s.n_stored_late,
         ),
         (
             "hallcast_ledger_batches_total",
@@ -202,6 +212,33 @@ pub fn write_ledger_metrics(ledger: &Ledger, out: &mut String) {
             out,
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
         );
+    }
+    let outage_s = s
+        .outage_since_ms
+        .map_or(0.0, |since| (now_ms() - since).max(0) as f64 / 1000.0);
+    let gauges = [
+        (
+            "hallcast_ledger_store_up",
+            "1 while the ledger's store (database) answers, 0 during an outage",
+            if s.outage_since_ms.is_some() {
+                0.0
+            } else {
+                1.0
+            },
+        ),
+        (
+            "hallcast_ledger_store_outage_seconds",
+            "How long the current store outage has lasted (0 when none)",
+            outage_s,
+        ),
+        (
+            "hallcast_ledger_events_pending",
+            "Attendance events queued and not yet stored",
+            s.n_pending as f64,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
     }
 }
 
@@ -392,6 +429,17 @@ impl From<LedgerError> for ApiError {
                 "Dữ liệu không hợp lệ",
                 &why,
             ),
+            // The database is unreachable: the event is queued and will be stored when it
+            // is back; sending the same event id again stores it once.
+            LedgerError::Pending { .. } => {
+                tracing::warn!(error = %e, "durable append answered before it was stored");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ledger_pending",
+                    "Cơ sở dữ liệu điểm danh đang mất kết nối: sự kiện đã vào hàng đợi và sẽ được ghi khi kết nối lại",
+                    "The attendance database is unreachable: the event is queued and will be stored when it is back",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "attendance ledger failure");
                 ApiError::new(

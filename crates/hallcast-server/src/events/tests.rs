@@ -183,7 +183,7 @@ fn link_names_the_session_resource_and_the_events() {
         link.to_str().unwrap(),
         format!(
             "</whep/demo/{id}/events>; rel=\"urn:ietf:params:whep:ext:core:server-sent-events\"; \
-             events=\"active,inactive,layers,viewercount,rollcall\""
+             events=\"active,inactive,layers,viewercount,rollcall,drain\""
         )
     );
 }
@@ -395,4 +395,48 @@ async fn rollcall_reaches_point_sessions_at_start_and_at_subscription() {
         more.is_err(),
         "an expired roll call is not announced: {more:?}"
     );
+}
+
+/// The relay starts draining: a stream that asked for `drain` hears where to go, once; a
+/// stream opened during the drain hears it at subscription; one that did not ask hears nothing
+/// of it (and a new WHEP POST meanwhile is refused: see `whep_post`).
+#[tokio::test]
+async fn drain_reaches_the_streams_that_asked_at_start_and_at_subscription() {
+    let f = fixture().await;
+    let (status, location, text) = f
+        .post(&f.events_url(), Some(TOKEN), "[\"viewercount\",\"drain\"]")
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    let mut body = f.get(&location).await.into_body();
+    let first = read_events(&mut body, 1).await;
+    assert_eq!(first[0].0, "viewercount");
+    f.state
+        .drain
+        .start(std::time::Instant::now(), Duration::from_secs(30));
+    let notice = crate::drain::DrainNotice {
+        relay: "http://edge:8080".into(),
+        url: Some("http://central:8080".into()),
+        home: "http://central:8080".into(),
+        parent: Some("http://central:8080".into()),
+        deadline_ms: 1_700_000_030_000,
+    };
+    f.state.drain.notify(notice.clone());
+    let e = read_events(&mut body, 1).await;
+    assert_eq!(e[0].0, "drain");
+    let v: serde_json::Value = serde_json::from_str(&e[0].1).unwrap();
+    assert_eq!(v["url"], "http://central:8080", "{v}");
+    assert_eq!(v["relay"], "http://edge:8080", "{v}");
+    assert_eq!(v["deadline_ms"], 1_700_000_030_000i64, "{v}");
+    // Opened during the drain: at subscription.
+    let (_, location2, _) = f.post(&f.events_url(), Some(TOKEN), "[\"drain\"]").await;
+    let mut body2 = f.get(&location2).await.into_body();
+    let e = read_events(&mut body2, 1).await;
+    assert_eq!(e[0].0, "drain", "{e:?}");
+    // Not asked for: not sent (the next event is the viewer count's, nothing before it).
+    let (_, location3, _) = f
+        .post(&f.events_url(), Some(TOKEN), "[\"viewercount\"]")
+        .await;
+    let mut body3 = f.get(&location3).await.into_body();
+    let e = read_events(&mut body3, 1).await;
+    assert_eq!(e[0].0, "viewercount", "{e:?}");
 }
