@@ -842,6 +842,15 @@ impl Relay {
             info!("terminated; ending sessions (http.drain_seconds = 0: no drain)");
             return;
         }
+        if self.edge.is_none() && !self.state.tree.has_live_edge(std::time::Instant::now()) {
+            // A central with no live edge below it: its viewers have nowhere to move, and
+            // waiting would only delay the restart they are waiting for.
+            info!(
+                viewers = viewer_sessions(&self.engine).await,
+                "terminated; no live edge relay to move the viewers to: ending sessions now"
+            );
+            return;
+        }
         let clock = self.state.drain.start(std::time::Instant::now(), timeout);
         info!(
             drain_seconds = timeout.as_secs(),
