@@ -59,12 +59,14 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # and `jq` (the docs' examples read the relay's JSON).
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
+# `openssl` (tests/https.rs and docs/deploy.md's HTTPS example make a private CA and a certificate).
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # `turnserver` (tests/turn.rs runs the shipped deploy/turn/turnserver.conf on loopback).
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 else
-  say "chromium, node, npm, python3-venv, iproute2, nftables, systemd-analyze, curl, jq and coturn are present"
+  say "chromium, node, npm, python3-venv, iproute2, nftables, systemd-analyze, curl, jq, openssl and coturn are present"
 fi
 
 node_major="$(node -p 'process.versions.node.split(".")[0]')"

@@ -14,6 +14,7 @@ mod bad_input;
 mod chromium;
 mod gop_cache;
 mod http_surface;
+mod https;
 mod limits;
 mod observability;
 mod openapi;

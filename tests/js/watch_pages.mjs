@@ -49,10 +49,11 @@ const USAGE = `usage: watch_pages.mjs --url VIEWER_URL [--pages N] [--duration S
                        [--audio-only-screenshot FILE.png]
                        [--watch-text TEXT] [--text-screenshot FILE.png]
                        [--headcount N]   (page 0 answers the headcount prompt with N)
+                       [--spki BASE64]   (trust an https relay's certificate by its SPKI sha256)
                        [--serve-web DIR] (development: the page and /static/* from DIR instead of the relay)`;
 
 const args = parseArgs(
-  { url: '', pages: 1, duration: 30, until_frames: 0, until_audio: 1, progress: false, progress_interval: 1, screenshot: '', lang: '', headcount: 0, serve_web: '', until_audio_only: false, audio_only_screenshot: '', watch_text: '', text_screenshot: '' },
+  { url: '', pages: 1, duration: 30, until_frames: 0, until_audio: 1, progress: false, progress_interval: 1, screenshot: '', lang: '', headcount: 0, serve_web: '', spki: '', until_audio_only: false, audio_only_screenshot: '', watch_text: '', text_screenshot: '' },
   USAGE,
 );
 
@@ -240,6 +241,7 @@ function initScript() {
       video_width: video ? video.videoWidth : null,
       lang: document.documentElement.lang,
       status_text: (document.getElementById('status-title') || {}).textContent || null,
+      secure_context: window.isSecureContext,
       badge_text: (document.getElementById('badge') || {}).textContent || null,
       audio_only: !!(window.hallcast && window.hallcast.audioOnly),
       audio_only_visible: (() => {
@@ -297,6 +299,9 @@ run(async () => {
     onSignal: async () => {
       await report();
     },
+    // An https relay with a test certificate: trusted by its key's hash, which keeps the page a
+    // secure context (--ignore-certificate-errors would not).
+    extraArgs: args.spki ? [`--ignore-certificate-errors-spki-list=${args.spki}`] : [],
   });
   if (args.lang) {
     await context.addInitScript((lang) => localStorage.setItem('hallcast.lang', lang), args.lang);

@@ -25,6 +25,7 @@ arrived).
 
 import argparse
 import asyncio
+import ssl
 import sys
 import time
 from urllib.parse import urljoin
@@ -40,6 +41,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", required=True, help="WHEP endpoint, e.g. http://127.0.0.1:8080/whep/demo")
     p.add_argument("--token", default="", help="viewer token (sent as a Bearer token)")
+    p.add_argument("--ca-file", default="", help="PEM CA (or self-signed certificate) to trust for an https URL")
     p.add_argument("--duration", type=float, default=20.0, help="seconds to play (upper bound)")
     p.add_argument("--until-frames", type=int, default=0, help="stop early after this many decoded frames")
     p.add_argument("--until-audio", type=int, default=1, help="...and this many audio packets")
@@ -153,7 +155,11 @@ async def main() -> int:
     posted_at = None
     answer = None
     played_until = None
-    async with aiohttp.ClientSession() as http:
+    connector = None
+    if args.ca_file:
+        # Only this CA: an https relay with a test certificate (issue 13, HTTPS without a proxy).
+        connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=args.ca_file))
+    async with aiohttp.ClientSession(connector=connector) as http:
         url = args.url
         while True:
             posted_at = time.monotonic()

@@ -43,6 +43,20 @@ impl Http {
         })
     }
 
+    /// A client for an https relay whose certificate is signed by (or is) the PEM `ca`.
+    pub fn with_ca(base: &str, ca: &std::path::Path) -> Result<Http> {
+        let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        Ok(Http {
+            client: Client::builder()
+                .timeout(Duration::from_secs(15))
+                .redirect(reqwest::redirect::Policy::none())
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+                .build()?,
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+
     /// `path` (or an absolute URL) against the base.
     pub fn url(&self, path: &str) -> String {
         if path.starts_with("http://") || path.starts_with("https://") {

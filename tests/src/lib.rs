@@ -30,7 +30,7 @@ pub mod net;
 pub mod netns;
 pub mod obs;
 mod prereq;
-mod proc;
+pub mod proc;
 pub mod results;
 pub mod sdp;
 pub mod shape;

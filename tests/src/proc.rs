@@ -8,14 +8,14 @@ use anyhow::{Context, Result};
 
 /// A spawned child, stopped on drop. Started in its own process group, so that what it starts
 /// (Chromium under Node) can be stopped with it, by that group's id.
-pub(crate) struct Proc {
+pub struct Proc {
     child: Child,
     kill_group: bool,
     done: bool,
 }
 
 impl Proc {
-    pub(crate) fn spawn(cmd: &mut Command, kill_group: bool) -> Result<Proc> {
+    pub fn spawn(cmd: &mut Command, kill_group: bool) -> Result<Proc> {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
         let child = cmd
@@ -28,15 +28,15 @@ impl Proc {
         })
     }
 
-    pub(crate) fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
         self.child.stdout.take()
     }
 
-    pub(crate) fn id(&self) -> u32 {
+    pub fn id(&self) -> u32 {
         self.child.id()
     }
 
-    pub(crate) fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
         let status = self.child.try_wait()?;
         if status.is_some() {
             self.reap_group();
@@ -45,7 +45,7 @@ impl Proc {
     }
 
     /// Waits up to `timeout` for the process to exit by itself.
-    pub(crate) fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_wait()? {
@@ -59,7 +59,7 @@ impl Proc {
     }
 
     /// SIGTERM, up to `grace` to exit, then SIGKILL (to the whole group for clients).
-    pub(crate) fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+    pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
         if let Ok(Some(status)) = self.try_wait() {
             return Some(status);
         }
@@ -84,7 +84,7 @@ impl Proc {
     }
 
     /// SIGKILL now, no grace (to the whole group for clients): a crash as the others see it.
-    pub(crate) fn kill(&mut self) -> Option<ExitStatus> {
+    pub fn kill(&mut self) -> Option<ExitStatus> {
         if let Ok(Some(status)) = self.try_wait() {
             return Some(status);
         }

@@ -52,6 +52,8 @@ pub struct PageResult {
     pub lang: Option<String>,
     pub status_text: Option<String>,
     pub badge_text: Option<String>,
+    /// `window.isSecureContext` (an https page whose certificate Chromium trusts: true).
+    pub secure_context: Option<bool>,
     /// Page 0 with `--headcount N`: what answering the prompt did.
     pub headcount: Option<Value>,
 }

@@ -136,10 +136,26 @@ pub struct Http {
     pub max_body_bytes: usize,
     /// Value of `Access-Control-Allow-Origin` on WHIP/WHEP responses.
     pub cors_origin: String,
+    /// HTTPS without a reverse proxy: the certificate chain (PEM: the server's certificate
+    /// first, then its intermediates; certbot's `fullchain.pem`). Set together with
+    /// `tls_key`; then `listen` speaks only HTTPS. Empty: plain HTTP.
+    pub tls_cert: PathBuf,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1; certbot's `privkey.pem`).
+    pub tls_key: PathBuf,
+    /// With TLS on: a second, plain-HTTP listen address that answers every request with a
+    /// 308 redirect to the same path on the https URL (e.g. `0.0.0.0:80`). Empty: none.
+    pub redirect_from: String,
     /// Graceful drain on SIGTERM: how long the relay waits, at most, for its viewers to move
     /// elsewhere in the tree before it ends the remaining sessions and exits. 0: no drain (the
     /// sessions end at once).
     pub drain_seconds: u64,
+}
+
+impl Http {
+    /// Whether the HTTP server speaks HTTPS (`tls_cert` and `tls_key` are set).
+    pub fn tls(&self) -> bool {
+        !self.tls_cert.as_os_str().is_empty() && !self.tls_key.as_os_str().is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -291,6 +307,10 @@ pub struct Upstream {
     /// How often the edge reports to its parent (and learns conferences, join-link keys and
     /// revocations), in milliseconds.
     pub report_interval_ms: u64,
+    /// Extra certificate authorities (PEM bundle) trusted for https parents and fallbacks,
+    /// besides the system's store: a private CA, or a parent's self-signed certificate.
+    /// Empty: the system's store only.
+    pub ca_file: PathBuf,
 }
 
 impl Default for Upstream {
@@ -304,6 +324,7 @@ impl Default for Upstream {
             organisations: vec![],
             open: false,
             report_interval_ms: 1000,
+            ca_file: PathBuf::new(),
         }
     }
 }
@@ -348,6 +369,9 @@ impl Default for Http {
             public_url: String::new(),
             max_body_bytes: 64 * 1024,
             cors_origin: "*".into(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            redirect_from: String::new(),
             drain_seconds: 30,
         }
     }
@@ -612,6 +636,38 @@ impl Config {
                 "must be at least 16 characters".into(),
             );
         }
+        let (cert, key) = (&self.http.tls_cert, &self.http.tls_key);
+        if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+            let (set, unset) = if key.as_os_str().is_empty() {
+                ("http.tls_cert", "http.tls_key")
+            } else {
+                ("http.tls_key", "http.tls_cert")
+            };
+            problem(
+                unset.into(),
+                format!("must be set together with {set} (both PEM files), or both left empty"),
+            );
+        }
+        if !self.http.redirect_from.is_empty() {
+            match self.http.redirect_from.parse::<SocketAddr>() {
+                Err(_) => problem(
+                    "http.redirect_from".into(),
+                    format!(
+                        "must be a listen address such as \"0.0.0.0:80\", not {:?}",
+                        self.http.redirect_from
+                    ),
+                ),
+                Ok(_) if !self.http.tls() => problem(
+                    "http.redirect_from".into(),
+                    "redirects to https: set http.tls_cert and http.tls_key too".into(),
+                ),
+                Ok(a) if a == self.http.listen && a.port() != 0 => problem(
+                    "http.redirect_from".into(),
+                    "must differ from http.listen".into(),
+                ),
+                Ok(_) => {}
+            }
+        }
         if self.upstream.report_interval_ms < 100 {
             problem(
                 "upstream.report_interval_ms".into(),
@@ -717,7 +773,8 @@ impl Config {
     /// The base URL for links handed out to clients.
     pub fn public_url(&self) -> String {
         if self.http.public_url.is_empty() {
-            format!("http://{}", self.http.listen)
+            let scheme = if self.http.tls() { "https" } else { "http" };
+            format!("{scheme}://{}", self.http.listen)
         } else {
             self.http.public_url.trim_end_matches('/').to_string()
         }
@@ -770,6 +827,38 @@ mod tests {
         let c = Config::from_toml("", &[]).unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.public_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn tls_keys_go_together_and_make_the_public_url_https() {
+        let c = Config::from_toml(
+            "[http]\nlisten = \"127.0.0.1:8443\"\ntls_cert = \"/etc/hc/fullchain.pem\"\ntls_key = \"/etc/hc/privkey.pem\"\nredirect_from = \"127.0.0.1:8080\"\n",
+            &[],
+        )
+        .unwrap();
+        assert!(c.http.tls());
+        assert_eq!(c.public_url(), "https://127.0.0.1:8443");
+        let c =
+            Config::from_toml("", &["http.public_url=\"https://hall.example\"".into()]).unwrap();
+        assert!(!c.http.tls());
+        assert_eq!(c.public_url(), "https://hall.example");
+        let e = Config::from_toml("[http]\ntls_cert = \"/a.pem\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("http.tls_key"), "{e}");
+        let e = Config::from_toml("[http]\ntls_key = \"/k.pem\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("http.tls_cert"), "{e}");
+        let e = Config::from_toml("[http]\nredirect_from = \"0.0.0.0:80\"\n", &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("http.redirect_from") && e.to_string().contains("tls_cert"),
+            "{e}"
+        );
+        let e = Config::from_toml(
+            "[http]\ntls_cert = \"/a\"\ntls_key = \"/b\"\nredirect_from = \"port 80\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("listen address"), "{e}");
+        let c = Config::from_toml("[upstream]\nca_file = \"/etc/hc/ca.pem\"\n", &[]).unwrap();
+        assert_eq!(c.upstream.ca_file, PathBuf::from("/etc/hc/ca.pem"));
     }
 
     #[test]

@@ -170,7 +170,7 @@ pub struct Access {
     session_ttl: Duration,
     /// `scheme://host[:port]` of the relay's public URL: an `Origin` that may post.
     public_origin: String,
-    /// Cookies get `Secure` when the public URL is https.
+    /// Cookies get `Secure` when the relay serves TLS itself or its public URL is https.
     secure: bool,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
     tickets: Mutex<HashMap<[u8; 32], Ticket>>,
@@ -291,7 +291,8 @@ impl Access {
         );
         let public = config.public_url();
         a.public_origin = origin_of(&public).to_string();
-        a.secure = public.starts_with("https://");
+        // Served over TLS here (http.tls_cert), or behind a TLS proxy (an https public URL).
+        a.secure = config.http.tls() || public.starts_with("https://");
         a
     }
 

@@ -192,7 +192,12 @@ impl Edge {
             organisations: config.organisations.clone(),
             open: config.open,
             interval: Duration::from_millis(config.report_interval_ms.max(100)),
-            http: reqwest::Client::builder()
+            // https parents: the system's trust store plus upstream.ca_file (checked at start).
+            http: crate::tls::parent_client(&config.ca_file)
+                .unwrap_or_else(|e| {
+                    tracing::error!("{e}; trusting the system's store only");
+                    reqwest::Client::builder()
+                })
                 .connect_timeout(REPORT_TIMEOUT)
                 .build()
                 .unwrap_or_default(),

@@ -24,6 +24,7 @@ mod pages;
 pub mod preflight;
 pub mod registry;
 pub mod sessions;
+pub mod tls;
 pub mod tree;
 mod whip;
 

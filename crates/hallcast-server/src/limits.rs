@@ -456,28 +456,15 @@ pub(crate) fn write_metrics(limiter: &Limiter, out: &mut String) {
 /// Serves `app` on `listener` over HTTP/1.1: each request knows its peer
 /// (`ConnectInfo<SocketAddr>`); a connection that does not send a request's header within
 /// `limits.header_timeout_secs` (silent, slow, or idle between requests) is closed; at most
-/// `limits.max_connections` are open at once.
+/// `limits.max_connections` are open at once. (`crate::tls::serve_tls` is the same over TLS.)
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     limiter: Arc<Limiter>,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use tower::ServiceExt;
-
-    let header_timeout = Duration::from_secs(limiter.config.header_timeout_secs);
-    let slots = (limiter.config.max_connections > 0)
-        .then(|| Arc::new(tokio::sync::Semaphore::new(limiter.config.max_connections)));
+    let slots = connection_slots(&limiter);
     loop {
-        let slot = match &slots {
-            Some(s) => Some(
-                s.clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(std::io::Error::other)?,
-            ),
-            None => None,
-        };
+        let slot = take_slot(&slots).await?;
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -491,25 +478,69 @@ pub async fn serve(
         let limiter = limiter.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let mut req = req.map(Body::new);
-                req.extensions_mut().insert(ConnectInfo(peer));
-                app.clone().oneshot(req)
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                if e.is_timeout() {
-                    limiter.count(Reason::HeaderTimeout);
-                    tracing::debug!(%peer, "closed a connection that sent no request header in time");
-                } else {
-                    tracing::trace!(%peer, error = %e, "HTTP connection error");
-                }
-            }
+            serve_connection(stream, peer, app, limiter).await;
         });
+    }
+}
+
+/// `limits.header_timeout_secs`: how long a connection may take to send a request's header
+/// (and, over TLS, to finish its handshake).
+pub fn header_timeout(limiter: &Limiter) -> Duration {
+    Duration::from_secs(limiter.config.header_timeout_secs)
+}
+
+/// The cap on open HTTP connections (`limits.max_connections`; None: no cap).
+pub fn connection_slots(limiter: &Limiter) -> Option<Arc<tokio::sync::Semaphore>> {
+    (limiter.config.max_connections > 0)
+        .then(|| Arc::new(tokio::sync::Semaphore::new(limiter.config.max_connections)))
+}
+
+/// Waits for a free connection slot (held for the connection's life).
+pub async fn take_slot(
+    slots: &Option<Arc<tokio::sync::Semaphore>>,
+) -> std::io::Result<Option<tokio::sync::OwnedSemaphorePermit>> {
+    match slots {
+        Some(s) => Ok(Some(
+            s.clone()
+                .acquire_owned()
+                .await
+                .map_err(std::io::Error::other)?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// One HTTP/1.1 connection (plain TCP, or TLS once handshaken) from `peer`, with the header
+/// read timeout.
+pub async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    app: axum::Router,
+    limiter: Arc<Limiter>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let header_timeout = header_timeout(&limiter);
+    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        if e.is_timeout() {
+            limiter.count(Reason::HeaderTimeout);
+            tracing::debug!(%peer, "closed a connection that sent no request header in time");
+        } else {
+            tracing::trace!(%peer, error = %e, "HTTP connection error");
+        }
     }
 }
 

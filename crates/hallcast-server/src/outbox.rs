@@ -206,7 +206,25 @@ pub fn spawn_outbox_with_stats(
     upstream: watch::Receiver<Option<Upstream>>,
     stats: Arc<OutboxStats>,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(ledger, cursor_path, upstream, stats))
+    spawn_outbox_with_client(
+        ledger,
+        cursor_path,
+        upstream,
+        stats,
+        reqwest::Client::builder(),
+    )
+}
+
+/// [`spawn_outbox_with_stats`] whose HTTP client starts from `client` (an https parent's
+/// trust: [`crate::tls::parent_client`]).
+pub fn spawn_outbox_with_client(
+    ledger: Ledger,
+    cursor_path: PathBuf,
+    upstream: watch::Receiver<Option<Upstream>>,
+    stats: Arc<OutboxStats>,
+    client: reqwest::ClientBuilder,
+) -> JoinHandle<()> {
+    tokio::spawn(run(ledger, cursor_path, upstream, stats, client))
 }
 
 async fn run(
@@ -214,8 +232,9 @@ async fn run(
     cursor_path: PathBuf,
     mut upstream: watch::Receiver<Option<Upstream>>,
     stats: Arc<OutboxStats>,
+    client: reqwest::ClientBuilder,
 ) {
-    let client = match reqwest::Client::builder().timeout(POST_TIMEOUT).build() {
+    let client = match client.timeout(POST_TIMEOUT).build() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "outbox: cannot build the HTTP client; attendance is not forwarded");

@@ -339,6 +339,17 @@ impl Tree {
         v
     }
 
+    /// Whether any relay below this one is up (not stale, down or draining): somewhere its
+    /// viewers could be moved to. A central without one has nothing to drain into.
+    pub fn has_live_edge(&self, now: Instant) -> bool {
+        let kids = self.children(now);
+        let mut live = Vec::new();
+        for c in &kids {
+            collect_live(c, &mut live);
+        }
+        !live.is_empty()
+    }
+
     /// Where a point of `point` should be served instead of here, if anywhere: a live edge
     /// of its organisation first, then the least-loaded live edge that takes any point.
     pub fn redirect_for(&self, point: &str, now: Instant) -> Option<String> {
@@ -869,7 +880,12 @@ mod tests {
         let kids = tree.children(t0);
         let a = kids.iter().find(|n| n.name == "edge-a").unwrap();
         assert_eq!(a.state, "draining");
+        assert!(tree.has_live_edge(t0), "edge-b is up");
         tree.record(node("edge-b", &[], false, 5), t0);
+        assert!(
+            tree.has_live_edge(t0),
+            "edge-b is closed to other organisations' points but up"
+        );
         assert_eq!(
             tree.redirect_for("p1", t0),
             None,
@@ -879,6 +895,12 @@ mod tests {
         let kids = tree.children(t0 + DOWN_AFTER);
         let a = kids.iter().find(|n| n.name == "edge-a").unwrap();
         assert_eq!(a.state, "down");
+        assert!(
+            !tree.has_live_edge(t0 + DOWN_AFTER),
+            "every edge down: nowhere to move viewers to"
+        );
+        let lone = Tree::new("central".into(), "http://central".into(), "c".repeat(16));
+        assert!(!lone.has_live_edge(t0), "no edge at all");
         let old: NodeReport = serde_json::from_str(r#"{"name":"old"}"#).unwrap();
         assert!(!old.draining, "a report from before drains is not draining");
     }

@@ -47,6 +47,12 @@ struct Overrides {
     /// Base URL for links handed out (http.public_url).
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
+    /// HTTPS: the certificate chain, PEM (http.tls_cert; with --tls-key).
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// HTTPS: the certificate's private key, PEM (http.tls_key).
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<PathBuf>,
     /// Data directory (data.dir).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -73,6 +79,18 @@ impl Overrides {
         }
         if let Some(u) = &self.public_url {
             v.push(format!("http.public_url=\"{u}\""));
+        }
+        if let Some(p) = &self.tls_cert {
+            v.push(format!(
+                "http.tls_cert={}",
+                toml_string(&p.display().to_string())
+            ));
+        }
+        if let Some(p) = &self.tls_key {
+            v.push(format!(
+                "http.tls_key={}",
+                toml_string(&p.display().to_string())
+            ));
         }
         if let Some(d) = &self.data_dir {
             v.push(format!("data.dir=\"{}\"", d.display()));
@@ -145,6 +163,9 @@ enum Command {
         /// Where to go when the parent is gone, in order (upstream.fallbacks); repeatable.
         #[arg(long = "fallback", value_name = "URL")]
         fallbacks: Vec<String>,
+        /// Extra CA certificates (PEM) trusted for an https parent (upstream.ca_file).
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
         /// This edge's name in the tree and the attendance report (upstream.name).
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
@@ -271,6 +292,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             parent,
             credential,
             fallbacks,
+            ca_file,
             name,
             info_file,
             config,
@@ -288,6 +310,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !fallbacks.is_empty() {
                 let v: Vec<String> = fallbacks.iter().map(|f| quoted(f)).collect();
                 list.push(format!("upstream.fallbacks=[{}]", v.join(",")));
+            }
+            if let Some(f) = ca_file {
+                list.push(format!(
+                    "upstream.ca_file={}",
+                    quoted(&f.display().to_string())
+                ));
             }
             if let Some(n) = name {
                 list.push(format!("upstream.name={}", quoted(&n)));
@@ -381,6 +409,16 @@ fn validate(path: &std::path::Path, overrides: &[String], print: bool) -> ExitCo
                         message,
                     })
                 })
+                .chain(
+                    // Certificate, key and CA files: read and parsed as the relay would.
+                    hallcast_server::tls::check_files(&config)
+                        .into_iter()
+                        .map(|e| hallcast_config::Problem {
+                            at: hallcast_config::locate(&text, e.key),
+                            key: e.key.to_string(),
+                            message: format!("{}: {}", e.path.display(), e.message),
+                        }),
+                )
                 .collect();
             if problems.is_empty() {
                 let role = if config.is_edge() { "edge" } else { "central" };
@@ -499,6 +537,9 @@ struct Relay {
     ledger: Ledger,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     state: Arc<AppState>,
+    /// The whole HTTP surface (the demo's built-in source reaches it over loopback when the
+    /// public listener speaks TLS).
+    app: axum::Router,
     /// On an edge: its loop (to tell the parent it drains) and its outbox's counters (to
     /// deliver the last attendance events before the exit).
     edge: Option<(Arc<Edge>, Arc<hallcast_server::outbox::OutboxStats>)>,
@@ -541,6 +582,34 @@ impl Relay {
             .await
             .with_context(|| format!("cannot listen on {}", config.http.listen))?;
         config.http.listen = listener.local_addr()?;
+        // HTTPS: the certificate and key, and an https parent's extra CAs, are read now, so a
+        // bad file stops the start with its key named.
+        let tls = if config.http.tls() {
+            let (server_config, cert) =
+                hallcast_server::tls::server_config(&config.http.tls_cert, &config.http.tls_key)
+                    .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            spawn_cert_reload_on_sighup(cert)?;
+            Some(Arc::new(server_config))
+        } else {
+            None
+        };
+        let parent_client = hallcast_server::tls::parent_client(&config.upstream.ca_file)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let redirect = if config.http.redirect_from.is_empty() {
+            None
+        } else {
+            let addr: std::net::SocketAddr = config
+                .http
+                .redirect_from
+                .parse()
+                .context("http.redirect_from")?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (http.redirect_from)"))?;
+            let bound = l.local_addr()?;
+            config.http.redirect_from = bound.to_string();
+            Some(l)
+        };
         if config.admin.token.is_empty() {
             config.admin.token = random_token(16);
             info!(admin_token = %config.admin.token, "no admin token configured; generated one for this run");
@@ -631,11 +700,12 @@ impl Relay {
             let (edge, upstream) = Edge::new(state.clone(), edge_keys, &config.upstream);
             edge_parts = Some((edge.clone(), outbox_stats.clone()));
             let _ = state.demand.set(edge.clone());
-            hallcast_server::outbox::spawn_outbox_with_stats(
+            hallcast_server::outbox::spawn_outbox_with_client(
                 ledger.clone(),
                 config.data.dir.join("outbox-cursor"),
                 upstream,
                 outbox_stats.clone(),
+                parent_client,
             );
             edge.spawn();
             Arc::new(Hooks(vec![ledger_hook, Arc::new(EdgeHook(edge))]))
@@ -686,8 +756,24 @@ impl Relay {
                 relay_credential.clone().into(),
             ));
         let app = hallcast_server::app(state.clone(), attendance);
+        let app_for_demo = app.clone();
+        if let Some(l) = redirect {
+            let redirect = hallcast_server::tls::redirect_service(&config);
+            info!(from = %config.http.redirect_from, to = %base_url, "redirecting plain HTTP to https");
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, redirect.into_make_service()).await {
+                    warn!("the HTTP→HTTPS redirect listener stopped: {e}");
+                }
+            });
+        }
         let limiter = state.limits.clone();
-        let server = tokio::spawn(hallcast_server::limits::serve(listener, app, limiter));
+        let server = match tls {
+            Some(tls) => {
+                hallcast_server::tls::warn_if_public_url_is_http(&config);
+                tokio::spawn(hallcast_server::tls::serve_tls(listener, app, tls, limiter))
+            }
+            None => tokio::spawn(hallcast_server::limits::serve(listener, app, limiter)),
+        };
         Ok(Relay {
             base_url,
             relay_credential,
@@ -695,6 +781,7 @@ impl Relay {
             ledger,
             server,
             state,
+            app: app_for_demo,
             edge: edge_parts,
         })
     }
@@ -753,6 +840,15 @@ impl Relay {
         let timeout = Duration::from_secs(self.state.config.http.drain_seconds);
         if timeout.is_zero() {
             info!("terminated; ending sessions (http.drain_seconds = 0: no drain)");
+            return;
+        }
+        if self.edge.is_none() && !self.state.tree.has_live_edge(std::time::Instant::now()) {
+            // A central with no live edge below it: its viewers have nowhere to move, and
+            // waiting would only delay the restart they are waiting for.
+            info!(
+                viewers = viewer_sessions(&self.engine).await,
+                "terminated; no live edge relay to move the viewers to: ending sessions now"
+            );
             return;
         }
         let clock = self.state.drain.start(std::time::Instant::now(), timeout);
@@ -866,6 +962,22 @@ async fn outbox_caught_up(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// SIGHUP: read `http.tls_cert` and `http.tls_key` again (a renewed certificate); new
+/// connections get it, open ones keep theirs. A file that does not load keeps the old one.
+fn spawn_cert_reload_on_sighup(cert: Arc<hallcast_server::tls::ServerCert>) -> anyhow::Result<()> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match cert.reload() {
+                Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => warn!("SIGHUP: {e}; the certificate in use stays"),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Keeps the tree's point → organisation map (for redirects) in step with the registry.
@@ -1050,6 +1162,8 @@ async fn demo(
         "data_dir": data_dir,
         // Whether the built-in source publishes three simulcast layers.
         "simulcast": simulcast && !no_source,
+        // The plain-HTTP listener that redirects to https (http.redirect_from), if any.
+        "redirect_from": relay.state.config.http.redirect_from,
     });
     if let Some(path) = &info_file {
         write_info(path, &info)?;
@@ -1081,7 +1195,21 @@ async fn demo(
             skip_frames: source.source_skip_frames,
             ..Default::default()
         };
-        tokio::spawn(run_source(whip_url, stream_key, opts));
+        // The built-in source speaks plain HTTP only: with TLS on it publishes through a
+        // loopback-only plain listener of this process (the demo's, never `serve`'s).
+        let source_url = if relay.state.config.http.tls() {
+            let l = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+                .await
+                .context("cannot open the built-in source's loopback listener")?;
+            let url = format!("http://{}/whip/{conference}", l.local_addr()?);
+            let app = relay.app.clone();
+            let limiter = relay.state.limits.clone();
+            tokio::spawn(hallcast_server::limits::serve(l, app, limiter));
+            url
+        } else {
+            whip_url
+        };
+        tokio::spawn(run_source(source_url, stream_key, opts));
     } else {
         println!("  (no built-in source: publish with your encoder)\n");
     }
