@@ -17,16 +17,7 @@ use hallcast_tests::tree::{metric, metrics};
 use hallcast_tests::{Ctx, Demo, DemoOptions, Info, Weight, run, sdp};
 use serde_json::Value;
 
-fn expect(what: &str, answer: Result<Answer>, status: u16) -> Result<Answer> {
-    let a = answer.with_context(|| what.to_string())?;
-    ensure!(
-        a.status == status,
-        "{what}: expected {status}, got {} with body {:?}",
-        a.status,
-        a.body
-    );
-    Ok(a)
-}
+use crate::util::expect;
 
 /// A refusal: `status`, a whole number of seconds in `Retry-After`, and a message.
 fn expect_refusal(what: &str, a: &Answer, status: u16) -> Result<u64> {
@@ -61,14 +52,6 @@ fn demo(ctx: &Ctx, set: &[&str]) -> Result<Demo> {
             ..Default::default()
         },
     )
-}
-
-fn admin_token(info: &Info) -> Result<String> {
-    info.raw["admin_token"]
-        .as_str()
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .with_context(|| format!("the demo's info file has no admin_token: {}", info.raw))
 }
 
 /// Makes the demo conference live with a hand-made WHIP offer.
@@ -175,7 +158,7 @@ fn a_leaked_link_hammering_whep_gets_429_while_its_address_still_joins() {
             let d = demo(ctx, &["limits.token_per_second=1", "limits.token_burst=10"])?;
             let info = &d.info;
             let http = Http::new(&info.http_base)?;
-            let admin = admin_token(info)?;
+            let admin = info.key("admin_token")?;
             let tokens = register_points(info, &admin, 2)?;
             go_live(&http, info)?;
             let (leaked, other) = (&tokens[0], &tokens[1]);
@@ -230,7 +213,7 @@ fn an_organisation_behind_one_address_joins_at_once_with_the_default_limits() {
             let d = demo(ctx, &[])?;
             let info = &d.info;
             let http = Http::new(&info.http_base)?;
-            let admin = admin_token(info)?;
+            let admin = info.key("admin_token")?;
             let tokens = register_points(info, &admin, POINTS)?;
             go_live(&http, info)?;
             let started = Instant::now();
@@ -489,7 +472,7 @@ fn a_wrong_admin_token_hammered_gets_429_and_the_right_one_still_works() {
             let d = demo(ctx, &[])?;
             let info = &d.info;
             let http = Http::new(&info.http_base)?;
-            let admin = admin_token(info)?;
+            let admin = info.key("admin_token")?;
             let mut first_429 = None;
             for i in 0..400 {
                 let a = http.get("/api/v1/points", Some(&format!("guess-{i:08}")))?;

@@ -9,26 +9,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use hallcast_tests::http::{Answer, Http};
+use hallcast_tests::http::Http;
 use hallcast_tests::results::{self, ensure_pages_playing};
-use hallcast_tests::{Ctx, Demo, DemoOptions, Info, Weight, hallcast_bin, run, sdp};
+use hallcast_tests::{Ctx, Demo, DemoOptions, Weight, hallcast_bin, run, sdp};
 use serde_json::{Value, json};
 
-use crate::util::{browser_publisher, expect_published, viewer_pages};
+use crate::util::{browser_publisher, expect, expect_published, viewer_pages};
 
 /// A trickle-ICE fragment with one host candidate (a harmless PATCH body).
 const FRAGMENT: &str = "a=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n";
-
-fn expect(what: &str, answer: Result<Answer>, status: u16) -> Result<Answer> {
-    let a = answer.with_context(|| what.to_string())?;
-    ensure!(
-        a.status == status,
-        "{what}: expected {status}, got {} with body {:?}",
-        a.status,
-        a.body
-    );
-    Ok(a)
-}
 
 /// The relay, waiting for a publisher.
 fn demo_without_source(ctx: &Ctx) -> Result<Demo> {
@@ -39,14 +28,6 @@ fn demo_without_source(ctx: &Ctx) -> Result<Demo> {
             ..Default::default()
         },
     )
-}
-
-fn admin_token(info: &Info) -> Result<String> {
-    info.raw["admin_token"]
-        .as_str()
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .with_context(|| format!("the demo's info file has no admin_token: {}", info.raw))
 }
 
 /// The session id at the end of a resource URL; it must be 128 bits as 32 lowercase hex digits.
@@ -130,7 +111,7 @@ fn sessions_cannot_be_guessed_or_taken_over() {
             let info = &demo.info;
             let conf = info.conference.as_str();
             let http = Http::new(&info.http_base)?;
-            let admin = admin_token(info)?;
+            let admin = info.key("admin_token")?;
             // A second point of the demo organisation, with its own join link.
             expect(
                 "registering a second point",
@@ -269,11 +250,7 @@ fn sessions_cannot_be_guessed_or_taken_over() {
             // A child relay's pull (every layer, POSTed to /whep with the relay credential) is a
             // WHEP resource too: the edge that lets go of it ends it with the same credential, and
             // nobody else can.
-            let relay = info.raw["relay_credential"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .context("the demo's info file has no relay_credential")?
-                .to_string();
+            let relay = info.key("relay_credential")?;
             let pull = expect(
                 "WHEP with the relay credential (an edge's pull)",
                 http.post_sdp(&info.whep_url, Some(&relay), &sdp::viewer_offer()),
@@ -351,7 +328,7 @@ fn conferences_made_through_the_api_or_the_cli_take_whip_at_once() {
         |ctx| {
             let demo = demo_without_source(ctx)?;
             let http = Http::new(&demo.info.http_base)?;
-            let admin = admin_token(&demo.info)?;
+            let admin = demo.info.key("admin_token")?;
             let offer = sdp::publisher_offer();
 
             // Through the admin API.
@@ -508,7 +485,7 @@ fn a_conference_made_through_the_api_plays_in_chromium() {
         |ctx| {
             let mut demo = demo_without_source(ctx)?;
             let http = Http::new(&demo.info.http_base)?;
-            let admin = admin_token(&demo.info)?;
+            let admin = demo.info.key("admin_token")?;
             let id = "hoi-nghi-moi";
             let made = expect(
                 "creating a conference",

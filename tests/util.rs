@@ -2,9 +2,22 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail, ensure};
+use hallcast_tests::http::Answer;
 use hallcast_tests::{Client, ClientKind, Ctx, Info};
 use serde_json::Value;
+
+/// `answer`, which must have `status` (the error names `what` and shows the body).
+pub fn expect(what: &str, answer: Result<Answer>, status: u16) -> Result<Answer> {
+    let a = answer.with_context(|| what.to_string())?;
+    ensure!(
+        a.status == status,
+        "{what}: expected {status}, got {} with body {:?}",
+        a.status,
+        a.body
+    );
+    Ok(a)
+}
 
 pub fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()

@@ -106,6 +106,16 @@ impl Info {
         })
     }
 
+    /// A non-empty string key of the info file beyond the common ones (`admin_token`,
+    /// `relay_credential`, ...).
+    pub fn key(&self, key: &str) -> Result<String> {
+        self.raw[key]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .with_context(|| format!("the demo's info file has no {key}: {}", self.raw))
+    }
+
     /// `http_base` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.http_base)
