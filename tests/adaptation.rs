@@ -681,15 +681,18 @@ fn judge(
     // layer (the bug) is neither. Decoding means 5 frames/s or more: on the 400 kbit/s link
     // the lowest layer itself freezes now and then while the estimator probes (seen: 8.7
     // frames/s over 7 s in one run of ten); the bug stayed on the top layer and froze.
+    // Stepped below the top at some point of the window, not necessarily at its end: in one CI
+    // run the page went 320 → 1280 wide inside the 400 kbit/s window (the loaded publisher's
+    // top layer can shrink to fit the link, and the relay then rightly climbs back to it).
     let notice_while_shaped = a_series
         .iter()
         .any(|s| s.wall_ms >= p.shaped && s.wall_ms <= p.audio_only && s.text_seen);
     checks.check(
         "a_page_below_top_while_shaped",
         notice_while_shaped
-            || shaped_page.as_ref().is_some_and(|w| {
-                w.widths.last().is_some_and(|&x| x < TOP_WIDTH) && w.frames_per_s >= 5.0
-            }),
+            || shaped_page
+                .as_ref()
+                .is_some_and(|w| w.widths.iter().any(|&x| x < TOP_WIDTH) && w.frames_per_s >= 5.0),
         format!(
             "viewer A's page from {down_within_ms} ms after the shaping to {SHAPED_KBIT} kbit/s: \
              {shaped_page:?}; audio-only notice shown: {notice_while_shaped}"
