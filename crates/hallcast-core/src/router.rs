@@ -627,6 +627,40 @@ mod tests {
     }
 
     #[test]
+    fn a_late_packet_from_before_the_switch_point_is_not_forwarded() {
+        // Found writing the rtp_rewrite fuzz target's invariant: a packet of the new layer older than the
+        // keyframe the viewer switched at got the outgoing number of the old layer's last
+        // packet (a duplicate sequence number with other content, on the wire).
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        c.add_viewer(ConsumerId(1), src.at(0), &mut out);
+        for p in &src.frame(0, 0, true, 2) {
+            c.on_packet(p, &mut out);
+        }
+        let before = src.frame(2, 30, false, 2);
+        c.on_packet(&before[0], &mut out);
+        let sent: Vec<u64> = video_for(&out, ConsumerId(1))
+            .iter()
+            .map(|f| f.seq)
+            .collect();
+        out.clear();
+        for p in &src.frame(2, 66, true, 2) {
+            c.on_packet(p, &mut out);
+        }
+        assert_eq!(
+            c.video_status(ConsumerId(1)),
+            Some(VideoStatus::Forwarding { layer: Layer(2) })
+        );
+        // The second packet of the delta frame before the keyframe arrives late.
+        c.on_packet(&before[1], &mut out);
+        let v = video_for(&out, ConsumerId(1));
+        assert_eq!(v.len(), 2, "only the keyframe's packets: {v:?}");
+        for f in &v {
+            assert!(!sent.contains(&f.seq), "sequence {} sent twice", f.seq);
+        }
+    }
+
+    #[test]
     fn simulcast_switches_up_only_on_keyframe_and_stays_contiguous() {
         let mut src = Src::new();
         let (mut c, mut out) = live(&src);

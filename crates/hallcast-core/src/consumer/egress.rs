@@ -19,6 +19,9 @@ pub(crate) struct Egress {
     ts_offset: u32,
     /// Highest source seq forwarded on `current` (drops stale reordered packets).
     last_in_seq: u64,
+    /// The source seq `current` started at: older packets of it are from before the switch
+    /// (their outgoing numbers would repeat the previous run's last ones).
+    start_in_seq: u64,
     last_out_seq: u64,
     last_out_ts: u32,
     last_out_at: Option<Instant>,
@@ -33,6 +36,7 @@ impl Egress {
             seq_offset: 0,
             ts_offset: 0,
             last_in_seq: 0,
+            start_in_seq: 0,
             last_out_seq: initial_seq,
             last_out_ts: 0,
             last_out_at: None,
@@ -56,6 +60,7 @@ impl Egress {
         self.ts_offset = out_ts.wrapping_sub(pkt.ts);
         self.current = Some(layer);
         self.last_in_seq = pkt.seq.wrapping_sub(1);
+        self.start_in_seq = pkt.seq;
         self.waiting_since = None;
     }
 
@@ -87,6 +92,11 @@ impl Egress {
         kind: MediaKind,
         pkt: &SourcePacket,
     ) -> Option<Forward> {
+        if pkt.seq < self.start_in_seq && self.start_in_seq - pkt.seq < (1 << 15) {
+            // From before this run's first packet (a late packet of the frame before the
+            // keyframe we switched at): useless to the decoder, and its number is taken.
+            return None;
+        }
         if pkt.seq <= self.last_in_seq && self.last_in_seq.wrapping_sub(pkt.seq) < (1 << 15) {
             // Older than what we already forwarded on this layer: a retransmission the
             // stack already repaired, or a packet from before our starting point.
