@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("registry_csv", registry_csv),
     ("config_toml", config_toml),
     ("keyframe", keyframe),
+    ("rtp_rewrite", rtp_rewrite),
 ];
 
 /// SDP offer scanning (`hallcast_rtc::sdp_scan::scan`): any text; every media section
@@ -138,5 +139,152 @@ pub fn config_toml(data: &[u8]) {
 pub fn keyframe(data: &[u8]) {
     for codec in [Codec::H264, Codec::Vp8, Codec::Opus] {
         let _ = codec.starts_keyframe(data);
+    }
+}
+
+/// The relay's RTP header rewriting (`hallcast_core::Router`: sequence numbers and
+/// timestamps mapped into each consumer's own space across layer switches, pauses and
+/// publisher restarts). The bytes drive a publisher (three simulcast layers and audio,
+/// sequence numbers moving forward, a little reordering, restarts) and consumers joining,
+/// leaving, capped and paused. Invariants, per outgoing stream of each consumer: no
+/// outgoing sequence number carries two different source packets, and a viewer's video
+/// only changes layer at a keyframe's first packet.
+pub fn rtp_rewrite(data: &[u8]) {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use hallcast_core::{ConsumerId, Layer, MediaKind, Outputs, Router, SourcePacket};
+
+    let t0 = Instant::now();
+    let mut now_ms = 0u64;
+    let mut router = Router::new();
+    let mut out = Outputs::default();
+    router.source_started(Some(Codec::Opus), Some(Codec::H264), t0, &mut out);
+    // Source state: next seq and ts per video layer, then audio at index 3.
+    let mut seq = [1_000u64, 20_000, 40_000, 7];
+    let mut ts = [0u32; 4];
+    let mut recent: Vec<SourcePacket> = Vec::new();
+    let mut relays: Vec<u128> = Vec::new();
+    // (consumer, kind, stream) → out seq → (layer, source seq)
+    type Key = (u128, bool, u8);
+    let mut sent: HashMap<Key, HashMap<u64, (u8, u64)>> = HashMap::new();
+    let mut viewer_layer: HashMap<u128, u8> = HashMap::new();
+
+    let check = |out: &mut Outputs,
+                 relays: &[u128],
+                 sources: &[SourcePacket],
+                 sent: &mut HashMap<Key, HashMap<u64, (u8, u64)>>,
+                 viewer_layer: &mut HashMap<u128, u8>| {
+        for f in out.forwards.drain(..) {
+            let id = f.sub.0;
+            let video = f.kind == MediaKind::Video;
+            let stream = if video && relays.contains(&id) {
+                f.layer.0
+            } else {
+                0
+            };
+            let src = sources
+                .iter()
+                .rev()
+                .find(|p| {
+                    p.kind == f.kind && p.layer == f.layer && Arc::ptr_eq(&p.payload, &f.payload)
+                })
+                .map(|p| p.seq)
+                .unwrap_or(u64::MAX);
+            let entry = sent.entry((id, video, stream)).or_default();
+            if let Some(&(l, s)) = entry.get(&f.seq) {
+                assert!(
+                    (l, s) == (f.layer.0, src),
+                    "consumer {id}: outgoing seq {} carried layer {l} seq {s}, now layer {} seq {src}",
+                    f.seq,
+                    f.layer.0
+                );
+            }
+            entry.insert(f.seq, (f.layer.0, src));
+            if video && !relays.contains(&id) {
+                let before = viewer_layer.insert(id, f.layer.0);
+                assert!(
+                    before.is_none_or(|b| b == f.layer.0) || f.keyframe_start,
+                    "viewer {id} changed layer {before:?} → {} without a keyframe",
+                    f.layer.0
+                );
+            }
+        }
+        out.keyframe_requests.clear();
+    };
+
+    for op in data.chunks(4) {
+        let [a, b, c, d] = [
+            op[0],
+            *op.get(1).unwrap_or(&0),
+            *op.get(2).unwrap_or(&0),
+            *op.get(3).unwrap_or(&0),
+        ];
+        now_ms += u64::from(d % 40);
+        let now = t0 + Duration::from_millis(now_ms);
+        let id = u128::from(b % 6);
+        match a % 16 {
+            // A packet: video on a layer, or audio; sequence forward by 1..=3.
+            0..=8 => {
+                let audio = a % 16 == 8;
+                let i = if audio { 3 } else { usize::from(b % 3) };
+                seq[i] += 1 + u64::from(c % 3);
+                ts[i] = ts[i].wrapping_add(u32::from(c) * 30);
+                let pkt = SourcePacket {
+                    kind: if audio {
+                        MediaKind::Audio
+                    } else {
+                        MediaKind::Video
+                    },
+                    layer: Layer(if audio { 0 } else { i as u8 }),
+                    seq: seq[i],
+                    ts: ts[i],
+                    marker: c & 0x40 != 0,
+                    keyframe_start: !audio && c & 0x80 != 0,
+                    payload: Arc::from(vec![a, b, c, d].into_boxed_slice()),
+                    arrival: now,
+                };
+                router.on_packet(&pkt, &mut out);
+                recent.push(pkt);
+            }
+            // A late packet: one of the last 16 again (reordering or a retransmission).
+            9 if !recent.is_empty() => {
+                let back = usize::from(c % 16).min(recent.len() - 1);
+                let pkt = recent[recent.len() - 1 - back].clone();
+                router.on_packet(&pkt, &mut out);
+            }
+            10 => {
+                if id < 4 {
+                    router.add_viewer(ConsumerId(id), now, &mut out);
+                } else {
+                    router.add_relay_consumer(ConsumerId(id), now, &mut out);
+                    if !relays.contains(&id) {
+                        relays.push(id);
+                    }
+                }
+            }
+            11 => {
+                router.remove_consumer(ConsumerId(id));
+                sent.retain(|k, _| k.0 != id);
+                viewer_layer.remove(&id);
+            }
+            12 => router.set_max_layer(ConsumerId(id), Layer(c % 3)),
+            13 => router.set_paused(ConsumerId(id), c & 1 == 1, now, &mut out),
+            14 => router.tick(now, &mut out),
+            // The publisher leaves and another comes, with its own sequence numbers.
+            _ => {
+                router.source_ended();
+                router.source_started(Some(Codec::Opus), Some(Codec::H264), now, &mut out);
+                for (i, s) in seq.iter_mut().enumerate() {
+                    *s = u64::from(c) * 97 + i as u64 * 10_000;
+                }
+                recent.clear();
+            }
+        }
+        check(&mut out, &relays, &recent, &mut sent, &mut viewer_layer);
+        if recent.len() > 64 {
+            recent.drain(..recent.len() - 64);
+        }
     }
 }
