@@ -323,6 +323,21 @@ async fn events_reach_the_parent_through_an_outage_exactly_once() {
     )
     .await;
     assert_eq!(central.count_event_id(id).await.unwrap(), 0);
+    // The outbox moves its cursor after the parent's answer, a moment after the event is
+    // stored there: wait for it, or the check below races it (seen once in a loaded run).
+    let delivered = edge
+        .events_after(0, 10_000)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .seq;
+    wait_for(
+        "the cursor after the failover",
+        Duration::from_secs(5),
+        async || again.cursor.load(Ordering::Relaxed) == delivered,
+    )
+    .await;
 
     // A wrong credential is refused and nothing advances.
     tx.send(Some(Upstream {
