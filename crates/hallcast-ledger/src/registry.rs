@@ -160,6 +160,13 @@ pub fn parse_csv(bytes: &[u8]) -> Result<RegistryFile> {
                 continue;
             }
         };
+        let bad_text = [("point_name", 1), ("org_name", 3), ("location", 4)]
+            .into_iter()
+            .find_map(|(what, k)| text_problem(what, field(k)));
+        if let Some(problem) = bad_text {
+            errors.push(format!("line {line}: {problem}"));
+            continue;
+        }
         let name = if field(1).is_empty() {
             point.to_string()
         } else {
@@ -236,6 +243,34 @@ pub fn parse_csv(bytes: &[u8]) -> Result<RegistryFile> {
     })
 }
 
+/// The longest name or location a registry line may hold, in characters. The longest
+/// real names (an organisation's full title) run to about 120; a longer field is a pasted
+/// paragraph or an attack on the reports' layout.
+pub const MAX_TEXT_CHARS: usize = 200;
+
+/// Why a name or location cannot be stored, if it cannot. Anything else, quotes, angle
+/// brackets and SQL-looking text included, is stored literally (every store binds its
+/// parameters; every page escapes). Refused: control characters (line breaks inside a
+/// name break the CSV and log lines) and the bidirectional overrides and isolates, which
+/// can make a name read as another one in the reports. The API's edits apply the same rule.
+pub fn text_problem(what: &str, value: &str) -> Option<String> {
+    let n = value.chars().count();
+    if n > MAX_TEXT_CHARS {
+        return Some(format!(
+            "{what} is {n} characters long; the limit is {MAX_TEXT_CHARS}"
+        ));
+    }
+    value.chars().find_map(|c| {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        (c.is_control() || bidi).then(|| {
+            format!(
+                "{what} contains the character U+{:04X}, which a name may not hold",
+                u32::from(c)
+            )
+        })
+    })
+}
+
 /// Writes the registry as CSV (BOM, English headers, points sorted by id).
 pub fn to_csv(orgs: &[Organisation], points: &[PointInfo]) -> Result<Vec<u8>> {
     let names: BTreeMap<&OrgId, &str> = orgs.iter().map(|o| (&o.id, o.name.as_str())).collect();
@@ -290,6 +325,44 @@ mod tests {
         assert!(out.starts_with(BOM.as_bytes()));
         let again = parse_csv(&out).unwrap();
         assert_eq!(again, reg);
+    }
+
+    #[test]
+    fn hostile_names_are_stored_literally_or_refused_with_the_limit() {
+        let input = "point_id,point_name,org_id,org_name,location\n\
+                     p-1,\"'); DROP TABLE points;--\",o-1,<script>alert(1)</script>,\"a \"\"b\"\"\"\n";
+        let reg = parse_csv(input.as_bytes()).unwrap();
+        assert_eq!(reg.points[0].name, "'); DROP TABLE points;--");
+        assert_eq!(reg.organisations[0].name, "<script>alert(1)</script>");
+        assert_eq!(reg.points[0].location, "a \"b\"");
+
+        let long = "x".repeat(MAX_TEXT_CHARS + 1);
+        let ok = "đ".repeat(MAX_TEXT_CHARS);
+        let input = format!(
+            "point_id,point_name,org_id,org_name,location\n\
+             p-1,{ok},o-1,,\n\
+             p-2,{long},o-1,,\n\
+             p-3,a\u{202e}b,o-1,,\n\
+             p-4,ok,o-2,\"tab\there\",\n"
+        );
+        let err = parse_csv(input.as_bytes()).unwrap_err().to_string();
+        assert!(
+            err.contains("3 problem(s) in the CSV, nothing imported"),
+            "{err}"
+        );
+        assert!(
+            err.contains("line 3: point_name is 201 characters long; the limit is 200"),
+            "{err}"
+        );
+        assert!(
+            err.contains("line 4: point_name contains the character U+202E"),
+            "{err}"
+        );
+        assert!(
+            err.contains("line 5: org_name contains the character U+0009"),
+            "{err}"
+        );
+        assert!(!err.contains("line 2"), "200 characters are allowed: {err}");
     }
 
     #[test]

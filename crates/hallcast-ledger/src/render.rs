@@ -1130,6 +1130,42 @@ mod tests {
         );
     }
 
+    /// Hostile names from the registry CSV reach the HTML report escaped, and the CSV and
+    /// JSON reports literally.
+    #[test]
+    fn hostile_registry_names_are_escaped_in_the_html_report() {
+        use hallcast_core::accounting::{ConferenceId, Folder, ReportConfig, build_report};
+        let reg = crate::registry::parse_csv(
+            "point_id,point_name,org_id,org_name,location\n\
+             p-1,<script>alert(1)</script>,o-1,\"'); DROP TABLE points;--\",<img src=x onerror=alert(2)>\n"
+                .as_bytes(),
+        )
+        .unwrap();
+        let c = ConferenceId::parse("hn-2025").unwrap();
+        let t0 = 1_709_168_523_000;
+        let mut f = Folder::new(c);
+        let report = build_report(
+            &f.finish(t0 + 600_000),
+            &reg.organisations,
+            &reg.points,
+            &ReportConfig::default(),
+        );
+        let opts = RenderOptions::default();
+        let html = report_html(&report, Some("<b>title</b>"), &opts);
+        for raw in ["<script>alert(1)", "<img src=x", "<b>title</b>"] {
+            assert!(!html.contains(raw), "{raw} reached the HTML unescaped");
+        }
+        assert!(html.contains("&#39;); DROP TABLE points;--"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
+        let csv = String::from_utf8(report_csv(&report, &opts).unwrap()).unwrap();
+        assert!(csv.contains("'); DROP TABLE points;--"), "{csv}");
+        let json = report_json(&report, None, &opts).unwrap();
+        assert!(json.contains("<script>alert(1)</script>"), "{json}");
+    }
+
     /// A report whose broadcast overlapped a store outage says so, in both languages, in
     /// every format; one without says nothing.
     #[test]

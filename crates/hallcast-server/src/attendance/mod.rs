@@ -722,7 +722,6 @@ struct DocQuery {
     as_of_ms: Option<i64>,
 }
 
-const MAX_NAME: usize = 200;
 const MAX_PEOPLE: u32 = 100_000;
 
 fn parse<T>(s: &str, f: fn(&str) -> Result<T, hallcast_core::accounting::IdError>) -> ApiResult<T> {
@@ -730,12 +729,11 @@ fn parse<T>(s: &str, f: fn(&str) -> Result<T, hallcast_core::accounting::IdError
 }
 
 fn check_text(what: &str, s: &str) -> ApiResult<()> {
-    if s.chars().count() > MAX_NAME {
-        return Err(ApiError::bad_request(format!(
-            "{what} is longer than {MAX_NAME} characters"
-        )));
+    // The same rule as the CSV import's (length, control and bidi-override characters).
+    match hallcast_ledger::registry::text_problem(what, s) {
+        Some(problem) => Err(ApiError::bad_request(problem)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn org_from(id: &str, name: String) -> ApiResult<Organisation> {
