@@ -150,8 +150,12 @@ run(async () => {
   let last = null;
   let deleteStatus = null;
   let finished = false;
-  const finish = async () => {
-    if (finished) return;
+  // One finish, awaited by every caller: the signal handler and the main loop both call it,
+  // and the main loop closes the browser right after; returning early to the second caller
+  // closed the browser under the first one's DELETE (seen once in CI).
+  let finishing = null;
+  const finish = () => (finishing ??= finishOnce());
+  const finishOnce = async () => {
     finished = true;
     if (page && published?.status === 201) {
       last = await page.evaluate(statsInPage).catch(() => last);
