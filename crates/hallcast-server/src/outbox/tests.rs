@@ -163,6 +163,17 @@ fn upstream(addr: SocketAddr) -> Option<Upstream> {
     })
 }
 
+/// The sequence number of the ledger's last event.
+async fn last_seq(ledger: &Ledger) -> i64 {
+    ledger
+        .events_after(0, 10_000)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .seq
+}
+
 async fn wait_for(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !done().await {
@@ -281,13 +292,7 @@ async fn events_reach_the_parent_through_an_outage_exactly_once() {
     assert_eq!(central.stats().n_imported, expected.len() as u64);
 
     // The cursor is persisted at the last event read, and a restarted outbox sends nothing.
-    let last = edge
-        .events_after(0, 10_000)
-        .await
-        .unwrap()
-        .last()
-        .unwrap()
-        .seq;
+    let last = last_seq(&edge).await;
     wait_for("the cursor", Duration::from_secs(5), async || {
         std::fs::read_to_string(&cursor_path)
             .ok()
@@ -325,13 +330,7 @@ async fn events_reach_the_parent_through_an_outage_exactly_once() {
     assert_eq!(central.count_event_id(id).await.unwrap(), 0);
     // The outbox moves its cursor after the parent's answer, a moment after the event is
     // stored there: wait for it, or the check below races it (seen once in a loaded run).
-    let delivered = edge
-        .events_after(0, 10_000)
-        .await
-        .unwrap()
-        .last()
-        .unwrap()
-        .seq;
+    let delivered = last_seq(&edge).await;
     wait_for(
         "the cursor after the failover",
         Duration::from_secs(5),
