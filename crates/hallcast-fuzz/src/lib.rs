@@ -69,20 +69,14 @@ pub fn stun_ufrag(data: &[u8]) {
     }
 }
 
-/// Join tokens (`TokenVerifier::verify`): any string is refused with an error, never
-/// accepted, since no input here was signed by the key (a fixed one, so runs repeat).
+/// Join tokens (`TokenVerifier::verify`): every string but the one token the fuzzing key
+/// signed is refused with an error (a fixed key, so runs repeat).
 pub fn join_token(data: &[u8]) {
-    let signer = hallcast_ledger::TokenSigner::new(
-        hallcast_ledger::Secret::from_bytes(vec![7u8; 32]).expect("a 32-byte secret"),
-    );
+    let (verifier, genuine) = token_key();
     let text = String::from_utf8_lossy(data);
-    let verifier = signer.verifier();
-    // A token the key really signed is in the corpus: a forged or mangled one is not
-    // accepted unless it is that very token.
-    let genuine = genuine_token(&signer);
     match verifier.verify(&text, 0) {
         Ok(claims) => assert!(
-            text == genuine,
+            text == genuine.as_str(),
             "accepted a token the key did not sign: {text:?} → {claims:?}"
         ),
         Err(e) => {
@@ -91,12 +85,22 @@ pub fn join_token(data: &[u8]) {
     }
 }
 
-/// The one token the fuzzing key signed (for the corpus and the check above).
-pub fn genuine_token(signer: &hallcast_ledger::TokenSigner) -> String {
-    let conference = hallcast_core::accounting::ConferenceId::parse("hoi-nghi-fuzz")
-        .expect("a valid conference id");
-    let point = hallcast_core::accounting::PointId::parse("diem-fuzz").expect("a valid point id");
-    signer.issue(&conference, &point, 0, i64::MAX)
+/// The fuzzing key's verifier and the one token it signed (made once: the bounded run adds
+/// the token to the corpus, since it depends on the signing code).
+pub fn token_key() -> &'static (hallcast_ledger::TokenVerifier, String) {
+    static KEY: std::sync::OnceLock<(hallcast_ledger::TokenVerifier, String)> =
+        std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let signer = hallcast_ledger::TokenSigner::new(
+            hallcast_ledger::Secret::from_bytes(vec![7u8; 32]).expect("a 32-byte secret"),
+        );
+        let conference = hallcast_core::accounting::ConferenceId::parse("hoi-nghi-fuzz")
+            .expect("a valid conference id");
+        let point =
+            hallcast_core::accounting::PointId::parse("diem-fuzz").expect("a valid point id");
+        let token = signer.issue(&conference, &point, 0, i64::MAX);
+        (signer.verifier(), token)
+    })
 }
 
 /// The registry CSV import (`registry::parse_csv`): any bytes; what parses writes back
