@@ -86,9 +86,11 @@ impl Ctx {
         }
     }
 
-    fn dump_logs(&self) {
+    /// Prints why the test failed first (a CI log that keeps only the head of the output still
+    /// shows it), then the registered logs.
+    fn dump_logs(&self, why: &str) {
         eprintln!(
-            "==== test {} failed after {:.1} s; logs follow ====",
+            "==== test {} failed after {:.1} s: {why}\n==== logs follow ====",
             self.name,
             self.elapsed_s()
         );
@@ -143,12 +145,17 @@ pub fn run(name: &str, weight: Weight, body: impl FnOnce(&Ctx) -> Result<()>) {
             let _ = fs::remove_dir_all(&ctx.dir);
         }
         Ok(Err(e)) => {
-            ctx.dump_logs();
+            ctx.dump_logs(&format!("{e:#}"));
             ctx.clean_up_after_failure();
             panic!("{name}: {e:#}");
         }
         Err(panic) => {
-            ctx.dump_logs();
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic without a message");
+            ctx.dump_logs(why);
             ctx.clean_up_after_failure();
             resume_unwind(panic);
         }

@@ -199,6 +199,16 @@ impl Allocator {
         self.target
     }
 
+    /// The warm-up rules apply again from `now`, as after a join: for [`WARMUP`] no switch
+    /// down and short up-holds. For a link asked to carry more than it did (a relay link
+    /// whose downstream relay wants a layer it did not): its estimate was taken while it
+    /// carried less, and a delay-based estimator does not rise above 1.5× what it sees
+    /// delivered, so the estimate says nothing yet about the added layer.
+    pub fn rewarm(&mut self, now: Instant) {
+        self.joined_at = now;
+        self.down_since = None;
+    }
+
     pub fn estimate_bps(&self) -> Option<u64> {
         self.estimate_bps
     }

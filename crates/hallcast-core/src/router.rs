@@ -1143,6 +1143,54 @@ mod tests {
     }
 
     #[test]
+    fn a_layer_wanted_again_gets_a_trial_on_a_link_measured_while_it_carried_less() {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        let r = ConsumerId(9);
+        for ms in (0..2000).step_by(100) {
+            feed_100ms(&mut src, &mut c, ms, None, &mut out);
+        }
+        c.add_relay_consumer(r, src.at(2000), &mut out);
+        c.measure_relay(r, 20_000_000, src.at(2000));
+        c.set_relay_layers(r, [true, false, false], src.at(2000), &mut out);
+        let count = |out: &Outputs| -> [usize; 3] {
+            std::array::from_fn(|l| layer_for(out, r, l as u8).len())
+        };
+        // Layer 0 alone wanted: the link's estimate settles at 0.7 Mbit/s, what an estimator
+        // that sees 0.19 Mbit/s delivered may say; layers 0 and 1 together need ~0.77.
+        for ms in (2000..6000).step_by(100) {
+            out.clear();
+            let ch = feed_100ms(&mut src, &mut c, ms, Some((r, 700_000)), &mut out);
+            assert!(ch.is_empty(), "{ch:?}");
+            assert_eq!(count(&out), [1, 0, 0]);
+        }
+        // Layer 1 wanted again: it flows for the trial, the estimate unchanged.
+        c.set_relay_layers(r, [true, true, false], src.at(6000), &mut out);
+        for ms in (6000..10_000).step_by(100) {
+            out.clear();
+            let ch = feed_100ms(&mut src, &mut c, ms, Some((r, 700_000)), &mut out);
+            assert!(ch.is_empty(), "at {ms} ms: {ch:?}");
+            assert_eq!(count(&out), [1, 1, 0], "at {ms} ms");
+        }
+        // The trial over and the estimate still short of the two layers: the link keeps
+        // layer 0 alone (a trial, not a pass).
+        let mut changes = Vec::new();
+        for ms in (10_000..11_000).step_by(100) {
+            out.clear();
+            changes.extend(feed_100ms(
+                &mut src,
+                &mut c,
+                ms,
+                Some((r, 700_000)),
+                &mut out,
+            ));
+        }
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].target, Some(Target::Layer(Layer(0))));
+        assert_eq!(count(&out), [1, 0, 0]);
+    }
+
+    #[test]
     fn relay_consumer_gets_every_layer_each_contiguous_and_feeds_a_shard() {
         let mut src = Src::new();
         let (mut c, mut out) = live(&src);

@@ -103,7 +103,12 @@ impl Relay {
     }
 
     /// The layers the downstream relay wants from now on: unwanted ones stop at once,
-    /// newly wanted ones start at their next keyframe (requested now).
+    /// newly wanted ones start at their next keyframe (requested now). A newly wanted layer
+    /// gets a trial: the link's allocator warms up again ([`Allocator::rewarm`]), so the
+    /// layer flows and the link's estimate can grow with it (measured: an edge whose viewer
+    /// had paused pulled layer 0 alone, the link's estimate settled at 0.4 Mbit/s, and when
+    /// the recovered viewer wanted layer 1 the link refused it at once and for good, in
+    /// tests/tree.rs: an estimate never rises above 1.5× what the link delivers).
     pub(crate) fn set_wanted(
         &mut self,
         wanted: [bool; Layer::MAX],
@@ -111,6 +116,10 @@ impl Relay {
         now: Instant,
         out: &mut Outputs,
     ) {
+        let grew = (0..Layer::MAX).any(|i| wanted[i] && !self.wanted[i]);
+        if grew && let Some(a) = self.alloc.as_deref_mut() {
+            a.rewarm(now);
+        }
         self.change(wanted, self.fit, producer, now, out);
     }
 
