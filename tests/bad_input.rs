@@ -1,11 +1,13 @@
 //! Bad input, while a viewer keeps playing: every malformed or unauthorised request gets the
-//! agreed status with a readable message, garbage on the media port is ignored, and the viewer's
-//! decoded frame count keeps growing through all of it.
+//! agreed status with a readable message, garbage and a STUN flood on the media port are dropped
+//! and counted by reason (`hallcast_rx_dropped_total`), and the viewer's decoded frame count keeps
+//! growing through all of it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use hallcast_tests::net::{free_udp_port, spray_garbage};
+use hallcast_tests::net::{free_udp_port, spray_garbage, stun_flood};
 use hallcast_tests::results::{self, PublishResult};
 use hallcast_tests::sdp::{self, Codec, Direction};
 use hallcast_tests::{Client, Demo, DemoOptions, Info, Weight, run};
@@ -258,6 +260,63 @@ fn keeps_playing(viewer: &mut Client, since: u64, more: u64, after: &str) -> Res
         bail!("the viewer left the live state after {after}: {ev}");
     }
     Ok(frames_of(&ev, 0))
+}
+
+/// The reasons a stranger's datagram is dropped for (`hallcast_rx_dropped_total`).
+const STRANGER_REASONS: [&str; 4] = [
+    "not_webrtc",
+    "unknown_address",
+    "unknown_ufrag",
+    "stun_refused",
+];
+
+/// `hallcast_rx_dropped_total` by reason, from the relay's /metrics.
+fn dropped(info: &Info) -> Result<BTreeMap<&'static str, f64>> {
+    let text = hallcast_tests::tree::metrics(&info.http_base)?;
+    STRANGER_REASONS
+        .iter()
+        .chain(&["rejected"])
+        .map(|&r| {
+            hallcast_tests::tree::metric(
+                &text,
+                "hallcast_rx_dropped_total",
+                Some(&format!("reason=\"{r}\"")),
+            )
+            .map(|v| (r, v))
+            .with_context(|| format!("/metrics has no hallcast_rx_dropped_total{{reason=\"{r}\"}}"))
+        })
+        .collect()
+}
+
+fn delta(
+    before: &BTreeMap<&'static str, f64>,
+    after: &BTreeMap<&'static str, f64>,
+) -> BTreeMap<&'static str, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (*k, v - before.get(k).copied().unwrap_or(0.0)))
+        .collect()
+}
+
+/// The relay's ICE username fragment and its UDP host candidate's port on 127.0.0.1, from an
+/// SDP answer.
+fn ufrag_and_port(answer: &str) -> Result<(String, u16)> {
+    let ufrag = answer
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .context("the answer has no a=ice-ufrag")?
+        .to_string();
+    let port = answer
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
+        .find_map(|c| {
+            let f: Vec<&str> = c.split_whitespace().collect();
+            (f.len() > 5 && f[2].eq_ignore_ascii_case("udp") && f[4] == "127.0.0.1")
+                .then(|| f[5].parse().ok())
+                .flatten()
+        })
+        .with_context(|| format!("the answer has no UDP candidate on 127.0.0.1:\n{answer}"))?;
+    Ok((ufrag, port))
 }
 
 #[test]
@@ -545,7 +604,8 @@ fn bad_input_is_refused_while_a_viewer_keeps_playing() {
             demo.ensure_running()?;
             frames = keeps_playing(&mut viewer, frames, 30, "the bad HTTP requests")?;
 
-            // Garbage on the media port.
+            // Garbage on the media port, from strangers: dropped and counted by reason.
+            let before = dropped(&info)?;
             let sent = spray_garbage(media_port, 3000)?;
             ensure!(
                 sent > 2500,
@@ -558,6 +618,63 @@ fn bad_input_is_refused_while_a_viewer_keeps_playing() {
                 60,
                 "3000 garbage datagrams on the media port",
             )?;
+            let garbage = delta(&before, &dropped(&info)?);
+            let strangers: f64 = STRANGER_REASONS.iter().map(|r| garbage[r]).sum();
+            ensure!(
+                strangers >= sent as f64 * 0.9
+                    && garbage["not_webrtc"] > 0.0
+                    && garbage["unknown_address"] > 0.0,
+                "{sent} garbage datagrams sent; hallcast_rx_dropped_total rose by {garbage:?}: \
+                 expected ≥ 90 % of them counted, under not_webrtc and unknown_address among others"
+            );
+
+            // A STUN flood: well-formed binding requests naming a live session (a hand-made
+            // WHEP offer's, made now) and naming nobody, from senders without the password.
+            let answer = hallcast_tests::http::Http::new(&info.http_base)?.post_sdp(
+                &info.whep_url,
+                Some(&info.viewer_token),
+                &sdp::viewer_offer(),
+            )?;
+            ensure!(
+                answer.status == 201,
+                "a WHEP offer for the flood's target: {} {}",
+                answer.status,
+                answer.body
+            );
+            let (ufrag, port) = ufrag_and_port(&answer.body)?;
+            let before = dropped(&info)?;
+            let n_flood = 20_000;
+            let flooded = stun_flood(
+                port,
+                &[format!("{ufrag}:fl00"), "nobody00:fl00".to_string()],
+                n_flood,
+            )?;
+            ensure!(
+                flooded > n_flood * 9 / 10,
+                "could only send {flooded} of {n_flood} STUN requests to 127.0.0.1:{port}"
+            );
+            demo.ensure_running()?;
+            frames = keeps_playing(
+                &mut viewer,
+                frames,
+                60,
+                "20,000 STUN binding requests on the media port",
+            )?;
+            let flood = delta(&before, &dropped(&info)?);
+            eprintln!(
+                "dropped by reason: {sent} garbage datagrams → {garbage:?}; {flooded} STUN \
+                 requests → {flood:?}"
+            );
+            // Half named the session: refused by its integrity check (or, had the session
+            // ended meanwhile, unknown); half named nobody.
+            ensure!(
+                flood["stun_refused"] + flood["unknown_ufrag"] >= flooded as f64 * 0.9
+                    && flood["stun_refused"] >= flooded as f64 * 0.3
+                    && flood["unknown_ufrag"] >= flooded as f64 * 0.3,
+                "{flooded} STUN requests sent to 127.0.0.1:{port}, half for session ufrag {ufrag}; \
+                 hallcast_rx_dropped_total rose by {flood:?}: expected each half counted, under \
+                 stun_refused and unknown_ufrag"
+            );
 
             // The relay still takes new viewers.
             checks.control(&info, "after the bad input");

@@ -178,6 +178,74 @@ pub fn spray_garbage(port: u16, n: usize) -> Result<usize> {
     Ok(sent)
 }
 
+/// CRC-32 (IEEE), for STUN's FINGERPRINT.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A well-formed ICE binding request — USERNAME, PRIORITY, ICE-CONTROLLING, a
+/// MESSAGE-INTEGRITY of random bytes, a correct FINGERPRINT — from someone who knows a
+/// session's username fragment but not its password.
+pub fn stun_binding_request(username: &str, rng: &mut Prng) -> Vec<u8> {
+    fn attr(out: &mut Vec<u8>, typ: u16, value: &[u8]) {
+        out.extend_from_slice(&typ.to_be_bytes());
+        out.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        out.extend_from_slice(value);
+        while !out.len().is_multiple_of(4) {
+            out.push(0);
+        }
+    }
+    let mut attrs = Vec::new();
+    attr(&mut attrs, 0x0006, username.as_bytes());
+    attr(&mut attrs, 0x0024, &(rng.next_u64() as u32).to_be_bytes());
+    attr(&mut attrs, 0x802a, &rng.next_u64().to_be_bytes());
+    attr(&mut attrs, 0x0008, &rng.bytes(20));
+    let mut m = vec![0x00, 0x01];
+    m.extend_from_slice(&((attrs.len() + 8) as u16).to_be_bytes());
+    m.extend_from_slice(&0x2112_A442u32.to_be_bytes());
+    m.extend(rng.bytes(12));
+    m.extend(attrs);
+    let crc = crc32(&m) ^ 0x5354_554e;
+    attr(&mut m, 0x8028, &crc.to_be_bytes());
+    m
+}
+
+/// Sends `n` binding requests ([`stun_binding_request`]) to 127.0.0.1:`port` from four
+/// sockets, the usernames in turn, as fast as the sockets take them with a 1 ms pause every
+/// 100 (a flood, paced only so loopback's buffers do not drop most of it). Returns how many
+/// were sent.
+pub fn stun_flood(port: u16, usernames: &[String], n: usize) -> Result<usize> {
+    let sockets: Vec<UdpSocket> = (0..4)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()?;
+    let mut rng = Prng::new(0x5eed_57a1);
+    let mut sent = 0;
+    for i in 0..n {
+        let m = stun_binding_request(&usernames[i % usernames.len()], &mut rng);
+        if sockets[i % sockets.len()]
+            .send_to(&m, ("127.0.0.1", port))
+            .is_ok()
+        {
+            sent += 1;
+        }
+        if i % 100 == 99 {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok(sent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +258,19 @@ mod tests {
             t.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
         );
+    }
+
+    #[test]
+    fn a_flood_request_is_well_formed_stun() {
+        let m = stun_binding_request("abcd:efgh", &mut Prng::new(5));
+        assert_eq!(&m[0..2], &[0, 1]);
+        assert_eq!(usize::from(u16::from_be_bytes([m[2], m[3]])), m.len() - 20);
+        // FINGERPRINT last, and right (the value RFC 5769's check would compute).
+        let n = m.len();
+        assert_eq!(&m[n - 8..n - 4], &[0x80, 0x28, 0, 4]);
+        let crc = crc32(&m[..n - 8]) ^ 0x5354_554e;
+        assert_eq!(&m[n - 4..], &crc.to_be_bytes());
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
     }
 
     #[test]

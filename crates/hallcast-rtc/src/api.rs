@@ -189,6 +189,43 @@ pub struct SessionStarted {
     pub answer: String,
 }
 
+/// Why a datagram at the media port was dropped before (or by) a session: the labels of
+/// `hallcast_rx_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxDrop {
+    /// Not STUN, DTLS, RTP or RTCP at all (garbage).
+    NotWebrtc,
+    /// Not STUN, from an address no session has (a stranger's RTP/DTLS, or a peer's
+    /// packets after its session ended).
+    UnknownAddress,
+    /// STUN from a new address naming no session's username fragment (or none).
+    UnknownUfrag,
+    /// STUN naming a session, refused by it: wrong message integrity or peer username.
+    StunRefused,
+    /// A session's own address sent something its WebRTC stack refused.
+    Rejected,
+}
+
+impl RxDrop {
+    pub const ALL: [RxDrop; 5] = [
+        RxDrop::NotWebrtc,
+        RxDrop::UnknownAddress,
+        RxDrop::UnknownUfrag,
+        RxDrop::StunRefused,
+        RxDrop::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RxDrop::NotWebrtc => "not_webrtc",
+            RxDrop::UnknownAddress => "unknown_address",
+            RxDrop::UnknownUfrag => "unknown_ufrag",
+            RxDrop::StunRefused => "stun_refused",
+            RxDrop::Rejected => "rejected",
+        }
+    }
+}
+
 /// Counters a media shard keeps for /metrics. Written by the shard's thread only, with
 /// relaxed atomics (one uncontended add each); [`crate::Engine::stats`] sums the shards.
 #[derive(Debug, Default)]
@@ -203,6 +240,9 @@ pub struct EngineStats {
     /// `sendmmsg` calls made.
     pub tx_syscalls: AtomicU64,
     pub rx_unroutable: AtomicU64,
+    /// Dropped datagrams by reason, indexed by `RxDrop as usize` (the first four make up
+    /// `rx_unroutable`).
+    pub rx_dropped: [AtomicU64; RxDrop::ALL.len()],
     pub rx_media_packets: AtomicU64,
     pub forwarded_packets: AtomicU64,
     pub gop_replays: AtomicU64,
@@ -226,6 +266,15 @@ pub struct EngineStats {
 }
 
 impl EngineStats {
+    /// Counts a dropped datagram (and, unless a session refused it, an unroutable one).
+    pub fn dropped(&self, why: RxDrop) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.rx_dropped[why as usize].fetch_add(1, Relaxed);
+        if why != RxDrop::Rejected {
+            self.rx_unroutable.fetch_add(1, Relaxed);
+        }
+    }
+
     /// Adds this shard's counters (and gauges) into `into`: the engine's totals are the sum
     /// of its shards'.
     pub fn accumulate(&self, into: &EngineStats) {
@@ -246,6 +295,9 @@ impl EngineStats {
             .fetch_add(self.tx_syscalls.load(Relaxed), Relaxed);
         into.rx_unroutable
             .fetch_add(self.rx_unroutable.load(Relaxed), Relaxed);
+        for (into, from) in into.rx_dropped.iter().zip(&self.rx_dropped) {
+            into.fetch_add(from.load(Relaxed), Relaxed);
+        }
         into.rx_media_packets
             .fetch_add(self.rx_media_packets.load(Relaxed), Relaxed);
         into.forwarded_packets

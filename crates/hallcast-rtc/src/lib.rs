@@ -22,8 +22,8 @@ pub mod transit;
 pub mod udp;
 
 pub use api::{
-    Delivery, EndReason, EngineConfig, EngineError, EngineEvent, EngineStats, Role, SessionStarted,
-    Snapshot, SnapshotConference, SnapshotSession, SnapshotShard,
+    Delivery, EndReason, EngineConfig, EngineError, EngineEvent, EngineStats, Role, RxDrop,
+    SessionStarted, Snapshot, SnapshotConference, SnapshotSession, SnapshotShard,
 };
 pub use driver::Engine;
 pub use hallcast_core::SessionId;

@@ -2,6 +2,11 @@
 //! local ufrag in the USERNAME attribute of a binding request. Everything else about
 //! STUN is the WebRTC stack's business.
 
+/// Whether `buf` is a STUN message (RFC 7983: first byte 0–3, then the magic cookie).
+pub fn is_stun(buf: &[u8]) -> bool {
+    buf.len() >= 20 && buf[0] < 4 && buf[4..8] == [0x21, 0x12, 0xa4, 0x42]
+}
+
 /// Returns the local (relay-side) ufrag of a STUN binding request, if `buf` is one.
 pub fn local_ufrag(buf: &[u8]) -> Option<&str> {
     // Header: type(2) length(2) magic cookie(4) transaction id(12).
@@ -46,6 +51,15 @@ mod tests {
     #[test]
     fn finds_local_ufrag() {
         assert_eq!(local_ufrag(&request(b"srvA:cli")), Some("srvA"));
+    }
+
+    #[test]
+    fn tells_stun_from_media() {
+        assert!(is_stun(&request(b"srvA:cli")));
+        let mut rtp = request(b"srvA:cli");
+        rtp[0] = 0x80;
+        assert!(!is_stun(&rtp));
+        assert!(!is_stun(&[0, 1, 0, 0]));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! (`hallcast_rtc::sim`): str0m publishers and viewers, datagram loss, shards, and a relay
 //! pulling from another relay. Each test runs a few virtual seconds.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -1047,5 +1047,170 @@ fn a_conferences_snapshot_counts_keyframe_requests_and_bytes_sent() {
         "bytes sent went back from {} to {} when a viewer left",
         after.sent_bytes,
         left.sent_bytes
+    );
+}
+
+/// CRC-32 (IEEE), for STUN's FINGERPRINT.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A binding request that ends with FINGERPRINT, made valid again after an edit (a
+/// parser checks it; a relay must see the edited message, not a corrupt one).
+fn refingerprint(mut m: Vec<u8>) -> Vec<u8> {
+    let n = m.len();
+    assert_eq!(&m[n - 8..n - 4], &[0x80, 0x28, 0, 4], "FINGERPRINT last");
+    let crc = crc32(&m[..n - 8]) ^ 0x5354_554e;
+    m[n - 4..].copy_from_slice(&crc.to_be_bytes());
+    m
+}
+
+/// `check` with the local ufrag in its USERNAME replaced by as many `z`s (a session
+/// nobody has), FINGERPRINT recomputed.
+fn for_nobody(check: &[u8]) -> Vec<u8> {
+    let mut m = check.to_vec();
+    let mut at = 20;
+    while at + 4 <= m.len() {
+        let typ = u16::from_be_bytes([m[at], m[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([m[at + 2], m[at + 3]]));
+        if typ == 0x0006 {
+            let colon = m[at + 4..at + 4 + len]
+                .iter()
+                .position(|&b| b == b':')
+                .expect("a colon in USERNAME");
+            m[at + 4..at + 4 + colon].fill(b'z');
+            return refingerprint(m);
+        }
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    panic!("no USERNAME in the check");
+}
+
+/// Issue 13 B.6: garbage at the media port from strangers (random bytes, RTP and STUN for
+/// nobody, a viewer's own STUN check replayed with its integrity broken) and malformed RTP,
+/// RTCP and DTLS from a connected viewer's own address after DTLS: each stranger's datagram
+/// is dropped and counted under its reason, no session ends, and every viewer keeps
+/// receiving everything. A viewer's valid check replayed from 40 addresses leaves the
+/// relay routing at most `MAX_ADDRS_PER_SESSION` addresses to its session.
+#[test]
+fn garbage_is_dropped_and_counted_by_reason_and_viewers_miss_nothing() {
+    use hallcast_rtc::RxDrop;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut net = Net::new();
+    let r = one_relay(&mut net);
+    let _p = live_publisher(&mut net, r);
+    let v = net.subscribe(r, CONF).unwrap();
+    let other = net.subscribe(r, CONF).unwrap();
+    // The viewer's own binding requests, as a hostile network on its path sees them.
+    let checks: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+    let seen = checks.clone();
+    let relay_addr = net.relay_addr(r);
+    net.set_loss(
+        net.peer_addr(v),
+        relay_addr,
+        Box::new(move |d| {
+            if d.contents.len() >= 20 && d.contents[0..2] == [0, 1] {
+                seen.borrow_mut().push(d.contents.clone());
+            }
+            false
+        }),
+    );
+    assert!(net.run_until_cond(secs(2.0), |n| playing(n, v) && playing(n, other)));
+    assert!(
+        net.run_until_cond(secs(10.0), |_| !checks.borrow().is_empty()),
+        "the viewer sent no binding request to capture"
+    );
+    let check = checks.borrow()[0].clone();
+    // MESSAGE-INTEGRITY (20 bytes) is followed by FINGERPRINT (8): flip a byte of it.
+    let mut broken = check.clone();
+    let n = broken.len();
+    broken[n - 12] ^= 0xff;
+    let broken = refingerprint(broken);
+    let nobody = for_nobody(&check);
+    let viewer_addr = net.peer_addr(v);
+    let stats = net.relay(r).stats().clone();
+    let count = |why: RxDrop| stats.rx_dropped[why as usize].load(Relaxed);
+    let before: Vec<u64> = RxDrop::ALL.iter().map(|&w| count(w)).collect();
+    let since = net.now();
+    let rounds = 100u64;
+    for i in 0..rounds {
+        let stranger: std::net::SocketAddr = format!("10.66.0.{}:{}", 1 + i % 200, 40_000 + i)
+            .parse()
+            .unwrap();
+        let now = net.now();
+        let relay = net.relay_mut(r);
+        // Not WebRTC at all.
+        relay.handle_datagram(now, stranger, relay_addr, &[0xff; 33]);
+        relay.handle_datagram(now, stranger, relay_addr, &[]);
+        // RTP for nobody.
+        let mut rtp = vec![0x80, 96, 0, i as u8, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef];
+        rtp.extend_from_slice(&[0x55; 100]);
+        relay.handle_datagram(now, stranger, relay_addr, &rtp);
+        // STUN naming nobody, and the viewer's own check with a broken integrity.
+        relay.handle_datagram(now, stranger, relay_addr, &nobody);
+        relay.handle_datagram(now, stranger, relay_addr, &broken);
+        // From the viewer's own address, after DTLS: RTP and RTCP that are not SRTP, and a
+        // DTLS record cut short.
+        relay.handle_datagram(now, viewer_addr, relay_addr, &rtp);
+        let mut rtcp = vec![0x80, 200, 0, 6];
+        rtcp.extend_from_slice(&[0x33; 24]);
+        relay.handle_datagram(now, viewer_addr, relay_addr, &rtcp);
+        relay.handle_datagram(
+            now,
+            viewer_addr,
+            relay_addr,
+            &[0x16, 0xfe, 0xfd, 0, 0, 0, 0],
+        );
+        net.run_for(secs(0.02));
+    }
+    let delta: Vec<u64> = RxDrop::ALL
+        .iter()
+        .zip(&before)
+        .map(|(&w, b)| count(w) - b)
+        .collect();
+    let by = |w: RxDrop| delta[w as usize];
+    assert_eq!(by(RxDrop::NotWebrtc), 2 * rounds, "{delta:?}");
+    assert_eq!(by(RxDrop::UnknownAddress), rounds, "{delta:?}");
+    assert_eq!(by(RxDrop::UnknownUfrag), rounds, "{delta:?}");
+    assert_eq!(by(RxDrop::StunRefused), rounds, "{delta:?}");
+    for p in [v, other] {
+        assert_eq!(ended(&net, session(&net, p)), None);
+    }
+    net.run_for(secs(0.5));
+    assert_plays_everything(&net, v, since, "the viewer whose address sent garbage");
+    assert_plays_everything(&net, other, since, "the other viewer");
+
+    // The valid check replayed from 40 addresses: the routing table stays bounded.
+    for i in 0..40u16 {
+        let replayer: std::net::SocketAddr = format!("10.67.0.1:{}", 50_000 + i).parse().unwrap();
+        let now = net.now();
+        net.relay_mut(r)
+            .handle_datagram(now, replayer, relay_addr, &check);
+    }
+    let sv = session(&net, v);
+    let n_addrs = net.relay(r).n_addresses(sv);
+    // 41 addresses offered (its own and 40 replayers): the table is full, not past it.
+    assert_eq!(
+        n_addrs,
+        hallcast_rtc::relay::MAX_ADDRS_PER_SESSION,
+        "addresses routed to one session after 40 replays"
+    );
+    let since = net.now();
+    net.run_for(secs(8.0));
+    assert_eq!(ended(&net, sv), None);
+    assert!(
+        net.viewer(v).video.iter().filter(|r| r.at >= since).count() > 400,
+        "the viewer stopped receiving after the replays"
     );
 }

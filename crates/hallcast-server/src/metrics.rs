@@ -130,6 +130,19 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     }
     let _ = writeln!(
         out,
+        "# HELP hallcast_rx_dropped_total Datagrams at the media ports dropped, by reason\n\
+         # TYPE hallcast_rx_dropped_total counter"
+    );
+    for r in hallcast_rtc::RxDrop::ALL {
+        let _ = writeln!(
+            out,
+            "hallcast_rx_dropped_total{{reason=\"{}\"}} {}",
+            r.as_str(),
+            s.rx_dropped[r as usize].load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
         "# HELP hallcast_backlog_packets Joiners' replayed video parked, waiting for its slice\n\
          # TYPE hallcast_backlog_packets gauge\nhallcast_backlog_packets {}",
         s.backlog_packets.load(Relaxed)

@@ -39,8 +39,8 @@ use tracing::{debug, info};
 
 use crate::SessionId;
 use crate::api::{
-    Delivery, EndReason, EngineError, EngineEvent, EngineStats, Role, SessionStarted, Snapshot,
-    SnapshotConference, SnapshotSession,
+    Delivery, EndReason, EngineError, EngineEvent, EngineStats, Role, RxDrop, SessionStarted,
+    Snapshot, SnapshotConference, SnapshotSession,
 };
 use crate::sdp_scan;
 use health::Liveness;
@@ -391,6 +391,11 @@ impl Relay {
 
     pub fn stats(&self) -> &Arc<EngineStats> {
         &self.stats
+    }
+
+    /// The peer addresses `session` is reached from (at most [`MAX_ADDRS_PER_SESSION`]).
+    pub fn n_addresses(&self, session: SessionId) -> usize {
+        self.sessions.get(&session).map_or(0, |s| s.addrs.len())
     }
 
     // ------------------------------------------------------------------ outputs
@@ -1357,7 +1362,7 @@ impl Relay {
         self.stats.rx_datagrams.fetch_add(1, Relaxed);
         self.stats.rx_bytes.fetch_add(buf.len() as u64, Relaxed);
         let Ok(receive) = Receive::new(Protocol::Udp, source, destination, buf) else {
-            self.stats.rx_unroutable.fetch_add(1, Relaxed);
+            self.stats.dropped(RxDrop::NotWebrtc);
             return;
         };
         let id = match self.by_addr.get(&source) {
@@ -1366,22 +1371,26 @@ impl Relay {
                 // A new address: only a STUN binding request naming a session's ufrag
                 // may introduce it (an O(1) lookup, not a scan of every session). An ICE
                 // client's own destinations were admitted when its checks left.
+                if !crate::stun::is_stun(buf) {
+                    self.stats.dropped(RxDrop::UnknownAddress);
+                    return;
+                }
                 let Some(id) = crate::stun::local_ufrag(buf)
                     .and_then(|u| self.by_ufrag.get(u))
                     .copied()
                 else {
-                    self.stats.rx_unroutable.fetch_add(1, Relaxed);
+                    self.stats.dropped(RxDrop::UnknownUfrag);
                     return;
                 };
                 let Some(s) = self.sessions.get_mut(&id) else {
+                    self.stats.dropped(RxDrop::UnknownUfrag);
                     return;
                 };
                 if !s.rtc.accepts(&Input::Receive(now, receive)) {
-                    self.stats.rx_unroutable.fetch_add(1, Relaxed);
+                    self.stats.dropped(RxDrop::StunRefused);
                     return;
                 }
-                s.addrs.push(source);
-                self.by_addr.insert(source, id);
+                admit_address(s, &mut self.by_addr, source);
                 id
             }
         };
@@ -1397,6 +1406,7 @@ impl Relay {
             note_reply_from(&mut s.reply_from, source, destination.ip(), local);
         }
         if let Err(e) = s.rtc.handle_input(Input::Receive(now, receive)) {
+            self.stats.dropped(RxDrop::Rejected);
             debug!(session = %id, "input rejected: {e}");
         }
         self.queue_drain(id);
@@ -2074,6 +2084,26 @@ impl Relay {
 }
 
 /// The shard a session id names (its low byte).
+/// The most peer addresses one session keeps: a browser's checks come from a handful (host
+/// addresses, server-reflexive, TURN), and a peer spraying authenticated checks from
+/// thousands of ports must not grow the routing table without bound.
+pub const MAX_ADDRS_PER_SESSION: usize = 16;
+
+/// Routes `source` to session `s` from now on; past [`MAX_ADDRS_PER_SESSION`] the oldest
+/// address is forgotten (a peer that moved does not come back to its first address).
+fn admit_address(
+    s: &mut Session,
+    by_addr: &mut HashMap<SocketAddr, SessionId>,
+    source: SocketAddr,
+) {
+    if s.addrs.len() >= MAX_ADDRS_PER_SESSION {
+        let oldest = s.addrs.remove(0);
+        by_addr.remove(&oldest);
+    }
+    s.addrs.push(source);
+    by_addr.insert(source, s.id);
+}
+
 /// Hands a measured viewer's estimator its probing target, when it changed: str0m probes
 /// towards it (padding or retransmissions) before the allocator switches up.
 fn set_desired(s: &mut Session, desired_bps: u64) {
