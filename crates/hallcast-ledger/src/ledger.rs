@@ -109,6 +109,10 @@ pub struct LedgerStats {
     pub n_import_duplicates: u64,
     /// Store outages that ended (each recorded in the store, see [`StoreOutage`]).
     pub n_outages: u64,
+    /// Registry CSV files refused ([`Ledger::import_csv`]; nothing of them is stored)…
+    pub n_registry_files_refused: u64,
+    /// … and their bad lines.
+    pub n_registry_lines_refused: u64,
     /// Events that waited out an outage in the queue and were stored when it ended.
     pub n_stored_late: u64,
     /// Events queued and not yet stored (or failed).
@@ -130,6 +134,8 @@ struct Stats {
     n_import_duplicates: AtomicU64,
     n_outages: AtomicU64,
     n_stored_late: AtomicU64,
+    n_registry_files_refused: AtomicU64,
+    n_registry_lines_refused: AtomicU64,
     /// Unix ms of the current outage's first failure; 0 while the store answers.
     outage_since_ms: AtomicI64,
     /// Set by `close`: the writer gives up on an unreachable store at this instant.
@@ -167,6 +173,8 @@ impl Stats {
             n_imported: g(&self.n_imported),
             n_import_duplicates: g(&self.n_import_duplicates),
             n_outages: g(&self.n_outages),
+            n_registry_files_refused: g(&self.n_registry_files_refused),
+            n_registry_lines_refused: g(&self.n_registry_lines_refused),
             n_stored_late: g(&self.n_stored_late),
             n_pending: self.n_pending(),
             outage_since_ms: self.outage_since(),
@@ -719,8 +727,20 @@ impl Ledger {
 
     /// Imports a registry CSV (see [`crate::registry`]); all or nothing.
     pub async fn import_csv(&self, bytes: Vec<u8>) -> Result<ImportSummary> {
+        let file = match registry::parse_csv_counted(&bytes) {
+            Ok(file) => file,
+            Err(refused) => {
+                let stats = &self.inner.sink.stats;
+                stats
+                    .n_registry_files_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                stats
+                    .n_registry_lines_refused
+                    .fetch_add(refused.n_lines, Ordering::Relaxed);
+                return Err(refused.error);
+            }
+        };
         self.with_store(move |s| {
-            let file = registry::parse_csv(&bytes)?;
             s.import_registry(&file.organisations, &file.points)?;
             Ok(ImportSummary {
                 n_organisations: file.organisations.len(),

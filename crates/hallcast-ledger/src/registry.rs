@@ -14,6 +14,7 @@
 //! and organisations not in the file are kept. Export writes a UTF-8 BOM so Excel shows
 //! Vietnamese correctly, then the English headers, sorted by point id.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use hallcast_core::accounting::{ConferenceId, OrgId, Organisation, PointId, PointInfo};
@@ -91,9 +92,59 @@ pub struct ImportSummary {
     pub n_points: usize,
 }
 
+/// What a spreadsheet takes for the start of a formula when a cell begins with it.
+const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A cell of a CSV the project writes. One that a spreadsheet would read as a formula
+/// (`=HYPERLINK(…)`, `+cmd|…`, `@SUM(…)`) gets a leading `'`, as OWASP advises against
+/// CSV injection: a registry name typed by anyone must not run in the organiser's Excel.
+/// [`parse_csv`] takes the `'` off again, so an exported registry imports unchanged.
+pub fn csv_cell(s: &str) -> CsvCell<'_> {
+    CsvCell(if s.starts_with(FORMULA_START) {
+        Cow::Owned(format!("'{s}"))
+    } else {
+        Cow::Borrowed(s)
+    })
+}
+
+/// A cell made by [`csv_cell`], as the CSV writer takes it.
+pub struct CsvCell<'a>(Cow<'a, str>);
+
+impl AsRef<[u8]> for CsvCell<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// The inverse of [`csv_cell`] for an imported cell.
+fn uncell(s: &str) -> &str {
+    match s.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(FORMULA_START) => rest,
+        _ => s,
+    }
+}
+
 /// Parses a registry CSV. All-or-nothing: any bad line makes the whole file an error that
 /// lists every problem (up to 50).
 pub fn parse_csv(bytes: &[u8]) -> Result<RegistryFile> {
+    parse_csv_counted(bytes).map_err(|r| r.error)
+}
+
+/// A registry CSV refused: why, and how many of its lines were bad (0: the file as a
+/// whole, e.g. not UTF-8 or a missing column).
+pub(crate) struct Refused {
+    pub n_lines: u64,
+    pub error: LedgerError,
+}
+
+impl From<LedgerError> for Refused {
+    fn from(error: LedgerError) -> Self {
+        Refused { n_lines: 0, error }
+    }
+}
+
+/// [`parse_csv`], telling how many lines were refused.
+pub(crate) fn parse_csv_counted(bytes: &[u8]) -> std::result::Result<RegistryFile, Refused> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         LedgerError::Invalid(format!(
             "the file is not UTF-8 (byte {}); save it as \"CSV UTF-8\"",
@@ -126,7 +177,8 @@ pub fn parse_csv(bytes: &[u8]) -> Result<RegistryFile> {
                 "missing column {:?} (expected headers: {})",
                 CSV_HEADERS[k],
                 CSV_HEADERS.join(",")
-            )));
+            ))
+            .into());
         }
     }
 
@@ -142,7 +194,7 @@ pub fn parse_csv(bytes: &[u8]) -> Result<RegistryFile> {
             }
         };
         let line = rec.position().map_or(0, |p| p.line());
-        let field = |k: usize| -> &str { rec.get(col[k]).unwrap_or("") };
+        let field = |k: usize| -> &str { uncell(rec.get(col[k]).unwrap_or("")) };
         if rec.iter().all(str::is_empty) {
             continue;
         }
@@ -222,10 +274,13 @@ pub fn parse_csv(bytes: &[u8]) -> Result<RegistryFile> {
     if !errors.is_empty() {
         let n = errors.len();
         errors.truncate(50);
-        return Err(LedgerError::Invalid(format!(
-            "{n} problem(s) in the CSV, nothing imported:\n{}",
-            errors.join("\n")
-        )));
+        return Err(Refused {
+            n_lines: n as u64,
+            error: LedgerError::Invalid(format!(
+                "{n} problem(s) in the CSV, nothing imported:\n{}",
+                errors.join("\n")
+            )),
+        });
     }
     Ok(RegistryFile {
         organisations: orgs
@@ -285,14 +340,17 @@ pub fn to_csv(orgs: &[Organisation], points: &[PointInfo]) -> Result<Vec<u8>> {
                 .expected_headcount
                 .map(|n| n.to_string())
                 .unwrap_or_default();
-            w.write_record([
-                p.id.as_str(),
-                &p.name,
-                p.org.as_str(),
-                names.get(&p.org).copied().unwrap_or(""),
-                &p.location,
-                &expected,
-            ])
+            w.write_record(
+                [
+                    p.id.as_str(),
+                    &p.name,
+                    p.org.as_str(),
+                    names.get(&p.org).copied().unwrap_or(""),
+                    &p.location,
+                    &expected,
+                ]
+                .map(csv_cell),
+            )
             .map_err(csv_err)?;
         }
         w.flush()?;
@@ -325,6 +383,36 @@ mod tests {
         assert!(out.starts_with(BOM.as_bytes()));
         let again = parse_csv(&out).unwrap();
         assert_eq!(again, reg);
+    }
+
+    /// CSV injection: names a spreadsheet would run as formulas are stored literally,
+    /// exported with a leading `'` (so Excel shows text), and import back unchanged.
+    #[test]
+    fn formula_names_are_exported_inert_and_import_back_unchanged() {
+        let input = "point_id,point_name,org_id,org_name,location\n\
+                     -p1,\"=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",o-1,+cmd|' /C calc'!A0,@SUM(1+1)\n\
+                     p2,-2+3,o-1,,'plain quote\n";
+        let reg = parse_csv(input.as_bytes()).unwrap();
+        let p1 = &reg.points[0];
+        assert_eq!(p1.id.as_str(), "-p1");
+        assert_eq!(p1.name, "=HYPERLINK(\"http://x\",\"y\")");
+        assert_eq!(p1.location, "@SUM(1+1)");
+        assert_eq!(reg.organisations[0].name, "+cmd|' /C calc'!A0");
+        assert_eq!(reg.points[1].location, "'plain quote");
+        let out = String::from_utf8(to_csv(&reg.organisations, &reg.points).unwrap()).unwrap();
+        let mut rdr = csv::Reader::from_reader(out.trim_start_matches(BOM).as_bytes());
+        for rec in rdr.records() {
+            for cell in rec.unwrap().iter() {
+                assert!(
+                    !cell.starts_with(FORMULA_START),
+                    "a cell a spreadsheet would run: {cell:?}\n{out}"
+                );
+            }
+        }
+        assert!(out.contains("'=HYPERLINK"), "{out}");
+        assert!(out.contains("'-2+3"), "{out}");
+        assert!(out.contains(",'plain quote"), "{out}");
+        assert_eq!(parse_csv(out.as_bytes()).unwrap(), reg);
     }
 
     #[test]

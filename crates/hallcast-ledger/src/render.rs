@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::error::{LedgerError, Result};
 use crate::ledger::JoinLink;
-use crate::registry::{BOM, csv_err};
+use crate::registry::{BOM, csv_cell, csv_err};
 
 /// Language of a document. Vietnamese first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -345,7 +345,8 @@ pub fn report_csv(report: &Report, opts: &RenderOptions) -> Result<Vec<u8>> {
                 fixed
                     .iter()
                     .copied()
-                    .chain(calls.iter().map(String::as_str)),
+                    .chain(calls.iter().map(String::as_str))
+                    .map(csv_cell),
             )
             .map_err(csv_err)?;
         }
@@ -1025,15 +1026,18 @@ pub fn links_csv(links: &[JoinLink], opts: &RenderOptions) -> Result<Vec<u8>> {
         ])
         .map_err(csv_err)?;
         for l in links {
-            w.write_record([
-                l.point.org.as_str(),
-                &l.org_name,
-                l.point.id.as_str(),
-                &l.point.name,
-                &l.point.location,
-                &format_iso(l.expires.saturating_mul(1000), opts.utc_offset_minutes),
-                &l.url,
-            ])
+            w.write_record(
+                [
+                    l.point.org.as_str(),
+                    &l.org_name,
+                    l.point.id.as_str(),
+                    &l.point.name,
+                    &l.point.location,
+                    &format_iso(l.expires.saturating_mul(1000), opts.utc_offset_minutes),
+                    &l.url,
+                ]
+                .map(csv_cell),
+            )
             .map_err(csv_err)?;
         }
         w.flush()?;
@@ -1137,7 +1141,8 @@ mod tests {
         use hallcast_core::accounting::{ConferenceId, Folder, ReportConfig, build_report};
         let reg = crate::registry::parse_csv(
             "point_id,point_name,org_id,org_name,location\n\
-             p-1,<script>alert(1)</script>,o-1,\"'); DROP TABLE points;--\",<img src=x onerror=alert(2)>\n"
+             p-1,<script>alert(1)</script>,o-1,\"'); DROP TABLE points;--\",<img src=x onerror=alert(2)>\n\
+             p-2,=cmd|' /C calc'!A0,o-1,,\n"
                 .as_bytes(),
         )
         .unwrap();
@@ -1162,6 +1167,7 @@ mod tests {
         );
         let csv = String::from_utf8(report_csv(&report, &opts).unwrap()).unwrap();
         assert!(csv.contains("'); DROP TABLE points;--"), "{csv}");
+        assert!(csv.contains(",'=cmd|' /C calc'!A0,"), "{csv}");
         let json = report_json(&report, None, &opts).unwrap();
         assert!(json.contains("<script>alert(1)</script>"), "{json}");
     }

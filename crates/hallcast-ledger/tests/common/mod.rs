@@ -420,13 +420,22 @@ pub async fn registry_crud_and_csv(store: TestStore) {
         "Điểm cầu Ba Đình (mới)"
     );
 
-    // A bad file changes nothing.
-    let bad = "point_id,org_id\nok-9,ha-noi\nbad id,ha-noi\n";
+    // A bad file changes nothing, and is counted with its bad lines.
+    let refused = ledger.stats();
+    let bad = "point_id,org_id\nok-9,ha-noi\nbad id,ha-noi\nok-10,bad org\n";
     assert!(matches!(
         ledger.import_csv(bad.as_bytes().to_vec()).await,
         Err(LedgerError::Invalid(_))
     ));
     assert_eq!(ledger.points().await.unwrap().len(), 3);
+    let after = ledger.stats();
+    assert_eq!(
+        (
+            after.n_registry_files_refused - refused.n_registry_files_refused,
+            after.n_registry_lines_refused - refused.n_registry_lines_refused
+        ),
+        (1, 2)
+    );
 
     // Re-import the export: back to the original names, the removed point returns.
     ledger.import_csv(csv).await.unwrap();

@@ -206,6 +206,16 @@ pub fn write_ledger_metrics(ledger: &Ledger, out: &mut String) {
             "Attendance events delivered by child relays that were already stored",
             s.n_import_duplicates,
         ),
+        (
+            "hallcast_registry_files_refused_total",
+            "Registry CSV files refused at import (nothing of them stored)",
+            s.n_registry_files_refused,
+        ),
+        (
+            "hallcast_registry_lines_refused_total",
+            "Bad lines of refused registry CSV files",
+            s.n_registry_lines_refused,
+        ),
     ];
     for (name, help, v) in series {
         let _ = writeln!(
