@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `the_shipped_turn_config_matches_the_relays_ice_servers` | ice-servers.toml loads as a relay config; its user, password, host and port are turnserver.conf's `user=`, `realm=` and `listening-port`; the conf uses static long-term credentials, denies every peer but the relays (both address families), and does not allow loopback peers |
 //! | `a_viewer_whose_udp_is_blocked_plays_the_real_page_through_turn_over_tcp` | hosts in network namespaces (tests/src/tree.rs): a central (`hallcast demo`) announcing coturn's UDP and TCP URLs, coturn (the shipped conf, `allowed-peer-ip` = the central's address, no loopback peers) on a host of its own, a point whose nftables rules drop all UDP both ways. The real viewer page (`/watch/...`, no forced policy; `js/watch_pages.mjs`) in Chromium in the point decodes 60 frames and 3 s of audio over a selected pair whose local candidate is `relay` over TCP from the TCP URL and whose far end is the central's media port, on its first and only connection and offer, its first frame before the page's own connect timeout (15 s); coturn logs the point's TCP connection and the permission for the central. The control: the same page in the same point against a second central that announces no TURN server offers, and decodes nothing in 20 s; the drop rule counted the pages' UDP |
+//! | `a_viewer_whose_udp_is_blocked_plays_the_real_page_over_ice_tcp` | the same UDP-blocked point, a central with no TURN server and its default ICE-TCP (`media.tcp = true`): the real viewer page decodes 60 frames and audio over a direct TCP pair to the central's media port, on its first connection, its first frame within the page's connect timeout (the control, no TURN and `media.tcp = false`, is step 2 above) |
 //! | `a_viewer_forced_through_turn_plays_and_turn_relays_only_to_the_relay` | coturn runs the shipped conf on 127.0.0.1 (only its addresses, ports and log changed, plus `allow-loopback-peers` and `allowed-peer-ip=127.0.0.1`: the relay's address in this test); `hallcast demo` announces it from ice-servers.toml; Chromium with `iceTransportPolicy: 'relay'` learns it from the WHEP Link header and decodes 60 frames over a `relay` candidate pair whose remote end is the relay's media port, once with only the TURN-over-UDP URL and once with only TURN over TCP (a network that lets no UDP out); coturn logs the allocation and the permission for user hallcast. Then the same coturn conf without the allowed relay address: the viewer cannot play and coturn answers 403 Forbidden IP (the shipped denial works) |
 
 use std::fs;
@@ -497,6 +498,43 @@ fn ice_servers_set(urls: &[String], ice: &IceServer) -> String {
     )
 }
 
+/// The point's network lets no UDP through, either way (DNS included: every URL in these
+/// tests is an address): nftables table `udpblock`, chains `in` and `out`, counted drops.
+fn block_udp(ns: &str) -> Result<()> {
+    nft(ns, &["add", "table", "inet", "udpblock"])?;
+    for (chain, hook) in [("in", "input"), ("out", "output")] {
+        nft(
+            ns,
+            &[
+                "add",
+                "chain",
+                "inet",
+                "udpblock",
+                chain,
+                &format!("{{ type filter hook {hook} priority 0; }}"),
+            ],
+        )?;
+        nft(
+            ns,
+            &[
+                "add", "rule", "inet", "udpblock", chain, "meta", "l4proto", "udp", "counter",
+                "drop",
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// The relay's media ports from the demo's info file.
+fn shard_ports(demo: &Demo) -> Result<Vec<u64>> {
+    Ok(demo.info.raw["media_udp_shards"]
+        .as_array()
+        .context("the info file has no media_udp_shards")?
+        .iter()
+        .filter_map(|a| a.as_str()?.rsplit(':').next()?.parse().ok())
+        .collect())
+}
+
 #[test]
 fn a_viewer_whose_udp_is_blocked_plays_the_real_page_through_turn_over_tcp() {
     run(
@@ -511,29 +549,7 @@ fn a_viewer_whose_udp_is_blocked_plays_the_real_page_through_turn_over_tcp() {
             let turn = tree.backbone_host("turn")?;
             let point = tree.backbone_host("point")?;
 
-            // The point's network lets no UDP through, either way (DNS included: every URL
-            // here is an address).
-            nft(&point.ns, &["add", "table", "inet", "udpblock"])?;
-            for (chain, hook) in [("in", "input"), ("out", "output")] {
-                nft(
-                    &point.ns,
-                    &[
-                        "add",
-                        "chain",
-                        "inet",
-                        "udpblock",
-                        chain,
-                        &format!("{{ type filter hook {hook} priority 0; }}"),
-                    ],
-                )?;
-                nft(
-                    &point.ns,
-                    &[
-                        "add", "rule", "inet", "udpblock", chain, "meta", "l4proto", "udp",
-                        "counter", "drop",
-                    ],
-                )?;
-            }
+            block_udp(&point.ns)?;
 
             // coturn: the shipped conf on the turn host, the central's address its one allowed
             // peer (as in production: allowed-peer-ip lists the relays' media.public_ips). No
@@ -567,15 +583,11 @@ fn a_viewer_whose_udp_is_blocked_plays_the_real_page_through_turn_over_tcp() {
 
             // 1. The real viewer page, no forced policy: it learns TURN from the route answer
             // before its first offer and plays through TURN over TCP.
+            // (ICE-TCP off: this is about TURN; the relay's own TCP candidate would win.)
             let mut opts = central_options(&relay);
-            opts.set = vec![ice_servers_set(&urls, &ice)];
+            opts.set = vec![ice_servers_set(&urls, &ice), "media.tcp=false".into()];
             let mut demo = Demo::start(ctx, opts)?;
-            let shard_ports: Vec<u64> = demo.info.raw["media_udp_shards"]
-                .as_array()
-                .context("the info file has no media_udp_shards")?
-                .iter()
-                .filter_map(|a| a.as_str()?.rsplit(':').next()?.parse().ok())
-                .collect();
+            let shard_ports = shard_ports(&demo)?;
             let mut viewer =
                 pages_in(ctx, &point, &demo.info.viewer_url, 1, 45, MIN_FRAMES as u32)?;
             let result = viewer.result(Duration::from_secs(90))?;
@@ -622,8 +634,12 @@ fn a_viewer_whose_udp_is_blocked_plays_the_real_page_through_turn_over_tcp() {
             drop(demo);
 
             // 2. The negative control: the same page in the same namespace, a relay that
-            // announces no TURN server. Nothing plays: the drop rule holds.
-            let demo = Demo::start(ctx, central_options(&plain))?;
+            // announces no TURN server and no ICE-TCP candidate. Nothing plays: the drop rule
+            // holds (and is what a_viewer_whose_udp_is_blocked_plays_the_real_page_over_ice_tcp
+            // gets past).
+            let mut opts = central_options(&plain);
+            opts.set = vec!["media.tcp=false".into()];
+            let demo = Demo::start(ctx, opts)?;
             let mut viewer = pages_in(
                 ctx,
                 &point,
@@ -661,6 +677,61 @@ fn a_viewer_whose_udp_is_blocked_plays_the_real_page_through_turn_over_tcp() {
             ensure!(
                 dropped_out > 0,
                 "the point's drop rule saw no outgoing UDP: the pages never tried it\n{listed}"
+            );
+            Ok(())
+        },
+    );
+}
+
+/// ICE-TCP (issue 13, B.4): a point whose network drops all UDP, a central with no TURN server
+/// and its default `media.tcp = true`. The real viewer page in Chromium connects out to the
+/// relay's passive TCP candidate by itself and decodes video and audio, on its first and only
+/// connection, its first frame within its connect timeout. (The control — the same network, a
+/// relay with `media.tcp = false` and no TURN, nothing plays — is step 2 of
+/// `a_viewer_whose_udp_is_blocked_plays_the_real_page_through_turn_over_tcp`.)
+#[test]
+fn a_viewer_whose_udp_is_blocked_plays_the_real_page_over_ice_tcp() {
+    run(
+        "a_viewer_whose_udp_is_blocked_plays_the_real_page_over_ice_tcp",
+        Weight::Heavy,
+        |ctx| {
+            let mut tree = Tree::create()?;
+            let relay = tree.relay_host("central")?;
+            let point = tree.backbone_host("point")?;
+            block_udp(&point.ns)?;
+            let connect_timeout_ms = page_connect_timeout_ms()?;
+            let mut demo = Demo::start(ctx, central_options(&relay))?;
+            let ports = shard_ports(&demo)?;
+            let mut viewer =
+                pages_in(ctx, &point, &demo.info.viewer_url, 1, 45, MIN_FRAMES as u32)?;
+            let result = viewer.result(Duration::from_secs(90))?;
+            demo.ensure_running()?;
+            let pages = results::pages(&result)?;
+            let page = &result["pages"][0];
+            eprintln!("UDP-blocked page over ICE-TCP: {page}");
+            ensure_pages_playing(&pages, MIN_FRAMES)?;
+            let pair = &page["selected_pair"];
+            ensure!(
+                pair["local_protocol"] == "tcp" && pair["local_candidate_type"] != "relay",
+                "the page's selected pair is not a direct TCP pair: {pair}"
+            );
+            ensure!(
+                pair["remote_candidate_address"] == relay.ip.as_str()
+                    && pair["remote_candidate_port"]
+                        .as_u64()
+                        .is_some_and(|p| ports.contains(&p)),
+                "the pair's far end is not one of the relay's media ports {}:{ports:?}: {pair}",
+                relay.ip
+            );
+            ensure!(
+                page["n_peer_connections"] == 1 && page["n_offers_posted"] == 1,
+                "the page needed more than one connection (a failed attempt first?): {page}"
+            );
+            let first_frame_ms = page["first_frame_ms"].as_f64().unwrap_or(f64::INFINITY);
+            ensure!(
+                first_frame_ms < connect_timeout_ms,
+                "the page's first frame came {first_frame_ms} ms after it loaded, not within its \
+                 connect timeout ({connect_timeout_ms} ms)"
             );
             Ok(())
         },

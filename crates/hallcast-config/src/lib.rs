@@ -186,6 +186,10 @@ pub struct Media {
     /// The estimate a viewer starts from (kbit/s): it joins on the highest layer this
     /// covers, then probing finds its link's real capacity.
     pub start_bitrate_kbps: u64,
+    /// ICE-TCP: also accept WebRTC over TCP on the same port(s) as `udp` (a passive TCP
+    /// candidate next to each UDP one), for points whose network blocks UDP. UDP is
+    /// preferred whenever it works.
+    pub tcp: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -387,6 +391,7 @@ impl Default for Media {
             threads: 0,
             adaptation: true,
             start_bitrate_kbps: 1000,
+            tcp: true,
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct EngineConfig {
     /// Bandwidth adaptation for viewers: their estimator's start value in bits per
     /// second (`None`: off, every viewer gets the top layer).
     pub adaptation: Option<u64>,
+    /// ICE-TCP (passive): each shard also accepts TCP on its media port and announces it
+    /// (see [`crate::tcp`]).
+    pub tcp: bool,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +49,7 @@ impl Default for EngineConfig {
             threads: 1,
             snapshot_interval: Duration::from_millis(500),
             adaptation: Some(1_000_000),
+            tcp: true,
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The thin I/O around [`Relay`]: per media shard one OS thread with a current-thread tokio
 //! runtime, one UDP socket (`recvmsg` with each datagram's destination, `sendmmsg` with
-//! GSO) and the wall clock. [`Engine`] is the handle the HTTP side holds: it places
+//! GSO), its ICE-TCP listener on the same port (see [`crate::tcp`]) and the wall clock. [`Engine`] is the handle the HTTP side holds: it places
 //! sessions on shards and reads the shards' published snapshots without waiting on them.
 
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::api::{
     EndReason, EngineConfig, EngineError, EngineEvent, EngineStats, SessionStarted, Snapshot,
 };
 use crate::relay::{Command, Relay, RelayConfig, Reply, ShardMessage, health::Liveness, shard_of};
+use crate::tcp::TcpIn;
 use crate::udp::SendQueue;
 
 /// Datagrams read per wake-up before commands and timers get a turn.
@@ -76,6 +78,16 @@ impl Engine {
         let mut shards = Vec::with_capacity(n);
         for (i, (std_socket, inbox)) in sockets.into_iter().zip(inbox_rxs).enumerate() {
             let local_addr = std_socket.local_addr()?;
+            // ICE-TCP on the same port; a port taken by another program costs TCP only.
+            let tcp_listener = config
+                .tcp
+                .then(|| {
+                    std::net::TcpListener::bind(local_addr)
+                        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                        .map_err(|e| warn!(%local_addr, "ICE-TCP off for this shard: {e}"))
+                        .ok()
+                })
+                .flatten();
             let stats = Arc::new(EngineStats::default());
             let relay = Relay::new(
                 RelayConfig {
@@ -89,6 +101,7 @@ impl Engine {
                     n_shards: n,
                     adaptation: config.adaptation,
                     fixed_threshold: false,
+                    tcp: tcp_listener.is_some(),
                 },
                 stats.clone(),
                 Instant::now(),
@@ -96,7 +109,11 @@ impl Engine {
             let (tx, rx) = mpsc::channel(1024);
             let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
             let load = Arc::new(AtomicUsize::new(0));
+            let (tcp_tx, tcp_rx) = mpsc::channel(4096);
             let io = ShardIo {
+                tcp_rx,
+                tcp_tx: tcp_tx.clone(),
+                tcp_out: HashMap::new(),
                 relay,
                 rx,
                 inbox,
@@ -129,6 +146,14 @@ impl Engine {
                                 return;
                             }
                         };
+                        if let Some(l) = tcp_listener {
+                            match tokio::net::TcpListener::from_std(l) {
+                                Ok(l) => {
+                                    tokio::spawn(crate::tcp::accept(l, tcp_tx));
+                                }
+                                Err(e) => warn!("ICE-TCP listener: {e}"),
+                            }
+                        }
                         io.run(socket).await;
                     });
                 })?;
@@ -505,6 +530,13 @@ fn bind_shards(bind: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::UdpS
 
 /// One shard's I/O.
 struct ShardIo {
+    /// Frames and connection changes from the ICE-TCP tasks (the sender is kept so the
+    /// channel never closes when TCP is off).
+    tcp_rx: mpsc::Receiver<TcpIn>,
+    #[allow(dead_code)]
+    tcp_tx: mpsc::Sender<TcpIn>,
+    /// Each open ICE-TCP connection's writer, by peer address.
+    tcp_out: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     relay: Relay,
     rx: mpsc::Receiver<ShardCommand>,
     inbox: mpsc::UnboundedReceiver<(usize, ShardMessage)>,
@@ -588,6 +620,17 @@ impl ShardIo {
                         }
                     }
                 }
+                Some(m) = self.tcp_rx.recv() => {
+                    let now = Instant::now();
+                    self.on_tcp(now, m);
+                    // What else the connections sent meanwhile, in the same turn.
+                    for _ in 0..RECV_BATCH {
+                        match self.tcp_rx.try_recv() {
+                            Ok(m) => self.on_tcp(now, m),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 Some((from, msg)) = self.inbox.recv() => {
                     let now = Instant::now();
                     self.relay.handle_shard_message(now, from, msg);
@@ -603,6 +646,20 @@ impl ShardIo {
                 next_snapshot = now + self.interval;
                 let ms = now.saturating_duration_since(self.started).as_millis() as u64;
                 self.snapshot.store(Arc::new(self.relay.snapshot(now, ms)));
+            }
+        }
+    }
+
+    fn on_tcp(&mut self, now: Instant, m: TcpIn) {
+        match m {
+            TcpIn::Open { peer, writer } => {
+                self.tcp_out.insert(peer, writer);
+            }
+            TcpIn::Frame { peer, local, data } => {
+                self.relay.handle_tcp(now, peer, local, &data);
+            }
+            TcpIn::Closed { peer } => {
+                self.tcp_out.remove(&peer);
             }
         }
     }
@@ -632,10 +689,19 @@ impl ShardIo {
     }
 
     fn flush(&mut self, socket: &UdpSocket) {
+        let mut tcp = false;
         while let Some(t) = self.relay.poll_transmit() {
-            self.sendq.push_from(t.destination, t.source, t.contents);
+            if t.tcp {
+                self.send_tcp(t.destination, t.contents);
+                tcp = true;
+            } else {
+                self.sendq.push_from(t.destination, t.source, t.contents);
+            }
         }
         if self.sendq.is_empty() {
+            if tcp {
+                self.relay.handle_sent(Instant::now());
+            }
             return;
         }
         let f = self.sendq.flush(socket);
@@ -648,5 +714,21 @@ impl ShardIo {
             .tx_gso_messages
             .fetch_add(f.gso_messages as u64, Relaxed);
         stats.tx_syscalls.fetch_add(f.syscalls as u64, Relaxed);
+    }
+
+    /// A packet for an ICE-TCP peer: to its connection's writer, or dropped (connection
+    /// gone, or a peer that does not read fast enough).
+    fn send_tcp(&mut self, peer: SocketAddr, contents: Vec<u8>) {
+        let stats = self.relay.stats();
+        let n = contents.len() as u64;
+        match self.tcp_out.get(&peer).map(|w| w.try_send(contents)) {
+            Some(Ok(())) => {
+                stats.tx_datagrams.fetch_add(1, Relaxed);
+                stats.tx_bytes.fetch_add(n, Relaxed);
+            }
+            _ => {
+                stats.tx_dropped.fetch_add(1, Relaxed);
+            }
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod sdp_scan;
 /// An in-memory network and str0m peers for tests and benchmarks on virtual time.
 pub mod sim;
 pub mod stun;
+pub mod tcp;
 pub mod transit;
 pub mod udp;
 

@@ -640,6 +640,7 @@ impl Relay {
                     .media
                     .adaptation
                     .then_some(config.media.start_bitrate_kbps.max(50) * 1000),
+                tcp: config.media.tcp,
                 ..EngineConfig::default()
             },
             tx,

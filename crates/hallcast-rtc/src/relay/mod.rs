@@ -118,6 +118,10 @@ pub struct RelayConfig {
     /// Benchmarks only: measured viewers get the fixed-threshold selector, the baseline the
     /// allocator is compared with.
     pub fixed_threshold: bool,
+    /// ICE-TCP: announce a passive TCP host candidate on each address, on the same port as
+    /// UDP (the driver accepts the connections and hands their frames to
+    /// [`Relay::handle_tcp`]).
+    pub tcp: bool,
 }
 
 impl RelayConfig {
@@ -135,6 +139,7 @@ impl RelayConfig {
             // own default, from the config, is on.
             adaptation: None,
             fixed_threshold: false,
+            tcp: false,
         }
     }
 }
@@ -147,6 +152,9 @@ pub struct Transmit {
     /// choice.
     pub source: Option<IpAddr>,
     pub contents: Vec<u8>,
+    /// On the ICE-TCP connection from `destination` (RFC 4571 framing is the driver's),
+    /// not UDP.
+    pub tcp: bool,
 }
 
 /// What the rest of the relay asks of it.
@@ -339,15 +347,29 @@ impl Relay {
             config.public_ips.clone()
         };
         let mut candidates = Vec::new();
-        for ip in ips {
+        let invalid = |e: str0m::error::IceError| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+        };
+        for &ip in &ips {
             let addr = SocketAddr::new(ip, local_addr.port());
-            let c = Candidate::host(addr, "udp").map_err(|e| {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
-            })?;
-            candidates.push(c);
+            candidates.push(Candidate::host(addr, "udp").map_err(invalid)?);
+        }
+        if config.tcp {
+            // After the UDP ones: a browser that can use UDP prefers it (RFC 6544's type
+            // preference puts TCP host candidates below UDP ones).
+            for &ip in &ips {
+                let addr = SocketAddr::new(ip, local_addr.port());
+                let c = Candidate::builder()
+                    .tcp()
+                    .host(addr)
+                    .tcptype(str0m::net::TcpType::Passive)
+                    .build()
+                    .map_err(invalid)?;
+                candidates.push(c);
+            }
         }
         Ok(Relay {
-            announced: candidates.iter().map(|c| c.addr().ip()).collect(),
+            announced: ips,
             choose_source: local_addr.ip().is_unspecified(),
             candidates,
             config,
@@ -472,7 +494,19 @@ impl Relay {
         let local = real
             .filter(|_| self.choose_source)
             .map(|ip| ip.to_canonical());
-        self.on_datagram(now, from, destination, local, buf);
+        self.on_datagram(now, Protocol::Udp, from, destination, local, buf);
+    }
+
+    /// A frame (one RFC 4571 packet, its length prefix removed) from the ICE-TCP connection
+    /// `from` → `to` (the connection's local address).
+    pub fn handle_tcp(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, buf: &[u8]) {
+        self.last_now = now;
+        let destination = crate::udp::candidate_destination(
+            Some(to.ip()),
+            self.config.local_addr,
+            &self.announced,
+        );
+        self.on_datagram(now, Protocol::Tcp, from, destination, None, buf);
     }
 
     /// Time passed: session timers, housekeeping, and the next slice of parked replays.
@@ -745,7 +779,13 @@ impl Relay {
             }
         }
         let mut rtc = b.build(now);
-        for c in &self.candidates {
+        // An ICE client (a pull from another relay) checks over UDP only: ICE-TCP is for
+        // peers whose network blocks UDP, and relays reach each other over UDP.
+        for c in self
+            .candidates
+            .iter()
+            .filter(|c| ice_lite || c.proto() == str0m::net::Protocol::Udp)
+        {
             rtc.add_local_candidate(c.clone());
         }
         rtc
@@ -1354,6 +1394,7 @@ impl Relay {
     fn on_datagram(
         &mut self,
         now: Instant,
+        proto: Protocol,
         source: SocketAddr,
         destination: SocketAddr,
         local: Option<IpAddr>,
@@ -1361,7 +1402,7 @@ impl Relay {
     ) {
         self.stats.rx_datagrams.fetch_add(1, Relaxed);
         self.stats.rx_bytes.fetch_add(buf.len() as u64, Relaxed);
-        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, buf) else {
+        let Ok(receive) = Receive::new(proto, source, destination, buf) else {
             self.stats.dropped(RxDrop::NotWebrtc);
             return;
         };
@@ -1394,7 +1435,7 @@ impl Relay {
                 id
             }
         };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, buf) else {
+        let Ok(receive) = Receive::new(proto, source, destination, buf) else {
             return;
         };
         let Some(s) = self.sessions.get_mut(&id) else {

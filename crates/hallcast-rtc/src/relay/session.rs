@@ -237,6 +237,7 @@ pub(crate) fn drain(
                     destination: t.destination,
                     source,
                     contents: t.contents.into(),
+                    tcp: t.proto == str0m::net::Protocol::Tcp,
                 });
             }
             Ok(Output::Event(e)) => on_event(e),
