@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("config_toml", config_toml),
     ("keyframe", keyframe),
     ("rtp_rewrite", rtp_rewrite),
+    ("admin_api", admin_api),
 ];
 
 /// SDP offer scanning (`hallcast_rtc::sdp_scan::scan`): any text; every media section
@@ -291,4 +292,186 @@ pub fn rtp_rewrite(data: &[u8]) {
             recent.drain(..recent.len() - 64);
         }
     }
+}
+
+/// The admin API's request bodies, through the real router (`oneshot`, no socket) on a real
+/// SQLite ledger: the first byte (from `'0'`) picks a route that takes a body, the rest is the
+/// body. Invariants: never a 5xx (a server error on input is a bug); every 4xx carries a JSON
+/// `{"error", "message"}` with a message; a refused request stores nothing (the registry's
+/// organisations, points and conferences are unchanged); everything stored keeps the
+/// registry's text rule (`registry::text_problem`).
+pub fn admin_api(data: &[u8]) {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
+    let api = admin_api_fixture();
+    let (method, path, content_type) =
+        ADMIN_ROUTES[usize::from(pick.wrapping_sub(b'0')) % ADMIN_ROUTES.len()];
+    let (router, token) = if path == "/api/v1/relay/events" {
+        (&api.relay, ADMIN_FUZZ_CREDENTIAL)
+    } else {
+        (&api.admin, ADMIN_FUZZ_TOKEN)
+    };
+    api.rt.block_on(async {
+        let before = registry_state(&api.ledger).await;
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", content_type)
+            .body(Body::from(body.to_vec()))
+            .expect("a request");
+        let resp = router
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("the router answers");
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.expect("a body").to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !status.is_server_error(),
+            "{method} {path} answered {status}: {text}"
+        );
+        if status.is_client_error() {
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{method} {path} {status}: not JSON ({e}): {text}"));
+            assert!(
+                v["error"].as_str().is_some_and(|e| !e.is_empty())
+                    && v["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "{method} {path} {status} without an error and a message: {text}"
+            );
+            let after = registry_state(&api.ledger).await;
+            assert!(
+                after == before,
+                "{method} {path} was refused ({status}) yet changed the registry"
+            );
+        } else {
+            for (what, name) in registry_texts(&api.ledger).await {
+                assert!(
+                    hallcast_ledger::registry::text_problem(what, &name).is_none(),
+                    "{method} {path} stored a {what} the registry refuses: {name:?}"
+                );
+            }
+        }
+    });
+}
+
+/// Routes of the admin API that take a body (method, path, content type); the ids in the
+/// paths exist in the fixture's ledger.
+const ADMIN_ROUTES: &[(&str, &str, &str)] = &[
+    ("POST", "/api/v1/organisations", "application/json"),
+    ("PUT", "/api/v1/organisations/o-1", "application/json"),
+    ("POST", "/api/v1/points", "application/json"),
+    ("PUT", "/api/v1/points/p-1", "application/json"),
+    ("POST", "/api/v1/points/import", "text/csv"),
+    ("POST", "/api/v1/conferences", "application/json"),
+    (
+        "POST",
+        "/api/v1/conferences/hn/headcount",
+        "application/json",
+    ),
+    (
+        "POST",
+        "/api/v1/conferences/hn/rollcalls",
+        "application/json",
+    ),
+    ("POST", "/api/v1/relay/events", "application/json"),
+];
+
+const ADMIN_FUZZ_TOKEN: &str = "fuzz-admin-token";
+const ADMIN_FUZZ_CREDENTIAL: &str = "fuzz-relay-credential";
+
+struct AdminApi {
+    rt: tokio::runtime::Runtime,
+    admin: axum::Router,
+    relay: axum::Router,
+    ledger: hallcast_ledger::Ledger,
+}
+
+/// One ledger (SQLite in a fresh temp directory) and routers for the whole run: organisation
+/// o-1, point p-1 and conference hn exist.
+fn admin_api_fixture() -> &'static AdminApi {
+    static API: std::sync::OnceLock<AdminApi> = std::sync::OnceLock::new();
+    API.get_or_init(|| {
+        use hallcast_ledger::{Ledger, LedgerConfig, Secret, StoreConfig};
+        use hallcast_server::attendance::{AttendanceCtx, relay_router, router};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let dir = std::env::temp_dir().join(format!(
+            "hallcast-fuzz-admin-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        let ledger = rt.block_on(async {
+            let ledger = Ledger::open(LedgerConfig::new(
+                StoreConfig::sqlite_in(&dir),
+                Secret::from_bytes(b"fuzz-fuzz-fuzz-fuzz-".to_vec()).expect("a secret"),
+            ))
+            .await
+            .expect("a ledger");
+            ledger
+                .import_csv(b"point_id,point_name,org_id,org_name\np-1,Point,o-1,Org\n".to_vec())
+                .await
+                .expect("the fixture's registry");
+            let hn = hallcast_core::accounting::ConferenceId::parse("hn").expect("an id");
+            ledger
+                .upsert_conference(hallcast_ledger::Conference::new(
+                    hn,
+                    "Hội nghị".into(),
+                    "fuzz-stream-key".into(),
+                    1,
+                ))
+                .await
+                .expect("the fixture's conference");
+            ledger
+        });
+        let admin = router(AttendanceCtx::new(
+            ledger.clone(),
+            ADMIN_FUZZ_TOKEN,
+            "http://127.0.0.1:8080",
+        ));
+        let relay = relay_router(
+            AttendanceCtx::new(ledger.clone(), ADMIN_FUZZ_TOKEN, "http://127.0.0.1:8080"),
+            std::sync::Arc::from(ADMIN_FUZZ_CREDENTIAL),
+        );
+        AdminApi {
+            rt,
+            admin,
+            relay,
+            ledger,
+        }
+    })
+}
+
+/// The registry as stored: organisations, points, conferences (ids and every field).
+async fn registry_state(ledger: &hallcast_ledger::Ledger) -> String {
+    format!(
+        "{:?}{:?}{:?}",
+        ledger.organisations().await.expect("organisations"),
+        ledger.points().await.expect("points"),
+        ledger.conferences().await.expect("conferences")
+    )
+}
+
+/// Every name and location stored in the registry.
+async fn registry_texts(ledger: &hallcast_ledger::Ledger) -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = Vec::new();
+    for o in ledger.organisations().await.expect("organisations") {
+        out.push(("org_name", o.name));
+    }
+    for p in ledger.points().await.expect("points") {
+        out.push(("point_name", p.name));
+        out.push(("location", p.location));
+    }
+    out
 }
