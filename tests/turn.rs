@@ -525,6 +525,36 @@ fn block_udp(ns: &str) -> Result<()> {
     Ok(())
 }
 
+/// The page's selected pair ends at one of the relay's media ports, on its first and only
+/// connection and offer, its first frame before its own connect timeout (no failed attempt
+/// waited out first).
+fn reached_relay_at_once(
+    page: &Value,
+    relay_ip: &str,
+    ports: &[u64],
+    connect_timeout_ms: f64,
+) -> Result<()> {
+    let pair = &page["selected_pair"];
+    ensure!(
+        pair["remote_candidate_address"] == relay_ip
+            && pair["remote_candidate_port"]
+                .as_u64()
+                .is_some_and(|p| ports.contains(&p)),
+        "the pair's far end is not one of the relay's media ports {relay_ip}:{ports:?}: {pair}"
+    );
+    ensure!(
+        page["n_peer_connections"] == 1 && page["n_offers_posted"] == 1,
+        "the page needed more than one connection (a failed attempt first?): {page}"
+    );
+    let first_frame_ms = page["first_frame_ms"].as_f64().unwrap_or(f64::INFINITY);
+    ensure!(
+        first_frame_ms < connect_timeout_ms,
+        "the page's first frame came {first_frame_ms} ms after it loaded, not within its \
+         connect timeout ({connect_timeout_ms} ms): it waited for a failed attempt"
+    );
+    Ok(())
+}
+
 /// The relay's media ports from the demo's info file.
 fn shard_ports(demo: &Demo) -> Result<Vec<u64>> {
     Ok(demo.info.raw["media_udp_shards"]
@@ -605,24 +635,7 @@ fn a_viewer_whose_udp_is_blocked_plays_the_real_page_through_turn_over_tcp() {
                 pair["local_candidate_url"] == tcp_url.as_str(),
                 "the relayed candidate is not from {tcp_url}: {pair}"
             );
-            ensure!(
-                pair["remote_candidate_address"] == relay.ip.as_str()
-                    && pair["remote_candidate_port"]
-                        .as_u64()
-                        .is_some_and(|p| shard_ports.contains(&p)),
-                "the pair's far end is not one of the relay's media ports {}:{shard_ports:?}: {pair}",
-                relay.ip
-            );
-            ensure!(
-                page["n_peer_connections"] == 1 && page["n_offers_posted"] == 1,
-                "the page needed more than one connection (a failed attempt first?): {page}"
-            );
-            let first_frame_ms = page["first_frame_ms"].as_f64().unwrap_or(f64::INFINITY);
-            ensure!(
-                first_frame_ms < connect_timeout_ms,
-                "the page's first frame came {first_frame_ms} ms after it loaded, not within its \
-                 connect timeout ({connect_timeout_ms} ms): it waited for a failed attempt"
-            );
+            reached_relay_at_once(page, &relay.ip, &shard_ports, connect_timeout_ms)?;
             let log = coturn.log_text();
             for want in [
                 format!("tcp or tls connected to: {}:", point.ip),
@@ -715,24 +728,7 @@ fn a_viewer_whose_udp_is_blocked_plays_the_real_page_over_ice_tcp() {
                 pair["local_protocol"] == "tcp" && pair["local_candidate_type"] != "relay",
                 "the page's selected pair is not a direct TCP pair: {pair}"
             );
-            ensure!(
-                pair["remote_candidate_address"] == relay.ip.as_str()
-                    && pair["remote_candidate_port"]
-                        .as_u64()
-                        .is_some_and(|p| ports.contains(&p)),
-                "the pair's far end is not one of the relay's media ports {}:{ports:?}: {pair}",
-                relay.ip
-            );
-            ensure!(
-                page["n_peer_connections"] == 1 && page["n_offers_posted"] == 1,
-                "the page needed more than one connection (a failed attempt first?): {page}"
-            );
-            let first_frame_ms = page["first_frame_ms"].as_f64().unwrap_or(f64::INFINITY);
-            ensure!(
-                first_frame_ms < connect_timeout_ms,
-                "the page's first frame came {first_frame_ms} ms after it loaded, not within its \
-                 connect timeout ({connect_timeout_ms} ms)"
-            );
+            reached_relay_at_once(page, &relay.ip, &ports, connect_timeout_ms)?;
             Ok(())
         },
     );

@@ -7,6 +7,24 @@ pub fn is_stun(buf: &[u8]) -> bool {
     buf.len() >= 20 && buf[0] < 4 && buf[4..8] == [0x21, 0x12, 0xa4, 0x42]
 }
 
+/// The FINGERPRINT value (RFC 5389 §15.5) of a STUN message whose bytes up to the
+/// FINGERPRINT attribute are `msg`: CRC-32 (IEEE) XOR `0x5354554e`. For tests that build or
+/// edit messages a parser must accept.
+pub fn fingerprint(msg: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in msg {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc ^ 0x5354_554e
+}
+
 /// Returns the local (relay-side) ufrag of a STUN binding request, if `buf` is one.
 pub fn local_ufrag(buf: &[u8]) -> Option<&str> {
     // Header: type(2) length(2) magic cookie(4) transaction id(12).
@@ -51,6 +69,12 @@ mod tests {
     #[test]
     fn finds_local_ufrag() {
         assert_eq!(local_ufrag(&request(b"srvA:cli")), Some("srvA"));
+    }
+
+    #[test]
+    fn fingerprint_is_rfc_5389s_crc() {
+        // CRC-32's check value ("123456789" → 0xcbf43926), XORed with "STUN".
+        assert_eq!(fingerprint(b"123456789"), 0xcbf4_3926 ^ 0x5354_554e);
     }
 
     #[test]

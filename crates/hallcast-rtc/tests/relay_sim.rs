@@ -1050,28 +1050,12 @@ fn a_conferences_snapshot_counts_keyframe_requests_and_bytes_sent() {
     );
 }
 
-/// CRC-32 (IEEE), for STUN's FINGERPRINT.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 /// A binding request that ends with FINGERPRINT, made valid again after an edit (a
 /// parser checks it; a relay must see the edited message, not a corrupt one).
 fn refingerprint(mut m: Vec<u8>) -> Vec<u8> {
     let n = m.len();
     assert_eq!(&m[n - 8..n - 4], &[0x80, 0x28, 0, 4], "FINGERPRINT last");
-    let crc = crc32(&m[..n - 8]) ^ 0x5354_554e;
+    let crc = hallcast_rtc::stun::fingerprint(&m[..n - 8]);
     m[n - 4..].copy_from_slice(&crc.to_be_bytes());
     m
 }
