@@ -8,7 +8,9 @@
 //   waiting      -> the hall feed is not live yet (409); retries after Retry-After, starts by itself
 //   live         -> media connection up
 //   reconnecting -> connection lost (ICE failed/disconnected, no media, HTTP or network error);
-//                   retries with exponential backoff and jitter, capped
+//                   retries with exponential backoff and jitter, capped; during a backoff it
+//                   probes /healthz of its relays about once a second, and a relay that was
+//                   unreachable and answers again (a restarted central) is tried at once
 //   ended        -> the broadcast ended (the relay says the feed is no longer live after we had it,
 //                   or 410 Gone); keeps checking quietly and resumes if the hall publishes again
 //   error        -> the link is not valid (401/403/404) or the browser cannot play; no retry
@@ -159,6 +161,12 @@
   // backoff would push the reconnect past it.
   const RELAY_GONE_RETRY_MS = 600;
   const RELAY_GONE_QUICK_TRIES = 6;
+  // While a backoff longer than this runs, the page probes its relays' /healthz about this
+  // often (jittered): a relay seen unreachable and then answering again (a restarted central, a
+  // link back up) is tried at once instead of after the rest of a backoff that may have grown to
+  // 30 s. Only that down-then-up change triggers it, so a relay that answers but cannot serve
+  // (a UDP block, a refusal) keeps its backoff.
+  const RETURN_PROBE_MS = 1000;
   // Longest wait for local ICE candidates before sending the offer (the relay is ICE-lite).
   const GATHER_WAIT_MS = 1000;
   const IDLE_HIDE_MS = 4000;
@@ -276,6 +284,10 @@
   let goneRelay = null;
   let generation = 0;
   let retryTimer = null;
+  // The probe that watches for an unreachable relay's return during a backoff; bumping the
+  // generation stops it.
+  let returnTimer = null;
+  let returnGen = 0;
   let session = null; // { gen, pc, url, connectTimer, disconnectTimer, lastPackets, lastProgress }
   // A move away from a draining relay: { old (the session still playing), base (where to ask
   // for a route), avoid (the draining relay's origin) }; null: none under way.
@@ -394,6 +406,37 @@
   function scheduleConnect(ms) {
     clearTimeout(retryTimer);
     retryTimer = setTimeout(connect, ms);
+    watchForReturn(ms);
+  }
+
+  /** During a backoff of `ms`: connect at once when a relay this page would try (its own
+   * origin, home) goes from unreachable to answering. */
+  function watchForReturn(ms) {
+    const gen = ++returnGen;
+    clearTimeout(returnTimer);
+    if (ms <= 2 * RETURN_PROBE_MS) return;
+    const until = Date.now() + ms - RETURN_PROBE_MS;
+    const bases = [...new Set([location.origin, home].filter(Boolean))];
+    let sawDown = false;
+    const next = () => {
+      returnTimer = setTimeout(probe, Math.round(RETURN_PROBE_MS * (0.75 + Math.random() / 2)));
+    };
+    const probe = async () => {
+      if (gen !== returnGen || finalEnd || Date.now() > until) return;
+      const alive = await Promise.all(bases.map((b) => relayAlive(b)));
+      if (gen !== returnGen || finalEnd) return;
+      if (alive.some((a) => a)) {
+        if (sawDown) {
+          console.info('hallcast: the relay answers again; reconnecting now');
+          connectNow();
+          return;
+        }
+      } else {
+        sawDown = true;
+      }
+      next();
+    };
+    next();
   }
 
   function connectNow() {
@@ -672,6 +715,8 @@
 
   async function connect() {
     clearTimeout(retryTimer);
+    returnGen += 1;
+    clearTimeout(returnTimer);
     if (finalEnd) return;
     const gen = ++generation;
     // Moving away from a draining relay: its session keeps playing until the new one is up.
