@@ -138,7 +138,11 @@ fn events_of(http: &Http, token: &str, conference: &str) -> Result<BTreeMap<Stri
         a.body
     );
     let mut out = BTreeMap::new();
-    for ev in a.json()?.as_array().context("the event log is not a list")? {
+    for ev in a
+        .json()?
+        .as_array()
+        .context("the event log is not a list")?
+    {
         let id = ev["event_id"]
             .as_str()
             .context("an event without event_id")?;
@@ -402,7 +406,8 @@ fn the_central_killed_and_restarted_under_a_full_room_service_resumes_and_attend
                     (restarted, watcher.join().ok().flatten())
                 });
                 demo = restarted.context("restarting the central on its data directory")?;
-                let ready_ms = ready_ms.context("the restarted central's /readyz never answered")?;
+                let ready_ms =
+                    ready_ms.context("the restarted central's /readyz never answered")?;
                 let round = Round {
                     kill_ms,
                     restart_ms,
@@ -443,7 +448,10 @@ fn the_central_killed_and_restarted_under_a_full_room_service_resumes_and_attend
                         "round {r}: {who}: {} frames at the kill, {} at /readyz, decoded again {}",
                         frames_at(&lines, kill_ms),
                         frames_at(&lines, ready_ms),
-                        again.map_or("not yet".into(), |t| format!("{} ms after /readyz", t - ready_ms))
+                        again.map_or("not yet".into(), |t| format!(
+                            "{} ms after /readyz",
+                            t - ready_ms
+                        ))
                     );
                     match again {
                         Some(t) if t - ready_ms <= DECODE_AGAIN_MAX_MS => {}
@@ -508,7 +516,11 @@ fn the_central_killed_and_restarted_under_a_full_room_service_resumes_and_attend
                 let at_central = events_of(&admin.http, ADMIN_TOKEN, &conference)?;
                 let missing: Vec<&Value> = at_edge
                     .iter()
-                    .filter(|(_, ev)| ev["point"].as_str().is_some_and(|p| edge_points.contains(p)))
+                    .filter(|(_, ev)| {
+                        ev["point"]
+                            .as_str()
+                            .is_some_and(|p| edge_points.contains(p))
+                    })
                     .filter(|(id, ev)| at_central.get(*id) != Some(*ev))
                     .map(|(_, ev)| ev)
                     .collect();

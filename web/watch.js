@@ -167,6 +167,9 @@
   // 30 s. Only that down-then-up change triggers it, so a relay that answers but cannot serve
   // (a UDP block, a refusal) keeps its backoff.
   const RETURN_PROBE_MS = 1000;
+  // For this long after such a return a 409 (the feed not live yet) is asked again after about
+  // RETURN_PROBE_MS instead of its Retry-After.
+  const RETURN_QUICK_409_MS = 6000;
   // Longest wait for local ICE candidates before sending the offer (the relay is ICE-lite).
   const GATHER_WAIT_MS = 1000;
   const IDLE_HIDE_MS = 4000;
@@ -288,6 +291,8 @@
   // generation stops it.
   let returnTimer = null;
   let returnGen = 0;
+  // When the probe last saw a relay come back (0: never).
+  let returnedAt = 0;
   let session = null; // { gen, pc, url, connectTimer, disconnectTimer, lastPackets, lastProgress }
   // A move away from a draining relay: { old (the session still playing), base (where to ask
   // for a route), avoid (the draining relay's origin) }; null: none under way.
@@ -428,6 +433,7 @@
       if (alive.some((a) => a)) {
         if (sawDown) {
           console.info('hallcast: the relay answers again; reconnecting now');
+          returnedAt = Date.now();
           connectNow();
           return;
         }
@@ -820,7 +826,12 @@
       failures = 0;
       if (everLive) setState('ended', 'ended_detail');
       else setState('waiting', 'waiting_detail');
-      scheduleConnect(retryAfterMs(response));
+      // A relay that has just come back gets its publisher back within moments (a restarted
+      // central's own source, an encoder that reconnects): ask again about every second for a
+      // while rather than after its Retry-After.
+      const justBack = Date.now() - returnedAt < RETURN_QUICK_409_MS;
+      const wait = retryAfterMs(response);
+      scheduleConnect(justBack ? Math.min(wait, Math.round(RETURN_PROBE_MS * (0.75 + Math.random() / 2))) : wait);
     } else if (response.status === 410) {
       finalEnd = true;
       setState('ended', 'ended_final_detail');
