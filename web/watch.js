@@ -10,7 +10,9 @@
 //   reconnecting -> connection lost (ICE failed/disconnected, no media, HTTP or network error);
 //                   retries with exponential backoff and jitter, capped; during a backoff it
 //                   probes /healthz of its relays about once a second, and a relay that was
-//                   unreachable and answers again (a restarted central) is tried at once
+//                   unreachable and answers again (a restarted central) is tried at once;
+//                   a relay that restarted quickly (its events stream broke, no media, yet it
+//                   answers; or it refuses the session's stream: 404) is left at once too
 //   ended        -> the broadcast ended (the relay says the feed is no longer live after we had it,
 //                   or 410 Gone); keeps checking quietly and resumes if the hall publishes again
 //   error        -> the link is not valid (401/403/404) or the browser cannot play; no retry
@@ -639,8 +641,17 @@
     es.addEventListener('drain', (e) => {
       if (s === session) onDrain(s, json(e) || {});
     });
+    es.addEventListener('open', () => {
+      s.streamBrokeAt = 0;
+    });
     es.addEventListener('error', () => {
       if (s !== session) return es.close();
+      // CONNECTING: the stream broke (the relay went away, or restarted); the browser asks
+      // again. The watchdog weighs it with the media (see there).
+      if (es.readyState === EventSource.CONNECTING) {
+        s.streamBrokeAt = Date.now();
+        return;
+      }
       // CLOSED: the relay refused the stream again (404: the session ended there).
       if (es.readyState === EventSource.CLOSED) {
         s.events = null;
@@ -649,6 +660,10 @@
         if (hallcast.state === 'ended') {
           endSession(s);
           scheduleConnect(RETRY_AFTER_DEFAULT_S * 1000);
+        } else if (hallcast.state === 'live') {
+          // Playing a session the relay no longer has (it restarted): a new one now.
+          returnedAt = Date.now();
+          lost(s, 'session gone at the relay');
         }
       }
     });
@@ -756,6 +771,8 @@
       events: null,
       lastPackets: -1,
       lastProgress: Date.now(),
+      // When its events stream broke (0: it did not, or it is back).
+      streamBrokeAt: 0,
       // The session of a draining relay this one replaces (ended once this one is up).
       replaces,
       stream: null,
@@ -915,7 +932,16 @@
       // Once per quiet stretch: a relay that died is left at once, through home.
       s.probed = true;
       const alive = await relayAlive(s.url);
-      if (!alive && s === session && s.lastPackets === packets) lost(s, 'relay gone', { relayGone: true });
+      if (s !== session || s.lastPackets !== packets) return;
+      if (!alive) {
+        lost(s, 'relay gone', { relayGone: true });
+      } else if (s.streamBrokeAt) {
+        // The relay answers, but its events stream broke and no media comes: it restarted
+        // (a crash and a quick restart) and no longer has this session. A new one now, rather
+        // than after ICE gives up or STALL_MS.
+        returnedAt = Date.now();
+        lost(s, 'relay restarted');
+      }
     }
   }
 
