@@ -438,6 +438,26 @@ fn the_central_killed_and_restarted_under_a_full_room_service_resumes_and_attend
                 if wait > 0 {
                     thread::sleep(Duration::from_millis(wait as u64));
                 }
+                // What the page went through (its state and session), for the log.
+                let mut seen = String::new();
+                let mut trail = Vec::new();
+                for e in page.events().iter().filter(|e| {
+                    e["event"] == "progress" && e["wall_ms"].as_i64() >= Some(kill_ms - 1_000)
+                }) {
+                    let p = &e["pages"][0];
+                    let now = format!("{} {}", p["state"], p["session_url"]);
+                    if now != seen {
+                        trail.push(format!(
+                            "{:+} ms {now}",
+                            e["wall_ms"].as_i64().unwrap_or(0) - ready_ms
+                        ));
+                        seen = now;
+                    }
+                }
+                eprintln!(
+                    "round {r}: the page's state (ms from /readyz): {}",
+                    trail.join("; ")
+                );
                 let mut problems = Vec::new();
                 for (who, lines) in [
                     ("the page at the central", progress(&page.events(), Some(0))),
@@ -620,11 +640,20 @@ fn the_central_killed_and_restarted_under_a_full_room_service_resumes_and_attend
                 central_subs >= 1.0,
                 "the restarted central counts {central_subs} subscribers; expected the page"
             );
-            let pages = hallcast_tests::results::pages(&page.stop()?)?;
-            let p = pages.first().context("no page in the result")?;
+            // The page's last progress line, not its result at SIGTERM: `watch_pages.mjs` has
+            // been seen to find its page closed while reporting after a SIGTERM (a harness race,
+            // once in about ten runs), which says nothing of the relay.
+            let last = page
+                .last("progress")
+                .context("the page printed no progress line")?;
+            let p = &last["pages"][0];
             ensure!(
-                p.audio_packets_received > 0 && p.page_errors.is_empty(),
-                "the page at the central after {rounds} restart(s): {p:?}"
+                p["audio_packets_received"].as_u64() > Some(0)
+                    && p["state"] == "live"
+                    && p["session_url"]
+                        .as_str()
+                        .is_some_and(|u| u.starts_with(&demo.info.http_base)),
+                "the page at the central after {rounds} restart(s): {p}"
             );
             let played: hallcast_tests::results::PlayResult =
                 hallcast_tests::results::parse("aiortc at edge-c", &player.stop()?)?;

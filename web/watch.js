@@ -9,7 +9,7 @@
 //   live         -> media connection up
 //   reconnecting -> connection lost (ICE failed/disconnected, no media, HTTP or network error);
 //                   retries with exponential backoff and jitter, capped; during a backoff it
-//                   probes /healthz of its relays about once a second, and a relay that was
+//                   probes /healthz of its relays about twice a second, and a relay that was
 //                   unreachable and answers again (a restarted central) is tried at once;
 //                   a relay that restarted quickly (its events stream broke, no media, yet it
 //                   answers; or it refuses the session's stream: 404) is left at once too
@@ -168,7 +168,7 @@
   // link back up) is tried at once instead of after the rest of a backoff that may have grown to
   // 30 s. Only that down-then-up change triggers it, so a relay that answers but cannot serve
   // (a UDP block, a refusal) keeps its backoff.
-  const RETURN_PROBE_MS = 1000;
+  const RETURN_PROBE_MS = 500;
   // For this long after such a return a 409 (the feed not live yet) is asked again after about
   // RETURN_PROBE_MS instead of its Retry-After.
   const RETURN_QUICK_409_MS = 6000;
@@ -295,6 +295,8 @@
   let returnGen = 0;
   // When the probe last saw a relay come back (0: never).
   let returnedAt = 0;
+  // The last loss was the relay being unreachable (a refused or failed request).
+  let lostUnreachable = false;
   let session = null; // { gen, pc, url, connectTimer, disconnectTimer, lastPackets, lastProgress }
   // A move away from a draining relay: { old (the session still playing), base (where to ask
   // for a route), avoid (the draining relay's origin) }; null: none under way.
@@ -424,7 +426,10 @@
     if (ms <= 2 * RETURN_PROBE_MS) return;
     const until = Date.now() + ms - RETURN_PROBE_MS;
     const bases = [...new Set([location.origin, home].filter(Boolean))];
-    let sawDown = false;
+    // Just found unreachable: it may answer again before the first probe (a quick restart).
+    // Not again within a while of a return, so a relay that answers /healthz but fails every
+    // offer keeps its backoff.
+    let sawDown = lostUnreachable && Date.now() - returnedAt > RETURN_QUICK_409_MS;
     const next = () => {
       returnTimer = setTimeout(probe, Math.round(RETURN_PROBE_MS * (0.75 + Math.random() / 2)));
     };
@@ -500,6 +505,7 @@
     }
     endSession(s);
     failures += 1;
+    lostUnreachable = relayGone || why.startsWith('network');
     if (oldStillPlays()) {
       // A move that failed: the old session keeps playing; try again soon.
       scheduleConnect(backoffMs(Math.min(failures, 3)));
@@ -738,6 +744,7 @@
     clearTimeout(retryTimer);
     returnGen += 1;
     clearTimeout(returnTimer);
+    lostUnreachable = false;
     if (finalEnd) return;
     const gen = ++generation;
     // Moving away from a draining relay: its session keeps playing until the new one is up.
@@ -844,7 +851,7 @@
       if (everLive) setState('ended', 'ended_detail');
       else setState('waiting', 'waiting_detail');
       // A relay that has just come back gets its publisher back within moments (a restarted
-      // central's own source, an encoder that reconnects): ask again about every second for a
+      // central's own source, an encoder that reconnects): ask again about every half second for a
       // while rather than after its Retry-After.
       const justBack = Date.now() - returnedAt < RETURN_QUICK_409_MS;
       const wait = retryAfterMs(response);
