@@ -8,7 +8,11 @@
 //   waiting      -> the hall feed is not live yet (409); retries after Retry-After, starts by itself
 //   live         -> media connection up
 //   reconnecting -> connection lost (ICE failed/disconnected, no media, HTTP or network error);
-//                   retries with exponential backoff and jitter, capped
+//                   retries with exponential backoff and jitter, capped; during a backoff it
+//                   probes /healthz of its relays about twice a second, and a relay that was
+//                   unreachable and answers again (a restarted central) is tried at once;
+//                   a relay that restarted quickly (its events stream broke, no media, yet it
+//                   answers; or it refuses the session's stream: 404) is left at once too
 //   ended        -> the broadcast ended (the relay says the feed is no longer live after we had it,
 //                   or 410 Gone); keeps checking quietly and resumes if the hall publishes again
 //   error        -> the link is not valid (401/403/404) or the browser cannot play; no retry
@@ -159,6 +163,15 @@
   // backoff would push the reconnect past it.
   const RELAY_GONE_RETRY_MS = 600;
   const RELAY_GONE_QUICK_TRIES = 6;
+  // While a backoff longer than this runs, the page probes its relays' /healthz about this
+  // often (jittered): a relay seen unreachable and then answering again (a restarted central, a
+  // link back up) is tried at once instead of after the rest of a backoff that may have grown to
+  // 30 s. Only that down-then-up change triggers it, so a relay that answers but cannot serve
+  // (a UDP block, a refusal) keeps its backoff.
+  const RETURN_PROBE_MS = 500;
+  // For this long after such a return a 409 (the feed not live yet) is asked again after about
+  // RETURN_PROBE_MS instead of its Retry-After.
+  const RETURN_QUICK_409_MS = 6000;
   // Longest wait for local ICE candidates before sending the offer (the relay is ICE-lite).
   const GATHER_WAIT_MS = 1000;
   const IDLE_HIDE_MS = 4000;
@@ -276,6 +289,14 @@
   let goneRelay = null;
   let generation = 0;
   let retryTimer = null;
+  // The probe that watches for an unreachable relay's return during a backoff; bumping the
+  // generation stops it.
+  let returnTimer = null;
+  let returnGen = 0;
+  // When the probe last saw a relay come back (0: never).
+  let returnedAt = 0;
+  // The last loss was the relay being unreachable (a refused or failed request).
+  let lostUnreachable = false;
   let session = null; // { gen, pc, url, connectTimer, disconnectTimer, lastPackets, lastProgress }
   // A move away from a draining relay: { old (the session still playing), base (where to ask
   // for a route), avoid (the draining relay's origin) }; null: none under way.
@@ -394,6 +415,41 @@
   function scheduleConnect(ms) {
     clearTimeout(retryTimer);
     retryTimer = setTimeout(connect, ms);
+    watchForReturn(ms);
+  }
+
+  /** During a backoff of `ms`: connect at once when a relay this page would try (its own
+   * origin, home) goes from unreachable to answering. */
+  function watchForReturn(ms) {
+    const gen = ++returnGen;
+    clearTimeout(returnTimer);
+    if (ms <= 2 * RETURN_PROBE_MS) return;
+    const until = Date.now() + ms - RETURN_PROBE_MS;
+    const bases = [...new Set([location.origin, home].filter(Boolean))];
+    // Just found unreachable: it may answer again before the first probe (a quick restart).
+    // Not again within a while of a return, so a relay that answers /healthz but fails every
+    // offer keeps its backoff.
+    let sawDown = lostUnreachable && Date.now() - returnedAt > RETURN_QUICK_409_MS;
+    const next = () => {
+      returnTimer = setTimeout(probe, Math.round(RETURN_PROBE_MS * (0.75 + Math.random() / 2)));
+    };
+    const probe = async () => {
+      if (gen !== returnGen || finalEnd || Date.now() > until) return;
+      const alive = await Promise.all(bases.map((b) => relayAlive(b)));
+      if (gen !== returnGen || finalEnd) return;
+      if (alive.some((a) => a)) {
+        if (sawDown) {
+          console.info('hallcast: the relay answers again; reconnecting now');
+          returnedAt = Date.now();
+          connectNow();
+          return;
+        }
+      } else {
+        sawDown = true;
+      }
+      next();
+    };
+    next();
   }
 
   function connectNow() {
@@ -449,6 +505,7 @@
     }
     endSession(s);
     failures += 1;
+    lostUnreachable = relayGone || why.startsWith('network');
     if (oldStillPlays()) {
       // A move that failed: the old session keeps playing; try again soon.
       scheduleConnect(backoffMs(Math.min(failures, 3)));
@@ -590,8 +647,17 @@
     es.addEventListener('drain', (e) => {
       if (s === session) onDrain(s, json(e) || {});
     });
+    es.addEventListener('open', () => {
+      s.streamBrokeAt = 0;
+    });
     es.addEventListener('error', () => {
       if (s !== session) return es.close();
+      // CONNECTING: the stream broke (the relay went away, or restarted); the browser asks
+      // again. The watchdog weighs it with the media (see there).
+      if (es.readyState === EventSource.CONNECTING) {
+        s.streamBrokeAt = Date.now();
+        return;
+      }
       // CLOSED: the relay refused the stream again (404: the session ended there).
       if (es.readyState === EventSource.CLOSED) {
         s.events = null;
@@ -600,6 +666,10 @@
         if (hallcast.state === 'ended') {
           endSession(s);
           scheduleConnect(RETRY_AFTER_DEFAULT_S * 1000);
+        } else if (hallcast.state === 'live') {
+          // Playing a session the relay no longer has (it restarted): a new one now.
+          returnedAt = Date.now();
+          lost(s, 'session gone at the relay');
         }
       }
     });
@@ -672,6 +742,9 @@
 
   async function connect() {
     clearTimeout(retryTimer);
+    returnGen += 1;
+    clearTimeout(returnTimer);
+    lostUnreachable = false;
     if (finalEnd) return;
     const gen = ++generation;
     // Moving away from a draining relay: its session keeps playing until the new one is up.
@@ -705,6 +778,8 @@
       events: null,
       lastPackets: -1,
       lastProgress: Date.now(),
+      // When its events stream broke (0: it did not, or it is back).
+      streamBrokeAt: 0,
       // The session of a draining relay this one replaces (ended once this one is up).
       replaces,
       stream: null,
@@ -775,7 +850,12 @@
       failures = 0;
       if (everLive) setState('ended', 'ended_detail');
       else setState('waiting', 'waiting_detail');
-      scheduleConnect(retryAfterMs(response));
+      // A relay that has just come back gets its publisher back within moments (a restarted
+      // central's own source, an encoder that reconnects): ask again about every half second for a
+      // while rather than after its Retry-After.
+      const justBack = Date.now() - returnedAt < RETURN_QUICK_409_MS;
+      const wait = retryAfterMs(response);
+      scheduleConnect(justBack ? Math.min(wait, Math.round(RETURN_PROBE_MS * (0.75 + Math.random() / 2))) : wait);
     } else if (response.status === 410) {
       finalEnd = true;
       setState('ended', 'ended_final_detail');
@@ -859,7 +939,16 @@
       // Once per quiet stretch: a relay that died is left at once, through home.
       s.probed = true;
       const alive = await relayAlive(s.url);
-      if (!alive && s === session && s.lastPackets === packets) lost(s, 'relay gone', { relayGone: true });
+      if (s !== session || s.lastPackets !== packets) return;
+      if (!alive) {
+        lost(s, 'relay gone', { relayGone: true });
+      } else if (s.streamBrokeAt) {
+        // The relay answers, but its events stream broke and no media comes: it restarted
+        // (a crash and a quick restart) and no longer has this session. A new one now, rather
+        // than after ICE gives up or STALL_MS.
+        returnedAt = Date.now();
+        lost(s, 'relay restarted');
+      }
     }
   }
 

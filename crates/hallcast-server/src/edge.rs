@@ -130,6 +130,29 @@ enum Pull {
     },
 }
 
+/// The conferences whose live pull is one of `gone` (session ids at the parent, as reported:
+/// the last segment of the pull's resource URL).
+fn gone_conferences(pulls: &HashMap<String, Pull>, gone: &[String]) -> Vec<String> {
+    if gone.is_empty() {
+        return Vec::new();
+    }
+    pulls
+        .iter()
+        .filter_map(|(c, p)| match p {
+            Pull::Live {
+                location: Some(location),
+                ..
+            } if gone
+                .iter()
+                .any(|g| location.rsplit('/').next() == Some(g.as_str())) =>
+            {
+                Some(c.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 impl Pull {
     fn shard(&self) -> usize {
         match self {
@@ -487,6 +510,21 @@ impl Edge {
         if !sync.root.is_empty() {
             self.state.tree.set_root(sync.root.clone());
         }
+        // Pulls the parent no longer has (it restarted): end them and pull again below, now.
+        let gone = {
+            let mut pulls = self.pulls_lock();
+            gone_conferences(&pulls, &sync.gone_pulls)
+                .into_iter()
+                .filter_map(|c| match pulls.remove(&c) {
+                    Some(Pull::Live { session, .. }) => Some((c, session)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        for (conference, session) in gone {
+            warn!(%conference, %session, "the parent relay no longer has this relay's pull (it restarted?); pulling again");
+            let _ = self.state.engine.end(session, EndReason::Closed).await;
+        }
         self.keys.update(&sync.join_key, sync.revocations.clone());
         for c in &sync.conferences {
             let Ok(id) = ConferenceId::parse(&c.id) else {
@@ -731,5 +769,55 @@ impl EventHook for Hooks {
         for h in &self.0 {
             h.on_event(event, meta);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pull_the_parent_no_longer_has_is_found_by_its_session_at_the_parent() {
+        let live = |n: u128, location: Option<&str>| Pull::Live {
+            session: SessionId(n),
+            location: location.map(str::to_string),
+            shard: 0,
+        };
+        let pulls: HashMap<String, Pull> = [
+            (
+                "a".to_string(),
+                live(
+                    1,
+                    Some("http://central:8080/whep/a/0000000000000000000000000000000a"),
+                ),
+            ),
+            (
+                "b".to_string(),
+                live(
+                    2,
+                    Some("http://central:8080/whep/b/0000000000000000000000000000000b"),
+                ),
+            ),
+            ("c".to_string(), live(3, None)),
+            ("d".to_string(), Pull::Starting { shard: 1 }),
+        ]
+        .into();
+        let gone = |g: &[&str]| {
+            let mut v =
+                gone_conferences(&pulls, &g.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            v.sort();
+            v
+        };
+        assert!(gone(&[]).is_empty());
+        assert_eq!(gone(&["0000000000000000000000000000000b"]), ["b"]);
+        assert_eq!(
+            gone(&[
+                "0000000000000000000000000000000a",
+                "0000000000000000000000000000000b"
+            ]),
+            ["a", "b"]
+        );
+        // Another session (a pull started since the report was sent) is kept.
+        assert!(gone(&["00000000000000000000000000000099"]).is_empty());
     }
 }

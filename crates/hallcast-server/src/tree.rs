@@ -107,7 +107,10 @@ pub fn wanted_layers(sessions: &[hallcast_rtc::SnapshotSession], conference: &st
 }
 
 /// Applies a child's pulls: the parent forwards each only the layers it asked for.
-async fn apply_pulls(state: &AppState, pulls: &[PullReport]) {
+/// Returns the reported pulls this relay has no session for: the child pulls them again at
+/// once (this relay restarted, or the pull ended here) instead of waiting for its media timeout.
+async fn apply_pulls(state: &AppState, pulls: &[PullReport]) -> Vec<String> {
+    let mut gone = Vec::new();
     for p in pulls {
         let Ok(session) = p.session.parse::<hallcast_rtc::SessionId>() else {
             continue;
@@ -121,9 +124,15 @@ async fn apply_pulls(state: &AppState, pulls: &[PullReport]) {
         if !mask.contains(&true) {
             continue;
         }
-        // An unknown session (the pull just ended or moved) is not an error of the report.
-        let _ = state.engine.set_relay_layers(session, mask).await;
+        // An unknown session (the pull just ended or moved, or this relay restarted) is not an
+        // error of the report: the answer names it.
+        if let Err(hallcast_rtc::EngineError::UnknownSession) =
+            state.engine.set_relay_layers(session, mask).await
+        {
+            gone.push(p.session.clone());
+        }
     }
+    gone
 }
 
 /// The link from a relay to its parent, as the relay measures it.
@@ -166,6 +175,11 @@ pub struct SyncAnswer {
     pub revocations: Vec<Revocation>,
     /// The parent is draining (SIGTERM): a child with a fallback moves there now.
     pub draining: bool,
+    /// Sessions of the child's reported pulls that the parent does not have (it restarted
+    /// after a crash, or the pull ended there): the child ends them and pulls again now, so its
+    /// viewers get the feed back within moments of the parent's return, not after its media
+    /// timeout. Absent from relays before it (empty).
+    pub gone_pulls: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -425,6 +439,7 @@ impl Tree {
             join_key: keys.public_key(),
             revocations: keys.revocations(),
             draining: state.drain.is_draining(),
+            gone_pulls: Vec::new(),
         }
     }
 
@@ -503,9 +518,11 @@ pub async fn report(
             ),
         ));
     }
-    apply_pulls(&state, &report.pulls).await;
+    let gone_pulls = apply_pulls(&state, &report.pulls).await;
     state.tree.record(report, Instant::now());
-    Ok(Json(state.tree.sync(&state).await).into_response())
+    let mut answer = state.tree.sync(&state).await;
+    answer.gone_pulls = gone_pulls;
+    Ok(Json(answer).into_response())
 }
 
 /// The whole tree from this relay down.
@@ -727,6 +744,33 @@ mod tests {
         assert_eq!(back.conferences[0].rollcall, Some(notice));
         let old: SyncConference = serde_json::from_str(r#"{"id":"hn","live":true}"#).unwrap();
         assert_eq!(old.rollcall, None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A child's report naming a pull this relay has no session for (this relay restarted
+    /// after a crash) gets it back in `gone_pulls`, so the child pulls again at once; a
+    /// session id that is not one is passed over; a parent from before sends no such key.
+    #[tokio::test]
+    async fn a_reported_pull_this_relay_does_not_have_is_answered_gone() {
+        let (state, dir) = crate::test_state("hallcast-tree-gone-pulls").await;
+        let unknown = format!("{:032x}", 0x7u128);
+        let pulls = [
+            PullReport {
+                conference: "hn".into(),
+                session: unknown.clone(),
+                layers: vec![0],
+            },
+            PullReport {
+                conference: "hn".into(),
+                session: "not-a-session".into(),
+                layers: vec![0],
+            },
+        ];
+        assert_eq!(apply_pulls(&state, &pulls).await, vec![unknown]);
+        assert!(state.tree.sync(&state).await.gone_pulls.is_empty());
+        let old: SyncAnswer =
+            serde_json::from_str(r#"{"root":"http://c","conferences":[]}"#).unwrap();
+        assert!(old.gone_pulls.is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }
 
