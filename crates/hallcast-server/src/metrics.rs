@@ -169,6 +169,16 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     if let Some(extra) = state.extra_metrics.get() {
         extra(&mut out);
     }
+    // Tasks alive on the relay's tokio runtime (HTTP connections, SSE streams, the event
+    // pump, pulls, timers): flat under churn unless something spawned per session or per
+    // request never ends (the soak test, tests/soak.rs, fits a line to it).
+    let _ = writeln!(
+        out,
+        "# HELP hallcast_runtime_tasks Tasks alive on the relay's async runtime\n# TYPE hallcast_runtime_tasks gauge\nhallcast_runtime_tasks {}",
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    );
     if let Some((cpu, rss)) = process_usage() {
         let _ = writeln!(
             out,
