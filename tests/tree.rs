@@ -6,11 +6,11 @@
 //! |---|---|
 //! | `harness_*` | the topology itself: deleted also on panic; a point under a relay reaches it and nothing else; Chromium in a point's namespace plays the central |
 //! | `three_level_tree_*` | central → edge-mid → edge-leaf-a/b: a Chromium page at leaf-a and aiortc at leaf-b decode video and audio; /api/v1/tree shows the three levels |
-//! | `killing_the_middle_edge_*` | kill -9 edge-mid: edge-leaf-a (`--fallback` central) re-parents, its viewer decodes again within 5 s |
+//! | `killing_the_middle_edge_*` | kill -9 edge-mid (at a random moment, up to 3 s late; `HALLCAST_CHAOS_SEED` replays): edge-leaf-a (`--fallback` central) re-parents, its viewer decodes again within 5 s |
 //! | `a_join_storm_at_the_leaves_*` | 50 `hallcast-load` viewers join at two leaves within ~2 s: the central sends the hall publisher at most one keyframe request per second |
 //! | `a_point_posting_to_the_central_*` | WHEP POST at the central with a point's join token → 307 to its organisation's edge; aiortc follows it and plays from the edge |
 //! | `attendance_survives_a_60_s_cut_*` | the edge↔central link cut for 60 s while points join and leave at the edge: the central's events equal the edge's; a link revoked during the cut is refused at the edge within 5 s of the link's return |
-//! | `an_edge_dies_and_its_points_viewer_pages_*` | a point's join link at the central → 307 to its organisation's edge-x; Chromium plays there; kill -9 edge-x: the page decodes again within 5 s, from a session at the central |
+//! | `an_edge_dies_and_its_points_viewer_pages_*` | a point's join link at the central → 307 to its organisation's edge-x; Chromium plays there; kill -9 edge-x (at a random moment, as above): the page decodes again within 5 s, from a session at the central |
 //! | `an_on_demand_edge_pulls_only_when_a_viewer_asks` | `upstream.pull = "on_demand"`: no relay consumer at the central for 5 s while nobody watches at the edge; the first aiortc viewer there plays and the central counts 1 relay consumer |
 //! | `a_conference_ended_at_the_central_ends_at_the_edge` | the admin ends the conference at the central: the edge's viewer session is gone within 5 s and a new WHEP POST at the edge is refused with 410, as at the central |
 //! | `a_point_on_an_edge_is_asked_in_a_roll_call_and_its_answer_reaches_the_central` | a roll call started at the central reaches a point's viewer page served by its organisation's edge (the tree's sync carries it) within 5 s; the page answers at the edge, and the central's roll call API shows the point answered, with its people (the edge's outbox delivers the answer) |
@@ -28,7 +28,7 @@ use hallcast_tests::results::{self, PlayResult, ensure_pages_playing};
 use hallcast_tests::sdp::viewer_offer;
 use hallcast_tests::tree::{
     Edge, EdgeOptions, Host, Load, LoadPlan, Tree, aiortc_in, central_options, chromium_wrapper,
-    metric, metrics, now_ms, pages_in, pages_in_with, wait_live,
+    metric, metrics, now_ms, pages_in, pages_in_with, random_pause, wait_live,
 };
 use hallcast_tests::{Client, ClientKind};
 use hallcast_tests::{Ctx, Demo, Info, Weight, run};
@@ -654,6 +654,7 @@ fn killing_the_middle_edge_the_leaf_reparents_and_its_viewer_decodes_again_withi
                 |ev| ev["event"] == "progress" && ev["frames_decoded"].as_u64() >= Some(60),
             )?;
 
+            random_pause("kill -9 of edge-mid", Duration::from_secs(3));
             let mid_pid = t.mid.pid();
             let kill_ms = now_ms();
             t.mid.kill()?;
@@ -1407,6 +1408,7 @@ fn an_edge_dies_and_its_points_viewer_pages_reconnect_through_the_central_within
                 "the central has {central_before} subscribers while the only viewer plays at edge-x"
             );
 
+            random_pause("kill -9 of edge-x", Duration::from_secs(3));
             let edge_pid = edge.pid();
             let kill_ms = now_ms();
             let killed = Instant::now();

@@ -62,6 +62,22 @@ fn cmd_out(program: &str, args: &[&str]) -> Result<std::process::Output> {
         .with_context(|| format!("cannot run `{program}`"))
 }
 
+/// A fault at a random moment (issue 13 C.1): waits a seeded random time in `[0, max)` and
+/// prints it with the seed. The seed is `HALLCAST_CHAOS_SEED` when set (to replay a printed
+/// run), else the clock.
+pub fn random_pause(what: &str, max: Duration) -> Duration {
+    let seed = std::env::var("HALLCAST_CHAOS_SEED")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| now_ms() as u64);
+    let mut rng = crate::net::Prng::new(seed ^ what.len() as u64);
+    let max_ms = max.as_millis().max(1) as u64;
+    let wait = Duration::from_millis(rng.next_u64() % max_ms);
+    eprintln!("{what}: after a random {wait:?} (HALLCAST_CHAOS_SEED={seed})");
+    thread::sleep(wait);
+    wait
+}
+
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
     SystemTime::now()
