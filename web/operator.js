@@ -79,7 +79,11 @@
     const u = new URL(location.href);
     u.searchParams.set('conference', id);
     history.replaceState(null, '', u.pathname + u.search);
-    show(await api('GET', `/api/v1/conferences/${encodeURIComponent(id)}`));
+    const info = await api('GET', `/api/v1/conferences/${encodeURIComponent(id)}`);
+    // Another conference chosen meanwhile (the first load's answer arriving after a new
+    // conference was created): its answer wins, not this stale one.
+    if (state.conference !== id) return;
+    show(info);
     await poll();
   }
 

@@ -157,7 +157,8 @@ run(async () => {
   await page.fill('#new-id', args.conference);
   await page.fill('#new-title', args.title);
   await page.click('#new-conference-submit');
-  await page.waitForFunction((id) => window.hallcastOperator.conference === id && window.hallcastOperator.info, args.conference, { timeout: 20_000 });
+  // The console shows the new conference (its own details, not the first one's still on screen).
+  await page.waitForFunction((id) => window.hallcastOperator.conference === id && window.hallcastOperator.info && window.hallcastOperator.info.id === id, args.conference, { timeout: 20_000 });
   emit({ event: 'created', conference: args.conference, whip_url: await page.textContent('#whip-url'), url: page.url() });
 
   // Publish the fake camera from the console.
