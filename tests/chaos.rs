@@ -16,14 +16,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
+use hallcast_tests::admin::Admin;
 use hallcast_tests::http::Http;
 use hallcast_tests::tree::{
     EDGE_ADMIN_TOKEN, Edge, EdgeOptions, Host, Load, LoadPlan, Tree, aiortc_in, central_options,
     metric, metrics, now_ms, pages_in_with, wait_live,
 };
 use hallcast_tests::{Ctx, Demo, Info, Weight, run};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// A viewer must decode again within this of its relay's return (issue 13 C.1).
 const DECODE_AGAIN_MAX_MS: i64 = 5_000;
@@ -71,56 +72,6 @@ fn env_u64(name: &str) -> Result<Option<u64>> {
             format!("{name}={v:?} is not a non-negative integer")
         })?)),
         Err(_) => Ok(None),
-    }
-}
-
-// ----- the central's admin API -----
-
-struct Admin {
-    http: Http,
-}
-
-impl Admin {
-    fn get(&self, path: &str) -> Result<Value> {
-        let a = self.http.get(path, Some(ADMIN_TOKEN))?;
-        ensure!(
-            a.status == 200,
-            "GET {path} at {} → {} {}",
-            self.http.base,
-            a.status,
-            a.body
-        );
-        a.json()
-    }
-
-    fn post(&self, path: &str, body: Value) -> Result<()> {
-        let a = self.http.post_json(path, Some(ADMIN_TOKEN), &body)?;
-        ensure!(
-            a.status == 201,
-            "POST {path} {body} at the central → {} {}",
-            a.status,
-            a.body
-        );
-        Ok(())
-    }
-
-    /// Every point's join link (URL, token) for `conference`.
-    fn links(&self, conference: &str) -> Result<BTreeMap<String, (String, String)>> {
-        let links = self.get(&format!(
-            "/api/v1/conferences/{conference}/links?format=json"
-        ))?;
-        let mut out = BTreeMap::new();
-        for link in links.as_array().context("the links API answered no list")? {
-            let (Some(point), Some(url)) = (link["point_id"].as_str(), link["url"].as_str()) else {
-                bail!("a join link without point_id or url: {link}");
-            };
-            let token = url
-                .split(['?', '&'])
-                .find_map(|kv| kv.strip_prefix("token=").or_else(|| kv.strip_prefix("t=")))
-                .with_context(|| format!("the join link of {point} carries no token: {url}"))?;
-            out.insert(point.to_string(), (url.to_string(), token.to_string()));
-        }
-        Ok(out)
     }
 }
 
@@ -283,20 +234,8 @@ fn the_central_killed_and_restarted_under_a_full_room_service_resumes_and_attend
             let mut demo = start_central(ctx, &central_host, &data_dir, 0)?;
             let info = demo.info.clone();
             let conference = info.conference.clone();
-            let admin = Admin {
-                http: Http::new(&info.http_base)?,
-            };
-            admin.post(
-                "/api/v1/organisations",
-                json!({"id": ORG, "name": "Org chaos"}),
-            )?;
-            for p in [POINT_PAGE, POINT_AIORTC, POINT_LOAD] {
-                admin.post(
-                    "/api/v1/points",
-                    json!({"id": p, "org_id": ORG, "name": format!("Point {p}"),
-                           "location": "Hall", "expected_headcount": 10}),
-                )?;
-            }
+            let admin = Admin::with_token(&info.http_base, ADMIN_TOKEN)?;
+            admin.register(ORG, &[POINT_PAGE, POINT_AIORTC, POINT_LOAD])?;
             let links = admin.links(&conference)?;
             let link = |p: &str| -> Result<(String, String)> {
                 links
@@ -492,9 +431,7 @@ fn the_central_killed_and_restarted_under_a_full_room_service_resumes_and_attend
                     problems.join("; ")
                 );
                 // The edge is back under the central and kept its room.
-                let admin2 = Admin {
-                    http: Http::new(&info2.http_base)?,
-                };
+                let admin2 = Admin::with_token(&info2.http_base, ADMIN_TOKEN)?;
                 let started = Instant::now();
                 while !edge_up_under_central(&admin2, "edge-c") {
                     ensure!(

@@ -58,6 +58,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use hallcast_tests::adapt::results_dir;
+use hallcast_tests::admin::Admin;
 use hallcast_tests::proc::Proc;
 use hallcast_tests::tree::{load_bin, metric, metrics, wait_live};
 use hallcast_tests::{Ctx, Demo, DemoOptions, Info, Weight, run};
@@ -598,34 +599,15 @@ fn point_tokens(info: &Info) -> Result<Vec<String>> {
         r.status(),
         r.text().unwrap_or_default()
     );
-    let links: Value = http
-        .get(info.url(&format!(
-            "/api/v1/conferences/{}/links?format=json",
-            info.conference
-        )))
-        .bearer_auth(&admin)
-        .send()?
-        .json()?;
+    let links = Admin::new(info)?.links(&info.conference)?;
     let tokens: Vec<String> = links
-        .as_array()
-        .context("the links API answered no list")?
         .iter()
-        .filter(|l| {
-            l["point_id"]
-                .as_str()
-                .is_some_and(|p| p.starts_with("soak-"))
-        })
-        .filter_map(|l| {
-            l["url"]
-                .as_str()?
-                .split(['?', '&'])
-                .find_map(|kv| kv.strip_prefix("token="))
-                .map(str::to_string)
-        })
+        .filter(|(point, _)| point.starts_with("soak-"))
+        .map(|(_, (_, token))| token.clone())
         .collect();
     ensure!(
         tokens.len() == N_POINTS,
-        "{} join links for {N_POINTS} points: {links}",
+        "{} join links for {N_POINTS} points: {links:?}",
         tokens.len()
     );
     Ok(tokens)

@@ -23,6 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use hallcast_tests::admin::Admin;
 use hallcast_tests::http::Http;
 use hallcast_tests::results::{self, PlayResult, ensure_pages_playing};
 use hallcast_tests::sdp::viewer_offer;
@@ -161,81 +162,6 @@ fn is_under(tree: &Value, name: &str, parent: &str, states: &[&str]) -> bool {
 /// `name` is in the tree under `parent` with state `up`.
 fn is_up_under(tree: &Value, name: &str, parent: &str) -> bool {
     is_under(tree, name, parent, &["up"])
-}
-
-/// The central's admin API: registry and join links.
-struct Admin {
-    http: Http,
-    token: String,
-}
-
-impl Admin {
-    fn new(info: &Info) -> Result<Admin> {
-        Ok(Admin {
-            http: Http::new(&info.http_base)?,
-            token: admin_token(info)?,
-        })
-    }
-
-    fn post(&self, path: &str, body: Value, expect: &[u16]) -> Result<Value> {
-        let a = self.http.post_json(path, Some(&self.token), &body)?;
-        ensure!(
-            expect.contains(&a.status),
-            "POST {path} {body} at the central → {} {}, expected {expect:?}",
-            a.status,
-            a.body
-        );
-        a.json()
-    }
-
-    fn get(&self, path: &str) -> Result<Value> {
-        let a = self.http.get(path, Some(&self.token))?;
-        ensure!(
-            a.status == 200,
-            "GET {path} at the central → {} {}",
-            a.status,
-            a.body
-        );
-        a.json()
-    }
-
-    /// An organisation and its points.
-    fn register(&self, org: &str, points: &[&str]) -> Result<()> {
-        self.post(
-            "/api/v1/organisations",
-            json!({"id": org, "name": format!("Org {org}")}),
-            &[201],
-        )?;
-        for p in points {
-            self.post(
-                "/api/v1/points",
-                json!({"id": p, "org_id": org, "name": format!("Point {p}"),
-                       "location": "Hall", "expected_headcount": 10}),
-                &[201],
-            )?;
-        }
-        Ok(())
-    }
-
-    /// The join link (URL) and token of every point for `conference`.
-    fn links(&self, conference: &str) -> Result<BTreeMap<String, (String, String)>> {
-        let links = self.get(&format!(
-            "/api/v1/conferences/{conference}/links?format=json"
-        ))?;
-        let mut out = BTreeMap::new();
-        for link in links.as_array().context("the links API answered no list")? {
-            let (Some(point), Some(url)) = (link["point_id"].as_str(), link["url"].as_str()) else {
-                bail!("a join link without point_id or url: {link}");
-            };
-            let token = url
-                .split(['?', '&'])
-                .find_map(|kv| kv.strip_prefix("token=").or_else(|| kv.strip_prefix("t=")))
-                .filter(|t| !t.is_empty())
-                .with_context(|| format!("the join link of {point} carries no token: {url}"))?;
-            out.insert(point.to_string(), (url.to_string(), token.to_string()));
-        }
-        Ok(out)
-    }
 }
 
 /// Samples of a counter: (seconds since the first sample, value).

@@ -22,6 +22,7 @@
 //! that says what to install), talk to any address but loopback, or leave a process behind.
 
 pub mod adapt;
+pub mod admin;
 mod client;
 mod ctx;
 mod demo;
