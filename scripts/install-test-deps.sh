@@ -13,6 +13,7 @@
 #   kubernetes-validate,        (tests/deploy_k8s.rs: the Kubernetes manifests against the bundled
 #   jsonschema, PyYAML           schemas, offline; the ServiceMonitor against our own schema)
 #   coturn                      Debian package, only if `turnserver` is missing (tests/turn.rs)
+#   ffmpeg                      Debian package, only if ffmpeg/ffprobe are missing (RTMP/SRT ingest, recordings)
 #   PostgreSQL                  scripts/pg-test-setup.sh, when that script exists
 set -euo pipefail
 
@@ -63,10 +64,13 @@ command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # `turnserver` (tests/turn.rs runs the shipped deploy/turn/turnserver.conf on loopback).
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
+# `ffmpeg`, `ffprobe` (tests/ingest.rs pushes RTMP and SRT test patterns; recordings are checked
+# with ffprobe and decoded with ffmpeg). Debian's build has libx264 and libsrt.
+{ command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; } || missing+=(ffmpeg)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 else
-  say "chromium, node, npm, python3-venv, iproute2, nftables, systemd-analyze, curl, jq, openssl and coturn are present"
+  say "chromium, node, npm, python3-venv, iproute2, nftables, systemd-analyze, curl, jq, openssl, coturn and ffmpeg are present"
 fi
 
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
