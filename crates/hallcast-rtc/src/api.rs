@@ -36,6 +36,10 @@ pub struct EngineConfig {
     /// ICE-TCP (passive): each shard also accepts TCP on its media port and announces it
     /// (see [`crate::tcp`]).
     pub tcp: bool,
+    /// Record every broadcast whose source is on this relay: the queue to the recorder
+    /// (`hallcast_record::Recorder::sender`), fed with `try_send` (a full queue drops and
+    /// counts, the media threads never wait).
+    pub record: Option<hallcast_record::RecordTx>,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +54,7 @@ impl Default for EngineConfig {
             snapshot_interval: Duration::from_millis(500),
             adaptation: Some(1_000_000),
             tcp: true,
+            record: None,
         }
     }
 }

@@ -102,6 +102,7 @@ impl Engine {
                     adaptation: config.adaptation,
                     fixed_threshold: false,
                     tcp: tcp_listener.is_some(),
+                    record: config.record.is_some(),
                 },
                 stats.clone(),
                 Instant::now(),
@@ -124,6 +125,7 @@ impl Engine {
                 sendq: SendQueue::new(config.gso),
                 started,
                 interval: config.snapshot_interval,
+                record: config.record.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("hallcast-media-{i}"))
@@ -547,6 +549,8 @@ struct ShardIo {
     sendq: SendQueue,
     started: Instant,
     interval: Duration,
+    /// The queue to the recorder (see [`EngineConfig::record`]).
+    record: Option<hallcast_record::RecordTx>,
 }
 
 impl ShardIo {
@@ -683,6 +687,11 @@ impl ShardIo {
         while let Some((to, msg)) = self.relay.poll_shard_message() {
             if let Some(p) = self.peers.get(to) {
                 let _ = p.send((self.relay.shard(), msg));
+            }
+        }
+        while let Some(item) = self.relay.poll_record() {
+            if let Some(r) = &self.record {
+                r.send(item);
             }
         }
         self.load.store(self.relay.n_sessions(), Relaxed);

@@ -1198,3 +1198,79 @@ fn garbage_is_dropped_and_counted_by_reason_and_viewers_miss_nothing() {
         "the viewer stopped receiving after the replays"
     );
 }
+
+/// Drains what `relay` handed the recorder so far.
+fn record_items(net: &mut Net, relay: RelayId) -> Vec<hallcast_record::Item> {
+    std::iter::from_fn(|| net.relay_mut(relay).poll_record()).collect()
+}
+
+#[test]
+fn the_recording_tap_gets_each_broadcast_with_audio_and_the_top_layer_only() {
+    use hallcast_core::{Codec, MediaKind};
+    use hallcast_record::Item;
+    let mut net = Net::new();
+    let r = net.add_relay(|c| c.record = true);
+    let p = live_simulcast_publisher(&mut net, r);
+    net.run_for(secs(2.0));
+    let items = record_items(&mut net, r);
+    let Some(Item::Started {
+        broadcast,
+        conference,
+        audio,
+        video,
+        ..
+    }) = items.first().cloned()
+    else {
+        panic!("the broadcast's start comes first: {:?}", items.first());
+    };
+    assert_eq!(broadcast, session(&net, p));
+    assert_eq!(&*conference, CONF);
+    assert_eq!((audio, video), (Some(Codec::Opus), Some(Codec::H264)));
+    let packets: Vec<_> = items[1..]
+        .iter()
+        .map(|i| match i {
+            Item::Packet {
+                broadcast: b,
+                packet,
+            } if *b == broadcast => (packet.kind, packet.layer),
+            other => panic!("only packets of the broadcast follow: {other:?}"),
+        })
+        .collect();
+    let n_audio = packets
+        .iter()
+        .filter(|(k, _)| *k == MediaKind::Audio)
+        .count();
+    let video_layers: std::collections::BTreeSet<u8> = packets
+        .iter()
+        .filter(|(k, _)| *k == MediaKind::Video)
+        .map(|(_, l)| l.0)
+        .collect();
+    assert!(n_audio > 50, "{n_audio} audio packets in 2 s");
+    assert_eq!(video_layers, [2].into(), "only the top layer is recorded");
+    // The publisher leaves: the broadcast ends. It comes back: a new broadcast, a new file.
+    assert!(net.end(p, EndReason::Deleted));
+    net.run_for(secs(0.2));
+    let items = record_items(&mut net, r);
+    assert!(
+        matches!(items.last(), Some(Item::Ended { broadcast: b, .. }) if *b == broadcast),
+        "{:?}",
+        items.last()
+    );
+    let p2 = live_simulcast_publisher(&mut net, r);
+    let items = record_items(&mut net, r);
+    assert!(
+        matches!(items.first(), Some(Item::Started { broadcast: b, .. })
+            if *b == session(&net, p2) && *b != broadcast),
+        "{:?}",
+        items.first()
+    );
+}
+
+#[test]
+fn without_recording_the_relay_hands_the_recorder_nothing() {
+    let mut net = Net::new();
+    let r = one_relay(&mut net);
+    let _p = live_publisher(&mut net, r);
+    net.run_for(secs(1.0));
+    assert!(record_items(&mut net, r).is_empty());
+}

@@ -29,6 +29,7 @@ use hallcast_core::{
     Allocation, Backlog, Codec, ConsumerId, Forward, Layer, MediaKind, Outputs, Pacer, PauseReason,
     Router, SourcePacket, Target,
 };
+use hallcast_record::Item as RecordItem;
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, KeyframeRequestKind, Mid, Rids};
@@ -122,6 +123,9 @@ pub struct RelayConfig {
     /// UDP (the driver accepts the connections and hands their frames to
     /// [`Relay::handle_tcp`]).
     pub tcp: bool,
+    /// Hand each local source's broadcast (start, audio and top-layer packets, end) to the
+    /// recorder through [`Relay::poll_record`].
+    pub record: bool,
 }
 
 impl RelayConfig {
@@ -140,6 +144,7 @@ impl RelayConfig {
             adaptation: None,
             fixed_threshold: false,
             tcp: false,
+            record: false,
         }
     }
 }
@@ -306,6 +311,8 @@ pub struct Relay {
     transmits: VecDeque<Transmit>,
     events: VecDeque<EngineEvent>,
     shard_out: VecDeque<(usize, ShardMessage)>,
+    /// For the recorder (only with [`RelayConfig::record`]).
+    record_out: VecDeque<RecordItem>,
     new_destinations: Vec<SocketAddr>,
     /// Sessions written to since their last drain (see [`DRAIN_AT`]).
     dirty: Vec<SessionId>,
@@ -384,6 +391,7 @@ impl Relay {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             shard_out: VecDeque::new(),
+            record_out: VecDeque::new(),
             new_destinations: Vec::new(),
             dirty: Vec::new(),
             pending_writes: 0,
@@ -463,6 +471,13 @@ impl Relay {
 
     /// When [`Relay::handle_timeout`] must be called next: now, while replays wait in the
     /// backlog; else the earliest session deadline or housekeeping tick.
+    /// What the recorder gets: each local source's broadcast started (codecs, the
+    /// instant), its audio packets and its top video layer's, its end. Empty unless
+    /// [`RelayConfig::record`]. The payloads are the source's own `Arc`s (no copy).
+    pub fn poll_record(&mut self) -> Option<RecordItem> {
+        self.record_out.pop_front()
+    }
+
     pub fn poll_timeout(&self) -> Instant {
         if !self.backlog.is_empty() {
             return self.last_now;
@@ -881,6 +896,19 @@ impl Relay {
                 ingest.rids.len()
             };
             ingest.preflight = Some(Box::new(Preflight::new(audio, video, n_layers, now)));
+            if self.config.record {
+                // The top layer: the best picture the encoder sends. If it stops (an
+                // encoder that sheds it under load), the recording's picture holds until
+                // it comes back; audio goes on.
+                ingest.record_layer = n_layers.checked_sub(1).map(|n| Layer(n as u8));
+                self.record_out.push_back(RecordItem::Started {
+                    broadcast: id,
+                    conference: conference.clone(),
+                    audio,
+                    video,
+                    at: now,
+                });
+            }
         }
         self.emit(EngineEvent::BroadcastStarted {
             conference: conference.clone(),
@@ -1372,6 +1400,12 @@ impl Relay {
                         }
                     }
                     broadcast_ended = true;
+                    if self.config.record {
+                        self.record_out.push_back(RecordItem::Ended {
+                            broadcast: id,
+                            at: now,
+                        });
+                    }
                 }
             }
         }
@@ -1859,6 +1893,12 @@ impl Relay {
             payload: pkt.payload,
             arrival: pkt.timestamp,
         };
+        if self.config.record && (kind == MediaKind::Audio || Some(layer) == ingest.record_layer) {
+            self.record_out.push_back(RecordItem::Packet {
+                broadcast: id,
+                packet: source.clone(),
+            });
+        }
         if let Some(p) = ingest.preflight.as_mut() {
             // RFC 6464: str0m gives the level as -dBov.
             let level = pkt.header.ext_vals.audio_level.map(i8::unsigned_abs);

@@ -52,6 +52,8 @@ pub(crate) struct Ingest {
     /// The encoder pre-flight analysis, from the moment the source is installed (boxed: it
     /// is ~1.2 KiB, and a session's role must stay small for the viewers).
     pub preflight: Option<Box<Preflight>>,
+    /// The video layer handed to the recorder (the top one), when recording.
+    pub record_layer: Option<Layer>,
 }
 
 impl Ingest {
@@ -66,6 +68,7 @@ impl Ingest {
             pending: None,
             upstream: false,
             preflight: None,
+            record_layer: None,
         }
     }
 
