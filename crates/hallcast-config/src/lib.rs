@@ -39,6 +39,32 @@ pub struct Config {
     pub log: Log,
     /// Rate limits, session caps and HTTP timeouts (docs/SECURITY.md, "Limits").
     pub limits: Limits,
+    /// Recording each broadcast under `data.dir`.
+    pub recording: RecordingSection,
+}
+
+/// Recording: each broadcast whose publisher is on this relay is written, as received (no
+/// re-encoding), to `{data.dir}/recordings/{conference}/`: Matroska (.mkv) for H.264 + Opus,
+/// WebM for VP8 + Opus.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingSection {
+    pub enabled: bool,
+    /// The most the recordings may take together, in bytes; beyond it the oldest are
+    /// deleted (never the one being recorded, nor the newest finished one). 0: no limit.
+    pub max_bytes: u64,
+    /// Recordings that ended longer ago than this many days are deleted. 0: kept.
+    pub max_age_days: u32,
+}
+
+impl Default for RecordingSection {
+    fn default() -> Self {
+        RecordingSection {
+            enabled: true,
+            max_bytes: 50_000_000_000,
+            max_age_days: 90,
+        }
+    }
 }
 
 /// Rate limits, session caps and HTTP timeouts. Rates are token buckets (GCRA): `*_per_second`

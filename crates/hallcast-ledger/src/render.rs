@@ -62,6 +62,34 @@ impl Default for RenderOptions {
     }
 }
 
+/// The recording of one broadcast, as a report links it (the relay's recorder lists them;
+/// the ledger only shows them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingLink {
+    pub id: String,
+    pub start_ms: i64,
+    pub end_ms: Option<i64>,
+    /// The media's duration, once the recording is complete.
+    pub duration_ms: Option<i64>,
+    pub bytes: u64,
+    /// `recording`, `complete` or `interrupted`.
+    pub state: String,
+    pub url: String,
+}
+
+#[derive(Serialize)]
+struct RecordingDto<'a> {
+    id: &'a str,
+    start_ms: i64,
+    start: String,
+    end_ms: Option<i64>,
+    end: Option<String>,
+    duration_ms: Option<i64>,
+    bytes: u64,
+    state: &'a str,
+    url: &'a str,
+}
+
 /// A document format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -547,6 +575,8 @@ struct ReportDto<'a> {
     /// Times the ledger's database was unreachable while the broadcast was live, oldest
     /// first (empty when none): the report may be missing `n_dropped` events.
     store_outages: Vec<StoreOutageDto<'a>>,
+    /// The recording of each broadcast of the conference, oldest first.
+    recordings: Vec<RecordingDto<'a>>,
     n_events: u64,
     n_duplicates: u64,
 }
@@ -615,6 +645,16 @@ fn org_dto(o: &OrgRow) -> OrgDto<'_> {
 
 /// The report as pretty JSON. `title` is the conference's title when known.
 pub fn report_json(report: &Report, title: Option<&str>, opts: &RenderOptions) -> Result<String> {
+    report_json_with(report, title, opts, &[])
+}
+
+/// [`report_json`] with the broadcasts' recordings linked.
+pub fn report_json_with(
+    report: &Report,
+    title: Option<&str>,
+    opts: &RenderOptions,
+    recordings: &[RecordingLink],
+) -> Result<String> {
     let off = opts.utc_offset_minutes;
     let dto = ReportDto {
         conference: report.conference.as_str(),
@@ -665,6 +705,20 @@ pub fn report_json(report: &Report, title: Option<&str>, opts: &RenderOptions) -
                 notice_en: outage_notice(o, Lang::En, off),
             })
             .collect(),
+        recordings: recordings
+            .iter()
+            .map(|r| RecordingDto {
+                id: &r.id,
+                start_ms: r.start_ms,
+                start: format_iso(r.start_ms, off),
+                end_ms: r.end_ms,
+                end: r.end_ms.map(|ms| format_iso(ms, off)),
+                duration_ms: r.duration_ms,
+                bytes: r.bytes,
+                state: &r.state,
+                url: &r.url,
+            })
+            .collect(),
         n_events: report.n_events,
         n_duplicates: report.n_duplicates,
     };
@@ -712,6 +766,17 @@ fn page(title_vi: &str, title_en: &str, lang: Lang, body: &str) -> String {
 
 /// The printable attendance report.
 pub fn report_html(report: &Report, title: Option<&str>, opts: &RenderOptions) -> String {
+    report_html_with(report, title, opts, &[])
+}
+
+/// [`report_html`] with the broadcasts' recordings linked (a section after the summary
+/// when there are any).
+pub fn report_html_with(
+    report: &Report,
+    title: Option<&str>,
+    opts: &RenderOptions,
+    recordings: &[RecordingLink],
+) -> String {
     let off = opts.utc_offset_minutes;
     let time = |ms: Option<i64>| ms.map_or_else(String::new, |ms| format_time(ms, off));
     let mut b = String::new();
@@ -783,6 +848,35 @@ pub fn report_html(report: &Report, title: Option<&str>, opts: &RenderOptions) -
         minutes(report.broadcast_live_ms),
     );
     let _ = write!(b, "</table>");
+
+    if !recordings.is_empty() {
+        let _ = write!(
+            b,
+            "<h2>{}</h2><table class=\"recordings\"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th></th></tr>",
+            t("Bản ghi các buổi phát", "Recordings of the broadcasts"),
+            t("Bắt đầu", "Start"),
+            t("Kết thúc", "End"),
+            t("Thời lượng (phút)", "Duration (minutes)"),
+            t("Dung lượng (MB)", "Size (MB)"),
+        );
+        for r in recordings {
+            let end = match (r.end_ms, r.state.as_str()) {
+                (Some(ms), _) => format_time(ms, off),
+                (None, "recording") => t("đang ghi", "recording"),
+                (None, _) => t("bị ngắt", "interrupted"),
+            };
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{end}</td><td>{}</td><td>{:.1}</td><td><a href=\"{}\" download>{}</a></td></tr>",
+                format_time(r.start_ms, off),
+                r.duration_ms.map_or_else(String::new, minutes),
+                r.bytes as f64 / 1e6,
+                esc(&r.url),
+                t("Tải về", "Download"),
+            );
+        }
+        let _ = write!(b, "</table>");
+    }
 
     // Who is missing
     let _ = write!(

@@ -178,6 +178,12 @@ impl Recorder {
     }
 }
 
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").field("dir", &self.dir).finish()
+    }
+}
+
 /// A recording as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordingInfo {
@@ -514,8 +520,8 @@ fn apply(file: &mut BufWriter<File>, ops: &mut Vec<Op>, stats: &RecorderStats) -
     Ok(())
 }
 
-fn codec_name(c: Option<Codec>) -> &'static str {
-    c.map_or("", Codec::name)
+fn codec_name(c: Option<Codec>) -> String {
+    c.map_or_else(String::new, |c| c.name().to_ascii_lowercase())
 }
 
 fn write_meta(o: &Open, end_ms: Option<i64>, duration_ms: Option<i64>) -> io::Result<()> {

@@ -22,6 +22,7 @@ mod openapi;
 pub mod outbox;
 mod pages;
 pub mod preflight;
+pub mod recordings;
 pub mod registry;
 pub mod sessions;
 pub mod tls;
@@ -113,6 +114,8 @@ pub struct AppState {
     pub drain: Arc<drain::Drain>,
     /// Rate limits, session caps and refusal counters (`[limits]`).
     pub limits: Arc<limits::Limiter>,
+    /// The recorder, set once at start when `[recording] enabled`.
+    pub recorder: std::sync::OnceLock<Arc<hallcast_record::Recorder>>,
 }
 
 /// An edge's answer to a viewer of a conference it does not pull yet.
@@ -145,6 +148,7 @@ impl AppState {
             extra_metrics: std::sync::OnceLock::new(),
             tree,
             demand: std::sync::OnceLock::new(),
+            recorder: std::sync::OnceLock::new(),
             events: Arc::new(events::Hub::new()),
             drain: Arc::new(drain::Drain::default()),
         })
@@ -212,6 +216,8 @@ pub fn app(state: Arc<AppState>, extra: Router) -> Router {
         .route("/api/v1/relay/report", post(tree::report))
         .route("/api/v1/tree", get(tree::tree))
         .route("/api/v1/sessions", get(sessions::sessions))
+        .route("/api/v1/recordings", get(recordings::list))
+        .route("/api/v1/recordings/{id}", get(recordings::download))
         .with_state(state.clone())
         .merge(access::router(state.access.clone()))
         .merge(extra)

@@ -166,6 +166,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     write_edges(&mut x, &state.tree.children(now));
     let mut out = x.out;
     crate::limits::write_metrics(&state.limits, &mut out);
+    if let Some(r) = state.recorder.get() {
+        crate::recordings::write_metrics(r, &mut out);
+    }
     if let Some(extra) = state.extra_metrics.get() {
         extra(&mut out);
     }

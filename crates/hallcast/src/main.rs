@@ -628,6 +628,33 @@ impl Relay {
         } else {
             central_relay_credential(&config)?
         };
+        // The conference registry: seeded by the file's [[conferences]], kept in the ledger,
+        // changed by the admin API and the CLI; ending a conference ends its sessions.
+        let registry = Arc::new(Registry::new(ledger.clone()));
+        let recorder = if config.recording.enabled {
+            let names = registry.clone();
+            let recorder = hallcast_record::Recorder::spawn(
+                hallcast_record::RecorderConfig {
+                    dir: config.data.dir.join("recordings"),
+                    max_bytes: config.recording.max_bytes,
+                    max_age: (config.recording.max_age_days > 0).then(|| {
+                        Duration::from_secs(u64::from(config.recording.max_age_days) * 86_400)
+                    }),
+                    // About 10 s of a 1080p broadcast's packets.
+                    capacity: 16_384,
+                },
+                Box::new(move |id: &str| names.get(id).map(|c| c.title.clone())),
+            )
+            .with_context(|| {
+                format!(
+                    "cannot create the recordings directory in {}",
+                    config.data.dir.display()
+                )
+            })?;
+            Some(Arc::new(recorder))
+        } else {
+            None
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(65_536);
         let engine = Engine::start(
             EngineConfig {
@@ -641,6 +668,7 @@ impl Relay {
                     .adaptation
                     .then_some(config.media.start_bitrate_kbps.max(50) * 1000),
                 tcp: config.media.tcp,
+                record: recorder.as_ref().map(|r| r.sender()),
                 ..EngineConfig::default()
             },
             tx,
@@ -648,9 +676,6 @@ impl Relay {
         .with_context(|| format!("cannot open the media port {}", config.media.udp))?;
         let base_url = config.public_url();
         let config = Arc::new(config);
-        // The conference registry: seeded by the file's [[conferences]], kept in the ledger,
-        // changed by the admin API and the CLI; ending a conference ends its sessions.
-        let registry = Arc::new(Registry::new(ledger.clone()));
         registry
             .seed(&config.conferences)
             .await
@@ -694,6 +719,9 @@ impl Relay {
             viewer_auth,
             tree,
         );
+        if let Some(r) = &recorder {
+            let _ = state.recorder.set(r.clone());
+        }
         let ledger_hook: Arc<dyn hallcast_server::EventHook> =
             Arc::new(LedgerHook::new(ledger.sink()));
         let mut edge_parts = None;
@@ -729,6 +757,9 @@ impl Relay {
                 .with_registry(registry)
                 .with_access(state.access.clone())
                 .with_events(state.events.clone());
+        if let Some(r) = &recorder {
+            ctx = ctx.with_recorder(r.clone());
+        }
         if !is_edge {
             // Roll calls still running when the relay restarted reach the pages again.
             let ctx = ctx.clone();
@@ -817,6 +848,10 @@ impl Relay {
             edge.release_pulls(Duration::from_secs(1)).await;
         }
         self.engine.shutdown().await;
+        if let Some(r) = self.state.recorder.get().cloned() {
+            // The broadcasts just ended: their files get their cues and duration.
+            let _ = tokio::task::spawn_blocking(move || r.stop(Duration::from_secs(10))).await;
+        }
         // Let the event pump hand the last session ends to the ledger, then make them durable.
         tokio::time::sleep(Duration::from_millis(200)).await;
         if let Some((_, stats)) = &self.edge {

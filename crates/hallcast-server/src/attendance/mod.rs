@@ -27,7 +27,7 @@
 //! | `GET /api/v1/conferences/{id}/rollcalls` | admin | every roll call with each point's `answered` (people, at) / `no_answer` / `not_connected` |
 //! | `POST /api/v1/conferences/{id}/rollcalls/{rollcall}/answer` | viewer (join token) | `{"n_people": 12, "event_id"?}`; answered once durable; idempotent; 410 after the deadline |
 //! | `GET /api/v1/conferences/{id}/events` | admin | the conference's raw event log (JSON), for audits |
-//! | `GET /api/v1/conferences/{id}/report?format=csv\|json\|html&lang=vi\|en&as_of_ms=` | admin | attendance report |
+//! | `GET /api/v1/conferences/{id}/report?format=csv\|json\|html&lang=vi\|en&as_of_ms=` | admin | attendance report; JSON and HTML link each broadcast's recording (`recordings`: start, end, duration, bytes, state, url) |
 //!
 //! | `POST /api/v1/relay/events` | relay (relay credential) | `{"node","events":[EventJson...]}` from a child relay's outbox; appended keeping each event's origin node and run, idempotent by event id; `{"accepted","duplicates"}` (see [`relay_router`]) |
 //!
@@ -88,6 +88,8 @@ pub struct AttendanceCtx {
     pub events: Option<Arc<crate::events::Hub>>,
     /// Roll calls known to this relay (deadlines, for answers).
     pub rollcalls: Arc<rollcall::RollCallBook>,
+    /// The relay's recorder: reports link each broadcast's recording (None: recording off).
+    pub recorder: Option<Arc<hallcast_record::Recorder>>,
 }
 
 /// A join-link check other than the ledger's (see [`AttendanceCtx::join_verifier`]).
@@ -127,6 +129,7 @@ impl AttendanceCtx {
             join_verifier: None,
             events: None,
             rollcalls: Arc::default(),
+            recorder: None,
         }
     }
 
@@ -139,6 +142,12 @@ impl AttendanceCtx {
     /// Tells viewer pages of roll calls through this hub (the relay's `AppState::events`).
     pub fn with_events(mut self, hub: Arc<crate::events::Hub>) -> Self {
         self.events = Some(hub);
+        self
+    }
+
+    /// Links each broadcast's recording in the reports.
+    pub fn with_recorder(mut self, recorder: Arc<hallcast_record::Recorder>) -> Self {
+        self.recorder = Some(recorder);
         self
     }
 
@@ -1384,10 +1393,33 @@ async fn report(
     let as_of = q.as_of_ms.unwrap_or_else(now_ms);
     let report = ctx.ledger.report(&conference, as_of, ctx.report).await?;
     let title = title_of(&ctx, &conference).await?;
+    let recordings = match &ctx.recorder {
+        Some(r) => crate::recordings::of_conference(r, conference.as_str())
+            .await
+            .iter()
+            .map(|r| {
+                let dto = crate::recordings::RecordingDto::of(r, &ctx.public_base_url);
+                render::RecordingLink {
+                    id: dto.id,
+                    start_ms: dto.start_ms,
+                    end_ms: dto.end_ms,
+                    duration_ms: dto.duration_ms,
+                    bytes: dto.bytes,
+                    state: dto.state,
+                    url: dto.download_url,
+                }
+            })
+            .collect(),
+        None => vec![],
+    };
     let body = match format {
         Format::Csv => render::report_csv(&report, &opts)?,
-        Format::Json => render::report_json(&report, title.as_deref(), &opts)?.into_bytes(),
-        Format::Html => render::report_html(&report, title.as_deref(), &opts).into_bytes(),
+        Format::Json => {
+            render::report_json_with(&report, title.as_deref(), &opts, &recordings)?.into_bytes()
+        }
+        Format::Html => {
+            render::report_html_with(&report, title.as_deref(), &opts, &recordings).into_bytes()
+        }
     };
     Ok(document(
         format,
