@@ -20,6 +20,7 @@ mod observability;
 mod openapi;
 mod operator_console;
 mod preflight;
+mod recording;
 mod rollcall;
 mod server_addresses;
 mod sessions;

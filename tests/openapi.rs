@@ -613,6 +613,33 @@ fn every_documented_operation_answers_with_a_documented_status() {
                 &format!("{s}?conference=a&conference=b"),
                 |r| r.header("Authorization", bearer(&admin)),
             )?;
+            // Recordings (the demo records its built-in source's broadcast).
+            let rl = "/api/v1/recordings";
+            k.expect(401, "GET", rl, rl, |r| r)?;
+            k.expect(200, "GET", rl, rl, |r| r.header("Cookie", &operator_cookie))?;
+            let listed = k.expect(200, "GET", rl, &format!("{rl}?conference={c}"), |r| {
+                r.header("Authorization", bearer(&admin))
+            })?;
+            let rd = "/api/v1/recordings/{id}";
+            let missing = format!("{rl}/{}", "0".repeat(32));
+            k.expect(401, "GET", rd, &missing, |r| r)?;
+            k.expect(404, "GET", rd, &missing, |r| {
+                r.header("Authorization", bearer(&admin))
+            })?;
+            k.expect(400, "GET", rd, &format!("{rl}/not-an-id"), |r| {
+                r.header("Authorization", bearer(&admin))
+            })?;
+            if let Some(id) = listed.json()?["recordings"][0]["id"].as_str() {
+                let one = format!("{rl}/{id}");
+                k.expect(206, "GET", rd, &one, |r| {
+                    r.header("Authorization", bearer(&admin))
+                        .header("Range", "bytes=0-3")
+                })?;
+                k.expect(416, "GET", rd, &one, |r| {
+                    r.header("Authorization", bearer(&admin))
+                        .header("Range", "bytes=999999999999-")
+                })?;
+            }
             let tr = "/api/v1/tree";
             k.expect(401, "GET", tr, tr, |r| r)?;
             k.expect(403, "GET", tr, tr, |r| r.header("Cookie", &operator_cookie))?;

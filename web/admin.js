@@ -434,10 +434,33 @@
             el('td', { class: 'num' }, p.minutes_present.toFixed(1)),
             el('td', { class: 'num' }, `${p.percent_of_broadcast.toFixed(0)} %`),
             el('td', { class: 'num' }, String(p.interruptions)),
-            el('td', { class: 'num' }, dash(p.headcount)))))));
+            el('td', { class: 'num' }, dash(p.headcount)))))),
+        recordingsTable(r.recordings || []));
     } catch (e) {
       root.replaceChildren(el('p', { class: 'error' }, e.message));
     }
+  }
+
+  // Each broadcast's recording (the report links them); a plain link: the console's
+  // session cookie authorises the GET, and the browser streams the file to disk.
+  function recordingsTable(recs) {
+    const head = el('h2', {}, el('span', { class: 'vi' }, 'Bản ghi các buổi phát'), ' ', el('span', { class: 'en' }, 'Recordings'));
+    if (!recs.length) {
+      return el('section', { id: 'recordings' }, head, el('p', { class: 'empty' }, 'Chưa có bản ghi · no recording yet'));
+    }
+    const state = { complete: 'Hoàn tất · complete', recording: 'Đang ghi · recording', interrupted: 'Bị ngắt · interrupted' };
+    return el('section', { id: 'recordings' }, head,
+      el('table', { class: 'grid' },
+        el('thead', {}, el('tr', {}, [
+          ['Bắt đầu', 'start'], ['Kết thúc', 'end'], ['Thời lượng (phút)', 'minutes'], ['Dung lượng (MB)', 'size (MB)'], ['Trạng thái', 'state'], ['', ''],
+        ].map(([vi, en]) => el('th', {}, vi, el('br'), el('span', { class: 'en' }, en))))),
+        el('tbody', {}, recs.map((x) => el('tr', {},
+          el('td', {}, x.start.slice(11, 19)),
+          el('td', {}, x.end ? x.end.slice(11, 19) : '–'),
+          el('td', { class: 'num' }, x.duration_ms == null ? '–' : (x.duration_ms / 60000).toFixed(1)),
+          el('td', { class: 'num' }, (x.bytes / 1e6).toFixed(1)),
+          el('td', {}, state[x.state] || x.state),
+          el('td', {}, el('a', { href: x.url, download: '' }, 'Tải về · download')))))));
   }
 
   async function download(url, filename, open) {

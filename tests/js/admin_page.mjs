@@ -177,6 +177,10 @@ run(async () => {
     // ---- the report tab ----
     await admin.click('#tabs [data-tab="report"]');
     await admin.waitForSelector('#report-points tbody tr', { timeout: 10000 });
+    // The broadcast being recorded is listed with its download link.
+    await admin.waitForSelector('#recordings tbody tr a[download]', { timeout: 10000 });
+    const recordingHrefs = await admin.$$eval('#recordings tbody tr a[download]', (as) => as.map((a) => a.href));
+    emit({ event: 'recordings_shown', hrefs: recordingHrefs, at_ms: Date.now() });
     screenshots.push(await shot(admin, 'report'));
 
     // ---- join links: the table with QR codes, then the printable sheet ----
