@@ -123,8 +123,10 @@ fn download(admin: &Admin, rec: &Value, dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// ffprobe's streams (type, codec) and format duration in seconds.
-fn probe(path: &Path) -> Result<(Vec<(String, String)>, Option<f64>, Value)> {
+/// What ffprobe says of a file: its streams (type, codec), its duration in seconds, its JSON.
+type Probed = (Vec<(String, String)>, Option<f64>, Value);
+
+fn probe(path: &Path) -> Result<Probed> {
     let out = Command::new("ffprobe")
         .args([
             "-v",
@@ -283,7 +285,7 @@ fn each_broadcast_is_recorded_listed_downloaded_and_decodes() {
             &admin,
             &conf,
             "recording",
-            &[first_id.clone()],
+            std::slice::from_ref(&first_id),
             Duration::from_secs(30),
         )?;
         thread::sleep(BROADCAST);
@@ -292,7 +294,7 @@ fn each_broadcast_is_recorded_listed_downloaded_and_decodes() {
             &admin,
             &conf,
             "complete",
-            &[first_id.clone()],
+            std::slice::from_ref(&first_id),
             Duration::from_secs(15),
         )?;
         let listed = recordings(&admin, &conf)?;
@@ -360,7 +362,7 @@ fn the_size_limit_deletes_the_oldest_and_a_killed_relay_leaves_a_playable_file()
             &admin,
             &conf,
             "recording",
-            &[first_id.clone()],
+            std::slice::from_ref(&first_id),
             Duration::from_secs(30),
         )?;
         let second_id = second["id"].as_str().context("id")?.to_string();
@@ -399,7 +401,7 @@ fn the_size_limit_deletes_the_oldest_and_a_killed_relay_leaves_a_playable_file()
             &admin,
             &conf,
             "recording",
-            &[second_id.clone()],
+            std::slice::from_ref(&second_id),
             Duration::from_secs(30),
         )?;
         thread::sleep(Duration::from_secs(4));

@@ -27,6 +27,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("keyframe", keyframe),
     ("rtp_rewrite", rtp_rewrite),
     ("admin_api", admin_api),
+    ("recording", recording),
 ];
 
 /// SDP offer scanning (`hallcast_rtc::sdp_scan::scan`): any text; every media section
@@ -474,4 +475,70 @@ async fn registry_texts(ledger: &hallcast_ledger::Ledger) -> Vec<(&'static str, 
         out.push(("location", p.location));
     }
     out
+}
+
+/// The recorder's depacketizers and muxer (`hallcast_record::Recording`) on arbitrary RTP
+/// payloads: each packet is `[flags][len][payload…]` (flags: bit 0 audio, bit 1 marker,
+/// bit 2 a sequence gap, bit 3 a new timestamp), for H.264 and VP8. Invariants: no panic;
+/// every patch lands inside what was already appended; the muxer's length is the bytes
+/// appended.
+pub fn recording(data: &[u8]) {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant, SystemTime};
+
+    use hallcast_core::{Layer, MediaKind, SourcePacket};
+    use hallcast_record::{Metadata, Op, Recording};
+
+    for video in [Codec::H264, Codec::Vp8] {
+        let start = Instant::now();
+        let meta = Metadata {
+            conference_id: "fuzz".into(),
+            conference_name: None,
+            start: SystemTime::UNIX_EPOCH,
+            audio: Some(Codec::Opus),
+            video: Some(video),
+        };
+        let mut ops = Vec::new();
+        let mut rec = Recording::new(meta, start, &mut ops);
+        let (mut seq, mut ts, mut i, mut n) = (0u64, 0u32, 0usize, 0u64);
+        while i + 2 <= data.len() {
+            let flags = data[i];
+            let len = usize::from(data[i + 1]).min(data.len() - i - 2);
+            let payload = &data[i + 2..i + 2 + len];
+            i += 2 + len;
+            seq += if flags & 4 != 0 { 2 } else { 1 };
+            if flags & 8 != 0 {
+                ts = ts.wrapping_add(3000);
+            }
+            n += 1;
+            let p = SourcePacket {
+                kind: if flags & 1 != 0 {
+                    MediaKind::Audio
+                } else {
+                    MediaKind::Video
+                },
+                layer: Layer(0),
+                seq,
+                ts,
+                marker: flags & 2 != 0,
+                keyframe_start: false,
+                payload: Arc::from(payload),
+                arrival: start + Duration::from_millis(n * 10),
+            };
+            let _ = rec.push(&p, &mut ops);
+        }
+        rec.finish(&mut ops);
+        let mut len = 0u64;
+        for op in &ops {
+            match op {
+                Op::Append(b) => len += b.len() as u64,
+                Op::Patch { at, bytes } => assert!(
+                    at + bytes.len() as u64 <= len,
+                    "{video:?}: a patch at {at} (+{}) beyond the {len} bytes written",
+                    bytes.len()
+                ),
+            }
+        }
+        assert_eq!(len, rec.muxer().len(), "{video:?}: the muxer's length");
+    }
 }
