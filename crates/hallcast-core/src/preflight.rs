@@ -1020,8 +1020,10 @@ pub fn parse_sps(nal: &[u8]) -> Option<Sps> {
     }
     r.ue()?; // max_num_ref_frames
     r.bit()?; // gaps_in_frame_num_value_allowed_flag
-    let width_mbs = r.ue()? + 1;
-    let height_map_units = r.ue()? + 1;
+    // Checked arithmetic throughout: the fields come from the network (a crafted SPS with
+    // huge values must not overflow; the recorder's fuzz target found one).
+    let width_mbs = r.ue()?.checked_add(1)?;
+    let height_map_units = r.ue()?.checked_add(1)?;
     let frame_mbs_only = r.bit()?;
     if frame_mbs_only == 0 {
         r.bit()?; // mb_adaptive_frame_field_flag
@@ -1042,8 +1044,13 @@ pub fn parse_sps(nal: &[u8]) -> Option<Sps> {
     };
     let crop_x = sub_w;
     let crop_y = sub_h * (2 - frame_mbs_only);
-    let width = (width_mbs * 16).checked_sub(crop_x * (cl + cr))?;
-    let height = (height_map_units * 16 * (2 - frame_mbs_only)).checked_sub(crop_y * (ct + cb))?;
+    let crop = |unit: u32, a: u32, b: u32| a.checked_add(b)?.checked_mul(unit);
+    let width = width_mbs
+        .checked_mul(16)?
+        .checked_sub(crop(crop_x, cl, cr)?)?;
+    let height = height_map_units
+        .checked_mul(16 * (2 - frame_mbs_only))?
+        .checked_sub(crop(crop_y, ct, cb)?)?;
     if width == 0 || height == 0 || width > 16384 || height > 16384 {
         return None;
     }

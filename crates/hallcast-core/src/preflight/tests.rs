@@ -662,6 +662,37 @@ fn vp8_resolution_from_the_key_frame_header() {
     assert_eq!(status(&r, CheckId::BFrames), Status::Green);
 }
 
+/// Sizes and crops near `u32::MAX` (a crafted SPS from the network) are refused, not
+/// overflowed: the recorder's fuzz target found `width_mbs * 16` overflowing.
+#[test]
+fn an_sps_with_huge_sizes_is_refused_without_overflow() {
+    for (mbs_w_minus1, crop) in [(0x1000_0000, 0), (79, u32::MAX - 1), (u32::MAX - 1, 0)] {
+        let mut w = BitWriter::default();
+        w.bits(66, 8);
+        w.bits(0xc0, 8);
+        w.bits(31, 8);
+        w.ue(0); // sps id
+        w.ue(0); // log2_max_frame_num_minus4
+        w.ue(2); // poc type 2
+        w.ue(1); // max_num_ref_frames
+        w.bit(0);
+        w.ue(mbs_w_minus1);
+        w.ue(44);
+        w.bit(1); // frame_mbs_only
+        w.bit(1); // direct_8x8
+        w.bit(1); // cropping
+        w.ue(crop);
+        w.ue(crop);
+        w.ue(0);
+        w.ue(0);
+        w.bit(0); // no VUI
+        w.bit(1);
+        let mut nal = vec![0x67];
+        nal.extend(w.rbsp_to_ebsp());
+        assert_eq!(parse_sps(&nal), None, "{mbs_w_minus1} {crop}");
+    }
+}
+
 #[test]
 fn sps_parsing() {
     for (w, h) in [
