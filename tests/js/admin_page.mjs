@@ -186,6 +186,9 @@ run(async () => {
     // ---- join links: the table with QR codes, then the printable sheet ----
     await admin.click('#tabs [data-tab="links"]');
     await admin.waitForSelector('#links td.qr svg', { timeout: 15000 });
+    // The QR codes are fetched in parallel: wait until every row has its own.
+    await admin.waitForFunction(() => document.querySelectorAll('#links td.qr svg').length
+      === document.querySelectorAll('#links tbody tr').length, null, { timeout: 15000 });
     const nQr = await admin.$$eval('#links td.qr svg', (s) => s.length);
     screenshots.push(await shot(admin, 'links'));
     // Revoke one point's links (the confirmation is accepted), then take its new link.

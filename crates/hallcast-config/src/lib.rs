@@ -45,7 +45,7 @@ pub struct Config {
 
 /// Recording: each broadcast whose publisher is on this relay is written, as received (no
 /// re-encoding), to `{data.dir}/recordings/{conference}/`: Matroska (.mkv) for H.264 + Opus,
-/// WebM for VP8 + Opus.
+/// WebM for VP8 + Opus. Ignored on an edge (the central records where the encoder publishes).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecordingSection {

@@ -631,7 +631,9 @@ impl Relay {
         // The conference registry: seeded by the file's [[conferences]], kept in the ledger,
         // changed by the admin API and the CLI; ending a conference ends its sessions.
         let registry = Arc::new(Registry::new(ledger.clone()));
-        let recorder = if config.recording.enabled {
+        // Edges do not record: the central records each broadcast where the encoder publishes
+        // (an edge's copy is the same media, pulled).
+        let recorder = if config.recording.enabled && !is_edge {
             let names = registry.clone();
             let recorder = hallcast_record::Recorder::spawn(
                 hallcast_record::RecorderConfig {
