@@ -147,6 +147,8 @@ fn access_refuses_strangers_viewer_links_wrong_passwords_and_forged_posts() {
 
             // APIs: nothing, a viewer link, a join link, the stream key, a malformed header.
             let operator_api = info.url("/api/v1/conferences");
+            // The broadcasts' recordings: operators run the broadcasts, so they may fetch them.
+            let recordings_api = info.url("/api/v1/recordings");
             let admin_apis = [
                 info.url("/api/v1/points"),
                 info.url("/api/v1/sessions"),
@@ -165,7 +167,10 @@ fn access_refuses_strangers_viewer_links_wrong_passwords_and_forged_posts() {
                 ("a malformed header", Some("Basic YWRtaW46YWRtaW4=".into())),
             ];
             for (what, auth) in &bearers {
-                for url in std::iter::once(&operator_api).chain(admin_apis.iter()) {
+                for url in [&operator_api, &recordings_api]
+                    .into_iter()
+                    .chain(admin_apis.iter())
+                {
                     let mut req = http.get(url);
                     if let Some(a) = auth {
                         req = req.header("Authorization", a);
@@ -284,6 +289,11 @@ fn access_refuses_strangers_viewer_links_wrong_passwords_and_forged_posts() {
             check(
                 s == 200 && body.contains(&info.conference),
                 format!("GET /api/v1/conferences signed in → {s} {body:?}, expected the list"),
+            );
+            let (s, body) = status_and_body(chi.on(http.get(&recordings_api)).send()?)?;
+            check(
+                s == 200 && body.contains("\"recordings\""),
+                format!("GET /api/v1/recordings signed in → {s} {body:?}, expected the list"),
             );
             // ... but not the admin's.
             for url in &admin_apis {
