@@ -5,7 +5,8 @@
 //! tracks in `ffprobe` with a duration within 1 s of the broadcast's (as the attendance
 //! ledger measured it, independently of the recorder), and decode with
 //! `ffmpeg -v error … -f null -` without a word. Reopening the conference brings the source
-//! back: a second broadcast, a second file. The attendance report links both.
+//! back: a second broadcast, a second file. The attendance report links both (the API's, and
+//! `hallcast report` on the relay's host, with the files' paths).
 //!
 //! The limits and a crash: with `recording.max_bytes = 1`, a finished broadcast deletes the
 //! older one (never the newest); the relay killed with SIGKILL mid-broadcast leaves a file
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use hallcast_tests::admin::Admin;
-use hallcast_tests::{Ctx, Demo, DemoOptions, Weight, run};
+use hallcast_tests::{Ctx, Demo, DemoOptions, Weight, hallcast_bin, run};
 use serde_json::{Value, json};
 
 /// How long a broadcast lasts before the test ends it.
@@ -336,6 +337,43 @@ fn each_broadcast_is_recorded_listed_downloaded_and_decodes() {
             urls.iter().all(|u| html.body.contains(u)),
             "the HTML report does not link the recordings"
         );
+        // `hallcast report` on the relay's host links the files themselves.
+        let out = Command::new(hallcast_bin()?)
+            .args([
+                "report",
+                "--conference",
+                &conf,
+                "--format",
+                "json",
+                "--data-dir",
+            ])
+            .arg(demo.data_dir())
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "hallcast report: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cli: Value = serde_json::from_slice(&out.stdout)?;
+        let files: Vec<String> = cli["recordings"]
+            .as_array()
+            .context("hallcast report: recordings")?
+            .iter()
+            .filter_map(|r| {
+                r["url"]
+                    .as_str()?
+                    .strip_prefix("file://")
+                    .map(str::to_string)
+            })
+            .collect();
+        ensure!(files.len() == 2, "hallcast report links {files:?}");
+        for (f, rec) in files.iter().zip([&first, &second]) {
+            ensure!(
+                f.ends_with(rec["file_name"].as_str().unwrap_or("?")) && Path::new(f).exists(),
+                "hallcast report links {f} for {}",
+                rec["file_name"]
+            );
+        }
         Ok(())
     });
 }

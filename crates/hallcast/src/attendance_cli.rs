@@ -410,18 +410,54 @@ pub async fn run(cmd: AttendanceCmd) -> anyhow::Result<()> {
                 lang: a.lang.into(),
                 utc_offset_minutes: a.utc_offset_minutes,
             };
+            let recordings = local_recordings(&a.ledger.data_dir, conference.as_str());
             let bytes = match a.format {
                 ReportFormat::Csv => render::report_csv(&report, &opts)?,
                 ReportFormat::Json => {
-                    render::report_json(&report, title.as_deref(), &opts)?.into_bytes()
+                    render::report_json_with(&report, title.as_deref(), &opts, &recordings)?
+                        .into_bytes()
                 }
                 ReportFormat::Html => {
-                    render::report_html(&report, title.as_deref(), &opts).into_bytes()
+                    render::report_html_with(&report, title.as_deref(), &opts, &recordings)
+                        .into_bytes()
                 }
             };
             write_out(a.output.as_deref(), &bytes)
         }
     }
+}
+
+/// The conference's recordings in the data directory (`{data_dir}/recordings`), oldest
+/// first, linked as `file://` paths: the command runs on the relay's host. A recording
+/// without an end whose file changed within the last 10 s is taken as still recording (the
+/// command cannot ask the relay), otherwise as interrupted.
+fn local_recordings(data_dir: &Path, conference: &str) -> Vec<render::RecordingLink> {
+    let now_ms = now_ms();
+    let mut list: Vec<_> =
+        hallcast_record::store::list(&data_dir.join("recordings"), &Default::default())
+            .into_iter()
+            .filter(|r| r.conference == conference)
+            .collect();
+    list.sort_by_key(|r| r.start_ms);
+    list.into_iter()
+        .map(|r| {
+            let state = if r.end_ms.is_none() && now_ms - r.modified_ms < 10_000 {
+                "recording"
+            } else {
+                r.state.as_str()
+            };
+            let path = std::fs::canonicalize(&r.path).unwrap_or_else(|_| r.path.clone());
+            render::RecordingLink {
+                id: r.id,
+                start_ms: r.start_ms,
+                end_ms: r.end_ms,
+                duration_ms: r.duration_ms,
+                bytes: r.bytes,
+                state: state.into(),
+                url: format!("file://{}", path.display()),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
