@@ -91,6 +91,8 @@ fn publish_and_watch(ctx: &Ctx, codec: &str, simulcast: bool, n_pages: u32) -> R
         published.location,
         published.delete_status
     );
+    // The broadcast, as the relay recorded it (the top layer when simulcast).
+    crate::recording::check_browser_recording(&demo.info, codec)?;
     demo.ensure_running()
 }
 

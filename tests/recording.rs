@@ -167,11 +167,17 @@ fn probe(path: &Path) -> Result<Probed> {
 
 /// Decodes every frame of both tracks: ffmpeg must say nothing at `-v error`. Returns the
 /// number of video frames decoded.
+///
+/// `-enc_time_base -1` keeps the file's own time base (1 ms) for the null output. Without it
+/// ffmpeg 5.1 converts each frame's time to a tick of the frame rate it guessed (1/29.97 s),
+/// and a browser's variable frame spacing (capture times: two frames 20 ms apart after a late
+/// one) lands two frames on one tick, which the null muxer reports as "non monotonically
+/// increasing dts" — about the conversion, not the file: the frames are in order, each decodes.
 fn decode(path: &Path) -> Result<u64> {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
-        .args(["-f", "null", "-"])
+        .args(["-enc_time_base", "-1", "-f", "null", "-"])
         .output()
         .context("ffmpeg")?;
     let err = String::from_utf8_lossy(&out.stderr);
@@ -481,4 +487,62 @@ fn the_size_limit_deletes_the_oldest_and_a_killed_relay_leaves_a_playable_file()
         );
         Ok(())
     });
+}
+
+/// A browser publisher's broadcast (its WHIP session just ended, `codec` "vp8" or "h264") was
+/// recorded: listed complete, in WebM for VP8 and Matroska for H.264, with that codec and
+/// Opus, decoding without an error. Called by the Chromium publishing tests.
+pub(crate) fn check_browser_recording(info: &hallcast_tests::Info, codec: &str) -> Result<()> {
+    let admin = Admin::new(info)?;
+    let rec = wait_recording(
+        &admin,
+        &info.conference,
+        "complete",
+        &[],
+        Duration::from_secs(15),
+    )?;
+    let (container, content_type) = if codec == "vp8" {
+        ("webm", "video/webm")
+    } else {
+        ("mkv", "video/x-matroska")
+    };
+    ensure!(
+        rec["container"] == json!(container) && rec["content_type"] == json!(content_type),
+        "{rec}"
+    );
+    let url = rec["download_url"].as_str().context("download_url")?;
+    let bytes = reqwest::blocking::Client::new()
+        .get(url)
+        .bearer_auth(&admin.token)
+        .send()?
+        .error_for_status()?
+        .bytes()?;
+    let path = std::env::temp_dir().join(format!(
+        "hallcast-browser-recording-{}.{container}",
+        std::process::id()
+    ));
+    std::fs::write(&path, &bytes)?;
+    let checked = (|| {
+        let (streams, duration, _) = probe(&path)?;
+        ensure!(
+            streams
+                == [
+                    ("video".to_string(), codec.to_string()),
+                    ("audio".to_string(), "opus".to_string())
+                ],
+            "streams {streams:?}"
+        );
+        let frames = decode(&path)?;
+        ensure!(frames > 0, "no video frame decoded");
+        eprintln!(
+            "browser recording ({codec}): {:.1} s, {frames} frames, {} bytes",
+            duration.unwrap_or(0.0),
+            bytes.len()
+        );
+        Ok(())
+    })();
+    if checked.is_ok() {
+        let _ = std::fs::remove_file(&path);
+    }
+    checked
 }

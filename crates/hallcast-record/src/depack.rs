@@ -95,6 +95,10 @@ impl Depacketizer {
             }
         }
         self.last_seq = Some(seq);
+        if payload.is_empty() {
+            // Padding (bandwidth probing): it takes a sequence number, carries no media.
+            return Ok(());
+        }
         if self.ts.is_some_and(|t| t != ts) {
             // The previous frame ended without its marker packet.
             self.broken = true;
@@ -347,6 +351,19 @@ mod tests {
     }
 
     #[test]
+    fn padding_between_frames_costs_nothing() {
+        let mut d = h264();
+        let mut out = vec![];
+        d.push(1, 0, true, &[0x65, 1], &mut out).unwrap();
+        // Padding-only packets (no payload) with the last frame's timestamp.
+        d.push(2, 0, false, &[], &mut out).unwrap();
+        d.push(3, 0, false, &[], &mut out).unwrap();
+        d.push(4, 3000, true, &[0x41, 2], &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(d.n_dropped(), 0);
+    }
+
+    #[test]
     fn a_missing_marker_ends_the_frame_at_the_next_timestamp() {
         let mut d = h264();
         let mut out = vec![];
@@ -361,7 +378,8 @@ mod tests {
     fn bad_h264_payloads_are_errors() {
         let mut d = h264();
         let mut out = vec![];
-        assert_eq!(d.push(1, 0, true, &[], &mut out), Err(DepackError::Empty));
+        // An empty payload is padding: no error, no frame.
+        assert_eq!(d.push(1, 0, true, &[], &mut out), Ok(()));
         assert_eq!(
             d.push(2, 0, true, &[24, 0, 9, 1], &mut out),
             Err(DepackError::Truncated("STAP-A unit"))
