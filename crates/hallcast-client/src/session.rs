@@ -86,6 +86,21 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// One video frame of `n_bytes` handed to the track.
+    pub(crate) fn count_video(&self, n_bytes: usize, keyframe: bool) {
+        self.n_video_frames.fetch_add(1, Ordering::Relaxed);
+        self.video_bytes
+            .fetch_add(n_bytes as u64, Ordering::Relaxed);
+        if keyframe {
+            self.n_keyframes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One audio packet handed to the track.
+    pub(crate) fn count_audio(&self) {
+        self.n_audio_packets.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> PublisherStats {
         PublisherStats {
             n_video_frames: self.n_video_frames.load(Ordering::Relaxed),
@@ -144,7 +159,6 @@ pub(crate) async fn publish(
 ) -> anyhow::Result<Session> {
     let opts = Checked::new(opts)?;
     let url = crate::whip::parse_url(whip_url)?;
-    let http = crate::whip::client()?;
 
     // Media first: a broken asset or encoder fails here, before anything touches the network.
     let audio = match opts.audio {
@@ -181,51 +195,16 @@ pub(crate) async fn publish(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
-    let (gathered_tx, mut gathered_rx) = watch::channel(false);
-    let events = Arc::new(Events {
-        state: state_tx,
-        gathered: gathered_tx,
-    });
-
-    let (media_engine, registry) = media_engine(opts.simulcast())?;
-    let setting_engine = SettingEngineBuilder::new()
-        // No .local candidates and no socket on port 5353: the relay needs plain addresses.
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .build();
-    let bind = bind_addrs(&url).await;
-    debug!(?bind, "publisher ICE sockets");
-    let pc: Arc<dyn PeerConnection> = Arc::new(
-        PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_media_engine(media_engine)
-            .with_setting_engine(setting_engine)
-            .with_interceptor_registry(registry)
-            .with_handler(events as Arc<dyn PeerConnectionEventHandler>)
-            .with_udp_addrs(bind)
-            .build()
-            .await
-            .context("building the peer connection")?,
-    );
-
     let with_audio = opts.audio != AudioSource::None;
-    let result = negotiate(
-        &pc,
-        &http,
-        &url,
-        stream_key,
-        &opts.layers,
-        with_audio,
-        &mut gathered_rx,
-    )
-    .await;
-    let (resource, video, audio_track) = match result {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = pc.close().await;
-            return Err(e);
-        }
-    };
+    let rids: Vec<Option<&'static str>> = opts.layers.iter().map(|l| l.rid).collect();
+    let Connected {
+        pc,
+        http,
+        resource,
+        video,
+        audio: audio_track,
+        state_rx,
+    } = connect(&url, stream_key, &rids, with_audio, STREAM_ID).await?;
 
     let (done_tx, done) = watch::channel(false);
     let done_tx = Arc::new(done_tx);
@@ -292,6 +271,76 @@ pub(crate) async fn publish(
         counters,
         pc_closed: false,
     })
+}
+
+/// A negotiated WHIP session before any media task runs.
+pub(crate) struct Connected {
+    pub(crate) pc: Arc<dyn PeerConnection>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) resource: Url,
+    /// One per layer, lowest first.
+    pub(crate) video: Vec<SendTrack>,
+    pub(crate) audio: Option<SendTrack>,
+    pub(crate) state_rx: watch::Receiver<RTCPeerConnectionState>,
+}
+
+/// Builds the peer connection (H.264 video with one encoding per entry of `rids`, `None` for
+/// a single stream; Opus audio if `with_audio`), POSTs the offer and applies the answer.
+/// ICE, DTLS and media continue in the background; `state_rx` follows the connection.
+pub(crate) async fn connect(
+    url: &Url,
+    stream_key: &str,
+    rids: &[Option<&'static str>],
+    with_audio: bool,
+    stream_id: &str,
+) -> anyhow::Result<Connected> {
+    let http = crate::whip::client()?;
+    let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
+    let (gathered_tx, mut gathered_rx) = watch::channel(false);
+    let events = Arc::new(Events {
+        state: state_tx,
+        gathered: gathered_tx,
+    });
+
+    let simulcast = rids.iter().any(Option::is_some);
+    let (media_engine, registry) = media_engine(simulcast)?;
+    let setting_engine = SettingEngineBuilder::new()
+        // No .local candidates and no socket on port 5353: the relay needs plain addresses.
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .build();
+    let bind = bind_addrs(url).await;
+    debug!(?bind, "publisher ICE sockets");
+    let pc: Arc<dyn PeerConnection> = Arc::new(
+        PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media_engine)
+            .with_setting_engine(setting_engine)
+            .with_interceptor_registry(registry)
+            .with_handler(events as Arc<dyn PeerConnectionEventHandler>)
+            .with_udp_addrs(bind)
+            .build()
+            .await
+            .context("building the peer connection")?,
+    );
+
+    let result = match add_tracks(&pc, rids, with_audio, stream_id).await {
+        Ok(local) => negotiate(&pc, &http, url, stream_key, local, rids, &mut gathered_rx).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((resource, video, audio)) => Ok(Connected {
+            pc,
+            http,
+            resource,
+            video,
+            audio,
+            state_rx,
+        }),
+        Err(e) => {
+            let _ = pc.close().await;
+            Err(e)
+        }
+    }
 }
 
 /// One encoded video stream: the only one, or a simulcast layer.
@@ -514,16 +563,16 @@ async fn route_towards(url: &Url) -> Option<IpAddr> {
 }
 
 /// A local track (or one simulcast layer of it) and what the answer negotiated for it.
-struct SendTrack {
-    track: Arc<TrackLocalStaticSample>,
-    ssrc: u32,
+pub(crate) struct SendTrack {
+    pub(crate) track: Arc<TrackLocalStaticSample>,
+    pub(crate) ssrc: u32,
     payload_type: u8,
     /// Header extensions put on every packet (simulcast: the `mid` and the layer's RID).
     extensions: Vec<HeaderExtension>,
 }
 
 impl SendTrack {
-    async fn write(&self, sample: &Sample) -> webrtc::error::Result<()> {
+    pub(crate) async fn write(&self, sample: &Sample) -> webrtc::error::Result<()> {
         self.track
             .write_sample(self.ssrc, self.payload_type, sample, &self.extensions)
             .await
@@ -551,26 +600,28 @@ struct LocalAudio {
 /// `a=simulcast:send q;h;f` instead of `a=ssrc` lines).
 async fn add_tracks(
     pc: &Arc<dyn PeerConnection>,
-    layers: &[LayerSpec],
+    rids: &[Option<&'static str>],
     with_audio: bool,
+    stream_id: &str,
 ) -> anyhow::Result<LocalTracks> {
     let now = Instant::now();
-    let video_ssrcs: Vec<u32> = layers.iter().map(|_| rand::random::<u32>()).collect();
+    let video_ssrcs: Vec<u32> = rids.iter().map(|_| rand::random::<u32>()).collect();
     let audio_ssrc = rand::random::<u32>();
-    let video_encodings = layers
+    let video_encodings = rids
         .iter()
         .zip(&video_ssrcs)
-        .map(|(layer, &ssrc)| encoding(ssrc, layer.rid, h264_codec()))
+        .map(|(rid, &ssrc)| encoding(ssrc, *rid, h264_codec()))
         .collect();
     let video = Arc::new(TrackLocalStaticSample::new(
         now,
-        track(RtpCodecKind::Video, video_encodings),
+        track(RtpCodecKind::Video, video_encodings, stream_id),
     )?);
     let audio = Arc::new(TrackLocalStaticSample::new(
         now,
         track(
             RtpCodecKind::Audio,
             vec![encoding(audio_ssrc, None, opus_codec())],
+            stream_id,
         ),
     )?);
     let sendonly = || {
@@ -610,12 +661,10 @@ async fn negotiate(
     http: &reqwest::Client,
     url: &Url,
     stream_key: &str,
-    layers: &[LayerSpec],
-    with_audio: bool,
+    local: LocalTracks,
+    rids: &[Option<&'static str>],
     gathered: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<(Url, Vec<SendTrack>, Option<SendTrack>)> {
-    let local = add_tracks(pc, layers, with_audio).await?;
-
     let offer = pc.create_offer(None).await?;
     pc.set_local_description(offer).await?;
     // Non-trickle: wait for every host candidate to be in the SDP before sending it.
@@ -658,17 +707,17 @@ async fn negotiate(
         None => None,
     };
     let video_mid = local.video_tr.mid().await?.unwrap_or_default();
-    let video = layers
+    let video = rids
         .iter()
         .zip(&local.video_ssrcs)
-        .map(|(layer, &ssrc)| SendTrack {
+        .map(|(rid, &ssrc)| SendTrack {
             track: Arc::clone(&local.video),
             ssrc,
             payload_type: video_pt,
             // A receiver learns which layer an SSRC carries from the RID on its packets (the
             // SDP has no a=ssrc lines with simulcast), and which section from the mid: both
             // go on every packet, as Chromium sends them until the receiver has seen them.
-            extensions: match layer.rid {
+            extensions: match rid {
                 Some(rid) => vec![
                     sdes_extension(rtc::sdp::extmap::SDES_MID_URI, &video_mid),
                     sdes_extension(rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI, rid),
@@ -719,13 +768,17 @@ fn encoding(ssrc: u32, rid: Option<&str>, codec: RTCRtpCodec) -> RTCRtpEncodingP
     }
 }
 
-fn track(kind: RtpCodecKind, encodings: Vec<RTCRtpEncodingParameters>) -> MediaStreamTrack {
+fn track(
+    kind: RtpCodecKind,
+    encodings: Vec<RTCRtpEncodingParameters>,
+    stream_id: &str,
+) -> MediaStreamTrack {
     let id = match kind {
-        RtpCodecKind::Audio => "tone",
-        _ => "card",
+        RtpCodecKind::Audio => "audio",
+        _ => "video",
     };
     MediaStreamTrack::new(
-        STREAM_ID.to_owned(),
+        stream_id.to_owned(),
         id.to_owned(),
         id.to_owned(),
         kind,
@@ -752,7 +805,7 @@ async fn negotiated_pt(
 
 /// Marks the session done when the connection fails, closes, stays disconnected, or never
 /// connects.
-async fn supervise(
+pub(crate) async fn supervise(
     mut state: watch::Receiver<RTCPeerConnectionState>,
     done: Arc<watch::Sender<bool>>,
 ) {
@@ -801,7 +854,7 @@ async fn supervise(
 }
 
 /// Runs a media task; any error ends the session.
-async fn guard(
+pub(crate) async fn guard(
     what: &'static str,
     done: Arc<watch::Sender<bool>>,
     task: impl std::future::Future<Output = anyhow::Result<()>>,
@@ -828,7 +881,7 @@ async fn wait_connected(state: &mut watch::Receiver<RTCPeerConnectionState>) -> 
 
 /// Writes an empty sample lasting `units`: the packetizer moves its RTP clock on without
 /// sending anything (and without using sequence numbers).
-async fn advance(t: &SendTrack, units: u32, clock_rate: u32) {
+pub(crate) async fn advance(t: &SendTrack, units: u32, clock_rate: u32) {
     let sample = Sample {
         duration: duration_for_units(units, clock_rate),
         ..Sample::new(Instant::now())
@@ -957,7 +1010,7 @@ async fn audio_pump(
 
 /// Turns PLI/FIR arriving for the video track into a keyframe request for the video task of
 /// the layer whose SSRC it names (`wanted`: one flag per layer, by SSRC).
-async fn forward_keyframe_requests(
+pub(crate) async fn forward_keyframe_requests(
     video: Arc<TrackLocalStaticSample>,
     audio: Option<Arc<TrackLocalStaticSample>>,
     wanted: Vec<(u32, Arc<AtomicBool>)>,
@@ -1200,7 +1253,10 @@ mod tests {
                 .await
                 .expect("peer connection"),
         );
-        add_tracks(&pc, &opts.layers, true).await.expect("tracks");
+        let rids: Vec<Option<&'static str>> = opts.layers.iter().map(|l| l.rid).collect();
+        add_tracks(&pc, &rids, true, STREAM_ID)
+            .await
+            .expect("tracks");
         let offer = pc.create_offer(None).await.expect("offer");
         let _ = pc.close().await;
         offer.sdp
