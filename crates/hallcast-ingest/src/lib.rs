@@ -23,9 +23,14 @@ pub mod adts;
 pub mod feed;
 
 pub mod h264;
+pub mod srt;
+pub mod streamid;
+mod ts;
 
 pub use feed::{Feed, IngestTarget};
 pub use hallcast_client::FeedStats;
+pub use srt::SrtIngest;
+pub use ts::{TsDemux, TsEvent};
 
 /// An ingest failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
