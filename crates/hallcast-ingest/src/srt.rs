@@ -4,10 +4,11 @@
 //! The SRT protocol is `srt-tokio`'s (listener mode, its access-control hook): every
 //! connection request is answered from its `streamid` ([`crate::streamid`]) before the
 //! handshake completes:
-//! 1. a `streamid` that names no conference and key: rejected (`BadRequest`);
+//! 1. a `streamid` that names no conference and key: rejected (bad request, 1400);
 //! 2. [`Feed::start`] publishes to the relay with that key: a refusal (wrong key, no such
-//!    conference, already live) is rejected as `Forbidden`, any other failure as
-//!    `InternalServerError`, each with a log line naming the encoder's address and why;
+//!    conference, already live) is rejected as forbidden (libsrt's `SRT_REJX_FORBIDDEN`, 1403),
+//!    any other failure as an internal error (1500), each with a log line naming the
+//!    encoder's address and why;
 //! 3. accepted: its bytes go through the MPEG-TS demultiplexer ([`crate::ts`]) into the feed.
 //!
 //! A connection ends (SRT shutdown to the encoder, the feed's WHIP session deleted) when the
@@ -22,10 +23,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use srt_tokio::access::{RejectReason, ServerRejectReason};
+use srt_tokio::access::RejectReason;
 use srt_tokio::options::ListenerOptions;
 use srt_tokio::{ConnectionRequest, SrtListener, SrtSocket};
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::IngestError;
@@ -39,75 +39,83 @@ pub const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 pub const SYNC_BYTES: u64 = 4 << 20;
 /// At most one log line per this interval about datagrams that are not SRT.
 pub const GARBAGE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+// Rejection codes as libsrt (and so ffmpeg, OBS, vMix) reads them: its "predefined" range is
+// 1000 + an HTTP status (SRT_REJX_BAD_REQUEST, _FORBIDDEN, _ISE, _DOWN). `srt-protocol`'s own
+// `ServerRejectReason` numbers them from 2000, which libsrt reports as application-defined.
+const REJECT_BAD_REQUEST: i32 = 1400;
+const REJECT_FORBIDDEN: i32 = 1403;
+const REJECT_ERROR: i32 = 1500;
+const REJECT_UNAVAILABLE: i32 = 1503;
+
 /// How long the relay may take to take a feed before the handshake is rejected (callers give
 /// up after 3 s by default).
 const START_TIMEOUT: Duration = Duration::from_millis(2500);
 
-/// A running SRT listener.
+/// A bound SRT listener; [`SrtIngest::serve`] runs it.
 #[derive(Debug)]
 pub struct SrtIngest {
+    listener: SrtListener,
+    incoming: srt_tokio::SrtIncoming,
     local_addr: SocketAddr,
-    task: JoinHandle<()>,
 }
 
 impl SrtIngest {
-    /// Binds `bind` (UDP) and serves encoders until dropped; feeds are published to `target`.
+    /// Binds `bind` (UDP).
     ///
     /// # Errors
     /// When the address cannot be bound.
-    pub async fn start(bind: SocketAddr, target: IngestTarget) -> std::io::Result<SrtIngest> {
+    pub async fn bind(bind: SocketAddr) -> std::io::Result<SrtIngest> {
         let socket = tokio::net::UdpSocket::bind(bind).await?;
         let local_addr = socket.local_addr()?;
         let options = ListenerOptions::new(local_addr)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let (listener, incoming) = SrtListener::bind_with_socket(options, socket).await?;
-        let task = tokio::spawn(serve(listener, incoming, target, local_addr));
-        Ok(SrtIngest { local_addr, task })
+        Ok(SrtIngest {
+            listener,
+            incoming,
+            local_addr,
+        })
     }
 
     /// The bound address (the port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
-}
 
-impl Drop for SrtIngest {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(
-    mut listener: SrtListener,
-    mut incoming: srt_tokio::SrtIncoming,
-    target: IngestTarget,
-    local_addr: SocketAddr,
-) {
-    let mut stats = listener.statistics().clone();
-    let mut n_garbage_logged = 0;
-    let mut last_garbage_log: Option<Instant> = None;
-    let requests = incoming.incoming();
-    loop {
-        tokio::select! {
-            request = requests.next() => {
-                let Some(request) = request else {
-                    warn!(%local_addr, "the SRT listener stopped");
-                    return;
-                };
-                tokio::spawn(handle(request, target.clone()));
-            }
-            Some(s) = stats.next() => {
-                let n = s.rx_parse_errors;
-                if n > n_garbage_logged
-                    && last_garbage_log.is_none_or(|t| t.elapsed() >= GARBAGE_LOG_INTERVAL)
-                {
-                    warn!(
-                        %local_addr,
-                        n_dropped = n - n_garbage_logged,
-                        "SRT ingest: datagrams that are not SRT dropped on the SRT port"
-                    );
-                    n_garbage_logged = n;
-                    last_garbage_log = Some(Instant::now());
+    /// Serves encoders until the listener stops; each connection runs in its own task and
+    /// its feed is published to `target`.
+    pub async fn serve(self, target: IngestTarget) {
+        let SrtIngest {
+            mut listener,
+            mut incoming,
+            local_addr,
+        } = self;
+        let mut stats = listener.statistics().clone();
+        let mut n_garbage_logged = 0;
+        let mut last_garbage_log: Option<Instant> = None;
+        let requests = incoming.incoming();
+        loop {
+            tokio::select! {
+                request = requests.next() => {
+                    let Some(request) = request else {
+                        warn!(%local_addr, "the SRT listener stopped");
+                        return;
+                    };
+                    tokio::spawn(handle(request, target.clone()));
+                }
+                Some(s) = stats.next() => {
+                    let n = s.rx_parse_errors;
+                    if n > n_garbage_logged
+                        && last_garbage_log.is_none_or(|t| t.elapsed() >= GARBAGE_LOG_INTERVAL)
+                    {
+                        warn!(
+                            %local_addr,
+                            n_dropped = n - n_garbage_logged,
+                            "SRT ingest: datagrams that are not SRT dropped on the SRT port"
+                        );
+                        n_garbage_logged = n;
+                        last_garbage_log = Some(Instant::now());
+                    }
                 }
             }
         }
@@ -122,7 +130,7 @@ async fn handle(request: ConnectionRequest, target: IngestTarget) {
         Ok(w) => w,
         Err(e) => {
             warn!(%remote, "SRT ingest refused: {e}");
-            reject(request, ServerRejectReason::BadRequest).await;
+            reject(request, REJECT_BAD_REQUEST).await;
             return;
         }
     };
@@ -137,17 +145,17 @@ async fn handle(request: ConnectionRequest, target: IngestTarget) {
         Ok(Ok(feed)) => feed,
         Ok(Err(IngestError::Refused(why))) => {
             warn!(%remote, %conference, "SRT ingest refused: {why}");
-            reject(request, ServerRejectReason::Forbidden).await;
+            reject(request, REJECT_FORBIDDEN).await;
             return;
         }
         Ok(Err(e)) => {
             warn!(%remote, %conference, "SRT ingest refused: {e}");
-            reject(request, ServerRejectReason::InternalServerError).await;
+            reject(request, REJECT_ERROR).await;
             return;
         }
         Err(_) => {
             warn!(%remote, %conference, "SRT ingest refused: the relay did not take the feed within {START_TIMEOUT:?}");
-            reject(request, ServerRejectReason::Down).await;
+            reject(request, REJECT_UNAVAILABLE).await;
             return;
         }
     };
@@ -170,8 +178,8 @@ async fn handle(request: ConnectionRequest, target: IngestTarget) {
     feed.stop().await;
 }
 
-async fn reject(request: ConnectionRequest, reason: ServerRejectReason) {
-    if let Err(e) = request.reject(RejectReason::Server(reason)).await {
+async fn reject(request: ConnectionRequest, code: i32) {
+    if let Err(e) = request.reject(RejectReason::ServerUnrecognized(code)).await {
         debug!("SRT ingest: rejecting a connection: {e}");
     }
 }

@@ -42,9 +42,16 @@ pub enum StreamIdError {
     Unrecognised(String),
 }
 
-/// Reads a `streamid` (as received; `None` when the caller sent none).
+/// Reads a `streamid` (as received; `None` when the caller sent none). A percent-encoded one
+/// (`%23%21%3A%3Ar%3D…`, from an encoder that passes a URL-encoded value through verbatim, as
+/// ffmpeg 5 does) is decoded first: conference ids and stream keys never contain `%`.
 pub fn parse(stream_id: Option<&str>) -> Result<PublishRequest, StreamIdError> {
-    let s = stream_id.map(str::trim).unwrap_or_default();
+    let decoded = stream_id.and_then(percent_decode);
+    let s = decoded
+        .as_deref()
+        .or(stream_id)
+        .map(str::trim)
+        .unwrap_or_default();
     if s.is_empty() {
         return Err(StreamIdError::Missing);
     }
@@ -102,6 +109,34 @@ fn parse_access_control(s: &str) -> Result<PublishRequest, StreamIdError> {
     Ok(PublishRequest { conference, key })
 }
 
+/// `%XX` sequences decoded; `None` when there is none or the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return None;
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Conference ids are URL path segments; the plain form must not swallow other syntaxes.
 fn is_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
@@ -143,6 +178,12 @@ mod tests {
         assert_eq!(parse(Some("#!::r=c1,s=secret")), ok("c1", "secret"));
         assert_eq!(parse(Some("#!::r=c1,u=user,s=other")), ok("c1", "user"));
         assert_eq!(parse(Some(&format("c2", "k2"))), ok("c2", "k2"));
+        // Percent-encoded, as an encoder may pass a URL-encoded value through.
+        assert_eq!(
+            parse(Some("%23%21%3A%3Ar%3Dc1%2Cm%3Dpublish%2Cu%3Dk1")),
+            ok("c1", "k1")
+        );
+        assert_eq!(parse(Some("c1%2Fk1")), ok("c1", "k1"));
     }
 
     #[test]

@@ -211,7 +211,11 @@ fn init_logging(format: LogFormat) {
         return;
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("HALLCAST_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,str0m=warn,webrtc=warn,rtc=warn")
+        // srt-protocol logs every datagram it cannot parse at warn: the SRT ingest counts them
+        // in lines of its own instead.
+        tracing_subscriber::EnvFilter::new(
+            "info,str0m=warn,webrtc=warn,rtc=warn,srt_protocol=error,srt_tokio=error",
+        )
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -285,6 +289,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(log_format(&log, config.as_ref().ok()));
             let config = config?;
             let relay = Relay::start(config).await?;
+            start_srt_ingest(&relay).await?;
             info!("relay ready on {}", relay.base_url);
             relay.run_until_signal().await
         }
@@ -326,6 +331,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if config.upstream.parent.is_empty() {
                 anyhow::bail!(
                     "an edge needs its parent: --parent URL (or upstream.parent in the config file)"
+                );
+            }
+            if !matches!(config.ingest.srt_addr(), Ok(None)) {
+                warn!(
+                    "ingest.srt is ignored on an edge: it serves its parent's conferences; set it on the central"
                 );
             }
             let relay = Relay::start(config).await?;
@@ -1066,9 +1076,15 @@ async fn demo(
         overrides.data_dir =
             Some(std::env::temp_dir().join(format!("hallcast-demo-{}", std::process::id())));
     }
+    let srt_given = overrides.set.iter().any(|s| s.starts_with("ingest.srt="));
     let config = Config::load(None, &overrides.to_list());
     init_logging(log_format(&log, config.as_ref().ok()));
     let mut config = config?;
+    if !srt_given {
+        // The demo takes SRT too, on loopback at a port of the system's choosing (in the info
+        // file and printed); `--set ingest.srt=off` turns it off, an address moves it.
+        config.ingest.srt = "127.0.0.1:0".into();
+    }
     let data_dir = config.data.dir.clone();
     let conference = "hoi-nghi-demo".to_string();
     let stream_key = random_token(16);
@@ -1144,11 +1160,24 @@ async fn demo(
         &format!("/operator%3Fconference%3D{conference}"),
     )?;
     let admin_url = signed_in("admin", "/admin")?;
+    let srt = start_srt_ingest(&relay).await?;
+    // The encoder's URL, complete with the key. The streamid is not percent-encoded: ffmpeg 5
+    // passes it through verbatim (newer ffmpeg decodes %XX, and nothing here needs it; the
+    // relay also takes it percent-encoded).
+    let srt_url = srt.map(|a| {
+        format!(
+            "srt://{}?streamid={}",
+            loopback_if_unspecified(a),
+            hallcast_ingest::streamid::format(&conference, &stream_key)
+        )
+    });
     let info = serde_json::json!({
         "conference": conference,
         "http_base": base,
         "whip_url": whip_url,
         "stream_key": stream_key,
+        // SRT ingest (null when off): srt://HOST:PORT?streamid=#!::r={conference},m=publish,u={stream_key}.
+        "srt_url": srt_url,
         "whep_url": whep_url,
         "viewer_token": viewer_token,
         "viewer_url": viewer_url,
@@ -1174,6 +1203,9 @@ async fn demo(
         "  Mở liên kết này trong trình duyệt / open this link in a browser:\n\n    {viewer_url}\n"
     );
     println!("  WHIP (encoder): {whip_url}\n  stream key:     {stream_key}\n");
+    if let Some(url) = &srt_url {
+        println!("  SRT (MPEG-TS):  {url}\n");
+    }
     println!("  Bảng vận hành (đã đăng nhập) / operator console, signed in:\n    {operator_url}\n");
     println!("  Bảng quản trị (đã đăng nhập) / admin console, signed in:\n    {admin_url}\n");
     println!(
@@ -1215,6 +1247,59 @@ async fn demo(
         println!("  (no built-in source: publish with your encoder)\n");
     }
     relay.run_until_signal().await
+}
+
+/// A loopback-only plain-HTTP listener serving this relay's whole HTTP surface, for the
+/// publishers inside this process (the ingest gateway): they speak plain HTTP, and reach the
+/// relay this way whether `http.listen` speaks TLS or binds an address other than loopback.
+/// Returns its base URL.
+async fn loopback_http(relay: &Relay) -> anyhow::Result<String> {
+    let l = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("cannot open the loopback HTTP listener for in-process publishers")?;
+    let base = format!("http://{}", l.local_addr()?);
+    let app = relay.app.clone();
+    let limiter = relay.state.limits.clone();
+    tokio::spawn(hallcast_server::limits::serve(l, app, limiter));
+    Ok(base)
+}
+
+/// `a` with 127.0.0.1 / ::1 for a wildcard address (what a local encoder dials).
+fn loopback_if_unspecified(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), a.port())
+        }
+        _ => a,
+    }
+}
+
+/// Starts the SRT ingest when `ingest.srt` is set: the SRT listener, publishing each encoder's
+/// stream to this relay over WHIP through [`loopback_http`]. Returns its bound address (logged).
+async fn start_srt_ingest(relay: &Relay) -> anyhow::Result<Option<SocketAddr>> {
+    let addr = relay
+        .state
+        .config
+        .ingest
+        .srt_addr()
+        .map_err(|m| anyhow::anyhow!("invalid configuration: ingest.srt {m}"))?;
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let target = hallcast_ingest::IngestTarget::new(loopback_http(relay).await?);
+    let srt = hallcast_ingest::SrtIngest::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (ingest.srt, UDP)"))?;
+    let bound = srt.local_addr();
+    info!(
+        srt = %bound,
+        "SRT ingest listening: srt://{bound}?streamid=#!::r={{conference}},m=publish,u={{stream key}} (MPEG-TS)"
+    );
+    tokio::spawn(srt.serve(target));
+    Ok(Some(bound))
 }
 
 /// Keeps the built-in source publishing, republishing with backoff if it drops.
