@@ -285,6 +285,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(log_format(&log, config.as_ref().ok()));
             let config = config?;
             let relay = Relay::start(config).await?;
+            start_ingest(&relay).await?;
             info!("relay ready on {}", relay.base_url);
             relay.run_until_signal().await
         }
@@ -326,6 +327,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if config.upstream.parent.is_empty() {
                 anyhow::bail!(
                     "an edge needs its parent: --parent URL (or upstream.parent in the config file)"
+                );
+            }
+            if !matches!(relay_ingest_off(&config), Ok(true)) {
+                warn!(
+                    "ingest.rtmp is ignored on an edge: it serves its parent's conferences; set it on the central"
                 );
             }
             let relay = Relay::start(config).await?;
@@ -537,8 +543,8 @@ struct Relay {
     ledger: Ledger,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     state: Arc<AppState>,
-    /// The whole HTTP surface (the demo's built-in source reaches it over loopback when the
-    /// public listener speaks TLS).
+    /// The whole HTTP surface (in-process publishers, the demo's built-in source and the
+    /// ingest gateway, reach it over a loopback listener: see `loopback_http`).
     app: axum::Router,
     /// On an edge: its loop (to tell the parent it drains) and its outbox's counters (to
     /// deliver the last attendance events before the exit).
@@ -1066,9 +1072,15 @@ async fn demo(
         overrides.data_dir =
             Some(std::env::temp_dir().join(format!("hallcast-demo-{}", std::process::id())));
     }
+    let rtmp_given = overrides.set.iter().any(|s| s.starts_with("ingest.rtmp="));
     let config = Config::load(None, &overrides.to_list());
     init_logging(log_format(&log, config.as_ref().ok()));
     let mut config = config?;
+    if !rtmp_given {
+        // The demo takes RTMP too, on loopback at a port of the system's choosing (in the
+        // info file and printed); `--set ingest.rtmp=off` turns it off, an address moves it.
+        config.ingest.rtmp = "127.0.0.1:0".into();
+    }
     let data_dir = config.data.dir.clone();
     let conference = "hoi-nghi-demo".to_string();
     let stream_key = random_token(16);
@@ -1144,11 +1156,24 @@ async fn demo(
         &format!("/operator%3Fconference%3D{conference}"),
     )?;
     let admin_url = signed_in("admin", "/admin")?;
+    let rtmp = start_ingest(&relay).await?;
+    // The encoder's URL, complete with the key (ffmpeg takes it as one; OBS and vMix as
+    // server `rtmp://HOST:PORT/{conference}` + stream key).
+    let rtmp_url = rtmp.map(|a| {
+        let host = if a.ip().is_unspecified() {
+            std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port())
+        } else {
+            a
+        };
+        format!("rtmp://{host}/{conference}/{stream_key}")
+    });
     let info = serde_json::json!({
         "conference": conference,
         "http_base": base,
         "whip_url": whip_url,
         "stream_key": stream_key,
+        // RTMP ingest (null when off): rtmp://HOST:PORT/{conference}/{stream_key}.
+        "rtmp_url": rtmp_url,
         "whep_url": whep_url,
         "viewer_token": viewer_token,
         "viewer_url": viewer_url,
@@ -1174,6 +1199,11 @@ async fn demo(
         "  Mở liên kết này trong trình duyệt / open this link in a browser:\n\n    {viewer_url}\n"
     );
     println!("  WHIP (encoder): {whip_url}\n  stream key:     {stream_key}\n");
+    if let (Some(a), Some(url)) = (rtmp, &rtmp_url) {
+        println!(
+            "  RTMP (OBS/vMix): server rtmp://{a}/{conference}  stream key: {stream_key}\n  RTMP (ffmpeg):   {url}\n"
+        );
+    }
     println!("  Bảng vận hành (đã đăng nhập) / operator console, signed in:\n    {operator_url}\n");
     println!("  Bảng quản trị (đã đăng nhập) / admin console, signed in:\n    {admin_url}\n");
     println!(
@@ -1197,16 +1227,9 @@ async fn demo(
             ..Default::default()
         };
         // The built-in source speaks plain HTTP only: with TLS on it publishes through a
-        // loopback-only plain listener of this process (the demo's, never `serve`'s).
+        // loopback-only plain listener of this process.
         let source_url = if relay.state.config.http.tls() {
-            let l = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-                .await
-                .context("cannot open the built-in source's loopback listener")?;
-            let url = format!("http://{}/whip/{conference}", l.local_addr()?);
-            let app = relay.app.clone();
-            let limiter = relay.state.limits.clone();
-            tokio::spawn(hallcast_server::limits::serve(l, app, limiter));
-            url
+            format!("{}/whip/{conference}", loopback_http(&relay).await?)
         } else {
             whip_url
         };
@@ -1215,6 +1238,57 @@ async fn demo(
         println!("  (no built-in source: publish with your encoder)\n");
     }
     relay.run_until_signal().await
+}
+
+/// A loopback-only plain-HTTP listener serving this relay's whole HTTP surface, for the
+/// publishers inside this process (the demo's built-in source, the ingest gateway): they
+/// speak plain HTTP, and reach the relay this way whether `http.listen` speaks TLS or binds
+/// an address other than loopback. Returns its base URL.
+async fn loopback_http(relay: &Relay) -> anyhow::Result<String> {
+    let l = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("cannot open the loopback HTTP listener for in-process publishers")?;
+    let base = format!("http://{}", l.local_addr()?);
+    let app = relay.app.clone();
+    let limiter = relay.state.limits.clone();
+    tokio::spawn(hallcast_server::limits::serve(l, app, limiter));
+    Ok(base)
+}
+
+/// Whether `ingest.rtmp` is off (Err: not a valid value).
+fn relay_ingest_off(config: &Config) -> Result<bool, String> {
+    config.ingest.rtmp_addr().map(|a| a.is_none())
+}
+
+/// Starts the RTMP ingest gateway when `ingest.rtmp` is set: the RTMP listener, publishing
+/// each encoder's stream to this relay over WHIP through [`loopback_http`], with the media
+/// path pinned to the relay's bound media address (loopback when it binds a wildcard), which
+/// the gateway reaches even when the relay announces public IPs it cannot. Returns the
+/// listener's bound address.
+async fn start_ingest(relay: &Relay) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let config = &relay.state.config;
+    let addr = config
+        .ingest
+        .rtmp_addr()
+        .map_err(|m| anyhow::anyhow!("invalid configuration: ingest.rtmp {m}"))?;
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = hallcast_ingest::rtmp::RtmpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (ingest.rtmp)"))?;
+    let bound = listener.local_addr()?;
+    let media = relay.engine.local_addr().ip();
+    let media_ip = match media {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let target =
+        hallcast_ingest::IngestTarget::new(loopback_http(relay).await?).with_media_ip(media_ip);
+    info!(rtmp = %bound, "RTMP ingest listening: rtmp://{bound}/{{conference}}, the stream key as the stream name");
+    tokio::spawn(listener.serve(target));
+    Ok(Some(bound))
 }
 
 /// Keeps the built-in source publishing, republishing with backoff if it drops.
