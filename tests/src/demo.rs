@@ -276,7 +276,7 @@ impl Demo {
         self.proc.id()
     }
 
-    /// The relay's log (stdout and stderr).
+    /// The relay's log file (its stdout and stderr).
     pub fn log_path(&self) -> &Path {
         &self.log
     }

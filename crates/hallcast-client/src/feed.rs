@@ -4,12 +4,14 @@
 //!
 //! The caller pushes media as it arrives ([`FeedPublisher::send_video`],
 //! [`FeedPublisher::send_audio`]), never blocking: each kind has a bounded queue, and what
-//! does not fit is dropped and counted. Media pushed before the peer connection is up is
-//! dropped too; video then starts at the first keyframe after it is up, so the relay's first
-//! picture decodes. RTP timestamps follow the caller's timestamps: a frame's RTP time is
+//! does not fit is dropped and counted. Video pushed before the peer connection is up is
+//! kept from its latest keyframe on (the GOP in progress) and sent at once when it comes up,
+//! so the relay's first picture decodes without waiting for the encoder's next keyframe;
+//! audio pushed before that is dropped. RTP timestamps follow the caller's timestamps: a frame's RTP time is
 //! its timestamp's distance from the first frame's, in the track's clock (90 kHz for
 //! video, 48 kHz for Opus), so pauses and jitter of the source stay in the RTP clock.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -28,6 +30,8 @@ const FEED_STREAM_ID: &str = "hallcast-feed";
 const VIDEO_QUEUE: usize = 128;
 /// Opus packets queued for the audio task before new ones are dropped (2.5 s of 20 ms).
 const AUDIO_QUEUE: usize = 128;
+/// Frames kept while the connection comes up (the GOP in progress): 10 s at 30 fps.
+const MAX_PENDING_GOP: usize = 300;
 /// A timestamp step longer than this (or backwards) is a discontinuity of the source, not a
 /// pause: the RTP clock moves on by one nominal frame instead (10 s).
 const MAX_STEP_SECONDS: i64 = 10;
@@ -88,7 +92,16 @@ pub struct FeedPublisher {
 /// # Errors
 /// An invalid URL, a network failure, or a refusal: a [`crate::WhipError`] with the HTTP
 /// status (401: wrong stream key, 404: no such conference, 409: already live).
-pub async fn publish_feed(whip_url: &str, stream_key: &str) -> anyhow::Result<FeedPublisher> {
+///
+/// `media_ip`: reach the relay's media port at this address instead of the answer's
+/// candidates (a gateway on the relay's own host: the relay's bound media address, or
+/// loopback when it binds a wildcard; its announced public addresses may be unreachable from
+/// inside a 1:1 NAT).
+pub async fn publish_feed(
+    whip_url: &str,
+    stream_key: &str,
+    media_ip: Option<IpAddr>,
+) -> anyhow::Result<FeedPublisher> {
     let url = crate::whip::parse_url(whip_url)?;
     let Connected {
         pc,
@@ -97,7 +110,17 @@ pub async fn publish_feed(whip_url: &str, stream_key: &str) -> anyhow::Result<Fe
         video,
         audio,
         state_rx,
-    } = session::connect(&url, stream_key, &[None], true, FEED_STREAM_ID).await?;
+    } = session::connect(
+        &session::Target {
+            url: &url,
+            stream_key,
+            media_ip,
+        },
+        &[None],
+        true,
+        FEED_STREAM_ID,
+    )
+    .await?;
     let video = video
         .into_iter()
         .next()
@@ -300,12 +323,36 @@ async fn video_pump(
     // 90 kHz; one frame at 30 fps after a discontinuity.
     let mut steps = RtpSteps::new(90_000, 3000);
     let mut started = false;
+    // Until the connection is up: the frames since the latest keyframe, sent at once when it
+    // comes up, so the relay's first picture need not wait for the encoder's next keyframe.
+    let mut gop: Vec<FeedVideo> = Vec::new();
     while let Some(frame) = rx.recv().await {
-        if !(started || frame.keyframe && is_connected(&state)) {
-            n_dropped.fetch_add(1, Ordering::Relaxed);
+        if !started {
+            if frame.keyframe {
+                n_dropped.fetch_add(gop.len() as u64, Ordering::Relaxed);
+                gop.clear();
+            }
+            if frame.keyframe || !gop.is_empty() {
+                gop.push(frame);
+            } else {
+                n_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            if gop.len() > MAX_PENDING_GOP {
+                // A keyframe interval longer than this: wait for the next keyframe.
+                n_dropped.fetch_add(gop.len() as u64, Ordering::Relaxed);
+                gop.clear();
+            }
+            if !is_connected(&state) || gop.is_empty() {
+                continue;
+            }
+            started = true;
+            for f in gop.drain(..) {
+                let step = steps.step(f.ts);
+                counters.count_video(f.annexb.len(), f.keyframe);
+                write(&t, step, 90_000, f.annexb).await;
+            }
             continue;
         }
-        started = true;
         let step = steps.step(frame.ts);
         counters.count_video(frame.annexb.len(), frame.keyframe);
         write(&t, step, 90_000, frame.annexb).await;

@@ -204,7 +204,17 @@ pub(crate) async fn publish(
         video,
         audio: audio_track,
         state_rx,
-    } = connect(&url, stream_key, &rids, with_audio, STREAM_ID).await?;
+    } = connect(
+        &Target {
+            url: &url,
+            stream_key,
+            media_ip: None,
+        },
+        &rids,
+        with_audio,
+        STREAM_ID,
+    )
+    .await?;
 
     let (done_tx, done) = watch::channel(false);
     let done_tx = Arc::new(done_tx);
@@ -273,6 +283,41 @@ pub(crate) async fn publish(
     })
 }
 
+/// Where and how to publish.
+pub(crate) struct Target<'a> {
+    pub(crate) url: &'a Url,
+    pub(crate) stream_key: &'a str,
+    /// Reach the relay's media port at this address, whatever the answer's candidates say:
+    /// the answer's candidate addresses are replaced by it. For a publisher on the relay's own
+    /// host, whose announced addresses (public IPs behind NAT) it may not reach.
+    pub(crate) media_ip: Option<IpAddr>,
+}
+
+/// `sdp` with the connection address of every `a=candidate` line replaced by `ip`.
+pub(crate) fn candidates_at(sdp: &str, ip: IpAddr) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let (body, eol) = match line.strip_suffix("\r\n") {
+            Some(b) => (b, "\r\n"),
+            None => match line.strip_suffix('\n') {
+                Some(b) => (b, "\n"),
+                None => (line, ""),
+            },
+        };
+        if body.starts_with("a=candidate:") {
+            let mut fields: Vec<String> = body.split(' ').map(str::to_owned).collect();
+            if fields.len() > 5 {
+                fields[4] = ip.to_string();
+            }
+            out.push_str(&fields.join(" "));
+        } else {
+            out.push_str(body);
+        }
+        out.push_str(eol);
+    }
+    out
+}
+
 /// A negotiated WHIP session before any media task runs.
 pub(crate) struct Connected {
     pub(crate) pc: Arc<dyn PeerConnection>,
@@ -288,8 +333,7 @@ pub(crate) struct Connected {
 /// a single stream; Opus audio if `with_audio`), POSTs the offer and applies the answer.
 /// ICE, DTLS and media continue in the background; `state_rx` follows the connection.
 pub(crate) async fn connect(
-    url: &Url,
-    stream_key: &str,
+    target: &Target<'_>,
     rids: &[Option<&'static str>],
     with_audio: bool,
     stream_id: &str,
@@ -308,7 +352,7 @@ pub(crate) async fn connect(
         // No .local candidates and no socket on port 5353: the relay needs plain addresses.
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .build();
-    let bind = bind_addrs(url).await;
+    let bind = bind_addrs(target.url, target.media_ip).await;
     debug!(?bind, "publisher ICE sockets");
     let pc: Arc<dyn PeerConnection> = Arc::new(
         PeerConnectionBuilder::new()
@@ -324,7 +368,7 @@ pub(crate) async fn connect(
     );
 
     let result = match add_tracks(&pc, rids, with_audio, stream_id).await {
-        Ok(local) => negotiate(&pc, &http, url, stream_key, local, rids, &mut gathered_rx).await,
+        Ok(local) => negotiate(&pc, &http, target, local, rids, &mut gathered_rx).await,
         Err(e) => Err(e),
     };
     match result {
@@ -532,10 +576,15 @@ fn opus_codec() -> RTCRtpCodec {
 /// The address the kernel would route towards the WHIP host comes first and is bound exactly —
 /// which keeps loopback working (webrtc-rs skips loopback when it expands a wildcard). When that
 /// is not loopback, every other interface is added too (`0.0.0.0:0` expands to them).
-async fn bind_addrs(url: &Url) -> Vec<SocketAddr> {
+/// With `media_ip` (see [`Target::media_ip`]) the route towards that address decides instead.
+async fn bind_addrs(url: &Url, media_ip: Option<IpAddr>) -> Vec<SocketAddr> {
     let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
     let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-    match route_towards(url).await {
+    let route = match media_ip {
+        Some(ip) => route_to(SocketAddr::new(ip, 9)),
+        None => route_towards(url).await,
+    };
+    match route {
         Some(ip) if ip.is_loopback() => vec![SocketAddr::new(ip, 0)],
         Some(ip) => vec![SocketAddr::new(ip, 0), any],
         None => vec![loopback, any],
@@ -552,6 +601,11 @@ async fn route_towards(url: &Url) -> Option<IpAddr> {
         Ok(ip) => SocketAddr::new(ip, port),
         Err(_) => tokio::net::lookup_host((host, port)).await.ok()?.next()?,
     };
+    route_to(remote)
+}
+
+/// The local IP the kernel picks to reach `remote` (no packet is sent).
+fn route_to(remote: SocketAddr) -> Option<IpAddr> {
     let local: SocketAddr = if remote.is_ipv4() {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
     } else {
@@ -659,8 +713,7 @@ async fn add_tracks(
 async fn negotiate(
     pc: &Arc<dyn PeerConnection>,
     http: &reqwest::Client,
-    url: &Url,
-    stream_key: &str,
+    target: &Target<'_>,
     local: LocalTracks,
     rids: &[Option<&'static str>],
     gathered: &mut watch::Receiver<bool>,
@@ -680,8 +733,12 @@ async fn negotiate(
         .ok_or_else(|| anyhow!("no local description after set_local_description"))?;
     trace!(sdp = %offer.sdp, "WHIP offer");
 
-    let session = crate::whip::post_offer(http, url, stream_key, &offer.sdp).await?;
+    let stream_key = target.stream_key;
+    let mut session = crate::whip::post_offer(http, target.url, stream_key, &offer.sdp).await?;
     trace!(sdp = %session.answer, "WHIP answer");
+    if let Some(ip) = target.media_ip {
+        session.answer = candidates_at(&session.answer, ip);
+    }
     let applied = async {
         let answer = RTCSessionDescription::answer(session.answer.clone())?;
         pc.set_remote_description(answer).await?;
@@ -1331,6 +1388,18 @@ mod tests {
         assert_eq!(asked(&[99]), vec!['q', 'h', 'f']);
         // A single stream answers whatever SSRC the request names.
         assert_eq!(layers_asked(&[(10, 'x')], &[99]).len(), 1);
+    }
+
+    #[test]
+    fn answer_candidates_can_be_moved_to_another_address() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 203.0.113.5 8443 typ host\r\n\
+                   a=candidate:2 1 tcp 1 203.0.113.5 8443 typ host tcptype passive\r\na=end\r\n";
+        let moved = candidates_at(sdp, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(
+            moved,
+            "v=0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 8443 typ host\r\n\
+             a=candidate:2 1 tcp 1 127.0.0.1 8443 typ host tcptype passive\r\na=end\r\n"
+        );
     }
 
     #[test]

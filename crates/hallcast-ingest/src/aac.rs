@@ -247,6 +247,135 @@ impl AacToOpus {
 mod tests {
     use super::*;
 
+    /// 0.5 s of a 440 Hz tone (ffmpeg's `sine`, amplitude 1/8), AAC-LC in ADTS.
+    const MONO_44K1: &[u8] = include_bytes!("../testdata/sine-440hz-44k1-mono.aac");
+    const STEREO_48K: &[u8] = include_bytes!("../testdata/sine-440hz-48k-stereo.aac");
+
+    /// The ADTS frames of a file: (AudioSpecificConfig, raw frame).
+    fn frames(mut adts: &[u8]) -> Vec<([u8; 2], Vec<u8>)> {
+        let mut out = Vec::new();
+        while !adts.is_empty() {
+            let f = crate::adts::parse(adts).expect("valid ADTS");
+            out.push((f.asc, f.frame.to_vec()));
+            adts = &adts[f.len..];
+        }
+        out
+    }
+
+    /// Transcodes a file (frame `i` stamped `start + i × 1024` samples, in 90 kHz) and returns
+    /// the Opus packets.
+    fn transcode(adts: &[u8], rate: i64, start_90k: i64) -> Vec<OpusPacket> {
+        let frames = frames(adts);
+        let mut t = AacToOpus::new(&frames[0].0).expect("supported");
+        let mut packets = Vec::new();
+        for (i, (_, f)) in frames.iter().enumerate() {
+            let pts = start_90k + i as i64 * 1024 * 90_000 / rate;
+            packets.extend(t.push(pts, f).expect("decodes"));
+        }
+        packets
+    }
+
+    /// The loudest sample of the decoded packets (0..1).
+    fn peak(packets: &[OpusPacket], channels: usize) -> f32 {
+        let mut d = opus_rs::OpusDecoder::new(48_000, channels).expect("decoder");
+        let mut pcm = vec![0f32; OPUS_FRAME * channels];
+        let mut peak = 0f32;
+        for p in packets {
+            let n = d.decode(&p.data, OPUS_FRAME, &mut pcm).expect("decodes");
+            for s in &pcm[..n * channels] {
+                peak = peak.max(s.abs());
+            }
+        }
+        peak
+    }
+
+    #[test]
+    fn aac_44k1_mono_becomes_20ms_opus_packets_on_a_steady_48k_clock() {
+        // 10 s in: the output clock starts at the same instant in 48 kHz units.
+        let packets = transcode(MONO_44K1, 44_100, 900_000);
+        // About 0.5 s and the encoder priming (1024 samples): 26 packets, less what the
+        // resampler still holds.
+        assert!(
+            (18..=28).contains(&packets.len()),
+            "{} packets",
+            packets.len()
+        );
+        assert_eq!(packets[0].ts, 480_000);
+        for w in packets.windows(2) {
+            assert_eq!(w[1].ts - w[0].ts, 960);
+        }
+        // The tone is there (amplitude 1/8), not silence.
+        let p = peak(&packets, 1);
+        assert!(p > 0.05 && p < 0.5, "peak {p}");
+    }
+
+    #[test]
+    fn aac_48k_stereo_needs_no_resampling_and_keeps_both_channels() {
+        let packets = transcode(STEREO_48K, 48_000, 0);
+        assert!(
+            (22..=28).contains(&packets.len()),
+            "{} packets",
+            packets.len()
+        );
+        let p = peak(&packets, 2);
+        assert!(p > 0.05, "peak {p}");
+    }
+
+    #[test]
+    fn a_gap_in_the_input_reanchors_the_clock() {
+        let frames = frames(MONO_44K1);
+        let mut t = AacToOpus::new(&frames[0].0).expect("supported");
+        let mut last = None;
+        for (i, (_, f)) in frames.iter().enumerate().take(10) {
+            for p in t.push(i as i64 * 2090, f).expect("decodes") {
+                last = Some(p.ts);
+            }
+        }
+        let before = last.expect("packets before the gap");
+        // 5 s later (a stalled encoder): the next packets start at the new time, not
+        // right after the previous ones.
+        let mut after = Vec::new();
+        for (i, (_, f)) in frames.iter().enumerate().skip(10) {
+            after.extend(t.push(450_000 + i as i64 * 2090, f).expect("decodes"));
+        }
+        let first = after.first().expect("packets after the gap").ts;
+        assert!(first > before + 200_000, "{before} → {first}");
+        assert_eq!(first, (450_000 + 10 * 2090) * 8 / 15);
+        // Small jitter does not: a frame 20 ms late keeps the count.
+        let mut t = AacToOpus::new(&frames[0].0).expect("supported");
+        let mut ts = Vec::new();
+        for (i, (_, f)) in frames.iter().enumerate() {
+            let jitter = if i % 3 == 0 { 1800 } else { 0 };
+            ts.extend(
+                t.push(i as i64 * 2090 + jitter, f)
+                    .expect("decodes")
+                    .iter()
+                    .map(|p| p.ts),
+            );
+        }
+        for w in ts.windows(2) {
+            assert_eq!(w[1] - w[0], 960);
+        }
+    }
+
+    #[test]
+    fn a_frame_that_does_not_decode_is_an_error_not_a_panic() {
+        let frames = frames(MONO_44K1);
+        let mut t = AacToOpus::new(&frames[0].0).expect("supported");
+        for junk in [&[][..], &[0xff; 3], &[0x00, 0x11, 0x22, 0x33, 0x44, 0x55]] {
+            let _ = t.push(0, junk);
+        }
+        // And it goes on decoding good frames afterwards.
+        let mut n = 0;
+        for (i, (_, f)) in frames.iter().enumerate() {
+            n += t
+                .push(100_000 + i as i64 * 2090, f)
+                .map(|p| p.len())
+                .unwrap_or(0);
+        }
+        assert!(n > 10, "{n} packets after junk");
+    }
+
     #[test]
     fn audio_specific_configs_are_checked() {
         assert_eq!(

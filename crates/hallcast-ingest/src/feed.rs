@@ -19,6 +19,8 @@
 //! Media pushed before the WebRTC connection is up is dropped; video starts at the first
 //! keyframe after that.
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 use hallcast_client::{FeedAudio, FeedPublisher, FeedStats, FeedVideo, WhipError};
 use tracing::{info, warn};
@@ -32,6 +34,7 @@ use crate::h264::ParameterSets;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestTarget {
     base: String,
+    media_ip: Option<IpAddr>,
 }
 
 impl IngestTarget {
@@ -40,7 +43,17 @@ impl IngestTarget {
         let base: String = base.into();
         Self {
             base: base.trim_end_matches('/').to_owned(),
+            media_ip: None,
         }
+    }
+
+    /// Reach the relay's media port at `ip` instead of the addresses its WHIP answer
+    /// announces: the relay's bound media address, or loopback when it binds a wildcard
+    /// (its announced public addresses may not be reachable from its own host behind 1:1
+    /// NAT).
+    pub fn with_media_ip(mut self, ip: IpAddr) -> Self {
+        self.media_ip = Some(ip);
+        self
     }
 
     /// The WHIP endpoint of `conference`.
@@ -75,9 +88,10 @@ impl Feed {
     /// (e.g. `rtmp 10.0.0.5:51234`).
     ///
     /// # Errors
-    /// [`IngestError::Refused`] when the relay refuses the key or the conference (WHIP 401,
-    /// 403, 404, or 409 when the conference is already live); [`IngestError::Publish`] for
-    /// any other failure.
+    /// [`IngestError::Refused`] when the relay refuses: a wrong key (401), no such conference
+    /// (404), already live (409), or any other refusal with the relay's message (403: the
+    /// conference has ended, 503: draining, ...); [`IngestError::Publish`] when the relay
+    /// could not be reached or WebRTC failed.
     pub async fn start(
         target: &IngestTarget,
         conference: &str,
@@ -89,23 +103,24 @@ impl Feed {
                 "invalid conference name {conference:?}"
             )));
         }
-        let publisher = hallcast_client::publish_feed(&target.whip_url(conference), key)
-            .await
-            .map_err(
-                |e| match e.downcast_ref::<WhipError>().and_then(WhipError::status) {
-                    Some(401 | 403) => IngestError::Refused(format!(
-                        "wrong stream key for conference {conference}"
-                    )),
-                    Some(404) => IngestError::Refused(format!("no conference {conference}")),
-                    Some(409) => IngestError::Refused(format!(
-                        "conference {conference} already has a live publisher"
-                    )),
-                    Some(status) => {
-                        IngestError::Refused(format!("the relay answered {status}: {e}"))
-                    }
-                    None => IngestError::Publish(format!("{e:#}")),
-                },
-            )?;
+        let publisher =
+            hallcast_client::publish_feed(&target.whip_url(conference), key, target.media_ip)
+                .await
+                .map_err(
+                    |e| match e.downcast_ref::<WhipError>().and_then(WhipError::status) {
+                        Some(401) => IngestError::Refused(format!(
+                            "wrong stream key for conference {conference}"
+                        )),
+                        Some(404) => IngestError::Refused(format!("no conference {conference}")),
+                        Some(409) => IngestError::Refused(format!(
+                            "conference {conference} already has a live publisher"
+                        )),
+                        Some(status) => {
+                            IngestError::Refused(format!("the relay answered {status}: {e}"))
+                        }
+                        None => IngestError::Publish(format!("{e:#}")),
+                    },
+                )?;
         info!(%conference, source = %label, resource = publisher.resource(), "ingest feed published");
         Ok(Feed {
             publisher,
@@ -139,8 +154,11 @@ impl Feed {
         if au.annexb.is_empty() {
             return Ok(());
         }
+        // The RTP clock follows the decode time: monotonic even with B-frames (whose
+        // presentation times go backwards, which RTP could carry but a sample writer cannot).
+        // Without B-frames the two are equal.
         self.publisher.send_video(FeedVideo {
-            ts: pts,
+            ts: dts,
             annexb: Bytes::from(au.annexb),
             keyframe: au.keyframe,
         });

@@ -21,8 +21,10 @@
 pub mod aac;
 pub mod adts;
 pub mod feed;
+pub mod flv;
 
 pub mod h264;
+pub mod rtmp;
 pub mod srt;
 pub mod streamid;
 mod ts;
