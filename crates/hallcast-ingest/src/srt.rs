@@ -136,6 +136,7 @@ async fn handle(request: ConnectionRequest, target: IngestTarget) {
     };
     let conference = wanted.conference;
     let label = format!("srt {remote}");
+    let t0 = Instant::now();
     let started = tokio::time::timeout(
         START_TIMEOUT,
         Feed::start(&target, &conference, &wanted.key, &label),
@@ -167,7 +168,12 @@ async fn handle(request: ConnectionRequest, target: IngestTarget) {
             return;
         }
     };
-    info!(%remote, %conference, "SRT ingest: encoder connected");
+    info!(
+        %remote,
+        %conference,
+        accept_ms = t0.elapsed().as_millis() as u64,
+        "SRT ingest: encoder connected"
+    );
     let mut feed = feed;
     let end = carry(socket, &mut feed, &conference, remote).await;
     match &end {
