@@ -238,7 +238,8 @@ fn srt_push_plays_in_chromium_and_aiortc() {
 }
 
 /// A wrong key, a streamid this relay cannot read and a `request` (playback) mode are rejected in
-/// the SRT handshake, each with a log line saying why; the conference stays free.
+/// the SRT handshake, each with a log line saying why; the conference stays free. The operator
+/// API lists the conference's `srt_url` as the info file does.
 #[test]
 fn srt_wrong_key_is_refused() {
     run("srt_wrong_key_is_refused", Weight::Heavy, |ctx| {
@@ -291,6 +292,19 @@ fn srt_wrong_key_is_refused() {
         ensure!(
             count_lines(&log, "SRT ingest: encoder connected") == 0,
             "a refused encoder was connected"
+        );
+        // The operator console's conference details carry the same URL, key included.
+        let (url, _) = srt_url(&demo)?;
+        let details: serde_json::Value = reqwest::blocking::Client::new()
+            .get(demo.info.url(&format!("/api/v1/conferences/{conference}")))
+            .bearer_auth(demo.info.key("admin_token")?)
+            .send()?
+            .error_for_status()?
+            .json()?;
+        ensure!(
+            details["srt_url"] == url.as_str(),
+            "the conference's srt_url is {}, the demo's {url}",
+            details["srt_url"]
         );
         demo.ensure_running()
     });

@@ -287,10 +287,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = Config::load(config.as_deref(), &overrides.to_list());
             init_logging(log_format(&log, config.as_ref().ok()));
-            let config = config?;
+            let mut config = config?;
+            let srt = bind_srt(&mut config).await?;
             let relay = Relay::start(config).await?;
             start_ingest(&relay).await?;
-            start_srt_ingest(&relay).await?;
+            serve_srt(&relay, srt).await?;
             info!("relay ready on {}", relay.base_url);
             relay.run_until_signal().await
         }
@@ -748,6 +749,8 @@ impl Relay {
                 .with_registry(registry)
                 .with_access(state.access.clone())
                 .with_events(state.events.clone());
+        // Bound before the relay started (`bind_srt`): the port is known, 0 never stays.
+        ctx.srt_addr = config.ingest.srt_addr().ok().flatten();
         if !is_edge {
             // Roll calls still running when the relay restarted reach the pages again.
             let ctx = ctx.clone();
@@ -1126,6 +1129,7 @@ async fn demo(
     }
     config.validate()?;
     let public_url_given = !config.http.public_url.is_empty();
+    let srt = bind_srt(&mut config).await?;
     let mut relay = Relay::start(config).await?;
     if !public_url_given {
         relay.base_url = relay.state.config.public_url();
@@ -1185,7 +1189,7 @@ async fn demo(
         };
         format!("rtmp://{host}/{conference}/{stream_key}")
     });
-    let srt = start_srt_ingest(&relay).await?;
+    let srt = serve_srt(&relay, srt).await?;
     // The encoder's URL, complete with the key. The streamid is not percent-encoded: ffmpeg 5
     // passes it through verbatim (newer ffmpeg decodes %XX, and nothing here needs it; the
     // relay also takes it percent-encoded).
@@ -1302,22 +1306,34 @@ fn loopback_if_unspecified(a: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Starts the SRT ingest when `ingest.srt` is set: the SRT listener, publishing each encoder's
-/// stream to this relay over WHIP ([`ingest_target`]). Returns its bound address (logged).
-async fn start_srt_ingest(relay: &Relay) -> anyhow::Result<Option<SocketAddr>> {
-    let addr = relay
-        .state
-        .config
+/// Binds the SRT ingest's listener when `ingest.srt` is set, before the relay starts, and
+/// writes the bound address back into the configuration (a port 0 becomes the real one, which
+/// the operator API's `srt_url` then shows).
+async fn bind_srt(config: &mut Config) -> anyhow::Result<Option<hallcast_ingest::SrtIngest>> {
+    let addr = config
         .ingest
         .srt_addr()
         .map_err(|m| anyhow::anyhow!("invalid configuration: ingest.srt {m}"))?;
     let Some(addr) = addr else {
         return Ok(None);
     };
-    let target = ingest_target(relay).await?;
     let srt = hallcast_ingest::SrtIngest::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (ingest.srt, UDP)"))?;
+    config.ingest.srt = srt.local_addr().to_string();
+    Ok(Some(srt))
+}
+
+/// Serves the bound SRT listener: each encoder's stream is published to this relay over WHIP
+/// ([`ingest_target`]). Returns its address (logged).
+async fn serve_srt(
+    relay: &Relay,
+    srt: Option<hallcast_ingest::SrtIngest>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(srt) = srt else {
+        return Ok(None);
+    };
+    let target = ingest_target(relay).await?;
     let bound = srt.local_addr();
     info!(
         srt = %bound,
