@@ -47,6 +47,9 @@ const REJECT_FORBIDDEN: i32 = 1403;
 const REJECT_ERROR: i32 = 1500;
 const REJECT_UNAVAILABLE: i32 = 1503;
 
+/// Connection requests being answered at once (each is a WHIP POST to the relay); more are
+/// rejected as unavailable (1503) until one is done.
+pub const MAX_STARTING: usize = 16;
 /// How long the relay may take to take a feed before the handshake is rejected (callers give
 /// up after 3 s by default).
 const START_TIMEOUT: Duration = Duration::from_millis(2500);
@@ -94,6 +97,7 @@ impl SrtIngest {
         let mut n_garbage_logged = 0;
         let mut last_garbage_log: Option<Instant> = None;
         let requests = incoming.incoming();
+        let starting = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_STARTING));
         loop {
             tokio::select! {
                 request = requests.next() => {
@@ -101,7 +105,21 @@ impl SrtIngest {
                         warn!(%local_addr, "the SRT listener stopped");
                         return;
                     };
-                    tokio::spawn(handle(request, target.clone()));
+                    // A flood of connection requests must not become a flood of WHIP POSTs (which
+                    // all come from loopback and share its request budget): beyond
+                    // MAX_STARTING at once, the newest are turned away.
+                    match starting.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            tokio::spawn(handle(request, target.clone(), permit));
+                        }
+                        Err(_) => {
+                            warn!(
+                                remote = %request.remote(),
+                                "SRT ingest refused: {MAX_STARTING} connections are being set up already; try again"
+                            );
+                            tokio::spawn(reject(request, REJECT_UNAVAILABLE));
+                        }
+                    }
                 }
                 Some(s) = stats.next() => {
                     let n = s.rx_parse_errors;
@@ -123,7 +141,11 @@ impl SrtIngest {
 }
 
 /// Answers one connection request, then carries its stream until it ends.
-async fn handle(request: ConnectionRequest, target: IngestTarget) {
+async fn handle(
+    request: ConnectionRequest,
+    target: IngestTarget,
+    starting: tokio::sync::OwnedSemaphorePermit,
+) {
     let remote = request.remote();
     let stream_id = request.stream_id().map(|s| s.to_string());
     let wanted = match streamid::parse(stream_id.as_deref()) {
@@ -168,6 +190,7 @@ async fn handle(request: ConnectionRequest, target: IngestTarget) {
             return;
         }
     };
+    drop(starting);
     info!(
         %remote,
         %conference,
