@@ -1,5 +1,5 @@
-//! hallcast-ingest: the ingest gateway for encoders that do not speak WHIP (RTMP here, SRT on
-//! the `srt` branch). It receives the encoder's stream, passes H.264 through, transcodes AAC
+//! hallcast-ingest: the ingest gateway for encoders that do not speak WHIP (RTMP, and SRT with
+//! MPEG-TS inside). It receives the encoder's stream, passes H.264 through, transcodes AAC
 //! to Opus, and publishes the result **to the relay it runs in, over WHIP**, with the
 //! conference's own stream key — an ingest gateway is a publisher of its relay, as an edge
 //! relay is a viewer of its parent.
@@ -11,6 +11,9 @@
 //!   sets, AAC → Opus, ADTS headers, FLV tag bodies).
 //! - [`rtmp`]: the RTMP listener (`rtmp://HOST:PORT/{conference}`, the stream key as the
 //!   stream name), built on `rml_rtmp`'s sans-IO handshake and session.
+//! - [`srt`]: the SRT listener (`srt-tokio`, listener mode; [`streamid`] names the conference
+//!   and carries the key, answered in the handshake), and [`TsDemux`] (sans-IO MPEG-TS
+//!   demultiplexing on `mpeg2ts-reader`: H.264 access units and AAC frames for the feed).
 //!
 //! # What it must never do
 //! - Reach into the relay: no core, no engine, no ledger. The stream key is checked by the

@@ -178,8 +178,10 @@ async fn handshake(stream: &mut TcpStream, buf: &mut [u8]) -> Result<Vec<u8>, En
     let mut hs = Handshake::new(PeerType::Server);
     let mut n_total = 0usize;
     let work = async {
+        // Socket errors count as a failed handshake, with how far it got.
+        let io = |e: std::io::Error, n: usize| End::Handshake(format!("{e} after {n} bytes"));
         loop {
-            let n = stream.read(buf).await?;
+            let n = stream.read(buf).await.map_err(|e| io(e, n_total))?;
             if n == 0 {
                 return Err(End::Handshake(format!(
                     "the peer closed the connection after {n_total} bytes"
@@ -188,16 +190,22 @@ async fn handshake(stream: &mut TcpStream, buf: &mut [u8]) -> Result<Vec<u8>, En
             n_total += n;
             match hs
                 .process_bytes(&buf[..n])
-                .map_err(|e| End::Handshake(format!("{:?} (not an RTMP client?)", e)))?
+                .map_err(|e| End::Handshake(format!("{e:?} (not an RTMP client?)")))?
             {
                 HandshakeProcessResult::InProgress { response_bytes } => {
-                    stream.write_all(&response_bytes).await?;
+                    stream
+                        .write_all(&response_bytes)
+                        .await
+                        .map_err(|e| io(e, n_total))?;
                 }
                 HandshakeProcessResult::Completed {
                     response_bytes,
                     remaining_bytes,
                 } => {
-                    stream.write_all(&response_bytes).await?;
+                    stream
+                        .write_all(&response_bytes)
+                        .await
+                        .map_err(|e| io(e, n_total))?;
                     return Ok(remaining_bytes);
                 }
             }
