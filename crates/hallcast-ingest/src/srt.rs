@@ -7,8 +7,9 @@
 //! 1. a `streamid` that names no conference and key: rejected (bad request, 1400);
 //! 2. [`Feed::start`] publishes to the relay with that key: a refusal (wrong key, no such
 //!    conference, already live) is rejected as forbidden (libsrt's `SRT_REJX_FORBIDDEN`, 1403),
-//!    any other failure as an internal error (1500), each with a log line naming the
-//!    encoder's address and why;
+//!    any other failure as an internal error (1500), no answer within [`START_TIMEOUT`] or
+//!    more than [`MAX_STARTING`] requests at once as unavailable (1503), each with a log line
+//!    naming the encoder's address and why;
 //! 3. accepted: its bytes go through the MPEG-TS demultiplexer ([`crate::ts`]) into the feed.
 //!
 //! A connection ends (SRT shutdown to the encoder, the feed's WHIP session deleted) when the
@@ -52,7 +53,7 @@ const REJECT_UNAVAILABLE: i32 = 1503;
 pub const MAX_STARTING: usize = 16;
 /// How long the relay may take to take a feed before the handshake is rejected (callers give
 /// up after 3 s by default).
-const START_TIMEOUT: Duration = Duration::from_millis(2500);
+pub const START_TIMEOUT: Duration = Duration::from_millis(2500);
 
 /// A bound SRT listener; [`SrtIngest::serve`] runs it.
 #[derive(Debug)]
