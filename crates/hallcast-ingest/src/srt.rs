@@ -10,7 +10,7 @@
 //!    any other failure as an internal error (1500), no answer within [`START_TIMEOUT`] or
 //!    more than [`MAX_STARTING`] requests at once as unavailable (1503), each with a log line
 //!    naming the encoder's address and why;
-//! 3. accepted: its bytes go through the MPEG-TS demultiplexer ([`TsDemux`](crate::TsDemux)) into the feed.
+//! 3. accepted: its bytes go through the MPEG-TS demultiplexer ([`TsDemux`]) into the feed.
 //!
 //! A connection ends (SRT shutdown to the encoder, the feed's WHIP session deleted) when the
 //! encoder leaves, when the stream carries a codec the relay cannot pass on (HEVC, MPEG-2,
