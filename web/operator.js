@@ -91,6 +91,10 @@
     state.info = info;
     $('whip-url').textContent = info.whip_url;
     $('stream-key').textContent = info.stream_key;
+    // SRT encoders (vMix, hardware, ffmpeg): the whole URL, the key inside its streamid.
+    $('srt-url').textContent = info.srt_url || '';
+    $('srt-field').hidden = !info.srt_url;
+    $('srt-note').hidden = !info.srt_url;
     const ended = info.state === 'ended';
     $('end-broadcast').hidden = ended;
     $('reopen').hidden = !ended;

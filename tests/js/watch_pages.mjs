@@ -23,7 +23,8 @@
 // `origin` is the page's location.origin (after the relay's redirects: the relay that served the page),
 // `session_url` its current WHEP session (window.hallcast.sessionUrl: the relay it plays from now).
 // The audio_* counters are getStats' inbound-rtp audio packetsReceived, totalSamplesReceived,
-// concealedSamples, silentConcealedSamples and totalSamplesDuration, summed over the page's
+// concealedSamples, silentConcealedSamples and totalSamplesDuration (and audio_energy its
+// totalAudioEnergy: the sum of squared levels × durations, 0 for silence), summed over the page's
 // connections (each at its highest value seen).
 // --until-frames N ends the run early once every page decoded N frames and received
 // --until-audio packets of audio.
@@ -126,6 +127,7 @@ function initScript() {
         let pauseS = 0;
         let videoBytes = 0;
         let audioBytes = 0;
+        let energy = 0;
         report.forEach((s) => {
           if (s.type !== 'inbound-rtp') return;
           if (s.kind === 'video') {
@@ -148,6 +150,7 @@ function initScript() {
             concealed += s.concealedSamples || 0;
             silent += s.silentConcealedSamples || 0;
             duration += s.totalSamplesDuration || 0;
+            energy += s.totalAudioEnergy || 0;
             audioBytes += s.bytesReceived || 0;
           }
         });
@@ -176,6 +179,7 @@ function initScript() {
         m.concealed = Math.max(m.concealed, concealed);
         m.silent = Math.max(m.silent, silent);
         m.duration = Math.max(m.duration, duration);
+        m.energy = Math.max(m.energy || 0, energy);
         m.freezes = Math.max(m.freezes, freezes);
         m.freezeS = Math.max(m.freezeS, freezeS);
         m.pauses = Math.max(m.pauses, pauses);
@@ -213,6 +217,7 @@ function initScript() {
       audio_concealed_samples: hc.maxima.reduce((a, m) => a + m.concealed, 0),
       audio_silent_concealed_samples: hc.maxima.reduce((a, m) => a + m.silent, 0),
       audio_samples_duration_s: hc.maxima.reduce((a, m) => a + m.duration, 0),
+      audio_energy: hc.maxima.reduce((a, m) => a + (m.energy || 0), 0),
       frame_width: hc.frameWidth,
       frame_height: hc.frameHeight,
       freeze_count: sum('freezes'),

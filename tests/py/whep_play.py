@@ -7,11 +7,12 @@ stdout (JSON lines):
   {"event": "progress", "t": .., "frames_decoded": .., "audio_packets_received": .., ...}
   {"event": "result", "status": .., "frames_decoded": .., "first_frame_ms": ..,
    "frame_width": .., "frame_height": .., "audio_packets_received": .., "audio_frames_decoded": ..,
-   "audio_played_s": .., "video_codec": .., "audio_codec": .., "connection_states": [...],
+   "audio_played_s": .., "audio_peak": .., "video_codec": .., "audio_codec": .., "connection_states": [...],
    "delete_status": ..}
 first_frame_ms is measured from the start of the WHEP POST that got the 201. audio_played_s is the
 time from the first decoded audio frame to the end of playing (just before the DELETE; null when no
 audio frame was decoded): Opus frames are 20 ms, so a healthy stream decodes about 50 a second of it.
+audio_peak is the largest absolute decoded audio sample (0..1; 0 for digital silence).
 
 With --wall-clock (for comparing with the relay's attendance ledger, which records Unix times):
 every line also carries "wall_ms" (Unix milliseconds when it was printed), "posted" lines carry
@@ -69,6 +70,8 @@ class Counters:
         self.width = 0
         self.height = 0
         self.audio_frames = 0
+        # The largest absolute decoded audio sample, 0..1 (0: silence).
+        self.audio_peak = 0.0
         self.first_audio_at = None
         self.first_audio_wall_ms = None
         # Called once with the Unix time of the first decoded audio frame (None: nothing to do).
@@ -89,6 +92,12 @@ async def consume(track, counters: Counters):
                 counters.width, counters.height = frame.width, frame.height
             else:
                 counters.audio_frames += 1
+                samples = frame.to_ndarray()
+                if samples.size:
+                    peak = float(abs(samples).max())
+                    if samples.dtype.kind == "i":
+                        peak /= 32768.0
+                    counters.audio_peak = max(counters.audio_peak, peak)
                 if counters.first_audio_wall_ms is None:
                     counters.first_audio_at = time.monotonic()
                     counters.first_audio_wall_ms = wall_ms()
@@ -230,6 +239,7 @@ async def main() -> int:
         "frame_width": counters.width,
         "frame_height": counters.height,
         "audio_frames_decoded": counters.audio_frames,
+        "audio_peak": round(counters.audio_peak, 4),
         "audio_played_s": None if counters.first_audio_at is None or played_until is None
         else round(played_until - counters.first_audio_at, 3),
         "connection_states": states,

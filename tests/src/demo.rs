@@ -276,6 +276,11 @@ impl Demo {
         self.proc.id()
     }
 
+    /// The relay's log file (its stdout and stderr).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// The relay's `--data-dir` (its ledger and join-token secret).
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

@@ -20,6 +20,9 @@ pub struct PageResult {
     pub audio_silent_concealed_samples: u64,
     /// `totalSamplesDuration`, in seconds.
     pub audio_samples_duration_s: f64,
+    /// `totalAudioEnergy`: the sum over played samples of level² × duration (level 0..1);
+    /// 0 for silence. Divided by `audio_samples_duration_s`: the mean power.
+    pub audio_energy: f64,
     pub frame_width: u32,
     pub frame_height: u32,
     pub freeze_count: u64,
@@ -88,6 +91,8 @@ pub struct PlayResult {
     pub audio_frames_decoded: u64,
     /// From the first decoded audio frame to the end of playing (`None`: no audio decoded).
     pub audio_played_s: Option<f64>,
+    /// The largest absolute sample value of the decoded audio, 0..1 (0: silence).
+    pub audio_peak: Option<f64>,
     pub video_codec: Option<String>,
     pub audio_codec: Option<String>,
     pub connection_states: Vec<String>,

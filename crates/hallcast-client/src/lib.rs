@@ -17,10 +17,14 @@
 //! - The WHIP client side ([`whip`]): POST the offer (after full ICE gathering, no trickle), apply
 //!   the answer, DELETE the resource on [`Publisher::stop`].
 //! - The WebRTC sender (webrtc-rs): send-only audio and video, NACKs answered by retransmission.
+//! - A feed publisher ([`feed`], [`publish_feed`]): the same WHIP and WebRTC machinery sending
+//!   H.264 access units and Opus packets encoded elsewhere (the RTMP/SRT ingest gateway of
+//!   `hallcast-ingest`), instead of the test card and the tone.
 //!
 //! # What it must never do
-//! - Be on a relay's data path: relays never link this crate except to test themselves. It knows
-//!   nothing of hallcast's core, its config or its ledger.
+//! - Be on a relay's data path: relays link this crate only to test themselves and, through
+//!   `hallcast-ingest`, to publish an RTMP/SRT encoder's feed into themselves over WHIP, as any
+//!   encoder would. It knows nothing of hallcast's core, its config or its ledger.
 //! - Encode anywhere a benchmark measures the relay: a live encode costs a CPU core's worth of
 //!   budget; benchmarks feed pre-encoded media.
 //! - Install a tracing subscriber, read files at run time, or talk to anything but the WHIP URL
@@ -45,6 +49,7 @@
 use std::time::Duration;
 
 pub mod card;
+pub mod feed;
 mod font;
 pub mod h264;
 pub mod ogg;
@@ -52,6 +57,7 @@ mod pacing;
 mod session;
 pub mod whip;
 
+pub use feed::{FeedAudio, FeedPublisher, FeedStats, FeedVideo, publish_feed};
 pub use whip::WhipError;
 
 /// What the test source sends.

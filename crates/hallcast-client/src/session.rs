@@ -86,6 +86,21 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// One video frame of `n_bytes` handed to the track.
+    pub(crate) fn count_video(&self, n_bytes: usize, keyframe: bool) {
+        self.n_video_frames.fetch_add(1, Ordering::Relaxed);
+        self.video_bytes
+            .fetch_add(n_bytes as u64, Ordering::Relaxed);
+        if keyframe {
+            self.n_keyframes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One audio packet handed to the track.
+    pub(crate) fn count_audio(&self) {
+        self.n_audio_packets.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> PublisherStats {
         PublisherStats {
             n_video_frames: self.n_video_frames.load(Ordering::Relaxed),
@@ -144,7 +159,6 @@ pub(crate) async fn publish(
 ) -> anyhow::Result<Session> {
     let opts = Checked::new(opts)?;
     let url = crate::whip::parse_url(whip_url)?;
-    let http = crate::whip::client()?;
 
     // Media first: a broken asset or encoder fails here, before anything touches the network.
     let audio = match opts.audio {
@@ -181,51 +195,26 @@ pub(crate) async fn publish(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
-    let (gathered_tx, mut gathered_rx) = watch::channel(false);
-    let events = Arc::new(Events {
-        state: state_tx,
-        gathered: gathered_tx,
-    });
-
-    let (media_engine, registry) = media_engine(opts.simulcast())?;
-    let setting_engine = SettingEngineBuilder::new()
-        // No .local candidates and no socket on port 5353: the relay needs plain addresses.
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .build();
-    let bind = bind_addrs(&url).await;
-    debug!(?bind, "publisher ICE sockets");
-    let pc: Arc<dyn PeerConnection> = Arc::new(
-        PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_media_engine(media_engine)
-            .with_setting_engine(setting_engine)
-            .with_interceptor_registry(registry)
-            .with_handler(events as Arc<dyn PeerConnectionEventHandler>)
-            .with_udp_addrs(bind)
-            .build()
-            .await
-            .context("building the peer connection")?,
-    );
-
     let with_audio = opts.audio != AudioSource::None;
-    let result = negotiate(
-        &pc,
-        &http,
-        &url,
-        stream_key,
-        &opts.layers,
+    let rids: Vec<Option<&'static str>> = opts.layers.iter().map(|l| l.rid).collect();
+    let Connected {
+        pc,
+        http,
+        resource,
+        video,
+        audio: audio_track,
+        state_rx,
+    } = connect(
+        &Target {
+            url: &url,
+            stream_key,
+            media_ip: None,
+        },
+        &rids,
         with_audio,
-        &mut gathered_rx,
+        STREAM_ID,
     )
-    .await;
-    let (resource, video, audio_track) = match result {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = pc.close().await;
-            return Err(e);
-        }
-    };
+    .await?;
 
     let (done_tx, done) = watch::channel(false);
     let done_tx = Arc::new(done_tx);
@@ -292,6 +281,110 @@ pub(crate) async fn publish(
         counters,
         pc_closed: false,
     })
+}
+
+/// Where and how to publish.
+pub(crate) struct Target<'a> {
+    pub(crate) url: &'a Url,
+    pub(crate) stream_key: &'a str,
+    /// Reach the relay's media port at this address, whatever the answer's candidates say:
+    /// the answer's candidate addresses are replaced by it. For a publisher on the relay's own
+    /// host, whose announced addresses (public IPs behind NAT) it may not reach.
+    pub(crate) media_ip: Option<IpAddr>,
+}
+
+/// `sdp` with the connection address of every `a=candidate` line replaced by `ip`.
+pub(crate) fn candidates_at(sdp: &str, ip: IpAddr) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let (body, eol) = match line.strip_suffix("\r\n") {
+            Some(b) => (b, "\r\n"),
+            None => match line.strip_suffix('\n') {
+                Some(b) => (b, "\n"),
+                None => (line, ""),
+            },
+        };
+        if body.starts_with("a=candidate:") {
+            let mut fields: Vec<String> = body.split(' ').map(str::to_owned).collect();
+            if fields.len() > 5 {
+                fields[4] = ip.to_string();
+            }
+            out.push_str(&fields.join(" "));
+        } else {
+            out.push_str(body);
+        }
+        out.push_str(eol);
+    }
+    out
+}
+
+/// A negotiated WHIP session before any media task runs.
+pub(crate) struct Connected {
+    pub(crate) pc: Arc<dyn PeerConnection>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) resource: Url,
+    /// One per layer, lowest first.
+    pub(crate) video: Vec<SendTrack>,
+    pub(crate) audio: Option<SendTrack>,
+    pub(crate) state_rx: watch::Receiver<RTCPeerConnectionState>,
+}
+
+/// Builds the peer connection (H.264 video with one encoding per entry of `rids`, `None` for
+/// a single stream; Opus audio if `with_audio`), POSTs the offer and applies the answer.
+/// ICE, DTLS and media continue in the background; `state_rx` follows the connection.
+pub(crate) async fn connect(
+    target: &Target<'_>,
+    rids: &[Option<&'static str>],
+    with_audio: bool,
+    stream_id: &str,
+) -> anyhow::Result<Connected> {
+    let http = crate::whip::client()?;
+    let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
+    let (gathered_tx, mut gathered_rx) = watch::channel(false);
+    let events = Arc::new(Events {
+        state: state_tx,
+        gathered: gathered_tx,
+    });
+
+    let simulcast = rids.iter().any(Option::is_some);
+    let (media_engine, registry) = media_engine(simulcast)?;
+    let setting_engine = SettingEngineBuilder::new()
+        // No .local candidates and no socket on port 5353: the relay needs plain addresses.
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .build();
+    let bind = bind_addrs(target.url, target.media_ip).await;
+    debug!(?bind, "publisher ICE sockets");
+    let pc: Arc<dyn PeerConnection> = Arc::new(
+        PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media_engine)
+            .with_setting_engine(setting_engine)
+            .with_interceptor_registry(registry)
+            .with_handler(events as Arc<dyn PeerConnectionEventHandler>)
+            .with_udp_addrs(bind)
+            .build()
+            .await
+            .context("building the peer connection")?,
+    );
+
+    let result = match add_tracks(&pc, rids, with_audio, stream_id).await {
+        Ok(local) => negotiate(&pc, &http, target, local, rids, &mut gathered_rx).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((resource, video, audio)) => Ok(Connected {
+            pc,
+            http,
+            resource,
+            video,
+            audio,
+            state_rx,
+        }),
+        Err(e) => {
+            let _ = pc.close().await;
+            Err(e)
+        }
+    }
 }
 
 /// One encoded video stream: the only one, or a simulcast layer.
@@ -483,10 +576,15 @@ fn opus_codec() -> RTCRtpCodec {
 /// The address the kernel would route towards the WHIP host comes first and is bound exactly —
 /// which keeps loopback working (webrtc-rs skips loopback when it expands a wildcard). When that
 /// is not loopback, every other interface is added too (`0.0.0.0:0` expands to them).
-async fn bind_addrs(url: &Url) -> Vec<SocketAddr> {
+/// With `media_ip` (see [`Target::media_ip`]) the route towards that address decides instead.
+async fn bind_addrs(url: &Url, media_ip: Option<IpAddr>) -> Vec<SocketAddr> {
     let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
     let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-    match route_towards(url).await {
+    let route = match media_ip {
+        Some(ip) => route_to(SocketAddr::new(ip, 9)),
+        None => route_towards(url).await,
+    };
+    match route {
         Some(ip) if ip.is_loopback() => vec![SocketAddr::new(ip, 0)],
         Some(ip) => vec![SocketAddr::new(ip, 0), any],
         None => vec![loopback, any],
@@ -503,6 +601,11 @@ async fn route_towards(url: &Url) -> Option<IpAddr> {
         Ok(ip) => SocketAddr::new(ip, port),
         Err(_) => tokio::net::lookup_host((host, port)).await.ok()?.next()?,
     };
+    route_to(remote)
+}
+
+/// The local IP the kernel picks to reach `remote` (no packet is sent).
+fn route_to(remote: SocketAddr) -> Option<IpAddr> {
     let local: SocketAddr = if remote.is_ipv4() {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
     } else {
@@ -514,16 +617,16 @@ async fn route_towards(url: &Url) -> Option<IpAddr> {
 }
 
 /// A local track (or one simulcast layer of it) and what the answer negotiated for it.
-struct SendTrack {
-    track: Arc<TrackLocalStaticSample>,
-    ssrc: u32,
+pub(crate) struct SendTrack {
+    pub(crate) track: Arc<TrackLocalStaticSample>,
+    pub(crate) ssrc: u32,
     payload_type: u8,
     /// Header extensions put on every packet (simulcast: the `mid` and the layer's RID).
     extensions: Vec<HeaderExtension>,
 }
 
 impl SendTrack {
-    async fn write(&self, sample: &Sample) -> webrtc::error::Result<()> {
+    pub(crate) async fn write(&self, sample: &Sample) -> webrtc::error::Result<()> {
         self.track
             .write_sample(self.ssrc, self.payload_type, sample, &self.extensions)
             .await
@@ -551,26 +654,28 @@ struct LocalAudio {
 /// `a=simulcast:send q;h;f` instead of `a=ssrc` lines).
 async fn add_tracks(
     pc: &Arc<dyn PeerConnection>,
-    layers: &[LayerSpec],
+    rids: &[Option<&'static str>],
     with_audio: bool,
+    stream_id: &str,
 ) -> anyhow::Result<LocalTracks> {
     let now = Instant::now();
-    let video_ssrcs: Vec<u32> = layers.iter().map(|_| rand::random::<u32>()).collect();
+    let video_ssrcs: Vec<u32> = rids.iter().map(|_| rand::random::<u32>()).collect();
     let audio_ssrc = rand::random::<u32>();
-    let video_encodings = layers
+    let video_encodings = rids
         .iter()
         .zip(&video_ssrcs)
-        .map(|(layer, &ssrc)| encoding(ssrc, layer.rid, h264_codec()))
+        .map(|(rid, &ssrc)| encoding(ssrc, *rid, h264_codec()))
         .collect();
     let video = Arc::new(TrackLocalStaticSample::new(
         now,
-        track(RtpCodecKind::Video, video_encodings),
+        track(RtpCodecKind::Video, video_encodings, stream_id),
     )?);
     let audio = Arc::new(TrackLocalStaticSample::new(
         now,
         track(
             RtpCodecKind::Audio,
             vec![encoding(audio_ssrc, None, opus_codec())],
+            stream_id,
         ),
     )?);
     let sendonly = || {
@@ -608,14 +713,11 @@ async fn add_tracks(
 async fn negotiate(
     pc: &Arc<dyn PeerConnection>,
     http: &reqwest::Client,
-    url: &Url,
-    stream_key: &str,
-    layers: &[LayerSpec],
-    with_audio: bool,
+    target: &Target<'_>,
+    local: LocalTracks,
+    rids: &[Option<&'static str>],
     gathered: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<(Url, Vec<SendTrack>, Option<SendTrack>)> {
-    let local = add_tracks(pc, layers, with_audio).await?;
-
     let offer = pc.create_offer(None).await?;
     pc.set_local_description(offer).await?;
     // Non-trickle: wait for every host candidate to be in the SDP before sending it.
@@ -631,8 +733,12 @@ async fn negotiate(
         .ok_or_else(|| anyhow!("no local description after set_local_description"))?;
     trace!(sdp = %offer.sdp, "WHIP offer");
 
-    let session = crate::whip::post_offer(http, url, stream_key, &offer.sdp).await?;
+    let stream_key = target.stream_key;
+    let mut session = crate::whip::post_offer(http, target.url, stream_key, &offer.sdp).await?;
     trace!(sdp = %session.answer, "WHIP answer");
+    if let Some(ip) = target.media_ip {
+        session.answer = candidates_at(&session.answer, ip);
+    }
     let applied = async {
         let answer = RTCSessionDescription::answer(session.answer.clone())?;
         pc.set_remote_description(answer).await?;
@@ -658,17 +764,17 @@ async fn negotiate(
         None => None,
     };
     let video_mid = local.video_tr.mid().await?.unwrap_or_default();
-    let video = layers
+    let video = rids
         .iter()
         .zip(&local.video_ssrcs)
-        .map(|(layer, &ssrc)| SendTrack {
+        .map(|(rid, &ssrc)| SendTrack {
             track: Arc::clone(&local.video),
             ssrc,
             payload_type: video_pt,
             // A receiver learns which layer an SSRC carries from the RID on its packets (the
             // SDP has no a=ssrc lines with simulcast), and which section from the mid: both
             // go on every packet, as Chromium sends them until the receiver has seen them.
-            extensions: match layer.rid {
+            extensions: match rid {
                 Some(rid) => vec![
                     sdes_extension(rtc::sdp::extmap::SDES_MID_URI, &video_mid),
                     sdes_extension(rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI, rid),
@@ -719,13 +825,17 @@ fn encoding(ssrc: u32, rid: Option<&str>, codec: RTCRtpCodec) -> RTCRtpEncodingP
     }
 }
 
-fn track(kind: RtpCodecKind, encodings: Vec<RTCRtpEncodingParameters>) -> MediaStreamTrack {
+fn track(
+    kind: RtpCodecKind,
+    encodings: Vec<RTCRtpEncodingParameters>,
+    stream_id: &str,
+) -> MediaStreamTrack {
     let id = match kind {
-        RtpCodecKind::Audio => "tone",
-        _ => "card",
+        RtpCodecKind::Audio => "audio",
+        _ => "video",
     };
     MediaStreamTrack::new(
-        STREAM_ID.to_owned(),
+        stream_id.to_owned(),
         id.to_owned(),
         id.to_owned(),
         kind,
@@ -752,7 +862,7 @@ async fn negotiated_pt(
 
 /// Marks the session done when the connection fails, closes, stays disconnected, or never
 /// connects.
-async fn supervise(
+pub(crate) async fn supervise(
     mut state: watch::Receiver<RTCPeerConnectionState>,
     done: Arc<watch::Sender<bool>>,
 ) {
@@ -801,7 +911,7 @@ async fn supervise(
 }
 
 /// Runs a media task; any error ends the session.
-async fn guard(
+pub(crate) async fn guard(
     what: &'static str,
     done: Arc<watch::Sender<bool>>,
     task: impl std::future::Future<Output = anyhow::Result<()>>,
@@ -828,7 +938,7 @@ async fn wait_connected(state: &mut watch::Receiver<RTCPeerConnectionState>) -> 
 
 /// Writes an empty sample lasting `units`: the packetizer moves its RTP clock on without
 /// sending anything (and without using sequence numbers).
-async fn advance(t: &SendTrack, units: u32, clock_rate: u32) {
+pub(crate) async fn advance(t: &SendTrack, units: u32, clock_rate: u32) {
     let sample = Sample {
         duration: duration_for_units(units, clock_rate),
         ..Sample::new(Instant::now())
@@ -957,7 +1067,7 @@ async fn audio_pump(
 
 /// Turns PLI/FIR arriving for the video track into a keyframe request for the video task of
 /// the layer whose SSRC it names (`wanted`: one flag per layer, by SSRC).
-async fn forward_keyframe_requests(
+pub(crate) async fn forward_keyframe_requests(
     video: Arc<TrackLocalStaticSample>,
     audio: Option<Arc<TrackLocalStaticSample>>,
     wanted: Vec<(u32, Arc<AtomicBool>)>,
@@ -1200,7 +1310,10 @@ mod tests {
                 .await
                 .expect("peer connection"),
         );
-        add_tracks(&pc, &opts.layers, true).await.expect("tracks");
+        let rids: Vec<Option<&'static str>> = opts.layers.iter().map(|l| l.rid).collect();
+        add_tracks(&pc, &rids, true, STREAM_ID)
+            .await
+            .expect("tracks");
         let offer = pc.create_offer(None).await.expect("offer");
         let _ = pc.close().await;
         offer.sdp
@@ -1275,6 +1388,18 @@ mod tests {
         assert_eq!(asked(&[99]), vec!['q', 'h', 'f']);
         // A single stream answers whatever SSRC the request names.
         assert_eq!(layers_asked(&[(10, 'x')], &[99]).len(), 1);
+    }
+
+    #[test]
+    fn answer_candidates_can_be_moved_to_another_address() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 203.0.113.5 8443 typ host\r\n\
+                   a=candidate:2 1 tcp 1 203.0.113.5 8443 typ host tcptype passive\r\na=end\r\n";
+        let moved = candidates_at(sdp, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(
+            moved,
+            "v=0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 8443 typ host\r\n\
+             a=candidate:2 1 tcp 1 127.0.0.1 8443 typ host tcptype passive\r\na=end\r\n"
+        );
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Config {
     pub limits: Limits,
     /// Recording each broadcast under `data.dir`.
     pub recording: RecordingSection,
+    /// Ingest for encoders that do not speak WHIP (RTMP, SRT).
+    pub ingest: Ingest,
 }
 
 /// Recording: each broadcast whose publisher is on this relay is written, as received (no
@@ -65,6 +67,43 @@ impl Default for RecordingSection {
             max_age_days: 90,
         }
     }
+}
+
+/// Ingest gateways: listeners for encoders that do not speak WHIP. Each publishes what it
+/// receives to this relay over WHIP with the conference's stream key (hallcast-ingest).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ingest {
+    /// RTMP listen address (`rtmp://HOST:PORT/{conference}`, the stream key as the stream
+    /// name), e.g. "0.0.0.0:1935". Empty or "off": no RTMP listener (the default).
+    pub rtmp: String,
+    /// SRT listen address (UDP; listener mode, MPEG-TS inside, the `streamid`
+    /// `#!::r=CONFERENCE,m=publish,u=STREAM_KEY` or `CONFERENCE/STREAM_KEY`), e.g.
+    /// "0.0.0.0:9710". Empty or "off": no SRT listener (the default).
+    pub srt: String,
+}
+
+impl Ingest {
+    /// The RTMP listen address, None when RTMP is off. Errors name what is wrong.
+    pub fn rtmp_addr(&self) -> Result<Option<SocketAddr>, String> {
+        listen_addr(&self.rtmp, "0.0.0.0:1935")
+    }
+
+    /// The SRT listen address, None when SRT is off. Errors name what is wrong.
+    pub fn srt_addr(&self) -> Result<Option<SocketAddr>, String> {
+        listen_addr(&self.srt, "0.0.0.0:9710")
+    }
+}
+
+/// An ingest listen address: empty or "off" is None.
+fn listen_addr(value: &str, example: &str) -> Result<Option<SocketAddr>, String> {
+    let v = value.trim();
+    if v.is_empty() || v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    v.parse::<SocketAddr>().map(Some).map_err(|_| {
+        format!("must be a listen address such as \"{example}\", or \"off\", not {v:?}")
+    })
 }
 
 /// Rate limits, session caps and HTTP timeouts. Rates are token buckets (GCRA): `*_per_second`
@@ -699,6 +738,30 @@ impl Config {
                 Ok(_) => {}
             }
         }
+        if let Err(m) = self.ingest.rtmp_addr() {
+            problem("ingest.rtmp".into(), m);
+        }
+        if let Ok(Some(a)) = self.ingest.rtmp_addr()
+            && a == self.http.listen
+            && a.port() != 0
+        {
+            problem("ingest.rtmp".into(), "must differ from http.listen".into());
+        }
+        if let Err(m) = self.ingest.srt_addr() {
+            problem("ingest.srt".into(), m);
+        }
+        if let Ok(Some(a)) = self.ingest.srt_addr()
+            && a.port() != 0
+            && self.media.udp.port() == a.port()
+            && (self.media.udp.ip() == a.ip()
+                || self.media.udp.ip().is_unspecified()
+                || a.ip().is_unspecified())
+        {
+            problem(
+                "ingest.srt".into(),
+                "must differ from media.udp (both are UDP ports)".into(),
+            );
+        }
         if self.upstream.report_interval_ms < 100 {
             problem(
                 "upstream.report_interval_ms".into(),
@@ -925,6 +988,44 @@ mod tests {
         assert_eq!(c.log.format, LogFormat::Json);
         let e = Config::from_toml("[log]\nformat = \"xml\"\n", &[]).unwrap_err();
         assert!(e.to_string().contains("xml"), "{e}");
+    }
+
+    #[test]
+    fn the_rtmp_ingest_is_an_address_or_off() {
+        assert_eq!(Config::default().ingest.rtmp_addr(), Ok(None));
+        let c = Config::from_toml("", &["ingest.rtmp=127.0.0.1:0".into()]).unwrap();
+        assert_eq!(
+            c.ingest.rtmp_addr(),
+            Ok(Some("127.0.0.1:0".parse().unwrap()))
+        );
+        let c = Config::from_toml("[ingest]\nrtmp = \"off\"\n", &[]).unwrap();
+        assert_eq!(c.ingest.rtmp_addr(), Ok(None));
+        let c = Config::from_toml("", &["ingest.rtmp=".into()]).unwrap();
+        assert_eq!(c.ingest.rtmp_addr(), Ok(None));
+        let e = Config::from_toml("[ingest]\nrtmp = \"port 1935\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("ingest.rtmp"), "{e}");
+    }
+
+    #[test]
+    fn the_srt_ingest_is_an_address_or_off() {
+        assert_eq!(Config::default().ingest.srt_addr(), Ok(None));
+        let c = Config::from_toml("", &["ingest.srt=127.0.0.1:0".into()]).unwrap();
+        assert_eq!(
+            c.ingest.srt_addr(),
+            Ok(Some("127.0.0.1:0".parse().unwrap()))
+        );
+        let c = Config::from_toml("[ingest]\nsrt = \"off\"\n", &[]).unwrap();
+        assert_eq!(c.ingest.srt_addr(), Ok(None));
+        let c = Config::from_toml("", &["ingest.srt=".into()]).unwrap();
+        assert_eq!(c.ingest.srt_addr(), Ok(None));
+        let e = Config::from_toml("[ingest]\nsrt = \"udp 9710\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("ingest.srt"), "{e}");
+        let e = Config::from_toml(
+            "[media]\nudp = \"0.0.0.0:9710\"\n[ingest]\nsrt = \"127.0.0.1:9710\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("media.udp"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("rtp_rewrite", rtp_rewrite),
     ("admin_api", admin_api),
     ("recording", recording),
+    ("ts_demux", ts_demux),
+    ("srt_streamid", srt_streamid),
 ];
 
 /// SDP offer scanning (`hallcast_rtc::sdp_scan::scan`): any text; every media section
@@ -540,5 +542,57 @@ pub fn recording(data: &[u8]) {
             }
         }
         assert_eq!(len, rec.muxer().len(), "{video:?}: the muxer's length");
+    }
+}
+
+/// The SRT ingest's MPEG-TS demultiplexer (`hallcast_ingest::TsDemux`): any bytes, pushed in
+/// chunks whose sizes the input's first byte picks (1 to 256 times 7); nothing comes out before
+/// a program map table, every access unit and audio frame has bytes, and skipped bytes are
+/// never more than the bytes pushed.
+pub fn ts_demux(data: &[u8]) {
+    use hallcast_ingest::{TsDemux, TsEvent};
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let chunk = 7 * (usize::from(first) + 1);
+    let mut demux = TsDemux::new();
+    for part in rest.chunks(chunk) {
+        demux.push(part);
+        while let Some(event) = demux.poll() {
+            assert!(demux.saw_pmt(), "{event:?} before any program map table");
+            match event {
+                TsEvent::Video { data, .. } => assert!(!data.is_empty(), "empty access unit"),
+                TsEvent::Audio { frame, asc, .. } => {
+                    assert!(!frame.is_empty(), "empty AAC frame");
+                    assert!(asc[0] >> 3 != 0, "audio object type 0 in {asc:?}");
+                }
+                TsEvent::Unsupported { codec, .. } => assert!(!codec.is_empty()),
+                TsEvent::VideoLoss => {}
+            }
+        }
+    }
+    assert!(
+        demux.n_garbage_bytes() <= demux.n_bytes(),
+        "{} garbage bytes of {} pushed",
+        demux.n_garbage_bytes(),
+        demux.n_bytes()
+    );
+}
+
+/// An SRT encoder's `streamid` (`hallcast_ingest::streamid::parse`): any text; what it accepts
+/// names a conference and a key, and the form the relay hands out reads back as itself.
+pub fn srt_streamid(data: &[u8]) {
+    use hallcast_ingest::streamid::{format, parse};
+    let text = String::from_utf8_lossy(data);
+    if let Ok(r) = parse(Some(&text)) {
+        assert!(
+            !r.conference.is_empty() && !r.key.is_empty(),
+            "{text:?} → {r:?}"
+        );
+        let plain = |s: &str| s.trim() == s && !s.contains([',', '=', '%']) && !s.is_empty();
+        if plain(&r.conference) && plain(&r.key) {
+            let again = parse(Some(&format(&r.conference, &r.key)));
+            assert_eq!(again.as_ref(), Ok(&r), "{text:?}");
+        }
     }
 }

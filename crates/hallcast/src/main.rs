@@ -211,7 +211,11 @@ fn init_logging(format: LogFormat) {
         return;
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("HALLCAST_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,str0m=warn,webrtc=warn,rtc=warn")
+        // srt-protocol logs every datagram it cannot parse at warn: the SRT ingest counts them
+        // in lines of its own instead.
+        tracing_subscriber::EnvFilter::new(
+            "info,str0m=warn,webrtc=warn,rtc=warn,srt_protocol=error,srt_tokio=error",
+        )
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -283,8 +287,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = Config::load(config.as_deref(), &overrides.to_list());
             init_logging(log_format(&log, config.as_ref().ok()));
-            let config = config?;
+            let mut config = config?;
+            let srt = bind_srt(&mut config).await?;
             let relay = Relay::start(config).await?;
+            start_ingest(&relay).await?;
+            serve_srt(&relay, srt).await?;
             info!("relay ready on {}", relay.base_url);
             relay.run_until_signal().await
         }
@@ -327,6 +334,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!(
                     "an edge needs its parent: --parent URL (or upstream.parent in the config file)"
                 );
+            }
+            for (key, on) in [
+                (
+                    "ingest.rtmp",
+                    !matches!(config.ingest.rtmp_addr(), Ok(None)),
+                ),
+                ("ingest.srt", !matches!(config.ingest.srt_addr(), Ok(None))),
+            ] {
+                if on {
+                    warn!(
+                        "{key} is ignored on an edge: it serves its parent's conferences; set it on the central"
+                    );
+                }
             }
             let relay = Relay::start(config).await?;
             info!("edge relay ready on {}", relay.base_url);
@@ -537,8 +557,8 @@ struct Relay {
     ledger: Ledger,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     state: Arc<AppState>,
-    /// The whole HTTP surface (the demo's built-in source reaches it over loopback when the
-    /// public listener speaks TLS).
+    /// The whole HTTP surface (in-process publishers, the demo's built-in source and the
+    /// ingest gateway, reach it over a loopback listener: see `loopback_http`).
     app: axum::Router,
     /// On an edge: its loop (to tell the parent it drains) and its outbox's counters (to
     /// deliver the last attendance events before the exit).
@@ -762,6 +782,8 @@ impl Relay {
         if let Some(r) = &recorder {
             ctx = ctx.with_recorder(r.clone());
         }
+        // Bound before the relay started (`bind_srt`): the port is known, 0 never stays.
+        ctx.srt_addr = config.ingest.srt_addr().ok().flatten();
         if !is_edge {
             // Roll calls still running when the relay restarted reach the pages again.
             let ctx = ctx.clone();
@@ -1103,9 +1125,20 @@ async fn demo(
         overrides.data_dir =
             Some(std::env::temp_dir().join(format!("hallcast-demo-{}", std::process::id())));
     }
+    let rtmp_given = overrides.set.iter().any(|s| s.starts_with("ingest.rtmp="));
+    let srt_given = overrides.set.iter().any(|s| s.starts_with("ingest.srt="));
     let config = Config::load(None, &overrides.to_list());
     init_logging(log_format(&log, config.as_ref().ok()));
     let mut config = config?;
+    if !rtmp_given {
+        // The demo takes RTMP too, on loopback at a port of the system's choosing (in the
+        // info file and printed); `--set ingest.rtmp=off` turns it off, an address moves it.
+        config.ingest.rtmp = "127.0.0.1:0".into();
+    }
+    if !srt_given {
+        // And SRT, the same way (`--set ingest.srt=off`, or an address).
+        config.ingest.srt = "127.0.0.1:0".into();
+    }
     let data_dir = config.data.dir.clone();
     let conference = "hoi-nghi-demo".to_string();
     let stream_key = random_token(16);
@@ -1133,6 +1166,7 @@ async fn demo(
     }
     config.validate()?;
     let public_url_given = !config.http.public_url.is_empty();
+    let srt = bind_srt(&mut config).await?;
     let mut relay = Relay::start(config).await?;
     if !public_url_given {
         relay.base_url = relay.state.config.public_url();
@@ -1181,11 +1215,37 @@ async fn demo(
         &format!("/operator%3Fconference%3D{conference}"),
     )?;
     let admin_url = signed_in("admin", "/admin")?;
+    let rtmp = start_ingest(&relay).await?;
+    // The encoder's URL, complete with the key (ffmpeg takes it as one; OBS and vMix as
+    // server `rtmp://HOST:PORT/{conference}` + stream key).
+    let rtmp_url = rtmp.map(|a| {
+        let host = if a.ip().is_unspecified() {
+            std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port())
+        } else {
+            a
+        };
+        format!("rtmp://{host}/{conference}/{stream_key}")
+    });
+    let srt = serve_srt(&relay, srt).await?;
+    // The encoder's URL, complete with the key. The streamid is not percent-encoded: ffmpeg 5
+    // passes it through verbatim (newer ffmpeg decodes %XX, and nothing here needs it; the
+    // relay also takes it percent-encoded).
+    let srt_url = srt.map(|a| {
+        format!(
+            "srt://{}?streamid={}",
+            loopback_if_unspecified(a),
+            hallcast_ingest::streamid::format(&conference, &stream_key)
+        )
+    });
     let info = serde_json::json!({
         "conference": conference,
         "http_base": base,
         "whip_url": whip_url,
         "stream_key": stream_key,
+        // RTMP ingest (null when off): rtmp://HOST:PORT/{conference}/{stream_key}.
+        "rtmp_url": rtmp_url,
+        // SRT ingest (null when off): srt://HOST:PORT?streamid=#!::r={conference},m=publish,u={stream_key}.
+        "srt_url": srt_url,
         "whep_url": whep_url,
         "viewer_token": viewer_token,
         "viewer_url": viewer_url,
@@ -1211,6 +1271,14 @@ async fn demo(
         "  Mở liên kết này trong trình duyệt / open this link in a browser:\n\n    {viewer_url}\n"
     );
     println!("  WHIP (encoder): {whip_url}\n  stream key:     {stream_key}\n");
+    if let (Some(a), Some(url)) = (rtmp, &rtmp_url) {
+        println!(
+            "  RTMP (OBS/vMix): server rtmp://{a}/{conference}  stream key: {stream_key}\n  RTMP (ffmpeg):   {url}\n"
+        );
+    }
+    if let Some(url) = &srt_url {
+        println!("  SRT (MPEG-TS):  {url}\n");
+    }
     println!("  Bảng vận hành (đã đăng nhập) / operator console, signed in:\n    {operator_url}\n");
     println!("  Bảng quản trị (đã đăng nhập) / admin console, signed in:\n    {admin_url}\n");
     println!(
@@ -1234,16 +1302,9 @@ async fn demo(
             ..Default::default()
         };
         // The built-in source speaks plain HTTP only: with TLS on it publishes through a
-        // loopback-only plain listener of this process (the demo's, never `serve`'s).
+        // loopback-only plain listener of this process.
         let source_url = if relay.state.config.http.tls() {
-            let l = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-                .await
-                .context("cannot open the built-in source's loopback listener")?;
-            let url = format!("http://{}/whip/{conference}", l.local_addr()?);
-            let app = relay.app.clone();
-            let limiter = relay.state.limits.clone();
-            tokio::spawn(hallcast_server::limits::serve(l, app, limiter));
-            url
+            format!("{}/whip/{conference}", loopback_http(&relay).await?)
         } else {
             whip_url
         };
@@ -1252,6 +1313,101 @@ async fn demo(
         println!("  (no built-in source: publish with your encoder)\n");
     }
     relay.run_until_signal().await
+}
+
+/// A loopback-only plain-HTTP listener serving this relay's whole HTTP surface, for the
+/// publishers inside this process (the demo's built-in source, the ingest gateway): they
+/// speak plain HTTP, and reach the relay this way whether `http.listen` speaks TLS or binds
+/// an address other than loopback. Returns its base URL.
+async fn loopback_http(relay: &Relay) -> anyhow::Result<String> {
+    let l = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("cannot open the loopback HTTP listener for in-process publishers")?;
+    let base = format!("http://{}", l.local_addr()?);
+    let app = relay.app.clone();
+    let limiter = relay.state.limits.clone();
+    tokio::spawn(hallcast_server::limits::serve(l, app, limiter));
+    Ok(base)
+}
+
+/// `a` with 127.0.0.1 / ::1 for a wildcard address (what a local encoder dials).
+fn loopback_if_unspecified(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), a.port())
+        }
+        _ => a,
+    }
+}
+
+/// Binds the SRT ingest's listener when `ingest.srt` is set, before the relay starts, and
+/// writes the bound address back into the configuration (a port 0 becomes the real one, which
+/// the operator API's `srt_url` then shows).
+async fn bind_srt(config: &mut Config) -> anyhow::Result<Option<hallcast_ingest::SrtIngest>> {
+    let addr = config
+        .ingest
+        .srt_addr()
+        .map_err(|m| anyhow::anyhow!("invalid configuration: ingest.srt {m}"))?;
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let srt = hallcast_ingest::SrtIngest::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (ingest.srt, UDP)"))?;
+    config.ingest.srt = srt.local_addr().to_string();
+    Ok(Some(srt))
+}
+
+/// Serves the bound SRT listener: each encoder's stream is published to this relay over WHIP
+/// ([`ingest_target`]). Returns its address (logged).
+async fn serve_srt(
+    relay: &Relay,
+    srt: Option<hallcast_ingest::SrtIngest>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(srt) = srt else {
+        return Ok(None);
+    };
+    let target = ingest_target(relay).await?;
+    let bound = srt.local_addr();
+    info!(
+        srt = %bound,
+        "SRT ingest listening: srt://{bound}?streamid=#!::r={{conference}},m=publish,u={{stream key}} (MPEG-TS)"
+    );
+    tokio::spawn(srt.serve(target));
+    Ok(Some(bound))
+}
+
+/// Where the in-process ingest gateways (RTMP, SRT) publish: [`loopback_http`], with the media
+/// path pinned to the relay's bound media address (loopback when it binds a wildcard), which
+/// a gateway reaches even when the relay announces public IPs it cannot.
+async fn ingest_target(relay: &Relay) -> anyhow::Result<hallcast_ingest::IngestTarget> {
+    let media_ip = loopback_if_unspecified(relay.engine.local_addr()).ip();
+    Ok(hallcast_ingest::IngestTarget::new(loopback_http(relay).await?).with_media_ip(media_ip))
+}
+
+/// Starts the RTMP ingest gateway when `ingest.rtmp` is set: the RTMP listener, publishing
+/// each encoder's stream to this relay over WHIP ([`ingest_target`]). Returns the listener's
+/// bound address.
+async fn start_ingest(relay: &Relay) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let config = &relay.state.config;
+    let addr = config
+        .ingest
+        .rtmp_addr()
+        .map_err(|m| anyhow::anyhow!("invalid configuration: ingest.rtmp {m}"))?;
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = hallcast_ingest::rtmp::RtmpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (ingest.rtmp)"))?;
+    let bound = listener.local_addr()?;
+    let target = ingest_target(relay).await?;
+    info!(rtmp = %bound, "RTMP ingest listening: rtmp://{bound}/{{conference}}, the stream key as the stream name");
+    tokio::spawn(listener.serve(target));
+    Ok(Some(bound))
 }
 
 /// Keeps the built-in source publishing, republishing with backoff if it drops.

@@ -90,6 +90,9 @@ pub struct AttendanceCtx {
     pub rollcalls: Arc<rollcall::RollCallBook>,
     /// The relay's recorder: reports link each broadcast's recording (None: recording off).
     pub recorder: Option<Arc<hallcast_record::Recorder>>,
+    /// The SRT ingest's bound address (`[ingest] srt`), for the encoder details a conference
+    /// lists (`srt_url`); None: SRT is off.
+    pub srt_addr: Option<std::net::SocketAddr>,
 }
 
 /// A join-link check other than the ledger's (see [`AttendanceCtx::join_verifier`]).
@@ -130,6 +133,7 @@ impl AttendanceCtx {
             events: None,
             rollcalls: Arc::default(),
             recorder: None,
+            srt_addr: None,
         }
     }
 
@@ -575,6 +579,8 @@ struct ConferenceDto {
     stream_key: String,
     whep_url: String,
     watch_url: String,
+    /// What an SRT encoder dials (null when the relay takes no SRT).
+    srt_url: Option<String>,
 }
 
 impl ConferenceDto {
@@ -595,8 +601,38 @@ impl ConferenceDto {
             stream_key: c.stream_key.clone(),
             whep_url: format!("{base}/whep/{id}"),
             watch_url: format!("{base}/watch/{id}"),
+            srt_url: ctx.srt_addr.map(|a| srt_url(base, a, id, &c.stream_key)),
         }
     }
+}
+
+/// The SRT URL an encoder dials for conference `id`: the listener's address (the public URL's
+/// host when it listens on a wildcard), the streamid in the SRT access-control form that
+/// `hallcast-ingest::streamid` reads, not percent-encoded (ffmpeg 5 passes it verbatim).
+fn srt_url(base: &str, addr: std::net::SocketAddr, id: &str, key: &str) -> String {
+    let host = if addr.ip().is_unspecified() {
+        let authority = base
+            .split("://")
+            .nth(1)
+            .unwrap_or(base)
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        // Without the HTTP port; an IPv6 literal keeps its brackets.
+        match authority.rfind(':') {
+            Some(i) if !authority[i..].contains(']') => authority[..i].to_string(),
+            _ => authority.to_string(),
+        }
+    } else {
+        match addr.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        }
+    };
+    format!(
+        "srt://{host}:{}?streamid=#!::r={id},m=publish,u={key}",
+        addr.port()
+    )
 }
 
 #[derive(Serialize)]

@@ -951,3 +951,29 @@ async fn rollcall_start_answer_list_and_deadline() {
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
     assert_eq!(json(&body)["error"], "conference_ended");
 }
+
+#[test]
+fn srt_urls_name_the_host_encoders_dial() {
+    let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+    assert_eq!(
+        srt_url(
+            "https://hoinghi.example.vn",
+            a("0.0.0.0:9710"),
+            "hn-1",
+            "k1"
+        ),
+        "srt://hoinghi.example.vn:9710?streamid=#!::r=hn-1,m=publish,u=k1"
+    );
+    assert_eq!(
+        srt_url("http://127.0.0.1:8080/", a("[::]:9710"), "c", "k"),
+        "srt://127.0.0.1:9710?streamid=#!::r=c,m=publish,u=k"
+    );
+    assert_eq!(
+        srt_url("http://[2001:db8::1]:8080", a("0.0.0.0:9710"), "c", "k"),
+        "srt://[2001:db8::1]:9710?streamid=#!::r=c,m=publish,u=k"
+    );
+    assert_eq!(
+        srt_url("https://x.example", a("198.51.100.7:9000"), "c", "k"),
+        "srt://198.51.100.7:9000?streamid=#!::r=c,m=publish,u=k"
+    );
+}

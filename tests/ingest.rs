@@ -1,0 +1,462 @@
+//! RTMP ingest (issue 15): a real ffmpeg pushes a test pattern with AAC audio over RTMP to
+//! `hallcast demo --no-source`; the relay publishes it to itself over WHIP (hallcast-ingest) and
+//! headless Chromium and aiortc play it. Wrong keys, unsupported codecs, truncated handshakes
+//! and garbage are refused with a log line, and the listener keeps serving.
+//!
+//! | test | shows |
+//! |---|---|
+//! | `rtmp_push_plays_in_chromium_and_aiortc` | ffmpeg (H.264 + AAC 44.1 kHz) → RTMP → the viewer page and an aiortc WHEP player decode video at 640x360 and play non-silent Opus audio; a screenshot of the page is kept |
+//! | `rtmp_wrong_key_or_conference_is_refused` | a wrong stream key and an unknown conference: ffmpeg fails, the relay logs the refusal, nothing goes live |
+//! | `rtmp_unsupported_codecs_are_refused_by_name` | Sorenson H.263 (`-c:v flv1`) and MP3 audio: the log names the codec, the connection is closed |
+//! | `rtmp_bad_handshakes_do_not_stop_a_good_push` | a truncated handshake and garbage: each dropped with a log line; a good push that follows plays in aiortc |
+//!
+//! Needs ffmpeg (Debian's, with libx264 and libmp3lame) besides the e2e prerequisites.
+
+use std::fs::{self, File};
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use hallcast_tests::adapt::results_dir;
+use hallcast_tests::net::Prng;
+use hallcast_tests::proc::Proc;
+use hallcast_tests::results::{self, PlayResult, ensure_pages_playing};
+use hallcast_tests::{Client, ClientKind, Ctx, Demo, DemoOptions, Info, Weight, run};
+
+/// Video frames every player must decode.
+const MIN_FRAMES: u64 = 60;
+/// The loudest sample of ffmpeg's `sine` source is 1/8 of full scale; a player that decodes
+/// it hears at least this (0 would be silence).
+const MIN_AUDIO_PEAK: f64 = 0.03;
+/// Chromium's mean audio power (totalAudioEnergy / totalSamplesDuration) of that sine is about
+/// 0.125² / 2 ≈ 0.008; silence gives 0.
+const MIN_AUDIO_POWER: f64 = 0.0005;
+
+/// The encoder settings of the issue's test: a test pattern and a 440 Hz tone, H.264 without
+/// B-frames, keyframes every 2 s, AAC at 96 kbit/s.
+const GOOD_VIDEO: &[&str] = &[
+    "-c:v",
+    "libx264",
+    "-preset",
+    "veryfast",
+    "-tune",
+    "zerolatency",
+    "-bf",
+    "0",
+    "-g",
+    "60",
+    "-pix_fmt",
+    "yuv420p",
+];
+const GOOD_AUDIO: &[&str] = &["-c:a", "aac", "-b:a", "96k"];
+
+/// `rtmp_url` of the demo's info file (`rtmp://127.0.0.1:PORT/{conference}/{stream_key}`).
+fn rtmp_url(info: &Info) -> Result<String> {
+    let url = info.key("rtmp_url")?;
+    let expected_tail = format!("/{}/{}", info.conference, info.stream_key);
+    ensure!(
+        url.starts_with("rtmp://127.0.0.1:") && url.ends_with(&expected_tail),
+        "rtmp_url {url:?} is not rtmp://127.0.0.1:PORT{expected_tail}"
+    );
+    Ok(url)
+}
+
+/// `host:port` of an rtmp:// URL.
+fn rtmp_addr(url: &str) -> Result<String> {
+    let rest = url.strip_prefix("rtmp://").context("not an rtmp:// URL")?;
+    Ok(rest.split('/').next().unwrap_or_default().to_string())
+}
+
+/// ffmpeg pushing the test pattern and the tone to `url` for `seconds` (in real time), with
+/// the given codec arguments; its output goes to `ffmpeg-<tag>.log` in the scratch directory.
+fn ffmpeg_push(ctx: &Ctx, tag: &str, url: &str, codecs: &[&[&str]], seconds: u32) -> Result<Proc> {
+    let log = ctx.path(&format!("ffmpeg-{tag}.log"));
+    let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let err = out.try_clone()?;
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]);
+    for c in codecs {
+        cmd.args(*c);
+    }
+    cmd.args(["-t", &seconds.to_string(), "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    ctx.register_log(&format!("ffmpeg {tag}"), &log);
+    Proc::spawn(&mut cmd, false).context("cannot start ffmpeg (scripts/install-test-deps.sh)")
+}
+
+/// The relay's log so far.
+fn demo_log(demo: &Demo) -> String {
+    fs::read_to_string(demo.log_path()).unwrap_or_default()
+}
+
+/// Waits until the relay's log contains every one of `needles`.
+fn wait_for_log(demo: &Demo, needles: &[&str], timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let log = demo_log(demo);
+        let missing: Vec<&&str> = needles.iter().filter(|n| !log.contains(**n)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the relay's log has no {missing:?} after {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits for ffmpeg to exit and fails unless it failed (a refused push).
+fn expect_ffmpeg_failed(ffmpeg: &mut Proc, what: &str) -> Result<()> {
+    match ffmpeg.wait_timeout(Duration::from_secs(30))? {
+        Some(status) if !status.success() => Ok(()),
+        Some(status) => bail!("{what}: ffmpeg exited with {status}, expected a failure"),
+        None => bail!("{what}: ffmpeg still pushing after 30 s; the relay did not refuse it"),
+    }
+}
+
+/// An aiortc WHEP player (waits while the feed is not live yet).
+fn aiortc_player(ctx: &Ctx, info: &Info, duration_s: u32) -> Result<Client> {
+    let args: Vec<String> = [
+        "--url",
+        &info.whep_url,
+        "--token",
+        &info.viewer_token,
+        "--duration",
+        &duration_s.to_string(),
+        "--until-frames",
+        &MIN_FRAMES.to_string(),
+        "--until-audio",
+        "250",
+        "--wait-live",
+        "--progress",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Client::start(ctx, ClientKind::Aiortc, "whep_play.py", &args)
+}
+
+fn check_aiortc(played: &PlayResult, what: &str) -> Result<()> {
+    played.ensure_played(what, MIN_FRAMES)?;
+    ensure!(
+        played.video_codec.as_deref() == Some("H264") && played.frame_width == 640,
+        "{what}: decoded {:?} at {}x{}, expected the pushed H264 at 640x360",
+        played.video_codec,
+        played.frame_width,
+        played.frame_height
+    );
+    let peak = played.audio_peak.unwrap_or(0.0);
+    ensure!(
+        played.audio_codec.as_deref() == Some("opus") && peak >= MIN_AUDIO_PEAK,
+        "{what}: audio {:?} with peak {peak}, expected the tone as Opus (peak ≥ {MIN_AUDIO_PEAK})",
+        played.audio_codec
+    );
+    Ok(())
+}
+
+#[test]
+fn rtmp_push_plays_in_chromium_and_aiortc() {
+    run(
+        "rtmp_push_plays_in_chromium_and_aiortc",
+        Weight::Heavy,
+        |ctx| {
+            let mut demo = Demo::start(
+                ctx,
+                DemoOptions {
+                    no_source: true,
+                    ..Default::default()
+                },
+            )?;
+            let url = rtmp_url(&demo.info)?;
+            let mut ffmpeg = ffmpeg_push(ctx, "good", &url, &[GOOD_VIDEO, GOOD_AUDIO], 120)?;
+            wait_for_log(&demo, &["RTMP publish accepted"], Duration::from_secs(20))?;
+
+            let shot = ctx.path("viewer.png");
+            let page_args: Vec<String> = [
+                "--url",
+                &demo.info.viewer_url,
+                "--pages",
+                "1",
+                "--duration",
+                "60",
+                "--until-frames",
+                &MIN_FRAMES.to_string(),
+                "--until-audio",
+                "150",
+                "--screenshot",
+                &shot.display().to_string(),
+                "--progress",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let mut page = Client::start(ctx, ClientKind::Browser, "watch_pages.mjs", &page_args)?;
+            let mut player = aiortc_player(ctx, &demo.info, 60)?;
+
+            let page_result = page.result(Duration::from_secs(100))?;
+            let played: PlayResult =
+                results::parse("aiortc player", &player.result(Duration::from_secs(100))?)?;
+            demo.ensure_running()?;
+            ensure!(
+                ffmpeg.try_wait()?.is_none(),
+                "ffmpeg stopped pushing during the test"
+            );
+
+            let pages = results::pages(&page_result)?;
+            ensure_pages_playing(&pages, MIN_FRAMES)?;
+            let p = &pages[0];
+            ensure!(
+                p.frame_width == 640 && p.frame_height == 360,
+                "the viewer page decoded {}x{}, expected the pushed 640x360",
+                p.frame_width,
+                p.frame_height
+            );
+            let power = p.audio_energy / p.audio_samples_duration_s.max(1e-9);
+            ensure!(
+                power >= MIN_AUDIO_POWER,
+                "the viewer page's audio is silent: mean power {power} (totalAudioEnergy {} over \
+                 {} s), expected the tone (≥ {MIN_AUDIO_POWER})",
+                p.audio_energy,
+                p.audio_samples_duration_s
+            );
+            check_aiortc(&played, "aiortc playing the RTMP feed")?;
+
+            // The screenshot of the page playing the feed, kept for people to look at.
+            let size = fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+            ensure!(
+                size > 10_000,
+                "no screenshot of the viewer page ({size} bytes)"
+            );
+            let keep = results_dir("rtmp_push_plays_in_chromium_and_aiortc")?.join("viewer.png");
+            fs::copy(&shot, &keep)?;
+            eprintln!("screenshot of the viewer page: {}", keep.display());
+
+            // The encoder leaves: the feed ends with it.
+            drop(ffmpeg);
+            wait_for_log(
+                &demo,
+                &["ingest feed ended", "broadcast ended"],
+                Duration::from_secs(20),
+            )?;
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn rtmp_wrong_key_or_conference_is_refused() {
+    run(
+        "rtmp_wrong_key_or_conference_is_refused",
+        Weight::Heavy,
+        |ctx| {
+            let mut demo = Demo::start(
+                ctx,
+                DemoOptions {
+                    no_source: true,
+                    ..Default::default()
+                },
+            )?;
+            let addr = rtmp_addr(&rtmp_url(&demo.info)?)?;
+            let conference = demo.info.conference.clone();
+            let wrong_key = format!("rtmp://{addr}/{conference}/not-the-key-0123456789");
+            let mut ffmpeg =
+                ffmpeg_push(ctx, "wrong-key", &wrong_key, &[GOOD_VIDEO, GOOD_AUDIO], 20)?;
+            expect_ffmpeg_failed(&mut ffmpeg, "a push with a wrong stream key")?;
+            wait_for_log(
+                &demo,
+                &["RTMP publish refused", "wrong stream key"],
+                Duration::from_secs(10),
+            )?;
+
+            let no_conference =
+                format!("rtmp://{addr}/no-such-conference/{}", demo.info.stream_key);
+            let mut ffmpeg = ffmpeg_push(
+                ctx,
+                "no-conference",
+                &no_conference,
+                &[GOOD_VIDEO, GOOD_AUDIO],
+                20,
+            )?;
+            expect_ffmpeg_failed(&mut ffmpeg, "a push to an unknown conference")?;
+            wait_for_log(
+                &demo,
+                &["no conference no-such-conference"],
+                Duration::from_secs(10),
+            )?;
+
+            demo.ensure_running()?;
+            ensure!(
+                !demo_log(&demo).contains("broadcast live"),
+                "a refused push went live"
+            );
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn rtmp_unsupported_codecs_are_refused_by_name() {
+    run(
+        "rtmp_unsupported_codecs_are_refused_by_name",
+        Weight::Heavy,
+        |ctx| {
+            let mut demo = Demo::start(
+                ctx,
+                DemoOptions {
+                    no_source: true,
+                    ..Default::default()
+                },
+            )?;
+            let url = rtmp_url(&demo.info)?;
+            let mut ffmpeg = ffmpeg_push(ctx, "flv1", &url, &[&["-c:v", "flv1"], GOOD_AUDIO], 20)?;
+            expect_ffmpeg_failed(&mut ffmpeg, "a Sorenson H.263 push")?;
+            wait_for_log(
+                &demo,
+                &["RTMP stream refused", "Sorenson H.263 (flv1)"],
+                Duration::from_secs(10),
+            )?;
+
+            let mp3 = &["-c:a", "libmp3lame", "-b:a", "96k"][..];
+            let mut ffmpeg = ffmpeg_push(ctx, "mp3", &url, &[GOOD_VIDEO, mp3], 20)?;
+            expect_ffmpeg_failed(&mut ffmpeg, "an MP3 push")?;
+            wait_for_log(
+                &demo,
+                &["audio codec MP3 (FLV sound format 2)"],
+                Duration::from_secs(10),
+            )?;
+            // Each refused stream's feed was withdrawn from the relay.
+            wait_for_log(&demo, &["broadcast ended"], Duration::from_secs(10))?;
+            demo.ensure_running()?;
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn rtmp_bad_handshakes_do_not_stop_a_good_push() {
+    run(
+        "rtmp_bad_handshakes_do_not_stop_a_good_push",
+        Weight::Heavy,
+        |ctx| {
+            let mut demo = Demo::start(
+                ctx,
+                DemoOptions {
+                    no_source: true,
+                    ..Default::default()
+                },
+            )?;
+            let url = rtmp_url(&demo.info)?;
+            let addr = rtmp_addr(&url)?;
+            let mut rng = Prng::seeded();
+
+            // A handshake cut short: version 3 and part of C1 (1536 bytes), then the end.
+            let mut s = TcpStream::connect(&addr)?;
+            s.write_all(&[3])?;
+            s.write_all(&rng.bytes(500))?;
+            drop(s);
+            // Garbage: not an RTMP version byte, then noise.
+            let mut s = TcpStream::connect(&addr)?;
+            let mut garbage = rng.bytes(4096);
+            garbage[0] = 0x47;
+            s.write_all(&garbage)?;
+            drop(s);
+            wait_for_log(
+                &demo,
+                &[
+                    // Closed or reset, depending on what the kernel saw first.
+                    "after 501 bytes",
+                    "handshake failed: BadVersionId (not an RTMP client?)",
+                ],
+                Duration::from_secs(10),
+            )?;
+
+            let mut ffmpeg = ffmpeg_push(ctx, "after", &url, &[GOOD_VIDEO, GOOD_AUDIO], 90)?;
+            let mut player = aiortc_player(ctx, &demo.info, 60)?;
+            let played: PlayResult =
+                results::parse("aiortc player", &player.result(Duration::from_secs(100))?)?;
+            demo.ensure_running()?;
+            ensure!(ffmpeg.try_wait()?.is_none(), "ffmpeg stopped pushing");
+            check_aiortc(&played, "aiortc playing a push after bad handshakes")?;
+            Ok(())
+        },
+    );
+}
+
+/// The relay's log without its colour codes.
+fn plain_log(demo: &Demo) -> String {
+    let log = demo_log(demo);
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte.
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The value of `field=N` on the last log line containing `line`.
+fn logged_number(log: &str, line: &str, field: &str) -> Option<u64> {
+    let l = log.lines().rev().find(|l| l.contains(line))?;
+    let at = l.find(&format!("{field}="))? + field.len() + 1;
+    l[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+/// A relay behind 1:1 NAT announces a public address its own host may not reach: the gateway
+/// still reaches the media port (its WHIP answer's candidates are moved to the bound address).
+#[test]
+fn rtmp_ingest_reaches_a_relay_that_announces_a_public_ip() {
+    run(
+        "rtmp_ingest_reaches_a_relay_that_announces_a_public_ip",
+        Weight::Heavy,
+        |ctx| {
+            let mut demo = Demo::start(
+                ctx,
+                DemoOptions {
+                    no_source: true,
+                    media_addr: Some("0.0.0.0:0".into()),
+                    // TEST-NET-3: routed nowhere from this host.
+                    public_ips: vec!["203.0.113.7".into()],
+                    ..Default::default()
+                },
+            )?;
+            let url = rtmp_url(&demo.info)?;
+            let mut ffmpeg = ffmpeg_push(ctx, "nat", &url, &[GOOD_VIDEO, GOOD_AUDIO], 8)?;
+            ensure!(
+                ffmpeg.wait_timeout(Duration::from_secs(30))?.is_some(),
+                "ffmpeg did not finish its 8 s push"
+            );
+            wait_for_log(&demo, &["ingest feed ended"], Duration::from_secs(20))?;
+            demo.ensure_running()?;
+            let log = plain_log(&demo);
+            let frames = logged_number(&log, "ingest feed ended", "n_video_frames").unwrap_or(0);
+            let audio = logged_number(&log, "ingest feed ended", "n_audio_packets").unwrap_or(0);
+            // 8 s at 30 fps and 50 packets/s, less what came before the connection was up.
+            ensure!(
+                frames >= 150 && audio >= 250,
+                "the gateway sent {frames} video frames and {audio} audio packets to a relay \
+                 announcing 203.0.113.7: its media never connected"
+            );
+            Ok(())
+        },
+    );
+}
