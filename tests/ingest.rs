@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use hallcast_tests::adapt::results_dir;
+use hallcast_tests::admin::Admin;
 use hallcast_tests::net::Prng;
 use hallcast_tests::proc::Proc;
 use hallcast_tests::results::{self, PlayResult, ensure_pages_playing};
@@ -295,6 +296,16 @@ fn rtmp_wrong_key_or_conference_is_refused() {
             ensure!(
                 !demo_log(&demo).contains("broadcast live"),
                 "a refused push went live"
+            );
+
+            // The operator console's API tells the RTMP server of the conference.
+            let admin = Admin::new(&demo.info)?;
+            let c = admin.get(&format!("/api/v1/conferences/{conference}"))?;
+            let expected = format!("rtmp://{addr}/{conference}");
+            ensure!(
+                c["rtmp_url"] == expected.as_str(),
+                "GET /api/v1/conferences/{conference} says rtmp_url {}, expected {expected:?}",
+                c["rtmp_url"]
             );
             Ok(())
         },

@@ -91,6 +91,10 @@
     state.info = info;
     $('whip-url').textContent = info.whip_url;
     $('stream-key').textContent = info.stream_key;
+    // RTMP ingest (null when the relay takes none): the server URL; the key is the stream name.
+    $('rtmp-url').textContent = info.rtmp_url || '';
+    $('rtmp-row').hidden = !info.rtmp_url;
+    $('rtmp-notes').hidden = !info.rtmp_url;
     const ended = info.state === 'ended';
     $('end-broadcast').hidden = ended;
     $('reopen').hidden = !ended;

@@ -15,7 +15,7 @@
 //! | `POST /api/v1/points` | admin | create `{"id","org_id","name","location","expected_headcount"}` → 201 |
 //! | `GET/PUT/DELETE /api/v1/points/{id}` | admin | one point |
 //! | `POST /api/v1/points/import` | admin | registry CSV body (≤ 8 MiB), all or nothing |
-//! | `GET/POST /api/v1/conferences` | operator | list / create-or-rename `{"id","title","stream_key"?}` → 201 created (200 renamed) with `whip_url`, `stream_key`, `whep_url`, `watch_url`, `state` |
+//! | `GET/POST /api/v1/conferences` | operator | list / create-or-rename `{"id","title","stream_key"?}` → 201 created (200 renamed) with `whip_url`, `stream_key`, `whep_url`, `watch_url`, `rtmp_url` (null: no RTMP ingest), `state` |
 //! | `GET /api/v1/conferences/{id}` | operator | one conference, as above |
 //! | `POST /api/v1/conferences/{id}/stream-key` | operator | rotate the stream key (`{"stream_key"}` or generated); a live broadcast goes on |
 //! | `POST /api/v1/conferences/{id}/end` | operator | end: its live sessions end, WHIP is refused (403) until reopened |
@@ -88,6 +88,9 @@ pub struct AttendanceCtx {
     pub events: Option<Arc<crate::events::Hub>>,
     /// Roll calls known to this relay (deadlines, for answers).
     pub rollcalls: Arc<rollcall::RollCallBook>,
+    /// The RTMP ingest's server URL (`rtmp://HOST:PORT`), set once its listener is bound;
+    /// unset: no RTMP ingest.
+    pub rtmp_server: Arc<std::sync::OnceLock<String>>,
 }
 
 /// A join-link check other than the ledger's (see [`AttendanceCtx::join_verifier`]).
@@ -127,7 +130,14 @@ impl AttendanceCtx {
             join_verifier: None,
             events: None,
             rollcalls: Arc::default(),
+            rtmp_server: Arc::default(),
         }
+    }
+
+    /// Shares the cell the RTMP ingest's server URL is set in once it listens.
+    pub fn with_rtmp_server(mut self, cell: Arc<std::sync::OnceLock<String>>) -> Self {
+        self.rtmp_server = cell;
+        self
     }
 
     /// Uses the relay's role check (its accounts and console sessions).
@@ -566,6 +576,9 @@ struct ConferenceDto {
     stream_key: String,
     whep_url: String,
     watch_url: String,
+    /// The RTMP ingest's server URL for this conference (`rtmp://HOST:PORT/{id}`; the stream
+    /// key is the stream name), None when the relay takes no RTMP.
+    rtmp_url: Option<String>,
 }
 
 impl ConferenceDto {
@@ -586,6 +599,7 @@ impl ConferenceDto {
             stream_key: c.stream_key.clone(),
             whep_url: format!("{base}/whep/{id}"),
             watch_url: format!("{base}/watch/{id}"),
+            rtmp_url: ctx.rtmp_server.get().map(|s| format!("{s}/{id}")),
         }
     }
 }
