@@ -6,9 +6,11 @@
 //! | test | shows |
 //! |---|---|
 //! | `rtmp_push_plays_in_chromium_and_aiortc` | ffmpeg (H.264 + AAC 44.1 kHz) → RTMP → the viewer page and an aiortc WHEP player decode video at 640x360 and play non-silent Opus audio; a screenshot of the page is kept |
-//! | `rtmp_wrong_key_or_conference_is_refused` | a wrong stream key and an unknown conference: ffmpeg fails, the relay logs the refusal, nothing goes live |
+//! | `rtmp_wrong_key_or_conference_is_refused` | a wrong stream key and an unknown conference: ffmpeg fails, the relay logs the refusal, nothing goes live; the conference API's `rtmp_url` (operator console) |
 //! | `rtmp_unsupported_codecs_are_refused_by_name` | Sorenson H.263 (`-c:v flv1`) and MP3 audio: the log names the codec, the connection is closed |
 //! | `rtmp_bad_handshakes_do_not_stop_a_good_push` | a truncated handshake and garbage: each dropped with a log line; a good push that follows plays in aiortc |
+//! | `rtmp_ingest_reaches_a_relay_that_announces_a_public_ip` | `--media 0.0.0.0:0 --public-ip 203.0.113.7`: the gateway's WebRTC connection to its own relay still carries the push |
+//! | `rtmp_ingest_works_when_the_relay_speaks_https` | `http.tls_cert`/`tls_key` set: the gateway publishes through the relay's loopback plain listener |
 //!
 //! Needs ffmpeg (Debian's, with libx264 and libmp3lame) besides the e2e prerequisites.
 
@@ -450,24 +452,75 @@ fn rtmp_ingest_reaches_a_relay_that_announces_a_public_ip() {
                     ..Default::default()
                 },
             )?;
-            let url = rtmp_url(&demo.info)?;
-            let mut ffmpeg = ffmpeg_push(ctx, "nat", &url, &[GOOD_VIDEO, GOOD_AUDIO], 8)?;
-            ensure!(
-                ffmpeg.wait_timeout(Duration::from_secs(30))?.is_some(),
-                "ffmpeg did not finish its 8 s push"
-            );
-            wait_for_log(&demo, &["ingest feed ended"], Duration::from_secs(20))?;
-            demo.ensure_running()?;
-            let log = plain_log(&demo);
-            let frames = logged_number(&log, "ingest feed ended", "n_video_frames").unwrap_or(0);
-            let audio = logged_number(&log, "ingest feed ended", "n_audio_packets").unwrap_or(0);
-            // 8 s at 30 fps and 50 packets/s, less what came before the connection was up.
-            ensure!(
-                frames >= 150 && audio >= 250,
-                "the gateway sent {frames} video frames and {audio} audio packets to a relay \
-                 announcing 203.0.113.7: its media never connected"
-            );
+            ensure_short_push_arrives(ctx, &mut demo, "nat", "a relay announcing 203.0.113.7")?;
             Ok(())
+        },
+    );
+}
+
+/// ffmpeg pushes 8 s; the gateway must have handed most of it to its WebRTC connection.
+fn ensure_short_push_arrives(ctx: &Ctx, demo: &mut Demo, tag: &str, what: &str) -> Result<()> {
+    let url = rtmp_url(&demo.info)?;
+    let mut ffmpeg = ffmpeg_push(ctx, tag, &url, &[GOOD_VIDEO, GOOD_AUDIO], 8)?;
+    ensure!(
+        ffmpeg.wait_timeout(Duration::from_secs(30))?.is_some(),
+        "ffmpeg did not finish its 8 s push"
+    );
+    wait_for_log(demo, &["ingest feed ended"], Duration::from_secs(20))?;
+    demo.ensure_running()?;
+    let log = plain_log(demo);
+    let frames = logged_number(&log, "ingest feed ended", "n_video_frames").unwrap_or(0);
+    let audio = logged_number(&log, "ingest feed ended", "n_audio_packets").unwrap_or(0);
+    // 8 s at 30 fps and 50 packets/s, less what came before the connection was up.
+    ensure!(
+        frames >= 150 && audio >= 250,
+        "the gateway sent {frames} video frames and {audio} audio packets to {what}: its \
+         media never connected"
+    );
+    Ok(())
+}
+
+/// With `[http]` TLS on, the gateway still publishes (through the relay's loopback plain
+/// listener, as the demo's built-in source does).
+#[test]
+fn rtmp_ingest_works_when_the_relay_speaks_https() {
+    run(
+        "rtmp_ingest_works_when_the_relay_speaks_https",
+        Weight::Heavy,
+        |ctx| {
+            let cert = ctx.path("cert.pem");
+            let key = ctx.path("key.pem");
+            let out = Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+                .args(["-subj", "/CN=localhost", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .context("cannot run openssl")?;
+            ensure!(
+                out.status.success(),
+                "openssl: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let mut demo = Demo::start(
+                ctx,
+                DemoOptions {
+                    no_source: true,
+                    set: vec![
+                        format!("http.tls_cert={:?}", cert.display().to_string()),
+                        format!("http.tls_key={:?}", key.display().to_string()),
+                    ],
+                    ..Default::default()
+                },
+            )?;
+            ensure!(
+                demo.info.http_base.starts_with("https://"),
+                "the demo does not speak https: {}",
+                demo.info.http_base
+            );
+            ensure_short_push_arrives(ctx, &mut demo, "tls", "an https relay")
         },
     );
 }
