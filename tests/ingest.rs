@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `rtmp_push_plays_in_chromium_and_aiortc` | ffmpeg (H.264 + AAC 44.1 kHz) → RTMP → the viewer page and an aiortc WHEP player decode video at 640x360 and play non-silent Opus audio; a screenshot of the page is kept |
 //! | `rtmp_wrong_key_or_conference_is_refused` | a wrong stream key and an unknown conference: ffmpeg fails, the relay logs the refusal, nothing goes live; the conference API's `rtmp_url` (operator console) |
-//! | `rtmp_unsupported_codecs_are_refused_by_name` | Sorenson H.263 (`-c:v flv1`) and MP3 audio: the log names the codec, the connection is closed |
+//! | `rtmp_unsupported_codecs_are_refused_by_name` | Sorenson H.263 (`-c:v flv1`) and MP3 audio: the log names the codec, the connection is closed, while another conference's push stays on the air; B-frames (`-bf 2`) are carried with a warning line |
 //! | `rtmp_bad_handshakes_do_not_stop_a_good_push` | a truncated handshake and garbage: each dropped with a log line; a good push that follows plays in aiortc |
 //! | `rtmp_ingest_reaches_a_relay_that_announces_a_public_ip` | `--media 0.0.0.0:0 --public-ip 203.0.113.7`: the gateway's WebRTC connection to its own relay still carries the push |
 //! | `rtmp_ingest_works_when_the_relay_speaks_https` | `http.tls_cert`/`tls_key` set: the gateway publishes through the relay's loopback plain listener |
@@ -99,11 +99,11 @@ fn demo_log(demo: &Demo) -> String {
     fs::read_to_string(demo.log_path()).unwrap_or_default()
 }
 
-/// Waits until the relay's log contains every one of `needles`.
+/// Waits until the relay's log (without colour codes) contains every one of `needles`.
 fn wait_for_log(demo: &Demo, needles: &[&str], timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        let log = demo_log(demo);
+        let log = plain_log(demo);
         let missing: Vec<&&str> = needles.iter().filter(|n| !log.contains(**n)).collect();
         if missing.is_empty() {
             return Ok(());
@@ -328,6 +328,18 @@ fn rtmp_unsupported_codecs_are_refused_by_name() {
                 },
             )?;
             let url = rtmp_url(&demo.info)?;
+            let addr = rtmp_addr(&url)?;
+            // Another conference, on the air meanwhile: the refusals must not touch it.
+            let other = Admin::new(&demo.info)?.post(
+                "/api/v1/conferences",
+                serde_json::json!({"id": "hn-khac", "title": "Hội nghị khác"}),
+                &[201],
+            )?;
+            let other_key = other["stream_key"].as_str().context("no stream_key")?;
+            let other_url = format!("rtmp://{addr}/hn-khac/{other_key}");
+            let mut on_air = ffmpeg_push(ctx, "other", &other_url, &[GOOD_VIDEO, GOOD_AUDIO], 120)?;
+            wait_for_log(&demo, &["conference=hn-khac"], Duration::from_secs(20))?;
+
             let mut ffmpeg = ffmpeg_push(ctx, "flv1", &url, &[&["-c:v", "flv1"], GOOD_AUDIO], 20)?;
             expect_ffmpeg_failed(&mut ffmpeg, "a Sorenson H.263 push")?;
             wait_for_log(
@@ -346,7 +358,31 @@ fn rtmp_unsupported_codecs_are_refused_by_name() {
             )?;
             // Each refused stream's feed was withdrawn from the relay.
             wait_for_log(&demo, &["broadcast ended"], Duration::from_secs(10))?;
+
+            // B-frames are carried but told (browsers drop them).
+            let bframes = &[
+                "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "60",
+            ][..];
+            let mut ffmpeg = ffmpeg_push(ctx, "bframes", &url, &[bframes, GOOD_AUDIO], 6)?;
+            wait_for_log(
+                &demo,
+                &["the encoder sends B-frames"],
+                Duration::from_secs(20),
+            )?;
+            let _ = ffmpeg.wait_timeout(Duration::from_secs(20))?;
+
+            // The other conference was on the air throughout.
             demo.ensure_running()?;
+            ensure!(
+                on_air.try_wait()?.is_none(),
+                "the other conference's push stopped"
+            );
+            let log = plain_log(&demo);
+            ensure!(
+                !log.lines()
+                    .any(|l| l.contains("ingest feed ended") && l.contains("conference=hn-khac")),
+                "the other conference's feed ended during the refusals"
+            );
             Ok(())
         },
     );
