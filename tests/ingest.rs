@@ -6,9 +6,11 @@
 //! | test | shows |
 //! |---|---|
 //! | `rtmp_push_plays_in_chromium_and_aiortc` | ffmpeg (H.264 + AAC 44.1 kHz) → RTMP → the viewer page and an aiortc WHEP player decode video at 640x360 and play non-silent Opus audio; a screenshot of the page is kept |
-//! | `rtmp_wrong_key_or_conference_is_refused` | a wrong stream key and an unknown conference: ffmpeg fails, the relay logs the refusal, nothing goes live |
-//! | `rtmp_unsupported_codecs_are_refused_by_name` | Sorenson H.263 (`-c:v flv1`) and MP3 audio: the log names the codec, the connection is closed |
+//! | `rtmp_wrong_key_or_conference_is_refused` | a wrong stream key and an unknown conference: ffmpeg fails, the relay logs the refusal, nothing goes live; the conference API's `rtmp_url` (operator console) |
+//! | `rtmp_unsupported_codecs_are_refused_by_name` | Sorenson H.263 (`-c:v flv1`) and MP3 audio: the log names the codec, the connection is closed, while another conference's push stays on the air; B-frames (`-bf 2`) are carried with a warning line |
 //! | `rtmp_bad_handshakes_do_not_stop_a_good_push` | a truncated handshake and garbage: each dropped with a log line; a good push that follows plays in aiortc |
+//! | `rtmp_ingest_reaches_a_relay_that_announces_a_public_ip` | `--media 0.0.0.0:0 --public-ip 203.0.113.7`: the gateway's WebRTC connection to its own relay still carries the push |
+//! | `rtmp_ingest_works_when_the_relay_speaks_https` | `http.tls_cert`/`tls_key` set: the gateway publishes through the relay's loopback plain listener |
 //!
 //! Needs ffmpeg (Debian's, with libx264 and libmp3lame) besides the e2e prerequisites.
 
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use hallcast_tests::adapt::results_dir;
+use hallcast_tests::admin::Admin;
 use hallcast_tests::net::Prng;
 use hallcast_tests::proc::Proc;
 use hallcast_tests::results::{self, PlayResult, ensure_pages_playing};
@@ -96,11 +99,11 @@ fn demo_log(demo: &Demo) -> String {
     fs::read_to_string(demo.log_path()).unwrap_or_default()
 }
 
-/// Waits until the relay's log contains every one of `needles`.
+/// Waits until the relay's log (without colour codes) contains every one of `needles`.
 fn wait_for_log(demo: &Demo, needles: &[&str], timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        let log = demo_log(demo);
+        let log = plain_log(demo);
         let missing: Vec<&&str> = needles.iter().filter(|n| !log.contains(**n)).collect();
         if missing.is_empty() {
             return Ok(());
@@ -296,6 +299,16 @@ fn rtmp_wrong_key_or_conference_is_refused() {
                 !demo_log(&demo).contains("broadcast live"),
                 "a refused push went live"
             );
+
+            // The operator console's API tells the RTMP server of the conference.
+            let admin = Admin::new(&demo.info)?;
+            let c = admin.get(&format!("/api/v1/conferences/{conference}"))?;
+            let expected = format!("rtmp://{addr}/{conference}");
+            ensure!(
+                c["rtmp_url"] == expected.as_str(),
+                "GET /api/v1/conferences/{conference} says rtmp_url {}, expected {expected:?}",
+                c["rtmp_url"]
+            );
             Ok(())
         },
     );
@@ -315,6 +328,18 @@ fn rtmp_unsupported_codecs_are_refused_by_name() {
                 },
             )?;
             let url = rtmp_url(&demo.info)?;
+            let addr = rtmp_addr(&url)?;
+            // Another conference, on the air meanwhile: the refusals must not touch it.
+            let other = Admin::new(&demo.info)?.post(
+                "/api/v1/conferences",
+                serde_json::json!({"id": "hn-khac", "title": "Hội nghị khác"}),
+                &[201],
+            )?;
+            let other_key = other["stream_key"].as_str().context("no stream_key")?;
+            let other_url = format!("rtmp://{addr}/hn-khac/{other_key}");
+            let mut on_air = ffmpeg_push(ctx, "other", &other_url, &[GOOD_VIDEO, GOOD_AUDIO], 120)?;
+            wait_for_log(&demo, &["conference=hn-khac"], Duration::from_secs(20))?;
+
             let mut ffmpeg = ffmpeg_push(ctx, "flv1", &url, &[&["-c:v", "flv1"], GOOD_AUDIO], 20)?;
             expect_ffmpeg_failed(&mut ffmpeg, "a Sorenson H.263 push")?;
             wait_for_log(
@@ -333,7 +358,31 @@ fn rtmp_unsupported_codecs_are_refused_by_name() {
             )?;
             // Each refused stream's feed was withdrawn from the relay.
             wait_for_log(&demo, &["broadcast ended"], Duration::from_secs(10))?;
+
+            // B-frames are carried but told (browsers drop them).
+            let bframes = &[
+                "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "60",
+            ][..];
+            let mut ffmpeg = ffmpeg_push(ctx, "bframes", &url, &[bframes, GOOD_AUDIO], 6)?;
+            wait_for_log(
+                &demo,
+                &["the encoder sends B-frames"],
+                Duration::from_secs(20),
+            )?;
+            let _ = ffmpeg.wait_timeout(Duration::from_secs(20))?;
+
+            // The other conference was on the air throughout.
             demo.ensure_running()?;
+            ensure!(
+                on_air.try_wait()?.is_none(),
+                "the other conference's push stopped"
+            );
+            let log = plain_log(&demo);
+            ensure!(
+                !log.lines()
+                    .any(|l| l.contains("ingest feed ended") && l.contains("conference=hn-khac")),
+                "the other conference's feed ended during the refusals"
+            );
             Ok(())
         },
     );
@@ -439,24 +488,75 @@ fn rtmp_ingest_reaches_a_relay_that_announces_a_public_ip() {
                     ..Default::default()
                 },
             )?;
-            let url = rtmp_url(&demo.info)?;
-            let mut ffmpeg = ffmpeg_push(ctx, "nat", &url, &[GOOD_VIDEO, GOOD_AUDIO], 8)?;
-            ensure!(
-                ffmpeg.wait_timeout(Duration::from_secs(30))?.is_some(),
-                "ffmpeg did not finish its 8 s push"
-            );
-            wait_for_log(&demo, &["ingest feed ended"], Duration::from_secs(20))?;
-            demo.ensure_running()?;
-            let log = plain_log(&demo);
-            let frames = logged_number(&log, "ingest feed ended", "n_video_frames").unwrap_or(0);
-            let audio = logged_number(&log, "ingest feed ended", "n_audio_packets").unwrap_or(0);
-            // 8 s at 30 fps and 50 packets/s, less what came before the connection was up.
-            ensure!(
-                frames >= 150 && audio >= 250,
-                "the gateway sent {frames} video frames and {audio} audio packets to a relay \
-                 announcing 203.0.113.7: its media never connected"
-            );
+            ensure_short_push_arrives(ctx, &mut demo, "nat", "a relay announcing 203.0.113.7")?;
             Ok(())
+        },
+    );
+}
+
+/// ffmpeg pushes 8 s; the gateway must have handed most of it to its WebRTC connection.
+fn ensure_short_push_arrives(ctx: &Ctx, demo: &mut Demo, tag: &str, what: &str) -> Result<()> {
+    let url = rtmp_url(&demo.info)?;
+    let mut ffmpeg = ffmpeg_push(ctx, tag, &url, &[GOOD_VIDEO, GOOD_AUDIO], 8)?;
+    ensure!(
+        ffmpeg.wait_timeout(Duration::from_secs(30))?.is_some(),
+        "ffmpeg did not finish its 8 s push"
+    );
+    wait_for_log(demo, &["ingest feed ended"], Duration::from_secs(20))?;
+    demo.ensure_running()?;
+    let log = plain_log(demo);
+    let frames = logged_number(&log, "ingest feed ended", "n_video_frames").unwrap_or(0);
+    let audio = logged_number(&log, "ingest feed ended", "n_audio_packets").unwrap_or(0);
+    // 8 s at 30 fps and 50 packets/s, less what came before the connection was up.
+    ensure!(
+        frames >= 150 && audio >= 250,
+        "the gateway sent {frames} video frames and {audio} audio packets to {what}: its \
+         media never connected"
+    );
+    Ok(())
+}
+
+/// With `[http]` TLS on, the gateway still publishes (through the relay's loopback plain
+/// listener, as the demo's built-in source does).
+#[test]
+fn rtmp_ingest_works_when_the_relay_speaks_https() {
+    run(
+        "rtmp_ingest_works_when_the_relay_speaks_https",
+        Weight::Heavy,
+        |ctx| {
+            let cert = ctx.path("cert.pem");
+            let key = ctx.path("key.pem");
+            let out = Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+                .args(["-subj", "/CN=localhost", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .context("cannot run openssl")?;
+            ensure!(
+                out.status.success(),
+                "openssl: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let mut demo = Demo::start(
+                ctx,
+                DemoOptions {
+                    no_source: true,
+                    set: vec![
+                        format!("http.tls_cert={:?}", cert.display().to_string()),
+                        format!("http.tls_key={:?}", key.display().to_string()),
+                    ],
+                    ..Default::default()
+                },
+            )?;
+            ensure!(
+                demo.info.http_base.starts_with("https://"),
+                "the demo does not speak https: {}",
+                demo.info.http_base
+            );
+            ensure_short_push_arrives(ctx, &mut demo, "tls", "an https relay")
         },
     );
 }

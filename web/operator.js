@@ -95,6 +95,10 @@
     $('srt-url').textContent = info.srt_url || '';
     $('srt-field').hidden = !info.srt_url;
     $('srt-note').hidden = !info.srt_url;
+    // RTMP ingest (null when the relay takes none): the server URL; the key is the stream name.
+    $('rtmp-url').textContent = info.rtmp_url || '';
+    $('rtmp-row').hidden = !info.rtmp_url;
+    $('rtmp-notes').hidden = !info.rtmp_url;
     const ended = info.state === 'ended';
     $('end-broadcast').hidden = ended;
     $('reopen').hidden = !ended;

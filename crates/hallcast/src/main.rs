@@ -560,6 +560,8 @@ struct Relay {
     /// The whole HTTP surface (in-process publishers, the demo's built-in source and the
     /// ingest gateway, reach it over a loopback listener: see `loopback_http`).
     app: axum::Router,
+    /// The RTMP ingest's server URL, for the consoles (set by `start_ingest`).
+    rtmp_server: Arc<std::sync::OnceLock<String>>,
     /// On an edge: its loop (to tell the parent it drains) and its outbox's counters (to
     /// deliver the last attendance events before the exit).
     edge: Option<(Arc<Edge>, Arc<hallcast_server::outbox::OutboxStats>)>,
@@ -774,8 +776,10 @@ impl Relay {
                 }
             }));
         }
+        let rtmp_server: Arc<std::sync::OnceLock<String>> = Arc::default();
         let mut ctx =
             AttendanceCtx::new(ledger.clone(), config.admin.token.clone(), base_url.clone())
+                .with_rtmp_server(rtmp_server.clone())
                 .with_registry(registry)
                 .with_access(state.access.clone())
                 .with_events(state.events.clone());
@@ -839,6 +843,7 @@ impl Relay {
             state,
             app: app_for_demo,
             edge: edge_parts,
+            rtmp_server,
         })
     }
 
@@ -1406,8 +1411,23 @@ async fn start_ingest(relay: &Relay) -> anyhow::Result<Option<std::net::SocketAd
     let bound = listener.local_addr()?;
     let target = ingest_target(relay).await?;
     info!(rtmp = %bound, "RTMP ingest listening: rtmp://{bound}/{{conference}}, the stream key as the stream name");
+    // What encoders are told: the host of the relay's public URL, the listener's port.
+    let host = url_host(&relay.base_url).unwrap_or("127.0.0.1");
+    let _ = relay
+        .rtmp_server
+        .set(format!("rtmp://{host}:{}", bound.port()));
     tokio::spawn(listener.serve(target));
     Ok(Some(bound))
+}
+
+/// The host of an `http(s)://` URL (`[v6]` bracketed as written), without the port.
+fn url_host(url: &str) -> Option<&str> {
+    let authority = url.split_once("://")?.1.split('/').next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    if authority.starts_with('[') {
+        return authority.find(']').map(|i| &authority[..=i]);
+    }
+    Some(authority.split(':').next().unwrap_or(authority)).filter(|h| !h.is_empty())
 }
 
 /// Keeps the built-in source publishing, republishing with backoff if it drops.
@@ -1428,5 +1448,25 @@ async fn run_source(whip_url: String, key: String, opts: hallcast_client::Source
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_host;
+
+    #[test]
+    fn url_hosts_lose_their_port_and_keep_ipv6_brackets() {
+        assert_eq!(url_host("http://127.0.0.1:8080"), Some("127.0.0.1"));
+        assert_eq!(url_host("https://hall.example/x"), Some("hall.example"));
+        assert_eq!(
+            url_host("https://[2001:db8::1]:8443/"),
+            Some("[2001:db8::1]")
+        );
+        assert_eq!(
+            url_host("http://u:p@relay.example:80"),
+            Some("relay.example")
+        );
+        assert_eq!(url_host("relay.example"), None);
     }
 }

@@ -15,7 +15,7 @@
 //! | `POST /api/v1/points` | admin | create `{"id","org_id","name","location","expected_headcount"}` → 201 |
 //! | `GET/PUT/DELETE /api/v1/points/{id}` | admin | one point |
 //! | `POST /api/v1/points/import` | admin | registry CSV body (≤ 8 MiB), all or nothing |
-//! | `GET/POST /api/v1/conferences` | operator | list / create-or-rename `{"id","title","stream_key"?}` → 201 created (200 renamed) with `whip_url`, `stream_key`, `whep_url`, `watch_url`, `state` |
+//! | `GET/POST /api/v1/conferences` | operator | list / create-or-rename `{"id","title","stream_key"?}` → 201 created (200 renamed) with `whip_url`, `stream_key`, `whep_url`, `watch_url`, `rtmp_url` (null: no RTMP ingest), `state` |
 //! | `GET /api/v1/conferences/{id}` | operator | one conference, as above |
 //! | `POST /api/v1/conferences/{id}/stream-key` | operator | rotate the stream key (`{"stream_key"}` or generated); a live broadcast goes on |
 //! | `POST /api/v1/conferences/{id}/end` | operator | end: its live sessions end, WHIP is refused (403) until reopened |
@@ -93,6 +93,9 @@ pub struct AttendanceCtx {
     /// The SRT ingest's bound address (`[ingest] srt`), for the encoder details a conference
     /// lists (`srt_url`); None: SRT is off.
     pub srt_addr: Option<std::net::SocketAddr>,
+    /// The RTMP ingest's server URL (`rtmp://HOST:PORT`), set once its listener is bound;
+    /// unset: no RTMP ingest.
+    pub rtmp_server: Arc<std::sync::OnceLock<String>>,
 }
 
 /// A join-link check other than the ledger's (see [`AttendanceCtx::join_verifier`]).
@@ -134,7 +137,14 @@ impl AttendanceCtx {
             rollcalls: Arc::default(),
             recorder: None,
             srt_addr: None,
+            rtmp_server: Arc::default(),
         }
+    }
+
+    /// Shares the cell the RTMP ingest's server URL is set in once it listens.
+    pub fn with_rtmp_server(mut self, cell: Arc<std::sync::OnceLock<String>>) -> Self {
+        self.rtmp_server = cell;
+        self
     }
 
     /// Uses the relay's role check (its accounts and console sessions).
@@ -581,6 +591,9 @@ struct ConferenceDto {
     watch_url: String,
     /// What an SRT encoder dials (null when the relay takes no SRT).
     srt_url: Option<String>,
+    /// The RTMP ingest's server URL for this conference (`rtmp://HOST:PORT/{id}`; the stream
+    /// key is the stream name), None when the relay takes no RTMP.
+    rtmp_url: Option<String>,
 }
 
 impl ConferenceDto {
@@ -602,6 +615,7 @@ impl ConferenceDto {
             whep_url: format!("{base}/whep/{id}"),
             watch_url: format!("{base}/watch/{id}"),
             srt_url: ctx.srt_addr.map(|a| srt_url(base, a, id, &c.stream_key)),
+            rtmp_url: ctx.rtmp_server.get().map(|s| format!("{s}/{id}")),
         }
     }
 }
