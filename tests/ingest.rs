@@ -14,20 +14,30 @@
 //!
 //! Needs ffmpeg (Debian's, with libx264 and libmp3lame) besides the e2e prerequisites.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write as _;
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use hallcast_tests::adapt::results_dir;
 use hallcast_tests::admin::Admin;
+use hallcast_tests::ffmpeg;
 use hallcast_tests::net::Prng;
 use hallcast_tests::proc::Proc;
 use hallcast_tests::results::{self, PlayResult, ensure_pages_playing};
 use hallcast_tests::{Client, ClientKind, Ctx, Demo, DemoOptions, Info, Weight, run};
+
+// The e2e binary's client helpers (the aiortc player), shared rather than copied; this binary
+// uses only some of them.
+#[path = "util.rs"]
+#[allow(dead_code)]
+mod util;
+
+use util::aiortc_player;
 
 /// Video frames every player must decode.
 const MIN_FRAMES: u64 = 60;
@@ -75,23 +85,21 @@ fn rtmp_addr(url: &str) -> Result<String> {
 
 /// ffmpeg pushing the test pattern and the tone to `url` for `seconds` (in real time), with
 /// the given codec arguments; its output goes to `ffmpeg-<tag>.log` in the scratch directory.
-fn ffmpeg_push(ctx: &Ctx, tag: &str, url: &str, codecs: &[&[&str]], seconds: u32) -> Result<Proc> {
-    let log = ctx.path(&format!("ffmpeg-{tag}.log"));
-    let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-    let err = out.try_clone()?;
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]);
+fn ffmpeg_push(
+    ctx: &Ctx,
+    tag: &str,
+    url: &str,
+    codecs: &[&[&str]],
+    seconds: u32,
+) -> Result<(Proc, PathBuf)> {
+    let seconds = seconds.to_string();
+    let mut args = vec!["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"];
+    args.extend(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]);
     for c in codecs {
-        cmd.args(*c);
+        args.extend_from_slice(c);
     }
-    cmd.args(["-t", &seconds.to_string(), "-f", "flv", url])
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    ctx.register_log(&format!("ffmpeg {tag}"), &log);
-    Proc::spawn(&mut cmd, false).context("cannot start ffmpeg (scripts/install-test-deps.sh)")
+    args.extend(["-t", &seconds, "-f", "flv", url]);
+    ffmpeg::spawn(ctx, &format!("ffmpeg-{tag}"), &args)
 }
 
 /// The relay's log so far.
@@ -116,34 +124,8 @@ fn wait_for_log(demo: &Demo, needles: &[&str], timeout: Duration) -> Result<()> 
 }
 
 /// Waits for ffmpeg to exit and fails unless it failed (a refused push).
-fn expect_ffmpeg_failed(ffmpeg: &mut Proc, what: &str) -> Result<()> {
-    match ffmpeg.wait_timeout(Duration::from_secs(30))? {
-        Some(status) if !status.success() => Ok(()),
-        Some(status) => bail!("{what}: ffmpeg exited with {status}, expected a failure"),
-        None => bail!("{what}: ffmpeg still pushing after 30 s; the relay did not refuse it"),
-    }
-}
-
-/// An aiortc WHEP player (waits while the feed is not live yet).
-fn aiortc_player(ctx: &Ctx, info: &Info, duration_s: u32) -> Result<Client> {
-    let args: Vec<String> = [
-        "--url",
-        &info.whep_url,
-        "--token",
-        &info.viewer_token,
-        "--duration",
-        &duration_s.to_string(),
-        "--until-frames",
-        &MIN_FRAMES.to_string(),
-        "--until-audio",
-        "250",
-        "--wait-live",
-        "--progress",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Client::start(ctx, ClientKind::Aiortc, "whep_play.py", &args)
+fn expect_ffmpeg_failed(ffmpeg: &mut Proc, log: &Path, what: &str) -> Result<()> {
+    ffmpeg::expect_refused(ffmpeg, log, Duration::from_secs(30), what)
 }
 
 fn check_aiortc(played: &PlayResult, what: &str) -> Result<()> {
@@ -178,7 +160,7 @@ fn rtmp_push_plays_in_chromium_and_aiortc() {
                 },
             )?;
             let url = rtmp_url(&demo.info)?;
-            let mut ffmpeg = ffmpeg_push(ctx, "good", &url, &[GOOD_VIDEO, GOOD_AUDIO], 120)?;
+            let (mut ffmpeg, _) = ffmpeg_push(ctx, "good", &url, &[GOOD_VIDEO, GOOD_AUDIO], 120)?;
             wait_for_log(&demo, &["RTMP publish accepted"], Duration::from_secs(20))?;
 
             let shot = ctx.path("viewer.png");
@@ -201,7 +183,7 @@ fn rtmp_push_plays_in_chromium_and_aiortc() {
             .map(|s| s.to_string())
             .collect();
             let mut page = Client::start(ctx, ClientKind::Browser, "watch_pages.mjs", &page_args)?;
-            let mut player = aiortc_player(ctx, &demo.info, 60)?;
+            let mut player = aiortc_player(ctx, &demo.info, 60, MIN_FRAMES as u32)?;
 
             let page_result = page.result(Duration::from_secs(100))?;
             let played: PlayResult =
@@ -269,9 +251,9 @@ fn rtmp_wrong_key_or_conference_is_refused() {
             let addr = rtmp_addr(&rtmp_url(&demo.info)?)?;
             let conference = demo.info.conference.clone();
             let wrong_key = format!("rtmp://{addr}/{conference}/not-the-key-0123456789");
-            let mut ffmpeg =
+            let (mut ffmpeg, ffmpeg_log) =
                 ffmpeg_push(ctx, "wrong-key", &wrong_key, &[GOOD_VIDEO, GOOD_AUDIO], 20)?;
-            expect_ffmpeg_failed(&mut ffmpeg, "a push with a wrong stream key")?;
+            expect_ffmpeg_failed(&mut ffmpeg, &ffmpeg_log, "a push with a wrong stream key")?;
             wait_for_log(
                 &demo,
                 &["RTMP publish refused", "wrong stream key"],
@@ -280,14 +262,14 @@ fn rtmp_wrong_key_or_conference_is_refused() {
 
             let no_conference =
                 format!("rtmp://{addr}/no-such-conference/{}", demo.info.stream_key);
-            let mut ffmpeg = ffmpeg_push(
+            let (mut ffmpeg, ffmpeg_log) = ffmpeg_push(
                 ctx,
                 "no-conference",
                 &no_conference,
                 &[GOOD_VIDEO, GOOD_AUDIO],
                 20,
             )?;
-            expect_ffmpeg_failed(&mut ffmpeg, "a push to an unknown conference")?;
+            expect_ffmpeg_failed(&mut ffmpeg, &ffmpeg_log, "a push to an unknown conference")?;
             wait_for_log(
                 &demo,
                 &["no conference no-such-conference"],
@@ -337,11 +319,13 @@ fn rtmp_unsupported_codecs_are_refused_by_name() {
             )?;
             let other_key = other["stream_key"].as_str().context("no stream_key")?;
             let other_url = format!("rtmp://{addr}/hn-khac/{other_key}");
-            let mut on_air = ffmpeg_push(ctx, "other", &other_url, &[GOOD_VIDEO, GOOD_AUDIO], 120)?;
+            let (mut on_air, _) =
+                ffmpeg_push(ctx, "other", &other_url, &[GOOD_VIDEO, GOOD_AUDIO], 120)?;
             wait_for_log(&demo, &["conference=hn-khac"], Duration::from_secs(20))?;
 
-            let mut ffmpeg = ffmpeg_push(ctx, "flv1", &url, &[&["-c:v", "flv1"], GOOD_AUDIO], 20)?;
-            expect_ffmpeg_failed(&mut ffmpeg, "a Sorenson H.263 push")?;
+            let (mut ffmpeg, ffmpeg_log) =
+                ffmpeg_push(ctx, "flv1", &url, &[&["-c:v", "flv1"], GOOD_AUDIO], 20)?;
+            expect_ffmpeg_failed(&mut ffmpeg, &ffmpeg_log, "a Sorenson H.263 push")?;
             wait_for_log(
                 &demo,
                 &["RTMP stream refused", "Sorenson H.263 (flv1)"],
@@ -349,8 +333,8 @@ fn rtmp_unsupported_codecs_are_refused_by_name() {
             )?;
 
             let mp3 = &["-c:a", "libmp3lame", "-b:a", "96k"][..];
-            let mut ffmpeg = ffmpeg_push(ctx, "mp3", &url, &[GOOD_VIDEO, mp3], 20)?;
-            expect_ffmpeg_failed(&mut ffmpeg, "an MP3 push")?;
+            let (mut ffmpeg, ffmpeg_log) = ffmpeg_push(ctx, "mp3", &url, &[GOOD_VIDEO, mp3], 20)?;
+            expect_ffmpeg_failed(&mut ffmpeg, &ffmpeg_log, "an MP3 push")?;
             wait_for_log(
                 &demo,
                 &["audio codec MP3 (FLV sound format 2)"],
@@ -363,7 +347,7 @@ fn rtmp_unsupported_codecs_are_refused_by_name() {
             let bframes = &[
                 "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "60",
             ][..];
-            let mut ffmpeg = ffmpeg_push(ctx, "bframes", &url, &[bframes, GOOD_AUDIO], 6)?;
+            let (mut ffmpeg, _) = ffmpeg_push(ctx, "bframes", &url, &[bframes, GOOD_AUDIO], 6)?;
             wait_for_log(
                 &demo,
                 &["the encoder sends B-frames"],
@@ -426,8 +410,8 @@ fn rtmp_bad_handshakes_do_not_stop_a_good_push() {
                 Duration::from_secs(10),
             )?;
 
-            let mut ffmpeg = ffmpeg_push(ctx, "after", &url, &[GOOD_VIDEO, GOOD_AUDIO], 90)?;
-            let mut player = aiortc_player(ctx, &demo.info, 60)?;
+            let (mut ffmpeg, _) = ffmpeg_push(ctx, "after", &url, &[GOOD_VIDEO, GOOD_AUDIO], 90)?;
+            let mut player = aiortc_player(ctx, &demo.info, 60, MIN_FRAMES as u32)?;
             let played: PlayResult =
                 results::parse("aiortc player", &player.result(Duration::from_secs(100))?)?;
             demo.ensure_running()?;
@@ -497,7 +481,7 @@ fn rtmp_ingest_reaches_a_relay_that_announces_a_public_ip() {
 /// ffmpeg pushes 8 s; the gateway must have handed most of it to its WebRTC connection.
 fn ensure_short_push_arrives(ctx: &Ctx, demo: &mut Demo, tag: &str, what: &str) -> Result<()> {
     let url = rtmp_url(&demo.info)?;
-    let mut ffmpeg = ffmpeg_push(ctx, tag, &url, &[GOOD_VIDEO, GOOD_AUDIO], 8)?;
+    let (mut ffmpeg, _) = ffmpeg_push(ctx, tag, &url, &[GOOD_VIDEO, GOOD_AUDIO], 8)?;
     ensure!(
         ffmpeg.wait_timeout(Duration::from_secs(30))?.is_some(),
         "ffmpeg did not finish its 8 s push"

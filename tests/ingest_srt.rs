@@ -8,11 +8,11 @@
 use std::fs;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use hallcast_tests::ffmpeg;
 use hallcast_tests::proc::Proc;
 use hallcast_tests::results::{self, PlayResult, ensure_pages_playing};
 use hallcast_tests::{Ctx, Demo, DemoOptions, Weight, run};
@@ -49,21 +49,6 @@ const H264_AAC: &[&str] = &[
     "64k",
 ];
 
-fn ffmpeg_bin() -> Result<PathBuf> {
-    let out = Command::new("sh")
-        .args(["-c", "command -v ffmpeg"])
-        .output()
-        .context("cannot run sh")?;
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if path.is_empty() {
-        bail!(
-            "ffmpeg is not installed (with libx264, libx265 and libsrt): run scripts/install-test-deps.sh \
-             or apt-get install -y --no-install-recommends ffmpeg"
-        );
-    }
-    Ok(PathBuf::from(path))
-}
-
 /// ffmpeg sending a test pattern and a tone, encoded with `codec_args`, as MPEG-TS (or
 /// `format`) to `url` in real time for `seconds`. Its output goes to `<tag>.log` in the scratch
 /// directory (shown if the test fails).
@@ -75,35 +60,29 @@ fn ffmpeg_push(
     format: &str,
     seconds: u32,
 ) -> Result<(Proc, PathBuf)> {
-    let log = ctx.path(&format!("{tag}.log"));
-    let out = fs::File::create(&log)?;
-    let mut cmd = Command::new(ffmpeg_bin()?);
-    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-map", "0:v", "-map", "1:a"])
-        .args(codec_args)
-        .args(["-t", &seconds.to_string(), "-f", format, url])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out);
-    ctx.register_log(&format!("ffmpeg {tag}"), &log);
-    Ok((Proc::spawn(&mut cmd, false)?, log))
+    let seconds = seconds.to_string();
+    let mut args = vec!["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"];
+    args.extend(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]);
+    args.extend(["-map", "0:v", "-map", "1:a"]);
+    args.extend_from_slice(codec_args);
+    args.extend(["-t", &seconds, "-f", format, url]);
+    ffmpeg::spawn(ctx, tag, &args)
 }
 
 /// ffmpeg sending raw PCM (not MPEG-TS) over SRT.
 fn ffmpeg_push_pcm(ctx: &Ctx, url: &str) -> Result<(Proc, PathBuf)> {
-    let log = ctx.path("ffmpeg-pcm.log");
-    let out = fs::File::create(&log)?;
-    let mut cmd = Command::new(ffmpeg_bin()?);
-    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
-        .args(["-f", "lavfi", "-i", "anoisesrc=sample_rate=48000"])
-        .args(["-t", "30", "-f", "s16le", url])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out);
-    ctx.register_log("ffmpeg pcm", &log);
-    Ok((Proc::spawn(&mut cmd, false)?, log))
+    let args = [
+        "-f",
+        "lavfi",
+        "-i",
+        "anoisesrc=sample_rate=48000",
+        "-t",
+        "30",
+        "-f",
+        "s16le",
+        url,
+    ];
+    ffmpeg::spawn(ctx, "ffmpeg-pcm", &args)
 }
 
 /// The demo's `srt_url` and the UDP address it names.
@@ -149,23 +128,6 @@ fn count_lines(log: &Path, needle: &str) -> usize {
         .lines()
         .filter(|l| l.contains(needle))
         .count()
-}
-
-/// Waits for an encoder the relay refused or dropped to give up (a non-zero exit).
-fn expect_encoder_ends(ff: &mut Proc, ff_log: &Path, within: Duration, what: &str) -> Result<()> {
-    match ff.wait_timeout(within)? {
-        Some(status) => {
-            ensure!(
-                !status.success(),
-                "{what}: ffmpeg exited successfully, as if its stream had been taken"
-            );
-            Ok(())
-        }
-        None => bail!(
-            "{what}: ffmpeg still sending after {within:?}; its output:\n{}",
-            fs::read_to_string(ff_log).unwrap_or_default()
-        ),
-    }
 }
 
 fn start_demo(ctx: &Ctx) -> Result<(Demo, PathBuf)> {
@@ -274,7 +236,7 @@ fn srt_wrong_key_is_refused() {
                 "mpegts",
                 20,
             )?;
-            expect_encoder_ends(&mut ff, &ff_log, Duration::from_secs(15), streamid)?;
+            ffmpeg::expect_refused(&mut ff, &ff_log, Duration::from_secs(15), streamid)?;
             let ff_out = fs::read_to_string(&ff_log).unwrap_or_default();
             ensure!(
                 ff_out.contains("REJECT") || ff_out.contains("failed"),
@@ -345,7 +307,7 @@ fn srt_garbage_then_a_good_push_plays() {
             &["SRT ingest refused: not MPEG-TS"],
             Duration::from_secs(15),
         )?;
-        expect_encoder_ends(
+        ffmpeg::expect_refused(
             &mut pcm,
             &pcm_log,
             Duration::from_secs(15),
@@ -395,7 +357,7 @@ fn srt_hevc_is_refused() {
             Duration::from_secs(20),
         )?;
         eprintln!("relay: {line}");
-        expect_encoder_ends(&mut ff, &ff_log, Duration::from_secs(15), "an HEVC encoder")?;
+        ffmpeg::expect_refused(&mut ff, &ff_log, Duration::from_secs(15), "an HEVC encoder")?;
         wait_log(&log, &["ingest feed ended"], Duration::from_secs(10))?;
 
         let (mut ff, _) = ffmpeg_push(ctx, "ffmpeg-h264", &url, H264_AAC, "mpegts", 30)?;

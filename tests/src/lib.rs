@@ -26,6 +26,7 @@ pub mod admin;
 mod client;
 mod ctx;
 mod demo;
+pub mod ffmpeg;
 pub mod http;
 pub mod net;
 pub mod netns;

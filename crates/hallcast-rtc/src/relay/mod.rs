@@ -469,8 +469,6 @@ impl Relay {
         self.shard_out.pop_front()
     }
 
-    /// When [`Relay::handle_timeout`] must be called next: now, while replays wait in the
-    /// backlog; else the earliest session deadline or housekeeping tick.
     /// What the recorder gets: each local source's broadcast started (codecs, the
     /// instant), its audio packets and its top video layer's, its end. Empty unless
     /// [`RelayConfig::record`]. The payloads are the source's own `Arc`s (no copy).
@@ -478,6 +476,8 @@ impl Relay {
         self.record_out.pop_front()
     }
 
+    /// When [`Relay::handle_timeout`] must be called next: now, while replays wait in the
+    /// backlog; else the earliest session deadline or housekeeping tick.
     pub fn poll_timeout(&self) -> Instant {
         if !self.backlog.is_empty() {
             return self.last_now;
