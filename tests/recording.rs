@@ -343,6 +343,20 @@ fn each_broadcast_is_recorded_listed_downloaded_and_decodes() {
             urls.iter().all(|u| html.body.contains(u)),
             "the HTML report does not link the recordings"
         );
+        let csv = admin.http.get(
+            &format!("/api/v1/conferences/{conf}/report?format=csv"),
+            Some(&admin.token),
+        )?;
+        let csv_links: Vec<&str> = csv
+            .body
+            .lines()
+            .filter(|l| l.starts_with("Bản ghi,"))
+            .filter_map(|l| l.rsplit(',').find(|c| c.starts_with("http")))
+            .collect();
+        ensure!(
+            csv_links == urls,
+            "the CSV report links {csv_links:?}, recordings {urls:?}"
+        );
         // `hallcast report` on the relay's host links the files themselves.
         let out = Command::new(hallcast_bin()?)
             .args([
