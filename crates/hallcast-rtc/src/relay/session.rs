@@ -52,8 +52,10 @@ pub(crate) struct Ingest {
     /// The encoder pre-flight analysis, from the moment the source is installed (boxed: it
     /// is ~1.2 KiB, and a session's role must stay small for the viewers).
     pub preflight: Option<Box<Preflight>>,
-    /// The video layer handed to the recorder (the top one), when recording.
-    pub record_layer: Option<Layer>,
+    /// Recording a simulcast source: the recorder's video waits (paused) for the first
+    /// keyframe of this top layer, until the deadline, so that the file starts with the
+    /// best picture rather than the lowest layer whose packets happen to come first.
+    pub record_waits_top: Option<(Layer, Instant)>,
 }
 
 impl Ingest {
@@ -68,7 +70,7 @@ impl Ingest {
             pending: None,
             upstream: false,
             preflight: None,
-            record_layer: None,
+            record_waits_top: None,
         }
     }
 
