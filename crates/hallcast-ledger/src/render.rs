@@ -1306,15 +1306,14 @@ mod tests {
         assert!(json.contains("<script>alert(1)</script>"), "{json}");
     }
 
-    /// A report whose broadcast overlapped a store outage says so, in both languages, in
-    /// every format; one without says nothing.
-    #[test]
-    fn store_outages_show_in_every_format() {
+    /// The report of a conference "hn-2025" whose broadcast started at t0 (2024-02-29
+    /// 08:02:03 +07:00), as of 10 minutes later; and t0.
+    fn broadcast_report() -> (Report, i64) {
         use hallcast_core::accounting::{
             ConferenceId, Event, EventId, EventKind, Folder, ReportConfig, build_report,
         };
         let c = ConferenceId::parse("hn-2025").unwrap();
-        let t0 = 1_709_168_523_000; // 2024-02-29 08:02:03 +07:00
+        let t0 = 1_709_168_523_000;
         let mut f = Folder::new(c.clone());
         f.extend(&[Event {
             event_id: EventId(1),
@@ -1322,7 +1321,15 @@ mod tests {
             at_ms: t0,
             kind: EventKind::BroadcastStarted,
         }]);
-        let plain = build_report(&f.finish(t0 + 600_000), &[], &[], &ReportConfig::default());
+        let report = build_report(&f.finish(t0 + 600_000), &[], &[], &ReportConfig::default());
+        (report, t0)
+    }
+
+    /// A report whose broadcast overlapped a store outage says so, in both languages, in
+    /// every format; one without says nothing.
+    #[test]
+    fn store_outages_show_in_every_format() {
+        let (plain, t0) = broadcast_report();
         let o = StoreOutage {
             node: "central".into(),
             from_ms: t0 + 60_000,
@@ -1383,19 +1390,7 @@ mod tests {
     /// (times in the document's offset) and the download URL, as wide as the header.
     #[test]
     fn recordings_are_linked_in_the_csv_report() {
-        use hallcast_core::accounting::{
-            ConferenceId, Event, EventId, EventKind, Folder, ReportConfig, build_report,
-        };
-        let c = ConferenceId::parse("hn-2025").unwrap();
-        let t0 = 1_709_168_523_000; // 2024-02-29 08:02:03 +07:00
-        let mut f = Folder::new(c.clone());
-        f.extend(&[Event {
-            event_id: EventId(1),
-            conference: c,
-            at_ms: t0,
-            kind: EventKind::BroadcastStarted,
-        }]);
-        let report = build_report(&f.finish(t0 + 600_000), &[], &[], &ReportConfig::default());
+        let (report, t0) = broadcast_report();
         let recs = [
             RecordingLink {
                 id: "a1".into(),
