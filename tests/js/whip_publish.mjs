@@ -14,15 +14,15 @@
 import { emit, launchBrowser, log, parseArgs, run, sleep } from './common.mjs';
 
 const USAGE = `usage: whip_publish.mjs --url WHIP_URL --key STREAM_KEY [--codec h264|vp8] [--simulcast]
-                        [--mute-audio] [--duration SECS] [--progress]`;
+                        [--mute-audio] [--duration SECS] [--progress] [--header 'NAME: VALUE']`;
 
 const args = parseArgs(
-  { url: '', key: '', codec: 'h264', simulcast: false, mute_audio: false, duration: 30, progress: false },
+  { url: '', key: '', codec: 'h264', simulcast: false, mute_audio: false, duration: 30, progress: false, header: '' },
   USAGE,
 );
 
 // Runs inside the page. Kept free of closures over Node state: Playwright serialises it.
-async function publishInPage({ url, key, codec, simulcast, muteAudio }) {
+async function publishInPage({ url, key, codec, simulcast, muteAudio, header }) {
   const hc = (window.__hcPublisher = { states: [], pc: null, location: null });
   const stream = await navigator.mediaDevices.getUserMedia({
     audio: true,
@@ -74,9 +74,16 @@ async function publishInPage({ url, key, codec, simulcast, muteAudio }) {
       }
     });
   });
+  const headers = { 'Content-Type': 'application/sdp', Authorization: `Bearer ${key}` };
+  // One extra request header (e.g. the relay's ingest gateway's, which an outside publisher
+  // must not be believed for).
+  if (header) {
+    const i = header.indexOf(':');
+    headers[header.slice(0, i).trim()] = header.slice(i + 1).trim();
+  }
   const response = await fetch(url, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${key}` },
+    headers,
     body: pc.localDescription.sdp,
   });
   const body = await response.text();
@@ -194,6 +201,7 @@ run(async () => {
     codec: args.codec,
     simulcast: args.simulcast,
     muteAudio: args.mute_audio,
+    header: args.header,
   });
   await page.evaluate((key) => {
     window.__hcPublisher.key = key;

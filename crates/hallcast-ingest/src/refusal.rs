@@ -76,7 +76,17 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// `detail`: the log line's reason. For a codec or a payload, only what it names is kept
+    /// (up to the first `;`: the advice after it is the message's own).
     pub fn new(conference: &str, protocol: Protocol, kind: RefusalKind, detail: &str) -> Refusal {
+        let detail = match kind {
+            RefusalKind::UnsupportedCodec | RefusalKind::BadPayload => {
+                let d = detail.split(';').next().unwrap_or(detail).trim();
+                let d = d.strip_prefix("unsupported: ").unwrap_or(d);
+                d.strip_prefix("unsupported codec ").unwrap_or(d)
+            }
+            _ => detail,
+        };
         Refusal {
             conference: conference.to_owned(),
             protocol,
@@ -144,12 +154,12 @@ mod tests {
             "hn",
             Protocol::Srt,
             RefusalKind::UnsupportedCodec,
-            "unsupported codec HEVC",
+            "unsupported codec HEVC (H.265) (MPEG-TS stream type 0x24); hallcast takes H.264",
         );
-        assert!(
-            r.message_vi()
-                .starts_with("Bộ mã hoá SRT bị từ chối: codec không hỗ trợ")
-        );
+        assert_eq!(r.detail, "HEVC (H.265) (MPEG-TS stream type 0x24)");
+        assert!(r.message_vi().starts_with(
+            "Bộ mã hoá SRT bị từ chối: codec không hỗ trợ (HEVC (H.265) (MPEG-TS stream type 0x24))"
+        ));
         assert!(r.message_en().contains("HEVC"));
         let long = "x".repeat(10_000);
         let r = Refusal::new("hn", Protocol::Rtmp, RefusalKind::Relay, &long);
