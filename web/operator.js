@@ -24,7 +24,7 @@
   ];
   // An RTMP/SRT encoder (the relay's ingest gateway publishes it): this line takes the place of
   // keyframe_interval, saying that viewers' keyframe requests cannot reach the encoder.
-  const INGEST_KEYFRAME = ['keyframe_requests', 'Khung hình chính (RTMP/SRT)', 'Keyframes (RTMP/SRT encoder)'];
+  const INGEST_KEYFRAME = ['keyframe_requests', 'Khung hình chính', 'Keyframes, RTMP/SRT'];
   const PROTOCOL_NOTE = {
     WHIP: ['WHIP (WebRTC)', 'WHIP (WebRTC)'],
     RTMP: ['RTMP, qua cổng nhận của máy chủ', 'RTMP, through the relay\'s ingest gateway'],
