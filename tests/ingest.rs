@@ -8,7 +8,7 @@
 //! | `rtmp_push_plays_in_chromium_and_aiortc` | ffmpeg (H.264 + AAC 44.1 kHz) → RTMP → the viewer page and an aiortc WHEP player decode video at 640x360 and play non-silent Opus audio; a screenshot of the page is kept |
 //! | `rtmp_wrong_key_or_conference_is_refused` | a wrong stream key and an unknown conference: ffmpeg fails, the relay logs the refusal, nothing goes live; the conference API's `rtmp_url` (operator console) |
 //! | `rtmp_unsupported_codecs_are_refused_by_name` | Sorenson H.263 (`-c:v flv1`) and MP3 audio: the log names the codec, the connection is closed, while another conference's push stays on the air; B-frames (`-bf 2`) are carried with a warning line |
-//! | `rtmp_bad_handshakes_do_not_stop_a_good_push` | a truncated handshake and garbage: each dropped with a log line; a good push that follows plays in aiortc |
+//! | `rtmp_bad_handshakes_do_not_stop_a_good_push` | a truncated handshake and garbage: each dropped with a log line; 20 idle connections from one address: 8 kept, 12 closed at once with a log line; a good push from another address that follows plays in aiortc |
 //! | `rtmp_ingest_reaches_a_relay_that_announces_a_public_ip` | `--media 0.0.0.0:0 --public-ip 203.0.113.7`: the gateway's WebRTC connection to its own relay still carries the push |
 //! | `rtmp_ingest_works_when_the_relay_speaks_https` | `http.tls_cert`/`tls_key` set: the gateway publishes through the relay's loopback plain listener |
 //! | `rtmp_preflight_says_keyframe_requests_cannot_reach_the_encoder` | two pushes at once: `-g 150` (5 s GOP) → the pre-flight answer says `protocol` RTMP and lists `keyframe_requests` (in place of `keyframe_interval`) red with the RTMP/SRT advice; `-g 30` → green; no `ingest_problem` |
@@ -488,11 +488,51 @@ fn rtmp_bad_handshakes_do_not_stop_a_good_push() {
                 Duration::from_secs(10),
             )?;
 
+            // A stranger at 127.0.0.2 holds idle connections: past its cap of 8 the relay
+            // closes them at once; the hall's encoder at 127.0.0.1 is not locked out.
+            let stranger: std::net::SocketAddr = "127.0.0.2:0".parse()?;
+            let target: std::net::SocketAddr = addr.parse()?;
+            let mut held = Vec::new();
+            for _ in 0..20 {
+                let s = socket2::Socket::new(
+                    socket2::Domain::IPV4,
+                    socket2::Type::STREAM,
+                    Some(socket2::Protocol::TCP),
+                )?;
+                s.bind(&stranger.into())?;
+                s.connect(&target.into())?;
+                let s: TcpStream = s.into();
+                s.set_read_timeout(Some(Duration::from_millis(300)))?;
+                held.push(s);
+            }
+            // Closed by the relay: EOF (or a reset). Kept open: the relay waits for the
+            // handshake (10 s) and the read times out.
+            let open = held
+                .iter_mut()
+                .map(|s| std::io::Read::read(s, &mut [0u8; 1]))
+                .filter(|r| {
+                    matches!(r, Err(e) if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ))
+                })
+                .count();
+            ensure!(
+                open == 8,
+                "the relay should keep 8 connections of one address open and close the other 12 at once: {open} open"
+            );
+            wait_for_log(
+                &demo,
+                &["RTMP connection refused: at most 8 connections per address"],
+                Duration::from_secs(10),
+            )?;
+
             let (mut ffmpeg, _) = ffmpeg_push(ctx, "after", &url, &[GOOD_VIDEO, GOOD_AUDIO], 90)?;
             let mut player = aiortc_player(ctx, &demo.info, 60, MIN_FRAMES as u32)?;
             let played: PlayResult =
                 results::parse("aiortc player", &player.result(Duration::from_secs(100))?)?;
             demo.ensure_running()?;
+            drop(held);
             ensure!(ffmpeg.try_wait()?.is_none(), "ffmpeg stopped pushing");
             check_aiortc(&played, "aiortc playing a push after bad handshakes")?;
             Ok(())

@@ -203,6 +203,25 @@ fn operator_console_signs_in_creates_publishes_previews_and_a_viewer_plays() {
             "the pre-flight panel should show nine lines with a status each: {}",
             playing["preflight"]
         );
+        // The recordings panel lists the broadcast being recorded, with its download link.
+        let recorded = console.wait_for(
+            "the console's recordings panel to list the broadcast being recorded",
+            Duration::from_secs(30),
+            |e| {
+                e["event"] == "progress"
+                    && e["recordings"].as_array().is_some_and(|r| !r.is_empty())
+            },
+        )?;
+        let row = &recorded["recordings"][0];
+        ensure!(
+            recorded["recordings_shown"] == true
+                && row["text"].as_str().is_some_and(|t| t.contains("Đang ghi"))
+                && row["href"]
+                    .as_str()
+                    .is_some_and(|h| h.contains("/api/v1/recordings/")),
+            "the recordings panel should show the broadcast being recorded with a download link: {}",
+            recorded["recordings"]
+        );
         let shot = console.wait_for("the console's screenshot", Duration::from_secs(30), |e| {
             e["event"] == "console_shot"
         })?;

@@ -343,6 +343,20 @@ fn each_broadcast_is_recorded_listed_downloaded_and_decodes() {
             urls.iter().all(|u| html.body.contains(u)),
             "the HTML report does not link the recordings"
         );
+        let csv = admin.http.get(
+            &format!("/api/v1/conferences/{conf}/report?format=csv"),
+            Some(&admin.token),
+        )?;
+        let csv_links: Vec<&str> = csv
+            .body
+            .lines()
+            .filter(|l| l.starts_with("Bản ghi,"))
+            .filter_map(|l| l.rsplit(',').find(|c| c.starts_with("http")))
+            .collect();
+        ensure!(
+            csv_links == urls,
+            "the CSV report links {csv_links:?}, recordings {urls:?}"
+        );
         // `hallcast report` on the relay's host links the files themselves.
         let out = Command::new(hallcast_bin()?)
             .args([
@@ -545,4 +559,135 @@ pub(crate) fn check_browser_recording(info: &hallcast_tests::Info, codec: &str) 
         let _ = std::fs::remove_file(&path);
     }
     checked
+}
+
+/// The frames of a file's video track as ffprobe decodes them: (width, time in seconds).
+fn video_frames(path: &Path) -> Result<Vec<(u32, f64)>> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=width,best_effort_timestamp_time",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .context("ffprobe")?;
+    ensure!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut f = l.split(',').map(str::trim);
+            // ffprobe writes the entries in its own order: the time, then the width.
+            let t = f.next().and_then(|t| t.parse().ok());
+            let width = f.next().and_then(|w| w.parse().ok());
+            width
+                .zip(t)
+                .with_context(|| format!("ffprobe's frame line {l:?} of {}", path.display()))
+        })
+        .collect()
+}
+
+/// A Chromium simulcast publisher (1280×720, 640×360, 320×180) stops sending its top layer for
+/// 6 s mid-broadcast, as an encoder shedding it under load does: the recording goes on with the
+/// 640×360 layer from its keyframe and returns to 1280×720 — the picture pauses only as long as
+/// a viewer's does (the recorder is a viewer of the producer), every frame decodes.
+#[test]
+fn a_simulcast_publisher_shedding_its_top_layer_is_recorded_without_a_gap() {
+    run(
+        "a_simulcast_publisher_shedding_its_top_layer_is_recorded_without_a_gap",
+        Weight::Heavy,
+        |ctx: &Ctx| {
+            let demo = Demo::start(
+                ctx,
+                DemoOptions {
+                    no_source: true,
+                    ..Default::default()
+                },
+            )?;
+            let info = &demo.info;
+            let mut publisher = hallcast_tests::Client::start(
+                ctx,
+                hallcast_tests::ClientKind::Browser,
+                "whip_publish.mjs",
+                &[
+                    "--url",
+                    &info.whip_url,
+                    "--key",
+                    &info.stream_key,
+                    "--codec",
+                    "h264",
+                    "--simulcast",
+                    "--duration",
+                    "60",
+                    "--shed-top",
+                    "6:6",
+                ]
+                .map(String::from),
+            )?;
+            crate::util::expect_published(&mut publisher, "Chromium's simulcast WHIP offer")?;
+            publisher.wait_for("the top layer shed", Duration::from_secs(30), |e| {
+                e["event"] == "shed"
+            })?;
+            publisher.wait_for("the top layer restored", Duration::from_secs(30), |e| {
+                e["event"] == "restored"
+            })?;
+            thread::sleep(Duration::from_secs(6));
+            publisher.stop()?;
+            let admin = Admin::new(info)?;
+            let rec = wait_recording(
+                &admin,
+                &info.conference,
+                "complete",
+                &[],
+                Duration::from_secs(15),
+            )?;
+            let path = download(&admin, &rec, ctx.dir())?;
+            let frames = decode(&path)?;
+            let seen = video_frames(&path)?;
+            ensure!(
+                seen.len() as u64 == frames && frames > 300,
+                "{frames} frames decoded, {} listed",
+                seen.len()
+            );
+            let widths: std::collections::BTreeSet<u32> = seen.iter().map(|f| f.0).collect();
+            ensure!(
+                widths.contains(&1280) && widths.contains(&640),
+                "the recording should hold the top layer and, while it was shed, the middle one: widths {widths:?}"
+            );
+            ensure!(
+                seen.first().map(|f| f.0) == Some(1280) && seen.last().map(|f| f.0) == Some(1280),
+                "the recording starts and ends on the top layer: {:?} … {:?}",
+                seen.first(),
+                seen.last()
+            );
+            let gap = seen
+                .windows(2)
+                .map(|w| w[1].1 - w[0].1)
+                .fold(0.0_f64, f64::max);
+            let n_640 = seen.iter().filter(|f| f.0 == 640).count();
+            eprintln!(
+                "shed top layer: {frames} frames, widths {widths:?}, {n_640} frames at 640, longest gap {gap:.3} s"
+            );
+            // A layer counts as stopped after 1.5 s of silence (the producer's
+            // LAYER_INACTIVE_AFTER: a low-rate layer must not flap), then the middle layer's
+            // keyframe is asked for: ~1.9 s here, what a viewer of the top layer sees too.
+            // Recording the top layer only, the picture would stop for the whole 6 s.
+            ensure!(
+                gap < 3.0,
+                "the picture stopped for {gap:.2} s in the recording while the top layer was shed"
+            );
+            Ok(())
+        },
+    );
 }

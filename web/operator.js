@@ -93,6 +93,7 @@
     if (state.conference !== id) return;
     show(info);
     await poll();
+    await loadRecordings();
   }
 
   function show(info) {
@@ -164,6 +165,55 @@
     } catch (e) {
       say(e.message);
     }
+  }
+
+  // ---------------------------------------------------------------- recordings
+
+  const REC_STATE = { complete: 'Hoàn tất · complete', recording: 'Đang ghi · recording', interrupted: 'Bị ngắt · interrupted' };
+
+  // The chosen conference's recordings, newest first; the panel stays hidden when the relay
+  // records nothing ([recording] enabled = false). A download is a plain link: the session
+  // cookie authorises the GET and the browser streams the file to disk.
+  async function loadRecordings() {
+    const id = state.conference;
+    if (!id) return;
+    let answer;
+    try {
+      answer = await api('GET', `/api/v1/recordings?conference=${encodeURIComponent(id)}`);
+    } catch (_) {
+      return; // the next refresh tries again
+    }
+    if (id !== state.conference) return;
+    state.recordings = answer.recordings;
+    $('recordings-panel').hidden = !answer.enabled;
+    const recs = answer.recordings.slice().sort((a, b) => b.start_ms - a.start_ms);
+    $('recordings-empty').hidden = recs.length > 0;
+    $('recordings').hidden = recs.length === 0;
+    const time = (ms) => new Date(ms).toLocaleString('vi-VN');
+    const cell = (text, cls) => {
+      const td = document.createElement('td');
+      td.textContent = text;
+      if (cls) td.className = cls;
+      return td;
+    };
+    $('recordings').tBodies[0].replaceChildren(...recs.map((r) => {
+      const tr = document.createElement('tr');
+      const a = document.createElement('a');
+      a.href = r.download_url;
+      a.download = r.file_name;
+      a.textContent = 'Tải về · download';
+      const link = document.createElement('td');
+      link.append(a);
+      tr.append(
+        cell(time(r.start_ms)),
+        cell(r.end_ms == null ? '–' : time(r.end_ms)),
+        cell(r.duration_ms == null ? '–' : (r.duration_ms / 60000).toFixed(1), 'num'),
+        cell((r.bytes / 1e6).toFixed(1), 'num'),
+        cell(REC_STATE[r.state] || r.state),
+        link,
+      );
+      return tr;
+    }));
   }
 
   // ---------------------------------------------------------------- live status, preview
@@ -456,6 +506,8 @@
       say(e.message);
     }
     setInterval(() => poll().catch(() => {}), POLL_MS);
+    // Recordings change at a broadcast's start and end: every 10 s is soon enough.
+    setInterval(() => loadRecordings().catch(() => {}), 10000);
     state.ready = true;
   }
 

@@ -13,7 +13,8 @@
 //   {"event":"signed_in","url":..}
 //   {"event":"created","conference":..,"whip_url":..}
 //   {"event":"published","status":201}
-//   {"event":"progress","t":..,"live":..,"preview_frames":..,"publisher_frames":..,"preflight":[{id,status}],"preflight_note":..}
+//   {"event":"progress","t":..,"live":..,"preview_frames":..,"publisher_frames":..,"preflight":[{id,status}],"preflight_note":..,
+//    "recordings_shown":..,"recordings":[{text,href}]}
 //   {"event":"console_shot","shot":{...}}
 //   {"event":"forged","fetch_status":..,"form_done":..}
 //   {"event":"ended","pill":..,"camera_stopped":..,"api_state":..} {"event":"reopened","pill":..}
@@ -66,6 +67,11 @@ async function stats(page) {
       preflight_available: op.preflightAvailable,
       preflight: [...document.querySelectorAll('#preflight li')].map((li) => ({ id: li.dataset.check, status: li.dataset.status, text: li.innerText.replace(/\s+/g, ' ').trim() })),
       preflight_note: document.getElementById('preflight-note').textContent,
+      recordings_shown: !document.getElementById('recordings-panel').hidden,
+      recordings: [...document.querySelectorAll('#recordings tbody tr')].map((tr) => ({
+        text: tr.innerText.replace(/\s+/g, ' ').trim(),
+        href: (tr.querySelector('a') || {}).href || null,
+      })),
       pill: document.getElementById('live-pill').textContent,
       message: document.getElementById('broadcast-message').textContent,
     };
@@ -209,7 +215,7 @@ run(async () => {
   while ((Date.now() - started) / 1000 < args.duration && !(args.stop_file && existsSync(args.stop_file))) {
     last = await stats(page);
     emit({ event: 'progress', t: (Date.now() - started) / 1000, ...last });
-    if (!shot && last.preview_frames >= 30 && last.preflight.length === 9) {
+    if (!shot && last.preview_frames >= 30 && last.preflight.length === 9 && last.recordings.length > 0) {
       await sleep(1500); // let the preview settle on a picture
       await page.screenshot({ path: args.console_shot });
       emit({ event: 'console_shot', shot: { path: args.console_shot, ...(await measure(context, args.console_shot)) } });

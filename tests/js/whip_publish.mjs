@@ -14,10 +14,15 @@
 import { emit, launchBrowser, log, parseArgs, run, sleep } from './common.mjs';
 
 const USAGE = `usage: whip_publish.mjs --url WHIP_URL --key STREAM_KEY [--codec h264|vp8] [--simulcast]
-                        [--mute-audio] [--duration SECS] [--progress] [--header 'NAME: VALUE']`;
+                        [--mute-audio] [--duration SECS] [--progress] [--shed-top AT:FOR]
+                        [--header 'NAME: VALUE']
+  --shed-top AT:FOR   (simulcast) stop sending the top layer AT seconds after publishing, for FOR
+                      seconds (RTCRtpSender.setParameters, encodings[top].active), as an encoder
+                      shedding its top layer under load; emits {"event":"shed"} and {"event":"restored"}
+  --header 'N: V'     one extra request header on the WHIP POST`;
 
 const args = parseArgs(
-  { url: '', key: '', codec: 'h264', simulcast: false, mute_audio: false, duration: 30, progress: false, header: '' },
+  { url: '', key: '', codec: 'h264', simulcast: false, mute_audio: false, duration: 30, progress: false, shed_top: '', header: '' },
   USAGE,
 );
 
@@ -219,8 +224,26 @@ run(async () => {
   }
   log(`published to ${args.url}, session ${published.location}`);
   const deadline = started + args.duration * 1000;
+  const [shedAt, shedFor] = args.shed_top ? args.shed_top.split(':').map(Number) : [Infinity, 0];
+  let shed = 'no';
+  const setTop = (active) => page.evaluate(async (on) => {
+    const sender = window.__hcPublisher.pc.getSenders().find((x) => x.track && x.track.kind === 'video');
+    const p = sender.getParameters();
+    p.encodings[p.encodings.length - 1].active = on;
+    await sender.setParameters(p);
+  }, active);
   while (Date.now() < deadline && !finished) {
-    await sleep(Math.min(1000, Math.max(0, deadline - Date.now())));
+    await sleep(Math.min(args.shed_top ? 500 : 1000, Math.max(0, deadline - Date.now())));
+    const t = (Date.now() - started) / 1000;
+    if (shed === 'no' && t >= shedAt) {
+      await setTop(false);
+      shed = 'shed';
+      emit({ event: 'shed', t });
+    } else if (shed === 'shed' && t >= shedAt + shedFor) {
+      await setTop(true);
+      shed = 'restored';
+      emit({ event: 'restored', t });
+    }
     last = await page.evaluate(statsInPage);
     if (args.progress) emit({ event: 'progress', t: (Date.now() - started) / 1000, ...last });
   }

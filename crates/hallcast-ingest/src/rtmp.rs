@@ -32,6 +32,66 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Read buffer per connection.
 const READ_BUF: usize = 64 * 1024;
+/// Connections open at once from one address: a hall's encoder needs one (a backup encoder
+/// on the same host a second); a stranger holding idle connections must not lock every
+/// other address out.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 8;
+/// Connections open at once in all.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Refused connections are logged at most this often (with how many since the last line).
+const REFUSED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Who holds how many connections: admitted ones are counted until their [`Slot`] drops.
+#[derive(Debug, Default)]
+pub struct Admission {
+    by_address: std::collections::HashMap<std::net::IpAddr, usize>,
+    total: usize,
+}
+
+impl Admission {
+    /// A connection from `ip`, if it is within both caps.
+    pub fn admit(
+        this: &std::sync::Arc<std::sync::Mutex<Admission>>,
+        ip: std::net::IpAddr,
+    ) -> Option<Slot> {
+        let mut a = this
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = a.by_address.get(&ip).copied().unwrap_or(0);
+        if n >= MAX_CONNECTIONS_PER_ADDRESS || a.total >= MAX_CONNECTIONS {
+            return None;
+        }
+        a.by_address.insert(ip, n + 1);
+        a.total += 1;
+        Some(Slot {
+            admission: this.clone(),
+            ip,
+        })
+    }
+}
+
+/// One admitted connection's place; given back when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    admission: std::sync::Arc<std::sync::Mutex<Admission>>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut a = self
+            .admission
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        a.total -= 1;
+        if let Some(n) = a.by_address.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                a.by_address.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// A bound RTMP listener.
 #[derive(Debug)]
@@ -55,11 +115,31 @@ impl RtmpListener {
     /// Accepts connections forever, each in its own task publishing to `target`.
     pub async fn serve(self, target: IngestTarget) {
         let target = target.for_protocol(Protocol::Rtmp);
+        let admission = std::sync::Arc::new(std::sync::Mutex::new(Admission::default()));
+        let mut refused = 0u64;
+        let mut refused_logged: Option<tokio::time::Instant> = None;
         loop {
             match self.listener.accept().await {
                 Ok((stream, peer)) => {
+                    let Some(slot) = Admission::admit(&admission, peer.ip()) else {
+                        // Closed at once: the address (or the listener) is at its cap.
+                        drop(stream);
+                        refused += 1;
+                        if refused_logged.is_none_or(|t| t.elapsed() >= REFUSED_LOG_INTERVAL) {
+                            warn!(
+                                %peer,
+                                n_refused = refused,
+                                "RTMP connection refused: at most {MAX_CONNECTIONS_PER_ADDRESS} \
+                                 connections per address and {MAX_CONNECTIONS} in all are open"
+                            );
+                            refused = 0;
+                            refused_logged = Some(tokio::time::Instant::now());
+                        }
+                        continue;
+                    };
                     let target = target.clone();
                     tokio::spawn(async move {
+                        let _slot = slot;
                         let _ = stream.set_nodelay(true);
                         match connection(stream, peer, &target).await {
                             Ok(()) => info!(%peer, "RTMP connection closed"),
@@ -456,5 +536,48 @@ impl Conn<'_> {
         }
         self.n_invalid += 1;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
+    }
+
+    #[test]
+    fn connections_are_capped_per_address_and_in_all_and_given_back() {
+        let a = Arc::new(Mutex::new(Admission::default()));
+        let mut from_one: Vec<Slot> = (0..MAX_CONNECTIONS_PER_ADDRESS)
+            .map(|_| Admission::admit(&a, ip(1)).expect("within the per-address cap"))
+            .collect();
+        assert!(
+            Admission::admit(&a, ip(1)).is_none(),
+            "one address over its cap"
+        );
+        let other = Admission::admit(&a, ip(2)).expect("another address is not locked out");
+        from_one.pop();
+        assert!(
+            Admission::admit(&a, ip(1)).is_some(),
+            "a closed connection gives its place back"
+        );
+        drop((from_one, other));
+        assert_eq!(a.lock().unwrap().total, 0);
+        assert!(a.lock().unwrap().by_address.is_empty());
+
+        let all: Vec<Slot> = (0..MAX_CONNECTIONS as u32)
+            .map(|i| Admission::admit(&a, ip(i)).expect("within the total cap"))
+            .collect();
+        assert!(
+            Admission::admit(&a, ip(100_000)).is_none(),
+            "a new address over the total cap"
+        );
+        drop(all);
+        assert!(Admission::admit(&a, ip(100_000)).is_some());
     }
 }

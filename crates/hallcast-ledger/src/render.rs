@@ -200,6 +200,23 @@ fn t(vi: &str, en: &str) -> String {
 
 // ----- store outages -----
 
+/// One recording in a sentence: "2025-03-01 08:00:00 – 2025-03-01 10:00:00, 120.0 phút,
+/// 812.3 MB" (or "đang ghi" / "recording", "bị ngắt" / "interrupted" for the end).
+fn recording_summary(r: &RecordingLink, lang: Lang, utc_offset_minutes: i32) -> String {
+    let vi = lang == Lang::Vi;
+    let end = match (r.end_ms, r.state.as_str()) {
+        (Some(ms), _) => format_time(ms, utc_offset_minutes),
+        (None, "recording") => (if vi { "đang ghi" } else { "recording" }).to_owned(),
+        (None, _) => (if vi { "bị ngắt" } else { "interrupted" }).to_owned(),
+    };
+    let mut text = format!("{} – {end}", format_time(r.start_ms, utc_offset_minutes));
+    if let Some(d) = r.duration_ms {
+        let _ = write!(text, ", {} {}", minutes(d), if vi { "phút" } else { "min" });
+    }
+    let _ = write!(text, ", {:.1} MB", r.bytes as f64 / 1e6);
+    text
+}
+
 /// The notice a report carries for a store outage that overlapped its broadcast, e.g.
 /// "Sổ ghi điểm danh mất kết nối cơ sở dữ liệu từ 2025-03-01 08:10:00 đến 08:12:30 (trạm
 /// central): 120 sự kiện được ghi muộn, 0 sự kiện bị mất." Times in the document's offset.
@@ -302,6 +319,18 @@ fn rollcall_cell(
 /// one more row per outage follows the points: `Lưu ý` / `notice` in the first column, the
 /// notice ([`outage_notice`]) in the second, the other cells empty.
 pub fn report_csv(report: &Report, opts: &RenderOptions) -> Result<Vec<u8>> {
+    report_csv_with(report, opts, &[])
+}
+
+/// [`report_csv`] with the broadcasts' recordings linked: after the points (and the
+/// outage notices), one row per recording, oldest first: `Bản ghi` / `recording` in the
+/// first column, its start, end, duration and size in the second, its download URL in the
+/// third, the other cells empty.
+pub fn report_csv_with(
+    report: &Report,
+    opts: &RenderOptions,
+    recordings: &[RecordingLink],
+) -> Result<Vec<u8>> {
     let mut out = BOM.as_bytes().to_vec();
     {
         let mut w = csv::Writer::from_writer(&mut out);
@@ -386,6 +415,17 @@ pub fn report_csv(report: &Report, opts: &RenderOptions) -> Result<Vec<u8>> {
             };
             row[1] = outage_notice(o, opts.lang, opts.utc_offset_minutes);
             w.write_record(&row).map_err(csv_err)?;
+        }
+        for r in recordings {
+            let mut row = vec![String::new(); header.len()];
+            row[0] = match opts.lang {
+                Lang::Vi => "Bản ghi".to_owned(),
+                Lang::En => "recording".to_owned(),
+            };
+            row[1] = recording_summary(r, opts.lang, opts.utc_offset_minutes);
+            row[2] = r.url.clone();
+            w.write_record(row.iter().map(String::as_str).map(csv_cell))
+                .map_err(csv_err)?;
         }
         w.flush()?;
     }
@@ -1337,5 +1377,71 @@ mod tests {
         assert!(!report_html(&plain, None, &opts).contains("class=\"notice\""));
         let csv = String::from_utf8(report_csv(&plain, &opts).unwrap()).unwrap();
         assert!(!csv.contains("Lưu ý"));
+    }
+
+    /// The CSV report lists each broadcast's recording after the points: label, a summary
+    /// (times in the document's offset) and the download URL, as wide as the header.
+    #[test]
+    fn recordings_are_linked_in_the_csv_report() {
+        use hallcast_core::accounting::{
+            ConferenceId, Event, EventId, EventKind, Folder, ReportConfig, build_report,
+        };
+        let c = ConferenceId::parse("hn-2025").unwrap();
+        let t0 = 1_709_168_523_000; // 2024-02-29 08:02:03 +07:00
+        let mut f = Folder::new(c.clone());
+        f.extend(&[Event {
+            event_id: EventId(1),
+            conference: c,
+            at_ms: t0,
+            kind: EventKind::BroadcastStarted,
+        }]);
+        let report = build_report(&f.finish(t0 + 600_000), &[], &[], &ReportConfig::default());
+        let recs = [
+            RecordingLink {
+                id: "a1".into(),
+                start_ms: t0,
+                end_ms: Some(t0 + 300_000),
+                duration_ms: Some(299_000),
+                bytes: 12_345_678,
+                state: "complete".into(),
+                url: "https://relay.example/api/v1/recordings/a1".into(),
+            },
+            RecordingLink {
+                id: "b2".into(),
+                start_ms: t0 + 360_000,
+                end_ms: None,
+                duration_ms: None,
+                bytes: 1_000_000,
+                state: "recording".into(),
+                url: "https://relay.example/api/v1/recordings/b2".into(),
+            },
+        ];
+        let opts = RenderOptions::default();
+        let csv = String::from_utf8(report_csv_with(&report, &opts, &recs).unwrap()).unwrap();
+        let mut r = csv::Reader::from_reader(csv.trim_start_matches(BOM).as_bytes());
+        let width = r.headers().unwrap().len();
+        let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+        let linked: Vec<&csv::StringRecord> = rows.iter().filter(|r| &r[0] == "Bản ghi").collect();
+        assert_eq!(linked.len(), 2, "{csv}");
+        assert!(linked.iter().all(|r| r.len() == width));
+        assert_eq!(
+            &linked[0][1],
+            "2024-02-29 08:02:03 – 2024-02-29 08:07:03, 5.0 phút, 12.3 MB"
+        );
+        assert_eq!(&linked[0][2], "https://relay.example/api/v1/recordings/a1");
+        assert_eq!(&linked[1][1], "2024-02-29 08:08:03 – đang ghi, 1.0 MB");
+        assert_eq!(&linked[1][2], "https://relay.example/api/v1/recordings/b2");
+
+        let en = RenderOptions {
+            lang: Lang::En,
+            ..opts
+        };
+        let csv = String::from_utf8(report_csv_with(&report, &en, &recs[..1]).unwrap()).unwrap();
+        let last = csv.lines().last().unwrap();
+        assert!(last.starts_with("recording,"), "{csv}");
+        assert!(last.contains("5.0 min"), "{csv}");
+        // Without recordings, nothing is added.
+        let plain = String::from_utf8(report_csv(&report, &opts).unwrap()).unwrap();
+        assert!(!plain.contains("Bản ghi"));
     }
 }

@@ -37,7 +37,8 @@ pub enum Item {
         video: Option<Codec>,
         at: Instant,
     },
-    /// Audio, or video of the recorded layer (the top simulcast layer).
+    /// Audio, or video of the recorded layer: the relay's recording viewer forwards the
+    /// best active simulcast layer in one continuous stream (it switches at keyframes).
     Packet {
         broadcast: SessionId,
         packet: SourcePacket,

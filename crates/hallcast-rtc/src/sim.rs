@@ -443,6 +443,13 @@ impl Net {
         }
     }
 
+    pub fn publisher_mut(&mut self, p: PeerId) -> &mut Publisher {
+        match &mut self.peers[p.0] {
+            PeerNode::Publisher(x) => x,
+            PeerNode::Viewer(_) => panic!("{p:?} is a viewer"),
+        }
+    }
+
     pub fn viewer(&self, p: PeerId) -> &Viewer {
         match &self.peers[p.0] {
             PeerNode::Viewer(x) => x,
@@ -883,6 +890,9 @@ pub struct Publisher {
     pub keyframe_requests: Vec<(Instant, KeyframeRequestKind)>,
     /// The RID each of those asked for (`None` without simulcast).
     pub keyframe_request_rids: Vec<Option<Rid>>,
+    /// Simulcast layers not sent (bit `i`: layer `i`), as an encoder sheds its top layer
+    /// under load; a layer sent again goes on with the shared IDR schedule.
+    pub stopped_layers: u8,
 }
 
 /// Annex B start code.
@@ -967,6 +977,7 @@ impl Publisher {
             video_written: vec![],
             keyframe_requests: vec![],
             keyframe_request_rids: vec![],
+            stopped_layers: 0,
         };
         (p, offer, pending)
     }
@@ -1035,6 +1046,9 @@ impl Publisher {
         let idr = n.is_multiple_of(gop_frames);
         let rtp_time = MediaTime::new(n * u64::from(90_000 / self.opts.fps), Frequency::NINETY_KHZ);
         for (layer, (rid, idr_bytes, p_bytes)) in self.opts.layers().into_iter().enumerate() {
+            if self.stopped_layers & (1 << layer) != 0 {
+                continue;
+            }
             let au = access_unit(idr, if idr { idr_bytes } else { p_bytes }, n);
             self.video_written.push((now, layer, au.len()));
             if let Some(mut w) = self.core.rtc.writer(self.video_mid) {

@@ -1204,8 +1204,30 @@ fn record_items(net: &mut Net, relay: RelayId) -> Vec<hallcast_record::Item> {
     std::iter::from_fn(|| net.relay_mut(relay).poll_record()).collect()
 }
 
+/// The recorded video packets in `items` of `broadcast`: (layer, keyframe start, seq).
+fn recorded_video(items: &[hallcast_record::Item], broadcast: SessionId) -> Vec<(u8, bool, u64)> {
+    use hallcast_core::MediaKind;
+    use hallcast_record::Item;
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Packet {
+                broadcast: b,
+                packet,
+            } if *b == broadcast && packet.kind == MediaKind::Video => {
+                Some((packet.layer.0, packet.keyframe_start, packet.seq))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The recorder is a viewer of the producer: audio throughout, the top simulcast layer from
+/// its first keyframe; when the encoder stops sending the top layer the recording goes on
+/// with the next layer from its keyframe, and back to the top at the top's next keyframe,
+/// in one continuous sequence space (the file has no gap and no undecodable frame).
 #[test]
-fn the_recording_tap_gets_each_broadcast_with_audio_and_the_top_layer_only() {
+fn the_recorder_gets_each_broadcast_with_audio_and_the_best_layer_at_keyframes() {
     use hallcast_core::{Codec, MediaKind};
     use hallcast_record::Item;
     let mut net = Net::new();
@@ -1226,27 +1248,67 @@ fn the_recording_tap_gets_each_broadcast_with_audio_and_the_top_layer_only() {
     assert_eq!(broadcast, session(&net, p));
     assert_eq!(&*conference, CONF);
     assert_eq!((audio, video), (Some(Codec::Opus), Some(Codec::H264)));
-    let packets: Vec<_> = items[1..]
+    for i in &items[1..] {
+        assert!(
+            matches!(i, Item::Packet { broadcast: b, .. } if *b == broadcast),
+            "only packets of the broadcast follow: {i:?}"
+        );
+    }
+    let n_audio = items
         .iter()
-        .map(|i| match i {
-            Item::Packet {
-                broadcast: b,
-                packet,
-            } if *b == broadcast => (packet.kind, packet.layer),
-            other => panic!("only packets of the broadcast follow: {other:?}"),
-        })
-        .collect();
-    let n_audio = packets
-        .iter()
-        .filter(|(k, _)| *k == MediaKind::Audio)
+        .filter(|i| matches!(i, Item::Packet { packet, .. } if packet.kind == MediaKind::Audio))
         .count();
-    let video_layers: std::collections::BTreeSet<u8> = packets
-        .iter()
-        .filter(|(k, _)| *k == MediaKind::Video)
-        .map(|(_, l)| l.0)
-        .collect();
     assert!(n_audio > 50, "{n_audio} audio packets in 2 s");
-    assert_eq!(video_layers, [2].into(), "only the top layer is recorded");
+    let mut video = recorded_video(&items, broadcast);
+    assert!(!video.is_empty(), "no video recorded in 2 s");
+    assert!(
+        video.iter().all(|(l, _, _)| *l == 2),
+        "the recording starts with the top layer (not the lowest one, whose packets come first)"
+    );
+    assert!(video[0].1, "the recorded video starts at a keyframe");
+
+    // The encoder sheds its top layer: the recording goes on with layer 1, from a keyframe.
+    net.publisher_mut(p).stopped_layers = 0b100;
+    net.run_for(secs(5.0));
+    let items = record_items(&mut net, r);
+    let shed = recorded_video(&items, broadcast);
+    let first_low = shed
+        .iter()
+        .position(|(l, _, _)| *l == 1)
+        .expect("layer 1 is recorded once the top layer stopped");
+    assert!(
+        shed[first_low].1,
+        "the switch down is at a keyframe of layer 1"
+    );
+    assert!(
+        shed[first_low..].iter().all(|(l, _, _)| *l == 1),
+        "layer 1 after the switch"
+    );
+    // The top layer is back: the recording returns to it at its keyframe.
+    net.publisher_mut(p).stopped_layers = 0;
+    net.run_for(secs(5.0));
+    let items = record_items(&mut net, r);
+    let back = recorded_video(&items, broadcast);
+    let first_top = back
+        .iter()
+        .position(|(l, _, _)| *l == 2)
+        .expect("the top layer is recorded again");
+    assert!(
+        back[first_top].1,
+        "the switch up is at a keyframe of the top layer"
+    );
+    assert!(back[first_top..].iter().all(|(l, _, _)| *l == 2));
+    // One continuous sequence space across both switches.
+    video.extend(shed);
+    video.extend(back);
+    for w in video.windows(2) {
+        assert_eq!(
+            w[1].2,
+            w[0].2 + 1,
+            "the recorded video's sequence has a gap"
+        );
+    }
+
     // The publisher leaves: the broadcast ends. It comes back: a new broadcast, a new file.
     assert!(net.end(p, EndReason::Deleted));
     net.run_for(secs(0.2));

@@ -412,7 +412,7 @@ pub async fn run(cmd: AttendanceCmd) -> anyhow::Result<()> {
             };
             let recordings = local_recordings(&a.ledger.data_dir, conference.as_str());
             let bytes = match a.format {
-                ReportFormat::Csv => render::report_csv(&report, &opts)?,
+                ReportFormat::Csv => render::report_csv_with(&report, &opts, &recordings)?,
                 ReportFormat::Json => {
                     render::report_json_with(&report, title.as_deref(), &opts, &recordings)?
                         .into_bytes()

@@ -77,6 +77,15 @@ const DRAIN_AT: usize = 512;
 /// Consumer ids of the in-process relay consumers that feed other shards: the top 120 bits
 /// set, the shard's index below (session ids never take this shape, see `new_id`).
 const SHARD_CONSUMER: u128 = u128::MAX << 8;
+/// The consumer id of a conference's recorder (with [`RelayConfig::record`]): a viewer of
+/// the local producer, so that it gets what a viewer gets — the highest active layer,
+/// falling back to a lower one at its keyframe when the top layer stops and back up at the
+/// top layer's next keyframe, in one continuous stream. The shard-consumer shape with a low
+/// byte no shard takes (at most 64 shards).
+const RECORD_CONSUMER: u128 = SHARD_CONSUMER | 0xff;
+/// How long the recorder waits for the top simulcast layer's first keyframe before it
+/// records the best layer there is.
+const RECORD_WAITS_TOP: Duration = Duration::from_secs(3);
 /// Arrivals of live forwards kept for [`Relay::handle_sent`]; beyond this (a driver that
 /// never calls it) further samples are not kept.
 const MAX_DEPARTING: usize = 1 << 16;
@@ -906,10 +915,6 @@ impl Relay {
                 Preflight::new(audio, video, n_layers, now).with_protocol(ingest.protocol),
             ));
             if self.config.record {
-                // The top layer: the best picture the encoder sends. If it stops (an
-                // encoder that sheds it under load), the recording's picture holds until
-                // it comes back; audio goes on.
-                ingest.record_layer = n_layers.checked_sub(1).map(|n| Layer(n as u8));
                 self.record_out.push_back(RecordItem::Started {
                     broadcast: id,
                     conference: conference.clone(),
@@ -917,6 +922,22 @@ impl Relay {
                     video,
                     at: now,
                 });
+                // The recorder is a viewer of the producer: the best layer the encoder
+                // sends, a lower one while the top layer is stopped (an encoder shedding
+                // it under load), switching at keyframes, audio throughout. With simulcast
+                // its video starts at the top layer's first keyframe (or the best layer
+                // then, after RECORD_WAITS_TOP).
+                self.outs.clear();
+                if let Some(c) = self.confs.get_mut(conference) {
+                    let rec = ConsumerId(RECORD_CONSUMER);
+                    c.router.add_viewer(rec, now, &mut self.outs);
+                    if n_layers > 1 && video.is_some() {
+                        c.router.set_paused(rec, true, now, &mut self.outs);
+                        ingest.record_waits_top =
+                            Some((Layer(n_layers as u8 - 1), now + RECORD_WAITS_TOP));
+                    }
+                }
+                self.apply_outputs(now, conference);
             }
         }
         self.emit(EngineEvent::BroadcastStarted {
@@ -1396,6 +1417,7 @@ impl Relay {
                     conf.source = None;
                     conf.router.source_ended();
                     conf.source_gone_at = Some(now);
+                    conf.router.remove_consumer(ConsumerId(RECORD_CONSUMER));
                     for shard in 0..self.config.n_shards {
                         conf.router
                             .remove_consumer(ConsumerId(SHARD_CONSUMER | shard as u128));
@@ -1902,20 +1924,29 @@ impl Relay {
             payload: pkt.payload,
             arrival: pkt.timestamp,
         };
-        if self.config.record && (kind == MediaKind::Audio || Some(layer) == ingest.record_layer) {
-            self.record_out.push_back(RecordItem::Packet {
-                broadcast: id,
-                packet: source.clone(),
-            });
-        }
         if let Some(p) = ingest.preflight.as_mut() {
             // RFC 6464: str0m gives the level as -dBov.
             let level = pkt.header.ext_vals.audio_level.map(i8::unsigned_abs);
             p.on_packet(&source, level);
         }
+        let start_recording_video = match ingest.record_waits_top {
+            Some((top, deadline))
+                if kind == MediaKind::Video
+                    && ((layer == top && source.keyframe_start) || source.arrival >= deadline) =>
+            {
+                ingest.record_waits_top = None;
+                true
+            }
+            _ => false,
+        };
         let conference = s.conference.clone();
         self.outs.clear();
         if let Some(c) = self.confs.get_mut(&conference) {
+            if start_recording_video {
+                // Before the packet: a top-layer keyframe starts the recorder's video.
+                c.router
+                    .set_paused(ConsumerId(RECORD_CONSUMER), false, now, &mut self.outs);
+            }
             c.router.on_packet(&source, &mut self.outs);
         }
         self.apply_live_outputs(now, &conference);
@@ -2038,6 +2069,15 @@ impl Relay {
     fn apply_outputs(&mut self, now: Instant, conference: &Arc<str>) {
         let mut outs = std::mem::take(&mut self.outs);
         for f in outs.forwards.drain(..) {
+            if f.sub.0 == RECORD_CONSUMER {
+                if let Some(broadcast) = self.confs.get(conference).and_then(|c| c.source) {
+                    self.record_out.push_back(RecordItem::Packet {
+                        broadcast,
+                        packet: f.into_source(),
+                    });
+                }
+                continue;
+            }
             if f.sub.0 & SHARD_CONSUMER == SHARD_CONSUMER {
                 let shard = (f.sub.0 & 0xff) as usize;
                 self.shard_out.push_back((

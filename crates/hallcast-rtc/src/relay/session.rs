@@ -54,8 +54,10 @@ pub(crate) struct Ingest {
     pub preflight: Option<Box<Preflight>>,
     /// How the publisher arrives (WHIP, or this relay's RTMP/SRT ingest gateway).
     pub protocol: IngestProtocol,
-    /// The video layer handed to the recorder (the top one), when recording.
-    pub record_layer: Option<Layer>,
+    /// Recording a simulcast source: the recorder's video waits (paused) for the first
+    /// keyframe of this top layer, until the deadline, so that the file starts with the
+    /// best picture rather than the lowest layer whose packets happen to come first.
+    pub record_waits_top: Option<(Layer, Instant)>,
 }
 
 impl Ingest {
@@ -71,7 +73,7 @@ impl Ingest {
             upstream: false,
             preflight: None,
             protocol: IngestProtocol::Whip,
-            record_layer: None,
+            record_waits_top: None,
         }
     }
 

@@ -1463,7 +1463,7 @@ async fn report(
         None => vec![],
     };
     let body = match format {
-        Format::Csv => render::report_csv(&report, &opts)?,
+        Format::Csv => render::report_csv_with(&report, &opts, &recordings)?,
         Format::Json => {
             render::report_json_with(&report, title.as_deref(), &opts, &recordings)?.into_bytes()
         }
