@@ -11,6 +11,11 @@
 //! | `rtmp_bad_handshakes_do_not_stop_a_good_push` | a truncated handshake and garbage: each dropped with a log line; 20 idle connections from one address: 8 kept, 12 closed at once with a log line; a good push from another address that follows plays in aiortc |
 //! | `rtmp_ingest_reaches_a_relay_that_announces_a_public_ip` | `--media 0.0.0.0:0 --public-ip 203.0.113.7`: the gateway's WebRTC connection to its own relay still carries the push |
 //! | `rtmp_ingest_works_when_the_relay_speaks_https` | `http.tls_cert`/`tls_key` set: the gateway publishes through the relay's loopback plain listener |
+//! | `rtmp_preflight_says_keyframe_requests_cannot_reach_the_encoder` | two pushes at once: `-g 150` (5 s GOP) → the pre-flight answer says `protocol` RTMP and lists `keyframe_requests` (in place of `keyframe_interval`) red with the RTMP/SRT advice; `-g 30` → green; no `ingest_problem` |
+//!
+//! The refusal tests also read the pre-flight answer (`ingest_problem`): a wrong key and a
+//! Sorenson H.263 / MP3 push show there for their conference only, and a push that is taken
+//! clears it.
 //!
 //! Needs ffmpeg (Debian's, with libx264 and libmp3lame) besides the e2e prerequisites.
 
@@ -100,6 +105,60 @@ fn ffmpeg_push(
     }
     args.extend(["-t", &seconds, "-f", "flv", url]);
     ffmpeg::spawn(ctx, &format!("ffmpeg-{tag}"), &args)
+}
+
+/// `conference`'s pre-flight answer (admin token).
+fn preflight(admin: &Admin, conference: &str) -> Result<serde_json::Value> {
+    admin.get(&format!("/api/v1/conferences/{conference}/preflight"))
+}
+
+/// One line of a pre-flight answer, by id.
+fn check<'a>(v: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
+    v["checks"].as_array()?.iter().find(|c| c["id"] == id)
+}
+
+/// Polls `conference`'s pre-flight answer until `ok`; fails with the last answer.
+fn wait_preflight(
+    admin: &Admin,
+    conference: &str,
+    timeout: Duration,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = preflight(admin, conference)?;
+        if ok(&v) {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{conference}'s pre-flight answer: expected {what} within {timeout:?}; last: {v}"
+            );
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The refusal the pre-flight answer shows for `conference`: RTMP, its English message
+/// containing `needle`, and Vietnamese first.
+fn expect_problem(admin: &Admin, conference: &str, needle: &str) -> Result<()> {
+    wait_preflight(
+        admin,
+        conference,
+        Duration::from_secs(10),
+        &format!("an RTMP ingest_problem mentioning {needle:?}"),
+        |v| {
+            let p = &v["ingest_problem"];
+            p["protocol"] == "RTMP"
+                && p["at_ms"].as_i64().is_some_and(|t| t > 0)
+                && p["message_vi"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("Bộ mã hoá RTMP bị từ chối"))
+                && p["message_en"].as_str().is_some_and(|m| m.contains(needle))
+        },
+    )?;
+    Ok(())
 }
 
 /// The relay's log so far.
@@ -259,6 +318,9 @@ fn rtmp_wrong_key_or_conference_is_refused() {
                 &["RTMP publish refused", "wrong stream key"],
                 Duration::from_secs(10),
             )?;
+            // The conference's operator sees it in the pre-flight answer.
+            let admin = Admin::new(&demo.info)?;
+            expect_problem(&admin, &conference, "wrong stream key")?;
 
             let no_conference =
                 format!("rtmp://{addr}/no-such-conference/{}", demo.info.stream_key);
@@ -283,7 +345,6 @@ fn rtmp_wrong_key_or_conference_is_refused() {
             );
 
             // The operator console's API tells the RTMP server of the conference.
-            let admin = Admin::new(&demo.info)?;
             let c = admin.get(&format!("/api/v1/conferences/{conference}"))?;
             let expected = format!("rtmp://{addr}/{conference}");
             ensure!(
@@ -322,6 +383,8 @@ fn rtmp_unsupported_codecs_are_refused_by_name() {
             let (mut on_air, _) =
                 ffmpeg_push(ctx, "other", &other_url, &[GOOD_VIDEO, GOOD_AUDIO], 120)?;
             wait_for_log(&demo, &["conference=hn-khac"], Duration::from_secs(20))?;
+            let admin = Admin::new(&demo.info)?;
+            let conference = demo.info.conference.clone();
 
             let (mut ffmpeg, ffmpeg_log) =
                 ffmpeg_push(ctx, "flv1", &url, &[&["-c:v", "flv1"], GOOD_AUDIO], 20)?;
@@ -331,6 +394,13 @@ fn rtmp_unsupported_codecs_are_refused_by_name() {
                 &["RTMP stream refused", "Sorenson H.263 (flv1)"],
                 Duration::from_secs(10),
             )?;
+            // Shown to this conference's operator, and to nobody else's.
+            expect_problem(&admin, &conference, "Sorenson H.263 (flv1)")?;
+            let other_answer = preflight(&admin, "hn-khac")?;
+            ensure!(
+                other_answer["ingest_problem"].is_null() && other_answer["protocol"] == "RTMP",
+                "the other conference's pre-flight answer shows another's refusal, or is not RTMP: {other_answer}"
+            );
 
             let mp3 = &["-c:a", "libmp3lame", "-b:a", "96k"][..];
             let (mut ffmpeg, ffmpeg_log) = ffmpeg_push(ctx, "mp3", &url, &[GOOD_VIDEO, mp3], 20)?;
@@ -340,6 +410,8 @@ fn rtmp_unsupported_codecs_are_refused_by_name() {
                 &["audio codec MP3 (FLV sound format 2)"],
                 Duration::from_secs(10),
             )?;
+            // The latest refusal supersedes the first.
+            expect_problem(&admin, &conference, "MP3")?;
             // Each refused stream's feed was withdrawn from the relay.
             wait_for_log(&demo, &["broadcast ended"], Duration::from_secs(10))?;
 
@@ -353,6 +425,12 @@ fn rtmp_unsupported_codecs_are_refused_by_name() {
                 &["the encoder sends B-frames"],
                 Duration::from_secs(20),
             )?;
+            // A push was taken: the refusal is history.
+            let v = preflight(&admin, &conference)?;
+            ensure!(
+                v["ingest_problem"].is_null(),
+                "a taken push left the refusal in the pre-flight answer: {v}"
+            );
             let _ = ffmpeg.wait_timeout(Duration::from_secs(20))?;
 
             // The other conference was on the air throughout.
@@ -583,4 +661,120 @@ fn rtmp_ingest_works_when_the_relay_speaks_https() {
             ensure_short_push_arrives(ctx, &mut demo, "tls", "an https relay")
         },
     );
+}
+
+/// H.264 without B-frames or scene-cut keyframes, a keyframe every `gop` frames (30 fps).
+fn x264_gop(gop: &'static str) -> Vec<&'static str> {
+    vec![
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-bf",
+        "0",
+        "-g",
+        gop,
+        "-keyint_min",
+        gop,
+        "-sc_threshold",
+        "0",
+        "-pix_fmt",
+        "yuv420p",
+    ]
+}
+
+#[test]
+fn rtmp_preflight_says_keyframe_requests_cannot_reach_the_encoder() {
+    let test = "rtmp_preflight_says_keyframe_requests_cannot_reach_the_encoder";
+    run(test, Weight::Heavy, |ctx| {
+        let mut demo = Demo::start(
+            ctx,
+            DemoOptions {
+                no_source: true,
+                ..Default::default()
+            },
+        )?;
+        let url = rtmp_url(&demo.info)?;
+        let addr = rtmp_addr(&url)?;
+        let admin = Admin::new(&demo.info)?;
+        let conference = demo.info.conference.clone();
+        let other = admin.post(
+            "/api/v1/conferences",
+            serde_json::json!({"id": "hn-gop-1s", "title": "GOP 1 s"}),
+            &[201],
+        )?;
+        let other_key = other["stream_key"].as_str().context("no stream_key")?;
+        let other_url = format!("rtmp://{addr}/hn-gop-1s/{other_key}");
+        // A 5 s GOP (x264's habit when left alone is 8 s) and a 1 s one, at once.
+        let long_gop = x264_gop("150");
+        let short_gop = x264_gop("30");
+        let (mut long_ff, _) = ffmpeg_push(ctx, "gop-5s", &url, &[&long_gop, GOOD_AUDIO], 90)?;
+        let (mut short_ff, _) =
+            ffmpeg_push(ctx, "gop-1s", &other_url, &[&short_gop, GOOD_AUDIO], 90)?;
+
+        let is_ingest_line = |v: &serde_json::Value, status: &str| {
+            v["live"] == true
+                && v["protocol"] == "RTMP"
+                && v["ingest_problem"].is_null()
+                && check(v, "keyframe_interval").is_none()
+                && check(v, "keyframe_requests").is_some_and(|c| c["status"] == status)
+        };
+        let long = wait_preflight(
+            &admin,
+            &conference,
+            Duration::from_secs(45),
+            "live, protocol RTMP, keyframe_requests red",
+            |v| is_ingest_line(v, "red"),
+        )?;
+        let short = wait_preflight(
+            &admin,
+            "hn-gop-1s",
+            Duration::from_secs(30),
+            "live, protocol RTMP, keyframe_requests green",
+            |v| is_ingest_line(v, "green"),
+        )?;
+        let line = check(&long, "keyframe_requests").context("no keyframe_requests")?;
+        let vi = line["advice_vi"].as_str().unwrap_or_default();
+        let en = line["advice_en"].as_str().unwrap_or_default();
+        ensure!(
+            vi.starts_with(
+                "Bộ mã hoá RTMP/SRT không nhận được yêu cầu khung hình chính từ người xem"
+            ) && vi.contains("keyframe interval")
+                && en.contains("cannot receive viewers' keyframe requests"),
+            "keyframe_requests' advice does not say why: {line}"
+        );
+        // The ids are the usual nine with keyframe_requests in keyframe_interval's place.
+        let ids: Vec<&str> = long["checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["id"].as_str())
+            .collect();
+        ensure!(
+            ids.get(1) == Some(&"keyframe_requests") && ids.len() == 9,
+            "check ids {ids:?}"
+        );
+        eprintln!(
+            "5 s GOP: keyframe_requests {} ({}); 1 s GOP: {} ({})",
+            line["status"],
+            line["value"],
+            check(&short, "keyframe_requests").map_or(String::new(), |c| c["status"].to_string()),
+            check(&short, "keyframe_requests").map_or(String::new(), |c| c["value"].to_string()),
+        );
+        let dir = results_dir(test)?;
+        fs::write(
+            dir.join("preflight-gop-5s.json"),
+            serde_json::to_string_pretty(&long)?,
+        )?;
+        fs::write(
+            dir.join("preflight-gop-1s.json"),
+            serde_json::to_string_pretty(&short)?,
+        )?;
+        demo.ensure_running()?;
+        long_ff.terminate(Duration::from_secs(5));
+        short_ff.terminate(Duration::from_secs(5));
+        Ok(())
+    });
 }

@@ -12,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use hallcast_tests::admin::Admin;
 use hallcast_tests::ffmpeg;
 use hallcast_tests::proc::Proc;
 use hallcast_tests::results::{self, PlayResult, ensure_pages_playing};
@@ -331,13 +332,50 @@ fn srt_garbage_then_a_good_push_plays() {
     });
 }
 
+/// `conference`'s pre-flight answer (admin token).
+fn preflight(admin: &Admin, conference: &str) -> Result<serde_json::Value> {
+    admin.get(&format!("/api/v1/conferences/{conference}/preflight"))
+}
+
+/// Polls `conference`'s pre-flight answer until `ok`; fails with the last answer.
+fn wait_preflight(
+    admin: &Admin,
+    conference: &str,
+    timeout: Duration,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value> {
+    let t0 = Instant::now();
+    loop {
+        let v = preflight(admin, conference)?;
+        if ok(&v) {
+            return Ok(v);
+        }
+        if t0.elapsed() > timeout {
+            bail!(
+                "{conference}'s pre-flight answer: expected {what} within {timeout:?}; last: {v}"
+            );
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// An HEVC encoder (right key) is dropped with a log line naming the codec, and its feed is
-/// ended, so an H.264 encoder is taken right after.
+/// ended, so an H.264 encoder is taken right after. The refusal shows in the conference's
+/// pre-flight answer (`ingest_problem`, SRT, naming HEVC), not in another conference's, and
+/// the H.264 push that is taken clears it (its answer then says `protocol` SRT).
 #[test]
 fn srt_hevc_is_refused() {
     run("srt_hevc_is_refused", Weight::Heavy, |ctx| {
         let (mut demo, log) = start_demo(ctx)?;
         let (url, _) = srt_url(&demo)?;
+        let admin = Admin::new(&demo.info)?;
+        let conference = demo.info.conference.clone();
+        admin.post(
+            "/api/v1/conferences",
+            serde_json::json!({"id": "hn-khac", "title": "Hội nghị khác"}),
+            &[201],
+        )?;
         let hevc = [
             "-c:v",
             "libx265",
@@ -359,6 +397,26 @@ fn srt_hevc_is_refused() {
         eprintln!("relay: {line}");
         ffmpeg::expect_refused(&mut ff, &ff_log, Duration::from_secs(15), "an HEVC encoder")?;
         wait_log(&log, &["ingest feed ended"], Duration::from_secs(10))?;
+        let refused = wait_preflight(
+            &admin,
+            &conference,
+            Duration::from_secs(10),
+            "an SRT ingest_problem naming HEVC",
+            |v| {
+                let p = &v["ingest_problem"];
+                p["protocol"] == "SRT"
+                    && p["message_vi"].as_str().is_some_and(|m| {
+                        m.starts_with("Bộ mã hoá SRT bị từ chối: codec không hỗ trợ")
+                    })
+                    && p["message_en"].as_str().is_some_and(|m| m.contains("HEVC"))
+            },
+        )?;
+        eprintln!("pre-flight: {}", refused["ingest_problem"]);
+        let other = preflight(&admin, "hn-khac")?;
+        ensure!(
+            other["ingest_problem"].is_null(),
+            "another conference shows the refusal: {other}"
+        );
 
         let (mut ff, _) = ffmpeg_push(ctx, "ffmpeg-h264", &url, H264_AAC, "mpegts", 30)?;
         let t0 = Instant::now();
@@ -369,6 +427,20 @@ fn srt_hevc_is_refused() {
             );
             thread::sleep(Duration::from_millis(100));
         }
+        wait_preflight(
+            &admin,
+            &conference,
+            Duration::from_secs(20),
+            "live over SRT with keyframe_requests listed, the refusal cleared",
+            |v| {
+                v["live"] == true
+                    && v["protocol"] == "SRT"
+                    && v["ingest_problem"].is_null()
+                    && v["checks"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(|c| c["id"] == "keyframe_requests"))
+            },
+        )?;
         ff.terminate(Duration::from_secs(5));
         demo.ensure_running()
     });

@@ -440,3 +440,191 @@ fn operator_console_signs_in_creates_publishes_previews_and_a_viewer_plays() {
         Ok(())
     });
 }
+
+/// The pre-flight answer of `conference`, polled with the admin token until `ok`.
+fn wait_preflight(
+    http: &hallcast_tests::http::Http,
+    token: &str,
+    conference: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let path = format!("/api/v1/conferences/{conference}/preflight");
+    let t0 = std::time::Instant::now();
+    loop {
+        let a = http.get(&path, Some(token))?;
+        ensure!(a.status == 200, "GET {path}: {} {}", a.status, a.body);
+        let v = a.json()?;
+        if ok(&v) {
+            return Ok(v);
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(45),
+            "{conference}: expected {what} within 45 s; last answer {v}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// An RTMP encoder in the console (issue 15): ffmpeg pushes the demo's conference with a 5 s
+/// keyframe interval, then a second encoder with a wrong key is refused; the signed-in operator's
+/// console shows "Nguồn phát: RTMP", the `keyframe_requests` line red and the red "Bộ mã hoá bị
+/// từ chối" line (screenshot `operator-ingest.png` in the results dir).
+#[test]
+fn operator_console_shows_an_rtmp_encoders_keyframes_and_a_refusal() {
+    let test = "operator_console_shows_an_rtmp_encoders_keyframes_and_a_refusal";
+    run(test, Weight::Heavy, |ctx| -> Result<()> {
+        let hash = hash_password(PASSWORD)?;
+        let mut demo = Demo::start(
+            ctx,
+            DemoOptions {
+                no_source: true,
+                set: vec![format!(
+                    "access.accounts=[{{name=\"ktv\", role=\"operator\", password_hash=\"{hash}\"}}]"
+                )],
+                ..Default::default()
+            },
+        )?;
+        let info = demo.info.clone();
+        let token = info.key("admin_token")?;
+        let http = hallcast_tests::http::Http::new(&info.http_base)?;
+        let url = info.key("rtmp_url")?;
+        let conference = info.conference.clone();
+        let video = [
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-bf",
+            "0",
+            "-g",
+            "150",
+            "-keyint_min",
+            "150",
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+        ];
+        let mut args = vec![
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+        ];
+        args.extend(video);
+        args.extend(["-c:a", "aac", "-t", "120", "-f", "flv", &url]);
+        let (mut good, _) = hallcast_tests::ffmpeg::spawn(ctx, "ffmpeg-gop-5s", &args)?;
+        wait_preflight(&http, &token, &conference, "live over RTMP", |v| {
+            v["live"] == true && v["protocol"] == "RTMP"
+        })?;
+        // A second encoder with a wrong key, while the first is on the air.
+        let wrong_url = url.replace(&info.stream_key, "not-the-key-0123456789");
+        let mut wrong_args = args.clone();
+        *wrong_args.last_mut().context("no output")? = &wrong_url;
+        let (mut wrong, wrong_log) =
+            hallcast_tests::ffmpeg::spawn(ctx, "ffmpeg-wrong-key", &wrong_args)?;
+        hallcast_tests::ffmpeg::expect_refused(
+            &mut wrong,
+            &wrong_log,
+            Duration::from_secs(30),
+            "an encoder with a wrong key",
+        )?;
+        let answer = wait_preflight(
+            &http,
+            &token,
+            &conference,
+            "keyframe_requests red and the wrong key's ingest_problem",
+            |v| {
+                v["ingest_problem"]["message_en"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("wrong stream key"))
+                    && v["checks"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["id"] == "keyframe_requests" && c["status"] == "red")
+            },
+        )?;
+        eprintln!("pre-flight answer: {answer}");
+
+        let out = results_dir(test)?;
+        let shot = out.join("operator-ingest.png");
+        let console_args = strings(&[
+            "--base",
+            &info.http_base,
+            "--name",
+            "ktv",
+            "--password",
+            PASSWORD,
+            "--conference",
+            &conference,
+            "--expect",
+            "ingest_problem=red,keyframe_requests=red",
+            "--protocol",
+            "RTMP",
+            "--shot",
+            &shot.to_string_lossy(),
+        ]);
+        let mut console = Client::start(
+            ctx,
+            ClientKind::Browser,
+            "operator_ingest.mjs",
+            &console_args,
+        )?;
+        let result = console.result(Duration::from_secs(90))?;
+        let lines = result["lines"].as_array().cloned().unwrap_or_default();
+        let line = |id: &str| lines.iter().find(|l| l["id"] == id).cloned();
+        let problem = line("ingest_problem").context("no refusal line in the console")?;
+        ensure!(
+            problem["status"] == "red"
+                && problem["text"].as_str().is_some_and(
+                    |t| t.starts_with("Bộ mã hoá bị từ chối") && t.contains("sai khoá luồng")
+                ),
+            "the console's refusal line: {problem}"
+        );
+        ensure!(
+            lines.first().is_some_and(|l| l["id"] == "ingest_problem"),
+            "the refusal line is not first: {lines:?}"
+        );
+        let keyframes = line("keyframe_requests").context("no keyframe_requests line")?;
+        ensure!(
+            keyframes["status"] == "red"
+                && keyframes["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("Khung hình chính")
+                        && t.contains("không nhận được yêu cầu khung hình chính")),
+            "the console's keyframe line: {keyframes}"
+        );
+        ensure!(
+            line("keyframe_interval").is_none(),
+            "the console shows keyframe_interval for an RTMP encoder: {lines:?}"
+        );
+        ensure!(
+            result["source"]["protocol"] == "RTMP"
+                && result["source"]["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("Nguồn phát: RTMP")),
+            "the console's publisher line: {}",
+            result["source"]
+        );
+        ensure!(
+            result["page_errors"]
+                .as_array()
+                .is_none_or(|e| e.is_empty()),
+            "the console threw: {}",
+            result["page_errors"]
+        );
+        ensure_not_blank("operator (RTMP)", &result["shot"], 0.01)?;
+        copy_to_screenshot_dir(&shot, "operator-ingest.png")?;
+        println!("screenshot: {}", shot.display());
+        good.terminate(Duration::from_secs(5));
+        demo.ensure_running()
+    });
+}

@@ -81,6 +81,9 @@ impl Scenario {
             want.sort_unstable();
             want == board.iter().map(String::as_str).collect::<Vec<_>>()
         }) && v["live"] == true
+            // Every publisher here speaks WHIP (one claims the ingest gateway's header).
+            && v["protocol"] == "WHIP"
+            && v["ingest_problem"].is_null()
             && self
                 .expect
                 .iter()
@@ -95,7 +98,11 @@ impl Scenario {
         let statuses = self
             .expect
             .iter()
-            .map(|(id, want)| format!("{id} {want} (got {})", line(v, id)));
+            .map(|(id, want)| format!("{id} {want} (got {})", line(v, id)))
+            .chain(std::iter::once(format!(
+                "protocol WHIP, no ingest_problem (got {}, {})",
+                v["protocol"], v["ingest_problem"]
+            )));
         let values = self
             .expect_value
             .iter()
@@ -422,13 +429,16 @@ fn preflight_of_chromium_reads_the_audio_level_extension_and_vp8() {
             browser: Some(&["--mute-audio"]),
             board_alerts: None,
         };
-        // VP8: the resolution comes from the key frame header.
+        // VP8: the resolution comes from the key frame header. This publisher also sends the
+        // relay's ingest-gateway header (`hallcast-ingest: rtmp`) on the public listener: it
+        // must stay WHIP (`protocol` "WHIP", `keyframe_interval` listed, not
+        // `keyframe_requests`: `preflight` checks the ids).
         let vp8 = Scenario {
             name: "chromium_vp8",
             opts: DemoOptions::default(),
             expect: vec![("codec", "green"), ("b_frames", "green")],
             expect_value: vec![("codec", "VP8"), ("resolution", "×")],
-            browser: Some(&["--codec", "vp8"]),
+            browser: Some(&["--codec", "vp8", "--header", "hallcast-ingest: rtmp"]),
             board_alerts: None,
         };
         run_scenarios(ctx, test, vec![live, muted, vp8])

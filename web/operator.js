@@ -22,6 +22,14 @@
     ['audio', 'Có âm thanh', 'Audio present'],
     ['audio_level', 'Mức âm thanh', 'Audio level'],
   ];
+  // An RTMP/SRT encoder (the relay's ingest gateway publishes it): this line takes the place of
+  // keyframe_interval, saying that viewers' keyframe requests cannot reach the encoder.
+  const INGEST_KEYFRAME = ['keyframe_requests', 'Khung hình chính', 'Keyframes, RTMP/SRT'];
+  const PROTOCOL_NOTE = {
+    WHIP: ['WHIP (WebRTC)', 'WHIP (WebRTC)'],
+    RTMP: ['RTMP, qua cổng nhận của máy chủ', 'RTMP, through the relay\'s ingest gateway'],
+    SRT: ['SRT, qua cổng nhận của máy chủ', 'SRT, through the relay\'s ingest gateway'],
+  };
   const STATUS_VI = { green: 'Tốt', amber: 'Lưu ý', red: 'Cần sửa', unknown: 'Chưa rõ' };
 
   // What tests and curious operators can read.
@@ -310,7 +318,10 @@
     const byId = new Map(((report && report.checks) || []).map((c) => [c.id, c]));
     const ul = $('preflight');
     ul.textContent = '';
-    for (const [id, vi, en] of CHECKS) {
+    const problem = report && report.ingest_problem;
+    if (problem) ul.append(problemLine(problem));
+    for (const entry of CHECKS) {
+      const [id, vi, en] = entry[0] === 'keyframe_interval' && byId.has(INGEST_KEYFRAME[0]) ? INGEST_KEYFRAME : entry;
       const c = byId.get(id) || { id, status: 'unknown' };
       const status = ['green', 'amber', 'red'].includes(c.status) ? c.status : 'unknown';
       const li = document.createElement('li');
@@ -343,6 +354,43 @@
       ul.append(li);
     }
     $('preflight-note').textContent = note || (report && !report.live ? 'Chưa nhận luồng. / Nothing is published yet.' : '');
+    const source = $('preflight-source');
+    const protocol = report && report.live && PROTOCOL_NOTE[report.protocol];
+    source.textContent = '';
+    source.hidden = !protocol;
+    if (protocol) {
+      source.dataset.protocol = report.protocol;
+      source.innerHTML = 'Nguồn phát: <b></b> <span class="en"></span>';
+      source.querySelector('b').textContent = protocol[0];
+      source.querySelector('.en').textContent = `Publisher: ${protocol[1]}`;
+    }
+  }
+
+  // The ingest gateway's latest refused push of this conference: a red line above the checks.
+  function problemLine(p) {
+    const li = document.createElement('li');
+    li.dataset.check = 'ingest_problem';
+    li.dataset.status = 'red';
+    const dot = document.createElement('span');
+    dot.className = 'dot red';
+    dot.title = 'red';
+    const name = document.createElement('span');
+    name.className = 'name';
+    name.innerHTML = '<b>Bộ mã hoá bị từ chối</b> <span class="en">Encoder refused</span>';
+    name.title = 'Bộ mã hoá bị từ chối / Encoder refused';
+    const value = document.createElement('span');
+    value.className = 'value';
+    const at = new Date(p.at_ms);
+    value.textContent = `${p.protocol} · ${at.toLocaleTimeString('vi-VN')}`;
+    const advice = document.createElement('span');
+    advice.className = 'advice';
+    advice.textContent = p.message_vi || '';
+    const e = document.createElement('span');
+    e.className = 'en';
+    e.textContent = p.message_en || '';
+    advice.append(e);
+    li.append(dot, name, value, advice);
+    return li;
   }
 
   // ---------------------------------------------------------------- publish this browser's camera

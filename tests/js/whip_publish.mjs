@@ -15,17 +15,19 @@ import { emit, launchBrowser, log, parseArgs, run, sleep } from './common.mjs';
 
 const USAGE = `usage: whip_publish.mjs --url WHIP_URL --key STREAM_KEY [--codec h264|vp8] [--simulcast]
                         [--mute-audio] [--duration SECS] [--progress] [--shed-top AT:FOR]
+                        [--header 'NAME: VALUE']
   --shed-top AT:FOR   (simulcast) stop sending the top layer AT seconds after publishing, for FOR
                       seconds (RTCRtpSender.setParameters, encodings[top].active), as an encoder
-                      shedding its top layer under load; emits {"event":"shed"} and {"event":"restored"}`;
+                      shedding its top layer under load; emits {"event":"shed"} and {"event":"restored"}
+  --header 'N: V'     one extra request header on the WHIP POST`;
 
 const args = parseArgs(
-  { url: '', key: '', codec: 'h264', simulcast: false, mute_audio: false, duration: 30, progress: false, shed_top: '' },
+  { url: '', key: '', codec: 'h264', simulcast: false, mute_audio: false, duration: 30, progress: false, shed_top: '', header: '' },
   USAGE,
 );
 
 // Runs inside the page. Kept free of closures over Node state: Playwright serialises it.
-async function publishInPage({ url, key, codec, simulcast, muteAudio }) {
+async function publishInPage({ url, key, codec, simulcast, muteAudio, header }) {
   const hc = (window.__hcPublisher = { states: [], pc: null, location: null });
   const stream = await navigator.mediaDevices.getUserMedia({
     audio: true,
@@ -77,9 +79,16 @@ async function publishInPage({ url, key, codec, simulcast, muteAudio }) {
       }
     });
   });
+  const headers = { 'Content-Type': 'application/sdp', Authorization: `Bearer ${key}` };
+  // One extra request header (e.g. the relay's ingest gateway's, which an outside publisher
+  // must not be believed for).
+  if (header) {
+    const i = header.indexOf(':');
+    headers[header.slice(0, i).trim()] = header.slice(i + 1).trim();
+  }
   const response = await fetch(url, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${key}` },
+    headers,
     body: pc.localDescription.sdp,
   });
   const body = await response.text();
@@ -197,6 +206,7 @@ run(async () => {
     codec: args.codec,
     simulcast: args.simulcast,
     muteAudio: args.mute_audio,
+    header: args.header,
   });
   await page.evaluate((key) => {
     window.__hcPublisher.key = key;

@@ -102,6 +102,17 @@ pub async fn publish_feed(
     stream_key: &str,
     media_ip: Option<IpAddr>,
 ) -> anyhow::Result<FeedPublisher> {
+    publish_feed_with(whip_url, stream_key, media_ip, &[]).await
+}
+
+/// [`publish_feed`] with extra headers on the WHIP POST (hallcast's ingest gateway names its
+/// protocol this way; the relay believes it only on its loopback ingest listener).
+pub async fn publish_feed_with(
+    whip_url: &str,
+    stream_key: &str,
+    media_ip: Option<IpAddr>,
+    headers: &[(String, String)],
+) -> anyhow::Result<FeedPublisher> {
     let url = crate::whip::parse_url(whip_url)?;
     let Connected {
         pc,
@@ -115,6 +126,7 @@ pub async fn publish_feed(
             url: &url,
             stream_key,
             media_ip,
+            headers,
         },
         &[None],
         true,

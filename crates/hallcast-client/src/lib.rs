@@ -57,7 +57,7 @@ mod pacing;
 mod session;
 pub mod whip;
 
-pub use feed::{FeedAudio, FeedPublisher, FeedStats, FeedVideo, publish_feed};
+pub use feed::{FeedAudio, FeedPublisher, FeedStats, FeedVideo, publish_feed, publish_feed_with};
 pub use whip::WhipError;
 
 /// What the test source sends.

@@ -209,6 +209,7 @@ pub(crate) async fn publish(
             url: &url,
             stream_key,
             media_ip: None,
+            headers: &[],
         },
         &rids,
         with_audio,
@@ -291,6 +292,8 @@ pub(crate) struct Target<'a> {
     /// the answer's candidate addresses are replaced by it. For a publisher on the relay's own
     /// host, whose announced addresses (public IPs behind NAT) it may not reach.
     pub(crate) media_ip: Option<IpAddr>,
+    /// Extra request headers of the WHIP POST (name, value).
+    pub(crate) headers: &'a [(String, String)],
 }
 
 /// `sdp` with the connection address of every `a=candidate` line replaced by `ip`.
@@ -734,7 +737,8 @@ async fn negotiate(
     trace!(sdp = %offer.sdp, "WHIP offer");
 
     let stream_key = target.stream_key;
-    let mut session = crate::whip::post_offer(http, target.url, stream_key, &offer.sdp).await?;
+    let mut session =
+        crate::whip::post_offer(http, target.url, stream_key, target.headers, &offer.sdp).await?;
     trace!(sdp = %session.answer, "WHIP answer");
     if let Some(ip) = target.media_ip {
         session.answer = candidates_at(&session.answer, ip);

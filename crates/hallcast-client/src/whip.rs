@@ -74,15 +74,17 @@ pub(crate) async fn post_offer(
     client: &Client,
     url: &Url,
     stream_key: &str,
+    headers: &[(String, String)],
     offer: &str,
 ) -> Result<WhipSession, WhipError> {
-    let response = client
+    let mut request = client
         .post(url.clone())
         .header(CONTENT_TYPE, "application/sdp")
-        .header(AUTHORIZATION, format!("Bearer {stream_key}"))
-        .body(offer.to_owned())
-        .send()
-        .await?;
+        .header(AUTHORIZATION, format!("Bearer {stream_key}"));
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let response = request.body(offer.to_owned()).send().await?;
     let status = response.status();
     // Redirects (307) are followed by the client; relative Locations resolve against the URL
     // that finally answered.

@@ -27,6 +27,18 @@
 //! value is the longest of the last [`N_SPANS`] such intervals — or the time since the
 //! last keyframe, when that is already longer (a 10 s interval shows red after 4 s, not
 //! after 20).
+//!
+//! Ingest gateways (RTMP, SRT): a publisher the relay knows to be its own ingest gateway
+//! ([`Preflight::with_protocol`]) passes on an encoder that never hears the viewers'
+//! keyframe requests (PLI/FIR stop at the gateway), so its own interval is all a joining or
+//! recovering viewer can wait for. For such a publisher the report carries
+//! [`CheckId::KeyframeRequests`] (`keyframe_requests`) **in place of** `keyframe_interval`,
+//! with advice that says so; every keyframe counts as the encoder's own (none is an answer),
+//! and a long interval is never softened to amber by answered requests (there are none).
+//! Thresholds: green up to [`INGEST_KEYFRAME_GREEN_MAX`] (2 s: what the advice and video
+//! platforms ask of encoders, a recovering viewer waits 1 s on average), amber up to
+//! [`INGEST_KEYFRAME_AMBER_MAX`] (4 s: a loss costs up to 4 s of frozen picture), red beyond
+//! (x264's and OBS's automatic interval, 250 frames ≈ 8 s, lands here).
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -42,6 +54,11 @@ pub const REQUESTED_KEYFRAME_WINDOW: Duration = Duration::from_millis(1500);
 /// A publisher whose layers all answered a keyframe request this recently (and none left
 /// unanswered) has sparse keyframes flagged amber, not red.
 pub const ANSWERED_RECENTLY: Duration = Duration::from_secs(60);
+/// Ingest gateways (RTMP/SRT): keyframe interval green up to this (2 s plus rounding).
+pub const INGEST_KEYFRAME_GREEN_MAX: Duration = Duration::from_millis(2050);
+/// Ingest gateways: amber up to this, red beyond (never softened: the encoder cannot answer
+/// keyframe requests).
+pub const INGEST_KEYFRAME_AMBER_MAX: Duration = Duration::from_millis(4050);
 /// Keyframe intervals remembered per layer.
 pub const N_SPANS: usize = 4;
 /// Video bitrate, in bits per pixel per frame (at the measured frame rate, at least
@@ -104,11 +121,41 @@ impl Status {
     }
 }
 
+/// How the publisher reaches the relay: WHIP directly, or the relay's own ingest gateway
+/// for an RTMP or SRT encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum IngestProtocol {
+    #[default]
+    Whip,
+    Rtmp,
+    Srt,
+}
+
+impl IngestProtocol {
+    /// `WHIP`, `RTMP`, `SRT` (as the API and the console show it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngestProtocol::Whip => "WHIP",
+            IngestProtocol::Rtmp => "RTMP",
+            IngestProtocol::Srt => "SRT",
+        }
+    }
+
+    /// An encoder behind the relay's ingest gateway: keyframe requests cannot reach it.
+    pub fn is_gateway(self) -> bool {
+        self != IngestProtocol::Whip
+    }
+}
+
 /// The checks, in the order the report lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CheckId {
     Codec,
     KeyframeInterval,
+    /// An ingest gateway's encoder (RTMP/SRT): its keyframe interval, judged knowing that
+    /// viewers' keyframe requests cannot reach it. Listed in place of
+    /// [`CheckId::KeyframeInterval`]; not in [`CheckId::ALL`] (a WHIP publisher's list).
+    KeyframeRequests,
     BFrames,
     Bitrate,
     Resolution,
@@ -135,6 +182,7 @@ impl CheckId {
         match self {
             CheckId::Codec => "codec",
             CheckId::KeyframeInterval => "keyframe_interval",
+            CheckId::KeyframeRequests => "keyframe_requests",
             CheckId::BFrames => "b_frames",
             CheckId::Bitrate => "bitrate",
             CheckId::Resolution => "resolution",
@@ -158,9 +206,12 @@ pub struct Check {
     pub advice_en: &'static str,
 }
 
-/// Every check, in [`CheckId::ALL`]'s order.
+/// Every check, in [`CheckId::ALL`]'s order (for an ingest gateway's publisher,
+/// [`CheckId::KeyframeRequests`] in place of [`CheckId::KeyframeInterval`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
+    /// How the publisher arrives (`None`: nothing published, [`Report::unknown`]).
+    pub protocol: Option<IngestProtocol>,
     pub checks: Vec<Check>,
 }
 
@@ -168,6 +219,7 @@ impl Report {
     /// Every check unknown (nothing received).
     pub fn unknown() -> Report {
         Report {
+            protocol: None,
             checks: CheckId::ALL
                 .iter()
                 .map(|&id| check(id, Status::Unknown, String::from("—")))
@@ -289,6 +341,7 @@ pub struct Preflight {
     layers: [LayerState; Layer::MAX],
     first_audio: Option<Instant>,
     last_audio: Option<Instant>,
+    protocol: IngestProtocol,
 }
 
 impl Preflight {
@@ -309,7 +362,20 @@ impl Preflight {
             layers: Default::default(),
             first_audio: None,
             last_audio: None,
+            protocol: IngestProtocol::Whip,
         }
+    }
+
+    /// The publisher arrives over `protocol` (default WHIP). Only the relay may say RTMP or
+    /// SRT: it knows its own ingest gateway (see the module doc).
+    pub fn with_protocol(mut self, protocol: IngestProtocol) -> Preflight {
+        self.protocol = protocol;
+        self
+    }
+
+    /// How the publisher arrives.
+    pub fn protocol(&self) -> IngestProtocol {
+        self.protocol
     }
 
     fn second(&mut self, at: Instant) -> &mut Second {
@@ -345,6 +411,8 @@ impl Preflight {
     fn on_video(&mut self, pkt: &SourcePacket) {
         let i = pkt.layer.index();
         let codec = self.video;
+        // Behind the ingest gateway no keyframe is an answer: the encoder never hears requests.
+        let answers_requests = !self.protocol.is_gateway();
         let bytes = pkt.payload.len() as u64;
         let l = &mut self.layers[i];
         l.first_arrival.get_or_insert(pkt.arrival);
@@ -389,9 +457,10 @@ impl Preflight {
                 _ => {}
             }
             if l.last_kf_ts != Some(pkt.ts) {
-                let requested = l.last_request_at.is_some_and(|r| {
-                    pkt.arrival.saturating_duration_since(r) <= REQUESTED_KEYFRAME_WINDOW
-                });
+                let requested = answers_requests
+                    && l.last_request_at.is_some_and(|r| {
+                        pkt.arrival.saturating_duration_since(r) <= REQUESTED_KEYFRAME_WINDOW
+                    });
                 if requested && let Some(r) = l.last_request_at {
                     l.answered_at = Some(pkt.arrival);
                     l.answer_latency = pkt.arrival.saturating_duration_since(r);
@@ -426,6 +495,7 @@ impl Preflight {
         });
         let top = (0..Layer::MAX).rev().find(|&i| active[i]);
         Report {
+            protocol: Some(self.protocol),
             checks: vec![
                 self.codec_check(top),
                 self.keyframe_check(&active, now),
@@ -518,6 +588,19 @@ impl Preflight {
     }
 
     fn keyframe_check(&self, active: &[bool; Layer::MAX], now: Instant) -> Check {
+        let (id, green_max, amber_max) = if self.protocol.is_gateway() {
+            (
+                CheckId::KeyframeRequests,
+                INGEST_KEYFRAME_GREEN_MAX,
+                INGEST_KEYFRAME_AMBER_MAX,
+            )
+        } else {
+            (
+                CheckId::KeyframeInterval,
+                KEYFRAME_GREEN_MAX,
+                KEYFRAME_AMBER_MAX,
+            )
+        };
         // The worst active layer decides.
         let mut worst: Option<(Duration, bool)> = None;
         for (i, l) in self.layers.iter().enumerate() {
@@ -534,9 +617,9 @@ impl Preflight {
                 .or(l.first_arrival)
                 .map(|t| now.saturating_duration_since(t));
             let (d, lower_bound) = match (longest, open) {
-                (Some(s), Some(o)) if o > s && o > KEYFRAME_GREEN_MAX => (o, true),
+                (Some(s), Some(o)) if o > s && o > green_max => (o, true),
                 (Some(s), _) => (s, false),
-                (None, Some(o)) if o > KEYFRAME_GREEN_MAX => (o, true),
+                (None, Some(o)) if o > green_max => (o, true),
                 _ => continue,
             };
             if worst.is_none_or(|(w, _)| d > w) {
@@ -544,11 +627,11 @@ impl Preflight {
             }
         }
         let Some((d, lower_bound)) = worst else {
-            return check(CheckId::KeyframeInterval, Status::Unknown, "—".into());
+            return check(id, Status::Unknown, "—".into());
         };
-        let mut status = if d <= KEYFRAME_GREEN_MAX {
+        let mut status = if d <= green_max {
             Status::Green
-        } else if d <= KEYFRAME_AMBER_MAX {
+        } else if d <= amber_max {
             Status::Amber
         } else {
             Status::Red
@@ -560,12 +643,13 @@ impl Preflight {
         // word (amber), not an alarm. An encoder with its own long interval stays red even if
         // it answers: its GOPs are what late joiners are replayed.
         if status == Status::Red
+            && !self.protocol.is_gateway()
             && let Some(latency) = self.answers_keyframe_requests(active, now)
         {
             status = Status::Amber;
             value = format!("{value}; on request in {:.1} s", latency.as_secs_f64());
         }
-        check(CheckId::KeyframeInterval, status, value)
+        check(id, status, value)
     }
 
     /// Every active layer sends keyframes only on request (no interval of its own measured),
@@ -827,6 +911,18 @@ pub fn advice(id: CheckId, status: Status) -> (&'static str, &'static str) {
         (C::KeyframeInterval, _) => (
             "Khung khoá quá thưa: điểm cầu vào muộn phải chờ lâu mới có hình. Đặt khoảng khung khoá (keyframe interval / GOP) là 1–2 giây (OBS: Keyframe Interval = 1 hoặc 2).",
             "Keyframes are too far apart: points joining late wait long for a picture. Set the keyframe interval (GOP) to 1–2 s (OBS: Keyframe Interval = 1 or 2).",
+        ),
+        (C::KeyframeRequests, S::Green) => (
+            "Khoảng cách khung hình chính tốt (≤ 2 giây). Bộ mã hoá RTMP/SRT không nhận được yêu cầu khung hình chính từ người xem, nên giữ nguyên 1–2 giây.",
+            "Keyframe interval is fine (≤ 2 s). An RTMP/SRT encoder cannot receive viewers' keyframe requests: keep it at 1–2 s.",
+        ),
+        (C::KeyframeRequests, S::Amber) => (
+            "Bộ mã hoá RTMP/SRT không nhận được yêu cầu khung hình chính từ người xem: người xem bị mất gói phải chờ tới khung hình chính kế tiếp (hơn 2 giây). Đặt khoảng cách khung hình chính (keyframe interval) 1–2 giây.",
+            "An RTMP/SRT encoder cannot receive viewers' keyframe requests: a viewer who lost packets waits for its next keyframe (over 2 s). Set the keyframe interval to 1–2 s.",
+        ),
+        (C::KeyframeRequests, _) => (
+            "Bộ mã hoá RTMP/SRT không nhận được yêu cầu khung hình chính từ người xem, mà khung hình chính cách nhau quá xa (hơn 4 giây): người xem bị mất gói hoặc mới vào phải chờ lâu, hình đứng. Đặt khoảng cách khung hình chính (keyframe interval / GOP) 1–2 giây (OBS: Keyframe Interval = 1 hoặc 2; vMix: Keyframe Interval 1–2 s; ffmpeg: -g bằng 1–2 lần số khung hình/giây).",
+            "An RTMP/SRT encoder cannot receive viewers' keyframe requests, and its keyframes are far apart (over 4 s): viewers who lost packets or just joined wait long on a frozen picture. Set the keyframe interval (GOP) to 1–2 s (OBS: Keyframe Interval = 1 or 2; vMix: keyframe interval 1–2 s; ffmpeg: -g of 1–2 times the frame rate).",
         ),
         (C::BFrames, S::Green) => ("Không có B-frame.", "No B-frames."),
         (C::BFrames, _) => (

@@ -20,6 +20,7 @@
 //! keyframe after that.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use hallcast_client::{FeedAudio, FeedPublisher, FeedStats, FeedVideo, WhipError};
@@ -28,13 +29,32 @@ use tracing::{info, warn};
 use crate::IngestError;
 use crate::aac::AacToOpus;
 use crate::h264::ParameterSets;
+use crate::refusal::{INGEST_HEADER, Protocol, Refusal, RefusalKind, RefusalSink};
 
 /// Where feeds are published: the relay's own HTTP listener, plain `http://` (with TLS on,
 /// the relay opens a loopback-only plain listener for this; see `hallcast serve`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The listener that serves a target sets its [`Protocol`] ([`IngestTarget::for_protocol`]):
+/// each WHIP POST then names it in the [`INGEST_HEADER`], which the relay believes on its own
+/// loopback ingest listener only. Refusals of named conferences go to the relay's
+/// [`RefusalSink`] when it gave one ([`IngestTarget::with_refusals`]).
+#[derive(Clone)]
 pub struct IngestTarget {
     base: String,
     media_ip: Option<IpAddr>,
+    protocol: Option<Protocol>,
+    refusals: Option<Arc<dyn RefusalSink>>,
+}
+
+impl std::fmt::Debug for IngestTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestTarget")
+            .field("base", &self.base)
+            .field("media_ip", &self.media_ip)
+            .field("protocol", &self.protocol)
+            .field("refusals", &self.refusals.is_some())
+            .finish()
+    }
 }
 
 impl IngestTarget {
@@ -44,6 +64,28 @@ impl IngestTarget {
         Self {
             base: base.trim_end_matches('/').to_owned(),
             media_ip: None,
+            protocol: None,
+            refusals: None,
+        }
+    }
+
+    /// Feeds from encoders speaking `protocol` (set by the listener that serves the target).
+    pub fn for_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = Some(protocol);
+        self
+    }
+
+    /// Refusals of named conferences are reported to `sink` (the relay).
+    pub fn with_refusals(mut self, sink: Arc<dyn RefusalSink>) -> Self {
+        self.refusals = Some(sink);
+        self
+    }
+
+    /// Tells the relay that an encoder's push to `conference` was refused (with a protocol
+    /// and a sink; otherwise only the caller's log line says it).
+    pub fn report_refusal(&self, conference: &str, kind: RefusalKind, detail: &str) {
+        if let (Some(sink), Some(protocol)) = (&self.refusals, self.protocol) {
+            sink.refused(Refusal::new(conference, protocol, kind, detail));
         }
     }
 
@@ -103,24 +145,47 @@ impl Feed {
                 "invalid conference name {conference:?}"
             )));
         }
-        let publisher =
-            hallcast_client::publish_feed(&target.whip_url(conference), key, target.media_ip)
-                .await
-                .map_err(
-                    |e| match e.downcast_ref::<WhipError>().and_then(WhipError::status) {
-                        Some(401) => IngestError::Refused(format!(
-                            "wrong stream key for conference {conference}"
-                        )),
-                        Some(404) => IngestError::Refused(format!("no conference {conference}")),
-                        Some(409) => IngestError::Refused(format!(
-                            "conference {conference} already has a live publisher"
-                        )),
-                        Some(status) => {
-                            IngestError::Refused(format!("the relay answered {status}: {e}"))
-                        }
-                        None => IngestError::Publish(format!("{e:#}")),
-                    },
-                )?;
+        let headers: Vec<(String, String)> = target
+            .protocol
+            .map(|p| (INGEST_HEADER.to_owned(), p.header_value().to_owned()))
+            .into_iter()
+            .collect();
+        let published = hallcast_client::publish_feed_with(
+            &target.whip_url(conference),
+            key,
+            target.media_ip,
+            &headers,
+        )
+        .await;
+        let publisher = published.map_err(|e| {
+            let status = e.downcast_ref::<WhipError>().and_then(WhipError::status);
+            let (err, kind) = match status {
+                Some(401) => (
+                    IngestError::Refused(format!("wrong stream key for conference {conference}")),
+                    Some(RefusalKind::WrongKey),
+                ),
+                // No such conference: nobody to tell but the log.
+                Some(404) => (
+                    IngestError::Refused(format!("no conference {conference}")),
+                    None,
+                ),
+                Some(409) => (
+                    IngestError::Refused(format!(
+                        "conference {conference} already has a live publisher"
+                    )),
+                    Some(RefusalKind::AlreadyLive),
+                ),
+                Some(status) => (
+                    IngestError::Refused(format!("the relay answered {status}: {e}")),
+                    Some(RefusalKind::Relay),
+                ),
+                None => (IngestError::Publish(format!("{e:#}")), None),
+            };
+            if let Some(kind) = kind {
+                target.report_refusal(conference, kind, &err.to_string());
+            }
+            err
+        })?;
         info!(%conference, source = %label, resource = publisher.resource(), "ingest feed published");
         Ok(Feed {
             publisher,

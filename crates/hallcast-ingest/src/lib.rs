@@ -9,6 +9,8 @@
 //!   in, a WHIP publisher (`hallcast_client::publish_feed`) out.
 //! - [`h264`], [`aac`], [`adts`], [`flv`]: sans-IO bitstream work (AVCC → Annex B, parameter
 //!   sets, AAC → Opus, ADTS headers, FLV tag bodies).
+//! - [`refusal`]: what the gateway tells the relay about refused encoders (the operator's
+//!   pre-flight answer shows it), and the header naming the protocol on its WHIP POST.
 //! - [`rtmp`]: the RTMP listener (`rtmp://HOST:PORT/{conference}`, the stream key as the
 //!   stream name), built on `rml_rtmp`'s sans-IO handshake and session.
 //! - [`srt`]: the SRT listener (`srt-tokio`, listener mode; [`streamid`] names the conference
@@ -27,6 +29,7 @@ pub mod feed;
 pub mod flv;
 
 pub mod h264;
+pub mod refusal;
 pub mod rtmp;
 pub mod srt;
 pub mod streamid;
@@ -34,6 +37,7 @@ mod ts;
 
 pub use feed::{Feed, IngestTarget};
 pub use hallcast_client::FeedStats;
+pub use refusal::{INGEST_HEADER, Protocol, Refusal, RefusalKind, RefusalSink};
 pub use srt::SrtIngest;
 pub use ts::{TsDemux, TsEvent};
 

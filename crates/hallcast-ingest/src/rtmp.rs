@@ -24,6 +24,7 @@ use crate::IngestError;
 use crate::feed::{Feed, IngestTarget};
 use crate::flv::{self, AudioTag, VideoTag};
 use crate::h264::{self, AvcConfig};
+use crate::refusal::{Protocol, RefusalKind};
 
 /// How long the RTMP handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -113,6 +114,7 @@ impl RtmpListener {
 
     /// Accepts connections forever, each in its own task publishing to `target`.
     pub async fn serve(self, target: IngestTarget) {
+        let target = target.for_protocol(Protocol::Rtmp);
         let admission = std::sync::Arc::new(std::sync::Mutex::new(Admission::default()));
         let mut refused = 0u64;
         let mut refused_logged: Option<tokio::time::Instant> = None;
@@ -417,13 +419,15 @@ impl Conn<'_> {
             ServerSessionEvent::VideoDataReceived {
                 data, timestamp, ..
             } => {
-                self.video(&data, i64::from(timestamp.value))?;
+                let r = self.video(&data, i64::from(timestamp.value));
+                self.report(r)?;
                 Ok((vec![], Flow::Continue))
             }
             ServerSessionEvent::AudioDataReceived {
                 data, timestamp, ..
             } => {
-                self.audio(&data, i64::from(timestamp.value))?;
+                let r = self.audio(&data, i64::from(timestamp.value));
+                self.report(r)?;
                 Ok((vec![], Flow::Continue))
             }
             ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
@@ -506,6 +510,23 @@ impl Conn<'_> {
             Err(e) => return Err(e.into()),
         }
         Ok(())
+    }
+
+    /// A media message's outcome: a stream ended for its codec or for bad data is reported
+    /// to the relay (the conference's operator sees it), then passed on.
+    fn report(&self, r: Result<(), End>) -> Result<(), End> {
+        if let (Err(e), Some(feed)) = (&r, &self.feed) {
+            let kind = match e {
+                End::Unsupported(_) => Some(RefusalKind::UnsupportedCodec),
+                End::Invalid(_) => Some(RefusalKind::BadPayload),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                self.target
+                    .report_refusal(feed.conference(), kind, &e.to_string());
+            }
+        }
+        r
     }
 
     /// A malformed message: skipped, logged now and then.

@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 
 use crate::IngestError;
 use crate::feed::{Feed, IngestTarget};
+use crate::refusal::{Protocol, RefusalKind};
 use crate::streamid;
 use crate::ts::{TsDemux, TsEvent};
 
@@ -94,6 +95,7 @@ impl SrtIngest {
             mut incoming,
             local_addr,
         } = self;
+        let target = target.for_protocol(Protocol::Srt);
         let mut stats = listener.statistics().clone();
         let mut n_garbage_logged = 0;
         let mut last_garbage_log: Option<Instant> = None;
@@ -203,7 +205,14 @@ async fn handle(
     match &end {
         End::EncoderLeft => info!(%remote, %conference, "SRT ingest: the encoder disconnected"),
         End::FeedClosed => info!(%remote, %conference, "SRT ingest: the relay ended the feed"),
-        End::Refused(why) => warn!(%remote, %conference, "SRT ingest refused: {why}"),
+        End::Refused(why) => {
+            warn!(%remote, %conference, "SRT ingest refused: {why}");
+            target.report_refusal(&conference, RefusalKind::BadPayload, why);
+        }
+        End::Unsupported(why) => {
+            warn!(%remote, %conference, "SRT ingest refused: {why}");
+            target.report_refusal(&conference, RefusalKind::UnsupportedCodec, why);
+        }
     }
     feed.stop().await;
 }
@@ -217,7 +226,10 @@ async fn reject(request: ConnectionRequest, code: i32) {
 enum End {
     EncoderLeft,
     FeedClosed,
+    /// Not a stream the relay can read (not MPEG-TS, no H.264, malformed).
     Refused(String),
+    /// A codec the relay cannot carry.
+    Unsupported(String),
 }
 
 /// Moves one connection's MPEG-TS into its feed until one side ends.
@@ -291,7 +303,7 @@ fn forward(demux: &mut TsDemux, feed: &mut Feed, n_video: &mut u64) -> Result<()
             }
             TsEvent::Audio { pts, asc, frame } => feed.audio_aac(pts, &asc, &frame),
             TsEvent::Unsupported { codec, stream_type } => {
-                return Err(End::Refused(unsupported(codec, stream_type)));
+                return Err(End::Unsupported(unsupported(codec, stream_type)));
             }
             TsEvent::VideoLoss => {
                 debug!(conference = %feed.conference(), "SRT ingest: video packets lost; waiting for the next keyframe");
@@ -301,6 +313,7 @@ fn forward(demux: &mut TsDemux, feed: &mut Feed, n_video: &mut u64) -> Result<()
         match sent {
             Ok(()) => {}
             Err(IngestError::Closed) => return Err(End::FeedClosed),
+            Err(e @ IngestError::Unsupported(_)) => return Err(End::Unsupported(e.to_string())),
             Err(e) => return Err(End::Refused(e.to_string())),
         }
     }

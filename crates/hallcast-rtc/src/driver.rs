@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use hallcast_core::preflight::IngestProtocol;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -227,12 +228,26 @@ impl Engine {
         conference: &str,
         offer: String,
     ) -> Result<SessionStarted, EngineError> {
+        self.publish_as(conference, offer, IngestProtocol::Whip)
+            .await
+    }
+
+    /// [`Engine::publish`] of a publisher that arrives over `protocol`: the relay's own
+    /// ingest gateway says RTMP or SRT (only the HTTP layer, which knows its loopback ingest
+    /// listener, may say so).
+    pub async fn publish_as(
+        &self,
+        conference: &str,
+        offer: String,
+        protocol: IngestProtocol,
+    ) -> Result<SessionStarted, EngineError> {
         let shard = self.source_shard(conference);
         self.start_session(
             shard,
             Command::Publish {
                 conference: conference.into(),
                 offer,
+                protocol,
             },
         )
         .await

@@ -352,6 +352,7 @@ impl Net {
             Command::Publish {
                 conference: conference.into(),
                 offer: offer.to_sdp_string(),
+                protocol: hallcast_core::preflight::IngestProtocol::Whip,
             },
         );
         let started = started(reply)?;

@@ -15,6 +15,7 @@ pub mod edge;
 mod error;
 pub mod events;
 mod health;
+pub mod ingest;
 mod ledger_hook;
 pub mod limits;
 mod metrics;
@@ -116,6 +117,8 @@ pub struct AppState {
     pub limits: Arc<limits::Limiter>,
     /// The recorder, set once at start when `[recording] enabled`.
     pub recorder: std::sync::OnceLock<Arc<hallcast_record::Recorder>>,
+    /// The ingest gateway's latest refusal per conference (the pre-flight answer shows it).
+    pub ingest_problems: ingest::IngestProblems,
 }
 
 /// An edge's answer to a viewer of a conference it does not pull yet.
@@ -149,6 +152,7 @@ impl AppState {
             tree,
             demand: std::sync::OnceLock::new(),
             recorder: std::sync::OnceLock::new(),
+            ingest_problems: ingest::IngestProblems::default(),
             events: Arc::new(events::Hub::new()),
             drain: Arc::new(drain::Drain::default()),
         })

@@ -24,13 +24,20 @@ pub struct PreflightAnswer {
     pub conference: String,
     /// A publisher is live (`false`: every check is `unknown`).
     pub live: bool,
+    /// How the live publisher arrives: `WHIP`, or `RTMP` / `SRT` through the relay's ingest
+    /// gateway (then `keyframe_requests` is listed in place of `keyframe_interval`); `null`
+    /// when nothing is live.
+    pub protocol: Option<String>,
+    /// The ingest gateway's latest refused push of this conference (wrong key, unsupported
+    /// codec, unreadable stream...), until a publisher is accepted; `null`: none.
+    pub ingest_problem: Option<crate::ingest::IngestProblem>,
     pub checks: Vec<PreflightCheck>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PreflightCheck {
-    /// `codec`, `keyframe_interval`, `b_frames`, `bitrate`, `resolution`, `frame_rate`,
-    /// `simulcast`, `audio`, `audio_level`.
+    /// `codec`, `keyframe_interval` (`keyframe_requests` for an RTMP/SRT encoder),
+    /// `b_frames`, `bitrate`, `resolution`, `frame_rate`, `simulcast`, `audio`, `audio_level`.
     pub id: String,
     /// `green`, `amber`, `red` or `unknown`.
     pub status: String,
@@ -40,9 +47,10 @@ pub struct PreflightCheck {
 }
 
 /// The checks about the picture (the `ingest_unhealthy` alert's).
-pub const VIDEO_CHECKS: [&str; 7] = [
+pub const VIDEO_CHECKS: [&str; 8] = [
     "codec",
     "keyframe_interval",
+    "keyframe_requests",
     "b_frames",
     "bitrate",
     "resolution",
@@ -121,6 +129,8 @@ pub async fn report(state: &AppState, conference: &str) -> Result<PreflightAnswe
     Ok(PreflightAnswer {
         conference: conference.to_owned(),
         live,
+        protocol: report.protocol.map(|p| p.as_str().to_owned()),
+        ingest_problem: state.ingest_problems.latest(conference),
         checks: report.checks.iter().map(PreflightCheck::from).collect(),
     })
 }
@@ -201,6 +211,8 @@ mod tests {
         PreflightAnswer {
             conference: "c".into(),
             live,
+            protocol: report.protocol.map(|p| p.as_str().to_owned()),
+            ingest_problem: None,
             checks: report.checks.iter().map(PreflightCheck::from).collect(),
         }
     }
@@ -356,6 +368,8 @@ mod alert_tests {
         PreflightAnswer {
             conference: "c".into(),
             live,
+            protocol: Some("WHIP".into()),
+            ingest_problem: None,
             checks: ids
                 .iter()
                 .map(|id| PreflightCheck {

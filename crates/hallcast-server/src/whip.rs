@@ -40,9 +40,12 @@ pub async fn options(State(state): State<Arc<AppState>>) -> Response {
 pub async fn whip_post(
     State(state): State<Arc<AppState>>,
     Path(conference): Path<String>,
+    listener: Option<axum::Extension<crate::ingest::IngestListener>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
+    // The relay's own RTMP/SRT gateway, on its loopback listener only.
+    let protocol = crate::ingest::protocol_of(&headers, listener.map(|e| e.0));
     if !state.config.upstream.parent.is_empty() {
         return Err(AppError::new(
             StatusCode::FORBIDDEN,
@@ -79,7 +82,12 @@ pub async fn whip_post(
     // Draining: the publisher that is here keeps broadcasting; a new one goes elsewhere.
     state.drain.refuse()?;
     let offer = sdp_body(&state, &headers, body).await?;
-    let started = state.engine.publish(&conference, offer).await?;
+    let started = state
+        .engine
+        .publish_as(&conference, offer, protocol)
+        .await?;
+    // A publisher was accepted: an earlier refused push is history.
+    state.ingest_problems.clear(&conference);
     Ok(created(
         &state,
         "whip",

@@ -1385,12 +1385,46 @@ async fn serve_srt(
     Ok(Some(bound))
 }
 
-/// Where the in-process ingest gateways (RTMP, SRT) publish: [`loopback_http`], with the media
+/// Where the in-process ingest gateways (RTMP, SRT) publish: a loopback-only plain listener
+/// of their own (like [`loopback_http`], with `hallcast_server::ingest::IngestListener` on
+/// every request, so the relay believes the protocol their WHIP POSTs name), with the media
 /// path pinned to the relay's bound media address (loopback when it binds a wildcard), which
-/// a gateway reaches even when the relay announces public IPs it cannot.
+/// a gateway reaches even when the relay announces public IPs it cannot. The gateway's
+/// refusals go to the relay's pre-flight answer ([`RelayRefusals`]).
 async fn ingest_target(relay: &Relay) -> anyhow::Result<hallcast_ingest::IngestTarget> {
     let media_ip = loopback_if_unspecified(relay.engine.local_addr()).ip();
-    Ok(hallcast_ingest::IngestTarget::new(loopback_http(relay).await?).with_media_ip(media_ip))
+    let l = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("cannot open the loopback HTTP listener for the ingest gateway")?;
+    let base = format!("http://{}", l.local_addr()?);
+    let app = hallcast_server::ingest::ingest_listener_app(relay.app.clone());
+    tokio::spawn(hallcast_server::limits::serve(
+        l,
+        app,
+        relay.state.limits.clone(),
+    ));
+    Ok(hallcast_ingest::IngestTarget::new(base)
+        .with_media_ip(media_ip)
+        .with_refusals(Arc::new(RelayRefusals(relay.state.clone()))))
+}
+
+/// The ingest gateway's refusals, kept by the relay for the conference's operator.
+struct RelayRefusals(Arc<AppState>);
+
+impl hallcast_ingest::RefusalSink for RelayRefusals {
+    fn refused(&self, r: hallcast_ingest::Refusal) {
+        let protocol = match r.protocol {
+            hallcast_ingest::Protocol::Rtmp => hallcast_core::preflight::IngestProtocol::Rtmp,
+            hallcast_ingest::Protocol::Srt => hallcast_core::preflight::IngestProtocol::Srt,
+        };
+        hallcast_server::ingest::record_refusal(
+            &self.0,
+            &r.conference,
+            protocol,
+            r.message_vi(),
+            r.message_en(),
+        );
+    }
 }
 
 /// Starts the RTMP ingest gateway when `ingest.rtmp` is set: the RTMP listener, publishing
@@ -1454,6 +1488,14 @@ async fn run_source(whip_url: String, key: String, opts: hallcast_client::Source
 #[cfg(test)]
 mod tests {
     use super::url_host;
+
+    #[test]
+    fn the_gateway_and_the_relay_name_the_ingest_header_alike() {
+        assert_eq!(
+            hallcast_ingest::INGEST_HEADER,
+            hallcast_server::ingest::INGEST_HEADER
+        );
+    }
 
     #[test]
     fn url_hosts_lose_their_port_and_keep_ipv6_brackets() {

@@ -794,8 +794,113 @@ fn codec_profiles_and_no_video() {
 }
 
 #[test]
+fn an_ingest_gateway_gets_keyframe_requests_in_place_of_keyframe_interval() {
+    for (protocol, gop_ms, want, shown) in [
+        (IngestProtocol::Rtmp, 1000, Status::Green, "1.0 s"),
+        (IngestProtocol::Rtmp, 2000, Status::Green, "2.0 s"),
+        (IngestProtocol::Srt, 3000, Status::Amber, "3.0 s"),
+        (IngestProtocol::Rtmp, 5000, Status::Red, "5.0 s"),
+    ] {
+        let mut e = Enc::new();
+        let mut p = Preflight::new(Some(Codec::Opus), Some(Codec::H264), 1, e.at(0))
+            .with_protocol(protocol);
+        let f = H264Feed {
+            gop_ms,
+            ..H264Feed::default()
+        };
+        let to = gop_ms + 100;
+        feed_h264(&mut p, &mut e, &f, 0, 0, to);
+        let r = p.report(e.at(to));
+        assert_eq!(r.protocol, Some(protocol));
+        let ids: Vec<_> = r.checks.iter().map(|c| c.id).collect();
+        let mut expected = CheckId::ALL.to_vec();
+        expected[1] = CheckId::KeyframeRequests;
+        assert_eq!(ids, expected, "same place, other id");
+        assert!(r.get(CheckId::KeyframeInterval).is_none());
+        assert_eq!(
+            status(&r, CheckId::KeyframeRequests),
+            want,
+            "{gop_ms}: {r:?}"
+        );
+        assert_eq!(value(&r, CheckId::KeyframeRequests), shown);
+        let c = r.get(CheckId::KeyframeRequests).unwrap();
+        if want != Status::Green {
+            assert!(
+                c.advice_vi.starts_with(
+                    "Bộ mã hoá RTMP/SRT không nhận được yêu cầu khung hình chính từ người xem"
+                ) && c.advice_vi.contains("keyframe interval")
+                    && c.advice_vi.contains("1–2 giây"),
+                "{c:?}"
+            );
+            assert!(
+                c.advice_en
+                    .contains("cannot receive viewers' keyframe requests")
+            );
+        }
+    }
+    // A WHIP publisher: the usual line, and the report says WHIP.
+    let (_, _, r) = good(4);
+    assert_eq!(r.protocol, Some(IngestProtocol::Whip));
+    assert!(r.get(CheckId::KeyframeRequests).is_none());
+    assert_eq!(Report::unknown().protocol, None);
+}
+
+#[test]
+fn an_ingest_gateways_long_interval_shows_red_before_its_next_keyframe() {
+    // ffmpeg -g 150 at 30 fps: a keyframe every 5 s. Red once 4 s passed without one.
+    let mut e = Enc::new();
+    let mut p =
+        Preflight::new(None, Some(Codec::H264), 1, e.at(0)).with_protocol(IngestProtocol::Rtmp);
+    let f = H264Feed {
+        gop_ms: 5000,
+        ..H264Feed::default()
+    };
+    feed_h264(&mut p, &mut e, &f, 0, 0, 3000);
+    assert_eq!(
+        status(&p.report(e.at(3000)), CheckId::KeyframeRequests),
+        Status::Amber
+    );
+    feed_h264(&mut p, &mut e, &f, 0, 3000, 4200);
+    let r = p.report(e.at(4200));
+    assert_eq!(status(&r, CheckId::KeyframeRequests), Status::Red, "{r:?}");
+    assert!(
+        value(&r, CheckId::KeyframeRequests).starts_with("≥ 4.2"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn behind_the_gateway_no_keyframe_counts_as_an_answer_and_red_stays_red() {
+    // The relay asks (viewers' PLIs), the gateway cannot pass it on; a natural keyframe that
+    // happens to follow a request is still the encoder's own interval, and nothing softens
+    // the red to amber.
+    let mut e = Enc::new();
+    let mut p =
+        Preflight::new(None, Some(Codec::H264), 1, e.at(0)).with_protocol(IngestProtocol::Srt);
+    let f = H264Feed {
+        gop_ms: 6000,
+        ..H264Feed::default()
+    };
+    feed_h264(&mut p, &mut e, &f, 0, 0, 5500);
+    p.on_keyframe_request(Layer(0), e.at(5500));
+    feed_h264(&mut p, &mut e, &f, 0, 5500, 6100);
+    let r = p.report(e.at(6100));
+    assert_eq!(status(&r, CheckId::KeyframeRequests), Status::Red, "{r:?}");
+    assert_eq!(value(&r, CheckId::KeyframeRequests), "6.0 s");
+    // The same stream over WHIP: that keyframe came 0.5 s after a request, so it is the
+    // relay's, and the interval is not measured yet.
+    let mut e = Enc::new();
+    let mut p = Preflight::new(None, Some(Codec::H264), 1, e.at(0));
+    feed_h264(&mut p, &mut e, &f, 0, 0, 5500);
+    p.on_keyframe_request(Layer(0), e.at(5500));
+    feed_h264(&mut p, &mut e, &f, 0, 5500, 6100);
+    let r = p.report(e.at(6100));
+    assert_ne!(value(&r, CheckId::KeyframeInterval), "6.0 s", "{r:?}");
+}
+
+#[test]
 fn every_status_has_advice_in_both_languages() {
-    for id in CheckId::ALL {
+    for id in CheckId::ALL.into_iter().chain([CheckId::KeyframeRequests]) {
         for s in [Status::Green, Status::Amber, Status::Red, Status::Unknown] {
             let (vi, en) = advice(id, s);
             assert!(!vi.is_empty() && !en.is_empty(), "{id:?} {s:?}");

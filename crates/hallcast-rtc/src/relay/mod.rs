@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use hallcast_core::preflight::Preflight;
+use hallcast_core::preflight::{IngestProtocol, Preflight};
 use hallcast_core::{
     Allocation, Backlog, Codec, ConsumerId, Forward, Layer, MediaKind, Outputs, Pacer, PauseReason,
     Router, SourcePacket, Target,
@@ -178,6 +178,9 @@ pub enum Command {
     Publish {
         conference: Arc<str>,
         offer: String,
+        /// WHIP, or the relay's own ingest gateway (RTMP/SRT) as the HTTP layer established
+        /// it: the pre-flight judges keyframes by it.
+        protocol: IngestProtocol,
     },
     /// A WHEP viewer's offer.
     Subscribe {
@@ -545,9 +548,11 @@ impl Relay {
     pub fn handle_command(&mut self, now: Instant, cmd: Command) -> Reply {
         self.last_now = now;
         let reply = match cmd {
-            Command::Publish { conference, offer } => {
-                Reply::Started(self.publish(now, conference, &offer))
-            }
+            Command::Publish {
+                conference,
+                offer,
+                protocol,
+            } => Reply::Started(self.publish(now, conference, &offer, protocol)),
             Command::Subscribe { conference, offer } => {
                 Reply::Started(self.subscribe(now, conference, &offer, false))
             }
@@ -820,6 +825,7 @@ impl Relay {
         now: Instant,
         conference: Arc<str>,
         offer: &str,
+        protocol: IngestProtocol,
     ) -> Result<SessionStarted, EngineError> {
         if self
             .confs
@@ -848,6 +854,7 @@ impl Relay {
             .map_err(|e| EngineError::BadSdp(e.to_string()))?;
         let id = self.new_id();
         let mut ingest = Ingest::new(audio, video);
+        ingest.protocol = protocol;
         // Learn the media sections (mids, simulcast RIDs) from the negotiation.
         for (kind, mid) in &scan.mids {
             let mid = Mid::from(mid.as_str());
@@ -904,7 +911,9 @@ impl Relay {
             } else {
                 ingest.rids.len()
             };
-            ingest.preflight = Some(Box::new(Preflight::new(audio, video, n_layers, now)));
+            ingest.preflight = Some(Box::new(
+                Preflight::new(audio, video, n_layers, now).with_protocol(ingest.protocol),
+            ));
             if self.config.record {
                 self.record_out.push_back(RecordItem::Started {
                     broadcast: id,

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hallcast_core::preflight::Preflight;
+use hallcast_core::preflight::{IngestProtocol, Preflight};
 use hallcast_core::{Codec, Layer, MediaKind, Pacer};
 use str0m::change::SdpPendingOffer;
 use str0m::format::Codec as StCodec;
@@ -52,6 +52,8 @@ pub(crate) struct Ingest {
     /// The encoder pre-flight analysis, from the moment the source is installed (boxed: it
     /// is ~1.2 KiB, and a session's role must stay small for the viewers).
     pub preflight: Option<Box<Preflight>>,
+    /// How the publisher arrives (WHIP, or this relay's RTMP/SRT ingest gateway).
+    pub protocol: IngestProtocol,
     /// Recording a simulcast source: the recorder's video waits (paused) for the first
     /// keyframe of this top layer, until the deadline, so that the file starts with the
     /// best picture rather than the lowest layer whose packets happen to come first.
@@ -70,6 +72,7 @@ impl Ingest {
             pending: None,
             upstream: false,
             preflight: None,
+            protocol: IngestProtocol::Whip,
             record_waits_top: None,
         }
     }
