@@ -56,10 +56,11 @@
 //!   packets every other second.
 //! - **Loss is congestion too.** A loss report ([`Allocator::on_loss`]: transport-wide
 //!   feedback's lost share over the last second, or receiver reports' fraction lost) at
-//!   [`LOSS_DOWN_SHARE`] or more steps the viewer one layer down at once, without waiting
-//!   for the estimator to fall — not within [`LOSS_SETTLE`] of a switch down (the report may
-//!   still describe the layer just left), and never into a pause (loss alone is no measure
-//!   of the rate; the estimate decides that).
+//!   [`LOSS_DOWN_SHARE`] or more steps the viewer down at once, without waiting for the
+//!   estimator to fall: to the highest layer whose need fits what arrived (the current
+//!   layer's need times the share not lost) — not within [`LOSS_SETTLE`] of a switch down
+//!   (the report may still describe the layer just left), and never into a pause (the
+//!   estimate decides that).
 //!
 //! Layers that are inactive or not yet measured are skipped. A switch only *chooses* the
 //! layer: the viewer's egress takes it at the next keyframe of that layer (see
@@ -114,16 +115,23 @@ pub const WARMUP_UP_HOLD: Duration = Duration::from_millis(300);
 /// 0.2–0.3 Mbit/s, fill in ~0.5 s; plus up to one relay tick (200 ms) before the padding
 /// starts and the feedback's own delay.
 pub const PROBE_SUSTAIN: Duration = Duration::from_millis(1200);
+/// The longest up-hold failed sustained probes earn: each costs the link under a second of
+/// overrun, and a link that comes back must not wait long for its next probe (the issue:
+/// back on the top layer within 15 s of the link's recovery).
+pub const PROBE_FAILED_HOLD_MAX: Duration = Duration::from_secs(4);
 /// A loss report during a sustained probe at or above this share aborts it.
 pub const PROBE_LOSS_ABORT: f32 = 0.05;
-/// A loss report at or above this share steps the viewer one layer down at once. Above what
+/// A loss report at or above this share steps the viewer down at once, to the highest layer
+/// whose need fits what the link delivered (the current layer's need times the share that
+/// arrived). Above what
 /// bursty random loss averages to over a second (the simulated network's 30 % for 300 ms
 /// every 3 s: ~9 %), under what an overrun link drops (a 0.6 Mbit/s layer on a 0.4 Mbit/s
 /// link: a third).
 pub const LOSS_DOWN_SHARE: f32 = 0.2;
 /// A loss report this soon after a switch down does not step down again: it may still
-/// describe the layer just left (the switch waits for a keyframe; the report covers a second).
-pub const LOSS_SETTLE: Duration = Duration::from_secs(2);
+/// describe the layer just left (the report covers the last second; the switch waits for a
+/// keyframe, asked for at once).
+pub const LOSS_SETTLE: Duration = Duration::from_millis(1200);
 /// Packet overhead on top of payload bitrates: RTP, SRTP, UDP and IP headers (about 60
 /// bytes a packet: ~5 % of a full video packet, more for audio's small ones).
 const OVERHEAD_FACTOR: f64 = 1.08;
@@ -357,9 +365,9 @@ impl Allocator {
         if let (Some((_, lost)), Target::Layer(cur), None) = (loss, self.target, self.probe)
             && lost >= LOSS_DOWN_SHARE
             && settled
-            && let Some(lower) = (0..cur.index()).rev().find(|&i| usable(&layers[i]))
+            && let Some(lower) = loss_step(cur, lost, layers, audio_bps)
         {
-            self.target = Target::Layer(Layer(lower as u8));
+            self.target = Target::Layer(lower);
             self.switched_down(now);
         }
 
@@ -535,9 +543,12 @@ impl Allocator {
     }
 
     /// A sustained probe failed: the link could not carry the layer. Like a flap, the
-    /// up-hold doubles, so the link is not made to drop packets every other second.
+    /// up-hold doubles, so the link is not made to drop packets every other second — up to
+    /// [`PROBE_FAILED_HOLD_MAX`] (a flapping link's longer hold stands).
     fn probe_failed(&mut self, now: Instant) {
-        self.up_hold = (self.up_hold * 2).min(UP_HOLD_MAX);
+        if self.up_hold < PROBE_FAILED_HOLD_MAX {
+            self.up_hold = (self.up_hold * 2).min(PROBE_FAILED_HOLD_MAX);
+        }
         self.calm_since = Some(now);
     }
 
@@ -557,6 +568,25 @@ impl Allocator {
         }
         self.calm_since = Some(now);
     }
+}
+
+/// Where heavy loss on `cur` leads: what the link delivered is about `cur`'s need times the
+/// share that arrived, so the highest lower layer whose need fits that; the lowest usable
+/// layer when none does (never a pause: see the module's doc); `None` on the lowest.
+fn loss_step(
+    cur: Layer,
+    lost: f32,
+    layers: &[LayerStats; Layer::MAX],
+    audio_bps: u64,
+) -> Option<Layer> {
+    let delivered =
+        need(layers[cur.index()].bitrate_bps, audio_bps) as f64 * (1.0 - f64::from(lost));
+    (0..cur.index())
+        .rev()
+        .filter(|&i| usable(&layers[i]))
+        .find(|&i| need(layers[i].bitrate_bps, audio_bps) as f64 <= delivered)
+        .map(|i| Layer(i as u8))
+        .or_else(|| lowest(layers).filter(|&l| l < cur))
 }
 
 /// Targets in order, audio only lowest.
@@ -949,7 +979,7 @@ mod tests {
     }
 
     #[test]
-    fn heavy_loss_steps_down_one_layer_at_once_and_never_pauses() {
+    fn heavy_loss_steps_down_at_once_to_what_arrived_and_never_pauses() {
         let t0 = Instant::now();
         let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO).with_sustained_probes();
         run(&mut a, t0, 0, &[(10_000, 5_000_000)]);
@@ -958,7 +988,8 @@ mod tests {
         // Loss under the share: nothing.
         a.on_loss(at(10_000), 0.1);
         assert!(!a.update(at(10_000), 5_000_000, &layers(), AUDIO).changed);
-        // A third lost while the estimate still reads 5 Mbit/s: one layer down at once.
+        // A third lost while the estimate still reads 5 Mbit/s: what arrived (1.1 Mbit/s)
+        // fits layer 1.
         a.on_loss(at(10_100), 0.35);
         let d = a.update(at(10_100), 5_000_000, &layers(), AUDIO);
         assert_eq!((d.target, d.changed), (Target::Layer(Layer(1)), true));
@@ -974,6 +1005,12 @@ mod tests {
         a.on_loss(at(14_300), 0.9);
         assert!(!a.update(at(14_300), 100_000, &layers(), AUDIO).changed);
         assert_eq!(a.switches(), 2);
+        // 80 % lost on the top layer: what arrived (0.34 Mbit/s) fits layer 0 only.
+        let mut c = Allocator::new(t0, 5_000_000, &layers(), AUDIO).with_sustained_probes();
+        run(&mut c, t0, 0, &[(10_000, 5_000_000)]);
+        c.on_loss(at(10_000), 0.8);
+        let d = c.update(at(10_000), 5_000_000, &layers(), AUDIO);
+        assert_eq!((d.target, d.changed), (Target::Layer(Layer(0)), true));
         // During a probe heavy loss ends the probe, and the layer is kept.
         let mut b = on_a_400_kbit_link(t0);
         run_sustained(&mut b, t0, 10_000, &[(10_600, 1_350_000)]);
