@@ -51,9 +51,10 @@
 //!   allocator asks for the higher layer's need as a sustained rate ([`Decision::sustain_bps`];
 //!   the driver has str0m pad up to it), longer than any shaper's burst, and commits only if
 //!   the candidate still fits with headroom at the end and no loss report during the probe
-//!   reached [`PROBE_LOSS_ABORT`]. A failed probe stops the padding at once and counts as a
-//!   flap (the up-hold doubles): a link that cannot carry the layer is not made to drop
-//!   packets every other second.
+//!   reached [`PROBE_LOSS_ABORT`]. A failed probe stops the padding at once and makes the
+//!   next one wait longer (the up-hold doubles, up to [`PROBE_FAILED_HOLD_MAX`], until a
+//!   probe holds): a link that cannot carry the layer is not made to drop packets every
+//!   other second, and one that came back is not kept waiting by old failures.
 //! - **Loss is congestion too.** A loss report ([`Allocator::on_loss`]: transport-wide
 //!   feedback's lost share over the last second, or receiver reports' fraction lost) at
 //!   [`LOSS_DOWN_SHARE`] or more steps the viewer down at once, without waiting for the
@@ -198,6 +199,8 @@ pub struct Allocator {
     loss: Option<(Instant, f32)>,
     /// The last switch down.
     down_at: Option<Instant>,
+    /// The up-hold at least, after failed sustained probes (zero after one that held).
+    probe_backoff: Duration,
 }
 
 /// One step's result.
@@ -244,6 +247,7 @@ impl Allocator {
             sustain_bps: 0,
             loss: None,
             down_at: None,
+            probe_backoff: Duration::ZERO,
         }
     }
 
@@ -433,7 +437,7 @@ impl Allocator {
                     self.up = None;
                     // The estimate fell under the probed layer's headroom: the probe failed.
                     if self.probe.take().is_some() {
-                        self.probe_failed(now);
+                        self.probe_failed();
                     }
                 }
                 Some(h) => {
@@ -461,6 +465,7 @@ impl Allocator {
                     } else {
                         self.up_hold
                     };
+                    let hold = hold.max(self.probe_backoff);
                     let held = now.saturating_duration_since(since);
                     if !self.sustained_probes {
                         if held >= hold && self.down_since.is_none() {
@@ -511,7 +516,7 @@ impl Allocator {
         if self.down_since.is_some() {
             // The current layer stopped fitting: no higher one does.
             if self.probe.take().is_some() {
-                self.probe_failed(now);
+                self.probe_failed();
             }
             return;
         }
@@ -525,13 +530,13 @@ impl Allocator {
         if rank(h) < rank(probed) {
             self.probe = None;
             self.up = None;
-            self.probe_failed(now);
+            self.probe_failed();
             return;
         }
         if loss.is_some_and(|(at, lost)| at > started && lost >= PROBE_LOSS_ABORT) {
             self.probe = None;
             self.up = None;
-            self.probe_failed(now);
+            self.probe_failed();
             return;
         }
         if now.saturating_duration_since(started) >= PROBE_SUSTAIN {
@@ -539,17 +544,18 @@ impl Allocator {
             self.probe = None;
             self.up = None;
             self.last_up_at = Some(now);
+            // The link carried it: what failed before says nothing about it now.
+            self.probe_backoff = Duration::ZERO;
         }
     }
 
-    /// A sustained probe failed: the link could not carry the layer. Like a flap, the
-    /// up-hold doubles, so the link is not made to drop packets every other second — up to
-    /// [`PROBE_FAILED_HOLD_MAX`] (a flapping link's longer hold stands).
-    fn probe_failed(&mut self, now: Instant) {
-        if self.up_hold < PROBE_FAILED_HOLD_MAX {
-            self.up_hold = (self.up_hold * 2).min(PROBE_FAILED_HOLD_MAX);
-        }
-        self.calm_since = Some(now);
+    /// A sustained probe failed: the link could not carry the layer. The next one waits
+    /// longer (the up-hold is at least twice what it was, [`UP_HOLD`] doubled first), so the
+    /// link is not made to drop packets every other second — up to [`PROBE_FAILED_HOLD_MAX`],
+    /// and only until a probe holds (unlike a flap's longer hold, which halves only after
+    /// calm periods: a link that came back is used again soon).
+    fn probe_failed(&mut self) {
+        self.probe_backoff = (self.probe_backoff.max(UP_HOLD) * 2).min(PROBE_FAILED_HOLD_MAX);
     }
 
     /// Bookkeeping of a switch down (or a pause).
