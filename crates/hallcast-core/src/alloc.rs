@@ -50,8 +50,8 @@
 //!   audio concealed). So the last [`PROBE_SUSTAIN`] of an up-hold is a *sustained* probe: the
 //!   allocator asks for the higher layer's need as a sustained rate ([`Decision::sustain_bps`];
 //!   the driver has str0m pad up to it), longer than any shaper's burst, and commits only if
-//!   the candidate still fits with headroom at the end and no loss report during the probe
-//!   reached [`PROBE_LOSS_ABORT`]. A failed probe stops the padding at once and makes the
+//!   the estimate then covers the layer's need, having stayed above [`PROBE_ABORT_SHARE`] of
+//!   it, and no loss report during the probe reached [`PROBE_LOSS_ABORT`]. A failed probe stops the padding at once and makes the
 //!   next one wait longer (the up-hold doubles, up to [`PROBE_FAILED_HOLD_MAX`], until a
 //!   probe holds): a link that cannot carry the layer is not made to drop packets every
 //!   other second, and one that came back is not kept waiting by old failures.
@@ -120,6 +120,13 @@ pub const PROBE_SUSTAIN: Duration = Duration::from_millis(1200);
 /// overrun, and a link that comes back must not wait long for its next probe (the issue:
 /// back on the top layer within 15 s of the link's recovery).
 pub const PROBE_FAILED_HOLD_MAX: Duration = Duration::from_secs(4);
+/// A sustained probe fails when the estimate falls under this share of the probed layer's
+/// need: a link that carries the padded rate shows an estimate near it (a little under at
+/// times); one that cannot makes the estimator fall to what arrives.
+pub const PROBE_ABORT_SHARE: f64 = 0.85;
+/// A sustained probe with no verdict by then (the estimate between that share and the need)
+/// fails.
+pub const PROBE_SUSTAIN_MAX: Duration = Duration::from_millis(2400);
 /// A loss report during a sustained probe at or above this share aborts it.
 pub const PROBE_LOSS_ABORT: f32 = 0.05;
 /// A loss report at or above this share steps the viewer down at once, to the highest layer
@@ -423,8 +430,13 @@ impl Allocator {
             }
         }
 
-        // Up.
-        if self.target == before {
+        // A sustained probe under way is judged on what the link does with its rate.
+        if self.target == before
+            && let Some((probed, started)) = self.probe
+        {
+            self.judge_probe(now, probed, started, estimate_bps, loss, layers, audio_bps);
+        } else if self.target == before {
+            // Up.
             let best = fitting(estimate_bps, UP_HEADROOM, layers, audio_bps);
             let resume = fitting(estimate_bps, RESUME_HEADROOM, layers, audio_bps);
             let higher = match (self.target, best.or(resume)) {
@@ -433,13 +445,7 @@ impl Allocator {
                 _ => None,
             };
             match higher {
-                None => {
-                    self.up = None;
-                    // The estimate fell under the probed layer's headroom: the probe failed.
-                    if self.probe.take().is_some() {
-                        self.probe_failed();
-                    }
-                }
+                None => self.up = None,
                 Some(h) => {
                     // A better candidate restarts nothing: the hold counts from when any
                     // higher layer first fitted.
@@ -473,8 +479,11 @@ impl Allocator {
                             self.up = None;
                             self.last_up_at = Some(now);
                         }
-                    } else {
-                        self.sustained_up(now, h, held, hold, loss);
+                    } else if held + PROBE_SUSTAIN >= hold.max(PROBE_SUSTAIN)
+                        && self.down_since.is_none()
+                    {
+                        // The hold's last PROBE_SUSTAIN (all of it when shorter): probe.
+                        self.probe = Some((h, now));
                     }
                 }
             }
@@ -501,45 +510,41 @@ impl Allocator {
         }
     }
 
-    /// The up-hold's end with sustained probes: the last [`PROBE_SUSTAIN`] of the hold (all
-    /// of it when the hold is shorter) pads the link to `h`'s need; `h` is taken when that
-    /// held, unless a loss report during the probe says the link dropped packets.
-    fn sustained_up(
+    /// A sustained probe for `probed` (padding the link to its need since `started`): taken
+    /// once it ran [`PROBE_SUSTAIN`] and the estimate covers the need; failed on a loss report
+    /// of [`PROBE_LOSS_ABORT`] or more during it, an estimate under [`PROBE_ABORT_SHARE`] of
+    /// the need (the link could not carry the rate: a delay- or loss-based estimator falls
+    /// to what arrives), the current layer no longer fitting, or no verdict by
+    /// [`PROBE_SUSTAIN_MAX`]. (Between the two shares the estimate is what a link carrying
+    /// exactly the padded rate shows: the probe goes on.)
+    #[allow(clippy::too_many_arguments)]
+    fn judge_probe(
         &mut self,
         now: Instant,
-        h: Target,
-        held: Duration,
-        hold: Duration,
+        probed: Target,
+        started: Instant,
+        estimate_bps: u64,
         loss: Option<(Instant, f32)>,
+        layers: &[LayerStats; Layer::MAX],
+        audio_bps: u64,
     ) {
-        let hold = hold.max(PROBE_SUSTAIN);
-        if self.down_since.is_some() {
-            // The current layer stopped fitting: no higher one does.
-            if self.probe.take().is_some() {
-                self.probe_failed();
-            }
+        let Target::Layer(l) = probed else {
+            self.probe = None;
             return;
-        }
-        if held + PROBE_SUSTAIN < hold {
-            return;
-        }
-        // The probe keeps its layer: a higher candidate meanwhile waits for the next one
-        // (its rate was not sustained); a lower one means the estimate fell under the
-        // probed layer's headroom.
-        let (probed, started) = *self.probe.get_or_insert((h, now));
-        if rank(h) < rank(probed) {
+        };
+        let n = need(layers[l.index()].bitrate_bps, audio_bps) as f64;
+        let e = estimate_bps as f64;
+        let ran = now.saturating_duration_since(started);
+        let failed = self.down_since.is_some()
+            || !usable(&layers[l.index()])
+            || loss.is_some_and(|(at, lost)| at > started && lost >= PROBE_LOSS_ABORT)
+            || e < n * PROBE_ABORT_SHARE
+            || ran >= PROBE_SUSTAIN_MAX;
+        if failed {
             self.probe = None;
             self.up = None;
             self.probe_failed();
-            return;
-        }
-        if loss.is_some_and(|(at, lost)| at > started && lost >= PROBE_LOSS_ABORT) {
-            self.probe = None;
-            self.up = None;
-            self.probe_failed();
-            return;
-        }
-        if now.saturating_duration_since(started) >= PROBE_SUSTAIN {
+        } else if ran >= PROBE_SUSTAIN && e >= n {
             self.target = probed;
             self.probe = None;
             self.up = None;
@@ -593,14 +598,6 @@ fn loss_step(
         .find(|&i| need(layers[i].bitrate_bps, audio_bps) as f64 <= delivered)
         .map(|i| Layer(i as u8))
         .or_else(|| lowest(layers).filter(|&l| l < cur))
-}
-
-/// Targets in order, audio only lowest.
-fn rank(t: Target) -> i16 {
-    match t {
-        Target::Paused => -1,
-        Target::Layer(l) => i16::from(l.0),
-    }
 }
 
 /// A layer the allocator can choose: active and measured.
@@ -945,6 +942,58 @@ mod tests {
         assert!(sustain.iter().any(|&(_, s)| s == l0), "{sustain:?}");
         // (600 kbit/s is twice layer 0's need: the hold is the probe.)
         assert_eq!(c, vec![(13_200, Target::Layer(Layer(0)))]);
+    }
+
+    #[test]
+    fn an_estimate_near_the_padded_rate_keeps_the_probe_going() {
+        let t0 = Instant::now();
+        let l0 = need(150_000, AUDIO);
+        let paused = |t0| {
+            let mut a = on_a_400_kbit_link(t0);
+            let (c, _) = run_sustained(&mut a, t0, 10_000, &[(12_000, 100_000)]);
+            assert_eq!(c, vec![(10_300, Target::Paused)]);
+            a
+        };
+        // Resuming: the estimate reads 600 kbit/s, then, padded to layer 0's need, about
+        // that need (92 % of it: what a link carrying exactly the padded rate shows), then
+        // over it. The probe goes on past PROBE_SUSTAIN and takes layer 0 once the estimate
+        // covers the need.
+        let mut a = paused(t0);
+        let steps = [
+            (12_300, 600_000),
+            (13_500, l0 * 92 / 100),
+            (14_000, l0 + 10_000),
+        ];
+        let (c, sustain) = run_sustained(&mut a, t0, 12_000, &steps);
+        assert_eq!(c, vec![(13_500, Target::Layer(Layer(0)))]);
+        assert!(
+            sustain.iter().all(|&(ms, b)| (b == l0) == (ms < 13_500)),
+            "{sustain:?}"
+        );
+        // Never over the need: no verdict by PROBE_SUSTAIN_MAX, the probe failed.
+        let mut b = paused(t0);
+        let (c, sustain) = run_sustained(
+            &mut b,
+            t0,
+            12_000,
+            &[(12_300, 600_000), (15_000, l0 * 92 / 100)],
+        );
+        assert!(c.is_empty(), "{c:?}");
+        assert_eq!(sustain.last(), Some(&(14_900, 0)));
+        assert!(
+            sustain.iter().any(|&(ms, b)| ms == 14_300 && b == l0),
+            "{sustain:?}"
+        );
+        // Under 85 % of the need: failed at once.
+        let mut d = paused(t0);
+        let (c, sustain) = run_sustained(
+            &mut d,
+            t0,
+            12_000,
+            &[(12_300, 600_000), (13_000, l0 * 80 / 100)],
+        );
+        assert!(c.is_empty(), "{c:?}");
+        assert_eq!(sustain[3], (12_300, 0), "{sustain:?}");
     }
 
     #[test]
