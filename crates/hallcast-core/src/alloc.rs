@@ -131,10 +131,9 @@ pub const PROBE_SUSTAIN_MAX: Duration = Duration::from_millis(2400);
 pub const PROBE_LOSS_ABORT: f32 = 0.05;
 /// A loss report at or above this share steps the viewer down at once, to the highest layer
 /// whose need fits what the link delivered (the current layer's need times the share that
-/// arrived). Above what
-/// bursty random loss averages to over a second (the simulated network's 30 % for 300 ms
-/// every 3 s: ~9 %), under what an overrun link drops (a 0.6 Mbit/s layer on a 0.4 Mbit/s
-/// link: a third).
+/// arrived). Above what bursty random loss averages to over a second (the simulated
+/// network's 30 % for 300 ms every 3 s: ~9 %), under what an overrun link drops (a
+/// 0.6 Mbit/s layer on a 0.4 Mbit/s link: a third).
 pub const LOSS_DOWN_SHARE: f32 = 0.2;
 /// A loss report this soon after a switch down does not step down again: it may still
 /// describe the layer just left (the report covers the last second; the switch waits for a
