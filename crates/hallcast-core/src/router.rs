@@ -46,6 +46,9 @@ pub struct Allocation {
     pub estimate_bps: Option<u64>,
     /// What the estimator should probe towards.
     pub desired_bps: u64,
+    /// The rate to keep the link at meanwhile, padding included: a sustained probe before
+    /// a switch up (0: none). The driver hands it to the estimator's pacer.
+    pub sustain_bps: u64,
     /// Target changes since the join.
     pub switches: u32,
     /// Why video is paused, if it is.
@@ -170,7 +173,7 @@ impl Router {
         c.start_allocation(if self.fixed_threshold {
             alloc.into_fixed_threshold()
         } else {
-            alloc
+            alloc.with_sustained_probes()
         });
         self.add(c, now, out);
     }
@@ -202,6 +205,24 @@ impl Router {
             now,
             out,
         )?;
+        d.changed.then(|| self.allocation_at(i))
+    }
+
+    /// A loss report on a measured viewer's link (the share of its packets lost over the
+    /// last second). Returns its allocation when the target changed (a step down on loss,
+    /// or a sustained probe aborted into a switch; see [`crate::alloc`]).
+    pub fn on_loss(
+        &mut self,
+        id: ConsumerId,
+        lost: f32,
+        now: Instant,
+        out: &mut Outputs,
+    ) -> Option<Allocation> {
+        let &i = self.index.get(&id)?;
+        self.consumers[i].on_loss(now, lost)?;
+        let layers = self.producer.layer_stats(now);
+        let audio = self.producer.audio_bitrate_bps(now);
+        let d = self.consumers[i].allocate(None, &layers, audio, &mut self.producer, now, out)?;
         d.changed.then(|| self.allocation_at(i))
     }
 
@@ -287,6 +308,7 @@ impl Router {
             target: a.map(Allocator::target),
             estimate_bps: a.and_then(Allocator::estimate_bps),
             desired_bps: a.map_or(0, Allocator::desired_bps),
+            sustain_bps: a.map_or(0, Allocator::sustain_bps),
             switches: a.map_or(0, Allocator::switches),
             pause: c.pause_reason(),
         }

@@ -521,6 +521,42 @@ mod adaptation {
     }
 
     #[test]
+    fn every_switch_up_after_the_link_returns_follows_a_sustained_probe() {
+        // The relay pads the link to the higher layer's need before it takes it: in the
+        // second before each switch up, the bottleneck carried well over the video the
+        // viewer received (the rest: padding and retransmissions).
+        let mut run = Run::new(step_trace());
+        run.run_to(56.0);
+        let back = run.at(40.0);
+        let ups: Vec<Adapted> = run
+            .adaptations()
+            .windows(2)
+            .filter(|w| {
+                let rank = |a: &Adapted| a.layer.map_or(-1, |l| i16::from(l.0));
+                w[1].at >= back && rank(&w[1]) > rank(&w[0])
+            })
+            .map(|w| w[1])
+            .collect();
+        assert!(!ups.is_empty(), "no switch up: {:?}", run.adaptations());
+        let link = run
+            .net
+            .link_stats(run.net.relay_addr(run.r), run.net.peer_addr(run.v))
+            .expect("the viewer's downlink");
+        for up in &ups {
+            let from = up.at - secs(1.0);
+            let wire = link.throughput_bps(from, up.at);
+            let video = run.net.viewer(run.v).video_bps(from, up.at);
+            assert!(
+                wire >= 2.0 * video && wire >= video + 200_000.0,
+                "switch up to {:?} at {:?} without a sustained probe: {wire:.0} bit/s on the \
+                 wire, {video:.0} bit/s of video",
+                up.layer,
+                up.at - run.t0
+            );
+        }
+    }
+
+    #[test]
     fn audio_never_stops_for_more_than_100_ms_during_the_step_down() {
         let mut run = Run::new(step_trace());
         run.run_to(40.0);

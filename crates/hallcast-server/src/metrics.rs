@@ -702,6 +702,7 @@ mod tests {
                 target: Some(hallcast_core::Target::Paused),
                 estimate_bps: Some(1),
                 desired_bps: 0,
+                sustain_bps: 0,
                 switches: 1,
                 pause: Some(p),
             }),

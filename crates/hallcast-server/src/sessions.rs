@@ -49,6 +49,9 @@ pub struct SessionRow {
     /// "bandwidth" (the link cannot carry the lowest layer) or "viewer".
     pub pause_reason: Option<String>,
     pub estimate_bps: Option<u64>,
+    /// The rate a sustained probe keeps the link at before a switch up, padding included
+    /// (measured viewers; none while no probe runs).
+    pub sustain_bps: Option<u64>,
     pub switches: u32,
     /// For a relay (a downstream relay's pull): the layers it asked for and gets.
     pub relay_layers: Option<Vec<u8>>,
@@ -121,6 +124,7 @@ pub async fn sessions(
                     })
                     .map(|r| r.as_str().into()),
                 estimate_bps: a.and_then(|a| a.estimate_bps),
+                sustain_bps: a.map(|a| a.sustain_bps).filter(|&b| b > 0),
                 switches: a.map_or(0, |a| a.switches),
                 relay_layers: s
                     .relay_layers

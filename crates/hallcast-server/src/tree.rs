@@ -794,6 +794,7 @@ mod tests {
                 target: Some(t),
                 estimate_bps: Some(1),
                 desired_bps: 0,
+                sustain_bps: 0,
                 switches: 0,
                 pause: None,
             }),

@@ -211,6 +211,18 @@ impl Consumer {
         }
     }
 
+    /// A loss report on a measured viewer's link, for its allocator (`None`: not a measured
+    /// viewer; a relay link's estimator already weighs its loss).
+    pub(crate) fn on_loss(&mut self, now: Instant, lost: f32) -> Option<()> {
+        match &mut self.video {
+            Video::Viewer(v) => {
+                v.alloc.as_mut()?.on_loss(now, lost);
+                Some(())
+            }
+            Video::Relay(_) => None,
+        }
+    }
+
     /// Turns on bandwidth allocation for a viewer that has not joined yet.
     pub(crate) fn start_allocation(&mut self, alloc: Allocator) {
         if let Video::Viewer(v) = &mut self.video {

@@ -1114,6 +1114,7 @@ impl Relay {
             adaptive,
             desired_bps: 0,
             probed_at: None,
+            sustain_bps: 0,
             // Relay links are not paced here (str0m's pacer at 1.1 × the estimate only).
             pacer: adaptive
                 .filter(|_| !relay)
@@ -1675,7 +1676,7 @@ impl Relay {
             let Some(a) = c.router.allocation(ConsumerId(s.id.0)) else {
                 continue;
             };
-            set_desired(s, a.desired_bps);
+            set_desired(s, a.desired_bps, a.sustain_bps);
             let top = tops.get(&s.conference).copied().flatten();
             let below_top = match a.target {
                 Some(Target::Layer(l)) => Some(l) < top,
@@ -1702,10 +1703,11 @@ impl Relay {
             if due && short {
                 v.probed_at = Some(now);
                 let d = Bitrate::bps(a.desired_bps);
+                let sustain = Bitrate::bps(v.sustain_bps);
                 let mut bwe = s.rtc.bwe();
                 // Lowered, then raised again: a rise is what asks str0m for a probe.
-                bwe.set_bitrate(Bitrate::ZERO, Bitrate::bps(a.desired_bps * 9 / 10));
-                bwe.set_bitrate(Bitrate::ZERO, d);
+                bwe.set_bitrate(sustain, Bitrate::bps(a.desired_bps * 9 / 10));
+                bwe.set_bitrate(sustain, d);
             }
         }
         self.process_queue(now);
@@ -1829,6 +1831,11 @@ impl Relay {
                         };
                         s.readings.loss = loss.or(s.readings.loss);
                         s.readings.media_bytes = if viewer { p.bytes_tx } else { p.bytes_rx };
+                        // A measured viewer's transport-wide loss over the last second
+                        // (padding included: a sustained probe's losses count).
+                        if viewer && let Some(l) = p.egress_loss_fraction {
+                            self.on_loss(now, id, l);
+                        }
                     }
                 }
                 // A consumer's RTT and loss come from its receiver reports, per stream.
@@ -1836,6 +1843,11 @@ impl Relay {
                     if let Some(s) = self.sessions.get_mut(&id) {
                         s.readings.rtt = m.rtt.or(s.readings.rtt);
                         s.readings.loss = m.loss.or(s.readings.loss);
+                        if matches!(s.role, SessionRole::Viewer(_))
+                            && let Some(l) = m.loss
+                        {
+                            self.on_loss(now, id, l);
+                        }
                     }
                 }
                 // A measured viewer's bandwidth estimate: transport-wide feedback into
@@ -1865,6 +1877,9 @@ impl Relay {
                     self.apply_outputs(now, &conference);
                     if let Some(a) = changed {
                         self.on_allocation(id, a);
+                    } else {
+                        // A sustained probe starts or ends without a switch.
+                        self.follow_probe(id);
                     }
                 }
                 // A pull's RTT comes from its parent's extended reports (DLRR), when sent.
@@ -2134,6 +2149,41 @@ impl Relay {
         self.outs = outs;
     }
 
+    /// A loss report on a measured viewer's link, for its allocator (a step down on heavy
+    /// loss, or a sustained probe aborted).
+    fn on_loss(&mut self, now: Instant, id: SessionId, lost: f32) {
+        let Some(s) = self.sessions.get(&id) else {
+            return;
+        };
+        let conference = s.conference.clone();
+        self.outs.clear();
+        let changed = self.confs.get_mut(&conference).and_then(|c| {
+            c.router
+                .on_loss(ConsumerId(id.0), lost, now, &mut self.outs)
+        });
+        self.apply_outputs(now, &conference);
+        match changed {
+            Some(a) => self.on_allocation(id, a),
+            None => self.follow_probe(id),
+        }
+    }
+
+    /// Hands a measured viewer's estimator its allocator's sustained rate and probing
+    /// target, when they changed (without a switch: a sustained probe starts or ends).
+    fn follow_probe(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(a) = self
+            .confs
+            .get(&s.conference)
+            .and_then(|c| c.router.allocation(ConsumerId(id.0)))
+        else {
+            return;
+        };
+        set_desired(s, a.desired_bps, a.sustain_bps);
+    }
+
     /// A measured viewer's allocation changed: the estimator probes towards the new
     /// target's next layer, a pause for bandwidth is audio-only delivery at once (the
     /// ledger's `AudioOnly`, without waiting for the delivery window), and the change is
@@ -2143,7 +2193,7 @@ impl Relay {
             return;
         };
         self.stats.layer_switches.fetch_add(1, Relaxed);
-        set_desired(s, a.desired_bps);
+        set_desired(s, a.desired_bps, a.sustain_bps);
         let conference = s.conference.clone();
         // Paused: video still queued in the pacer would only arrive late.
         let dropped = match &mut s.role {
@@ -2234,20 +2284,30 @@ fn admit_address(
     by_addr.insert(source, s.id);
 }
 
-/// Hands a measured viewer's estimator its probing target, when it changed: str0m probes
-/// towards it (padding or retransmissions) before the allocator switches up.
-fn set_desired(s: &mut Session, desired_bps: u64) {
+/// Hands a measured viewer's estimator its probing target and sustained rate, when they
+/// changed: str0m probes towards the target (padding or retransmissions), and while the
+/// allocator runs a sustained probe before a switch up its pacer pads the link up to the
+/// sustained rate (capped by the estimate; the minimum is clamped to the target, so the
+/// target is raised to it).
+fn set_desired(s: &mut Session, desired_bps: u64, sustain_bps: u64) {
     let SessionRole::Viewer(v) = &mut s.role else {
         return;
     };
-    // Changes under 5 % are noise of the layer bitrate meters.
-    if desired_bps == 0 || desired_bps.abs_diff(v.desired_bps) * 20 < v.desired_bps {
+    let desired_bps = desired_bps.max(sustain_bps);
+    // Changes under 5 % are noise of the layer bitrate meters; a probe's start or end is not.
+    let desired_moved =
+        desired_bps != 0 && desired_bps.abs_diff(v.desired_bps) * 20 >= v.desired_bps;
+    if !desired_moved && (sustain_bps == 0) == (v.sustain_bps == 0) {
         return;
     }
-    v.desired_bps = desired_bps;
-    s.rtc
-        .bwe()
-        .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired_bps));
+    if desired_moved {
+        v.desired_bps = desired_bps;
+    }
+    v.sustain_bps = sustain_bps;
+    s.rtc.bwe().set_bitrate(
+        Bitrate::bps(sustain_bps.min(v.desired_bps)),
+        Bitrate::bps(v.desired_bps),
+    );
 }
 
 pub fn shard_of(id: SessionId) -> usize {

@@ -126,6 +126,9 @@ pub(crate) struct ViewerSink {
     pub desired_bps: u64,
     /// When a probe towards it was last asked for.
     pub probed_at: Option<Instant>,
+    /// The sustained rate last handed to its estimator's pacer (`Bwe::set_bitrate`'s
+    /// minimum: str0m pads up to it): a sustained probe before a switch up, else 0.
+    pub sustain_bps: u64,
     /// A measured viewer's pacer (its video leaves at its estimate's rate).
     pub pacer: Option<Box<Pacer>>,
 }
