@@ -53,7 +53,7 @@ pub struct Urls {
 pub enum Push {
     Whip(FeedPublisher),
     Rtmp(Box<Rtmp>),
-    Srt { socket: SrtSocket, mux: TsMux },
+    Srt { socket: Box<SrtSocket>, mux: TsMux },
 }
 
 pub struct Rtmp {
@@ -126,7 +126,7 @@ impl Push {
                         .context("SRT call timed out")?
                         .context("SRT call")?;
                 Ok(Push::Srt {
-                    socket,
+                    socket: Box::new(socket),
                     mux: TsMux::default(),
                 })
             }
@@ -158,11 +158,9 @@ impl Push {
                     keyframe,
                 };
                 let t = Instant::now();
-                if !p.send_video(frame) {
-                    if p.is_closed() {
-                        bail!("the WHIP session is over");
-                    }
-                    // A full queue: counted as a lost frame by the viewer.
+                // A full queue drops the frame: the viewer counts it as lost.
+                if !p.send_video(frame) && p.is_closed() {
+                    bail!("the WHIP session is over");
                 }
                 Ok(t)
             }
