@@ -111,8 +111,9 @@ const PMT_PID: u16 = 0x1000;
 const VIDEO_PID: u16 = 0x100;
 
 /// A minimal MPEG-TS muxer for one H.264 stream (program 1, PCR on the video PID), as an
-/// encoder muxes it: one PES per access unit with an access unit delimiter in front, the PES
-/// length set when it fits in 16 bits (0 otherwise).
+/// encoder muxes it: one PES per access unit with an access unit delimiter in front. The PES
+/// length is set when it fits in 16 bits (0 otherwise; ffmpeg writes 0 for video by default,
+/// and the gateway's demuxer ends a PES at the next one either way).
 #[derive(Debug, Default)]
 pub struct TsMux {
     cc: HashMap<u16, u8>,

@@ -243,7 +243,7 @@ async fn rtmp_connect(url: &str) -> anyhow::Result<Rtmp> {
     let (host, path) = rest.split_once('/').context("no app in rtmp_url")?;
     let (app, key) = path.rsplit_once('/').context("no stream key in rtmp_url")?;
     let mut stream = TcpStream::connect(host).await.context("RTMP TCP connect")?;
-    // Encoders (OBS, ffmpeg) send each tag at once.
+    // Each tag leaves at once, as librtmp (OBS) sets it.
     stream.set_nodelay(true)?;
 
     let mut hs = Handshake::new(PeerType::Client);
