@@ -2083,9 +2083,13 @@ impl Relay {
     /// parked replay, or to another shard), keyframe requests to the producer's source.
     fn apply_outputs(&mut self, now: Instant, conference: &Arc<str>) {
         let mut outs = std::mem::take(&mut self.outs);
+        // The recorder's broadcast (this conference's local source), looked up once per call.
+        let mut recorded: Option<Option<SessionId>> = None;
         for f in outs.forwards.drain(..) {
             if f.sub.0 == RECORD_CONSUMER {
-                if let Some(broadcast) = self.confs.get(conference).and_then(|c| c.source) {
+                let broadcast = *recorded
+                    .get_or_insert_with(|| self.confs.get(conference).and_then(|c| c.source));
+                if let Some(broadcast) = broadcast {
                     self.record_out.push_back(RecordItem::Packet {
                         broadcast,
                         packet: f.into_source(),
