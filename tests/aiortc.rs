@@ -77,13 +77,7 @@ fn aiortc_publishes_vp8_and_chromium_and_aiortc_play() {
         "aiortc_publishes_vp8_and_chromium_and_aiortc_play",
         Weight::Heavy,
         |ctx| {
-            let mut demo = Demo::start(
-                ctx,
-                DemoOptions {
-                    no_source: true,
-                    ..Default::default()
-                },
-            )?;
+            let mut demo = Demo::without_source(ctx)?;
             let mut publisher = aiortc_publisher(ctx, &demo.info, 120)?;
             expect_published(&mut publisher, "aiortc's WHIP offer (VP8)")?;
 

@@ -1460,13 +1460,7 @@ fn an_audio_only_broadcast_counts_its_points_present_with_their_time_recorded_as
         "an_audio_only_broadcast_counts_its_points_present_with_their_time_recorded_as_audio_only",
         Weight::Heavy,
         |ctx| {
-            let mut demo = Demo::start(
-                ctx,
-                DemoOptions {
-                    no_source: true,
-                    ..Default::default()
-                },
-            )?;
+            let mut demo = Demo::without_source(ctx)?;
             let info = demo.info.clone();
             ensure!(
                 info.conference == CONFERENCE,

@@ -18,13 +18,7 @@ const SIMULCAST_PUBLISH_S: f64 = 20.0;
 /// Publishes Chromium's fake camera + microphone (`codec`, simulcast or not) to a demo without
 /// its own source; `n_pages` viewer pages must each decode MIN_FRAMES frames and receive audio.
 fn publish_and_watch(ctx: &Ctx, codec: &str, simulcast: bool, n_pages: u32) -> Result<()> {
-    let mut demo = Demo::start(
-        ctx,
-        DemoOptions {
-            no_source: true,
-            ..Default::default()
-        },
-    )?;
+    let mut demo = Demo::without_source(ctx)?;
     let mut publisher = browser_publisher(ctx, &demo.info, codec, simulcast, 120)?;
     let what = format!(
         "Chromium's WHIP offer ({codec}{})",

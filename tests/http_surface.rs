@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::ensure;
-use hallcast_tests::{Demo, DemoOptions, Weight, repo_root, run, sdp};
+use hallcast_tests::{Demo, Weight, repo_root, run, sdp};
 use reqwest::blocking::{Client as Http, Response};
 
 fn header(r: &Response, name: &str) -> Option<String> {
@@ -20,13 +20,7 @@ fn http_surface_of_a_conference_without_publisher() {
         "http_surface_of_a_conference_without_publisher",
         Weight::Light,
         |ctx| {
-            let mut demo = Demo::start(
-                ctx,
-                DemoOptions {
-                    no_source: true,
-                    ..Default::default()
-                },
-            )?;
+            let mut demo = Demo::without_source(ctx)?;
             let info = demo.info.clone();
             let http = Http::builder()
                 .timeout(Duration::from_secs(15))

@@ -211,13 +211,7 @@ fn rtmp_push_plays_in_chromium_and_aiortc() {
         "rtmp_push_plays_in_chromium_and_aiortc",
         Weight::Heavy,
         |ctx| {
-            let mut demo = Demo::start(
-                ctx,
-                DemoOptions {
-                    no_source: true,
-                    ..Default::default()
-                },
-            )?;
+            let mut demo = Demo::without_source(ctx)?;
             let url = rtmp_url(&demo.info)?;
             let (mut ffmpeg, _) = ffmpeg_push(ctx, "good", &url, &[GOOD_VIDEO, GOOD_AUDIO], 120)?;
             wait_for_log(&demo, &["RTMP publish accepted"], Duration::from_secs(20))?;
@@ -300,13 +294,7 @@ fn rtmp_wrong_key_or_conference_is_refused() {
         "rtmp_wrong_key_or_conference_is_refused",
         Weight::Heavy,
         |ctx| {
-            let mut demo = Demo::start(
-                ctx,
-                DemoOptions {
-                    no_source: true,
-                    ..Default::default()
-                },
-            )?;
+            let mut demo = Demo::without_source(ctx)?;
             let addr = rtmp_addr(&rtmp_url(&demo.info)?)?;
             let conference = demo.info.conference.clone();
             let wrong_key = format!("rtmp://{addr}/{conference}/not-the-key-0123456789");
@@ -363,13 +351,7 @@ fn rtmp_unsupported_codecs_are_refused_by_name() {
         "rtmp_unsupported_codecs_are_refused_by_name",
         Weight::Heavy,
         |ctx| {
-            let mut demo = Demo::start(
-                ctx,
-                DemoOptions {
-                    no_source: true,
-                    ..Default::default()
-                },
-            )?;
+            let mut demo = Demo::without_source(ctx)?;
             let url = rtmp_url(&demo.info)?;
             let addr = rtmp_addr(&url)?;
             // Another conference, on the air meanwhile: the refusals must not touch it.
@@ -456,13 +438,7 @@ fn rtmp_bad_handshakes_do_not_stop_a_good_push() {
         "rtmp_bad_handshakes_do_not_stop_a_good_push",
         Weight::Heavy,
         |ctx| {
-            let mut demo = Demo::start(
-                ctx,
-                DemoOptions {
-                    no_source: true,
-                    ..Default::default()
-                },
-            )?;
+            let mut demo = Demo::without_source(ctx)?;
             let url = rtmp_url(&demo.info)?;
             let addr = rtmp_addr(&url)?;
             let mut rng = Prng::seeded();
@@ -689,13 +665,7 @@ fn x264_gop(gop: &'static str) -> Vec<&'static str> {
 fn rtmp_preflight_says_keyframe_requests_cannot_reach_the_encoder() {
     let test = "rtmp_preflight_says_keyframe_requests_cannot_reach_the_encoder";
     run(test, Weight::Heavy, |ctx| {
-        let mut demo = Demo::start(
-            ctx,
-            DemoOptions {
-                no_source: true,
-                ..Default::default()
-            },
-        )?;
+        let mut demo = Demo::without_source(ctx)?;
         let url = rtmp_url(&demo.info)?;
         let addr = rtmp_addr(&url)?;
         let admin = Admin::new(&demo.info)?;

@@ -16,7 +16,7 @@ use hallcast_tests::admin::Admin;
 use hallcast_tests::ffmpeg;
 use hallcast_tests::proc::Proc;
 use hallcast_tests::results::{self, PlayResult, ensure_pages_playing};
-use hallcast_tests::{Ctx, Demo, DemoOptions, Weight, run};
+use hallcast_tests::{Ctx, Demo, Weight, run};
 
 // The e2e binary's client helpers (viewer pages, aiortc player), shared rather than copied; this
 // binary uses only some of them.
@@ -132,13 +132,7 @@ fn count_lines(log: &Path, needle: &str) -> usize {
 }
 
 fn start_demo(ctx: &Ctx) -> Result<(Demo, PathBuf)> {
-    let demo = Demo::start(
-        ctx,
-        DemoOptions {
-            no_source: true,
-            ..Default::default()
-        },
-    )?;
+    let demo = Demo::without_source(ctx)?;
     let log = demo.log_path().to_path_buf();
     Ok((demo, log))
 }

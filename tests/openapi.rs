@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use hallcast_tests::obs::Relay;
-use hallcast_tests::{Demo, DemoOptions, Weight, python_bin, repo_root, run, sdp};
+use hallcast_tests::{Demo, Weight, python_bin, repo_root, run, sdp};
 use reqwest::Method;
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::{Value, json};
@@ -481,13 +481,7 @@ fn every_documented_operation_answers_with_a_documented_status() {
         "every_documented_operation_answers_with_a_documented_status",
         Weight::Light,
         |ctx| {
-            let demo = Demo::start(
-                ctx,
-                DemoOptions {
-                    no_source: true,
-                    ..Default::default()
-                },
-            )?;
+            let demo = Demo::without_source(ctx)?;
             let info = demo.info.clone();
             let raw = |k: &str| -> Result<String> {
                 info.raw[k]

@@ -451,13 +451,7 @@ fn preflight_api_refusals_and_an_idle_conference() {
         "preflight_api_refusals_and_an_idle_conference",
         Weight::Light,
         |ctx| {
-            let demo = Demo::start(
-                ctx,
-                DemoOptions {
-                    no_source: true,
-                    ..Default::default()
-                },
-            )?;
+            let demo = Demo::without_source(ctx)?;
             let http = Http::new(&demo.info.http_base)?;
             let path = format!("/api/v1/conferences/{}/preflight", demo.info.conference);
             // Nothing published: live false, every check unknown.

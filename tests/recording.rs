@@ -608,13 +608,7 @@ fn a_simulcast_publisher_shedding_its_top_layer_is_recorded_without_a_gap() {
         "a_simulcast_publisher_shedding_its_top_layer_is_recorded_without_a_gap",
         Weight::Heavy,
         |ctx: &Ctx| {
-            let demo = Demo::start(
-                ctx,
-                DemoOptions {
-                    no_source: true,
-                    ..Default::default()
-                },
-            )?;
+            let demo = Demo::without_source(ctx)?;
             let info = &demo.info;
             let mut publisher = hallcast_tests::Client::start(
                 ctx,

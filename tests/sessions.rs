@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use hallcast_tests::http::Http;
 use hallcast_tests::results::{self, ensure_pages_playing};
-use hallcast_tests::{Ctx, Demo, DemoOptions, Weight, hallcast_bin, run, sdp};
+use hallcast_tests::{Ctx, Demo, Weight, hallcast_bin, run, sdp};
 use serde_json::{Value, json};
 
 use crate::util::{browser_publisher, expect, expect_published, viewer_pages};
@@ -21,13 +21,7 @@ const FRAGMENT: &str = "a=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 ty
 
 /// The relay, waiting for a publisher.
 fn demo_without_source(ctx: &Ctx) -> Result<Demo> {
-    Demo::start(
-        ctx,
-        DemoOptions {
-            no_source: true,
-            ..Default::default()
-        },
-    )
+    Demo::without_source(ctx)
 }
 
 /// The session id at the end of a resource URL; it must be 128 bits as 32 lowercase hex digits.

@@ -61,7 +61,7 @@ use hallcast_tests::adapt::results_dir;
 use hallcast_tests::admin::Admin;
 use hallcast_tests::proc::Proc;
 use hallcast_tests::tree::{load_bin, metric, metrics, wait_live};
-use hallcast_tests::{Ctx, Demo, DemoOptions, Info, Weight, run};
+use hallcast_tests::{Ctx, Demo, Info, Weight, run};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -650,13 +650,7 @@ fn soak_seconds() -> Result<u64> {
 fn soak(ctx: &Ctx) -> Result<()> {
     let seconds = soak_seconds()?;
     let out_dir = results_dir("soak")?;
-    let mut demo = Demo::start(
-        ctx,
-        DemoOptions {
-            no_source: true,
-            ..Default::default()
-        },
-    )?;
+    let mut demo = Demo::without_source(ctx)?;
     let info = demo.info.clone();
     let tokens = point_tokens(&info)?;
 

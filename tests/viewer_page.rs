@@ -23,13 +23,7 @@ fn viewer_page_waits_goes_live_by_itself_ends_and_resumes() {
         "viewer_page_waits_goes_live_by_itself_ends_and_resumes",
         Weight::Heavy,
         |ctx| -> Result<()> {
-            let mut demo = Demo::start(
-                ctx,
-                DemoOptions {
-                    no_source: true,
-                    ..Default::default()
-                },
-            )?;
+            let mut demo = Demo::without_source(ctx)?;
             let info = demo.info.clone();
             let mut viewer = viewer_pages(ctx, &info.viewer_url, 1, 240, 0, &[])?;
 

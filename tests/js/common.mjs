@@ -163,3 +163,36 @@ export function run(main) {
     },
   );
 }
+
+// A screenshot decoded again in a new page of `context`: its size, how many distinct colours
+// (sampled) and the fraction of pixels that differ from the top-left one (a blank page has ~0).
+export async function measureShot(context, path) {
+  const { readFileSync } = await import('node:fs');
+  const b64 = readFileSync(path).toString('base64');
+  const page = await context.newPage();
+  try {
+    return await page.evaluate(async (src) => {
+      const img = new Image();
+      img.src = src;
+      await img.decode();
+      const c = document.createElement('canvas');
+      c.width = img.naturalWidth;
+      c.height = img.naturalHeight;
+      const g = c.getContext('2d');
+      g.drawImage(img, 0, 0);
+      const d = g.getImageData(0, 0, c.width, c.height).data;
+      const colours = new Set();
+      let ink = 0;
+      let n = 0;
+      const [r0, g0, b0] = [d[0], d[1], d[2]];
+      for (let i = 0; i < d.length; i += 4 * 7) {
+        n++;
+        colours.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+        if (Math.abs(d[i] - r0) + Math.abs(d[i + 1] - g0) + Math.abs(d[i + 2] - b0) > 30) ink++;
+      }
+      return { width: c.width, height: c.height, n_colours: colours.size, ink_fraction: ink / n };
+    }, `data:image/png;base64,${b64}`);
+  } finally {
+    await page.close();
+  }
+}

@@ -24,7 +24,7 @@
 // `shot`: the screenshot decoded again by Chromium: how many distinct colours (sampled) and the
 // fraction of pixels that differ from the top-left pixel's colour (a blank page has ~0).
 
-import { emit, launchBrowser, log, parseArgs, run, sleep } from './common.mjs';
+import { emit, launchBrowser, log, parseArgs, run, sleep, measureShot } from './common.mjs';
 
 const USAGE = `usage: operator_console.mjs --base URL --name NAME --password PW --conference ID --title T
                               --login-shot FILE.png --console-shot FILE.png [--duration SECS]
@@ -78,38 +78,6 @@ async function stats(page) {
   });
 }
 
-// Decodes a PNG again in the browser and measures how much is drawn on it.
-async function measure(context, path) {
-  const { readFileSync } = await import('node:fs');
-  const b64 = readFileSync(path).toString('base64');
-  const page = await context.newPage();
-  try {
-    return await page.evaluate(async (src) => {
-      const img = new Image();
-      img.src = src;
-      await img.decode();
-      const c = document.createElement('canvas');
-      c.width = img.naturalWidth;
-      c.height = img.naturalHeight;
-      const g = c.getContext('2d');
-      g.drawImage(img, 0, 0);
-      const d = g.getImageData(0, 0, c.width, c.height).data;
-      const colours = new Set();
-      let ink = 0;
-      let n = 0;
-      const [r0, g0, b0] = [d[0], d[1], d[2]];
-      for (let i = 0; i < d.length; i += 4 * 7) {
-        n++;
-        colours.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
-        if (Math.abs(d[i] - r0) + Math.abs(d[i + 1] - g0) + Math.abs(d[i + 2] - b0) > 30) ink++;
-      }
-      return { width: c.width, height: c.height, n_colours: colours.size, ink_fraction: ink / n };
-    }, `data:image/png;base64,${b64}`);
-  } finally {
-    await page.close();
-  }
-}
-
 run(async () => {
   if (!args.base || !args.name || !args.conference) {
     process.stderr.write(USAGE + '\n');
@@ -142,7 +110,7 @@ run(async () => {
     event: 'login_page',
     url: page.url(),
     text: (await page.innerText('body')).replace(/\s+/g, ' ').trim().slice(0, 300),
-    shot: { path: args.login_shot, ...(await measure(context, args.login_shot)) },
+    shot: { path: args.login_shot, ...(await measureShot(context, args.login_shot)) },
   });
 
   // A wrong password first: the page says so and stays.
@@ -218,7 +186,7 @@ run(async () => {
     if (!shot && last.preview_frames >= 30 && last.preflight.length === 9 && last.recordings.length > 0) {
       await sleep(1500); // let the preview settle on a picture
       await page.screenshot({ path: args.console_shot });
-      emit({ event: 'console_shot', shot: { path: args.console_shot, ...(await measure(context, args.console_shot)) } });
+      emit({ event: 'console_shot', shot: { path: args.console_shot, ...(await measureShot(context, args.console_shot)) } });
       shot = true;
     }
     await sleep(1000);

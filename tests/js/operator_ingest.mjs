@@ -7,7 +7,7 @@
 // stdout (JSON lines):
 //   {"event":"result","lines":[{id,status,text}],"source":{protocol,text},"shot":{path,width,height,n_colours,ink_fraction},"page_errors":[...]}
 
-import { emit, launchBrowser, log, parseArgs, run } from './common.mjs';
+import { emit, launchBrowser, log, parseArgs, run, measureShot } from './common.mjs';
 
 const USAGE = `usage: operator_ingest.mjs --base URL --name NAME --password PW --conference ID
                            --expect ID=STATUS[,ID=STATUS...] --protocol RTMP|SRT --shot FILE.png`;
@@ -16,38 +16,6 @@ const args = parseArgs(
   { base: '', name: '', password: '', conference: '', expect: '', protocol: '', shot: '' },
   USAGE,
 );
-
-// Decodes a PNG again in the browser and measures how much is drawn on it.
-async function measure(context, path) {
-  const { readFileSync } = await import('node:fs');
-  const b64 = readFileSync(path).toString('base64');
-  const page = await context.newPage();
-  try {
-    return await page.evaluate(async (src) => {
-      const img = new Image();
-      img.src = src;
-      await img.decode();
-      const c = document.createElement('canvas');
-      c.width = img.naturalWidth;
-      c.height = img.naturalHeight;
-      const g = c.getContext('2d');
-      g.drawImage(img, 0, 0);
-      const d = g.getImageData(0, 0, c.width, c.height).data;
-      const colours = new Set();
-      let ink = 0;
-      let n = 0;
-      const [r0, g0, b0] = [d[0], d[1], d[2]];
-      for (let i = 0; i < d.length; i += 4 * 7) {
-        n++;
-        colours.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
-        if (Math.abs(d[i] - r0) + Math.abs(d[i + 1] - g0) + Math.abs(d[i + 2] - b0) > 30) ink++;
-      }
-      return { width: c.width, height: c.height, n_colours: colours.size, ink_fraction: ink / n };
-    }, `data:image/png;base64,${b64}`);
-  } finally {
-    await page.close();
-  }
-}
 
 function panel(page) {
   return page.evaluate(() => {
@@ -110,7 +78,7 @@ run(async () => {
   last = await panel(page);
   await page.locator('#preflight-panel').scrollIntoViewIfNeeded();
   await page.screenshot({ path: args.shot, fullPage: true });
-  const shot = { path: args.shot, ...(await measure(context, args.shot)) };
+  const shot = { path: args.shot, ...(await measureShot(context, args.shot)) };
   emit({ event: 'result', ...last, shot, page_errors: pageErrors });
   await close();
   return 0;

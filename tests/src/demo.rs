@@ -144,6 +144,17 @@ pub struct Demo {
 }
 
 impl Demo {
+    /// `hallcast demo --no-source`: the tests publish their own feed.
+    pub fn without_source(ctx: &Ctx) -> Result<Demo> {
+        Demo::start(
+            ctx,
+            DemoOptions {
+                no_source: true,
+                ..Default::default()
+            },
+        )
+    }
+
     pub fn start(ctx: &Ctx, opts: DemoOptions) -> Result<Demo> {
         let bin = hallcast_bin()?;
         let stem = match &opts.tag {
