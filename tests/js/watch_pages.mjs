@@ -354,13 +354,25 @@ run(async () => {
   let headcount = null;
   const headcountDone = args.headcount > 0 ? answerHeadcount(pages[0], args.headcount).then((h) => (headcount = h)) : null;
 
+  // Each page's last summary and when it was read. The final report races the signal that
+  // ends this script: the same SIGTERM reaches Chromium (one process group) and can close the
+  // page first. A summary read within two progress intervals stands in then, marked `stale`; an
+  // older one (a page that died earlier) does not, and the page reports its error.
+  const lastGood = pages.map(() => null);
   const summaries = async () =>
     Promise.all(
       pages.map(async (p, i) => {
         try {
-          return { page: i, ...(await p.evaluate(() => window.__hcTest.summary())), page_errors: pageErrors[i] };
+          const s = { page: i, ...(await p.evaluate(() => window.__hcTest.summary())), page_errors: pageErrors[i] };
+          lastGood[i] = { at: Date.now(), s };
+          return s;
         } catch (e) {
-          return { page: i, error: String(e.message || e), page_errors: pageErrors[i] };
+          const msg = String(e.message || e);
+          const fresh = lastGood[i] && Date.now() - lastGood[i].at <= 2 * args.progress_interval * 1000;
+          if (reported && fresh && /has been closed/.test(msg)) {
+            return { ...lastGood[i].s, stale: msg, page_errors: pageErrors[i] };
+          }
+          return { page: i, error: msg, page_errors: pageErrors[i] };
         }
       }),
     );
