@@ -9,6 +9,8 @@
 //   {"event":"progress","t":..,"wall_ms":..,"pages":[{page, state, frames_decoded, audio_packets_received,
 //      origin, session_url, frame_width, frame_height, fps, freeze_count, total_freezes_duration_s,
 //      pause_count, total_pauses_duration_s, video_bytes_received, audio_bytes_received,
+//      video_pli_count, video_nack_count, video_packets_lost, video_keyframes_decoded,
+//      video_frames_received, video_frames_dropped,
 //      audio_samples_received, audio_concealed_samples, text_seen}, ...]}
 //      (every --progress-interval seconds, default 1: a time series of what getStats says)
 //   {"event":"result","pages":[{page, frames_decoded, frame_width, frame_height, audio_packets_received,
@@ -83,6 +85,7 @@ function initScript() {
       hc.maxima.push({
         frames: 0, audio: 0, samples: 0, concealed: 0, silent: 0, duration: 0,
         freezes: 0, freezeS: 0, pauses: 0, pauseS: 0, videoBytes: 0, audioBytes: 0,
+        plis: 0, nacks: 0, videoLost: 0, keyframes: 0, framesReceived: 0, framesDropped: 0,
       });
     }
   };
@@ -127,6 +130,12 @@ function initScript() {
         let pauseS = 0;
         let videoBytes = 0;
         let audioBytes = 0;
+        let plis = 0;
+        let nacks = 0;
+        let videoLost = 0;
+        let keyframes = 0;
+        let framesReceived = 0;
+        let framesDropped = 0;
         let energy = 0;
         report.forEach((s) => {
           if (s.type !== 'inbound-rtp') return;
@@ -141,6 +150,12 @@ function initScript() {
             pauses += s.pauseCount || 0;
             pauseS += s.totalPausesDuration || 0;
             videoBytes += s.bytesReceived || 0;
+            plis += s.pliCount || 0;
+            nacks += s.nackCount || 0;
+            videoLost += s.packetsLost || 0;
+            keyframes += s.keyFramesDecoded || 0;
+            framesReceived += s.framesReceived || 0;
+            framesDropped += s.framesDropped || 0;
             if (typeof s.framesPerSecond === 'number') hc.fps = s.framesPerSecond;
             const codec = s.codecId && report.get(s.codecId);
             if (codec) hc.videoCodec = codec.mimeType;
@@ -186,6 +201,9 @@ function initScript() {
         m.pauseS = Math.max(m.pauseS, pauseS);
         m.videoBytes = Math.max(m.videoBytes, videoBytes);
         m.audioBytes = Math.max(m.audioBytes, audioBytes);
+        for (const [k, v] of Object.entries({ plis, nacks, videoLost, keyframes, framesReceived, framesDropped })) {
+          m[k] = Math.max(m[k], v);
+        }
       }
       const total = hc.maxima.reduce((a, m) => a + m.frames, 0);
       if (total > 0 && hc.firstFrameAt === null) {
@@ -226,6 +244,14 @@ function initScript() {
       total_pauses_duration_s: sum('pauseS'),
       video_bytes_received: sum('videoBytes'),
       audio_bytes_received: sum('audioBytes'),
+      // The receiver's repairs (diagnosis of freezes): keyframe requests and NACKs it sent,
+      // video packets lost, keyframes decoded, frames received and dropped.
+      video_pli_count: sum('plis'),
+      video_nack_count: sum('nacks'),
+      video_packets_lost: sum('videoLost'),
+      video_keyframes_decoded: sum('keyframes'),
+      video_frames_received: sum('framesReceived'),
+      video_frames_dropped: sum('framesDropped'),
       fps: hc.fps,
       text_seen: !!hc.watchText && text.includes(hc.watchText),
       visible_text: text.replace(/\s+/g, ' ').trim().slice(0, 300),
@@ -422,6 +448,12 @@ run(async () => {
           total_pauses_duration_s: p.total_pauses_duration_s,
           video_bytes_received: p.video_bytes_received,
           audio_bytes_received: p.audio_bytes_received,
+          video_pli_count: p.video_pli_count,
+          video_nack_count: p.video_nack_count,
+          video_packets_lost: p.video_packets_lost,
+          video_keyframes_decoded: p.video_keyframes_decoded,
+          video_frames_received: p.video_frames_received,
+          video_frames_dropped: p.video_frames_dropped,
           audio_samples_received: p.audio_samples_received,
           audio_concealed_samples: p.audio_concealed_samples,
           text_seen: p.text_seen,

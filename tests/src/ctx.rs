@@ -53,7 +53,7 @@ impl Ctx {
         })
     }
 
-    /// The test's scratch directory (removed when the test ends; kept on failure with
+    /// The test's scratch directory (removed when the test ends; kept with
     /// `HALLCAST_KEEP_TMP=1`).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -142,7 +142,11 @@ pub fn run(name: &str, weight: Weight, body: impl FnOnce(&Ctx) -> Result<()>) {
     let outcome = catch_unwind(AssertUnwindSafe(|| body(&ctx)));
     match outcome {
         Ok(Ok(())) => {
-            let _ = fs::remove_dir_all(&ctx.dir);
+            if std::env::var_os("HALLCAST_KEEP_TMP").is_some_and(|v| v == "1") {
+                eprintln!("(kept {} because HALLCAST_KEEP_TMP=1)", ctx.dir.display());
+            } else {
+                let _ = fs::remove_dir_all(&ctx.dir);
+            }
         }
         Ok(Err(e)) => {
             ctx.dump_logs(&format!("{e:#}"));

@@ -623,10 +623,21 @@ pub fn wait_live(base: &str, conference: &str, timeout: Duration) -> Result<Dura
 pub fn chromium_wrapper(ctx: &Ctx, ns: &str) -> Result<PathBuf> {
     let chromium = chromium_path()?;
     let path = ctx.path("chromium-in-netns.sh");
+    // HALLCAST_CHROMIUM_LOG=DIR: each Chromium's WebRTC log (video receive, NACK, keyframe
+    // requests) in DIR/{namespace}-{pid}.log, for diagnosing freezes.
+    let (flags, redirect) = match std::env::var_os("HALLCAST_CHROMIUM_LOG") {
+        Some(dir) => (
+            " --enable-logging=stderr --v=0 \
+             --vmodule=*/webrtc/modules/video_coding/*=3,*/webrtc/video/*=2"
+                .to_string(),
+            format!(" 2>>{}/{ns}-$$.log", Path::new(&dir).display()),
+        ),
+        None => (String::new(), String::new()),
+    };
     fs::write(
         &path,
         format!(
-            "#!/bin/sh\nexec ip netns exec {ns} {} \"$@\"\n",
+            "#!/bin/sh\nexec ip netns exec {ns} {}{flags} \"$@\"{redirect}\n",
             chromium.display()
         ),
     )?;
