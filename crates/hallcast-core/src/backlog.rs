@@ -144,6 +144,7 @@ mod tests {
             keyframe_start: false,
             payload: Arc::from(&b"x"[..]),
             arrival: Instant::now(),
+            vp8: None,
         }
     }
 

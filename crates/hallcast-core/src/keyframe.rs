@@ -77,6 +77,46 @@ pub fn vp8_starts_keyframe(payload: &[u8]) -> bool {
     payload.get(i).is_some_and(|&h| h & 0x01 == 0)
 }
 
+/// The picture-numbering fields of a VP8 payload descriptor (RFC 7741 §4.2), present or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Vp8Ids {
+    /// PictureID, and whether it is the 15-bit form (M=1) or the 7-bit one.
+    pub picture_id: Option<(u16, bool)>,
+    pub tl0_pic_idx: Option<u8>,
+    pub key_idx: Option<u8>,
+}
+
+/// Reads a VP8 payload descriptor's PictureID, TL0PICIDX and KEYIDX (`None`: too short,
+/// or no extension).
+pub fn vp8_ids(payload: &[u8]) -> Option<Vp8Ids> {
+    let b0 = *payload.first()?;
+    if b0 & 0x80 == 0 {
+        return None;
+    }
+    let ext = *payload.get(1)?;
+    let mut i = 2;
+    let mut ids = Vp8Ids::default();
+    if ext & 0x80 != 0 {
+        let pic = *payload.get(i)?;
+        if pic & 0x80 != 0 {
+            let lo = *payload.get(i + 1)?;
+            ids.picture_id = Some(((u16::from(pic & 0x7f) << 8) | u16::from(lo), true));
+            i += 2;
+        } else {
+            ids.picture_id = Some((u16::from(pic), false));
+            i += 1;
+        }
+    }
+    if ext & 0x40 != 0 {
+        ids.tl0_pic_idx = Some(*payload.get(i)?);
+        i += 1;
+    }
+    if ext & 0x10 != 0 {
+        ids.key_idx = Some(*payload.get(i)? & 0x1f);
+    }
+    Some(ids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +159,25 @@ mod tests {
         // X=1, I, L, T present
         assert!(vp8_starts_keyframe(&[0x90, 0xe0, 0x05, 0x00, 0x00, 0x9c]));
         assert!(!vp8_starts_keyframe(&[0x90, 0xe0, 0x05]));
+    }
+
+    #[test]
+    fn vp8_ids_of_each_descriptor_shape() {
+        // X=1, I L T K, 15-bit PictureID 0x1234, TL0PICIDX 7, TID 2 / KEYIDX 5.
+        let p = [0x90, 0xf0, 0x80 | 0x12, 0x34, 7, 0x80 | 5, 0x9d];
+        assert_eq!(
+            vp8_ids(&p),
+            Some(Vp8Ids {
+                picture_id: Some((0x1234, true)),
+                tl0_pic_idx: Some(7),
+                key_idx: Some(5),
+            })
+        );
+        // 7-bit PictureID only.
+        let p = [0x90, 0x80, 0x45, 0x9d];
+        assert_eq!(vp8_ids(&p).unwrap().picture_id, Some((0x45, false)));
+        // No extension, or truncated.
+        assert_eq!(vp8_ids(&[0x10, 0x9d]), None);
+        assert_eq!(vp8_ids(&[0x90, 0xc0, 0x81]), None);
     }
 }

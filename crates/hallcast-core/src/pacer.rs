@@ -19,6 +19,17 @@
 //! what is queued ([`Pacer::drop_queued`]) and says where the viewer's sequence numbers must
 //! resume, so the router restarts it at a keyframe without a gap.
 //!
+//! **A gate on what the transport still holds.** Live video also waits here while the
+//! viewer's transport (str0m's pacer, at 1.1 × the estimate) still holds more than [`GATE`]
+//! of video at that rate: what is handed to str0m cannot be taken back, what waits here can.
+//! Measured in tests/adaptation.rs before the gate: on a step from ~3 Mbit/s to 400 kbit/s
+//! the viewer was switched to the lowest layer 2.0 s after the step, and its first picture
+//! of that layer came 2.3 s later, behind ~50 kB of the top layer that str0m's queue (drained
+//! within its 2 s limit, at the falling estimate, into a link dropping a third) still held;
+//! the relay sent 0.7 Mbit/s towards the 0.4 Mbit/s link for those 2.3 s. With the gate,
+//! str0m holds at most ~[`GATE`] of it, and a switch down or a pause drops what waits here
+//! ([`Pacer::drop_queued`]): the lower layer's keyframe is next on the wire.
+//!
 //! Invariant: no clock reads; `now` is always an argument.
 
 use std::collections::VecDeque;
@@ -33,6 +44,16 @@ pub const REPLAY_FACTOR: f64 = 3.0;
 pub const BURST: Duration = Duration::from_millis(20);
 /// Header bytes counted on top of each payload (RTP, SRTP tag, UDP, IP).
 const OVERHEAD_BYTES: u64 = 60;
+/// Live video waits here while the transport holds more video than it sends in this long
+/// (at [`TRANSPORT_PACING`] × the estimate).
+pub const GATE: Duration = Duration::from_millis(200);
+/// str0m's pacer sends video at this multiple of the estimate.
+pub const TRANSPORT_PACING: f64 = 1.1;
+/// The gate never closes under this many bytes held downstream (a keyframe of the lowest
+/// layer passes whole).
+pub const GATE_MIN_BYTES: usize = 12_000;
+/// How soon video held by the gate is offered again.
+pub const GATE_RECHECK: Duration = Duration::from_millis(10);
 
 /// Video dropped from a pacer's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +74,9 @@ pub struct Pacer {
     queue: VecDeque<Forward>,
     /// A replay is being paced (until the queue empties).
     replaying: bool,
+    /// The gate was closed at this instant (the transport held too much): offered again
+    /// [`GATE_RECHECK`] later.
+    held_at: Option<Instant>,
     n_dropped: u64,
 }
 
@@ -69,6 +93,7 @@ impl Pacer {
             free_at: None,
             queue: VecDeque::new(),
             replaying: false,
+            held_at: None,
             n_dropped: 0,
         }
     }
@@ -97,29 +122,47 @@ impl Pacer {
         self.replaying = true;
     }
 
-    /// Offers a packet: returned when it may leave now (all audio; live video with nothing
-    /// queued before it; replayed video the bucket has room for), queued otherwise.
-    pub fn push(&mut self, now: Instant, f: Forward) -> Option<Forward> {
+    /// Offers a packet: returned when it may leave now (all audio; video with nothing queued
+    /// before it, that the replay's bucket has room for and the gate lets through), queued
+    /// otherwise. `downstream_bytes`: the viewer's video the transport still holds.
+    pub fn push(&mut self, now: Instant, f: Forward, downstream_bytes: usize) -> Option<Forward> {
         if f.kind == MediaKind::Audio || self.rate_bps == 0 {
             return Some(f);
         }
         if self.queue.is_empty() && (!self.replaying || self.has_room(now)) {
-            if self.replaying {
-                self.spend(now, &f);
+            if downstream_bytes <= self.gate_bytes() {
+                if self.replaying {
+                    self.spend(now, &f);
+                }
+                return Some(f);
             }
-            return Some(f);
+            self.held_at = Some(now);
         }
         self.queue.push_back(f);
         None
     }
 
-    /// Releases the queued video the bucket has room for at `now`, in order.
-    pub fn poll(&mut self, now: Instant, out: &mut Vec<Forward>) {
-        while !self.queue.is_empty() && (self.rate_bps == 0 || self.has_room(now)) {
+    /// Releases the queued video the bucket has room for and the gate lets through at `now`,
+    /// in order. `downstream_bytes`: as for [`Pacer::push`].
+    pub fn poll(&mut self, now: Instant, downstream_bytes: usize, out: &mut Vec<Forward>) {
+        let gate = self.gate_bytes();
+        let mut held = downstream_bytes;
+        self.held_at = None;
+        while let Some(f) = self.queue.front() {
+            if self.rate_bps != 0 && self.replaying && !self.has_room(now) {
+                break;
+            }
+            if self.rate_bps != 0 && held > gate {
+                self.held_at = Some(now);
+                break;
+            }
+            held += f.payload.len();
             let Some(f) = self.queue.pop_front() else {
                 break;
             };
-            self.spend(now, &f);
+            if self.replaying {
+                self.spend(now, &f);
+            }
             out.push(f);
         }
         if self.queue.is_empty() {
@@ -132,8 +175,21 @@ impl Pacer {
         if self.queue.is_empty() {
             return None;
         }
-        let free_at = self.free_at?;
-        Some(free_at.checked_sub(BURST).unwrap_or(free_at))
+        let bucket = self
+            .free_at
+            .filter(|_| self.replaying)
+            .map(|t| t.checked_sub(BURST).unwrap_or(t));
+        let gate = self.held_at.map(|t| t + GATE_RECHECK);
+        match (bucket, gate) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The most video bytes the transport may hold before live video waits here.
+    fn gate_bytes(&self) -> usize {
+        let bytes = self.rate_bps as f64 * TRANSPORT_PACING * GATE.as_secs_f64() / 8.0;
+        (bytes as usize).max(GATE_MIN_BYTES)
     }
 
     /// Drops every queued video packet now (the viewer's video was paused: what is
@@ -147,6 +203,7 @@ impl Pacer {
         self.n_dropped += d.packets as u64;
         self.queue.clear();
         self.replaying = false;
+        self.held_at = None;
         Some(d)
     }
 
@@ -185,6 +242,7 @@ mod tests {
             keyframe_start: false,
             payload: Arc::from(vec![0u8; bytes].into_boxed_slice()),
             arrival: at,
+            vp8: None,
         }
     }
 
@@ -197,7 +255,7 @@ mod tests {
             if t > until {
                 break;
             }
-            p.poll(t, &mut out);
+            p.poll(t, 0, &mut out);
             sent.extend(out.drain(..).map(|f| (t, f)));
         }
         sent
@@ -212,7 +270,9 @@ mod tests {
         p.start_replay();
         let mut at_once = 0;
         for seq in 0..100 {
-            if p.push(t0, pkt(MediaKind::Video, seq, 1190, t0)).is_some() {
+            if p.push(t0, pkt(MediaKind::Video, seq, 1190, t0), 0)
+                .is_some()
+            {
                 at_once += 1;
             }
         }
@@ -220,7 +280,7 @@ mod tests {
         // Live video arriving meanwhile queues behind the replay (no reordering).
         let live_at = t0 + Duration::from_millis(100);
         assert!(
-            p.push(live_at, pkt(MediaKind::Video, 100, 1190, live_at))
+            p.push(live_at, pkt(MediaKind::Video, 100, 1190, live_at), 0)
                 .is_none()
         );
         let sent = drain(&mut p, t0 + Duration::from_secs(5));
@@ -235,7 +295,7 @@ mod tests {
         let later = t0 + Duration::from_secs(2);
         for seq in 101..200 {
             assert!(
-                p.push(later, pkt(MediaKind::Video, seq, 1190, later))
+                p.push(later, pkt(MediaKind::Video, seq, 1190, later), 0)
                     .is_some()
             );
         }
@@ -247,10 +307,10 @@ mod tests {
         let mut p = Pacer::new(130_000);
         p.start_replay();
         for seq in 0..50 {
-            p.push(t0, pkt(MediaKind::Video, seq, 1190, t0));
+            p.push(t0, pkt(MediaKind::Video, seq, 1190, t0), 0);
         }
         assert!(p.queued() > 40);
-        let a = p.push(t0, pkt(MediaKind::Audio, 7, 100, t0));
+        let a = p.push(t0, pkt(MediaKind::Audio, 7, 100, t0), 0);
         assert!(a.is_some(), "audio passes a full video queue");
     }
 
@@ -261,7 +321,10 @@ mod tests {
         p.start_replay();
         let mut passed = 0;
         for seq in 1000..1040 {
-            passed += usize::from(p.push(t0, pkt(MediaKind::Video, seq, 1190, t0)).is_some());
+            passed += usize::from(
+                p.push(t0, pkt(MediaKind::Video, seq, 1190, t0), 0)
+                    .is_some(),
+            );
         }
         let d = p.drop_queued().expect("something queued");
         assert_eq!(d.first_seq, 1000 + passed as u64);
@@ -277,8 +340,73 @@ mod tests {
         let mut p = Pacer::new(0);
         p.start_replay();
         for seq in 0..100 {
-            assert!(p.push(t0, pkt(MediaKind::Video, seq, 1200, t0)).is_some());
+            assert!(
+                p.push(t0, pkt(MediaKind::Video, seq, 1200, t0), 0)
+                    .is_some()
+            );
         }
+        assert_eq!(p.next_due(), None);
+    }
+
+    #[test]
+    fn live_video_waits_while_the_transport_holds_more_than_the_gate() {
+        let t0 = Instant::now();
+        // 1 Mbit/s: the gate is 1.1 Mbit/s × 200 ms = 27 500 bytes.
+        let mut p = Pacer::new(1_000_000);
+        assert!(
+            p.push(t0, pkt(MediaKind::Video, 1, 1200, t0), 20_000)
+                .is_some()
+        );
+        assert!(
+            p.push(t0, pkt(MediaKind::Video, 2, 1200, t0), 28_000)
+                .is_none()
+        );
+        assert!(
+            p.push(t0, pkt(MediaKind::Video, 3, 1200, t0), 0).is_none(),
+            "in order"
+        );
+        // Audio never waits.
+        assert!(
+            p.push(t0, pkt(MediaKind::Audio, 9, 100, t0), 1 << 20)
+                .is_some()
+        );
+        assert_eq!(p.next_due(), Some(t0 + GATE_RECHECK));
+        let mut out = Vec::new();
+        let t1 = t0 + GATE_RECHECK;
+        p.poll(t1, 30_000, &mut out);
+        assert!(out.is_empty(), "still over the gate");
+        assert_eq!(p.next_due(), Some(t1 + GATE_RECHECK));
+        // The transport drained: both leave, in order, and live video passes again.
+        p.poll(t1 + GATE_RECHECK, 26_000, &mut out);
+        assert_eq!(out.iter().map(|f| f.seq).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(p.next_due(), None);
+        assert!(p.push(t1, pkt(MediaKind::Video, 4, 1200, t1), 0).is_some());
+    }
+
+    #[test]
+    fn the_gate_lets_a_small_keyframe_through_at_a_low_estimate() {
+        let t0 = Instant::now();
+        // 150 kbit/s: 1.1 × 150k × 200 ms = 4 125 bytes, under the floor.
+        let mut p = Pacer::new(150_000);
+        assert!(
+            p.push(t0, pkt(MediaKind::Video, 1, 1200, t0), GATE_MIN_BYTES)
+                .is_some()
+        );
+        assert!(
+            p.push(t0, pkt(MediaKind::Video, 2, 1200, t0), GATE_MIN_BYTES + 1)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn what_the_gate_held_is_dropped_on_a_switch_down() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(400_000);
+        for seq in 10..40 {
+            p.push(t0, pkt(MediaKind::Video, seq, 1200, t0), 1 << 20);
+        }
+        let d = p.drop_queued().expect("held");
+        assert_eq!((d.first_seq, d.packets), (10, 30));
         assert_eq!(p.next_due(), None);
     }
 }

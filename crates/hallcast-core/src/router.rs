@@ -349,7 +349,7 @@ impl Router {
                 };
                 self.producer.ingest_audio(pkt);
                 for c in &mut self.consumers {
-                    c.on_audio(pkt, codec.clock_rate(), out);
+                    c.on_audio(pkt, codec, out);
                 }
             }
             MediaKind::Video => {
@@ -359,7 +359,7 @@ impl Router {
                 let mid_gop = self.producer.ingest_video(pkt);
                 let active = self.producer.active_layers(pkt.arrival);
                 for c in &mut self.consumers {
-                    c.on_video(active, pkt, codec.clock_rate(), out);
+                    c.on_video(active, pkt, codec, out);
                 }
                 if mid_gop {
                     // A layer appeared mid-GOP: ask for a keyframe so it becomes usable.
@@ -747,6 +747,101 @@ mod tests {
             c.video_status(ConsumerId(1)),
             Some(VideoStatus::Forwarding { layer: Layer(0) })
         );
+    }
+
+    /// A VP8 packet on `layer` whose descriptor carries PictureID `pid` (15 bits),
+    /// TL0PICIDX `tl0` and KEYIDX `key` (RFC 7741).
+    fn vp8_pkt(
+        layer: u8,
+        seq: u64,
+        ms: u64,
+        key: bool,
+        pid: u16,
+        tl0: u8,
+        keyidx: u8,
+    ) -> SourcePacket {
+        let t0 = Instant::now();
+        SourcePacket {
+            kind: MediaKind::Video,
+            layer: Layer(layer),
+            seq,
+            ts: 3000 * seq as u32,
+            marker: true,
+            keyframe_start: key,
+            payload: Arc::from(
+                vec![
+                    0x90,
+                    0xd0, // I, L, K
+                    0x80 | (pid >> 8) as u8,
+                    pid as u8,
+                    tl0,
+                    keyidx,
+                    if key { 0x00 } else { 0x01 },
+                    0,
+                ]
+                .into_boxed_slice(),
+            ),
+            arrival: t0 + Duration::from_millis(ms),
+        }
+    }
+
+    #[test]
+    fn vp8_picture_numbers_continue_across_a_layer_switch() {
+        let src = Src::new();
+        let mut c = Router::new();
+        let mut out = Outputs::default();
+        c.source_started(Some(Codec::Opus), Some(Codec::Vp8), src.at(0), &mut out);
+        c.add_viewer(ConsumerId(1), src.at(0), &mut out);
+        c.set_max_layer(ConsumerId(1), Layer(1));
+        // Layer 1 numbers its pictures up to 32 767 (the 15-bit wrap), layer 0 from 100.
+        for (i, key) in [true, false, false].into_iter().enumerate() {
+            let n = i as u16;
+            c.on_packet(
+                &vp8_pkt(
+                    1,
+                    10 + n as u64,
+                    33 * n as u64,
+                    key,
+                    32_765 + n,
+                    250 + n as u8,
+                    30,
+                ),
+                &mut out,
+            );
+            c.on_packet(
+                &vp8_pkt(
+                    0,
+                    500 + n as u64,
+                    33 * n as u64,
+                    key,
+                    100 + n,
+                    7 + n as u8,
+                    3,
+                ),
+                &mut out,
+            );
+        }
+        let v = video_for(&out, ConsumerId(1));
+        assert_eq!(v.len(), 3, "layer 1 only");
+        assert!(
+            v.iter().all(|f| f.vp8.is_none()),
+            "no switch yet: numbers unchanged"
+        );
+        out.clear();
+        // Down to layer 0 at its keyframe: its numbers continue layer 1's (32 767 wraps to 0,
+        // TL0PICIDX 252 + 1, KEYIDX 30 + 1).
+        c.set_max_layer(ConsumerId(1), Layer(0));
+        c.on_packet(&vp8_pkt(0, 503, 99, true, 103, 10, 3), &mut out);
+        c.on_packet(&vp8_pkt(0, 504, 132, false, 104, 11, 3), &mut out);
+        let v = video_for(&out, ConsumerId(1));
+        assert_eq!(v.len(), 2);
+        let ids: Vec<_> = v.iter().map(|f| f.vp8.expect("rewritten")).collect();
+        assert_eq!(ids[0].picture_id, Some((0, true)));
+        assert_eq!(ids[1].picture_id, Some((1, true)));
+        assert_eq!(ids[0].tl0_pic_idx, Some(253));
+        assert_eq!(ids[1].tl0_pic_idx, Some(254));
+        assert_eq!(ids[0].key_idx, Some(31));
+        assert_eq!(ids[1].key_idx, Some(31));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use crate::consumer::{ConsumerId, Forward};
-use crate::media::{Layer, MediaKind, SourcePacket};
+use crate::keyframe::{Vp8Ids, vp8_ids};
+use crate::media::{Codec, Layer, MediaKind, SourcePacket};
 use crate::router::Outputs;
 
 /// Per consumer, per outgoing stream: the rewrite state.
@@ -27,6 +28,69 @@ pub(crate) struct Egress {
     last_out_at: Option<Instant>,
     /// When this stream started waiting for a keyframe.
     pub(crate) waiting_since: Option<Instant>,
+    /// VP8: the payload descriptor's picture numbering, continued across switches.
+    vp8: Option<Vp8Numbering>,
+}
+
+/// VP8 picture numbering in a consumer's own space. Each simulcast layer numbers its
+/// pictures (PictureID, TL0PICIDX, KEYIDX) from its own random start; a receiver that saw
+/// one layer's numbers takes the next layer's as a jump (measured with Chromium in
+/// tests/adaptation.rs: after a switch to a layer numbered "behind" the one left, every
+/// delta frame was dropped as old; only keyframes decoded, one per 3 s keyframe request).
+/// So at each (re)start the numbers continue from the last ones sent, as the sequence
+/// numbers do.
+#[derive(Debug, Clone, Copy, Default)]
+struct Vp8Numbering {
+    /// Added to the source's numbers (wrapping in each field's width).
+    pid_offset: u16,
+    tl0_offset: u8,
+    key_offset: u8,
+    /// The last numbers sent.
+    last: Vp8Ids,
+}
+
+/// The next number after `last` in a field of `bits` bits, as an offset from `value`.
+fn offset_after(last: u16, value: u16, bits: u32) -> u16 {
+    let mask = ((1u32 << bits) - 1) as u16;
+    last.wrapping_add(1).wrapping_sub(value) & mask
+}
+
+impl Vp8Numbering {
+    /// A (re)start at a packet whose numbers are `ids`: they continue the last ones sent.
+    fn restart(&mut self, ids: Vp8Ids) {
+        if let (Some((last, _)), Some((pid, long))) = (self.last.picture_id, ids.picture_id) {
+            self.pid_offset = offset_after(last, pid, if long { 15 } else { 7 });
+        }
+        if let (Some(last), Some(tl0)) = (self.last.tl0_pic_idx, ids.tl0_pic_idx) {
+            self.tl0_offset = offset_after(u16::from(last), u16::from(tl0), 8) as u8;
+        }
+        if let (Some(last), Some(key)) = (self.last.key_idx, ids.key_idx) {
+            self.key_offset = offset_after(u16::from(last), u16::from(key), 5) as u8;
+        }
+    }
+
+    /// The numbers `ids` become; `newest`: the packet is the newest sent so far.
+    fn rewrite(&mut self, ids: Vp8Ids, newest: bool) -> Vp8Ids {
+        let out = Vp8Ids {
+            picture_id: ids.picture_id.map(|(pid, long)| {
+                let mask = if long { 0x7fff } else { 0x7f };
+                (pid.wrapping_add(self.pid_offset) & mask, long)
+            }),
+            tl0_pic_idx: ids.tl0_pic_idx.map(|t| t.wrapping_add(self.tl0_offset)),
+            key_idx: ids.key_idx.map(|k| k.wrapping_add(self.key_offset) & 0x1f),
+        };
+        if newest {
+            self.last.picture_id = out.picture_id.or(self.last.picture_id);
+            self.last.tl0_pic_idx = out.tl0_pic_idx.or(self.last.tl0_pic_idx);
+            self.last.key_idx = out.key_idx.or(self.last.key_idx);
+        }
+        out
+    }
+
+    /// Whether the numbers are rewritten at all (no switch yet: they pass unchanged).
+    fn rewrites(&self) -> bool {
+        self.pid_offset != 0 || self.tl0_offset != 0 || self.key_offset != 0
+    }
 }
 
 impl Egress {
@@ -41,12 +105,22 @@ impl Egress {
             last_out_ts: 0,
             last_out_at: None,
             waiting_since: None,
+            vp8: None,
         }
     }
 
-    /// Starts (or switches) to `layer` at `pkt`, keeping the outgoing sequence and
-    /// timestamp continuous.
-    pub(crate) fn start(&mut self, layer: Layer, pkt: &SourcePacket, clock_rate: u32) {
+    /// Starts (or switches) to `layer` at `pkt`, keeping the outgoing sequence,
+    /// timestamp (and VP8 picture numbering) continuous.
+    pub(crate) fn start(&mut self, layer: Layer, pkt: &SourcePacket, codec: Codec) {
+        let clock_rate = codec.clock_rate();
+        if codec == Codec::Vp8 {
+            let n = self.vp8.get_or_insert_with(Vp8Numbering::default);
+            if let Some(ids) = vp8_ids(&pkt.payload) {
+                n.restart(ids);
+            }
+        } else {
+            self.vp8 = None;
+        }
         let out_seq = self.last_out_seq.wrapping_add(1);
         self.seq_offset = out_seq.wrapping_sub(pkt.seq);
         let out_ts = match self.last_out_at {
@@ -71,13 +145,13 @@ impl Egress {
         id: ConsumerId,
         layer: Layer,
         gop: &[SourcePacket],
-        clock_rate: u32,
+        codec: Codec,
         out: &mut Outputs,
     ) {
         let Some(first) = gop.first() else {
             return;
         };
-        self.start(layer, first, clock_rate);
+        self.start(layer, first, codec);
         for pkt in gop {
             if let Some(f) = self.rewrite(id, MediaKind::Video, pkt) {
                 out.forwards.push(f);
@@ -108,12 +182,19 @@ impl Egress {
         }
         let seq = pkt.seq.wrapping_add(self.seq_offset);
         let ts = pkt.ts.wrapping_add(self.ts_offset);
-        if pkt.seq > self.last_in_seq || self.last_out_at.is_none() {
+        let newest = pkt.seq > self.last_in_seq || self.last_out_at.is_none();
+        if newest {
             self.last_in_seq = pkt.seq;
             self.last_out_seq = seq;
             self.last_out_ts = ts;
             self.last_out_at = Some(pkt.arrival);
         }
+        let vp8 = match (&mut self.vp8, kind) {
+            (Some(n), MediaKind::Video) => vp8_ids(&pkt.payload)
+                .map(|ids| n.rewrite(ids, newest))
+                .filter(|_| n.rewrites()),
+            _ => None,
+        };
         Some(Forward {
             sub,
             kind,
@@ -127,6 +208,7 @@ impl Egress {
             keyframe_start: pkt.keyframe_start,
             payload: pkt.payload.clone(),
             arrival: pkt.arrival,
+            vp8,
         })
     }
 

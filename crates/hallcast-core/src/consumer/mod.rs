@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::alloc::{Allocator, Decision, PauseReason};
-use crate::media::{Layer, MediaKind, SourcePacket};
+use crate::keyframe::Vp8Ids;
+use crate::media::{Codec, Layer, MediaKind, SourcePacket};
 use crate::producer::{LayerStats, Producer};
 use crate::router::Outputs;
 use egress::Egress;
@@ -50,6 +51,9 @@ pub struct Forward {
     pub payload: Arc<[u8]>,
     /// When the source packet arrived; the stack uses it as the wallclock.
     pub arrival: Instant,
+    /// VP8: the payload descriptor's picture numbers to write instead of the source's
+    /// (`None`: unchanged). The payload itself is shared, never copied for this.
+    pub vp8: Option<Vp8Ids>,
 }
 
 impl Forward {
@@ -134,9 +138,9 @@ impl Consumer {
         }
     }
 
-    pub(crate) fn on_audio(&mut self, pkt: &SourcePacket, clock_rate: u32, out: &mut Outputs) {
+    pub(crate) fn on_audio(&mut self, pkt: &SourcePacket, codec: Codec, out: &mut Outputs) {
         if self.audio.current.is_none() {
-            self.audio.start(Layer(0), pkt, clock_rate);
+            self.audio.start(Layer(0), pkt, codec);
         }
         if let Some(f) = self.audio.rewrite(self.id, MediaKind::Audio, pkt) {
             out.forwards.push(f);
@@ -147,12 +151,12 @@ impl Consumer {
         &mut self,
         active: [bool; Layer::MAX],
         pkt: &SourcePacket,
-        clock_rate: u32,
+        codec: Codec,
         out: &mut Outputs,
     ) {
         match &mut self.video {
-            Video::Viewer(v) => v.on_video(self.id, active, pkt, clock_rate, out),
-            Video::Relay(r) => r.on_video(self.id, pkt, clock_rate, out),
+            Video::Viewer(v) => v.on_video(self.id, active, pkt, codec, out),
+            Video::Relay(r) => r.on_video(self.id, pkt, codec, out),
         }
     }
 

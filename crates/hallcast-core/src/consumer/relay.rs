@@ -21,7 +21,7 @@ use std::time::Instant;
 use crate::alloc::{Allocator, Target};
 use crate::consumer::egress::Egress;
 use crate::consumer::{ConsumerId, VideoStatus};
-use crate::media::{Layer, MediaKind, SourcePacket};
+use crate::media::{Codec, Layer, MediaKind, SourcePacket};
 use crate::producer::{LayerStats, Producer};
 use crate::router::Outputs;
 
@@ -171,7 +171,7 @@ impl Relay {
                 continue;
             }
             if let Some(gop) = producer.gop(layer) {
-                egress.replay(id, layer, gop, codec.clock_rate(), out);
+                egress.replay(id, layer, gop, codec, out);
                 replays += 1;
             }
         }
@@ -183,7 +183,7 @@ impl Relay {
         &mut self,
         id: ConsumerId,
         pkt: &SourcePacket,
-        clock_rate: u32,
+        codec: Codec,
         out: &mut Outputs,
     ) {
         if self.paused || !(self.wanted[pkt.layer.index()] && self.fit[pkt.layer.index()]) {
@@ -191,7 +191,7 @@ impl Relay {
         }
         let egress = &mut self.video[pkt.layer.index()];
         if egress.current.is_none() && pkt.keyframe_start {
-            egress.start(pkt.layer, pkt, clock_rate);
+            egress.start(pkt.layer, pkt, codec);
         }
         if egress.current.is_some()
             && let Some(f) = egress.rewrite(id, MediaKind::Video, pkt)

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::alloc::{Allocator, PauseReason, Target};
 use crate::consumer::egress::Egress;
 use crate::consumer::{ConsumerId, VideoStatus};
-use crate::media::{Layer, MediaKind, SourcePacket};
+use crate::media::{Codec, Layer, MediaKind, SourcePacket};
 use crate::producer::Producer;
 use crate::router::Outputs;
 
@@ -157,7 +157,7 @@ impl Viewer {
         let target = target_of(producer.active_layers(now), self.max_layer, None);
         match producer.gop(target) {
             Some(gop) => {
-                self.video.replay(id, target, gop, codec.clock_rate(), out);
+                self.video.replay(id, target, gop, codec, out);
                 1
             }
             None => {
@@ -173,7 +173,7 @@ impl Viewer {
         id: ConsumerId,
         active: [bool; Layer::MAX],
         pkt: &SourcePacket,
-        clock_rate: u32,
+        codec: Codec,
         out: &mut Outputs,
     ) {
         if self.paused {
@@ -181,7 +181,7 @@ impl Viewer {
         }
         let target = target_of(active, self.max_layer, self.video.current);
         if self.video.current != Some(target) && pkt.layer == target && pkt.keyframe_start {
-            self.video.start(target, pkt, clock_rate);
+            self.video.start(target, pkt, codec);
         }
         if self.video.current == Some(pkt.layer)
             && let Some(f) = self.video.rewrite(id, MediaKind::Video, pkt)

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use hallcast_core::keyframe::Vp8Ids;
 use hallcast_core::preflight::{IngestProtocol, Preflight};
 use hallcast_core::{
     Allocation, Backlog, Codec, ConsumerId, Forward, Layer, MediaKind, Outputs, Pacer, PauseReason,
@@ -34,7 +35,7 @@ use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, KeyframeRequestKind, Mid, Rids};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{Extension, RtpWrite};
+use str0m::rtp::{Extension, RtpWrite, Vp8Descriptor, Vp8Patch};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use tracing::{debug, info};
 
@@ -68,6 +69,11 @@ const RTX_MAX_PACKETS: usize = 1024;
 const RTX_RATIO_CAP: Option<f32> = Some(0.15);
 /// How often str0m reports a session's RTT, loss and bytes (read by snapshots).
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// The same for a measured link (its estimator on): each report carries the transport-wide
+/// loss over the last second, which the allocator steps down on. Reported every second, a
+/// link that starts dropping a third of what it is sent was first reported 0.5–1.5 s later
+/// (tests/adaptation.rs); every 250 ms, within 0.25–0.5 s.
+const MEASURED_STATS_INTERVAL: Duration = Duration::from_millis(250);
 /// Writes into consumers' streams wait (their sessions marked dirty) until this many are
 /// pending, or the current input is handled, and then each dirty session is drained once:
 /// str0m's `poll_output` (ICE, DTLS, pacer and timeout bookkeeping) runs once per session per
@@ -778,7 +784,11 @@ impl Relay {
             .set_crypto_provider(crate::dtls::RelayDtls::crypto_provider())
             .set_ice_lite(ice_lite)
             .set_rtp_mode(true)
-            .set_stats_interval(Some(STATS_INTERVAL))
+            .set_stats_interval(Some(if bwe.is_some() {
+                MEASURED_STATS_INTERVAL
+            } else {
+                STATS_INTERVAL
+            }))
             .enable_bwe(bwe.map(Bitrate::bps))
             .clear_codecs();
         if !twcc {
@@ -1115,6 +1125,7 @@ impl Relay {
             desired_bps: 0,
             probed_at: None,
             sustain_bps: 0,
+            target: None,
             // Relay links are not paced here (str0m's pacer at 1.1 × the estimate only).
             pacer: adaptive
                 .filter(|_| !relay)
@@ -1979,26 +1990,61 @@ impl Relay {
         };
         let f = match v.pacer.as_deref_mut() {
             None => f,
-            Some(p) => match p.push(now, f) {
-                Some(f) => f,
-                None => {
-                    if p.queued() == 1 {
-                        self.paced.push(id);
+            Some(p) => {
+                let held = match f.kind {
+                    MediaKind::Video => transport_holds(&mut s.rtc, v.video[0]),
+                    MediaKind::Audio => 0,
+                };
+                match p.push(now, f, held) {
+                    Some(f) => f,
+                    None => {
+                        if p.queued() == 1 {
+                            self.paced.push(id);
+                        }
+                        return;
                     }
-                    return;
                 }
-            },
+            }
         };
         self.write_stream(now, f);
     }
 
-    /// Releases what the measured viewers' pacers allow now (joiners' replays).
+    /// Drops the video a viewer's pacer holds (a pause, a switch down on a congested link,
+    /// a queue over [`PACED_MAX`]); never called while forwards of the router's outputs are
+    /// being written (their numbers would collide with the rewound ones): its stream resumes at a keyframe of its target layer,
+    /// numbered from the first dropped packet, without a gap.
+    fn drop_paced(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let dropped = match &mut s.role {
+            SessionRole::Viewer(v) => v.pacer.as_deref_mut().and_then(Pacer::drop_queued),
+            _ => None,
+        };
+        let Some(d) = dropped else {
+            return;
+        };
+        let conference = s.conference.clone();
+        self.stats
+            .paced_dropped
+            .fetch_add(d.packets as u64, Relaxed);
+        self.outs.clear();
+        if let Some(c) = self.confs.get_mut(&conference) {
+            c.router
+                .video_dropped(ConsumerId(id.0), d.first_seq, self.last_now, &mut self.outs);
+        }
+        self.apply_outputs(self.last_now, &conference);
+    }
+
+    /// Releases what the measured viewers' pacers allow now (joiners' replays, video the
+    /// gate held).
     fn release_paced(&mut self, now: Instant) {
         if self.paced.is_empty() {
             return;
         }
         let mut paced = std::mem::take(&mut self.paced);
         let mut out = std::mem::take(&mut self.paced_out);
+        let mut overfull = Vec::new();
         paced.retain(|&id| {
             let Some(s) = self.sessions.get_mut(&id) else {
                 return false;
@@ -2009,8 +2055,12 @@ impl Relay {
             let Some(p) = v.pacer.as_deref_mut() else {
                 return false;
             };
-            p.poll(now, &mut out);
+            p.poll(now, transport_holds(&mut s.rtc, v.video[0]), &mut out);
             let keep = p.queued() > 0;
+            if p.queued() > PACED_MAX {
+                // A link that has stopped taking video: what waits would only arrive late.
+                overfull.push(id);
+            }
             for f in out.drain(..) {
                 self.write_stream(now, f);
             }
@@ -2020,6 +2070,10 @@ impl Relay {
         paced.append(&mut self.paced);
         self.paced = paced;
         self.paced_out = out;
+        // Outside the loop over forwards: the viewer restarts at a keyframe.
+        for id in overfull {
+            self.drop_paced(id);
+        }
     }
 
     /// Writes one forward into its viewer's stream now.
@@ -2055,11 +2109,16 @@ impl Relay {
         let Some(stream) = api.stream_tx(&tx.ssrc) else {
             return;
         };
-        stream.write_rtp(
-            RtpWrite::new(tx.pt, f.seq.into(), f.ts, f.arrival, f.payload)
-                .marker(f.marker)
-                .nackable(f.kind == MediaKind::Video),
-        );
+        // VP8 picture numbers continued across a switch: written while str0m copies the
+        // payload into the packet, no copy of our own.
+        let patch = f.vp8.and_then(|ids| vp8_patch(&f.payload, ids));
+        let mut write = RtpWrite::new(tx.pt, f.seq.into(), f.ts, f.arrival, f.payload)
+            .marker(f.marker)
+            .nackable(f.kind == MediaKind::Video);
+        if let Some(patch) = patch {
+            write = write.vp8_patch(patch);
+        }
+        stream.write_rtp(write);
         self.stats.forwarded_packets.fetch_add(1, Relaxed);
         if self.live && self.departing.len() < MAX_DEPARTING {
             self.departing.push(f.arrival);
@@ -2199,27 +2258,20 @@ impl Relay {
         self.stats.layer_switches.fetch_add(1, Relaxed);
         set_desired(s, a.desired_bps, a.sustain_bps);
         let conference = s.conference.clone();
-        // Paused: video still queued in the pacer would only arrive late.
-        let dropped = match &mut s.role {
-            SessionRole::Viewer(v) if a.target == Some(Target::Paused) => {
-                v.pacer.as_deref_mut().and_then(Pacer::drop_queued)
+        // Paused, or a switch down while the pacer holds video back from a congested link:
+        // what is held would only arrive late (and delay the lower layer's keyframe).
+        let down = match &mut s.role {
+            SessionRole::Viewer(v) => {
+                let down = a.target.is_some_and(|t| is_lower(t, v.target));
+                if a.target.is_some() {
+                    v.target = a.target;
+                }
+                down
             }
-            _ => None,
+            _ => false,
         };
-        if let Some(d) = dropped {
-            self.stats
-                .paced_dropped
-                .fetch_add(d.packets as u64, Relaxed);
-            self.outs.clear();
-            if let Some(c) = self.confs.get_mut(&conference) {
-                c.router.video_dropped(
-                    ConsumerId(id.0),
-                    d.first_seq,
-                    self.last_now,
-                    &mut self.outs,
-                );
-            }
-            self.apply_outputs(self.last_now, &conference);
+        if down {
+            self.drop_paced(id);
         }
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
@@ -2264,6 +2316,46 @@ impl Relay {
                 return id;
             }
         }
+    }
+}
+
+/// The most video packets a measured viewer's pacer holds; beyond, it drops them all
+/// ([`Relay::drop_paced`]). About a second of a 10 Mbit/s layer.
+const PACED_MAX: usize = 1000;
+
+/// Bytes of a viewer's video stream str0m still holds: its pacer's queue, resends and
+/// padding (refreshed at each of the session's timeouts).
+fn transport_holds(rtc: &mut Rtc, tx: Option<TxStream>) -> usize {
+    let Some(tx) = tx else { return 0 };
+    rtc.direct_api()
+        .stream_tx(&tx.ssrc)
+        .and_then(|s| s.queue_info().map(|q| q.byte_size()))
+        .unwrap_or(0)
+}
+
+/// str0m's patch that writes `ids` over a VP8 payload descriptor's picture numbers.
+fn vp8_patch(payload: &[u8], ids: Vp8Ids) -> Option<Vp8Patch> {
+    let mut b = Vp8Descriptor::parse(payload).ok()?.patch();
+    if let Some((pid, _)) = ids.picture_id {
+        b = b.picture_id(pid);
+    }
+    if let Some(t) = ids.tl0_pic_idx {
+        b = b.tl0_pic_idx(t);
+    }
+    if let Some(k) = ids.key_idx {
+        b = b.key_idx(k);
+    }
+    b.build().ok()
+}
+
+/// `new` gives the viewer less video than `old` (a pause, or a lower layer).
+fn is_lower(new: Target, old: Option<Target>) -> bool {
+    match (new, old) {
+        (Target::Paused, Some(Target::Paused)) => false,
+        (Target::Paused, _) => true,
+        (Target::Layer(_), None) => false,
+        (Target::Layer(_), Some(Target::Paused)) => false,
+        (Target::Layer(n), Some(Target::Layer(o))) => n < o,
     }
 }
 

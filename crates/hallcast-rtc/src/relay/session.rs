@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hallcast_core::preflight::{IngestProtocol, Preflight};
-use hallcast_core::{Codec, Layer, MediaKind, Pacer};
+use hallcast_core::{Codec, Layer, MediaKind, Pacer, Target};
 use str0m::change::SdpPendingOffer;
 use str0m::format::Codec as StCodec;
 use str0m::media::{Mid, Pt, Rid};
@@ -131,6 +131,8 @@ pub(crate) struct ViewerSink {
     pub sustain_bps: u64,
     /// A measured viewer's pacer (its video leaves at its estimate's rate).
     pub pacer: Option<Box<Pacer>>,
+    /// The allocator's last target for it (a measured viewer).
+    pub target: Option<Target>,
 }
 
 /// Readings from str0m's periodic stats (`Event::PeerStats`).
