@@ -23,7 +23,9 @@
 //!   up-hold time before it is taken. The up-hold starts at [`UP_HOLD`] and doubles each time
 //!   a switch down follows a switch up within [`FLAP_WINDOW`] (an oscillating link), up to
 //!   [`UP_HOLD_MAX`]; it halves (down to [`UP_HOLD`]) after each [`CALM_AFTER`] without a
-//!   switch down.
+//!   switch down, and is back at [`UP_HOLD`] after a pause longer than [`FLAP_WINDOW`]
+//!   (measured in tests/adaptation.rs: a flap on the weak link before the pause made each
+//!   of the three steps back to the top wait ~3 s after the link recovered).
 //!   With ample room (the estimate at [`AMPLE_HEADROOM`]× the higher layer's need) and no
 //!   flapping, the hold is [`AMPLE_UP_HOLD`]: a link that came back is used again quickly.
 //! - **A climbing estimate is not congestion.** While the estimate keeps rising (a rise
@@ -59,9 +61,9 @@
 //!   feedback's lost share over the last second, or receiver reports' fraction lost) at
 //!   [`LOSS_DOWN_SHARE`] or more steps the viewer down at once, without waiting for the
 //!   estimator to fall: to the highest layer whose need fits what arrived (the current
-//!   layer's need times the share not lost) — not within [`LOSS_SETTLE`] of a switch down
-//!   (the report may still describe the layer just left), and never into a pause (the
-//!   estimate decides that).
+//!   layer's need times the share not lost, times [`LOSS_STEP_MARGIN`]) — not within
+//!   [`LOSS_SETTLE`] of a switch down (the report may still describe the layer just left).
+//!   On the lowest layer, a loss report at [`LOSS_PAUSE_SHARE`] or more pauses video.
 //!
 //! Layers that are inactive or not yet measured are skipped. A switch only *chooses* the
 //! layer: the viewer's egress takes it at the next keyframe of that layer (see
@@ -135,6 +137,21 @@ pub const PROBE_LOSS_ABORT: f32 = 0.05;
 /// network's 30 % for 300 ms every 3 s: ~9 %), under what an overrun link drops (a
 /// 0.6 Mbit/s layer on a 0.4 Mbit/s link: a third).
 pub const LOSS_DOWN_SHARE: f32 = 0.2;
+/// On the lowest layer, a loss report at or above this share pauses video at once (the
+/// link delivered under 70 % of what the layer and the audio need; the estimate, taken on
+/// a link that queues before it drops, falls seconds later). Measured in
+/// tests/adaptation.rs: a step from 400 to 100 kbit/s with the viewer on the lowest layer
+/// (~0.2 Mbit/s with the audio) was paused 2.3–3.4 s after it on the estimate alone, and the
+/// audio lost meanwhile was most of the run's concealment.
+pub const LOSS_PAUSE_SHARE: f32 = 0.3;
+/// A step down on loss takes the highest layer whose need fits this share of what arrived.
+/// The report undercounts an overrun link's loss (what waits in its queue is not reported
+/// yet, and the second it covers may begin before the overrun), and a layer needing all
+/// that arrived leaves no room for its keyframes: measured in tests/adaptation.rs, a step
+/// from ~1.3 Mbit/s to a 400 kbit/s link reported 36 % lost, "what arrived" read 830
+/// kbit/s, and the viewer went to a 620 kbit/s layer first and to the lowest one a second
+/// later (two keyframe waits, 1.9 s of freezes).
+pub const LOSS_STEP_MARGIN: f64 = 0.7;
 /// A loss report this soon after a switch down does not step down again: it may still
 /// describe the layer just left (the report covers the last second; the switch waits for a
 /// keyframe, asked for at once).
@@ -351,6 +368,16 @@ impl Allocator {
             self.up_hold = (self.up_hold / 2).max(UP_HOLD);
             self.calm_since = Some(now);
         }
+        if self.target == Target::Paused
+            && self
+                .down_at
+                .is_some_and(|d| now.saturating_duration_since(d) >= FLAP_WINDOW)
+        {
+            // Paused longer than a flap: whatever oscillation doubled the hold is over, and
+            // the link that comes back is climbed at the base pace.
+            self.up_hold = UP_HOLD;
+            self.last_up_at = None;
+        }
         let before = self.target;
         let loss = self.loss.take();
 
@@ -375,10 +402,16 @@ impl Allocator {
         if let (Some((_, lost)), Target::Layer(cur), None) = (loss, self.target, self.probe)
             && lost >= LOSS_DOWN_SHARE
             && settled
-            && let Some(lower) = loss_step(cur, lost, layers, audio_bps)
         {
-            self.target = Target::Layer(lower);
-            self.switched_down(now);
+            if let Some(lower) = loss_step(cur, lost, layers, audio_bps) {
+                self.target = Target::Layer(lower);
+                self.switched_down(now);
+            } else if lost >= LOSS_PAUSE_SHARE && lowest(layers) == Some(cur) {
+                // On the lowest layer, and the link delivered well under its need: the
+                // audio sharing the link is being lost too.
+                self.target = Target::Paused;
+                self.switched_down(now);
+            }
         }
 
         // Down (not during warm-up: the estimate is not a measurement yet; nor while it
@@ -589,8 +622,9 @@ fn loss_step(
     layers: &[LayerStats; Layer::MAX],
     audio_bps: u64,
 ) -> Option<Layer> {
-    let delivered =
-        need(layers[cur.index()].bitrate_bps, audio_bps) as f64 * (1.0 - f64::from(lost));
+    let delivered = need(layers[cur.index()].bitrate_bps, audio_bps) as f64
+        * (1.0 - f64::from(lost))
+        * LOSS_STEP_MARGIN;
     (0..cur.index())
         .rev()
         .filter(|&i| usable(&layers[i]))
@@ -1033,7 +1067,7 @@ mod tests {
     }
 
     #[test]
-    fn heavy_loss_steps_down_at_once_to_what_arrived_and_never_pauses() {
+    fn heavy_loss_steps_down_at_once_to_what_arrived_and_pauses_on_the_lowest_layer() {
         let t0 = Instant::now();
         let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO).with_sustained_probes();
         run(&mut a, t0, 0, &[(10_000, 5_000_000)]);
@@ -1052,13 +1086,18 @@ mod tests {
         // be what the link lost — a loss report during a probe only ends the probe.)
         a.on_loss(at(11_100), 0.35);
         assert!(!a.update(at(11_100), 1_000_000, &layers(), AUDIO).changed);
-        // Still heavy after the settle time: down again, but never into a pause.
+        // Still heavy after the settle time: down again.
         a.on_loss(at(12_200), 0.35);
         let d = a.update(at(12_200), 1_000_000, &layers(), AUDIO);
         assert_eq!(d.target, Target::Layer(Layer(0)));
-        a.on_loss(at(14_300), 0.9);
-        assert!(!a.update(at(14_300), 100_000, &layers(), AUDIO).changed);
-        assert_eq!(a.switches(), 2);
+        // On the lowest layer: a quarter lost is not enough to pause (the estimate decides)...
+        a.on_loss(at(13_500), 0.25);
+        assert!(!a.update(at(13_500), 1_000_000, &layers(), AUDIO).changed);
+        // ... 30 % or more pauses video at once, whatever the estimate still reads.
+        a.on_loss(at(14_800), 0.45);
+        let d = a.update(at(14_800), 1_000_000, &layers(), AUDIO);
+        assert_eq!((d.target, d.changed), (Target::Paused, true));
+        assert_eq!(a.switches(), 3);
         // 80 % lost on the top layer: what arrived (0.34 Mbit/s) fits layer 0 only.
         let mut c = Allocator::new(t0, 5_000_000, &layers(), AUDIO).with_sustained_probes();
         run(&mut c, t0, 0, &[(10_000, 5_000_000)]);

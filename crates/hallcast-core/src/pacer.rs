@@ -27,8 +27,9 @@
 //! of that layer came 2.3 s later, behind ~50 kB of the top layer that str0m's queue (drained
 //! within its 2 s limit, at the falling estimate, into a link dropping a third) still held;
 //! the relay sent 0.7 Mbit/s towards the 0.4 Mbit/s link for those 2.3 s. With the gate,
-//! str0m holds at most ~[`GATE`] of it, and a switch down or a pause drops what waits here
-//! ([`Pacer::drop_queued`]): the lower layer's keyframe is next on the wire.
+//! str0m holds at most [`GATE`] of it (at the estimate's rate, which may still be above the
+//! link's), and a switch down or a pause drops what waits here ([`Pacer::drop_queued`]): the
+//! lower layer's keyframe is next on the wire.
 //!
 //! Invariant: no clock reads; `now` is always an argument.
 
@@ -45,7 +46,9 @@ pub const BURST: Duration = Duration::from_millis(20);
 /// Header bytes counted on top of each payload (RTP, SRTP tag, UDP, IP).
 const OVERHEAD_BYTES: u64 = 60;
 /// Live video waits here while the transport holds more video than it sends in this long
-/// (at [`TRANSPORT_PACING`] × the estimate).
+/// (at [`TRANSPORT_PACING`] × the estimate). Not shorter: at 100 ms, in the simulated
+/// network's oscillating link (2.5 ↔ 0.6 Mbit/s), a switch down dropped so much of what the
+/// pacer held that the estimator, starved, paused a viewer on a 0.6 Mbit/s link (5 runs in 8).
 pub const GATE: Duration = Duration::from_millis(200);
 /// str0m's pacer sends video at this multiple of the estimate.
 pub const TRANSPORT_PACING: f64 = 1.1;

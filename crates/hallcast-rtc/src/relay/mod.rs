@@ -65,8 +65,14 @@ const BACKLOG_PER_VISIT: usize = 32;
 /// subscriber's memory.
 const RTX_HISTORY: Duration = Duration::from_secs(1);
 const RTX_MAX_PACKETS: usize = 1024;
-/// str0m's default: stop answering NACKs when retransmissions exceed 15 % of what was sent.
-const RTX_RATIO_CAP: Option<f32> = Some(0.15);
+/// Stop answering NACKs when retransmissions exceed this share of what a stream sent over
+/// the last second. str0m's default is 15 %, which starves the low layers: the lowest
+/// layer (~150 kbit/s, ~19 kB a second) crosses it with four repaired packets, and a
+/// browser whose NACKs go unanswered gives up on the frame and shows nothing more until
+/// its own 3 s timeout asks for a keyframe (measured in tests/adaptation.rs after a switch
+/// down to the lowest layer: a 3 s freeze in most runs). Congestion is the allocator's and
+/// the pacer's to answer, not the repair path's; this only bounds a storm.
+const RTX_RATIO_CAP: Option<f32> = Some(0.5);
 /// How often str0m reports a session's RTT, loss and bytes (read by snapshots).
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// The same for a measured link (its estimator on): each report carries the transport-wide
@@ -2013,16 +2019,17 @@ impl Relay {
     /// a queue over [`PACED_MAX`]); never called while forwards of the router's outputs are
     /// being written (their numbers would collide with the rewound ones): its stream resumes at a keyframe of its target layer,
     /// numbered from the first dropped packet, without a gap.
-    fn drop_paced(&mut self, id: SessionId) {
+    /// Returns whether anything was dropped.
+    fn drop_paced(&mut self, id: SessionId) -> bool {
         let Some(s) = self.sessions.get_mut(&id) else {
-            return;
+            return false;
         };
         let dropped = match &mut s.role {
             SessionRole::Viewer(v) => v.pacer.as_deref_mut().and_then(Pacer::drop_queued),
             _ => None,
         };
         let Some(d) = dropped else {
-            return;
+            return false;
         };
         let conference = s.conference.clone();
         self.stats
@@ -2034,6 +2041,26 @@ impl Relay {
                 .video_dropped(ConsumerId(id.0), d.first_seq, self.last_now, &mut self.outs);
         }
         self.apply_outputs(self.last_now, &conference);
+        true
+    }
+
+    /// A viewer's video paused, or switched down on a congested link: what was sent of it
+    /// is not repaired any more (str0m's resend history is emptied). Measured in
+    /// tests/adaptation.rs: after a pause on a 100 kbit/s link, the viewer's NACKs were
+    /// answered from the history for seconds, old frames completed and played 3–4 s into
+    /// the pause (a "freeze" to the page, not a pause) on a link the audio needed.
+    fn forget_sent_video(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let SessionRole::Viewer(v) = &s.role else {
+            return;
+        };
+        if let Some(tx) = v.video[0]
+            && let Some(stream) = s.rtc.direct_api().stream_tx(&tx.ssrc)
+        {
+            stream.set_rtx_cache(RTX_MAX_PACKETS, RTX_HISTORY, RTX_RATIO_CAP);
+        }
     }
 
     /// Releases what the measured viewers' pacers allow now (joiners' replays, video the
@@ -2072,7 +2099,9 @@ impl Relay {
         self.paced_out = out;
         // Outside the loop over forwards: the viewer restarts at a keyframe.
         for id in overfull {
-            self.drop_paced(id);
+            if self.drop_paced(id) {
+                self.forget_sent_video(id);
+            }
         }
     }
 
@@ -2271,7 +2300,10 @@ impl Relay {
             _ => false,
         };
         if down {
-            self.drop_paced(id);
+            let congested = self.drop_paced(id);
+            if congested || a.target == Some(Target::Paused) {
+                self.forget_sent_video(id);
+            }
         }
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
