@@ -280,7 +280,12 @@ fn last_events(events: &[Value], n: usize) -> String {
         .map(|v| {
             let mut s = v.to_string();
             if s.len() > 600 {
-                s.truncate(600);
+                // At a character boundary: the events carry Vietnamese text.
+                let mut end = 600;
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                s.truncate(end);
                 s.push('…');
             }
             s
