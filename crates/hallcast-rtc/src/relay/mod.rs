@@ -1997,9 +1997,11 @@ impl Relay {
         let f = match v.pacer.as_deref_mut() {
             None => f,
             Some(p) => {
+                // Asked only when it can matter: audio never waits, and video behind a
+                // queue waits whatever str0m holds (one stream lookup saved per packet).
                 let held = match f.kind {
-                    MediaKind::Video => transport_holds(&mut s.rtc, v.video[0]),
-                    MediaKind::Audio => 0,
+                    MediaKind::Video if p.queued() == 0 => transport_holds(&mut s.rtc, v.video[0]),
+                    _ => 0,
                 };
                 match p.push(now, f, held) {
                     Some(f) => f,
