@@ -27,7 +27,7 @@
 //! to tell which: GSO is turned off only if it then goes through, else the run is dropped.
 //!
 //! `nix::sendmmsg` gives every message the same control messages, so the batch is built
-//! with `libc::sendmmsg` directly (the only `unsafe` in the relay).
+//! with `libc::sendmmsg` directly (the only `unsafe` on the relay's data path).
 //!
 //! **Receiving** ([`recv_with_destination`]): `recvmsg` with `IP_PKTINFO` /
 //! `IPV6_PKTINFO`, so every datagram comes with the address it was sent to (a socket bound
