@@ -417,11 +417,11 @@ fn heap_verdict(
 ) -> HeapVerdict {
     let ledger = (after.events - before.events) * ledger_bytes_per_event.max(0.0) / MIB;
     let net = (after.heap_bytes - before.heap_bytes) / MIB - ledger;
+    let per_join = net * MIB / joins.max(1) as f64;
     let mut problems = Vec::new();
     if net > HEAP_IDLE_GROWTH_MIB {
         problems.push(format!(
-            "heap: {net:.2} MiB more in use once the churn stopped than before it ({:.0} bytes per join, net of the ledger's {ledger:.2} MiB; bound {HEAP_IDLE_GROWTH_MIB} MiB)",
-            net * MIB / joins.max(1) as f64
+            "heap: {net:.2} MiB more in use once the churn stopped than before it ({per_join:.0} bytes per join, net of the ledger's {ledger:.2} MiB; bound {HEAP_IDLE_GROWTH_MIB} MiB)"
         ));
     }
     HeapVerdict {
@@ -431,7 +431,7 @@ fn heap_verdict(
         net_growth_mib: net,
         bound_mib: HEAP_IDLE_GROWTH_MIB,
         joins,
-        net_bytes_per_join: net * MIB / joins.max(1) as f64,
+        net_bytes_per_join: per_join,
         problems,
     }
 }
