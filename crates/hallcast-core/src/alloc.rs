@@ -55,8 +55,9 @@
 //!   the estimate then covers the layer's need, having stayed above [`PROBE_ABORT_SHARE`] of
 //!   it, and no loss report during the probe reached [`PROBE_LOSS_ABORT`]. A failed probe stops the padding at once and makes the
 //!   next one wait longer (the up-hold doubles, up to [`PROBE_FAILED_HOLD_MAX`], until a
-//!   probe holds): a link that cannot carry the layer is not made to drop packets every
-//!   other second, and one that came back is not kept waiting by old failures.
+//!   probe holds, or for [`PROBE_FAILED_LAPSE`] after the last failure): a link that cannot
+//!   carry the layer is not made to drop packets every other second, and one that came
+//!   back is not kept waiting by old failures.
 //! - **Loss is congestion too.** A loss report ([`Allocator::on_loss`]: transport-wide
 //!   feedback's lost share over the last second, or receiver reports' fraction lost) at
 //!   [`LOSS_DOWN_SHARE`] or more steps the viewer down at once, without waiting for the
@@ -64,6 +65,10 @@
 //!   layer's need times the share not lost, times [`LOSS_STEP_MARGIN`]) — not within
 //!   [`LOSS_SETTLE`] of a switch down (the report may still describe the layer just left).
 //!   On the lowest layer, a loss report at [`LOSS_PAUSE_SHARE`] or more pauses video.
+//! - **A paused viewer's estimator keeps probing.** Every [`REPROBE_EVERY`] of quiet while
+//!   paused under the lowest layer's need, the probing target dips for one step
+//!   ([`REPROBE_DIP`]); the step back up makes str0m probe, so a link that recovers is seen
+//!   within seconds (str0m alone stops probing once audio fills an estimate made of audio).
 //!
 //! Layers that are inactive or not yet measured are skipped. A switch only *chooses* the
 //! layer: the viewer's egress takes it at the next keyframe of that layer (see
@@ -122,6 +127,25 @@ pub const PROBE_SUSTAIN: Duration = Duration::from_millis(1200);
 /// overrun, and a link that comes back must not wait long for its next probe (the issue:
 /// back on the top layer within 15 s of the link's recovery).
 pub const PROBE_FAILED_HOLD_MAX: Duration = Duration::from_secs(4);
+/// The longer up-hold of failed sustained probes lapses this long after the last failure:
+/// it describes the link as it was then. Measured in tests/adaptation.rs: probes for the
+/// middle layer that failed on the 400 kbit/s link made the resume from audio only, 15 s
+/// later on a link that had recovered, wait 3 s more after the estimate covered the
+/// lowest layer. A link that still cannot carry what is probed fails again sooner than
+/// this (probes come every few seconds), so its longer hold stands.
+pub const PROBE_FAILED_LAPSE: Duration = Duration::from_secs(10);
+/// While paused with the estimate under the lowest layer's need, the probing target dips to
+/// [`REPROBE_DIP`] of itself for one step this often (not within this long of the pause, of
+/// the last dip, or of a loss report of [`PROBE_LOSS_ABORT`] or more): the step back up is an
+/// increase, which makes str0m probe (an allocation probe at up to twice the estimate,
+/// then exponential probes while they hold). Without it a paused viewer's estimate sinks
+/// to about the audio's rate, where str0m does not probe at all: it probes periodically
+/// only while the link is used under 65 % of the estimate, and audio alone uses all of an
+/// estimate made of audio alone (measured in tests/adaptation.rs: the estimate stayed at
+/// 41 kbit/s for 9.8 s after the link recovered, until str0m's stagnation probe).
+pub const REPROBE_EVERY: Duration = Duration::from_secs(3);
+/// The probing target's dip before a reprobe: more than the 5 % the driver ignores.
+pub const REPROBE_DIP: f64 = 0.8;
 /// A sustained probe fails when the estimate falls under this share of the probed layer's
 /// need: a link that carries the padded rate shows an estimate near it (a little under at
 /// times); one that cannot makes the estimator fall to what arrives.
@@ -150,8 +174,12 @@ pub const LOSS_PAUSE_SHARE: f32 = 0.3;
 /// that arrived leaves no room for its keyframes: measured in tests/adaptation.rs, a step
 /// from ~1.3 Mbit/s to a 400 kbit/s link reported 36 % lost, "what arrived" read 830
 /// kbit/s, and the viewer went to a 620 kbit/s layer first and to the lowest one a second
-/// later (two keyframe waits, 1.9 s of freezes).
-pub const LOSS_STEP_MARGIN: f64 = 0.7;
+/// later (two keyframe waits, 1.9 s of freezes). At 0.7 the demo's middle layer (~0.45
+/// Mbit/s) still fitted a first report of 15–36 % and was taken on a 400 kbit/s link: its
+/// keyframe took ~1 s through the link, and the lowest layer's another second (3.1 s of
+/// freezes). Too low a step costs a few seconds of a smaller picture before a probe climbs
+/// back; too high a step costs a second keyframe wait, frozen.
+pub const LOSS_STEP_MARGIN: f64 = 0.5;
 /// A loss report this soon after a switch down does not step down again: it may still
 /// describe the layer just left (the report covers the last second; the switch waits for a
 /// keyframe, asked for at once).
@@ -224,6 +252,12 @@ pub struct Allocator {
     down_at: Option<Instant>,
     /// The up-hold at least, after failed sustained probes (zero after one that held).
     probe_backoff: Duration,
+    /// The last failed sustained probe.
+    probe_failed_at: Option<Instant>,
+    /// The last dip of the probing target while paused ([`REPROBE_EVERY`]).
+    reprobed_at: Option<Instant>,
+    /// The last loss report of [`PROBE_LOSS_ABORT`] or more.
+    lossy_at: Option<Instant>,
 }
 
 /// One step's result.
@@ -271,6 +305,9 @@ impl Allocator {
             loss: None,
             down_at: None,
             probe_backoff: Duration::ZERO,
+            probe_failed_at: None,
+            reprobed_at: None,
+            lossy_at: None,
         }
     }
 
@@ -378,8 +415,21 @@ impl Allocator {
             self.up_hold = UP_HOLD;
             self.last_up_at = None;
         }
+        if self
+            .probe_failed_at
+            .is_some_and(|f| now.saturating_duration_since(f) >= PROBE_FAILED_LAPSE)
+        {
+            // No failed probe for a while: the failures described the link as it was.
+            self.probe_backoff = Duration::ZERO;
+            self.probe_failed_at = None;
+        }
         let before = self.target;
         let loss = self.loss.take();
+        if let Some((at, lost)) = loss
+            && lost >= PROBE_LOSS_ABORT
+        {
+            self.lossy_at = Some(at);
+        }
 
         // The current target may have vanished (a layer stopped): re-anchor on what exists.
         if let Target::Layer(l) = self.target
@@ -534,12 +584,40 @@ impl Allocator {
             self.switches += 1;
         }
         self.desired_bps = desired(self.target, layers, audio_bps);
+        if self.reprobe_due(now, warm, estimate_bps, layers, audio_bps) {
+            // One step lower: the next step's target is an increase again.
+            self.desired_bps = (self.desired_bps as f64 * REPROBE_DIP) as u64;
+            self.reprobed_at = Some(now);
+        }
         Decision {
             target: self.target,
             changed,
             desired_bps: self.desired_bps,
             sustain_bps: self.sustain_bps,
         }
+    }
+
+    /// Paused, the estimate under the lowest layer's need, no sustained probe under way, and
+    /// quiet for [`REPROBE_EVERY`] (since the pause, the last dip and the last loss report):
+    /// time to make the estimator probe again.
+    fn reprobe_due(
+        &self,
+        now: Instant,
+        warm: bool,
+        estimate_bps: u64,
+        layers: &[LayerStats; Layer::MAX],
+        audio_bps: u64,
+    ) -> bool {
+        let quiet = [self.down_at, self.reprobed_at, self.lossy_at]
+            .into_iter()
+            .flatten()
+            .all(|t| now.saturating_duration_since(t) >= REPROBE_EVERY);
+        self.target == Target::Paused
+            && !self.fixed
+            && !warm
+            && self.probe.is_none()
+            && quiet
+            && fitting(estimate_bps, RESUME_HEADROOM, layers, audio_bps).is_none()
     }
 
     /// A sustained probe for `probed` (padding the link to its need since `started`): taken
@@ -575,7 +653,7 @@ impl Allocator {
         if failed {
             self.probe = None;
             self.up = None;
-            self.probe_failed();
+            self.probe_failed(now);
         } else if ran >= PROBE_SUSTAIN && e >= n {
             self.target = probed;
             self.probe = None;
@@ -589,10 +667,12 @@ impl Allocator {
     /// A sustained probe failed: the link could not carry the layer. The next one waits
     /// longer (the up-hold is at least twice what it was, [`UP_HOLD`] doubled first), so the
     /// link is not made to drop packets every other second — up to [`PROBE_FAILED_HOLD_MAX`],
-    /// and only until a probe holds (unlike a flap's longer hold, which halves only after
-    /// calm periods: a link that came back is used again soon).
-    fn probe_failed(&mut self) {
+    /// and only until a probe holds or [`PROBE_FAILED_LAPSE`] passes without another failure
+    /// (unlike a flap's longer hold, which halves only after calm periods: a link that came
+    /// back is used again soon).
+    fn probe_failed(&mut self, now: Instant) {
         self.probe_backoff = (self.probe_backoff.max(UP_HOLD) * 2).min(PROBE_FAILED_HOLD_MAX);
+        self.probe_failed_at = Some(now);
     }
 
     /// Bookkeeping of a switch down (or a pause).
@@ -786,6 +866,54 @@ mod tests {
     }
 
     #[test]
+    fn a_paused_viewer_reprobes_every_few_quiet_seconds() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let paused = || {
+            let mut a = Allocator::new(t0, 2_000_000, &layers(), AUDIO).with_sustained_probes();
+            let c = run(&mut a, t0, 0, &[(5_000, 2_000_000), (10_000, 60_000)]);
+            // Well under half the need: paused after DOWN_AFTER.
+            assert_eq!(c.last(), Some(&(5_700, Target::Paused)));
+            a
+        };
+        let normal = desired(Target::Paused, &layers(), AUDIO);
+        // The probing target over 10 s of an estimate made of audio alone, every 100 ms.
+        let targets = |a: &mut Allocator, lossy: bool| -> Vec<(u64, u64)> {
+            (100..200)
+                .map(|i| i * 100)
+                .map(|ms| {
+                    if lossy && ms % 1_000 == 0 {
+                        a.on_loss(at(ms), 0.1);
+                    }
+                    (ms, a.update(at(ms), 60_000, &layers(), AUDIO).desired_bps)
+                })
+                .collect()
+        };
+        // Quiet: one step dipped every 3 s (the first 3 s after the pause, at 8.7 s), the
+        // rest normal.
+        let mut a = paused();
+        let t = targets(&mut a, false);
+        let dips: Vec<u64> = t
+            .iter()
+            .filter(|&&(_, d)| d != normal)
+            .map(|&(ms, _)| ms)
+            .collect();
+        assert_eq!(dips, vec![11_700, 14_700, 17_700], "{t:?}");
+        assert!(
+            t.iter()
+                .all(|&(_, d)| d == normal || d == (normal as f64 * REPROBE_DIP) as u64)
+        );
+        // A link that still loses what little it is sent: no reprobe.
+        let mut b = paused();
+        assert!(targets(&mut b, true).iter().all(|&(_, d)| d == normal));
+        // Once the estimate covers the lowest layer, the sustained probe takes over: no dip.
+        let mut c = paused();
+        run(&mut c, t0, 10_000, &[(12_900, 60_000)]);
+        let d = c.update(at(12_900), 600_000, &layers(), AUDIO);
+        assert!(d.desired_bps >= normal && d.sustain_bps > 0, "{d:?}");
+    }
+
+    #[test]
     fn an_oscillating_link_earns_a_longer_up_hold() {
         let t0 = Instant::now();
         let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO);
@@ -951,6 +1079,30 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_probes_longer_hold_lapses_after_a_quiet_while() {
+        let t0 = Instant::now();
+        let steps = |a: &mut Allocator| {
+            // A burst the link cannot carry: the probe fails (at ~10.8 s)...
+            run_sustained(a, t0, 10_000, &[(10_800, 1_350_000), (25_000, 400_000)]);
+            // ... then, 14 s later, the link carries 1.35 Mbit/s.
+            run_sustained(a, t0, 25_000, &[(30_000, 1_350_000)]).0
+        };
+        // Ample room: the hold is the probe itself, layer 1 after PROBE_SUSTAIN.
+        let mut a = on_a_400_kbit_link(t0);
+        assert_eq!(steps(&mut a), vec![(26_200, Target::Layer(Layer(1)))]);
+        // 4 s after the failure, the doubled hold (3 s) stands.
+        let mut b = on_a_400_kbit_link(t0);
+        run_sustained(
+            &mut b,
+            t0,
+            10_000,
+            &[(10_800, 1_350_000), (15_000, 400_000)],
+        );
+        let (c, _) = run_sustained(&mut b, t0, 15_000, &[(20_000, 1_350_000)]);
+        assert_eq!(c, vec![(18_000, Target::Layer(Layer(1)))]);
+    }
+
+    #[test]
     fn a_sustained_probe_that_holds_switches_up() {
         let t0 = Instant::now();
         let mut a = on_a_400_kbit_link(t0);
@@ -1076,9 +1228,9 @@ mod tests {
         // Loss under the share: nothing.
         a.on_loss(at(10_000), 0.1);
         assert!(!a.update(at(10_000), 5_000_000, &layers(), AUDIO).changed);
-        // A third lost while the estimate still reads 5 Mbit/s: what arrived (1.1 Mbit/s)
-        // fits layer 1.
-        a.on_loss(at(10_100), 0.35);
+        // A fifth lost while the estimate still reads 5 Mbit/s: half of what arrived (0.68
+        // Mbit/s) fits layer 1.
+        a.on_loss(at(10_100), 0.2);
         let d = a.update(at(10_100), 5_000_000, &layers(), AUDIO);
         assert_eq!((d.target, d.changed), (Target::Layer(Layer(1)), true));
         // The next report may still describe the layer just left: no second step. (The
@@ -1098,6 +1250,13 @@ mod tests {
         let d = a.update(at(14_800), 1_000_000, &layers(), AUDIO);
         assert_eq!((d.target, d.changed), (Target::Paused, true));
         assert_eq!(a.switches(), 3);
+        // A third lost on the top layer: half of what arrived (0.55 Mbit/s) no longer fits
+        // layer 1 (0.61 Mbit/s with the audio): layer 0, one keyframe wait, not two.
+        let mut t = Allocator::new(t0, 5_000_000, &layers(), AUDIO).with_sustained_probes();
+        run(&mut t, t0, 0, &[(10_000, 5_000_000)]);
+        t.on_loss(at(10_000), 0.35);
+        let d = t.update(at(10_000), 5_000_000, &layers(), AUDIO);
+        assert_eq!((d.target, d.changed), (Target::Layer(Layer(0)), true));
         // 80 % lost on the top layer: what arrived (0.34 Mbit/s) fits layer 0 only.
         let mut c = Allocator::new(t0, 5_000_000, &layers(), AUDIO).with_sustained_probes();
         run(&mut c, t0, 0, &[(10_000, 5_000_000)]);
