@@ -386,6 +386,7 @@ fn viewer_page_shows_audio_only_while_its_link_is_too_weak() {
             // this test and four busy loops, and over 120 s once on the loaded CI machine
             // (2026-12-01; why the climb stalls under load is not found yet).
             shape(&central.ns, relay_dev, None)?;
+            let unshaped_at = Instant::now();
             let resumed = page.wait_for(
                 "the notice to clear after the link recovered",
                 Duration::from_secs(240),
@@ -399,6 +400,11 @@ fn viewer_page_shows_audio_only_while_its_link_is_too_weak() {
                 state_of(&resumed, 0) == "live",
                 "after the link recovered the page shows {}",
                 page_of(&resumed, 0)
+            );
+            // Reported, not asserted (a timing on a shared machine): docs/BENCHMARKS.md.
+            eprintln!(
+                "video resumed {:.1} s after the link recovered",
+                unshaped_at.elapsed().as_secs_f64()
             );
             let result = page.stop()?;
             let p = &result["pages"][0];
