@@ -69,6 +69,11 @@
 //!   paused under the lowest layer's need, the probing target dips for one step
 //!   ([`REPROBE_DIP`]); the step back up makes str0m probe, so a link that recovers is seen
 //!   within seconds (str0m alone stops probing once audio fills an estimate made of audio).
+//! - **An estimator that cannot rise is reset.** Quiet for [`STUCK_RESET_PAUSED`] while
+//!   paused (for [`STUCK_RESET_LAYER`] below the highest layer, the next one not fitting,
+//!   the estimate at [`STUCK_SHARE`] or more of the layer's need): the driver resets the
+//!   viewer's estimator from its current estimate, and the fresh one probes. str0m's
+//!   loss-based half can hold an estimate without rising or letting anyone probe.
 //!
 //! Layers that are inactive or not yet measured are skipped. A switch only *chooses* the
 //! layer: the viewer's egress takes it at the next keyframe of that layer (see
@@ -146,6 +151,43 @@ pub const PROBE_FAILED_LAPSE: Duration = Duration::from_secs(10);
 pub const REPROBE_EVERY: Duration = Duration::from_secs(3);
 /// The probing target's dip before a reprobe: more than the 5 % the driver ignores.
 pub const REPROBE_DIP: f64 = 0.8;
+/// Paused under the lowest layer's need and nothing stirring for this long (no switch, no
+/// loss report of [`PROBE_LOSS_ABORT`] or more, no failed sustained probe, no rise of the
+/// estimate by [`STIR_RISE`], no reset): the
+/// estimator is reset ([`Allocation::estimator_resets`]; str0m's `Bwe::reset`, from the
+/// current estimate), and the fresh one probes (at 3× and 6× the estimate, capped at twice
+/// the probing target). Two [`REPROBE_EVERY`] dips that moved nothing come first.
+///
+/// Why: str0m's estimator can sit in a state where it neither rises nor probes. Its
+/// loss-based half, once it has cut the estimate on loss ("decreasing"), raises it again
+/// only up to 1.5× the acknowledged rate — while paused, the audio's — and stays
+/// "decreasing" while its estimate is under the delay-based one; and its probe controller
+/// probes (allocation, periodic, stagnation probes alike) only when the estimate is
+/// delay-based or rising. So a paused viewer whose loss-based estimate ended above 1.5×
+/// its audio is never probed again, whatever the link does. Seen end to end (CI of
+/// tests/adaptation.rs, the demo and Chromium scenarios, ~1 run in 15): the estimate held
+/// at 108–131 kbit/s for the 50 s after the shaping was removed, video never resumed. In
+/// the simulated network an estimator stuck the same way at 59 kbit/s, under 1.5× the
+/// audio: so while paused there is no condition on the estimate (a reset costs a paused
+/// link two short probe bursts).
+///
+/// [`Allocation::estimator_resets`]: crate::router::Allocation::estimator_resets
+pub const STUCK_RESET_PAUSED: Duration = Duration::from_secs(6);
+/// The same below the highest layer, the next one not fitting, with an estimate of
+/// [`STUCK_SHARE`] or more of the current layer's need: the loss-based half caps the
+/// estimate at 1.5× the current layer's rate the same way. str0m's own stagnation probe,
+/// were it not blocked, comes after 15 s without a change.
+pub const STUCK_RESET_LAYER: Duration = Duration::from_secs(15);
+/// On a layer, the estimator is reset only when the estimate is this multiple of the
+/// layer's need or more: an estimate near what the layer uses is a link at its capacity,
+/// where resets would only add probe bursts every [`STUCK_RESET_LAYER`].
+pub const STUCK_SHARE: f64 = 1.4;
+/// An estimate this multiple of the lowest one since the last such rise stirs the
+/// estimator too (no reset): it is rising, a probe lifted it. Measured in
+/// tests/adaptation.rs: without it, resets came 2–4 s after the link recovered, in the
+/// middle of the probes' climb, and the climb to the top layer took longer (median 14.2 s
+/// against 11.5 s in the Chromium scenario, 7 runs each).
+pub const STIR_RISE: f64 = 1.25;
 /// A sustained probe fails when the estimate falls under this share of the probed layer's
 /// need: a link that carries the padded rate shows an estimate near it (a little under at
 /// times); one that cannot makes the estimator fall to what arrives.
@@ -258,6 +300,14 @@ pub struct Allocator {
     reprobed_at: Option<Instant>,
     /// The last loss report of [`PROBE_LOSS_ABORT`] or more.
     lossy_at: Option<Instant>,
+    /// The last sign that the estimator is alive to the link: a switch, a loss report of
+    /// [`PROBE_LOSS_ABORT`] or more, a failed sustained probe, a rise by [`STIR_RISE`], an
+    /// estimator reset.
+    stirred_at: Option<Instant>,
+    /// Estimator resets asked for ([`STUCK_RESET_PAUSED`], [`STUCK_RESET_LAYER`]).
+    estimator_resets: u32,
+    /// The lowest estimate since the estimate last rose by [`STIR_RISE`].
+    low_water: Option<u64>,
 }
 
 /// One step's result.
@@ -308,6 +358,9 @@ impl Allocator {
             probe_failed_at: None,
             reprobed_at: None,
             lossy_at: None,
+            stirred_at: None,
+            estimator_resets: 0,
+            low_water: None,
         }
     }
 
@@ -369,6 +422,12 @@ impl Allocator {
         self.desired_bps
     }
 
+    /// Estimator resets asked for since the join: the driver resets the viewer's estimator
+    /// each time this grows (see [`STUCK_RESET_PAUSED`]).
+    pub fn estimator_resets(&self) -> u32 {
+        self.estimator_resets
+    }
+
     /// A new estimate (or, with the last one again, a periodic re-evaluation as layer
     /// bitrates change and hold times pass).
     pub fn update(
@@ -384,6 +443,16 @@ impl Allocator {
             _ => {}
         }
         self.estimate_bps = Some(estimate_bps);
+        // A rise of a quarter over the lowest estimate since the last stir: the estimator
+        // is alive (a probe lifted it, or it climbs), not stuck.
+        match self.low_water {
+            Some(low) if estimate_bps as f64 >= low as f64 * STIR_RISE => {
+                self.stirred_at = Some(now);
+                self.low_water = Some(estimate_bps);
+            }
+            Some(low) if estimate_bps >= low => {}
+            _ => self.low_water = Some(estimate_bps),
+        }
         if self.fixed {
             let target = fixed_threshold(estimate_bps, layers, audio_bps);
             let changed = target != self.target;
@@ -429,6 +498,7 @@ impl Allocator {
             && lost >= PROBE_LOSS_ABORT
         {
             self.lossy_at = Some(at);
+            self.stirred_at = Some(at);
         }
 
         // The current target may have vanished (a layer stopped): re-anchor on what exists.
@@ -582,12 +652,22 @@ impl Allocator {
         let changed = self.target != before;
         if changed {
             self.switches += 1;
+            self.stirred_at = Some(now);
         }
         self.desired_bps = desired(self.target, layers, audio_bps);
-        if self.reprobe_due(now, warm, estimate_bps, layers, audio_bps) {
-            // One step lower: the next step's target is an increase again.
-            self.desired_bps = (self.desired_bps as f64 * REPROBE_DIP) as u64;
-            self.reprobed_at = Some(now);
+        match self.nudge(now, warm, estimate_bps, layers, audio_bps) {
+            Some(Nudge::Reset) => {
+                // A fresh estimator probes at once: no dip this step.
+                self.estimator_resets += 1;
+                self.stirred_at = Some(now);
+                self.reprobed_at = Some(now);
+            }
+            Some(Nudge::Dip) => {
+                // One step lower: the next step's target is an increase again.
+                self.desired_bps = (self.desired_bps as f64 * REPROBE_DIP) as u64;
+                self.reprobed_at = Some(now);
+            }
+            None => {}
         }
         Decision {
             target: self.target,
@@ -597,27 +677,58 @@ impl Allocator {
         }
     }
 
-    /// Paused, the estimate under the lowest layer's need, no sustained probe under way, and
-    /// quiet for [`REPROBE_EVERY`] (since the pause, the last dip and the last loss report):
-    /// time to make the estimator probe again.
-    fn reprobe_due(
+    /// What the estimator needs to be made to probe, if anything (never for the fixed
+    /// selector, during the warm-up or a sustained probe, or with a switch up in view).
+    ///
+    /// - [`Nudge::Reset`]: nothing has stirred it for [`STUCK_RESET_PAUSED`] (paused under
+    ///   the lowest layer's need) or [`STUCK_RESET_LAYER`] (below the highest layer, the next
+    ///   one not fitting, the estimate at [`STUCK_SHARE`] or more of the layer's need): an
+    ///   estimator that may be unable to rise or probe.
+    /// - [`Nudge::Dip`]: paused under the lowest layer's need and quiet for
+    ///   [`REPROBE_EVERY`] (since the pause, the last dip or reset, and the last loss report).
+    fn nudge(
         &self,
         now: Instant,
         warm: bool,
         estimate_bps: u64,
         layers: &[LayerStats; Layer::MAX],
         audio_bps: u64,
-    ) -> bool {
-        let quiet = [self.down_at, self.reprobed_at, self.lossy_at]
-            .into_iter()
-            .flatten()
-            .all(|t| now.saturating_duration_since(t) >= REPROBE_EVERY);
-        self.target == Target::Paused
-            && !self.fixed
-            && !warm
-            && self.probe.is_none()
-            && quiet
-            && fitting(estimate_bps, RESUME_HEADROOM, layers, audio_bps).is_none()
+    ) -> Option<Nudge> {
+        if self.fixed || warm || self.probe.is_some() || self.up.is_some() {
+            return None;
+        }
+        let (after, sent) = match self.target {
+            Target::Paused => {
+                if fitting(estimate_bps, RESUME_HEADROOM, layers, audio_bps).is_some() {
+                    return None;
+                }
+                (STUCK_RESET_PAUSED, 0)
+            }
+            Target::Layer(l) => {
+                let higher = (l.index() + 1..Layer::MAX).any(|i| usable(&layers[i]));
+                if !higher
+                    || fitting(estimate_bps, UP_HEADROOM, layers, audio_bps).is_some_and(|b| b > l)
+                {
+                    return None;
+                }
+                (
+                    STUCK_RESET_LAYER,
+                    need(layers[l.index()].bitrate_bps, audio_bps),
+                )
+            }
+        };
+        if all_past(now, [Some(self.joined_at), self.stirred_at], after)
+            && estimate_bps as f64 >= sent as f64 * STUCK_SHARE
+        {
+            return Some(Nudge::Reset);
+        }
+        let dip = self.target == Target::Paused
+            && all_past(
+                now,
+                [self.down_at, self.reprobed_at, self.lossy_at],
+                REPROBE_EVERY,
+            );
+        dip.then_some(Nudge::Dip)
     }
 
     /// A sustained probe for `probed` (padding the link to its need since `started`): taken
@@ -673,6 +784,7 @@ impl Allocator {
     fn probe_failed(&mut self, now: Instant) {
         self.probe_backoff = (self.probe_backoff.max(UP_HOLD) * 2).min(PROBE_FAILED_HOLD_MAX);
         self.probe_failed_at = Some(now);
+        self.stirred_at = Some(now);
     }
 
     /// Bookkeeping of a switch down (or a pause).
@@ -691,6 +803,23 @@ impl Allocator {
         }
         self.calm_since = Some(now);
     }
+}
+
+/// How [`Allocator::update`] makes a viewer's estimator probe when it would not by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nudge {
+    /// Reset it ([`STUCK_RESET_PAUSED`]).
+    Reset,
+    /// Dip the probing target for one step ([`REPROBE_EVERY`]).
+    Dip,
+}
+
+/// Every one of `times` that happened is at least `d` before `now`.
+fn all_past<const N: usize>(now: Instant, times: [Option<Instant>; N], d: Duration) -> bool {
+    times
+        .into_iter()
+        .flatten()
+        .all(|t| now.saturating_duration_since(t) >= d)
 }
 
 /// Where heavy loss on `cur` leads: what the link delivered is about `cur`'s need times the
@@ -889,8 +1018,8 @@ mod tests {
                 })
                 .collect()
         };
-        // Quiet: one step dipped every 3 s (the first 3 s after the pause, at 8.7 s), the
-        // rest normal.
+        // Quiet: every 3 s a dip or (every other time, from 6 s after the pause) an
+        // estimator reset instead; the rest normal.
         let mut a = paused();
         let t = targets(&mut a, false);
         let dips: Vec<u64> = t
@@ -898,7 +1027,8 @@ mod tests {
             .filter(|&&(_, d)| d != normal)
             .map(|&(ms, _)| ms)
             .collect();
-        assert_eq!(dips, vec![11_700, 14_700, 17_700], "{t:?}");
+        assert_eq!(dips, vec![14_700], "{t:?}");
+        assert_eq!(a.estimator_resets(), 2);
         assert!(
             t.iter()
                 .all(|&(_, d)| d == normal || d == (normal as f64 * REPROBE_DIP) as u64)
@@ -911,6 +1041,88 @@ mod tests {
         run(&mut c, t0, 10_000, &[(12_900, 60_000)]);
         let d = c.update(at(12_900), 600_000, &layers(), AUDIO);
         assert!(d.desired_bps >= normal && d.sustain_bps > 0, "{d:?}");
+    }
+
+    #[test]
+    fn an_estimator_that_neither_rises_nor_stirs_is_reset() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // The times (ms) an allocator asks for an estimator reset, driven every 100 ms from
+        // `from` to 40 s on `estimate`, with a loss report of 10 % every second if `lossy`.
+        let resets = |a: &mut Allocator, from: u64, estimate: u64, lossy: bool| -> Vec<u64> {
+            let mut seen = a.estimator_resets();
+            let mut out = Vec::new();
+            for ms in (from / 100..400).map(|i| i * 100) {
+                if lossy && ms % 1_000 == 0 {
+                    a.on_loss(at(ms), 0.1);
+                }
+                a.update(at(ms), estimate, &layers(), AUDIO);
+                if a.estimator_resets() > seen {
+                    seen = a.estimator_resets();
+                    out.push(ms);
+                }
+            }
+            out
+        };
+        let paused = || {
+            let mut a = Allocator::new(t0, 2_000_000, &layers(), AUDIO).with_sustained_probes();
+            let c = run(&mut a, t0, 0, &[(5_000, 2_000_000), (10_000, 60_000)]);
+            assert_eq!(c.last(), Some(&(5_700, Target::Paused)));
+            assert_eq!(a.estimator_resets(), 0);
+            a
+        };
+        // Paused, the estimate stuck above the audio's need (67 kbit/s) but under the lowest
+        // layer's (229 kbit/s): its rise from 60 to 120 kbit/s at 10 s stirred it; a reset
+        // 6 s later, and every 6 s after.
+        let mut a = paused();
+        assert_eq!(
+            resets(&mut a, 10_000, 120_000, false),
+            vec![16_000, 22_000, 28_000, 34_000]
+        );
+        // Between resets the dips go on (3 s after each).
+        let normal = desired(Target::Paused, &layers(), AUDIO);
+        let d = a.update(at(41_100), 120_000, &layers(), AUDIO);
+        assert_eq!(d.desired_bps, normal);
+        // Whatever the estimate (here about the audio's need).
+        let mut b = paused();
+        assert_eq!(
+            resets(&mut b, 10_000, 60_000, false),
+            vec![11_700, 17_700, 23_700, 29_700, 35_700]
+        );
+        // A link that keeps losing: the estimator is alive to it.
+        let mut c = paused();
+        assert_eq!(resets(&mut c, 10_000, 60_000, true), Vec::<u64>::new());
+        // An estimate that keeps rising (a quarter every 4 s): alive too.
+        let mut r = paused();
+        let mut seen = Vec::new();
+        for ms in (100..400).map(|i| i * 100) {
+            let e = (60_000.0 * 1.3_f64.powi(((ms - 10_000) / 4_000) as i32)) as u64;
+            // (Under the lowest layer's need all along.)
+            let e = e.min(220_000);
+            r.update(at(ms), e, &layers(), AUDIO);
+            seen.push(r.estimator_resets());
+        }
+        // Flat until 14 s (a reset 6 s after the pause), then rising until 30 s (60 → 220
+        // kbit/s) with no reset, then flat again: resets from 6 s after the last rise.
+        let at_ms: Vec<u64> = seen
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| w[1] > w[0])
+            .map(|(i, _)| 10_000 + (i as u64 + 1) * 100)
+            .collect();
+        assert_eq!(at_ms, vec![11_700, 36_000], "{seen:?}");
+        // On the lowest layer (229 kbit/s), the estimate at 400 kbit/s: above 1.4× what is
+        // sent, under the middle layer's need (607 kbit/s). A reset 15 s after the join.
+        let mut l = Allocator::new(t0, 400_000, &layers(), AUDIO).with_sustained_probes();
+        assert_eq!(l.target(), Target::Layer(Layer(0)));
+        assert_eq!(resets(&mut l, 0, 400_000, false), vec![15_000, 30_000]);
+        assert_eq!(l.target(), Target::Layer(Layer(0)));
+        // The estimate at what the layer uses (a link at its capacity): no reset.
+        let mut m = Allocator::new(t0, 300_000, &layers(), AUDIO).with_sustained_probes();
+        assert_eq!(resets(&mut m, 0, 300_000, false), Vec::<u64>::new());
+        // On the top layer nothing is wanted higher: no reset.
+        let mut top = Allocator::new(t0, 5_000_000, &layers(), AUDIO).with_sustained_probes();
+        assert_eq!(resets(&mut top, 0, 5_000_000, false), Vec::<u64>::new());
     }
 
     #[test]

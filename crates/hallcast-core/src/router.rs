@@ -53,6 +53,10 @@ pub struct Allocation {
     pub switches: u32,
     /// Why video is paused, if it is.
     pub pause: Option<PauseReason>,
+    /// Estimator resets the allocator asked for since the join
+    /// ([`crate::alloc::STUCK_RESET_PAUSED`]): the driver resets the viewer's estimator
+    /// each time this grows.
+    pub estimator_resets: u32,
 }
 
 /// The forwarding engine of one conference: a producer and its consumers.
@@ -311,6 +315,7 @@ impl Router {
             sustain_bps: a.map_or(0, Allocator::sustain_bps),
             switches: a.map_or(0, Allocator::switches),
             pause: c.pause_reason(),
+            estimator_resets: a.map_or(0, Allocator::estimator_resets),
         }
     }
 

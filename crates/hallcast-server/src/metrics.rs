@@ -733,6 +733,7 @@ mod tests {
                 sustain_bps: 0,
                 switches: 1,
                 pause: Some(p),
+                estimator_resets: 0,
             }),
             relay_layers: None,
             rtt_ms: None,

@@ -53,6 +53,10 @@ pub struct SessionRow {
     /// (measured viewers; none while no probe runs).
     pub sustain_bps: Option<u64>,
     pub switches: u32,
+    /// Times the relay reset the viewer's bandwidth estimator: it neither rose nor probed
+    /// while the viewer was paused or held below the top layer (measured viewers).
+    #[serde(default)]
+    pub estimator_resets: u32,
     /// For a relay (a downstream relay's pull): the layers it asked for and gets.
     pub relay_layers: Option<Vec<u8>>,
     pub rtt_ms: Option<u32>,
@@ -126,6 +130,7 @@ pub async fn sessions(
                 estimate_bps: a.and_then(|a| a.estimate_bps),
                 sustain_bps: a.map(|a| a.sustain_bps).filter(|&b| b > 0),
                 switches: a.map_or(0, |a| a.switches),
+                estimator_resets: a.map_or(0, |a| a.estimator_resets),
                 relay_layers: s
                     .relay_layers
                     .map(|m| (0..m.len() as u8).filter(|&i| m[usize::from(i)]).collect()),

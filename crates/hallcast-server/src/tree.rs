@@ -797,6 +797,7 @@ mod tests {
                 sustain_bps: 0,
                 switches: 0,
                 pause: None,
+                estimator_resets: 0,
             }),
             relay_layers,
             rtt_ms: None,

@@ -1132,6 +1132,7 @@ impl Relay {
             probed_at: None,
             sustain_bps: 0,
             target: None,
+            estimator_resets: 0,
             // Relay links are not paced here (str0m's pacer at 1.1 × the estimate only).
             pacer: adaptive
                 .filter(|_| !relay)
@@ -1694,6 +1695,7 @@ impl Relay {
                 continue;
             };
             set_desired(s, a.desired_bps, a.sustain_bps);
+            reset_estimator(s, &a);
             let top = tops.get(&s.conference).copied().flatten();
             let below_top = match a.target {
                 Some(Target::Layer(l)) => Some(l) < top,
@@ -2440,6 +2442,29 @@ fn set_desired(s: &mut Session, desired_bps: u64, sustain_bps: u64) {
         Bitrate::bps(sustain_bps.min(v.desired_bps)),
         Bitrate::bps(v.desired_bps),
     );
+}
+
+/// The allocator asked for an estimator reset since the last look (its estimator could
+/// neither rise nor probe: see `hallcast_core::alloc::STUCK_RESET_PAUSED`): a fresh one
+/// from the current estimate, which probes at once.
+fn reset_estimator(s: &mut Session, a: &Allocation) {
+    let SessionRole::Viewer(v) = &mut s.role else {
+        return;
+    };
+    if a.estimator_resets <= v.estimator_resets {
+        return;
+    }
+    v.estimator_resets = a.estimator_resets;
+    let Some(estimate) = a.estimate_bps else {
+        return;
+    };
+    tracing::info!(
+        session = %s.id,
+        estimate_bps = estimate,
+        resets = a.estimator_resets,
+        "bandwidth estimator reset: it neither rose nor probed for a while"
+    );
+    s.rtc.bwe().reset(Bitrate::bps(estimate));
 }
 
 pub fn shard_of(id: SessionId) -> usize {

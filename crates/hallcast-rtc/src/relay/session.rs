@@ -133,6 +133,10 @@ pub(crate) struct ViewerSink {
     pub pacer: Option<Box<Pacer>>,
     /// The allocator's last target for it (a measured viewer).
     pub target: Option<Target>,
+    /// Estimator resets done (the allocator's count, [`Allocation::estimator_resets`]).
+    ///
+    /// [`Allocation::estimator_resets`]: hallcast_core::Allocation::estimator_resets
+    pub estimator_resets: u32,
 }
 
 /// Readings from str0m's periodic stats (`Event::PeerStats`).
