@@ -428,30 +428,35 @@ fn the_size_limit_deletes_the_oldest_and_a_killed_relay_leaves_a_playable_file()
         ensure!(recordings(&admin, &conf)?.len() == 2);
         thread::sleep(Duration::from_secs(3));
         end(&admin, &conf)?;
-        // The second finished: the total is over the limit, the oldest goes.
+        // The second finished: the total is over the limit, the oldest goes. The listing
+        // hides a recording once its media file is gone, a moment before the recorder's
+        // thread counts the deletion: wait for both.
+        let mut metrics = String::new();
         let kept = wait_for(
-            "the oldest recording deleted",
+            "the oldest recording deleted and counted",
             Duration::from_secs(15),
             || {
                 let l = recordings(&admin, &conf)?;
-                Ok((l.len() == 1 && l[0]["state"] == json!("complete")).then_some(l))
+                metrics = admin.http.get("/metrics", None)?.body;
+                let counted = metrics
+                    .lines()
+                    .any(|l| l == "hallcast_recordings_deleted_total 1");
+                Ok((l.len() == 1 && l[0]["state"] == json!("complete") && counted).then_some(l))
             },
-        )?;
+        )
+        .with_context(|| {
+            format!(
+                "/metrics: {}",
+                metrics
+                    .lines()
+                    .filter(|l| l.contains("recording"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })?;
         ensure!(
             kept[0]["id"].as_str() == Some(second_id.as_str()),
             "kept {kept:?}"
-        );
-        let metrics = admin.http.get("/metrics", None)?.body;
-        ensure!(
-            metrics
-                .lines()
-                .any(|l| l == "hallcast_recordings_deleted_total 1"),
-            "/metrics: {}",
-            metrics
-                .lines()
-                .filter(|l| l.contains("recording"))
-                .collect::<Vec<_>>()
-                .join("\n")
         );
         // A third broadcast, cut short by SIGKILL.
         reopen(&admin, &conf)?;
