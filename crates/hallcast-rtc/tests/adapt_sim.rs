@@ -698,4 +698,46 @@ mod adaptation {
         );
         assert_switches_at_keyframes(&run, "bursty loss");
     }
+
+    /// The loss a viewer's snapshot shows (the admin API's `loss`) is its transport-wide
+    /// loss once its feedback gives one, not whichever stream's receiver report came last:
+    /// with only video packets lost, the audio stream's reports (no loss) never show.
+    #[test]
+    fn a_viewers_loss_is_its_transport_wide_loss_not_the_last_streams_report() {
+        let mut run = Run::new(LinkTrace::constant(5000.0));
+        run.run_to(3.0);
+        // Every 8th large datagram (video and padding; audio is small) from now on.
+        let mut n = 0u32;
+        let (relay, viewer) = (run.net.relay_addr(run.r), run.net.peer_addr(run.v));
+        run.net.set_loss(
+            relay,
+            viewer,
+            Box::new(move |d| {
+                if d.contents.len() < 400 {
+                    return false;
+                }
+                n += 1;
+                n.is_multiple_of(8)
+            }),
+        );
+        run.run_to(5.0);
+        let mut readings = Vec::new();
+        for i in 0..100 {
+            run.run_to(5.0 + 0.05 * f64::from(i));
+            let loss = run
+                .net
+                .relay(run.r)
+                .snapshot(run.net.now(), 0)
+                .sessions
+                .into_iter()
+                .find(|s| s.id == run.session)
+                .expect("the viewer in the snapshot")
+                .loss;
+            readings.push(loss);
+        }
+        assert!(
+            readings.iter().all(|l| l.is_some_and(|l| l > 0.03)),
+            "loss readings every 50 ms with 1 in 8 video datagrams lost: {readings:?}"
+        );
+    }
 }

@@ -1853,6 +1853,7 @@ impl Relay {
                             p.ingress_loss_fraction
                         };
                         s.readings.loss = loss.or(s.readings.loss);
+                        s.readings.transport_wide_loss |= viewer && loss.is_some();
                         s.readings.media_bytes = if viewer { p.bytes_tx } else { p.bytes_rx };
                         // A measured viewer's transport-wide loss over the last second
                         // (padding included: a sustained probe's losses count).
@@ -1865,7 +1866,9 @@ impl Relay {
                 Event::MediaEgressStats(m) => {
                     if let Some(s) = self.sessions.get_mut(&id) {
                         s.readings.rtt = m.rtt.or(s.readings.rtt);
-                        s.readings.loss = m.loss.or(s.readings.loss);
+                        if !s.readings.transport_wide_loss {
+                            s.readings.loss = m.loss.or(s.readings.loss);
+                        }
                         if matches!(s.role, SessionRole::Viewer(_))
                             && let Some(l) = m.loss
                         {

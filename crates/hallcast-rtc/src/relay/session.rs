@@ -143,7 +143,11 @@ pub(crate) struct ViewerSink {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Readings {
     pub rtt: Option<Duration>,
+    /// A viewer's: its transport-wide loss once its feedback has given one (receiver
+    /// reports, per stream, until then and for viewers without it); a publisher's: ingress.
     pub loss: Option<f32>,
+    /// `loss` is transport-wide: receiver reports no longer overwrite it.
+    pub transport_wide_loss: bool,
     pub media_bytes: u64,
 }
 
