@@ -565,6 +565,9 @@ struct Relay {
     /// On an edge: its loop (to tell the parent it drains) and its outbox's counters (to
     /// deliver the last attendance events before the exit).
     edge: Option<(Arc<Edge>, Arc<hallcast_server::outbox::OutboxStats>)>,
+    /// SIGTERM's and SIGINT's streams, taken before the HTTP server starts: a signal that
+    /// comes as soon as `/readyz` answers drains the relay instead of killing it.
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
 
 /// Opens the attendance ledger the configuration names (SQLite in the data dir by default).
@@ -600,6 +603,11 @@ async fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
 
 impl Relay {
     async fn start(mut config: Config) -> anyhow::Result<Relay> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let signals = Some((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ));
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.http.listen))?;
@@ -844,6 +852,7 @@ impl Relay {
             app: app_for_demo,
             edge: edge_parts,
             rtmp_server,
+            signals,
         })
     }
 
@@ -854,9 +863,10 @@ impl Relay {
     /// once. Either way the sessions still here end as a shutdown (their leaves reach the
     /// ledger) and the exit status is 0.
     async fn run_until_signal(mut self) -> anyhow::Result<()> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+        let (mut term, mut int) = self
+            .signals
+            .take()
+            .context("the relay's signal streams were already taken")?;
         let server = &mut self.server;
         let drain = tokio::select! {
             _ = int.recv() => {
