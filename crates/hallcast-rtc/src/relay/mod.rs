@@ -1663,14 +1663,12 @@ impl Relay {
         }
         self.reallocated = changed;
         // Probing targets follow the layer bitrates; a viewer below the top layer (or
-        // paused) whose estimate has not reached its probe target has its target written
-        // again every REPROBE_EVERY (str0m probes only when the desired bitrate rises, and
-        // `set_desired` skips changes under 5 %). Note: str0m 0.25's probe controller reads
-        // the desired bitrate only at its own timeout, so the lower-then-raise below, within
-        // one call, is not seen as a rise; what acts is the exact target written past the 5 %
-        // filter. The rise that does make str0m probe a paused viewer is the allocator's dip
-        // (`alloc::REPROBE_EVERY`, a step apart); moving this one into the allocator the same
-        // way, for viewers below the top layer, is left to do.
+        // paused) whose estimate has not reached its probe target has its exact target
+        // written again every REPROBE_EVERY, past `set_desired`'s 5 % filter. It is not a
+        // rise: str0m 0.25 only stores the target (`Bwe::set_bitrate`) and its probe
+        // controller reads it at its own timeout. The rise that makes str0m probe a paused
+        // viewer is the allocator's dip (`alloc::REPROBE_EVERY`, a step apart); the same dip
+        // for viewers below the top layer was measured and dropped (docs/BENCHMARKS.md).
         // Each conference's top active layer, measured once for all its viewers.
         let tops: HashMap<&Arc<str>, Option<Layer>> = self
             .confs
@@ -1725,12 +1723,10 @@ impl Relay {
             });
             if due && short {
                 v.probed_at = Some(now);
-                let d = Bitrate::bps(a.desired_bps);
                 let sustain = Bitrate::bps(v.sustain_bps);
-                let mut bwe = s.rtc.bwe();
-                // Lowered, then raised again (see above: str0m sees only the second).
-                bwe.set_bitrate(sustain, Bitrate::bps(a.desired_bps * 9 / 10));
-                bwe.set_bitrate(sustain, d);
+                s.rtc
+                    .bwe()
+                    .set_bitrate(sustain, Bitrate::bps(a.desired_bps));
             }
         }
         self.process_queue(now);
