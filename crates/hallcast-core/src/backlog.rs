@@ -12,6 +12,9 @@
 //! - Per consumer, packets leave in the order they were parked: while a consumer has
 //!   parked video, its live video is parked behind it ([`Backlog::admit`]), so its sequence
 //!   numbers stay in order and the receiver sees no gap to NACK.
+//! - A consumer whose video is dropped (a pause, its pacer's queue dropped) loses what it
+//!   has parked too ([`Backlog::drop_parked`]): parked packets already carry their outgoing
+//!   numbers, which the restarted stream reuses.
 //! - Audio is never parked (audio first: it is small and it is what a hall must hear).
 //! - Bounded: at most [`MAX_PARKED_PER_SUBSCRIBER`] packets per consumer; past that, packets
 //!   are dropped and counted (the receiver's NACK/PLI recovers, as for any loss).
@@ -101,6 +104,17 @@ impl Backlog {
             self.len -= q.len();
             self.ring.retain(|s| *s != sub);
         }
+    }
+
+    /// Drops a consumer's parked video (its video was paused, or its pacer dropped what it
+    /// held): the outgoing sequence number of the first packet dropped and how many, so
+    /// the consumer numbers on from there. Not counted in [`Backlog::n_dropped`] (that
+    /// counts overflows, which leave gaps).
+    pub fn drop_parked(&mut self, sub: ConsumerId) -> Option<(u64, usize)> {
+        let q = self.parked.remove(&sub)?;
+        self.len -= q.len();
+        self.ring.retain(|s| *s != sub);
+        Some((q.front()?.seq, q.len()))
     }
 
     /// Whether `sub` has video parked: its video is on its way (a replay not yet released, live
@@ -200,6 +214,27 @@ mod tests {
             assert_eq!(seqs(&out, sub), vec![0, 1, 2, 3], "fair share for {sub}");
         }
         assert_eq!(b.len(), 18);
+    }
+
+    #[test]
+    fn dropping_a_consumers_parked_video_says_where_its_numbers_resume() {
+        let mut b = Backlog::new();
+        for s in 10..15 {
+            b.park(fwd(1, MediaKind::Video, s));
+            b.park(fwd(2, MediaKind::Video, s));
+        }
+        let mut out = Vec::new();
+        b.release(2, 2, &mut out);
+        assert_eq!(b.drop_parked(ConsumerId(1)), Some((12, 3)));
+        assert_eq!(b.drop_parked(ConsumerId(1)), None);
+        assert_eq!(b.len(), 5);
+        assert_eq!(b.n_dropped(), 0, "not an overflow");
+        // Its live video is no longer parked; the other consumer's replay goes on.
+        assert!(b.admit(fwd(1, MediaKind::Video, 12)).is_some());
+        out.clear();
+        b.release(16, 8, &mut out);
+        assert_eq!(seqs(&out, 1), Vec::<u64>::new());
+        assert_eq!(seqs(&out, 2), vec![10, 11, 12, 13, 14]);
     }
 
     #[test]

@@ -115,6 +115,11 @@ impl Pacer {
         self.queue.len()
     }
 
+    /// A joiner's replay is being paced (until the queue empties).
+    pub fn replaying(&self) -> bool {
+        self.replaying
+    }
+
     /// Video packets dropped so far.
     pub fn n_dropped(&self) -> u64 {
         self.n_dropped

@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use hallcast_core::{Layer, VideoStatus};
@@ -723,6 +724,70 @@ fn a_paused_viewer_keeps_its_audio_and_resumes_video_at_a_keyframe() {
     assert_eq!(deliveries(&net, s).last(), Some(&Delivery::Flowing));
     // The other viewer saw nothing of it.
     assert_plays_everything(&net, other, paused_at, "other viewer");
+}
+
+/// A viewer paused while its join's GOP replay still waits in the backlog: none of the
+/// replay reaches it paused, and its stream numbers on from what it received without
+/// reusing a number (a browser's SRTP drops a reused number as a replay, silently: no gap
+/// to NACK, no picture — a late joiner under load saw none for 5 to 20 s).
+#[test]
+fn a_viewer_paused_during_its_replay_gets_none_of_it_and_no_reused_numbers() {
+    let mut net = Net::new();
+    // Measured viewers: the replay is paced (what the pacer holds is dropped on a pause
+    // too, and the stream is numbered from the first packet dropped).
+    let r = net.add_relay(|c| c.adaptation = Some(1_000_000));
+    let p = net
+        .publish_with(
+            r,
+            CONF,
+            PublisherOpts {
+                gop: secs(4.0),
+                ..PublisherOpts::default()
+            },
+        )
+        .expect("publish");
+    assert!(net.run_until_cond(secs(2.0), |n| n.publisher(p).frames_sent > 0));
+    // 3.6 s into the GOP: a replay of ~350 packets, more than one turn of the backlog.
+    let first_idr = net.publisher(p).idrs_sent[0];
+    net.run_until(first_idr + secs(3.6));
+    let v = net.subscribe(r, CONF).expect("subscribe");
+    let parked = |n: &Net| n.relay(r).stats().backlog_packets.load(Relaxed);
+    assert!(
+        net.run_until_cond(secs(1.0), |n| parked(n) > 0),
+        "the joiner's replay was never parked"
+    );
+    set_video(&mut net, r, v, Layer(2), true);
+    let paused_at = net.now();
+    net.run_for(secs(2.0));
+    // What str0m's pacer already held may still leave: at most the pacer's gate (200 ms at
+    // the estimate).
+    let late: Vec<u64> = net
+        .viewer(v)
+        .video
+        .iter()
+        .filter(|x| x.at > paused_at + hallcast_core::pacer::GATE + net.delay * 2)
+        .map(|x| x.seq)
+        .collect();
+    assert!(late.is_empty(), "video reached the paused viewer: {late:?}");
+
+    set_video(&mut net, r, v, Layer(2), false);
+    let resumed_at = net.now();
+    assert!(
+        net.run_until_cond(secs(5.0), |n| n
+            .viewer(v)
+            .complete_keyframes()
+            .iter()
+            .any(|t| *t > resumed_at)),
+        "no keyframe after resuming"
+    );
+    net.run_for(secs(1.0));
+    let mut ts_of = std::collections::HashMap::new();
+    for x in &net.viewer(v).video {
+        if let Some(ts) = ts_of.insert(x.seq, x.ts) {
+            assert_eq!(ts, x.ts, "sequence number {} sent twice", x.seq);
+        }
+    }
+    assert_plays_everything(&net, v, net.now() - secs(0.8), "resumed viewer");
 }
 
 #[test]

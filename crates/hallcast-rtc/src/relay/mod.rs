@@ -1268,6 +1268,11 @@ impl Relay {
                 .set_paused(ConsumerId(id.0), paused, now, &mut self.outs);
         }
         self.apply_outputs(now, &conference);
+        if paused {
+            // What its pacer or the backlog still holds (a join's replay) would reach it
+            // paused.
+            self.drop_paced(id);
+        }
         Ok(())
     }
 
@@ -2022,11 +2027,12 @@ impl Relay {
         self.write_stream(now, f);
     }
 
-    /// Drops the video a viewer's pacer holds (a pause, a switch down on a congested link,
-    /// a queue over [`PACED_MAX`]); never called while forwards of the router's outputs are
-    /// being written (their numbers would collide with the rewound ones): its stream resumes at a keyframe of its target layer,
-    /// numbered from the first dropped packet, without a gap.
-    /// Returns whether anything was dropped.
+    /// Drops the video a viewer's pacer holds, and what it has parked in the backlog (a
+    /// pause, a switch down on a congested link, a queue over [`PACED_MAX`]); never called
+    /// while forwards of the router's outputs are being written (their numbers would
+    /// collide with the rewound ones): its stream resumes at a keyframe of its target
+    /// layer, numbered from the first dropped packet, without a gap.
+    /// Returns whether the pacer held video (the link was congested).
     fn drop_paced(&mut self, id: SessionId) -> bool {
         let Some(s) = self.sessions.get_mut(&id) else {
             return false;
@@ -2035,20 +2041,26 @@ impl Relay {
             SessionRole::Viewer(v) => v.pacer.as_deref_mut().and_then(Pacer::drop_queued),
             _ => None,
         };
-        let Some(d) = dropped else {
-            return false;
-        };
         let conference = s.conference.clone();
-        self.stats
-            .paced_dropped
-            .fetch_add(d.packets as u64, Relaxed);
+        // Video still parked in the backlog (a replay not yet released, live video behind
+        // it) comes after what the pacer held: it goes too, or it would leave later under
+        // numbers the restarted stream reuses (the receiver's SRTP drops such packets as
+        // replays, silently: no gap, no NACK, no picture).
+        let parked = self.backlog.drop_parked(ConsumerId(id.0));
+        let (first_seq, packets) = match (dropped, parked) {
+            (Some(d), Some((_, n))) => (d.first_seq, d.packets + n),
+            (Some(d), None) => (d.first_seq, d.packets),
+            (None, Some(p)) => p,
+            (None, None) => return false,
+        };
+        self.stats.paced_dropped.fetch_add(packets as u64, Relaxed);
         self.outs.clear();
         if let Some(c) = self.confs.get_mut(&conference) {
             c.router
-                .video_dropped(ConsumerId(id.0), d.first_seq, self.last_now, &mut self.outs);
+                .video_dropped(ConsumerId(id.0), first_seq, self.last_now, &mut self.outs);
         }
         self.apply_outputs(self.last_now, &conference);
-        true
+        dropped.is_some()
     }
 
     /// A viewer's video switched down on a congested link: what was sent of the old layer
@@ -2089,7 +2101,14 @@ impl Relay {
             };
             p.poll(now, transport_holds(&mut s.rtc, v.video[0]), &mut out);
             let keep = p.queued() > 0;
-            if p.queued() > PACED_MAX {
+            // A joiner's replay is a whole cached GOP (a 10 s GOP of a 2 Mbit/s layer is
+            // ~2 000 packets): the queue is long by design while it drains.
+            let max = if p.replaying() {
+                PACED_MAX_REPLAYING
+            } else {
+                PACED_MAX
+            };
+            if p.queued() > max {
                 // A link that has stopped taking video: what waits would only arrive late.
                 overfull.push(id);
             }
@@ -2252,6 +2271,7 @@ impl Relay {
         let Some(s) = self.sessions.get(&id) else {
             return;
         };
+        debug!(session = %id, lost, "loss report");
         let conference = s.conference.clone();
         self.outs.clear();
         let changed = self.confs.get_mut(&conference).and_then(|c| {
@@ -2363,6 +2383,9 @@ impl Relay {
 /// The most video packets a measured viewer's pacer holds; beyond, it drops them all
 /// ([`Relay::drop_paced`]). About a second of a 10 Mbit/s layer.
 const PACED_MAX: usize = 1000;
+/// The same while the pacer drains a joiner's GOP replay: the cache's bound on a GOP, and
+/// as much live video again behind it.
+const PACED_MAX_REPLAYING: usize = 2 * hallcast_core::producer::GOP_MAX_PACKETS;
 
 /// Bytes of a viewer's video stream str0m still holds: its pacer's queue, resends and
 /// padding (refreshed at each of the session's timeouts).
