@@ -100,10 +100,7 @@ impl Backlog {
 
     /// Forgets a consumer's parked packets (it left).
     pub fn remove(&mut self, sub: ConsumerId) {
-        if let Some(q) = self.parked.remove(&sub) {
-            self.len -= q.len();
-            self.ring.retain(|s| *s != sub);
-        }
+        self.drop_parked(sub);
     }
 
     /// Drops a consumer's parked video (its video was paused, or its pacer dropped what it

@@ -31,7 +31,12 @@ fn one_relay(net: &mut Net) -> RelayId {
 
 /// Runs until `p` is connected and has sent video for a moment.
 fn live_publisher(net: &mut Net, relay: RelayId) -> PeerId {
-    let p = net.publish(relay, CONF).expect("publish");
+    live_publisher_with(net, relay, PublisherOpts::default())
+}
+
+/// The same with `opts`.
+fn live_publisher_with(net: &mut Net, relay: RelayId, opts: PublisherOpts) -> PeerId {
+    let p = net.publish_with(relay, CONF, opts).expect("publish");
     assert!(
         net.run_until_cond(secs(2.0), |n| n.publisher(p).frames_sent > 0),
         "the publisher never connected"
@@ -430,14 +435,7 @@ fn a_relay_pulling_from_another_serves_its_viewers() {
 
 /// Runs until a simulcast publisher (q/h/f) on `relay` is connected and sending.
 fn live_simulcast_publisher(net: &mut Net, relay: RelayId) -> PeerId {
-    let p = net
-        .publish_with(relay, CONF, PublisherOpts::simulcast())
-        .expect("publish");
-    assert!(
-        net.run_until_cond(secs(2.0), |n| n.publisher(p).frames_sent > 0),
-        "the publisher never connected"
-    );
-    p
+    live_publisher_with(net, relay, PublisherOpts::simulcast())
 }
 
 /// The conference as `relay`'s snapshot shows it now.
@@ -736,17 +734,14 @@ fn a_viewer_paused_during_its_replay_gets_none_of_it_and_no_reused_numbers() {
     // Measured viewers: the replay is paced (what the pacer holds is dropped on a pause
     // too, and the stream is numbered from the first packet dropped).
     let r = net.add_relay(|c| c.adaptation = Some(1_000_000));
-    let p = net
-        .publish_with(
-            r,
-            CONF,
-            PublisherOpts {
-                gop: secs(4.0),
-                ..PublisherOpts::default()
-            },
-        )
-        .expect("publish");
-    assert!(net.run_until_cond(secs(2.0), |n| n.publisher(p).frames_sent > 0));
+    let p = live_publisher_with(
+        &mut net,
+        r,
+        PublisherOpts {
+            gop: secs(4.0),
+            ..PublisherOpts::default()
+        },
+    );
     // 3.6 s into the GOP: a replay of ~350 packets, more than one turn of the backlog.
     let first_idr = net.publisher(p).idrs_sent[0];
     net.run_until(first_idr + secs(3.6));
@@ -1020,17 +1015,14 @@ fn the_snapshot_carries_the_publishers_preflight_checks() {
     let mut net = Net::new();
     let r = one_relay(&mut net);
     // A keyframe every 6 s.
-    let p = net
-        .publish_with(
-            r,
-            CONF,
-            PublisherOpts {
-                gop: secs(6.0),
-                ..PublisherOpts::simulcast()
-            },
-        )
-        .expect("publish");
-    assert!(net.run_until_cond(secs(2.0), |n| n.publisher(p).frames_sent > 0));
+    let p = live_publisher_with(
+        &mut net,
+        r,
+        PublisherOpts {
+            gop: secs(6.0),
+            ..PublisherOpts::simulcast()
+        },
+    );
     let first_idr = net.publisher(p).idrs_sent[0];
     net.run_until(first_idr + secs(1.0));
     assert_eq!(preflight_check(&net, r, "keyframe_interval").0, "unknown");
