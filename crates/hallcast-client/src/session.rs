@@ -60,7 +60,11 @@ const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long `Disconnected` may last before the session counts as failed.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
-/// The least time between two IDRs sent in answer to keyframe requests.
+/// The least time between two IDRs sent in answer to keyframe requests. Counted from the last
+/// IDR sent on request only: a periodic IDR just before a request does not delay the answer
+/// (the receiver asks because it lacks a picture now; measured in tests/adaptation.rs, a relay's
+/// switch down waited ~0.95 s for the answer when the layer's periodic IDR had left 90 ms
+/// before the request, and the viewer saw no video meanwhile).
 const MIN_KEYFRAME_SPACING: Duration = Duration::from_secs(1);
 /// Interceptor slot of the keyframe-request forwarder: after every built-in interceptor.
 const KEYFRAME_REQUEST_SLOT: usize = 14_000;
@@ -973,14 +977,15 @@ async fn video_pump(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let start = tokio::time::Instant::now();
     let mut worker = Some(worker);
-    let mut last_idr: Option<tokio::time::Instant> = None;
+    let mut last_forced_idr: Option<tokio::time::Instant> = None;
     loop {
         ticker.tick().await;
         let plan = cadence.on_tick(start.elapsed());
         let force = keyframe_wanted.load(Ordering::Relaxed)
-            && last_idr.is_none_or(|at| at.elapsed() >= MIN_KEYFRAME_SPACING);
+            && last_forced_idr.is_none_or(|at| at.elapsed() >= MIN_KEYFRAME_SPACING);
         if force {
             keyframe_wanted.store(false, Ordering::Relaxed);
+            last_forced_idr = Some(tokio::time::Instant::now());
             debug!(ssrc = t.ssrc, "IDR on request");
         }
         let wall = SystemTime::now()
@@ -1013,7 +1018,6 @@ async fn video_pump(
             advance(&t, plan.gap_units, VIDEO_CLOCK_RATE).await;
         }
         if frame.is_idr {
-            last_idr = Some(tokio::time::Instant::now());
             counters.n_keyframes.fetch_add(1, Ordering::Relaxed);
         }
         counters

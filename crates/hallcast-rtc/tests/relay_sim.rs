@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use hallcast_core::{Layer, VideoStatus};
 use hallcast_rtc::relay::health::Liveness;
 use hallcast_rtc::relay::{Command, Reply};
-use hallcast_rtc::sim::{Datagram, Net, PeerId, PublisherOpts, RelayId, rtp_info};
+use hallcast_rtc::sim::{
+    Datagram, LinkModel, LinkTrace, Net, PeerId, PublisherOpts, RelayId, rtp_info,
+};
 use hallcast_rtc::{Delivery, EndReason, EngineEvent, Role, SessionId, SnapshotConference};
 
 const CONF: &str = "hall";
@@ -1392,4 +1394,84 @@ fn without_recording_the_relay_hands_the_recorder_nothing() {
     let _p = live_publisher(&mut net, r);
     net.run_for(secs(1.0));
     assert!(record_items(&mut net, r).is_empty());
+}
+
+/// A measured viewer switched down when its link steps from 5 to 0.4 Mbit/s gets no more
+/// repairs of the layer it left: they would only queue before the lower layer's keyframe on a
+/// link already dropping (measured in tests/adaptation.rs: ~1 Mbit/s sent toward a 400 kbit/s
+/// link for the second after such a switch, repairs of the top layer among it). The viewer
+/// joins straight onto the top layer, so this switch is its first: before the relay recorded
+/// the layer a viewer joins on, a first switch was not seen as a switch down at all (4 repairs
+/// of the top layer 0.5–0.7 s after the switch here).
+#[test]
+fn a_switch_down_on_a_stepped_down_link_stops_the_repairs_of_the_layer_left() {
+    let mut net = Net::new();
+    let r = net.add_relay(|c| c.adaptation = Some(5_000_000));
+    let _p = live_simulcast_publisher(&mut net, r);
+    net.run_for(secs(1.5)); // layer bitrates measured
+    let v = net.subscribe(r, CONF).expect("subscribe");
+    // tests/adaptation.rs's shaper: 8 KB of burst, 200 ms of queue at the low rate.
+    let step = secs(4.0);
+    net.set_link(
+        net.relay_addr(r),
+        net.peer_addr(v),
+        LinkModel::new(LinkTrace::constant(5_000.0).then(step, 400.0), 18_000),
+    );
+    let step_at = net.now() + step;
+    let s = session(&net, v);
+    net.run_until(step_at);
+    let nacks_at_step = net.viewer(v).nacks_sent;
+    assert_eq!(
+        video_status(&net, r, s),
+        Some(VideoStatus::Forwarding { layer: Layer(2) }),
+        "not on the top layer before the step"
+    );
+    net.take_events();
+    let switched = |n: &Net| {
+        n.events().iter().find_map(|(at, _, e)| match e {
+            EngineEvent::Adaptation {
+                session,
+                target: Some(l),
+                ..
+            } if *session == s && *l < Layer(2) => Some(*at),
+            _ => None,
+        })
+    };
+    assert!(
+        net.run_until_cond(secs(4.0), |n| switched(n).is_some()),
+        "no switch down after the step"
+    );
+    let at = switched(&net).unwrap();
+    net.run_for(secs(2.0));
+    let viewer = net.viewer(v);
+    // The old layer's packets: up to the last one received before the switch.
+    let last_old = viewer
+        .video
+        .iter()
+        .filter(|x| x.at <= at)
+        .map(|x| x.seq)
+        .max()
+        .expect("video before the switch");
+    // What the link's queue (200 ms at 400 kbit/s) already held at the switch may still land.
+    let late_repairs: Vec<u64> = viewer
+        .video
+        .iter()
+        .filter(|x| x.at > at + secs(0.4) && x.seq <= last_old)
+        .map(|x| x.seq)
+        .collect();
+    let nacks = viewer.nacks_sent - nacks_at_step;
+    eprintln!(
+        "switch {:?} after the step; {nacks} NACKs since the step, {} late repairs",
+        at - step_at,
+        late_repairs.len()
+    );
+    assert!(
+        nacks > 0,
+        "the viewer asked for no repair after the step: the test shows nothing"
+    );
+    assert_eq!(
+        late_repairs,
+        Vec::<u64>::new(),
+        "repairs of the layer left, after the switch"
+    );
 }

@@ -1373,6 +1373,17 @@ impl Relay {
             conf.router.use_fixed_threshold(self.config.fixed_threshold);
             conf.router
                 .add_adaptive_viewer(ConsumerId(id.0), start, now, &mut self.outs);
+            // The layer it joins on is its first target: the first switch down from it is a
+            // switch down (its pacer's held video dropped, its resend history emptied).
+            let target = conf
+                .router
+                .allocation(ConsumerId(id.0))
+                .and_then(|a| a.target);
+            if let Some(s) = self.sessions.get_mut(&id)
+                && let SessionRole::Viewer(v) = &mut s.role
+            {
+                v.target = target;
+            }
         } else {
             conf.router
                 .add_viewer(ConsumerId(id.0), now, &mut self.outs);
@@ -1966,6 +1977,9 @@ impl Relay {
             payload: pkt.payload,
             arrival: pkt.timestamp,
         };
+        if source.keyframe_start {
+            debug!(session = %id, layer = layer.0, "keyframe from the source");
+        }
         if let Some(p) = ingest.preflight.as_mut() {
             // RFC 6464: str0m gives the level as -dBov.
             let level = pkt.header.ext_vals.audio_level.map(i8::unsigned_abs);
@@ -2251,6 +2265,7 @@ impl Relay {
                     let mut api = s.rtc.direct_api();
                     if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
                         rx.request_keyframe(KeyframeRequestKind::Pli);
+                        debug!(session = %src, layer = layer.0, "keyframe asked of the source");
                         self.stats.keyframe_requests_upstream.fetch_add(1, Relaxed);
                         sent += 1;
                     }
@@ -2325,12 +2340,15 @@ impl Relay {
             _ => false,
         };
         if down {
-            let congested = self.drop_paced(id);
-            // Not on a pause: while paused, what the history holds is what str0m pads a
-            // resume's sustained probe with (full-size packets; emptied, it pads with ~240-byte
-            // blanks, five times the packets: a 2 Mbit/s single-layer viewer failed to resume
-            // for 95 s on a loaded machine).
-            if congested && a.target != Some(Target::Paused) {
+            self.drop_paced(id);
+            // Every switch down to a layer, whether or not the pacer held video back: on a
+            // step the estimate still reads high, str0m holds what it was handed, and the
+            // viewer NACKs what the link dropped of the old layer. Not on a pause: while
+            // paused, what the history holds is what str0m pads a resume's sustained probe
+            // with (full-size packets; emptied, it pads with ~240-byte blanks, five times the
+            // packets: a 2 Mbit/s single-layer viewer failed to resume for 95 s on a loaded
+            // machine).
+            if a.target != Some(Target::Paused) {
                 self.forget_sent_video(id);
             }
         }
