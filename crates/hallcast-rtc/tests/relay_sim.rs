@@ -440,6 +440,16 @@ fn live_simulcast_publisher(net: &mut Net, relay: RelayId) -> PeerId {
     live_publisher_with(net, relay, PublisherOpts::simulcast())
 }
 
+/// A relay with adaptation on (estimators starting at `start_bps`), a simulcast publisher whose
+/// layer bitrates are measured, and a viewer that has just subscribed.
+fn measured_viewer_of_simulcast(net: &mut Net, start_bps: u64) -> (RelayId, PeerId) {
+    let r = net.add_relay(|c| c.adaptation = Some(start_bps));
+    let _p = live_simulcast_publisher(net, r);
+    net.run_for(secs(1.5)); // layer bitrates measured
+    let v = net.subscribe(r, CONF).expect("subscribe");
+    (r, v)
+}
+
 /// The conference as `relay`'s snapshot shows it now.
 fn conference(net: &Net, relay: RelayId) -> SnapshotConference {
     net.relay(relay)
@@ -953,10 +963,7 @@ fn live_forwards_are_transit_samples_and_replays_are_not() {
 #[test]
 fn a_measured_viewer_on_a_good_link_climbs_to_the_top_layer() {
     let mut net = Net::new();
-    let r = net.add_relay(|c| c.adaptation = Some(1_000_000));
-    let _p = live_simulcast_publisher(&mut net, r);
-    net.run_for(secs(1.5)); // layer bitrates measured
-    let v = net.subscribe(r, CONF).expect("subscribe");
+    let (r, v) = measured_viewer_of_simulcast(&mut net, 1_000_000);
     assert!(net.run_until_cond(secs(1.0), |n| playing(n, v)));
     let s = session(&net, v);
     assert!(
@@ -1406,10 +1413,7 @@ fn without_recording_the_relay_hands_the_recorder_nothing() {
 #[test]
 fn a_switch_down_on_a_stepped_down_link_stops_the_repairs_of_the_layer_left() {
     let mut net = Net::new();
-    let r = net.add_relay(|c| c.adaptation = Some(5_000_000));
-    let _p = live_simulcast_publisher(&mut net, r);
-    net.run_for(secs(1.5)); // layer bitrates measured
-    let v = net.subscribe(r, CONF).expect("subscribe");
+    let (r, v) = measured_viewer_of_simulcast(&mut net, 5_000_000);
     // tests/adaptation.rs's shaper: 8 KB of burst, 200 ms of queue at the low rate.
     let step = secs(4.0);
     net.set_link(
