@@ -12,6 +12,18 @@
 //! - **Down at once.** The current layer stops fitting (estimate below its need) for
 //!   [`DOWN_AFTER`]: go to the highest layer that fits (the lowest when none does). A
 //!   congested link is relieved within a fraction of a second of the estimator noticing.
+//!   Here "the estimate" is the lower of the smoothed one and the estimator's own latest
+//!   ([`Allocator::on_raw_estimate`]): str0m emits an average of its last 3 s of estimates,
+//!   which on a step down reads the old link for seconds (in tests/adaptation.rs the demo's
+//!   viewer was sent to the middle layer on a 400 kbit/s link at a smoothed 975 kbit/s,
+//!   and to the lowest 1.5 s later). Pausing still goes by the smoothed estimate alone.
+//! - **A cut when the link cannot carry the old layer** ([`Decision::cut`]): a switch down
+//!   while a loss report of [`PROBE_LOSS_ABORT`] or more is recent ([`CUT_LOSS_WINDOW`]), or
+//!   with the estimate under the old layer's own bitrate ([`CUT_SHARE`]), stops the old
+//!   layer at once instead of at the new layer's keyframe: what would still be sent of it
+//!   is lost on the way and queues ahead of that keyframe and of the audio. A switch down on
+//!   a link that still carries the old layer (the estimate between its bitrate and its need)
+//!   keeps it until the keyframe, with no gap in the picture.
 //! - **Pause with care.** On the lowest layer, video pauses when the estimate stays under
 //!   [`PAUSE_SHARE`] of its need for [`PAUSE_AFTER`] (under [`PAUSE_AT_ONCE_SHARE`]: after
 //!   [`DOWN_AFTER`]), and resumes once it covers the need
@@ -226,6 +238,13 @@ pub const LOSS_STEP_MARGIN: f64 = 0.5;
 /// describe the layer just left (the report covers the last second; the switch waits for a
 /// keyframe, asked for at once).
 pub const LOSS_SETTLE: Duration = Duration::from_millis(1200);
+/// A switch down is a cut (the old layer stops at once, see [`Decision::cut`]) when the
+/// estimate is under this share of the old layer's bitrate...
+pub const CUT_SHARE: f64 = 1.0;
+/// ... or a loss report of [`PROBE_LOSS_ABORT`] or more came within this long.
+pub const CUT_LOSS_WINDOW: Duration = Duration::from_secs(1);
+/// A raw estimate older than this is not used ([`Allocator::on_raw_estimate`]).
+pub const RAW_FRESH: Duration = Duration::from_secs(1);
 /// Packet overhead on top of payload bitrates: RTP, SRTP, UDP and IP headers (about 60
 /// bytes a packet: ~5 % of a full video packet, more for audio's small ones).
 const OVERHEAD_FACTOR: f64 = 1.08;
@@ -300,6 +319,8 @@ pub struct Allocator {
     reprobed_at: Option<Instant>,
     /// The last loss report of [`PROBE_LOSS_ABORT`] or more.
     lossy_at: Option<Instant>,
+    /// The estimator's own latest figure ([`Allocator::on_raw_estimate`]), and when.
+    raw: Option<(Instant, u64)>,
     /// The last sign that the estimator is alive to the link: a switch, a loss report of
     /// [`PROBE_LOSS_ABORT`] or more, a failed sustained probe, a rise by [`STIR_RISE`], an
     /// estimator reset.
@@ -321,6 +342,9 @@ pub struct Decision {
     /// The rate to keep the link at meanwhile, media and padding together (a sustained
     /// probe before a switch up; 0: none). For str0m: `Bwe::set_bitrate`'s minimum.
     pub sustain_bps: u64,
+    /// A switch down whose old layer the link no longer carries (see [`CUT_SHARE`]): its
+    /// video stops now instead of running on until the new layer's keyframe.
+    pub cut: bool,
 }
 
 impl Allocator {
@@ -358,6 +382,7 @@ impl Allocator {
             probe_failed_at: None,
             reprobed_at: None,
             lossy_at: None,
+            raw: None,
             stirred_at: None,
             estimator_resets: 0,
             low_water: None,
@@ -375,6 +400,16 @@ impl Allocator {
     /// A loss report on the viewer's link: the share of packets lost (transport-wide
     /// feedback over the last second, or a receiver report's fraction lost). Acted on at the
     /// next [`Allocator::update`].
+    /// The estimator's latest figure, before the smoothing the estimates given to
+    /// [`Allocator::update`] went through (str0m averages its estimates over 3 s: on a
+    /// step down the average lags the link by seconds). It only chooses how far a switch
+    /// down goes, and whether it is a cut; when to switch down and when to pause stay with
+    /// the smoothed estimate (the raw one undershoots a link that drops: in the simulated
+    /// oscillating link, 2.5 ↔ 0.6 Mbit/s, it read 90–120 kbit/s and paused the viewer).
+    pub fn on_raw_estimate(&mut self, now: Instant, bps: u64) {
+        self.raw = Some((now, bps));
+    }
+
     pub fn on_loss(&mut self, now: Instant, lost: f32) {
         if lost.is_finite() {
             // Several reports before an update: the worst counts.
@@ -464,6 +499,7 @@ impl Allocator {
                 changed,
                 desired_bps: self.desired_bps,
                 sustain_bps: 0,
+                cut: false,
             };
         }
         let warm = now.saturating_duration_since(self.joined_at) < WARMUP;
@@ -524,7 +560,11 @@ impl Allocator {
             && settled
         {
             if let Some(lower) = loss_step(cur, lost, layers, audio_bps) {
-                self.target = Target::Layer(lower);
+                // No higher than the raw estimate fits either.
+                let fits = fitting(self.down_to(now, estimate_bps), 1.0, layers, audio_bps)
+                    .or_else(|| lowest(layers))
+                    .unwrap_or(lower);
+                self.target = Target::Layer(lower.min(fits));
                 self.switched_down(now);
             } else if lost >= LOSS_PAUSE_SHARE && lowest(layers) == Some(cur) {
                 // On the lowest layer, and the link delivered well under its need: the
@@ -544,7 +584,7 @@ impl Allocator {
             || match self.target {
                 Target::Layer(l) => {
                     let n = need(layers[l.index()].bitrate_bps, audio_bps);
-                    estimate_bps >= n || !usable(&layers[l.index()])
+                    self.down_to(now, estimate_bps) >= n || !usable(&layers[l.index()])
                 }
                 Target::Paused => true,
             };
@@ -557,7 +597,8 @@ impl Allocator {
                 Target::Layer(l) => l,
                 Target::Paused => Layer(0),
             };
-            let lower = fitting(estimate_bps, 1.0, layers, audio_bps).filter(|&f| f < cur);
+            let lower = fitting(self.down_to(now, estimate_bps), 1.0, layers, audio_bps)
+                .filter(|&f| f < cur);
             let lowest = lowest(layers).filter(|&l| l < cur);
             // A lower layer that fits, else the lowest one; on the lowest, pause only when
             // the estimate stays well under its need (an estimate taken while sending little
@@ -650,6 +691,19 @@ impl Allocator {
         };
 
         let changed = self.target != before;
+        // A switch down on a link that loses packets, or whose estimate is under what the
+        // old layer sends by itself: what would still be sent of it until the new layer's
+        // keyframe is lost on the way or delays that keyframe (and the audio).
+        let cut = changed
+            && match (before, self.target) {
+                (Target::Layer(old), Target::Layer(new)) if new < old => {
+                    self.lossy_at
+                        .is_some_and(|t| now.saturating_duration_since(t) < CUT_LOSS_WINDOW)
+                        || (self.down_to(now, estimate_bps) as f64)
+                            < layers[old.index()].bitrate_bps as f64 * CUT_SHARE
+                }
+                _ => false,
+            };
         if changed {
             self.switches += 1;
             self.stirred_at = Some(now);
@@ -674,6 +728,7 @@ impl Allocator {
             changed,
             desired_bps: self.desired_bps,
             sustain_bps: self.sustain_bps,
+            cut,
         }
     }
 
@@ -788,6 +843,17 @@ impl Allocator {
     }
 
     /// Bookkeeping of a switch down (or a pause).
+    /// The estimate a switch down goes by: the smoothed one, or the raw one when lower
+    /// and fresh ([`RAW_FRESH`]).
+    fn down_to(&self, now: Instant, estimate_bps: u64) -> u64 {
+        match self.raw {
+            Some((at, raw)) if now.saturating_duration_since(at) <= RAW_FRESH => {
+                raw.min(estimate_bps)
+            }
+            _ => estimate_bps,
+        }
+    }
+
     fn switched_down(&mut self, now: Instant) {
         self.down_since = None;
         self.up = None;
@@ -1445,6 +1511,7 @@ mod tests {
         a.on_loss(at(10_100), 0.2);
         let d = a.update(at(10_100), 5_000_000, &layers(), AUDIO);
         assert_eq!((d.target, d.changed), (Target::Layer(Layer(1)), true));
+        assert!(d.cut, "a switch down on a losing link cuts the old layer");
         // The next report may still describe the layer just left: no second step. (The
         // estimate now fits layer 1, not layer 2: no sustained probe, whose padding would
         // be what the link lost — a loss report during a probe only ends the probe.)
@@ -1481,6 +1548,92 @@ mod tests {
         b.on_loss(at(10_550), 0.5);
         let d = b.update(at(10_600), 1_350_000, &layers(), AUDIO);
         assert_eq!((d.target, d.sustain_bps), (Target::Layer(Layer(0)), 0));
+    }
+
+    #[test]
+    fn a_switch_down_cuts_the_old_layer_only_when_the_link_cannot_carry_it() {
+        let t0 = Instant::now();
+        // The first decision after `est` has held long enough to switch down.
+        let down = |est: u64| {
+            let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO);
+            run(&mut a, t0, 0, &[(10_000, 5_000_000)]);
+            (10_000..12_000)
+                .step_by(100)
+                .map(|ms| a.update(t0 + Duration::from_millis(ms), est, &layers(), AUDIO))
+                .find(|d| d.changed)
+                .expect("no switch down")
+        };
+        // Under the top layer's need (1.5 Mbit/s with headroom and audio), over its bitrate:
+        // its pictures still cross until layer 1's keyframe.
+        let d = down(1_550_000);
+        assert_eq!((d.target, d.cut), (Target::Layer(Layer(1)), false));
+        // Under its bitrate: the link cannot carry it at all.
+        let d = down(1_400_000);
+        assert_eq!((d.target, d.cut), (Target::Layer(Layer(1)), true));
+        // A switch up is never a cut.
+        let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO);
+        run(&mut a, t0, 0, &[(10_000, 5_000_000), (14_000, 700_000)]);
+        assert_eq!(a.target(), Target::Layer(Layer(1)));
+        let up = (14_000..40_000)
+            .step_by(100)
+            .map(|ms| a.update(t0 + Duration::from_millis(ms), 5_000_000, &layers(), AUDIO))
+            .find(|d| d.changed)
+            .expect("no switch up");
+        assert_eq!((up.target, up.cut), (Target::Layer(Layer(2)), false));
+    }
+
+    #[test]
+    fn a_switch_down_goes_by_the_raw_estimate_when_lower_and_pausing_does_not() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // Drives `a` from `from_ms` with the smoothed estimate `est` and a fresh raw figure
+        // `raw` every 250 ms; the first change.
+        let drive = |a: &mut Allocator, from_ms: u64, est: u64, raw: u64| {
+            (from_ms..from_ms + 3000).step_by(50).find_map(|ms| {
+                if ms % 250 == 0 {
+                    a.on_raw_estimate(at(ms), raw);
+                }
+                let d = a.update(at(ms), est, &layers(), AUDIO);
+                d.changed.then_some((ms - from_ms, d))
+            })
+        };
+        let on_top = || {
+            let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO);
+            run(&mut a, t0, 0, &[(10_000, 5_000_000)]);
+            assert_eq!(a.target(), Target::Layer(Layer(2)));
+            a
+        };
+        // The smoothed estimate still reads the old link; the estimator's own figure has
+        // fallen to 1 Mbit/s: down after the usual hold, to layer 1.
+        let mut a = on_top();
+        let (after, d) = drive(&mut a, 10_000, 5_000_000, 1_000_000).expect("no switch");
+        assert_eq!(d.target, Target::Layer(Layer(1)));
+        assert!(
+            after <= DOWN_AFTER.as_millis() as u64 + 100,
+            "switched {after} ms after the raw figure fell"
+        );
+        // Smoothed 1.2 Mbit/s would pick layer 1; the raw 0.3 Mbit/s fits only layer 0.
+        let mut a = on_top();
+        let (_, d) = drive(&mut a, 10_000, 1_200_000, 300_000).expect("no switch");
+        assert_eq!(d.target, Target::Layer(Layer(0)));
+        // On layer 0, a raw figure far under its need does not pause: the smoothed one
+        // (0.3 Mbit/s, over the need) decides.
+        let mut a = on_top();
+        run(&mut a, t0, 10_000, &[(12_000, 300_000)]);
+        assert_eq!(a.target(), Target::Layer(Layer(0)));
+        assert!(
+            drive(&mut a, 12_000, 300_000, 40_000).is_none(),
+            "paused on the raw figure"
+        );
+        // A stale raw figure is not used.
+        let mut a = on_top();
+        a.on_raw_estimate(at(8_000), 300_000);
+        assert!(
+            (10_000..13_000)
+                .step_by(100)
+                .all(|ms| !a.update(at(ms), 5_000_000, &layers(), AUDIO).changed),
+            "switched on a raw figure older than RAW_FRESH"
+        );
     }
 
     #[test]

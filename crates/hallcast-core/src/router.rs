@@ -212,6 +212,14 @@ impl Router {
         d.changed.then(|| self.allocation_at(i))
     }
 
+    /// The estimator's own latest figure for a measured viewer, unsmoothed: it bounds how
+    /// far its next switch down goes ([`crate::alloc::Allocator::on_raw_estimate`]).
+    pub fn on_raw_estimate(&mut self, id: ConsumerId, bps: u64, now: Instant) {
+        if let Some(&i) = self.index.get(&id) {
+            self.consumers[i].on_raw_estimate(now, bps);
+        }
+    }
+
     /// A loss report on a measured viewer's link (the share of its packets lost over the
     /// last second). Returns its allocation when the target changed (a step down on loss,
     /// or a sustained probe aborted into a switch; see [`crate::alloc`]).
@@ -1132,6 +1140,67 @@ mod tests {
         // One continuous stream for the browser across every switch and the pause.
         let refs: Vec<&Forward> = r.video.iter().collect();
         assert_contiguous(&refs);
+    }
+
+    /// A viewer on the top layer (~1.5 Mbit/s of ~2.2 with every layer) whose estimate
+    /// falls to `bps` at 7 s: the video it is forwarded from the switch down until its
+    /// first frame of layer 1, and the switch's allocation.
+    fn switch_down_to(bps: u64) -> (Vec<Forward>, Vec<Forward>, Allocation) {
+        let mut src = Src::new();
+        let (mut c, mut out) = live(&src);
+        let v = ConsumerId(1);
+        for ms in (0..2000).step_by(100) {
+            feed_100ms(&mut src, &mut c, ms, None, &mut out);
+        }
+        c.add_adaptive_viewer(v, 5_000_000, src.at(2000), &mut out);
+        let mut video: Vec<Forward> = Vec::new();
+        let mut switch = None;
+        for ms in (2000..12_000).step_by(100) {
+            let mut out = Outputs::default();
+            let bps = if ms < 7000 { 5_000_000 } else { bps };
+            for a in feed_100ms(&mut src, &mut c, ms, Some((v, bps)), &mut out) {
+                if ms >= 7000 && switch.is_none() {
+                    switch = Some((video.len(), a));
+                }
+            }
+            video.extend(video_for(&out, v).into_iter().cloned());
+        }
+        let (at, a) = switch.expect("no switch down");
+        assert_eq!(a.target, Some(Target::Layer(Layer(1))), "{a:?}");
+        let refs: Vec<&Forward> = video.iter().collect();
+        assert_contiguous(&refs);
+        let after = video.split_off(at);
+        let first_l1 = after
+            .iter()
+            .position(|f| f.layer == Layer(1))
+            .expect("layer 1 never came");
+        assert!(after[first_l1].keyframe_start, "switched at a keyframe");
+        (video, after[..first_l1].to_vec(), a)
+    }
+
+    #[test]
+    fn a_switch_down_the_link_cannot_carry_stops_the_old_layer_at_once() {
+        // 1 Mbit/s: layer 1 (~0.5 Mbit/s) fits, the top layer does not even by itself.
+        let (before, until_l1, _) = switch_down_to(1_000_000);
+        assert!(before.iter().any(|f| f.layer == Layer(2)));
+        assert_eq!(
+            until_l1.len(),
+            0,
+            "top-layer packets forwarded after the switch down, before layer 1's keyframe"
+        );
+    }
+
+    #[test]
+    fn a_switch_down_the_link_still_carries_keeps_the_old_layer_until_the_new_keyframe() {
+        // 1.6 Mbit/s: under the top layer's need (its bitrate with headroom for headers
+        // and audio), not under its bitrate: its pictures still cross the link while the
+        // viewer waits for layer 1's keyframe.
+        let (_, until_l1, _) = switch_down_to(1_600_000);
+        assert!(
+            !until_l1.is_empty() && until_l1.iter().all(|f| f.layer == Layer(2)),
+            "the top layer stopped before layer 1's keyframe: {} packets",
+            until_l1.len()
+        );
     }
 
     #[test]

@@ -806,7 +806,14 @@ pub struct PublisherOpts {
     /// each with these slice sizes and its IDRs at the same times as the others' (a real
     /// encoder's). `None`: one stream of `idr_bytes`/`p_bytes`.
     pub simulcast: Option<[LayerSizes; 3]>,
+    /// Answer a keyframe request (PLI/FIR) with an IDR of the layer asked for (every layer
+    /// without a RID) in the next frame, at most one such IDR a layer every
+    /// [`FORCED_IDR_SPACING`], as a real encoder does; `false`: IDRs only every `gop`.
+    pub idr_on_request: bool,
 }
+
+/// The least time between two IDRs a publisher with `idr_on_request` makes on request.
+pub const FORCED_IDR_SPACING: Duration = Duration::from_secs(1);
 
 /// The RIDs of a simulcast publisher's layers, low to high (Chromium's).
 pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
@@ -865,6 +872,7 @@ impl Default for PublisherOpts {
             p_bytes: 3_500,
             audio_bytes: 80,
             simulcast: None,
+            idr_on_request: false,
         }
     }
 }
@@ -893,6 +901,9 @@ pub struct Publisher {
     /// Simulcast layers not sent (bit `i`: layer `i`), as an encoder sheds its top layer
     /// under load; a layer sent again goes on with the shared IDR schedule.
     pub stopped_layers: u8,
+    /// Layers (bit per layer) asked for a keyframe, not yet answered (`idr_on_request`).
+    idr_requested: u8,
+    last_forced_idr: [Option<Instant>; 3],
 }
 
 /// Annex B start code.
@@ -978,6 +989,8 @@ impl Publisher {
             keyframe_requests: vec![],
             keyframe_request_rids: vec![],
             stopped_layers: 0,
+            idr_requested: 0,
+            last_forced_idr: [None; 3],
         };
         (p, offer, pending)
     }
@@ -1049,6 +1062,15 @@ impl Publisher {
             if self.stopped_layers & (1 << layer) != 0 {
                 continue;
             }
+            let forced = self.opts.idr_on_request
+                && self.idr_requested & (1 << layer) != 0
+                && self.last_forced_idr[layer]
+                    .is_none_or(|t| now.saturating_duration_since(t) >= FORCED_IDR_SPACING);
+            if forced {
+                self.idr_requested &= !(1 << layer);
+                self.last_forced_idr[layer] = Some(now);
+            }
+            let idr = idr || forced;
             let au = access_unit(idr, if idr { idr_bytes } else { p_bytes }, n);
             self.video_written.push((now, layer, au.len()));
             if let Some(mut w) = self.core.rtc.writer(self.video_mid) {
@@ -1082,6 +1104,14 @@ impl Publisher {
             if let Event::KeyframeRequest(r) = e {
                 self.keyframe_requests.push((now, r.kind));
                 self.keyframe_request_rids.push(r.rid);
+                let bits = match r.rid {
+                    Some(rid) => SIMULCAST_RIDS
+                        .iter()
+                        .position(|x| Rid::from(*x) == rid)
+                        .map_or(0, |i| 1 << i),
+                    None => 0b111,
+                };
+                self.idr_requested |= bits;
             }
         }
     }

@@ -1479,3 +1479,113 @@ fn a_switch_down_on_a_stepped_down_link_stops_the_repairs_of_the_layer_left() {
         "repairs of the layer left, after the switch"
     );
 }
+
+#[test]
+fn the_gate_counts_the_video_written_since_str0m_last_sampled_its_queue() {
+    // A measured viewer on the top layer; the source's keyframe (42 kB) arrives in one burst.
+    // str0m samples its send queue only at the session's timeouts: had the gate read only
+    // that sample, the whole keyframe would have been handed to str0m before the sample
+    // moved, and nothing would wait in the relay's pacer to be dropped by a pause.
+    let mut net = Net::new();
+    let r = net.add_relay(|c| c.adaptation = Some(2_000_000));
+    let p = live_simulcast_publisher(&mut net, r);
+    net.run_for(secs(1.5));
+    let v = net.subscribe(r, CONF).expect("subscribe");
+    // A 2.5 Mbit/s link: the top layer fits, the estimate stays near the link.
+    net.set_link(
+        net.relay_addr(r),
+        net.peer_addr(v),
+        LinkModel::new(LinkTrace::constant(2_500.0), 60_000),
+    );
+    assert!(
+        net.run_until_cond(secs(3.0), |n| playing(n, v)),
+        "never played"
+    );
+    let s = session(&net, v);
+    net.run_for(secs(3.0));
+    assert_eq!(
+        video_status(&net, r, s),
+        Some(VideoStatus::Forwarding { layer: Layer(2) }),
+        "not on the top layer"
+    );
+    let idrs = net.publisher(p).idrs_sent.len();
+    assert!(
+        net.run_until_cond(secs(3.0), |n| n.publisher(p).idrs_sent.len() > idrs),
+        "no keyframe from the source"
+    );
+    // The burst has reached the relay; str0m paces it out at ~1.1 × the estimate.
+    net.run_for(secs(0.02));
+    let dropped = net.relay(r).stats().paced_dropped.load(Relaxed);
+    set_video(&mut net, r, v, Layer(2), true);
+    let now_dropped = net.relay(r).stats().paced_dropped.load(Relaxed);
+    assert!(
+        now_dropped > dropped,
+        "the pause found none of the keyframe waiting in the relay: str0m had been handed all of it"
+    );
+}
+
+#[test]
+fn on_a_stepped_down_link_the_lower_layers_picture_follows_the_switch_within_1_3_s() {
+    // tests/adaptation.rs's step (5 → 0.4 Mbit/s, a shaper of 8 KB burst and 200 ms of queue)
+    // with a source that answers keyframe requests at once, as Chromium and the demo's do.
+    // What delays the lower layer's keyframe is what the link must carry before it: the
+    // top layer's packets str0m was already handed. Measured here: 1.75 s from the switch to
+    // the first lower-layer picture with the gate at 200 ms reading str0m's stale queue
+    // figure and the top layer running on until the new keyframe; 1.03 s with the gate at
+    // 50 ms counting what was written since, and the top layer cut at the switch.
+    let mut net = Net::new();
+    let r = net.add_relay(|c| c.adaptation = Some(1_000_000));
+    let _p = live_publisher_with(
+        &mut net,
+        r,
+        PublisherOpts {
+            idr_on_request: true,
+            ..PublisherOpts::simulcast()
+        },
+    );
+    net.run_for(secs(1.5));
+    let v = net.subscribe(r, CONF).expect("subscribe");
+    let step = secs(12.0);
+    net.set_link(
+        net.relay_addr(r),
+        net.peer_addr(v),
+        LinkModel::new(LinkTrace::constant(5_000.0).then(step, 400.0), 18_000),
+    );
+    let step_at = net.now() + step;
+    let s = session(&net, v);
+    net.run_until(step_at);
+    assert_eq!(
+        video_status(&net, r, s),
+        Some(VideoStatus::Forwarding { layer: Layer(2) }),
+        "not on the top layer before the step"
+    );
+    net.take_events();
+    net.run_for(secs(6.0));
+    let switched = net
+        .events()
+        .iter()
+        .find_map(|(at, _, e)| match e {
+            EngineEvent::Adaptation {
+                session,
+                target: Some(l),
+                ..
+            } if *session == s && *l < Layer(2) => Some(*at),
+            _ => None,
+        })
+        .expect("no switch down after the step");
+    let sizes = PublisherOpts::simulcast().simulcast.expect("simulcast");
+    let first_lower = net
+        .viewer(v)
+        .received_layers(&sizes)
+        .into_iter()
+        .find(|(t, l, _)| *t > switched && *l < 2)
+        .map(|(t, _, _)| t - switched);
+    eprintln!(
+        "switch {:?} after the step, first lower-layer picture {first_lower:?} after the switch",
+        switched - step_at
+    );
+    assert!(
+        first_lower.is_some_and(|d| d <= secs(1.3)),
+        "the lower layer's first picture came {first_lower:?} after the switch"
+    );
+}

@@ -227,6 +227,15 @@ impl Consumer {
         }
     }
 
+    /// A measured viewer's raw estimate (see [`Allocator::on_raw_estimate`]).
+    pub(crate) fn on_raw_estimate(&mut self, now: Instant, bps: u64) {
+        if let Video::Viewer(v) = &mut self.video
+            && let Some(a) = v.alloc.as_mut()
+        {
+            a.on_raw_estimate(now, bps);
+        }
+    }
+
     /// Turns on bandwidth allocation for a viewer that has not joined yet.
     pub(crate) fn start_allocation(&mut self, alloc: Allocator) {
         if let Video::Viewer(v) = &mut self.video {
@@ -252,7 +261,7 @@ impl Consumer {
                 let est = estimate_bps.or(a.estimate_bps())?;
                 let d = a.update(now, est, layers, audio_bps);
                 if d.changed {
-                    v.apply_allocation(producer, now, out);
+                    v.apply_allocation(d.cut, producer, now, out);
                 }
                 Some(d)
             }

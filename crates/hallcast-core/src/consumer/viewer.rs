@@ -118,9 +118,11 @@ impl Viewer {
     }
 
     /// Applies the allocator's (new) target: the cap at once (the egress follows at the
-    /// target layer's next keyframe, asked for now), the pause or resume.
+    /// target layer's next keyframe, asked for now), the pause or resume. `cut`: a switch
+    /// down stops the old layer now rather than at the new layer's keyframe.
     pub(crate) fn apply_allocation(
         &mut self,
+        cut: bool,
         producer: &mut Producer,
         now: Instant,
         out: &mut Outputs,
@@ -136,6 +138,9 @@ impl Viewer {
                 self.video.current,
             );
             if self.video.current != Some(target) {
+                if cut && self.video.current.is_some_and(|c| c > target) {
+                    self.video.stop();
+                }
                 self.video.waiting_since.get_or_insert(now);
                 producer.request_keyframe(target, now, out);
             }

@@ -47,8 +47,8 @@ use crate::api::{
 use crate::sdp_scan;
 use health::Liveness;
 use session::{
-    Ingest, Session, SessionRole, TxStream, ViewerSink, drain, negotiated_pt, note_reply_from,
-    order_rids,
+    Ingest, Session, SessionRole, TransportHeld, TxStream, ViewerSink, drain, negotiated_pt,
+    note_reply_from, order_rids,
 };
 
 /// How often the relay does housekeeping (liveness, delivery, keyframe retries).
@@ -1133,6 +1133,9 @@ impl Relay {
             sustain_bps: 0,
             target: None,
             estimator_resets: 0,
+            held: Default::default(),
+            estimate_bps: None,
+            raw_estimate_bps: None,
             // Relay links are not paced here (str0m's pacer at 1.1 × the estimate only).
             pacer: adaptive
                 .filter(|_| !relay)
@@ -1867,6 +1870,20 @@ impl Relay {
                         s.readings.loss = loss.or(s.readings.loss);
                         s.readings.transport_wide_loss |= viewer && loss.is_some();
                         s.readings.media_bytes = if viewer { p.bytes_tx } else { p.bytes_rx };
+                        // A measured viewer's estimator's own latest figure (the
+                        // estimate events are a 3 s average of them): the pacer and how
+                        // far a switch down goes.
+                        if viewer && let Some(raw) = p.bwe_tx {
+                            if let SessionRole::Viewer(v) = &mut s.role {
+                                v.raw_estimate_bps = Some(raw.as_u64());
+                                v.pace();
+                            }
+                            let conference = s.conference.clone();
+                            if let Some(c) = self.confs.get_mut(&conference) {
+                                c.router
+                                    .on_raw_estimate(ConsumerId(id.0), raw.as_u64(), now);
+                            }
+                        }
                         // A measured viewer's transport-wide loss over the last second
                         // (padding included: a sustained probe's losses count).
                         if viewer && let Some(l) = p.egress_loss_fraction {
@@ -1901,10 +1918,9 @@ impl Relay {
                     let Some(s) = self.sessions.get_mut(&id) else {
                         continue;
                     };
-                    if let SessionRole::Viewer(v) = &mut s.role
-                        && let Some(p) = v.pacer.as_deref_mut()
-                    {
-                        p.set_rate(estimate);
+                    if let SessionRole::Viewer(v) = &mut s.role {
+                        v.estimate_bps = Some(estimate);
+                        v.pace();
                     }
                     let conference = s.conference.clone();
                     self.outs.clear();
@@ -2024,7 +2040,9 @@ impl Relay {
                 // Asked only when it can matter: audio never waits, and video behind a
                 // queue waits whatever str0m holds (one stream lookup saved per packet).
                 let held = match f.kind {
-                    MediaKind::Video if p.queued() == 0 => transport_holds(&mut s.rtc, v.video[0]),
+                    MediaKind::Video if p.queued() == 0 => {
+                        transport_holds(&mut s.rtc, v.video[0], &mut v.held)
+                    }
                     _ => 0,
                 };
                 match p.push(now, f, held) {
@@ -2113,7 +2131,11 @@ impl Relay {
             let Some(p) = v.pacer.as_deref_mut() else {
                 return false;
             };
-            p.poll(now, transport_holds(&mut s.rtc, v.video[0]), &mut out);
+            p.poll(
+                now,
+                transport_holds(&mut s.rtc, v.video[0], &mut v.held),
+                &mut out,
+            );
             let keep = p.queued() > 0;
             // A joiner's replay is a whole cached GOP (a 10 s GOP of a 2 Mbit/s layer is
             // ~2 000 packets): the queue is long by design while it drains.
@@ -2179,6 +2201,9 @@ impl Relay {
         // VP8 picture numbers continued across a switch: written while str0m copies the
         // payload into the packet, no copy of our own.
         let patch = f.vp8.and_then(|ids| vp8_patch(&f.payload, ids));
+        if f.kind == MediaKind::Video && v.pacer.is_some() {
+            v.held.written += f.payload.len();
+        }
         let mut write = RtpWrite::new(tx.pt, f.seq.into(), f.ts, f.arrival, f.payload)
             .marker(f.marker)
             .nackable(f.kind == MediaKind::Video);
@@ -2406,13 +2431,19 @@ const PACED_MAX: usize = 1000;
 const PACED_MAX_REPLAYING: usize = 2 * hallcast_core::producer::GOP_MAX_PACKETS;
 
 /// Bytes of a viewer's video stream str0m still holds: its pacer's queue, resends and
-/// padding (refreshed at each of the session's timeouts).
-fn transport_holds(rtc: &mut Rtc, tx: Option<TxStream>) -> usize {
+/// padding as str0m last sampled them (at the session's timeouts), and the video written
+/// since that sample.
+fn transport_holds(rtc: &mut Rtc, tx: Option<TxStream>, held: &mut TransportHeld) -> usize {
     let Some(tx) = tx else { return 0 };
-    rtc.direct_api()
-        .stream_tx(&tx.ssrc)
-        .and_then(|s| s.queue_info().map(|q| q.byte_size()))
-        .unwrap_or(0)
+    let mut api = rtc.direct_api();
+    let Some(q) = api.stream_tx(&tx.ssrc).and_then(|s| s.queue_info()) else {
+        return held.written;
+    };
+    if held.sampled_at != Some(q.created_at()) {
+        held.sampled_at = Some(q.created_at());
+        held.written = 0;
+    }
+    q.byte_size() + held.written
 }
 
 /// str0m's patch that writes `ids` over a VP8 payload descriptor's picture numbers.
