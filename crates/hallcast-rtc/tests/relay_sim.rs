@@ -443,11 +443,45 @@ fn live_simulcast_publisher(net: &mut Net, relay: RelayId) -> PeerId {
 /// A relay with adaptation on (estimators starting at `start_bps`), a simulcast publisher whose
 /// layer bitrates are measured, and a viewer that has just subscribed.
 fn measured_viewer_of_simulcast(net: &mut Net, start_bps: u64) -> (RelayId, PeerId) {
+    let (r, _p, v) = measured_viewer_with(net, start_bps, PublisherOpts::simulcast());
+    (r, v)
+}
+
+/// The same with a publisher of `opts`; also returns the publisher.
+fn measured_viewer_with(
+    net: &mut Net,
+    start_bps: u64,
+    opts: PublisherOpts,
+) -> (RelayId, PeerId, PeerId) {
     let r = net.add_relay(|c| c.adaptation = Some(start_bps));
-    let _p = live_simulcast_publisher(net, r);
+    let p = live_publisher_with(net, r, opts);
     net.run_for(secs(1.5)); // layer bitrates measured
     let v = net.subscribe(r, CONF).expect("subscribe");
-    (r, v)
+    (r, p, v)
+}
+
+/// tests/adaptation.rs's step on `v`'s downlink from now: 5 Mbit/s, then 400 kbit/s after
+/// `after`, behind a shaper of 8 KB burst and 200 ms of queue at the low rate. Returns when
+/// the step comes.
+fn step_down_to_400_kbit(net: &mut Net, r: RelayId, v: PeerId, after: Duration) -> Instant {
+    net.set_link(
+        net.relay_addr(r),
+        net.peer_addr(v),
+        LinkModel::new(LinkTrace::constant(5_000.0).then(after, 400.0), 18_000),
+    );
+    net.now() + after
+}
+
+/// When the relay first switched `s` below the top layer, among the events kept.
+fn switched_down(net: &Net, s: SessionId) -> Option<Instant> {
+    net.events().iter().find_map(|(at, _, e)| match e {
+        EngineEvent::Adaptation {
+            session,
+            target: Some(l),
+            ..
+        } if *session == s && *l < Layer(2) => Some(*at),
+        _ => None,
+    })
 }
 
 /// The conference as `relay`'s snapshot shows it now.
@@ -1414,14 +1448,7 @@ fn without_recording_the_relay_hands_the_recorder_nothing() {
 fn a_switch_down_on_a_stepped_down_link_stops_the_repairs_of_the_layer_left() {
     let mut net = Net::new();
     let (r, v) = measured_viewer_of_simulcast(&mut net, 5_000_000);
-    // tests/adaptation.rs's shaper: 8 KB of burst, 200 ms of queue at the low rate.
-    let step = secs(4.0);
-    net.set_link(
-        net.relay_addr(r),
-        net.peer_addr(v),
-        LinkModel::new(LinkTrace::constant(5_000.0).then(step, 400.0), 18_000),
-    );
-    let step_at = net.now() + step;
+    let step_at = step_down_to_400_kbit(&mut net, r, v, secs(4.0));
     let s = session(&net, v);
     net.run_until(step_at);
     let nacks_at_step = net.viewer(v).nacks_sent;
@@ -1431,21 +1458,11 @@ fn a_switch_down_on_a_stepped_down_link_stops_the_repairs_of_the_layer_left() {
         "not on the top layer before the step"
     );
     net.take_events();
-    let switched = |n: &Net| {
-        n.events().iter().find_map(|(at, _, e)| match e {
-            EngineEvent::Adaptation {
-                session,
-                target: Some(l),
-                ..
-            } if *session == s && *l < Layer(2) => Some(*at),
-            _ => None,
-        })
-    };
     assert!(
-        net.run_until_cond(secs(4.0), |n| switched(n).is_some()),
+        net.run_until_cond(secs(4.0), |n| switched_down(n, s).is_some()),
         "no switch down after the step"
     );
-    let at = switched(&net).unwrap();
+    let at = switched_down(&net, s).unwrap();
     net.run_for(secs(2.0));
     let viewer = net.viewer(v);
     // The old layer's packets: up to the last one received before the switch.
@@ -1487,10 +1504,7 @@ fn the_gate_counts_the_video_written_since_str0m_last_sampled_its_queue() {
     // that sample, the whole keyframe would have been handed to str0m before the sample
     // moved, and nothing would wait in the relay's pacer to be dropped by a pause.
     let mut net = Net::new();
-    let r = net.add_relay(|c| c.adaptation = Some(2_000_000));
-    let p = live_simulcast_publisher(&mut net, r);
-    net.run_for(secs(1.5));
-    let v = net.subscribe(r, CONF).expect("subscribe");
+    let (r, p, v) = measured_viewer_with(&mut net, 2_000_000, PublisherOpts::simulcast());
     // A 2.5 Mbit/s link: the top layer fits, the estimate stays near the link.
     net.set_link(
         net.relay_addr(r),
@@ -1534,24 +1548,12 @@ fn on_a_stepped_down_link_the_lower_layers_picture_follows_the_switch_within_1_3
     // figure and the top layer running on until the new keyframe; 1.03 s with the gate at
     // 50 ms counting what was written since, and the top layer cut at the switch.
     let mut net = Net::new();
-    let r = net.add_relay(|c| c.adaptation = Some(1_000_000));
-    let _p = live_publisher_with(
-        &mut net,
-        r,
-        PublisherOpts {
-            idr_on_request: true,
-            ..PublisherOpts::simulcast()
-        },
-    );
-    net.run_for(secs(1.5));
-    let v = net.subscribe(r, CONF).expect("subscribe");
-    let step = secs(12.0);
-    net.set_link(
-        net.relay_addr(r),
-        net.peer_addr(v),
-        LinkModel::new(LinkTrace::constant(5_000.0).then(step, 400.0), 18_000),
-    );
-    let step_at = net.now() + step;
+    let opts = PublisherOpts {
+        idr_on_request: true,
+        ..PublisherOpts::simulcast()
+    };
+    let (r, _p, v) = measured_viewer_with(&mut net, 1_000_000, opts);
+    let step_at = step_down_to_400_kbit(&mut net, r, v, secs(12.0));
     let s = session(&net, v);
     net.run_until(step_at);
     assert_eq!(
@@ -1561,18 +1563,7 @@ fn on_a_stepped_down_link_the_lower_layers_picture_follows_the_switch_within_1_3
     );
     net.take_events();
     net.run_for(secs(6.0));
-    let switched = net
-        .events()
-        .iter()
-        .find_map(|(at, _, e)| match e {
-            EngineEvent::Adaptation {
-                session,
-                target: Some(l),
-                ..
-            } if *session == s && *l < Layer(2) => Some(*at),
-            _ => None,
-        })
-        .expect("no switch down after the step");
+    let switched = switched_down(&net, s).expect("no switch down after the step");
     let sizes = PublisherOpts::simulcast().simulcast.expect("simulcast");
     let first_lower = net
         .viewer(v)
