@@ -402,12 +402,19 @@ impl Allocator {
     /// next [`Allocator::update`].
     /// The estimator's latest figure, before the smoothing the estimates given to
     /// [`Allocator::update`] went through (str0m averages its estimates over 3 s: on a
-    /// step down the average lags the link by seconds). It only chooses how far a switch
-    /// down goes, and whether it is a cut; when to switch down and when to pause stay with
-    /// the smoothed estimate (the raw one undershoots a link that drops: in the simulated
-    /// oscillating link, 2.5 ↔ 0.6 Mbit/s, it read 90–120 kbit/s and paused the viewer).
+    /// step down the average lags the link by seconds). The lower of the two decides
+    /// whether the current layer still fits, how far a switch down goes, whether it is a
+    /// cut, and the pacing rate ([`Allocator::pace_bps`]); pausing, resuming and switching
+    /// up stay with the smoothed estimate (the raw one undershoots a link that drops: in the
+    /// simulated oscillating link, 2.5 ↔ 0.6 Mbit/s, it read 90–120 kbit/s and paused the
+    /// viewer).
     pub fn on_raw_estimate(&mut self, now: Instant, bps: u64) {
         self.raw = Some((now, bps));
+    }
+
+    /// The rate to pace the viewer's video at: the estimate a switch down goes by.
+    pub fn pace_bps(&self, now: Instant) -> Option<u64> {
+        self.estimate_bps.map(|e| self.down_to(now, e))
     }
 
     pub fn on_loss(&mut self, now: Instant, lost: f32) {

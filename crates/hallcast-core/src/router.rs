@@ -212,12 +212,18 @@ impl Router {
         d.changed.then(|| self.allocation_at(i))
     }
 
-    /// The estimator's own latest figure for a measured viewer, unsmoothed: it bounds how
-    /// far its next switch down goes ([`crate::alloc::Allocator::on_raw_estimate`]).
+    /// The estimator's own latest figure for a measured viewer, unsmoothed
+    /// ([`crate::alloc::Allocator::on_raw_estimate`]).
     pub fn on_raw_estimate(&mut self, id: ConsumerId, bps: u64, now: Instant) {
         if let Some(&i) = self.index.get(&id) {
             self.consumers[i].on_raw_estimate(now, bps);
         }
+    }
+
+    /// The rate a measured viewer's video is paced at ([`crate::alloc::Allocator::pace_bps`]).
+    pub fn pace_bps(&self, id: ConsumerId, now: Instant) -> Option<u64> {
+        let &i = self.index.get(&id)?;
+        self.consumers[i].pace_bps(now)
     }
 
     /// A loss report on a measured viewer's link (the share of its packets lost over the

@@ -236,6 +236,14 @@ impl Consumer {
         }
     }
 
+    /// A measured viewer's pacing rate (see [`Allocator::pace_bps`]).
+    pub(crate) fn pace_bps(&self, now: Instant) -> Option<u64> {
+        match &self.video {
+            Video::Viewer(v) => v.alloc.as_ref()?.pace_bps(now),
+            Video::Relay(_) => None,
+        }
+    }
+
     /// Turns on bandwidth allocation for a viewer that has not joined yet.
     pub(crate) fn start_allocation(&mut self, alloc: Allocator) {
         if let Video::Viewer(v) = &mut self.video {

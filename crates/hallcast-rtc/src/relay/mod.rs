@@ -1134,8 +1134,6 @@ impl Relay {
             target: None,
             estimator_resets: 0,
             held: Default::default(),
-            estimate_bps: None,
-            raw_estimate_bps: None,
             // Relay links are not paced here (str0m's pacer at 1.1 × the estimate only).
             pacer: adaptive
                 .filter(|_| !relay)
@@ -1586,6 +1584,29 @@ impl Relay {
         }
     }
 
+    /// A measured viewer's pacer follows its allocator's pacing rate (the lower of str0m's
+    /// averaged estimate and its estimator's latest figure: on a step down the average lags
+    /// by seconds, and a gate sized on it let str0m be handed ~20 kB more than a 400 kbit/s
+    /// link drains in its 50 ms).
+    fn pace(&mut self, now: Instant, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let SessionRole::Viewer(v) = &mut s.role else {
+            return;
+        };
+        let Some(p) = v.pacer.as_deref_mut() else {
+            return;
+        };
+        if let Some(rate) = self
+            .confs
+            .get(&s.conference)
+            .and_then(|c| c.router.pace_bps(ConsumerId(id.0), now))
+        {
+            p.set_rate(rate);
+        }
+    }
+
     fn on_timers(&mut self, now: Instant) {
         // Bounded, so a session whose deadline stays in the past cannot starve the loop;
         // what is left runs on the next turn (its deadline makes the loop wake at once).
@@ -1874,15 +1895,12 @@ impl Relay {
                         // estimate events are a 3 s average of them): the pacer and how
                         // far a switch down goes.
                         if viewer && let Some(raw) = p.bwe_tx {
-                            if let SessionRole::Viewer(v) = &mut s.role {
-                                v.raw_estimate_bps = Some(raw.as_u64());
-                                v.pace();
-                            }
                             let conference = s.conference.clone();
                             if let Some(c) = self.confs.get_mut(&conference) {
                                 c.router
                                     .on_raw_estimate(ConsumerId(id.0), raw.as_u64(), now);
                             }
+                            self.pace(now, id);
                         }
                         // A measured viewer's transport-wide loss over the last second
                         // (padding included: a sustained probe's losses count).
@@ -1918,16 +1936,13 @@ impl Relay {
                     let Some(s) = self.sessions.get_mut(&id) else {
                         continue;
                     };
-                    if let SessionRole::Viewer(v) = &mut s.role {
-                        v.estimate_bps = Some(estimate);
-                        v.pace();
-                    }
                     let conference = s.conference.clone();
                     self.outs.clear();
                     let changed = self.confs.get_mut(&conference).and_then(|c| {
                         c.router
                             .on_estimate(ConsumerId(id.0), estimate, now, &mut self.outs)
                     });
+                    self.pace(now, id);
                     self.apply_outputs(now, &conference);
                     if let Some(a) = changed {
                         self.on_allocation(id, a);

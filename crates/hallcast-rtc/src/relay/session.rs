@@ -133,33 +133,12 @@ pub(crate) struct ViewerSink {
     pub pacer: Option<Box<Pacer>>,
     /// What the pacer's gate knows of str0m's queue (see [`TransportHeld`]).
     pub held: TransportHeld,
-    /// A measured viewer's last estimates: str0m's emitted one (averaged over 3 s) and its
-    /// estimator's own latest (`PeerStats::bwe_tx`). The pacer goes by the lower.
-    pub estimate_bps: Option<u64>,
-    pub raw_estimate_bps: Option<u64>,
     /// The allocator's last target for it (a measured viewer).
     pub target: Option<Target>,
     /// Estimator resets done (the allocator's count, [`Allocation::estimator_resets`]).
     ///
     /// [`Allocation::estimator_resets`]: hallcast_core::Allocation::estimator_resets
     pub estimator_resets: u32,
-}
-
-impl ViewerSink {
-    /// The pacer's rate: the lower of the two estimates (on a step down str0m's average
-    /// lags its estimator by seconds, and the gate sized on it let str0m be handed ~20 kB
-    /// more than a 400 kbit/s link drains in its 50 ms).
-    pub fn pace(&mut self) {
-        let rate = match (self.estimate_bps, self.raw_estimate_bps) {
-            (Some(e), Some(r)) => e.min(r),
-            (e, r) => e.or(r).unwrap_or(0),
-        };
-        if let Some(p) = self.pacer.as_deref_mut()
-            && rate > 0
-        {
-            p.set_rate(rate);
-        }
-    }
 }
 
 /// A measured viewer's video in str0m's queue, as the pacer's gate reads it: str0m samples
