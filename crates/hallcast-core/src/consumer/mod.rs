@@ -244,6 +244,14 @@ impl Consumer {
         }
     }
 
+    /// A measured viewer's throttle (see [`Allocator::throttle_bps`]).
+    pub(crate) fn throttle_bps(&self, now: Instant) -> Option<u64> {
+        match &self.video {
+            Video::Viewer(v) => v.alloc.as_ref()?.throttle_bps(now),
+            Video::Relay(_) => None,
+        }
+    }
+
     /// Turns on bandwidth allocation for a viewer that has not joined yet.
     pub(crate) fn start_allocation(&mut self, alloc: Allocator) {
         if let Video::Viewer(v) = &mut self.video {

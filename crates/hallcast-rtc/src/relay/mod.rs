@@ -1598,13 +1598,13 @@ impl Relay {
         let Some(p) = v.pacer.as_deref_mut() else {
             return;
         };
-        if let Some(rate) = self
-            .confs
-            .get(&s.conference)
-            .and_then(|c| c.router.pace_bps(ConsumerId(id.0), now))
-        {
+        let Some(c) = self.confs.get(&s.conference) else {
+            return;
+        };
+        if let Some(rate) = c.router.pace_bps(ConsumerId(id.0), now) {
             p.set_rate(rate);
         }
+        p.set_throttle(c.router.throttle_bps(ConsumerId(id.0), now));
     }
 
     fn on_timers(&mut self, now: Instant) {
@@ -2112,7 +2112,14 @@ impl Relay {
 
     /// A viewer's video switched down on a congested link: what was sent of the old layer
     /// is not repaired any more (str0m's resend history is emptied), so the lower layer's
-    /// keyframe does not queue behind repairs of frames nobody will show.
+    /// keyframe does not queue behind repairs of frames nobody will show. The repair budget
+    /// ([`RTX_RATIO_CAP`] of what was sent over the last second) starts afresh too: a second
+    /// mostly of the old layer would otherwise license repairs of several times the new
+    /// layer's rate. Measured in tests/adaptation.rs (the demo's viewer, 1.8 Mbit/s top layer,
+    /// stepped to 400 kbit/s): in the 0.5 s after the switch, 33 kB of retransmissions —
+    /// what was still sent of the old layer and the new keyframe, dropped by the full queue,
+    /// asked for again every ~100 ms by a browser that expects them sooner than a queued link
+    /// delivers — against ~20 kB of new media.
     fn forget_sent_video(&mut self, id: SessionId) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
@@ -2123,6 +2130,8 @@ impl Relay {
         if let Some(tx) = v.video[0]
             && let Some(stream) = s.rtc.direct_api().stream_tx(&tx.ssrc)
         {
+            // (Without a cap, str0m drops its byte counts; with one, it starts them anew.)
+            stream.set_rtx_cache(RTX_MAX_PACKETS, RTX_HISTORY, None);
             stream.set_rtx_cache(RTX_MAX_PACKETS, RTX_HISTORY, RTX_RATIO_CAP);
         }
     }
@@ -2367,6 +2376,11 @@ impl Relay {
         self.stats.layer_switches.fetch_add(1, Relaxed);
         set_desired(s, a.desired_bps, a.sustain_bps);
         let conference = s.conference.clone();
+        // A cut starts the throttle on the new layer; any other switch ends it.
+        self.pace(self.last_now, id);
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
         // Paused, or a switch down while the pacer holds video back from a congested link:
         // what is held would only arrive late (and delay the lower layer's keyframe).
         let down = match &mut s.role {
