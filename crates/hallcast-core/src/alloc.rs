@@ -200,6 +200,14 @@ pub const REPROBE_DIP: f64 = 0.8;
 ///
 /// [`Allocation::estimator_resets`]: crate::router::Allocation::estimator_resets
 pub const STUCK_RESET_PAUSED: Duration = Duration::from_secs(6);
+/// The same for a paused viewer whose estimate is near the lowest layer's need (at
+/// [`PAUSE_SHARE`] of it or more): one probe from resuming, and the link it measures is not
+/// the weak one it was paused on. Measured in tests/adaptation.rs: after the shaping was
+/// removed, the estimate climbed from 51 to 180 kbit/s (the need: ~217) within 5 s and
+/// stayed there for 6 s, until the reset; back on top 15.4 s after the link recovered. (As
+/// often as the paused viewer's reprobe dips, [`REPROBE_EVERY`]: a link that really sits
+/// there gets a fresh estimator's two probe bursts every 3 s.)
+pub const STUCK_RESET_NEAR: Duration = Duration::from_secs(3);
 /// The same below the highest layer, the next one not fitting, with an estimate of
 /// [`STUCK_SHARE`] or more of the current layer's need: the loss-based half caps the
 /// estimate at 1.5× the current layer's rate the same way. str0m's own stagnation probe,
@@ -858,7 +866,16 @@ impl Allocator {
                 if fitting(estimate_bps, RESUME_HEADROOM, layers, audio_bps).is_some() {
                     return None;
                 }
-                (STUCK_RESET_PAUSED, 0)
+                let near = lowest(layers).is_some_and(|l| {
+                    estimate_bps as f64
+                        >= need(layers[l.index()].bitrate_bps, audio_bps) as f64 * PAUSE_SHARE
+                });
+                let after = if near {
+                    STUCK_RESET_NEAR
+                } else {
+                    STUCK_RESET_PAUSED
+                };
+                (after, 0)
             }
             Target::Layer(l) => {
                 let higher = (l.index() + 1..Layer::MAX).any(|i| usable(&layers[i]));
@@ -1341,6 +1358,15 @@ mod tests {
             resets(&mut a, 10_000, 120_000, false),
             vec![16_000, 22_000, 28_000, 34_000]
         );
+        // Near the lowest layer's need (180 kbit/s, 0.79 of it): one probe from resuming,
+        // reset sooner.
+        let mut n = paused();
+        assert_eq!(
+            resets(&mut n, 10_000, 180_000, false),
+            vec![
+                13_000, 16_000, 19_000, 22_000, 25_000, 28_000, 31_000, 34_000, 37_000
+            ]
+        );
         // Between resets the dips go on (3 s after each).
         let normal = desired(Target::Paused, &layers(), AUDIO);
         let d = a.update(at(41_100), 120_000, &layers(), AUDIO);
@@ -1365,14 +1391,19 @@ mod tests {
             seen.push(r.estimator_resets());
         }
         // Flat until 14 s (a reset 6 s after the pause), then rising until 30 s (60 → 220
-        // kbit/s) with no reset, then flat again: resets from 6 s after the last rise.
+        // kbit/s) with no reset while far under the need; near it (171 kbit/s from 26 s,
+        // 220 from 30 s) resets come STUCK_RESET_NEAR after each stir (a rise, a reset).
         let at_ms: Vec<u64> = seen
             .windows(2)
             .enumerate()
             .filter(|(_, w)| w[1] > w[0])
             .map(|(i, _)| 10_000 + (i as u64 + 1) * 100)
             .collect();
-        assert_eq!(at_ms, vec![11_400, 36_000], "{seen:?}");
+        assert_eq!(
+            at_ms,
+            vec![11_400, 29_000, 33_000, 36_000, 39_000],
+            "{seen:?}"
+        );
         // On the lowest layer (229 kbit/s), the estimate at 400 kbit/s: above 1.4× what is
         // sent, under the middle layer's need (607 kbit/s). A reset 15 s after the join.
         let mut l = Allocator::new(t0, 400_000, &layers(), AUDIO).with_sustained_probes();
