@@ -169,7 +169,7 @@ impl Pacer {
             return Some(f);
         }
         if self.queue.is_empty() && (!self.bucketed() || self.has_room(now)) {
-            if downstream_bytes <= self.gate_bytes() {
+            if downstream_bytes <= GATE_BYTES {
                 if self.bucketed() {
                     self.spend(now, &f);
                 }
@@ -184,14 +184,13 @@ impl Pacer {
     /// Releases the queued video the bucket has room for and the gate lets through at `now`,
     /// in order. `downstream_bytes`: as for [`Pacer::push`].
     pub fn poll(&mut self, now: Instant, downstream_bytes: usize, out: &mut Vec<Forward>) {
-        let gate = self.gate_bytes();
         let mut held = downstream_bytes;
         self.held_at = None;
         while let Some(f) = self.queue.front() {
             if self.rate_bps != 0 && self.bucketed() && !self.has_room(now) {
                 break;
             }
-            if self.rate_bps != 0 && held > gate {
+            if self.rate_bps != 0 && held > GATE_BYTES {
                 self.held_at = Some(now);
                 break;
             }
@@ -223,11 +222,6 @@ impl Pacer {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         }
-    }
-
-    /// The most video bytes the transport may hold before live video waits here.
-    fn gate_bytes(&self) -> usize {
-        GATE_BYTES
     }
 
     /// Drops every queued video packet now (the viewer's video was paused: what is
