@@ -6,7 +6,11 @@
 //! read right after `recvmsg` returned it; the same instant str0m stamps on the received
 //! packet) to the end of the `sendmmsg` call that handed the forwarded datagram to the
 //! kernel. It covers SRTP decryption, routing, the hop to another shard of the process, the
-//! rewrite, SRTP encryption, the wait for the rest of the receive burst and the send itself.
+//! rewrite, the wait in the consumer's pacers (the relay's gate and str0m's leaky bucket),
+//! SRTP encryption, the wait for the rest of the receive burst and the send itself. The
+//! forwarded datagram is recognised when str0m hands it out, by the SSRC and sequence number
+//! in its (clear) SRTP header; until 2026-12-03 the sample was taken at the first send after
+//! the write, which missed the pacers' wait.
 //! It does not cover the kernel's socket queues on either side, GOP replays (cached
 //! packets, not transit) or live packets parked behind a joiner's replay, nor NACK
 //! retransmissions.

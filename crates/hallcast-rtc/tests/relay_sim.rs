@@ -991,6 +991,39 @@ fn live_forwards_are_transit_samples_and_replays_are_not() {
     );
 }
 
+/// A measured viewer's packets wait in its pacers (the relay's and str0m's, at about the
+/// estimate): that wait is transit too. A packet's sample is taken when its datagram leaves
+/// (found by its SSRC and sequence number), not when it was written: on a 400 kbit/s link,
+/// a keyframe of the lowest layer (~10 kB) leaves over ~200 ms, so some samples are tens of
+/// milliseconds of virtual time. (Taken at the write, as before, every sample was 0 here.)
+#[test]
+fn a_paced_viewers_transit_counts_the_wait_in_its_pacers() {
+    let mut net = Net::new();
+    let (r, v) = measured_viewer_of_simulcast(&mut net, 300_000);
+    net.set_link(
+        net.relay_addr(r),
+        net.peer_addr(v),
+        LinkModel::new(LinkTrace::constant(400.0), 18_000),
+    );
+    assert!(
+        net.run_until_cond(secs(4.0), |n| playing(n, v)),
+        "the viewer never played"
+    );
+    net.run_for(secs(4.0));
+    let stats = net.relay(r).stats();
+    let counts = stats.transit.counts();
+    let samples = stats.transit.count();
+    let over_10ms: u64 = counts[hallcast_rtc::transit::bucket_of(10_000_000)..]
+        .iter()
+        .sum();
+    assert!(samples > 200, "{samples} samples");
+    assert!(
+        over_10ms > 0 && stats.transit.sum() > Duration::from_millis(100),
+        "no sample saw the pacing: {over_10ms} over 10 ms, sum {:?}, {samples} samples",
+        stats.transit.sum()
+    );
+}
+
 /// Adaptation on, an unconstrained link: the measured viewer joins on the layer the start
 /// estimate covers, probing proves the link, and it climbs to the top layer by itself,
 /// switching at a keyframe, with the relay's estimate and allocation visible in its snapshot.

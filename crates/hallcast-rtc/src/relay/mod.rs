@@ -47,8 +47,8 @@ use crate::api::{
 use crate::sdp_scan;
 use health::Liveness;
 use session::{
-    Ingest, Session, SessionRole, TransportHeld, TxStream, ViewerSink, drain, negotiated_pt,
-    note_reply_from, order_rids,
+    InFlight, Ingest, MAX_IN_FLIGHT, Session, SessionRole, TransportHeld, TxStream, ViewerSink,
+    drain, negotiated_pt, note_reply_from, order_rids,
 };
 
 /// How often the relay does housekeeping (liveness, delivery, keyframe retries).
@@ -181,6 +181,8 @@ pub struct Transmit {
     /// On the ICE-TCP connection from `destination` (RFC 4571 framing is the driver's),
     /// not UDP.
     pub tcp: bool,
+    /// A live forward: when its source datagram arrived (a transit sample once sent).
+    pub(crate) arrival: Option<Instant>,
 }
 
 /// What the rest of the relay asks of it.
@@ -458,7 +460,13 @@ impl Relay {
         if !self.dirty.is_empty() {
             self.drain_dirty();
         }
-        self.transmits.pop_front()
+        let t = self.transmits.pop_front()?;
+        if let Some(arrival) = t.arrival
+            && self.departing.len() < MAX_DEPARTING
+        {
+            self.departing.push(arrival);
+        }
+        Some(t)
     }
 
     /// Drains every session written to since its last drain now, instead of at the next
@@ -474,9 +482,10 @@ impl Relay {
 
     /// The transmits polled so far were handed to the kernel at `now`: every live packet
     /// forwarded in them is a transit sample (its source datagram's arrival to `now`) in
-    /// [`EngineStats::transit`]. Every packet written into a consumer's stream leaves in the
-    /// next [`Relay::poll_transmit`] run (writes are drained there; no pacing), so the
-    /// arrivals kept since the last call are exactly the packets just sent.
+    /// [`EngineStats::transit`]. A live forward is known by its datagram's SSRC and
+    /// sequence number when str0m hands it out (`session::departure`), however long the
+    /// viewer's pacer or str0m's held it; the arrivals kept since the last call are those
+    /// of the transmits polled since.
     pub fn handle_sent(&mut self, now: Instant) {
         for arrival in self.departing.drain(..) {
             self.stats
@@ -2049,6 +2058,18 @@ impl Relay {
         let SessionRole::Viewer(v) = &mut s.role else {
             return;
         };
+        if self.live
+            && let Some(tx) = v.stream_for(&f)
+        {
+            if s.in_flight.len() >= MAX_IN_FLIGHT {
+                s.in_flight.pop_front();
+            }
+            s.in_flight.push_back(InFlight {
+                ssrc: *tx.ssrc,
+                seq: f.seq as u16,
+                arrival: f.arrival,
+            });
+        }
         let f = match v.pacer.as_deref_mut() {
             None => f,
             Some(p) => {
@@ -2198,17 +2219,11 @@ impl Relay {
         let SessionRole::Viewer(v) = &mut s.role else {
             return;
         };
-        let tx = match f.kind {
-            MediaKind::Audio => {
-                v.last_audio_at = Some(now);
-                v.audio
-            }
-            MediaKind::Video => {
-                v.last_video_at = Some(now);
-                v.video[if v.relay { f.layer.index() } else { 0 }]
-            }
-        };
-        let Some(tx) = tx else { return };
+        match f.kind {
+            MediaKind::Audio => v.last_audio_at = Some(now),
+            MediaKind::Video => v.last_video_at = Some(now),
+        }
+        let Some(tx) = v.stream_for(&f) else { return };
         if f.kind == MediaKind::Video && !v.first_video_sent {
             v.first_video_sent = true;
             let after = now.saturating_duration_since(s.created);
@@ -2236,9 +2251,6 @@ impl Relay {
         }
         stream.write_rtp(write);
         self.stats.forwarded_packets.fetch_add(1, Relaxed);
-        if self.live && self.departing.len() < MAX_DEPARTING {
-            self.departing.push(f.arrival);
-        }
         if !s.dirty {
             s.dirty = true;
             self.dirty.push(id);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hallcast_core::preflight::{IngestProtocol, Preflight};
-use hallcast_core::{Codec, Layer, MediaKind, Pacer, Target};
+use hallcast_core::{Codec, Forward, Layer, MediaKind, Pacer, Target};
 use str0m::change::SdpPendingOffer;
 use str0m::format::Codec as StCodec;
 use str0m::media::{Mid, Pt, Rid};
@@ -141,6 +141,17 @@ pub(crate) struct ViewerSink {
     pub estimator_resets: u32,
 }
 
+impl ViewerSink {
+    /// The stream `f` is written into: the audio one, or the video one of its layer (a
+    /// relay consumer's) or the only one (a viewer's).
+    pub fn stream_for(&self, f: &Forward) -> Option<TxStream> {
+        match f.kind {
+            MediaKind::Audio => self.audio,
+            MediaKind::Video => self.video[if self.relay { f.layer.index() } else { 0 }],
+        }
+    }
+}
+
 /// A measured viewer's video in str0m's queue, as the pacer's gate reads it: str0m samples
 /// its queue only at the session's timeouts, so within one burst of writes (a keyframe
 /// arriving from the source) its figure is stale. The video written since the sample is
@@ -186,6 +197,49 @@ pub(crate) struct Session {
     pub readings: Readings,
     /// Written to since its last drain (in `Relay::dirty`).
     pub dirty: bool,
+    /// Live forwards written to it (or to its pacer) and not yet seen leaving, oldest
+    /// first: each one's transit is sampled when its datagram leaves ([`departure`]).
+    pub in_flight: VecDeque<InFlight>,
+}
+
+/// A live forward on its way out of the relay: the outgoing stream and sequence number it
+/// will carry, and when its source datagram arrived.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InFlight {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub arrival: Instant,
+}
+
+/// The most [`InFlight`] entries a session keeps; beyond, the oldest is forgotten (its
+/// sample lost). A viewer's pacers hold at most a few hundred live packets.
+pub(crate) const MAX_IN_FLIGHT: usize = 512;
+
+/// The arrival of the live forward `datagram` carries, if it is one (its entry leaves
+/// `in_flight`): an SRTP packet's header is in the clear, so its SSRC and sequence number
+/// name it. Entries of the same stream written before it go too (the pacer dropped them).
+/// Not a forward: RTCP, a retransmission (its own SSRC, or its entry already gone), padding,
+/// DTLS or STUN.
+pub(crate) fn departure(in_flight: &mut VecDeque<InFlight>, datagram: &[u8]) -> Option<Instant> {
+    if in_flight.is_empty() || datagram.len() < 12 || datagram[0] & 0xc0 != 0x80 {
+        return None;
+    }
+    // RTCP's packet types are 192–223 in the second byte (RFC 5761 §4).
+    if (192..=223).contains(&datagram[1]) {
+        return None;
+    }
+    let seq = u16::from_be_bytes([datagram[2], datagram[3]]);
+    let ssrc = u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]);
+    let i = in_flight
+        .iter()
+        .position(|e| e.ssrc == ssrc && e.seq == seq)?;
+    let arrival = in_flight[i].arrival;
+    let mut n = 0;
+    in_flight.retain(|e| {
+        n += 1;
+        n > i + 1 || e.ssrc != ssrc
+    });
+    Some(arrival)
 }
 
 impl Session {
@@ -220,6 +274,7 @@ impl Session {
             scheduled: None,
             readings: Readings::default(),
             dirty: false,
+            in_flight: VecDeque::new(),
         }
     }
 
@@ -268,10 +323,12 @@ pub(crate) fn drain(
                 if client && !s.addrs.contains(&t.destination) {
                     new_destinations.push(t.destination);
                 }
+                let contents: Vec<u8> = t.contents.into();
                 transmits.push_back(Transmit {
                     destination: t.destination,
                     source,
-                    contents: t.contents.into(),
+                    arrival: departure(&mut s.in_flight, &contents),
+                    contents,
                     tcp: t.proto == str0m::net::Protocol::Tcp,
                 });
             }
@@ -375,6 +432,48 @@ pub(crate) fn order_rids(rids: Vec<Rid>) -> Vec<Rid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rtp(b1: u8, ssrc: u32, seq: u16) -> Vec<u8> {
+        let mut d = vec![0x80, b1];
+        d.extend_from_slice(&seq.to_be_bytes());
+        d.extend_from_slice(&[0; 4]);
+        d.extend_from_slice(&ssrc.to_be_bytes());
+        d.extend_from_slice(&[0xaa; 100]);
+        d
+    }
+
+    #[test]
+    fn a_departing_live_forward_is_known_by_its_ssrc_and_sequence_number() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let e = |ssrc, seq, ms| InFlight {
+            ssrc,
+            seq,
+            arrival: at(ms),
+        };
+        // Video 7, 8 (the pacer will drop 7), audio 3, video 9.
+        let mut q: VecDeque<InFlight> = [e(1, 7, 0), e(1, 8, 1), e(2, 3, 2), e(1, 9, 3)]
+            .into_iter()
+            .collect();
+        // RTCP from the same SSRC, a retransmission's own SSRC, DTLS: not forwards.
+        assert_eq!(departure(&mut q, &rtp(200, 1, 8)), None);
+        assert_eq!(departure(&mut q, &rtp(0x80 | 97, 5, 8)), None);
+        assert_eq!(
+            departure(&mut q, &[22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            None
+        );
+        assert_eq!(q.len(), 4);
+        // Audio leaves first (never paced): the video ahead of it stays.
+        assert_eq!(departure(&mut q, &rtp(111, 2, 3)), Some(at(2)));
+        assert_eq!(q.len(), 3);
+        // Video 8 (with the marker bit): 7, never seen, is forgotten with it.
+        assert_eq!(departure(&mut q, &rtp(0x80 | 96, 1, 8)), Some(at(1)));
+        assert_eq!(q.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![9]);
+        // Sent again (a resend on the same SSRC): no second sample.
+        assert_eq!(departure(&mut q, &rtp(96, 1, 8)), None);
+        assert_eq!(departure(&mut q, &rtp(96, 1, 9)), Some(at(3)));
+        assert!(q.is_empty());
+    }
 
     #[test]
     fn replies_leave_from_where_each_peers_datagrams_to_each_candidate_arrived() {
