@@ -991,6 +991,42 @@ fn live_forwards_are_transit_samples_and_replays_are_not() {
     );
 }
 
+/// A downstream relay's link (measured: adaptation on) hands out a frame at once: its video
+/// is not paced, and str0m's due timeouts are handled inside one drain (str0m hands out one
+/// packet per timeout, paced or not). Virtual time stands still while a relay works, so
+/// every transit sample at the upstream relay is 0; before, each further packet of a frame
+/// waited for the session's next turn (1 µs later here, ~1.1 ms on a real, quiet relay
+/// whose loop sleeps in milliseconds).
+#[test]
+fn a_relay_links_frames_leave_at_once() {
+    let mut net = Net::new();
+    let upstream = net.add_relay(|c| c.adaptation = Some(1_000_000));
+    let downstream = net.add_relay(|c| c.adaptation = Some(1_000_000));
+    let _p = live_publisher(&mut net, upstream);
+    let (pull, _) = net.pull(downstream, upstream, CONF).expect("pull");
+    assert!(
+        net.run_until_cond(secs(2.0), |n| n.events().iter().any(|(_, r, e)| {
+            *r == downstream
+                && matches!(e, EngineEvent::SessionConnected { session, .. } if *session == pull)
+        })),
+        "the pull never connected"
+    );
+    let v = net.subscribe(downstream, CONF).expect("subscribe");
+    assert!(
+        net.run_until_cond(secs(3.0), |n| playing(n, v)),
+        "the downstream viewer never played"
+    );
+    net.run_for(secs(3.0));
+    let stats = net.relay(upstream).stats();
+    let samples = stats.transit.count();
+    assert!(samples > 300, "{samples} samples");
+    assert_eq!(
+        stats.transit.sum(),
+        Duration::ZERO,
+        "packets waited on the relay link ({samples} samples)"
+    );
+}
+
 /// A measured viewer's packets wait in its pacers (the relay's and str0m's, at about the
 /// estimate): that wait is transit too. A packet's sample is taken when its datagram leaves
 /// (found by its SSRC and sequence number), not when it was written: on a 400 kbit/s link,

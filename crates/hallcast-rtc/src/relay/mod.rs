@@ -1115,6 +1115,14 @@ impl Relay {
             let Some(ssrc) = rtc.direct_api().stream_tx_by_mid(mid, None).map(|s| {
                 if is_video {
                     s.set_rtx_cache(RTX_MAX_PACKETS, RTX_HISTORY, RTX_RATIO_CAP);
+                    // A downstream relay's link is measured (its layers trimmed when it
+                    // cannot carry them) but its video is not paced: str0m's leaky bucket
+                    // runs at 1.1 × an estimate that sits near what the link is sent, so a
+                    // keyframe took up to ~100 ms to cross each tier (per-hop transit p99
+                    // 67 ms, docs/BENCHMARKS.md "Edge tree"). Viewers' last hops stay paced.
+                    if relay {
+                        s.set_unpaced(true);
+                    }
                 }
                 s.ssrc()
             }) else {
