@@ -95,6 +95,20 @@ struct Node {
     parent: Option<usize>,
 }
 
+/// Every viewer of the benchmark joins from 127.0.0.1 with the demo point's one join link:
+/// the relays' per-address and per-token join limits (`limits.*`, there against a leaked link
+/// or a flood) would refuse most of 500 joins (seen 2026-12-03: 109 of 500 connected).
+const LIMITS_OFF: [&str; 8] = [
+    "--set",
+    "limits.token_per_second=0",
+    "--set",
+    "limits.token_burst=0",
+    "--set",
+    "limits.address_per_second=0",
+    "--set",
+    "limits.address_burst=0",
+];
+
 fn wrapped(pin: &Option<String>, nice: Option<i32>, program: &Path) -> Command {
     let mut argv: Vec<String> = Vec::new();
     if let Some(cpus) = pin {
@@ -176,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
         .arg(&info_path)
         .arg("--data-dir")
         .arg(dir.join("central-data"))
+        .args(LIMITS_OFF)
         .args(&a.relay_args)
         .stdout(log(&dir, "central.out")?)
         .stderr(log(&dir, "central.log")?)
@@ -244,6 +259,7 @@ async fn main() -> anyhow::Result<()> {
                 .args(["--media", &format!("{ip}:{}", http_port + 1)])
                 .args(["--name", &name, "--data-dir"])
                 .arg(dir.join(format!("{name}-data")))
+                .args(LIMITS_OFF)
                 .args(&a.relay_args)
                 .stdout(log(&dir, &format!("{name}.out"))?)
                 .stderr(log(&dir, &format!("{name}.log"))?)
