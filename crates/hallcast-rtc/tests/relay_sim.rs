@@ -385,12 +385,9 @@ fn shards_of_one_process_serve_viewers_from_one_publisher() {
     assert_coalesced(&requests);
 }
 
-#[test]
-fn a_relay_pulling_from_another_serves_its_viewers() {
-    let mut net = Net::new();
-    let upstream = one_relay(&mut net);
-    let downstream = one_relay(&mut net);
-    let p = live_publisher(&mut net, upstream);
+/// `downstream` pulls the conference from `upstream`, connected: the pull's session at
+/// `downstream` and its relay consumer's at `upstream`.
+fn connected_pull(net: &mut Net, downstream: RelayId, upstream: RelayId) -> (SessionId, SessionId) {
     let (pull, consumer) = net.pull(downstream, upstream, CONF).expect("pull");
     assert!(
         net.run_until_cond(secs(2.0), |n| n.events().iter().any(|(_, r, e)| {
@@ -399,6 +396,16 @@ fn a_relay_pulling_from_another_serves_its_viewers() {
         })),
         "the pull never connected"
     );
+    (pull, consumer)
+}
+
+#[test]
+fn a_relay_pulling_from_another_serves_its_viewers() {
+    let mut net = Net::new();
+    let upstream = one_relay(&mut net);
+    let downstream = one_relay(&mut net);
+    let p = live_publisher(&mut net, upstream);
+    let (_, consumer) = connected_pull(&mut net, downstream, upstream);
     // Upstream it is a relay consumer, not a viewer: not a point, not counted as one.
     assert!(
         net.events().iter().any(|(_, r, e)| *r == upstream
@@ -647,14 +654,7 @@ fn a_pulling_relay_receives_every_layer_and_serves_them() {
     let upstream = one_relay(&mut net);
     let downstream = one_relay(&mut net);
     let p = live_simulcast_publisher(&mut net, upstream);
-    let (pull, consumer) = net.pull(downstream, upstream, CONF).expect("pull");
-    assert!(
-        net.run_until_cond(secs(2.0), |n| n.events().iter().any(|(_, r, e)| {
-            *r == downstream
-                && matches!(e, EngineEvent::SessionConnected { session, .. } if *session == pull)
-        })),
-        "the pull never connected"
-    );
+    let (_, consumer) = connected_pull(&mut net, downstream, upstream);
     let v = net
         .subscribe(downstream, CONF)
         .expect("subscribe downstream");
@@ -923,14 +923,7 @@ fn loss_on_a_pull_is_repaired_by_the_parent_and_the_edge_viewer_misses_nothing()
     let upstream = one_relay(&mut net);
     let downstream = one_relay(&mut net);
     let _p = live_publisher(&mut net, upstream);
-    let (pull, _consumer) = net.pull(downstream, upstream, CONF).expect("pull");
-    assert!(
-        net.run_until_cond(secs(2.0), |n| n.events().iter().any(|(_, r, e)| {
-            *r == downstream
-                && matches!(e, EngineEvent::SessionConnected { session, .. } if *session == pull)
-        })),
-        "the pull never connected"
-    );
+    connected_pull(&mut net, downstream, upstream);
     let v = net
         .subscribe(downstream, CONF)
         .expect("subscribe downstream");
@@ -1003,14 +996,7 @@ fn a_relay_links_frames_leave_at_once() {
     let upstream = net.add_relay(|c| c.adaptation = Some(1_000_000));
     let downstream = net.add_relay(|c| c.adaptation = Some(1_000_000));
     let _p = live_publisher(&mut net, upstream);
-    let (pull, _) = net.pull(downstream, upstream, CONF).expect("pull");
-    assert!(
-        net.run_until_cond(secs(2.0), |n| n.events().iter().any(|(_, r, e)| {
-            *r == downstream
-                && matches!(e, EngineEvent::SessionConnected { session, .. } if *session == pull)
-        })),
-        "the pull never connected"
-    );
+    connected_pull(&mut net, downstream, upstream);
     let v = net.subscribe(downstream, CONF).expect("subscribe");
     assert!(
         net.run_until_cond(secs(3.0), |n| playing(n, v)),
