@@ -234,11 +234,15 @@ pub(crate) fn departure(in_flight: &mut VecDeque<InFlight>, datagram: &[u8]) -> 
         .iter()
         .position(|e| e.ssrc == ssrc && e.seq == seq)?;
     let arrival = in_flight[i].arrival;
-    let mut n = 0;
-    in_flight.retain(|e| {
-        n += 1;
-        n > i + 1 || e.ssrc != ssrc
-    });
+    // Only the entries up to it are looked at (it is usually the first).
+    let mut k = 0;
+    for _ in 0..=i {
+        if in_flight[k].ssrc == ssrc {
+            in_flight.remove(k);
+        } else {
+            k += 1;
+        }
+    }
     Some(arrival)
 }
 
@@ -323,11 +327,12 @@ pub(crate) fn drain(
     // meant to leave at its pacer's pace, and one per turn of the loop is part of that pace
     // (handed out all at once, a link at 400–600 kbit/s saw audio gaps and a pause in the
     // simulated network, tests/adapt_sim.rs).
-    let mut due = if matches!(&s.role, SessionRole::Viewer(v) if v.relay) {
-        0
-    } else {
+    let due_budget = if matches!(&s.role, SessionRole::Viewer(v) if v.relay) {
         MAX_DUE_IN_DRAIN
+    } else {
+        0
     };
+    let mut due = 0;
     loop {
         match s.rtc.poll_output() {
             // Due (str0m asks for "now + 1 µs" when its pacer may hand out the next
@@ -336,7 +341,7 @@ pub(crate) fn drain(
             // loop, which sleeps in whole milliseconds — ~1.1 ms per packet on a quiet
             // relay (the central's hop to one edge: transit p50 3 ms, a frame's 7 packets
             // over 7 ms).
-            Ok(Output::Timeout(t)) if t <= now + DUE_SLACK && due < MAX_DUE_IN_DRAIN => {
+            Ok(Output::Timeout(t)) if t <= now + DUE_SLACK && due < due_budget => {
                 due += 1;
                 if let Err(e) = s.rtc.handle_input(Input::Timeout(t.max(now))) {
                     debug!(session = %s.id, "timeout input failed: {e}");
