@@ -40,7 +40,9 @@
 //!   estimated at 170–290 kbit/s, and pausing at the plain need made it flap between audio
 //!   only and video every 10 s.
 //! - **Up with headroom and patience.** A higher layer must fit with [`UP_HEADROOM`] for the
-//!   up-hold time before it is taken. The up-hold starts at [`UP_HOLD`] and doubles each time
+//!   up-hold time before it is taken. Here "the estimate" is the estimator's own latest
+//!   (when fresh, on a link that did not flap): the smoothed one trails a climb, and reads
+//!   the old link after a fall, by seconds; the sustained probe below commits a switch up. The up-hold starts at [`UP_HOLD`] and doubles each time
 //!   a switch down follows a switch up within [`FLAP_WINDOW`] (an oscillating link), up to
 //!   [`UP_HOLD_MAX`]; it halves (down to [`UP_HOLD`]) after each [`CALM_AFTER`] without a
 //!   switch down, and is back at [`UP_HOLD`] after a pause longer than [`FLAP_WINDOW`]
@@ -85,6 +87,10 @@
 //!   layer's need times the share not lost, times [`LOSS_STEP_MARGIN`]) — not within
 //!   [`LOSS_SETTLE`] of a switch down (the report may still describe the layer just left).
 //!   On the lowest layer, a loss report at [`LOSS_PAUSE_SHARE`] or more pauses video.
+//! - **A resume starts a fresh estimator.** The sustained probe that carries a resume from
+//!   audio only proved the link carries the lowest layer; the estimator's state is the weak
+//!   link's and the audio's, which probes little and rises slowly. The driver resets it from
+//!   what the probe proved ([`Allocator::reset_bps`]), and the fresh one probes at once.
 //! - **A paused viewer's estimator keeps probing.** Every [`REPROBE_EVERY`] of quiet while
 //!   paused under the lowest layer's need, the probing target dips for one step
 //!   ([`REPROBE_DIP`]); the step back up makes str0m probe, so a link that recovers is seen
@@ -379,8 +385,10 @@ pub struct Allocator {
     /// [`PROBE_LOSS_ABORT`] or more, a failed sustained probe, a rise by [`STIR_RISE`], an
     /// estimator reset.
     stirred_at: Option<Instant>,
-    /// Estimator resets asked for ([`STUCK_RESET_PAUSED`], [`STUCK_RESET_LAYER`]).
+    /// Estimator resets asked for ([`STUCK_RESET_PAUSED`], [`STUCK_RESET_LAYER`], a resume),
+    /// and the estimate the last one starts the fresh estimator from.
     estimator_resets: u32,
+    reset_bps: Option<u64>,
     /// The lowest estimate since the estimate last rose by [`STIR_RISE`].
     low_water: Option<u64>,
     /// The last cut, and the rate the video is held to after it ([`CUT_PACE_FOR`]).
@@ -441,6 +449,7 @@ impl Allocator {
             raw: None,
             stirred_at: None,
             estimator_resets: 0,
+            reset_bps: None,
             low_water: None,
             cut_pace: None,
         }
@@ -461,10 +470,11 @@ impl Allocator {
     /// [`Allocator::update`] went through (str0m averages its estimates over 3 s: on a
     /// step down the average lags the link by seconds). The lower of the two decides
     /// whether the current layer still fits, how far a switch down goes, whether it is a
-    /// cut, and the pacing rate ([`Allocator::pace_bps`]); pausing, resuming and switching
-    /// up stay with the smoothed estimate (the raw one undershoots a link that drops: in the
-    /// simulated oscillating link, 2.5 ↔ 0.6 Mbit/s, it read 90–120 kbit/s and paused the
-    /// viewer).
+    /// cut, and the pacing rate ([`Allocator::pace_bps`]); the raw one alone decides
+    /// switches up, resumes and a sustained probe's verdict (see `up_to`; not on a link
+    /// that flapped). A plain pause stays with the smoothed estimate (the raw one
+    /// undershoots a link that drops: in the simulated oscillating link, 2.5 ↔ 0.6 Mbit/s,
+    /// it read 90–120 kbit/s and paused the viewer).
     pub fn on_raw_estimate(&mut self, now: Instant, bps: u64) {
         if let Some((_, prev)) = self.raw
             && (bps as f64) <= prev as f64 * RAW_FALL
@@ -549,6 +559,11 @@ impl Allocator {
     /// each time this grows (see [`STUCK_RESET_PAUSED`]).
     pub fn estimator_resets(&self) -> u32 {
         self.estimator_resets
+    }
+
+    /// The estimate the last reset ([`Allocator::estimator_resets`]) starts from.
+    pub fn reset_bps(&self) -> Option<u64> {
+        self.reset_bps
     }
 
     /// A new estimate (or, with the last one again, a periodic re-evaluation as layer
@@ -727,11 +742,13 @@ impl Allocator {
         if self.target == before
             && let Some((probed, started)) = self.probe
         {
-            self.judge_probe(now, probed, started, estimate_bps, loss, layers, audio_bps);
+            let up_to = self.up_to(now, estimate_bps);
+            self.judge_probe(now, probed, started, up_to, loss, layers, audio_bps);
         } else if self.target == before {
             // Up.
-            let best = fitting(estimate_bps, UP_HEADROOM, layers, audio_bps);
-            let resume = fitting(estimate_bps, RESUME_HEADROOM, layers, audio_bps);
+            let up_to = self.up_to(now, estimate_bps);
+            let best = fitting(up_to, UP_HEADROOM, layers, audio_bps);
+            let resume = fitting(up_to, RESUME_HEADROOM, layers, audio_bps);
             let higher = match (self.target, best.or(resume)) {
                 (Target::Paused, Some(b)) => Some(Target::Layer(b)),
                 (Target::Layer(cur), Some(b)) if b > cur => Some(Target::Layer(b)),
@@ -750,7 +767,7 @@ impl Allocator {
                     // Plenty of room (twice the need): no reason to wait long.
                     let ample = match h {
                         Target::Layer(l) => {
-                            estimate_bps as f64
+                            up_to as f64
                                 >= need(layers[l.index()].bitrate_bps, audio_bps) as f64
                                     * AMPLE_HEADROOM
                         }
@@ -821,9 +838,7 @@ impl Allocator {
         match self.nudge(now, warm, estimate_bps, layers, audio_bps) {
             Some(Nudge::Reset) => {
                 // A fresh estimator probes at once: no dip this step.
-                self.estimator_resets += 1;
-                self.stirred_at = Some(now);
-                self.reprobed_at = Some(now);
+                self.reset_estimator(now, estimate_bps);
             }
             Some(Nudge::Dip) => {
                 // One step lower: the next step's target is an increase again.
@@ -939,6 +954,17 @@ impl Allocator {
             self.up = None;
             self.probe_failed(now);
         } else if ran >= PROBE_SUSTAIN && e >= n {
+            if self.target == Target::Paused {
+                // A resume: the link carried the lowest layer's need for the whole probe,
+                // and the estimator's state is the weak link's and the audio's (its
+                // loss-based half may still cap it at 1.5x what the audio delivered, and it
+                // probes only on a rising target). A fresh one from what the probe proved
+                // probes at 3x and 6x of it at once (capped at twice the next layer's
+                // probing target). Measured in tests/adaptation.rs: resumed with the
+                // estimate at 0.13 Mbit/s, the demo's viewer sat on the lowest layer with
+                // its estimate at 0.25-0.29 Mbit/s for 8 s on an unshaped link.
+                self.reset_estimator(now, estimate_bps);
+            }
             self.target = probed;
             self.probe = None;
             self.up = None;
@@ -946,6 +972,14 @@ impl Allocator {
             // The link carried it: what failed before says nothing about it now.
             self.probe_backoff = Duration::ZERO;
         }
+    }
+
+    /// Asks the driver for a fresh estimator starting at `from_bps` (it probes at once).
+    fn reset_estimator(&mut self, now: Instant, from_bps: u64) {
+        self.estimator_resets += 1;
+        self.reset_bps = Some(from_bps);
+        self.stirred_at = Some(now);
+        self.reprobed_at = Some(now);
     }
 
     /// A sustained probe failed: the link could not carry the layer. The next one waits
@@ -967,6 +1001,39 @@ impl Allocator {
         match self.raw {
             Some((at, raw)) if now.saturating_duration_since(at) <= RAW_FRESH => {
                 raw.min(estimate_bps)
+            }
+            _ => estimate_bps,
+        }
+    }
+
+    /// The estimate a switch up (or resume) and a sustained probe's verdict go by: the
+    /// raw one when fresh ([`RAW_FRESH`]), else the smoothed one. The smoothed figure is a
+    /// 3 s average: on a link that came back it trails the estimator by seconds at every
+    /// step of the climb (measured in tests/adaptation.rs: the paused demo viewer's
+    /// smoothed estimate at 94, 185, 253, 472 kbit/s one half-second after another while
+    /// the estimator's probes had already found the room); and after a fall it still reads
+    /// the old link (the higher of the two started a sustained probe for the layer just
+    /// left right after a switch down, whose padding delayed the lower layer's keyframe:
+    /// relay_sim's step, 0.77 s to its picture against 0.53). A raw figure that overshoots
+    /// the link (a probe burst swallowed by a shaper's bucket) only starts the up-hold; the
+    /// sustained probe at the end of it is what commits, and it fails on a link that
+    /// cannot carry the layer. Not a raw figure from before the last switch down: it
+    /// describes the link before the fall (the smoothed estimate can show a fall first: in
+    /// relay_sim's step the switch came on a smoothed 0.75 Mbit/s with the last raw figure,
+    /// 0.1 s old, at 3.4, and a sustained probe for the top layer started at once). Not on
+    /// a link that flapped (its up-hold
+    /// doubled): there the raw figure reads the top of each swing, and the smoothed one's
+    /// lag is what keeps a switch up from landing just before the next fall (in the
+    /// simulated oscillating link, 2.5 ↔ 0.6 Mbit/s every 5 s, switches up on the raw
+    /// figure came late in the high phases, and the falls after them paused the viewer).
+    fn up_to(&self, now: Instant, estimate_bps: u64) -> u64 {
+        match self.raw {
+            Some((at, raw))
+                if now.saturating_duration_since(at) <= RAW_FRESH
+                    && self.up_hold <= UP_HOLD
+                    && self.down_at.is_none_or(|d| at > d) =>
+            {
+                raw
             }
             _ => estimate_bps,
         }
@@ -1636,6 +1703,67 @@ mod tests {
         assert!(sustain.iter().any(|&(_, s)| s == l0), "{sustain:?}");
         // (600 kbit/s is twice layer 0's need: the hold is the probe.)
         assert_eq!(c, vec![(13_200, Target::Layer(Layer(0)))]);
+    }
+
+    #[test]
+    fn a_resume_carried_by_its_probe_resets_the_estimator_from_what_it_proved() {
+        let t0 = Instant::now();
+        let mut a = on_a_400_kbit_link(t0);
+        let (c, _) = run_sustained(&mut a, t0, 10_000, &[(12_000, 100_000)]);
+        assert_eq!(c, vec![(10_300, Target::Paused)]);
+        let resets = a.estimator_resets();
+        let (c, _) = run_sustained(&mut a, t0, 12_000, &[(16_000, 600_000)]);
+        assert_eq!(c, vec![(13_200, Target::Layer(Layer(0)))]);
+        assert_eq!(a.estimator_resets(), resets + 1, "no reset at the resume");
+        assert_eq!(a.reset_bps(), Some(600_000));
+        // A switch up between layers resets nothing.
+        let (c, _) = run_sustained(&mut a, t0, 16_000, &[(22_000, 1_350_000)]);
+        assert_eq!(
+            c.last().map(|&(_, t)| t),
+            Some(Target::Layer(Layer(1))),
+            "{c:?}"
+        );
+        assert_eq!(a.estimator_resets(), resets + 1);
+    }
+
+    #[test]
+    fn a_switch_up_goes_by_the_raw_estimate_but_not_on_a_link_that_flapped() {
+        let t0 = Instant::now();
+        // Smoothed 400 kbit/s (layer 0's link); the estimator itself reads 1.35 Mbit/s.
+        let drive = |a: &mut Allocator, from_ms: u64, until_ms: u64, est: u64, raw: u64| {
+            let mut first = None;
+            for ms in (from_ms..until_ms).step_by(100) {
+                if ms % 250 == 0 {
+                    a.on_raw_estimate(t0 + Duration::from_millis(ms), raw);
+                }
+                let d = a.update(t0 + Duration::from_millis(ms), est, &layers(), AUDIO);
+                if d.changed && first.is_none() {
+                    first = Some((ms, d.target));
+                }
+            }
+            first
+        };
+        let mut a = on_a_400_kbit_link(t0);
+        let up = drive(&mut a, 10_000, 14_000, 400_000, 1_350_000);
+        assert_eq!(up, Some((11_200, Target::Layer(Layer(1)))));
+        // The same on a link whose up-hold doubled (a flap): the smoothed figure rules.
+        let mut b = on_a_400_kbit_link(t0);
+        b.up_hold = UP_HOLD * 2;
+        assert_eq!(drive(&mut b, 10_000, 14_000, 400_000, 1_350_000), None);
+        // Nor when the raw figure is the lower: the smoothed one trails a fall.
+        let mut d = on_a_400_kbit_link(t0);
+        assert_eq!(drive(&mut d, 10_000, 14_000, 1_350_000, 400_000), None);
+        // Nor a raw figure from before a switch down: the smoothed one showed the fall first.
+        let mut e = Allocator::new(t0, 2_000_000, &layers(), AUDIO).with_sustained_probes();
+        assert!(run(&mut e, t0, 0, &[(10_000, 2_000_000)]).is_empty());
+        e.on_raw_estimate(t0 + Duration::from_millis(9_900), 2_000_000);
+        let (c, sustain) = run_sustained(&mut e, t0, 10_000, &[(10_800, 300_000)]);
+        assert_eq!(c, vec![(10_000, Target::Layer(Layer(0)))]);
+        assert!(sustain.iter().all(|&(_, b)| b == 0), "{sustain:?}");
+        // A stale raw figure is not used.
+        let mut c = on_a_400_kbit_link(t0);
+        c.on_raw_estimate(t0 + Duration::from_millis(8_000), 1_350_000);
+        assert!(run(&mut c, t0, 10_000, &[(14_000, 400_000)]).is_empty());
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Allocation {
     /// ([`crate::alloc::STUCK_RESET_PAUSED`]): the driver resets the viewer's estimator
     /// each time this grows.
     pub estimator_resets: u32,
+    /// The estimate the last of those resets starts the fresh estimator from.
+    pub reset_bps: Option<u64>,
 }
 
 /// The forwarding engine of one conference: a producer and its consumers.
@@ -337,6 +339,7 @@ impl Router {
             switches: a.map_or(0, Allocator::switches),
             pause: c.pause_reason(),
             estimator_resets: a.map_or(0, Allocator::estimator_resets),
+            reset_bps: a.and_then(Allocator::reset_bps),
         }
     }
 

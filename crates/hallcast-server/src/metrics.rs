@@ -734,6 +734,7 @@ mod tests {
                 switches: 1,
                 pause: Some(p),
                 estimator_resets: 0,
+                reset_bps: None,
             }),
             relay_layers: None,
             rtt_ms: None,

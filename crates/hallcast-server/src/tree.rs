@@ -798,6 +798,7 @@ mod tests {
                 switches: 0,
                 pause: None,
                 estimator_resets: 0,
+                reset_bps: None,
             }),
             relay_layers,
             rtt_ms: None,

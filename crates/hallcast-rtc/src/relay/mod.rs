@@ -2569,8 +2569,9 @@ fn set_desired(s: &mut Session, desired_bps: u64, sustain_bps: u64) {
 }
 
 /// The allocator asked for an estimator reset since the last look (its estimator could
-/// neither rise nor probe: see `hallcast_core::alloc::STUCK_RESET_PAUSED`): a fresh one
-/// from the current estimate, which probes at once.
+/// neither rise nor probe: see `hallcast_core::alloc::STUCK_RESET_PAUSED`; or a sustained
+/// probe just carried a resume from audio only): a fresh one from the estimate the
+/// allocator names, which probes at once.
 fn reset_estimator(s: &mut Session, a: &Allocation) {
     let SessionRole::Viewer(v) = &mut s.role else {
         return;
@@ -2579,14 +2580,14 @@ fn reset_estimator(s: &mut Session, a: &Allocation) {
         return;
     }
     v.estimator_resets = a.estimator_resets;
-    let Some(estimate) = a.estimate_bps else {
+    let Some(estimate) = a.reset_bps.or(a.estimate_bps) else {
         return;
     };
     tracing::info!(
         session = %s.id,
         estimate_bps = estimate,
         resets = a.estimator_resets,
-        "bandwidth estimator reset: it neither rose nor probed for a while"
+        "bandwidth estimator reset (stuck, or the link carried a resume)"
     );
     s.rtc.bwe().reset(Bitrate::bps(estimate));
 }
