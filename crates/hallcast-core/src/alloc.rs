@@ -42,12 +42,13 @@
 //! - **Up with headroom and patience.** A higher layer must fit with [`UP_HEADROOM`] for the
 //!   up-hold time before it is taken. Here "the estimate" is the estimator's own latest
 //!   (when fresh, on a link that did not flap): the smoothed one trails a climb, and reads
-//!   the old link after a fall, by seconds; the sustained probe below commits a switch up. The up-hold starts at [`UP_HOLD`] and doubles each time
-//!   a switch down follows a switch up within [`FLAP_WINDOW`] (an oscillating link), up to
-//!   [`UP_HOLD_MAX`]; it halves (down to [`UP_HOLD`]) after each [`CALM_AFTER`] without a
-//!   switch down, and is back at [`UP_HOLD`] after a pause longer than [`FLAP_WINDOW`]
-//!   (measured in tests/adaptation.rs: a flap on the weak link before the pause made each
-//!   of the three steps back to the top wait ~3 s after the link recovered).
+//!   the old link after a fall, by seconds; the sustained probe below commits a switch up.
+//!   The up-hold starts at [`UP_HOLD`] and doubles each time a switch down follows a switch
+//!   up within [`FLAP_WINDOW`] (an oscillating link), up to [`UP_HOLD_MAX`]; it halves
+//!   (down to [`UP_HOLD`]) after each [`CALM_AFTER`] without a switch down, and is back at
+//!   [`UP_HOLD`] after a pause longer than [`FLAP_WINDOW`] (measured in tests/adaptation.rs:
+//!   a flap on the weak link before the pause made each of the three steps back to the top
+//!   wait ~3 s after the link recovered).
 //!   With ample room (the estimate at [`AMPLE_HEADROOM`]× the higher layer's need) and no
 //!   flapping, the hold is [`AMPLE_UP_HOLD`]: a link that came back is used again quickly.
 //! - **A climbing estimate is not congestion.** While the estimate keeps rising (a rise
@@ -385,9 +386,9 @@ pub struct Allocator {
     /// [`PROBE_LOSS_ABORT`] or more, a failed sustained probe, a rise by [`STIR_RISE`], an
     /// estimator reset.
     stirred_at: Option<Instant>,
-    /// Estimator resets asked for ([`STUCK_RESET_PAUSED`], [`STUCK_RESET_LAYER`], a resume),
-    /// and the estimate the last one starts the fresh estimator from.
+    /// Estimator resets asked for ([`STUCK_RESET_PAUSED`], [`STUCK_RESET_LAYER`], a resume).
     estimator_resets: u32,
+    /// The estimate the last of them starts the fresh estimator from (set with each).
     reset_bps: Option<u64>,
     /// The lowest estimate since the estimate last rose by [`STIR_RISE`].
     low_water: Option<u64>,
@@ -1021,11 +1022,11 @@ impl Allocator {
     /// describes the link before the fall (the smoothed estimate can show a fall first: in
     /// relay_sim's step the switch came on a smoothed 0.75 Mbit/s with the last raw figure,
     /// 0.1 s old, at 3.4, and a sustained probe for the top layer started at once). Not on
-    /// a link that flapped (its up-hold
-    /// doubled): there the raw figure reads the top of each swing, and the smoothed one's
-    /// lag is what keeps a switch up from landing just before the next fall (in the
-    /// simulated oscillating link, 2.5 ↔ 0.6 Mbit/s every 5 s, switches up on the raw
-    /// figure came late in the high phases, and the falls after them paused the viewer).
+    /// a link that flapped (its up-hold doubled): there the raw figure reads the top of
+    /// each swing, and the smoothed one's lag is what keeps a switch up from landing just
+    /// before the next fall (in the simulated oscillating link, 2.5 ↔ 0.6 Mbit/s every
+    /// 5 s, switches up on the raw figure came late in the high phases, and the falls
+    /// after them paused the viewer).
     fn up_to(&self, now: Instant, estimate_bps: u64) -> u64 {
         match self.raw {
             Some((at, raw))

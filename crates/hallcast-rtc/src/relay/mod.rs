@@ -2580,7 +2580,8 @@ fn reset_estimator(s: &mut Session, a: &Allocation) {
         return;
     }
     v.estimator_resets = a.estimator_resets;
-    let Some(estimate) = a.reset_bps.or(a.estimate_bps) else {
+    // Set with every reset the allocator asks for.
+    let Some(estimate) = a.reset_bps else {
         return;
     };
     tracing::info!(
