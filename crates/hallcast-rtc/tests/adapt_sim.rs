@@ -563,6 +563,20 @@ mod adaptation {
             "paused {:?} after the step",
             paused.at - step
         );
+        // While paused the link carries the audio and what the estimator probes with, not
+        // str0m's own padding beside the audio (vendor/str0m/PATCHES.md): measured on this
+        // link, a paused viewer's downlink ran at 100 % with it.
+        let link = run
+            .net
+            .link_stats(run.net.relay_addr(run.r), run.net.peer_addr(run.v))
+            .expect("the viewer's downlink");
+        let quiet = paused.at + secs(2.0);
+        let wire = link.throughput_bps(quiet, run.at(40.0));
+        // (Measured: 73 kbit/s without it, 100 kbit/s with it.)
+        assert!(
+            wire < 90_000.0,
+            "{wire:.0} bit/s on a 100 kbit/s link while paused: padding beside the audio"
+        );
         // (Whether its estimator is reset meanwhile depends on whether its estimate stays
         // flat for STUCK_RESET_PAUSED: on this link probes lift it now and then. The reset
         // itself is checked in hallcast-core's alloc tests.)

@@ -1407,6 +1407,14 @@ impl Session {
         }
     }
 
+    /// hallcast: see [`crate::bwe::Bwe::set_padding_target`].
+    pub fn set_bwe_padding_target(&mut self, target: Bitrate) {
+        self.pacer_control.set_padding_target(target);
+        if self.bwe.is_some() {
+            self.configure_pacer();
+        }
+    }
+
     pub fn reset_bwe(&mut self, init_bitrate: Bitrate) {
         if let Some(bwe) = self.bwe.as_mut() {
             bwe.reset(init_bitrate);

@@ -73,6 +73,9 @@ const RTX_MAX_PACKETS: usize = 1024;
 /// down to the lowest layer: a 3 s freeze in most runs). Congestion is the allocator's and
 /// the pacer's to answer, not the repair path's; this only bounds a storm.
 const RTX_RATIO_CAP: Option<f32> = Some(0.5);
+/// str0m's own padding target while media flows (its default; vendor/str0m/PATCHES.md),
+/// restored when a paused viewer's video resumes.
+const AUTO_PADDING: Bitrate = Bitrate::bps(50_000);
 /// How often str0m reports a session's RTT, loss and bytes (read by snapshots).
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// The same for a measured link (its estimator on): each report carries the transport-wide
@@ -2413,6 +2416,21 @@ impl Relay {
             }
             _ => false,
         };
+        // While paused, no padding but what the allocator asks for (a sustained probe's
+        // minimum). str0m pads up to 50 kbit/s by itself while media flows, audio included:
+        // beside the audio that filled a 100 kbit/s link (tests/adaptation.rs, captured on
+        // the wire: 40-57 kbit/s of blank padding all through the pause, the link at 100 %,
+        // a standing 0.6-0.8 s queue ahead of the audio, concealed audio throughout).
+        // Probes are not padding: they still come when asked for. On a layer str0m's
+        // default is kept (the estimator of a viewer on the lowest layer leans on it:
+        // without it, adapt_sim's oscillating link paused a viewer on 600 kbit/s).
+        if let Some(t) = a.target {
+            s.rtc.bwe().set_padding_target(if t == Target::Paused {
+                Bitrate::ZERO
+            } else {
+                AUTO_PADDING
+            });
+        }
         if down {
             self.drop_paced(id);
             // Every switch down to a layer, whether or not the pacer held video back: on a

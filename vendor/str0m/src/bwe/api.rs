@@ -91,6 +91,18 @@ impl<'a> Bwe<'a> {
         m.no_events();
     }
 
+    /// hallcast: the padding the pacer sends by itself while media is active, whatever
+    /// [`Self::set_bitrate`]'s minimum asks for (capped by the estimate): 50 kbit/s unless
+    /// set. An SFU that pauses a receiver's video sets zero meanwhile: otherwise the
+    /// receiver gets 50 kbit/s of padding beside its audio, on a link chosen for being slow.
+    /// Probes are not affected. Retained across [`reset`][Self::reset].
+    pub fn set_padding_target(&mut self, target: Bitrate) {
+        let mut m = self.0.mutate();
+        m.session.set_bwe_padding_target(target);
+        // Like set_bitrate: timers only.
+        m.no_events();
+    }
+
     /// Reset the BWE with a new init_bitrate
     ///
     /// This discards the current estimator state and starts estimation again

@@ -4,6 +4,8 @@ const PACING_FACTOR: f64 = 1.1;
 
 /// Automatic padding target when media is active. This maintains NAT bindings, RTX state,
 /// and allows ALR periodic probes to discover higher bandwidth.
+///
+/// hallcast: the default of [`crate::bwe::Bwe::set_padding_target`].
 const PADDING_TARGET: Bitrate = Bitrate::bps(50_000);
 
 pub(crate) struct PacingResult {
@@ -18,11 +20,23 @@ pub(crate) struct PacingResult {
 }
 
 /// Controls the pacing and padding rates.
-pub(crate) struct PacerControl {}
+pub(crate) struct PacerControl {
+    /// hallcast: the automatic padding target ([`PADDING_TARGET`] unless configured).
+    padding_target: Bitrate,
+}
 
 impl PacerControl {
     pub fn new() -> Self {
-        Self {}
+        Self::with_padding_target(PADDING_TARGET)
+    }
+
+    pub fn with_padding_target(padding_target: Bitrate) -> Self {
+        Self { padding_target }
+    }
+
+    /// hallcast: see [`crate::bwe::Bwe::set_padding_target`].
+    pub fn set_padding_target(&mut self, padding_target: Bitrate) {
+        self.padding_target = padding_target;
     }
 
     pub fn calculate(
@@ -38,7 +52,7 @@ impl PacerControl {
         } else if has_active_media {
             // Sustain the requested minimum without exceeding estimated capacity.
             // Keep the automatic target for NAT bindings and RTX state.
-            PADDING_TARGET.max(minimum).min(estimate)
+            self.padding_target.max(minimum).min(estimate)
         } else {
             // No padding when no media is being sent
             Bitrate::ZERO
@@ -100,6 +114,16 @@ mod test {
             assert_eq!(result.padding_rate, Bitrate::kbps(expected));
             assert_eq!(result.pacing_rate, Bitrate::kbps(estimate) * PACING_FACTOR);
         }
+    }
+
+    #[test]
+    fn a_zero_padding_target_pads_only_to_the_minimum() {
+        let c = PacerControl::with_padding_target(Bitrate::ZERO);
+        let estimate = Bitrate::kbps(1_000);
+        let r = c.calculate(true, estimate, false, Bitrate::ZERO);
+        assert_eq!(r.padding_rate, Bitrate::ZERO);
+        let r = c.calculate(true, estimate, false, Bitrate::kbps(300));
+        assert_eq!(r.padding_rate, Bitrate::kbps(300));
     }
 
     #[test]
