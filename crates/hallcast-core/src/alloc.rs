@@ -86,8 +86,11 @@
 //!   [`LOSS_DOWN_SHARE`] or more steps the viewer down at once, without waiting for the
 //!   estimator to fall: to the highest layer whose need fits what arrived (the current
 //!   layer's need times the share not lost, times [`LOSS_STEP_MARGIN`]) — not within
-//!   [`LOSS_SETTLE`] of a switch down (the report may still describe the layer just left).
-//!   On the lowest layer, a loss report at [`LOSS_PAUSE_SHARE`] or more pauses video.
+//!   [`LOSS_SETTLE`] of a switch down, plus the viewer's round trip (the report may still
+//!   describe the layer just left). On the lowest layer, a loss report at
+//!   [`LOSS_PAUSE_SHARE`] or more pauses video. A report right after a clean one is read over
+//!   the span between them ([`ONSET_LOSS_SHARE`]): half of it lost is a link that stepped
+//!   down, acted on at once.
 //! - **A resume starts a fresh estimator.** The sustained probe that carries a resume from
 //!   audio only proved the link carries the lowest layer; the estimator's state is the weak
 //!   link's and the audio's, which probes little and rises slowly. The driver resets it from
@@ -264,10 +267,37 @@ pub const LOSS_PAUSE_SHARE: f32 = 0.3;
 /// freezes). Too low a step costs a few seconds of a smaller picture before a probe climbs
 /// back; too high a step costs a second keyframe wait, frozen.
 pub const LOSS_STEP_MARGIN: f64 = 0.5;
+/// A loss report right after a clean one (under [`PROBE_LOSS_ABORT`]) tells more than its
+/// share: the report covers the last [`LOSS_WINDOW`] of packets, and what the clean one
+/// before it covered was not lost, so the new losses fell in the span between the two. Lost
+/// over that span at this share or more, the link stepped down: the viewer steps down (by
+/// that share; the lowest layer pauses) without waiting for the share over the whole
+/// window to reach [`LOSS_DOWN_SHARE`]. Measured in tests/adaptation.rs before: the demo's
+/// step from 2.2 to 0.4 Mbit/s read 0 % and then 21.6 % lost 250 ms apart (the second
+/// second of the window was about four-fifths lost); taken as 21.6 %, "what arrived" fitted
+/// the middle layer (0.61 Mbit/s), which the link could not carry either, and the lowest
+/// layer came a second later (1.7 s of freezes, 0.46 s of audio concealed). Above what a
+/// burst of random loss reads over a span (the simulated network's 30 % for 300 ms), under
+/// what an overrun link drops (a 0.6 Mbit/s layer on a 0.4 Mbit/s link: a third, with its
+/// audio; the top layer on it: four-fifths).
+pub const ONSET_LOSS_SHARE: f32 = 0.5;
+/// The window a transport-wide loss report covers (str0m: the last second).
+pub const LOSS_WINDOW: Duration = Duration::from_secs(1);
+/// The shortest span a report's new losses are spread over ([`ONSET_LOSS_SHARE`]): the
+/// relay's stats interval (a receiver report in between may read clean sooner).
+pub const ONSET_MIN_SPAN: Duration = Duration::from_millis(250);
 /// A loss report this soon after a switch down does not step down again: it may still
 /// describe the layer just left (the report covers the last second; the switch waits for a
-/// keyframe, asked for at once).
+/// keyframe, asked for at once). Plus the viewer's latest round trip by its transport-wide
+/// feedback ([`Allocator::on_rtt`], up to [`RTT_SETTLE_MAX`]): the old layer's last packets
+/// are reported that much later when they queue. Measured in tests/adaptation.rs before: a
+/// cut from the demo's top layer to its lowest on a 400 kbit/s link (a 0.36 s queue) read
+/// 47 % lost 0.7 s after the cut, still the top layer's losses, and a report after the
+/// bare 1.2 s paused video on a link that carried the lowest layer (4.7 s without a
+/// picture).
 pub const LOSS_SETTLE: Duration = Duration::from_millis(1200);
+/// The most a round trip lengthens [`LOSS_SETTLE`].
+pub const RTT_SETTLE_MAX: Duration = Duration::from_secs(1);
 /// A switch down is a cut (the old layer stops at once, see [`Decision::cut`]) when the
 /// estimate is under this share of the old layer's bitrate...
 pub const CUT_SHARE: f64 = 1.0;
@@ -380,8 +410,13 @@ pub struct Allocator {
     reprobed_at: Option<Instant>,
     /// The last loss report of [`PROBE_LOSS_ABORT`] or more.
     lossy_at: Option<Instant>,
+    /// The last step whose loss reports were all under [`PROBE_LOSS_ABORT`]: when, and the
+    /// worst of them ([`ONSET_LOSS_SHARE`]).
+    clean: Option<(Instant, f32)>,
     /// The estimator's own latest figure ([`Allocator::on_raw_estimate`]), and when.
     raw: Option<(Instant, u64)>,
+    /// The latest round trip by transport-wide feedback ([`Allocator::on_rtt`]).
+    rtt: Option<Duration>,
     /// The last sign that the estimator is alive to the link: a switch, a loss report of
     /// [`PROBE_LOSS_ABORT`] or more, a failed sustained probe, a rise by [`STIR_RISE`], an
     /// estimator reset.
@@ -447,7 +482,9 @@ impl Allocator {
             probe_failed_at: None,
             reprobed_at: None,
             lossy_at: None,
+            clean: None,
             raw: None,
+            rtt: None,
             stirred_at: None,
             estimator_resets: 0,
             reset_bps: None,
@@ -507,6 +544,13 @@ impl Allocator {
             && self.probe.is_none()
             && self.target != Target::Paused;
         live.then_some(bps)
+    }
+
+    /// The viewer's round trip by its transport-wide feedback: a packet's send to the
+    /// feedback that reports it, so what waits in the link's queue counts
+    /// ([`LOSS_SETTLE`]).
+    pub fn on_rtt(&mut self, rtt: Duration) {
+        self.rtt = Some(rtt);
     }
 
     pub fn on_loss(&mut self, now: Instant, lost: f32) {
@@ -634,11 +678,31 @@ impl Allocator {
         }
         let before = self.target;
         let loss = self.loss.take();
-        if let Some((at, lost)) = loss
-            && lost >= PROBE_LOSS_ABORT
-        {
-            self.lossy_at = Some(at);
-            self.stirred_at = Some(at);
+        // The share lost over the span since the last clean report, when that says more
+        // than the report's own ([`ONSET_LOSS_SHARE`]); not while a sustained probe's
+        // padding may be in the window (under way, failed or carried within it).
+        let onset = match (loss, self.clean) {
+            (Some((at, lost)), Some((clean_at, clean_lost)))
+                if lost >= PROBE_LOSS_ABORT
+                    && self.probe.is_none()
+                    && all_past(now, [self.probe_failed_at, self.last_up_at], LOSS_WINDOW) =>
+            {
+                let span = at.saturating_duration_since(clean_at);
+                (span < LOSS_WINDOW).then(|| {
+                    let share = span.max(ONSET_MIN_SPAN).as_secs_f32() / LOSS_WINDOW.as_secs_f32();
+                    ((lost - clean_lost).max(0.0) / share).min(1.0)
+                })
+            }
+            _ => None,
+        }
+        .filter(|&l| l >= ONSET_LOSS_SHARE);
+        match loss {
+            Some((at, lost)) if lost >= PROBE_LOSS_ABORT => {
+                self.lossy_at = Some(at);
+                self.stirred_at = Some(at);
+            }
+            Some((at, lost)) => self.clean = Some((at, lost)),
+            None => {}
         }
 
         // The current target may have vanished (a layer stopped): re-anchor on what exists.
@@ -656,13 +720,15 @@ impl Allocator {
 
         // Loss: one layer down at once (not during a sustained probe: its padding is what the
         // link dropped, and the probe ends below; nor right after a switch down).
+        let settle = LOSS_SETTLE + self.rtt.unwrap_or_default().min(RTT_SETTLE_MAX);
         let settled = self
             .down_at
-            .is_none_or(|d| now.saturating_duration_since(d) >= LOSS_SETTLE);
+            .is_none_or(|d| now.saturating_duration_since(d) >= settle);
         if let (Some((_, lost)), Target::Layer(cur), None) = (loss, self.target, self.probe)
-            && lost >= LOSS_DOWN_SHARE
+            && (lost >= LOSS_DOWN_SHARE || onset.is_some())
             && settled
         {
+            let lost = onset.map_or(lost, |o| o.max(lost));
             if let Some(lower) = loss_step(cur, lost, layers, audio_bps) {
                 // No higher than the raw estimate fits either.
                 let fits = fitting(self.down_to(now, estimate_bps), 1.0, layers, audio_bps)
@@ -670,7 +736,7 @@ impl Allocator {
                     .unwrap_or(lower);
                 self.target = Target::Layer(lower.min(fits));
                 self.switched_down(now);
-            } else if lost >= LOSS_PAUSE_SHARE && lowest(layers) == Some(cur) {
+            } else if (lost >= LOSS_PAUSE_SHARE || onset.is_some()) && lowest(layers) == Some(cur) {
                 // On the lowest layer, and the link delivered well under its need: the
                 // audio sharing the link is being lost too.
                 self.target = Target::Paused;
@@ -1908,6 +1974,113 @@ mod tests {
         b.on_loss(at(10_550), 0.5);
         let d = b.update(at(10_600), 1_350_000, &layers(), AUDIO);
         assert_eq!((d.target, d.sustain_bps), (Target::Layer(Layer(0)), 0));
+    }
+
+    #[test]
+    fn loss_right_after_a_clean_report_is_read_over_the_span_between_them() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // On the top layer (need ~1.64 Mbit/s), the estimate still high; a clean report at
+        // 10 s, then `lost` at `then_ms`: the decision.
+        let after_clean = |clean: Option<f32>, then_ms: u64, lost: f32| {
+            let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO).with_sustained_probes();
+            run(&mut a, t0, 0, &[(10_000, 5_000_000)]);
+            assert_eq!(a.target(), Target::Layer(Layer(2)));
+            if let Some(c) = clean {
+                a.on_loss(at(10_000), c);
+            }
+            assert!(!a.update(at(10_000), 5_000_000, &layers(), AUDIO).changed);
+            a.on_loss(at(then_ms), lost);
+            a.update(at(then_ms), 5_000_000, &layers(), AUDIO)
+        };
+        // 22 % over the window, 250 ms after a clean report: ~88 % of the span's packets
+        // lost; what arrived fits the lowest layer only, in one step.
+        let d = after_clean(Some(0.0), 10_250, 0.22);
+        assert_eq!(
+            (d.target, d.changed, d.cut),
+            (Target::Layer(Layer(0)), true, true)
+        );
+        // The clean report's own losses are not counted twice (0.22 - 0.04 over a quarter).
+        let d = after_clean(Some(0.04), 10_250, 0.22);
+        assert_eq!((d.target, d.changed), (Target::Layer(Layer(0)), true));
+        // The same share with no clean report before it, or one a whole window earlier: half
+        // of what arrived (0.64 Mbit/s) fits layer 1 (~0.59).
+        let d = after_clean(None, 10_250, 0.22);
+        assert_eq!((d.target, d.changed), (Target::Layer(Layer(1)), true));
+        let d = after_clean(Some(0.0), 11_000, 0.22);
+        assert_eq!((d.target, d.changed), (Target::Layer(Layer(1)), true));
+        // A burst of random loss (30 % over the span: 7.5 % of the window) moves nothing.
+        let d = after_clean(Some(0.0), 10_250, 0.075);
+        assert!(!d.changed);
+        // Nor a report that was not clean before (10 %: the span rule needs a clean one).
+        let d = after_clean(Some(0.1), 10_250, 0.19);
+        assert!(!d.changed);
+
+        // On the lowest layer: 15 % of the window right after a clean report (60 % of the
+        // span) pauses video; 15 % alone does not.
+        let on_lowest = |clean: bool| {
+            let mut a = on_a_400_kbit_link(t0);
+            if clean {
+                a.on_loss(at(10_000), 0.0);
+            }
+            assert!(!a.update(at(10_000), 400_000, &layers(), AUDIO).changed);
+            a.on_loss(at(10_250), 0.15);
+            a.update(at(10_250), 400_000, &layers(), AUDIO)
+        };
+        assert_eq!(on_lowest(true).target, Target::Paused);
+        assert_eq!(on_lowest(false).target, Target::Layer(Layer(0)));
+
+        // Not a sustained probe's own losses: the probe fails on them, and the reports of the
+        // second after it still hold them.
+        let mut b = on_a_400_kbit_link(t0);
+        run_sustained(&mut b, t0, 10_000, &[(10_500, 1_350_000)]);
+        assert_eq!(b.sustain_bps(), need(500_000, AUDIO), "probing");
+        b.on_loss(at(10_500), 0.0);
+        assert!(!b.update(at(10_500), 1_350_000, &layers(), AUDIO).changed);
+        b.on_loss(at(10_750), 0.15);
+        let d = b.update(at(10_750), 1_350_000, &layers(), AUDIO);
+        assert_eq!(
+            (d.target, d.sustain_bps),
+            (Target::Layer(Layer(0)), 0),
+            "failed"
+        );
+        // (28 % after the clean report 500 ms before: 56 % of the span.)
+        b.on_loss(at(11_000), 0.28);
+        let d = b.update(at(11_000), 1_350_000, &layers(), AUDIO);
+        assert_eq!(
+            d.target,
+            Target::Layer(Layer(0)),
+            "paused on the probe's losses"
+        );
+    }
+
+    #[test]
+    fn after_a_switch_down_loss_reports_settle_for_longer_on_a_queued_link() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // Cut from the top layer to the lowest at 10 s on a report of 80 % lost; then 45 %
+        // lost at `then_ms` (the old layer's losses, or the lowest layer's own): paused?
+        let paused_at = |rtt: Option<u64>, then_ms: u64| {
+            let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO).with_sustained_probes();
+            run(&mut a, t0, 0, &[(10_000, 5_000_000)]);
+            if let Some(r) = rtt {
+                a.on_rtt(Duration::from_millis(r));
+            }
+            a.on_loss(at(10_000), 0.8);
+            let d = a.update(at(10_000), 5_000_000, &layers(), AUDIO);
+            assert_eq!((d.target, d.cut), (Target::Layer(Layer(0)), true));
+            a.on_loss(at(then_ms), 0.45);
+            a.update(at(then_ms), 5_000_000, &layers(), AUDIO).target == Target::Paused
+        };
+        // No round trip known: the bare settle (1.2 s).
+        assert!(!paused_at(None, 11_100));
+        assert!(paused_at(None, 11_300));
+        // A 0.4 s round trip (a queue): 1.6 s.
+        assert!(!paused_at(Some(400), 11_500));
+        assert!(paused_at(Some(400), 11_700));
+        // At most a second more, whatever the round trip.
+        assert!(!paused_at(Some(5_000), 12_100));
+        assert!(paused_at(Some(5_000), 12_300));
     }
 
     #[test]

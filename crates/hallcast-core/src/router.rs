@@ -16,7 +16,7 @@
 //! consumer stream.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::alloc::{Allocator, PauseReason, Target};
 use crate::consumer::{Consumer, ConsumerId, Forward, VideoStatus};
@@ -219,6 +219,14 @@ impl Router {
     pub fn on_raw_estimate(&mut self, id: ConsumerId, bps: u64, now: Instant) {
         if let Some(&i) = self.index.get(&id) {
             self.consumers[i].on_raw_estimate(now, bps);
+        }
+    }
+
+    /// A measured viewer's round trip by its transport-wide feedback
+    /// ([`crate::alloc::Allocator::on_rtt`]).
+    pub fn on_rtt(&mut self, id: ConsumerId, rtt: Duration) {
+        if let Some(&i) = self.index.get(&id) {
+            self.consumers[i].on_rtt(rtt);
         }
     }
 

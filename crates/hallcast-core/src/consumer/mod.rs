@@ -16,7 +16,7 @@ pub(crate) mod relay;
 pub(crate) mod viewer;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::alloc::{Allocator, Decision, PauseReason};
 use crate::keyframe::Vp8Ids;
@@ -233,6 +233,15 @@ impl Consumer {
             && let Some(a) = v.alloc.as_mut()
         {
             a.on_raw_estimate(now, bps);
+        }
+    }
+
+    /// A measured viewer's round trip (see [`Allocator::on_rtt`]).
+    pub(crate) fn on_rtt(&mut self, rtt: Duration) {
+        if let Video::Viewer(v) = &mut self.video
+            && let Some(a) = v.alloc.as_mut()
+        {
+            a.on_rtt(rtt);
         }
     }
 

@@ -1909,11 +1909,17 @@ impl Relay {
                             p.ingress_loss_fraction
                         };
                         s.readings.loss = loss.or(s.readings.loss);
-                        s.readings.transport_wide_loss |= viewer && loss.is_some();
+                        s.readings.transport_wide |= viewer && loss.is_some();
                         s.readings.media_bytes = if viewer { p.bytes_tx } else { p.bytes_rx };
                         // A measured viewer's estimator's own latest figure (the
                         // estimate events are a 3 s average of them): the pacer and how
                         // far a switch down goes.
+                        if viewer && let Some(rtt) = p.rtt {
+                            let conference = s.conference.clone();
+                            if let Some(c) = self.confs.get_mut(&conference) {
+                                c.router.on_rtt(ConsumerId(id.0), rtt);
+                            }
+                        }
                         if viewer && let Some(raw) = p.bwe_tx {
                             let conference = s.conference.clone();
                             if let Some(c) = self.confs.get_mut(&conference) {
@@ -1929,11 +1935,12 @@ impl Relay {
                         }
                     }
                 }
-                // A consumer's RTT and loss come from its receiver reports, per stream.
+                // A consumer's RTT and loss come from its receiver reports, per stream (a
+                // viewer's from its transport-wide feedback once it has given them).
                 Event::MediaEgressStats(m) => {
                     if let Some(s) = self.sessions.get_mut(&id) {
-                        s.readings.rtt = m.rtt.or(s.readings.rtt);
-                        if !s.readings.transport_wide_loss {
+                        if !s.readings.transport_wide {
+                            s.readings.rtt = m.rtt.or(s.readings.rtt);
                             s.readings.loss = m.loss.or(s.readings.loss);
                         }
                         if matches!(s.role, SessionRole::Viewer(_))

@@ -167,12 +167,15 @@ pub(crate) struct TransportHeld {
 /// Readings from str0m's periodic stats (`Event::PeerStats`).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Readings {
+    /// A viewer's: from its transport-wide feedback once that has given one (a packet's
+    /// send to the feedback reporting it: what waits in the link's queue counts), else
+    /// from receiver reports; a publisher's or a pull's: from reports.
     pub rtt: Option<Duration>,
     /// A viewer's: its transport-wide loss once its feedback has given one (receiver
     /// reports, per stream, until then and for viewers without it); a publisher's: ingress.
     pub loss: Option<f32>,
-    /// `loss` is transport-wide: receiver reports no longer overwrite it.
-    pub transport_wide_loss: bool,
+    /// `loss` and `rtt` are transport-wide: receiver reports no longer overwrite them.
+    pub transport_wide: bool,
     pub media_bytes: u64,
 }
 
