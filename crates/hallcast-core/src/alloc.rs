@@ -76,7 +76,8 @@
 //!   allocator asks for the higher layer's need as a sustained rate ([`Decision::sustain_bps`];
 //!   the driver has str0m pad up to it), longer than any shaper's burst, and commits only if
 //!   the estimate then covers the layer's need, having stayed above [`PROBE_ABORT_SHARE`] of
-//!   it, and no loss report during the probe reached [`PROBE_LOSS_ABORT`]. A failed probe stops the padding at once and makes the
+//!   it, no loss report during the probe reached [`PROBE_LOSS_ABORT`] and no queue built up
+//!   on the link ([`QUEUE_OVERRUN`]). A failed probe stops the padding at once and makes the
 //!   next one wait longer (the up-hold doubles, up to [`PROBE_FAILED_HOLD_MAX`], until a
 //!   probe holds, or for [`PROBE_FAILED_LAPSE`] after the last failure): a link that cannot
 //!   carry the layer is not made to drop packets every other second, and one that came
@@ -296,6 +297,25 @@ pub const ONSET_MIN_SPAN: Duration = Duration::from_millis(250);
 /// bare 1.2 s paused video on a link that carried the lowest layer (4.7 s without a
 /// picture).
 pub const LOSS_SETTLE: Duration = Duration::from_millis(1200);
+/// A queue this long on the viewer's link (its round trip by transport-wide feedback above
+/// the lowest of the last [`RTT_FLOOR_FOR`]) fails a sustained probe at once: the link cannot
+/// carry the probed rate, and the audio waits in that queue (a browser conceals audio while
+/// its delay climbs; a loss report comes only once the queue is full and drops, since a
+/// packet's loss is known when a later one arrives). Measured in tests/adaptation.rs
+/// before: a resume's probe at 0.22 Mbit/s on a 100 kbit/s link (the estimate, fooled by
+/// the shaper's burst, read 0.21) ran until the round trip read 0.79 s, and the audio queued
+/// behind it was concealed for 0.35 s.
+///
+/// Tried and dropped: the same queue, held for two reports, sending a viewer to the lowest
+/// layer and from there to audio only. On the step from 400 to 100 kbit/s it paused no
+/// sooner than the estimate and the loss reports did (the round trip crosses 250 ms about
+/// when they fall), and after a cut from the top layer to the lowest on 400 kbit/s the
+/// round trip stayed at 200-320 ms for 1.5 s while the old layer's queue and the new
+/// keyframe drained: it paused a viewer whose link carried the lowest layer (1 run in 6).
+pub const QUEUE_OVERRUN: Duration = Duration::from_millis(250);
+/// The window of the round trip's floor ([`QUEUE_OVERRUN`]); an older floor is replaced by
+/// the current round trip.
+pub const RTT_FLOOR_FOR: Duration = Duration::from_secs(30);
 /// The most a round trip lengthens [`LOSS_SETTLE`].
 pub const RTT_SETTLE_MAX: Duration = Duration::from_secs(1);
 /// A switch down is a cut (the old layer stops at once, see [`Decision::cut`]) when the
@@ -417,6 +437,10 @@ pub struct Allocator {
     raw: Option<(Instant, u64)>,
     /// The latest round trip by transport-wide feedback ([`Allocator::on_rtt`]).
     rtt: Option<Duration>,
+    /// The lowest round trip since then ([`RTT_FLOOR_FOR`]).
+    rtt_floor: Option<(Instant, Duration)>,
+    /// Since when the round trip has been [`QUEUE_OVERRUN`] above its floor.
+    queued_since: Option<Instant>,
     /// The last sign that the estimator is alive to the link: a switch, a loss report of
     /// [`PROBE_LOSS_ABORT`] or more, a failed sustained probe, a rise by [`STIR_RISE`], an
     /// estimator reset.
@@ -485,6 +509,8 @@ impl Allocator {
             clean: None,
             raw: None,
             rtt: None,
+            rtt_floor: None,
+            queued_since: None,
             stirred_at: None,
             estimator_resets: 0,
             reset_bps: None,
@@ -548,9 +574,21 @@ impl Allocator {
 
     /// The viewer's round trip by its transport-wide feedback: a packet's send to the
     /// feedback that reports it, so what waits in the link's queue counts
-    /// ([`LOSS_SETTLE`]).
-    pub fn on_rtt(&mut self, rtt: Duration) {
+    /// ([`LOSS_SETTLE`], [`QUEUE_OVERRUN`]).
+    pub fn on_rtt(&mut self, now: Instant, rtt: Duration) {
         self.rtt = Some(rtt);
+        let floor = match self.rtt_floor {
+            Some((at, f)) if f <= rtt && now.saturating_duration_since(at) < RTT_FLOOR_FOR => f,
+            _ => {
+                self.rtt_floor = Some((now, rtt));
+                rtt
+            }
+        };
+        if rtt.saturating_sub(floor) >= QUEUE_OVERRUN {
+            self.queued_since.get_or_insert(now);
+        } else {
+            self.queued_since = None;
+        }
     }
 
     pub fn on_loss(&mut self, now: Instant, lost: f32) {
@@ -1014,6 +1052,12 @@ impl Allocator {
         let failed = self.down_since.is_some()
             || !usable(&layers[l.index()])
             || loss.is_some_and(|(at, lost)| at > started && lost >= PROBE_LOSS_ABORT)
+            // A queue on the link ([`QUEUE_OVERRUN`], one report): the link cannot
+            // carry the rate, and the audio waits behind it. Measured in tests/adaptation.rs
+            // before: a resume's probe at 0.22 Mbit/s on a 100 kbit/s link (the estimate,
+            // fooled by the shaper's burst, read 0.21) ran until the round trip read 0.79 s,
+            // and the audio queued behind it was concealed for 0.35 s.
+            || self.queued_since.is_some()
             || e < n * PROBE_ABORT_SHARE
             || ran >= PROBE_SUSTAIN_MAX;
         if failed {
@@ -2064,7 +2108,7 @@ mod tests {
             let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO).with_sustained_probes();
             run(&mut a, t0, 0, &[(10_000, 5_000_000)]);
             if let Some(r) = rtt {
-                a.on_rtt(Duration::from_millis(r));
+                a.on_rtt(at(9_900), Duration::from_millis(r));
             }
             a.on_loss(at(10_000), 0.8);
             let d = a.update(at(10_000), 5_000_000, &layers(), AUDIO);
@@ -2081,6 +2125,46 @@ mod tests {
         // At most a second more, whatever the round trip.
         assert!(!paused_at(Some(5_000), 12_100));
         assert!(paused_at(Some(5_000), 12_300));
+    }
+
+    #[test]
+    fn a_sustained_probe_fails_on_a_queue_it_builds() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let ms = Duration::from_millis;
+        // A sustained probe for layer 1 from layer 0; round trips of 5 ms, then `rtt` at
+        // 10.6 s: the decision then.
+        let probe = |rtt: u64| {
+            let mut b = on_a_400_kbit_link(t0);
+            b.on_rtt(at(10_000), ms(5));
+            run_sustained(&mut b, t0, 10_000, &[(10_600, 1_350_000)]);
+            assert_eq!(b.sustain_bps(), need(500_000, AUDIO), "probing");
+            b.on_rtt(at(10_600), ms(rtt));
+            (b.update(at(10_600), 1_350_000, &layers(), AUDIO), b)
+        };
+        // 300 ms above the floor at the first report: the padding stops, the layer is kept.
+        let (d, _) = probe(300);
+        assert_eq!(
+            (d.target, d.changed, d.sustain_bps),
+            (Target::Layer(Layer(0)), false, 0)
+        );
+        // 200 ms: the probe goes on, and carries the switch up.
+        let (d, mut b) = probe(200);
+        assert_eq!(d.sustain_bps, need(500_000, AUDIO));
+        b.on_rtt(at(10_700), ms(8));
+        let (c, _) = run_sustained(&mut b, t0, 10_700, &[(12_000, 1_350_000)]);
+        assert_eq!(c, vec![(11_200, Target::Layer(Layer(1)))]);
+        // The floor is the lowest of the last 30 s: a link whose round trip is 400 ms by
+        // itself has no queue at 450.
+        let mut f = on_a_400_kbit_link(t0);
+        f.on_rtt(at(10_000), ms(400));
+        run_sustained(&mut f, t0, 10_000, &[(10_600, 1_350_000)]);
+        f.on_rtt(at(10_600), ms(450));
+        assert_ne!(
+            f.update(at(10_600), 1_350_000, &layers(), AUDIO)
+                .sustain_bps,
+            0
+        );
     }
 
     #[test]

@@ -224,9 +224,9 @@ impl Router {
 
     /// A measured viewer's round trip by its transport-wide feedback
     /// ([`crate::alloc::Allocator::on_rtt`]).
-    pub fn on_rtt(&mut self, id: ConsumerId, rtt: Duration) {
+    pub fn on_rtt(&mut self, id: ConsumerId, rtt: Duration, now: Instant) {
         if let Some(&i) = self.index.get(&id) {
-            self.consumers[i].on_rtt(rtt);
+            self.consumers[i].on_rtt(now, rtt);
         }
     }
 

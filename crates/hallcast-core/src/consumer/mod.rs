@@ -237,11 +237,11 @@ impl Consumer {
     }
 
     /// A measured viewer's round trip (see [`Allocator::on_rtt`]).
-    pub(crate) fn on_rtt(&mut self, rtt: Duration) {
+    pub(crate) fn on_rtt(&mut self, now: Instant, rtt: Duration) {
         if let Video::Viewer(v) = &mut self.video
             && let Some(a) = v.alloc.as_mut()
         {
-            a.on_rtt(rtt);
+            a.on_rtt(now, rtt);
         }
     }
 

@@ -1917,7 +1917,7 @@ impl Relay {
                         if viewer && let Some(rtt) = p.rtt {
                             let conference = s.conference.clone();
                             if let Some(c) = self.confs.get_mut(&conference) {
-                                c.router.on_rtt(ConsumerId(id.0), rtt);
+                                c.router.on_rtt(ConsumerId(id.0), rtt, now);
                             }
                         }
                         if viewer && let Some(raw) = p.bwe_tx {
