@@ -306,13 +306,23 @@ pub const LOSS_SETTLE: Duration = Duration::from_millis(1200);
 /// the shaper's burst, read 0.21) ran until the round trip read 0.79 s, and the audio queued
 /// behind it was concealed for 0.35 s.
 ///
-/// Tried and dropped: the same queue, held for two reports, sending a viewer to the lowest
-/// layer and from there to audio only. On the step from 400 to 100 kbit/s it paused no
-/// sooner than the estimate and the loss reports did (the round trip crosses 250 ms about
-/// when they fall), and after a cut from the top layer to the lowest on 400 kbit/s the
-/// round trip stayed at 200-320 ms for 1.5 s while the old layer's queue and the new
-/// keyframe drained: it paused a viewer whose link carried the lowest layer (1 run in 6).
+/// A queue that also grows steps the viewer down ([`QUEUE_GROWTH`]). Tried and dropped: a
+/// queue merely held for two reports doing so. After a cut from the top layer to the
+/// lowest on 400 kbit/s the round trip stayed at 200-320 ms for 1.5 s while the old layer's
+/// queue and the new keyframe drained, and that paused a viewer whose link carried the
+/// lowest layer (1 e2e run in 6).
 pub const QUEUE_OVERRUN: Duration = Duration::from_millis(250);
+/// A queue of [`QUEUE_OVERRUN`] or more that grew by this much or more since the report
+/// before (also [`QUEUE_OVERRUN`] or more; reports come every 250 ms) is a link the viewer's
+/// video overruns by a quarter or more: the viewer goes to the lowest layer at once (a cut),
+/// and from the lowest layer to audio only. A queue that drains (after a cut, a failed
+/// probe, a keyframe) does not grow. Measured in tests/adaptation.rs before: on the step
+/// from 400 to 100 kbit/s, with a sustained probe failed just before it, the round trip read
+/// 260, 539, 799 ms half a second apart while the estimate stayed at 0.34 Mbit/s and the
+/// loss reports read 0-7 %; the pause came on the loss report 1.8 s after the step, and the
+/// audio queued meanwhile was 3 % of the run's. Not during warm-up or a sustained probe
+/// (which fails on the queue instead), nor within the loss settle of a switch down.
+pub const QUEUE_GROWTH: Duration = Duration::from_millis(50);
 /// The window of the round trip's floor ([`QUEUE_OVERRUN`]); an older floor is replaced by
 /// the current round trip.
 pub const RTT_FLOOR_FOR: Duration = Duration::from_secs(30);
@@ -441,6 +451,9 @@ pub struct Allocator {
     rtt_floor: Option<(Instant, Duration)>,
     /// Since when the round trip has been [`QUEUE_OVERRUN`] above its floor.
     queued_since: Option<Instant>,
+    /// The queue by the last round trip, and when a queue last grew ([`QUEUE_GROWTH`]).
+    last_queue: Option<Duration>,
+    queue_grew_at: Option<Instant>,
     /// The last sign that the estimator is alive to the link: a switch, a loss report of
     /// [`PROBE_LOSS_ABORT`] or more, a failed sustained probe, a rise by [`STIR_RISE`], an
     /// estimator reset.
@@ -511,6 +524,8 @@ impl Allocator {
             rtt: None,
             rtt_floor: None,
             queued_since: None,
+            last_queue: None,
+            queue_grew_at: None,
             stirred_at: None,
             estimator_resets: 0,
             reset_bps: None,
@@ -584,11 +599,20 @@ impl Allocator {
                 rtt
             }
         };
-        if rtt.saturating_sub(floor) >= QUEUE_OVERRUN {
+        let queue = rtt.saturating_sub(floor);
+        if queue >= QUEUE_OVERRUN {
             self.queued_since.get_or_insert(now);
         } else {
             self.queued_since = None;
         }
+        if queue >= QUEUE_OVERRUN
+            && self
+                .last_queue
+                .is_some_and(|q| q >= QUEUE_OVERRUN && queue >= q + QUEUE_GROWTH)
+        {
+            self.queue_grew_at = Some(now);
+        }
+        self.last_queue = Some(queue);
     }
 
     pub fn on_loss(&mut self, now: Instant, lost: f32) {
@@ -782,6 +806,26 @@ impl Allocator {
             }
         }
 
+        // A growing queue: to the lowest layer, from there to audio only.
+        let overrun = self.queue_grew_at.take().is_some()
+            && !warm
+            && settled
+            && self.probe.is_none()
+            && self.target == before;
+        if overrun {
+            let next = match self.target {
+                Target::Layer(cur) if lowest(layers).is_some_and(|l| l < cur) => {
+                    lowest(layers).map(Target::Layer)
+                }
+                Target::Layer(_) => Some(Target::Paused),
+                Target::Paused => None,
+            };
+            if let Some(next) = next {
+                self.target = next;
+                self.switched_down(now);
+            }
+        }
+
         // Down (not during warm-up: the estimate is not a measurement yet; nor while it
         // climbs: the link has not said it is congested).
         let climbing = self
@@ -919,8 +963,10 @@ impl Allocator {
         let cut = changed
             && match (before, self.target) {
                 (Target::Layer(old), Target::Layer(new)) if new < old => {
-                    self.lossy_at
-                        .is_some_and(|t| now.saturating_duration_since(t) < CUT_LOSS_WINDOW)
+                    overrun
+                        || self
+                            .lossy_at
+                            .is_some_and(|t| now.saturating_duration_since(t) < CUT_LOSS_WINDOW)
                         || (self.down_to(now, estimate_bps) as f64)
                             < layers[old.index()].bitrate_bps as f64 * CUT_SHARE
                 }
@@ -2165,6 +2211,64 @@ mod tests {
                 .sustain_bps,
             0
         );
+    }
+
+    #[test]
+    fn a_growing_queue_sends_the_viewer_to_the_lowest_layer_and_then_to_audio_only() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let ms = Duration::from_millis;
+        // `a` driven with the estimate `est` and round trips of 5 ms every 250 ms for the
+        // 750 ms before `from`, then `rtts` (ms) from `from`, 250 ms apart: the decisions
+        // that changed.
+        let queued = |mut a: Allocator, from: u64, est: u64, rtts: &[u64]| {
+            for t in (from - 750..from).step_by(250) {
+                a.on_rtt(at(t), ms(5));
+                a.update(at(t), est, &layers(), AUDIO);
+            }
+            let mut changes = Vec::new();
+            for (i, &r) in rtts.iter().enumerate() {
+                let t = from + 250 * i as u64;
+                a.on_rtt(at(t), ms(r));
+                let d = a.update(at(t), est, &layers(), AUDIO);
+                if d.changed {
+                    changes.push((t, d.target, d.cut));
+                }
+            }
+            changes
+        };
+        let on_top = || {
+            let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO).with_sustained_probes();
+            run(&mut a, t0, 0, &[(7_000, 5_000_000)]);
+            assert_eq!(a.target(), Target::Layer(Layer(2)));
+            a
+        };
+        // 260 then 540 ms (the step to 100 kbit/s): the lowest layer, the old one cut.
+        assert_eq!(
+            queued(on_top(), 10_000, 5_000_000, &[260, 540]),
+            vec![(10_250, Target::Layer(Layer(0)), true)]
+        );
+        // A queue that drains, or holds, or grows from under the overrun: nothing.
+        assert_eq!(
+            queued(on_top(), 10_000, 5_000_000, &[360, 320, 200, 290]),
+            vec![]
+        );
+        assert_eq!(
+            queued(on_top(), 10_000, 5_000_000, &[300, 320, 330]),
+            vec![]
+        );
+        assert_eq!(
+            queued(on_top(), 10_000, 5_000_000, &[100, 245, 240]),
+            vec![]
+        );
+        // On the lowest layer: audio only.
+        assert_eq!(
+            queued(on_a_400_kbit_link(t0), 11_000, 400_000, &[300, 420]),
+            vec![(11_250, Target::Paused, false)]
+        );
+        // During warm-up: nothing.
+        let fresh = Allocator::new(t0, 5_000_000, &layers(), AUDIO).with_sustained_probes();
+        assert_eq!(queued(fresh, 3_000, 5_000_000, &[300, 600]), vec![]);
     }
 
     #[test]
