@@ -1911,15 +1911,18 @@ impl Relay {
                         s.readings.loss = loss.or(s.readings.loss);
                         s.readings.transport_wide |= viewer && loss.is_some();
                         s.readings.media_bytes = if viewer { p.bytes_tx } else { p.bytes_rx };
-                        // A measured viewer's estimator's own latest figure (the
-                        // estimate events are a 3 s average of them): the pacer and how
-                        // far a switch down goes.
+                        // A measured viewer's round trip by its transport-wide feedback
+                        // (the link's queue counts): the loss settle, sustained probes, a
+                        // growing queue.
                         if viewer && let Some(rtt) = p.rtt {
                             let conference = s.conference.clone();
                             if let Some(c) = self.confs.get_mut(&conference) {
                                 c.router.on_rtt(ConsumerId(id.0), rtt, now);
                             }
                         }
+                        // A measured viewer's estimator's own latest figure (the
+                        // estimate events are a 3 s average of them): the pacer and how
+                        // far a switch down goes.
                         if viewer && let Some(raw) = p.bwe_tx {
                             let conference = s.conference.clone();
                             if let Some(c) = self.confs.get_mut(&conference) {
