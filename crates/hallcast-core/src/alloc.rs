@@ -449,11 +449,10 @@ pub struct Allocator {
     rtt: Option<Duration>,
     /// The lowest round trip since then ([`RTT_FLOOR_FOR`]).
     rtt_floor: Option<(Instant, Duration)>,
-    /// Since when the round trip has been [`QUEUE_OVERRUN`] above its floor.
-    queued_since: Option<Instant>,
-    /// The queue by the last round trip, and when a queue last grew ([`QUEUE_GROWTH`]).
+    /// The queue by the latest round trip (above its floor; [`QUEUE_OVERRUN`]), and whether
+    /// a queue grew since the last update ([`QUEUE_GROWTH`]).
     last_queue: Option<Duration>,
-    queue_grew_at: Option<Instant>,
+    queue_grew: bool,
     /// The last sign that the estimator is alive to the link: a switch, a loss report of
     /// [`PROBE_LOSS_ABORT`] or more, a failed sustained probe, a rise by [`STIR_RISE`], an
     /// estimator reset.
@@ -523,9 +522,8 @@ impl Allocator {
             raw: None,
             rtt: None,
             rtt_floor: None,
-            queued_since: None,
             last_queue: None,
-            queue_grew_at: None,
+            queue_grew: false,
             stirred_at: None,
             estimator_resets: 0,
             reset_bps: None,
@@ -600,17 +598,12 @@ impl Allocator {
             }
         };
         let queue = rtt.saturating_sub(floor);
-        if queue >= QUEUE_OVERRUN {
-            self.queued_since.get_or_insert(now);
-        } else {
-            self.queued_since = None;
-        }
         if queue >= QUEUE_OVERRUN
             && self
                 .last_queue
                 .is_some_and(|q| q >= QUEUE_OVERRUN && queue >= q + QUEUE_GROWTH)
         {
-            self.queue_grew_at = Some(now);
+            self.queue_grew = true;
         }
         self.last_queue = Some(queue);
     }
@@ -807,7 +800,7 @@ impl Allocator {
         }
 
         // A growing queue: to the lowest layer, from there to audio only.
-        let overrun = self.queue_grew_at.take().is_some()
+        let overrun = std::mem::take(&mut self.queue_grew)
             && !warm
             && settled
             && self.probe.is_none()
@@ -1103,7 +1096,7 @@ impl Allocator {
             // before: a resume's probe at 0.22 Mbit/s on a 100 kbit/s link (the estimate,
             // fooled by the shaper's burst, read 0.21) ran until the round trip read 0.79 s,
             // and the audio queued behind it was concealed for 0.35 s.
-            || self.queued_since.is_some()
+            || self.last_queue.is_some_and(|q| q >= QUEUE_OVERRUN)
             || e < n * PROBE_ABORT_SHARE
             || ran >= PROBE_SUSTAIN_MAX;
         if failed {
