@@ -306,23 +306,42 @@ pub const LOSS_SETTLE: Duration = Duration::from_millis(1200);
 /// the shaper's burst, read 0.21) ran until the round trip read 0.79 s, and the audio queued
 /// behind it was concealed for 0.35 s.
 ///
-/// A queue that also grows steps the viewer down ([`QUEUE_GROWTH`]). Tried and dropped: a
+/// A reading lags the queue it reports: it is the wait of a packet sent one round trip
+/// earlier, and a link sent 2.5× what it carries (the lowest layer and the audio on
+/// 100 kbit/s) holds 2.5× that wait by the time the feedback comes back. At 250 ms (the
+/// figure before) a resume's probe on 100 kbit/s read 241 ms (under the bar), was carried,
+/// and the viewer paused again 0.5 s later on 660 ms, the shaper dropping audio meanwhile
+/// (tests/adaptation.rs, 1 run in 6); a step down stays at [`QUEUE_GROWN`].
+///
+/// A queue that also grows steps the viewer down ([`QUEUE_GROWTH_SHARE`]). Tried and dropped: a
 /// queue merely held for two reports doing so. After a cut from the top layer to the
 /// lowest on 400 kbit/s the round trip stayed at 200-320 ms for 1.5 s while the old layer's
 /// queue and the new keyframe drained, and that paused a viewer whose link carried the
 /// lowest layer (1 e2e run in 6).
-pub const QUEUE_OVERRUN: Duration = Duration::from_millis(250);
-/// A queue of [`QUEUE_OVERRUN`] or more that grew by this much or more since the report
-/// before (also [`QUEUE_OVERRUN`] or more; reports come every 250 ms) is a link the viewer's
-/// video overruns by a quarter or more: the viewer goes to the lowest layer at once (a cut),
-/// and from the lowest layer to audio only. A queue that drains (after a cut, a failed
-/// probe, a keyframe) does not grow. Measured in tests/adaptation.rs before: on the step
-/// from 400 to 100 kbit/s, with a sustained probe failed just before it, the round trip read
-/// 260, 539, 799 ms half a second apart while the estimate stayed at 0.34 Mbit/s and the
-/// loss reports read 0-7 %; the pause came on the loss report 1.8 s after the step, and the
-/// audio queued meanwhile was 3 % of the run's. Not during warm-up or a sustained probe
-/// (which fails on the queue instead), nor within the loss settle of a switch down.
-pub const QUEUE_GROWTH: Duration = Duration::from_millis(50);
+pub const QUEUE_OVERRUN: Duration = Duration::from_millis(120);
+/// A queue this long that grew at a fifth of the time passing or faster
+/// over the last two readings or more (each reading over the one before; the first of them
+/// may be a jump) is a link the viewer's video overruns by a quarter or more (sending at
+/// 1.25× what the link carries, the queue a packet meets grows by a fifth of the time its
+/// feedback takes to come back): the viewer goes to the lowest layer at once (a cut), and
+/// from the lowest layer to audio only. One jump alone is a keyframe's burst; a queue that
+/// drains (after a cut, a failed probe, a keyframe) does not grow; a reading that repeats
+/// the last round trip exactly is no new feedback and is skipped. Measured in
+/// tests/adaptation.rs before: on the step from 400 to 100 kbit/s, with a sustained probe
+/// failed just before it, the round trip read 260, 539, 799 ms half a second apart while the
+/// estimate stayed at 0.34 Mbit/s and the loss reports read 0-7 %; the pause came on the
+/// loss report 1.8 s after the step, and the audio queued meanwhile was 3 % of the run's.
+/// Not during warm-up or a sustained probe (which fails on the queue instead), nor within
+/// the loss settle of a switch down.
+pub const QUEUE_GROWTH_SHARE: f64 = 0.2;
+/// How long a growing queue must be to step the viewer down ([`QUEUE_GROWTH_SHARE`]): longer
+/// than what fails a sustained probe ([`QUEUE_OVERRUN`]), since a probe that fails only waits
+/// for the next one while a step down costs a picture. Tried and dropped: the same 120 ms.
+/// After a cut from the top layer to the lowest on 400 kbit/s the round trip read
+/// 265–350 ms for 1.5 s while the old layer's queue, the new keyframe and repairs drained,
+/// and a reading that rose twice just after the loss settle paused a viewer whose link
+/// carried the lowest layer (1 e2e run in 6; 3 s without a picture).
+pub const QUEUE_GROWN: Duration = Duration::from_millis(250);
 /// The window of the round trip's floor ([`QUEUE_OVERRUN`]); an older floor is replaced by
 /// the current round trip.
 pub const RTT_FLOOR_FOR: Duration = Duration::from_secs(30);
@@ -449,9 +468,11 @@ pub struct Allocator {
     rtt: Option<Duration>,
     /// The lowest round trip since then ([`RTT_FLOOR_FOR`]).
     rtt_floor: Option<(Instant, Duration)>,
-    /// The queue by the latest round trip (above its floor; [`QUEUE_OVERRUN`]), and whether
-    /// a queue grew since the last update ([`QUEUE_GROWTH`]).
-    last_queue: Option<Duration>,
+    /// The queue by the latest round trip (above its floor; [`QUEUE_OVERRUN`],
+    /// [`QUEUE_GROWN`]) and when it was read, how many readings in a row it grew at
+    /// [`QUEUE_GROWTH_SHARE`], and whether a growing queue was seen since the last update.
+    last_queue: Option<(Instant, Duration)>,
+    queue_growths: u32,
     queue_grew: bool,
     /// The last sign that the estimator is alive to the link: a switch, a loss report of
     /// [`PROBE_LOSS_ABORT`] or more, a failed sustained probe, a rise by [`STIR_RISE`], an
@@ -523,6 +544,7 @@ impl Allocator {
             rtt: None,
             rtt_floor: None,
             last_queue: None,
+            queue_growths: 0,
             queue_grew: false,
             stirred_at: None,
             estimator_resets: 0,
@@ -589,6 +611,10 @@ impl Allocator {
     /// feedback that reports it, so what waits in the link's queue counts
     /// ([`LOSS_SETTLE`], [`QUEUE_OVERRUN`]).
     pub fn on_rtt(&mut self, now: Instant, rtt: Duration) {
+        if self.rtt == Some(rtt) {
+            // No feedback since the last reading.
+            return;
+        }
         self.rtt = Some(rtt);
         let floor = match self.rtt_floor {
             Some((at, f)) if f <= rtt && now.saturating_duration_since(at) < RTT_FLOOR_FOR => f,
@@ -598,14 +624,20 @@ impl Allocator {
             }
         };
         let queue = rtt.saturating_sub(floor);
-        if queue >= QUEUE_OVERRUN
-            && self
-                .last_queue
-                .is_some_and(|q| q >= QUEUE_OVERRUN && queue >= q + QUEUE_GROWTH)
-        {
+        self.queue_growths = match self.last_queue {
+            Some((at, q))
+                if queue > q
+                    && (queue - q).as_secs_f64()
+                        >= now.saturating_duration_since(at).as_secs_f64() * QUEUE_GROWTH_SHARE =>
+            {
+                self.queue_growths + 1
+            }
+            _ => 0,
+        };
+        if queue >= QUEUE_GROWN && self.queue_growths >= 2 {
             self.queue_grew = true;
         }
-        self.last_queue = Some(queue);
+        self.last_queue = Some((now, queue));
     }
 
     pub fn on_loss(&mut self, now: Instant, lost: f32) {
@@ -1096,7 +1128,7 @@ impl Allocator {
             // before: a resume's probe at 0.22 Mbit/s on a 100 kbit/s link (the estimate,
             // fooled by the shaper's burst, read 0.21) ran until the round trip read 0.79 s,
             // and the audio queued behind it was concealed for 0.35 s.
-            || self.last_queue.is_some_and(|q| q >= QUEUE_OVERRUN)
+            || self.last_queue.is_some_and(|(_, q)| q >= QUEUE_OVERRUN)
             || e < n * PROBE_ABORT_SHARE
             || ran >= PROBE_SUSTAIN_MAX;
         if failed {
@@ -2181,14 +2213,14 @@ mod tests {
             b.on_rtt(at(10_600), ms(rtt));
             (b.update(at(10_600), 1_350_000, &layers(), AUDIO), b)
         };
-        // 300 ms above the floor at the first report: the padding stops, the layer is kept.
-        let (d, _) = probe(300);
+        // 150 ms above the floor at the first report: the padding stops, the layer is kept.
+        let (d, _) = probe(150);
         assert_eq!(
             (d.target, d.changed, d.sustain_bps),
             (Target::Layer(Layer(0)), false, 0)
         );
-        // 200 ms: the probe goes on, and carries the switch up.
-        let (d, mut b) = probe(200);
+        // 100 ms: the probe goes on, and carries the switch up.
+        let (d, mut b) = probe(100);
         assert_eq!(d.sustain_bps, need(500_000, AUDIO));
         b.on_rtt(at(10_700), ms(8));
         let (c, _) = run_sustained(&mut b, t0, 10_700, &[(12_000, 1_350_000)]);
@@ -2211,17 +2243,17 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
         let ms = Duration::from_millis;
-        // `a` driven with the estimate `est` and round trips of 5 ms every 250 ms for the
-        // 750 ms before `from`, then `rtts` (ms) from `from`, 250 ms apart: the decisions
-        // that changed.
-        let queued = |mut a: Allocator, from: u64, est: u64, rtts: &[u64]| {
-            for t in (from - 750..from).step_by(250) {
-                a.on_rtt(at(t), ms(5));
+        // `a` driven with the estimate `est` and round trips of 5 ms every `every` ms for
+        // the 750 ms before `from`, then `rtts` (ms) from `from`, `every` ms apart: the
+        // decisions that changed.
+        let queued_every = |every: u64, mut a: Allocator, from: u64, est: u64, rtts: &[u64]| {
+            for t in (from - 750..from).step_by(every as usize) {
+                a.on_rtt(at(t), ms(5 + (t / every) % 2));
                 a.update(at(t), est, &layers(), AUDIO);
             }
             let mut changes = Vec::new();
             for (i, &r) in rtts.iter().enumerate() {
-                let t = from + 250 * i as u64;
+                let t = from + every * i as u64;
                 a.on_rtt(at(t), ms(r));
                 let d = a.update(at(t), est, &layers(), AUDIO);
                 if d.changed {
@@ -2230,6 +2262,7 @@ mod tests {
             }
             changes
         };
+        let queued = |a, from, est, rtts: &[u64]| queued_every(250, a, from, est, rtts);
         let on_top = || {
             let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO).with_sustained_probes();
             run(&mut a, t0, 0, &[(7_000, 5_000_000)]);
@@ -2250,6 +2283,7 @@ mod tests {
             queued(on_top(), 10_000, 5_000_000, &[300, 320, 330]),
             vec![]
         );
+        assert_eq!(queued(on_top(), 10_000, 5_000_000, &[60, 110, 150]), vec![]);
         assert_eq!(
             queued(on_top(), 10_000, 5_000_000, &[100, 245, 240]),
             vec![]
@@ -2262,6 +2296,38 @@ mod tests {
         // During warm-up: nothing.
         let fresh = Allocator::new(t0, 5_000_000, &layers(), AUDIO).with_sustained_probes();
         assert_eq!(queued(fresh, 3_000, 5_000_000, &[300, 600]), vec![]);
+        // Readings 100 ms apart: the queue growing 60 ms a reading is caught at its first
+        // reading over [`QUEUE_GROWN`]; a keyframe's jump that then holds, or a queue growing
+        // slower than a fifth of the time, is not; a repeated reading (no new feedback)
+        // neither breaks nor extends a run.
+        assert_eq!(
+            queued_every(
+                100,
+                on_a_400_kbit_link(t0),
+                11_000,
+                400_000,
+                &[60, 120, 180, 240, 300]
+            ),
+            vec![(11_400, Target::Paused, false)]
+        );
+        assert_eq!(
+            queued_every(100, on_top(), 10_000, 5_000_000, &[280, 290, 280, 300, 310]),
+            vec![]
+        );
+        assert_eq!(
+            queued_every(
+                100,
+                on_top(),
+                10_000,
+                5_000_000,
+                &[200, 215, 230, 245, 260, 275]
+            ),
+            vec![]
+        );
+        assert_eq!(
+            queued_every(100, on_top(), 10_000, 5_000_000, &[150, 150, 150, 280]),
+            vec![(10_300, Target::Layer(Layer(0)), true)]
+        );
     }
 
     #[test]
