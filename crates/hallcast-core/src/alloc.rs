@@ -609,7 +609,7 @@ impl Allocator {
 
     /// The viewer's round trip by its transport-wide feedback: a packet's send to the
     /// feedback that reports it, so what waits in the link's queue counts
-    /// ([`LOSS_SETTLE`], [`QUEUE_OVERRUN`]).
+    /// ([`LOSS_SETTLE`], [`QUEUE_OVERRUN`], [`QUEUE_GROWN`]).
     pub fn on_rtt(&mut self, now: Instant, rtt: Duration) {
         if self.rtt == Some(rtt) {
             // No feedback since the last reading.
