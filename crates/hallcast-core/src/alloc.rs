@@ -89,8 +89,8 @@
 //!   estimator to fall: to the highest layer whose need fits what arrived (the current
 //!   layer's need times the share not lost, times [`LOSS_STEP_MARGIN`]) — not within
 //!   [`LOSS_SETTLE`] of a switch down or a failed sustained probe, plus the viewer's round
-//!   trip (the report may still describe the layer just left, or the probe's padding). On the lowest layer, a loss report at
-//!   [`LOSS_PAUSE_SHARE`] or more pauses video. A report right after a clean one is read over
+//!   trip (the report may still describe the layer just left, or the probe's padding). On
+//!   the lowest layer, a loss report at [`LOSS_PAUSE_SHARE`] or more pauses video. A report right after a clean one is read over
 //!   the span between them ([`ONSET_LOSS_SHARE`]): half of it lost is a link that stepped
 //!   down, acted on at once.
 //! - **A resume starts a fresh estimator.** The sustained probe that carries a resume from
@@ -826,7 +826,8 @@ impl Allocator {
         }
 
         // Loss: one layer down at once (not during a sustained probe: its padding is what the
-        // link dropped, and the probe ends below; nor right after a switch down).
+        // link dropped, and the probe ends below; nor right after a switch down or a failed
+        // probe: `settled`).
         let settle = LOSS_SETTLE + self.rtt.unwrap_or_default().min(RTT_SETTLE_MAX);
         let settled = all_past(now, [self.down_at, self.probe_failed_at], settle);
         if let (Some((_, lost)), Target::Layer(cur), None) = (loss, self.target, self.probe)
@@ -1518,8 +1519,7 @@ mod tests {
     fn after_a_cut_video_is_held_to_twice_the_new_layer_for_a_while() {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
-        let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO);
-        run(&mut a, t0, 0, &[(10_000, 5_000_000)]);
+        let mut a = on_top_for_10_s(t0);
         assert_eq!(a.throttle_bps(at(10_000)), None, "no cut yet");
         let d = a.update(at(10_000), 700_000, &layers(), AUDIO);
         assert!(d.cut);
@@ -1790,6 +1790,13 @@ mod tests {
     }
 
     /// A viewer past its warm-up on layer 0 of a 400 kbit/s link, with sustained probes.
+    /// A viewer on the top layer of a 5 Mbit/s link for 10 s.
+    fn on_top_for_10_s(t0: Instant) -> Allocator {
+        let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO);
+        run(&mut a, t0, 0, &[(10_000, 5_000_000)]);
+        a
+    }
+
     fn on_a_400_kbit_link(t0: Instant) -> Allocator {
         let mut a = Allocator::new(t0, 400_000, &layers(), AUDIO).with_sustained_probes();
         assert_eq!(a.target(), Target::Layer(Layer(0)));
@@ -2312,8 +2319,7 @@ mod tests {
     fn right_after_a_cut_a_pause_at_once_goes_by_the_smoothed_estimate() {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
-        let mut a = Allocator::new(t0, 5_000_000, &layers(), AUDIO);
-        run(&mut a, t0, 0, &[(10_000, 5_000_000)]);
+        let mut a = on_top_for_10_s(t0);
         assert!(a.update(at(10_000), 700_000, &layers(), AUDIO).cut);
         // The estimator has just seen the old layer's losses: its raw figure dips to 100
         // kbit/s while the smoothed one reads 700. Layer 0 is kept until settled...
@@ -2331,8 +2337,7 @@ mod tests {
         }
         assert_eq!(changes, vec![(11_200, Target::Paused)]);
         // A smoothed estimate that falls under the need pauses at once, settled or not.
-        let mut b = Allocator::new(t0, 5_000_000, &layers(), AUDIO);
-        run(&mut b, t0, 0, &[(10_000, 5_000_000)]);
+        let mut b = on_top_for_10_s(t0);
         assert!(b.update(at(10_000), 700_000, &layers(), AUDIO).cut);
         let c = run(&mut b, t0, 10_100, &[(11_000, 60_000)]);
         assert_eq!(c, vec![(10_400, Target::Paused)]);

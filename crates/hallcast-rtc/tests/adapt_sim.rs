@@ -413,11 +413,11 @@ mod adaptation {
             // link dropped before the pause: a resume's sustained probe pads with resends
             // from str0m's history, and the first of them can come before any later packet.)
             let gap = w[1].at - w[0].at;
-            let media_gap = i64::from(w[1].ts.wrapping_sub(w[0].ts) as i32);
+            let media_gap = f64::from(w[1].ts.wrapping_sub(w[0].ts) as i32);
             if gap > secs(1.0)
                 && w[1].seq == w[0].seq + 1
                 && w[1].at <= first_after[i + 1]
-                && media_gap as f64 >= gap.as_secs_f64() * 90_000.0 / 2.0
+                && media_gap >= gap.as_secs_f64() * 90_000.0 / 2.0
             {
                 assert!(
                     w[1].keyframe_start,
