@@ -253,7 +253,6 @@ async fn step(opts: &BenchOptions, n: usize) -> anyhow::Result<Step> {
         info,
         publisher_started,
     } = Rig::start(&opts.relay_bin, &relay_args, &opts.load_bin, &dir).await?;
-    let log = |name: &str| log_file(&dir, name);
     let metrics_url = info.metrics_url();
     let client = signal::http_client()?;
 
@@ -296,18 +295,23 @@ async fn step(opts: &BenchOptions, n: usize) -> anyhow::Result<Step> {
         )
         .args(["--duration", &opts.duration.as_secs_f64().to_string()])
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log("subscribe.log")?)
         .kill_on_drop(true)
+        // tokio's `output()` pipes stdout and stderr whatever was set before (a
+        // `.stderr(file)` here was silently replaced: a failed subscriber's error was
+        // captured and dropped), so its stderr is written to the log from `out`.
         .output();
     let out = tokio::time::timeout(timeout, sub)
         .await
         .context("the subscriber process did not finish in time")??;
     std::fs::write(dir.join("subscribe.json"), &out.stdout)?;
+    std::fs::write(dir.join("subscribe.log"), &out.stderr)?;
     if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
         bail!(
-            "the subscriber process failed ({}); see subscribe.log",
-            out.status
+            "the subscriber process failed ({}): {}; see subscribe.log",
+            out.status,
+            last.unwrap_or("nothing on stderr")
         );
     }
     let subscribe: SubscribeReport =

@@ -21,7 +21,12 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(30))
+        // Shorter than the relay's idle close (`limits.header_timeout_secs`, 10 s by default:
+        // hyper's header-read timeout also ends an idle keep-alive connection). A connection
+        // idle for about that long raced the relay's close: the bench's 10 s window ended with
+        // a `/metrics` GET on a connection closed under it ("connection closed before message
+        // completed"), 4 runs in 12.
+        .pool_idle_timeout(Duration::from_secs(5))
         .build()
         .context("cannot build the HTTP client")
 }
