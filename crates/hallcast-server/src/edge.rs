@@ -219,7 +219,7 @@ impl Edge {
             http: crate::tls::parent_client(&config.ca_file)
                 .unwrap_or_else(|e| {
                     tracing::error!("{e}; trusting the system's store only");
-                    reqwest::Client::builder()
+                    crate::tls::parent_client_builder()
                 })
                 .connect_timeout(REPORT_TIMEOUT)
                 .build()

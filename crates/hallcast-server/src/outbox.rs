@@ -211,7 +211,7 @@ pub fn spawn_outbox_with_stats(
         cursor_path,
         upstream,
         stats,
-        reqwest::Client::builder(),
+        crate::tls::parent_client_builder(),
     )
 }
 

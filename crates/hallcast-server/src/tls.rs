@@ -312,10 +312,23 @@ fn host_name(host: &str) -> Option<&str> {
     ok.then_some(name)
 }
 
+/// How long a pooled connection to the parent may sit idle before it is dropped. A relay closes
+/// a keep-alive connection that sends no request within `limits.header_timeout_secs` (default
+/// 10 s); reqwest keeps one for 90 s. A request written onto a connection the parent is closing
+/// at that moment fails with "connection closed before message completed" (a POST is not retried
+/// by the client), so the child lets go first: below the parent's default timeout, with margin.
+pub const PARENT_POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A plain HTTP client builder for the parent relay: [`PARENT_POOL_IDLE`], no extra trust.
+pub fn parent_client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().pool_idle_timeout(PARENT_POOL_IDLE)
+}
+
 /// An HTTP client builder for the parent relay (reports, WHEP pulls, attendance): the system's
-/// trust store, plus the certificates of `ca_file` (PEM bundle) when it is set.
+/// trust store, plus the certificates of `ca_file` (PEM bundle) when it is set; pooled
+/// connections expire after [`PARENT_POOL_IDLE`].
 pub fn parent_client(ca_file: &Path) -> Result<reqwest::ClientBuilder, TlsFileError> {
-    let builder = reqwest::Client::builder();
+    let builder = parent_client_builder();
     if ca_file.as_os_str().is_empty() {
         return Ok(builder);
     }
@@ -391,5 +404,63 @@ mod tests {
         assert_eq!(e.key, "upstream.ca_file");
         assert!(parent_client(Path::new("")).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A connection to the parent idle for longer than [`PARENT_POOL_IDLE`] is not reused: the
+    /// next request opens a new one, before the parent's own idle close (its default
+    /// `limits.header_timeout_secs`) could race it.
+    #[tokio::test]
+    async fn parent_connections_expire_before_the_parents_idle_close() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let parent_idle_close = std::time::Duration::from_secs(
+            hallcast_config::Config::default()
+                .limits
+                .header_timeout_secs,
+        );
+        assert!(PARENT_POOL_IDLE * 3 / 2 <= parent_idle_close);
+
+        // A keep-alive HTTP/1.1 responder that counts the connections it accepts.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while let Ok(n @ 1..) = tcp.read(&mut chunk).await {
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                            if tcp.write_all(ok).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+
+        let client = parent_client(Path::new("")).unwrap().build().unwrap();
+        let url = format!("http://{addr}/api/v1/tree");
+        let get = || async { client.get(&url).send().await.unwrap().status() };
+        assert_eq!(get().await, 200);
+        assert_eq!(get().await, 200);
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "a busy connection is reused"
+        );
+        tokio::time::sleep(PARENT_POOL_IDLE + std::time::Duration::from_millis(500)).await;
+        assert_eq!(get().await, 200);
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "an idle connection past PARENT_POOL_IDLE must not be reused"
+        );
     }
 }
