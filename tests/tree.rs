@@ -30,6 +30,7 @@ use hallcast_tests::sdp::viewer_offer;
 use hallcast_tests::tree::{
     Edge, EdgeOptions, Host, Load, LoadPlan, Tree, aiortc_in, central_options, chromium_wrapper,
     metric, metrics, now_ms, pages_in, pages_in_with, random_pause, wait_live,
+    wait_relay_consumers,
 };
 use hallcast_tests::{Client, ClientKind};
 use hallcast_tests::{Ctx, Demo, Info, Weight, run};
@@ -462,22 +463,10 @@ fn three_level_tree_plays_at_the_leaves_in_chromium_and_aiortc() {
             eprintln!("the central's tree: {shape}");
 
             // Each tier pulls once: the central feeds edge-mid only, edge-mid feeds both leaves.
-            let conf = format!("conference=\"{}\"", info.conference);
-            let central_relays = metric(
-                &metrics(&info.http_base)?,
-                "hallcast_relay_consumers",
-                Some(&conf),
-            );
-            let mid_relays = metric(
-                &metrics(&t.mid.url)?,
-                "hallcast_relay_consumers",
-                Some(&conf),
-            );
-            ensure!(
-                central_relays == Some(1.0) && mid_relays == Some(2.0),
-                "hallcast_relay_consumers{{{conf}}}: central {central_relays:?}, edge-mid {mid_relays:?}; \
-                 expected 1 (edge-mid) and 2 (the leaves)"
-            );
+            wait_relay_consumers(&info.http_base, &info.conference, 1.0, LIVE_TIMEOUT)
+                .context("the central should feed edge-mid only")?;
+            wait_relay_consumers(&t.mid.url, &info.conference, 2.0, LIVE_TIMEOUT)
+                .context("edge-mid should feed both leaves")?;
 
             let page_url = rebase(&info.viewer_url, &t.leaf_a.url);
             let whep_b = rebase(&info.whep_url, &leaf_b.url);
@@ -1765,18 +1754,10 @@ fn two_live_conferences_play_through_one_edge() {
                 wait_live(&edge.url, c, LIVE_TIMEOUT)
                     .with_context(|| format!("{c} never went live at edge-2c"))?;
             }
-            let m = metrics(&info.http_base)?;
+            // edge-2c pulls each once (it has no viewer yet: the edge pulls eagerly).
             for c in [first.as_str(), second] {
-                let relays = metric(
-                    &m,
-                    "hallcast_relay_consumers",
-                    Some(&format!("conference=\"{c}\"")),
-                );
-                ensure!(
-                    relays == Some(1.0),
-                    "the central counts {relays:?} relay consumers of {c}; edge-2c should pull it \
-                     once"
-                );
+                wait_relay_consumers(&info.http_base, c, 1.0, LIVE_TIMEOUT)
+                    .with_context(|| format!("edge-2c should pull {c} once"))?;
             }
 
             // One point watches both (the second with its join link from the central).

@@ -598,21 +598,68 @@ pub fn metric(text: &str, name: &str, labels: Option<&str>) -> Option<f64> {
 /// Waits until the relay at `base` has `conference` live (`hallcast_conference_live` is 1 in
 /// its `/metrics`): an edge pulls it from its parent.
 pub fn wait_live(base: &str, conference: &str, timeout: Duration) -> Result<Duration> {
+    wait_metric(
+        base,
+        "hallcast_conference_live",
+        conference,
+        timeout,
+        &format!("have conference {conference} live"),
+        |v| Ok(v.is_some_and(|v| v >= 1.0)),
+    )
+}
+
+/// Waits until the relay at `base` counts exactly `want` relay consumers of `conference`
+/// (`hallcast_relay_consumers` in its `/metrics`); fails at once if it ever counts more (a
+/// child pulling twice). An edge counts a conference live as soon as its parent lists it (it
+/// syncs every second), before its pull is up and before the parent's next snapshot shows it.
+pub fn wait_relay_consumers(
+    base: &str,
+    conference: &str,
+    want: f64,
+    timeout: Duration,
+) -> Result<Duration> {
+    wait_metric(
+        base,
+        "hallcast_relay_consumers",
+        conference,
+        timeout,
+        &format!("count {want} relay consumers of {conference}"),
+        |v| match v {
+            Some(v) if v > want => bail!(
+                "the relay at {base} counts {v} relay consumers of {conference}, more than the \
+                 {want} expected"
+            ),
+            v => Ok(v == Some(want)),
+        },
+    )
+}
+
+/// Polls `name{conference="…"}` in the `/metrics` of the relay at `base` every 200 ms until
+/// `done` says so (its error ends the wait), or fails after `timeout` saying it did not `what`.
+fn wait_metric(
+    base: &str,
+    name: &str,
+    conference: &str,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(Option<f64>) -> Result<bool>,
+) -> Result<Duration> {
     let started = Instant::now();
     let label = format!("conference=\"{conference}\"");
     let mut last;
     loop {
         match metrics(base) {
-            Ok(text) => match metric(&text, "hallcast_conference_live", Some(&label)) {
-                Some(v) if v >= 1.0 => return Ok(started.elapsed()),
-                v => last = format!("hallcast_conference_live{{{label}}} = {v:?}"),
-            },
+            Ok(text) => {
+                let v = metric(&text, name, Some(&label));
+                if done(v)? {
+                    return Ok(started.elapsed());
+                }
+                last = format!("{name}{{{label}}} = {v:?}");
+            }
             Err(e) => last = format!("{e:#}"),
         }
         if started.elapsed() > timeout {
-            bail!(
-                "the relay at {base} did not have conference {conference} live within {timeout:?}: {last}"
-            );
+            bail!("the relay at {base} did not {what} within {timeout:?}: {last}");
         }
         thread::sleep(Duration::from_millis(200));
     }
