@@ -3,7 +3,8 @@
 // browser-based hall encoder, and stays up for --duration seconds. Then DELETEs the session.
 //
 // stdout (JSON lines):
-//   {"event":"published","status":201,"location":...}          or the refusal: status + body
+//   {"event":"published","status":201,"location":...,"degradation":...}   or the refusal: status + body
+//   (degradation: the RTCRtpSender's degradationPreference as set, or why it was refused)
 //   {"event":"progress","t":..,"frames_encoded":..,"layers":[...],"audio_packets_sent":..,"connection":..}
 //   (a layer: {rid, frame_width, frame_height, frames_encoded, bytes_sent, packets_sent,
 //    retransmitted_packets_sent, quality_limitation}: getStats' video outbound-rtp, one per rid)
@@ -100,7 +101,24 @@ async function publishInPage({ url, key, codec, simulcast, muteAudio, header }) 
   const location = response.headers.get('Location');
   hc.location = location ? new URL(location, response.url).href : null;
   await pc.setRemoteDescription({ type: 'answer', sdp: body });
-  return { status: 201, body, location: hc.location, etag: response.headers.get('ETag') };
+  // Like a hall encoder, which keeps its resolution and frame rate: libwebrtc's own
+  // adaptation to a busy CPU is switched off (the test machine's 2 cores run this encoder,
+  // the viewers' browsers and the relay; balanced, it scaled every layer to 3/4 and the top
+  // one no longer decoded 1280 wide). Send-side bandwidth still turns layers on and off.
+  // 'maintain-framerate-and-resolution' where this Chromium knows it, else 'maintain-resolution'.
+  let degradation = null;
+  for (const pref of ['maintain-framerate-and-resolution', 'maintain-resolution']) {
+    try {
+      const params = video.sender.getParameters();
+      params.degradationPreference = pref;
+      await video.sender.setParameters(params);
+      degradation = video.sender.getParameters().degradationPreference ?? pref;
+      break;
+    } catch (e) {
+      degradation = `refused: ${e}`;
+    }
+  }
+  return { status: 201, body, location: hc.location, etag: response.headers.get('ETag'), degradation };
 }
 
 async function statsInPage() {
@@ -215,6 +233,7 @@ run(async () => {
     event: 'published',
     status: published.status,
     location: published.location,
+    degradation: published.degradation ?? null,
     body: published.status === 201 ? undefined : published.body,
   });
   if (published.status !== 201) {
