@@ -244,6 +244,15 @@ fn hold(demo: &mut Demo, d: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Whether the viewer at `ip` is on the top layer in the relay's latest answer.
+fn on_top_now(poller: &SessionsPoller, ip: &str) -> bool {
+    poller
+        .samples()
+        .last()
+        .and_then(|s| viewer_at(s.body.as_ref()?, ip))
+        .is_some_and(|a| a.on_layer(TOP_LAYER))
+}
+
 /// Whether the page decoded frames at TOP_WIDTH between its last two samples.
 fn decoding_top(series: &[PageSample]) -> bool {
     match series {
@@ -319,6 +328,7 @@ fn scenario(ctx: &Ctx, test: &str, source: Source, reference_viewer: bool) -> Re
     // Phases. A failure here (a client or the relay died, nothing ever played) ends the test at
     // once; what the adaptation did is judged afterwards from the series.
     let phased = (|| -> Result<()> {
+        let warm_until = Instant::now() + WARMUP_TIMEOUT;
         for v in viewers.iter_mut() {
             v.pages.wait_for(
                 &format!("viewer {} decoding {TOP_WIDTH} wide", v.name),
@@ -329,6 +339,25 @@ fn scenario(ctx: &Ctx, test: &str, source: Source, reference_viewer: bool) -> Re
                         && ev["pages"][0]["frames_decoded"].as_u64() > Some(0)
                 },
             )?;
+        }
+        // And on the top layer in the relay's view, each: a join's first picture is the top
+        // layer's cached GOP whatever the estimate, and a Chromium publisher that shed its top
+        // layer for a while (its own send estimate, when the browsers starting beside it took
+        // the cores) brings it back only seconds later. The phases start from the steady state
+        // the issue describes: unshaped, on the top layer.
+        for v in &viewers {
+            loop {
+                if on_top_now(&poller, &v.host.ip) {
+                    break;
+                }
+                ensure!(
+                    Instant::now() < warm_until,
+                    "viewer {} was not on layer {TOP_LAYER} in /api/v1/sessions within \
+                     {WARMUP_TIMEOUT:?} of starting, unshaped",
+                    v.name
+                );
+                hold(&mut demo, POLL)?;
+            }
         }
         phases.top = now_ms();
         hold(&mut demo, BASELINE)?;
@@ -353,11 +382,7 @@ fn scenario(ctx: &Ctx, test: &str, source: Source, reference_viewer: bool) -> Re
         // little, to see it if it comes late).
         let give_up = Instant::now() + Duration::from_millis(limits().up_ms as u64 + 5_000);
         loop {
-            let api_top = poller
-                .samples()
-                .last()
-                .and_then(|s| viewer_at(s.body.as_ref()?, &a_host.ip))
-                .is_some_and(|a| a.on_layer(TOP_LAYER));
+            let api_top = on_top_now(&poller, &a_host.ip);
             if (api_top && decoding_top(&viewers[0].series())) || Instant::now() >= give_up {
                 break;
             }
