@@ -36,6 +36,10 @@ const FLUSH_AT: usize = 1024;
 const FLUSH_AFTER: Duration = Duration::from_micros(250);
 /// Messages from other shards handled per wake-up.
 const SHARD_BATCH: usize = 512;
+/// Turns in a row whose deadline was already due and that sent nothing, after which the
+/// loop sleeps on the timer again: a deadline that stays in the past without producing
+/// anything (a bug, or a session's timer bounded by `on_timers`' budget) must not spin a core.
+const MAX_IDLE_DUE_TURNS: u32 = 4;
 
 enum ShardCommand {
     Run(Command, oneshot::Sender<Reply>),
@@ -574,8 +578,16 @@ impl ShardIo {
         let mut control = crate::udp::control_buffer();
         let local_addr = self.relay.local_addr();
         let mut next_snapshot = Instant::now();
+        let mut idle_due_turns = 0;
         loop {
             let deadline = self.relay.poll_timeout().min(next_snapshot);
+            // Already due: a turn now, not on the timer. tokio's timer counts in whole
+            // milliseconds and rounds a deadline up to the next one, and a pacer (str0m's
+            // hands out one packet per timeout, asking for the next "1 µs later") then sends
+            // one packet per session per millisecond: a 50-packet keyframe to a paced viewer
+            // took 50 ms (docs/BENCHMARKS.md, "Edge tree"). The turn still yields first, so
+            // the runtime polls the socket and the other tasks on this thread.
+            let due = deadline <= Instant::now() && idle_due_turns < MAX_IDLE_DUE_TURNS;
             tokio::select! {
                 r = socket.readable() => {
                     if r.is_ok() {
@@ -655,12 +667,20 @@ impl ShardIo {
                     self.relay.handle_shard_message(now, from, msg);
                     self.drain_inbox(now);
                 }
-                _ = tokio::time::sleep_until(deadline.into()) => {}
+                _ = tokio::time::sleep_until(deadline.into()), if !due => {}
+                _ = tokio::task::yield_now(), if due => {}
             }
             let now = Instant::now();
             self.relay.handle_timeout(now);
             self.pump();
-            self.flush(&socket);
+            let sent = self.flush(&socket);
+            // Only a send clears the count: a deadline stuck in the past gets its few
+            // turns, then waits on the timer until the relay sends something again.
+            if sent {
+                idle_due_turns = 0;
+            } else if due {
+                idle_due_turns += 1;
+            }
             if now >= next_snapshot {
                 next_snapshot = now + self.interval;
                 let ms = now.saturating_duration_since(self.started).as_millis() as u64;
@@ -712,7 +732,8 @@ impl ShardIo {
         self.load.store(self.relay.n_sessions(), Relaxed);
     }
 
-    fn flush(&mut self, socket: &UdpSocket) {
+    /// Sends what the relay has to send; whether there was anything.
+    fn flush(&mut self, socket: &UdpSocket) -> bool {
         let mut tcp = false;
         while let Some(t) = self.relay.poll_transmit() {
             if t.tcp {
@@ -726,7 +747,7 @@ impl ShardIo {
             if tcp {
                 self.relay.handle_sent(Instant::now());
             }
-            return;
+            return tcp;
         }
         let f = self.sendq.flush(socket);
         self.relay.handle_sent(Instant::now());
@@ -738,6 +759,7 @@ impl ShardIo {
             .tx_gso_messages
             .fetch_add(f.gso_messages as u64, Relaxed);
         stats.tx_syscalls.fetch_add(f.syscalls as u64, Relaxed);
+        true
     }
 
     /// A packet for an ICE-TCP peer: to its connection's writer, or dropped (connection
