@@ -91,6 +91,9 @@ impl Bwe {
 
     pub fn reset(&mut self, init_bitrate: Bitrate) {
         self.bwe.reset(init_bitrate);
+        // hallcast: the average of the estimator that was reset describes nothing any more
+        // (PATCHES.md).
+        self.smoother = EstimateSmoother::new();
     }
 
     pub fn update<'t>(
