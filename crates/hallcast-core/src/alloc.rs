@@ -38,7 +38,8 @@
 //!   near that share on a link with room to spare) (under [`PAUSE_AT_ONCE_SHARE`], by the
 //!   lower of the smoothed and raw figures: after [`DOWN_AFTER`]; by the smoothed one alone
 //!   within [`LOSS_SETTLE`] of a switch down or a failed probe), and resumes once it covers the need
-//!   ([`RESUME_HEADROOM`]) for the up-hold. An estimator that sees little traffic estimates
+//!   ([`RESUME_HEADROOM`]) for the up-hold, on the lowest layer whatever else fits (a paused
+//!   viewer's estimate is its audio's and probe clusters', which a shaper's burst inflates). An estimator that sees little traffic estimates
 //!   little: in the simulated network a viewer on layer 0 over a 600 kbit/s link was
 //!   estimated at 170–290 kbit/s, and pausing at the plain need made it flap between audio
 //!   only and video every 10 s.
@@ -1022,7 +1023,15 @@ impl Allocator {
             let best = fitting(up_to, UP_HEADROOM, layers, audio_bps);
             let resume = fitting(up_to, RESUME_HEADROOM, layers, audio_bps);
             let higher = match (self.target, best.or(resume)) {
-                (Target::Paused, Some(b)) => Some(Target::Layer(b)),
+                // From audio only, the lowest layer, whatever the estimate says fits: a
+                // paused viewer's estimate is made of its audio and str0m's probe clusters,
+                // and through a shaper with a burst (a token bucket: tbf's 8 kB, a
+                // router's) a cluster passes at line rate and reads as a fast link.
+                // Measured in tests/adaptation.rs (docs/bench-data/2026-12-05-issue11-where,
+                // run d3): paused on a 100 kbit/s link with the estimate at 0.72 Mbit/s, a
+                // probe went straight for the middle layer, failed 0.28 s later, and left a
+                // 750 ms queue that took 3 s to drain beside the audio.
+                (Target::Paused, Some(_)) => lowest(layers).map(Target::Layer),
                 (Target::Layer(cur), Some(b)) if b > cur => Some(Target::Layer(b)),
                 _ => None,
             };
@@ -1560,6 +1569,33 @@ mod tests {
         assert!(
             a.desired_bps() > need(500_000, AUDIO),
             "probes towards layer 1"
+        );
+    }
+
+    #[test]
+    fn a_resume_from_audio_only_takes_the_lowest_layer_first() {
+        let t0 = Instant::now();
+        let mut a = Allocator::new(t0, 2_000_000, &layers(), AUDIO);
+        let mut c = run(&mut a, t0, 0, &[(5_000, 2_000_000), (6_300, 150_000)]);
+        a.on_loss(t0 + Duration::from_millis(6_300), 0.1);
+        // Paused; then an estimate that covers the top layer twice over (a probe cluster
+        // through a shaper's burst reads like that as well).
+        c.extend(run(
+            &mut a,
+            t0,
+            6_300,
+            &[(10_000, 150_000), (20_000, 3_000_000)],
+        ));
+        assert_eq!(
+            c,
+            vec![
+                (5_000, Target::Layer(Layer(0))),
+                (6_600, Target::Paused),
+                // The lowest layer first, after the short hold…
+                (10_500, Target::Layer(Layer(0))),
+                // …then the top after the up-hold there (the old rule went straight to it).
+                (12_100, Target::Layer(Layer(2))),
+            ]
         );
     }
 
