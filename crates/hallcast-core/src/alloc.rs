@@ -1542,19 +1542,25 @@ mod tests {
         assert_eq!(a.switches(), 3);
     }
 
-    #[test]
-    fn pauses_below_the_lowest_layer_and_resumes_by_itself() {
-        let t0 = Instant::now();
+    /// Down to layer 0 at 5 s and paused at 6.6 s (the link loses some of layer 0, past the
+    /// loss settle of the switch down), then `recovered` from 10 s to 20 s: the allocator
+    /// and its changes.
+    fn paused_then(t0: Instant, recovered: u64) -> (Allocator, Vec<(u64, Target)>) {
         let mut a = Allocator::new(t0, 2_000_000, &layers(), AUDIO);
         let mut c = run(&mut a, t0, 0, &[(5_000, 2_000_000), (6_300, 150_000)]);
-        // The link loses some of layer 0 (past the loss settle of the switch down).
         a.on_loss(t0 + Duration::from_millis(6_300), 0.1);
         c.extend(run(
             &mut a,
             t0,
             6_300,
-            &[(10_000, 150_000), (20_000, 600_000)],
+            &[(10_000, 150_000), (20_000, recovered)],
         ));
+        (a, c)
+    }
+
+    #[test]
+    fn pauses_below_the_lowest_layer_and_resumes_by_itself() {
+        let (a, c) = paused_then(Instant::now(), 600_000);
         assert_eq!(
             c,
             vec![
@@ -1574,18 +1580,9 @@ mod tests {
 
     #[test]
     fn a_resume_from_audio_only_takes_the_lowest_layer_first() {
-        let t0 = Instant::now();
-        let mut a = Allocator::new(t0, 2_000_000, &layers(), AUDIO);
-        let mut c = run(&mut a, t0, 0, &[(5_000, 2_000_000), (6_300, 150_000)]);
-        a.on_loss(t0 + Duration::from_millis(6_300), 0.1);
         // Paused; then an estimate that covers the top layer twice over (a probe cluster
         // through a shaper's burst reads like that as well).
-        c.extend(run(
-            &mut a,
-            t0,
-            6_300,
-            &[(10_000, 150_000), (20_000, 3_000_000)],
-        ));
+        let (_, c) = paused_then(Instant::now(), 3_000_000);
         assert_eq!(
             c,
             vec![
