@@ -372,7 +372,24 @@ pub const QUEUE_GROWTH_SHARE: f64 = 0.2;
 /// 265–350 ms for 1.5 s while the old layer's queue, the new keyframe and repairs drained,
 /// and a reading that rose twice just after the loss settle paused a viewer whose link
 /// carried the lowest layer (1 e2e run in 6; 3 s without a picture).
+///
+/// **From calm, [`QUEUE_OVERRUN`] is enough**: a queue that rose from a reading under
+/// [`QUEUE_CONGESTED`] (within [`RAW_FRESH`]) by [`QUEUE_CALM_RISE`] or more, and then grew at
+/// [`QUEUE_GROWTH_SHARE`] to 120 ms, steps the viewer down. That is the link stepping down
+/// under a viewer that sat on its layer: the queue starts from empty and climbs at the
+/// overrun's rate. The drain after a cut starts from the old layer's full queue (265–350 ms
+/// above), never from calm, and a receiver's CPU stall is one jump, not two rises. Measured
+/// in tests/adaptation.rs before (the decision prints of 30 runs,
+/// docs/bench-data/2026-12-05-issue11-calm): in 11 of them, on the step from 400 to
+/// 100 kbit/s, the readings went calm, 34–186 ms, 123–421 ms, and the pause came 0.13–0.47 s
+/// later (on the next reading, over 250 ms, or a loss report), the link's queue growing
+/// ~0.9 ms a millisecond meanwhile, all of it ahead of the audio. No reading of the 30 runs
+/// matched this outside such a step but one, of a viewer already paused.
 pub const QUEUE_GROWN: Duration = Duration::from_millis(250);
+/// The first rise from calm ([`QUEUE_GROWN`]): above the 1–15 ms of queue a receiver on a
+/// loaded machine reads now and then ([`QUEUE_CONGESTED`]), so that a calm reading followed by
+/// one jump (a stall) is not taken for two rises.
+pub const QUEUE_CALM_RISE: Duration = Duration::from_millis(20);
 /// A fall of the estimate moves a viewer down (or pauses it) only when its link says it is
 /// congested as well: a loss report of [`PROBE_LOSS_ABORT`] or more since [`LOSS_WINDOW`]
 /// before the estimate fell under the layer's need, a queue of this long in the last two
@@ -707,7 +724,19 @@ impl Allocator {
             }
             _ => 0,
         };
-        if queue >= QUEUE_GROWN && self.queue_growths >= 2 {
+        // The reading before the last calm and recent, the last one risen from it
+        // ([`QUEUE_CALM_RISE`]).
+        let from_calm = match (self.prev_queue, self.last_queue) {
+            (Some((at, p)), Some((_, l))) => {
+                p < QUEUE_CONGESTED
+                    && l >= p + QUEUE_CALM_RISE
+                    && now.saturating_duration_since(at) <= RAW_FRESH
+            }
+            _ => false,
+        };
+        if (self.queue_growths >= 2 && queue >= QUEUE_GROWN)
+            || (from_calm && self.queue_growths >= 1 && queue >= QUEUE_OVERRUN)
+        {
             self.queue_grew = true;
         }
         self.prev_queue = self.last_queue;
@@ -2650,7 +2679,31 @@ mod tests {
         );
         assert_eq!(queued(on_top(), 10_000, 5_000_000, &[60, 110, 150]), vec![]);
         assert_eq!(
+            queued(on_top(), 10_000, 5_000_000, &[80, 100, 245, 240]),
+            vec![]
+        );
+        // From calm (under QUEUE_CONGESTED), two rises to QUEUE_OVERRUN are enough: a link
+        // that stepped down under a viewer that sat on its layer (the readings of a step from
+        // 400 to 100 kbit/s; round trips here, over a 5 ms floor). Rising but still under it,
+        // or one jump alone (a receiver's stall): nothing.
+        assert_eq!(
             queued(on_top(), 10_000, 5_000_000, &[100, 245, 240]),
+            vec![(10_250, Target::Layer(Layer(0)), true)]
+        );
+        assert_eq!(
+            queued(on_a_400_kbit_link(t0), 11_000, 400_000, &[39, 128]),
+            vec![(11_250, Target::Paused, false)]
+        );
+        assert_eq!(
+            queued(on_a_400_kbit_link(t0), 11_000, 400_000, &[40, 110, 118]),
+            vec![]
+        );
+        assert_eq!(
+            queued(on_a_400_kbit_link(t0), 11_000, 400_000, &[200, 5, 5]),
+            vec![]
+        );
+        assert_eq!(
+            queued(on_a_400_kbit_link(t0), 11_000, 400_000, &[20, 200]),
             vec![]
         );
         // On the lowest layer: audio only.
