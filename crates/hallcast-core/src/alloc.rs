@@ -86,6 +86,18 @@
 //!   probe holds, or for [`PROBE_FAILED_LAPSE`] after the last failure): a link that cannot
 //!   carry the layer is not made to drop packets every other second, and one that came
 //!   back is not kept waiting by old failures.
+//! - **One layer at a time.** After warm-up each sustained probe, and the switch up it
+//!   carries, goes to the next layer only, whatever the estimate says fits further up: through a shaper with a
+//!   burst the estimate reads a fast link, and a probe two layers up overruns a link that
+//!   cannot carry the next one by both steps. Measured in tests/adaptation.rs before
+//!   (docs/bench-data/2026-12-05-issue11-calm, `new-1-chromium`): a viewer on the lowest
+//!   layer whose link had just stepped from 400 to 100 kbit/s read an estimate of
+//!   1.19 Mbit/s (raw 1.43) and probed the top layer; the probe failed 0.29 s later, the
+//!   queue it left read 814–843 ms for a second, and 3.09 % of the run's audio was
+//!   concealed. The cost: on a link that did recover, the climb from the lowest layer to
+//!   the top takes a second probe (about [`PROBE_SUSTAIN`] more). During warm-up the climb
+//!   goes straight to where the estimate points (the join's right layer sooner). Relay links
+//!   (no sustained probes: [`Allocator::with_sustained_probes`]) still go straight up.
 //! - **Loss is congestion too.** A loss report ([`Allocator::on_loss`]: transport-wide
 //!   feedback's lost share over the last second, or receiver reports' fraction lost) at
 //!   [`LOSS_DOWN_SHARE`] or more steps the viewer down at once, without waiting for the
@@ -1061,6 +1073,12 @@ impl Allocator {
                 // probe went straight for the middle layer, failed 0.28 s later, and left a
                 // 750 ms queue that took 3 s to drain beside the audio.
                 (Target::Paused, Some(_)) => lowest(layers).map(Target::Layer),
+                // After warm-up, one sustained probe and one layer at a time (module docs).
+                (Target::Layer(cur), Some(b)) if b > cur && !warm && self.sustained_probes => {
+                    (cur.index() + 1..=b.index())
+                        .find(|&i| usable(&layers[i]))
+                        .map(|i| Target::Layer(Layer(i as u8)))
+                }
                 (Target::Layer(cur), Some(b)) if b > cur => Some(Target::Layer(b)),
                 _ => None,
             };
@@ -2316,6 +2334,33 @@ mod tests {
         );
         assert!(c.is_empty(), "{c:?}");
         assert_eq!(sustain[3], (12_300, 0), "{sustain:?}");
+    }
+
+    #[test]
+    fn after_warm_up_a_viewer_probes_and_climbs_one_layer_at_a_time() {
+        let t0 = Instant::now();
+        // On the lowest layer of a weak link; then an estimate that covers the top layer
+        // twice over (through a shaper's burst a probe cluster reads like that too).
+        let mut a = on_a_400_kbit_link(t0);
+        let (c, sustain) = run_sustained(&mut a, t0, 10_000, &[(16_000, 5_000_000)]);
+        let probed: Vec<u64> = sustain.iter().map(|&(_, b)| b).filter(|&b| b > 0).collect();
+        // The first probe is for layer 1 only (the old rule probed the top layer at once)…
+        assert_eq!(probed.first(), Some(&need(500_000, AUDIO)), "{sustain:?}");
+        // …and the climb takes layer 1, then the top after its own probe.
+        assert_eq!(
+            c.iter().map(|&(_, t)| t).collect::<Vec<_>>(),
+            vec![Target::Layer(Layer(1)), Target::Layer(Layer(2))],
+            "{c:?}"
+        );
+        assert!(probed.contains(&need(1_500_000, AUDIO)), "{sustain:?}");
+        // During warm-up the climb still goes straight to where the estimate points.
+        let mut w = Allocator::new(t0, 400_000, &layers(), AUDIO).with_sustained_probes();
+        let (c, _) = run_sustained(&mut w, t0, 0, &[(3_000, 5_000_000)]);
+        assert_eq!(
+            c.first().map(|&(_, t)| t),
+            Some(Target::Layer(Layer(2))),
+            "{c:?}"
+        );
     }
 
     #[test]
