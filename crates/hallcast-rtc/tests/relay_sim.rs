@@ -1643,3 +1643,82 @@ fn on_a_stepped_down_link_the_switch_comes_within_0_5_s_and_the_lower_layers_pic
         "the lower layer's first picture came {first_lower:?} after the switch"
     );
 }
+
+#[test]
+fn a_pause_drops_the_video_str0m_has_not_sent() {
+    // A measured viewer on the top layer of a 2.5 Mbit/s link; the source's keyframe (42 kB)
+    // arrives in one burst and str0m paces it out at ~1.1 × the estimate, its gate holding
+    // the rest. The viewer pauses 20 ms into it: nothing more of that keyframe leaves, from
+    // the relay's pacer or from str0m's (patch `StreamTx::drop_unsent`). Before, str0m sent
+    // what it held: at a bandwidth pause on a 100 kbit/s link (tests/adaptation.rs), 31–73
+    // kbit/s of media for 2–3 s against the audio's 16–22, all of it ahead of the audio.
+    let mut net = Net::new();
+    let (r, p, v) = measured_viewer_with(&mut net, 2_000_000, PublisherOpts::simulcast());
+    net.set_link(
+        net.relay_addr(r),
+        net.peer_addr(v),
+        LinkModel::new(LinkTrace::constant(2_500.0), 60_000),
+    );
+    assert!(
+        net.run_until_cond(secs(3.0), |n| playing(n, v)),
+        "never played"
+    );
+    let s = session(&net, v);
+    net.run_for(secs(3.0));
+    assert_eq!(
+        video_status(&net, r, s),
+        Some(VideoStatus::Forwarding { layer: Layer(2) }),
+        "not on the top layer"
+    );
+    let idrs = net.publisher(p).idrs_sent.len();
+    assert!(
+        net.run_until_cond(secs(3.0), |n| n.publisher(p).idrs_sent.len() > idrs),
+        "no keyframe from the source"
+    );
+    net.run_for(secs(0.02));
+    let at = net.now();
+    set_video(&mut net, r, v, Layer(2), true);
+    net.run_for(secs(1.0));
+    // Video datagrams (over 300 bytes: audio's are ~140) the relay handed the link after
+    // the pause.
+    let link = net
+        .link_stats(net.relay_addr(r), net.peer_addr(v))
+        .expect("the viewer's link");
+    let video_before = link
+        .departures
+        .iter()
+        .filter(|d| d.sent > at - secs(0.02) && d.sent <= at && d.bytes > 300)
+        .count();
+    let video_after: Vec<Duration> = link
+        .departures
+        .iter()
+        .filter(|d| d.sent > at && d.bytes > 300)
+        .map(|d| d.sent - at)
+        .collect();
+    eprintln!(
+        "{video_before} video datagrams in the 20 ms before the pause, {} after",
+        video_after.len()
+    );
+    assert!(
+        video_before > 0,
+        "no video was leaving when the viewer paused: the test shows nothing"
+    );
+    assert_eq!(
+        video_after,
+        Vec::<Duration>::new(),
+        "video left the relay after the pause"
+    );
+    // Resumed, the stream numbers on from what left: one stream, no gap to NACK.
+    let resumed_at = net.now();
+    set_video(&mut net, r, v, Layer(2), false);
+    assert!(
+        net.run_until_cond(secs(3.0), |n| n
+            .viewer(v)
+            .complete_keyframes()
+            .iter()
+            .any(|t| *t > resumed_at)),
+        "no keyframe after resuming"
+    );
+    net.run_for(secs(1.0));
+    assert_plays_everything(&net, v, net.now() - secs(0.8), "resumed viewer");
+}

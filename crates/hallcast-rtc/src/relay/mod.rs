@@ -1290,9 +1290,9 @@ impl Relay {
         }
         self.apply_outputs(now, &conference);
         if paused {
-            // What its pacer or the backlog still holds (a join's replay) would reach it
-            // paused.
-            self.drop_paced(id);
+            // What its pacer, the backlog (a join's replay) or str0m still holds would reach
+            // it paused.
+            self.drop_paced(id, true);
         }
         Ok(())
     }
@@ -2122,9 +2122,34 @@ impl Relay {
     /// collide with the rewound ones): its stream resumes at a keyframe of its target
     /// layer, numbered from the first dropped packet, without a gap.
     /// Returns whether the pacer held video (the link was congested).
-    fn drop_paced(&mut self, id: SessionId) -> bool {
+    ///
+    /// `unsent`: what str0m holds of the video and has not sent yet goes too (its pacer's
+    /// queue, up to [`hallcast_core::pacer::GATE_BYTES`] and a frame, and the resends it
+    /// scheduled; str0m patch `StreamTx::drop_unsent`). For a pause (for bandwidth or the
+    /// viewer's wish): that video would reach a paused viewer, and stand ahead of its
+    /// audio. Measured in tests/adaptation.rs (the decision print's runs,
+    /// docs/bench-data/2026-12-05-issue11-calm): paused on the 100 kbit/s link 1.8–2.3 s
+    /// after its step, a viewer was still sent 31–73 kbit/s of media for 2–3 s, against the
+    /// audio's 16–22, and its queue read 780–840 ms all that time.
+    fn drop_paced(&mut self, id: SessionId, unsent: bool) -> bool {
         let Some(s) = self.sessions.get_mut(&id) else {
             return false;
+        };
+        let in_transport = match &mut s.role {
+            SessionRole::Viewer(v) if unsent => {
+                let tx = v.video[0];
+                let d = tx.and_then(|tx| {
+                    s.rtc
+                        .direct_api()
+                        .stream_tx(&tx.ssrc)
+                        .and_then(|st| st.drop_unsent())
+                });
+                if d.is_some() {
+                    v.held = TransportHeld::default();
+                }
+                d.map(|(seq, n)| (*seq, n))
+            }
+            _ => None,
         };
         let dropped = match &mut s.role {
             SessionRole::Viewer(v) => v.pacer.as_deref_mut().and_then(Pacer::drop_queued),
@@ -2140,7 +2165,13 @@ impl Relay {
             (Some(d), Some((_, n))) => (d.first_seq, d.packets + n),
             (Some(d), None) => (d.first_seq, d.packets),
             (None, Some(p)) => p,
-            (None, None) => return false,
+            (None, None) => (u64::MAX, 0),
+        };
+        // What str0m held was written before what the pacer and the backlog hold.
+        let (first_seq, packets) = match in_transport {
+            Some((seq, n)) => (seq.min(first_seq), packets + n),
+            None if packets == 0 => return false,
+            None => (first_seq, packets),
         };
         self.stats.paced_dropped.fetch_add(packets as u64, Relaxed);
         self.outs.clear();
@@ -2225,7 +2256,7 @@ impl Relay {
         self.paced_out = out;
         // Outside the loop over forwards: the viewer restarts at a keyframe.
         for id in overfull {
-            if self.drop_paced(id) {
+            if self.drop_paced(id, false) {
                 self.forget_sent_video(id);
             }
         }
@@ -2442,7 +2473,7 @@ impl Relay {
             });
         }
         if down {
-            self.drop_paced(id);
+            self.drop_paced(id, a.target == Some(Target::Paused));
             // Every switch down to a layer, whether or not the pacer held video back: on a
             // step the estimate still reads high, str0m holds what it was handed, and the
             // viewer NACKs what the link dropped of the old layer. Not on a pause: while

@@ -477,6 +477,18 @@ impl StreamTx {
         self.rtx_ratio_cap = rtx_ratio_cap;
     }
 
+    /// hallcast: drops the packets written to this stream that have not left yet (what its
+    /// pacer still holds) and the resends scheduled, keeping the resend history. Returns the
+    /// first dropped packet's sequence number and how many were dropped, if any were: the
+    /// application numbers the stream on from there.
+    pub fn drop_unsent(&mut self) -> Option<(SeqNo, usize)> {
+        self.resends.clear();
+        let dropped = self.send_queue.head_and_len()?;
+        self.send_queue.clear();
+        self.queue_info = None;
+        Some(dropped)
+    }
+
     /// Set whether this stream is unpaced or not.
     ///
     /// This is only relevant when BWE (Bandwidth Estimation) is enabled. By default, audio is unpaced

@@ -113,6 +113,11 @@ impl SendQueue {
         self.total.clear();
         self.last_emitted = None;
     }
+
+    /// hallcast: the first packet waiting and how many wait (see `StreamTx::drop_unsent`).
+    pub(crate) fn head_and_len(&self) -> Option<(crate::rtp_::SeqNo, usize)> {
+        self.queue.front().map(|p| (p.seq_no, self.queue.len()))
+    }
 }
 
 // Total queue time in buffer. This lovely drawing explains how to add more time.
