@@ -1649,8 +1649,8 @@ fn a_pause_drops_the_video_str0m_has_not_sent() {
     // A measured viewer on the top layer of a 2.5 Mbit/s link; the source's keyframe (42 kB)
     // arrives in one burst and str0m paces it out at ~1.1 × the estimate, its gate holding
     // the rest. The viewer pauses 20 ms into it: nothing more of that keyframe leaves, from
-    // the relay's pacer or from str0m's (patch `StreamTx::drop_unsent`). Before, str0m sent
-    // what it held: at a bandwidth pause on a 100 kbit/s link (tests/adaptation.rs), 31–73
+    // the relay's pacer or from str0m's, and no repair of it (patch `StreamTx::drop_unsent`).
+    // Before, str0m sent what it held and repaired what was lost: at a bandwidth pause on a 100 kbit/s link (tests/adaptation.rs), 31–73
     // kbit/s of media for 2–3 s against the audio's 16–22, all of it ahead of the audio.
     let mut net = Net::new();
     let (r, p, v) = measured_viewer_with(&mut net, 2_000_000, PublisherOpts::simulcast());
@@ -1675,12 +1675,28 @@ fn a_pause_drops_the_video_str0m_has_not_sent() {
         net.run_until_cond(secs(3.0), |n| n.publisher(p).idrs_sent.len() > idrs),
         "no keyframe from the source"
     );
+    // A quarter of the keyframe's packets lost on the way until the pause: the viewer asks
+    // for them again after it, and they are not resent (the stream is paused: its next
+    // picture is a keyframe).
+    let video_pts = net.viewer(v).video_pts.clone();
+    let until = net.now() + secs(0.02);
+    net.set_loss(
+        net.relay_addr(r),
+        net.peer_addr(v),
+        Box::new(move |d: &Datagram| {
+            d.sent <= until
+                && rtp_info(&d.contents)
+                    .is_some_and(|h| video_pts.contains(&h.pt) && h.seq % 4 == 1)
+        }),
+    );
     net.run_for(secs(0.02));
     let at = net.now();
     set_video(&mut net, r, v, Layer(2), true);
+    let nacks_at = net.viewer(v).nacks_sent;
     net.run_for(secs(1.0));
-    // Video datagrams (over 300 bytes: audio's are ~140) the relay handed the link after
-    // the pause.
+    let nacks_after = net.viewer(v).nacks_sent - nacks_at;
+    // Video datagrams (over 300 bytes: audio's are ~140), repairs included, the relay handed
+    // the link after the pause.
     let link = net
         .link_stats(net.relay_addr(r), net.peer_addr(v))
         .expect("the viewer's link");
@@ -1696,12 +1712,14 @@ fn a_pause_drops_the_video_str0m_has_not_sent() {
         .map(|d| d.sent - at)
         .collect();
     eprintln!(
-        "{video_before} video datagrams in the 20 ms before the pause, {} after",
+        "{video_before} video datagrams in the 20 ms before the pause, {} after; {nacks_after} \
+         NACKs after it",
         video_after.len()
     );
     assert!(
-        video_before > 0,
-        "no video was leaving when the viewer paused: the test shows nothing"
+        video_before > 0 && nacks_after > 0,
+        "no video was leaving when the viewer paused, or nothing was asked for again: the test \
+         shows nothing"
     );
     assert_eq!(
         video_after,
@@ -1720,5 +1738,20 @@ fn a_pause_drops_the_video_str0m_has_not_sent() {
         "no keyframe after resuming"
     );
     net.run_for(secs(1.0));
-    assert_plays_everything(&net, v, net.now() - secs(0.8), "resumed viewer");
+    let viewer = net.viewer(v);
+    let last_before = viewer
+        .video
+        .iter()
+        .filter(|x| x.at <= at + secs(0.1))
+        .map(|x| x.seq)
+        .max()
+        .expect("video before the pause");
+    let gaps: Vec<u64> = viewer
+        .missing_video()
+        .into_iter()
+        .filter(|&q| q > last_before)
+        .collect();
+    assert_eq!(gaps, Vec::<u64>::new(), "video gaps after the pause");
+    let resumed = viewer.video.iter().filter(|x| x.at > resumed_at).count();
+    assert!(resumed >= 60, "{resumed} video packets after resuming");
 }

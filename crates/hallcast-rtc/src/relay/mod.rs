@@ -2125,12 +2125,14 @@ impl Relay {
     ///
     /// `unsent`: what str0m holds of the video and has not sent yet goes too (its pacer's
     /// queue, up to [`hallcast_core::pacer::GATE_BYTES`] and a frame, and the resends it
-    /// scheduled; str0m patch `StreamTx::drop_unsent`). For a pause (for bandwidth or the
-    /// viewer's wish): that video would reach a paused viewer, and stand ahead of its
-    /// audio. Measured in tests/adaptation.rs (the decision print's runs,
-    /// docs/bench-data/2026-12-05-issue11-calm): paused on the 100 kbit/s link 1.8–2.3 s
-    /// after its step, a viewer was still sent 31–73 kbit/s of media for 2–3 s, against the
-    /// audio's 16–22, and its queue read 780–840 ms all that time.
+    /// scheduled), and the viewer's NACKs go unanswered until the video resumes (str0m patch
+    /// `StreamTx::drop_unsent`). For a pause (for bandwidth or the viewer's wish): that video
+    /// and those repairs would reach a paused viewer, ahead of its audio, for frames it
+    /// will not show (the video resumes at a keyframe). Measured in tests/adaptation.rs
+    /// (docs/bench-data/2026-12-05-issue11-calm): paused on the 100 kbit/s link 1.8–2.3 s
+    /// after its step, a viewer was still sent 31–73 kbit/s of media for 2–3 s against the
+    /// audio's 16–22, its queue reading 780–840 ms all that time; with the unsent video
+    /// dropped but repairs still answered, 90–108 kbit/s for a second in one run.
     fn drop_paced(&mut self, id: SessionId, unsent: bool) -> bool {
         let Some(s) = self.sessions.get_mut(&id) else {
             return false;

@@ -179,6 +179,9 @@ pub struct StreamTx {
 
     /// MTU warn threshold; used to cap spurious-padding RTX cache lookups.
     mtu_warn: usize,
+
+    /// hallcast: NACKs go unanswered until the next packet is written (`drop_unsent`).
+    nacks_held: bool,
 }
 
 /// RTP packet data to enqueue on a direct RTP send stream.
@@ -390,6 +393,7 @@ impl StreamTx {
             remote_acked_ssrc: false,
             remote_acked_rtx_ssrc: false,
             mtu_warn,
+            nacks_held: false,
         }
     }
 
@@ -478,15 +482,20 @@ impl StreamTx {
     }
 
     /// hallcast: drops the packets written to this stream that have not left yet (what its
-    /// pacer still holds) and the resends scheduled, keeping the resend history. Returns the
-    /// first dropped packet's sequence number and how many were dropped, if any were: the
-    /// application numbers the stream on from there.
+    /// pacer still holds) and the resends scheduled, and answers no NACK until the next
+    /// packet is written (the stream paused: what the receiver lost before it stays lost,
+    /// its next picture starts afresh); the resend history stays (padding draws on it).
+    /// Returns the first dropped packet's sequence number and how many were dropped, if
+    /// any were: the application numbers the stream on from there.
     pub fn drop_unsent(&mut self) -> Option<(SeqNo, usize)> {
         self.resends.clear();
-        let dropped = self.send_queue.head_and_len()?;
-        self.send_queue.clear();
-        self.queue_info = None;
-        Some(dropped)
+        self.nacks_held = true;
+        let dropped = self.send_queue.head_and_len();
+        if dropped.is_some() {
+            self.send_queue.clear();
+            self.queue_info = None;
+        }
+        dropped
     }
 
     /// Set whether this stream is unpaced or not.
@@ -503,6 +512,8 @@ impl StreamTx {
     ///
     /// The write command carries the RTP payload and optional RTP metadata.
     pub fn write_rtp(&mut self, rtp: RtpWrite) {
+        // hallcast: see `drop_unsent`.
+        self.nacks_held = false;
         let RtpWrite {
             pt,
             seq_no,
@@ -1069,6 +1080,10 @@ impl StreamTx {
         entries: impl Iterator<Item = NackEntry>,
         now: Instant,
     ) -> Option<()> {
+        // hallcast: see `drop_unsent`.
+        if self.nacks_held {
+            return None;
+        }
         // Turning NackEntry into SeqNo we need to know a SeqNo "close by" to lengthen the 16 bit
         // sequence number into the 64 bit we have in SeqNo.
         let seq_no = self.rtx_cache.last_cached_seq_no()?;
