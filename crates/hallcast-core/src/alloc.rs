@@ -437,6 +437,19 @@ pub const UNPROVEN_RESET: Duration = Duration::from_millis(600);
 /// Without a restart allowed ([`UNPROVEN_RESET`]), an estimate under the need this long moves
 /// the viewer down even without the link's word.
 pub const DOWN_UNPROVEN: Duration = Duration::from_secs(4);
+/// A round-trip reading comes with the session's stats, every 250 ms, so the feedback it was
+/// taken from may be that much older: the packet it measured was sent at the latest this long
+/// before the reading's round trip. Used to tell a queue on what was sent after a failed
+/// sustained probe (the link's own) from the probe's.
+///
+/// Measured in tests/adaptation.rs (docs/bench-data/2026-12-05-issue11-resume, new-3-demo): a
+/// probe failed on the 400 kbit/s link as it fell to 100 kbit/s (queue 121 ms); the readings
+/// of what was sent after it grew (167, 291, 430 … 830 ms) while the settle after the failure
+/// held the pause back 2.2 s. Such a probe, under way as the link steps down, was the most
+/// frequent cause of a late pause in docs/bench-data/2026-12-05-issue11-calm (about one run in
+/// three; queues of 600–850 ms ahead of the audio), where the rule landed: its round with the
+/// rule met every bar of the issue in 4 runs of 6, against none of 6 at 40a4369.
+pub const READING_SLACK: Duration = Duration::from_millis(250);
 /// The window of the round trip's floor ([`QUEUE_OVERRUN`]); an older floor is replaced by
 /// the current round trip.
 pub const RTT_FLOOR_FOR: Duration = Duration::from_secs(30);
@@ -550,6 +563,10 @@ pub struct Allocator {
     probe_backoff: Duration,
     /// The last failed sustained probe.
     probe_failed_at: Option<Instant>,
+    /// The queue read when the last sustained probe failed ([`READING_SLACK`]).
+    probe_failed_queue: Duration,
+    /// When the packet of the latest round-trip reading was sent, at the latest.
+    last_sent: Option<Instant>,
     /// The last dip of the probing target while paused ([`REPROBE_EVERY`]).
     reprobed_at: Option<Instant>,
     /// The last loss report of [`PROBE_LOSS_ABORT`] or more.
@@ -637,6 +654,8 @@ impl Allocator {
             down_at: None,
             probe_backoff: Duration::ZERO,
             probe_failed_at: None,
+            probe_failed_queue: Duration::ZERO,
+            last_sent: None,
             reprobed_at: None,
             lossy_at: None,
             clean: None,
@@ -753,6 +772,7 @@ impl Allocator {
         }
         self.prev_queue = self.last_queue;
         self.last_queue = Some((now, queue));
+        self.last_sent = now.checked_sub(rtt + READING_SLACK);
     }
 
     pub fn on_loss(&mut self, now: Instant, lost: f32) {
@@ -945,10 +965,18 @@ impl Allocator {
             }
         }
 
-        // A growing queue: to the lowest layer, from there to audio only.
+        // A growing queue: to the lowest layer, from there to audio only. Not within the
+        // settle, unless the queue grew on what was sent after a failed probe ended
+        // (READING_SLACK): the probe's padding had stopped, the link itself is short.
+        let grew_after_probe = match (self.probe_failed_at, self.last_sent, self.last_queue) {
+            (Some(failed), Some(sent), Some((_, q))) => {
+                sent > failed && q > self.probe_failed_queue
+            }
+            _ => false,
+        };
         let overrun = std::mem::take(&mut self.queue_grew)
             && !warm
-            && settled
+            && (settled || (grew_after_probe && all_past(now, [self.down_at], settle)))
             && self.probe.is_none()
             && self.target == before;
         if overrun {
@@ -1335,6 +1363,7 @@ impl Allocator {
     fn probe_failed(&mut self, now: Instant) {
         self.probe_backoff = (self.probe_backoff.max(UP_HOLD) * 2).min(PROBE_FAILED_HOLD_MAX);
         self.probe_failed_at = Some(now);
+        self.probe_failed_queue = self.last_queue.map_or(Duration::ZERO, |(_, q)| q);
         self.stirred_at = Some(now);
     }
 
@@ -2627,6 +2656,15 @@ mod tests {
             changes.extend(run(&mut b, t0, t, &[(t + 200, 400_000)]));
         }
         assert_eq!(changes, vec![], "{:?}", b.target());
+        // A queue that grows on what was sent after the probe ended (READING_SLACK) is the
+        // link's own: the viewer goes to audio only within the settle.
+        let mut b = failed();
+        let mut changes = Vec::new();
+        for (t, rtt) in [(10_850, 180), (11_100, 280), (11_350, 420), (11_600, 560)] {
+            b.on_rtt(at(t), ms(rtt));
+            changes.extend(run(&mut b, t0, t, &[(t + 200, 400_000)]));
+        }
+        assert_eq!(changes, vec![(11_350, Target::Paused)]);
         // Once the reports are past it (LOSS_SETTLE and the round trip), the same readings
         // are the link's: audio only.
         let mut b = failed();
