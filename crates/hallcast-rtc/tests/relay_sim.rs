@@ -1552,15 +1552,11 @@ fn a_switch_down_on_a_stepped_down_link_stops_the_repairs_of_the_layer_left() {
     );
 }
 
-#[test]
-fn the_gate_counts_the_video_written_since_str0m_last_sampled_its_queue() {
-    // A measured viewer on the top layer; the source's keyframe (42 kB) arrives in one burst.
-    // str0m samples its send queue only at the session's timeouts: had the gate read only
-    // that sample, the whole keyframe would have been handed to str0m before the sample
-    // moved, and nothing would wait in the relay's pacer to be dropped by a pause.
-    let mut net = Net::new();
-    let (r, p, v) = measured_viewer_with(&mut net, 2_000_000, PublisherOpts::simulcast());
-    // A 2.5 Mbit/s link: the top layer fits, the estimate stays near the link.
+/// A measured viewer on the top layer of a 2.5 Mbit/s link (the top layer fits, the estimate
+/// stays near the link), just as the source has sent its next keyframe (42 kB: it reaches the
+/// relay as one burst). Returns the relay and the viewer.
+fn on_top_at_a_keyframe(net: &mut Net) -> (RelayId, PeerId) {
+    let (r, p, v) = measured_viewer_with(net, 2_000_000, PublisherOpts::simulcast());
     net.set_link(
         net.relay_addr(r),
         net.peer_addr(v),
@@ -1570,10 +1566,10 @@ fn the_gate_counts_the_video_written_since_str0m_last_sampled_its_queue() {
         net.run_until_cond(secs(3.0), |n| playing(n, v)),
         "never played"
     );
-    let s = session(&net, v);
+    let s = session(net, v);
     net.run_for(secs(3.0));
     assert_eq!(
-        video_status(&net, r, s),
+        video_status(net, r, s),
         Some(VideoStatus::Forwarding { layer: Layer(2) }),
         "not on the top layer"
     );
@@ -1582,6 +1578,17 @@ fn the_gate_counts_the_video_written_since_str0m_last_sampled_its_queue() {
         net.run_until_cond(secs(3.0), |n| n.publisher(p).idrs_sent.len() > idrs),
         "no keyframe from the source"
     );
+    (r, v)
+}
+
+#[test]
+fn the_gate_counts_the_video_written_since_str0m_last_sampled_its_queue() {
+    // A measured viewer on the top layer; the source's keyframe (42 kB) arrives in one burst.
+    // str0m samples its send queue only at the session's timeouts: had the gate read only
+    // that sample, the whole keyframe would have been handed to str0m before the sample
+    // moved, and nothing would wait in the relay's pacer to be dropped by a pause.
+    let mut net = Net::new();
+    let (r, v) = on_top_at_a_keyframe(&mut net);
     // The burst has reached the relay; str0m paces it out at ~1.1 × the estimate.
     net.run_for(secs(0.02));
     let dropped = net.relay(r).stats().paced_dropped.load(Relaxed);
@@ -1653,28 +1660,7 @@ fn a_pause_drops_the_video_str0m_has_not_sent() {
     // Before, str0m sent what it held and repaired what was lost: at a bandwidth pause on a 100 kbit/s link (tests/adaptation.rs), 31–73
     // kbit/s of media for 2–3 s against the audio's 16–22, all of it ahead of the audio.
     let mut net = Net::new();
-    let (r, p, v) = measured_viewer_with(&mut net, 2_000_000, PublisherOpts::simulcast());
-    net.set_link(
-        net.relay_addr(r),
-        net.peer_addr(v),
-        LinkModel::new(LinkTrace::constant(2_500.0), 60_000),
-    );
-    assert!(
-        net.run_until_cond(secs(3.0), |n| playing(n, v)),
-        "never played"
-    );
-    let s = session(&net, v);
-    net.run_for(secs(3.0));
-    assert_eq!(
-        video_status(&net, r, s),
-        Some(VideoStatus::Forwarding { layer: Layer(2) }),
-        "not on the top layer"
-    );
-    let idrs = net.publisher(p).idrs_sent.len();
-    assert!(
-        net.run_until_cond(secs(3.0), |n| n.publisher(p).idrs_sent.len() > idrs),
-        "no keyframe from the source"
-    );
+    let (r, v) = on_top_at_a_keyframe(&mut net);
     // A quarter of the keyframe's packets lost on the way until the pause: the viewer asks
     // for them again after it, and they are not resent (the stream is paused: its next
     // picture is a keyframe).
