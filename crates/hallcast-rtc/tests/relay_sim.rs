@@ -702,6 +702,22 @@ fn set_video(net: &mut Net, r: RelayId, v: PeerId, max_layer: Layer, paused: boo
 }
 
 /// The delivery states the relay reported for `session`, in order.
+/// Resumes `v`'s video (capped at the top layer) and runs until a whole keyframe reaches it,
+/// within `limit`; returns when it resumed.
+fn resume_until_a_keyframe(net: &mut Net, r: RelayId, v: PeerId, limit: Duration) -> Instant {
+    let resumed_at = net.now();
+    set_video(net, r, v, Layer(2), false);
+    assert!(
+        net.run_until_cond(limit, |n| n
+            .viewer(v)
+            .complete_keyframes()
+            .iter()
+            .any(|t| *t > resumed_at)),
+        "no keyframe after resuming"
+    );
+    resumed_at
+}
+
 fn deliveries(net: &Net, session: SessionId) -> Vec<Delivery> {
     net.events()
         .iter()
@@ -749,15 +765,7 @@ fn a_paused_viewer_keeps_its_audio_and_resumes_video_at_a_keyframe() {
     // The health policy says so: audio only.
     assert_eq!(deliveries(&net, s).last(), Some(&Delivery::AudioOnly));
 
-    set_video(&mut net, r, v, Layer(2), false);
-    assert!(
-        net.run_until_cond(secs(2.5), |n| n
-            .viewer(v)
-            .complete_keyframes()
-            .iter()
-            .any(|t| *t > resumed_at)),
-        "no keyframe after resuming"
-    );
+    resume_until_a_keyframe(&mut net, r, v, secs(2.5));
     net.run_for(secs(1.0));
     assert_eq!(
         video_status(&net, r, s),
@@ -1713,16 +1721,7 @@ fn a_pause_drops_the_video_str0m_has_not_sent() {
         "video left the relay after the pause"
     );
     // Resumed, the stream numbers on from what left: one stream, no gap to NACK.
-    let resumed_at = net.now();
-    set_video(&mut net, r, v, Layer(2), false);
-    assert!(
-        net.run_until_cond(secs(3.0), |n| n
-            .viewer(v)
-            .complete_keyframes()
-            .iter()
-            .any(|t| *t > resumed_at)),
-        "no keyframe after resuming"
-    );
+    let resumed_at = resume_until_a_keyframe(&mut net, r, v, secs(3.0));
     net.run_for(secs(1.0));
     let viewer = net.viewer(v);
     let last_before = viewer
