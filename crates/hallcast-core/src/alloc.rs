@@ -1103,9 +1103,7 @@ impl Allocator {
                 (Target::Paused, Some(_)) => lowest(layers).map(Target::Layer),
                 // After warm-up, one sustained probe and one layer at a time (module docs).
                 (Target::Layer(cur), Some(b)) if b > cur && !warm && self.sustained_probes => {
-                    (cur.index() + 1..=b.index())
-                        .find(|&i| usable(&layers[i]))
-                        .map(|i| Target::Layer(Layer(i as u8)))
+                    next_up(self.target, layers).map(Target::Layer)
                 }
                 (Target::Layer(cur), Some(b)) if b > cur => Some(Target::Layer(b)),
                 _ => None,
@@ -1524,21 +1522,26 @@ fn fitting(
         .map(|i| Layer(i as u8))
 }
 
-/// What to probe for: the next usable layer above the target with headroom (the top
-/// layer's need while on it, so the estimate keeps tracking the link).
-fn desired(target: Target, layers: &[LayerStats; Layer::MAX], audio_bps: u64) -> u64 {
+/// The next usable layer above `target` (the lowest one when paused).
+fn next_up(target: Target, layers: &[LayerStats; Layer::MAX]) -> Option<Layer> {
     let from = match target {
         Target::Paused => 0,
         Target::Layer(l) => l.index() + 1,
     };
-    let next = (from..Layer::MAX)
+    (from..Layer::MAX)
         .find(|&i| usable(&layers[i]))
-        .or_else(|| match target {
-            Target::Layer(l) => Some(l.index()),
-            Target::Paused => None,
-        });
-    next.map_or(need(0, audio_bps), |i| {
-        (need(layers[i].bitrate_bps, audio_bps) as f64 * PROBE_HEADROOM) as u64
+        .map(|i| Layer(i as u8))
+}
+
+/// What to probe for: the next usable layer above the target with headroom (the top
+/// layer's need while on it, so the estimate keeps tracking the link).
+fn desired(target: Target, layers: &[LayerStats; Layer::MAX], audio_bps: u64) -> u64 {
+    let next = next_up(target, layers).or(match target {
+        Target::Layer(l) => Some(l),
+        Target::Paused => None,
+    });
+    next.map_or(need(0, audio_bps), |l| {
+        (need(layers[l.index()].bitrate_bps, audio_bps) as f64 * PROBE_HEADROOM) as u64
     })
 }
 

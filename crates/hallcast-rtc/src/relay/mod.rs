@@ -2163,17 +2163,17 @@ impl Relay {
         // numbers the restarted stream reuses (the receiver's SRTP drops such packets as
         // replays, silently: no gap, no NACK, no picture).
         let parked = self.backlog.drop_parked(ConsumerId(id.0));
-        let (first_seq, packets) = match (dropped, parked) {
-            (Some(d), Some((_, n))) => (d.first_seq, d.packets + n),
-            (Some(d), None) => (d.first_seq, d.packets),
-            (None, Some(p)) => p,
-            (None, None) => (u64::MAX, 0),
+        let held = match (dropped, parked) {
+            (Some(d), Some((_, n))) => Some((d.first_seq, d.packets + n)),
+            (Some(d), None) => Some((d.first_seq, d.packets)),
+            (None, p) => p,
         };
         // What str0m held was written before what the pacer and the backlog hold.
-        let (first_seq, packets) = match in_transport {
-            Some((seq, n)) => (seq.min(first_seq), packets + n),
-            None if packets == 0 => return false,
-            None => (first_seq, packets),
+        let Some((first_seq, packets)) = (match (in_transport, held) {
+            (Some((seq, n)), Some((first, m))) => Some((seq.min(first), n + m)),
+            (t, h) => t.or(h),
+        }) else {
+            return false;
         };
         self.stats.paced_dropped.fetch_add(packets as u64, Relaxed);
         self.outs.clear();
