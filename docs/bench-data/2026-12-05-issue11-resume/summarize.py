@@ -1,6 +1,9 @@
+# usage: python3 summarize.py [RESULTS_DIR_GLOB ...]  (default '/tmp/alt/*-*-*/': one dir per run,
+# HALLCAST_RESULTS_DIR of the adaptation test, named BUILD-ROUND-SCENARIO)
 import json,glob,sys,subprocess
 rows=[]
-for d in sorted(glob.glob('/tmp/alt/*-*-*/')):
+pats=sys.argv[1:] or ['/tmp/alt/*-*-*/']
+for d in sorted(d if d.endswith('/') else d+'/' for p in pats for d in glob.glob(p) if not d.endswith('.log')):
     s=glob.glob(d+'*/summary.json')
     if not s: continue
     j=json.load(open(s[0])); tm=j['figures']['timings_ms']
