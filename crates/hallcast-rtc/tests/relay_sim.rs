@@ -1086,6 +1086,95 @@ fn a_measured_viewer_on_a_good_link_climbs_to_the_top_layer() {
     assert_top_layer_frames_since(&net, v, net.now() - secs(2.0));
 }
 
+/// A measured viewer on a good link: what its pacer lets go at once (str0m's 40 ms burst)
+/// leaves at the pacer's next deadline in one turn, not one packet per turn of the relay's
+/// loop (a turn and a `sendmmsg` slot per packet were most of a paced packet's cost,
+/// docs/bench-data/2026-12-05-issue9-burst). The first packet after a write still goes alone,
+/// so audio taken in meanwhile goes ahead of the rest (adapt_sim's audio-gap tests).
+#[test]
+fn a_paced_viewers_frame_leaves_in_one_turn_after_its_first_packet() {
+    let mut net = Net::new();
+    let (r, v) = measured_viewer_of_simulcast(&mut net, 1_000_000);
+    net.set_link(
+        net.relay_addr(r),
+        net.peer_addr(v),
+        LinkModel::new(LinkTrace::constant(20_000.0), 1_000_000),
+    );
+    let s = session(&net, v);
+    assert!(
+        net.run_until_cond(secs(8.0), |n| video_status(n, r, s)
+            == Some(VideoStatus::Forwarding { layer: Layer(2) })),
+        "still at {:?}",
+        video_status(&net, r, s)
+    );
+    let (sent, per_turn, _) = video_datagrams_per_instant(&mut net, r, v, secs(2.0));
+    assert!(sent > 250, "{sent} video datagrams");
+    assert!(
+        per_turn >= 2.0,
+        "{sent} video datagrams, {per_turn:.2} an instant"
+    );
+}
+
+/// Below the top layer the link is the one being stepped and probed: a measured viewer's
+/// video still leaves one packet per turn of the relay's loop, as before the burst per turn
+/// (with it there, the demo source's viewer paused later at the step to 100 kbit/s in
+/// end-to-end runs, docs/bench-data/2026-12-05-issue9-burst and -on-top).
+#[test]
+fn below_the_top_layer_a_paced_viewers_video_leaves_one_packet_a_turn() {
+    let mut net = Net::new();
+    let (r, v) = measured_viewer_of_simulcast(&mut net, 600_000);
+    net.set_link(
+        net.relay_addr(r),
+        net.peer_addr(v),
+        LinkModel::new(LinkTrace::constant(1_000.0), 60_000),
+    );
+    let s = session(&net, v);
+    net.run_for(secs(6.0));
+    assert_eq!(
+        video_status(&net, r, s),
+        Some(VideoStatus::Forwarding { layer: Layer(1) })
+    );
+    // A GOP (2 s) holds one keyframe of layer 1 (16 packets), more than the pacer's 40 ms
+    // burst at this rate (~5 packets): with the burst per turn, up to 4 left at one instant.
+    let (sent, _, most) = video_datagrams_per_instant(&mut net, r, v, secs(2.0));
+    assert_eq!(
+        video_status(&net, r, s),
+        Some(VideoStatus::Forwarding { layer: Layer(1) })
+    );
+    assert!(sent > 100, "{sent} video datagrams");
+    // One at the pacer's deadline, and at most one more written at that instant.
+    assert!(most <= 2, "{sent} video datagrams, {most} at one instant");
+}
+
+/// Runs `for_` and returns the video datagrams the relay sent `v` meanwhile (audio and RTCP
+/// are a few hundred bytes at most): how many, how many left at one instant on average, and
+/// the most at one instant.
+fn video_datagrams_per_instant(
+    net: &mut Net,
+    r: RelayId,
+    v: PeerId,
+    for_: Duration,
+) -> (usize, f64, usize) {
+    let from = net.now();
+    net.run_for(for_);
+    let link = net
+        .link_stats(net.relay_addr(r), net.peer_addr(v))
+        .expect("the viewer's downlink");
+    let sent: Vec<Instant> = link
+        .departures
+        .iter()
+        .filter(|d| d.sent >= from && d.bytes > 400)
+        .map(|d| d.sent)
+        .collect();
+    let mut instants = 0;
+    let mut most = 0;
+    for run in sent.chunk_by(|a, b| a == b) {
+        instants += 1;
+        most = most.max(run.len());
+    }
+    (sent.len(), sent.len() as f64 / instants.max(1) as f64, most)
+}
+
 /// Every whole frame the viewer received after `since` is a top-layer frame.
 fn assert_top_layer_frames_since(net: &Net, v: PeerId, since: Instant) {
     let top = PublisherOpts::simulcast().simulcast.unwrap()[2];

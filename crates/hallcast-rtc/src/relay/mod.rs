@@ -1153,6 +1153,7 @@ impl Relay {
             sustain_bps: 0,
             target: None,
             estimator_resets: 0,
+            on_top: false,
             held: Default::default(),
             // Relay links are not paced here (str0m's pacer at 1.1 × the estimate only).
             pacer: adaptive
@@ -1343,6 +1344,7 @@ impl Relay {
         drain(
             &mut session,
             now,
+            false,
             &mut self.transmits,
             &mut Vec::new(),
             |_| {},
@@ -1440,7 +1442,14 @@ impl Relay {
             return;
         };
         s.rtc.disconnect();
-        drain(&mut s, now, &mut self.transmits, &mut Vec::new(), |_| {});
+        drain(
+            &mut s,
+            now,
+            false,
+            &mut self.transmits,
+            &mut Vec::new(),
+            |_| {},
+        );
         for a in &s.addrs {
             if self.by_addr.get(a) == Some(&id) {
                 self.by_addr.remove(a);
@@ -1647,7 +1656,7 @@ impl Relay {
             if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
                 debug!(session = %id, "timeout input failed: {e}");
             }
-            self.queue_drain(id);
+            self.drain_session(id, true);
         }
         self.process_queue(now);
         if now >= self.next_tick {
@@ -1766,6 +1775,7 @@ impl Relay {
             let SessionRole::Viewer(v) = &mut s.role else {
                 continue;
             };
+            v.on_top = !below_top;
             let due = v
                 .probed_at
                 .is_none_or(|t| now.saturating_duration_since(t) >= REPROBE_EVERY);
@@ -1817,6 +1827,11 @@ impl Relay {
     // ------------------------------------------------------------------ media path
 
     fn queue_drain(&mut self, id: SessionId) {
+        self.drain_session(id, false);
+    }
+
+    /// [`drain`] for one session; `pacer_turn` when its own deadline fired.
+    fn drain_session(&mut self, id: SessionId, pacer_turn: bool) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -1824,6 +1839,7 @@ impl Relay {
         drain(
             s,
             self.last_now,
+            pacer_turn,
             &mut self.transmits,
             &mut self.new_destinations,
             |e| match e {

@@ -139,6 +139,11 @@ pub(crate) struct ViewerSink {
     ///
     /// [`Allocation::estimator_resets`]: hallcast_core::Allocation::estimator_resets
     pub estimator_resets: u32,
+    /// The allocator's last tick found it on its conference's top layer: a drain at its own
+    /// deadline may hand out its pacer's whole burst ([`drain`]'s `pacer_turn`). Below the
+    /// top (or paused, or before the first tick) its link is the one being measured and
+    /// stepped, and its packets leave one per turn of the loop as before.
+    pub on_top: bool,
 }
 
 impl ViewerSink {
@@ -310,31 +315,51 @@ pub(crate) struct ReplyFrom {
 /// Deadlines already due that one [`drain`] handles itself (each lets str0m's pacer hand
 /// out one more packet); then the session waits for its turn of the loop.
 const MAX_DUE_IN_DRAIN: u32 = 256;
+/// The same for a measured viewer, in a drain at its own deadline (`pacer_turn`): what its
+/// pacer lets go at once (its 40 ms burst; at most libwebrtc's 63 kB) leaves in that turn.
+const MAX_DUE_IN_PACER_TURN: u32 = 64;
 /// A deadline this close is due: str0m's pacer asks for its next timeout 1 µs after the
 /// last, so its clock runs at most [`MAX_DUE_IN_DRAIN`] µs ahead of the driver's.
 const DUE_SLACK: Duration = Duration::from_micros(300);
+/// The step of str0m's pacer from one packet to the next when its debt allows the next at
+/// once ("1 µs later").
+const CHAIN_STEP: Duration = Duration::from_micros(1);
 
 /// Drains an `Rtc` until it yields its next timeout (str0m's single-mutation rule):
 /// transmits go to `transmits`, events to `on_event`. An ICE client's destinations it has
 /// not used yet go to `new_destinations` (the addresses its checks go to become its own);
-/// other sessions' transmits are not looked at.
+/// other sessions' transmits are not looked at. `pacer_turn`: the drain runs at the
+/// session's own deadline (its timer fired), not after an input or a write.
 pub(crate) fn drain(
     s: &mut Session,
     now: Instant,
+    pacer_turn: bool,
     transmits: &mut VecDeque<Transmit>,
     new_destinations: &mut Vec<SocketAddr>,
     mut on_event: impl FnMut(Event),
 ) {
     let client = s.is_ice_client();
-    // Only a downstream relay's link (its video unpaced): a measured viewer's packets are
-    // meant to leave at its pacer's pace, and one per turn of the loop is part of that pace
-    // (handed out all at once, a link at 400–600 kbit/s saw audio gaps and a pause in the
-    // simulated network, tests/adapt_sim.rs).
-    let due_budget = if matches!(&s.role, SessionRole::Viewer(v) if v.relay) {
-        MAX_DUE_IN_DRAIN
-    } else {
-        0
+    // How many due deadlines this drain handles itself. A downstream relay's link (its
+    // video unpaced): everything due. A measured viewer: in a drain after writes or input,
+    // none (one packet), so audio the relay takes in meanwhile still goes ahead of the rest
+    // of a video burst (str0m's pacer sends unpaced audio first; handed out all at once
+    // there, a link at 400–600 kbit/s saw audio gaps and a pause in the simulated network,
+    // tests/adapt_sim.rs). In a drain at its own deadline on the top layer, the rest of what
+    // its pacer allows at once, instead of one packet per turn of the loop (a turn and a
+    // `sendmmsg` slot per packet were most of a paced packet's cost,
+    // docs/bench-data/2026-12-05-issue9-burst). Not below the top: there the link is the one
+    // being stepped and probed; with the burst for every viewer, the demo source's viewer
+    // paused later at the step to 100 kbit/s in end-to-end runs (not explained), with it on
+    // the top layer only, issue 11's end-to-end figures stayed at base's
+    // (docs/bench-data/2026-12-05-issue9-on-top).
+    // `chained`: only the pacer's "next packet 1 µs later" counts as due, so its clock stays
+    // within a few µs of the driver's and what its debt holds back still waits for its time.
+    let (due_budget, chained) = match &s.role {
+        SessionRole::Viewer(v) if v.relay => (MAX_DUE_IN_DRAIN, false),
+        SessionRole::Viewer(v) if pacer_turn && v.on_top => (MAX_DUE_IN_PACER_TURN, true),
+        _ => (0, false),
     };
+    let mut slack = if chained { CHAIN_STEP } else { DUE_SLACK };
     let mut due = 0;
     loop {
         match s.rtc.poll_output() {
@@ -344,8 +369,11 @@ pub(crate) fn drain(
             // loop, which sleeps in whole milliseconds — ~1.1 ms per packet on a quiet
             // relay (the central's hop to one edge: transit p50 3 ms, a frame's 7 packets
             // over 7 ms).
-            Ok(Output::Timeout(t)) if t <= now + DUE_SLACK && due < due_budget => {
+            Ok(Output::Timeout(t)) if t <= now + slack && due < due_budget => {
                 due += 1;
+                if chained {
+                    slack += CHAIN_STEP;
+                }
                 if let Err(e) = s.rtc.handle_input(Input::Timeout(t.max(now))) {
                     debug!(session = %s.id, "timeout input failed: {e}");
                 }
