@@ -454,7 +454,33 @@ fn measured_viewer_of_simulcast(net: &mut Net, start_bps: u64) -> (RelayId, Peer
     (r, v)
 }
 
-/// The same with a publisher of `opts`; also returns the publisher.
+/// Runs until the relay forwards `layer` to session `s`, at most `within`.
+fn await_forwarding(net: &mut Net, r: RelayId, s: SessionId, layer: Layer, within: Duration) {
+    assert!(
+        net.run_until_cond(within, |n| video_status(n, r, s)
+            == Some(VideoStatus::Forwarding { layer })),
+        "not on {layer:?} within {within:?}: still at {:?}",
+        video_status(net, r, s)
+    );
+}
+
+/// [`measured_viewer_of_simulcast`] on a downlink of `kbps` with a queue of `queue_bytes`.
+fn measured_viewer_on_link(
+    net: &mut Net,
+    start_bps: u64,
+    kbps: f64,
+    queue_bytes: usize,
+) -> (RelayId, PeerId) {
+    let (r, v) = measured_viewer_of_simulcast(net, start_bps);
+    net.set_link(
+        net.relay_addr(r),
+        net.peer_addr(v),
+        LinkModel::new(LinkTrace::constant(kbps), queue_bytes),
+    );
+    (r, v)
+}
+
+/// [`measured_viewer_of_simulcast`] with a publisher of `opts`; also returns the publisher.
 fn measured_viewer_with(
     net: &mut Net,
     start_bps: u64,
@@ -1029,12 +1055,7 @@ fn a_relay_links_frames_leave_at_once() {
 #[test]
 fn a_paced_viewers_transit_counts_the_wait_in_its_pacers() {
     let mut net = Net::new();
-    let (r, v) = measured_viewer_of_simulcast(&mut net, 300_000);
-    net.set_link(
-        net.relay_addr(r),
-        net.peer_addr(v),
-        LinkModel::new(LinkTrace::constant(400.0), 18_000),
-    );
+    let (r, v) = measured_viewer_on_link(&mut net, 300_000, 400.0, 18_000);
     assert!(
         net.run_until_cond(secs(4.0), |n| playing(n, v)),
         "the viewer never played"
@@ -1063,12 +1084,7 @@ fn a_measured_viewer_on_a_good_link_climbs_to_the_top_layer() {
     let (r, v) = measured_viewer_of_simulcast(&mut net, 1_000_000);
     assert!(net.run_until_cond(secs(1.0), |n| playing(n, v)));
     let s = session(&net, v);
-    assert!(
-        net.run_until_cond(secs(8.0), |n| video_status(n, r, s)
-            == Some(VideoStatus::Forwarding { layer: Layer(2) })),
-        "still at {:?}",
-        video_status(&net, r, s)
-    );
+    await_forwarding(&mut net, r, s, Layer(2), secs(8.0));
     let snap = net.relay(r).snapshot(net.now(), 0);
     let a = snap
         .sessions
@@ -1094,19 +1110,9 @@ fn a_measured_viewer_on_a_good_link_climbs_to_the_top_layer() {
 #[test]
 fn a_paced_viewers_frame_leaves_in_one_turn_after_its_first_packet() {
     let mut net = Net::new();
-    let (r, v) = measured_viewer_of_simulcast(&mut net, 1_000_000);
-    net.set_link(
-        net.relay_addr(r),
-        net.peer_addr(v),
-        LinkModel::new(LinkTrace::constant(20_000.0), 1_000_000),
-    );
+    let (r, v) = measured_viewer_on_link(&mut net, 1_000_000, 20_000.0, 1_000_000);
     let s = session(&net, v);
-    assert!(
-        net.run_until_cond(secs(8.0), |n| video_status(n, r, s)
-            == Some(VideoStatus::Forwarding { layer: Layer(2) })),
-        "still at {:?}",
-        video_status(&net, r, s)
-    );
+    await_forwarding(&mut net, r, s, Layer(2), secs(8.0));
     let (sent, per_turn, _) = video_datagrams_per_instant(&mut net, r, v, secs(2.0));
     assert!(sent > 250, "{sent} video datagrams");
     assert!(
@@ -1122,12 +1128,7 @@ fn a_paced_viewers_frame_leaves_in_one_turn_after_its_first_packet() {
 #[test]
 fn below_the_top_layer_a_paced_viewers_video_leaves_one_packet_a_turn() {
     let mut net = Net::new();
-    let (r, v) = measured_viewer_of_simulcast(&mut net, 600_000);
-    net.set_link(
-        net.relay_addr(r),
-        net.peer_addr(v),
-        LinkModel::new(LinkTrace::constant(1_000.0), 60_000),
-    );
+    let (r, v) = measured_viewer_on_link(&mut net, 600_000, 1_000.0, 60_000);
     let s = session(&net, v);
     net.run_for(secs(6.0));
     assert_eq!(
