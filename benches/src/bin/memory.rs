@@ -25,8 +25,13 @@
 //! (e) N more viewers joined, connected for 2 s and ended: what (d) kept and (e) does not
 //! add to is capacity the relay keeps for reuse (its maps), not a leak.
 //!
-//! Usage: `memory [N ...] [--out DIR]` (default N: 50 200); prints a table and JSON, and
-//! writes `DIR/memory-n<N>.json` per N.
+//! The relay runs with bandwidth adaptation as the server's default has it
+//! (`EngineConfig::default().adaptation`): the sim's viewers offer transport-wide-cc, so
+//! each is a measured viewer (str0m's estimator, its send register and leaky-bucket pacer,
+//! the relay's allocator and pacer). `--adaptation-off` measures viewers without it.
+//!
+//! Usage: `memory [N ...] [--adaptation-off] [--out DIR]` (default N: 50 200); prints a
+//! table and JSON, and writes `DIR/memory-n<N>.json` per N.
 
 #![allow(unsafe_code)]
 
@@ -177,11 +182,11 @@ struct Run {
     wall_s: f64,
 }
 
-fn run(n: usize, video: bool) -> Run {
+fn run(n: usize, video: bool, adaptation: Option<u64>) -> Run {
     let wall = std::time::Instant::now();
     let mut net = Net::new();
     net.set_relay_hook(relay_hook);
-    let r = net.add_relay(|_| {});
+    let r = net.add_relay(|c| c.adaptation = adaptation);
     let p = net.publish(r, CONF).expect("publish");
     if !video {
         let from = net.peer(p).core().addr;
@@ -429,10 +434,13 @@ fn run_json(r: &Run) -> Value {
 fn main() {
     let mut ns = vec![];
     let mut out_dir = None;
+    let mut adaptation = hallcast_rtc::EngineConfig::default().adaptation;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--out" {
             out_dir = Some(args.next().expect("--out DIR"));
+        } else if a == "--adaptation-off" {
+            adaptation = None;
         } else {
             ns.push(a.parse::<usize>().expect("a viewer count"));
         }
@@ -457,8 +465,8 @@ fn main() {
         "live requested bytes on the relay (allocator overhead and fragmentation, i.e. RSS, not included)\n"
     );
     for &n in &ns {
-        let av = run(n, true);
-        let au = run(n, false);
+        let av = run(n, true, adaptation);
+        let au = run(n, false, adaptation);
         let [a, b, c, d, e] = av.stages.map(|s| per(s, av.base, n));
         let [a2, b2, c2, d2, e2] = au.stages.map(|s| per(s, au.base, n));
         // Itemization (per viewer).
@@ -480,8 +488,11 @@ fn main() {
         ];
         let total: f64 = c;
         println!(
-            "N = {n} viewers (virtual connect {:.0} ms, wall {:.0} s + {:.0} s)",
-            av.connect_ms, av.wall_s, au.wall_s
+            "N = {n} viewers, adaptation {} (virtual connect {:.0} ms, wall {:.0} s + {:.0} s)",
+            adaptation.map_or("off".to_string(), |b| format!("on (start {b} bit/s)")),
+            av.connect_ms,
+            av.wall_s,
+            au.wall_s
         );
         println!("| stage | audio+video: KiB / viewer | audio only: KiB / viewer |");
         println!("|---|---:|---:|");
@@ -507,6 +518,7 @@ fn main() {
             "benchmark": "memory per subscriber (hallcast-benches/src/bin/memory.rs)",
             "measure": "live requested heap bytes attributed to Relay calls (counting allocator), minus the relay's datagrams on the simulated wire; allocator overhead/fragmentation (RSS) not included",
             "viewers": n,
+            "adaptation_start_bps": adaptation,
             "probes": {
                 "str0m_rtc_heap_bytes": rtc_heap.round(),
                 "str0m_rtc_inline_bytes": rtc_inline,
