@@ -1011,9 +1011,25 @@ impl<'a> TryFrom<&'a [u8]> for PacketChunk {
     }
 }
 
+/// hallcast: a send record that has its report is kept this long after it was sent, then
+/// dropped (with the ones before it): what reads the register after the report is
+/// [`TwccSendRegister::loss`] over the last second (the session's stats) and
+/// [`TwccSendRegister::rtt`] of the latest reported packet.
+const KEEP_REPORTED_FOR: Duration = Duration::from_millis(1250);
+
+/// hallcast: a send record still without a report is dropped this long after it was sent:
+/// feedback later than that (a queue of seconds, or lost feedback) finds no record and is
+/// skipped, as feedback older than the register always was.
+const KEEP_UNREPORTED_FOR: Duration = Duration::from_secs(3);
+
+/// hallcast: the register's capacity grows by at least this many records at a time (not
+/// doubling) and shrinks when under half used.
+const GROW_BY: usize = 32;
+
 #[derive(Debug)]
 pub struct TwccSendRegister {
-    /// How many send records to keep.
+    /// How many send records to keep at most (hallcast: fewer when older than
+    /// [`KEEP_REPORTED_FOR`] / [`KEEP_UNREPORTED_FOR`]).
     keep: usize,
 
     /// Circular buffer of send records.
@@ -1181,6 +1197,22 @@ impl TwccSendRegister {
 
     pub fn register_seq(&mut self, packet_id: TwccPacketId, now: Instant, size: usize) {
         self.last_registered = packet_id.seq();
+        // hallcast: records the register no longer needs go by time as well as by count,
+        // and the capacity follows what is kept (upstream: the last `keep` records, a
+        // `VecDeque` doubling to 1 024 slots of 88 bytes, ~88 KiB per session, whatever
+        // the session's packet rate: most of a measured viewer's memory on a relay).
+        while self.queue.front().is_some_and(|r| {
+            let age = now.saturating_duration_since(r.local_send_time);
+            age > KEEP_UNREPORTED_FOR || (r.recv_report.is_some() && age > KEEP_REPORTED_FOR)
+        }) {
+            self.queue.pop_front();
+        }
+        let len = self.queue.len();
+        if len == self.queue.capacity() {
+            self.queue.reserve_exact((len / 4).max(GROW_BY));
+        } else if self.queue.capacity() > 2 * len + 2 * GROW_BY {
+            self.queue.shrink_to(len + len / 4 + GROW_BY);
+        }
         self.queue.push_back(TwccSendRecord {
             packet_id,
             local_send_time: now,
