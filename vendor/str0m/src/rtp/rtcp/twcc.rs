@@ -1209,7 +1209,9 @@ impl TwccSendRegister {
         }
         let len = self.queue.len();
         if len == self.queue.capacity() {
-            self.queue.reserve_exact((len / 4).max(GROW_BY));
+            // Never past `keep` + 1 (the push below, before the count bound pops).
+            let room = (self.keep + 1).saturating_sub(len).max(1);
+            self.queue.reserve_exact((len / 4).max(GROW_BY).min(room));
         } else if self.queue.capacity() > 2 * len + 2 * GROW_BY {
             self.queue.shrink_to(len + len / 4 + GROW_BY);
         }
