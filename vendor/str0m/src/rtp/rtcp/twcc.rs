@@ -1022,8 +1022,8 @@ const KEEP_REPORTED_FOR: Duration = Duration::from_millis(1250);
 /// skipped, as feedback older than the register always was.
 const KEEP_UNREPORTED_FOR: Duration = Duration::from_secs(3);
 
-/// hallcast: the register's capacity grows by at least this many records at a time (not
-/// doubling) and shrinks when under half used.
+/// hallcast: the register's capacity grows by a quarter, at least this many records (never
+/// past its count bound), instead of doubling, and shrinks when under half used.
 const GROW_BY: usize = 32;
 
 #[derive(Debug)]
