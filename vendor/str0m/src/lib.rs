@@ -2097,6 +2097,28 @@ impl Rtc {
         self.need_init_time = false;
     }
 
+    /// hallcast: a timeout at `now` that does only the pacer's part of one — a fresh
+    /// snapshot of the send queues (what was written since), its debt and padding — and
+    /// returns true; or does nothing and returns false when that is not all there may be to
+    /// do (a probe under way or just done, DTLS keys not yet there, closing, time not yet
+    /// started or gone back). Meant for an application that wrote RTP and wants it paced,
+    /// or whose last [`Rtc::poll_output`] timeout was the pacer's
+    /// ([`Rtc::last_timeout_reason`]): a whole [`Input::Timeout`] walks ICE, DTLS, SCTP, every
+    /// stream and the estimator, and a leaky-bucket pacer asks for one after every packet.
+    /// Another subsystem's deadline that passed meanwhile is the soonest of the next
+    /// `poll_output` timeout, so it is handled a turn later, not lost.
+    pub fn handle_pacer_timeout(&mut self, now: Instant) -> bool {
+        if self.state != RtcState::Alive || self.need_init_time || now < self.last_now {
+            return false;
+        }
+        if !self.session.handle_pacer_timeout(now) {
+            return false;
+        }
+        self.last_now = now;
+        drop(self.readiness.wake());
+        true
+    }
+
     fn do_handle_timeout(&mut self, now: Instant) -> Result<(), RtcError> {
         self.init_time(now);
 

@@ -109,6 +109,9 @@ pub(crate) struct Session {
     // temporary buffer when getting the next (unencrypted) RTP packet from Media line.
     poll_packet_buf: Vec<u8>,
 
+    /// hallcast: the probe media of the last timeout, for [`Session::handle_pacer_timeout`].
+    last_probe_media: Option<(Mid, Pt)>,
+
     // Next packet for RtpPacket event.
     pending_packet: Option<RtpPacket>,
 
@@ -208,6 +211,7 @@ impl Session {
             pacer,
             pacer_control: PacerControl::new(),
             poll_packet_buf: vec![0; 2000],
+            last_probe_media: None,
             pending_packet: None,
             media_bytes_rx: 0,
             media_bytes_tx: 0,
@@ -340,6 +344,7 @@ impl Session {
         }
 
         let probe_media = self.handle_timeout_bwe(now);
+        self.last_probe_media = probe_media;
         self.update_queue_state(now, probe_media);
 
         if let Some(twcc_at) = self.twcc_at() {
@@ -349,6 +354,23 @@ impl Session {
         }
 
         Ok(())
+    }
+
+    /// hallcast: the pacer's part of [`Session::handle_timeout`] alone (a fresh snapshot of
+    /// the send queues, its debt, its padding), when that is all a timeout at `now` has to
+    /// do; false, doing nothing, when it is not (see [`crate::Rtc::handle_pacer_timeout`]).
+    pub fn handle_pacer_timeout(&mut self, now: Instant) -> bool {
+        if self.rtp_closing || self.srtp_tx.is_none() || !self.pacer.refreshable() {
+            return false;
+        }
+        // What was written since the last timeout gets its time in the queue, as the
+        // streams' part of a whole timeout does; a stream not yet through its first timeout
+        // needs the whole one.
+        if !self.streams.stamp_send_queues(now) {
+            return false;
+        }
+        self.update_queue_state(now, self.last_probe_media);
+        true
     }
 
     fn handle_timeout_bwe(&mut self, now: Instant) -> Option<(Mid, Pt)> {

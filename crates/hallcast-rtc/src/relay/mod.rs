@@ -1653,7 +1653,7 @@ impl Relay {
                 continue; // stale entry: the session rescheduled since
             }
             s.scheduled = None;
-            if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+            if let Err(e) = session::timeout(&mut s.rtc, now) {
                 debug!(session = %id, "timeout input failed: {e}");
             }
             self.drain_session(id, true);

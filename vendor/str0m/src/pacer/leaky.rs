@@ -195,6 +195,11 @@ impl LeakyBucketPacer {
         self.request_immediate_timeout();
     }
 
+    /// hallcast: see [`super::PacerImpl::refreshable`].
+    pub(crate) fn refreshable(&self) -> bool {
+        self.probe_queue.is_empty() && self.completed_probe.is_none()
+    }
+
     /// Get the cluster ID of the active probe, if any.
     pub(crate) fn active_cluster(&self) -> Option<TwccClusterId> {
         self.probe_queue.front().map(|p| p.config().cluster())

@@ -53,6 +53,16 @@ impl PacerImpl {
             PacerImpl::LeakyBucket(v) => v.check_probe_complete(now),
         }
     }
+
+    /// hallcast: whether a timeout's work for this pacer is its own `handle_timeout` with a
+    /// fresh snapshot of the send queues and nothing of the estimator's: true unless a probe
+    /// is under way or has just completed (the estimator ends it in a whole timeout).
+    pub fn refreshable(&self) -> bool {
+        match self {
+            PacerImpl::Null(_) => true,
+            PacerImpl::LeakyBucket(v) => v.refreshable(),
+        }
+    }
 }
 
 impl Pacer for PacerImpl {

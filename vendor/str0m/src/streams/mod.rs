@@ -634,6 +634,25 @@ impl Streams {
         self.probe_media = media;
     }
 
+    /// hallcast: stamps what was written to each send stream since its last timeout
+    /// (`StreamTx::handle_timeout` without its first-timeout setup); false, stamping
+    /// nothing, when a stream with unstamped packets has not had its first timeout yet.
+    pub(crate) fn stamp_send_queues(&mut self, now: Instant) -> bool {
+        if self
+            .streams_tx
+            .values()
+            .any(|s| s.need_timeout() && !s.had_first_timeout())
+        {
+            return false;
+        }
+        for s in self.streams_tx.values_mut() {
+            if s.need_timeout() {
+                s.stamp_send_queue(now);
+            }
+        }
+        true
+    }
+
     pub(crate) fn send_queue_states(
         &mut self,
         now: Instant,

@@ -1301,6 +1301,16 @@ impl StreamTx {
         self.padding += padding;
     }
 
+    /// hallcast: whether [`StreamTx::handle_timeout`] has set the stream up (its kind).
+    pub(crate) fn had_first_timeout(&self) -> bool {
+        self.kind.is_some()
+    }
+
+    /// hallcast: the send queue's part of [`StreamTx::handle_timeout`].
+    pub(crate) fn stamp_send_queue(&mut self, now: Instant) {
+        self.send_queue.handle_timeout(now);
+    }
+
     pub(crate) fn need_timeout(&self) -> bool {
         self.send_queue.need_timeout()
     }
