@@ -331,8 +331,8 @@ const CHAIN_STEP: Duration = Duration::from_micros(1);
 /// gets its queue time, a fresh snapshot of the queues, the pacer's debt), not the whole
 /// walk of ICE, DTLS, SCTP, every stream and the estimator; another subsystem's deadline
 /// that passed meanwhile is then the soonest of the next `poll_output` and is handled at
-/// once. That walk was ~9 % of the relay's CPU with 100 paced viewers (a profile at
-/// b431dd6, `docs/bench-data/2026-12-05-issue9-pacer-only`).
+/// once. That walk was 23.6 % of the relay's instructions with 100 paced viewers
+/// (callgrind at b431dd6, `docs/bench-data/2026-12-05-issue9-pacer-only`).
 pub(crate) fn timeout(rtc: &mut Rtc, now: Instant) -> Result<(), RtcError> {
     if matches!(rtc.last_timeout_reason(), Reason::Pacer(_)) && rtc.handle_pacer_timeout(now) {
         return Ok(());
