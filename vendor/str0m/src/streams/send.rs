@@ -1141,8 +1141,9 @@ impl StreamTx {
         };
         s.values.push((SdesType::CNAME, cname.to_string()));
 
+        // hallcast: made in its box (see `Descriptions::try_from`).
         let mut d = Descriptions {
-            reports: Box::new(ReportList::new()),
+            reports: Box::default(),
         };
         d.reports.push(s);
 

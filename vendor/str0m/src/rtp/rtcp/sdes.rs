@@ -161,7 +161,9 @@ impl<'a> TryFrom<&'a [u8]> for Descriptions {
     type Error = &'static str;
 
     fn try_from(buf: &'a [u8]) -> Result<Self, Self::Error> {
-        let mut reports = ReportList::new();
+        // hallcast: the list (31 × 31 slots, ~31 KB) is made in its box, not on the stack
+        // and then copied into one.
+        let mut reports: Box<ReportList<Sdes>> = Box::default();
 
         let mut buf = buf;
 
@@ -191,9 +193,7 @@ impl<'a> TryFrom<&'a [u8]> for Descriptions {
             buf = &buf[len..];
         }
 
-        Ok(Descriptions {
-            reports: Box::new(reports),
-        })
+        Ok(Descriptions { reports })
     }
 }
 
