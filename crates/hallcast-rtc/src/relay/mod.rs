@@ -31,6 +31,7 @@ use hallcast_core::{
     Router, SourcePacket, Target,
 };
 use hallcast_record::Item as RecordItem;
+use rustc_hash::FxHashMap;
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, KeyframeRequestKind, Mid, Rids};
@@ -328,8 +329,12 @@ pub struct Relay {
     choose_source: bool,
     stats: Arc<EngineStats>,
     /// Boxed: a `Session` is ~10 KiB (its `Rtc`), and a map of inline sessions keeps that
-    /// per slot of its capacity, which only grows.
-    sessions: HashMap<SessionId, Box<Session>>,
+    /// per slot of its capacity, which only grows. Hashed with FxHash, not SipHash: the keys
+    /// are random ids this relay makes (`Relay::new_id`), so no peer can choose them to
+    /// collide, and SipHash of a `u128` on every forward, timer and drain was 3.6 % of the
+    /// relay's instructions (callgrind, docs/bench-data/2026-12-05-issue9-pacer-only). Maps
+    /// keyed by what peers send (addresses, ufrags) keep SipHash.
+    sessions: FxHashMap<SessionId, Box<Session>>,
     by_addr: HashMap<SocketAddr, SessionId>,
     by_ufrag: HashMap<String, SessionId>,
     confs: HashMap<Arc<str>, ConfState>,
@@ -410,7 +415,7 @@ impl Relay {
             candidates,
             config,
             stats,
-            sessions: HashMap::new(),
+            sessions: FxHashMap::default(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
             confs: HashMap::new(),
