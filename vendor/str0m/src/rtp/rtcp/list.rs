@@ -55,6 +55,13 @@ impl<T> ReportList<T> {
         result
     }
 
+    /// hallcast: takes the items out, leaving the list empty, without moving the list
+    /// itself (a boxed `ReportList<Sdes>` is ~31 KB; iterating it by value copied it out of
+    /// its box).
+    pub(crate) fn take_items(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.0.iter_mut().map_while(Option::take)
+    }
+
     pub(crate) fn is_full(&self) -> bool {
         self.len() == 31
     }

@@ -52,8 +52,9 @@ impl RtcpFb {
                         }
                     }
                 }
-                Rtcp::SourceDescription(v) => {
-                    q.extend(v.reports.into_iter().map(RtcpFb::SourceDescription));
+                Rtcp::SourceDescription(mut v) => {
+                    // hallcast: out of the box in place (see `ReportList::take_items`).
+                    q.extend(v.reports.take_items().map(RtcpFb::SourceDescription));
                 }
                 Rtcp::Goodbye(v) => {
                     q.extend(v.reports.into_iter().map(RtcpFb::Goodbye));
