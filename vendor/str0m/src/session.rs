@@ -109,9 +109,6 @@ pub(crate) struct Session {
     // temporary buffer when getting the next (unencrypted) RTP packet from Media line.
     poll_packet_buf: Vec<u8>,
 
-    /// hallcast: the probe media of the last timeout, for [`Session::handle_pacer_timeout`].
-    last_probe_media: Option<(Mid, Pt)>,
-
     // Next packet for RtpPacket event.
     pending_packet: Option<RtpPacket>,
 
@@ -211,7 +208,6 @@ impl Session {
             pacer,
             pacer_control: PacerControl::new(),
             poll_packet_buf: vec![0; 2000],
-            last_probe_media: None,
             pending_packet: None,
             media_bytes_rx: 0,
             media_bytes_tx: 0,
@@ -344,7 +340,6 @@ impl Session {
         }
 
         let probe_media = self.handle_timeout_bwe(now);
-        self.last_probe_media = probe_media;
         self.update_queue_state(now, probe_media);
 
         if let Some(twcc_at) = self.twcc_at() {
@@ -369,7 +364,9 @@ impl Session {
         if !self.streams.stamp_send_queues(now) {
             return false;
         }
-        self.update_queue_state(now, self.last_probe_media);
+        // No probe media: `refreshable` means no probe is under way, and the queue state
+        // would drop any (it keeps probe media only while a probe cluster is active).
+        self.update_queue_state(now, None);
         true
     }
 
