@@ -983,7 +983,8 @@ pub enum Event {
     MediaAdded(MediaAdded),
 
     /// Incoming media data sent by the remote peer.
-    MediaData(MediaData),
+    // hallcast: boxed (with RtpPacket and the stats below) so an Output is 104 bytes, not 520.
+    MediaData(Box<MediaData>),
 
     /// Changes to the media may be emitted.
     ///
@@ -1020,13 +1021,16 @@ pub enum Event {
     /// Statistics event for the Rtc instance
     ///
     /// Includes both media traffic (rtp payload) as well as all traffic
-    PeerStats(PeerStats),
+    // hallcast: boxed.
+    PeerStats(Box<PeerStats>),
 
     /// Aggregated statistics for each media (mid, rid) in the ingress direction
-    MediaIngressStats(MediaIngressStats),
+    // hallcast: boxed.
+    MediaIngressStats(Box<MediaIngressStats>),
 
     /// Aggregated statistics for each media (mid, rid) in the egress direction
-    MediaEgressStats(MediaEgressStats),
+    // hallcast: boxed.
+    MediaEgressStats(Box<MediaEgressStats>),
 
     /// A new estimate from the bandwidth estimation subsystem.
     EgressBitrateEstimate(BweKind),
@@ -1047,7 +1051,8 @@ pub enum Event {
     SenderFeedback(SenderFeedback),
 
     /// Incoming RTP data.
-    RtpPacket(RtpPacket),
+    // hallcast: boxed.
+    RtpPacket(Box<RtpPacket>),
 
     /// Incoming application-specific Payload-Specific Feedback (PSFB FMT=15, PT=206).
     ///
@@ -1861,9 +1866,14 @@ impl Rtc {
 
         if let Some(e) = self.stats.as_mut().and_then(|s| s.poll_output()) {
             return Ok(Some(match e {
-                StatsEvent::Peer(s) => Output::Event(Event::PeerStats(s)),
-                StatsEvent::MediaIngress(s) => Output::Event(Event::MediaIngressStats(s)),
-                StatsEvent::MediaEgress(s) => Output::Event(Event::MediaEgressStats(s)),
+                // hallcast: boxed.
+                StatsEvent::Peer(s) => Output::Event(Event::PeerStats(Box::new(s))),
+                StatsEvent::MediaIngress(s) => {
+                    Output::Event(Event::MediaIngressStats(Box::new(s)))
+                }
+                StatsEvent::MediaEgress(s) => {
+                    Output::Event(Event::MediaEgressStats(Box::new(s)))
+                }
             }));
         }
 

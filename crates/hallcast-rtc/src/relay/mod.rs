@@ -2017,7 +2017,7 @@ impl Relay {
         }
     }
 
-    fn on_rtp(&mut self, now: Instant, id: SessionId, pkt: str0m::rtp::RtpPacket) {
+    fn on_rtp(&mut self, now: Instant, id: SessionId, pkt: Box<str0m::rtp::RtpPacket>) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
