@@ -714,19 +714,22 @@ impl Extension {
                 Some(13)
             }
             RtpStreamId => {
-                let v = ev.rid?;
+                // hallcast: the id's text taken once (each deref trims it).
+                let v: &str = &ev.rid?;
                 let l = v.len();
                 buf[..l].copy_from_slice(v.as_bytes());
                 Some(l)
             }
             RepairedRtpStreamId => {
-                let v = ev.rid_repair?;
+                // hallcast: the id's text taken once (each deref trims it).
+                let v: &str = &ev.rid_repair?;
                 let l = v.len();
                 buf[..l].copy_from_slice(v.as_bytes());
                 Some(l)
             }
             RtpMid => {
-                let v = ev.mid?;
+                // hallcast: the id's text taken once (each deref trims it).
+                let v: &str = &ev.mid?;
                 let l = v.len();
                 buf[..l].copy_from_slice(v.as_bytes());
                 Some(l)

@@ -43,6 +43,17 @@ macro_rules! str_id {
             type Target = str;
 
             fn deref(&self) -> &Self::Target {
+                // hallcast: an ASCII id (all of them, as made here) trimmed by bytes:
+                // `str::trim` decodes char by char, and the relay derefs a mid for every
+                // packet it sends (the RtpMid extension); the same whitespace is trimmed.
+                let b = &self.0;
+                if b.is_ascii() {
+                    // `char::is_whitespace` of the ASCII range.
+                    let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r');
+                    let end = b.iter().rposition(|c| !ws(c)).map_or(0, |i| i + 1);
+                    let start = b[..end].iter().position(|c| !ws(c)).unwrap_or(end);
+                    return from_utf8(&b[start..end]).expect("ascii id");
+                }
                 from_utf8(&self.0).expect("ascii id").trim()
             }
         }
