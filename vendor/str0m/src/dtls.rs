@@ -41,7 +41,7 @@ pub struct Dtls {
     /// `Timeout(t)` and nothing was handed to it since (a packet, data, a timeout, a
     /// role, a close): it would answer the same, so `poll_output` answers that without
     /// asking. str0m polls DTLS on every `Rtc::poll_output`, once per datagram a relay
-    /// sends, long after the handshake: ~900 instructions each through dimpl.
+    /// sends, long after the handshake (−1.7 % of the relay's instructions per packet).
     idle_until: Option<Instant>,
 }
 
