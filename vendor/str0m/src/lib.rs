@@ -942,6 +942,9 @@ pub struct Rtc {
     // Last timeout returned by `poll_output`, reused while the readiness says
     // the timeout is still valid.
     cached_timeout: Instant,
+    // hallcast: the last whole computation of the timeout without the pacer's deadline:
+    // the deadlines before it in the fold and those after (see `poll_timeout`).
+    timeout_parts: Option<((Option<Instant>, Reason), (Option<Instant>, Reason))>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1320,6 +1323,7 @@ impl Rtc {
             close_dtls_started: false,
             readiness: Readiness::armed(),
             cached_timeout: start,
+            timeout_parts: None,
         })
     }
 
@@ -1909,14 +1913,33 @@ impl Rtc {
     // Called only after the output pipeline has drained.
     fn poll_timeout(&mut self) -> Instant {
         if self.readiness.wants_timeout() {
-            let stats_timeout = self.stats.as_mut().and_then(|s| s.poll_timeout());
-            let time_and_reason = (None, Reason::NotHappening)
-                .soonest((self.next_dtls_timeout, Reason::DTLS))
-                .soonest((self.ice.poll_timeout(), Reason::Ice))
-                .soonest(self.session.poll_timeout())
-                .soonest((self.sctp.poll_timeout(), Reason::Sctp))
-                .soonest((self.chan.poll_timeout(&self.sctp), Reason::Channel))
-                .soonest((stats_timeout, Reason::Stats));
+            // hallcast: after a pacer-only timeout (`handle_pacer_timeout`) only the
+            // pacer's deadline is recomputed; the rest of the last whole computation
+            // holds (nothing else was handed anything since: any other change wakes the
+            // whole). The fold keeps the later of equal deadlines, so splitting it
+            // around the pacer's gives the same deadline and reason.
+            let (before, after) = match self.timeout_parts {
+                Some(parts) if self.readiness.wants_pacer_only() => parts,
+                _ => {
+                    let stats_timeout = self.stats.as_mut().and_then(|s| s.poll_timeout());
+                    let (session_before, session_after) = self.session.poll_timeout_parts();
+                    let parts = (
+                        (None, Reason::NotHappening)
+                            .soonest((self.next_dtls_timeout, Reason::DTLS))
+                            .soonest((self.ice.poll_timeout(), Reason::Ice))
+                            .soonest(session_before),
+                        session_after
+                            .soonest((self.sctp.poll_timeout(), Reason::Sctp))
+                            .soonest((self.chan.poll_timeout(&self.sctp), Reason::Channel))
+                            .soonest((stats_timeout, Reason::Stats)),
+                    );
+                    self.timeout_parts = Some(parts);
+                    parts
+                }
+            };
+            let time_and_reason = before
+                .soonest(self.session.pacer_timeout())
+                .soonest(after);
 
             let time = time_and_reason.0.unwrap_or_else(not_happening);
             self.cached_timeout = time.max(self.last_now);
@@ -2125,7 +2148,7 @@ impl Rtc {
             return false;
         }
         self.last_now = now;
-        drop(self.readiness.wake());
+        self.readiness.wake_pacer();
         true
     }
 

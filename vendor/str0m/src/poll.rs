@@ -151,6 +151,10 @@ impl Drop for Mutation<'_> {
 pub(crate) struct Readiness {
     events: bool,
     timeout: bool,
+    /// hallcast: with `timeout`, only the pacer's deadline may have moved (set by
+    /// [`Readiness::wake_pacer`], cleared by any other wake): the rest of the last
+    /// computation still holds.
+    pacer_only: bool,
 }
 
 impl Readiness {
@@ -159,7 +163,23 @@ impl Readiness {
         Readiness {
             events: true,
             timeout: true,
+            pacer_only: false,
         }
+    }
+
+    /// hallcast: a pacer-only timeout ran: re-poll events, and recompute the pacer's
+    /// deadline only, unless a whole recomputation is already due.
+    pub(crate) fn wake_pacer(&mut self) {
+        self.events = true;
+        if !self.timeout {
+            self.timeout = true;
+            self.pacer_only = true;
+        }
+    }
+
+    /// hallcast: the timeout to recompute is the pacer's alone.
+    pub(crate) fn wants_pacer_only(&self) -> bool {
+        self.timeout && self.pacer_only
     }
 
     pub(crate) fn wants_events(&self) -> bool {
@@ -176,6 +196,7 @@ impl Readiness {
 
     pub(crate) fn clear_timeout(&mut self) {
         self.timeout = false;
+        self.pacer_only = false;
     }
 
     /// Hand out an armed guard for a mutable descent into the tree.
@@ -218,7 +239,11 @@ impl Wake<'_> {
 impl Drop for Wake<'_> {
     fn drop(&mut self) {
         self.readiness.events |= self.events;
-        self.readiness.timeout |= self.timeout;
+        if self.timeout {
+            self.readiness.timeout = true;
+            // hallcast: any other change needs the whole timeout recomputed.
+            self.readiness.pacer_only = false;
+        }
     }
 }
 
@@ -228,6 +253,7 @@ impl Readiness {
         Self {
             events: false,
             timeout: false,
+            pacer_only: false,
         }
     }
 }

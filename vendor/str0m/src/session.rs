@@ -1320,20 +1320,39 @@ impl Session {
         Some(protected.into())
     }
 
+    // hallcast: `Rtc::poll_timeout` folds the parts itself; this whole is for the tests.
+    #[cfg(test)]
     pub fn poll_timeout(&mut self) -> (Option<Instant>, Reason) {
+        let (before, after) = self.poll_timeout_parts();
+        before.soonest(self.pacer_timeout()).soonest(after)
+    }
+
+    /// hallcast: the pacer's deadline alone (none while closing), the part of
+    /// [`Session::poll_timeout`] that a pacer-only timeout moves.
+    pub fn pacer_timeout(&self) -> (Option<Instant>, Reason) {
         if self.rtp_closing {
-            return if self.feedback_tx.is_empty() {
+            return (None, Reason::NotHappening);
+        }
+        self.pacer.poll_timeout()
+    }
+
+    /// hallcast: [`Session::poll_timeout`] without the pacer, as the deadlines that come
+    /// before it in that fold and those after (the fold keeps the later of equal ones, so
+    /// `before ∘ pacer ∘ after` is the whole).
+    pub fn poll_timeout_parts(&mut self) -> ((Option<Instant>, Reason), (Option<Instant>, Reason)) {
+        if self.rtp_closing {
+            let closing = if self.feedback_tx.is_empty() {
                 (None, Reason::NotHappening)
             } else {
                 (Some(already_happened()), Reason::Feedback)
             };
+            return (closing, (None, Reason::NotHappening));
         }
 
         self.update_receive_recovery();
         let feedback_at = self.regular_feedback_at();
         let nack_at = self.nack_at();
         let twcc_at = self.twcc_at();
-        let pacing_at = self.pacer.poll_timeout();
         let packetize_at = self.medias.iter().filter_map(|m| m.poll_timeout()).min();
         let receive_at = self
             .medias
@@ -1352,16 +1371,16 @@ impl Session {
             // We should never see this reason.
             .unwrap_or((None, Reason::BweDelayControl));
 
-        (feedback_at, Reason::Feedback)
+        let before = (feedback_at, Reason::Feedback)
             .soonest((request_at, Reason::Feedback))
             .soonest((nack_at, Reason::Nack))
-            .soonest((twcc_at, Reason::Twcc))
-            .soonest(pacing_at)
-            .soonest((receive_at, Reason::ReceiveReorder))
+            .soonest((twcc_at, Reason::Twcc));
+        let after = (receive_at, Reason::ReceiveReorder)
             .soonest((packetize_at, Reason::Packetize))
             .soonest((paused_at, Reason::PauseCheck))
             .soonest((send_stream_at, Reason::SendStream))
-            .soonest(bwe_at)
+            .soonest(bwe_at);
+        (before, after)
     }
 
     pub fn has_mid(&self, mid: Mid) -> bool {
