@@ -1642,6 +1642,28 @@ impl Rtc {
             return Ok(Some(Output::Timeout(self.poll_timeout())));
         }
 
+        // hallcast: after a pacer-only timeout (`handle_pacer_timeout`) the pacer's
+        // datagrams are all there can be: the rest of the pipeline was drained to a
+        // timeout and nothing else was handed anything since (any other change wakes the
+        // whole walk), so go straight to them.
+        if self.readiness.wants_pacer_datagrams_only() {
+            if let Some(send) = &self.send_addr {
+                if let Some(contents) = self.session.poll_datagram(self.last_now) {
+                    let t = net::Transmit {
+                        proto: send.proto,
+                        source: send.source,
+                        destination: send.destination,
+                        contents,
+                    };
+                    return Ok(Some(Output::Transmit(t)));
+                }
+            } else {
+                self.session.clear_feedback();
+            }
+            self.readiness.clear_events();
+            return Ok(Some(Output::Timeout(self.poll_timeout())));
+        }
+
         while let Some(e) = self.ice.poll_event() {
             match e {
                 IceAgentEvent::IceRestart(_) => {

@@ -155,6 +155,10 @@ pub(crate) struct Readiness {
     /// [`Readiness::wake_pacer`], cleared by any other wake): the rest of the last
     /// computation still holds.
     pacer_only: bool,
+    /// hallcast: with `events`, only the pacer may have something to send (set by
+    /// [`Readiness::wake_pacer`], cleared by any other wake): the rest of the event
+    /// pipeline was drained and nothing reached it since.
+    events_pacer_only: bool,
 }
 
 impl Readiness {
@@ -164,17 +168,26 @@ impl Readiness {
             events: true,
             timeout: true,
             pacer_only: false,
+            events_pacer_only: false,
         }
     }
 
-    /// hallcast: a pacer-only timeout ran: re-poll events, and recompute the pacer's
-    /// deadline only, unless a whole recomputation is already due.
+    /// hallcast: a pacer-only timeout ran: poll the pacer's datagrams and recompute the
+    /// pacer's deadline only, unless a whole walk or recomputation is already due.
     pub(crate) fn wake_pacer(&mut self) {
-        self.events = true;
+        if !self.events {
+            self.events = true;
+            self.events_pacer_only = true;
+        }
         if !self.timeout {
             self.timeout = true;
             self.pacer_only = true;
         }
+    }
+
+    /// hallcast: the events to poll are the pacer's datagrams alone.
+    pub(crate) fn wants_pacer_datagrams_only(&self) -> bool {
+        self.events && self.events_pacer_only
     }
 
     /// hallcast: the timeout to recompute is the pacer's alone.
@@ -192,6 +205,7 @@ impl Readiness {
 
     pub(crate) fn clear_events(&mut self) {
         self.events = false;
+        self.events_pacer_only = false;
     }
 
     pub(crate) fn clear_timeout(&mut self) {
@@ -238,7 +252,11 @@ impl Wake<'_> {
 
 impl Drop for Wake<'_> {
     fn drop(&mut self) {
-        self.readiness.events |= self.events;
+        if self.events {
+            self.readiness.events = true;
+            // hallcast: any other change needs the whole event pipeline walked.
+            self.readiness.events_pacer_only = false;
+        }
         if self.timeout {
             self.readiness.timeout = true;
             // hallcast: any other change needs the whole timeout recomputed.
@@ -254,6 +272,7 @@ impl Readiness {
             events: false,
             timeout: false,
             pacer_only: false,
+            events_pacer_only: false,
         }
     }
 }
