@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use hallcast_rtc::relay::health::Liveness;
-use hallcast_rtc::sim::{LinkModel, LinkTrace, Net, PeerId, PublisherOpts, RelayId};
+use hallcast_rtc::sim::{LinkModel, LinkStats, LinkTrace, Net, PeerId, PublisherOpts, RelayId};
 
 const CONF: &str = "hall";
 
@@ -46,6 +46,17 @@ mod capacity {
 
     use super::*;
 
+    /// The most a window of `secs` can read on a link of `bps`: `throughput_bps` counts a
+    /// datagram in the window it *finished* in, so a window also holds the one datagram that
+    /// started before it. (The bound was 1 % over the rate, which held only while the
+    /// datagrams' sizes happened to fall on the windows' edges: with the publisher's MID
+    /// dropped after the relay's first report, str0m's twelfth patch, one second read
+    /// 409 176 bit/s: 1 147 bytes over the rate, less than one of its datagrams.)
+    fn ceiling(link: &LinkStats, bps: f64, secs: f64) -> f64 {
+        let largest = link.departures.iter().map(|d| d.bytes).max().unwrap_or(0);
+        bps + largest as f64 * 8.0 / secs
+    }
+
     /// A publisher of about 1 Mbit/s (the default stream) behind an uplink of `model`,
     /// set once it is live; the link's start.
     fn publisher_behind(net: &mut Net, r: RelayId, model: LinkModel) -> (PeerId, Instant) {
@@ -73,7 +84,7 @@ mod capacity {
             let (a, b) = (t0 + secs(f64::from(s)), t0 + secs(f64::from(s) + 1.0));
             let bps = link.throughput_bps(a, b);
             assert!(
-                (0.9 * 400_000.0..=1.01 * 400_000.0).contains(&bps),
+                bps >= 0.9 * 400_000.0 && bps <= ceiling(link, 400_000.0, 1.0),
                 "second {s}: {bps:.0} bit/s through a 400 kbit/s link"
             );
         }
@@ -140,7 +151,7 @@ mod capacity {
         for (a, b) in [(4.0, 4.5), (4.5, 6.0), (6.0, 9.0)] {
             let bps = at(a, b);
             assert!(
-                (0.85 * 400_000.0..=1.01 * 400_000.0).contains(&bps),
+                bps >= 0.85 * 400_000.0 && bps <= ceiling(link, 400_000.0, b - a),
                 "{bps:.0} bit/s in [{a}, {b}) s"
             );
         }

@@ -1042,11 +1042,14 @@ impl StreamTx {
         use RtcpFb::*;
         match fb {
             ReceptionReport(r) => {
-                if let Some(rtx_ssrc) = self.rtx {
-                    if rtx_ssrc == r.ssrc {
-                        // Receiver has bound MidRid to RTX SSRC
-                        self.remote_acked_rtx_ssrc = true;
-                    }
+                // hallcast: a report for the main SSRC acks it whether or not the stream
+                // has an RTX SSRC. Upstream nested the main SSRC's check in the `else` of
+                // `if let Some(rtx)`, so a stream with RTX (every video stream here) never
+                // saw its main SSRC acked and wrote MID (and RID) on every packet for the
+                // whole session.
+                if self.rtx == Some(r.ssrc) {
+                    // Receiver has bound MidRid to RTX SSRC
+                    self.remote_acked_rtx_ssrc = true;
                 } else if r.ssrc == self.ssrc {
                     // Receiver has bound MidRid to SSRC
                     self.remote_acked_ssrc = true;
