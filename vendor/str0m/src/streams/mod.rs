@@ -134,7 +134,14 @@ pub(crate) struct Streams {
     last_rx_lookup_cleanup: Instant,
 
     /// All outgoing encoded streams.
-    streams_tx: HashMap<Ssrc, StreamTx>,
+    ///
+    /// hallcast: hashed with FxHash, not SipHash. The keys are our own SSRCs (chosen here or
+    /// by the application), so nothing a peer sends can pick colliding keys; a relay looks it
+    /// up once or twice per packet it forwards (`DirectApi::stream_tx`), where SipHash was
+    /// ~2 % of its instructions. Its iteration order was already arbitrary
+    /// (`RandomState`): nothing relies on it. The receive maps, keyed by the peer's SSRCs,
+    /// keep SipHash.
+    streams_tx: HashMap<Ssrc, StreamTx, rustc_hash::FxBuildHasher>,
 
     /// Non-media padding source. Its sequence counter survives media changes.
     probe_tx: StreamTx,
