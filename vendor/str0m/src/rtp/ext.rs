@@ -620,6 +620,17 @@ impl ExtensionMap {
     }
 }
 
+/// hallcast: abs-send-time's 24 bits (6.18 fixed-point seconds, wrapping at 64 s) of a duration
+/// since the unix epoch, in integers: the low 24 bits of `MediaTime::from(dur)` (whole
+/// microseconds) rebased to 2^18 per second, as upstream computes it with an `i128` division
+/// per packet. Whole seconds contribute `secs << 18` exactly, so only the microseconds of the
+/// second are divided.
+pub(crate) fn abs_send_time_6_18(dur: Duration) -> u32 {
+    let secs = (dur.as_secs() & 0x3f) as u32;
+    let frac = u64::from(dur.subsec_micros()) * (1 << 18) / 1_000_000;
+    (secs << 18) | frac as u32
+}
+
 impl Extension {
     pub(crate) fn write_to(&self, buf: &mut [u8], ev: &ExtensionValues) -> Option<usize> {
         use Extension::*;
@@ -635,9 +646,7 @@ impl Extension {
                 let dur = time_abs.to_unix_duration();
 
                 // Rebase to the 6.18 format.
-                let time_24 = MediaTime::from(dur)
-                    .rebase(Frequency::FIXED_POINT_6_18)
-                    .numer() as u32;
+                let time_24 = abs_send_time_6_18(dur);
 
                 buf[..3].copy_from_slice(&time_24.to_be_bytes()[1..]);
                 Some(3)

@@ -43,11 +43,17 @@ static BEGINNING_OF_TIME: LazyLock<(Instant, SystemTime)> = LazyLock::new(|| {
 });
 
 pub fn epoch_to_beginning() -> Duration {
+    *EPOCH_TO_BEGINNING
+}
+
+// hallcast: the beginning of time's offset from the unix epoch, computed once (a constant of the
+// process): `to_unix_duration` runs for every RTP packet sent with abs-send-time.
+static EPOCH_TO_BEGINNING: LazyLock<Duration> = LazyLock::new(|| {
     BEGINNING_OF_TIME
         .1
         .duration_since(SystemTime::UNIX_EPOCH)
         .expect("beginning of time to be after epoch")
-}
+});
 
 pub(crate) fn already_happened() -> Instant {
     BEGINNING_OF_TIME.0
@@ -98,12 +104,10 @@ impl InstantExt for Instant {
             warn!("Time went backwards from beginning_of_time Instant");
         }
 
-        let duration_since_time_0 = self.duration_since(BEGINNING_OF_TIME.0);
-        let system_time = BEGINNING_OF_TIME.1 + duration_since_time_0;
-
-        system_time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .expect("clock to go forwards from unix epoch")
+        // hallcast: the epoch's offset plus the time since the beginning, the same sum in
+        // whole nanoseconds as going through `SystemTime` (`beginning_sys + d - UNIX_EPOCH`),
+        // without its two checked conversions per call.
+        *EPOCH_TO_BEGINNING + self.duration_since(BEGINNING_OF_TIME.0)
     }
 
     fn to_ntp_duration(&self) -> Duration {
