@@ -16,9 +16,9 @@
 
 pub mod health;
 mod session;
+mod timers;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -51,6 +51,7 @@ use session::{
     InFlight, Ingest, MAX_IN_FLIGHT, Session, SessionRole, TransportHeld, TxStream, ViewerSink,
     drain, negotiated_pt, note_reply_from, order_rids,
 };
+use timers::Timers;
 
 /// How often the relay does housekeeping (liveness, delivery, keyframe retries).
 const TICK: Duration = Duration::from_millis(200);
@@ -338,7 +339,7 @@ pub struct Relay {
     by_addr: HashMap<SocketAddr, SessionId>,
     by_ufrag: HashMap<String, SessionId>,
     confs: HashMap<Arc<str>, ConfState>,
-    timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    timers: Timers,
     /// Reused buffers: the per-packet path does not allocate.
     outs: Outputs,
     queue: VecDeque<(SessionId, Event)>,
@@ -419,7 +420,7 @@ impl Relay {
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
             confs: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::new(now),
             outs: Outputs::default(),
             queue: VecDeque::new(),
             transmits: VecDeque::new(),
@@ -524,8 +525,8 @@ impl Relay {
             return self.last_now;
         }
         let mut d = self.next_tick;
-        if let Some(Reverse((t, _))) = self.timers.peek() {
-            d = d.min(*t);
+        if let Some((k, _)) = self.timers.peek() {
+            d = d.min(self.timers.instant(k));
         }
         for id in &self.paced {
             if let Some(t) = self.sessions.get(id).and_then(|s| s.pacer()?.next_due()) {
@@ -1354,8 +1355,9 @@ impl Relay {
             &mut Vec::new(),
             |_| {},
         );
-        session.scheduled = Some(session.timeout);
-        self.timers.push(Reverse((session.timeout, id)));
+        let key = self.timers.key(session.timeout);
+        session.scheduled = Some((session.timeout, key));
+        self.timers.push(key, id);
         self.by_ufrag.insert(session.ufrag.clone(), id);
         self.sessions.insert(id, Box::new(session));
     }
@@ -1645,8 +1647,9 @@ impl Relay {
         // Bounded, so a session whose deadline stays in the past cannot starve the loop;
         // what is left runs on the next turn (its deadline makes the loop wake at once).
         let mut budget = self.sessions.len() * 2 + 64;
-        while let Some(Reverse((t, id))) = self.timers.peek().copied() {
-            if t > now || budget == 0 {
+        let now_key = self.timers.key(now);
+        while let Some((k, id)) = self.timers.peek() {
+            if k > now_key || budget == 0 {
                 break;
             }
             budget -= 1;
@@ -1654,7 +1657,7 @@ impl Relay {
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
-            if s.scheduled != Some(t) {
+            if s.scheduled.map(|(_, key)| key) != Some(k) {
                 continue; // stale entry: the session rescheduled since
             }
             s.scheduled = None;
@@ -1869,9 +1872,10 @@ impl Relay {
         }
         // One heap entry per deadline change, not per drain: a viewer drained for every
         // forwarded packet keeps the same deadline most of the time.
-        if s.scheduled != Some(s.timeout) {
-            s.scheduled = Some(s.timeout);
-            self.timers.push(Reverse((s.timeout, s.id)));
+        if s.scheduled.map(|(t, _)| t) != Some(s.timeout) {
+            let key = self.timers.key(s.timeout);
+            s.scheduled = Some((s.timeout, key));
+            self.timers.push(key, s.id);
         }
     }
 

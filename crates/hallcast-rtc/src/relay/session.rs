@@ -15,7 +15,7 @@ use str0m::rtp::Ssrc;
 use str0m::{Event, Input, Output, Reason, Rtc, RtcError};
 use tracing::debug;
 
-use super::Transmit;
+use super::{Transmit, timers};
 use crate::SessionId;
 use crate::api::{Delivery, Role};
 
@@ -200,8 +200,9 @@ pub(crate) struct Session {
     pub last_rx: Instant,
     pub connected: bool,
     pub timeout: Instant,
-    /// The deadline this session has in the timer heap (`None`: not scheduled).
-    pub scheduled: Option<Instant>,
+    /// The deadline this session has in the timer heap, and its key there (`None`: not
+    /// scheduled).
+    pub scheduled: Option<(Instant, timers::Key)>,
     pub readings: Readings,
     /// Written to since its last drain (in `Relay::dirty`).
     pub dirty: bool,
