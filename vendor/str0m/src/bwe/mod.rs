@@ -192,7 +192,10 @@ impl SendSideBandwidthEstimator {
 
     /// Record a packet from a TWCC report.
     pub fn update<'t>(&mut self, records: impl Iterator<Item = &'t TwccSendRecord>, now: Instant) {
-        let send_records: Vec<_> = records.collect();
+        // hallcast: sized once for the report (upstream collected from empty and pushed the
+        // acked packets onto an empty `Vec`: about five reallocations per report).
+        let mut send_records: Vec<_> = Vec::with_capacity(records.size_hint().1.unwrap_or(0));
+        send_records.extend(records);
         if send_records.is_empty() {
             return;
         }
@@ -212,7 +215,7 @@ impl SendSideBandwidthEstimator {
             }
         }
 
-        let mut acked_packets = vec![];
+        let mut acked_packets = Vec::with_capacity(send_records.len());
 
         let mut max_rtt = None;
         let mut count = 0;

@@ -1414,6 +1414,17 @@ impl<'a> Iterator for TwccSendRecordsIter<'a> {
 
         Some(item)
     }
+
+    // hallcast: how many records are left (the estimator sizes its buffers for a report once,
+    // instead of growing them from empty for every report).
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = if self.current > *self.range.end() || self.current < *self.range.start() {
+            0
+        } else {
+            (**self.range.end() - *self.current + 1) as usize
+        };
+        (n, Some(n))
+    }
 }
 
 // Below is a clarification of the RFC draft from an email exchange with Erik Språng (one of the authors).
