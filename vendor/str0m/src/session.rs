@@ -127,6 +127,8 @@ pub(crate) struct Session {
 
     feedback_tx: VecDeque<Rtcp>,
     feedback_rx: VecDeque<Rtcp>,
+    /// hallcast: the received reports' feedback, a buffer kept across reports.
+    feedback_fb: Vec<RtcpFb>,
     rtp_closing: bool,
 
     /// Pending RRTRs from remote SSRCs in FIFO order, deduplicated by SSRC.
@@ -217,6 +219,7 @@ impl Session {
             vp9_packetizer_mode: config.vp9_packetizer_mode,
             feedback_tx: VecDeque::new(),
             feedback_rx: VecDeque::new(),
+            feedback_fb: Vec::new(),
             rtp_closing: false,
             pending_rrtrs: VecDeque::new(),
             raw_packets: if config.enable_raw_packets {
@@ -946,7 +949,10 @@ impl Session {
             }
         }
 
-        for fb in RtcpFb::from_rtcp(self.feedback_rx.drain(..)) {
+        // hallcast: into the session's buffer (taken while the loop borrows the session).
+        let mut feedback = std::mem::take(&mut self.feedback_fb);
+        RtcpFb::extend_from_rtcp(&mut feedback, self.feedback_rx.drain(..));
+        for fb in feedback.drain(..) {
             if let RtcpFb::AppSpecificFeedback(asf) = fb {
                 self.pending_app_feedback = Some(AppSpecificFeedback {
                     sender_ssrc: asf.sender_ssrc,
@@ -1014,6 +1020,7 @@ impl Session {
                 stream.handle_rtcp(now, fb);
             }
         }
+        self.feedback_fb = feedback;
 
         // Not in the above if due to lifetime issues, still okay because the method
         // doesn't do anything when BWE isn't configured.

@@ -30,8 +30,18 @@ impl RtcpFb {
         )
     }
 
+    // hallcast: only the tests and the fuzz exports use it now (the session uses
+    // `extend_from_rtcp`).
+    #[cfg(any(test, feature = "_internal_test_exports"))]
     pub fn from_rtcp<T: IntoIterator<Item = Rtcp>>(t: T) -> impl Iterator<Item = RtcpFb> {
         let mut q = Vec::new();
+        Self::extend_from_rtcp(&mut q, t);
+        q.into_iter()
+    }
+
+    /// hallcast: [`RtcpFb::from_rtcp`] into a buffer the caller keeps (the session reuses one
+    /// across reports instead of allocating a `Vec` for every RTCP packet it receives).
+    pub fn extend_from_rtcp<T: IntoIterator<Item = Rtcp>>(q: &mut Vec<RtcpFb>, t: T) {
         let iter = t.into_iter();
         for pkt in iter {
             match pkt {
@@ -79,7 +89,6 @@ impl RtcpFb {
                 }
             }
         }
-        q.into_iter()
     }
 
     pub fn ssrc(&self) -> Ssrc {
