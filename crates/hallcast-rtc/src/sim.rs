@@ -86,6 +86,39 @@ pub fn rtp_info(b: &[u8]) -> Option<RtpInfo> {
     })
 }
 
+/// The header extensions of an RTP packet in RFC 8285's one-byte form, `(id, value)` in
+/// order (empty without the extension bit or in the two-byte form; stops at a malformed one).
+pub fn rtp_extensions(b: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut out = Vec::new();
+    if b.len() < 12 || b[0] & 0x10 == 0 {
+        return out;
+    }
+    let start = 12 + 4 * usize::from(b[0] & 0x0f);
+    let Some(head) = b.get(start..start + 4) else {
+        return out;
+    };
+    if head[..2] != [0xbe, 0xde] {
+        return out;
+    }
+    let len = 4 * usize::from(u16::from_be_bytes([head[2], head[3]]));
+    let Some(mut e) = b.get(start + 4..start + 4 + len) else {
+        return out;
+    };
+    while let Some(&first) = e.first() {
+        if first == 0 {
+            e = &e[1..];
+            continue;
+        }
+        let (id, n) = (first >> 4, usize::from(first & 0x0f) + 1);
+        if id == 15 || e.len() < 1 + n {
+            break;
+        }
+        out.push((id, &e[1..1 + n]));
+        e = &e[1 + n..];
+    }
+    out
+}
+
 /// Decides, per datagram of a link, whether it is lost (`true`: dropped).
 pub type LossFn = Box<dyn FnMut(&Datagram) -> bool>;
 
@@ -360,6 +393,24 @@ impl Net {
         p.core.session = Some(started.session);
         self.peers.push(PeerNode::Publisher(p));
         Ok(PeerId(self.peers.len() - 1))
+    }
+
+    /// A publisher with `opts` on `relay`, run until it is connected and sending video (for
+    /// tests: panics if it is not within 2 s).
+    pub fn live_publisher(
+        &mut self,
+        relay: RelayId,
+        conference: &str,
+        opts: PublisherOpts,
+    ) -> PeerId {
+        let p = self
+            .publish_with(relay, conference, opts)
+            .expect("the relay refused the publisher");
+        assert!(
+            self.run_until_cond(Duration::from_secs(2), |n| n.publisher(p).frames_sent > 0),
+            "the publisher never connected"
+        );
+        p
     }
 
     /// A viewer (audio and video) of `conference` on `relay`.
@@ -1374,4 +1425,26 @@ fn missing(rs: &[Received]) -> Vec<u64> {
         gaps.extend(w[0] + 1..w[1]);
     }
     gaps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rtp_extensions;
+
+    #[test]
+    fn rtp_extensions_reads_the_one_byte_form() {
+        // V=2, X=1, no CSRC; BEDE, 2 words: id 2 (3 bytes 1 2 3), id 4 (1 byte "1"), padding.
+        let mut p = vec![0x90, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7];
+        p.extend_from_slice(&[0xbe, 0xde, 0, 2, 0x22, 1, 2, 3, 0x40, b'1', 0, 0]);
+        assert_eq!(
+            rtp_extensions(&p),
+            vec![(2, &[1u8, 2, 3][..]), (4, &b"1"[..])]
+        );
+        // Padding between elements is skipped; a length past the end stops the walk.
+        let mut q = vec![0x90, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7];
+        q.extend_from_slice(&[0xbe, 0xde, 0, 1, 0x10, 9, 0, 0x31]);
+        assert_eq!(rtp_extensions(&q), vec![(1, &[9u8][..])]);
+        p[0] = 0x80; // no extension bit
+        assert!(rtp_extensions(&p).is_empty());
+    }
 }

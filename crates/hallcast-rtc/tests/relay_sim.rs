@@ -38,12 +38,7 @@ fn live_publisher(net: &mut Net, relay: RelayId) -> PeerId {
 
 /// The same with `opts`.
 fn live_publisher_with(net: &mut Net, relay: RelayId, opts: PublisherOpts) -> PeerId {
-    let p = net.publish_with(relay, CONF, opts).expect("publish");
-    assert!(
-        net.run_until_cond(secs(2.0), |n| n.publisher(p).frames_sent > 0),
-        "the publisher never connected"
-    );
-    p
+    net.live_publisher(relay, CONF, opts)
 }
 
 /// The viewer has received a whole keyframe and audio.

@@ -10,45 +10,13 @@ use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use hallcast_rtc::sim::{Datagram, Net, PeerId, PublisherOpts, rtp_info};
+use hallcast_rtc::sim::{Datagram, Net, PeerId, PublisherOpts, rtp_extensions, rtp_info};
 
 const CONF: &str = "hall";
 
 /// The MID extension's id: the sim's str0m peers offer str0m's standard map (`urn:ietf:params:
 /// rtp-hdrext:sdes:mid` = 4) and the relay answers with the offer's ids.
 const MID_ID: u8 = 4;
-
-/// The one-byte-form header extension ids an RTP packet carries (RFC 8285), in order.
-fn extension_ids(b: &[u8]) -> Vec<u8> {
-    if b.len() < 12 || b[0] & 0x10 == 0 {
-        return Vec::new();
-    }
-    let start = 12 + 4 * usize::from(b[0] & 0x0f);
-    let Some(head) = b.get(start..start + 4) else {
-        return Vec::new();
-    };
-    if head[..2] != [0xbe, 0xde] {
-        return Vec::new();
-    }
-    let len = 4 * usize::from(u16::from_be_bytes([head[2], head[3]]));
-    let Some(mut e) = b.get(start + 4..start + 4 + len) else {
-        return Vec::new();
-    };
-    let mut ids = Vec::new();
-    while let Some(&first) = e.first() {
-        if first == 0 {
-            e = &e[1..];
-            continue;
-        }
-        let (id, n) = (first >> 4, usize::from(first & 0x0f) + 1);
-        if id == 15 || e.len() < 1 + n {
-            break;
-        }
-        ids.push(id);
-        e = &e[1 + n..];
-    }
-    ids
-}
 
 /// One media packet from the relay to a viewer: when, its payload type, whether it carried
 /// the MID.
@@ -62,7 +30,9 @@ fn watch(net: &mut Net, relay_addr: std::net::SocketAddr, v: PeerId) -> Seen {
         net.peer(v).core().addr,
         Box::new(move |d: &Datagram| {
             if let Some(h) = rtp_info(&d.contents) {
-                let mid = extension_ids(&d.contents).contains(&MID_ID);
+                let mid = rtp_extensions(&d.contents)
+                    .iter()
+                    .any(|(id, _)| *id == MID_ID);
                 log.borrow_mut().push((d.sent, h.pt, mid));
             }
             false
@@ -72,26 +42,10 @@ fn watch(net: &mut Net, relay_addr: std::net::SocketAddr, v: PeerId) -> Seen {
 }
 
 #[test]
-fn the_extension_parser_reads_one_byte_ids() {
-    // V=2, X=1, no CSRC; BEDE, 2 words: id 3 (2 bytes), id 4 (1 byte "1"), padding.
-    let mut p = vec![0x90, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7];
-    p.extend_from_slice(&[0xbe, 0xde, 0, 2, 0x31, 0, 9, 0x40, b'1', 0, 0, 0]);
-    assert_eq!(extension_ids(&p), vec![3, 4]);
-    p[0] = 0x80; // no extension bit
-    assert!(extension_ids(&p).is_empty());
-}
-
-#[test]
 fn forwarded_video_and_audio_drop_the_mid_once_the_viewer_reports_their_ssrcs() {
     let mut net = Net::new();
     let relay = net.add_relay(|_| {});
-    let p = net
-        .publish_with(relay, CONF, PublisherOpts::default())
-        .expect("publish");
-    assert!(
-        net.run_until_cond(Duration::from_secs(2), |n| n.publisher(p).frames_sent > 0),
-        "the publisher never connected"
-    );
+    net.live_publisher(relay, CONF, PublisherOpts::default());
     let v = net.subscribe(relay, CONF).expect("subscribe");
     let relay_addr = net.relay_addr(relay);
     let seen = watch(&mut net, relay_addr, v);
