@@ -63,6 +63,8 @@
 //! ```no_run
 //! # use std::time::Instant;
 //! # use str0m::{Rtc, Candidate};
+//! # use str0m::change::SdpOffer;
+//! # fn example(offer: SdpOffer) { // hallcast: the values the reader supplies, as parameters
 //! // Instantiate a new Rtc instance.
 //! let mut rtc = Rtc::new(Instant::now());
 //!
@@ -73,12 +75,12 @@
 //!
 //! // Accept an incoming offer from the remote peer
 //! // and get the corresponding answer.
-//! let offer = todo!();
 //! let answer = rtc.sdp_api().accept_offer(offer).unwrap();
 //!
 //! // Forward the answer to the remote peer.
 //!
 //! // Go to _run loop_
+//! # }
 //! ```
 //!
 //! ## Active
@@ -90,6 +92,8 @@
 //! # use std::time::Instant;
 //! # use str0m::{Rtc, Candidate};
 //! # use str0m::media::{MediaKind, Direction};
+//! # use str0m::change::SdpAnswer;
+//! # fn example(answer: SdpAnswer) { // hallcast: the values the reader supplies, as parameters
 //! // Instantiate a new Rtc instance.
 //! let mut rtc = Rtc::new(Instant::now());
 //!
@@ -110,12 +114,12 @@
 //!
 //! // Forward the offer to the remote peer and await the answer.
 //! // How to transfer this is outside the scope for this library.
-//! let answer = todo!();
 //!
 //! // Apply answer.
 //! rtc.sdp_api().accept_answer(pending, answer).unwrap();
 //!
 //! // Go to _run loop_
+//! # }
 //! ```
 //!
 //! ## Run loop
@@ -170,9 +174,9 @@
 //! # use std::io::ErrorKind;
 //! # use std::net::UdpSocket;
 //! # use std::time::{Duration, Instant};
+//! # fn example(socket: UdpSocket) { // hallcast: the values the reader supplies, as parameters
 //! # let mut rtc = Rtc::new(Instant::now());
 //! // A UdpSocket we obtained _somehow_.
-//! let socket: UdpSocket = todo!();
 //!
 //! // Buffer for reading incoming UDP packets.
 //! let mut buf = vec![0; 2000];
@@ -246,6 +250,7 @@
 //!
 //!     // === Step 6: back to the top of the outer loop (goto step 3). ===
 //! }
+//! # }
 //! ```
 //!
 //! ## Sending media data
@@ -256,11 +261,11 @@
 //! to use when sending.
 //!
 //! ```no_run
+//! # use std::time::Instant;
 //! # use str0m::Rtc;
-//! # use str0m::media::Mid;
-//! # let rtc: Rtc = todo!();
+//! # use str0m::media::{MediaTime, Mid};
+//! # fn example(rtc: &mut Rtc, mid: Mid, wallclock: Instant, media_time: MediaTime, data: &[u8]) { // hallcast: the values the reader supplies, as parameters
 //! // Obtain mid from Event::MediaAdded
-//! let mid: Mid = todo!();
 //!
 //! // Create a media writer for the mid.
 //! let writer = rtc.writer(mid).unwrap();
@@ -269,10 +274,14 @@
 //! let pt = writer.payload_params().nth(0).unwrap().pt();
 //!
 //! // Write the data
-//! let wallclock = todo!();   // Absolute time of the data
-//! let media_time = todo!();  // Media time, in RTP time
-//! let data: &[u8] = todo!(); // Actual data
-//! writer.write(pt, wallclock, media_time, data).unwrap();
+//! writer.write(
+//!     pt,
+//!     wallclock,  // Absolute time of the data
+//!     media_time, // Media time, in RTP time
+//!     data,       // Actual data
+//! )
+//! .unwrap();
+//! # }
 //! ```
 //!
 //! `Writer::write` is a mutation, so the
@@ -888,6 +897,7 @@ pub use error::RtcError;
 /// ```no_run
 /// # use std::time::Instant;
 /// # use str0m::{Rtc, Output, Input};
+/// # fn example<'a>(mut next_input: impl FnMut() -> Input<'a>) { // hallcast: the values the reader supplies, as parameters
 /// let mut rtc = Rtc::new(Instant::now());
 ///
 /// loop {
@@ -907,10 +917,11 @@ pub use error::RtcError;
 ///     // TODO: Wait for ONE of: `timeout` firing, an incoming network
 ///     //       packet, or application-side data to send. Build an
 ///     //       `Input` from whichever fires first.
-///     let input: Input = todo!();
+///     let input: Input = next_input();
 ///
 ///     rtc.handle_input(input).unwrap();
 /// }
+/// # }
 /// ```
 pub struct Rtc {
     state: RtcState,
@@ -1443,6 +1454,7 @@ impl Rtc {
     /// # use str0m::Rtc;
     /// # use str0m::media::{MediaKind, Direction};
     /// # use str0m::change::SdpAnswer;
+    /// # fn example(answer: SdpAnswer) { // hallcast: the values the reader supplies, as parameters
     /// let mut rtc = Rtc::new(Instant::now());
     ///
     /// let mut changes = rtc.sdp_api();
@@ -1453,9 +1465,9 @@ impl Rtc {
     /// let json = serde_json::to_vec(&offer).unwrap();
     ///
     /// // Send json OFFER to remote peer. Receive an answer back.
-    /// let answer: SdpAnswer = todo!();
     ///
     /// rtc.sdp_api().accept_answer(pending, answer).unwrap();
+    /// # }
     /// ```
     pub fn sdp_api(&mut self) -> SdpApi {
         SdpApi::new(self)
@@ -1477,21 +1489,22 @@ impl Rtc {
     /// # use str0m::Rtc;
     /// # use str0m::media::{MediaData, Mid};
     /// # use str0m::format::PayloadParams;
+    /// # fn example(mid: Mid, data: MediaData) { // hallcast: the values the reader supplies, as parameters
     /// let mut rtc = Rtc::new(Instant::now());
     ///
     /// // add candidates, do SDP negotiation
-    /// let mid: Mid = todo!(); // obtain mid from Event::MediaAdded.
+    /// // obtain mid from Event::MediaAdded.
     ///
     /// // Writer for this mid.
     /// let writer = rtc.writer(mid).unwrap();
     ///
     /// // Get incoming media data from another peer
-    /// let data: MediaData = todo!();
     ///
     /// // Match incoming PT to an outgoing PT.
     /// let pt = writer.match_params(data.params).unwrap();
     ///
     /// writer.write(pt, data.network_time, data.time, data.data).unwrap();
+    /// # }
     /// ```
     ///
     /// This is a frame level API: For RTP level see [`DirectApi::stream_tx()`]
@@ -2010,6 +2023,7 @@ impl Rtc {
     /// ```no_run
     /// # use std::time::Instant;
     /// # use str0m::{Rtc, Input};
+    /// # fn example<'a>(mut next_input: impl FnMut() -> Input<'a>) { // hallcast: the values the reader supplies, as parameters
     /// // A vec holding the managed rtc instances. One instance per remote peer.
     /// let now = Instant::now();
     /// let mut rtcs = vec![Rtc::new(now), Rtc::new(now), Rtc::new(now)];
@@ -2019,13 +2033,15 @@ impl Rtc {
     /// loop {
     ///     // TODO poll_timeout() and handle the output.
     ///
-    ///     let input: Input = todo!(); // read network data from socket.
+    ///     let input: Input = next_input(); // read network data from socket.
     ///     for rtc in &mut rtcs {
     ///         if rtc.accepts(&input) {
     ///             rtc.handle_input(input).unwrap();
+    ///             break;
     ///         }
     ///     }
     /// }
+    /// # }
     /// ```
     pub fn accepts(&self, input: &Input) -> bool {
         let Input::Receive(_, r) = input else {
@@ -2072,14 +2088,19 @@ impl Rtc {
     /// ```no_run
     /// # use str0m::{Rtc, Input};
     /// # use std::time::Instant;
+    /// # fn example<'a>(
+    /// #     mut next_timeout: impl FnMut() -> Instant,
+    /// #     mut next_input: impl FnMut() -> Input<'a>,
+    /// # ) { // hallcast: the values the reader supplies, as parameters
     /// let mut rtc = Rtc::new(Instant::now());
     ///
     /// loop {
-    ///     let timeout: Instant = todo!(); // rtc.poll_output() until we get a timeout.
+    ///     let timeout: Instant = next_timeout(); // rtc.poll_output() until we get a timeout.
     ///
-    ///     let input: Input = todo!(); // wait for network data or timeout.
+    ///     let input: Input = next_input(); // wait for network data or timeout.
     ///     rtc.handle_input(input);
     /// }
+    /// # }
     /// ```
     pub fn handle_input(&mut self, input: Input) -> Result<(), RtcError> {
         if self.state == RtcState::Closed {
@@ -2294,11 +2315,13 @@ impl Rtc {
     /// ```no_run
     /// # use std::time::Instant;
     /// # use str0m::{Rtc, channel::ChannelId};
+    /// # fn example(cid: ChannelId) { // hallcast: the values the reader supplies, as parameters
     /// let mut rtc = Rtc::new(Instant::now());
     ///
-    /// let cid: ChannelId = todo!(); // obtain channel id from Event::ChannelOpen
+    /// // obtain channel id from Event::ChannelOpen
     /// let channel = rtc.channel(cid).unwrap();
     /// // TODO write data channel data.
+    /// # }
     /// ```
     pub fn channel(&mut self, id: ChannelId) -> Option<Channel<'_>> {
         if self.state != RtcState::Alive {

@@ -73,8 +73,8 @@ impl<'a> SdpApi<'a> {
     /// # use std::time::Instant;
     /// # use str0m::Rtc;
     /// # use str0m::change::{SdpOffer};
+    /// # fn example(json_offer: &[u8]) { // hallcast: the values the reader supplies, as parameters
     /// // obtain offer from remote peer.
-    /// let json_offer: &[u8] = todo!();
     /// let offer: SdpOffer = serde_json::from_slice(json_offer).unwrap();
     ///
     /// let mut rtc = Rtc::new(Instant::now());
@@ -82,6 +82,7 @@ impl<'a> SdpApi<'a> {
     ///
     /// // send json_answer to remote peer.
     /// let json_answer = serde_json::to_vec(&answer).unwrap();
+    /// # }
     /// ```
     pub fn accept_offer(mut self, offer: SdpOffer) -> Result<SdpAnswer, RtcError> {
         debug!("Accept offer");
@@ -162,6 +163,7 @@ impl<'a> SdpApi<'a> {
     /// # use str0m::Rtc;
     /// # use str0m::media::{MediaKind, Direction};
     /// # use str0m::change::SdpAnswer;
+    /// # fn example(answer: SdpAnswer) { // hallcast: the values the reader supplies, as parameters
     /// let mut rtc = Rtc::new(Instant::now());
     ///
     /// let mut changes = rtc.sdp_api();
@@ -169,9 +171,9 @@ impl<'a> SdpApi<'a> {
     /// let (offer, pending) = changes.apply().unwrap();
     ///
     /// // send offer to remote peer, receive answer back
-    /// let answer: SdpAnswer = todo!();
     ///
     /// rtc.sdp_api().accept_answer(pending, answer).unwrap();
+    /// # }
     /// ```
     pub fn accept_answer(
         mut self,
@@ -560,6 +562,7 @@ impl<'a> SdpApi<'a> {
 /// # use str0m::Rtc;
 /// # use str0m::media::{MediaKind, Direction};
 /// # use str0m::change::SdpAnswer;
+/// # fn example(answer: SdpAnswer) { // hallcast: the values the reader supplies, as parameters
 /// let mut rtc = Rtc::new(Instant::now());
 ///
 /// let mut changes = rtc.sdp_api();
@@ -567,9 +570,9 @@ impl<'a> SdpApi<'a> {
 /// let (offer, pending) = changes.apply().unwrap();
 ///
 /// // send offer to remote peer, receive answer back
-/// let answer: SdpAnswer = todo!();
 ///
 /// rtc.sdp_api().accept_answer(pending, answer).unwrap();
+/// # }
 /// ```
 pub struct SdpPendingOffer {
     change_id: usize,

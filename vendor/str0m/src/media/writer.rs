@@ -290,14 +290,16 @@ impl<'a> Writer<'a> {
     /// # use std::time::Instant;
     /// # use str0m::Rtc;
     /// # use str0m::media::{Mid, KeyframeRequestKind};
+    /// # fn example(mid: Mid) { // hallcast: the values the reader supplies, as parameters
     /// let mut rtc = Rtc::new(Instant::now());
     ///
     /// // add candidates, do SDP negotiation
-    /// let mid: Mid = todo!(); // obtain mid from Event::MediaAdded.
+    /// // obtain mid from Event::MediaAdded.
     ///
-    /// let writer = rtc.writer(mid).unwrap();
+    /// let mut writer = rtc.writer(mid).unwrap();
     ///
     /// writer.request_keyframe(None, KeyframeRequestKind::Pli).unwrap();
+    /// # }
     /// ```
     pub fn request_keyframe(
         &mut self,

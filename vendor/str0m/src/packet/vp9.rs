@@ -65,11 +65,10 @@ pub struct Vp9CodecExtra {
     ///
     /// ```no_run
     /// # use str0m::{format::CodecExtra, media::MediaData};
+    /// # fn example(media_data: MediaData) { // hallcast: the values the reader supplies, as parameters
     /// #
     /// // We want to receive S1T2 layer.
     /// let (target_spatial, target_temporal) = (1u8, 2u8);
-    ///
-    /// let media_data: MediaData = todo!();
     ///
     /// if let CodecExtra::Vp9(vp9_extra) = media_data.codec_extra {
     ///     // Try to get current `temporal layer`. If `None` there is no SVC.
@@ -86,6 +85,7 @@ pub struct Vp9CodecExtra {
     ///         }
     ///     }
     /// }
+    /// # }
     /// ```
     pub layers_scheme: [Option<usize>; MAX_SPATIAL_LAYERS],
 

@@ -16,10 +16,9 @@ use serde::{Deserialize, Serialize};
 /// ```no_run
 /// # use str0m::Rtc;
 /// # use str0m::media::{Mid, MediaTime};
-/// # let rtc: Rtc = todo!();
+/// # fn example(rtc: &mut Rtc, mid: Mid) { // hallcast: the values the reader supplies, as parameters
 /// #
 /// // Obtain mid from Event::MediaAdded
-/// let mid: Mid = todo!();
 ///
 /// // Create a media writer for the mid.
 /// let writer = rtc.writer(mid).unwrap();
@@ -31,6 +30,7 @@ use serde::{Deserialize, Serialize};
 /// let freq = params.spec().clock_rate;
 ///
 /// let mtime = MediaTime::new(2000, freq);
+/// # }
 /// ```
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Frequency(NonZeroU32);
@@ -150,10 +150,9 @@ impl<'de> Deserialize<'de> for Frequency {
 /// ```no_run
 /// # use str0m::Rtc;
 /// # use str0m::media::{Mid, MediaTime};
-/// # let rtc: Rtc = todo!();
+/// # fn example(rtc: &mut Rtc, mid: Mid) { // hallcast: the values the reader supplies, as parameters
 /// #
 /// // Obtain mid from Event::MediaAdded
-/// let mid: Mid = todo!();
 ///
 /// // Create a media writer for the mid.
 /// let writer = rtc.writer(mid).unwrap();
@@ -165,6 +164,7 @@ impl<'de> Deserialize<'de> for Frequency {
 /// let freq = params.spec().clock_rate;
 ///
 /// let mtime = MediaTime::new(2000, freq);
+/// # }
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct MediaTime(u64, Frequency);
