@@ -365,19 +365,27 @@ impl LeakyBucketPacer {
             self.pacing_bitrate
         };
 
-        let (queue_time, queued_packets, queue_size) =
-            self.queue_states
-                .iter()
-                .fold((Duration::ZERO, 0, DataSize::ZERO), |acc, q| {
-                    (
-                        acc.0 + q.snapshot.total_queue_time(now),
-                        acc.1 + q.snapshot.packet_count,
-                        acc.2 + DataSize::from(q.snapshot.byte_size),
-                    )
-                });
+        // hallcast: the packets counted first and the queue times only when some wait, so
+        // the usual call, after the last queued packet left, reads no clock differences
+        // (upstream summed the queue times of every call; see also
+        // `QueueSnapshot::total_queue_time`).
+        let queued_packets: u32 = self
+            .queue_states
+            .iter()
+            .map(|q| q.snapshot.packet_count)
+            .sum();
         if queued_packets == 0 {
             return;
         }
+        let (queue_time, queue_size) = self
+            .queue_states
+            .iter()
+            .fold((Duration::ZERO, DataSize::ZERO), |acc, q| {
+                (
+                    acc.0 + q.snapshot.total_queue_time(now),
+                    acc.1 + DataSize::from(q.snapshot.byte_size),
+                )
+            });
 
         let avg_queue_time = queue_time / queued_packets;
 

@@ -169,6 +169,11 @@ impl TotalQueue {
     fn move_time_forward(&mut self, now: Instant) {
         if let Some(last) = self.last {
             assert!(self.unsent_count > 0);
+            // hallcast: nothing to add when no time passed (the pacer-only timeout stamps the
+            // queues and its snapshot stamps them again at the same `now`).
+            if last == now {
+                return;
+            }
             let from_last = now - last;
             self.queue_time += from_last * (self.unsent_count as u32);
             self.last = Some(now);
