@@ -7,9 +7,14 @@
 //! fixed link delay ([`Net::delay`](crate::sim::Net::delay)); a per-link [`LossFn`](crate::sim::LossFn) may drop chosen ones, and a
 //! per-link [`LinkModel`](crate::sim::LinkModel) ([`Net::set_link`](crate::sim::Net::set_link)) puts a drop-tail queue and a bottleneck
 //! whose rate follows a [`LinkTrace`](crate::sim::LinkTrace) in front of the delay (see [`link`]). The same
-//! inputs give the same run (up to the random ids, ICE credentials and keys the stacks
-//! draw, which do not change what is sent when). What a viewer received can be read as
-//! frames, playback and freezes ([`playback`]).
+//! inputs give the same run up to what the stacks draw at random (ids, ICE credentials,
+//! keys, the handshake's signatures). Those can change when things are sent: on a
+//! bottleneck a few bytes more or less shift every later departure, and a run that keeps its
+//! queue near the limit can then take another course. Seen in `adapt`'s oscillating trace:
+//! one of two sets of figures from run to run, whatever the build (seeding str0m's id
+//! generator did not change that; docs/BENCHMARKS.md, "Per-packet cost against the floor",
+//! 2026-12-06): compare such runs in pairs run back to back, or over several runs. What a
+//! viewer received can be read as frames, playback and freezes ([`playback`]).
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
