@@ -372,7 +372,13 @@ mod tests {
     fn narrowing_preserves_other_operations() {
         for events in [false, true] {
             for timeout in [false, true] {
-                let mut readiness = Readiness { events, timeout };
+                // hallcast: the two narrowing flags this copy adds start cleared.
+                let mut readiness = Readiness {
+                    events,
+                    timeout,
+                    pacer_only: false,
+                    events_pacer_only: false,
+                };
                 {
                     let mut wake = readiness.wake();
                     wake.no_events();
