@@ -2195,6 +2195,19 @@ impl Rtc {
         true
     }
 
+    /// hallcast: lets a leaky-bucket pacer (bandwidth estimation on) hand out up to `packets`
+    /// more packets from [`Rtc::poll_output`] without the timeout it asks for after each one
+    /// ("1 µs later"), as long as the snapshot of the send queues its last timeout took
+    /// would decide the same: the queue it chose was the only one holding anything, holds
+    /// more, no probe is under way and its debt is within its burst interval. The packets
+    /// of such a burst leave at the same instant, as libwebrtc's pacer sends one. The
+    /// figure stays until it is set again; 0 (the default) keeps upstream's one packet per
+    /// timeout. Meant for an application that wants what the pacer lets go at once sent in
+    /// one turn: the timeout and snapshot per packet it saves are the pacer's main cost.
+    pub fn set_pacer_burst(&mut self, packets: u32) {
+        self.session.set_pacer_burst(packets);
+    }
+
     fn do_handle_timeout(&mut self, now: Instant) -> Result<(), RtcError> {
         self.init_time(now);
 

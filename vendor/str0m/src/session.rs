@@ -374,6 +374,11 @@ impl Session {
         true
     }
 
+    /// hallcast: see [`crate::Rtc::set_pacer_burst`].
+    pub fn set_pacer_burst(&mut self, packets: u32) {
+        self.pacer.set_burst(packets);
+    }
+
     fn handle_timeout_bwe(&mut self, now: Instant) -> Option<(Mid, Pt)> {
         self.bwe.as_ref()?;
 

@@ -54,6 +54,16 @@ impl PacerImpl {
         }
     }
 
+    /// hallcast: how many packets a leaky-bucket pacer may hand out past its gate without
+    /// a fresh snapshot (see `LeakyBucketPacer::set_burst`); the null pacer counts its
+    /// snapshot off already.
+    pub fn set_burst(&mut self, packets: u32) {
+        match self {
+            PacerImpl::Null(_) => {}
+            PacerImpl::LeakyBucket(v) => v.set_burst(packets),
+        }
+    }
+
     /// hallcast: whether a timeout's work for this pacer is its own `handle_timeout` with a
     /// fresh snapshot of the send queues and nothing of the estimator's: true unless a probe
     /// is under way or has just completed (the estimator ends it in a whole timeout).
