@@ -372,9 +372,20 @@ pub(crate) fn drain(
     // (docs/bench-data/2026-12-05-issue9-on-top).
     // `chained`: only the pacer's "next packet 1 µs later" counts as due, so its clock stays
     // within a few µs of the driver's and what its debt holds back still waits for its time.
+    // The pacer's burst (str0m patch `Rtc::set_pacer_burst`): in that same turn, the packets
+    // its last snapshot lets go at once are handed out without a timeout and a fresh
+    // snapshot of the send queues each (the due deadlines above still come between
+    // bursts); in every other drain none, one packet per timeout as before.
     let (due_budget, chained) = match &s.role {
         SessionRole::Viewer(v) if v.relay => (MAX_DUE_IN_DRAIN, false),
-        SessionRole::Viewer(v) if pacer_turn && v.on_top => (MAX_DUE_IN_PACER_TURN, true),
+        SessionRole::Viewer(v) if pacer_turn && v.on_top => {
+            s.rtc.set_pacer_burst(MAX_DUE_IN_PACER_TURN);
+            (MAX_DUE_IN_PACER_TURN, true)
+        }
+        SessionRole::Viewer(_) => {
+            s.rtc.set_pacer_burst(0);
+            (0, false)
+        }
         _ => (0, false),
     };
     let mut slack = if chained { CHAIN_STEP } else { DUE_SLACK };

@@ -1,0 +1,328 @@
+//! A leaky-bucket pacer's burst (`Rtc::set_pacer_burst`, `vendor/str0m/PATCHES.md`, the
+//! eighteenth change): what one snapshot of the send queues lets go at once is handed out by
+//! `poll_output` without the timeout upstream str0m asks for after every packet ("1 µs
+//! later"), and it is exactly what that timeout after every packet would have let go: the
+//! same packets, stopped by the same debt. Two bare str0m peers on virtual time, wired to
+//! each other in memory: a sender with bandwidth estimation (so a leaky-bucket pacer) in RTP
+//! mode, as the relay's viewer sessions are, and a receiver.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::bwe::Bitrate;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{Extension, RtpWrite, Ssrc};
+use str0m::{Candidate, Event, Input, Output, Reason, Rtc};
+
+/// Not a divisor of the pacer's burst (40 ms at a round bitrate): a frame never ends on the
+/// debt's limit to the byte, where the 1 µs of credit a timeout per packet gets (a fraction
+/// of a byte a packet) would let one more packet through than a burst at one instant.
+const VIDEO_PAYLOAD: usize = 1100;
+
+struct Peer {
+    rtc: Rtc,
+    addr: SocketAddr,
+    timeout: Instant,
+    connected: bool,
+}
+
+struct Pair {
+    now: Instant,
+    tx: Peer,
+    rx: Peer,
+    video_mid: Mid,
+    video_pt: Pt,
+    seq: u16,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let now = Instant::now();
+        let tx_addr: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let rx_addr: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let mut tx = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_h264(true)
+            .set_stats_interval(None)
+            .enable_bwe(Some(Bitrate::mbps(2)))
+            .build(now);
+        // The receiver answers without transport-wide feedback, so the sender's estimate
+        // stays at the figure it starts with and each frame meets the same pacing rate.
+        let mut rx = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_extension_map()
+            .set_extension(4, Extension::RtpMid)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_h264(true)
+            .set_stats_interval(None)
+            .build(now);
+        tx.add_local_candidate(Candidate::host(tx_addr, "udp").unwrap());
+        rx.add_local_candidate(Candidate::host(rx_addr, "udp").unwrap());
+        let mut api = tx.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let video_mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().expect("an offer");
+        let answer = rx.sdp_api().accept_offer(offer).expect("an answer");
+        tx.sdp_api()
+            .accept_answer(pending, answer)
+            .expect("the answer applies");
+        let remote = tx
+            .media(video_mid)
+            .expect("the video media")
+            .remote_pts()
+            .to_vec();
+        let video_pt = tx
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == Codec::H264 && remote.contains(&p.pt()))
+            .expect("H.264 negotiated")
+            .pt();
+        let peer = |rtc, addr| Peer {
+            rtc,
+            addr,
+            timeout: now,
+            connected: false,
+        };
+        Pair {
+            now,
+            tx: peer(tx, tx_addr),
+            rx: peer(rx, rx_addr),
+            video_mid,
+            video_pt,
+            seq: 1,
+        }
+    }
+
+    /// Drains both peers at `now`, handing each one's datagrams to the other, until neither
+    /// has anything more; returns the video packets the sender sent.
+    fn settle(&mut self) -> usize {
+        let mut video = 0;
+        for round in 0.. {
+            assert!(round < 10_000, "the peers never settle at {:?}", self.now);
+            let mut moved = false;
+            for from_tx in [true, false] {
+                let (from, to) = if from_tx {
+                    (&mut self.tx, &mut self.rx)
+                } else {
+                    (&mut self.rx, &mut self.tx)
+                };
+                loop {
+                    match from.rtc.poll_output().expect("poll_output") {
+                        Output::Timeout(t) => {
+                            from.timeout = t;
+                            break;
+                        }
+                        Output::Transmit(t) => {
+                            moved = true;
+                            if from_tx && self.video_pt == rtp_pt(&t.contents) {
+                                video += 1;
+                            }
+                            let r = Receive::new(Protocol::Udp, t.source, to.addr, &t.contents)
+                                .expect("a datagram str0m reads");
+                            to.rtc
+                                .handle_input(Input::Receive(self.now, r))
+                                .expect("receive");
+                        }
+                        Output::Event(Event::Connected) => from.connected = true,
+                        Output::Event(_) => {}
+                    }
+                }
+            }
+            if !moved {
+                return video;
+            }
+        }
+        unreachable!()
+    }
+
+    /// Runs both peers on virtual time for `d`.
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        for _ in 0..100_000 {
+            self.settle();
+            // At least 1 µs on: a pacer's "next packet 1 µs later" reads as due at once
+            // (str0m clamps a deadline to the last instant it was given).
+            let next =
+                (self.tx.timeout.min(self.rx.timeout)).max(self.now + Duration::from_micros(1));
+            if next > end {
+                self.now = end;
+                return;
+            }
+            self.now = next;
+            for p in [&mut self.tx, &mut self.rx] {
+                if p.timeout <= self.now {
+                    p.rtc
+                        .handle_input(Input::Timeout(self.now))
+                        .expect("timeout");
+                }
+            }
+        }
+        panic!(
+            "no progress at {:?}: timeouts {:?} / {:?} ({:?})",
+            self.now,
+            self.tx.timeout.checked_duration_since(self.now),
+            self.rx.timeout.checked_duration_since(self.now),
+            self.tx.rtc.last_timeout_reason()
+        );
+    }
+
+    fn video_ssrc(&mut self) -> Ssrc {
+        self.tx
+            .rtc
+            .direct_api()
+            .stream_tx_by_mid(self.video_mid, None)
+            .expect("the video send stream")
+            .ssrc()
+    }
+
+    /// Writes `n` video packets of one frame to the sender's stream.
+    fn write_frame(&mut self, n: usize) {
+        let ssrc = self.video_ssrc();
+        let (pt, now) = (self.video_pt, self.now);
+        for i in 0..n {
+            let seq = self.seq;
+            self.seq = self.seq.wrapping_add(1);
+            let mut api = self.tx.rtc.direct_api();
+            let stream = api.stream_tx(&ssrc).expect("the video send stream");
+            let write = RtpWrite::new(
+                pt,
+                u64::from(seq).into(),
+                9000,
+                now,
+                vec![0u8; VIDEO_PAYLOAD],
+            )
+            .marker(i + 1 == n)
+            .nackable(true);
+            stream.write_rtp(write);
+        }
+    }
+
+    /// The sender's video packets until its pacer holds the rest back, and how many
+    /// timeouts (each a fresh snapshot of the send queues) that took: a pacer-only one at
+    /// `now` after the write, then, whenever `poll_output` asks for its pacer's next packet
+    /// "1 µs later", one at that instant (as the relay's drain does), all within `now` +
+    /// 200 µs (a 40-packet frame stepped 1 µs a packet takes 41).
+    fn pace_frame(&mut self) -> (usize, usize) {
+        assert!(
+            self.tx.rtc.handle_pacer_timeout(self.now),
+            "a pacer-only timeout applies (no probe under way)"
+        );
+        let (mut sent, mut timeouts) = (0, 1);
+        loop {
+            match self.tx.rtc.poll_output().expect("poll_output") {
+                Output::Transmit(t) => {
+                    if rtp_pt(&t.contents) == self.video_pt {
+                        sent += 1;
+                    }
+                }
+                Output::Event(_) => {}
+                Output::Timeout(t) => {
+                    if t > self.now + Duration::from_micros(200) {
+                        return (sent, timeouts);
+                    }
+                    let t = t.max(self.now);
+                    // When the fold names another subsystem's deadline at the same instant
+                    // (str0m keeps the later of equal deadlines), a whole timeout, as the
+                    // relay's drain gives it; it takes a fresh snapshot as well.
+                    if !matches!(self.tx.rtc.last_timeout_reason(), Reason::Pacer(_))
+                        || !self.tx.rtc.handle_pacer_timeout(t)
+                    {
+                        self.tx
+                            .rtc
+                            .handle_input(Input::Timeout(t))
+                            .expect("timeout");
+                    }
+                    timeouts += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The payload type of an SRTP packet (its header is in the clear); 0 for anything else.
+fn rtp_pt(b: &[u8]) -> Pt {
+    if b.len() >= 12 && b[0] >> 6 == 2 && !(192..=223).contains(&b[1]) {
+        (b[1] & 0x7f).into()
+    } else {
+        0.into()
+    }
+}
+
+/// A connected pair whose sender's estimator has done its start-up probes and whose
+/// pacer holds no debt.
+fn connected_pair() -> Pair {
+    let mut pair = Pair::new();
+    pair.run_for(Duration::from_secs(4));
+    assert!(pair.tx.connected && pair.rx.connected, "the peers connect");
+    pair
+}
+
+#[test]
+fn a_burst_hands_out_what_one_packet_per_timeout_would_and_stops_at_the_same_debt() {
+    let mut pair = connected_pair();
+
+    // Upstream: one packet per timeout.
+    pair.tx.rtc.set_pacer_burst(0);
+    pair.write_frame(40);
+    let (stepped, stepped_timeouts) = pair.pace_frame();
+    assert_eq!(
+        stepped_timeouts,
+        stepped + 1,
+        "one timeout per packet, and one that finds the debt too high"
+    );
+    assert!(
+        stepped > 3 && stepped < 40,
+        "the debt held back part of a 44 kB frame: {stepped} of 40 packets sent at once"
+    );
+    // The rest leaves at the pacing rate; then the debt clears.
+    pair.run_for(Duration::from_secs(2));
+
+    // The burst: the same packets from one timeout.
+    pair.tx.rtc.set_pacer_burst(64);
+    pair.write_frame(40);
+    let (burst, burst_timeouts) = pair.pace_frame();
+    assert_eq!(
+        burst, stepped,
+        "a burst lets go exactly what a timeout per packet would"
+    );
+    // One timeout for the burst, one (or, when the estimator's deadline falls on the same
+    // instant, two) that find the debt too high.
+    assert!(
+        burst_timeouts <= 3 && burst_timeouts < stepped_timeouts,
+        "the burst took {burst_timeouts} timeouts for {burst} packets"
+    );
+    pair.run_for(Duration::from_secs(2));
+
+    // The figure bounds the burst: 1 + 3 packets, then a timeout per packet again.
+    pair.tx.rtc.set_pacer_burst(3);
+    pair.write_frame(40);
+    let (bounded, bounded_timeouts) = pair.pace_frame();
+    assert_eq!(bounded, stepped, "the same packets before the debt holds");
+    assert_eq!(
+        bounded_timeouts,
+        stepped + 1 - 3,
+        "three packets handed out without a timeout each"
+    );
+}
+
+#[test]
+fn a_burst_ends_when_the_queue_it_counted_off_is_empty() {
+    let mut pair = connected_pair();
+    pair.tx.rtc.set_pacer_burst(64);
+    pair.write_frame(3);
+    let (sent, timeouts) = pair.pace_frame();
+    assert_eq!(sent, 3, "a small frame leaves at once");
+    assert_eq!(
+        timeouts, 2,
+        "one timeout for the frame, one that finds the queue empty"
+    );
+    // The receiver gets every packet of it.
+    let seen = pair.settle();
+    assert_eq!(seen, 0, "nothing more was held back");
+}
