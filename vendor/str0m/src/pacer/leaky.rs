@@ -234,6 +234,19 @@ impl LeakyBucketPacer {
         self.burst_budget = packets;
     }
 
+    /// hallcast: upstream's rule of `next_poll`, in one place for it and `continue_burst`:
+    /// how long the debt holds the next paced packet back (the time it takes to clear), or
+    /// `None` when it is within the burst interval and the packet may go now. Needs a
+    /// non-zero `adjusted_bitrate`.
+    fn debt_wait(&self) -> Option<Duration> {
+        let drain_debt_time = self.media_debt / self.adjusted_bitrate;
+        // Limit the burst to MAX_BURST_SIZE so high bitrates don't overfill socket
+        // buffers. Below ~12.6 Mbps this is PACING.
+        let burst_interval = PACING.min(MAX_BURST_SIZE / self.adjusted_bitrate);
+        // If we have incurred too much debt, wait for it to clear before sending again.
+        (drain_debt_time >= burst_interval).then_some(drain_debt_time)
+    }
+
     /// hallcast: the burst a decision for `next` may continue (see `set_burst`).
     fn start_burst(&self, next: MidRid) -> Option<Burst> {
         if self.burst_budget == 0 || !self.refreshable() {
@@ -261,28 +274,21 @@ impl LeakyBucketPacer {
 
     /// hallcast: the next packet of the burst under way, if the snapshot's decision holds.
     fn continue_burst(&mut self) -> Option<MidRid> {
-        let burst = self.burst.as_mut()?;
-        if self.burst_budget == 0 || burst.remaining == 0 || burst.unconfirmed {
-            self.burst = None;
+        let mut burst = self.burst.take()?;
+        let holds = self.burst_budget > 0
+            && burst.remaining > 0
+            && !burst.unconfirmed
+            && (burst.unpaced
+                || (self.adjusted_bitrate != Bitrate::ZERO
+                    && self.adjusted_bitrate == self.pacing_bitrate
+                    && self.debt_wait().is_none()));
+        if !holds {
             return None;
-        }
-        if !burst.unpaced {
-            if self.adjusted_bitrate == Bitrate::ZERO
-                || self.adjusted_bitrate != self.pacing_bitrate
-            {
-                self.burst = None;
-                return None;
-            }
-            let drain_debt_time = self.media_debt / self.adjusted_bitrate;
-            let burst_interval = PACING.min(MAX_BURST_SIZE / self.adjusted_bitrate);
-            if drain_debt_time >= burst_interval {
-                self.burst = None;
-                return None;
-            }
         }
         burst.remaining -= 1;
         burst.unconfirmed = true;
         self.burst_budget -= 1;
+        self.burst = Some(burst);
         Some(burst.midrid)
     }
 
@@ -398,17 +404,8 @@ impl LeakyBucketPacer {
                     (probe.next_probe_time(), PacerReason::Probe1)
                 } else {
                     // Normal pacing: use relative offset based on debt
-                    let drain_debt_time = self.media_debt / self.adjusted_bitrate;
-                    // Limit the burst to MAX_BURST_SIZE so high bitrates don't overfill socket
-                    // buffers. Below ~12.6 Mbps this is PACING.
-                    let burst_interval = PACING.min(MAX_BURST_SIZE / self.adjusted_bitrate);
-                    let next_send_offset = if drain_debt_time >= burst_interval {
-                        // If we have incurred too much debt, wait for it to clear before sending.
-                        // again.
-                        drain_debt_time
-                    } else {
-                        Duration::ZERO
-                    };
+                    // hallcast: the rule in `debt_wait`, shared with `continue_burst`.
+                    let next_send_offset = self.debt_wait().unwrap_or(Duration::ZERO);
 
                     let time = self
                         .last_handle_time
