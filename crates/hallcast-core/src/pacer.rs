@@ -60,9 +60,9 @@ const OVERHEAD_BYTES: u64 = 60;
 /// as the floor. At 100 ms, in the simulated network's oscillating link (2.5 ↔ 0.6 Mbit/s),
 /// a switch down had dropped so much of what the pacer held that the estimator, starved,
 /// paused a viewer on a 0.6 Mbit/s link (5 runs in 8) — measured while the relay read
-/// str0m's queue only as str0m last sampled it; with what was written since counted (the
-/// relay's `TransportHeld`), 50 ms passed every simulated test, and on a step to 400
-/// kbit/s (`relay_sim`'s `on_a_stepped_down_link_the_switch_comes_within_0_5_s_and_the_
+/// str0m's queue only as str0m last sampled it; with what was written since counted (then
+/// the relay's `TransportHeld`, now str0m's live count, `StreamTx::queued_bytes`), 50 ms
+/// passed every simulated test, and on a step to 400 kbit/s (`relay_sim`'s `on_a_stepped_down_link_the_switch_comes_within_0_5_s_and_the_
 /// lower_layers_picture_0_7_s_later`) the lower layer's first picture followed the switch by
 /// 1.0 s instead of 1.5 s. A gate that grows with the estimate lets a fast link's transport hold the most
 /// just when the link may step down: at the demo's 4.5–6 Mbit/s estimate, 50 ms was ~34 kB

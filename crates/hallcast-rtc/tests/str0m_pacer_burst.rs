@@ -2,9 +2,10 @@
 //! eighteenth change): what one snapshot of the send queues lets go at once is handed out by
 //! `poll_output` without the timeout upstream str0m asks for after every packet ("1 µs
 //! later"), and it is exactly what that timeout after every packet would have let go: the
-//! same packets, stopped by the same debt. Two bare str0m peers on virtual time, wired to
-//! each other in memory: a sender with bandwidth estimation (so a leaky-bucket pacer) in RTP
-//! mode, as the relay's viewer sessions are, and a receiver.
+//! same packets, stopped by the same debt. And a stream's live count of what it holds
+//! (`StreamTx::queued_bytes`), the nineteenth change. Two bare str0m peers on virtual time,
+//! wired to each other in memory: a sender with bandwidth estimation (so a leaky-bucket
+//! pacer) in RTP mode, as the relay's viewer sessions are, and a receiver.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -120,7 +121,12 @@ impl Pair {
                         }
                         Output::Transmit(t) => {
                             moved = true;
-                            if from_tx && self.video_pt == rtp_pt(&t.contents) {
+                            // (Padding goes out on the video's payload type too, in
+                            // packets of a few dozen bytes.)
+                            if from_tx
+                                && self.video_pt == rtp_pt(&t.contents)
+                                && t.contents.len() > 300
+                            {
                                 video += 1;
                             }
                             let r = Receive::new(Protocol::Udp, t.source, to.addr, &t.contents)
@@ -209,6 +215,13 @@ impl Pair {
     /// "1 µs later", one at that instant (as the relay's drain does), all within `now` +
     /// 200 µs (a 40-packet frame stepped 1 µs a packet takes 41).
     fn pace_frame(&mut self) -> (usize, usize) {
+        let (sent, timeouts, _) = self.pace_frame_until();
+        (sent, timeouts)
+    }
+
+    /// [`Pair::pace_frame`], and the deadline `poll_output` gave after it, past `now` + 200
+    /// µs.
+    fn pace_frame_until(&mut self) -> (usize, usize, Instant) {
         assert!(
             self.tx.rtc.handle_pacer_timeout(self.now),
             "a pacer-only timeout applies (no probe under way)"
@@ -217,14 +230,14 @@ impl Pair {
         loop {
             match self.tx.rtc.poll_output().expect("poll_output") {
                 Output::Transmit(t) => {
-                    if rtp_pt(&t.contents) == self.video_pt {
+                    if rtp_pt(&t.contents) == self.video_pt && t.contents.len() > 300 {
                         sent += 1;
                     }
                 }
                 Output::Event(_) => {}
                 Output::Timeout(t) => {
                     if t > self.now + Duration::from_micros(200) {
-                        return (sent, timeouts);
+                        return (sent, timeouts, t);
                     }
                     let t = t.max(self.now);
                     // When the fold names another subsystem's deadline at the same instant
@@ -322,7 +335,44 @@ fn a_burst_ends_when_the_queue_it_counted_off_is_empty() {
         timeouts, 2,
         "one timeout for the frame, one that finds the queue empty"
     );
-    // The receiver gets every packet of it.
+    // Nothing more was held back: the sender has no video left to send.
     let seen = pair.settle();
     assert_eq!(seen, 0, "nothing more was held back");
+}
+
+/// `StreamTx::queued_bytes` (`vendor/str0m/PATCHES.md`, the nineteenth change): the payload
+/// bytes a stream holds now, what was written since the pacer's last snapshot included and
+/// what it has sent since left out (the relay's pacer gate reads it).
+#[test]
+fn a_streams_queued_bytes_are_what_was_written_and_not_yet_sent() {
+    let mut pair = connected_pair();
+    pair.tx.rtc.set_pacer_burst(64);
+    let queued = |pair: &mut Pair| {
+        let mid = pair.video_mid;
+        pair.tx
+            .rtc
+            .direct_api()
+            .stream_tx_by_mid(mid, None)
+            .map(|s| s.queued_bytes())
+    };
+    assert_eq!(queued(&mut pair), Some(0), "nothing written yet");
+    pair.write_frame(40);
+    assert_eq!(
+        queued(&mut pair),
+        Some(40 * VIDEO_PAYLOAD),
+        "written, before any timeout has seen it"
+    );
+    let (first, _) = pair.pace_frame();
+    assert!(first < 40, "the debt held part of the frame back");
+    assert_eq!(
+        queued(&mut pair),
+        Some((40 - first) * VIDEO_PAYLOAD),
+        "the burst's packets left"
+    );
+    pair.run_for(Duration::from_secs(1));
+    assert_eq!(
+        queued(&mut pair),
+        Some(0),
+        "the rest left at the pacing rate"
+    );
 }

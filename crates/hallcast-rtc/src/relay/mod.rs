@@ -48,8 +48,8 @@ use crate::api::{
 use crate::sdp_scan;
 use health::Liveness;
 use session::{
-    InFlight, Ingest, MAX_IN_FLIGHT, Session, SessionRole, TransportHeld, TxStream, ViewerSink,
-    drain, negotiated_pt, note_reply_from, order_rids,
+    InFlight, Ingest, MAX_IN_FLIGHT, Session, SessionRole, TxStream, ViewerSink, drain,
+    negotiated_pt, note_reply_from, order_rids,
 };
 use timers::Timers;
 
@@ -1160,7 +1160,6 @@ impl Relay {
             target: None,
             estimator_resets: 0,
             on_top: false,
-            held: Default::default(),
             // Relay links are not paced here (str0m's pacer at 1.1 × the estimate only).
             pacer: adaptive
                 .filter(|_| !relay)
@@ -2122,9 +2121,7 @@ impl Relay {
                 // Asked only when it can matter: audio never waits, and video behind a
                 // queue waits whatever str0m holds (one stream lookup saved per packet).
                 let held = match f.kind {
-                    MediaKind::Video if p.queued() == 0 => {
-                        transport_holds(&mut s.rtc, v.video[0], &mut v.held)
-                    }
+                    MediaKind::Video if p.queued() == 0 => transport_holds(&mut s.rtc, v.video[0]),
                     _ => 0,
                 };
                 match p.push(now, f, held) {
@@ -2171,9 +2168,6 @@ impl Relay {
                         .stream_tx(&tx.ssrc)
                         .and_then(|st| st.drop_unsent())
                 });
-                if d.is_some() {
-                    v.held = TransportHeld::default();
-                }
                 d.map(|(seq, n)| (*seq, n))
             }
             _ => None,
@@ -2255,11 +2249,7 @@ impl Relay {
             let Some(p) = v.pacer.as_deref_mut() else {
                 return false;
             };
-            p.poll(
-                now,
-                transport_holds(&mut s.rtc, v.video[0], &mut v.held),
-                &mut out,
-            );
+            p.poll(now, transport_holds(&mut s.rtc, v.video[0]), &mut out);
             let keep = p.queued() > 0;
             // A joiner's replay is a whole cached GOP (a 10 s GOP of a 2 Mbit/s layer is
             // ~2 000 packets): the queue is long by design while it drains.
@@ -2319,9 +2309,6 @@ impl Relay {
         // VP8 picture numbers continued across a switch: written while str0m copies the
         // payload into the packet, no copy of our own.
         let patch = f.vp8.and_then(|ids| vp8_patch(&f.payload, ids));
-        if f.kind == MediaKind::Video && v.pacer.is_some() {
-            v.held.written += f.payload.len();
-        }
         let mut write = RtpWrite::new(tx.pt, f.seq.into(), f.ts, f.arrival, f.payload)
             .marker(f.marker)
             .nackable(f.kind == MediaKind::Video);
@@ -2565,20 +2552,17 @@ const PACED_MAX: usize = 1000;
 /// as much live video again behind it.
 const PACED_MAX_REPLAYING: usize = 2 * hallcast_core::producer::GOP_MAX_PACKETS;
 
-/// Bytes of a viewer's video stream str0m still holds: its pacer's queue, resends and
-/// padding as str0m last sampled them (at the session's timeouts), and the video written
-/// since that sample.
-fn transport_holds(rtc: &mut Rtc, tx: Option<TxStream>, held: &mut TransportHeld) -> usize {
+/// Payload bytes of a viewer's video str0m still holds, now (str0m patch
+/// `StreamTx::queued_bytes`): what was written and not yet sent. The figure str0m's pacer
+/// samples at its timeouts (`StreamTx::queue_info`) was stale within a burst of writes (a
+/// keyframe from the source: a whole 40 kB passed a gate of 12 kB until the video written
+/// since the sample was counted too) and, with the pacer's bursts and no timeout after its
+/// queues empty, stays stale after a burst has left.
+fn transport_holds(rtc: &mut Rtc, tx: Option<TxStream>) -> usize {
     let Some(tx) = tx else { return 0 };
-    let mut api = rtc.direct_api();
-    let Some(q) = api.stream_tx(&tx.ssrc).and_then(|s| s.queue_info()) else {
-        return held.written;
-    };
-    if held.sampled_at != Some(q.created_at()) {
-        held.sampled_at = Some(q.created_at());
-        held.written = 0;
-    }
-    q.byte_size() + held.written
+    rtc.direct_api()
+        .stream_tx(&tx.ssrc)
+        .map_or(0, |s| s.queued_bytes())
 }
 
 /// str0m's patch that writes `ids` over a VP8 payload descriptor's picture numbers.

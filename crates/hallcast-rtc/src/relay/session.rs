@@ -131,8 +131,6 @@ pub(crate) struct ViewerSink {
     pub sustain_bps: u64,
     /// A measured viewer's pacer (its video leaves at its estimate's rate).
     pub pacer: Option<Box<Pacer>>,
-    /// What the pacer's gate knows of str0m's queue (see [`TransportHeld`]).
-    pub held: TransportHeld,
     /// The allocator's last target for it (a measured viewer).
     pub target: Option<Target>,
     /// Estimator resets done (the allocator's count, [`Allocation::estimator_resets`]).
@@ -155,18 +153,6 @@ impl ViewerSink {
             MediaKind::Video => self.video[if self.relay { f.layer.index() } else { 0 }],
         }
     }
-}
-
-/// A measured viewer's video in str0m's queue, as the pacer's gate reads it: str0m samples
-/// its queue only at the session's timeouts, so within one burst of writes (a keyframe
-/// arriving from the source) its figure is stale. The video written since the sample is
-/// counted here: without it a whole 40 kB keyframe passed a gate of 12 kB.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct TransportHeld {
-    /// When the sample last read was taken.
-    pub sampled_at: Option<Instant>,
-    /// Payload bytes of video written since.
-    pub written: usize,
 }
 
 /// Readings from str0m's periodic stats (`Event::PeerStats`).

@@ -450,6 +450,13 @@ impl StreamTx {
             .map(|info| info as &dyn StreamTxQueueInfo)
     }
 
+    /// hallcast: payload bytes of the packets written and not yet sent, now: unlike
+    /// [`StreamTx::queue_info`], which the pacer samples at its timeouts, this counts what
+    /// was written since and leaves out what was sent since.
+    pub fn queued_bytes(&self) -> usize {
+        self.send_queue.queued_bytes()
+    }
+
     /// Configure the RTX (resend) cache.
     ///
     /// This determines how old incoming NACKs we can reply to.

@@ -11,6 +11,9 @@ pub(crate) struct SendQueue {
     queue: VecDeque<RtpPacket>,
     total: TotalQueue,
     last_emitted: Option<Instant>,
+    /// hallcast: payload bytes of every packet queued, timestamped or not (see
+    /// `StreamTx::queued_bytes`).
+    queued_bytes: usize,
 }
 
 impl SendQueue {
@@ -19,6 +22,7 @@ impl SendQueue {
             queue: VecDeque::new(),
             total: TotalQueue::default(),
             last_emitted: None,
+            queued_bytes: 0,
         }
     }
 
@@ -27,6 +31,7 @@ impl SendQueue {
         // This sentinel value indicates it is needed.
         packet.timestamp = not_happening();
 
+        self.queued_bytes += packet.payload.len();
         self.queue.push_back(packet);
     }
 
@@ -73,6 +78,7 @@ impl SendQueue {
 
         let queue_time = now - packet.timestamp;
         self.total.decrease(now, packet.payload.len(), queue_time);
+        self.queued_bytes -= packet.payload.len();
         self.last_emitted = Some(now);
 
         Some(packet)
@@ -110,8 +116,14 @@ impl SendQueue {
 
     pub(crate) fn clear(&mut self) {
         self.queue.clear();
+        self.queued_bytes = 0;
         self.total.clear();
         self.last_emitted = None;
+    }
+
+    /// hallcast: payload bytes queued now, written since the last timeout included.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued_bytes
     }
 
     /// hallcast: the first packet waiting and how many wait (see `StreamTx::drop_unsent`).
