@@ -2,10 +2,12 @@
 //! eighteenth change): what one snapshot of the send queues lets go at once is handed out by
 //! `poll_output` without the timeout upstream str0m asks for after every packet ("1 µs
 //! later"), and it is exactly what that timeout after every packet would have let go: the
-//! same packets, stopped by the same debt. And a stream's live count of what it holds
-//! (`StreamTx::queued_bytes`), the nineteenth change. Two bare str0m peers on virtual time,
-//! wired to each other in memory: a sender with bandwidth estimation (so a leaky-bucket
-//! pacer) in RTP mode, as the relay's viewer sessions are, and a receiver.
+//! same packets, stopped by the same debt. And the nineteenth and twentieth changes: a
+//! stream's live count of what it holds (`StreamTx::queued_bytes`), and a pacer told that the
+//! application gives it a timeout after each write (`Rtc::set_pacer_wakes_on_write`). Two
+//! bare str0m peers on virtual time, wired to each other in memory: a sender with bandwidth
+//! estimation (so a leaky-bucket pacer) in RTP mode, as the relay's viewer sessions are, and
+//! a receiver.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -36,10 +38,19 @@ struct Pair {
     video_mid: Mid,
     video_pt: Pt,
     seq: u16,
+    /// Video packets the sender sent in [`Pair::settle`] so far.
+    video_sent: usize,
 }
 
 impl Pair {
     fn new() -> Pair {
+        Pair::with_feedback(false)
+    }
+
+    /// `feedback`: the receiver sends transport-wide feedback, so the sender's estimator
+    /// sees its media as the relay's does (and its pacer has a padding rate,
+    /// `PacerControl`'s automatic target); without it the estimate stays at its start.
+    fn with_feedback(feedback: bool) -> Pair {
         let now = Instant::now();
         let tx_addr: SocketAddr = "10.0.0.1:5000".parse().unwrap();
         let rx_addr: SocketAddr = "10.0.0.2:5000".parse().unwrap();
@@ -51,12 +62,14 @@ impl Pair {
             .set_stats_interval(None)
             .enable_bwe(Some(Bitrate::mbps(2)))
             .build(now);
-        // The receiver answers without transport-wide feedback, so the sender's estimate
-        // stays at the figure it starts with and each frame meets the same pacing rate.
-        let mut rx = Rtc::builder()
-            .set_rtp_mode(true)
-            .clear_extension_map()
-            .set_extension(4, Extension::RtpMid)
+        // Without `feedback` the receiver answers without transport-wide feedback, so the
+        // sender's estimate stays at the figure it starts with and each frame meets the same
+        // pacing rate.
+        let mut rx = Rtc::builder().set_rtp_mode(true);
+        if !feedback {
+            rx = rx.clear_extension_map().set_extension(4, Extension::RtpMid);
+        }
+        let mut rx = rx
             .clear_codecs()
             .enable_opus(true, false)
             .enable_h264(true)
@@ -97,6 +110,7 @@ impl Pair {
             video_mid,
             video_pt,
             seq: 1,
+            video_sent: 0,
         }
     }
 
@@ -141,10 +155,18 @@ impl Pair {
                 }
             }
             if !moved {
+                self.video_sent += video;
                 return video;
             }
         }
         unreachable!()
+    }
+
+    /// [`Pair::run_for`], returning the video packets the sender sent meanwhile.
+    fn settle_for(&mut self, d: Duration) -> usize {
+        let before = self.video_sent;
+        self.run_for(d);
+        self.video_sent - before
     }
 
     /// Runs both peers on virtual time for `d`.
@@ -185,6 +207,26 @@ impl Pair {
             .stream_tx_by_mid(self.video_mid, None)
             .expect("the video send stream")
             .ssrc()
+    }
+
+    /// Runs on until neither peer has a deadline within the next millisecond (the end of
+    /// [`Pair::run_for`] can fall 1 µs before one, feedback's or the estimator's), then
+    /// gives the sender a whole timeout: a frame written now meets only its pacer's
+    /// timeouts.
+    fn catch_up(&mut self) {
+        for _ in 0..1000 {
+            let next = self.tx.timeout.min(self.rx.timeout);
+            if next > self.now + Duration::from_millis(1) {
+                self.tx
+                    .rtc
+                    .handle_input(Input::Timeout(self.now))
+                    .expect("timeout");
+                self.settle();
+                return;
+            }
+            self.run_for(next.saturating_duration_since(self.now) + Duration::from_millis(1));
+        }
+        panic!("the peers always have a deadline within a millisecond");
     }
 
     /// Writes `n` video packets of one frame to the sender's stream.
@@ -270,7 +312,10 @@ fn rtp_pt(b: &[u8]) -> Pt {
 /// A connected pair whose sender's estimator has done its start-up probes and whose
 /// pacer holds no debt.
 fn connected_pair() -> Pair {
-    let mut pair = Pair::new();
+    connected(Pair::new())
+}
+
+fn connected(mut pair: Pair) -> Pair {
     pair.run_for(Duration::from_secs(4));
     assert!(pair.tx.connected && pair.rx.connected, "the peers connect");
     pair
@@ -375,4 +420,68 @@ fn a_streams_queued_bytes_are_what_was_written_and_not_yet_sent() {
         Some(0),
         "the rest left at the pacing rate"
     );
+}
+
+/// `Rtc::set_pacer_wakes_on_write` (`vendor/str0m/PATCHES.md`, the twentieth change): once
+/// a decision has handed out all its snapshot held, the pacer does not ask for a timeout to
+/// find the queues empty; it sets the deadline that timeout's snapshot would have set.
+#[test]
+fn a_pacer_told_of_writes_skips_the_timeout_that_finds_its_queues_empty() {
+    for feedback in [false, true] {
+        told_of_writes(feedback);
+    }
+}
+
+/// `feedback`: without it the pacer has no padding rate (the deadline it sets after the
+/// frame: none); with it, it has one ([`Pair::with_feedback`]), and that deadline is when
+/// its debts have cleared. Either way the next deadline after the frame is the same as
+/// upstream's. (Whether padding still comes when it should is `adapt_sim`'s: a sustained
+/// probe pads, and with no deadline set there `every_switch_up_after_the_link_returns_
+/// follows_a_sustained_probe` fails.)
+fn told_of_writes(feedback: bool) {
+    let mut pair = connected(Pair::with_feedback(feedback));
+    pair.tx.rtc.set_pacer_burst(64);
+
+    // Upstream: after the frame, a timeout "1 µs later" finds the queue empty and sets the
+    // next deadline.
+    pair.catch_up();
+    pair.write_frame(3);
+    let (sent, timeouts, upstream_next) = pair.pace_frame_until();
+    assert_eq!(
+        (sent, timeouts),
+        (3, 2),
+        "the frame, then the timeout that finds nothing"
+    );
+    let upstream_after = upstream_next - pair.now;
+    pair.run_for(Duration::from_secs(2));
+
+    // Told of writes: the same frame, one timeout, and the same next deadline.
+    pair.tx.rtc.set_pacer_wakes_on_write(true);
+    pair.catch_up();
+    pair.write_frame(3);
+    let (sent, timeouts, next) = pair.pace_frame_until();
+    assert_eq!(sent, 3, "the frame leaves at once");
+    assert_eq!(timeouts, 1, "no timeout to find the queue empty");
+    let after = next - pair.now;
+    // The snapshot the upstream timeout takes 1 µs later clears 1 µs of debt and measures
+    // its deadline from there: the same instant, to within rounding.
+    let diff = after.abs_diff(upstream_after);
+    assert!(
+        diff <= Duration::from_micros(2),
+        "the next deadline {after:?} after the frame, upstream {upstream_after:?}"
+    );
+    assert_eq!(pair.settle(), 0, "nothing more was held back");
+
+    // A frame larger than the debt allows: the part the debt holds back still leaves at the
+    // pacing rate (the pacer asks for its timeouts as before), and then nothing is left.
+    pair.run_for(Duration::from_secs(2));
+    pair.catch_up();
+    pair.write_frame(40);
+    let (first, _) = pair.pace_frame();
+    assert!(
+        first < 40,
+        "the debt held part of the frame back: {first} sent at once"
+    );
+    let rest = pair.settle_for(Duration::from_secs(1));
+    assert_eq!(first + rest, 40, "the rest left at the pacing rate");
 }

@@ -2208,6 +2208,21 @@ impl Rtc {
         self.session.set_pacer_burst(packets);
     }
 
+    /// hallcast: the application promises to feed a timeout ([`Input::Timeout`] or
+    /// [`Rtc::handle_pacer_timeout`]) after it writes media, before it polls again. Then a
+    /// leaky-bucket pacer (bandwidth estimation on) that has handed out every packet its
+    /// last snapshot of the send queues held — the queue it chose was the only one holding
+    /// anything and each packet was sent — does not ask for a timeout "1 µs later" to find
+    /// the queues empty; it sets the deadline that snapshot would have set (none, or when
+    /// its debts have cleared for padding). Not while a probe is under way or just done, nor
+    /// when its bitrate was raised to drain a long queue. Upstream takes that snapshot after
+    /// every decision, its only way to see media written meanwhile; an application that
+    /// feeds a timeout after writing has the pacer see it there. Off (the default) is
+    /// upstream's behaviour.
+    pub fn set_pacer_wakes_on_write(&mut self, on: bool) {
+        self.session.set_pacer_wakes_on_write(on);
+    }
+
     fn do_handle_timeout(&mut self, now: Instant) -> Result<(), RtcError> {
         self.init_time(now);
 

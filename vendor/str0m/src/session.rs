@@ -379,6 +379,11 @@ impl Session {
         self.pacer.set_burst(packets);
     }
 
+    /// hallcast: see [`crate::Rtc::set_pacer_wakes_on_write`].
+    pub fn set_pacer_wakes_on_write(&mut self, on: bool) {
+        self.pacer.set_wakes_on_write(on);
+    }
+
     fn handle_timeout_bwe(&mut self, now: Instant) -> Option<(Mid, Pt)> {
         self.bwe.as_ref()?;
 

@@ -842,6 +842,11 @@ impl Relay {
             }
         }
         let mut rtc = b.build(now);
+        // Every write is followed by a timeout in `drain_dirty`, so a paced session's pacer
+        // need not take a snapshot "1 µs later" to find its queues empty after it handed out
+        // all they held (str0m patch `Rtc::set_pacer_wakes_on_write`): one timeout less
+        // after each audio packet and each video burst.
+        rtc.set_pacer_wakes_on_write(true);
         // An ICE client (a pull from another relay) checks over UDP only: ICE-TCP is for
         // peers whose network blocks UDP, and relays reach each other over UDP.
         for c in self

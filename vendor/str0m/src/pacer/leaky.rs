@@ -55,8 +55,12 @@ pub struct LeakyBucketPacer {
     /// (see [`LeakyBucketPacer::set_burst`]).
     burst_budget: u32,
     /// hallcast: the queue the last snapshot's decision chose, while the gate may let its
-    /// next packets through without another snapshot.
+    /// next packets through without another snapshot, or while it is tracked for
+    /// `wakes_on_write`.
     burst: Option<Burst>,
+    /// hallcast: the application gives the pacer a timeout after it writes (see
+    /// [`LeakyBucketPacer::set_wakes_on_write`]).
+    wakes_on_write: bool,
 }
 
 /// hallcast: what a snapshot said of the one queue that held anything when the pacer chose
@@ -70,6 +74,9 @@ struct Burst {
     remaining: u32,
     /// Its packets are not paced (audio by default): the debt does not hold them.
     unpaced: bool,
+    /// Its priority is media's (not retransmissions' or padding's): only such a queue's
+    /// packets go on in a burst.
+    media: bool,
     /// The last packet handed out has not been registered as sent (the stream had nothing
     /// after all): the snapshot is stale.
     unconfirmed: bool,
@@ -216,6 +223,7 @@ impl LeakyBucketPacer {
             needs_timeout_before_next_poll: true,
             burst_budget: 0,
             burst: None,
+            wakes_on_write: false,
         }
     }
 
@@ -234,6 +242,19 @@ impl LeakyBucketPacer {
         self.burst_budget = packets;
     }
 
+    /// hallcast: the application promises a timeout ([`crate::Rtc::handle_input`] or
+    /// [`crate::Rtc::handle_pacer_timeout`]) after it writes media, so a decision that
+    /// handed out everything its snapshot held (the chosen queue was the only one holding
+    /// anything, each of its packets was sent, no probe is under way, the bitrate not raised)
+    /// does not ask for a timeout "1 µs later" to find the queues empty: the pacer sets the
+    /// deadline that empty snapshot would set (`settle_drained`). Upstream asks for it after
+    /// every decision (its only way to see what was written meanwhile); with every viewer of
+    /// hallcast paced, that timeout came after each audio packet and each video burst.
+    /// Off (the default) is upstream's behaviour.
+    pub(crate) fn set_wakes_on_write(&mut self, on: bool) {
+        self.wakes_on_write = on;
+    }
+
     /// hallcast: upstream's rule of `next_poll`, in one place for it and `continue_burst`:
     /// how long the debt holds the next paced packet back (the time it takes to clear), or
     /// `None` when it is within the burst interval and the packet may go now. Needs a
@@ -247,9 +268,24 @@ impl LeakyBucketPacer {
         (drain_debt_time >= burst_interval).then_some(drain_debt_time)
     }
 
-    /// hallcast: the burst a decision for `next` may continue (see `set_burst`).
+    /// hallcast: upstream's padding rule of `next_poll`, in one place for it and
+    /// `settle_drained`: with every queue empty, how long until both the media and the
+    /// padding debt have cleared (at least 1 µs). Needs non-zero `adjusted_bitrate` and
+    /// `padding_bitrate`.
+    fn padding_wait(&self) -> Duration {
+        let drain_debt_time =
+            (self.media_debt / self.adjusted_bitrate).max(self.padding_debt / self.padding_bitrate);
+        if drain_debt_time.is_zero() {
+            // Give the main loop some time to do something else e.g. queue media.
+            return Duration::from_micros(1);
+        }
+        drain_debt_time
+    }
+
+    /// hallcast: the burst a decision for `next` may continue (see `set_burst`), or whose
+    /// end `wakes_on_write` watches for: `next` was the only queue holding anything.
     fn start_burst(&self, next: MidRid) -> Option<Burst> {
-        if self.burst_budget == 0 || !self.refreshable() {
+        if (self.burst_budget == 0 && !self.wakes_on_write) || !self.refreshable() {
             return None;
         }
         let mut chosen = None;
@@ -261,13 +297,11 @@ impl LeakyBucketPacer {
             }
         }
         let q = chosen?;
-        if q.snapshot.priority != QueuePriority::Media || q.snapshot.packet_count < 2 {
-            return None;
-        }
         Some(Burst {
             midrid: next,
-            remaining: q.snapshot.packet_count - 1,
+            remaining: q.snapshot.packet_count.saturating_sub(1),
             unpaced: q.unpaced,
+            media: q.snapshot.priority == QueuePriority::Media,
             unconfirmed: true,
         })
     }
@@ -276,6 +310,7 @@ impl LeakyBucketPacer {
     fn continue_burst(&mut self) -> Option<MidRid> {
         let mut burst = self.burst.take()?;
         let holds = self.burst_budget > 0
+            && burst.media
             && burst.remaining > 0
             && !burst.unconfirmed
             && (burst.unpaced
@@ -283,6 +318,9 @@ impl LeakyBucketPacer {
                     && self.adjusted_bitrate == self.pacing_bitrate
                     && self.debt_wait().is_none()));
         if !holds {
+            if self.wakes_on_write && burst.remaining == 0 && !burst.unconfirmed {
+                self.settle_drained();
+            }
             return None;
         }
         burst.remaining -= 1;
@@ -290,6 +328,36 @@ impl LeakyBucketPacer {
         self.burst_budget -= 1;
         self.burst = Some(burst);
         Some(burst.midrid)
+    }
+
+    /// hallcast: every packet the last snapshot held has been sent (see
+    /// `set_wakes_on_write`): instead of the timeout "1 µs later" that
+    /// `request_immediate_timeout` asked for, the deadline the snapshot it would take sets
+    /// (every queue empty): none without padding, else when the debts have cleared
+    /// (`next_poll`'s padding rule; measured from the last handle time, which is where the
+    /// 1 µs later snapshot's figure, 1 µs of debt cleared, lands too). Not when that
+    /// snapshot may decide anything else: a probe under way or just complete, a bitrate
+    /// raised to drain a long queue (an empty snapshot lowers it back), or padding with no
+    /// queue yet able to carry it (a stream learns its padding payload type from what it
+    /// sends). The gate stays shut: the next timeout takes a fresh snapshot.
+    fn settle_drained(&mut self) {
+        if !self.refreshable()
+            || self.adjusted_bitrate == Bitrate::ZERO
+            || self.adjusted_bitrate != self.pacing_bitrate
+        {
+            return;
+        }
+        if self.padding_bitrate == Bitrate::ZERO {
+            self.next_poll_time = None;
+            return;
+        }
+        if !self.queue_states.iter().any(|q| q.use_for_padding) {
+            return;
+        }
+        let Some(last) = self.last_handle_time else {
+            return;
+        };
+        self.next_poll_time = Some((last + self.padding_wait(), PacerReason::Padding));
     }
 
     /// Start executing a probe cluster.
@@ -438,12 +506,8 @@ impl LeakyBucketPacer {
 
         // If all queues are empty and we have a padding rate, wait until we have drained
         // both the media debt and padding debt to send some padding.
-        let mut drain_debt_time =
-            (self.media_debt / self.adjusted_bitrate).max(self.padding_debt / self.padding_bitrate);
-        if drain_debt_time.is_zero() {
-            // Give the main loop some time to do something else e.g. queue media.
-            drain_debt_time = Duration::from_micros(1);
-        }
+        // hallcast: the rule in `padding_wait`, shared with `settle_drained`.
+        let drain_debt_time = self.padding_wait();
 
         let padding_at = self
             .last_handle_time

@@ -64,6 +64,15 @@ impl PacerImpl {
         }
     }
 
+    /// hallcast: see `LeakyBucketPacer::set_wakes_on_write`; the null pacer has no
+    /// timeout "1 µs later" to spare.
+    pub fn set_wakes_on_write(&mut self, on: bool) {
+        match self {
+            PacerImpl::Null(_) => {}
+            PacerImpl::LeakyBucket(v) => v.set_wakes_on_write(on),
+        }
+    }
+
     /// hallcast: whether a timeout's work for this pacer is its own `handle_timeout` with a
     /// fresh snapshot of the send queues and nothing of the estimator's: true unless a probe
     /// is under way or has just completed (the estimator ends it in a whole timeout).
