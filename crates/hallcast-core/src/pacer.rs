@@ -62,10 +62,11 @@ const OVERHEAD_BYTES: u64 = 60;
 /// paused a viewer on a 0.6 Mbit/s link (5 runs in 8) — measured while the relay read
 /// str0m's queue only as str0m last sampled it; with what was written since counted (then
 /// the relay's `TransportHeld`, now str0m's live count, `StreamTx::queued_bytes`), 50 ms
-/// passed every simulated test, and on a step to 400 kbit/s (`relay_sim`'s `on_a_stepped_down_link_the_switch_comes_within_0_5_s_and_the_
-/// lower_layers_picture_0_7_s_later`) the lower layer's first picture followed the switch by
-/// 1.0 s instead of 1.5 s. A gate that grows with the estimate lets a fast link's transport hold the most
-/// just when the link may step down: at the demo's 4.5–6 Mbit/s estimate, 50 ms was ~34 kB
+/// passed every simulated test, and on a step to 400 kbit/s (`relay_sim`'s
+/// `on_a_stepped_down_link_the_switch_comes_within_0_5_s_and_the_lower_layers_picture_0_7_s_later`)
+/// the lower layer's first picture followed the switch by 1.0 s instead of 1.5 s. A gate
+/// that grows with the estimate lets a fast link's transport hold the most just when the
+/// link may step down: at the demo's 4.5–6 Mbit/s estimate, 50 ms was ~34 kB
 /// of its 1.8 Mbit/s top layer, which str0m still sent after a step to 400 kbit/s and the
 /// switch down (tests/adaptation.rs: 1.1–1.4 Mbit/s for 0.2 s after the switch, then
 /// retransmissions of it). A fixed size passes every simulated test as well; a keyframe

@@ -117,6 +117,7 @@ impl Pair {
     /// Drains both peers at `now`, handing each one's datagrams to the other, until neither
     /// has anything more; returns the video packets the sender sent.
     fn settle(&mut self) -> usize {
+        let video_pt = self.video_pt;
         let mut video = 0;
         for round in 0.. {
             assert!(round < 10_000, "the peers never settle at {:?}", self.now);
@@ -135,12 +136,7 @@ impl Pair {
                         }
                         Output::Transmit(t) => {
                             moved = true;
-                            // (Padding goes out on the video's payload type too, in
-                            // packets of a few dozen bytes.)
-                            if from_tx
-                                && self.video_pt == rtp_pt(&t.contents)
-                                && t.contents.len() > 300
-                            {
+                            if from_tx && is_video(video_pt, &t.contents) {
                                 video += 1;
                             }
                             let r = Receive::new(Protocol::Udp, t.source, to.addr, &t.contents)
@@ -272,7 +268,7 @@ impl Pair {
         loop {
             match self.tx.rtc.poll_output().expect("poll_output") {
                 Output::Transmit(t) => {
-                    if rtp_pt(&t.contents) == self.video_pt && t.contents.len() > 300 {
+                    if is_video(self.video_pt, &t.contents) {
                         sent += 1;
                     }
                 }
@@ -298,6 +294,12 @@ impl Pair {
             }
         }
     }
+}
+
+/// An SRTP packet of the sender's video: its payload type, and larger than padding (which
+/// goes out on the video's payload type too, in packets of a few dozen bytes).
+fn is_video(video_pt: Pt, b: &[u8]) -> bool {
+    rtp_pt(b) == video_pt && b.len() > 300
 }
 
 /// The payload type of an SRTP packet (its header is in the clear); 0 for anything else.
