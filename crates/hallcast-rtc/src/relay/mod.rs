@@ -465,6 +465,10 @@ impl Relay {
 
     // ------------------------------------------------------------------ outputs
 
+    // Not inlined (nor `drain_now`, `handle_sent`): an entry point that drains stays a
+    // symbol of its own, so a profile collected per entry point (callgrind's
+    // `--toggle-collect`, docs/BENCHMARKS.md) counts the drains done here.
+    #[inline(never)]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if !self.dirty.is_empty() {
             self.drain_dirty();
@@ -481,6 +485,7 @@ impl Relay {
     /// Drains every session written to since its last drain now, instead of at the next
     /// [`DRAIN_AT`] writes or timeout: the driver calls it when the oldest unsent forward
     /// has waited long enough (a bound on transit time, whatever the burst size).
+    #[inline(never)]
     pub fn drain_now(&mut self) {
         self.drain_dirty();
     }
@@ -495,6 +500,7 @@ impl Relay {
     /// sequence number when str0m hands it out (`session::departure`), however long the
     /// viewer's pacer or str0m's held it; the arrivals kept since the last call are those
     /// of the transmits polled since.
+    #[inline(never)]
     pub fn handle_sent(&mut self, now: Instant) {
         for arrival in self.departing.drain(..) {
             self.stats
