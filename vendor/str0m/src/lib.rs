@@ -701,6 +701,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use str0m_proto::Pii;
 use streams::RtpPacket;
+use streams::RtpWrite;
 use streams::StreamPaused;
 use util::InstantExt;
 
@@ -2193,6 +2194,44 @@ impl Rtc {
         self.last_now = now;
         self.readiness.wake_pacer();
         true
+    }
+
+    /// hallcast: writes an RTP packet to the send stream `ssrc` and sends it at once, when
+    /// this session has no pacer (bandwidth estimation off) and is connected: `out` gets the
+    /// transmit (after any resend the stream had scheduled), and nothing else of the session
+    /// is walked — no [`Input::Timeout`] to timestamp the send queue, no [`Rtc::poll_output`]
+    /// through ICE, DTLS, SCTP and the streams. The session's deadlines do not move, so its
+    /// last [`Output::Timeout`] stands. `now` stamps the packet (abs-send-time, the resend
+    /// history) and must not be before the last input's time. `Err` gives the write back
+    /// untouched when the packet cannot leave this way (estimation on, not connected, the
+    /// stream not yet through its first timeout or still holding packets written before):
+    /// then write it with `StreamTx::write_rtp` and poll as usual.
+    pub fn send_rtp_now(
+        &mut self,
+        now: Instant,
+        ssrc: rtp_::Ssrc,
+        rtp: RtpWrite,
+        mut out: impl FnMut(net::Transmit),
+    ) -> Result<(), RtpWrite> {
+        if self.state != RtcState::Alive || self.need_init_time || now < self.last_now {
+            return Err(rtp);
+        }
+        let Some(send) = &self.send_addr else {
+            return Err(rtp);
+        };
+        let (proto, source, destination) = (send.proto, send.source, send.destination);
+        let mut bytes = 0;
+        self.session.send_now(now, ssrc, rtp, |contents| {
+            bytes += contents.len() as u64;
+            out(net::Transmit {
+                proto,
+                source,
+                destination,
+                contents,
+            });
+        })?;
+        self.peer_bytes_tx += bytes;
+        Ok(())
     }
 
     /// hallcast: lets a leaky-bucket pacer (bandwidth estimation on) hand out up to `packets`

@@ -1268,11 +1268,68 @@ impl Session {
     }
 
     fn poll_packet(&mut self, now: Instant) -> Option<DatagramSend> {
-        let srtp_tx = self.srtp_tx.as_mut()?;
+        self.srtp_tx.as_ref()?;
 
         // Figure out which, if any, queue to poll
         // The cluster_id is captured by the pacer at poll time, before register_send() might clear it
         let (midrid, cluster_id) = self.pacer.poll_queue()?;
+        self.poll_packet_of(now, midrid, cluster_id)
+    }
+
+    /// hallcast: a packet written to the send stream `ssrc` and sent at once, when the
+    /// session has no pacer to wait for (bandwidth estimation off: str0m's `NullPacer`, which
+    /// only picks the next queue round-robin and never asks for padding) and the stream can
+    /// send it now (set up by its first timeout, nothing written before still queued). `out`
+    /// gets the SRTP-protected datagrams: any resend the stream had scheduled (what the next
+    /// poll would send first), then the packet. What differs from `write_rtp`, a timeout and
+    /// polls: nothing else of the session is walked, and the packet is stamped with `now`
+    /// rather than the session's last input time. The session's deadlines do not move (the
+    /// stream's queue is empty again, its sender reports go by their own clock). `Err` gives
+    /// the write back untouched when it cannot.
+    pub fn send_now(
+        &mut self,
+        now: Instant,
+        ssrc: Ssrc,
+        rtp: crate::streams::RtpWrite,
+        mut out: impl FnMut(DatagramSend),
+    ) -> Result<(), crate::streams::RtpWrite> {
+        if self.rtp_closing || self.bwe.is_some() || self.srtp_tx.is_none() {
+            return Err(rtp);
+        }
+        let Some(stream) = self.streams.stream_tx(&ssrc) else {
+            return Err(rtp);
+        };
+        // Its first timeout set it up (kind, clock rate), and nothing written before still
+        // waits: a packet sent now must not overtake one.
+        if !stream.had_first_timeout() || !stream.queue_is_empty() {
+            return Err(rtp);
+        }
+        let midrid = MidRid(stream.mid(), stream.rid());
+        stream.write_rtp(rtp);
+        stream.stamp_send_queue(now);
+        while let Some(d) = self.poll_packet_of(now, midrid, None) {
+            out(d);
+            // Done once the packet is out (resends go before it): asking again would only
+            // walk to the answer that nothing is left.
+            let sent = self
+                .streams
+                .stream_tx_by_midrid(midrid)
+                .is_none_or(|s| s.queue_is_empty());
+            if sent {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One packet of the send stream `midrid` (the pacer's pick, or `send_now`'s).
+    fn poll_packet_of(
+        &mut self,
+        now: Instant,
+        midrid: MidRid,
+        cluster_id: Option<crate::rtp_::TwccClusterId>,
+    ) -> Option<DatagramSend> {
+        let srtp_tx = self.srtp_tx.as_mut()?;
         let stream = self.streams.stream_tx_by_midrid(midrid)?;
         let Some(media) = self.medias.iter().find(|m| m.mid() == stream.mid()) else {
             trace!("Pacer pointed to mid {} which has no media", midrid.mid());

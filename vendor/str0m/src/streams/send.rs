@@ -585,6 +585,11 @@ impl StreamTx {
         self.send_queue.push(packet);
     }
 
+    /// hallcast: whether the send queue holds nothing (`Session::send_now`).
+    pub(crate) fn queue_is_empty(&self) -> bool {
+        self.send_queue.is_empty()
+    }
+
     fn padding_enabled(&self) -> bool {
         (self.ssrc.is_probe() || self.rtx.is_some()) && self.pt_for_padding.is_some()
     }
