@@ -48,8 +48,8 @@ use crate::api::{
 use crate::sdp_scan;
 use health::Liveness;
 use session::{
-    InFlight, Ingest, MAX_IN_FLIGHT, Session, SessionRole, TxStream, ViewerSink, drain,
-    negotiated_pt, note_reply_from, order_rids,
+    InFlight, Ingest, MAX_IN_FLIGHT, Session, SessionRole, TxStream, ViewerSink, departure, drain,
+    negotiated_pt, note_reply_from, order_rids, reply_source,
 };
 use timers::Timers;
 
@@ -2304,6 +2304,7 @@ impl Relay {
             MediaKind::Video => v.last_video_at = Some(now),
         }
         let Some(tx) = v.stream_for(&f) else { return };
+        let unmeasured = v.adaptive.is_none();
         if f.kind == MediaKind::Video && !v.first_video_sent {
             v.first_video_sent = true;
             let after = now.saturating_duration_since(s.created);
@@ -2313,20 +2314,45 @@ impl Relay {
                 after,
             });
         }
-        let mut api = s.rtc.direct_api();
-        let Some(stream) = api.stream_tx(&tx.ssrc) else {
-            return;
-        };
-        // VP8 picture numbers continued across a switch: written while str0m copies the
-        // payload into the packet, no copy of our own.
-        let patch = f.vp8.and_then(|ids| vp8_patch(&f.payload, ids));
-        let mut write = RtpWrite::new(tx.pt, f.seq.into(), f.ts, f.arrival, f.payload)
-            .marker(f.marker)
-            .nackable(f.kind == MediaKind::Video);
-        if let Some(patch) = patch {
-            write = write.vp8_patch(patch);
+        // A viewer without an estimator (adaptation off) has no pacer to wait for: the
+        // packet is protected and queued for the socket now (str0m patch
+        // `Rtc::send_rtp_now`), without the timeout and the walk of the whole session a
+        // write otherwise takes in `drain_dirty`. Its deadlines do not move, so it is not
+        // marked dirty.
+        if unmeasured && !s.is_ice_client() {
+            let transmits = &mut self.transmits;
+            let (reply_from, in_flight) = (&s.reply_from, &mut s.in_flight);
+            let sent = s.rtc.send_rtp_now(now, tx.ssrc, rtp_write(tx, f), |t| {
+                let contents: Vec<u8> = t.contents.into();
+                transmits.push_back(Transmit {
+                    destination: t.destination,
+                    source: reply_source(reply_from, t.destination, t.source.ip()),
+                    arrival: departure(in_flight, &contents),
+                    contents,
+                    tcp: t.proto == str0m::net::Protocol::Tcp,
+                });
+            });
+            match sent {
+                Ok(()) => {
+                    self.stats.forwarded_packets.fetch_add(1, Relaxed);
+                    return;
+                }
+                // Not this way (not yet set up, or a packet before it still queued).
+                Err(write) => {
+                    let mut api = s.rtc.direct_api();
+                    let Some(stream) = api.stream_tx(&tx.ssrc) else {
+                        return;
+                    };
+                    stream.write_rtp(write);
+                }
+            }
+        } else {
+            let mut api = s.rtc.direct_api();
+            let Some(stream) = api.stream_tx(&tx.ssrc) else {
+                return;
+            };
+            stream.write_rtp(rtp_write(tx, f));
         }
-        stream.write_rtp(write);
         self.stats.forwarded_packets.fetch_add(1, Relaxed);
         if !s.dirty {
             s.dirty = true;
@@ -2672,6 +2698,22 @@ fn reset_estimator(s: &mut Session, a: &Allocation) {
         "bandwidth estimator reset (stuck, or the link carried a resume)"
     );
     s.rtc.bwe().reset(Bitrate::bps(estimate));
+}
+
+/// A forward as str0m's write of it into the stream `tx`. VP8 picture numbers continued
+/// across a switch are written while str0m copies the payload into the packet, no copy of our
+/// own. Inlined where it is handed over, so the write is built in place (not built and moved:
+/// a move more of it per copy showed in the instruction count).
+#[inline(always)]
+fn rtp_write(tx: TxStream, f: Forward) -> RtpWrite {
+    let patch = f.vp8.and_then(|ids| vp8_patch(&f.payload, ids));
+    let write = RtpWrite::new(tx.pt, f.seq.into(), f.ts, f.arrival, f.payload)
+        .marker(f.marker)
+        .nackable(f.kind == MediaKind::Video);
+    match patch {
+        Some(patch) => write.vp8_patch(patch),
+        None => write,
+    }
 }
 
 pub fn shard_of(id: SessionId) -> usize {
