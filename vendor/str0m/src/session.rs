@@ -1273,7 +1273,7 @@ impl Session {
         // Figure out which, if any, queue to poll
         // The cluster_id is captured by the pacer at poll time, before register_send() might clear it
         let (midrid, cluster_id) = self.pacer.poll_queue()?;
-        self.poll_packet_of(now, midrid, cluster_id)
+        self.poll_packet_of(now, Pick::Pacer(midrid, cluster_id))
     }
 
     /// hallcast: a packet written to the send stream `ssrc` and sent at once, when the
@@ -1304,16 +1304,15 @@ impl Session {
         if !stream.had_first_timeout() || !stream.queue_is_empty() {
             return Err(rtp);
         }
-        let midrid = MidRid(stream.mid(), stream.rid());
         stream.write_rtp(rtp);
         stream.stamp_send_queue(now);
-        while let Some(d) = self.poll_packet_of(now, midrid, None) {
+        while let Some(d) = self.poll_packet_of(now, Pick::Now(ssrc)) {
             out(d);
             // Done once the packet is out (resends go before it): asking again would only
             // walk to the answer that nothing is left.
             let sent = self
                 .streams
-                .stream_tx_by_midrid(midrid)
+                .stream_tx(&ssrc)
                 .is_none_or(|s| s.queue_is_empty());
             if sent {
                 break;
@@ -1322,17 +1321,17 @@ impl Session {
         Ok(())
     }
 
-    /// One packet of the send stream `midrid` (the pacer's pick, or `send_now`'s).
-    fn poll_packet_of(
-        &mut self,
-        now: Instant,
-        midrid: MidRid,
-        cluster_id: Option<crate::rtp_::TwccClusterId>,
-    ) -> Option<DatagramSend> {
+    /// hallcast: one packet of a send stream, the pacer's pick or `send_now`'s.
+    fn poll_packet_of(&mut self, now: Instant, pick: Pick) -> Option<DatagramSend> {
         let srtp_tx = self.srtp_tx.as_mut()?;
-        let stream = self.streams.stream_tx_by_midrid(midrid)?;
+        let (stream, cluster_id) = match pick {
+            Pick::Pacer(midrid, cluster_id) => {
+                (self.streams.stream_tx_by_midrid(midrid)?, cluster_id)
+            }
+            Pick::Now(ssrc) => (self.streams.stream_tx(&ssrc)?, None),
+        };
         let Some(media) = self.medias.iter().find(|m| m.mid() == stream.mid()) else {
-            trace!("Pacer pointed to mid {} which has no media", midrid.mid());
+            trace!("Pacer pointed to mid {} which has no media", stream.mid());
             return None;
         };
         let buf = &mut self.poll_packet_buf;
@@ -1364,7 +1363,11 @@ impl Session {
             crate::log_stat!("PACKET_SENT", header.ssrc, payload_size, kind);
         }
 
-        self.pacer.register_send(now, payload_size.into(), midrid);
+        // A packet sent at once never went through the pacer (it has none but the
+        // round-robin `NullPacer`): nothing of its bookkeeping is about it.
+        if let Pick::Pacer(midrid, _) = pick {
+            self.pacer.register_send(now, payload_size.into(), midrid);
+        }
 
         if let Some(raw_packets) = &mut self.raw_packets {
             raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
@@ -1889,4 +1892,13 @@ mod tests {
             "RED associated with Opus must not reinterpret a PCMU primary block as Opus"
         );
     }
+}
+
+/// hallcast: which send stream [`Session::poll_packet_of`] sends from.
+#[derive(Clone, Copy)]
+enum Pick {
+    /// The pacer's pick (and the probe cluster its packet belongs to).
+    Pacer(MidRid, Option<crate::rtp_::TwccClusterId>),
+    /// [`Session::send_now`]'s stream, by its SSRC.
+    Now(Ssrc),
 }
