@@ -9,15 +9,17 @@
 //! estimation (so a leaky-bucket pacer) in RTP mode, as the relay's viewer sessions are, and
 //! a receiver.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::{Negotiated, negotiated, rtp_pt};
 use str0m::bwe::Bitrate;
-use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{Extension, RtpWrite, Ssrc};
-use str0m::{Candidate, Event, Input, Output, Reason, Rtc};
+use str0m::rtp::{RtpWrite, Ssrc};
+use str0m::{Event, Input, Output, Reason, Rtc};
 
 /// Not a divisor of the pacer's burst (40 ms at a round bitrate): a frame never ends on the
 /// debt's limit to the byte, where the 1 µs of credit a timeout per packet gets (a fraction
@@ -52,51 +54,17 @@ impl Pair {
     /// `PacerControl`'s automatic target); without it the estimate stays at its start.
     fn with_feedback(feedback: bool) -> Pair {
         let now = Instant::now();
-        let tx_addr: SocketAddr = "10.0.0.1:5000".parse().unwrap();
-        let rx_addr: SocketAddr = "10.0.0.2:5000".parse().unwrap();
-        let mut tx = Rtc::builder()
-            .set_rtp_mode(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_h264(true)
-            .set_stats_interval(None)
-            .enable_bwe(Some(Bitrate::mbps(2)))
-            .build(now);
         // Without `feedback` the receiver answers without transport-wide feedback, so the
         // sender's estimate stays at the figure it starts with and each frame meets the same
         // pacing rate.
-        let mut rx = Rtc::builder().set_rtp_mode(true);
-        if !feedback {
-            rx = rx.clear_extension_map().set_extension(4, Extension::RtpMid);
-        }
-        let mut rx = rx
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_h264(true)
-            .set_stats_interval(None)
-            .build(now);
-        tx.add_local_candidate(Candidate::host(tx_addr, "udp").unwrap());
-        rx.add_local_candidate(Candidate::host(rx_addr, "udp").unwrap());
-        let mut api = tx.sdp_api();
-        api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let video_mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-        let (offer, pending) = api.apply().expect("an offer");
-        let answer = rx.sdp_api().accept_offer(offer).expect("an answer");
-        tx.sdp_api()
-            .accept_answer(pending, answer)
-            .expect("the answer applies");
-        let remote = tx
-            .media(video_mid)
-            .expect("the video media")
-            .remote_pts()
-            .to_vec();
-        let video_pt = tx
-            .codec_config()
-            .params()
-            .iter()
-            .find(|p| p.spec().codec == Codec::H264 && remote.contains(&p.pt()))
-            .expect("H.264 negotiated")
-            .pt();
+        let Negotiated {
+            tx,
+            rx,
+            tx_addr,
+            rx_addr,
+            video_mid,
+            video_pt,
+        } = negotiated(now, Some(Bitrate::mbps(2)), feedback);
         let peer = |rtc, addr| Peer {
             rtc,
             addr,
@@ -300,15 +268,6 @@ impl Pair {
 /// goes out on the video's payload type too, in packets of a few dozen bytes).
 fn is_video(video_pt: Pt, b: &[u8]) -> bool {
     rtp_pt(b) == video_pt && b.len() > 300
-}
-
-/// The payload type of an SRTP packet (its header is in the clear); 0 for anything else.
-fn rtp_pt(b: &[u8]) -> Pt {
-    if b.len() >= 12 && b[0] >> 6 == 2 && !(192..=223).contains(&b[1]) {
-        (b[1] & 0x7f).into()
-    } else {
-        0.into()
-    }
 }
 
 /// A connected pair whose sender's estimator has done its start-up probes and whose

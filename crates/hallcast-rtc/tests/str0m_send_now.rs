@@ -5,15 +5,17 @@
 //! str0m peers on virtual time, wired to each other in memory: a sender in RTP mode, as the
 //! relay's viewer sessions are (without adaptation), and a receiver.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::{Negotiated, negotiated, rtp_pt};
 use str0m::bwe::Bitrate;
-use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Event, Input, Output, Rtc};
 
 struct Peer {
     rtc: Rtc,
@@ -40,45 +42,14 @@ impl Pair {
     /// viewers do.
     fn new(bwe: bool) -> Pair {
         let now = Instant::now();
-        let tx_addr: SocketAddr = "10.0.0.1:5000".parse().unwrap();
-        let rx_addr: SocketAddr = "10.0.0.2:5000".parse().unwrap();
-        let mut tx = Rtc::builder()
-            .set_rtp_mode(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_h264(true)
-            .set_stats_interval(None)
-            .enable_bwe(bwe.then(|| Bitrate::mbps(2)))
-            .build(now);
-        let mut rx = Rtc::builder()
-            .set_rtp_mode(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_h264(true)
-            .set_stats_interval(None)
-            .build(now);
-        tx.add_local_candidate(Candidate::host(tx_addr, "udp").unwrap());
-        rx.add_local_candidate(Candidate::host(rx_addr, "udp").unwrap());
-        let mut api = tx.sdp_api();
-        api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let video_mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-        let (offer, pending) = api.apply().expect("an offer");
-        let answer = rx.sdp_api().accept_offer(offer).expect("an answer");
-        tx.sdp_api()
-            .accept_answer(pending, answer)
-            .expect("the answer applies");
-        let remote = tx
-            .media(video_mid)
-            .expect("the video media")
-            .remote_pts()
-            .to_vec();
-        let video_pt = tx
-            .codec_config()
-            .params()
-            .iter()
-            .find(|p| p.spec().codec == Codec::H264 && remote.contains(&p.pt()))
-            .expect("H.264 negotiated")
-            .pt();
+        let Negotiated {
+            tx,
+            rx,
+            tx_addr,
+            rx_addr,
+            video_mid,
+            video_pt,
+        } = negotiated(now, bwe.then(|| Bitrate::mbps(2)), true);
         let peer = |rtc, addr| Peer {
             rtc,
             addr,
@@ -190,6 +161,19 @@ impl Pair {
         .nackable(true)
     }
 
+    /// Writes packet `seq` the usual way (`StreamTx::write_rtp`; it leaves at the sender's
+    /// next timeout and poll), or `write` when given.
+    fn write_usual(&mut self, seq: u64, write: Option<RtpWrite>) {
+        let ssrc = self.video_ssrc();
+        let write = write.unwrap_or_else(|| self.write(seq));
+        self.tx
+            .rtc
+            .direct_api()
+            .stream_tx(&ssrc)
+            .expect("the video stream")
+            .write_rtp(write);
+    }
+
     /// [`Rtc::send_rtp_now`] for packet `seq`: the transmits it gave, or the write it gave
     /// back.
     fn send_now(&mut self, seq: u64) -> Result<Vec<Transmit>, Box<RtpWrite>> {
@@ -210,16 +194,6 @@ fn payload(seq: u64) -> Vec<u8> {
     p
 }
 
-/// The payload type of an RTP packet (its header is in the clear in SRTP); 0 for anything
-/// else.
-fn rtp_pt(b: &[u8]) -> Pt {
-    if b.len() >= 12 && b[0] >> 6 == 2 && !(192..=223).contains(&b[1]) {
-        (b[1] & 0x7f).into()
-    } else {
-        0.into()
-    }
-}
-
 fn rtp_seq(b: &[u8]) -> u16 {
     u16::from_be_bytes([b[2], b[3]])
 }
@@ -230,14 +204,7 @@ fn connected(bwe: bool) -> Pair {
     let mut pair = Pair::new(bwe);
     pair.run_for(Duration::from_secs(2));
     assert!(pair.tx.connected && pair.rx.connected, "the peers connect");
-    let ssrc = pair.video_ssrc();
-    let write = pair.write(1);
-    pair.tx
-        .rtc
-        .direct_api()
-        .stream_tx(&ssrc)
-        .expect("the video stream")
-        .write_rtp(write);
+    pair.write_usual(1, None);
     pair.tx
         .rtc
         .handle_input(Input::Timeout(pair.now))
@@ -319,13 +286,7 @@ fn a_session_with_an_estimator_or_a_stream_holding_packets_gets_the_write_back()
     // A pacer to wait for: the write is given back, untouched, for `write_rtp`.
     let mut pair = connected(true);
     let back = pair.send_now(2).expect_err("an estimator's pacer decides");
-    let ssrc = pair.video_ssrc();
-    pair.tx
-        .rtc
-        .direct_api()
-        .stream_tx(&ssrc)
-        .expect("the video stream")
-        .write_rtp(*back);
+    pair.write_usual(2, Some(*back));
     pair.tx
         .rtc
         .handle_input(Input::Timeout(pair.now))
@@ -337,14 +298,7 @@ fn a_session_with_an_estimator_or_a_stream_holding_packets_gets_the_write_back()
 
     // A packet written the usual way and not yet out: the next one must not overtake it.
     let mut pair = connected(false);
-    let ssrc = pair.video_ssrc();
-    let write = pair.write(2);
-    pair.tx
-        .rtc
-        .direct_api()
-        .stream_tx(&ssrc)
-        .expect("the video stream")
-        .write_rtp(write);
+    pair.write_usual(2, None);
     assert!(
         pair.send_now(3).is_err(),
         "packet 2 still waits in the queue"
