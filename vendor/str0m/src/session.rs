@@ -1273,6 +1273,7 @@ impl Session {
         // Figure out which, if any, queue to poll
         // The cluster_id is captured by the pacer at poll time, before register_send() might clear it
         let (midrid, cluster_id) = self.pacer.poll_queue()?;
+        // hallcast: the rest is `poll_packet_of`, shared with `send_now`.
         self.poll_packet_of(now, Pick::Pacer(midrid, cluster_id))
     }
 
@@ -1363,7 +1364,7 @@ impl Session {
             crate::log_stat!("PACKET_SENT", header.ssrc, payload_size, kind);
         }
 
-        // A packet sent at once never went through the pacer (it has none but the
+        // hallcast: a packet sent at once never went through the pacer (it has none but the
         // round-robin `NullPacer`): nothing of its bookkeeping is about it.
         if let Pick::Pacer(midrid, _) = pick {
             self.pacer.register_send(now, payload_size.into(), midrid);
