@@ -2319,7 +2319,7 @@ impl Relay {
         // `Rtc::send_rtp_now`), without the timeout and the walk of the whole session a
         // write otherwise takes in `drain_dirty`. Its deadlines do not move, so it is not
         // marked dirty.
-        if unmeasured && !s.is_ice_client() {
+        if unmeasured {
             let transmits = &mut self.transmits;
             let (reply_from, in_flight) = (&s.reply_from, &mut s.in_flight);
             let sent = s.rtc.send_rtp_now(now, tx.ssrc, rtp_write(tx, f), |t| {
@@ -2347,6 +2347,9 @@ impl Relay {
                 }
             }
         } else {
+            // Written here, not through a helper shared with the branch above: one more move
+            // of the write (≥ 320 bytes) per copy showed in the instruction count (+54
+            // instructions of `memcpy` per packet with adaptation on).
             let mut api = s.rtc.direct_api();
             let Some(stream) = api.stream_tx(&tx.ssrc) else {
                 return;
