@@ -48,8 +48,8 @@ for p in "${pids[@]}"; do
   wait "$p" || { echo "error: a run failed; see $out/$label-*.log" >&2; exit 1; }
 done
 
-refs() { grep -h 'Collected' "$out/$label-$1.log" | awk '{gsub(",", "", $4); print $4}'; }
-packets() { grep -ho "([0-9]* packets in $1" "$out/$label-$1.log" | grep -o '[0-9]*' | head -1; }
+refs() { grep -h 'Collected' "$out/$label-$1.log" | awk '{gsub(",", "", $4); print $4}' || true; }
+packets() { grep -ho "([0-9]* packets in $1" "$out/$label-$1.log" | grep -o '[0-9]*' | head -1 || true; }
 a=$(refs 4) b=$(refs 8) p4=$(packets 4) p8=$(packets 8)
 [ -n "$a" ] && [ -n "$b" ] && [ -n "$p4" ] && [ -n "$p8" ] && [ "$p8" -gt "$p4" ] || {
   echo "error: no counts in $out/$label-*.log" >&2
