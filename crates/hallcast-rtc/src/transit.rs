@@ -20,7 +20,7 @@
 //! overflow bucket (`+Inf`). A percentile read from it is within one bucket (≤ 25 %).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// log2 of the first bucket's upper bound, in nanoseconds (8.192 µs).
 const MIN_EXP: u32 = 13;
@@ -80,9 +80,39 @@ impl TransitHistogram {
     /// One sample.
     #[inline]
     pub fn record(&self, transit: Duration) {
+        self.record_n(transit, 1);
+    }
+
+    /// `n` samples of the same transit (the copies of one source packet that left in one
+    /// send: one bucket lookup and two atomic adds for all of them).
+    #[inline]
+    pub fn record_n(&self, transit: Duration, n: u64) {
         let ns = u64::try_from(transit.as_nanos()).unwrap_or(u64::MAX);
-        self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
-        self.sum_ns.fetch_add(ns, Relaxed);
+        self.buckets[bucket_of(ns)].fetch_add(n, Relaxed);
+        self.sum_ns.fetch_add(ns.saturating_mul(n), Relaxed);
+    }
+
+    /// A sample for each datagram that left at `sent`, given its source datagram's arrival.
+    /// The copies of one source packet share its arrival and mostly leave together, so a
+    /// run of equal arrivals is one difference and one [`TransitHistogram::record_n`] (an
+    /// `Instant` difference is ~45 instructions; this ran once per copy).
+    #[inline]
+    pub fn record_departures(&self, sent: Instant, arrivals: impl IntoIterator<Item = Instant>) {
+        let mut run: Option<(Instant, u64)> = None;
+        for arrival in arrivals {
+            match &mut run {
+                Some((at, n)) if *at == arrival => *n += 1,
+                _ => {
+                    if let Some((at, n)) = run {
+                        self.record_n(sent.saturating_duration_since(at), n);
+                    }
+                    run = Some((arrival, 1));
+                }
+            }
+        }
+        if let Some((at, n)) = run {
+            self.record_n(sent.saturating_duration_since(at), n);
+        }
     }
 
     /// Samples per bucket (not cumulative), by bucket index.
@@ -161,10 +191,40 @@ mod tests {
         assert_eq!(c[0], 1);
         assert_eq!(c[bucket_of(100_000)], 1);
         assert_eq!(c[TRANSIT_BUCKETS - 1], 1);
+        // n samples at once are n samples.
+        let one_by_one = TransitHistogram::default();
+        let at_once = TransitHistogram::default();
+        for _ in 0..7 {
+            one_by_one.record(Duration::from_micros(300));
+        }
+        at_once.record_n(Duration::from_micros(300), 7);
+        assert_eq!(at_once.counts(), one_by_one.counts());
+        assert_eq!(at_once.sum(), one_by_one.sum());
         let total = TransitHistogram::default();
         h.accumulate(&total);
         h.accumulate(&total);
         assert_eq!(total.count(), 6);
         assert_eq!(total.sum(), Duration::from_nanos(400_210_000));
+    }
+
+    #[test]
+    fn departures_count_each_datagram_whatever_the_runs_of_arrivals() {
+        let t0 = Instant::now();
+        let (a, b) = (t0, t0 + Duration::from_micros(700));
+        let sent = t0 + Duration::from_millis(2);
+        let arrivals = [a, a, a, b, a, b, b];
+        let batched = TransitHistogram::default();
+        batched.record_departures(sent, arrivals);
+        let one_by_one = TransitHistogram::default();
+        for at in arrivals {
+            one_by_one.record(sent - at);
+        }
+        assert_eq!(batched.count(), 7);
+        assert_eq!(batched.counts(), one_by_one.counts());
+        assert_eq!(batched.sum(), one_by_one.sum());
+        assert_eq!(batched.sum(), Duration::from_micros(4 * 2000 + 3 * 1300));
+        let none = TransitHistogram::default();
+        none.record_departures(sent, []);
+        assert_eq!(none.count(), 0);
     }
 }

@@ -502,11 +502,9 @@ impl Relay {
     /// of the transmits polled since.
     #[inline(never)]
     pub fn handle_sent(&mut self, now: Instant) {
-        for arrival in self.departing.drain(..) {
-            self.stats
-                .transit
-                .record(now.saturating_duration_since(arrival));
-        }
+        self.stats
+            .transit
+            .record_departures(now, self.departing.drain(..));
     }
 
     pub fn poll_event(&mut self) -> Option<EngineEvent> {
