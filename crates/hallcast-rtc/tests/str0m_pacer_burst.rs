@@ -11,27 +11,19 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Negotiated, negotiated, rtp_pt};
+use common::{Negotiated, Peer, negotiated, rtp_pt};
 use str0m::bwe::Bitrate;
 use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, Ssrc};
-use str0m::{Event, Input, Output, Reason, Rtc};
+use str0m::{Event, Input, Output, Reason};
 
 /// Not a divisor of the pacer's burst (40 ms at a round bitrate): a frame never ends on the
 /// debt's limit to the byte, where the 1 µs of credit a timeout per packet gets (a fraction
 /// of a byte a packet) would let one more packet through than a burst at one instant.
 const VIDEO_PAYLOAD: usize = 1100;
-
-struct Peer {
-    rtc: Rtc,
-    addr: SocketAddr,
-    timeout: Instant,
-    connected: bool,
-}
 
 struct Pair {
     now: Instant,
@@ -60,21 +52,13 @@ impl Pair {
         let Negotiated {
             tx,
             rx,
-            tx_addr,
-            rx_addr,
             video_mid,
             video_pt,
         } = negotiated(now, Some(Bitrate::mbps(2)), feedback);
-        let peer = |rtc, addr| Peer {
-            rtc,
-            addr,
-            timeout: now,
-            connected: false,
-        };
         Pair {
             now,
-            tx: peer(tx, tx_addr),
-            rx: peer(rx, rx_addr),
+            tx,
+            rx,
             video_mid,
             video_pt,
             seq: 1,

@@ -7,22 +7,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Negotiated, negotiated, rtp_pt};
+use common::{Negotiated, Peer, negotiated, rtp_pt};
 use str0m::bwe::Bitrate;
 use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
-use str0m::{Event, Input, Output, Rtc};
-
-struct Peer {
-    rtc: Rtc,
-    addr: SocketAddr,
-    timeout: Instant,
-    connected: bool,
-}
+use str0m::{Event, Input, Output};
 
 struct Pair {
     now: Instant,
@@ -45,21 +37,13 @@ impl Pair {
         let Negotiated {
             tx,
             rx,
-            tx_addr,
-            rx_addr,
             video_mid,
             video_pt,
         } = negotiated(now, bwe.then(|| Bitrate::mbps(2)), true);
-        let peer = |rtc, addr| Peer {
-            rtc,
-            addr,
-            timeout: now,
-            connected: false,
-        };
         Pair {
             now,
-            tx: peer(tx, tx_addr),
-            rx: peer(rx, rx_addr),
+            tx,
+            rx,
             video_mid,
             video_pt,
             received: vec![],

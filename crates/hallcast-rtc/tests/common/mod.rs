@@ -9,13 +9,20 @@ use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::rtp::Extension;
 use str0m::{Candidate, Rtc};
 
+/// One of the two peers: its `Rtc`, its address, its last deadline, and whether it has
+/// reported `Event::Connected`.
+pub struct Peer {
+    pub rtc: Rtc,
+    pub addr: SocketAddr,
+    pub timeout: Instant,
+    pub connected: bool,
+}
+
 /// A sender and a receiver in RTP mode (Opus and H.264), the sender's offer of an audio and a
 /// video m-line accepted: the shape of the relay's viewer sessions.
 pub struct Negotiated {
-    pub tx: Rtc,
-    pub rx: Rtc,
-    pub tx_addr: SocketAddr,
-    pub rx_addr: SocketAddr,
+    pub tx: Peer,
+    pub rx: Peer,
     pub video_mid: Mid,
     /// The H.264 payload type both sides agreed on.
     pub video_pt: Pt,
@@ -67,11 +74,15 @@ pub fn negotiated(now: Instant, bwe: Option<Bitrate>, rx_feedback: bool) -> Nego
         .find(|p| p.spec().codec == Codec::H264 && remote.contains(&p.pt()))
         .expect("H.264 negotiated")
         .pt();
+    let peer = |rtc, addr| Peer {
+        rtc,
+        addr,
+        timeout: now,
+        connected: false,
+    };
     Negotiated {
-        tx,
-        rx,
-        tx_addr,
-        rx_addr,
+        tx: peer(tx, tx_addr),
+        rx: peer(rx, rx_addr),
         video_mid,
         video_pt,
     }
