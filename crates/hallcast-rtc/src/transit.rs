@@ -95,7 +95,7 @@ impl TransitHistogram {
     /// A sample for each datagram that left at `sent`, given its source datagram's arrival.
     /// The copies of one source packet share its arrival and mostly leave together, so a
     /// run of equal arrivals is one difference and one [`TransitHistogram::record_n`] (an
-    /// `Instant` difference is ~45 instructions; this ran once per copy).
+    /// `Instant` difference is ~45 instructions).
     #[inline]
     pub fn record_departures(&self, sent: Instant, arrivals: impl IntoIterator<Item = Instant>) {
         let mut run: Option<(Instant, u64)> = None;
