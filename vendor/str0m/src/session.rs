@@ -1349,13 +1349,18 @@ impl Session {
         let receipt = stream.poll_packet(now, exts, twcc, params, buf)?;
 
         let PacketReceipt {
-            header,
+            ssrc,
+            sequence_number,
+            header_len,
             seq_no,
             is_padding,
             payload_size,
         } = receipt;
 
-        trace!(payload_size, is_padding, "Poll RTP: {:?}", header);
+        // hallcast: the stream leaves the buffer at its full length (`StreamTx::poll_packet`).
+        let buf = &buf[..header_len + payload_size];
+
+        trace!(payload_size, is_padding, %ssrc, sequence_number, "Poll RTP");
 
         #[cfg(feature = "_internal_dont_use_log_stats")]
         {
@@ -1371,10 +1376,13 @@ impl Session {
         }
 
         if let Some(raw_packets) = &mut self.raw_packets {
-            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
+            // hallcast: the header parsed back from what was written (see `PacketReceipt`).
+            if let Some(header) = RtpHeader::parse(buf, exts) {
+                raw_packets.push_back(Box::new(RawPacket::RtpTx(header, buf.to_vec())));
+            }
         }
 
-        let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
+        let protected = srtp_tx.protect_rtp_of(buf, header_len, ssrc, sequence_number, *seq_no);
 
         if twcc_enabled {
             let packet_id = if let Some(cluster) = cluster_id {
@@ -1391,7 +1399,7 @@ impl Session {
             bwe.on_media_sent(payload_size.into(), is_padding, now);
         }
 
-        if !is_padding && !header.ssrc.is_probe() {
+        if !is_padding && !ssrc.is_probe() {
             self.media_bytes_tx += payload_size as u64;
         }
 
@@ -1677,8 +1685,12 @@ impl Session {
     }
 }
 
+/// hallcast: what the session needs of the header sent, not the header (~300 bytes, which
+/// the receipt moved twice per packet); the header is in the buffer, `header_len` long.
 pub struct PacketReceipt {
-    pub header: RtpHeader,
+    pub ssrc: Ssrc,
+    pub sequence_number: u16,
+    pub header_len: usize,
     pub seq_no: SeqNo,
     pub is_padding: bool,
     pub payload_size: usize,

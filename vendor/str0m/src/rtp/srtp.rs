@@ -8,6 +8,7 @@ use crate::crypto::{AeadAes128GcmCipher, AeadAes256GcmCipher};
 use crate::crypto::{CryptoProvider, Sha1HmacProvider, SrtpProvider};
 use crate::io::DATAGRAM_MAX_PACKET_SIZE;
 
+use super::Ssrc;
 use super::header::RtpHeader;
 
 // Common among various profiles(defined in RFC3711 Section 4.3)
@@ -248,10 +249,29 @@ impl DecryptWarnings {
 }
 
 impl SrtpContext {
+    // hallcast: the session sends through `protect_rtp_of`; this stays for upstream's tests
+    // and test exports.
+    #[cfg_attr(not(any(test, feature = "_internal_test_exports")), allow(dead_code))]
     pub fn protect_rtp(
         &mut self,
         buf: &[u8],
         header: &RtpHeader,
+        srtp_index: u64, // same as ext_seq
+    ) -> Vec<u8> {
+        // hallcast: the header's three fields this reads, which is all a sender keeps of it
+        // (`PacketReceipt`).
+        let (hlen, ssrc, seq) = (header.header_len, header.ssrc, header.sequence_number);
+        self.protect_rtp_of(buf, hlen, ssrc, seq, srtp_index)
+    }
+
+    /// hallcast: [`SrtpContext::protect_rtp`] given the header's length, SSRC and sequence
+    /// number rather than the parsed header.
+    pub(crate) fn protect_rtp_of(
+        &mut self,
+        buf: &[u8],
+        hlen: usize,
+        ssrc: Ssrc,
+        sequence_number: u16,
         srtp_index: u64, // same as ext_seq
     ) -> Vec<u8> {
         // SRTP layout
@@ -281,7 +301,6 @@ impl SrtpContext {
         //  | +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+ |
         //  |                                                                   |
         //  +- Encrypted Portion*                      Authenticated Portion ---+
-        let hlen = header.header_len;
         let input = &buf[hlen..];
 
         match &mut self.rtp {
@@ -289,7 +308,7 @@ impl SrtpContext {
                 // arbitrary body lengths are fine: the output buffer below is
                 // allocated with the CTR scratch the ciphers need and truncated
                 // after encryption, so no 16-byte alignment is required.
-                let iv = Aes128CmSha1_80::rtp_iv(*salt, *header.ssrc, srtp_index);
+                let iv = Aes128CmSha1_80::rtp_iv(*salt, *ssrc, srtp_index);
 
                 // Allocate buffer with CTR padding (aws-lc-rs requirement)
                 // HMAC_TAG_LEN is 10, CTR_BUFFER_PADDING is 15, so we need 5 extra bytes
@@ -313,7 +332,7 @@ impl SrtpContext {
             Derived::AeadAes128Gcm { salt, enc, .. } => {
                 let roc = (srtp_index >> 16) as u32;
 
-                let iv = AeadAes128Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
+                let iv = AeadAes128Gcm::rtp_iv(*salt, *ssrc, roc, sequence_number);
                 let aad = &buf[..hlen];
 
                 // Input and output lengths for encryption:
@@ -329,7 +348,7 @@ impl SrtpContext {
             Derived::AeadAes256Gcm { salt, enc, .. } => {
                 let roc = (srtp_index >> 16) as u32;
 
-                let iv = AeadAes256Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
+                let iv = AeadAes256Gcm::rtp_iv(*salt, *ssrc, roc, sequence_number);
                 let aad = &buf[..hlen];
 
                 // Input and output lengths for encryption:

@@ -13,7 +13,8 @@ const RTX_CACHE_QUANTIZE_SLOTS: usize = DATAGRAM_MAX_PACKET_SIZE / RTX_CACHE_SIZ
 #[derive(Debug)]
 pub(crate) struct RtxCache {
     // Data, new additions here probably need to be cleared in [`clear`].
-    packet_by_seq_no: EvictingBuffer<RtpPacket>,
+    // hallcast: boxed as the send queue holds them (see `SendQueue`).
+    packet_by_seq_no: EvictingBuffer<Box<RtpPacket>>,
 
     // Technically we want [Option<SeqNo>; X] to indicate the absence of
     // a SeqNo. However We can half the storage space by using the sentinel
@@ -29,7 +30,7 @@ impl RtxCache {
         }
     }
 
-    pub fn cache_sent_packet(&mut self, packet: RtpPacket, now: Instant) {
+    pub fn cache_sent_packet(&mut self, packet: Box<RtpPacket>, now: Instant) {
         assert!(packet.nackable);
         let seq_no = packet.seq_no;
         let quantized_size = packet.payload.len() / RTX_CACHE_SIZE_QUANTIZER;
@@ -43,7 +44,7 @@ impl RtxCache {
     }
 
     pub fn get_cached_packet_by_seq_no(&mut self, seq_no: SeqNo) -> Option<&mut RtpPacket> {
-        self.packet_by_seq_no.get_mut(*seq_no)
+        self.packet_by_seq_no.get_mut(*seq_no).map(|p| &mut **p)
     }
 
     pub fn get_cached_packet_smaller_than(&mut self, max_size: usize) -> Option<&mut RtpPacket> {
@@ -101,7 +102,7 @@ mod test {
     fn rtx_cache_0_sized() {
         let now = Instant::now();
         let mut rtx_cache = RtxCache::new(0, Duration::from_secs(3));
-        rtx_cache.cache_sent_packet(packet(now, 1, 10), after(now, 10));
+        rtx_cache.cache_sent_packet(Box::new(packet(now, 1, 10)), after(now, 10));
         assert_eq!(
             Some(&mut packet(now, 1, 10)),
             rtx_cache.get_cached_packet_by_seq_no(1.into())
@@ -116,7 +117,7 @@ mod test {
     fn rtx_cache_0_duration() {
         let now = Instant::now();
         let mut rtx_cache = RtxCache::new(10, Duration::from_secs(0));
-        rtx_cache.cache_sent_packet(packet(now, 1, 10), after(now, 10));
+        rtx_cache.cache_sent_packet(Box::new(packet(now, 1, 10)), after(now, 10));
         assert_eq!(None, rtx_cache.get_cached_packet_by_seq_no(1.into()));
         assert_eq!(None, rtx_cache.get_cached_packet_smaller_than(1000));
     }
@@ -125,7 +126,7 @@ mod test {
     fn rtx_cache_1_sized() {
         let now = Instant::now();
         let mut rtx_cache = RtxCache::new(1, Duration::from_secs(3));
-        rtx_cache.cache_sent_packet(packet(now, 1, 10), after(now, 10));
+        rtx_cache.cache_sent_packet(Box::new(packet(now, 1, 10)), after(now, 10));
         assert_eq!(
             Some(&mut packet(now, 1, 10)),
             rtx_cache.get_cached_packet_by_seq_no(1.into())
@@ -139,7 +140,7 @@ mod test {
             rtx_cache.get_cached_packet_smaller_than(25)
         );
         assert_eq!(None, rtx_cache.get_cached_packet_smaller_than(24));
-        rtx_cache.cache_sent_packet(packet(now, 2, 20), after(now, 20));
+        rtx_cache.cache_sent_packet(Box::new(packet(now, 2, 20)), after(now, 20));
         assert_eq!(
             Some(&mut packet(now, 2, 20)),
             rtx_cache.get_cached_packet_by_seq_no(2.into())
@@ -155,7 +156,7 @@ mod test {
             let seq_no = 201 - i;
             let pkt = packet(now, seq_no, (201 - i) * 10);
             let now = after(now, i * 10);
-            rtx_cache.cache_sent_packet(pkt, now);
+            rtx_cache.cache_sent_packet(Box::new(pkt), now);
         }
 
         assert_eq!(
@@ -175,7 +176,7 @@ mod test {
             let seq_no = i;
             let pkt = packet(now, seq_no, i * 10);
             let now = after(now, i * 10);
-            rtx_cache.cache_sent_packet(pkt, now);
+            rtx_cache.cache_sent_packet(Box::new(pkt), now);
         }
 
         assert_eq!(None, rtx_cache.get_cached_packet_by_seq_no(99.into()));

@@ -562,7 +562,8 @@ impl StreamTx {
             ..Default::default()
         };
 
-        let packet = RtpPacket {
+        // hallcast: made in its box (see `SendQueue`).
+        let packet = Box::new(RtpPacket {
             seq_no,
             time: media_time,
             header,
@@ -580,7 +581,7 @@ impl StreamTx {
 
             // This is only relevant for incoming RTP packets.
             last_sender_info: None,
-        };
+        });
 
         self.send_queue.push(packet);
     }
@@ -752,6 +753,9 @@ impl StreamTx {
             *twcc += 1;
         }
 
+        // hallcast: the buffer keeps this length from one packet to the next (no truncation
+        // below), so the resize zeroes it once, not what the last packet left over every time;
+        // the packet is the first `header_len + payload_size` bytes (see `PacketReceipt`).
         buf.resize(DATAGRAM_MAX_PACKET_SIZE, 0);
 
         let header_len = header.write_to(buf, exts);
@@ -800,8 +804,6 @@ impl StreamTx {
                 len
             }
         };
-
-        buf.truncate(header_len + body_len);
 
         #[cfg(feature = "_internal_dont_use_log_stats")]
         {
@@ -852,7 +854,9 @@ impl StreamTx {
         }
 
         Some(PacketReceipt {
-            header,
+            ssrc: header.ssrc,
+            sequence_number: header.sequence_number,
+            header_len,
             seq_no,
             is_padding,
             payload_size: body_len,
@@ -1478,11 +1482,9 @@ mod test {
             let receipt = stream
                 .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
                 .unwrap();
-            assert_eq!(
-                receipt.header.ext_vals.abs_send_time,
-                negotiated.then_some(now)
-            );
+            // hallcast: the receipt no longer carries the header; it is read from the buffer.
             let header = RtpHeader::parse(&buf, &exts).unwrap();
+            assert_eq!(receipt.header_len, header.header_len);
             assert_eq!(header.ext_vals.abs_send_time.is_some(), negotiated);
             assert_eq!(header.ext_vals.transport_cc, Some(42));
             assert!(header.ssrc.is_probe());
@@ -1531,22 +1533,23 @@ mod test {
             .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
             .unwrap();
         assert_eq!(first.payload_size, 240);
-        assert!(first.header.has_padding);
-        assert_eq!(first.header.ext_vals.abs_send_time, Some(now));
+        // hallcast: the receipt no longer carries the header; it is read from the buffer.
+        let header = RtpHeader::parse(&buf, &exts).unwrap();
+        assert!(header.has_padding);
+        assert!(header.ext_vals.abs_send_time.is_some());
         assert_eq!(*first.seq_no, 65_535);
         let second = sender
             .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
             .unwrap();
         assert_eq!(*second.seq_no, 65_536);
-        assert_eq!(second.header.sequence_number, 0);
-        assert_eq!(second.header.ext_vals.transport_cc, Some(0));
+        let header = RtpHeader::parse(&buf, &exts).unwrap();
+        assert_eq!(second.sequence_number, 0);
+        assert_eq!(header.sequence_number, 0);
+        assert_eq!(header.ext_vals.transport_cc, Some(0));
         assert_eq!(second.payload_size, SRTP_BLOCK_SIZE);
-        assert_eq!(buf.len(), second.header.header_len + second.payload_size);
-        assert!(
-            RtpHeader::unpad_payload(&buf[second.header.header_len..])
-                .unwrap()
-                .is_empty()
-        );
+        assert_eq!(second.header_len, header.header_len);
+        let body = &buf[second.header_len..second.header_len + second.payload_size];
+        assert!(RtpHeader::unpad_payload(body).unwrap().is_empty());
         assert_eq!(sender.queue_state(now).snapshot.packet_count, 0);
         assert_eq!(twcc, 131_073);
     }
@@ -1570,7 +1573,9 @@ mod test {
         let first = stream
             .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
             .unwrap();
-        assert_eq!(first.header.ext_vals.mid, Some("aud".into()));
+        // hallcast: the receipt no longer carries the header; it is read from the buffer.
+        let header = RtpHeader::parse(&buf, &exts).unwrap();
+        assert_eq!(header.ext_vals.mid, Some("aud".into()));
 
         // Ending a cluster must drop any unsent padding and remove its source
         // from selection, without resetting the SRTP index for the next cluster.
@@ -1590,9 +1595,10 @@ mod test {
             .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
             .unwrap();
         assert_eq!(*second.seq_no, *first.seq_no + 1);
-        assert_eq!(second.header.ext_vals.transport_cc, Some(1));
-        assert_eq!(second.header.ext_vals.mid, Some("vid".into()));
-        assert_eq!(second.header.payload_type, 96.into());
+        let header = RtpHeader::parse(&buf, &exts).unwrap();
+        assert_eq!(header.ext_vals.transport_cc, Some(1));
+        assert_eq!(header.ext_vals.mid, Some("vid".into()));
+        assert_eq!(header.payload_type, 96.into());
     }
 
     #[test]

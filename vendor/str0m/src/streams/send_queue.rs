@@ -8,7 +8,9 @@ use super::RtpPacket;
 
 #[derive(Debug)]
 pub(crate) struct SendQueue {
-    queue: VecDeque<RtpPacket>,
+    // hallcast: boxed, so a packet's way through the queue into the resend history moves a
+    // pointer, not the ~400 bytes of a packet (see `PATCHES.md`).
+    queue: VecDeque<Box<RtpPacket>>,
     total: TotalQueue,
     last_emitted: Option<Instant>,
     /// hallcast: payload bytes of every packet queued, timestamped or not (see
@@ -26,7 +28,7 @@ impl SendQueue {
         }
     }
 
-    pub fn push(&mut self, mut packet: RtpPacket) {
+    pub fn push(&mut self, mut packet: Box<RtpPacket>) {
         // Every incoming packet must be timestamped withe a handle_timeout.
         // This sentinel value indicates it is needed.
         packet.timestamp = not_happening();
@@ -57,7 +59,7 @@ impl SendQueue {
     }
 
     pub fn peek(&mut self) -> Option<&mut RtpPacket> {
-        let peeked = self.queue.front_mut()?;
+        let peeked = &mut **self.queue.front_mut()?;
         if peeked.timestamp == not_happening() {
             None
         } else {
@@ -65,7 +67,7 @@ impl SendQueue {
         }
     }
 
-    pub fn pop(&mut self, now: Instant) -> Option<RtpPacket> {
+    pub fn pop(&mut self, now: Instant) -> Option<Box<RtpPacket>> {
         // Don't release packets without a timestamp.
         self.peek()?;
 
@@ -89,7 +91,7 @@ impl SendQueue {
     }
 
     pub fn last(&self) -> Option<&RtpPacket> {
-        self.queue.back()
+        self.queue.back().map(|p| &**p)
     }
 
     pub(crate) fn snapshot(&mut self, now: Instant) -> QueueSnapshot {
