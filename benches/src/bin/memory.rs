@@ -458,7 +458,7 @@ fn main() {
         kib(router)
     );
     println!(
-        "size_of::<str0m::rtp::RtpPacket>() = {} bytes (an RTX cache slot holds one, plus its position and time)",
+        "size_of::<str0m::rtp::RtpPacket>() = {} bytes (the send queue and the RTX history hold each in its own box; a history slot holds the box, its position and time)",
         size_of::<str0m::rtp::RtpPacket>()
     );
     println!(
