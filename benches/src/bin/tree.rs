@@ -70,6 +70,14 @@ struct Args {
     /// Pin everything else (edges, publisher, viewers) to these CPUs, e.g. "1".
     #[arg(long)]
     pin_others: Option<String>,
+    /// Run every relay (central and edges) under the real-time policy SCHED_FIFO at this
+    /// priority (`chrt -f`; needs root or CAP_SYS_NICE). On this bench the viewers are
+    /// processes on the same cores as the relays: a relay's loopback send wakes them, and under
+    /// the default policy a woken viewer can take the core in the middle of a fan-out, which
+    /// the hop's transit then counts (docs/BENCHMARKS.md, "Edge tree": the leaf hop's share of
+    /// copies over 1 ms).
+    #[arg(long)]
+    relay_fifo: Option<u8>,
     /// Extra argument for every relay (central and edges), e.g. `--set=media.threads=1`.
     #[arg(long = "relay-arg", allow_hyphen_values = true)]
     relay_args: Vec<String>,
@@ -110,12 +118,25 @@ const LIMITS_OFF: [&str; 8] = [
 ];
 
 fn wrapped(pin: &Option<String>, nice: Option<i32>, program: &Path) -> Command {
+    wrapped_rt(pin, nice, None, program)
+}
+
+/// [`wrapped`], and under SCHED_FIFO at `fifo` (`chrt -f`) when given.
+fn wrapped_rt(
+    pin: &Option<String>,
+    nice: Option<i32>,
+    fifo: Option<u8>,
+    program: &Path,
+) -> Command {
     let mut argv: Vec<String> = Vec::new();
     if let Some(cpus) = pin {
         argv.extend(["taskset".into(), "-c".into(), cpus.clone()]);
     }
     if let Some(n) = nice {
         argv.extend(["nice".into(), "-n".into(), n.to_string()]);
+    }
+    if let Some(p) = fifo {
+        argv.extend(["chrt".into(), "-f".into(), p.to_string()]);
     }
     argv.push(program.display().to_string());
     let mut c = Command::new(&argv[0]);
@@ -184,7 +205,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The central.
     let info_path = dir.join("central-info.json");
-    let central = wrapped(&a.pin_central, None, &a.relay_bin)
+    let central = wrapped_rt(&a.pin_central, None, a.relay_fifo, &a.relay_bin)
         .args(["demo", "--no-source", "--http", "127.0.0.1:0"])
         .args(["--media", "127.0.0.1:0", "--info-file"])
         .arg(&info_path)
@@ -252,7 +273,7 @@ async fn main() -> anyhow::Result<()> {
             let ip = format!("127.0.0.{}", 10 + i);
             let http_port = a.base_port + 10 * i as u16;
             let name = format!("edge-{i}");
-            let child = wrapped(&a.pin_others, None, &a.relay_bin)
+            let child = wrapped_rt(&a.pin_others, None, a.relay_fifo, &a.relay_bin)
                 .args(["edge", "--parent", &nodes[parent].base, "--credential"])
                 .arg(&credential)
                 .args(["--http", &format!("{ip}:{http_port}")])
@@ -456,7 +477,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let other = machine.map(|m| (m - (relays_cpu + subs_cpu + publisher_cpu) / secs).max(0.0));
     md.push_str(&format!(
-        "\nloadgen {:.2} cores (nice {}), publisher {:.3} cores, machine busy {} cores, other processes {} cores; viewers counted after {:.1} s\n",
+        "\nrelays {}; loadgen {:.2} cores (nice {}), publisher {:.3} cores, machine busy {} cores, other processes {} cores; viewers counted after {:.1} s\n",
+        a.relay_fifo
+            .map_or("SCHED_OTHER".into(), |p| format!("SCHED_FIFO {p}")),
         subs_cpu / secs,
         a.loadgen_nice,
         publisher_cpu / secs,
@@ -507,6 +530,7 @@ async fn main() -> anyhow::Result<()> {
         "machine_busy_cores": machine,
         "other_load_cores": other,
         "pin_central": a.pin_central,
+        "relay_fifo": a.relay_fifo,
         "pin_others": a.pin_others,
         "subscribers": sub_reports,
     });
