@@ -255,6 +255,12 @@ pub struct Media {
     /// candidate next to each UDP one), for points whose network blocks UDP. UDP is
     /// preferred whenever it works.
     pub tcp: bool,
+    /// Run the media shards' threads under the real-time policy SCHED_FIFO at this priority
+    /// (1–99), so that no other process on the machine (a recorder, a database, viewers on
+    /// a test machine) takes a shard's core in the middle of a fan-out; 0: the default
+    /// policy. Needs CAP_SYS_NICE or an RLIMIT_RTPRIO of at least this (systemd:
+    /// `LimitRTPRIO=`); without it the relay logs a warning and runs on the default policy.
+    pub realtime_priority: u8,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -457,6 +463,7 @@ impl Default for Media {
             adaptation: true,
             start_bitrate_kbps: 1000,
             tcp: true,
+            realtime_priority: 0,
         }
     }
 }
@@ -666,6 +673,15 @@ impl Config {
                 "http.drain_seconds".into(),
                 format!(
                     "must be at most {MAX_DRAIN_SECONDS} (an hour); orchestrators kill a relay that takes longer to stop"
+                ),
+            );
+        }
+        if self.media.realtime_priority > 99 {
+            problem(
+                "media.realtime_priority".into(),
+                format!(
+                    "must be 0 (off) or a SCHED_FIFO priority from 1 to 99, not {}",
+                    self.media.realtime_priority
                 ),
             );
         }
@@ -1219,6 +1235,21 @@ mod tests {
             "{p}"
         );
         assert!(p.message.contains("at most 3600"), "{p}");
+    }
+
+    #[test]
+    fn realtime_priority_is_off_by_default_and_a_fifo_priority_when_set() {
+        let c = Config::from_toml("", &[]).unwrap();
+        assert_eq!(c.media.realtime_priority, 0, "0: the default policy");
+        let c = Config::from_toml("", &["media.realtime_priority=99".into()]).unwrap();
+        assert_eq!(c.media.realtime_priority, 99);
+        let p = only_problem("[media]\nrealtime_priority = 100\n", &[]);
+        assert_eq!(
+            (p.at.map(|a| a.line), p.key.as_str()),
+            (Some(2), "media.realtime_priority"),
+            "{p}"
+        );
+        assert!(p.message.contains("from 1 to 99, not 100"), "{p}");
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub struct EngineConfig {
     /// (`hallcast_record::Recorder::sender`), fed with `try_send` (a full queue drops and
     /// counts, the media threads never wait).
     pub record: Option<hallcast_record::RecordTx>,
+    /// SCHED_FIFO priority of the media shards' threads (1–99); 0: the default policy.
+    /// Refused by the kernel (no CAP_SYS_NICE, RLIMIT_RTPRIO too low): a warning, and the
+    /// shard runs on the default policy.
+    pub realtime_priority: u8,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +59,7 @@ impl Default for EngineConfig {
             adaptation: Some(1_000_000),
             tcp: true,
             record: None,
+            realtime_priority: 0,
         }
     }
 }

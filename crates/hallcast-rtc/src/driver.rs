@@ -132,9 +132,19 @@ impl Engine {
                 interval: config.snapshot_interval,
                 record: config.record.clone(),
             };
+            let realtime_priority = config.realtime_priority;
             std::thread::Builder::new()
                 .name(format!("hallcast-media-{i}"))
                 .spawn(move || {
+                    if realtime_priority > 0 {
+                        match set_fifo(realtime_priority) {
+                            Ok(()) => info!(shard = i, priority = realtime_priority, "media shard runs under SCHED_FIFO"),
+                            Err(e) => warn!(
+                                shard = i,
+                                "media.realtime_priority = {realtime_priority}: the kernel refused SCHED_FIFO ({e}); the shard runs on the default policy (needs CAP_SYS_NICE or LimitRTPRIO={realtime_priority})"
+                            ),
+                        }
+                    }
                     let rt = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
@@ -776,5 +786,27 @@ impl ShardIo {
                 stats.tx_dropped.fetch_add(1, Relaxed);
             }
         }
+    }
+}
+
+/// Puts the calling thread under SCHED_FIFO at `priority` (`media.realtime_priority`), with
+/// SCHED_RESET_ON_FORK: threads it starts (a runtime's blocking pool) get the default policy.
+/// A shard's loop sleeps whenever nothing arrived and nothing is due, so it never holds its
+/// core without work; the kernel's real-time throttling (`sched_rt_runtime_us`, 95 % by
+/// default) bounds it if it ever did. The workspace denies `unsafe`; this call is an
+/// exception as `udp.rs`'s `sendmmsg` is: nix wraps no `sched_setscheduler`.
+#[allow(unsafe_code)]
+fn set_fifo(priority: u8) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: `param` is a valid `sched_param` for the call's duration; pid 0 is the calling
+    // thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) }
+        == 0
+    {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }

@@ -701,6 +701,7 @@ impl Relay {
                     .then_some(config.media.start_bitrate_kbps.max(50) * 1000),
                 tcp: config.media.tcp,
                 record: recorder.as_ref().map(|r| r.sender()),
+                realtime_priority: config.media.realtime_priority,
                 ..EngineConfig::default()
             },
             tx,

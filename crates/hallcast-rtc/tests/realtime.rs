@@ -1,0 +1,119 @@
+//! `EngineConfig::realtime_priority` (`media.realtime_priority`): the media shards' threads
+//! run under SCHED_FIFO at that priority when the kernel allows it, and on the default policy
+//! otherwise (a warning, the relay still serving); without the setting they keep the
+//! default policy. Read from `/proc/self/task/*/stat` (policy and rt_priority, fields 41 and
+//! 40), so the threads are found by name (`hallcast-media-N`, cut to 15 bytes by the kernel).
+//! One test in this binary: no other engine's threads are in the process.
+
+use std::time::{Duration, Instant};
+
+use hallcast_rtc::{Engine, EngineConfig};
+use tokio::sync::mpsc;
+
+/// (policy, rt_priority) of every thread of this process whose name starts with
+/// "hallcast-media".
+fn media_threads() -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let dir = task.expect("task").path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        if !comm.starts_with("hallcast-media") {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        // Fields after the command's closing parenthesis start at field 3 (state).
+        let rest = &stat[stat.rfind(')').expect("stat") + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| f[n - 3].parse::<u32>().expect("number");
+        out.push((field(41), field(40)));
+    }
+    out
+}
+
+/// Whether this process may set SCHED_FIFO at `priority`: root (CAP_SYS_NICE) or a soft
+/// RLIMIT_RTPRIO at least that high.
+fn may_use_fifo(priority: u64) -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .expect("status")
+        .lines()
+        .find(|l| l.starts_with("CapEff:"))
+        .and_then(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .is_some_and(|caps| caps & (1 << 23) != 0); // CAP_SYS_NICE
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("limits");
+    let rtprio = limits
+        .lines()
+        .find(|l| l.starts_with("Max realtime priority"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    root || rtprio >= priority
+}
+
+/// Waits until `n` media threads exist and have passed their start (a thread sets its
+/// policy first thing).
+async fn threads_of(n: usize) -> Vec<(u32, u32)> {
+    let start = Instant::now();
+    loop {
+        let t = media_threads();
+        if t.len() >= n || start.elapsed() > Duration::from_secs(5) {
+            // The policy is set before the runtime starts; give the last one that moment.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return media_threads();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn media_threads_run_under_sched_fifo_when_asked_and_allowed() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_FIFO: u32 = 1;
+
+    // Without the setting: the default policy.
+    let (tx, _rx) = mpsc::channel(64);
+    let engine = Engine::start(
+        EngineConfig {
+            threads: 2,
+            ..EngineConfig::default()
+        },
+        tx,
+    )
+    .expect("engine");
+    let t = threads_of(2).await;
+    assert_eq!(t.len(), 2, "two media threads: {t:?}");
+    assert!(t.iter().all(|&(p, _)| p == SCHED_OTHER), "{t:?}");
+    engine.shutdown().await;
+    let start = Instant::now();
+    while !media_threads().is_empty() && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        media_threads().is_empty(),
+        "the first engine's threads ended"
+    );
+
+    // With it.
+    let (tx, _rx) = mpsc::channel(64);
+    let engine = Engine::start(
+        EngineConfig {
+            threads: 2,
+            realtime_priority: 7,
+            ..EngineConfig::default()
+        },
+        tx,
+    )
+    .expect("an engine whose priority the kernel refuses still starts");
+    let t = threads_of(2).await;
+    assert_eq!(t.len(), 2, "two media threads: {t:?}");
+    if may_use_fifo(7) {
+        assert!(t.iter().all(|&x| x == (SCHED_FIFO, 7)), "{t:?}");
+    } else {
+        assert!(t.iter().all(|&(p, _)| p == SCHED_OTHER), "{t:?}");
+    }
+    // Either way every shard's loop runs: a command goes to each and each answers.
+    assert_eq!(engine.end_conference("nothing-live").await.ok(), Some(0));
+    engine.shutdown().await;
+}
