@@ -34,22 +34,20 @@ fn media_threads() -> Vec<(u32, u32)> {
     out
 }
 
-/// Whether this process may set SCHED_FIFO at `priority`: root (CAP_SYS_NICE) or a soft
-/// RLIMIT_RTPRIO at least that high.
-fn may_use_fifo(priority: u64) -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .expect("status")
-        .lines()
-        .find(|l| l.starts_with("CapEff:"))
-        .and_then(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
-        .is_some_and(|caps| caps & (1 << 23) != 0); // CAP_SYS_NICE
-    let limits = std::fs::read_to_string("/proc/self/limits").expect("limits");
-    let rtprio = limits
-        .lines()
-        .find(|l| l.starts_with("Max realtime priority"))
-        .and_then(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
-        .unwrap_or(0);
-    root || rtprio >= priority
+/// Whether the kernel lets a thread of this process take SCHED_FIFO at `priority` (asked on a
+/// scratch thread: CAP_SYS_NICE or RLIMIT_RTPRIO, and a cgroup with real-time time to give,
+/// all decide it).
+#[allow(unsafe_code)]
+fn may_use_fifo(priority: u8) -> bool {
+    std::thread::spawn(move || {
+        let param = libc::sched_param {
+            sched_priority: i32::from(priority),
+        };
+        // SAFETY: a valid `sched_param` for the call; pid 0 is this scratch thread.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
+    })
+    .join()
+    .expect("scratch thread")
 }
 
 /// Waits until `n` media threads exist and have passed their start (a thread sets its
@@ -67,23 +65,37 @@ async fn threads_of(n: usize) -> Vec<(u32, u32)> {
     }
 }
 
+/// An engine of two shards with `realtime_priority`, and its media threads' (policy,
+/// rt_priority) once both have started. The events' receiver is kept with the engine.
+async fn two_shards(
+    realtime_priority: u8,
+) -> (
+    Engine,
+    mpsc::Receiver<hallcast_rtc::EngineEvent>,
+    Vec<(u32, u32)>,
+) {
+    let (tx, rx) = mpsc::channel(64);
+    let engine = Engine::start(
+        EngineConfig {
+            threads: 2,
+            realtime_priority,
+            ..EngineConfig::default()
+        },
+        tx,
+    )
+    .expect("an engine starts, whatever the kernel says to its priority");
+    let t = threads_of(2).await;
+    assert_eq!(t.len(), 2, "two media threads: {t:?}");
+    (engine, rx, t)
+}
+
 #[tokio::test]
 async fn media_threads_run_under_sched_fifo_when_asked_and_allowed() {
     const SCHED_OTHER: u32 = 0;
     const SCHED_FIFO: u32 = 1;
 
     // Without the setting: the default policy.
-    let (tx, _rx) = mpsc::channel(64);
-    let engine = Engine::start(
-        EngineConfig {
-            threads: 2,
-            ..EngineConfig::default()
-        },
-        tx,
-    )
-    .expect("engine");
-    let t = threads_of(2).await;
-    assert_eq!(t.len(), 2, "two media threads: {t:?}");
+    let (engine, _rx, t) = two_shards(0).await;
     assert!(t.iter().all(|&(p, _)| p == SCHED_OTHER), "{t:?}");
     engine.shutdown().await;
     let start = Instant::now();
@@ -96,18 +108,7 @@ async fn media_threads_run_under_sched_fifo_when_asked_and_allowed() {
     );
 
     // With it.
-    let (tx, _rx) = mpsc::channel(64);
-    let engine = Engine::start(
-        EngineConfig {
-            threads: 2,
-            realtime_priority: 7,
-            ..EngineConfig::default()
-        },
-        tx,
-    )
-    .expect("an engine whose priority the kernel refuses still starts");
-    let t = threads_of(2).await;
-    assert_eq!(t.len(), 2, "two media threads: {t:?}");
+    let (engine, _rx, t) = two_shards(7).await;
     if may_use_fifo(7) {
         assert!(t.iter().all(|&x| x == (SCHED_FIFO, 7)), "{t:?}");
     } else {
