@@ -117,17 +117,9 @@ const LIMITS_OFF: [&str; 8] = [
     "limits.address_burst=0",
 ];
 
-fn wrapped(pin: &Option<String>, nice: Option<i32>, program: &Path) -> Command {
-    wrapped_rt(pin, nice, None, program)
-}
-
-/// [`wrapped`], and under SCHED_FIFO at `fifo` (`chrt -f`) when given.
-fn wrapped_rt(
-    pin: &Option<String>,
-    nice: Option<i32>,
-    fifo: Option<u8>,
-    program: &Path,
-) -> Command {
+/// `program` pinned to `pin`'s CPUs, at nice `nice` and under SCHED_FIFO at `fifo` (`chrt -f`),
+/// each when given.
+fn wrapped(pin: &Option<String>, nice: Option<i32>, fifo: Option<u8>, program: &Path) -> Command {
     let mut argv: Vec<String> = Vec::new();
     if let Some(cpus) = pin {
         argv.extend(["taskset".into(), "-c".into(), cpus.clone()]);
@@ -205,7 +197,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The central.
     let info_path = dir.join("central-info.json");
-    let central = wrapped_rt(&a.pin_central, None, a.relay_fifo, &a.relay_bin)
+    let central = wrapped(&a.pin_central, None, a.relay_fifo, &a.relay_bin)
         .args(["demo", "--no-source", "--http", "127.0.0.1:0"])
         .args(["--media", "127.0.0.1:0", "--info-file"])
         .arg(&info_path)
@@ -241,7 +233,7 @@ async fn main() -> anyhow::Result<()> {
     }];
 
     // The publisher.
-    let publisher = wrapped(&a.pin_others, None, &load_bin)
+    let publisher = wrapped(&a.pin_others, None, None, &load_bin)
         .args(["publish", "--whip", &field("whip_url")?, "--key"])
         .arg(field("stream_key")?)
         .stdout(log(&dir, "publish.json")?)
@@ -273,7 +265,7 @@ async fn main() -> anyhow::Result<()> {
             let ip = format!("127.0.0.{}", 10 + i);
             let http_port = a.base_port + 10 * i as u16;
             let name = format!("edge-{i}");
-            let child = wrapped_rt(&a.pin_others, None, a.relay_fifo, &a.relay_bin)
+            let child = wrapped(&a.pin_others, None, a.relay_fifo, &a.relay_bin)
                 .args(["edge", "--parent", &nodes[parent].base, "--credential"])
                 .arg(&credential)
                 .args(["--http", &format!("{ip}:{http_port}")])
@@ -324,7 +316,7 @@ async fn main() -> anyhow::Result<()> {
                 continue;
             }
             let tag = format!("sub-{}-{k}", nodes[leaf].name);
-            let child = wrapped(&a.pin_others, Some(a.loadgen_nice), &load_bin)
+            let child = wrapped(&a.pin_others, Some(a.loadgen_nice), None, &load_bin)
                 .args([
                     "--whep",
                     &format!("{}/whep/{conference}", nodes[leaf].base),
@@ -477,9 +469,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let other = machine.map(|m| (m - (relays_cpu + subs_cpu + publisher_cpu) / secs).max(0.0));
     md.push_str(&format!(
-        "\nrelays {}; loadgen {:.2} cores (nice {}), publisher {:.3} cores, machine busy {} cores, other processes {} cores; viewers counted after {:.1} s\n",
+        "\n{}loadgen {:.2} cores (nice {}), publisher {:.3} cores, machine busy {} cores, other processes {} cores; viewers counted after {:.1} s\n",
+        // Only what the bench itself set (`--relay-fifo`); a relay's own
+        // `media.realtime_priority` is in its log.
         a.relay_fifo
-            .map_or("SCHED_OTHER".into(), |p| format!("SCHED_FIFO {p}")),
+            .map_or(String::new(), |p| format!("relays under chrt -f {p}; ")),
         subs_cpu / secs,
         a.loadgen_nice,
         publisher_cpu / secs,
