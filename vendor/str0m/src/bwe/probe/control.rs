@@ -37,6 +37,11 @@ const MAX_PROBE_BITRATE_FACTOR: f64 = 2.0;
 /// Minimum time between stagnant periodic probes to avoid excessive probing when at capacity.
 const MIN_TIME_BETWEEN_STAGNANT_PROBES: Duration = Duration::from_secs(15);
 
+/// hallcast: how often the decision runs on the session's timeouts when nothing changed
+/// (libwebrtc's GoogCC runs its `ProbeController::Process` on a 25 ms process interval);
+/// a change (estimate, desired bitrate, ALR) still runs it at once.
+const PROCESS_INTERVAL: Duration = Duration::from_millis(25);
+
 /// Threshold for considering an estimate change significant (5%).
 const ESTIMATE_CHANGE_THRESHOLD: f64 = 0.05;
 
@@ -81,6 +86,10 @@ pub struct ProbeControl {
     scheduled_exponential: Option<Instant>,
     scheduled_periodic_alr: Option<Instant>,
     scheduled_stagnant: Option<Instant>,
+
+    /// hallcast: when a timeout of the session may run the decision again though nothing
+    /// changed (see [`PROCESS_INTERVAL`]).
+    next_run: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -118,6 +127,7 @@ impl Default for ProbeControl {
             scheduled_exponential: None,
             scheduled_periodic_alr: None,
             scheduled_stagnant: None,
+            next_run: already_happened(),
         }
     }
 }
@@ -151,6 +161,12 @@ impl ProbeControl {
     pub fn set_desired_bitrate(&mut self, v: Bitrate) {
         // Don't accept Bitrate::ZERO as first ever value.
         if self.desired_bitrate.is_none() && v.is_zero() {
+            return;
+        }
+        // hallcast: an unchanged value changes nothing. The estimator hands its desired
+        // bitrate over on every timeout of the session, so without this the whole decision
+        // ran on every one of them (PATCHES.md).
+        if self.desired_bitrate == Some(v) {
             return;
         }
         self.desired_bitrate = Some(v);
@@ -210,9 +226,13 @@ impl ProbeControl {
 
     pub fn handle_timeout(&mut self, now: Instant) -> Option<ProbeClusterConfig> {
         // Spurious call before timeout is due - ignore.
-        if now < self.next_timeout {
+        // hallcast: unless the last run is PROCESS_INTERVAL old: the decision still runs as
+        // time passes (its checks of time since the last probe), on the session's other
+        // timeouts, without a deadline of its own.
+        if now < self.next_timeout && now < self.next_run {
             return None;
         }
+        self.next_run = now + PROCESS_INTERVAL;
 
         // Timeout fired - reset to not_happening until we compute the next one.
         self.next_timeout = not_happening();
@@ -564,11 +584,14 @@ impl ProbeControl {
     }
 
     fn compute_next_timeout(&mut self, now: Instant) -> Instant {
+        // hallcast: a schedule already passed is made anew (`is_none_or`): with an unchanged
+        // desired bitrate no longer asking for an immediate run, the schedules are no longer
+        // cleared on every timeout, and a passed one returned again would be due forever.
         // Exponential probing: wait for probe result before re-probing at same estimate.
         // This handles the case where we sent a probe but haven't received updated estimate yet.
         if let Some(last) = &self.last_probe {
             if matches!(last.kind, ProbeKind::Initial | ProbeKind::Exponential) {
-                if self.scheduled_exponential.is_none() {
+                if self.scheduled_exponential.is_none_or(|t| t <= now) {
                     self.scheduled_exponential = Some(now + MAX_WAITING_TIME_FOR_PROBING_RESULT);
                 }
                 return self.scheduled_exponential.unwrap();
@@ -577,7 +600,7 @@ impl ProbeControl {
 
         // ALR periodic probing
         if self.in_alr() {
-            if self.scheduled_periodic_alr.is_none() {
+            if self.scheduled_periodic_alr.is_none_or(|t| t <= now) {
                 self.scheduled_periodic_alr = Some(now + MIN_TIME_BETWEEN_ALR_PROBES);
             }
             return self.scheduled_periodic_alr.unwrap();
@@ -585,7 +608,7 @@ impl ProbeControl {
 
         // Stagnant probing (only when not in ALR)
         if !self.in_alr() {
-            if self.scheduled_stagnant.is_none() {
+            if self.scheduled_stagnant.is_none_or(|t| t <= now) {
                 self.scheduled_stagnant = Some(now + MIN_TIME_BETWEEN_STAGNANT_PROBES);
             }
             return self.scheduled_stagnant.unwrap();
