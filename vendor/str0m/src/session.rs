@@ -43,6 +43,11 @@ use crate::util::{Soonest, SystemTimeExt, already_happened, not_happening};
 use crate::{Reason, net};
 use crate::{RtcConfig, RtcError};
 
+/// hallcast: how old the probe media's memo may get before a full timeout makes it anew
+/// (the probe controller's own process interval): a change of the media takes effect
+/// within it.
+const PROBE_MEDIA_REFRESH: Duration = Duration::from_millis(25);
+
 /// Minimum interval between NACK polls. Per-packet retries also wait for RTT.
 /// Keep this high enough to avoid additional problems in very bad network conditions.
 const NACK_MIN_INTERVAL: Duration = Duration::from_millis(33);
@@ -99,6 +104,13 @@ pub(crate) struct Session {
 
     bwe: Option<Bwe>,
     bwe_last_event: Option<(Bitrate, bool)>,
+    /// hallcast: the media probes and padding go on ([`Session::probe_media`], `None`
+    /// without SRTP keys), as of `probe_media_at`: made anew on a full timeout at most every
+    /// [`PROBE_MEDIA_REFRESH`] or when the keys arrive, read by the timeouts and by
+    /// every `poll_event` between them (upstream walked every media's extensions and codecs
+    /// on each, several times per packet sent).
+    probe_media_memo: Option<(Mid, Pt)>,
+    probe_media_at: Option<(Instant, bool)>,
 
     enable_twcc_feedback: bool,
 
@@ -207,6 +219,8 @@ impl Session {
             max_rx_seq_lookup: HashMap::new(),
             bwe,
             bwe_last_event: None,
+            probe_media_memo: None,
+            probe_media_at: None,
             enable_twcc_feedback: false,
             pacer,
             pacer_control: PacerControl::new(),
@@ -391,7 +405,7 @@ impl Session {
         // sending media section has both a transport sequence extension and a
         // payload type supporting TWCC feedback. No prior media packet or RTX
         // stream is required. The Direct API uses its configured capabilities.
-        let probe_media = self.srtp_tx.as_ref().and_then(|_| self.probe_media());
+        let probe_media = self.probe_media_now(now);
         let do_probe = probe_media.is_some();
         let bwe = self.bwe.as_mut()?;
 
@@ -444,6 +458,20 @@ impl Session {
             .expect("pacer to use an existing stream");
 
         stream.generate_padding(padding_request.padding);
+    }
+
+    /// hallcast: the probe media as of `now`, from the memo unless it is
+    /// [`PROBE_MEDIA_REFRESH`] old or the SRTP keys arrived since it was made.
+    fn probe_media_now(&mut self, now: Instant) -> Option<(Mid, Pt)> {
+        let keys = self.srtp_tx.is_some();
+        let fresh = self
+            .probe_media_at
+            .is_some_and(|(at, k)| k == keys && now < at + PROBE_MEDIA_REFRESH);
+        if !fresh {
+            self.probe_media_memo = self.srtp_tx.as_ref().and_then(|_| self.probe_media());
+            self.probe_media_at = Some((now, keys));
+        }
+        self.probe_media_memo
     }
 
     // Use a negotiated PT and MID so browser transports can route the packet to
@@ -1054,8 +1082,9 @@ impl Session {
             }
         }
 
+        // hallcast: the memo of the last full timeout (see `probe_media_memo`).
         let can_probe =
-            self.bwe.is_some() && self.srtp_tx.is_some() && self.probe_media().is_some();
+            self.bwe.is_some() && self.srtp_tx.is_some() && self.probe_media_memo.is_some();
         if let Some(bwe) = &mut self.bwe {
             // Drain estimates even while unavailable so they cannot be delivered later.
             let estimate = bwe.poll_estimate();
