@@ -44,9 +44,9 @@ use crate::{Reason, net};
 use crate::{RtcConfig, RtcError};
 
 /// hallcast: how old the probe media's memo may get before a full timeout makes it anew
-/// (the probe controller's own process interval): a change of the media takes effect
+/// (the probe controller's own process interval, 25 ms): a change of the media takes effect
 /// within it.
-const PROBE_MEDIA_REFRESH: Duration = Duration::from_millis(25);
+const PROBE_MEDIA_REFRESH: Duration = crate::bwe_::PROBE_PROCESS_INTERVAL;
 
 /// Minimum interval between NACK polls. Per-packet retries also wait for RTT.
 /// Keep this high enough to avoid additional problems in very bad network conditions.
@@ -468,7 +468,7 @@ impl Session {
             .probe_media_at
             .is_some_and(|(at, k)| k == keys && now < at + PROBE_MEDIA_REFRESH);
         if !fresh {
-            self.probe_media_memo = self.srtp_tx.as_ref().and_then(|_| self.probe_media());
+            self.probe_media_memo = if keys { self.probe_media() } else { None };
             self.probe_media_at = Some((now, keys));
         }
         self.probe_media_memo

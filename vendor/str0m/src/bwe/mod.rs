@@ -41,6 +41,8 @@ use macros::log_loss;
 use smoother::EstimateSmoother;
 
 pub(crate) use macros::{log_pacer_media_debt, log_pacer_padding_debt};
+// hallcast: the probe controller's process interval, for the session's probe media memo.
+pub(crate) use probe::PROCESS_INTERVAL as PROBE_PROCESS_INTERVAL;
 #[cfg(test)]
 pub(crate) use probe::ProbeKind;
 pub(crate) use probe::{BandwidthLimitedCause, ProbeEstimator};

@@ -40,7 +40,7 @@ const MIN_TIME_BETWEEN_STAGNANT_PROBES: Duration = Duration::from_secs(15);
 /// hallcast: how often the decision runs on the session's timeouts when nothing changed
 /// (libwebrtc's GoogCC runs its `ProbeController::Process` on a 25 ms process interval);
 /// a change (estimate, desired bitrate, ALR) still runs it at once.
-const PROCESS_INTERVAL: Duration = Duration::from_millis(25);
+pub(crate) const PROCESS_INTERVAL: Duration = Duration::from_millis(25);
 
 /// Threshold for considering an estimate change significant (5%).
 const ESTIMATE_CHANGE_THRESHOLD: f64 = 0.05;
