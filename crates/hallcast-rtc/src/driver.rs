@@ -94,7 +94,7 @@ impl Engine {
                 })
                 .flatten();
             let stats = Arc::new(EngineStats::default());
-            let relay = Relay::new(
+            let mut relay = Relay::new(
                 RelayConfig {
                     local_addr,
                     public_ips: config.public_ips.clone(),
@@ -112,6 +112,17 @@ impl Engine {
                 stats.clone(),
                 Instant::now(),
             )?;
+            // Messages to the other shards leave the moment they are made: a source packet's
+            // copy for another shard's viewers goes before this shard writes its own, and the
+            // shards fan it out at the same time (queued until this shard's drain, the other
+            // shard started ~0.25 ms later: leaf hop p99 1.3–1.5 ms against 0.85–0.88 ms,
+            // docs/BENCHMARKS.md, "Edge tree").
+            let peers = inbox_txs.clone();
+            relay.set_shard_sink(Box::new(move |to, msg| {
+                if let Some(p) = peers.get(to) {
+                    let _ = p.send((i, msg));
+                }
+            }));
             let (tx, rx) = mpsc::channel(1024);
             let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
             let load = Arc::new(AtomicUsize::new(0));
@@ -123,7 +134,6 @@ impl Engine {
                 relay,
                 rx,
                 inbox,
-                peers: inbox_txs.clone(),
                 events: events.clone(),
                 snapshot: snapshot.clone(),
                 load: load.clone(),
@@ -571,7 +581,6 @@ struct ShardIo {
     relay: Relay,
     rx: mpsc::Receiver<ShardCommand>,
     inbox: mpsc::UnboundedReceiver<(usize, ShardMessage)>,
-    peers: Vec<mpsc::UnboundedSender<(usize, ShardMessage)>>,
     events: mpsc::Sender<EngineEvent>,
     snapshot: Arc<ArcSwap<Snapshot>>,
     load: Arc<AtomicUsize>,
@@ -722,18 +731,14 @@ impl ShardIo {
         }
     }
 
-    /// Events to the relay's consumer, messages to the other shards.
+    /// Events to the relay's consumer, packets to the recorder.
     fn pump(&mut self) {
         while let Some(e) = self.relay.poll_event() {
             if self.events.try_send(e).is_err() {
                 self.relay.stats().events_dropped.fetch_add(1, Relaxed);
             }
         }
-        while let Some((to, msg)) = self.relay.poll_shard_message() {
-            if let Some(p) = self.peers.get(to) {
-                let _ = p.send((self.relay.shard(), msg));
-            }
-        }
+        // (Messages to the other shards do not wait here: the relay hands them to its sink.)
         while let Some(item) = self.relay.poll_record() {
             if let Some(r) = &self.record {
                 r.send(item);

@@ -33,7 +33,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::SessionId;
 use crate::api::{EndReason, EngineError, EngineEvent, EngineStats};
-use crate::relay::{Command, Relay, RelayConfig, Reply};
+use crate::relay::{Command, Relay, RelayConfig, Reply, ShardMessage};
 
 pub mod link;
 pub mod playback;
@@ -174,6 +174,9 @@ impl Ord for InFlight {
     }
 }
 
+/// Messages between shards that went through the shards' sinks: group, from, to, message.
+type ShardMail = Arc<std::sync::Mutex<Vec<(usize, usize, usize, ShardMessage)>>>;
+
 struct RelayNode {
     relay: Relay,
     /// Relays of one group are the shards of one process.
@@ -237,6 +240,11 @@ pub struct Net {
     links: Vec<(SocketAddr, SocketAddr, link::Link)>,
     events: Vec<(Instant, RelayId, EngineEvent)>,
     n_groups: usize,
+    /// What shards with a sink ([`Net::add_shards_with_sinks`]) handed to it: group, from,
+    /// to, message.
+    shard_mail: ShardMail,
+    /// Messages between shards delivered from `shard_mail`.
+    pub n_shard_mail: u64,
     /// Datagrams dropped by loss functions, and delivered.
     pub n_dropped: u64,
     pub n_delivered: u64,
@@ -265,6 +273,8 @@ impl Net {
             links: vec![],
             events: vec![],
             n_groups: 0,
+            shard_mail: ShardMail::default(),
+            n_shard_mail: 0,
             n_dropped: 0,
             n_delivered: 0,
             relay_hook: None,
@@ -338,6 +348,26 @@ impl Net {
                 RelayId(self.relays.len() - 1)
             })
             .collect()
+    }
+
+    /// [`Net::add_shards`] with each shard's messages to the others handed to a sink the
+    /// moment they are made ([`Relay::set_shard_sink`], as the engine's driver does), not
+    /// queued for `poll_shard_message`; delivered at once all the same.
+    pub fn add_shards_with_sinks(
+        &mut self,
+        n: usize,
+        configure: impl FnOnce(&mut RelayConfig),
+    ) -> Vec<RelayId> {
+        let ids = self.add_shards(n, configure);
+        for id in &ids {
+            let r = &mut self.relays[id.0];
+            let (group, from) = (r.group, r.relay.shard());
+            let mail = self.shard_mail.clone();
+            r.relay.set_shard_sink(Box::new(move |to, msg| {
+                mail.lock().unwrap().push((group, from, to, msg));
+            }));
+        }
+        ids
     }
 
     pub fn relay(&self, r: RelayId) -> &Relay {
@@ -727,6 +757,9 @@ impl Net {
                     self.events.push((now, RelayId(i), e));
                 }
             }
+            let mut mail = std::mem::take(&mut *self.shard_mail.lock().unwrap());
+            self.n_shard_mail += mail.len() as u64;
+            shard_msgs.append(&mut mail);
             for p in &mut self.peers {
                 let core = p.core_mut();
                 if core.vanished {

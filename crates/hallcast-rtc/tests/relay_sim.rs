@@ -343,7 +343,26 @@ fn a_vanished_viewer_does_not_disturb_the_others() {
 fn shards_of_one_process_serve_viewers_from_one_publisher() {
     let mut net = Net::new();
     let shards = net.add_shards(2, |_| {});
-    let p = live_publisher(&mut net, shards[0]);
+    shards_serve_viewers_from_one_publisher(&mut net, &shards);
+}
+
+/// The same through the shards' sinks (the engine's way: a copy for another shard leaves
+/// the moment it is made): the messages keep their order, so the other shard's viewers play
+/// everything and its keyframe requests reach the publisher coalesced.
+#[test]
+fn shards_with_sinks_serve_viewers_from_one_publisher() {
+    let mut net = Net::new();
+    let shards = net.add_shards_with_sinks(2, |_| {});
+    shards_serve_viewers_from_one_publisher(&mut net, &shards);
+    assert!(
+        net.n_shard_mail > 100,
+        "the shards' messages did not go through their sinks ({})",
+        net.n_shard_mail
+    );
+}
+
+fn shards_serve_viewers_from_one_publisher(net: &mut Net, shards: &[RelayId]) {
+    let p = live_publisher(net, shards[0]);
     let viewers: Vec<(usize, PeerId)> = [0, 1, 0, 1]
         .into_iter()
         .map(|s| (s, net.subscribe(shards[s], CONF).expect("subscribe")))
@@ -352,7 +371,7 @@ fn shards_of_one_process_serve_viewers_from_one_publisher() {
     assert!(net.run_until_cond(secs(1.5), |n| viewers.iter().all(|(_, v)| playing(n, *v))));
     net.run_for(secs(2.0));
     for (s, v) in &viewers {
-        assert_plays_everything(&net, *v, start + secs(1.0), &format!("viewer on shard {s}"));
+        assert_plays_everything(net, *v, start + secs(1.0), &format!("viewer on shard {s}"));
         assert_eq!(net.peer(*v).core().relay, shards[*s]);
     }
     // A PLI from a viewer on shard 1 reaches the publisher on shard 0; a burst of them from

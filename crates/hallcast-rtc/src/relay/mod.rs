@@ -262,6 +262,24 @@ pub enum Reply {
     EndedConference(usize),
 }
 
+/// A message to shard `to`: to the sink if the driver set one, else queued for
+/// [`Relay::poll_shard_message`].
+fn to_shard(
+    sink: &mut Option<ShardSink>,
+    queue: &mut VecDeque<(usize, ShardMessage)>,
+    to: usize,
+    msg: ShardMessage,
+) {
+    match sink {
+        Some(sink) => sink(to, msg),
+        None => queue.push_back((to, msg)),
+    }
+}
+
+/// Where a shard's relay hands its messages to the other shards (see
+/// [`Relay::set_shard_sink`]): the shard's index and the message.
+pub type ShardSink = Box<dyn FnMut(usize, ShardMessage) + Send>;
+
 /// Between the shards of one process: a producer's packets reach the other shards' routers
 /// through in-process relay consumers (the same `Arc` payload, no SRTP, no copy).
 #[derive(Debug, Clone)]
@@ -346,6 +364,10 @@ pub struct Relay {
     transmits: VecDeque<Transmit>,
     events: VecDeque<EngineEvent>,
     shard_out: VecDeque<(usize, ShardMessage)>,
+    /// Where messages to other shards go the moment they are made, when the driver set one
+    /// ([`Relay::set_shard_sink`]); else they wait in `shard_out` for
+    /// [`Relay::poll_shard_message`].
+    shard_sink: Option<ShardSink>,
     /// For the recorder (only with [`RelayConfig::record`]).
     record_out: VecDeque<RecordItem>,
     new_destinations: Vec<SocketAddr>,
@@ -426,6 +448,7 @@ impl Relay {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             shard_out: VecDeque::new(),
+            shard_sink: None,
             record_out: VecDeque::new(),
             new_destinations: Vec::new(),
             dirty: Vec::new(),
@@ -513,6 +536,24 @@ impl Relay {
 
     pub fn poll_shard_message(&mut self) -> Option<(usize, ShardMessage)> {
         self.shard_out.pop_front()
+    }
+
+    /// Hands messages to other shards to `sink` the moment they are made, instead of queueing
+    /// them for [`Relay::poll_shard_message`] (what is queued already is handed over first,
+    /// so each shard's messages keep their order). A source packet's copy for another shard
+    /// then leaves before this shard writes its own viewers' copies, and the two shards fan
+    /// it out at the same time (the leaf hop's transit, docs/BENCHMARKS.md, "Edge tree").
+    /// The sink must not block: the driver's is an unbounded channel send.
+    pub fn set_shard_sink(&mut self, mut sink: ShardSink) {
+        while let Some((to, msg)) = self.shard_out.pop_front() {
+            sink(to, msg);
+        }
+        self.shard_sink = Some(sink);
+    }
+
+    /// A message to shard `to`: to the sink, or queued.
+    fn send_to_shard(&mut self, to: usize, msg: ShardMessage) {
+        to_shard(&mut self.shard_sink, &mut self.shard_out, to, msg);
     }
 
     /// What the recorder gets: each local source's broadcast started (codecs, the
@@ -991,14 +1032,14 @@ impl Relay {
         if self.config.n_shards > 1 {
             let me = self.config.shard;
             for shard in (0..self.config.n_shards).filter(|s| *s != me) {
-                self.shard_out.push_back((
+                self.send_to_shard(
                     shard,
                     ShardMessage::SourceStarted {
                         conference: conference.clone(),
                         audio,
                         video,
                     },
-                ));
+                );
                 self.outs.clear();
                 if let Some(c) = self.confs.get_mut(conference) {
                     c.router.add_relay_consumer(
@@ -1502,12 +1543,14 @@ impl Relay {
                         conf.router
                             .remove_consumer(ConsumerId(SHARD_CONSUMER | shard as u128));
                         if shard != self.config.shard {
-                            self.shard_out.push_back((
+                            to_shard(
+                                &mut self.shard_sink,
+                                &mut self.shard_out,
                                 shard,
                                 ShardMessage::SourceEnded {
                                     conference: conference.clone(),
                                 },
-                            ));
+                            );
                         }
                     }
                     broadcast_ended = true;
@@ -2390,13 +2433,13 @@ impl Relay {
             }
             if f.sub.0 & SHARD_CONSUMER == SHARD_CONSUMER {
                 let shard = (f.sub.0 & 0xff) as usize;
-                self.shard_out.push_back((
+                self.send_to_shard(
                     shard,
                     ShardMessage::Packet {
                         conference: conference.clone(),
                         packet: f.into_source(),
                     },
-                ));
+                );
                 continue;
             }
             if let Some(f) = self.backlog.admit(f) {
@@ -2407,13 +2450,13 @@ impl Relay {
             let conf = self.confs.get(conference);
             if let Some(shard) = conf.and_then(|c| c.mirror_of) {
                 for layer in outs.keyframe_requests.drain(..) {
-                    self.shard_out.push_back((
+                    self.send_to_shard(
                         shard,
                         ShardMessage::KeyframeRequest {
                             conference: conference.clone(),
                             layer,
                         },
-                    ));
+                    );
                 }
             } else if let Some(src) = conf.and_then(|c| c.source)
                 && let Some(s) = self.sessions.get_mut(&src)
