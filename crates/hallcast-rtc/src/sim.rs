@@ -245,6 +245,10 @@ pub struct Net {
     shard_mail: ShardMail,
     /// Messages between shards delivered from `shard_mail`.
     pub n_shard_mail: u64,
+    /// Of their packets, those whose sequence number was not above the last one of the same
+    /// shards, kind and layer (a copy handed over twice, or out of order).
+    pub n_shard_mail_out_of_order: u64,
+    shard_mail_seq: std::collections::HashMap<(usize, usize, usize, String), u64>,
     /// Datagrams dropped by loss functions, and delivered.
     pub n_dropped: u64,
     pub n_delivered: u64,
@@ -275,6 +279,8 @@ impl Net {
             n_groups: 0,
             shard_mail: ShardMail::default(),
             n_shard_mail: 0,
+            n_shard_mail_out_of_order: 0,
+            shard_mail_seq: Default::default(),
             n_dropped: 0,
             n_delivered: 0,
             relay_hook: None,
@@ -759,6 +765,24 @@ impl Net {
             }
             let mut mail = std::mem::take(&mut *self.shard_mail.lock().unwrap());
             self.n_shard_mail += mail.len() as u64;
+            for (group, from, to, msg) in &mail {
+                match msg {
+                    ShardMessage::Packet { packet, .. } => {
+                        let kind = format!("{:?}/{:?}", packet.kind, packet.layer);
+                        let key = (*group, *from, *to, kind);
+                        let last = self.shard_mail_seq.insert(key, packet.seq);
+                        if last.is_some_and(|l| l >= packet.seq) {
+                            self.n_shard_mail_out_of_order += 1;
+                        }
+                    }
+                    // A new source (or none): a new relay consumer, its own sequence space.
+                    ShardMessage::SourceStarted { .. } | ShardMessage::SourceEnded { .. } => {
+                        self.shard_mail_seq
+                            .retain(|k, _| (k.0, k.1, k.2) != (*group, *from, *to));
+                    }
+                    ShardMessage::KeyframeRequest { .. } => {}
+                }
+            }
             shard_msgs.append(&mut mail);
             for p in &mut self.peers {
                 let core = p.core_mut();

@@ -359,6 +359,47 @@ fn shards_with_sinks_serve_viewers_from_one_publisher() {
         "the shards' messages did not go through their sinks ({})",
         net.n_shard_mail
     );
+    assert_eq!(
+        net.n_shard_mail_out_of_order, 0,
+        "a copy handed over twice or out of order"
+    );
+}
+
+/// A publisher that comes back to a conference whose viewers on both shards stayed: the
+/// new source's relay consumer for the other shard sits after those viewers in its router,
+/// and its copies still go through the sink once each, in order, ahead of the local ones
+/// (`Relay::apply_outputs`); every viewer plays on.
+#[test]
+fn shards_with_sinks_serve_viewers_across_a_publisher_reconnect() {
+    let mut net = Net::new();
+    let shards = net.add_shards_with_sinks(2, |_| {});
+    let p1 = live_publisher(&mut net, shards[0]);
+    let viewers: Vec<(usize, PeerId)> = [0, 1, 0, 1]
+        .into_iter()
+        .map(|s| (s, net.subscribe(shards[s], CONF).expect("subscribe")))
+        .collect();
+    assert!(net.run_until_cond(secs(1.5), |n| viewers.iter().all(|(_, v)| playing(n, *v))));
+    assert!(net.end(p1, EndReason::Deleted));
+    net.vanish(p1);
+    net.run_for(secs(1.0));
+    let back = net.now();
+    let p2 = net.publish(shards[0], CONF).expect("publishing again");
+    net.run_for(secs(3.0));
+    assert!(net.publisher(p2).frames_sent > 60);
+    for (s, v) in &viewers {
+        assert_eq!(ended(&net, session(&net, *v)), None, "the viewer was ended");
+        let after = net.viewer(*v).video.iter().filter(|x| x.at > back).count();
+        assert!(
+            after > 150,
+            "{after} video packets after the reconnect on shard {s}"
+        );
+        assert_plays_everything(&net, *v, back + secs(0.5), &format!("viewer on shard {s}"));
+    }
+    assert!(net.n_shard_mail > 100, "{}", net.n_shard_mail);
+    assert_eq!(
+        net.n_shard_mail_out_of_order, 0,
+        "a copy handed over twice or out of order"
+    );
 }
 
 fn shards_serve_viewers_from_one_publisher(net: &mut Net, shards: &[RelayId]) {

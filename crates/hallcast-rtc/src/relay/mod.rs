@@ -2417,6 +2417,24 @@ impl Relay {
     /// parked replay, or to another shard), keyframe requests to the producer's source.
     fn apply_outputs(&mut self, now: Instant, conference: &Arc<str>) {
         let mut outs = std::mem::take(&mut self.outs);
+        // With a sink, the other shards' copies leave first, wherever their relay consumers
+        // sit in the router (after viewers that joined before the source started, for one):
+        // that shard fans them out while this one writes its own (`set_shard_sink`).
+        let sink = self.shard_sink.is_some();
+        if sink {
+            for f in &outs.forwards {
+                if f.sub.0 & SHARD_CONSUMER == SHARD_CONSUMER && f.sub.0 != RECORD_CONSUMER {
+                    let shard = (f.sub.0 & 0xff) as usize;
+                    self.send_to_shard(
+                        shard,
+                        ShardMessage::Packet {
+                            conference: conference.clone(),
+                            packet: f.clone().into_source(),
+                        },
+                    );
+                }
+            }
+        }
         // The recorder's broadcast (this conference's local source), looked up once per call.
         let mut recorded: Option<Option<SessionId>> = None;
         for f in outs.forwards.drain(..) {
@@ -2432,6 +2450,9 @@ impl Relay {
                 continue;
             }
             if f.sub.0 & SHARD_CONSUMER == SHARD_CONSUMER {
+                if sink {
+                    continue; // sent above
+                }
                 let shard = (f.sub.0 & 0xff) as usize;
                 self.send_to_shard(
                     shard,
