@@ -115,8 +115,8 @@ impl Engine {
             // Messages to the other shards leave the moment they are made: a source packet's
             // copy for another shard's viewers goes before this shard writes its own, and the
             // shards fan it out at the same time (queued until this shard's drain, the other
-            // shard started ~0.25 ms later: leaf hop p99 1.3–1.5 ms against 0.85–0.88 ms,
-            // docs/BENCHMARKS.md, "Edge tree").
+            // shard started after this one's fan-out: leaf hop p99 1.17–1.44 ms against
+            // 0.78–0.84 ms, docs/BENCHMARKS.md, "Edge tree").
             let peers = inbox_txs.clone();
             relay.set_shard_sink(Box::new(move |to, msg| {
                 if let Some(p) = peers.get(to) {

@@ -1,0 +1,10 @@
+#!/bin/bash
+cd /work/main
+run() { local l=$1 b=$2; shift 2
+  target/release/tree --relay-bin /tmp/tb/hallcast-$b --edges 1 --viewers 50 --relay-arg=--set=media.realtime_priority=10 "$@" --warmup 5 --duration 15 --work-dir /tmp/tb/w --out /tmp/tb/r/$l.json > /tmp/tb/r/$l.log 2>&1
+  echo "$l $(grep '| edge-1' /tmp/tb/r/$l.log) | central: $(grep '| central' /tmp/tb/r/$l.log | awk -F'|' '{print $8}') | $(grep -o 'other processes [0-9.]* cores' /tmp/tb/r/$l.log)"; }
+for r in 3 4; do for b in base new; do run paced-$b-$r $b; done; done
+for r in 4 5; do for b in base new; do run unpaced-$b-$r $b --relay-arg=--set=media.adaptation=false; done; done
+for r in 1 2; do for b in base new; do
+  target/release/hallcast-load bench --relay-bin /tmp/tb/hallcast-$b --sizes 100 --ramp-per-sec 20 --warmup 3 --duration 10 --baseline 2 --attempts 1 --work-dir /tmp/tb/lw --out /tmp/tb/r/cpu-$b-$r.md > /tmp/tb/r/cpu-$b-$r.log 2>&1
+  echo "cpu-$b-$r: $(grep -E '^\| *100 ' /tmp/tb/r/cpu-$b-$r.md | head -1)"; done; done
