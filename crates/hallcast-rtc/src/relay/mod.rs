@@ -262,6 +262,13 @@ pub enum Reply {
     EndedConference(usize),
 }
 
+/// The shard a relay consumer of another shard feeds (`SHARD_CONSUMER`); `None` for every
+/// other consumer, the recorder's included.
+fn shard_consumer(sub: ConsumerId) -> Option<usize> {
+    (sub.0 & SHARD_CONSUMER == SHARD_CONSUMER && sub.0 != RECORD_CONSUMER)
+        .then_some((sub.0 & 0xff) as usize)
+}
+
 /// A message to shard `to`: to the sink if the driver set one, else queued for
 /// [`Relay::poll_shard_message`].
 fn to_shard(
@@ -2418,13 +2425,12 @@ impl Relay {
     fn apply_outputs(&mut self, now: Instant, conference: &Arc<str>) {
         let mut outs = std::mem::take(&mut self.outs);
         // With a sink, the other shards' copies leave first, wherever their relay consumers
-        // sit in the router (after viewers that joined before the source started, for one):
-        // that shard fans them out while this one writes its own (`set_shard_sink`).
+        // sit in the router (after the viewers that stayed through a publisher's reconnect,
+        // for one): that shard fans them out while this one writes its own (`set_shard_sink`).
         let sink = self.shard_sink.is_some();
         if sink {
             for f in &outs.forwards {
-                if f.sub.0 & SHARD_CONSUMER == SHARD_CONSUMER && f.sub.0 != RECORD_CONSUMER {
-                    let shard = (f.sub.0 & 0xff) as usize;
+                if let Some(shard) = shard_consumer(f.sub) {
                     self.send_to_shard(
                         shard,
                         ShardMessage::Packet {
@@ -2449,11 +2455,10 @@ impl Relay {
                 }
                 continue;
             }
-            if f.sub.0 & SHARD_CONSUMER == SHARD_CONSUMER {
+            if let Some(shard) = shard_consumer(f.sub) {
                 if sink {
                     continue; // sent above
                 }
-                let shard = (f.sub.0 & 0xff) as usize;
                 self.send_to_shard(
                     shard,
                     ShardMessage::Packet {
