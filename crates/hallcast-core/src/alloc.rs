@@ -1535,14 +1535,25 @@ fn next_up(target: Target, layers: &[LayerStats; Layer::MAX]) -> Option<Layer> {
 
 /// What to probe for: the next usable layer above the target with headroom (the top
 /// layer's need while on it, so the estimate keeps tracking the link).
+///
+/// Nothing (0) while no such layer has a measured bitrate — a viewer that joined before the
+/// source's video, at a broadcast's start: the driver then hands the estimator no target,
+/// and str0m's probe controller, which caps its first probes at twice the target, waits
+/// for one. Measured before (tests/tree.rs, viewers joining as the demo's source went
+/// live): the target was the audio's need, the first probes ran at ~0.2 Mbit/s and their
+/// results *set* the estimate, 1 → 0.54 → 0.38 Mbit/s before the first video packet; the
+/// source's first keyframe (65 kB) then reached the viewer at ~0.55 Mbit/s, and its first
+/// picture came 0.6–2.8 s after the join (75 ms for a viewer joining a running source).
 fn desired(target: Target, layers: &[LayerStats; Layer::MAX], audio_bps: u64) -> u64 {
     let next = next_up(target, layers).or(match target {
         Target::Layer(l) => Some(l),
         Target::Paused => None,
     });
-    next.map_or(need(0, audio_bps), |l| {
-        (need(layers[l.index()].bitrate_bps, audio_bps) as f64 * PROBE_HEADROOM) as u64
-    })
+    next.map(|l| layers[l.index()].bitrate_bps)
+        .filter(|&bps| bps > 0)
+        .map_or(0, |bps| {
+            (need(bps, audio_bps) as f64 * PROBE_HEADROOM) as u64
+        })
 }
 
 /// The fixed-threshold selector the benchmarks compare against: the highest layer whose
@@ -1635,6 +1646,19 @@ mod tests {
             &[(10_000, 150_000), (20_000, recovered)],
         ));
         (a, c)
+    }
+
+    #[test]
+    fn asks_for_no_probe_until_a_layer_is_measured() {
+        // A viewer that joined before the source's video: nothing to probe for yet.
+        let t0 = Instant::now();
+        let none = [LayerStats::default(); Layer::MAX];
+        let mut a = Allocator::new(t0, 1_000_000, &none, AUDIO);
+        let d = a.update(t0 + Duration::from_millis(100), 1_000_000, &none, AUDIO);
+        assert_eq!(d.desired_bps, 0, "{d:?}");
+        // The source's video measured: the probe target is the layer above, with headroom.
+        let d = a.update(t0 + Duration::from_millis(200), 1_000_000, &layers(), AUDIO);
+        assert!(d.desired_bps >= need(500_000, AUDIO), "{d:?}");
     }
 
     #[test]

@@ -1130,6 +1130,59 @@ fn a_paced_viewers_transit_counts_the_wait_in_its_pacers() {
     );
 }
 
+/// Points waiting when the broadcast starts: a measured viewer that connected before the
+/// publisher did gets the source's first keyframe about as fast as one that joins a running
+/// source, not at an estimate that fell while there was no video to send. Before, the relay
+/// handed the viewer's estimator the audio's need as its probing target; str0m caps its
+/// first probes at twice the target, and their results set the estimate (1 → 0.54 → 0.38
+/// Mbit/s before any video, end to end): the demo source's 65 kB first keyframe then reached
+/// the viewer at ~0.55 Mbit/s.
+#[test]
+fn a_viewer_waiting_when_the_broadcast_starts_gets_the_first_keyframe_at_once() {
+    let mut net = Net::new();
+    let r = net.add_relay(|c| c.adaptation = Some(1_000_000));
+    // The demo source's shape: ~2 Mbit/s, an IDR of ~64 kB.
+    let opts = PublisherOpts {
+        idr_bytes: 64_000,
+        p_bytes: 8_000,
+        ..PublisherOpts::default()
+    };
+    let t0 = net.now();
+    let p = net.publish_with(r, CONF, opts).expect("publish");
+    // The publisher's first datagrams are lost for 0.5 s: its session is live (viewers are
+    // accepted) but connects after the viewer.
+    let until = net.now() + secs(0.5);
+    let publisher = net.peer_addr(p);
+    net.set_loss(
+        publisher,
+        net.relay_addr(r),
+        Box::new(move |d: &Datagram| d.sent < until),
+    );
+    let v = net.subscribe(r, CONF).expect("subscribe");
+    assert!(
+        net.run_until_cond(secs(3.0), |n| !n.publisher(p).idrs_sent.is_empty()),
+        "the publisher never sent an IDR"
+    );
+    let first_idr = net.publisher(p).idrs_sent[0];
+    let viewer_connected = net.viewer(v).core.connected_at.expect("viewer connected");
+    assert!(
+        viewer_connected + secs(0.3) < first_idr,
+        "the viewer connected at {:?}, the first IDR left at {:?}: not the case under test",
+        viewer_connected - t0,
+        first_idr - t0
+    );
+    assert!(
+        net.run_until_cond(secs(4.0), |n| !n.viewer(v).complete_keyframes().is_empty()),
+        "the viewer never had a whole keyframe"
+    );
+    let took = net.viewer(v).complete_keyframes()[0] - first_idr;
+    // 64 kB at the start estimate paced at 1.1× is ~0.47 s.
+    assert!(
+        took < secs(0.6),
+        "the first keyframe reached the viewer {took:?} after the publisher sent it"
+    );
+}
+
 /// Adaptation on, an unconstrained link: the measured viewer joins on the layer the start
 /// estimate covers, probing proves the link, and it climbs to the top layer by itself,
 /// switching at a keyframe, with the relay's estimate and allocation visible in its snapshot.
