@@ -248,7 +248,16 @@ pub struct Net {
     /// Of their packets, those whose sequence number was not above the last one of the same
     /// shards, kind and layer (a copy handed over twice, or out of order).
     pub n_shard_mail_out_of_order: u64,
-    shard_mail_seq: std::collections::HashMap<(usize, usize, usize, String), u64>,
+    shard_mail_seq: std::collections::HashMap<
+        (
+            usize,
+            usize,
+            usize,
+            hallcast_core::media::MediaKind,
+            hallcast_core::media::Layer,
+        ),
+        u64,
+    >,
     /// Datagrams dropped by loss functions, and delivered.
     pub n_dropped: u64,
     pub n_delivered: u64,
@@ -768,8 +777,7 @@ impl Net {
             for (group, from, to, msg) in &mail {
                 match msg {
                     ShardMessage::Packet { packet, .. } => {
-                        let kind = format!("{:?}/{:?}", packet.kind, packet.layer);
-                        let key = (*group, *from, *to, kind);
+                        let key = (*group, *from, *to, packet.kind, packet.layer);
                         let last = self.shard_mail_seq.insert(key, packet.seq);
                         if last.is_some_and(|l| l >= packet.seq) {
                             self.n_shard_mail_out_of_order += 1;

@@ -558,11 +558,6 @@ impl Relay {
         self.shard_sink = Some(sink);
     }
 
-    /// A message to shard `to`: to the sink, or queued.
-    fn send_to_shard(&mut self, to: usize, msg: ShardMessage) {
-        to_shard(&mut self.shard_sink, &mut self.shard_out, to, msg);
-    }
-
     /// What the recorder gets: each local source's broadcast started (codecs, the
     /// instant), its audio packets and its top video layer's, its end. Empty unless
     /// [`RelayConfig::record`]. The payloads are the source's own `Arc`s (no copy).
@@ -1039,7 +1034,9 @@ impl Relay {
         if self.config.n_shards > 1 {
             let me = self.config.shard;
             for shard in (0..self.config.n_shards).filter(|s| *s != me) {
-                self.send_to_shard(
+                to_shard(
+                    &mut self.shard_sink,
+                    &mut self.shard_out,
                     shard,
                     ShardMessage::SourceStarted {
                         conference: conference.clone(),
@@ -2424,21 +2421,24 @@ impl Relay {
     /// parked replay, or to another shard), keyframe requests to the producer's source.
     fn apply_outputs(&mut self, now: Instant, conference: &Arc<str>) {
         let mut outs = std::mem::take(&mut self.outs);
-        // With a sink, the other shards' copies leave first, wherever their relay consumers
-        // sit in the router (after the viewers that stayed through a publisher's reconnect,
-        // for one): that shard fans them out while this one writes its own (`set_shard_sink`).
-        let sink = self.shard_sink.is_some();
-        if sink {
-            for f in &outs.forwards {
-                if let Some(shard) = shard_consumer(f.sub) {
-                    self.send_to_shard(
-                        shard,
-                        ShardMessage::Packet {
-                            conference: conference.clone(),
-                            packet: f.clone().into_source(),
-                        },
-                    );
-                }
+        // The other shards' copies leave first, wherever their relay consumers sit in the
+        // router (after the viewers that stayed through a publisher's reconnect, for one):
+        // with a sink, that shard fans them out while this one writes its own
+        // (`set_shard_sink`). Taken out of the list, in order, the rest keeping theirs.
+        for f in outs
+            .forwards
+            .extract_if(.., |f| shard_consumer(f.sub).is_some())
+        {
+            if let Some(shard) = shard_consumer(f.sub) {
+                to_shard(
+                    &mut self.shard_sink,
+                    &mut self.shard_out,
+                    shard,
+                    ShardMessage::Packet {
+                        conference: conference.clone(),
+                        packet: f.into_source(),
+                    },
+                );
             }
         }
         // The recorder's broadcast (this conference's local source), looked up once per call.
@@ -2455,19 +2455,6 @@ impl Relay {
                 }
                 continue;
             }
-            if let Some(shard) = shard_consumer(f.sub) {
-                if sink {
-                    continue; // sent above
-                }
-                self.send_to_shard(
-                    shard,
-                    ShardMessage::Packet {
-                        conference: conference.clone(),
-                        packet: f.into_source(),
-                    },
-                );
-                continue;
-            }
             if let Some(f) = self.backlog.admit(f) {
                 self.write_forward(now, f);
             }
@@ -2476,7 +2463,9 @@ impl Relay {
             let conf = self.confs.get(conference);
             if let Some(shard) = conf.and_then(|c| c.mirror_of) {
                 for layer in outs.keyframe_requests.drain(..) {
-                    self.send_to_shard(
+                    to_shard(
+                        &mut self.shard_sink,
+                        &mut self.shard_out,
                         shard,
                         ShardMessage::KeyframeRequest {
                             conference: conference.clone(),
