@@ -269,6 +269,36 @@ impl Hub {
         self.inner().rollcalls.get(conference).cloned()
     }
 
+    /// Waits until `conference` goes live (a `BroadcastStarted`) or `limit` passes; whether
+    /// it did. A waiting viewer page holds this (`GET .../status?wait_live=S`) instead of
+    /// asking with a WHEP offer every `Retry-After`: it connects the moment the hall goes
+    /// live, not up to a retry later.
+    pub async fn wait_live(&self, conference: &str, limit: std::time::Duration) -> bool {
+        let mut rx = {
+            let mut inner = self.inner();
+            let key: Arc<str> = Arc::from(conference);
+            let live = inner.live.get(&key).copied().unwrap_or(false);
+            if live {
+                return true;
+            }
+            let rollcall = inner.rollcalls.get(&key).cloned();
+            inner
+                .conferences
+                .entry(key)
+                .or_insert_with(|| {
+                    watch::Sender::new(ConferenceState {
+                        rollcall,
+                        ..ConferenceState::default()
+                    })
+                })
+                .subscribe()
+        };
+        matches!(
+            tokio::time::timeout(limit, rx.wait_for(|c| c.live)).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// Called by the event pump for every engine event, after the session table was updated.
     pub fn on_event(&self, event: &EngineEvent) {
         match event {

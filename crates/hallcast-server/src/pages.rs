@@ -2,8 +2,10 @@
 //! landing page, and the conference status used by pages and dashboards.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
@@ -180,22 +182,52 @@ struct Status {
     n_viewers: usize,
 }
 
+/// The longest `wait_live` a status request may ask for, seconds.
+pub const WAIT_LIVE_MAX_S: u64 = 30;
+
+#[derive(serde::Deserialize)]
+pub struct StatusQuery {
+    /// Hold the answer until the conference is live, at most this many seconds (capped at
+    /// [`WAIT_LIVE_MAX_S`]); 0 or absent: answer at once.
+    #[serde(default)]
+    wait_live: u64,
+}
+
 pub async fn status(
     State(state): State<Arc<AppState>>,
     Path(conference): Path<String>,
+    query: Result<Query<StatusQuery>, QueryRejection>,
 ) -> Result<Response, AppError> {
+    let Query(query) = query.map_err(|e| {
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            format!("wait_live must be a whole number of seconds: {e}"),
+        )
+    })?;
     let conf = state.registry.lookup(&conference).await.ok_or_else(|| {
         AppError::new(
             StatusCode::NOT_FOUND,
             format!("no conference {conference:?}"),
         )
     })?;
-    let snap = state.engine.snapshot().await?;
+    let mut snap = state.engine.snapshot().await?;
+    let mut live = snap
+        .conferences
+        .iter()
+        .any(|c| *c.id == *conference && c.live);
+    if !live && query.wait_live > 0 {
+        let limit = Duration::from_secs(query.wait_live.min(WAIT_LIVE_MAX_S));
+        // The snapshot may trail the event: the event's word counts.
+        live = state.events.wait_live(&conference, limit).await;
+        if live {
+            snap = state.engine.snapshot().await?;
+        }
+    }
     let c = snap.conferences.iter().find(|c| *c.id == *conference);
     let body = Status {
         conference: conference.clone(),
         title: conf.title.clone(),
-        live: c.is_some_and(|c| c.live),
+        live,
         audio_codec: c.and_then(|c| c.audio_codec),
         video_codec: c.and_then(|c| c.video_codec),
         n_viewers: c.map_or(0, |c| c.n_subscribers),

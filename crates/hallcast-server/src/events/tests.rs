@@ -440,3 +440,71 @@ async fn drain_reaches_the_streams_that_asked_at_start_and_at_subscription() {
     let e = read_events(&mut body3, 1).await;
     assert_eq!(e[0].0, "viewercount", "{e:?}");
 }
+
+#[tokio::test]
+async fn a_held_status_request_answers_when_the_conference_goes_live() {
+    let f = fixture().await;
+    f.state
+        .registry
+        .create_or_rename(
+            hallcast_core::accounting::ConferenceId::parse("demo").unwrap(),
+            "Demo".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let get = |uri: &'static str| {
+        let app = f.app.clone();
+        async move {
+            let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    // Not live, no hold: answered at once.
+    let (status, body) = get("/api/v1/conferences/demo/status").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("\"live\":false"), "{body}");
+    // A bad hold is refused with what is wrong.
+    let (status, body) = get("/api/v1/conferences/demo/status?wait_live=soon").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("wait_live"), "{body}");
+    // Held: still waiting after 300 ms, answered live as soon as the broadcast starts
+    // (the hold itself is 30 s).
+    let held = tokio::spawn(get("/api/v1/conferences/demo/status?wait_live=30"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !held.is_finished(),
+        "the held request was answered before the broadcast"
+    );
+    f.state.events.on_event(&EngineEvent::BroadcastStarted {
+        conference: Arc::from("demo"),
+        session: SessionId(7 << 8),
+    });
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("the held request was not answered when the broadcast started")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("\"live\":true"), "{body}");
+    // Live already: a hold is answered at once.
+    assert!(
+        f.state
+            .events
+            .wait_live("demo", Duration::from_secs(30))
+            .await
+    );
+    // Ended: a short hold runs out, not live.
+    f.state.events.on_event(&EngineEvent::BroadcastEnded {
+        conference: Arc::from("demo"),
+        session: SessionId(7 << 8),
+    });
+    assert!(
+        !f.state
+            .events
+            .wait_live("demo", Duration::from_millis(200))
+            .await
+    );
+}
