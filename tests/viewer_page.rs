@@ -38,12 +38,27 @@ fn viewer_page_waits_goes_live_by_itself_ends_and_resumes() {
                 "the waiting page reads {}, expected {WAITING_VI:?}",
                 page_of(&waiting, 0)["status_text"]
             );
-            thread::sleep(Duration::from_secs(4));
-            let still = viewer.wait_for("a progress line", Duration::from_secs(10), is_progress)?;
+            let offers_waiting = page_of(&waiting, 0)["n_offers_posted"].as_u64();
+            // The page's own report from 5 s later (the lines in between are queued).
+            let t_waiting = waiting["t"].as_f64().unwrap_or(f64::MAX);
+            let still = viewer.wait_for(
+                "a progress line 5 s after \"waiting\"",
+                Duration::from_secs(20),
+                |ev| is_progress(ev) && ev["t"].as_f64().is_some_and(|t| t >= t_waiting + 5.0),
+            )?;
             ensure!(
                 state_of(&still, 0) == "waiting" && frames_of(&still, 0) == 0,
                 "with no publisher the page should keep waiting, but shows {}",
                 page_of(&still, 0)
+            );
+            // It waits on the relay's word (a held status request), not by offering again
+            // every Retry-After (2 s): no new offer in those 5 s.
+            ensure!(
+                offers_waiting.is_some()
+                    && page_of(&still, 0)["n_offers_posted"].as_u64() == offers_waiting,
+                "the waiting page offered again: {offers_waiting:?} offers when it showed \
+                 \"waiting\", {} five seconds later",
+                page_of(&still, 0)["n_offers_posted"]
             );
 
             // A publisher starts: the page goes live by itself.

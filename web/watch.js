@@ -5,7 +5,9 @@
 //
 // States (window.hallcast.state, also body[data-state]):
 //   connecting   -> first attempt in flight
-//   waiting      -> the hall feed is not live yet (409); retries after Retry-After, starts by itself
+//   waiting      -> the hall feed is not live yet (409); holds GET .../status?wait_live=25, which
+//                   the relay answers when the hall goes live, and starts at once (a relay without
+//                   the hold: retries after Retry-After)
 //   live         -> media connection up
 //   reconnecting -> connection lost (ICE failed/disconnected, no media, HTTP or network error);
 //                   retries with exponential backoff and jitter, capped; during a backoff it
@@ -172,6 +174,13 @@
   // For this long after such a return a 409 (the feed not live yet) is asked again after about
   // RETURN_PROBE_MS instead of its Retry-After.
   const RETURN_QUICK_409_MS = 6000;
+  // While the hall is not live (409), the page holds a status request the relay answers the
+  // moment the conference goes live (GET /api/v1/conferences/{c}/status?wait_live=S) and
+  // connects then, instead of offering again every Retry-After (up to ~2.4 s late, and a
+  // request every 2 s from each waiting point). Not live after the hold: it offers again at
+  // once. A relay that answers sooner and not live (one without the hold) keeps the
+  // Retry-After.
+  const WAIT_LIVE_S = 25;
   // Longest wait for local ICE candidates before sending the offer (the relay is ICE-lite).
   const GATHER_WAIT_MS = 1000;
   const IDLE_HIDE_MS = 4000;
@@ -264,6 +273,8 @@
     stateLog: [],
     sessionUrl: null,
     attempts: 0,
+    // Held status requests that ended (the hall went live, or the hold ran out).
+    liveWaits: 0,
     // From the relay's events: video paused because the link is too weak (audio only).
     audioOnly: false,
     // The broadcast is live (`active`) or not (`inactive`); null: not heard yet.
@@ -293,6 +304,8 @@
   // generation stops it.
   let returnTimer = null;
   let returnGen = 0;
+  // The held status request while waiting for the hall (see WAIT_LIVE_S).
+  let liveWait = null;
   // When the probe last saw a relay come back (0: never).
   let returnedAt = 0;
   // The last loss was the relay being unreachable (a refused or failed request).
@@ -410,6 +423,35 @@
       servers.push(server);
     }
     return servers;
+  }
+
+  /** Waiting for the hall at the relay that answered `relayUrl` with 409: connect the moment
+   * it says the conference is live; else after what is left of `fallbackMs`. */
+  function waitLive(relayUrl, fallbackMs) {
+    stopWaitLive();
+    const gen = generation;
+    const ctl = new AbortController();
+    liveWait = ctl;
+    const started = Date.now();
+    const url = new URL(
+      `/api/v1/conferences/${encodeURIComponent(conference)}/status?wait_live=${WAIT_LIVE_S}`,
+      relayUrl,
+    );
+    const then = (live) => {
+      if (liveWait !== ctl || gen !== generation) return;
+      liveWait = null;
+      hallcast.liveWaits += 1;
+      scheduleConnect(live ? 0 : Math.max(0, fallbackMs - (Date.now() - started)));
+    };
+    fetch(url, { signal: ctl.signal, cache: 'no-store' })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((st) => then(!!(st && st.live)))
+      .catch(() => then(false));
+  }
+
+  function stopWaitLive() {
+    if (liveWait) liveWait.abort();
+    liveWait = null;
   }
 
   function scheduleConnect(ms) {
@@ -742,6 +784,7 @@
 
   async function connect() {
     clearTimeout(retryTimer);
+    stopWaitLive();
     returnGen += 1;
     clearTimeout(returnTimer);
     lostUnreachable = false;
@@ -855,7 +898,8 @@
       // while rather than after its Retry-After.
       const justBack = Date.now() - returnedAt < RETURN_QUICK_409_MS;
       const wait = retryAfterMs(response);
-      scheduleConnect(justBack ? Math.min(wait, Math.round(RETURN_PROBE_MS * (0.75 + Math.random() / 2))) : wait);
+      if (justBack) scheduleConnect(Math.min(wait, Math.round(RETURN_PROBE_MS * (0.75 + Math.random() / 2))));
+      else waitLive(response.url || target, wait);
     } else if (response.status === 410) {
       finalEnd = true;
       setState('ended', 'ended_final_detail');

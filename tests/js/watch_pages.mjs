@@ -434,6 +434,7 @@ run(async () => {
           frames_decoded: p.frames_decoded,
           audio_packets_received: p.audio_packets_received,
           n_peer_connections: p.n_peer_connections,
+          n_offers_posted: p.n_offers_posted,
           status_text: p.status_text,
           audio_only: p.audio_only,
           audio_only_visible: p.audio_only_visible,
