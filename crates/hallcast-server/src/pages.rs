@@ -184,6 +184,9 @@ struct Status {
 
 /// The longest `wait_live` a status request may ask for, seconds.
 pub const WAIT_LIVE_MAX_S: u64 = 30;
+/// How often a held status request on an edge asks it to pull (it pulls once its parent
+/// has the conference live).
+const DEMAND_RECHECK: Duration = Duration::from_millis(500);
 
 #[derive(serde::Deserialize)]
 pub struct StatusQuery {
@@ -216,9 +219,31 @@ pub async fn status(
         .iter()
         .any(|c| *c.id == *conference && c.live);
     if !live && query.wait_live > 0 {
-        let limit = Duration::from_secs(query.wait_live.min(WAIT_LIVE_MAX_S));
-        // The snapshot may trail the event: the event's word counts.
-        live = state.events.wait_live(&conference, limit).await;
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(query.wait_live.min(WAIT_LIVE_MAX_S));
+        loop {
+            // An edge pulls for a waiting page as for an offer (pull on demand: a waiting
+            // page is a viewer); it learns that the parent went live from its sync.
+            if let Some(d) = state.demand.get()
+                && d.demand(conference.clone()).await
+            {
+                live = true;
+                break;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let step = match state.demand.get() {
+                Some(_) => left.min(DEMAND_RECHECK),
+                None => left,
+            };
+            // The snapshot may trail the event: the event's word counts.
+            if state.events.wait_live(&conference, step).await {
+                live = true;
+                break;
+            }
+        }
         if live {
             snap = state.engine.snapshot().await?;
         }

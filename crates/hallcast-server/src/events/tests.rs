@@ -508,3 +508,84 @@ async fn a_held_status_request_answers_when_the_conference_goes_live() {
             .await
     );
 }
+
+/// An edge that pulls on demand: asked by a held status request (a waiting page is a viewer),
+/// it pulls once its parent is live, and the hold is answered live.
+struct FakeEdge {
+    state: std::sync::Weak<AppState>,
+    /// Whether the parent is live, and how often the edge was asked.
+    parent_live: std::sync::atomic::AtomicBool,
+    asked: AtomicUsize,
+}
+
+impl crate::Demand for FakeEdge {
+    fn demand(
+        &self,
+        conference: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            if !self.parent_live.load(Ordering::SeqCst) {
+                return false;
+            }
+            // The pull is live here: the engine says so.
+            if let Some(state) = self.state.upgrade() {
+                state.events.on_event(&EngineEvent::BroadcastStarted {
+                    conference: Arc::from(conference.as_str()),
+                    session: SessionId(9 << 8),
+                });
+            }
+            true
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_held_status_request_on_an_edge_asks_it_to_pull() {
+    let f = fixture().await;
+    f.state
+        .registry
+        .create_or_rename(
+            hallcast_core::accounting::ConferenceId::parse("demo").unwrap(),
+            "Demo".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let edge = Arc::new(FakeEdge {
+        state: Arc::downgrade(&f.state),
+        parent_live: std::sync::atomic::AtomicBool::new(false),
+        asked: AtomicUsize::new(0),
+    });
+    assert!(f.state.demand.set(edge.clone()).is_ok());
+    let app = f.app.clone();
+    let held = tokio::spawn(async move {
+        let req = Request::builder()
+            .uri("/api/v1/conferences/demo/status?wait_live=30")
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    });
+    // The parent is not live: the edge is asked again while the request is held.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert!(
+        !held.is_finished(),
+        "answered while the parent was not live"
+    );
+    assert!(
+        edge.asked.load(Ordering::SeqCst) >= 2,
+        "the edge was asked {} times in 1.2 s",
+        edge.asked.load(Ordering::SeqCst)
+    );
+    // The parent goes live: the edge pulls at the next ask and the hold is answered.
+    edge.parent_live.store(true, Ordering::SeqCst);
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("the held request was not answered once the edge could pull")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("\"live\":true"), "{body}");
+}
