@@ -273,8 +273,6 @@
     stateLog: [],
     sessionUrl: null,
     attempts: 0,
-    // Held status requests that ended (the hall went live, or the hold ran out).
-    liveWaits: 0,
     // From the relay's events: video paused because the link is too weak (audio only).
     audioOnly: false,
     // The broadcast is live (`active`) or not (`inactive`); null: not heard yet.
@@ -440,7 +438,6 @@
     const then = (live) => {
       if (liveWait !== ctl || gen !== generation) return;
       liveWait = null;
-      hallcast.liveWaits += 1;
       scheduleConnect(live ? 0 : Math.max(0, fallbackMs - (Date.now() - started)));
     };
     fetch(url, { signal: ctl.signal, cache: 'no-store' })
