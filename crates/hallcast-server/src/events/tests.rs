@@ -441,28 +441,35 @@ async fn drain_reaches_the_streams_that_asked_at_start_and_at_subscription() {
     assert_eq!(e[0].0, "viewercount", "{e:?}");
 }
 
+impl Fixture {
+    /// The conference "demo" in the registry (the status endpoint answers 404 otherwise).
+    async fn register_demo(&self) {
+        self.state
+            .registry
+            .create_or_rename(
+                hallcast_core::accounting::ConferenceId::parse("demo").unwrap(),
+                "Demo".into(),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// A GET's status and body as text.
+async fn get_text(app: Router, uri: &'static str) -> (StatusCode, String) {
+    let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
 #[tokio::test]
 async fn a_held_status_request_answers_when_the_conference_goes_live() {
     let f = fixture().await;
-    f.state
-        .registry
-        .create_or_rename(
-            hallcast_core::accounting::ConferenceId::parse("demo").unwrap(),
-            "Demo".into(),
-            None,
-        )
-        .await
-        .unwrap();
-    let get = |uri: &'static str| {
-        let app = f.app.clone();
-        async move {
-            let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
-            let resp = app.oneshot(req).await.unwrap();
-            let status = resp.status();
-            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-            (status, String::from_utf8_lossy(&bytes).into_owned())
-        }
-    };
+    f.register_demo().await;
+    let get = |uri: &'static str| get_text(f.app.clone(), uri);
     // Not live, no hold: answered at once.
     let (status, body) = get("/api/v1/conferences/demo/status").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -543,32 +550,17 @@ impl crate::Demand for FakeEdge {
 #[tokio::test]
 async fn a_held_status_request_on_an_edge_asks_it_to_pull() {
     let f = fixture().await;
-    f.state
-        .registry
-        .create_or_rename(
-            hallcast_core::accounting::ConferenceId::parse("demo").unwrap(),
-            "Demo".into(),
-            None,
-        )
-        .await
-        .unwrap();
+    f.register_demo().await;
     let edge = Arc::new(FakeEdge {
         state: Arc::downgrade(&f.state),
         parent_live: std::sync::atomic::AtomicBool::new(false),
         asked: AtomicUsize::new(0),
     });
     assert!(f.state.demand.set(edge.clone()).is_ok());
-    let app = f.app.clone();
-    let held = tokio::spawn(async move {
-        let req = Request::builder()
-            .uri("/api/v1/conferences/demo/status?wait_live=30")
-            .body(Body::empty())
-            .unwrap();
-        let resp = app.oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&bytes).into_owned())
-    });
+    let held = tokio::spawn(get_text(
+        f.app.clone(),
+        "/api/v1/conferences/demo/status?wait_live=30",
+    ));
     // The parent is not live: the edge is asked again while the request is held.
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     assert!(
