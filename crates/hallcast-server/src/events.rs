@@ -228,6 +228,9 @@ struct Inner {
 #[derive(Default)]
 pub struct Hub {
     inner: Mutex<Inner>,
+    /// Counts `BroadcastStarted` events (after `Inner::live` says so): what a held status
+    /// request waits on ([`Hub::wait_live`]), apart from the streams' conference cells.
+    started: watch::Sender<u64>,
     ticker: OnceLock<()>,
 }
 
@@ -274,29 +277,18 @@ impl Hub {
     /// asking with a WHEP offer every `Retry-After`: it connects the moment the hall goes
     /// live, not up to a retry later.
     pub async fn wait_live(&self, conference: &str, limit: std::time::Duration) -> bool {
-        let mut rx = {
-            let mut inner = self.inner();
-            let key: Arc<str> = Arc::from(conference);
-            let live = inner.live.get(&key).copied().unwrap_or(false);
-            if live {
+        // Subscribed before the look at `live`: a start between the two is not missed.
+        let mut started = self.started.subscribe();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.inner().live.get(conference).copied().unwrap_or(false) {
                 return true;
             }
-            let rollcall = inner.rollcalls.get(&key).cloned();
-            inner
-                .conferences
-                .entry(key)
-                .or_insert_with(|| {
-                    watch::Sender::new(ConferenceState {
-                        rollcall,
-                        ..ConferenceState::default()
-                    })
-                })
-                .subscribe()
-        };
-        matches!(
-            tokio::time::timeout(limit, rx.wait_for(|c| c.live)).await,
-            Ok(Ok(_))
-        )
+            match tokio::time::timeout_at(deadline, started.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
     }
 
     /// Called by the event pump for every engine event, after the session table was updated.
@@ -309,6 +301,10 @@ impl Hub {
                 inner.live.insert(conference.clone(), live);
                 if let Some(tx) = inner.conferences.get(conference) {
                     tx.send_if_modified(|c| std::mem::replace(&mut c.live, live) != live);
+                }
+                drop(inner);
+                if live {
+                    self.started.send_modify(|n| *n += 1);
                 }
             }
             EngineEvent::Adaptation {

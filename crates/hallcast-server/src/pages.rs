@@ -221,10 +221,11 @@ pub async fn status(
     if !live && query.wait_live > 0 {
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs(query.wait_live.min(WAIT_LIVE_MAX_S));
+        let demand = state.demand.get();
         loop {
             // An edge pulls for a waiting page as for an offer (pull on demand: a waiting
             // page is a viewer); it learns that the parent went live from its sync.
-            if let Some(d) = state.demand.get()
+            if let Some(d) = demand
                 && d.demand(conference.clone()).await
             {
                 live = true;
@@ -234,7 +235,7 @@ pub async fn status(
             if left.is_zero() {
                 break;
             }
-            let step = match state.demand.get() {
+            let step = match demand {
                 Some(_) => left.min(DEMAND_RECHECK),
                 None => left,
             };
