@@ -1058,8 +1058,9 @@ impl Allocator {
                 _ => None,
             };
             // The link's word on the fall (QUEUE_CONGESTED), else a restart of the estimator.
-            let proven =
-                self.rtt.is_none() || held >= DOWN_UNPROVEN || self.link_confirms_fall(now, since);
+            let proven = self.rtt.is_none()
+                || held >= DOWN_UNPROVEN
+                || self.link_confirms_fall(now, since, settle);
             match due {
                 Some(next) if proven => {
                     self.target = next;
@@ -1422,10 +1423,21 @@ impl Allocator {
 
     /// The viewer's link confirms a fall of the estimate under the layer's need that began
     /// at `since` ([`QUEUE_CONGESTED`]): a loss report of [`PROBE_LOSS_ABORT`] or more since
-    /// [`LOSS_WINDOW`] before it, a queue of [`QUEUE_CONGESTED`] in the last two fresh
-    /// round-trip readings, or one of [`QUEUE_OVERRUN`] in the last.
-    fn link_confirms_fall(&self, now: Instant, since: Instant) -> bool {
+    /// [`LOSS_WINDOW`] before it and past the `settle` of the last switch down, a queue of
+    /// [`QUEUE_CONGESTED`] in the last two fresh round-trip readings, or one of
+    /// [`QUEUE_OVERRUN`] in the last.
+    ///
+    /// Why past the settle: the reports within it count what the layer left lost (a cut's
+    /// old layer overran the link), not what the layer now sent does. Measured in
+    /// tests/adaptation.rs before (viewer A on 400 kbit/s, 1 run in 8): a cut to the lowest
+    /// layer, 28 % lost in the next report, then clean reports and a round trip at its
+    /// floor; the estimator's raw figure, fed those losses, stayed under the layer's need,
+    /// the report counted as the link's word, and past the settle the viewer was paused for
+    /// 5.5 s on a link that carried the layer (now: the estimator is restarted instead,
+    /// [`UNPROVEN_RESET`]).
+    fn link_confirms_fall(&self, now: Instant, since: Instant, settle: Duration) -> bool {
         let from = since.checked_sub(LOSS_WINDOW).unwrap_or(since);
+        let from = self.down_at.map_or(from, |d| from.max(d + settle));
         // A reading of at least `min`, taken within RAW_FRESH.
         let queued = |r: Option<(Instant, Duration)>, min: Duration| {
             r.is_some_and(|(at, q)| q >= min && now.saturating_duration_since(at) <= RAW_FRESH)
@@ -2711,6 +2723,68 @@ mod tests {
             c,
             vec![(12_600, Target::Paused)],
             "the raw figure, DOWN_AFTER later"
+        );
+    }
+
+    #[test]
+    fn the_losses_of_a_cut_do_not_confirm_a_fall_on_the_layer_it_went_to() {
+        // Seen end to end (tests/adaptation.rs, viewer A on 400 kbit/s): a cut from the top
+        // layer to the lowest, 28 % lost in the next report (the old layer's), then clean
+        // reports and a round trip at its floor; the estimator's raw figure, fed those
+        // losses, stayed under the lowest layer's need, and past the settle the viewer was
+        // paused for 5.5 s on a link that carried the layer.
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let ms = Duration::from_millis;
+        let cut = || {
+            let mut a = on_top_for_10_s(t0);
+            a.on_rtt(at(9_750), ms(5));
+            a.on_rtt(at(10_000), ms(290));
+            assert!(a.update(at(10_000), 700_000, &layers(), AUDIO).cut);
+            a
+        };
+        // Every 100 ms to `until`: a report every 250 ms (`loss` lost, a round trip of
+        // `rtt`), the raw figure at `raw` until the estimator restarts, at the restart's
+        // figure after; the changes and the restarts.
+        let drive = |a: &mut Allocator, from: u64, until: u64, raw: u64, loss: f32, rtt: u64| {
+            let (mut changes, mut restarts) = (Vec::new(), Vec::new());
+            for t in (from..until).step_by(50) {
+                if t % 250 == 0 {
+                    a.on_loss(at(t), loss);
+                    a.on_rtt(at(t), ms(rtt + (t / 250) % 2));
+                }
+                if t % 100 == 0 {
+                    a.on_raw_estimate(at(t), a.reset_bps().unwrap_or(raw));
+                    let resets = a.estimator_resets();
+                    let d = a.update(at(t), 700_000, &layers(), AUDIO);
+                    if d.changed {
+                        changes.push((t, d.target));
+                    }
+                    if a.estimator_resets() > resets {
+                        restarts.push(t);
+                    }
+                }
+            }
+            (changes, restarts)
+        };
+        // The old layer's queue and losses for 0.75 s after the cut.
+        let mut a = cut();
+        let (changes, _) = drive(&mut a, 10_050, 10_800, 100_000, 0.28, 280);
+        assert_eq!(changes, vec![]);
+        // Then clean reports, no queue: layer 0 stays, the estimator is restarted instead.
+        let (changes, restarts) = drive(&mut a, 10_800, 14_000, 100_000, 0.0, 5);
+        assert_eq!(changes, vec![], "paused on the cut's own losses");
+        assert_eq!(restarts.len(), 1, "{restarts:?}");
+        assert_eq!(a.target(), Target::Layer(Layer(0)));
+
+        // A link that cannot carry layer 0 either goes on losing past the settle: paused.
+        let mut a = cut();
+        drive(&mut a, 10_050, 10_800, 100_000, 0.28, 280);
+        let (changes, _) = drive(&mut a, 10_800, 14_000, 100_000, 0.12, 5);
+        assert_eq!(
+            changes.first().map(|c| c.1),
+            Some(Target::Paused),
+            "{changes:?}"
         );
     }
 
