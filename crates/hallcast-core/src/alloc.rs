@@ -440,7 +440,14 @@ pub const DOWN_UNPROVEN: Duration = Duration::from_secs(4);
 /// A round-trip reading comes with the session's stats, every 250 ms, so the feedback it was
 /// taken from may be that much older: the packet it measured was sent at the latest this long
 /// before the reading's round trip. Used to tell a queue on what was sent after a failed
-/// sustained probe (the link's own) from the probe's.
+/// sustained probe (the link's own) from the probe's. Only for a reading whose packet's send
+/// instant is not known ([`Allocator::on_rtt`]); the relay knows it ([`Allocator::on_rtt_sent`],
+/// str0m's `PeerStats::rtt_sent_at`), and guessing cost time: in tests/adaptation.rs
+/// (2026-12-07, a decision print) a probe failed 0.2 s after the step to 100 kbit/s, and the
+/// readings of 345, 551, 657 and 811 ms over the next second, which grew at every step and
+/// (by their round trips and the feedback's interval) measured what was sent after the
+/// failure, were all put before it by this slack; the pause came 0.8 s after the last of them,
+/// on the settle's end, with the queue at 800 ms ahead of the audio.
 ///
 /// Measured in tests/adaptation.rs (docs/bench-data/2026-12-05-issue11-resume, new-3-demo): a
 /// probe failed on the 400 kbit/s link as it fell to 100 kbit/s (queue 121 ms); the readings
@@ -732,6 +739,17 @@ impl Allocator {
     /// feedback that reports it, so what waits in the link's queue counts
     /// ([`LOSS_SETTLE`], [`QUEUE_OVERRUN`], [`QUEUE_GROWN`]).
     pub fn on_rtt(&mut self, now: Instant, rtt: Duration) {
+        self.on_reading(now, rtt, now.checked_sub(rtt + READING_SLACK));
+    }
+
+    /// A round-trip reading whose packet was sent at `sent` (the latest transport-wide
+    /// feedback's last packet): what a failed probe's settle asks of it is then exact, not
+    /// bounded by [`READING_SLACK`].
+    pub fn on_rtt_sent(&mut self, now: Instant, rtt: Duration, sent: Instant) {
+        self.on_reading(now, rtt, Some(sent));
+    }
+
+    fn on_reading(&mut self, now: Instant, rtt: Duration, sent: Option<Instant>) {
         if self.rtt == Some(rtt) {
             // No feedback since the last reading.
             return;
@@ -772,7 +790,7 @@ impl Allocator {
         }
         self.prev_queue = self.last_queue;
         self.last_queue = Some((now, queue));
-        self.last_sent = now.checked_sub(rtt + READING_SLACK);
+        self.last_sent = sent;
     }
 
     pub fn on_loss(&mut self, now: Instant, lost: f32) {
@@ -2724,6 +2742,45 @@ mod tests {
             vec![(12_600, Target::Paused)],
             "the raw figure, DOWN_AFTER later"
         );
+    }
+
+    #[test]
+    fn a_queue_read_on_what_was_sent_after_a_failed_probe_counts_by_when_it_was_sent() {
+        // Seen end to end (tests/adaptation.rs, a decision print): a sustained probe fails
+        // just as the link falls to 100 kbit/s, and the readings that follow grow at every
+        // step. Each packet's send instant (its reading's feedback came ~100 ms before the
+        // stats) tells which of them measured what was sent after the failure.
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let ms = Duration::from_millis;
+        let failed = || {
+            let mut b = on_a_400_kbit_link(t0);
+            b.on_rtt(at(10_000), ms(5));
+            run_sustained(&mut b, t0, 10_000, &[(10_600, 1_350_000)]);
+            b.on_rtt(at(10_600), ms(155));
+            let d = b.update(at(10_600), 1_350_000, &layers(), AUDIO);
+            assert_eq!((d.sustain_bps, d.target), (0, Target::Layer(Layer(0))));
+            b
+        };
+        let readings = [(10_850, 345), (11_100, 551), (11_350, 657), (11_600, 811)];
+        // Sent 10 405, 10 449, 10 593 (the probe's) and 10 689 ms (after it): audio only on
+        // the last.
+        let mut b = failed();
+        let mut changes = Vec::new();
+        for (t, rtt) in readings {
+            b.on_rtt_sent(at(t), ms(rtt), at(t - rtt - 100));
+            changes.extend(run(&mut b, t0, t, &[(t + 200, 400_000)]));
+        }
+        assert_eq!(changes, vec![(11_600, Target::Paused)]);
+        // Without the send instants, READING_SLACK puts every one of them before the failure:
+        // nothing until the settle ends.
+        let mut b = failed();
+        let mut changes = Vec::new();
+        for (t, rtt) in readings {
+            b.on_rtt(at(t), ms(rtt));
+            changes.extend(run(&mut b, t0, t, &[(t + 200, 400_000)]));
+        }
+        assert_eq!(changes, vec![]);
     }
 
     #[test]

@@ -222,11 +222,11 @@ impl Router {
         }
     }
 
-    /// A measured viewer's round trip by its transport-wide feedback
-    /// ([`crate::alloc::Allocator::on_rtt`]).
-    pub fn on_rtt(&mut self, id: ConsumerId, rtt: Duration, now: Instant) {
+    /// A measured viewer's round trip by its transport-wide feedback, and when the packet it
+    /// measured was sent if known ([`crate::alloc::Allocator::on_rtt_sent`]).
+    pub fn on_rtt(&mut self, id: ConsumerId, rtt: Duration, sent: Option<Instant>, now: Instant) {
         if let Some(&i) = self.index.get(&id) {
-            self.consumers[i].on_rtt(now, rtt);
+            self.consumers[i].on_rtt(now, rtt, sent);
         }
     }
 

@@ -1552,7 +1552,10 @@ impl Session {
         snapshot.bwe_tx = self.bwe.as_ref().and_then(|bwe| bwe.last_estimate());
 
         snapshot.egress_loss_fraction = self.twcc_tx_register.loss(Duration::from_secs(1), now);
-        snapshot.rtt = self.twcc_tx_register.rtt();
+        // hallcast: with when the packet it measured was sent.
+        let rtt_sent = self.twcc_tx_register.rtt_sent();
+        snapshot.rtt = rtt_sent.map(|(rtt, _)| rtt);
+        snapshot.rtt_sent_at = rtt_sent.map(|(_, at)| at);
         snapshot.ingress_loss_fraction = self.twcc_rx_register.loss();
     }
 

@@ -23,6 +23,8 @@ pub(crate) struct StatsSnapshot {
     pub egress_loss_fraction: Option<f32>,
     pub ingress_loss_fraction: Option<f32>,
     pub rtt: Option<Duration>,
+    /// hallcast: see [`PeerStats::rtt_sent_at`].
+    pub rtt_sent_at: Option<Instant>,
     pub ingress: HashMap<MidRid, MediaIngressStats>,
     pub egress: HashMap<MidRid, MediaEgressStats>,
     pub bwe_tx: Option<Bitrate>,
@@ -42,6 +44,7 @@ impl StatsSnapshot {
             ingress: HashMap::new(),
             egress: HashMap::new(),
             rtt: None,
+            rtt_sent_at: None,
             bwe_tx: None,
             selected_candidate_pair: None,
             timestamp,
@@ -81,6 +84,10 @@ pub struct PeerStats {
     pub ingress_loss_fraction: Option<f32>,
     /// The most recent RTT since the last stats event.
     pub rtt: Option<Duration>,
+    /// hallcast: when the packet whose round trip `rtt` is was sent (transport-wide
+    /// feedback): the queue `rtt` shows is the one that packet met, which may be older
+    /// than the stats event by the feedback's interval.
+    pub rtt_sent_at: Option<Instant>,
     /// The selected ICE candidate pair, if any.
     pub selected_candidate_pair: Option<CandidatePairStats>,
 }
@@ -306,6 +313,7 @@ impl Stats {
             egress_loss_fraction: snapshot.egress_loss_fraction,
             ingress_loss_fraction: snapshot.ingress_loss_fraction,
             rtt: snapshot.rtt,
+            rtt_sent_at: snapshot.rtt_sent_at,
             selected_candidate_pair: snapshot.selected_candidate_pair.clone(),
         };
 

@@ -236,12 +236,15 @@ impl Consumer {
         }
     }
 
-    /// A measured viewer's round trip (see [`Allocator::on_rtt`]).
-    pub(crate) fn on_rtt(&mut self, now: Instant, rtt: Duration) {
+    /// A measured viewer's round trip (see [`Allocator::on_rtt_sent`]).
+    pub(crate) fn on_rtt(&mut self, now: Instant, rtt: Duration, sent: Option<Instant>) {
         if let Video::Viewer(v) = &mut self.video
             && let Some(a) = v.alloc.as_mut()
         {
-            a.on_rtt(now, rtt);
+            match sent {
+                Some(sent) => a.on_rtt_sent(now, rtt, sent),
+                None => a.on_rtt(now, rtt),
+            }
         }
     }
 

@@ -1997,7 +1997,7 @@ impl Relay {
                         if viewer && let Some(rtt) = p.rtt {
                             let conference = s.conference.clone();
                             if let Some(c) = self.confs.get_mut(&conference) {
-                                c.router.on_rtt(ConsumerId(id.0), rtt, now);
+                                c.router.on_rtt(ConsumerId(id.0), rtt, p.rtt_sent_at, now);
                             }
                         }
                         // A measured viewer's estimator's own latest figure (the

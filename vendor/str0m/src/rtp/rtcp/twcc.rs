@@ -1387,7 +1387,16 @@ impl TwccSendRegister {
 
     /// Calculate the RTT for the most recently reported packet.
     pub fn rtt(&self) -> Option<Duration> {
-        self.queue.iter().rev().find_map(|s| s.rtt())
+        self.rtt_sent().map(|(rtt, _)| rtt)
+    }
+
+    /// hallcast: the RTT for the most recently reported packet and when that packet was
+    /// sent (the queue a reading shows is the one that packet met).
+    pub fn rtt_sent(&self) -> Option<(Duration, Instant)> {
+        self.queue
+            .iter()
+            .rev()
+            .find_map(|s| s.rtt().map(|rtt| (rtt, s.local_send_time)))
     }
 }
 
