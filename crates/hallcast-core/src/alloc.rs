@@ -566,6 +566,8 @@ pub struct Allocator {
     loss: Option<(Instant, f32)>,
     /// The last switch down.
     down_at: Option<Instant>,
+    /// The round trip when it came ([`Allocator::past_settle`]).
+    down_rtt: Duration,
     /// The up-hold at least, after failed sustained probes (zero after one that held).
     probe_backoff: Duration,
     /// The last failed sustained probe.
@@ -659,6 +661,7 @@ impl Allocator {
             sustain_bps: 0,
             loss: None,
             down_at: None,
+            down_rtt: Duration::ZERO,
             probe_backoff: Duration::ZERO,
             probe_failed_at: None,
             probe_failed_queue: Duration::ZERO,
@@ -1084,8 +1087,11 @@ impl Allocator {
                     self.target = next;
                     self.switched_down(now);
                 }
+                // Unconfirmed, and the link has had its say on this layer (past a switch
+                // down's settle, a reading of what was sent since): a fooled estimator.
                 Some(_)
                     if held >= UNPROVEN_RESET
+                        && self.read_past_settle(now, settle)
                         && self
                             .unproven_reset_at
                             .is_none_or(|r| now.saturating_duration_since(r) >= FLAP_WINDOW) =>
@@ -1441,29 +1447,68 @@ impl Allocator {
 
     /// The viewer's link confirms a fall of the estimate under the layer's need that began
     /// at `since` ([`QUEUE_CONGESTED`]): a loss report of [`PROBE_LOSS_ABORT`] or more since
-    /// [`LOSS_WINDOW`] before it and past the `settle` of the last switch down, a queue of
-    /// [`QUEUE_CONGESTED`] in the last two fresh round-trip readings, or one of
-    /// [`QUEUE_OVERRUN`] in the last.
+    /// [`LOSS_WINDOW`] before it, a queue of [`QUEUE_CONGESTED`] in the last two fresh
+    /// round-trip readings, or one of [`QUEUE_OVERRUN`] in the last. Once the `settle` of the
+    /// last switch down has passed, only what describes the layer the viewer is on counts:
+    /// a loss report made past the settle, a reading of a packet sent past it whose queue is
+    /// not draining ([`Allocator::read_past_settle`]; until there is one, neither a switch
+    /// nor a restart of the estimator).
     ///
-    /// Why past the settle: the reports within it count what the layer left lost (a cut's
-    /// old layer overran the link), not what the layer now sent does. Measured in
-    /// tests/adaptation.rs before (viewer A on 400 kbit/s, 1 run in 8): a cut to the lowest
-    /// layer, 28 % lost in the next report, then clean reports and a round trip at its
-    /// floor; the estimator's raw figure, fed those losses, stayed under the layer's need,
-    /// the report counted as the link's word, and past the settle the viewer was paused for
-    /// 5.5 s on a link that carried the layer (now: the estimator is restarted instead,
-    /// [`UNPROVEN_RESET`]).
+    /// Why: the reports and readings within the settle describe what the layer left did (a
+    /// cut's old layer overran the link, and its queue drains after it), while the
+    /// estimator's raw figure, fed those losses, can stay under the new layer's need past
+    /// the settle. Measured in tests/adaptation.rs before (viewer A on 400 kbit/s, 2 runs of
+    /// 16): after a cut to the lowest layer, 28–50 % lost in the next reports and a queue of
+    /// 300 ms draining; past the settle the raw figure paused the viewer, once proven by the
+    /// cut's own loss report (the round trip by then at its floor), once by a reading of the
+    /// drain (309, then 187 ms), and it stayed audio only for 5.5 and 8.5 s on a link that
+    /// carried the layer. Now the estimator is restarted instead ([`UNPROVEN_RESET`]). Within
+    /// the settle the old evidence still counts: a fall from the top straight to a link that
+    /// cannot carry the lowest layer either is paused on it by the smoothed estimate.
     fn link_confirms_fall(&self, now: Instant, since: Instant, settle: Duration) -> bool {
+        let past = self.past_settle(now, settle);
         let from = since.checked_sub(LOSS_WINDOW).unwrap_or(since);
-        let from = self.down_at.map_or(from, |d| from.max(d + settle));
-        // A reading of at least `min`, taken within RAW_FRESH.
+        let from = past.map_or(from, |p| from.max(p));
+        // A reading of at least `min`, taken within RAW_FRESH (past the settle: the last one
+        // says it of the layer the viewer is on).
+        let sent_past = self.read_past_settle(now, settle);
         let queued = |r: Option<(Instant, Duration)>, min: Duration| {
             r.is_some_and(|(at, q)| q >= min && now.saturating_duration_since(at) <= RAW_FRESH)
         };
         self.lossy_at.is_some_and(|l| l >= from)
-            || queued(self.last_queue, QUEUE_OVERRUN)
-            || (queued(self.last_queue, QUEUE_CONGESTED)
-                && queued(self.prev_queue, QUEUE_CONGESTED))
+            || (sent_past
+                && (queued(self.last_queue, QUEUE_OVERRUN)
+                    || (queued(self.last_queue, QUEUE_CONGESTED)
+                        && queued(self.prev_queue, QUEUE_CONGESTED))))
+    }
+
+    /// Once the settle of the last switch down has ended, from when what the link says
+    /// describes the layer the viewer is on: the end of `settle` (by the round trip now) or
+    /// of the one the round trip at the switch made, the later (a queue that drained since
+    /// shortens the round trip, not what the reports made meanwhile describe).
+    fn past_settle(&self, now: Instant, settle: Duration) -> Option<Instant> {
+        let then = LOSS_SETTLE + self.down_rtt.min(RTT_SETTLE_MAX);
+        self.down_at
+            .filter(|&d| now >= d + settle)
+            .map(|d| d + settle.max(then))
+    }
+
+    /// The last round-trip reading says what the link does with the layer the viewer is on
+    /// ([`Allocator::link_confirms_fall`]): the settle of the last switch down has not ended,
+    /// or the reading measured a packet sent past it and its queue is not draining (still
+    /// [`QUEUE_CONGESTED`] or more, and fallen by as much since the reading before: what the
+    /// layer left is still leaving; the next reading tells whether a queue stays). A link
+    /// that carries its layer with a standing queue moves it by tens of milliseconds from
+    /// one reading to the next (keyframes, the feedback's timing: 108 then 68 ms in
+    /// `adapt`'s ramp as the link reached 0.3 Mbit/s); one that drains what a cut left falls
+    /// at its spare share of the time passing (309 then 187 ms, above).
+    fn read_past_settle(&self, now: Instant, settle: Duration) -> bool {
+        let draining = match (self.prev_queue, self.last_queue) {
+            (Some((_, p)), Some((_, l))) => l >= QUEUE_CONGESTED && l + QUEUE_CONGESTED <= p,
+            _ => false,
+        };
+        self.past_settle(now, settle)
+            .is_none_or(|p| self.last_sent.is_some_and(|s| s >= p) && !draining)
     }
 
     fn switched_down(&mut self, now: Instant) {
@@ -1471,6 +1516,7 @@ impl Allocator {
         self.up = None;
         self.probe = None;
         self.down_at = Some(now);
+        self.down_rtt = self.rtt.unwrap_or_default();
         // One doubling per switch up, however many steps down follow it.
         if self
             .last_up_at
@@ -1757,13 +1803,19 @@ mod tests {
         c.extend(run(&mut a, t0, 6_500, &[(10_000, low)]));
         assert_eq!(c, vec![(6_600, Target::Paused)]);
 
-        // With a standing queue on the link instead.
+        // With a standing queue on the link instead: readings every 250 ms, each of a packet
+        // sent 50 ms before its round trip. Those sent within the settle of the switch down
+        // (5 000 + LOSS_SETTLE + the round trip = 6 360 ms) may be the old layer's queue
+        // draining; the first sent past it (6 750 - 210 = 6 540 ms) confirms.
         let mut a = on_layer_0();
         a.on_rtt(at(5_100), Duration::from_millis(40));
-        let mut c = run(&mut a, t0, 5_100, &[(6_000, low)]);
-        a.on_rtt(at(6_000), Duration::from_millis(40) + QUEUE_OVERRUN);
-        c.extend(run(&mut a, t0, 6_000, &[(10_000, low)]));
-        assert_eq!(c, vec![(6_600, Target::Paused)]);
+        let mut c = run(&mut a, t0, 5_100, &[(5_250, low)]);
+        for t in (5_250..10_000).step_by(250) {
+            let rtt = Duration::from_millis(40 + (t / 250) % 2) + QUEUE_OVERRUN;
+            a.on_rtt_sent(at(t), rtt, at(t) - rtt - Duration::from_millis(50));
+            c.extend(run(&mut a, t0, t, &[(t + 250, low)]));
+        }
+        assert_eq!(c, vec![(6_750, Target::Paused)]);
     }
 
     #[test]
@@ -2784,7 +2836,7 @@ mod tests {
     }
 
     #[test]
-    fn the_losses_of_a_cut_do_not_confirm_a_fall_on_the_layer_it_went_to() {
+    fn what_a_cut_left_does_not_confirm_a_fall_on_the_layer_it_went_to() {
         // Seen end to end (tests/adaptation.rs, viewer A on 400 kbit/s): a cut from the top
         // layer to the lowest, 28 % lost in the next report (the old layer's), then clean
         // reports and a round trip at its floor; the estimator's raw figure, fed those
@@ -2843,6 +2895,41 @@ mod tests {
             Some(Target::Paused),
             "{changes:?}"
         );
+
+        // The old layer's queue draining past the settle (seen too: 309, then 187 ms, the
+        // losses 30-50 %, then 17 and 5 %): each reading's packet was sent within the
+        // settle, and the first one sent past it reads the link calm. Layer 0 stays.
+        let mut a = cut();
+        let mut changes = Vec::new();
+        let readings = [
+            (10_250, 320, 0.30),
+            (10_500, 315, 0.50),
+            (10_750, 312, 0.50),
+            (11_000, 309, 0.17),
+            (11_250, 300, 0.17),
+            (11_500, 250, 0.046),
+            (11_750, 187, 0.0),
+        ];
+        let calm = (12_000..15_000)
+            .step_by(250)
+            .map(|t| (t, 8 + (t / 250) % 2, 0.0));
+        for (t, rtt, lost) in readings.into_iter().chain(calm) {
+            a.on_loss(at(t), lost);
+            a.on_rtt_sent(at(t), ms(rtt), at(t - rtt - 50));
+            for step in [t, t + 100, t + 200] {
+                a.on_raw_estimate(at(step), a.reset_bps().unwrap_or(100_000));
+                let d = a.update(at(step), 700_000, &layers(), AUDIO);
+                if d.changed {
+                    changes.push((step, d.target));
+                }
+            }
+        }
+        assert_eq!(
+            changes,
+            vec![],
+            "paused on the drain of the layer the cut left"
+        );
+        assert_eq!(a.estimator_resets(), 1);
     }
 
     #[test]
