@@ -2247,6 +2247,18 @@ mod tests {
         a
     }
 
+    /// On a 400 kbit/s link, a sustained probe for layer 1 fails on a 150 ms queue at 10.6 s.
+    fn probe_failed_on_a_400_kbit_link(t0: Instant) -> Allocator {
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut b = on_a_400_kbit_link(t0);
+        b.on_rtt(at(10_000), Duration::from_millis(5));
+        run_sustained(&mut b, t0, 10_000, &[(10_600, 1_350_000)]);
+        b.on_rtt(at(10_600), Duration::from_millis(155));
+        let d = b.update(at(10_600), 1_350_000, &layers(), AUDIO);
+        assert_eq!((d.sustain_bps, d.target), (0, Target::Layer(Layer(0))));
+        b
+    }
+
     /// Target changes, and the sustained rate asked for at each step (ms, bit/s).
     type Sustained = (Vec<(u64, Target)>, Vec<(u64, u64)>);
 
@@ -2744,16 +2756,7 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
         let ms = Duration::from_millis;
-        // A sustained probe for layer 1 fails on a 150 ms queue at 10.6 s.
-        let failed = || {
-            let mut b = on_a_400_kbit_link(t0);
-            b.on_rtt(at(10_000), ms(5));
-            run_sustained(&mut b, t0, 10_000, &[(10_600, 1_350_000)]);
-            b.on_rtt(at(10_600), ms(155));
-            let d = b.update(at(10_600), 1_350_000, &layers(), AUDIO);
-            assert_eq!((d.sustain_bps, d.target), (0, Target::Layer(Layer(0))));
-            b
-        };
+        let failed = || probe_failed_on_a_400_kbit_link(t0);
         // The reports after it carry its padding: 35 % lost, a queue that grows, the raw
         // estimate at 100 kbit/s. Layer 0 is kept.
         let mut b = failed();
@@ -2805,15 +2808,7 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
         let ms = Duration::from_millis;
-        let failed = || {
-            let mut b = on_a_400_kbit_link(t0);
-            b.on_rtt(at(10_000), ms(5));
-            run_sustained(&mut b, t0, 10_000, &[(10_600, 1_350_000)]);
-            b.on_rtt(at(10_600), ms(155));
-            let d = b.update(at(10_600), 1_350_000, &layers(), AUDIO);
-            assert_eq!((d.sustain_bps, d.target), (0, Target::Layer(Layer(0))));
-            b
-        };
+        let failed = || probe_failed_on_a_400_kbit_link(t0);
         let readings = [(10_850, 345), (11_100, 551), (11_350, 657), (11_600, 811)];
         // Sent 10 405, 10 449, 10 593 (the probe's) and 10 689 ms (after it): audio only on
         // the last.
