@@ -125,7 +125,13 @@ export async function launchBrowser({ onSignal, extraArgs = [] } = {}) {
     } catch (e) {
       log('closing the browser failed:', e.message);
     }
-    rmSync(userDataDir, { recursive: true, force: true });
+    // A Chromium that got the process group's SIGTERM itself may still be exiting and writing
+    // into its profile while it is removed: remove it again until it stays gone (at most 3 s).
+    for (let i = 0; i < 15; i++) {
+      rmSync(userDataDir, { recursive: true, force: true });
+      await sleep(200);
+      if (!existsSync(userDataDir)) break;
+    }
   };
   let signalled = false;
   const onSig = async (sig) => {

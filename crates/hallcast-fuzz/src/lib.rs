@@ -395,13 +395,25 @@ struct AdminApi {
     admin: axum::Router,
     relay: axum::Router,
     ledger: hallcast_ledger::Ledger,
+    /// The ledger's temp directory, removed by [`admin_api_done`].
+    dir: std::path::PathBuf,
+}
+
+static ADMIN_API: std::sync::OnceLock<AdminApi> = std::sync::OnceLock::new();
+
+/// Removes the [`admin_api`] target's ledger directory, if the target ran: call it when no
+/// more admin API inputs will come (the fixture is a `static`, never dropped; nothing writes
+/// to the ledger after this).
+pub fn admin_api_done() {
+    if let Some(api) = ADMIN_API.get() {
+        let _ = std::fs::remove_dir_all(&api.dir);
+    }
 }
 
 /// One ledger (SQLite in a fresh temp directory) and routers for the whole run: organisation
 /// o-1, point p-1 and conference hn exist.
 fn admin_api_fixture() -> &'static AdminApi {
-    static API: std::sync::OnceLock<AdminApi> = std::sync::OnceLock::new();
-    API.get_or_init(|| {
+    ADMIN_API.get_or_init(|| {
         use hallcast_ledger::{Ledger, LedgerConfig, Secret, StoreConfig};
         use hallcast_server::attendance::{AttendanceCtx, relay_router, router};
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -452,6 +464,7 @@ fn admin_api_fixture() -> &'static AdminApi {
             admin,
             relay,
             ledger,
+            dir,
         }
     })
 }

@@ -107,6 +107,7 @@ fn every_parser_survives_its_corpus_and_mutations() {
         }
     }
     std::panic::set_hook(hook);
+    hallcast_fuzz::admin_api_done();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
