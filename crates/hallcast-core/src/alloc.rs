@@ -81,12 +81,11 @@
 //!   the driver has str0m pad up to it), longer than any shaper's burst, and commits only if
 //!   the estimate then covers the layer's need, having stayed above [`PROBE_ABORT_SHARE`] of
 //!   it, no loss report during the probe reached [`PROBE_LOSS_ABORT`] and no queue built up
-//!   on the link ([`QUEUE_OVERRUN`]); none starts while the last reading shows such a queue.
-//!   A failed probe stops the padding at once and makes the next one wait longer (the
-//!   up-hold doubles, up to [`PROBE_FAILED_HOLD_MAX`], until a probe holds, or for
-//!   [`PROBE_FAILED_LAPSE`] after the last failure): a link that cannot carry the layer is
-//!   not made to drop packets every other second, and one that came back is not kept
-//!   waiting by old failures.
+//!   on the link ([`QUEUE_OVERRUN`]). A failed probe stops the padding at once and makes the
+//!   next one wait longer (the up-hold doubles, up to [`PROBE_FAILED_HOLD_MAX`], until a
+//!   probe holds, or for [`PROBE_FAILED_LAPSE`] after the last failure): a link that cannot
+//!   carry the layer is not made to drop packets every other second, and one that came
+//!   back is not kept waiting by old failures.
 //! - **One layer at a time.** After warm-up each sustained probe, and the switch up it
 //!   carries, goes to the next layer only, whatever the estimate says fits further up: through a shaper with a
 //!   burst the estimate reads a fast link, and a probe two layers up overruns a link that
@@ -1171,7 +1170,6 @@ impl Allocator {
                         }
                     } else if held + PROBE_SUSTAIN >= hold.max(PROBE_SUSTAIN)
                         && self.down_since.is_none()
-                        && !self.queue_fails_probe(now)
                     {
                         // The hold's last PROBE_SUSTAIN (all of it when shorter): probe.
                         self.probe = Some((h, now));
@@ -1369,22 +1367,6 @@ impl Allocator {
             // The link carried it: what failed before says nothing about it now.
             self.probe_backoff = Duration::ZERO;
         }
-    }
-
-    /// The last round-trip reading, taken within [`RAW_FRESH`], shows a queue that would fail
-    /// a sustained probe ([`QUEUE_OVERRUN`]): no probe starts on it. Such a probe fails at its
-    /// first judgement, and its failure's settle then holds back the step down the queue
-    /// calls for (a queue growing on what was sent before the failure is taken for the
-    /// probe's). Seen in tests/adaptation.rs (2026-12-07, a decision print, the demo's
-    /// viewer on the lowest layer as its link fell from 400 to 100 kbit/s): a reading of
-    /// 172 ms, 90 ms later a probe for layer 1 that failed 19 ms after it started, then
-    /// readings of 398, 510, 664 ms, growing, all of packets sent before the failure; the
-    /// pause came 0.75 s after the first of them, on the first reading of a packet sent after
-    /// the failure (736 ms), with the link's queue ahead of the audio twice as long.
-    fn queue_fails_probe(&self, now: Instant) -> bool {
-        self.last_queue.is_some_and(|(at, q)| {
-            q >= QUEUE_OVERRUN && now.saturating_duration_since(at) <= RAW_FRESH
-        })
     }
 
     /// Asks the driver for a fresh estimator starting at `from_bps` (it probes at once).
@@ -2846,45 +2828,6 @@ mod tests {
             changes.extend(run(&mut b, t0, t, &[(t + 200, 400_000)]));
         }
         assert_eq!(changes, vec![]);
-    }
-
-    #[test]
-    fn no_probe_starts_on_a_queue_that_would_fail_it() {
-        // Seen end to end (tests/adaptation.rs, a decision print): on the lowest layer as the
-        // link fell from 400 to 100 kbit/s, the estimate (fooled by the shaper's burst) read
-        // well above layer 1's need; a reading of 172 ms, then a probe that failed at once,
-        // and its settle held back the pause the growing queue called for by 0.75 s.
-        let t0 = Instant::now();
-        let at = |ms| t0 + Duration::from_millis(ms);
-        let ms = Duration::from_millis;
-        let mut a = on_a_400_kbit_link(t0);
-        a.on_rtt_sent(at(9_750), ms(5), at(9_710));
-        a.on_rtt_sent(at(10_000), ms(172), at(9_793));
-        // Readings every 250 ms, each of a packet sent 35 ms before its round trip began.
-        let readings = [(10_250, 398), (10_500, 510), (10_750, 664), (11_000, 736)];
-        let mut changes = Vec::new();
-        let mut sustained = Vec::new();
-        let mut t = 10_000;
-        for (next, rtt) in readings.into_iter().chain([(11_500, 0)]) {
-            while t < next {
-                let d = a.update(at(t), 1_350_000, &layers(), AUDIO);
-                if d.changed {
-                    changes.push((t, d.target));
-                }
-                if d.sustain_bps > 0 {
-                    sustained.push(t);
-                }
-                t += 50;
-            }
-            if rtt > 0 {
-                a.on_rtt_sent(at(next), ms(rtt), at(next - rtt - 35));
-            }
-        }
-        assert_eq!(sustained, Vec::<u64>::new(), "a probe on a 172 ms queue");
-        // The queue grew twice to 398 ms: audio only on that reading (with the probe, 0.5 s
-        // later: within its failure's settle only a reading of a packet sent after the
-        // failure counted).
-        assert_eq!(changes, vec![(10_250, Target::Paused)]);
     }
 
     #[test]
