@@ -99,7 +99,11 @@ export async function launchBrowser({ onSignal, extraArgs = [] } = {}) {
   } catch (e) {
     fail(`playwright-core is not installed in tests/js (run scripts/install-test-deps.sh, or npm ci in tests/js): ${e.message}`);
   }
-  const userDataDir = mkdtempSync(join(tmpdir(), 'hallcast-chromium-'));
+  // In the test's own scratch directory when the harness names it (tests/src/client.rs), so
+  // a profile goes with that directory even when this process is killed before `close` runs.
+  const userDataDir = mkdtempSync(
+    join(process.env.HALLCAST_PROFILE_PARENT || tmpdir(), 'hallcast-chromium-'),
+  );
   let context;
   try {
     context = await chromium.launchPersistentContext(userDataDir, {
@@ -125,15 +129,7 @@ export async function launchBrowser({ onSignal, extraArgs = [] } = {}) {
     } catch (e) {
       log('closing the browser failed:', e.message);
     }
-    // Removed again until it stays gone (at most 3 s), should a Chromium still exiting write
-    // into it. This does not stop the leak seen in tests/adaptation.rs (2 profiles in 66 runs):
-    // those were whole, never removed: the process ended before `close` ran (likely the
-    // harness's SIGKILL after its 5 s grace, tests/src/proc.rs; not confirmed).
-    for (let i = 0; i < 15; i++) {
-      rmSync(userDataDir, { recursive: true, force: true });
-      await sleep(200);
-      if (!existsSync(userDataDir)) break;
-    }
+    rmSync(userDataDir, { recursive: true, force: true });
   };
   let signalled = false;
   const onSig = async (sig) => {

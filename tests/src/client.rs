@@ -106,6 +106,11 @@ impl Client {
             }
             None => Command::new(&program),
         };
+        if kind == ClientKind::Browser {
+            // Chromium's profile goes in the test's scratch directory (tests/js/common.mjs), and
+            // is removed with it even when the page process dies before it closes the browser.
+            cmd.env("HALLCAST_PROFILE_PARENT", ctx.dir());
+        }
         if kind == ClientKind::Aiortc {
             // Unbuffered, so progress lines arrive when printed.
             cmd.arg("-u");
