@@ -18,7 +18,8 @@ for r in 1 2 3 4; do
       d=$OUT/$b-$r-$s; mkdir -p "$d"
       HALLCAST_BIN=$BIN/hallcast-$b HALLCAST_RESULTS_DIR=$d "$T" --nocapture --test-threads 1 $test \
         > "$OUT/$b-$r-$s.log" 2>&1
-      echo "$(date +%T) $b-$r-$s rc=$?"
+      rc=$?
+      echo "$(date +%T) $b-$r-$s rc=$rc"
     done
   done
 done
