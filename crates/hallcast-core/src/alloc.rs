@@ -457,6 +457,20 @@ pub const DOWN_UNPROVEN: Duration = Duration::from_secs(4);
 /// three; queues of 600–850 ms ahead of the audio), where the rule landed: its round with the
 /// rule met every bar of the issue in 4 runs of 6, against none of 6 at 40a4369.
 pub const READING_SLACK: Duration = Duration::from_millis(250);
+/// A failed sustained probe leaves its padding queued on the link, and its failure's reading
+/// lags that queue (it measured a packet sent one round trip and up to a stats interval
+/// before). Within the failure's settle, a grown queue read on what was sent after the failure
+/// counts ([`READING_SLACK`]) when it is this long, or when the reading it grew from measured
+/// what was sent after the failure too; a shorter one grown from a reading of before the
+/// failure may be the probe's leftover draining on a link that carries the layer. Seen in
+/// tests/adaptation.rs (docs/bench-data/2026-12-07-issue11-no-probe-on-a-queue, evidence,
+/// b3-noprobe-4): a probe for layer 1 failed on the 400 kbit/s link on a reading of 93 ms
+/// (of a packet sent 155 ms before the failure, the queue growing ~0.6 ms a millisecond under
+/// the probe); the next reading, 147 ms, measured a packet sent 40 ms after the failure, and
+/// the viewer was paused for 2.3 s on a link that carried the lowest layer; the readings after
+/// it were 20 and 3 ms. The failures of the print runs on a short link (the step to
+/// 100 kbit/s) read 664–811 ms after them, past this, and keep their pause as it came.
+pub const FAILED_PROBE_LEFT: Duration = QUEUE_GROWN;
 /// The window of the round trip's floor ([`QUEUE_OVERRUN`]); an older floor is replaced by
 /// the current round trip.
 pub const RTT_FLOOR_FOR: Duration = Duration::from_secs(30);
@@ -576,6 +590,8 @@ pub struct Allocator {
     probe_failed_queue: Duration,
     /// When the packet of the latest round-trip reading was sent, at the latest.
     last_sent: Option<Instant>,
+    /// The same for the reading before it ([`FAILED_PROBE_LEFT`]).
+    prev_sent: Option<Instant>,
     /// The last dip of the probing target while paused ([`REPROBE_EVERY`]).
     reprobed_at: Option<Instant>,
     /// The last loss report of [`PROBE_LOSS_ABORT`] or more.
@@ -666,6 +682,7 @@ impl Allocator {
             probe_failed_at: None,
             probe_failed_queue: Duration::ZERO,
             last_sent: None,
+            prev_sent: None,
             reprobed_at: None,
             lossy_at: None,
             clean: None,
@@ -793,7 +810,7 @@ impl Allocator {
         }
         self.prev_queue = self.last_queue;
         self.last_queue = Some((now, queue));
-        self.last_sent = sent;
+        self.prev_sent = std::mem::replace(&mut self.last_sent, sent);
     }
 
     pub fn on_loss(&mut self, now: Instant, lost: f32) {
@@ -988,10 +1005,13 @@ impl Allocator {
 
         // A growing queue: to the lowest layer, from there to audio only. Not within the
         // settle, unless the queue grew on what was sent after a failed probe ended
-        // (READING_SLACK): the probe's padding had stopped, the link itself is short.
+        // (READING_SLACK): the probe's padding had stopped, the link itself is short
+        // (FAILED_PROBE_LEFT: from a reading of what the probe left, only past QUEUE_GROWN).
         let grew_after_probe = match (self.probe_failed_at, self.last_sent, self.last_queue) {
             (Some(failed), Some(sent), Some((_, q))) => {
-                sent > failed && q > self.probe_failed_queue
+                sent > failed
+                    && q > self.probe_failed_queue
+                    && (q >= FAILED_PROBE_LEFT || self.prev_sent.is_some_and(|p| p > failed))
             }
             _ => false,
         };
@@ -2828,6 +2848,49 @@ mod tests {
             changes.extend(run(&mut b, t0, t, &[(t + 200, 400_000)]));
         }
         assert_eq!(changes, vec![]);
+    }
+
+    #[test]
+    fn what_a_failed_probe_left_read_on_what_was_sent_after_it_does_not_pause_a_viewer_its_link_carries()
+     {
+        // Seen end to end (FAILED_PROBE_LEFT): a probe fails on a reading that lags the queue
+        // it built; the next reading, of a packet sent just after the failure, meets what the
+        // probe left and is above the failure's reading, grown from calm. Then it drains.
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let ms = Duration::from_millis;
+        // The failure at 10 600 ms read 150 ms of queue (a packet sent at 10 195 at the
+        // latest, READING_SLACK); 225 ms read on a packet sent at 10 640.
+        let mut b = probe_failed_on_a_400_kbit_link(t0);
+        let mut changes = Vec::new();
+        for (t, rtt, sent) in [
+            (10_850, 230, 10_640),
+            (11_100, 60, 11_000),
+            (11_350, 8, 11_300),
+        ] {
+            b.on_rtt_sent(at(t), ms(rtt), at(sent));
+            changes.extend(run(&mut b, t0, t, &[(t + 200, 400_000)]));
+        }
+        assert_eq!(changes, vec![], "paused on the probe's leftover");
+        // Past FAILED_PROBE_LEFT the same reading is the link's own: audio only at once.
+        let mut b = probe_failed_on_a_400_kbit_link(t0);
+        b.on_rtt_sent(at(10_850), ms(300), at(10_640));
+        let c = run(&mut b, t0, 10_850, &[(11_000, 400_000)]);
+        assert_eq!(c, vec![(10_850, Target::Paused)]);
+        // Growth read wholly on what was sent after the failure counts under it too: the
+        // leftover drained to calm, then the queue rose again within the settle.
+        let mut b = probe_failed_on_a_400_kbit_link(t0);
+        let mut changes = Vec::new();
+        let readings = [
+            (10_850, 45, 10_700),
+            (11_100, 105, 10_920),
+            (11_350, 165, 11_110),
+        ];
+        for (t, rtt, sent) in readings {
+            b.on_rtt_sent(at(t), ms(rtt), at(sent));
+            changes.extend(run(&mut b, t0, t, &[(t + 200, 400_000)]));
+        }
+        assert_eq!(changes, vec![(11_350, Target::Paused)]);
     }
 
     #[test]
