@@ -88,7 +88,8 @@ export const CHROMIUM_FLAGS = [
 ];
 
 /**
- * Launches Chromium with a fresh user-data-dir (removed again by `close`). Returns
+ * Launches Chromium with a fresh user-data-dir (removed again by `close`; in
+ * `HALLCAST_PROFILE_PARENT`, the test's scratch directory, when the harness sets it). Returns
  * `{ context, close }`. SIGTERM/SIGINT call `onSignal` (if given) and then close the browser.
  */
 export async function launchBrowser({ onSignal, extraArgs = [] } = {}) {
