@@ -468,8 +468,9 @@ pub const READING_SLACK: Duration = Duration::from_millis(250);
 /// (of a packet sent 155 ms before the failure, the queue growing ~0.6 ms a millisecond under
 /// the probe); the next reading, 147 ms, measured a packet sent 40 ms after the failure, and
 /// the viewer was paused for 2.3 s on a link that carried the lowest layer; the readings after
-/// it were 20 and 3 ms. The failures of the print runs on a short link (the step to
-/// 100 kbit/s) read 664–811 ms after them, past this, and keep their pause as it came.
+/// it were 20 and 3 ms. Where a probe failed as the link stepped to 100 kbit/s, the first
+/// readings of what was sent after the failure were 736–845 ms in the decision prints, past
+/// this: their pause comes as before.
 pub const FAILED_PROBE_LEFT: Duration = QUEUE_GROWN;
 /// The window of the round trip's floor ([`QUEUE_OVERRUN`]); an older floor is replaced by
 /// the current round trip.
