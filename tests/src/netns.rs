@@ -44,6 +44,35 @@ pub(crate) fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// `ip netns add NAME`, the namespace IPv4 only ([`ipv4_only`]).
+pub(crate) fn add_netns(name: &str) -> Result<()> {
+    ip(&["netns", "add", name])?;
+    ipv4_only(name)
+}
+
+/// Turns IPv6 off in namespace `ns` (before its links come up; every test address is IPv4).
+/// Why: an interface that comes up gets an IPv6 link-local address, usable only once duplicate
+/// address detection ends a second or two later, and Chromium, launched in the namespace by
+/// then, takes that as the network changing: a page navigating at that moment failed with
+/// `net::ERR_NETWORK_CHANGED` (tests/adaptation.rs, 1.7 s into the run, 2026-12-08).
+pub(crate) fn ipv4_only(ns: &str) -> Result<()> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "sh", "-c"])
+        .arg(
+            "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6 && \
+             echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6",
+        )
+        .output()
+        .context("cannot run `ip netns exec`")?;
+    if !out.status.success() {
+        bail!(
+            "cannot turn IPv6 off in namespace {ns}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 impl NetNs {
     pub fn create() -> Result<NetNs> {
         let n = N_NETNS.fetch_add(1, Ordering::Relaxed);
@@ -58,7 +87,7 @@ impl NetNs {
             host_if: format!("hc{tag}h"),
             ns_if: format!("hc{tag}n"),
         };
-        ip(&["netns", "add", &ns.name])?;
+        add_netns(&ns.name)?;
         // From here on Drop removes what was made.
         ip(&[
             "link",
@@ -155,9 +184,9 @@ impl NsPair {
             a_if: format!("hc{tag}a"),
             b_if: format!("hc{tag}b"),
         };
-        ip(&["netns", "add", &pair.a])?;
+        add_netns(&pair.a)?;
         // From here on Drop removes what was made.
-        ip(&["netns", "add", &pair.b])?;
+        add_netns(&pair.b)?;
         ip(&[
             "link", "add", &pair.a_if, "type", "veth", "peer", "name", &pair.b_if,
         ])?;

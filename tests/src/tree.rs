@@ -44,7 +44,7 @@ use serde_json::Value;
 use crate::client::{Client, ClientKind};
 use crate::ctx::{Ctx, tail};
 use crate::demo::DemoOptions;
-use crate::netns::{ip, nft};
+use crate::netns::{add_netns, ip, ipv4_only, nft};
 use crate::prereq::{chromium_path, hallcast_bin};
 use crate::proc::Proc;
 
@@ -162,6 +162,7 @@ impl Tree {
         };
         // From here on Drop removes what was made.
         let bb = tree.backbone.clone();
+        ipv4_only(&bb)?;
         ip(&["-n", &bb, "link", "set", "lo", "up"])?;
         ip(&["-n", &bb, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &bb, "link", "set", "br0", "up"])?;
@@ -197,7 +198,7 @@ impl Tree {
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
         let name = format!("hct{}-{clean}", self.s);
-        ip(&["netns", "add", &name])?;
+        add_netns(&name)?;
         self.namespaces.push(name.clone());
         ip(&["-n", &name, "link", "set", "lo", "up"])?;
         Ok(name)
