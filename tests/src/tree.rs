@@ -44,7 +44,7 @@ use serde_json::Value;
 use crate::client::{Client, ClientKind};
 use crate::ctx::{Ctx, tail};
 use crate::demo::DemoOptions;
-use crate::netns::{add_netns, ip, ipv4_only, nft};
+use crate::netns::{ip, ipv4_only, nft};
 use crate::prereq::{chromium_path, hallcast_bin};
 use crate::proc::Proc;
 
@@ -198,8 +198,10 @@ impl Tree {
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
         let name = format!("hct{}-{clean}", self.s);
-        add_netns(&name)?;
+        ip(&["netns", "add", &name])?;
+        // Drop removes it from here on.
         self.namespaces.push(name.clone());
+        ipv4_only(&name)?;
         ip(&["-n", &name, "link", "set", "lo", "up"])?;
         Ok(name)
     }
