@@ -56,21 +56,15 @@ pub(crate) fn add_netns(name: &str) -> Result<()> {
 /// then, takes that as the network changing: a page navigating at that moment failed with
 /// `net::ERR_NETWORK_CHANGED` (tests/adaptation.rs, 1.7 s into the run, 2026-12-08).
 pub(crate) fn ipv4_only(ns: &str) -> Result<()> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "sh", "-c"])
-        .arg(
-            "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6 && \
-             echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6",
-        )
-        .output()
-        .context("cannot run `ip netns exec`")?;
-    if !out.status.success() {
-        bail!(
-            "cannot turn IPv6 off in namespace {ns}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    ip(&[
+        "netns",
+        "exec",
+        ns,
+        "sh",
+        "-c",
+        "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6 && \
+         echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6",
+    ])
 }
 
 impl NetNs {
